@@ -1,0 +1,78 @@
+"""`stratos`: the one console script for every command of the platform."""
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+from pathlib import Path
+
+import typer
+from rich.console import Console
+
+from infra.settings import get_settings
+
+app = typer.Typer(help="Stratos-ES: a PaaS control plane on an event log.", no_args_is_help=True,
+                  pretty_exceptions_enable=False)
+schemas_app = typer.Typer(help="JSON Schemas of every topic record.")
+app.add_typer(schemas_app, name="schemas")
+console = Console()
+
+
+def _logging() -> None:
+    logging.basicConfig(level=get_settings().log_level,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+def wait_for_interrupt() -> None:
+    """Block until Ctrl-C or SIGTERM."""
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    stop.wait()
+
+
+@app.command()
+def broker(port: int = typer.Option(0, help="loopback port; 0 picks a free one")) -> None:
+    """Start the embedded broker (Tansu), create the topics, run until Ctrl-C."""
+    from infra.broker import BrokerError, EmbeddedBroker
+    from infra.kafka import ensure_topics
+
+    _logging()
+    settings = get_settings()
+    try:
+        with EmbeddedBroker(port or None) as embedded:
+            settings.kafka_bootstrap = embedded.bootstrap
+            created = ensure_topics(settings)
+            console.print(f"[green]broker[/] listening on [bold]{embedded.bootstrap}[/]"
+                          f" ({len(created)} topics created, prefix {settings.topic_prefix!r})")
+            console.print(f"use it with: export STRATOS_KAFKA_BOOTSTRAP={embedded.bootstrap}")
+            wait_for_interrupt()
+    except BrokerError as exc:
+        console.print(f"[red]error:[/] {exc}")
+        raise typer.Exit(1)
+
+
+@app.command()
+def topics() -> None:
+    """Create the platform's topics on STRATOS_KAFKA_BOOTSTRAP (idempotent)."""
+    from infra.kafka import ensure_topics
+
+    settings = get_settings()
+    if not settings.kafka_bootstrap:
+        console.print("[red]error:[/] STRATOS_KAFKA_BOOTSTRAP is not set")
+        raise typer.Exit(1)
+    created = ensure_topics(settings)
+    console.print(f"created: {', '.join(created) or 'nothing (all present)'}")
+
+
+@schemas_app.command("export")
+def schemas_export(directory: Path) -> None:
+    """Write one JSON Schema per topic record type into DIRECTORY."""
+    from schemas.records import export_json_schemas
+
+    for path in export_json_schemas(directory):
+        console.print(f"wrote {path}")
+
+
+def main() -> None:
+    app()

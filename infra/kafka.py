@@ -1,0 +1,258 @@
+"""The Kafka adapter: topics, the appender, readers, and the dead-letter path.
+
+Every record is a pydantic envelope serialised as JSON. A record that does not validate goes
+to `<prefix>deadletter` with the reason and the original bytes; the reader carries on.
+"""
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from datetime import datetime, timezone
+
+from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
+from kafka.admin import NewTopic
+from kafka.errors import TopicAlreadyExistsError
+from pydantic import BaseModel, ValidationError
+
+from schemas.envelope import Envelope
+from schemas.records import TOPIC_RECORDS, DeadLetter, DeadLetterRecord
+from infra.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+def new_id() -> str:
+    return uuid.uuid4().hex
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def ensure_topics(settings: Settings, names: Iterable[str] = TOPIC_RECORDS) -> list[str]:
+    """Create the topics that are missing; safe to call again (idempotent)."""
+    admin = KafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap, client_id="stratos-admin")
+    try:
+        wanted = [settings.topic(n) for n in names]
+        existing = set(admin.list_topics())
+        missing = [t for t in wanted if t not in existing]
+        if missing:
+            try:
+                admin.create_topics([
+                    NewTopic(t, settings.partitions, settings.replication_factor,
+                             topic_configs=_topic_config(t, settings))
+                    for t in missing
+                ])
+            except TopicAlreadyExistsError:
+                pass  # created by a concurrent caller: that is the state we want
+        _wait_for_metadata(settings, wanted)
+        return missing
+    finally:
+        admin.close()
+
+
+def _topic_config(topic: str, settings: Settings) -> dict[str, str]:
+    compacted = {settings.topic("snapshots"), settings.topic("topology")}
+    return {"cleanup.policy": "compact"} if topic in compacted else {}
+
+
+def _wait_for_metadata(settings: Settings, topics: list[str], timeout: float = 15.0) -> None:
+    consumer = KafkaConsumer(bootstrap_servers=settings.kafka_bootstrap)
+    try:
+        deadline = time.monotonic() + timeout
+        while any(not consumer.partitions_for_topic(t) for t in topics):
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"topics not visible after {timeout}s: {topics}")
+            time.sleep(0.05)
+    finally:
+        consumer.close()
+
+
+def encode(record: BaseModel) -> bytes:
+    return record.model_dump_json().encode()
+
+
+def decode(topic_kind: str, raw: bytes) -> Envelope:
+    """Validate raw bytes as the record type of a topic; raises ValidationError or ValueError."""
+    return TOPIC_RECORDS[topic_kind].model_validate_json(raw)
+
+
+def envelope(record_type: type[Envelope], payload: BaseModel, aggregate_id: str, *,
+             aggregate_seq: int = 0, correlation_id: str | None = None,
+             causation_id: str | None = None, tenant: str | None = None,
+             record_id: str | None = None, occurred_at: datetime | None = None) -> Envelope:
+    fields = dict(
+        id=record_id or new_id(), type=payload.type, aggregate_id=aggregate_id,  # type: ignore[attr-defined]
+        aggregate_seq=aggregate_seq, occurred_at=occurred_at or utcnow(),
+        correlation_id=correlation_id, causation_id=causation_id, payload=payload,
+    )
+    if tenant:
+        fields["tenant"] = tenant
+    return record_type(**fields)
+
+
+def rejection_reason(exc: Exception) -> str:
+    if isinstance(exc, ValidationError):
+        parts = []
+        for err in exc.errors(include_url=False)[:5]:
+            where = ".".join(str(p) for p in err["loc"]) or "record"
+            parts.append(f"{where}: {err['msg']}")
+        return "; ".join(parts)
+    return f"{type(exc).__name__}: {exc}"
+
+
+class Appender:
+    """Appends envelopes keyed by aggregate (idempotent producer, acks=all)."""
+
+    def __init__(self, settings: Settings, **overrides) -> None:
+        self.settings = settings
+        options = dict(
+            bootstrap_servers=settings.kafka_bootstrap, acks="all", enable_idempotence=True,
+            linger_ms=2, max_in_flight_requests_per_connection=5, retries=10,
+        )
+        options.update(overrides)
+        self.producer = KafkaProducer(**options)
+
+    def send(self, topic_kind: str, key: str | None, record: BaseModel):
+        """Send without waiting; returns kafka-python's future of RecordMetadata."""
+        return self.producer.send(
+            self.settings.topic(topic_kind), key=key.encode() if key else None, value=encode(record)
+        )
+
+    def append(self, topic_kind: str, key: str | None, record: BaseModel, timeout: float = 30.0):
+        """Send and wait until the broker has it; returns (partition, offset)."""
+        meta = self.send(topic_kind, key, record).get(timeout=timeout)
+        return meta.partition, meta.offset
+
+    def append_many(self, topic_kind: str, items: Iterable[tuple[str | None, BaseModel]],
+                    timeout: float = 30.0) -> list[tuple[int, int]]:
+        futures = [self.send(topic_kind, key, record) for key, record in items]
+        self.producer.flush(timeout)
+        return [(m.partition, m.offset) for m in (f.get(timeout=timeout) for f in futures)]
+
+    def send_raw(self, topic: str, key: bytes | None, value: bytes):
+        return self.producer.send(topic, key=key, value=value)
+
+    def flush(self, timeout: float = 30.0) -> None:
+        self.producer.flush(timeout)
+
+    def close(self) -> None:
+        self.producer.close()
+
+
+@dataclass(frozen=True)
+class Delivered:
+    """A record read and validated, with where it came from."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: str | None
+    record: Envelope
+
+
+class DeadLetters:
+    """Routes records that do not validate to the dead-letter topic, with the reason."""
+
+    def __init__(self, appender: Appender) -> None:
+        self.appender = appender
+
+    def send(self, topic: str, partition: int, offset: int, key: bytes | None, raw: bytes,
+             reason: str) -> None:
+        log.warning("dead-letter %s[%d]@%d: %s", topic, partition, offset, reason)
+        letter = DeadLetter(
+            source_topic=topic, source_partition=partition, source_offset=offset, reason=reason,
+            original=(raw or b"").decode("utf-8", "replace"),
+            original_key=key.decode("utf-8", "replace") if key else None,
+        )
+        record = envelope(DeadLetterRecord, letter, aggregate_id=f"{topic}:{partition}:{offset}")
+        self.appender.send("deadletter", record.aggregate_id, record)
+
+
+def validated(settings: Settings, topic_kind: str, raw_records, dead_letters: DeadLetters) -> Iterator[Delivered]:
+    """Decode kafka-python ConsumerRecords; invalid ones go to the dead-letter topic."""
+    for raw in raw_records:
+        try:
+            record = decode(topic_kind, raw.value)
+        except (ValidationError, ValueError) as exc:
+            dead_letters.send(raw.topic, raw.partition, raw.offset, raw.key, raw.value,
+                              rejection_reason(exc))
+            continue
+        yield Delivered(raw.topic, raw.partition, raw.offset,
+                        raw.key.decode() if raw.key else None, record)
+
+
+def topic_kind_of(settings: Settings, topic: str) -> str:
+    return topic.removeprefix(settings.topic_prefix)
+
+
+def group_consumer(settings: Settings, group_id: str, topic_kinds: list[str], **overrides) -> KafkaConsumer:
+    """A consumer in a group, tuned for this broker: short rebalance and poll intervals."""
+    options = dict(
+        bootstrap_servers=settings.kafka_bootstrap, group_id=group_id,
+        enable_auto_commit=False, auto_offset_reset="earliest",
+        max_poll_interval_ms=10_000, session_timeout_ms=6_000, heartbeat_interval_ms=1_000,
+        max_poll_records=500,
+    )
+    options.update(overrides)
+    consumer = KafkaConsumer(**options)
+    consumer.subscribe([settings.topic(k) for k in topic_kinds])
+    return consumer
+
+
+def assigned_consumer(settings: Settings, topic_kind: str, from_beginning: bool = True,
+                      partitions: Iterable[int] | None = None) -> KafkaConsumer:
+    """A group-less reader of every (or the given) partition: no rebalance pauses."""
+    consumer = KafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, enable_auto_commit=False,
+                             group_id=None, max_poll_records=2000)
+    topic = settings.topic(topic_kind)
+    if partitions is None:
+        deadline = time.monotonic() + 10
+        while not (found := consumer.partitions_for_topic(topic)):
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"topic {topic} not found")
+            time.sleep(0.05)
+        partitions = sorted(found)
+    tps = [TopicPartition(topic, p) for p in partitions]
+    consumer.assign(tps)
+    if from_beginning:
+        consumer.seek_to_beginning(*tps)
+    else:
+        consumer.seek_to_end(*tps)
+    return consumer
+
+
+def read_to_end(settings: Settings, topic_kind: str, dead_letters: DeadLetters | None = None,
+                partitions: Iterable[int] | None = None, decode_records: bool = True):
+    """Read a topic from the beginning to its current end (for replay and tools).
+
+    Yields Delivered records (or raw ConsumerRecords with decode_records=False).
+    """
+    consumer = assigned_consumer(settings, topic_kind, partitions=partitions)
+    try:
+        ends = consumer.end_offsets(list(consumer.assignment()))
+        remaining = {tp for tp, end in ends.items() if end > consumer.position(tp)}
+        while remaining:
+            batch = consumer.poll(timeout_ms=500)
+            for tp, raws in batch.items():
+                if decode_records:
+                    if dead_letters is None:
+                        for raw in raws:
+                            try:
+                                yield Delivered(raw.topic, raw.partition, raw.offset,
+                                                raw.key.decode() if raw.key else None,
+                                                decode(topic_kind, raw.value))
+                            except (ValidationError, ValueError) as exc:
+                                log.warning("skipping invalid record %s@%d: %s", tp, raw.offset,
+                                            rejection_reason(exc))
+                    else:
+                        yield from validated(settings, topic_kind, raws, dead_letters)
+                else:
+                    yield from raws
+                if consumer.position(tp) >= ends[tp]:
+                    remaining.discard(tp)
+    finally:
+        consumer.close()

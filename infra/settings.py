@@ -1,0 +1,38 @@
+"""Settings from `STRATOS_*` environment variables (pydantic-settings)."""
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="STRATOS_", extra="ignore")
+
+    kafka_bootstrap: str | None = Field(
+        None, description="bootstrap servers of an external Kafka; unset = embedded broker"
+    )
+    topic_prefix: str = "stratos."
+    partitions: int = Field(4, ge=1, description="partitions of each topic created")
+    replication_factor: int = Field(1, ge=1)
+    state_dir: Path = Path("state")
+    snapshot_every: int = Field(200, ge=1, description="events per aggregate between snapshots")
+    health_window_seconds: float = Field(60.0, gt=0)
+    health_hop_seconds: float = Field(5.0, gt=0)
+    health_publish_seconds: float = Field(15.0, gt=0)
+    member_fault_seconds: float = Field(60.0, gt=0)
+    pending_timeout_seconds: float = Field(900.0, gt=0)
+    termination_timeout_seconds: float = Field(1800.0, gt=0)
+    obsolete_timeout_seconds: float = Field(86400.0, gt=0)
+    api_port: int = 9443
+    log_level: str = "INFO"
+
+    def topic(self, name: str) -> str:
+        return f"{self.topic_prefix}{name}"
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()

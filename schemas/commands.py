@@ -1,0 +1,185 @@
+"""Commands: requests addressed to one aggregate, carried on `stratos.commands`.
+
+Facts from the outside world (a node was created, an agent said it is active, a window
+crossed a threshold) are commands too: only the aggregate's owner turns them into events.
+"""
+from __future__ import annotations
+
+from typing import Annotated, Literal, Union
+
+from pydantic import Field, create_model
+
+from schemas.base import Message
+from schemas.definitions import DEFINITION_KINDS
+from schemas.domain import ClusterSpec
+
+
+def _pascal(kind: str) -> str:
+    return kind[0].upper() + kind[1:]
+
+
+def _definition_commands() -> list[type[Message]]:
+    """Add / Update / Remove for every definition kind, named as Stratos's verbs."""
+    made: list[type[Message]] = []
+    for kind, model in DEFINITION_KINDS.items():
+        name = _pascal(kind)
+        for verb, body in (("Add", model), ("Update", model)):
+            made.append(create_model(
+                f"{verb}{name}", __base__=Message, __module__=__name__,
+                type=(Literal[f"{verb}{name}"], f"{verb}{name}"), definition=(body, ...),
+            ))
+        made.append(create_model(
+            f"Remove{name}", __base__=Message, __module__=__name__,
+            type=(Literal[f"Remove{name}"], f"Remove{name}"), id=(str, Field(min_length=1)),
+        ))
+    return made
+
+
+DEFINITION_COMMANDS = _definition_commands()
+globals().update({c.__name__: c for c in DEFINITION_COMMANDS})
+
+
+class MarkDefinitionUsed(Message):
+    """Ask a definition to record that `by` uses it (it then cannot be removed)."""
+
+    type: Literal["MarkDefinitionUsed"] = "MarkDefinitionUsed"
+    kind: str
+    id: str
+    by: str
+
+
+class ReleaseDefinition(Message):
+    type: Literal["ReleaseDefinition"] = "ReleaseDefinition"
+    kind: str
+    id: str
+    by: str
+
+
+# --- application -------------------------------------------------------------------------
+
+class DeployApplication(Message):
+    type: Literal["DeployApplication"] = "DeployApplication"
+    application_policy_id: str = Field(min_length=1)
+
+
+class RecordDependencyResolved(Message):
+    """A definition the deployment needs has confirmed it is used (and sent its body)."""
+
+    type: Literal["RecordDependencyResolved"] = "RecordDependencyResolved"
+    kind: str
+    id: str
+    definition: dict
+
+
+class RecordDependencyMissing(Message):
+    type: Literal["RecordDependencyMissing"] = "RecordDependencyMissing"
+    kind: str
+    id: str
+    reason: str
+
+
+class UndeployApplication(Message):
+    type: Literal["UndeployApplication"] = "UndeployApplication"
+    force: bool = False
+
+
+class RecordClusterStatus(Message):
+    """A cluster of the application changed status (drives application Active/Inactive)."""
+
+    type: Literal["RecordClusterStatus"] = "RecordClusterStatus"
+    cluster_id: str
+    status: str
+
+
+# --- cluster -------------------------------------------------------------------------------
+
+class CreateCluster(Message):
+    type: Literal["CreateCluster"] = "CreateCluster"
+    spec: ClusterSpec
+
+
+class ScaleCluster(Message):
+    """The autoscaler's verdict on a window: the count it requires and why."""
+
+    type: Literal["ScaleCluster"] = "ScaleCluster"
+    network_partition_id: str | None = None
+    required: int = Field(ge=0)
+    metric: str | None = None
+    reason: str = ""
+    figures: dict[str, float] = {}
+    member_load: dict[str, float] = Field(
+        default_factory=dict, description="member id -> (predicted load + memory) / 2"
+    )
+
+
+class UpdateClusterLimits(Message):
+    type: Literal["UpdateClusterLimits"] = "UpdateClusterLimits"
+    min: int = Field(ge=0)
+    max: int = Field(ge=1)
+
+
+class TerminateCluster(Message):
+    type: Literal["TerminateCluster"] = "TerminateCluster"
+    force: bool = False
+
+
+class CheckTimeouts(Message):
+    """Timer tick turned into a logged command: pending / termination / obsolete timeouts."""
+
+    type: Literal["CheckTimeouts"] = "CheckTimeouts"
+
+
+# --- member (key = cluster id, aggregate id = member id) -----------------------------------
+
+class ReportNodeCreated(Message):
+    type: Literal["ReportNodeCreated"] = "ReportNodeCreated"
+    member_id: str
+    node_id: str
+    private_ip: str | None = None
+    public_ip: str | None = None
+
+
+class ReportNodeStartFailed(Message):
+    type: Literal["ReportNodeStartFailed"] = "ReportNodeStartFailed"
+    member_id: str
+    reason: str
+    attempt: int = 1
+    final: bool = False
+
+
+class ReportNodeDestroyed(Message):
+    type: Literal["ReportNodeDestroyed"] = "ReportNodeDestroyed"
+    member_id: str
+    reason: str = ""
+
+
+class ReportInstanceStatus(Message):
+    """The cartridge agent's word: Started, Activated, MaintenanceMode, ReadyToShutdown."""
+
+    type: Literal["ReportInstanceStatus"] = "ReportInstanceStatus"
+    member_id: str
+    status: Literal["Started", "Activated", "MaintenanceMode", "ReadyToShutdown"]
+
+
+class ReportMemberFault(Message):
+    type: Literal["ReportMemberFault"] = "ReportMemberFault"
+    member_id: str
+    reason: str = "silent"
+
+
+class TerminateMember(Message):
+    type: Literal["TerminateMember"] = "TerminateMember"
+    member_id: str
+    graceful: bool = True
+
+
+Command = Annotated[
+    Union[tuple(DEFINITION_COMMANDS) + (  # type: ignore[valid-type]
+        MarkDefinitionUsed, ReleaseDefinition, DeployApplication, RecordDependencyResolved,
+        RecordDependencyMissing, UndeployApplication, RecordClusterStatus, CreateCluster,
+        ScaleCluster, UpdateClusterLimits, TerminateCluster, CheckTimeouts, ReportNodeCreated,
+        ReportNodeStartFailed, ReportNodeDestroyed, ReportInstanceStatus, ReportMemberFault,
+        TerminateMember,
+    )],
+    Field(discriminator="type"),
+]

@@ -1,0 +1,77 @@
+"""Value types shared by commands and events: the lifecycles of REFERENCE.md §2 and the
+resolved specification a cluster is created from."""
+from __future__ import annotations
+
+from enum import Enum
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class MemberStatus(str, Enum):
+    CREATED = "Created"
+    INITIALIZED = "Initialized"
+    STARTING = "Starting"
+    ACTIVE = "Active"
+    IN_MAINTENANCE = "In_Maintenance"
+    READY_TO_SHUTDOWN = "ReadyToShutDown"
+    SUSPENDED = "Suspended"
+    TERMINATED = "Terminated"
+
+
+class ClusterStatus(str, Enum):
+    CREATED = "Created"
+    ACTIVE = "Active"
+    INACTIVE = "Inactive"
+    PATCHING = "Patching"
+    TERMINATING = "Terminating"
+    TERMINATED = "Terminated"
+
+
+class ApplicationStatus(str, Enum):
+    """Status of the application definition (REFERENCE.md §2) and of its instance."""
+
+    CREATED = "Created"
+    DEPLOYING = "Deploying"
+    DEPLOYED = "Deployed"
+    ACTIVE = "Active"
+    INACTIVE = "Inactive"
+    UNDEPLOYING = "Undeploying"
+
+
+class Value(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class PartitionSpec(Value):
+    id: str
+    network_partition_id: str
+    provider: str = Field(description="the network partition's IaaS provider")
+    max: int = Field(ge=0)
+    properties: dict[str, str] = {}
+
+
+class ClusterSpec(Value):
+    """Everything a cluster needs, resolved from the application and its definitions when the
+    application is deployed, so the cluster never reads another aggregate."""
+
+    cluster_id: str
+    application_id: str
+    alias: str
+    cartridge_type: str
+    group_alias: str | None = None
+    min: int = Field(ge=0)
+    max: int = Field(ge=1)
+    autoscaling_policy_id: str
+    deployment_policy_id: str
+    partition_algorithm: str = "one-after-another"
+    partitions: list[PartitionSpec]
+    thresholds: dict[str, float] = Field(
+        default_factory=dict, description="metric name -> threshold from the autoscaling policy"
+    )
+    iaas: dict[str, dict] = Field(
+        default_factory=dict, description="provider -> the cartridge's iaasProvider entry"
+    )
+    ports: list[dict] = []
+    repo_url: str | None = None
+    scaling_dependents: list[str] = Field(default_factory=list, description="cluster ids")
+    startup_after: list[str] = Field(default_factory=list, description="cluster ids started first")

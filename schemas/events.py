@@ -1,0 +1,248 @@
+"""Domain events: facts appended to `stratos.events` by the aggregate that owns them.
+
+Member events carry the member id as aggregate id but the cluster id as record key, so a
+cluster and its members share a partition and a node.
+"""
+from __future__ import annotations
+
+from typing import Annotated, Literal, Union
+
+from pydantic import Field, create_model
+
+from schemas.base import Message
+from schemas.commands import _pascal
+from schemas.definitions import DEFINITION_KINDS
+from schemas.domain import ClusterSpec
+
+
+def _definition_events() -> list[type[Message]]:
+    made: list[type[Message]] = []
+    for kind, model in DEFINITION_KINDS.items():
+        name = _pascal(kind)
+        for past in ("Added", "Updated"):
+            made.append(create_model(
+                f"{name}{past}", __base__=Message, __module__=__name__,
+                type=(Literal[f"{name}{past}"], f"{name}{past}"), definition=(model, ...),
+            ))
+        made.append(create_model(
+            f"{name}Removed", __base__=Message, __module__=__name__,
+            type=(Literal[f"{name}Removed"], f"{name}Removed"), id=(str, ...),
+        ))
+    return made
+
+
+DEFINITION_EVENTS = _definition_events()
+globals().update({e.__name__: e for e in DEFINITION_EVENTS})
+
+
+class DefinitionUsed(Message):
+    type: Literal["DefinitionUsed"] = "DefinitionUsed"
+    kind: str
+    id: str
+    by: str
+    definition: dict = Field(description="the body the user depends on, as used")
+
+
+class DefinitionReleased(Message):
+    type: Literal["DefinitionReleased"] = "DefinitionReleased"
+    kind: str
+    id: str
+    by: str
+
+
+# --- application -------------------------------------------------------------------------
+
+class ApplicationDeploymentRequested(Message):
+    type: Literal["ApplicationDeploymentRequested"] = "ApplicationDeploymentRequested"
+    application_policy_id: str
+    needs: list[tuple[str, str]] = Field(description="(kind, id) of every definition it uses")
+
+
+class ApplicationDependencyResolved(Message):
+    type: Literal["ApplicationDependencyResolved"] = "ApplicationDependencyResolved"
+    kind: str
+    id: str
+    definition: dict
+
+
+class ApplicationDeploymentFailed(Message):
+    type: Literal["ApplicationDeploymentFailed"] = "ApplicationDeploymentFailed"
+    reason: str
+    release: list[tuple[str, str]] = Field(description="definitions to release again")
+
+
+class ApplicationDeployed(Message):
+    type: Literal["ApplicationDeployed"] = "ApplicationDeployed"
+    application_policy_id: str
+    clusters: list[ClusterSpec]
+
+
+class ApplicationStatusChanged(Message):
+    type: Literal["ApplicationStatusChanged"] = "ApplicationStatusChanged"
+    status: str
+
+
+class ApplicationClusterStatusChanged(Message):
+    type: Literal["ApplicationClusterStatusChanged"] = "ApplicationClusterStatusChanged"
+    cluster_id: str
+    status: str
+
+
+class ApplicationUndeploying(Message):
+    type: Literal["ApplicationUndeploying"] = "ApplicationUndeploying"
+    force: bool
+    clusters: list[str]
+
+
+class ApplicationUndeployed(Message):
+    type: Literal["ApplicationUndeployed"] = "ApplicationUndeployed"
+    release: list[tuple[str, str]]
+
+
+# --- cluster -------------------------------------------------------------------------------
+
+class ClusterCreated(Message):
+    type: Literal["ClusterCreated"] = "ClusterCreated"
+    spec: ClusterSpec
+
+
+class ClusterStatusChanged(Message):
+    type: Literal["ClusterStatusChanged"] = "ClusterStatusChanged"
+    application_id: str
+    status: str
+    reason: str = ""
+
+
+class ClusterLimitsUpdated(Message):
+    type: Literal["ClusterLimitsUpdated"] = "ClusterLimitsUpdated"
+    min: int
+    max: int
+
+
+class ScalingDecided(Message):
+    """What the cluster made of a ScaleCluster request: explainable in replay with `why`."""
+
+    type: Literal["ScalingDecided"] = "ScalingDecided"
+    network_partition_id: str | None = None
+    required: int
+    active: int
+    pending: int
+    spawn: int
+    terminate: int
+    scale_down_requests: int = Field(description="consecutive scale-down requests so far")
+    reason: str
+    metric: str | None = None
+    figures: dict[str, float] = {}
+
+
+class ClusterTerminating(Message):
+    type: Literal["ClusterTerminating"] = "ClusterTerminating"
+    application_id: str
+    force: bool
+
+
+class ClusterTerminated(Message):
+    type: Literal["ClusterTerminated"] = "ClusterTerminated"
+    application_id: str
+
+
+# --- member --------------------------------------------------------------------------------
+
+class MemberSpawnRequested(Message):
+    """The cloud controller starts a node named after `member_id` (its idempotency key)."""
+
+    type: Literal["MemberSpawnRequested"] = "MemberSpawnRequested"
+    member_id: str
+    cluster_id: str
+    application_id: str
+    cartridge_type: str
+    network_partition_id: str
+    partition_id: str
+    provider: str
+    iaas: dict = {}
+    ports: list[dict] = []
+    repo_url: str | None = None
+    reason: str = ""
+
+
+class MemberInitialized(Message):
+    type: Literal["MemberInitialized"] = "MemberInitialized"
+    member_id: str
+    cluster_id: str
+    node_id: str
+    private_ip: str | None = None
+    public_ip: str | None = None
+
+
+class MemberStartFailed(Message):
+    type: Literal["MemberStartFailed"] = "MemberStartFailed"
+    member_id: str
+    cluster_id: str
+    reason: str
+    attempt: int
+
+
+class MemberStarting(Message):
+    type: Literal["MemberStarting"] = "MemberStarting"
+    member_id: str
+    cluster_id: str
+
+
+class MemberActivated(Message):
+    type: Literal["MemberActivated"] = "MemberActivated"
+    member_id: str
+    cluster_id: str
+
+
+class MemberInMaintenance(Message):
+    type: Literal["MemberInMaintenance"] = "MemberInMaintenance"
+    member_id: str
+    cluster_id: str
+
+
+class MemberReadyToShutdown(Message):
+    type: Literal["MemberReadyToShutdown"] = "MemberReadyToShutdown"
+    member_id: str
+    cluster_id: str
+
+
+class MemberTerminationRequested(Message):
+    """Graceful: the instance is asked to clean up first; otherwise the node is destroyed."""
+
+    type: Literal["MemberTerminationRequested"] = "MemberTerminationRequested"
+    member_id: str
+    cluster_id: str
+    graceful: bool
+    reason: str
+
+
+class MemberObsoleted(Message):
+    type: Literal["MemberObsoleted"] = "MemberObsoleted"
+    member_id: str
+    cluster_id: str
+    reason: str
+
+
+class MemberTerminated(Message):
+    type: Literal["MemberTerminated"] = "MemberTerminated"
+    member_id: str
+    cluster_id: str
+    reason: str = ""
+
+
+MEMBER_EVENTS = (
+    MemberSpawnRequested, MemberInitialized, MemberStartFailed, MemberStarting, MemberActivated,
+    MemberInMaintenance, MemberReadyToShutdown, MemberTerminationRequested, MemberObsoleted,
+    MemberTerminated,
+)
+
+Event = Annotated[
+    Union[tuple(DEFINITION_EVENTS) + (  # type: ignore[valid-type]
+        DefinitionUsed, DefinitionReleased, ApplicationDeploymentRequested,
+        ApplicationDependencyResolved, ApplicationDeploymentFailed, ApplicationDeployed,
+        ApplicationStatusChanged, ApplicationClusterStatusChanged, ApplicationUndeploying,
+        ApplicationUndeployed, ClusterCreated, ClusterStatusChanged, ClusterLimitsUpdated,
+        ScalingDecided, ClusterTerminating, ClusterTerminated,
+    ) + MEMBER_EVENTS],
+    Field(discriminator="type"),
+]
