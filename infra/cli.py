@@ -57,10 +57,7 @@ def topics() -> None:
     """Create the platform's topics on STRATOS_KAFKA_BOOTSTRAP (idempotent)."""
     from infra.kafka import ensure_topics
 
-    settings = get_settings()
-    if not settings.kafka_bootstrap:
-        console.print("[red]error:[/] STRATOS_KAFKA_BOOTSTRAP is not set")
-        raise typer.Exit(1)
+    settings = _require_bootstrap()
     created = ensure_topics(settings)
     console.print(f"created: {', '.join(created) or 'nothing (all present)'}")
 
@@ -72,6 +69,37 @@ def schemas_export(directory: Path) -> None:
 
     for path in export_json_schemas(directory):
         console.print(f"wrote {path}")
+
+
+@app.command()
+def node(base: str = typer.Option("simpleSystemBase", help="thespian system base"),
+         timer_seconds: float = typer.Option(30.0, help="how often timeouts are checked")) -> None:
+    """Run a node: owns command partitions, rebuilds their aggregates, handles commands; also
+    runs the reactor that turns events into follow-up commands."""
+    from infra.node import Node
+    from infra.reactor import Reactor
+
+    _logging()
+    settings = _require_bootstrap()
+    node_ = Node(settings, base=base, timer_seconds=timer_seconds)
+    reactor = Reactor(settings)
+    threading.Thread(target=reactor.run, name="reactor", daemon=True).start()
+    signal.signal(signal.SIGTERM, lambda *_: node_.stop())
+    try:
+        node_.run()
+    except KeyboardInterrupt:
+        node_.stop()
+    finally:
+        reactor.stop()
+
+
+def _require_bootstrap():
+    settings = get_settings()
+    if not settings.kafka_bootstrap:
+        console.print("[red]error:[/] STRATOS_KAFKA_BOOTSTRAP is not set (start `stratos broker` "
+                      "or `stratos up`)")
+        raise typer.Exit(2)
+    return settings
 
 
 def main() -> None:

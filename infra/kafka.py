@@ -116,15 +116,20 @@ class Appender:
         options.update(overrides)
         self.producer = KafkaProducer(**options)
 
-    def send(self, topic_kind: str, key: str | None, record: BaseModel):
-        """Send without waiting; returns kafka-python's future of RecordMetadata."""
+    def send(self, topic_kind: str, key: str | None, record: BaseModel, partition: int | None = None):
+        """Send without waiting; returns kafka-python's future of RecordMetadata.
+
+        `partition` pins the record next to the command it answers (co-location does not then
+        depend on every client hashing keys alike)."""
         return self.producer.send(
-            self.settings.topic(topic_kind), key=key.encode() if key else None, value=encode(record)
+            self.settings.topic(topic_kind), key=key.encode() if key else None,
+            value=encode(record), partition=partition,
         )
 
-    def append(self, topic_kind: str, key: str | None, record: BaseModel, timeout: float = 30.0):
+    def append(self, topic_kind: str, key: str | None, record: BaseModel, timeout: float = 30.0,
+               partition: int | None = None):
         """Send and wait until the broker has it; returns (partition, offset)."""
-        meta = self.send(topic_kind, key, record).get(timeout=timeout)
+        meta = self.send(topic_kind, key, record, partition).get(timeout=timeout)
         return meta.partition, meta.offset
 
     def append_many(self, topic_kind: str, items: Iterable[tuple[str | None, BaseModel]],

@@ -77,6 +77,13 @@ class ApplicationDeployed(Message):
     clusters: list[ClusterSpec]
 
 
+class ClustersStartRequested(Message):
+    """Clusters whose startup-order predecessors are Active (or that have none): create them."""
+
+    type: Literal["ClustersStartRequested"] = "ClustersStartRequested"
+    clusters: list[ClusterSpec]
+
+
 class ApplicationStatusChanged(Message):
     type: Literal["ApplicationStatusChanged"] = "ApplicationStatusChanged"
     status: str
@@ -240,6 +247,7 @@ Event = Annotated[
     Union[tuple(DEFINITION_EVENTS) + (  # type: ignore[valid-type]
         DefinitionUsed, DefinitionReleased, ApplicationDeploymentRequested,
         ApplicationDependencyResolved, ApplicationDeploymentFailed, ApplicationDeployed,
+        ClustersStartRequested,
         ApplicationStatusChanged, ApplicationClusterStatusChanged, ApplicationUndeploying,
         ApplicationUndeployed, ClusterCreated, ClusterStatusChanged, ClusterLimitsUpdated,
         ScalingDecided, ClusterTerminating, ClusterTerminated,

@@ -25,6 +25,7 @@ class CommandRejected(Message):
     reason: str
     field: str | None = Field(None, description="the field or id the rejection is about")
     code: int = Field(400, description="HTTP-like code: 400 invalid or in use, 404, 409")
+    command: dict = Field(default_factory=dict, description="the rejected command's payload")
 
 
 Reply = Annotated[Union[CommandAccepted, CommandRejected], Field(discriminator="type")]

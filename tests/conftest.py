@@ -38,3 +38,60 @@ def wait_until(condition: Callable[[], object], timeout: float = 20.0, interval:
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout}s waiting for {message}")
         time.sleep(interval)
+
+
+SAMPLES = __import__("pathlib").Path(__file__).parent / "samples" / "stratos"
+
+
+def sample(name: str) -> dict:
+    import json
+
+    return json.loads((SAMPLES / name).read_text())
+
+
+class RunningNode:
+    """A node and a reactor on threads of this process, on the test's own topics."""
+
+    def __init__(self, settings, timer_seconds: float = 30.0) -> None:
+        import threading
+
+        from infra.node import Node
+        from infra.reactor import Reactor
+
+        self.node = Node(settings, timer_seconds=timer_seconds)
+        self.reactor = Reactor(settings)
+        self.threads = [threading.Thread(target=self.node.run, daemon=True),
+                        threading.Thread(target=self.reactor.run, daemon=True)]
+        for thread in self.threads:
+            thread.start()
+        wait_until(self.node.ready.is_set, timeout=30, message="the node's partition assignment")
+
+    def stop(self) -> None:
+        self.node.stop()
+        self.reactor.stop()
+        for thread in self.threads:
+            thread.join(15)
+
+
+@pytest.fixture
+def running_node(settings):
+    running = RunningNode(settings)
+    yield running
+    running.stop()
+
+
+@pytest.fixture
+def client(settings):
+    from infra.commands_client import CommandClient
+
+    made = CommandClient(settings)
+    yield made
+    made.close()
+
+
+def events_of(settings, aggregate_id: str | None = None) -> list:
+    """Every event on the test's events topic (optionally of one aggregate), in log order."""
+    from infra.kafka import read_to_end
+
+    found = [d.record for d in read_to_end(settings, "events")]
+    return [r for r in found if aggregate_id is None or r.aggregate_id == aggregate_id]

@@ -1,0 +1,165 @@
+"""The application aggregate: the definition (Created ⇄ Deployed) and its deployment.
+
+Deploying is a conversation through `stratos.commands`: the application asks every definition
+it uses to mark itself used (which also sends back its body), and once all have answered it
+resolves the cluster specifications and asks for the clusters to be created, in startup order.
+"""
+from __future__ import annotations
+
+from datetime import datetime
+
+from pydantic import BaseModel
+
+from actors import definitions
+from actors.base import Context, Rejection, State, not_found
+from actors.topology_plan import build_cluster_specs, clusters_ready_to_start
+from schemas import commands as C
+from schemas import events as E
+from schemas.definitions import DEFINITION_KINDS
+from schemas.domain import ApplicationStatus, ClusterSpec
+from schemas.ids import parse_aggregate_id
+
+DEFINITION_COMMANDS = tuple(c for c in C.DEFINITION_COMMANDS if c.__name__.endswith("Application"))
+
+
+class ApplicationState(definitions.DefinitionState):
+    status: ApplicationStatus = ApplicationStatus.CREATED
+    application_policy_id: str | None = None
+    needs: tuple[tuple[str, str], ...] = ()
+    resolved: dict[str, dict] = {}
+    clusters: dict[str, ClusterSpec] = {}
+    cluster_status: dict[str, str] = {}
+    started: tuple[str, ...] = ()
+    force: bool = False
+
+
+def initial(aggregate_id: str) -> ApplicationState:
+    return ApplicationState(aggregate_id=aggregate_id, kind="application")
+
+
+def _key(kind: str, id: str) -> str:
+    return f"{kind}/{id}"
+
+
+def outstanding(state: ApplicationState) -> list[tuple[str, str]]:
+    """Dependencies not yet resolved, including the network partitions of resolved policies."""
+    needed = list(state.needs)
+    for key, body in state.resolved.items():
+        if key.startswith("deploymentPolicy/"):
+            needed += [("networkPartition", np["id"]) for np in body.get("networkPartitions", [])]
+    return [(k, i) for k, i in dict.fromkeys(needed) if _key(k, i) not in state.resolved]
+
+
+def decide(state: ApplicationState, command: BaseModel, ctx: Context) -> list[BaseModel]:
+    app_id = parse_aggregate_id(state.aggregate_id).id
+    deployed = state.status not in (ApplicationStatus.CREATED,)
+    if isinstance(command, DEFINITION_COMMANDS) or isinstance(command, (C.MarkDefinitionUsed, C.ReleaseDefinition)):
+        if deployed and not isinstance(command, (C.MarkDefinitionUsed, C.ReleaseDefinition)) \
+                and not command.type.startswith("Add"):  # type: ignore[attr-defined]
+            raise Rejection(f"application {app_id!r} is {state.status.value}: undeploy it first",
+                            field=app_id)
+        return definitions.decide(state, command, ctx)
+    if not state.exists:
+        raise not_found("application", app_id)
+    if isinstance(command, C.DeployApplication):
+        if deployed:
+            raise Rejection(f"application {app_id!r} is already {state.status.value}",
+                            field=app_id, code=409)
+        model = DEFINITION_KINDS["application"].model_validate(state.definition)
+        needs = [("applicationPolicy", command.application_policy_id)] + list(model.references())
+        return [E.ApplicationDeploymentRequested(
+            application_policy_id=command.application_policy_id, needs=list(dict.fromkeys(needs)))]
+    if isinstance(command, C.RecordDependencyResolved):
+        if state.status != ApplicationStatus.DEPLOYING or _key(command.kind, command.id) in state.resolved:
+            return []
+        resolved = E.ApplicationDependencyResolved(kind=command.kind, id=command.id,
+                                                   definition=command.definition)
+        after = apply(state, resolved)
+        if outstanding(after):
+            return [resolved]
+        try:
+            specs = build_cluster_specs(after.definition or {}, after.application_policy_id or "",
+                                        after.resolved)
+        except ValueError as exc:
+            return [resolved, E.ApplicationDeploymentFailed(reason=str(exc), release=_used(after))]
+        deployed_event = E.ApplicationDeployed(application_policy_id=after.application_policy_id or "",
+                                               clusters=specs)
+        return [resolved, deployed_event, *_start(apply(after, deployed_event))]
+    if isinstance(command, C.RecordDependencyMissing):
+        if state.status != ApplicationStatus.DEPLOYING:
+            return []
+        return [E.ApplicationDeploymentFailed(
+            reason=f"cannot deploy application {app_id!r}: {command.reason}", release=_used(state))]
+    if isinstance(command, C.RecordClusterStatus):
+        return _cluster_status(state, command)
+    if isinstance(command, C.UndeployApplication):
+        if state.status in (ApplicationStatus.CREATED, ApplicationStatus.UNDEPLOYING):
+            raise Rejection(f"application {app_id!r} is not deployed", field=app_id)
+        if state.status == ApplicationStatus.DEPLOYING:
+            return [E.ApplicationDeploymentFailed(reason="undeployed while deploying",
+                                                  release=_used(state))]
+        events: list[BaseModel] = [E.ApplicationUndeploying(force=command.force,
+                                                            clusters=list(state.started))]
+        if not state.started:
+            events.append(E.ApplicationUndeployed(release=_used(state)))
+        return events
+    raise Rejection(f"command {command.type} does not apply to an application")  # type: ignore[attr-defined]
+
+
+def _used(state: ApplicationState) -> list[tuple[str, str]]:
+    return [tuple(key.split("/", 1)) for key in state.resolved]  # type: ignore[misc]
+
+
+def _start(state: ApplicationState) -> list[BaseModel]:
+    ready = clusters_ready_to_start(state.clusters, state.cluster_status, state.started)
+    return [E.ClustersStartRequested(clusters=ready)] if ready else []
+
+
+def _cluster_status(state: ApplicationState, command: C.RecordClusterStatus) -> list[BaseModel]:
+    if command.cluster_id not in state.clusters or state.cluster_status.get(command.cluster_id) == command.status:
+        return []
+    changed = E.ApplicationClusterStatusChanged(cluster_id=command.cluster_id, status=command.status)
+    after = apply(state, changed)
+    events: list[BaseModel] = [changed]
+    statuses = [after.cluster_status.get(c) for c in after.clusters]
+    if state.status == ApplicationStatus.UNDEPLOYING:
+        if all(s == "Terminated" for s in (after.cluster_status.get(c) for c in after.started)):
+            events.append(E.ApplicationUndeployed(release=_used(after)))
+        return events
+    if all(s == "Active" for s in statuses) and state.status != ApplicationStatus.ACTIVE:
+        events.append(E.ApplicationStatusChanged(status=ApplicationStatus.ACTIVE.value))
+    elif command.status == "Inactive" and state.status == ApplicationStatus.ACTIVE:
+        events.append(E.ApplicationStatusChanged(status=ApplicationStatus.INACTIVE.value))
+    return events + _start(after)
+
+
+def apply(state: ApplicationState, event: BaseModel, at: datetime | None = None) -> ApplicationState:
+    if isinstance(event, E.ApplicationDeploymentRequested):
+        return state.model_copy(update={
+            "status": ApplicationStatus.DEPLOYING, "application_policy_id": event.application_policy_id,
+            "needs": tuple(tuple(n) for n in event.needs), "resolved": {}, "clusters": {},
+            "cluster_status": {}, "started": ()})
+    if isinstance(event, E.ApplicationDependencyResolved):
+        return state.model_copy(update={
+            "resolved": {**state.resolved, _key(event.kind, event.id): event.definition}})
+    if isinstance(event, E.ApplicationDeploymentFailed):
+        return state.model_copy(update={"status": ApplicationStatus.CREATED, "needs": (),
+                                        "resolved": {}, "application_policy_id": None})
+    if isinstance(event, E.ApplicationDeployed):
+        return state.model_copy(update={"status": ApplicationStatus.DEPLOYED,
+                                        "clusters": {c.cluster_id: c for c in event.clusters}})
+    if isinstance(event, E.ClustersStartRequested):
+        return state.model_copy(update={
+            "started": state.started + tuple(c.cluster_id for c in event.clusters)})
+    if isinstance(event, E.ApplicationClusterStatusChanged):
+        return state.model_copy(update={
+            "cluster_status": {**state.cluster_status, event.cluster_id: event.status}})
+    if isinstance(event, E.ApplicationStatusChanged):
+        return state.model_copy(update={"status": ApplicationStatus(event.status)})
+    if isinstance(event, E.ApplicationUndeploying):
+        return state.model_copy(update={"status": ApplicationStatus.UNDEPLOYING, "force": event.force})
+    if isinstance(event, E.ApplicationUndeployed):
+        return state.model_copy(update={
+            "status": ApplicationStatus.CREATED, "needs": (), "resolved": {}, "clusters": {},
+            "cluster_status": {}, "started": (), "application_policy_id": None, "force": False})
+    return definitions.apply(state, event)  # type: ignore[return-value]

@@ -1,0 +1,308 @@
+"""The cluster aggregate: its members' lifecycles, the min rule, and scaling decisions.
+
+Every rule about counts lives here or in `actors.autoscale` (pure): the cluster is the single
+writer of its members' events, so active / pending / terminating counts are exact.
+"""
+from __future__ import annotations
+
+from datetime import datetime
+
+from pydantic import BaseModel
+
+from actors.autoscale import ScalingPolicy, decide_scaling
+from actors.base import Context, Rejection, State, not_found
+from actors.member import MemberState, check_move
+from actors.partitions import PartitionState, choose_member_to_remove, choose_partitions_for_spawn
+from schemas import commands as C
+from schemas import events as E
+from schemas.domain import ClusterSpec, ClusterStatus
+from schemas.domain import MemberStatus as S
+
+AGENT_STATUS = {
+    "Started": S.STARTING, "Activated": S.ACTIVE,
+    "MaintenanceMode": S.IN_MAINTENANCE, "ReadyToShutdown": S.READY_TO_SHUTDOWN,
+}
+STATUS_EVENT = {
+    S.STARTING: E.MemberStarting, S.ACTIVE: E.MemberActivated,
+    S.IN_MAINTENANCE: E.MemberInMaintenance, S.READY_TO_SHUTDOWN: E.MemberReadyToShutdown,
+}
+
+
+class ClusterState(State):
+    spec: ClusterSpec | None = None
+    status: ClusterStatus = ClusterStatus.CREATED
+    min: int = 0
+    max: int = 1
+    members: dict[str, MemberState] = {}
+    scale_down_requests: int = 0
+    last_scale_up_at: float | None = None
+    last_scale_down_at: float | None = None
+
+    def partition_states(self) -> list[PartitionState]:
+        assert self.spec is not None
+        counts = {p.id: [0, 0, 0] for p in self.spec.partitions}
+        for m in self.members.values():
+            slot = counts.setdefault(m.partition_id, [0, 0, 0])
+            if m.is_active:
+                slot[0] += 1
+            elif m.is_pending:
+                slot[1] += 1
+            elif m.obsolete_since is None and m.status != S.TERMINATED:
+                slot[2] += 1
+        return [PartitionState(p.id, p.max or self.max, *counts[p.id]) for p in self.spec.partitions]
+
+    @property
+    def active(self) -> int:
+        return sum(1 for m in self.members.values() if m.is_active)
+
+    @property
+    def pending(self) -> int:
+        return sum(1 for m in self.members.values() if m.is_pending)
+
+
+def initial(aggregate_id: str) -> ClusterState:
+    return ClusterState(aggregate_id=aggregate_id)
+
+
+def _spawn(state: ClusterState, partition_ids: list[str] | tuple[str, ...], ctx: Context,
+           reason: str) -> list[BaseModel]:
+    spec = state.spec
+    assert spec is not None
+    by_id = {p.id: p for p in spec.partitions}
+    events: list[BaseModel] = []
+    for pid in partition_ids:
+        part = by_id[pid]
+        events.append(E.MemberSpawnRequested(
+            member_id=f"{spec.alias}.{ctx.new_id()[:12]}", cluster_id=spec.cluster_id,
+            application_id=spec.application_id, cartridge_type=spec.cartridge_type,
+            network_partition_id=part.network_partition_id, partition_id=pid,
+            provider=part.provider, iaas=spec.iaas.get(part.provider, {}), ports=spec.ports,
+            repo_url=spec.repo_url, reason=reason))
+    return events
+
+
+def _terminate(state: ClusterState, member: MemberState, reason: str, graceful: bool = True) -> BaseModel:
+    assert state.spec is not None
+    return E.MemberTerminationRequested(
+        member_id=member.member_id, cluster_id=state.spec.cluster_id,
+        graceful=graceful and member.status == S.ACTIVE, reason=reason)
+
+
+def _min_rule(state: ClusterState, ctx: Context) -> list[BaseModel]:
+    """Self-healing: keep active + pending at least min (never while terminating)."""
+    if state.status in (ClusterStatus.TERMINATING, ClusterStatus.TERMINATED) or state.spec is None:
+        return []
+    missing = state.min - (state.active + state.pending)
+    if missing <= 0:
+        return []
+    where = choose_partitions_for_spawn(state.spec.partition_algorithm, state.partition_states(), missing)
+    return _spawn(state, where, ctx, reason="MinRule")
+
+
+def _status_after(before: ClusterState, after: ClusterState) -> list[BaseModel]:
+    """Cluster status follows its members: Active at min, Inactive below, Terminated when empty."""
+    assert after.spec is not None
+    app = after.spec.application_id
+    live = [m for m in after.members.values() if m.status != S.TERMINATED]
+    if after.status == ClusterStatus.TERMINATING and not live:
+        return [E.ClusterTerminated(application_id=app),
+                E.ClusterStatusChanged(application_id=app, status=ClusterStatus.TERMINATED.value)]
+    if after.status in (ClusterStatus.CREATED, ClusterStatus.INACTIVE) and after.active >= after.min:
+        return [E.ClusterStatusChanged(application_id=app, status=ClusterStatus.ACTIVE.value)]
+    if after.status == ClusterStatus.ACTIVE and after.active < after.min:
+        return [E.ClusterStatusChanged(application_id=app, status=ClusterStatus.INACTIVE.value,
+                                       reason=f"{after.active} active members, min {after.min}")]
+    return []
+
+
+def _with_consequences(state: ClusterState, events: list[BaseModel], ctx: Context) -> list[BaseModel]:
+    """Append what follows from `events`: status changes and the min rule."""
+    after = fold(state, events, ctx.now)
+    follow = _status_after(state, after)
+    after = fold(after, follow, ctx.now)
+    healing = _min_rule(after, ctx)
+    return events + follow + healing
+
+
+def fold(state: ClusterState, events: list[BaseModel], at: datetime | None) -> ClusterState:
+    for event in events:
+        state = apply(state, event, at)
+    return state
+
+
+def _member(state: ClusterState, member_id: str) -> MemberState:
+    member = state.members.get(member_id)
+    if member is None or member.status == S.TERMINATED:
+        raise not_found("member", member_id)
+    return member
+
+
+def decide(state: ClusterState, command: BaseModel, ctx: Context) -> list[BaseModel]:
+    if isinstance(command, C.CreateCluster):
+        if state.exists:
+            if state.spec == command.spec:
+                return []
+            raise Rejection(f"cluster {command.spec.cluster_id!r} already exists", code=409,
+                            field=command.spec.cluster_id)
+        return _with_consequences(state, [E.ClusterCreated(spec=command.spec)], ctx)
+    if not state.exists or state.spec is None:
+        raise not_found("cluster", state.aggregate_id)
+    spec = state.spec
+    cid = spec.cluster_id
+
+    if isinstance(command, C.ScaleCluster):
+        return _scale(state, command, ctx)
+    if isinstance(command, C.UpdateClusterLimits):
+        if command.min > command.max:
+            raise Rejection(f"min {command.min} is above max {command.max}", field="min")
+        return _with_consequences(state, [E.ClusterLimitsUpdated(min=command.min, max=command.max)], ctx)
+    if isinstance(command, C.TerminateCluster):
+        if state.status in (ClusterStatus.TERMINATING, ClusterStatus.TERMINATED):
+            return []
+        events: list[BaseModel] = [E.ClusterTerminating(application_id=spec.application_id, force=command.force),
+                                   E.ClusterStatusChanged(application_id=spec.application_id,
+                                                          status=ClusterStatus.TERMINATING.value)]
+        events += [_terminate(state, m, "cluster terminating", graceful=not command.force)
+                   for m in state.members.values()
+                   if m.status != S.TERMINATED and m.termination_requested_at is None]
+        return _with_consequences(state, events, ctx)
+    if isinstance(command, C.CheckTimeouts):
+        return _with_consequences(state, _timeouts(state, ctx), ctx)
+
+    member = _member(state, command.member_id)  # type: ignore[attr-defined]
+    mid = member.member_id
+    if isinstance(command, C.ReportNodeCreated):
+        check_move(mid, member.status, S.INITIALIZED)
+        return [E.MemberInitialized(member_id=mid, cluster_id=cid, node_id=command.node_id,
+                                    private_ip=command.private_ip, public_ip=command.public_ip)]
+    if isinstance(command, C.ReportNodeStartFailed):
+        failed = E.MemberStartFailed(member_id=mid, cluster_id=cid, reason=command.reason,
+                                     attempt=command.attempt)
+        if command.final or command.attempt >= ctx.timeouts.start_attempts:
+            gone = E.MemberTerminated(member_id=mid, cluster_id=cid,
+                                      reason=f"start failed {command.attempt} times: {command.reason}")
+            return _with_consequences(state, [failed, gone], ctx)
+        return [failed]
+    if isinstance(command, C.ReportInstanceStatus):
+        target = AGENT_STATUS[command.status]
+        if member.status == target:
+            return []
+        check_move(mid, member.status, target)
+        return _with_consequences(state, [STATUS_EVENT[target](member_id=mid, cluster_id=cid)], ctx)
+    if isinstance(command, C.ReportNodeDestroyed):
+        reason = command.reason or ("terminated" if member.termination_requested_at else "node vanished")
+        return _with_consequences(state, [E.MemberTerminated(member_id=mid, cluster_id=cid, reason=reason)], ctx)
+    if isinstance(command, C.ReportMemberFault):
+        if member.obsolete_since is not None:
+            return []
+        return _with_consequences(state, [
+            E.MemberObsoleted(member_id=mid, cluster_id=cid, reason=f"fault: {command.reason}"),
+            _terminate(state, member, f"fault: {command.reason}", graceful=False)], ctx)
+    if isinstance(command, C.TerminateMember):
+        if member.termination_requested_at is not None:
+            return []
+        return _with_consequences(state, [_terminate(state, member, "requested", command.graceful)], ctx)
+    raise Rejection(f"command {command.type} does not apply to a cluster")  # type: ignore[attr-defined]
+
+
+def _timeouts(state: ClusterState, ctx: Context) -> list[BaseModel]:
+    assert state.spec is not None
+    cid, t = state.spec.cluster_id, ctx.timeouts
+    events: list[BaseModel] = []
+    for m in state.members.values():
+        if m.status == S.TERMINATED:
+            continue
+        if m.obsolete_since is not None:
+            if (ctx.now - m.obsolete_since).total_seconds() > t.obsolete_seconds:
+                events.append(E.MemberTerminated(member_id=m.member_id, cluster_id=cid,
+                                                 reason="obsolete timeout: forced termination"))
+        elif m.termination_requested_at is not None:
+            if (ctx.now - m.termination_requested_at).total_seconds() > t.termination_seconds:
+                events += [E.MemberObsoleted(member_id=m.member_id, cluster_id=cid, reason="termination timeout"),
+                           _terminate(state, m, "termination timeout", graceful=False)]
+        elif m.is_pending and (ctx.now - m.created_at).total_seconds() > t.pending_seconds:
+            events += [E.MemberObsoleted(member_id=m.member_id, cluster_id=cid, reason="pending timeout"),
+                       _terminate(state, m, "pending timeout", graceful=False)]
+    return events
+
+
+def _scale(state: ClusterState, command: C.ScaleCluster, ctx: Context) -> list[BaseModel]:
+    assert state.spec is not None
+    if state.status in (ClusterStatus.TERMINATING, ClusterStatus.TERMINATED):
+        return []
+    now = ctx.now.timestamp()
+    plan = decide_scaling(
+        command.required, state.partition_states(),
+        ScalingPolicy(min=state.min, max=state.max, algorithm=state.spec.partition_algorithm),
+        scale_down_requests=state.scale_down_requests, last_scale_up_at=state.last_scale_up_at,
+        last_scale_down_at=state.last_scale_down_at, now=now)
+    leaving: list[MemberState] = []
+    for pid in plan.terminate_from:
+        candidates = [(m.member_id, command.member_load.get(m.member_id), None)
+                      for m in state.members.values()
+                      if m.partition_id == pid and m.in_service and m.status != S.TERMINATED
+                      and m not in leaving]
+        if candidates:
+            chosen = choose_member_to_remove(candidates)
+            leaving.append(state.members[chosen])
+    decided = E.ScalingDecided(
+        network_partition_id=command.network_partition_id, required=command.required,
+        active=state.active, pending=state.pending, spawn=len(plan.spawn), terminate=len(leaving),
+        scale_down_requests=plan.scale_down_requests, reason=plan.reason, metric=command.metric,
+        figures=command.figures)
+    if state.scale_down_requests == plan.scale_down_requests and not plan.spawn and not leaving \
+            and plan.reason in ("Stable", "AtMin"):
+        return []  # nothing changes and nothing to explain beyond the previous decision
+    events: list[BaseModel] = [decided, *_spawn(state, plan.spawn, ctx, plan.reason)]
+    events += [_terminate(state, m, plan.reason) for m in leaving]
+    return _with_consequences(state, events, ctx)
+
+
+def apply(state: ClusterState, event: BaseModel, at: datetime | None = None) -> ClusterState:
+    if isinstance(event, E.ClusterCreated):
+        return state.model_copy(update={"exists": True, "spec": event.spec, "min": event.spec.min,
+                                        "max": event.spec.max})
+    if isinstance(event, E.ClusterStatusChanged):
+        return state.model_copy(update={"status": ClusterStatus(event.status)})
+    if isinstance(event, E.ClusterLimitsUpdated):
+        return state.model_copy(update={"min": event.min, "max": event.max})
+    if isinstance(event, E.ScalingDecided):
+        update: dict = {"scale_down_requests": event.scale_down_requests}
+        if event.spawn and at:
+            update["last_scale_up_at"] = at.timestamp()
+        if event.terminate and at:
+            update["last_scale_down_at"] = at.timestamp()
+        return state.model_copy(update=update)
+    if isinstance(event, (E.ClusterTerminating, E.ClusterTerminated)):
+        return state
+    return _apply_member(state, event, at)
+
+
+def _apply_member(state: ClusterState, event: BaseModel, at: datetime | None) -> ClusterState:
+    when = at or datetime.fromtimestamp(0).astimezone()
+    if isinstance(event, E.MemberSpawnRequested):
+        member = MemberState(member_id=event.member_id, partition_id=event.partition_id,
+                             network_partition_id=event.network_partition_id,
+                             created_at=when, status_since=when)
+        return state.model_copy(update={"members": {**state.members, event.member_id: member}})
+    member = state.members.get(getattr(event, "member_id", ""))
+    if member is None:
+        return state
+    if isinstance(event, E.MemberTerminated):
+        members = dict(state.members)
+        del members[member.member_id]
+        return state.model_copy(update={"members": members})
+    if isinstance(event, E.MemberInitialized):
+        changed = member.model_copy(update={"status": S.INITIALIZED, "status_since": when,
+                                            "node_id": event.node_id, "private_ip": event.private_ip,
+                                            "public_ip": event.public_ip})
+    elif isinstance(event, E.MemberStartFailed):
+        changed = member.model_copy(update={"start_attempts": event.attempt})
+    elif isinstance(event, E.MemberTerminationRequested):
+        changed = member.model_copy(update={"termination_requested_at": when})
+    elif isinstance(event, E.MemberObsoleted):
+        changed = member.model_copy(update={"obsolete_since": when})
+    else:
+        target = next(s for s, cls in STATUS_EVENT.items() if isinstance(event, cls))
+        changed = member.model_copy(update={"status": target, "status_since": when})
+    return state.model_copy(update={"members": {**state.members, member.member_id: changed}})

@@ -1,0 +1,64 @@
+"""The process manager: which commands follow from an event or a reply.
+
+Pure: `react(record)` returns (key, aggregate id, command) triples; the reactor in `infra`
+sends them with ids derived from the record's id, so a reaction run twice (after a crash) is
+deduplicated by the target aggregate.
+"""
+from __future__ import annotations
+
+from pydantic import BaseModel
+
+from schemas import commands as C
+from schemas import events as E
+from schemas.envelope import Envelope
+from schemas.ids import aggregate_id, parse_aggregate_id
+from schemas.status import CommandRejected, InstanceStatus, MemberFault
+
+Reaction = tuple[str, BaseModel]
+"""(target aggregate id, command); the record key is the target's routing key."""
+
+AGENT_STATUS = {
+    "InstanceStarted": "Started", "InstanceActivated": "Activated",
+    "InstanceMaintenanceMode": "MaintenanceMode", "InstanceReadyToShutdown": "ReadyToShutdown",
+}
+
+
+def react(record: Envelope) -> list[Reaction]:
+    payload = record.payload
+    tenant = record.tenant
+    if isinstance(payload, E.ApplicationDeploymentRequested):
+        return [(aggregate_id(tenant, kind, id), C.MarkDefinitionUsed(kind=kind, id=id, by=record.aggregate_id))
+                for kind, id in payload.needs]
+    if isinstance(payload, E.ApplicationDependencyResolved) and payload.kind == "deploymentPolicy":
+        return [(aggregate_id(tenant, "networkPartition", np["id"]),
+                 C.MarkDefinitionUsed(kind="networkPartition", id=np["id"], by=record.aggregate_id))
+                for np in payload.definition.get("networkPartitions", [])]
+    if isinstance(payload, E.DefinitionUsed) and parse_aggregate_id(payload.by).kind == "application":
+        return [(payload.by, C.RecordDependencyResolved(kind=payload.kind, id=payload.id,
+                                                        definition=payload.definition))]
+    if isinstance(payload, (E.ApplicationDeploymentFailed, E.ApplicationUndeployed)):
+        return [(aggregate_id(tenant, kind, id), C.ReleaseDefinition(kind=kind, id=id, by=record.aggregate_id))
+                for kind, id in payload.release]
+    if isinstance(payload, E.ClustersStartRequested):
+        return [(aggregate_id(tenant, "cluster", spec.cluster_id), C.CreateCluster(spec=spec))
+                for spec in payload.clusters]
+    if isinstance(payload, E.ApplicationUndeploying):
+        return [(aggregate_id(tenant, "cluster", cid), C.TerminateCluster(force=payload.force))
+                for cid in payload.clusters]
+    if isinstance(payload, E.ClusterStatusChanged):
+        cluster = parse_aggregate_id(record.aggregate_id).id
+        return [(aggregate_id(tenant, "application", payload.application_id),
+                 C.RecordClusterStatus(cluster_id=cluster, status=payload.status))]
+    if isinstance(payload, CommandRejected) and payload.command_type == "MarkDefinitionUsed":
+        used = payload.command
+        by = used.get("by", "")
+        if by and parse_aggregate_id(by).kind == "application":
+            return [(by, C.RecordDependencyMissing(kind=used["kind"], id=used["id"], reason=payload.reason))]
+    if isinstance(payload, InstanceStatus):
+        return [(aggregate_id(tenant, "cluster", payload.cluster_id),
+                 C.ReportInstanceStatus(member_id=payload.member_id, status=AGENT_STATUS[payload.type]))]
+    if isinstance(payload, MemberFault):
+        return [(aggregate_id(tenant, "cluster", payload.cluster_id),
+                 C.ReportMemberFault(member_id=payload.member_id,
+                                     reason=f"silent for {payload.silent_seconds:.0f}s"))]
+    return []

@@ -1,0 +1,182 @@
+"""The runtime: fold an aggregate's log into its state, run a command, and the thespian actor.
+
+`handle` is the whole effectively-once step, pure: a command id already handled is answered
+as a duplicate and writes nothing; otherwise decide, stamp the events with the aggregate's
+next sequence numbers, and apply them. The node in `infra` appends what comes out.
+"""
+from __future__ import annotations
+
+import logging
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from types import ModuleType
+
+from pydantic import BaseModel
+from thespian.actors import Actor, ActorExitRequest, WakeupMessage
+
+from actors import application, cluster, definitions
+from actors.base import Context, Rejection, State
+from schemas.envelope import Envelope
+from schemas.ids import parse_aggregate_id
+from schemas.records import EventRecord
+from schemas.status import CommandAccepted, CommandRejected
+
+log = logging.getLogger(__name__)
+
+HANDLED_MEMORY = 512
+"""Command ids remembered per aggregate: more than any redelivery window can replay."""
+
+
+def module_for(aggregate_id: str) -> ModuleType:
+    kind = parse_aggregate_id(aggregate_id).kind
+    if kind == "application":
+        return application
+    if kind == "cluster":
+        return cluster
+    return definitions
+
+
+@dataclass
+class Tracked:
+    """An aggregate's state plus the command ids it has handled (its tracking records)."""
+
+    state: State
+    handled: OrderedDict = field(default_factory=OrderedDict)
+    module: ModuleType | None = None
+
+    def __post_init__(self) -> None:
+        self.module = self.module or module_for(self.state.aggregate_id)
+
+    @classmethod
+    def new(cls, aggregate_id: str) -> "Tracked":
+        return cls(module_for(aggregate_id).initial(aggregate_id))
+
+    def remember(self, command_id: str | None) -> None:
+        if command_id and command_id not in self.handled:
+            self.handled[command_id] = None
+            if len(self.handled) > HANDLED_MEMORY:
+                self.handled.popitem(last=False)
+
+    def fold(self, record: Envelope) -> str | None:
+        """Apply one logged event. Returns a problem report when its aggregate_seq is not the
+        next one: a repeat is skipped, a gap is reported and the event applied."""
+        expected = self.state.seq + 1
+        problem = None
+        if record.aggregate_seq != expected:
+            problem = (f"{record.aggregate_id}: expected seq {expected}, found "
+                       f"{record.aggregate_seq} ({record.type} {record.id})")
+            if record.aggregate_seq < expected:
+                return problem + ": repeat skipped"
+        state = self.module.apply(self.state, record.payload, record.occurred_at)  # type: ignore[union-attr]
+        self.state = state.model_copy(update={"seq": record.aggregate_seq})
+        self.remember(record.causation_id)
+        return problem
+
+    def snapshot(self) -> dict:
+        return {"state": self.state.model_dump(mode="json"), "handled": list(self.handled)}
+
+    @classmethod
+    def from_snapshot(cls, aggregate_id: str, data: dict) -> "Tracked":
+        module = module_for(aggregate_id)
+        state_cls = type(module.initial(aggregate_id))
+        return cls(state_cls.model_validate(data["state"]),
+                   OrderedDict.fromkeys(data.get("handled", [])), module)
+
+
+@dataclass(frozen=True)
+class Outcome:
+    events: list[EventRecord]
+    reply: BaseModel
+
+
+def handle(tracked: Tracked, command: Envelope, ctx: Context) -> Outcome:
+    """Run one command against an aggregate: events to append and the reply to send."""
+    payload = command.payload
+    if command.id in tracked.handled:
+        return Outcome([], CommandAccepted(command_id=command.id, command_type=payload.type,
+                                           duplicate=True))
+    try:
+        decided = tracked.module.decide(tracked.state, payload, ctx)  # type: ignore[union-attr]
+    except Rejection as rejection:
+        return Outcome([], CommandRejected(
+            command_id=command.id, command_type=payload.type, reason=rejection.reason,
+            field=rejection.field, code=rejection.code,
+            command=payload.model_dump(mode="json")))
+    records = []
+    for n, event in enumerate(decided, start=1):
+        record = EventRecord(
+            id=ctx.new_id(), type=event.type, aggregate_id=command.aggregate_id,  # type: ignore[attr-defined]
+            aggregate_seq=tracked.state.seq + 1, occurred_at=ctx.now, tenant=command.tenant,
+            correlation_id=command.correlation_id or command.id, causation_id=command.id,
+            payload=event)
+        tracked.fold(record)
+        records.append(record)
+    tracked.remember(command.id)
+    return Outcome(records, CommandAccepted(command_id=command.id, command_type=payload.type,
+                                            event_types=[r.type for r in records]))
+
+
+# --- the actor --------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Rebuild:
+    tracked: Tracked
+    timer_seconds: float = 0.0
+
+
+@dataclass(frozen=True)
+class Handle:
+    command: Envelope
+    ctx: Context
+
+
+@dataclass(frozen=True)
+class TakeSnapshot:
+    """Ask an actor for its aggregate's snapshot (answered with a dict)."""
+
+
+@dataclass(frozen=True)
+class TimerDue:
+    """Sent to the node: turn it into a logged CheckTimeouts command for this aggregate."""
+
+    aggregate_id: str
+
+
+def needs_timer(state: State) -> bool:
+    members = getattr(state, "members", None)
+    return bool(members) and any(
+        m.is_pending or m.termination_requested_at or m.obsolete_since for m in members.values())
+
+
+class AggregateActor(Actor):
+    """A thin shell: holds one aggregate, runs `handle`, answers with the outcome."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.tracked: Tracked | None = None
+        self.node = None
+        self.timer_seconds = 0.0
+        self.timer_armed = False
+
+    def receiveMessage(self, message, sender):  # noqa: N802 - thespian's API
+        if isinstance(message, Rebuild):
+            self.tracked, self.node, self.timer_seconds = message.tracked, sender, message.timer_seconds
+            self._arm()
+        elif isinstance(message, Handle) and self.tracked is not None:
+            self.send(sender, handle(self.tracked, message.command, message.ctx))
+            self._arm()
+        elif isinstance(message, TakeSnapshot) and self.tracked is not None:
+            self.send(sender, self.tracked.snapshot())
+        elif isinstance(message, WakeupMessage):
+            self.timer_armed = False
+            if self.tracked is not None and needs_timer(self.tracked.state):
+                self.send(self.node, TimerDue(self.tracked.state.aggregate_id))
+                self._arm()
+        elif isinstance(message, ActorExitRequest):
+            self.tracked = None
+
+    def _arm(self) -> None:
+        if (self.timer_seconds and not self.timer_armed and self.tracked is not None
+                and needs_timer(self.tracked.state)):
+            self.wakeupAfter(self.timer_seconds)
+            self.timer_armed = True

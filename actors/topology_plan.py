@@ -1,0 +1,135 @@
+"""From an application definition and the definitions it uses to cluster specifications.
+
+Pure functions over Stratos JSON bodies (as stored by the definition aggregates), used by the
+application aggregate when every dependency of a deployment has answered.
+"""
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from schemas.domain import ClusterSpec, PartitionSpec
+from schemas.ids import cluster_id_for
+
+THRESHOLD_METRICS = {
+    "requestsInFlight": "requests_in_flight",
+    "memoryConsumption": "memory_consumption",
+    "loadAverage": "load_average",
+}
+
+
+def _subscriptions(components: dict, group_alias: str | None, inherited_policy: str | None
+                   ) -> Iterator[tuple[dict, str | None, str | None]]:
+    """Every cartridge subscription with the alias of its group and the group's policy."""
+    for cartridge in components.get("cartridges", []) or []:
+        yield cartridge, group_alias, inherited_policy
+    for group in components.get("groups", []) or []:
+        policy = group.get("deploymentPolicy") or inherited_policy
+        yield from _subscriptions(group, group.get("alias"), policy)
+
+
+def _dependency_blocks(components: dict) -> Iterator[tuple[dict, dict]]:
+    """(dependencies, the components they are declared in), for the app and every group."""
+    yield components.get("dependencies") or {}, components
+    for group in components.get("groups", []) or []:
+        yield from _dependency_blocks(group)
+
+
+def _clusters_of(alias_ref: str, components: dict, by_alias: dict[str, str]) -> list[str]:
+    """Cluster ids behind `cartridge.<alias>` or `group.<alias>` (all clusters of the group)."""
+    kind, _, alias = alias_ref.partition(".")
+    if kind == "cartridge":
+        return [by_alias[alias]] if alias in by_alias else []
+    for group in _all_groups(components):
+        if group.get("alias") == alias:
+            return [by_alias[c["subscribableInfo"]["alias"]]
+                    for c, _, _ in _subscriptions(group, alias, None)]
+    return []
+
+
+def _all_groups(components: dict) -> Iterator[dict]:
+    for group in components.get("groups", []) or []:
+        yield group
+        yield from _all_groups(group)
+
+
+def _partitions(deployment_policy: dict, network_partitions: dict[str, dict],
+                allowed: list[str]) -> tuple[str, list[PartitionSpec]]:
+    """The partitions of the first network partition the application policy allows."""
+    for np in deployment_policy.get("networkPartitions", []):
+        if allowed and np["id"] not in allowed:
+            continue
+        provider = network_partitions.get(np["id"], {}).get("provider", "mock")
+        parts = [PartitionSpec(id=p["id"], network_partition_id=np["id"], provider=provider,
+                               max=int(p.get("partitionMax") or 0),
+                               properties={x["name"]: str(x.get("value")) for x in p.get("property", []) or []})
+                 for p in np.get("partitions", [])]
+        return np.get("partitionAlgo") or "one-after-another", parts
+    raise ValueError(f"deployment policy {deployment_policy.get('id')!r} has no network partition "
+                     f"allowed by the application policy ({', '.join(allowed) or 'none'})")
+
+
+def build_cluster_specs(application: dict, application_policy_id: str,
+                        resolved: dict[str, dict]) -> list[ClusterSpec]:
+    """Resolve every subscription of `application`; raises ValueError naming what is wrong."""
+    app_id = application["applicationId"]
+    components = application.get("components") or {}
+    policy = resolved.get(f"applicationPolicy/{application_policy_id}", {})
+    allowed = list(policy.get("networkPartitions", []) or [])
+    network_partitions = {k.split("/", 1)[1]: v for k, v in resolved.items()
+                          if k.startswith("networkPartition/")}
+    subs = list(_subscriptions(components, None, None))
+    by_alias = {c["subscribableInfo"]["alias"]: cluster_id_for(app_id, c["subscribableInfo"]["alias"], c["type"])
+                for c, _, _ in subs}
+    after: dict[str, list[str]] = {cid: [] for cid in by_alias.values()}
+    dependents: dict[str, list[str]] = {cid: [] for cid in by_alias.values()}
+    for deps, scope in _dependency_blocks(components):
+        for order in deps.get("startupOrders", []) or []:
+            aliases = order.get("aliases", []) if isinstance(order, dict) else order
+            for before, later in zip(aliases, aliases[1:]):
+                for cid in _clusters_of(later, scope, by_alias):
+                    after[cid] += _clusters_of(before, scope, by_alias)
+        for group in deps.get("scalingDependents", []) or []:
+            aliases = group.get("aliases", []) if isinstance(group, dict) else group
+            members = [c for a in aliases for c in _clusters_of(a, scope, by_alias)]
+            for cid in members:
+                dependents[cid] += [m for m in members if m != cid]
+    specs = []
+    for cartridge, group_alias, group_policy in subs:
+        info = cartridge["subscribableInfo"]
+        alias = info["alias"]
+        dp_id = info.get("deploymentPolicy") or group_policy
+        as_id = info.get("autoscalingPolicy")
+        if not dp_id:
+            raise ValueError(f"subscription {alias!r} names no deploymentPolicy")
+        if not as_id:
+            raise ValueError(f"subscription {alias!r} names no autoscalingPolicy")
+        cartridge_def = resolved[f"cartridge/{cartridge['type']}"]
+        thresholds_def = resolved[f"autoscalingPolicy/{as_id}"].get("loadThresholds") or {}
+        algorithm, partitions = _partitions(resolved[f"deploymentPolicy/{dp_id}"],
+                                            network_partitions, allowed)
+        repo = info.get("artifactRepository") or {}
+        cid = by_alias[alias]
+        specs.append(ClusterSpec(
+            cluster_id=cid, application_id=app_id, alias=alias, cartridge_type=cartridge["type"],
+            group_alias=group_alias, min=int(cartridge.get("cartridgeMin") or 1),
+            max=max(int(cartridge.get("cartridgeMax") or 1), 1),
+            autoscaling_policy_id=as_id, deployment_policy_id=dp_id,
+            partition_algorithm=algorithm, partitions=partitions,
+            thresholds={THRESHOLD_METRICS[k]: float(v["threshold"])
+                        for k, v in thresholds_def.items() if k in THRESHOLD_METRICS and v},
+            iaas={p.get("provider") or p.get("type"): p for p in cartridge_def.get("iaasProvider", []) or []},
+            ports=list(cartridge_def.get("portMapping", []) or []),
+            repo_url=repo.get("repoUrl"),
+            scaling_dependents=sorted(set(dependents[cid])),
+            startup_after=sorted(set(after[cid])),
+        ))
+    return specs
+
+
+def clusters_ready_to_start(clusters: dict[str, ClusterSpec], status: dict[str, str],
+                            started: tuple[str, ...]) -> list[ClusterSpec]:
+    """Clusters not started yet whose predecessors in startup order are all Active.
+
+    Siblings without an order between them start together (in parallel)."""
+    return [spec for cid, spec in clusters.items()
+            if cid not in started and all(status.get(p) == "Active" for p in spec.startup_after)]

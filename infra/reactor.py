@@ -1,0 +1,57 @@
+"""The reactor: runs the process manager (`actors.reactions`) over the log.
+
+It reads events, replies, instance status and health faults in its own consumer group and
+sends the follow-up commands. Command ids derive from the record that caused them, so a
+reaction sent twice after a crash is a duplicate the target aggregate ignores.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+
+from kafka import OffsetAndMetadata
+
+from actors.reactions import react
+from infra.kafka import Appender, DeadLetters, envelope, group_consumer, topic_kind_of, validated
+from infra.settings import Settings
+from schemas.records import CommandRecord
+
+log = logging.getLogger(__name__)
+REACTOR_GROUP = "stratos-reactor"
+SOURCES = ["events", "replies", "instance-status", "health"]
+
+
+class Reactor:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.appender = Appender(settings)
+        self.dead_letters = DeadLetters(self.appender)
+        self.stopping = threading.Event()
+
+    def run(self) -> None:
+        consumer = group_consumer(self.settings, REACTOR_GROUP, SOURCES)
+        try:
+            while not self.stopping.is_set():
+                batch = consumer.poll(timeout_ms=100)
+                if not batch:
+                    continue
+                offsets = {}
+                for tp, raws in batch.items():
+                    kind = topic_kind_of(self.settings, tp.topic)
+                    for delivered in validated(self.settings, kind, raws, self.dead_letters):
+                        self.send_reactions(delivered.record)
+                    offsets[tp] = OffsetAndMetadata(raws[-1].offset + 1, "", -1)
+                self.appender.flush()
+                consumer.commit(offsets)
+        finally:
+            consumer.close(autocommit=False)
+            self.appender.close()
+
+    def send_reactions(self, record) -> None:
+        for n, (target, command) in enumerate(react(record)):
+            self.appender.send("commands", target, envelope(
+                CommandRecord, command, target, tenant=record.tenant, record_id=f"{record.id}.{n}",
+                correlation_id=record.correlation_id or record.id, causation_id=record.id))
+
+    def stop(self) -> None:
+        self.stopping.set()
