@@ -4,7 +4,7 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -27,6 +27,15 @@ class Settings(BaseSettings):
     termination_timeout_seconds: float = Field(1800.0, gt=0)
     obsolete_timeout_seconds: float = Field(86400.0, gt=0)
     api_port: int = 9443
+    api_host: str = Field("127.0.0.1", description="address `stratos api` listens on")
+    api_wait_seconds: float = Field(20.0, gt=0, description="how long a write waits for its reply")
+    admin_username: str = Field("admin", min_length=1, description="the bootstrap super-admin")
+    admin_password: SecretStr | None = Field(
+        None, description="the bootstrap super-admin's password; unset = API refuses to start "
+                          "(admin/admin only in the embedded demo)")
+    password_hash_rounds: int = Field(12, ge=4, le=16, description="bcrypt cost factor")
+    token_ttl_seconds: float = Field(3600.0, gt=0, description="lifetime of a bearer token")
+    iaas_providers: list[str] = Field(["mock"], description="providers the cloud controller serves")
     log_level: str = "INFO"
 
     def topic(self, name: str) -> str:
