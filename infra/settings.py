@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -36,6 +37,13 @@ class Settings(BaseSettings):
     password_hash_rounds: int = Field(12, ge=4, le=16, description="bcrypt cost factor")
     token_ttl_seconds: float = Field(3600.0, gt=0, description="lifetime of a bearer token")
     iaas_providers: list[str] = Field(["mock"], description="providers the cloud controller serves")
+    cloud_workers: int = Field(4, ge=1, description="cloud controller lanes for IaaS calls")
+    cloud_start_attempts: int = Field(3, ge=1, description="node starts tried before giving up")
+    cloud_retry_seconds: float = Field(2.0, gt=0, description="first backoff after a failed start")
+    cloud_reconcile_seconds: float = Field(15.0, gt=0, description="how often nodes are listed")
+    mock_cloud: str | None = Field(None, description="name of the mock IaaS cloud; unset = topic prefix")
+    mock_health_patterns: Path | None = Field(None, description="YAML/JSON health patterns file")
+    mock_iaas_mode: Literal["simulated", "process"] = "simulated"
     log_level: str = "INFO"
 
     def topic(self, name: str) -> str:
