@@ -21,6 +21,8 @@ console = Console()
 def _logging() -> None:
     logging.basicConfig(level=get_settings().log_level,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    for noisy in ("kafka", "aiokafka"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
 def wait_for_interrupt() -> None:
@@ -102,5 +104,22 @@ def _require_bootstrap():
     return settings
 
 
+@app.command()
+def up(bootstrap: str = typer.Option(None, help="use this Kafka instead of the embedded broker"),
+       api_port: int = typer.Option(9443, help="port of the REST API and console"),
+       no_sample: bool = typer.Option(False, "--no-sample", help="start empty"),
+       state_dir: Path = typer.Option(Path("state"), help="where logs and the event archive go")) -> None:
+    """Start the whole platform (embedded broker by default) until Ctrl-C."""
+    from infra.platform import run_platform
+
+    _logging()
+    raise typer.Exit(run_platform(bootstrap=bootstrap, api_port=api_port, sample=not no_sample,
+                                  state_dir=state_dir, console=console))
+
+
 def main() -> None:
     app()
+
+
+if __name__ == "__main__":
+    main()

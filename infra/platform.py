@@ -1,0 +1,113 @@
+"""Wiring of `stratos up`: broker, topics, event archive, supervised parts, the sample."""
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from importlib import resources
+from pathlib import Path
+
+from rich.console import Console
+
+from infra.archive import Archiver, restore
+from infra.broker import BrokerError, EmbeddedBroker
+from infra.kafka import ensure_topics
+from infra.settings import get_settings
+from infra.supervisor import Supervisor, child_env
+
+log = logging.getLogger(__name__)
+
+SAMPLE_ORDER = [
+    ("networkPartition", "network-partition.json"), ("cartridge", "php.json"),
+    ("autoscalingPolicy", "autoscaling-policy.json"), ("deploymentPolicy", "deployment-policy.json"),
+    ("applicationPolicy", "application-policy.json"), ("application", "application-single-cartridge.json"),
+]
+OPTIONAL_PARTS = ["cloud", "health", "api"]
+"""Parts started when this installation has their command (each lands with its issue)."""
+
+
+def available_parts() -> list[str]:
+    from infra.cli import app
+
+    names = {c.name or c.callback.__name__ for c in app.registered_commands}  # type: ignore[union-attr]
+    return ["node"] + [p for p in OPTIONAL_PARTS if p in names]
+
+
+def load_sample(settings, console: Console) -> None:
+    """Define the sample application and deploy it (already present after a restart: fine)."""
+    from infra.commands_client import CommandClient
+    from schemas import commands as C
+    from schemas.definitions import DEFINITION_KINDS
+    from schemas.envelope import SUPER_TENANT
+    from schemas.ids import aggregate_id
+    from schemas.status import CommandRejected
+
+    client = CommandClient(settings)
+    try:
+        samples = resources.files("infra") / "samples"
+        app_id = None
+        for kind, name in SAMPLE_ORDER:
+            model = DEFINITION_KINDS[kind].model_validate(json.loads((samples / name).read_text()))
+            verb = getattr(C, f"Add{kind[0].upper()}{kind[1:]}")
+            reply = client.call(aggregate_id(SUPER_TENANT, kind, model.definition_id), verb(definition=model))
+            if isinstance(reply, CommandRejected) and reply.code != 409:
+                console.print(f"[red]sample {name}:[/] {reply.reason}")
+            if kind == "application":
+                app_id = model.definition_id
+        reply = client.call(aggregate_id(SUPER_TENANT, "application", app_id),
+                            C.DeployApplication(application_policy_id="application-policy-1"))
+        if isinstance(reply, CommandRejected) and reply.code != 409:
+            console.print(f"[red]deploy {app_id}:[/] {reply.reason}")
+        else:
+            console.print(f"sample application [bold]{app_id}[/] deployed")
+    finally:
+        client.close()
+
+
+def run_platform(bootstrap: str | None, api_port: int, sample: bool, state_dir: Path,
+                 console: Console) -> int:
+    from infra.cli import wait_for_interrupt
+
+    settings = get_settings()
+    state_dir.mkdir(parents=True, exist_ok=True)
+    broker = None
+    archiver = None
+    try:
+        if bootstrap or settings.kafka_bootstrap:
+            settings.kafka_bootstrap = bootstrap or settings.kafka_bootstrap
+        else:
+            broker = EmbeddedBroker(log_path=state_dir / "broker.log").start()
+            settings.kafka_bootstrap = broker.bootstrap
+        ensure_topics(settings)
+        if broker:
+            archive = state_dir / "events.archive"
+            restored = restore(settings, archive)
+            if restored:
+                console.print(f"restored {restored} events from {archive}")
+            archiver = Archiver(settings, archive)
+            threading.Thread(target=archiver.run, name="archiver", daemon=True).start()
+        supervisor = Supervisor(child_env(settings.kafka_bootstrap, {"STRATOS_API_PORT": str(api_port)}),
+                                state_dir / "logs")
+        parts = available_parts()
+        for part in parts:
+            supervisor.add(part, part)
+        threading.Thread(target=supervisor.run, name="supervisor", daemon=True).start()
+        console.print(f"[green]Stratos-ES[/] on Kafka [bold]{settings.kafka_bootstrap}[/]"
+                      f"{' (embedded broker)' if broker else ''}; parts: {', '.join(parts)}")
+        console.print(f"logs: {state_dir / 'logs'}")
+        if "api" in parts:
+            console.print(f"console and REST API: http://127.0.0.1:{api_port}/  (user admin / admin)")
+        if sample:
+            load_sample(settings, console)
+        console.print("running; Ctrl-C stops everything")
+        wait_for_interrupt()
+        supervisor.stop()
+        return 0
+    except BrokerError as exc:
+        console.print(f"[red]error:[/] {exc}")
+        return 1
+    finally:
+        if archiver:
+            archiver.stop()
+        if broker:
+            broker.stop()
