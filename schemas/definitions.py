@@ -127,6 +127,10 @@ class NetworkInterface(_StratosJson):
     floatingNetworks: ListOf[FloatingNetwork] = []
 
 
+KNOWN_IAAS_PROVIDERS = ("mock", "ec2", "openstack", "gce", "cloudstack")
+"""IaaS types the cloud controller can drive (libcloud provider names; "mock" is the platform's own)."""
+
+
 class IaasProvider(_StratosJson):
     type: Id
     name: str | None = None
@@ -137,6 +141,22 @@ class IaasProvider(_StratosJson):
     credential: Secret = ""
     properties: ListOf[Property] = Field([], alias="property")
     networkInterfaces: ListOf[NetworkInterface] = []
+
+    @field_validator("type")
+    @classmethod
+    def _known_type(cls, value: str) -> str:
+        if value.lower() not in KNOWN_IAAS_PROVIDERS:
+            raise ValueError(f"unknown IaaS provider '{value}' (known: {', '.join(KNOWN_IAAS_PROVIDERS)})")
+        return value
+
+    @model_validator(mode="after")
+    def _credentials_for_real_clouds(self) -> "IaasProvider":
+        """A real cloud needs an account: fail at definition time, not at the first start."""
+        if self.type.lower() != "mock":
+            missing = [name for name in ("identity", "credential") if not getattr(self, name)]
+            if missing:
+                raise ValueError(f"iaasProvider '{self.type}' needs {' and '.join(missing)}")
+        return self
 
 
 class Volume(_StratosJson):
