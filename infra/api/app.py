@@ -1,0 +1,141 @@
+"""The REST API's application factory: routers, error answers, and what it runs on.
+
+Every error is a ResponseMessageBean (`{"status": "error", "message": ...}`) with the code
+Stratos used: invalid JSON and bodies that break a rule answer 400 naming the field path.
+"""
+from __future__ import annotations
+
+import logging
+from contextlib import asynccontextmanager
+
+from fastapi import APIRouter, Depends, FastAPI, HTTPException, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.exceptions import RequestValidationError
+from fastapi.security import HTTPBasicCredentials
+from pydantic import BaseModel, ValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from infra.api.definitions import definition_routers
+from infra.api.identity import Identity, Principal, basic_scheme, current_principal, unauthorized
+from infra.api.read_model import ReadModel
+from infra.api.responses import ERROR_RESPONSES, Writer, answer
+from infra.api.runtime import router as runtime_router
+from infra.commands_client import CommandClient
+from infra.settings import Settings
+
+log = logging.getLogger(__name__)
+DEMO_PASSWORD = "admin"
+
+
+class ConfigurationError(RuntimeError):
+    """The API cannot start with these settings (the message says which one to set)."""
+
+
+def admin_password(settings: Settings, demo: bool) -> str:
+    if settings.admin_password is not None:
+        return settings.admin_password.get_secret_value()
+    if not demo:
+        raise ConfigurationError("STRATOS_ADMIN_PASSWORD is not set: the API needs the bootstrap "
+                                 f"admin's password (user {settings.admin_username!r})")
+    log.warning("embedded demo: bootstrap admin %r has the password %r; set STRATOS_ADMIN_PASSWORD "
+                "for anything else", settings.admin_username, DEMO_PASSWORD)
+    return DEMO_PASSWORD
+
+
+def field_errors(errors) -> str:
+    """pydantic errors as `field.path: reason`, the body's own paths (without FastAPI's `body`)."""
+    parts = []
+    for err in list(errors)[:5]:
+        loc = list(err.get("loc", ()))
+        if loc and loc[0] == "body":
+            loc = loc[1:]
+        where = ".".join(str(p) for p in loc) or "body"
+        parts.append(f"{where}: {err.get('msg', 'invalid')}")
+    return "; ".join(parts)
+
+
+class TokenRequest(BaseModel):
+    username: str
+    password: str
+
+
+class Token(BaseModel):
+    access_token: str
+    token_type: str = "bearer"
+    expires_in: float
+
+
+def _token_router() -> APIRouter:
+    router = APIRouter(tags=["Identity"], responses=ERROR_RESPONSES)
+
+    @router.post("/token", response_model=Token,
+                 summary="A bearer token, for basic credentials or a JSON {username, password}")
+    def token(request: Request, body: TokenRequest | None = None,
+              basic: HTTPBasicCredentials | None = Depends(basic_scheme)) -> Token:
+        identity: Identity = request.app.state.identity
+        login = (body.username, body.password) if body else (basic.username, basic.password) if basic else None
+        if login is None:
+            raise unauthorized("credentials required: HTTP basic auth or a JSON body")
+        principal = identity.authenticate(*login)
+        if principal is None:
+            raise unauthorized("wrong user name or password")
+        return Token(access_token=identity.issue_token(principal),
+                     expires_in=request.app.state.settings.token_ttl_seconds)
+
+    @router.get("/whoami", summary="The caller's user name, tenant and role")
+    def whoami(principal: Principal = Depends(current_principal)) -> dict:
+        return {"username": principal.username, "tenant": principal.tenant, "role": principal.role,
+                "superAdmin": principal.is_super_admin}
+
+    return router
+
+
+def create_app(settings: Settings, *, demo: bool = False, read_model: ReadModel | None = None,
+               commands: CommandClient | None = None) -> FastAPI:
+    """The API on `settings`' broker. Pass a running read model / command client to share them;
+    otherwise the app starts its own on startup and closes them on shutdown."""
+    password = admin_password(settings, demo)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        own_read_model = read_model is None
+        own_commands = commands is None
+        model = read_model or await run_in_threadpool(lambda: ReadModel(settings).start())
+        client = commands or await run_in_threadpool(CommandClient, settings)
+        app.state.settings = settings
+        app.state.read_model = model
+        app.state.commands = client
+        app.state.writer = Writer(settings, client, model)
+        app.state.identity = await run_in_threadpool(Identity, settings, model, password)
+        try:
+            yield
+        finally:
+            if own_commands:
+                client.close()
+            if own_read_model:
+                model.stop()
+
+    app = FastAPI(title="Stratos-ES", version="4.1", lifespan=lifespan,
+                  description="Apache Stratos 4.1's REST API on an event-sourced control plane.",
+                  openapi_url="/api/openapi.json", docs_url="/api/docs", redoc_url=None)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(request: Request, exc: RequestValidationError):
+        return answer(400, field_errors(exc.errors()), "error")
+
+    @app.exception_handler(ValidationError)
+    async def invalid_value(request: Request, exc: ValidationError):
+        return answer(400, field_errors(exc.errors(include_url=False)), "error")
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException):
+        return answer(exc.status_code, str(exc.detail), "error", headers=getattr(exc, "headers", None))
+
+    @app.exception_handler(Exception)
+    async def unexpected(request: Request, exc: Exception):
+        log.exception("unexpected error on %s %s", request.method, request.url.path)
+        return answer(500, "internal error; the server log has the details", "error")
+
+    for router in definition_routers() + [runtime_router, _token_router()]:
+        app.include_router(router, prefix="/api")
+    return app

@@ -1,0 +1,170 @@
+"""CRUD of every Stratos definition, with Stratos 4.1's paths, codes and messages.
+
+One router factory serves all kinds; what differs per kind (whose tenant it lives in, who may
+change it, which field is a password) is data in `Resource`. Bodies are the Stratos JSON models
+of `schemas.definitions`, so validation errors name the field and OpenAPI shows the shapes.
+(No `from __future__ import annotations` here: FastAPI reads the body annotations at runtime.)
+"""
+from dataclasses import dataclass
+
+from fastapi import APIRouter, Depends, HTTPException, Query, Request
+
+from infra.api.identity import Principal, current_principal, hash_password, is_hashed, super_admin, tenant_admin
+from infra.api.read_model import ReadModel
+from infra.api.responses import ERROR_RESPONSES, ResponseMessage, Writer
+from schemas import commands as C
+from schemas.definitions import DEFINITION_KINDS, Application, CartridgeGroup, RegisteredDefinition
+from schemas.envelope import SUPER_TENANT
+from schemas.ids import aggregate_id
+
+
+@dataclass(frozen=True)
+class Resource:
+    path: str
+    kind: str
+    label: str
+    id_name: str
+    super_tenant: bool = False
+    secret: str | None = None
+
+    @property
+    def model(self) -> type[RegisteredDefinition]:
+        return DEFINITION_KINDS[self.kind]
+
+    def tenant_for(self, principal: Principal) -> str:
+        return SUPER_TENANT if self.super_tenant else principal.tenant
+
+
+RESOURCES = [
+    Resource("cartridges", "cartridge", "Cartridge", "cartridgeType"),
+    Resource("cartridgeGroups", "cartridgeGroup", "Cartridge group", "groupDefinitionName"),
+    Resource("networkPartitions", "networkPartition", "Network partition", "networkPartitionId"),
+    Resource("deploymentPolicies", "deploymentPolicy", "Deployment policy", "deploymentPolicyId"),
+    Resource("autoscalingPolicies", "autoscalingPolicy", "Autoscaling policy", "autoscalingPolicyId"),
+    Resource("applicationPolicies", "applicationPolicy", "Application policy", "applicationPolicyId"),
+    Resource("applications", "application", "Application", "applicationId"),
+    Resource("kubernetesClusters", "kubernetesCluster", "Kubernetes cluster", "kubernetesClusterId"),
+    Resource("tenants", "tenant", "Tenant", "tenantDomain", super_tenant=True, secret="adminPassword"),
+    Resource("users", "user", "User", "userName", secret="credential"),
+]
+
+
+def public_body(resource: Resource, state) -> dict:
+    """The stored Stratos JSON as a GET answers it: password hashes never leave the server."""
+    body = dict(state.definition)
+    if resource.secret:
+        body.pop(resource.secret, None)
+    if resource.kind == "application":
+        body["status"] = state.status.value
+    return body
+
+
+def missing_references(read_model: ReadModel, tenant: str, definition: RegisteredDefinition) -> list[str]:
+    """The definitions `definition` uses that do not exist in `tenant`.
+
+    Groups nested inside a registered group (or inside this one) are defined inline, as in Stratos.
+    """
+    groups = [CartridgeGroup.model_validate(s.definition) for s in read_model.all(tenant, "cartridgeGroup")]
+    if isinstance(definition, CartridgeGroup):
+        groups.append(definition)
+    inline = {nested.name for group in groups for nested in list(group.walk())[1:]}
+    return [f"{kind} '{id}'" for kind, id in definition.references()
+            if read_model.get(tenant, kind, id) is None and not (kind == "cartridgeGroup" and id in inline)]
+
+
+def check_references(read_model: ReadModel, tenant: str, resource: Resource,
+                     definition: RegisteredDefinition) -> None:
+    """Stratos refuses a definition that names unknown definitions: 400 naming them."""
+    missing = missing_references(read_model, tenant, definition)
+    if missing:
+        raise HTTPException(400, f"{resource.kind} '{definition.definition_id}' uses "
+                                 f"{', '.join(missing)}, which does not exist")
+    if isinstance(definition, Application):
+        groups = {s.definition["name"]: CartridgeGroup.model_validate(s.definition)
+                  for s in read_model.all(tenant, "cartridgeGroup")}
+        if problems := definition.group_dependency_errors(groups):
+            raise HTTPException(400, "; ".join(problems))
+
+
+def with_hashed_secret(resource: Resource, definition: RegisteredDefinition, request: Request,
+                       existing) -> RegisteredDefinition:
+    """Passwords are hashed before they are logged; an update without one keeps the old hash."""
+    if not resource.secret:
+        return definition
+    value = getattr(definition, resource.secret)
+    if not value:
+        if existing is None:
+            raise HTTPException(400, f"{resource.secret}: a password is required")
+        value = existing.definition.get(resource.secret, "")
+    elif not is_hashed(value):
+        value = hash_password(value, request.app.state.settings.password_hash_rounds)
+    return definition.model_copy(update={resource.secret: value})
+
+
+def definition_router(resource: Resource) -> APIRouter:
+    router = APIRouter(prefix=f"/{resource.path}", tags=[resource.label], responses=ERROR_RESPONSES)
+    reader = super_admin if resource.super_tenant else current_principal
+    changer = super_admin if resource.super_tenant else tenant_admin
+    model = resource.model
+    pascal = C._pascal(resource.kind)
+    add, update, remove = (getattr(C, f"{verb}{pascal}") for verb in ("Add", "Update", "Remove"))
+
+    def writer(request: Request) -> Writer:
+        return request.app.state.writer
+
+    @router.get("", summary=f"List {resource.label.lower()}s")
+    def list_all(request: Request, principal: Principal = Depends(reader)) -> list[dict]:
+        read_model: ReadModel = request.app.state.read_model
+        return [public_body(resource, s) for s in read_model.all(resource.tenant_for(principal), resource.kind)]
+
+    @router.get("/{id}", summary=f"Get one {resource.label.lower()}")
+    def get_one(id: str, request: Request, principal: Principal = Depends(reader)) -> dict:
+        state = request.app.state.read_model.get(resource.tenant_for(principal), resource.kind, id)
+        if state is None:
+            raise HTTPException(404, f"{resource.kind} '{id}' not found")
+        return public_body(resource, state)
+
+    @router.post("", status_code=201, response_model=ResponseMessage, summary=f"Add a {resource.label.lower()}")
+    def add_one(body: model, request: Request, principal: Principal = Depends(changer),  # type: ignore[valid-type]
+                wait: bool = Query(True, description="false: answer 202 once the command is logged")):
+        tenant = resource.tenant_for(principal)
+        definition = with_hashed_secret(resource, body, request, None)
+        check_references(request.app.state.read_model, tenant, resource, definition)
+        id = definition.definition_id
+        return writer(request).write(
+            aggregate_id(tenant, resource.kind, id), add(definition=definition), tenant,
+            f"{resource.label} added successfully: [{resource.id_name}] {id}", 201, wait,
+            headers={"Location": f"/api/{resource.path}/{id}"})
+
+    @router.put("", response_model=ResponseMessage, summary=f"Update a {resource.label.lower()}")
+    def update_one(body: model, request: Request, principal: Principal = Depends(changer),  # type: ignore[valid-type]
+                   wait: bool = Query(True, description="false: answer 202 once the command is logged")):
+        tenant = resource.tenant_for(principal)
+        id = body.definition_id
+        existing = request.app.state.read_model.get(tenant, resource.kind, id)
+        if existing is None:
+            raise HTTPException(404, f"{resource.kind} '{id}' not found")
+        definition = with_hashed_secret(resource, body, request, existing)
+        check_references(request.app.state.read_model, tenant, resource, definition)
+        return writer(request).write(
+            aggregate_id(tenant, resource.kind, id), update(definition=definition), tenant,
+            f"{resource.label} updated successfully: [{resource.id_name}] {id}", 200, wait)
+
+    @router.delete("/{id}", response_model=ResponseMessage, summary=f"Remove a {resource.label.lower()}")
+    def remove_one(id: str, request: Request, principal: Principal = Depends(changer),
+                   wait: bool = Query(True, description="false: answer 202 once the command is logged")):
+        tenant = resource.tenant_for(principal)
+        read_model: ReadModel = request.app.state.read_model
+        if read_model.get(tenant, resource.kind, id) is None:
+            raise HTTPException(404, f"{resource.kind} '{id}' not found")
+        if users := read_model.referrers(tenant, resource.kind, id):
+            raise HTTPException(400, f"{resource.kind} '{id}' is in use by {', '.join(users)}")
+        return writer(request).write(
+            aggregate_id(tenant, resource.kind, id), remove(id=id), tenant,
+            f"{resource.label} removed successfully: [{resource.id_name}] {id}", 200, wait)
+
+    return router
+
+
+def definition_routers() -> list[APIRouter]:
+    return [definition_router(resource) for resource in RESOURCES]

@@ -1,0 +1,157 @@
+"""The API's read model: every aggregate folded from `<prefix>events`, kept current in memory.
+
+It reads all partitions without a consumer group (no rebalance pauses) and folds each event
+with `actors.runtime.Tracked`, the same apply functions the node uses, so the API shows what
+the aggregates decided and nothing else. Writers wait on it so that an answered write is
+already visible to the next read.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+from collections import OrderedDict, defaultdict
+
+from pydantic import ValidationError
+
+from actors.base import State
+from actors.runtime import Tracked
+from infra.kafka import assigned_consumer, decode, rejection_reason
+from infra.settings import Settings
+from schemas.definitions import DEFINITION_KINDS
+from schemas.ids import AggregateRef, parse_aggregate_id
+
+log = logging.getLogger(__name__)
+
+CAUSES_REMEMBERED = 100_000
+"""Command ids whose events are counted, so a writer can wait for its own command's effect."""
+
+
+class ReadModel:
+    """Aggregates by id and by (tenant, kind), with the offsets applied per partition."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.changed = threading.Condition()
+        self.aggregates: dict[str, Tracked] = {}
+        self.by_kind: dict[tuple[str, str], dict[str, Tracked]] = defaultdict(dict)
+        self.references: dict[str, list[tuple[str, str]]] = {}
+        self.applied: dict[int, int] = {}
+        self.caused: OrderedDict[str, int] = OrderedDict()
+        self.ready = threading.Event()
+        self.stopping = threading.Event()
+        self.failure: BaseException | None = None
+        self.thread = threading.Thread(target=self._run, name="read-model", daemon=True)
+
+    # --- lifecycle ------------------------------------------------------------------------
+    def start(self, timeout: float = 60.0) -> "ReadModel":
+        """Start following the log; returns once everything logged so far is applied."""
+        self.thread.start()
+        if not self.ready.wait(timeout):
+            raise TimeoutError(f"read model did not catch up with the events log in {timeout}s: "
+                               f"{self.failure or 'still reading'}")
+        return self
+
+    def stop(self) -> None:
+        self.stopping.set()
+        self.thread.join(5)
+
+    def _run(self) -> None:
+        try:
+            consumer = assigned_consumer(self.settings, "events")
+        except Exception as exc:  # reported by start(); the API cannot serve without it
+            self.failure = exc
+            log.exception("read model could not open the events topic")
+            return
+        try:
+            ends = {tp.partition: end for tp, end in consumer.end_offsets(list(consumer.assignment())).items()}
+            self._mark_ready_if_caught_up(ends)
+            while not self.stopping.is_set():
+                for tp, raws in consumer.poll(timeout_ms=100).items():
+                    self._fold_batch(tp.partition, raws)
+                if not self.ready.is_set():
+                    self._mark_ready_if_caught_up(ends)
+        finally:
+            consumer.close()
+
+    def _mark_ready_if_caught_up(self, ends: dict[int, int]) -> None:
+        if all(self.applied.get(p, 0) >= end for p, end in ends.items()):
+            self.ready.set()
+
+    def _fold_batch(self, partition: int, raws) -> None:
+        with self.changed:
+            for raw in raws:
+                self._fold_one(raw)
+                self.applied[partition] = raw.offset + 1
+            self.changed.notify_all()
+
+    def _fold_one(self, raw) -> None:
+        """Apply one record; a record that does not validate or fold is logged and skipped
+        (the reactor, which reads the same topic, sends it to the dead-letter topic)."""
+        try:
+            record = decode("events", raw.value)
+            tracked = self.aggregates.get(record.aggregate_id)
+            if tracked is None:
+                tracked = Tracked.new(record.aggregate_id)
+            problem = tracked.fold(record)
+        except (ValidationError, ValueError, KeyError, TypeError) as exc:
+            log.warning("read model skips %s[%d]@%d: %s", raw.topic, raw.partition, raw.offset,
+                        rejection_reason(exc))
+            return
+        if problem:
+            log.warning("read model: %s", problem)
+        ref = parse_aggregate_id(record.aggregate_id)
+        self.aggregates[record.aggregate_id] = tracked
+        self.by_kind[(ref.tenant, ref.kind)][ref.id] = tracked
+        self._index_references(record.aggregate_id, ref, tracked.state)
+        if record.causation_id:
+            self.caused[record.causation_id] = self.caused.get(record.causation_id, 0) + 1
+            self.caused.move_to_end(record.causation_id)
+            if len(self.caused) > CAUSES_REMEMBERED:
+                self.caused.popitem(last=False)
+
+    def _index_references(self, aggregate_id: str, ref: AggregateRef, state: State) -> None:
+        model = DEFINITION_KINDS.get(ref.kind)
+        body = getattr(state, "definition", None)
+        if model is None or not state.exists or body is None:
+            self.references.pop(aggregate_id, None)
+            return
+        try:
+            self.references[aggregate_id] = model.model_validate(body).references()
+        except ValidationError:
+            self.references.pop(aggregate_id, None)
+
+    # --- waiting for a write's effect -----------------------------------------------------
+    def wait_for_command(self, command_id: str, events: int, timeout: float) -> bool:
+        """Wait until `events` events caused by `command_id` are applied."""
+        with self.changed:
+            return self.changed.wait_for(lambda: self.caused.get(command_id, 0) >= events, timeout)
+
+    def wait_for_offset(self, partition: int, offset: int, timeout: float) -> bool:
+        """Wait until the event at `offset` of `partition` is applied."""
+        with self.changed:
+            return self.changed.wait_for(lambda: self.applied.get(partition, 0) > offset, timeout)
+
+    # --- queries --------------------------------------------------------------------------
+    def get(self, tenant: str, kind: str, id: str) -> State | None:
+        """The state of an existing aggregate, or None."""
+        with self.changed:
+            tracked = self.by_kind.get((tenant, kind), {}).get(id)
+        return tracked.state if tracked is not None and tracked.state.exists else None
+
+    def all(self, tenant: str, kind: str) -> list[State]:
+        """Existing aggregates of one kind in one tenant, by id."""
+        with self.changed:
+            found = list(self.by_kind.get((tenant, kind), {}).items())
+        return [t.state for _, t in sorted(found, key=lambda item: item[0]) if t.state.exists]
+
+    def tenants_with(self, kind: str) -> list[str]:
+        with self.changed:
+            return sorted({tenant for (tenant, k), found in self.by_kind.items() if k == kind and found})
+
+    def referrers(self, tenant: str, kind: str, id: str) -> list[str]:
+        """`kind id` of the definitions of `tenant` that use (kind, id)."""
+        wanted = (kind, id)
+        with self.changed:
+            users = [aggregate for aggregate, refs in self.references.items() if wanted in refs]
+        refs = [parse_aggregate_id(a) for a in users]
+        return sorted(f"{r.kind} '{r.id}'" for r in refs if r.tenant == tenant)
