@@ -117,6 +117,42 @@ def up(bootstrap: str = typer.Option(None, help="use this Kafka instead of the e
                                   state_dir=state_dir, console=console))
 
 
+@app.command()
+def state(aggregate: str = typer.Argument(..., help="aggregate id, e.g. carbon.super/cluster/app.php1.php.domain"),
+          until: str = typer.Option(None, help="stop after this event id (inclusive)"),
+          events: bool = typer.Option(False, help="also list the events folded")) -> None:
+    """Replay one aggregate from the log and print its state (at a past event with --until)."""
+    import json
+
+    from infra.inspect_log import state_at
+    from schemas.ids import parse_aggregate_id
+
+    settings = _require_bootstrap()
+    try:
+        parse_aggregate_id(aggregate)
+    except ValueError as exc:
+        console.print(f"[red]error:[/] {exc}")
+        raise typer.Exit(2)
+    tracked, folded = state_at(settings, aggregate, until_event=until)
+    if not folded:
+        console.print(f"[red]error:[/] no events for aggregate {aggregate!r}")
+        raise typer.Exit(1)
+    if events:
+        for record in folded:
+            console.print(f"{record.aggregate_seq:>5} {record.occurred_at:%H:%M:%S} {record.type} "
+                          f"[dim]{record.id} cause={record.causation_id}[/]")
+    console.print_json(json.dumps(tracked.state.model_dump(mode="json")))
+
+
+@app.command()
+def digest() -> None:
+    """Rebuild every aggregate from the log and print a digest of their states."""
+    from infra.inspect_log import digest_all
+
+    value, count = digest_all(_require_bootstrap())
+    console.print(f"{value} ({count} aggregates)")
+
+
 def main() -> None:
     app()
 
