@@ -14,7 +14,7 @@ from infra.api.server import ApiServer
 from infra.broker import free_port
 from infra.kafka import ensure_topics
 from infra.settings import Settings
-from tests.conftest import RunningNode
+from tests.conftest import RunningNode, sample
 
 pytestmark = pytest.mark.integration
 ADMIN_PASSWORD = "super-secret"
@@ -36,6 +36,30 @@ class Platform:
                                                  "adminPassword": password, "email": f"admin@{domain}"})
         assert reply.status_code == 201, reply.text
         return domain
+
+
+SAMPLES = [  # Stratos 4.1 sample files, in the order their references need
+    ("networkPartitions", "network-partition.json"),
+    ("cartridges", "php.json"),
+    ("cartridges", "tomcat.json"),
+    ("cartridgeGroups", "cartridge-group-nested.json"),
+    ("autoscalingPolicies", "autoscaling-policy.json"),
+    ("deploymentPolicies", "deployment-policy.json"),
+    ("applicationPolicies", "application-policy.json"),
+    ("applications", "application-single-cartridge.json"),
+    ("kubernetesClusters", "kubernetes-cluster.json"),
+    ("users", "user.json"),
+]
+
+
+def define_samples(client: httpx.Client) -> None:
+    """Every sample, unchanged; the application policy also names network partitions 2 and 3."""
+    for extra in ("network-partition-2", "network-partition-3"):
+        reply = client.post("/networkPartitions", json={**sample("network-partition.json"), "id": extra})
+        assert reply.status_code == 201, reply.text
+    for path, name in SAMPLES:
+        reply = client.post(f"/{path}", json=sample(name))
+        assert reply.status_code == 201, f"{name}: {reply.text}"
 
 
 @pytest.fixture(scope="module")
