@@ -137,8 +137,8 @@ class IaasProvider(_StratosJson):
     className: str | None = None
     imageId: str | None = None
     provider: str | None = None
-    identity: Secret = ""
-    credential: Secret = ""
+    identity: Secret = Field("", validate_default=True)
+    credential: Secret = Field("", validate_default=True)
     properties: ListOf[Property] = Field([], alias="property")
     networkInterfaces: ListOf[NetworkInterface] = []
 
@@ -149,14 +149,14 @@ class IaasProvider(_StratosJson):
             raise ValueError(f"unknown IaaS provider '{value}' (known: {', '.join(KNOWN_IAAS_PROVIDERS)})")
         return value
 
-    @model_validator(mode="after")
-    def _credentials_for_real_clouds(self) -> "IaasProvider":
+    @field_validator("identity", "credential")
+    @classmethod
+    def _account_for_real_clouds(cls, value: str, info: ValidationInfo) -> str:
         """A real cloud needs an account: fail at definition time, not at the first start."""
-        if self.type.lower() != "mock":
-            missing = [name for name in ("identity", "credential") if not getattr(self, name)]
-            if missing:
-                raise ValueError(f"iaasProvider '{self.type}' needs {' and '.join(missing)}")
-        return self
+        kind = info.data.get("type")
+        if kind and kind.lower() != "mock" and not value:
+            raise ValueError(f"iaasProvider '{kind}' needs {info.field_name}")
+        return value
 
 
 class Volume(_StratosJson):

@@ -1,0 +1,129 @@
+"""The mock IaaS's simulated mode: every mock node plays the cartridge agent (REFERENCE.md §5).
+
+It follows the member's own events, so it never says more than the lifecycle allows: Started
+once the member is Initialized, Activated once it is Starting, MaintenanceMode on
+InstanceCleanupMember, ReadyToShutdown once it is In_Maintenance. Active nodes publish health
+from their cartridge's pattern every `health_publish_seconds`. A destroyed (crashed) node says
+nothing more.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+
+from infra.iaas.mock import MockCloud, MockInstance
+from infra.iaas.patterns import HealthPatterns
+from infra.kafka import Appender, DeadLetters, assigned_consumer, envelope, validated
+from infra.settings import Settings
+from schemas import events as E
+from schemas.ids import aggregate_id
+from schemas.records import HealthRecord, InstanceStatusRecord
+from schemas.status import HealthStat, InstanceCleanupCluster, InstanceCleanupMember, InstanceStatus
+
+log = logging.getLogger(__name__)
+
+NEXT_STATUS = {
+    E.MemberInitialized: ("InstanceStarted", "Started"),
+    E.MemberStarting: ("InstanceActivated", "Activated"),
+    E.MemberInMaintenance: ("InstanceReadyToShutdown", "ReadyToShutdown"),
+}
+"""The member event the simulated agent waits for -> what it then publishes."""
+
+
+def cluster_aggregate(instance: MockInstance) -> str:
+    return aggregate_id(instance.metadata["tenant"], "cluster", instance.metadata["clusterId"])
+
+
+class SimulatedAgents:
+    """Runs on two threads: one follows events and the notifier, one publishes health."""
+
+    def __init__(self, settings: Settings, cloud: MockCloud, patterns: HealthPatterns) -> None:
+        self.settings = settings
+        self.cloud = cloud
+        self.patterns = patterns
+        self.appender = Appender(settings)
+        self.dead_letters = DeadLetters(self.appender)
+        self.stopping = threading.Event()
+        self.consumers = {kind: assigned_consumer(settings, kind, from_beginning=False)
+                          for kind in ("events", "instance-notifier")}
+        for consumer in self.consumers.values():
+            for tp in consumer.assignment():
+                consumer.position(tp)  # fix the start now: nothing published later is missed
+        self.threads = [threading.Thread(target=self._follow, name="mock-agents", daemon=True),
+                        threading.Thread(target=self._publish_health, name="mock-health", daemon=True)]
+
+    def start(self) -> "SimulatedAgents":
+        for thread in self.threads:
+            thread.start()
+        return self
+
+    def stop(self) -> None:
+        self.stopping.set()
+        for thread in self.threads:
+            thread.join(10)
+        for consumer in self.consumers.values():
+            consumer.close()
+        self.appender.close()
+
+    # --- lifecycle ----------------------------------------------------------------------------
+    def _follow(self) -> None:
+        while not self.stopping.is_set():
+            for kind, consumer in self.consumers.items():
+                for raws in consumer.poll(timeout_ms=50).values():
+                    for delivered in validated(self.settings, kind, raws, self.dead_letters):
+                        self.on_record(delivered.record.payload)
+            self.appender.flush()
+
+    def on_record(self, payload) -> None:
+        if isinstance(payload, (E.MemberInitialized, E.MemberStarting, E.MemberInMaintenance)):
+            instance = self.cloud.get(payload.member_id)
+            if instance is not None:
+                self._say(instance, *NEXT_STATUS[type(payload)])
+        elif isinstance(payload, InstanceCleanupMember):
+            instance = self.cloud.get(payload.member_id)
+            if instance is not None and instance.agent_status == "Activated":
+                self._say(instance, "InstanceMaintenanceMode", "MaintenanceMode")
+        elif isinstance(payload, InstanceCleanupCluster):
+            for instance in self.cloud.all():
+                if instance.metadata.get("clusterId") == payload.cluster_id \
+                        and instance.agent_status == "Activated":
+                    self._say(instance, "InstanceMaintenanceMode", "MaintenanceMode")
+
+    def _say(self, instance: MockInstance, status_type: str, agent_status: str) -> None:
+        instance.agent_status = agent_status
+        status = InstanceStatus(type=status_type, member_id=instance.node_id,
+                                cluster_id=instance.metadata["clusterId"],
+                                network_partition_id=instance.metadata.get("networkPartitionId"))
+        key = cluster_aggregate(instance)
+        self.appender.send("instance-status", key, envelope(
+            InstanceStatusRecord, status, key, tenant=instance.metadata["tenant"]))
+
+    # --- health -------------------------------------------------------------------------------
+    def _publish_health(self) -> None:
+        while not self.stopping.wait(self.settings.health_publish_seconds):
+            self.publish_health_once()
+
+    def publish_health_once(self) -> int:
+        """One round of samples from every active node; returns how many were sent."""
+        now, sent, clusters_done = time.time(), 0, set()
+        for instance in self.cloud.all():
+            if instance.agent_status != "Activated":
+                continue
+            values = self.patterns.values(instance.metadata.get("cartridgeType", ""))
+            cluster = instance.metadata["clusterId"]
+            for metric, value in values.items():
+                per_cluster = metric == "requests_in_flight"
+                if per_cluster and cluster in clusters_done:
+                    continue
+                stat = HealthStat(cluster_id=cluster,
+                                  network_partition_id=instance.metadata.get("networkPartitionId") or "default",
+                                  member_id=None if per_cluster else instance.node_id,
+                                  metric=metric, value=value, timestamp=now)
+                key = cluster_aggregate(instance)
+                self.appender.send("health", key, envelope(HealthRecord, stat, key,
+                                                           tenant=instance.metadata["tenant"]))
+                sent += 1
+            clusters_done.add(cluster)
+        self.appender.flush()
+        return sent
