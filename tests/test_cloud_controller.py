@@ -8,7 +8,6 @@ import pytest
 
 from infra.cloud import CloudController
 from infra.iaas.mock import MockCloud, register_mock_driver
-from infra.iaas.patterns import HealthPatterns
 from infra.iaas.simulator import SimulatedAgents
 from libcloud.compute.providers import get_driver
 from schemas import commands as C
@@ -30,7 +29,7 @@ class RunningCloud:
     def __init__(self, settings) -> None:
         self.settings = settings
         self.cloud = MockCloud.named(settings.topic_prefix)
-        self.agents = SimulatedAgents(settings, self.cloud, HealthPatterns()).start()
+        self.agents = SimulatedAgents(settings, self.cloud).start()
         self.controller = None
         self.thread = None
         self.start_controller()

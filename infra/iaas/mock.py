@@ -18,6 +18,8 @@ from libcloud.compute.base import Node, NodeDriver, NodeImage, NodeLocation, Nod
 from libcloud.compute.providers import get_driver, set_driver
 from libcloud.compute.types import NodeState
 
+from infra.iaas.patterns import HealthPatterns
+
 MOCK_PROVIDER = "mock"
 PRIVATE_POOL = "10.11.0.0/16"
 PUBLIC_POOL = "192.0.2.0/24"
@@ -42,7 +44,8 @@ class MockInstance:
 
 
 class MockCloud:
-    """The mock IaaS's state: nodes, address pools, ids ever used, injected start failures."""
+    """The mock IaaS's state: nodes, address pools, ids ever used, injected start failures, and
+    the health patterns its simulated instances report."""
 
     _clouds: dict[str, "MockCloud"] = {}
     _clouds_lock = threading.Lock()
@@ -55,6 +58,7 @@ class MockCloud:
         self._private = _addresses(private_pool)
         self._public = _addresses(public_pool)
         self._failures: list[str] = []
+        self.patterns = HealthPatterns()
         self.listeners: list[Callable[[str, MockInstance], None]] = []
         """Called with ("created" | "destroyed", instance): the process mode hooks in here."""
 

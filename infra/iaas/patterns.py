@@ -63,12 +63,16 @@ class HealthPatterns:
         for cartridge_type, cartridge_patterns in (patterns or {}).items():
             self.replace(cartridge_type, cartridge_patterns)
 
-    @classmethod
-    def from_file(cls, path: Path, clock=time.time) -> "HealthPatterns":
-        """Read YAML (or JSON, which YAML reads too); raises ValidationError naming the field."""
+    def load(self, path: Path) -> list[str]:
+        """Replace the patterns of every cartridge in a YAML (or JSON) file; returns their types.
+
+        Raises ValidationError naming the field when the file does not fit the schema."""
         text = path.read_text()
         data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
-        return cls(PatternFile.model_validate(data or {}).root, clock)
+        loaded = PatternFile.model_validate(data or {}).root
+        for cartridge_type, patterns in loaded.items():
+            self.replace(cartridge_type, patterns)
+        return list(loaded)
 
     def replace(self, cartridge_type: str, patterns: CartridgePatterns) -> None:
         with self.lock:

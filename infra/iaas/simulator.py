@@ -13,7 +13,6 @@ import threading
 import time
 
 from infra.iaas.mock import MockCloud, MockInstance
-from infra.iaas.patterns import HealthPatterns
 from infra.kafka import Appender, DeadLetters, assigned_consumer, envelope, validated
 from infra.settings import Settings
 from schemas import events as E
@@ -38,10 +37,9 @@ def cluster_aggregate(instance: MockInstance) -> str:
 class SimulatedAgents:
     """Runs on two threads: one follows events and the notifier, one publishes health."""
 
-    def __init__(self, settings: Settings, cloud: MockCloud, patterns: HealthPatterns) -> None:
+    def __init__(self, settings: Settings, cloud: MockCloud) -> None:
         self.settings = settings
         self.cloud = cloud
-        self.patterns = patterns
         self.appender = Appender(settings)
         self.dead_letters = DeadLetters(self.appender)
         self.stopping = threading.Event()
@@ -110,7 +108,7 @@ class SimulatedAgents:
         for instance in self.cloud.all():
             if instance.agent_status != "Activated":
                 continue
-            values = self.patterns.values(instance.metadata.get("cartridgeType", ""))
+            values = self.cloud.patterns.values(instance.metadata.get("cartridgeType", ""))
             cluster = instance.metadata["clusterId"]
             for metric, value in values.items():
                 per_cluster = metric == "requests_in_flight"
