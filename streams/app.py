@@ -1,0 +1,106 @@
+"""The faust health app: factory and worker. Nothing is built at import time.
+
+``create_app(settings)`` declares the topics, the cluster-view table and the agents of
+``streams.agents`` on a fresh faust app whose group id is ``<prefix>health-worker``. ``HealthWorker``
+is faust's worker that also runs off the main thread (tests and benchmarks run it beside the
+node); ``stratos health`` runs it in the foreground.
+"""
+from __future__ import annotations
+
+import asyncio
+import threading
+from dataclasses import dataclass
+
+import faust
+
+from infra.kafka import Appender, DeadLetters
+from infra.settings import Settings
+from streams.health_state import HealthBook
+from streams.topics import HealthTopics, declare_cluster_views, declare_topics
+
+
+@dataclass
+class HealthService:
+    """One faust app and what its agents share (all touched only on the app's event loop)."""
+
+    app: faust.App
+    settings: Settings
+    topics: HealthTopics
+    clusters: faust.Table
+    book: HealthBook
+    dead_letters: DeadLetters
+
+
+def create_app(settings: Settings) -> HealthService:
+    from streams.agents import register
+
+    datadir = settings.state_dir / "faust"
+    datadir.mkdir(parents=True, exist_ok=True)
+    app = faust.App(
+        settings.topic("health-worker"),
+        broker=f"kafka://{settings.kafka_bootstrap}",
+        store="memory://",
+        autodiscover=False,
+        web_enabled=False,
+        topic_partitions=settings.partitions,
+        topic_replication_factor=settings.replication_factor,
+        topic_disable_leader=True,
+        consumer_auto_offset_reset="earliest",
+        # this broker hangs group joins with long rebalance timeouts (ARCHITECTURE.md)
+        broker_session_timeout=6.0,
+        broker_heartbeat_interval=1.0,
+        broker_max_poll_interval=10.0,
+        datadir=str(datadir),
+    )
+    service = HealthService(
+        app=app, settings=settings, topics=declare_topics(app, settings),
+        clusters=declare_cluster_views(app, settings),
+        book=HealthBook(settings.health_window_seconds, settings.member_fault_seconds),
+        dead_letters=DeadLetters(Appender(settings)),
+    )
+    register(service)
+    return service
+
+
+class HealthWorker(faust.Worker):
+    """faust's worker; signal handlers only where Python allows them (the main thread)."""
+
+    def install_signal_handlers(self) -> None:
+        if threading.current_thread() is threading.main_thread():
+            super().install_signal_handlers()
+
+
+class HealthWorkerThread:
+    """A health worker with its own event loop on a thread of this process (tests, benchmarks):
+    ``service`` is there once started; ``stop`` ends it."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.service: HealthService | None = None
+        self.worker: HealthWorker | None = None
+        self.built = threading.Event()
+        self.thread = threading.Thread(target=self._run, name="health-worker", daemon=True)
+
+    def start(self) -> "HealthWorkerThread":
+        self.thread.start()
+        self.built.wait(30)
+        return self
+
+    def _run(self) -> None:
+        loop = asyncio.new_event_loop()
+        asyncio.set_event_loop(loop)
+        self.service = create_app(self.settings)
+        self.worker = HealthWorker(self.service.app, loop=loop, loglevel="WARNING",
+                                   override_logging=False, quiet=True)
+        self.built.set()
+        try:
+            self.worker.execute_from_commandline()
+        except SystemExit:
+            pass  # the worker's normal way to end
+
+    def stop(self, timeout: float = 20.0) -> None:
+        if self.worker is not None and self.thread.is_alive():
+            asyncio.run_coroutine_threadsafe(self.worker.stop(), self.worker.loop)
+            self.thread.join(timeout)
+        if self.service is not None:
+            self.service.dead_letters.appender.close()
