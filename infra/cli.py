@@ -9,6 +9,7 @@ from pathlib import Path
 import typer
 from rich.console import Console
 
+from infra.manager_cli import register as register_stratos_verbs
 from infra.settings import get_settings
 
 app = typer.Typer(help="Stratos-ES: a PaaS control plane on an event log.", no_args_is_help=True,
@@ -151,6 +152,42 @@ def digest() -> None:
 
     value, count = digest_all(_require_bootstrap())
     console.print(f"{value} ({count} aggregates)")
+
+
+@app.command()
+def api(port: int = typer.Option(None, help="port; default STRATOS_API_PORT (9443)"),
+        demo: bool = typer.Option(False, "--demo", help="admin/admin when STRATOS_ADMIN_PASSWORD is unset")) -> None:
+    """Serve the REST API (Stratos 4.1 paths under /api) with uvicorn until Ctrl-C."""
+    import uvicorn
+
+    from infra.api import ConfigurationError, create_app
+
+    _logging()
+    settings = _require_bootstrap()
+    try:
+        application = create_app(settings, demo=demo)
+    except ConfigurationError as exc:
+        console.print(f"[red]error:[/] {exc}")
+        raise typer.Exit(2)
+    uvicorn.run(application, host=settings.api_host, port=port or settings.api_port, log_level="warning")
+
+
+register_stratos_verbs(app)
+
+
+@app.command()
+def health() -> None:
+    """Run the health worker (faust): windows of health statistics, ScaleCluster commands on
+    every hop (STRATOS_HEALTH_WINDOW_SECONDS, STRATOS_HEALTH_HOP_SECONDS), member faults
+    (STRATOS_MEMBER_FAULT_SECONDS). Run more of them to share the health partitions."""
+    from streams.app import HealthWorker, create_app
+
+    settings = _require_bootstrap()
+    service = create_app(settings)
+    console.print(f"[green]health worker[/] on {settings.topic('health')}: window "
+                  f"{settings.health_window_seconds:g}s, hop {settings.health_hop_seconds:g}s, "
+                  f"fault after {settings.member_fault_seconds:g}s")
+    HealthWorker(service.app, loglevel=settings.log_level).execute_from_commandline()
 
 
 def main() -> None:
