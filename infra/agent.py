@@ -1,0 +1,200 @@
+"""`stratos agent`: the cartridge agent that runs on an instance (REFERENCE.md §5).
+
+It waits until its member is Initialized (the lifecycle allows Started only then), publishes
+InstanceStarted, checks out the artifact repository, publishes InstanceActivated (with the
+revision) once its ports answer, then health every `health_publish_seconds`: memory percent and
+load = 1-minute load average / cores x 100, as Stratos's agent computes them. On ArtifactUpdated
+for its cluster it checks out the new commit and reports the revision; on InstanceCleanupMember
+(or InstanceCleanupCluster) it publishes maintenance mode, runs its clean hook, then
+ready-to-shutdown. kafka-python reconnects by itself, so a broker restart is waited out.
+"""
+from __future__ import annotations
+
+import functools
+import http.server
+import logging
+import os
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import psutil
+from pydantic import BaseModel, Field
+
+from infra.broker import port_is_open
+from infra.kafka import Appender, DeadLetters, assigned_consumer, envelope, validated
+from infra.settings import Settings
+from schemas import events as E
+from schemas.envelope import SUPER_TENANT
+from schemas.ids import aggregate_id
+from schemas.records import HealthRecord, InstanceStatusRecord
+from schemas.status import (ArtifactUpdated, HealthStat, InstanceCleanupCluster,
+                            InstanceCleanupMember, InstanceStatus)
+
+log = logging.getLogger(__name__)
+
+
+class AgentPayload(BaseModel):
+    """What an instance is told at boot (Stratos's payload parameters)."""
+
+    member_id: str = Field(min_length=1)
+    cluster_id: str = Field(min_length=1)
+    network_partition_id: str = "default"
+    tenant: str = SUPER_TENANT
+    ports: list[int] = Field(default_factory=list, description="ports that must answer before Activated")
+    repo_url: str | None = None
+
+    @property
+    def cluster_key(self) -> str:
+        return aggregate_id(self.tenant, "cluster", self.cluster_id)
+
+
+def host_health() -> dict[str, float]:
+    """Stratos's figures for this host: memory percent and 1-minute load per core, in percent."""
+    load_1m = psutil.getloadavg()[0]
+    return {"memory_consumption": psutil.virtual_memory().percent,
+            "load_average": load_1m / (psutil.cpu_count() or 1) * 100}
+
+
+class ArtifactError(RuntimeError):
+    """git could not fetch or check out the artifact repository; the message says why."""
+
+
+def checkout(repo_url: str, workdir: Path, commit: str | None = None) -> str:
+    """Clone or fetch `repo_url` into `workdir` and check out `commit` (default: the remote's
+    HEAD); returns the revision now checked out."""
+    def git(*args: str, cwd: Path | None = workdir) -> str:
+        done = subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True, timeout=300)
+        if done.returncode != 0:
+            raise ArtifactError(f"git {args[0]} failed: {done.stderr.strip()}")
+        return done.stdout.strip()
+
+    if not (workdir / ".git").exists():
+        workdir.mkdir(parents=True, exist_ok=True)
+        git("clone", "--quiet", repo_url, str(workdir), cwd=None)
+    else:
+        git("remote", "set-url", "origin", repo_url)
+        git("fetch", "--quiet", "--prune", "origin", "+refs/heads/*:refs/remotes/origin/*")
+    git("checkout", "--quiet", "--detach", commit or "origin/HEAD")
+    return git("rev-parse", "HEAD")
+
+
+def serve_directory(directory: Path, port: int) -> http.server.ThreadingHTTPServer:
+    """The instance's cartridge for http ports: the checked-out artifacts, on a loopback port."""
+    directory.mkdir(parents=True, exist_ok=True)
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(directory))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", port), handler)
+    threading.Thread(target=server.serve_forever, name="cartridge-http", daemon=True).start()
+    return server
+
+
+class CartridgeAgent:
+    def __init__(self, settings: Settings, payload: AgentPayload, workdir: Path,
+                 clean_hook: str | None = None, wait_initialized: bool = True) -> None:
+        self.settings = settings
+        self.payload = payload
+        self.workdir = workdir
+        self.clean_hook = clean_hook
+        self.wait_initialized = wait_initialized
+        self.appender = Appender(settings)
+        self.dead_letters = DeadLetters(self.appender)
+        self.notices = assigned_consumer(settings, "instance-notifier", from_beginning=False)
+        for tp in self.notices.assignment():
+            self.notices.position(tp)  # from now on: nothing published after start is missed
+        self.revision: str | None = None
+        self.activated = False
+        self.leaving = False
+        self.stopping = threading.Event()
+
+    # --- the loop -----------------------------------------------------------------------------
+    def run(self) -> None:
+        try:
+            if self.wait_initialized and not self._initialized():
+                return
+            self.say("InstanceStarted")
+            if self.payload.repo_url:
+                self.update_artifacts(self.payload.repo_url)
+            next_health = 0.0
+            while not self.stopping.is_set():
+                for raws in self.notices.poll(timeout_ms=200).values():
+                    for delivered in validated(self.settings, "instance-notifier", raws, self.dead_letters):
+                        self.on_notice(delivered.record.payload)
+                if not self.activated and not self.leaving and self.ports_answer():
+                    self.activated = True
+                    self.say("InstanceActivated")
+                if self.activated and not self.leaving and time.monotonic() >= next_health:
+                    self.publish_health()
+                    next_health = time.monotonic() + self.settings.health_publish_seconds
+        finally:
+            self.notices.close()
+            self.appender.close()
+
+    def stop(self) -> None:
+        self.stopping.set()
+
+    def _initialized(self) -> bool:
+        """Wait for our MemberInitialized event (the IaaS call has returned); False if stopped."""
+        events = assigned_consumer(self.settings, "events")
+        try:
+            while not self.stopping.is_set():
+                for raws in events.poll(timeout_ms=200).values():
+                    for delivered in validated(self.settings, "events", raws, self.dead_letters):
+                        event = delivered.record.payload
+                        if isinstance(event, E.MemberInitialized) and event.member_id == self.payload.member_id:
+                            return True
+            return False
+        finally:
+            events.close()
+
+    def ports_answer(self) -> bool:
+        return all(port_is_open("127.0.0.1", port) for port in self.payload.ports)
+
+    # --- what it reacts to --------------------------------------------------------------------
+    def on_notice(self, notice) -> None:
+        if isinstance(notice, ArtifactUpdated) and notice.cluster_id == self.payload.cluster_id:
+            self.update_artifacts(notice.repo_url, notice.commit)
+            if self.activated:
+                self.say("InstanceActivated")  # the same status again, now with the revision
+        elif (isinstance(notice, InstanceCleanupMember) and notice.member_id == self.payload.member_id) or \
+                (isinstance(notice, InstanceCleanupCluster) and notice.cluster_id == self.payload.cluster_id):
+            self.clean_up()
+
+    def update_artifacts(self, repo_url: str, commit: str | None = None) -> None:
+        try:
+            self.revision = checkout(repo_url, self.workdir, commit)
+            log.info("artifacts of %s at revision %s", self.payload.member_id, self.revision)
+        except (ArtifactError, subprocess.TimeoutExpired) as exc:
+            log.error("artifact update of %s failed: %s", self.payload.member_id, exc)
+
+    def clean_up(self) -> None:
+        if self.leaving:
+            return
+        self.leaving = True
+        self.say("InstanceMaintenanceMode")
+        if self.clean_hook:
+            done = subprocess.run(self.clean_hook, shell=True, cwd=self.workdir if self.workdir.exists() else None,
+                                  env={**os.environ, "STRATOS_MEMBER_ID": self.payload.member_id},
+                                  capture_output=True, text=True)
+            if done.returncode != 0:
+                log.warning("clean hook exited %d: %s", done.returncode, done.stderr.strip())
+        self.say("InstanceReadyToShutdown")
+
+    # --- what it publishes --------------------------------------------------------------------
+    def say(self, status_type: str) -> None:
+        status = InstanceStatus(type=status_type, member_id=self.payload.member_id,
+                                cluster_id=self.payload.cluster_id,
+                                network_partition_id=self.payload.network_partition_id,
+                                revision=self.revision)
+        key = self.payload.cluster_key
+        self.appender.append("instance-status", key, envelope(InstanceStatusRecord, status, key,
+                                                              tenant=self.payload.tenant))
+
+    def publish_health(self) -> None:
+        key, now = self.payload.cluster_key, time.time()
+        for metric, value in host_health().items():
+            stat = HealthStat(cluster_id=self.payload.cluster_id, member_id=self.payload.member_id,
+                              network_partition_id=self.payload.network_partition_id,
+                              metric=metric, value=value, timestamp=now)
+            self.appender.send("health", key, envelope(HealthRecord, stat, key, tenant=self.payload.tenant))
+        self.appender.flush()
