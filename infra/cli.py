@@ -190,21 +190,6 @@ def health() -> None:
     HealthWorker(service.app, loglevel=settings.log_level).execute_from_commandline()
 
 
-@app.command()
-def health() -> None:
-    """Run the health worker (faust): windows of health statistics, ScaleCluster commands on
-    every hop (STRATOS_HEALTH_WINDOW_SECONDS, STRATOS_HEALTH_HOP_SECONDS), member faults
-    (STRATOS_MEMBER_FAULT_SECONDS). Run more of them to share the health partitions."""
-    from streams.app import HealthWorker, create_app
-
-    settings = _require_bootstrap()
-    service = create_app(settings)
-    console.print(f"[green]health worker[/] on {settings.topic('health')}: window "
-                  f"{settings.health_window_seconds:g}s, hop {settings.health_hop_seconds:g}s, "
-                  f"fault after {settings.member_fault_seconds:g}s")
-    HealthWorker(service.app, loglevel=settings.log_level).execute_from_commandline()
-
-
 def main() -> None:
     app()
 
