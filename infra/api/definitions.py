@@ -6,6 +6,7 @@ of `schemas.definitions`, so validation errors name the field and OpenAPI shows 
 (No `from __future__ import annotations` here: FastAPI reads the body annotations at runtime.)
 """
 from dataclasses import dataclass
+from urllib.parse import quote
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request
 
@@ -134,7 +135,7 @@ def definition_router(resource: Resource) -> APIRouter:
         return writer(request).write(
             aggregate_id(tenant, resource.kind, id), add(definition=definition), tenant,
             f"{resource.label} added successfully: [{resource.id_name}] {id}", 201, wait,
-            headers={"Location": f"/api/{resource.path}/{id}"})
+            headers={"Location": f"/api/{resource.path}/{quote(id, safe='')}"})
 
     @router.put("", response_model=ResponseMessage, summary=f"Update a {resource.label.lower()}")
     def update_one(body: model, request: Request, principal: Principal = Depends(changer),  # type: ignore[valid-type]
