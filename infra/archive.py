@@ -20,13 +20,14 @@ from infra.settings import Settings
 log = logging.getLogger(__name__)
 
 
-def restore(settings: Settings, path: Path) -> int:
-    """Write the archived events back into the (empty) events topic; returns how many."""
+def restore(settings: Settings, path: Path) -> dict[int, int]:
+    """Write the archived events back into the (empty) events topic; returns how many went
+    into each partition (so the archiver knows where the new records begin)."""
+    restored: dict[int, int] = {}
     if not path.exists():
-        return 0
+        return restored
     producer = KafkaProducer(bootstrap_servers=settings.kafka_bootstrap, acks="all",
                              enable_idempotence=True, linger_ms=5)
-    count = 0
     with path.open() as lines:
         for line in lines:
             try:
@@ -37,27 +38,33 @@ def restore(settings: Settings, path: Path) -> int:
             key = base64.b64decode(row["key"]) if row.get("key") else None
             producer.send(settings.topic("events"), key=key, value=base64.b64decode(row["value"]),
                           partition=row["partition"])
-            count += 1
+            restored[row["partition"]] = restored.get(row["partition"], 0) + 1
     producer.flush()
     producer.close()
-    return count
+    return restored
 
 
 class Archiver:
-    """Appends every new event to the archive file, from the end of what was restored."""
+    """Appends every new event to the archive file, after those that were restored.
 
-    def __init__(self, settings: Settings, path: Path) -> None:
+    Reads from the beginning and skips the restored offsets: the broker's reported end offset
+    is not exact (Tansu 0.6 counts batches), so seeking to the end could archive twice."""
+
+    def __init__(self, settings: Settings, path: Path, restored: dict[int, int]) -> None:
         self.settings = settings
         self.path = path
+        self.restored = restored
         self.stopping = threading.Event()
 
     def run(self) -> None:
-        consumer = assigned_consumer(self.settings, "events", from_beginning=False)
+        consumer = assigned_consumer(self.settings, "events", from_beginning=True)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with self.path.open("a") as out:
             while not self.stopping.is_set():
                 for raws in consumer.poll(timeout_ms=200).values():
                     for raw in raws:
+                        if raw.offset < self.restored.get(raw.partition, 0):
+                            continue
                         out.write(json.dumps({
                             "partition": raw.partition, "offset": raw.offset,
                             "key": base64.b64encode(raw.key).decode() if raw.key else None,

@@ -234,6 +234,9 @@ def read_to_end(settings: Settings, topic_kind: str, dead_letters: DeadLetters |
                 partitions: Iterable[int] | None = None, decode_records: bool = True):
     """Read a topic from the beginning to its current end (for replay and tools).
 
+    The end is where the reader's position passes the reported end offset: Tansu 0.6 reports
+    the last batch's base offset + 1, and the whole last batch is delivered at once.
+
     Yields Delivered records (or raw ConsumerRecords with decode_records=False).
     """
     consumer = assigned_consumer(settings, topic_kind, partitions=partitions)

@@ -83,8 +83,8 @@ def run_platform(bootstrap: str | None, api_port: int, sample: bool, state_dir: 
             archive = state_dir / "events.archive"
             restored = restore(settings, archive)
             if restored:
-                console.print(f"restored {restored} events from {archive}")
-            archiver = Archiver(settings, archive)
+                console.print(f"restored {sum(restored.values())} events from {archive}")
+            archiver = Archiver(settings, archive, restored)
             threading.Thread(target=archiver.run, name="archiver", daemon=True).start()
         supervisor = Supervisor(child_env(settings.kafka_bootstrap, {"STRATOS_API_PORT": str(api_port)}),
                                 state_dir / "logs")

@@ -7,10 +7,10 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 
-from kafka import KafkaConsumer, TopicPartition
 from pydantic import ValidationError
 
 from actors.runtime import Tracked
+from infra.bulk import iter_partition
 from infra.kafka import decode, rejection_reason
 from infra.settings import Settings
 from schemas.records import EventRecord, SnapshotRecord
@@ -32,35 +32,16 @@ class Recovered:
     problems: list[str] = field(default_factory=list)
 
 
-def _read_partition(settings: Settings, topic_kind: str, partition: int, start: int = 0):
-    """Raw records of one partition from `start` to the end as it is now."""
-    consumer = KafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, enable_auto_commit=False,
-                             group_id=None, max_poll_records=5000, fetch_max_bytes=64 * 1024 * 1024,
-                             max_partition_fetch_bytes=16 * 1024 * 1024)
-    tp = TopicPartition(settings.topic(topic_kind), partition)
-    try:
-        consumer.assign([tp])
-        end = consumer.end_offsets([tp])[tp]
-        if start >= end:
-            return
-        consumer.seek(tp, start)
-        while consumer.position(tp) < end:
-            for records in consumer.poll(timeout_ms=500).values():
-                yield from records
-    finally:
-        consumer.close()
-
-
 def load_snapshots(settings: Settings, partition: int) -> tuple[dict[str, SnapshotRecord], int]:
     """Latest snapshot per aggregate up to the last checkpoint, and the checkpoint's offset + 1."""
     latest: dict[str, SnapshotRecord] = {}
     pending: dict[str, SnapshotRecord] = {}
     replay_from = 0
-    for raw in _read_partition(settings, "snapshots", partition):
+    for offset, _key, value in iter_partition(settings, "snapshots", partition):
         try:
-            record = decode("snapshots", raw.value)
+            record = decode("snapshots", value)
         except (ValidationError, ValueError) as exc:
-            log.warning("ignoring invalid snapshot at %d: %s", raw.offset, rejection_reason(exc))
+            log.warning("ignoring invalid snapshot at %d: %s", offset, rejection_reason(exc))
             continue
         if record.payload.aggregate_type == CHECKPOINT:
             latest.update(pending)
@@ -81,21 +62,21 @@ def recover_partition(settings: Settings, partition: int, use_snapshots: bool = 
             covered[aggregate_id] = record.payload.events_offset
         result.snapshots_loaded = len(snapshots)
     start = result.next_offset
-    for raw in _read_partition(settings, "events", partition, start):
-        result.next_offset = raw.offset + 1
+    for offset, _key, value in iter_partition(settings, "events", partition, start):
+        result.next_offset = offset + 1
         try:
-            record = EventRecord.model_validate_json(raw.value)
+            record = EventRecord.model_validate_json(value)
         except (ValidationError, ValueError) as exc:
-            result.problems.append(f"offset {raw.offset}: invalid event: {rejection_reason(exc)}")
+            result.problems.append(f"offset {offset}: invalid event: {rejection_reason(exc)}")
             continue
-        if raw.offset <= covered.get(record.aggregate_id, -1):
+        if offset <= covered.get(record.aggregate_id, -1):
             continue
         tracked = result.aggregates.get(record.aggregate_id)
         if tracked is None:
             tracked = result.aggregates[record.aggregate_id] = Tracked.new(record.aggregate_id)
         problem = tracked.fold(record)
         if problem:
-            result.problems.append(f"offset {raw.offset}: {problem}")
+            result.problems.append(f"offset {offset}: {problem}")
         result.events_replayed += 1
     for problem in result.problems[:20]:
         log.warning("partition %d replay: %s", partition, problem)

@@ -1,0 +1,76 @@
+"""Bulk reads where raw speed matters (replay, recovery): aiokafka on a helper thread.
+
+kafka-python reads tens of thousands of records per second here, aiokafka several hundred
+thousand; the sync callers (node recovery, replay tools) iterate batches through a queue.
+"""
+from __future__ import annotations
+
+import asyncio
+import queue
+import threading
+from collections.abc import Iterator
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+
+from infra.settings import Settings
+
+_DONE = object()
+
+
+async def _produce_batches(settings: Settings, topic: str, partition: int, start: int,
+                           out: queue.Queue, stop: threading.Event) -> None:
+    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, group_id=None,
+                                enable_auto_commit=False, fetch_max_bytes=64 << 20,
+                                max_partition_fetch_bytes=32 << 20)
+    await consumer.start()
+    try:
+        tp = TopicPartition(topic, partition)
+        consumer.assign([tp])
+        end = (await consumer.end_offsets([tp]))[tp]
+        if start >= end:
+            return
+        consumer.seek(tp, start)
+        position = start
+        while position < end and not stop.is_set():
+            batch = await consumer.getmany(tp, timeout_ms=500, max_records=20_000)
+            records = batch.get(tp, [])
+            if records:
+                position = records[-1].offset + 1
+                out.put([(r.offset, r.key, r.value) for r in records])
+    finally:
+        await consumer.stop()
+
+
+def iter_partition(settings: Settings, topic_kind: str, partition: int, start: int = 0
+                   ) -> Iterator[tuple[int, bytes | None, bytes]]:
+    """(offset, key, value) of one partition from `start` to its end as it is now.
+
+    Tansu 0.6 reports a partition's end offset as the last *batch*'s base offset + 1, so the
+    whole batch that holds the reported end is read too (Kafka hands out whole batches)."""
+    out: queue.Queue = queue.Queue(maxsize=8)
+    stop = threading.Event()
+    failure: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            asyncio.run(_produce_batches(settings, settings.topic(topic_kind), partition, start, out, stop))
+        except BaseException as exc:  # handed to the caller below, not swallowed
+            failure.append(exc)
+        finally:
+            out.put(_DONE)
+
+    reader = threading.Thread(target=run, name=f"bulk-{topic_kind}-{partition}", daemon=True)
+    reader.start()
+    try:
+        while (batch := out.get()) is not _DONE:
+            yield from batch
+    finally:
+        stop.set()
+        while reader.is_alive():
+            try:
+                out.get(timeout=0.1)
+            except queue.Empty:
+                pass
+        reader.join()
+    if failure:
+        raise failure[0]

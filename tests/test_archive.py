@@ -1,0 +1,59 @@
+"""Embedded mode survives a restart: the archive written from one broker restores into the next."""
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+from infra.archive import Archiver, restore
+from infra.broker import EmbeddedBroker
+from infra.inspect_log import digest_all
+from infra.kafka import Appender, ensure_topics, envelope
+from infra.settings import Settings
+from schemas.events import ClusterCreated, MemberActivated
+from schemas.records import EventRecord
+from tests.conftest import wait_until
+from tests.examples import SPEC
+
+pytestmark = pytest.mark.integration
+
+
+def test_events_archived_from_one_broker_restore_into_a_fresh_one(tmp_path):
+    archive = tmp_path / "events.archive"
+    first_settings = None
+    with EmbeddedBroker() as first:
+        first_settings = Settings(kafka_bootstrap=first.bootstrap)
+        ensure_topics(first_settings)
+        archiver = Archiver(first_settings, archive, restore(first_settings, archive))
+        thread = threading.Thread(target=archiver.run, daemon=True)
+        thread.start()
+        appender = Appender(first_settings)
+        for n in range(30):
+            aggregate = f"carbon.super/cluster/c{n}"
+            appender.send("events", aggregate, envelope(EventRecord, ClusterCreated(spec=SPEC), aggregate, aggregate_seq=1))
+        appender.flush()
+        wait_until(lambda: archive.exists() and len(archive.read_text().splitlines()) == 30,
+                   message="30 archived events")
+        before = digest_all(first_settings)
+        archiver.stop()
+        thread.join(5)
+        appender.close()
+    with EmbeddedBroker() as second:
+        settings = Settings(kafka_bootstrap=second.bootstrap)
+        ensure_topics(settings)
+        restored = restore(settings, archive)
+        assert sum(restored.values()) == 30
+        assert digest_all(settings) == before
+        # new events after the restore are archived once, after the old ones
+        archiver = Archiver(settings, archive, restored)
+        thread = threading.Thread(target=archiver.run, daemon=True)
+        thread.start()
+        appender = Appender(settings)
+        appender.send("events", "carbon.super/cluster/c0",
+                      envelope(EventRecord, MemberActivated(member_id="m", cluster_id="c0"),
+                               "carbon.super/cluster/c0", aggregate_seq=2))
+        appender.flush()
+        wait_until(lambda: len(archive.read_text().splitlines()) == 31, message="one more archived event")
+        archiver.stop()
+        thread.join(5)
+        appender.close()
