@@ -73,7 +73,7 @@ def _spawn(state: ClusterState, partition_ids: list[str] | tuple[str, ...], ctx:
     for pid in partition_ids:
         part = by_id[pid]
         events.append(E.MemberSpawnRequested(
-            member_id=f"{spec.alias}.{ctx.new_id()[:12]}", cluster_id=spec.cluster_id,
+            member_id=f"{spec.alias}.{ctx.new_id()}", cluster_id=spec.cluster_id,
             application_id=spec.application_id, cartridge_type=spec.cartridge_type,
             network_partition_id=part.network_partition_id, partition_id=pid,
             provider=part.provider, iaas=spec.iaas.get(part.provider, {}), ports=spec.ports,
