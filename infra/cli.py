@@ -190,6 +190,91 @@ def health() -> None:
     HealthWorker(service.app, loglevel=settings.log_level).execute_from_commandline()
 
 
+@app.command()
+def cloud(api_port: int = typer.Option(None, help="serve the mock IaaS REST view on this loopback "
+                                                   "port (default STRATOS_MOCK_API_PORT; unset = not served)"),
+          patterns: Path = typer.Option(None, help="health patterns file, YAML or JSON (default "
+                                                   "STRATOS_MOCK_HEALTH_PATTERNS)")) -> None:
+    """Run the cloud controller: starts and stops nodes through libcloud for member events and
+    reports back. Its mock IaaS plays the agents (STRATOS_MOCK_IAAS_MODE=simulated) or runs one
+    `stratos agent` process per node (process)."""
+    from pydantic import ValidationError
+
+    from infra.cloud import CloudController
+    from infra.iaas.mock import MockCloud
+    from infra.iaas.processes import ProcessInstances
+    from infra.iaas.simulator import SimulatedAgents
+    from infra.kafka import rejection_reason
+
+    _logging()
+    settings = _require_bootstrap()
+    mock = MockCloud.named(settings.mock_cloud or settings.topic_prefix)
+    if patterns_file := patterns or settings.mock_health_patterns:
+        try:
+            mock.patterns.load(patterns_file)
+        except (OSError, ValueError) as exc:
+            reason = rejection_reason(exc) if isinstance(exc, ValidationError) else str(exc)
+            console.print(f"[red]error:[/] health patterns {patterns_file}: {reason}")
+            raise typer.Exit(2)
+    instances = SimulatedAgents(settings, mock).start() if settings.mock_iaas_mode == "simulated" \
+        else ProcessInstances(settings, mock)
+    if port := api_port or settings.mock_api_port:
+        import uvicorn
+
+        from infra.mock_api import mock_iaas_app
+
+        server = uvicorn.Server(uvicorn.Config(mock_iaas_app(lambda: mock), host="127.0.0.1", port=port,
+                                               log_level="warning"))
+        threading.Thread(target=server.run, name="mock-iaas-api", daemon=True).start()
+        console.print(f"mock IaaS REST view on http://127.0.0.1:{port}/mock-iaas/api/instances")
+    controller = CloudController(settings, mock.name)
+    signal.signal(signal.SIGTERM, lambda *_: controller.stop())
+    console.print(f"[green]cloud controller[/] on {settings.topic('events')} "
+                  f"(mock IaaS {settings.mock_iaas_mode}, cloud {mock.name!r})")
+    try:
+        controller.run()
+    except KeyboardInterrupt:
+        controller.stop()
+    finally:
+        instances.stop()
+
+
+@app.command()
+def agent(member_id: str = typer.Option(..., envvar="STRATOS_AGENT_MEMBER_ID"),
+          cluster_id: str = typer.Option(..., envvar="STRATOS_AGENT_CLUSTER_ID"),
+          network_partition_id: str = typer.Option("default", envvar="STRATOS_AGENT_NETWORK_PARTITION_ID"),
+          tenant: str = typer.Option("carbon.super", envvar="STRATOS_AGENT_TENANT"),
+          port: list[int] = typer.Option([], help="a port that must answer before Activated (repeat)"),
+          repo_url: str = typer.Option(None, envvar="STRATOS_AGENT_REPO_URL"),
+          workdir: Path = typer.Option(Path("app"), help="where the artifacts are checked out"),
+          serve_http: int = typer.Option(None, help="serve the artifacts over HTTP on this loopback port"),
+          clean_hook: str = typer.Option(None, help="shell command run on cleanup, before shutdown"),
+          wait_initialized: bool = typer.Option(True, help="say Started only once the member is Initialized")) -> None:
+    """Run the cartridge agent of one instance (payload from options or STRATOS_AGENT_* variables)."""
+    from pydantic import ValidationError
+
+    from infra.agent import AgentPayload, CartridgeAgent, serve_directory
+    from infra.kafka import rejection_reason
+
+    _logging()
+    settings = _require_bootstrap()
+    try:
+        payload = AgentPayload(member_id=member_id, cluster_id=cluster_id, tenant=tenant,
+                               network_partition_id=network_partition_id, repo_url=repo_url,
+                               ports=[*port, *([serve_http] if serve_http else [])])
+    except ValidationError as exc:
+        console.print(f"[red]error:[/] {rejection_reason(exc)}")
+        raise typer.Exit(2)
+    if serve_http:
+        serve_directory(workdir, serve_http)
+    cartridge_agent = CartridgeAgent(settings, payload, workdir, clean_hook, wait_initialized)
+    signal.signal(signal.SIGTERM, lambda *_: cartridge_agent.stop())
+    try:
+        cartridge_agent.run()
+    except KeyboardInterrupt:
+        cartridge_agent.stop()
+
+
 def main() -> None:
     app()
 

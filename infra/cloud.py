@@ -94,9 +94,13 @@ class MemberBook:
 
 def _metadata(event: E.MemberSpawnRequested, tenant: str) -> dict[str, str]:
     """Tags on the node: who it is for (the mock IaaS's agents read them too)."""
-    return {"memberId": event.member_id, "clusterId": event.cluster_id, "tenant": tenant,
+    tags = {"memberId": event.member_id, "clusterId": event.cluster_id, "tenant": tenant,
             "applicationId": event.application_id, "cartridgeType": event.cartridge_type,
-            "networkPartitionId": event.network_partition_id, "partitionId": event.partition_id}
+            "networkPartitionId": event.network_partition_id, "partitionId": event.partition_id,
+            "ports": ",".join(f"{p.get('protocol', '')}:{p.get('port', '')}" for p in event.ports)}
+    if event.repo_url:
+        tags["repoUrl"] = event.repo_url
+    return tags
 
 
 def _first(addresses: list[str]) -> str | None:

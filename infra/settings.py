@@ -44,6 +44,8 @@ class Settings(BaseSettings):
     mock_cloud: str | None = Field(None, description="name of the mock IaaS cloud; unset = topic prefix")
     mock_health_patterns: Path | None = Field(None, description="YAML/JSON health patterns file")
     mock_iaas_mode: Literal["simulated", "process"] = "simulated"
+    mock_api_port: int | None = Field(None, description="loopback port of the mock IaaS REST view "
+                                                        "served by `stratos cloud`; unset = not served")
     log_level: str = "INFO"
 
     def topic(self, name: str) -> str:

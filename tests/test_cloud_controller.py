@@ -8,6 +8,7 @@ import pytest
 
 from infra.cloud import CloudController
 from infra.iaas.mock import MockCloud, register_mock_driver
+from infra.iaas.processes import ProcessInstances
 from infra.iaas.simulator import SimulatedAgents
 from libcloud.compute.providers import get_driver
 from schemas import commands as C
@@ -15,7 +16,7 @@ from schemas.definitions import DEFINITION_KINDS
 from schemas.ids import aggregate_id
 from schemas.status import CommandAccepted, CommandRejected
 from tests.conftest import events_of, sample, wait_until
-from tests.test_runtime_flow import define_all
+from tests.test_runtime_flow import DEFINITIONS, add
 
 pytestmark = pytest.mark.integration
 T = "carbon.super"
@@ -29,7 +30,8 @@ class RunningCloud:
     def __init__(self, settings) -> None:
         self.settings = settings
         self.cloud = MockCloud.named(settings.topic_prefix)
-        self.agents = SimulatedAgents(settings, self.cloud).start()
+        self.agents = SimulatedAgents(settings, self.cloud).start() \
+            if settings.mock_iaas_mode == "simulated" else ProcessInstances(settings, self.cloud)
         self.controller = None
         self.thread = None
         self.start_controller()
@@ -77,8 +79,17 @@ def active_members(settings) -> set[str]:
     return active
 
 
-def deploy(client) -> None:
-    define_all(client)
+def deploy(client, repo_url: str | None = None) -> None:
+    """Define the sample application and deploy it; its artifact repository is `repo_url` (the
+    sample's public one is dropped: tests reach nothing outside this machine)."""
+    for kind, name in DEFINITIONS:
+        body = sample(name)
+        if kind == "application":
+            info = body["components"]["cartridges"][0]["subscribableInfo"]
+            info.pop("artifactRepository")
+            if repo_url:
+                info["artifactRepository"] = {"privateRepo": False, "repoUrl": repo_url}
+        assert isinstance(add(client, kind, body), CommandAccepted)
     reply = client.call(APP, C.DeployApplication(application_policy_id="application-policy-1"))
     assert isinstance(reply, CommandAccepted), reply
 
@@ -187,3 +198,30 @@ def test_a_real_cloud_without_credentials_is_rejected_naming_them():
     (error,) = caught.value.errors()
     assert error["loc"] == ("iaasProvider", 0, "credential") and "needs credential" in error["msg"]
     assert "AKIDEXAMPLE" not in str(caught.value)  # the identity given is not echoed back
+
+
+def test_in_process_mode_each_member_is_an_agent_process_whose_http_port_answers(cloud_settings, running_node,
+                                                                                  client, tmp_path):
+    import httpx
+
+    from tests.test_agent import commit, git
+
+    repo = tmp_path / "origin"
+    repo.mkdir()
+    git(repo, "init", "-q", "-b", "main")
+    commit(repo, "hello from php1")
+    settings = cloud_settings.model_copy(update={"mock_iaas_mode": "process", "state_dir": tmp_path})
+    running = RunningCloud(settings)
+    try:
+        deploy(client, repo_url=str(repo))
+        (member,) = wait_until(lambda: active_members(settings), timeout=60, message="an Active member")
+        instance = running.cloud.get(member)
+        assert instance.private_ip == "127.0.0.1"
+        answer = httpx.get(f"http://127.0.0.1:{instance.local_ports['http']}/index.html", timeout=5)
+        assert (answer.status_code, answer.text) == (200, "hello from php1")
+        process = running.agents.processes[member]
+        assert process.poll() is None  # a real, running process
+        assert running.cloud.destroy(member)
+        assert process.poll() is not None  # a crash ends it
+    finally:
+        running.stop()

@@ -37,10 +37,13 @@ class MockInstance:
     created_at: float = field(default_factory=time.time)
     agent_status: str = "Created"
     """What the simulated agent has said last (Started, Activated, MaintenanceMode, ...)."""
+    local_ports: dict[str, int] = field(default_factory=dict)
+    """Process mode: protocol -> loopback port the instance's server listens on."""
 
     def view(self) -> dict:
         return {"id": self.node_id, "privateIp": self.private_ip, "publicIp": self.public_ip,
-                "createdAt": self.created_at, "agentStatus": self.agent_status, **self.metadata}
+                "createdAt": self.created_at, "agentStatus": self.agent_status,
+                "localPorts": self.local_ports, **self.metadata}
 
 
 class MockCloud:

@@ -1,0 +1,83 @@
+"""The mock IaaS's process mode: each node is a real local process running `stratos agent`.
+
+A cartridge with an http port gets a small HTTP server (the agent serves its checked-out
+artifacts) on a free loopback port, and the node's private IP is 127.0.0.1, so a real load
+balancer can route real requests to it. Destroying (or crashing) the node ends the process.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+from infra.broker import free_port
+from infra.iaas.mock import MockCloud, MockInstance
+from infra.settings import Settings
+
+log = logging.getLogger(__name__)
+HTTP_PROTOCOLS = {"http", "https"}
+
+
+def stratos_command() -> list[str]:
+    """The console script beside this interpreter (the venv's), else the module entry point."""
+    script = Path(sys.executable).with_name("stratos")
+    return [str(script)] if script.exists() else [sys.executable, "-c", "from infra.cli import main; main()"]
+
+
+class ProcessInstances:
+    def __init__(self, settings: Settings, cloud: MockCloud) -> None:
+        self.settings = settings
+        self.cloud = cloud
+        self.lock = threading.Lock()
+        self.processes: dict[str, subprocess.Popen] = {}
+        cloud.listeners.append(self.on_change)
+
+    def on_change(self, what: str, instance: MockInstance) -> None:
+        if what == "created":
+            self.start(instance)
+        elif what == "destroyed":
+            self.end(instance.node_id)
+
+    def start(self, instance: MockInstance) -> None:
+        meta = instance.metadata
+        protocols = [p.partition(":")[0] for p in meta.get("ports", "").split(",") if p]
+        instance.private_ip = "127.0.0.1"
+        command = [*stratos_command(), "agent", "--member-id", instance.node_id,
+                   "--cluster-id", meta["clusterId"], "--tenant", meta["tenant"],
+                   "--network-partition-id", meta.get("networkPartitionId") or "default",
+                   "--workdir", str(self.settings.state_dir / "instances" / instance.node_id)]
+        if HTTP_PROTOCOLS & set(protocols):
+            port = free_port()
+            instance.local_ports["http"] = port
+            command += ["--serve-http", str(port)]
+        if meta.get("repoUrl"):
+            command += ["--repo-url", meta["repoUrl"]]
+        env = {**os.environ, "STRATOS_KAFKA_BOOTSTRAP": self.settings.kafka_bootstrap or "",
+               "STRATOS_TOPIC_PREFIX": self.settings.topic_prefix,
+               "STRATOS_HEALTH_PUBLISH_SECONDS": str(self.settings.health_publish_seconds)}
+        log_path = self.settings.state_dir / "instances" / f"{instance.node_id}.log"
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        with self.lock, open(log_path, "ab") as output:
+            self.processes[instance.node_id] = subprocess.Popen(
+                command, env=env, stdin=subprocess.DEVNULL, stdout=output, stderr=subprocess.STDOUT)
+        log.info("instance %s started as process %d", instance.node_id, self.processes[instance.node_id].pid)
+
+    def end(self, node_id: str) -> None:
+        with self.lock:
+            process = self.processes.pop(node_id, None)
+        if process is None:
+            return
+        process.terminate()
+        try:
+            process.wait(10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+    def stop(self) -> None:
+        self.cloud.listeners.remove(self.on_change)
+        for node_id in list(self.processes):
+            self.end(node_id)
