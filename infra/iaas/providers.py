@@ -157,7 +157,8 @@ def _cloudstack_node(target: IaasTarget, driver: NodeDriver, name: str, metadata
     if groups := _groups(target):
         options["ex_security_groups"] = groups
     if target.network_ids:
-        options["networks"] = [CloudStackNetwork(None, None, None, None, n, None, driver)
+        options["networks"] = [CloudStackNetwork(displaytext=None, name=None, networkofferingid=None,
+                                                 id=n, zoneid=None, driver=driver)
                                for n in target.network_ids]
     return options
 
