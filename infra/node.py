@@ -60,8 +60,11 @@ class ActorHost:
         return reply
 
     def drive(self) -> set[str]:
-        """Let timers run; returns the aggregates whose timers fired."""
-        while (message := self.system.listen(0)) is not None:
+        """Let timers run; returns the aggregates whose timers fired.
+
+        simpleSystemBase runs due wakeups only inside a listen with a timeout (listen(0) does
+        not), hence the millisecond."""
+        while (message := self.system.listen(0.001)) is not None:
             if isinstance(message, TimerDue):
                 self.timers_due.add(message.aggregate_id)
         due, self.timers_due = self.timers_due, set()

@@ -1,0 +1,117 @@
+"""Command latency through one node holding 10,000 members (1,000 clusters of 10).
+
+A `stratos node` process owns every partition. After the clusters are created, commands
+(the member lifecycle facts the cloud controller and agents report) are sent at a steady
+rate; a reader of the events topic times each command from its append (broker ack) to the
+arrival of the first event it caused. Prints p50/p99 and the node's RSS; one JSON line.
+Usage: python bench/commands.py [--clusters 1000] [--rate 1000] [--seconds 30]
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import threading
+import time
+
+import psutil
+from common import bench_settings, finish, percentile
+
+from infra.commands_client import CommandClient
+from infra.kafka import assigned_consumer
+from schemas import commands as C
+from schemas.domain import ClusterSpec, PartitionSpec
+from schemas.records import EventRecord
+
+
+def spec(n: int) -> ClusterSpec:
+    return ClusterSpec(
+        cluster_id=f"app{n}.php.php.domain", application_id=f"app{n}", alias="php", cartridge_type="php",
+        min=10, max=20, autoscaling_policy_id="as", deployment_policy_id="dp",
+        partition_algorithm="round-robin",
+        partitions=[PartitionSpec(id=f"p{i}", network_partition_id="np", provider="mock", max=10) for i in (1, 2)])
+
+
+class EventWatcher:
+    """Records when the first event caused by each command arrives, and member ids spawned."""
+
+    def __init__(self, settings) -> None:
+        self.consumer = assigned_consumer(settings, "events", from_beginning=True)
+        self.first_event_at: dict[str, float] = {}
+        self.members: dict[str, list[str]] = {}
+        self.stopping = threading.Event()
+        self.thread = threading.Thread(target=self.run, daemon=True)
+        self.thread.start()
+
+    def run(self) -> None:
+        while not self.stopping.is_set():
+            for raws in self.consumer.poll(timeout_ms=50).values():
+                now = time.perf_counter()
+                for raw in raws:
+                    record = EventRecord.model_validate_json(raw.value)
+                    self.first_event_at.setdefault(record.causation_id, now)
+                    if record.type == "MemberSpawnRequested":
+                        self.members.setdefault(record.aggregate_id, []).append(record.payload.member_id)
+
+    def stop(self) -> None:
+        self.stopping.set()
+        self.thread.join(5)
+        self.consumer.close()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--clusters", type=int, default=1000)
+    parser.add_argument("--rate", type=int, default=1000)
+    parser.add_argument("--seconds", type=int, default=30)
+    args = parser.parse_args()
+    with bench_settings() as settings:
+        env = {**os.environ, "STRATOS_KAFKA_BOOTSTRAP": settings.kafka_bootstrap,
+               "STRATOS_TOPIC_PREFIX": settings.topic_prefix, "STRATOS_LOG_LEVEL": "WARNING"}
+        node = subprocess.Popen([sys.executable, "-m", "infra.cli", "node"], env=env)
+        client = CommandClient(settings)
+        watcher = EventWatcher(settings)
+        try:
+            created = [client.send(f"carbon.super/cluster/{spec(n).cluster_id}", C.CreateCluster(spec=spec(n)))
+                       for n in range(args.clusters)]
+            deadline = time.monotonic() + 300
+            while sum(len(m) for m in watcher.members.values()) < args.clusters * 10:
+                if time.monotonic() > deadline or node.poll() is not None:
+                    raise SystemExit("the clusters were not created in time")
+                time.sleep(0.1)
+            print(f"{args.clusters} clusters with {args.clusters * 10} members created "
+                  f"({len(created)} commands)")
+            facts = [(cluster, C.ReportNodeCreated(member_id=m, node_id=m)) for cluster, ms in watcher.members.items() for m in ms]
+            facts += [(cluster, C.ReportInstanceStatus(member_id=m, status="Started")) for cluster, ms in watcher.members.items() for m in ms]
+            facts += [(cluster, C.ReportInstanceStatus(member_id=m, status="Activated")) for cluster, ms in watcher.members.items() for m in ms]
+            total = min(len(facts), args.rate * args.seconds)
+            acked_at: dict[str, float] = {}
+            started = time.perf_counter()
+            for n, (cluster, command) in enumerate(facts[:total]):
+                due = started + n / args.rate
+                while (pause := due - time.perf_counter()) > 0:
+                    time.sleep(pause)
+                command_id = client.send(cluster, command)
+                acked_at[command_id] = time.perf_counter()
+            sent_s = time.perf_counter() - started
+            deadline = time.monotonic() + 120
+            while len([c for c in acked_at if c in watcher.first_event_at]) < total and time.monotonic() < deadline:
+                time.sleep(0.2)
+            latencies = [(watcher.first_event_at[c] - t) * 1000 for c, t in acked_at.items() if c in watcher.first_event_at]
+            rss_mb = psutil.Process(node.pid).memory_info().rss / 2**20
+        finally:
+            watcher.stop()
+            client.close()
+            node.terminate()
+            node.wait(15)
+    p50, p99 = percentile(latencies, 0.5), percentile(latencies, 0.99)
+    print(f"{total} commands in {sent_s:.1f}s ({total / sent_s:,.0f}/s), {len(latencies)} answered by an event")
+    print(f"command appended -> first event appended: p50 {p50:.1f} ms, p99 {p99:.1f} ms")
+    print(f"node RSS: {rss_mb:.0f} MB")
+    finish({"bench": "commands", "commands": total, "rate_per_s": round(total / sent_s),
+            "p50_ms": round(p50, 1), "p99_ms": round(p99, 1), "rss_mb": round(rss_mb)})
+
+
+if __name__ == "__main__":
+    main()
