@@ -27,11 +27,25 @@ def _subscriptions(components: dict, group_alias: str | None, inherited_policy: 
         yield from _subscriptions(group, group.get("alias"), policy)
 
 
-def _dependency_blocks(components: dict) -> Iterator[tuple[dict, dict]]:
-    """(dependencies, the components they are declared in), for the app and every group."""
-    yield components.get("dependencies") or {}, components
+def _group_definitions(resolved: dict[str, dict]) -> dict[str, dict]:
+    """Every cartridge group definition by name, nested ones (defined inline) included."""
+    found: dict[str, dict] = {}
+    pending = [body for key, body in resolved.items() if key.startswith("cartridgeGroup/")]
+    while pending:
+        group = pending.pop()
+        found.setdefault(group["name"], group)
+        pending += group.get("groups", []) or []
+    return found
+
+
+def _dependency_blocks(components: dict, groups: dict[str, dict], declared: dict | None = None
+                       ) -> Iterator[tuple[dict, dict]]:
+    """(dependencies, the components they are declared in), for the app and every group: a
+    group's dependencies live in its definition (Stratos), or else in the application's entry."""
+    yield (components.get("dependencies") or {}) if declared is None else declared, components
     for group in components.get("groups", []) or []:
-        yield from _dependency_blocks(group)
+        deps = groups.get(group.get("name", ""), {}).get("dependencies") or group.get("dependencies") or {}
+        yield from _dependency_blocks(group, groups, deps)
 
 
 def _clusters_of(alias_ref: str, components: dict, by_alias: dict[str, str]) -> list[str]:
@@ -82,7 +96,7 @@ def build_cluster_specs(application: dict, application_policy_id: str,
                 for c, _, _ in subs}
     after: dict[str, list[str]] = {cid: [] for cid in by_alias.values()}
     dependents: dict[str, list[str]] = {cid: [] for cid in by_alias.values()}
-    for deps, scope in _dependency_blocks(components):
+    for deps, scope in _dependency_blocks(components, _group_definitions(resolved)):
         for order in deps.get("startupOrders", []) or []:
             aliases = order.get("aliases", []) if isinstance(order, dict) else order
             for before, later in zip(aliases, aliases[1:]):

@@ -275,11 +275,8 @@ class CartridgeGroup(RegisteredDefinition):
         return next((group for group in self.groups if group.name == name), None)
 
     def references(self) -> list[Reference]:
-        nested = list(self.walk())
-        return _unique(
-            [("cartridge", cartridge) for group in nested for cartridge in group.cartridges]
-            + [("cartridgeGroup", group.name) for group in nested[1:]]
-        )
+        """Cartridges only: nested groups are defined inline (Stratos registers them nowhere)."""
+        return _unique(("cartridge", cartridge) for group in self.walk() for cartridge in group.cartridges)
 
 
 # --- Application -------------------------------------------------------------------------------
@@ -407,7 +404,7 @@ class Application(RegisteredDefinition):
         ]
         return _unique(
             [("cartridge", s.type) for s in subscriptions]
-            + [("cartridgeGroup", g.name) for g in groups]
+            + [("cartridgeGroup", g.name) for g in self.components.groups]  # nested: inline in these
             + [("autoscalingPolicy", p) for s in subscriptions if (p := s.subscribableInfo.autoscalingPolicy)]
             + [("deploymentPolicy", p) for p in deployment_policies if p]
         )

@@ -265,13 +265,13 @@ def test_broken_definition_is_refused_naming_the_field(
 # --- References and cluster ids ----------------------------------------------------------------
 
 
-def test_application_references_cartridges_groups_and_policies_nested_too() -> None:
+def test_application_references_cartridges_top_level_groups_and_policies_nested_too() -> None:
+    """Nested groups are defined inline in their parent group (as in Stratos): not referenced."""
     app = Application.model_validate(sample(NESTED_APP))
     assert app.references() == [
         ("cartridge", "tomcat"),
         ("cartridge", "php"),
         ("cartridgeGroup", "web-group"),
-        ("cartridgeGroup", "app-group"),
         ("autoscalingPolicy", "autoscaling-policy-1"),
         ("deploymentPolicy", "deployment-policy-1"),
         ("deploymentPolicy", "deployment-policy-2"),
@@ -294,9 +294,9 @@ def test_cluster_ids_cover_every_subscription_inside_groups() -> None:
     }
 
 
-def test_cartridge_group_references_its_cartridges_and_nested_groups() -> None:
+def test_cartridge_group_references_its_cartridges_nested_groups_being_inline() -> None:
     group = CartridgeGroup.model_validate(sample("cartridge-group-nested"))
-    assert group.references() == [("cartridge", "php"), ("cartridge", "tomcat"), ("cartridgeGroup", "app-group")]
+    assert group.references() == [("cartridge", "php"), ("cartridge", "tomcat")]
 
 
 def test_policies_reference_their_network_partitions() -> None:
