@@ -8,6 +8,8 @@ from __future__ import annotations
 import logging
 from contextlib import asynccontextmanager
 
+import anyio
+
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
@@ -25,6 +27,7 @@ from infra.settings import Settings
 
 log = logging.getLogger(__name__)
 DEMO_PASSWORD = "admin"
+WRITE_THREADS = 256
 
 
 class ConfigurationError(RuntimeError):
@@ -107,6 +110,9 @@ def create_app(settings: Settings, *, demo: bool = False, read_model: ReadModel 
         app.state.commands = client
         app.state.writer = Writer(settings, client, model)
         app.state.identity = await run_in_threadpool(Identity, settings, model, password)
+        app.state.runtime_views = {}
+        # a write holds a worker thread while it waits for its reply: allow many at once
+        anyio.to_thread.current_default_thread_limiter().total_tokens = WRITE_THREADS
         try:
             yield
         finally:

@@ -36,6 +36,8 @@ class ReadModel:
         self.by_kind: dict[tuple[str, str], dict[str, Tracked]] = defaultdict(dict)
         self.references: dict[str, list[tuple[str, str]]] = {}
         self.applied: dict[int, int] = {}
+        self.version = 0
+        """Counts applied batches: a view computed at one version stays right until it changes."""
         self.caused: OrderedDict[str, int] = OrderedDict()
         self.ready = threading.Event()
         self.stopping = threading.Event()
@@ -82,6 +84,7 @@ class ReadModel:
             for raw in raws:
                 self._fold_one(raw)
                 self.applied[partition] = raw.offset + 1
+            self.version += 1
             self.changed.notify_all()
 
     def _fold_one(self, raw) -> None:

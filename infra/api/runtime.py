@@ -1,7 +1,9 @@
 """Deployment and runtime: deploy / undeploy, the runtime tree, clusters, git hooks, providers."""
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends, HTTPException, Query, Request
+import json
+
+from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response
 from pydantic import BaseModel, ConfigDict
 
 from infra.api.identity import Principal, current_principal, tenant_admin
@@ -54,12 +56,22 @@ def undeploy(application_id: str, request: Request, principal: Principal = Depen
                         f"Application undeployed successfully: [application] {application_id}", 202, wait)
 
 
-@router.get("/applications/{application_id}/runtime",
+@router.get("/applications/{application_id}/runtime", response_class=Response,
+            responses={200: {"content": {"application/json": {}}}},
             summary="The runtime tree: application -> group instances -> cluster instances -> members")
-def runtime(application_id: str, request: Request, principal: Principal = Depends(current_principal)) -> dict:
-    state = _application(request, principal.tenant, application_id)
+def runtime(application_id: str, request: Request, principal: Principal = Depends(current_principal)) -> Response:
+    """Built once per read-model version and application: polling clients get the same bytes."""
     read_model = _read_model(request)
-    return application_runtime(state, lambda cid: read_model.get(principal.tenant, "cluster", cid))
+    cache: dict = request.app.state.runtime_views
+    key = (principal.tenant, application_id)
+    version = read_model.version
+    cached = cache.get(key)
+    if cached is None or cached[0] != version:
+        state = _application(request, principal.tenant, application_id)
+        tree = application_runtime(state, lambda cid: read_model.get(principal.tenant, "cluster", cid))
+        cached = (version, json.dumps(tree).encode())
+        cache[key] = cached
+    return Response(cached[1], media_type="application/json")
 
 
 @router.get("/cluster/{cluster_id}", summary="One cluster with its members")
