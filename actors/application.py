@@ -70,6 +70,8 @@ def decide(state: ApplicationState, command: BaseModel, ctx: Context) -> list[Ba
         return [E.ApplicationDeploymentRequested(
             application_policy_id=command.application_policy_id, needs=list(dict.fromkeys(needs)))]
     if isinstance(command, C.RecordDependencyResolved):
+        if state.status == ApplicationStatus.CREATED:  # late answer to a failed deployment
+            return [E.ApplicationDependencyReleased(kind=command.kind, id=command.id)]
         if state.status != ApplicationStatus.DEPLOYING or _key(command.kind, command.id) in state.resolved:
             return []
         resolved = E.ApplicationDependencyResolved(kind=command.kind, id=command.id,

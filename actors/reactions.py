@@ -39,6 +39,9 @@ def react(record: Envelope) -> list[Reaction]:
     if isinstance(payload, (E.ApplicationDeploymentFailed, E.ApplicationUndeployed)):
         return [(aggregate_id(tenant, kind, id), C.ReleaseDefinition(kind=kind, id=id, by=record.aggregate_id))
                 for kind, id in payload.release]
+    if isinstance(payload, E.ApplicationDependencyReleased):
+        return [(aggregate_id(tenant, payload.kind, payload.id),
+                 C.ReleaseDefinition(kind=payload.kind, id=payload.id, by=record.aggregate_id))]
     if isinstance(payload, E.ClustersStartRequested):
         return [(aggregate_id(tenant, "cluster", spec.cluster_id), C.CreateCluster(spec=spec))
                 for spec in payload.clusters]

@@ -22,6 +22,7 @@ from infra.kafka import Appender, DeadLetters, envelope, group_consumer, new_id,
 from infra.recovery import CHECKPOINT, recover_partition
 from infra.settings import Settings
 from schemas.commands import CheckTimeouts
+from schemas.status import CommandRejected
 from schemas.records import CommandRecord, ReplyRecord, Snapshot, SnapshotRecord
 
 log = logging.getLogger(__name__)
@@ -186,11 +187,17 @@ class Node:
         ctx = Context(now=self.clock(), new_id=new_id, timeouts=self.timeouts)
         try:
             outcome = self.host.handle(command, ctx)
-        except Exception:
+        except Exception as exc:
+            # A poison command (a bug it triggers): dead-letter it with the reason, answer it,
+            # rebuild the aggregate from the log (its actor may hold a half-applied state).
             log.exception("command %s (%s) failed; rebuilding %s", command.id, command.type,
                           command.aggregate_id)
+            self.dead_letters.send(self.settings.topic("commands"), partition, -1, key.encode(),
+                                   command.model_dump_json().encode(), f"handling failed: {exc!r}")
             self._rebuild(partition, command.aggregate_id)
-            raise
+            outcome = Outcome([], CommandRejected(
+                command_id=command.id, command_type=command.type, code=500,
+                reason=f"internal error while handling {command.type}: {exc}"))
         self.owned.setdefault(partition, set()).add(command.aggregate_id)
         futures = [(partition, command.aggregate_id,
                     self.appender.send("events", key, event, partition=partition))

@@ -65,6 +65,14 @@ class ApplicationDependencyResolved(Message):
     definition: dict
 
 
+class ApplicationDependencyReleased(Message):
+    """A definition confirmed its use after the deployment had failed or ended: give it back."""
+
+    type: Literal["ApplicationDependencyReleased"] = "ApplicationDependencyReleased"
+    kind: str
+    id: str
+
+
 class ApplicationDeploymentFailed(Message):
     type: Literal["ApplicationDeploymentFailed"] = "ApplicationDeploymentFailed"
     reason: str
@@ -246,7 +254,8 @@ MEMBER_EVENTS = (
 Event = Annotated[
     Union[tuple(DEFINITION_EVENTS) + (  # type: ignore[valid-type]
         DefinitionUsed, DefinitionReleased, ApplicationDeploymentRequested,
-        ApplicationDependencyResolved, ApplicationDeploymentFailed, ApplicationDeployed,
+        ApplicationDependencyResolved, ApplicationDependencyReleased, ApplicationDeploymentFailed,
+        ApplicationDeployed,
         ClustersStartRequested,
         ApplicationStatusChanged, ApplicationClusterStatusChanged, ApplicationUndeploying,
         ApplicationUndeployed, ClusterCreated, ClusterStatusChanged, ClusterLimitsUpdated,

@@ -5,17 +5,31 @@ import json
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from schemas.base import Message
 from schemas.commands import Command
+from schemas.definitions import DEFINITION_KINDS
 from schemas.envelope import Envelope
 from schemas.events import Event
+from schemas.ids import parse_aggregate_id
 from schemas.status import Health, InstanceStatus, Notification, Reply
+
+
+AGGREGATE_KINDS = frozenset(DEFINITION_KINDS) | {"cluster"}
 
 
 class CommandRecord(Envelope):
     payload: Command
+
+    @field_validator("aggregate_id")
+    @classmethod
+    def _known_aggregate(cls, value: str) -> str:
+        kind = parse_aggregate_id(value).kind
+        if kind not in AGGREGATE_KINDS:
+            raise ValueError(f"aggregate id {value!r}: unknown kind {kind!r} "
+                             f"(one of {', '.join(sorted(AGGREGATE_KINDS))})")
+        return value
 
 
 class EventRecord(Envelope):

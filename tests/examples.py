@@ -63,6 +63,7 @@ _EXPLICIT = [
     E.ApplicationDeploymentRequested(application_policy_id="ap", needs=[("cartridge", "php")]),
     E.ApplicationDependencyResolved(kind="cartridge", id="php", definition={"type": "php"}),
     E.ApplicationDeploymentFailed(reason="x", release=[("cartridge", "php")]),
+    E.ApplicationDependencyReleased(kind="cartridge", id="php"),
     E.ApplicationDeployed(application_policy_id="ap", clusters=[SPEC]),
     E.ClustersStartRequested(clusters=[SPEC]),
     E.ApplicationStatusChanged(status="Active"),

@@ -31,7 +31,7 @@ def test_every_payload_type_round_trips_through_the_broker_unchanged(settings):
     appender = Appender(settings)
     for n, payload in enumerate(EXAMPLES):
         record_type = next(r for r in RECORD_TYPES if type(payload) in union_members(r))
-        record = envelope(record_type, payload, f"carbon.super/test/{n}", aggregate_seq=n + 1,
+        record = envelope(record_type, payload, f"carbon.super/cluster/c{n}", aggregate_seq=n + 1,
                           correlation_id="corr", causation_id="cause")
         appender.send(TOPIC_OF[record_type], record.aggregate_id, record)
         sent.append(record)

@@ -112,3 +112,22 @@ def test_deploy_with_unknown_policy_fails_naming_it_and_releases(settings, runni
                                               C.RemoveApplication(id="single-cartridge-app")), CommandAccepted))
     wait_until(lambda: isinstance(client.call(aggregate_id(T, "cartridge", "php"), C.RemoveCartridge(id="php")),
                                   CommandAccepted), message="php removable after release")
+
+
+def test_a_command_that_does_not_validate_is_dead_lettered_and_the_node_goes_on(settings, running_node, client):
+    import json
+
+    from infra.kafka import envelope, read_to_end
+    from schemas.records import CommandRecord
+
+    good = envelope(CommandRecord, C.RemoveCartridge(id="php"), aggregate_id(T, "cartridge", "php"))
+    bad = json.loads(good.model_dump_json())
+    bad["aggregate_id"] = "carbon.super/widget/php"
+    client.appender.producer.send(settings.topic("commands"), key=b"x", value=json.dumps(bad).encode())
+    client.appender.producer.send(settings.topic("commands"), key=b"y", value=b"not json at all")
+    reply = client.call(aggregate_id(T, "cartridge", "php"), C.RemoveCartridge(id="php"))
+    assert isinstance(reply, CommandRejected) and reply.code == 404  # the node is still answering
+    letters = wait_until(lambda: len(list(read_to_end(settings, "deadletter"))) >= 2 and
+                         [d.record.payload for d in read_to_end(settings, "deadletter")])
+    reasons = " | ".join(letter.reason for letter in letters)
+    assert "unknown kind 'widget'" in reasons and "Invalid JSON" in reasons
