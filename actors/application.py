@@ -11,7 +11,7 @@ from datetime import datetime
 from pydantic import BaseModel
 
 from actors import definitions
-from actors.base import Context, Rejection, State, not_found
+from actors.base import Context, Rejection, State, evolve, not_found
 from actors.topology_plan import build_cluster_specs, clusters_ready_to_start
 from schemas import commands as C
 from schemas import events as E
@@ -137,31 +137,31 @@ def _cluster_status(state: ApplicationState, command: C.RecordClusterStatus) -> 
 
 def apply(state: ApplicationState, event: BaseModel, at: datetime | None = None) -> ApplicationState:
     if isinstance(event, E.ApplicationDeploymentRequested):
-        return state.model_copy(update={
+        return evolve(state, {
             "status": ApplicationStatus.DEPLOYING, "application_policy_id": event.application_policy_id,
             "needs": tuple(tuple(n) for n in event.needs), "resolved": {}, "clusters": {},
             "cluster_status": {}, "started": ()})
     if isinstance(event, E.ApplicationDependencyResolved):
-        return state.model_copy(update={
+        return evolve(state, {
             "resolved": {**state.resolved, _key(event.kind, event.id): event.definition}})
     if isinstance(event, E.ApplicationDeploymentFailed):
-        return state.model_copy(update={"status": ApplicationStatus.CREATED, "needs": (),
+        return evolve(state, {"status": ApplicationStatus.CREATED, "needs": (),
                                         "resolved": {}, "application_policy_id": None})
     if isinstance(event, E.ApplicationDeployed):
-        return state.model_copy(update={"status": ApplicationStatus.DEPLOYED,
+        return evolve(state, {"status": ApplicationStatus.DEPLOYED,
                                         "clusters": {c.cluster_id: c for c in event.clusters}})
     if isinstance(event, E.ClustersStartRequested):
-        return state.model_copy(update={
+        return evolve(state, {
             "started": state.started + tuple(c.cluster_id for c in event.clusters)})
     if isinstance(event, E.ApplicationClusterStatusChanged):
-        return state.model_copy(update={
+        return evolve(state, {
             "cluster_status": {**state.cluster_status, event.cluster_id: event.status}})
     if isinstance(event, E.ApplicationStatusChanged):
-        return state.model_copy(update={"status": ApplicationStatus(event.status)})
+        return evolve(state, {"status": ApplicationStatus(event.status)})
     if isinstance(event, E.ApplicationUndeploying):
-        return state.model_copy(update={"status": ApplicationStatus.UNDEPLOYING, "force": event.force})
+        return evolve(state, {"status": ApplicationStatus.UNDEPLOYING, "force": event.force})
     if isinstance(event, E.ApplicationUndeployed):
-        return state.model_copy(update={
+        return evolve(state, {
             "status": ApplicationStatus.CREATED, "needs": (), "resolved": {}, "clusters": {},
             "cluster_status": {}, "started": (), "application_policy_id": None, "force": False})
     return definitions.apply(state, event)  # type: ignore[return-value]

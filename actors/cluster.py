@@ -10,7 +10,7 @@ from datetime import datetime
 from pydantic import BaseModel
 
 from actors.autoscale import ScalingPolicy, decide_scaling
-from actors.base import Context, Rejection, State, not_found
+from actors.base import Context, Rejection, State, evolve, not_found
 from actors.member import MemberState, check_move
 from actors.partitions import PartitionState, choose_member_to_remove, choose_partitions_for_spawn
 from schemas import commands as C
@@ -260,19 +260,19 @@ def _scale(state: ClusterState, command: C.ScaleCluster, ctx: Context) -> list[B
 
 def apply(state: ClusterState, event: BaseModel, at: datetime | None = None) -> ClusterState:
     if isinstance(event, E.ClusterCreated):
-        return state.model_copy(update={"exists": True, "spec": event.spec, "min": event.spec.min,
+        return evolve(state, {"exists": True, "spec": event.spec, "min": event.spec.min,
                                         "max": event.spec.max})
     if isinstance(event, E.ClusterStatusChanged):
-        return state.model_copy(update={"status": ClusterStatus(event.status)})
+        return evolve(state, {"status": ClusterStatus(event.status)})
     if isinstance(event, E.ClusterLimitsUpdated):
-        return state.model_copy(update={"min": event.min, "max": event.max})
+        return evolve(state, {"min": event.min, "max": event.max})
     if isinstance(event, E.ScalingDecided):
         update: dict = {"scale_down_requests": event.scale_down_requests}
         if event.spawn and at:
             update["last_scale_up_at"] = at.timestamp()
         if event.terminate and at:
             update["last_scale_down_at"] = at.timestamp()
-        return state.model_copy(update=update)
+        return evolve(state, update)
     if isinstance(event, (E.ClusterTerminating, E.ClusterTerminated)):
         return state
     return _apply_member(state, event, at)
@@ -284,25 +284,25 @@ def _apply_member(state: ClusterState, event: BaseModel, at: datetime | None) ->
         member = MemberState(member_id=event.member_id, partition_id=event.partition_id,
                              network_partition_id=event.network_partition_id,
                              created_at=when, status_since=when)
-        return state.model_copy(update={"members": {**state.members, event.member_id: member}})
+        return evolve(state, {"members": {**state.members, event.member_id: member}})
     member = state.members.get(getattr(event, "member_id", ""))
     if member is None:
         return state
     if isinstance(event, E.MemberTerminated):
         members = dict(state.members)
         del members[member.member_id]
-        return state.model_copy(update={"members": members})
+        return evolve(state, {"members": members})
     if isinstance(event, E.MemberInitialized):
-        changed = member.model_copy(update={"status": S.INITIALIZED, "status_since": when,
+        changed = evolve(member, {"status": S.INITIALIZED, "status_since": when,
                                             "node_id": event.node_id, "private_ip": event.private_ip,
                                             "public_ip": event.public_ip})
     elif isinstance(event, E.MemberStartFailed):
-        changed = member.model_copy(update={"start_attempts": event.attempt})
+        changed = evolve(member, {"start_attempts": event.attempt})
     elif isinstance(event, E.MemberTerminationRequested):
-        changed = member.model_copy(update={"termination_requested_at": when})
+        changed = evolve(member, {"termination_requested_at": when})
     elif isinstance(event, E.MemberObsoleted):
-        changed = member.model_copy(update={"obsolete_since": when})
+        changed = evolve(member, {"obsolete_since": when})
     else:
         target = next(s for s, cls in STATUS_EVENT.items() if isinstance(event, cls))
-        changed = member.model_copy(update={"status": target, "status_since": when})
-    return state.model_copy(update={"members": {**state.members, member.member_id: changed}})
+        changed = evolve(member, {"status": target, "status_since": when})
+    return evolve(state, {"members": {**state.members, member.member_id: changed}})

@@ -9,7 +9,7 @@ from datetime import datetime
 
 from pydantic import BaseModel
 
-from actors.base import Context, Rejection, State, not_found
+from actors.base import Context, Rejection, State, evolve, not_found
 from schemas import commands as C
 from schemas import events as E
 from schemas.ids import parse_aggregate_id
@@ -83,13 +83,13 @@ def apply(state: DefinitionState, event: BaseModel, at: datetime | None = None) 
     kind = event.type  # type: ignore[attr-defined]
     if kind.endswith("Added") or kind.endswith("Updated"):
         body = event.definition.model_dump(mode="json", by_alias=True)  # type: ignore[attr-defined]
-        return state.model_copy(update={"exists": True, "definition": body})
+        return evolve(state, {"exists": True, "definition": body})
     if kind.endswith("Removed"):
-        return state.model_copy(update={"exists": False, "definition": None, "used_by": ()})
+        return evolve(state, {"exists": False, "definition": None, "used_by": ()})
     if isinstance(event, E.DefinitionUsed):
         if event.by in state.used_by:
             return state
-        return state.model_copy(update={"used_by": state.used_by + (event.by,)})
+        return evolve(state, {"used_by": state.used_by + (event.by,)})
     if isinstance(event, E.DefinitionReleased):
-        return state.model_copy(update={"used_by": tuple(b for b in state.used_by if b != event.by)})
+        return evolve(state, {"used_by": tuple(b for b in state.used_by if b != event.by)})
     return state

@@ -15,7 +15,7 @@ from pydantic import BaseModel
 from thespian.actors import Actor, ActorExitRequest, WakeupMessage
 
 from actors import application, cluster, definitions
-from actors.base import Context, Rejection, State
+from actors.base import Context, Rejection, State, evolve
 from schemas.envelope import Envelope
 from schemas.ids import parse_aggregate_id
 from schemas.records import EventRecord
@@ -68,7 +68,7 @@ class Tracked:
             if record.aggregate_seq < expected:
                 return problem + ": repeat skipped"
         state = self.module.apply(self.state, record.payload, record.occurred_at)  # type: ignore[union-attr]
-        self.state = state.model_copy(update={"seq": record.aggregate_seq})
+        self.state = evolve(state, {"seq": record.aggregate_seq})
         self.remember(record.causation_id)
         return problem
 
