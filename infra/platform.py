@@ -22,15 +22,17 @@ SAMPLE_ORDER = [
     ("autoscalingPolicy", "autoscaling-policy.json"), ("deploymentPolicy", "deployment-policy.json"),
     ("applicationPolicy", "application-policy.json"), ("application", "application-single-cartridge.json"),
 ]
-OPTIONAL_PARTS = ["cloud", "health", "api"]
-"""Parts started when this installation has their command (each lands with its issue)."""
 
 
-def available_parts() -> list[str]:
-    from infra.cli import app
-
-    names = {c.name or c.callback.__name__ for c in app.registered_commands}  # type: ignore[union-attr]
-    return ["node"] + [p for p in OPTIONAL_PARTS if p in names]
+def parts(api_port: int, demo: bool) -> dict[str, list[str]]:
+    """Each supervised part and its `stratos` arguments."""
+    patterns = resources.files("infra") / "samples" / "health-patterns.yaml"
+    return {
+        "node": ["node"],
+        "cloud": ["cloud", "--api-port", str(api_port + 1), "--patterns", str(patterns)],
+        "health": ["health"],
+        "api": ["api", "--port", str(api_port)] + (["--demo"] if demo else []),
+    }
 
 
 def load_sample(settings, console: Console) -> None:
@@ -88,15 +90,16 @@ def run_platform(bootstrap: str | None, api_port: int, sample: bool, state_dir: 
             threading.Thread(target=archiver.run, name="archiver", daemon=True).start()
         supervisor = Supervisor(child_env(settings.kafka_bootstrap, {"STRATOS_API_PORT": str(api_port)}),
                                 state_dir / "logs")
-        parts = available_parts()
-        for part in parts:
-            supervisor.add(part, part)
+        demo = not settings.admin_password
+        for name, args in parts(api_port, demo).items():
+            supervisor.add(name, *args)
         threading.Thread(target=supervisor.run, name="supervisor", daemon=True).start()
         console.print(f"[green]Stratos-ES[/] on Kafka [bold]{settings.kafka_bootstrap}[/]"
-                      f"{' (embedded broker)' if broker else ''}; parts: {', '.join(parts)}")
-        console.print(f"logs: {state_dir / 'logs'}")
-        if "api" in parts:
-            console.print(f"console and REST API: http://127.0.0.1:{api_port}/  (user admin / admin)")
+                      f"{' (embedded broker)' if broker else ''}; logs in {state_dir / 'logs'}")
+        user = f"{settings.admin_username} / {'admin (demo only: set STRATOS_ADMIN_PASSWORD)' if demo else '<STRATOS_ADMIN_PASSWORD>'}"
+        console.print(f"console:  http://127.0.0.1:{api_port}/   REST API: http://127.0.0.1:{api_port}/api   "
+                      f"user {user}")
+        console.print(f"mock IaaS: http://127.0.0.1:{api_port + 1}/mock-iaas/api/instances")
         if sample:
             load_sample(settings, console)
         console.print("running; Ctrl-C stops everything")
