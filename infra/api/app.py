@@ -17,6 +17,7 @@ from fastapi.security import HTTPBasicCredentials
 from pydantic import BaseModel, ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from infra.api.console import router as console_router
 from infra.api.definitions import definition_routers
 from infra.api.identity import Identity, Principal, basic_scheme, current_principal, unauthorized
 from infra.api.read_model import ReadModel
@@ -144,4 +145,5 @@ def create_app(settings: Settings, *, demo: bool = False, read_model: ReadModel 
 
     for router in definition_routers() + [runtime_router, _token_router()]:
         app.include_router(router, prefix="/api")
+    app.include_router(console_router)
     return app

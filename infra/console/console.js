@@ -1,0 +1,258 @@
+// The Stratos-ES web console: log in for a bearer token, then follow /api/console/stream.
+// The stream is read with fetch (not EventSource) so the token stays in a header.
+// Every fetch omits credentials: the API's 401s carry a Basic challenge, and with
+// credentials the browser would hold the request open behind its own password dialog.
+"use strict";
+
+const $ = (selector) => document.querySelector(selector);
+const TOKEN_KEY = "stratos.token";
+const EVENTS_SHOWN = 50;
+const collapsed = new Set();  // tree nodes the user closed, kept closed across updates
+let token = sessionStorage.getItem(TOKEN_KEY);
+let retryMs = 2000;
+let abort = null;
+
+function el(tag, attributes = {}, ...children) {
+  const node = document.createElement(tag);
+  for (const [name, value] of Object.entries(attributes)) {
+    if (value !== null && value !== undefined) node.setAttribute(name, value);
+  }
+  node.append(...children.filter((c) => c !== null && c !== undefined));
+  return node;
+}
+
+function badge(status) {
+  return el("span", {class: `status s-${String(status).toLowerCase()}`}, status);
+}
+
+function showLogin(message = "") {
+  token = null;
+  sessionStorage.removeItem(TOKEN_KEY);
+  if (abort) abort.abort();
+  $("#console").hidden = true;
+  $("#logout").hidden = true;
+  $("#who").textContent = "";
+  $("#login").hidden = false;
+  $("#login-error").textContent = message;
+  setLive(false);
+}
+
+function setLive(on) {
+  $("#live").textContent = on ? "live" : "offline";
+  $("#live").className = on ? "live on" : "live off";
+}
+
+async function login(event) {
+  event.preventDefault();
+  const reply = await fetch("/api/token", {
+    method: "POST", credentials: "omit", headers: {"Content-Type": "application/json"},
+    body: JSON.stringify({username: $("#username").value, password: $("#password").value}),
+  });
+  const body = await reply.json().catch(() => ({}));
+  if (!reply.ok) {
+    $("#login-error").textContent = body.message || `login failed (HTTP ${reply.status})`;
+    return;
+  }
+  token = body.access_token;
+  sessionStorage.setItem(TOKEN_KEY, token);
+  $("#password").value = "";
+  start();
+}
+
+async function start() {
+  const reply = await fetch("/api/whoami", {credentials: "omit", headers: {Authorization: `Bearer ${token}`}});
+  if (!reply.ok) {
+    return showLogin(reply.status === 401 ? "Your session has ended: log in again."
+                                          : `The API answered HTTP ${reply.status}: try again.`);
+  }
+  const me = await reply.json();
+  $("#who").textContent = `${me.username} · tenant ${me.tenant}`;
+  $("#login").hidden = true;
+  $("#console").hidden = false;
+  $("#logout").hidden = false;
+  follow();
+}
+
+// Server-sent events over fetch: blocks end at a blank line; reconnect after `retry` ms.
+async function follow() {
+  while (token) {
+    abort = new AbortController();
+    try {
+      const reply = await fetch("/api/console/stream", {
+        credentials: "omit", headers: {Authorization: `Bearer ${token}`, Accept: "text/event-stream"}, signal: abort.signal});
+      if (reply.status === 401) return showLogin("Your session has ended: log in again.");
+      if (reply.ok) {
+        setLive(true);
+        const reader = reply.body.pipeThrough(new TextDecoderStream()).getReader();
+        let buffer = "";
+        for (;;) {
+          const {value, done} = await reader.read();
+          if (done) break;
+          buffer = (buffer + value).replace(/\r\n?/g, "\n");
+          let end;
+          while ((end = buffer.indexOf("\n\n")) >= 0) {
+            dispatch(buffer.slice(0, end));
+            buffer = buffer.slice(end + 2);
+          }
+        }
+      }
+    } catch (error) {
+      if (error.name === "AbortError") return;
+    }
+    setLive(false);
+    await new Promise((resolve) => setTimeout(resolve, retryMs));
+  }
+}
+
+function dispatch(block) {
+  let event = "message";
+  const data = [];
+  for (const line of block.split("\n")) {
+    if (line.startsWith("event:")) event = line.slice(6).trim();
+    else if (line.startsWith("data:")) data.push(line.slice(5).replace(/^ /, ""));
+    else if (line.startsWith("retry:")) retryMs = Number(line.slice(6)) || retryMs;
+  }
+  if (event === "state" && data.length) render(JSON.parse(data.join("\n")));
+}
+
+function render(state) {
+  renderApplications(state.applications);
+  renderCharts(state.clusters);
+  renderEvents(state.events);
+}
+
+// --- runtime tree: application -> instance -> groups -> clusters -> members ---------------
+function foldable(key, summary, ...body) {
+  const node = el("details", {"data-key": key}, el("summary", {}, ...summary), ...body);
+  node.open = !collapsed.has(key);
+  node.addEventListener("toggle", () => (node.open ? collapsed.delete(key) : collapsed.add(key)));
+  return node;
+}
+
+function memberTable(members) {
+  if (!members.length) return el("p", {class: "empty"}, "no members");
+  const rows = members.map((m) => el("tr", {"data-member": m.memberId, "data-status": m.status},
+    el("td", {class: "id"}, m.memberId), el("td", {}, badge(m.status)),
+    el("td", {}, m.defaultPrivateIP || "–"), el("td", {}, m.defaultPublicIP || "–"),
+    el("td", {}, m.partitionId), el("td", {}, m.networkPartitionId)));
+  return el("table", {class: "members"},
+    el("thead", {}, el("tr", {}, ...["Member", "Status", "Private IP", "Public IP", "Partition",
+      "Network partition"].map((h) => el("th", {}, h)))),
+    el("tbody", {}, ...rows));
+}
+
+function clusterNode(cluster) {
+  const limits = cluster.minInstances !== undefined ? ` min ${cluster.minInstances} · max ${cluster.maxInstances}` : "";
+  return foldable(`cluster:${cluster.clusterId}`,
+    ["Cluster ", el("b", {}, cluster.alias || cluster.clusterId), ` (${cluster.serviceName}) `,
+     badge(cluster.status), el("span", {class: "muted"}, ` ${cluster.clusterId}${limits}`)],
+    memberTable(cluster.member || []));
+}
+
+function groupNode(group) {
+  return foldable(`group:${group.instanceId}`,
+    ["Group ", el("b", {}, group.alias), ` (${group.groupId}) `, badge(group.status)],
+    ...group.groupInstances.map(groupNode), ...group.clusterInstances.map(clusterNode));
+}
+
+function renderApplications(applications) {
+  const root = $("#applications");
+  if (!applications.length) return root.replaceChildren(el("p", {class: "empty"}, "No application defined."));
+  root.replaceChildren(...applications.map((app) => {
+    const key = `application:${app.applicationId}`;
+    const instances = app.applicationInstances.map((instance) => el("div", {class: "instance"},
+      el("p", {class: "muted"}, `instance ${instance.instanceId} · network partitions `,
+        instance.networkPartitionIds.join(", ") || "–"),
+      ...instance.groupInstances.map(groupNode), ...instance.clusterInstances.map(clusterNode)));
+    const policy = app.applicationPolicyId ? ` policy ${app.applicationPolicyId}` : " not deployed";
+    return el("div", {class: "application", "data-application": app.applicationId},
+      foldable(key, ["Application ", el("b", {}, app.applicationId), " ", badge(app.status),
+        el("span", {class: "muted"}, policy)], ...instances));
+  }));
+}
+
+// --- charts: member count (steps) and load average (line) per cluster -----------------------
+function renderCharts(clusters) {
+  const root = $("#charts");
+  if (!clusters.length) return root.replaceChildren(el("p", {class: "empty"}, "No cluster yet."));
+  const cards = clusters.map((cluster) => {
+    const last = cluster.points[cluster.points.length - 1] || [0, 0, 0, null, null];
+    const figures = `members ${last[1]} (active ${last[2]}) · load ${last[3] ?? "–"} · memory ${last[4] ?? "–"} %`;
+    const canvas = el("canvas", {width: 460, height: 150, "aria-label": `members and load of ${cluster.clusterId}`});
+    const card = el("figure", {class: "chart", "data-chart": cluster.clusterId},
+      el("figcaption", {}, el("b", {}, cluster.alias), ` (${cluster.applicationId}) `, badge(cluster.status)),
+      canvas, el("p", {class: "figures"}, figures));
+    drawChart(canvas, cluster.points);
+    return card;
+  });
+  root.replaceChildren(...cards);
+}
+
+function drawChart(canvas, points) {
+  const ratio = window.devicePixelRatio || 1;
+  const width = canvas.width, height = canvas.height;
+  canvas.width = width * ratio;
+  canvas.height = height * ratio;
+  canvas.style.width = `${width}px`;
+  const g = canvas.getContext("2d");
+  g.scale(ratio, ratio);
+  const pad = {left: 34, right: 40, top: 8, bottom: 20};
+  const plotW = width - pad.left - pad.right, plotH = height - pad.top - pad.bottom;
+  const now = points.length ? points[points.length - 1][0] : 0;
+  const span = 300;
+  const maxMembers = Math.max(2, ...points.map((p) => p[1])) + 1;
+  const maxLoad = Math.max(1, ...points.map((p) => p[3] ?? 0)) * 1.2;
+  const x = (t) => pad.left + plotW * (1 - (now - t) / span);
+  const yMembers = (v) => pad.top + plotH * (1 - v / maxMembers);
+  const yLoad = (v) => pad.top + plotH * (1 - v / maxLoad);
+
+  g.font = "11px sans-serif";
+  g.strokeStyle = "#d8dde3";
+  g.fillStyle = "#5b6570";
+  for (let i = 0; i <= 4; i++) {
+    const y = pad.top + (plotH * i) / 4;
+    g.beginPath(); g.moveTo(pad.left, y); g.lineTo(pad.left + plotW, y); g.stroke();
+    g.textAlign = "right";
+    g.fillText(String(Math.round(maxMembers * (1 - i / 4))), pad.left - 4, y + 4);
+    g.textAlign = "left";
+    g.fillText((maxLoad * (1 - i / 4)).toFixed(1), pad.left + plotW + 4, y + 4);
+  }
+  g.textAlign = "center";
+  for (const ago of [300, 200, 100, 0]) g.fillText(ago ? `-${ago / 60 | 0}:${String(ago % 60).padStart(2, "0")}` : "now", x(now - ago), height - 5);
+
+  const visible = points.filter((p) => now - p[0] <= span);
+  const line = (color, y, value, steps) => {
+    g.strokeStyle = color; g.lineWidth = 2; g.beginPath();
+    let started = false, previous = null;
+    for (const p of visible) {
+      const v = value(p);
+      if (v === null || v === undefined) { started = false; continue; }
+      if (!started) g.moveTo(x(p[0]), y(v));
+      else if (steps) { g.lineTo(x(p[0]), y(previous)); g.lineTo(x(p[0]), y(v)); }
+      else g.lineTo(x(p[0]), y(v));
+      started = true; previous = v;
+    }
+    g.stroke(); g.lineWidth = 1;
+  };
+  line("#2f6fdf", yMembers, (p) => p[1], true);
+  line("#2a9d55", yMembers, (p) => p[2], true);
+  line("#e07b1a", yLoad, (p) => p[3], false);
+  g.textAlign = "left";
+  [["members", "#2f6fdf"], ["active", "#2a9d55"], ["load", "#e07b1a"]].forEach(([name, color], i) => {
+    g.fillStyle = color; g.fillText(name, pad.left + 6 + i * 60, pad.top + 11);
+  });
+}
+
+// --- recent events ------------------------------------------------------------------------
+function renderEvents(events) {
+  const rows = events.slice(0, EVENTS_SHOWN).map((e) => el("tr", {"data-event": e.type},
+    el("td", {}, new Date(e.at).toLocaleTimeString()), el("td", {}, e.type),
+    el("td", {class: "id"}, e.aggregate), el("td", {class: "detail"}, e.detail)));
+  $("#events tbody").replaceChildren(...rows);
+}
+
+document.addEventListener("DOMContentLoaded", () => {
+  $("#login").addEventListener("submit", login);
+  $("#logout").addEventListener("click", () => showLogin());
+  if (token) start(); else showLogin();
+});

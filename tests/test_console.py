@@ -1,0 +1,190 @@
+"""The web console in real headless Chromium (Debian's), served by the API over the real broker
+and a running node: login, the runtime tree with Active members, live updates without reload,
+the member/load chart and recent events. Screenshots go to test-artifacts/."""
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from playwright.sync_api import expect
+from pydantic import SecretStr
+
+from infra.api import create_app
+from infra.api.server import ApiServer
+from infra.broker import free_port
+from infra.kafka import Appender, envelope
+from schemas import commands as C
+from schemas.envelope import SUPER_TENANT
+from schemas.ids import aggregate_id
+from schemas.records import HealthRecord
+from schemas.status import CommandAccepted, HealthStat
+from tests.conftest import wait_until
+from tests.test_api_platform import define_samples
+
+pytestmark = pytest.mark.integration
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
+PASSWORD = "console-pw"
+APP = "single-cartridge-app"
+CLUSTER = "single-cartridge-app.php1.php.domain"
+CLUSTER_KEY = aggregate_id(SUPER_TENANT, "cluster", CLUSTER)
+BROWSER_WAIT_MS = 30_000
+
+
+@pytest.fixture
+def api(settings, running_node) -> Iterator[str]:
+    """The API (and so the console) on a free port, over the test's topics and a running node."""
+    own = settings.model_copy(update={"admin_password": SecretStr(PASSWORD), "password_hash_rounds": 4})
+    server = ApiServer(create_app(own), port=free_port()).start()
+    try:
+        yield server.url
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="module")
+def chromium():
+    if not os.path.exists(CHROMIUM):
+        pytest.skip(f"{CHROMIUM} is missing: `make install` installs Debian's chromium")
+    from playwright.sync_api import sync_playwright
+
+    expect.set_options(timeout=BROWSER_WAIT_MS)
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            yield browser
+        finally:
+            browser.close()
+
+
+@pytest.fixture
+def page(chromium):
+    context = chromium.new_context(viewport={"width": 1400, "height": 1000})
+    made = context.new_page()
+    made.set_default_timeout(BROWSER_WAIT_MS)
+    yield made
+    context.close()
+
+
+def rest(url: str, username: str = "admin", password: str = PASSWORD) -> httpx.Client:
+    return httpx.Client(base_url=f"{url}/api", auth=(username, password), timeout=60)
+
+
+def log_in(page, url: str, username: str = "admin", password: str = PASSWORD) -> None:
+    page.goto(f"{url}/")
+    page.fill("#username", username)
+    page.fill("#password", password)
+    page.click("#login button[type=submit]")
+
+
+def deploy_sample(url: str) -> str:
+    """Define the Stratos samples, deploy the single-cartridge application, return its member."""
+    with rest(url) as client:
+        define_samples(client)
+        reply = client.post(f"/applications/{APP}/deploy/application-policy-1")
+        assert reply.status_code == 202, reply.text
+
+        def first_member():
+            members = client.get(f"/cluster/{CLUSTER}")
+            return members.status_code == 200 and members.json()["member"]
+        return wait_until(first_member, message="the cluster's first member")[0]["memberId"]
+
+
+def activate(client, member: str, private_ip: str) -> None:
+    """What the cloud controller and the cartridge agent report for a member that came up."""
+    for command in (C.ReportNodeCreated(member_id=member, node_id=f"node-{member}", private_ip=private_ip,
+                                        public_ip="192.0.2.10"),
+                    C.ReportInstanceStatus(member_id=member, status="Started"),
+                    C.ReportInstanceStatus(member_id=member, status="Activated")):
+        assert isinstance(client.call(CLUSTER_KEY, command), CommandAccepted)
+
+
+def publish_load(settings, member: str, load: float) -> None:
+    """Health samples as the cartridge agent publishes them."""
+    appender = Appender(settings)
+    try:
+        for metric, value in (("load_average", load), ("memory_consumption", 40.0)):
+            stat = HealthStat(cluster_id=CLUSTER, member_id=member, network_partition_id="network-partition-1",
+                              metric=metric, value=value, timestamp=time.time())
+            appender.append("health", CLUSTER_KEY, envelope(HealthRecord, stat, CLUSTER_KEY, tenant=SUPER_TENANT))
+    finally:
+        appender.close()
+
+
+def member_row(page, member: str, status: str):
+    return page.locator(f'tr[data-member="{member}"][data-status="{status}"]')
+
+
+def test_console_shows_active_members_and_follows_a_new_member_live(settings, api, client, page):
+    member = deploy_sample(api)
+    activate(client, member, "10.0.0.7")
+    publish_load(settings, member, 0.8)
+
+    log_in(page, api)
+    row = member_row(page, member, "Active")
+    row.wait_for()
+    cells = row.locator("td").all_inner_texts()
+    assert cells == [member, "Active", "10.0.0.7", "192.0.2.10", "partition-1", "network-partition-1"]
+    application = page.locator(f'[data-application="{APP}"]')
+    assert "Active" in application.locator("summary").first.inner_text()
+    page.locator("#live.on").wait_for()
+    chart = page.locator(f'[data-chart="{CLUSTER}"] .figures')
+    expect(chart).to_contain_text("members 1 (active 1) · load 0.8")
+    page.locator('#events tr[data-event="MemberActivated"]').first.wait_for()
+
+    page.evaluate("window.stillTheSamePage = true")
+    assert isinstance(client.call(CLUSTER_KEY, C.ScaleCluster(required=2, metric="load_average",
+                                                            reason="test load", figures={"load": 0.8})),
+                      CommandAccepted)
+    rows = page.locator("table.members tbody tr[data-member]")
+    page.wait_for_function("() => document.querySelectorAll('table.members tbody tr[data-member]').length === 2")
+    second = next(m for m in rows.evaluate_all("rows => rows.map(r => r.dataset.member)") if m != member)
+    activate(client, second, "10.0.0.8")
+    member_row(page, second, "Active").wait_for()
+    assert page.evaluate("window.stillTheSamePage") is True  # updated in place, not reloaded
+    page.locator('#events tr[data-event="ScalingDecided"]').first.wait_for()
+    expect(chart).to_contain_text("members 2 (active 2)")
+
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "console.png"), full_page=True)
+
+
+def test_a_wrong_password_keeps_the_login_form_with_the_reason(api, page):
+    log_in(page, api, password="wrong")
+    expect(page.locator("#login-error")).to_have_text("wrong user name or password")
+    assert page.locator("#console").is_hidden()
+
+
+def first_state(url: str, username: str, password: str) -> dict:
+    with httpx.Client(base_url=url, timeout=30) as anonymous:
+        with anonymous.stream("GET", "/api/console/stream", auth=(username, password)) as stream:
+            assert stream.status_code == 200
+            assert stream.headers["content-type"].startswith("text/event-stream")
+            for line in stream.iter_lines():
+                if line.startswith("data:"):
+                    return json.loads(line.removeprefix("data:"))
+    raise AssertionError("the stream ended before its first state")
+
+
+def test_the_stream_needs_credentials_and_shows_only_the_callers_tenant(api):
+    with httpx.Client(base_url=api) as anonymous:
+        refused = anonymous.get("/api/console/stream")
+    assert refused.status_code == 401 and "credentials" in refused.json()["message"]
+
+    with rest(api) as admin:
+        define_samples(admin)
+        reply = admin.post("/tenants", json={"tenantDomain": "other.org", "admin": "boss",
+                                             "adminPassword": "other-pw", "email": "boss@other.org"})
+        assert reply.status_code == 201, reply.text
+    mine = first_state(api, "admin", PASSWORD)
+    assert [a["applicationId"] for a in mine["applications"]] == [APP]
+    assert f"application/{APP}" in {e["aggregate"] for e in mine["events"]}
+    theirs = first_state(api, "boss@other.org", "other-pw")
+    assert theirs == {**theirs, "applications": [], "clusters": [], "events": []}
