@@ -6,6 +6,8 @@ BIN := $(VENV)/bin
 .PHONY: install run test unit bench clean
 
 install: $(VENV)/.installed
+	@# Debian's chromium for the web console's browser tests (as root, as in CI)
+	command -v chromium >/dev/null || (apt-get update && apt-get install -y chromium)
 
 $(VENV)/.installed: setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
