@@ -13,11 +13,15 @@ import time
 from collections import defaultdict
 from datetime import datetime, timezone
 
-from kafka import ConsumerRebalanceListener, OffsetAndMetadata, TopicPartition
+from kafka import ConsumerRebalanceListener, OffsetAndMetadata
+from kafka.errors import CommitFailedError
 from thespian.actors import ActorExitRequest, ActorSystem
 
 from actors.base import Context, Timeouts
-from actors.runtime import AggregateActor, Handle, Outcome, Rebuild, TakeSnapshot, TimerDue, Tracked
+from actors.runtime import (
+    AggregateActor, Handle, Outcome, Rebuild, StartTicking, TakeSnapshot, Tick, TickerActor, Tracked,
+    needs_timer,
+)
 from infra.kafka import Appender, DeadLetters, envelope, group_consumer, new_id, validated
 from infra.recovery import CHECKPOINT, recover_partition
 from infra.settings import Settings
@@ -40,47 +44,60 @@ class ActorHost:
     def __init__(self, base: str = "simpleSystemBase", timer_seconds: float = 30.0) -> None:
         self.system = ActorSystem(base, logDefs=False)
         self.actors: dict[str, object] = {}
-        self.timer_seconds = timer_seconds
-        self.timers_due: set[str] = set()
+        self.timed: set[str] = set()
+        self.ticks = 0
+        self.system.tell(self.system.createActor(TickerActor), StartTicking(timer_seconds))
 
     def install(self, tracked: Tracked) -> None:
         aggregate_id = tracked.state.aggregate_id
         address = self.actors.get(aggregate_id) or self.system.createActor(AggregateActor)
         self.actors[aggregate_id] = address
-        self.system.tell(address, Rebuild(tracked, self.timer_seconds))
+        self.system.tell(address, Rebuild(tracked))
+        self._time(aggregate_id, needs_timer(tracked.state))
+
+    def _time(self, aggregate_id: str, needed: bool) -> None:
+        if needed:
+            self.timed.add(aggregate_id)
+        else:
+            self.timed.discard(aggregate_id)
+
+    def _ask(self, address, message):
+        """Ask an actor; a Tick arriving meanwhile is counted, not taken for the answer."""
+        reply = self.system.ask(address, message, 30)
+        while isinstance(reply, Tick):
+            self.ticks += 1
+            reply = self.system.listen(30)
+        return reply
 
     def handle(self, command: CommandRecord, ctx: Context) -> Outcome:
         if command.aggregate_id not in self.actors:
             self.install(Tracked.new(command.aggregate_id))
-        reply = self.system.ask(self.actors[command.aggregate_id], Handle(command, ctx), 30)
-        while isinstance(reply, TimerDue):  # a timer fired while we waited: keep it for later
-            self.timers_due.add(reply.aggregate_id)
-            reply = self.system.listen(30)
+        reply = self._ask(self.actors[command.aggregate_id], Handle(command, ctx))
         if not isinstance(reply, Outcome):
             raise RuntimeError(f"actor for {command.aggregate_id} did not answer: {reply!r}")
+        self._time(command.aggregate_id, reply.needs_timer)
         return reply
 
-    def drive(self) -> set[str]:
-        """Let timers run; returns the aggregates whose timers fired.
+    def due_for_timeouts(self) -> set[str]:
+        """Aggregates whose timeouts should be checked now (the ticker fired since last time).
 
         simpleSystemBase runs due wakeups only inside a listen with a timeout (listen(0) does
         not), hence the millisecond."""
         while (message := self.system.listen(0.001)) is not None:
-            if isinstance(message, TimerDue):
-                self.timers_due.add(message.aggregate_id)
-        due, self.timers_due = self.timers_due, set()
-        return due
+            if isinstance(message, Tick):
+                self.ticks += 1
+        if not self.ticks:
+            return set()
+        self.ticks = 0
+        return set(self.timed)
 
     def ask_snapshot(self, aggregate_id: str) -> dict:
-        reply = self.system.ask(self.actors[aggregate_id], TakeSnapshot(), 30)
-        while isinstance(reply, TimerDue):
-            self.timers_due.add(reply.aggregate_id)
-            reply = self.system.listen(30)
-        return reply
+        return self._ask(self.actors[aggregate_id], TakeSnapshot())
 
     def drop(self, aggregate_ids) -> None:
         for aggregate_id in aggregate_ids:
             address = self.actors.pop(aggregate_id, None)
+            self.timed.discard(aggregate_id)
             if address is not None:
                 self.system.tell(address, ActorExitRequest())
 
@@ -138,7 +155,7 @@ class Node:
 
     # --- the loop -------------------------------------------------------------------------
     def run(self) -> None:
-        consumer = group_consumer(self.settings, NODE_GROUP, ["commands"])
+        consumer = group_consumer(self.settings, NODE_GROUP, ["commands"], max_poll_records=100)
         consumer.unsubscribe()
         consumer.subscribe([self.settings.topic("commands")], listener=_Rebalance(self))
         try:
@@ -180,7 +197,12 @@ class Node:
             if self.since_checkpoint[partition] >= self.settings.snapshot_every:
                 self.checkpoint(partition)
         if offsets:
-            consumer.commit(offsets)
+            try:
+                consumer.commit(offsets)
+            except CommitFailedError as exc:
+                # Out of the group (a slow batch, a rebalance): the partitions are reassigned and
+                # these commands redelivered, where their ids make them duplicates. Not fatal.
+                log.warning("offset commit failed, commands will be redelivered: %s", exc)
 
     def _handle(self, partition: int, key: str, command: CommandRecord) -> list:
         """Run one command; send its events, then its reply. Returns the events' futures."""
@@ -212,7 +234,7 @@ class Node:
         self.host.install(recovered.aggregates.get(aggregate_id) or Tracked.new(aggregate_id))
 
     def _fire_timers(self) -> None:
-        for aggregate_id in self.host.drive():
+        for aggregate_id in self.host.due_for_timeouts():
             command = envelope(CommandRecord, CheckTimeouts(), aggregate_id)
             self.appender.send("commands", aggregate_id, command)
 
