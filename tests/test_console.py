@@ -188,3 +188,32 @@ def test_the_stream_needs_credentials_and_shows_only_the_callers_tenant(api):
     assert f"application/{APP}" in {e["aggregate"] for e in mine["events"]}
     theirs = first_state(api, "boss@other.org", "other-pw")
     assert theirs == {**theirs, "applications": [], "clusters": [], "events": []}
+
+
+def test_records_that_do_not_validate_on_the_health_topic_are_skipped_and_load_still_shows(settings, api, client):
+    member = deploy_sample(api)
+    activate(client, member, "10.0.0.9")
+    appender = Appender(settings)
+    try:
+        appender.send_raw(settings.topic("health"), CLUSTER_KEY.encode(), b"{not json")
+        appender.send_raw(settings.topic("health"), CLUSTER_KEY.encode(), json.dumps(
+            {"type": "HealthStat", "payload": {"type": "HealthStat", "value": -1}}).encode())
+        appender.flush()
+    finally:
+        appender.close()
+    publish_load(settings, member, 1.5)
+
+    def loaded_chart():
+        clusters = first_state(api, "admin", PASSWORD)["clusters"]
+        return clusters and clusters[0]["points"][-1][1:4] == [1, 1, 1.5]
+    wait_until(loaded_chart, message="the cluster's chart point with one active member and load 1.5")
+
+
+def test_the_server_stops_while_a_console_stream_is_open(settings, running_node):
+    own = settings.model_copy(update={"admin_password": SecretStr(PASSWORD), "password_hash_rounds": 4})
+    server = ApiServer(create_app(own), port=free_port()).start()
+    with httpx.Client(base_url=server.url, timeout=60) as viewer:
+        with viewer.stream("GET", "/api/console/stream", auth=("admin", PASSWORD)) as stream:
+            assert next(stream.iter_lines()) == "event: state"
+            server.stop()
+            assert not server.thread.is_alive()

@@ -199,8 +199,8 @@ function drawChart(canvas, points) {
   const pad = {left: 34, right: 40, top: 8, bottom: 20};
   const plotW = width - pad.left - pad.right, plotH = height - pad.top - pad.bottom;
   const now = points.length ? points[points.length - 1][0] : 0;
-  const span = 300;
-  const maxMembers = Math.max(2, ...points.map((p) => p[1])) + 1;
+  const span = Math.min(300, Math.max(60, now - (points.length ? points[0][0] : now)));  // seconds shown
+  const maxMembers = Math.ceil((Math.max(...points.map((p) => p[1]), 0) + 1) / 4) * 4;  // whole ticks
   const maxLoad = Math.max(1, ...points.map((p) => p[3] ?? 0)) * 1.2;
   const x = (t) => pad.left + plotW * (1 - (now - t) / span);
   const yMembers = (v) => pad.top + plotH * (1 - v / maxMembers);
@@ -218,7 +218,10 @@ function drawChart(canvas, points) {
     g.fillText((maxLoad * (1 - i / 4)).toFixed(1), pad.left + plotW + 4, y + 4);
   }
   g.textAlign = "center";
-  for (const ago of [300, 200, 100, 0]) g.fillText(ago ? `-${ago / 60 | 0}:${String(ago % 60).padStart(2, "0")}` : "now", x(now - ago), height - 5);
+  for (const part of [1, 2 / 3, 1 / 3, 0]) {
+    const ago = Math.round(span * part);
+    g.fillText(ago ? `-${ago / 60 | 0}:${String(ago % 60).padStart(2, "0")}` : "now", x(now - ago), height - 5);
+  }
 
   const visible = points.filter((p) => now - p[0] <= span);
   const line = (color, y, value, steps) => {
