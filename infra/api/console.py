@@ -135,8 +135,11 @@ class ConsoleFeed:
                 "aggregate": record.aggregate_id.split("/", 1)[-1], "detail": detail[:200]})
 
     def _mean(self, cluster_key: str, metric: str, members: set[str], now: float) -> float | None:
-        values = [value for member, (at, value) in self.health.get(cluster_key, {}).get(metric, {}).items()
-                  if (member in members or member == "") and at >= now - FRESH_SECONDS]
+        """The mean of the members' fresh samples; stale ones are forgotten here."""
+        latest = self.health.get(cluster_key, {}).get(metric, {})
+        for member in [m for m, (at, _) in latest.items() if at < now - FRESH_SECONDS]:
+            del latest[member]
+        values = [value for member, (_, value) in latest.items() if member in members or member == ""]
         return round(fmean(values), 2) if values else None
 
     def _sample(self, now: float) -> None:
