@@ -1,0 +1,187 @@
+"""Stratos's autoscaling acceptance tests, on the real broker with the whole loop running: a
+node and its reactor, the cloud controller with the simulated mock IaaS (its instances publish
+health from patterns replaced at run time through the mock's REST view), and a faust health
+worker. Short windows (3 s, hop 0.5 s, samples every 0.5 s) keep each test well under a minute.
+
+What is checked is what a user reads in the cluster's event log: the members spawned and let
+go, in which partitions, in which order, and the cluster's status changes.
+"""
+from __future__ import annotations
+
+import pytest
+from fastapi.testclient import TestClient
+
+from infra.kafka import read_to_end
+from infra.mock_api import mock_iaas_app
+from schemas import commands as C
+from schemas.ids import aggregate_id
+from schemas.status import CommandAccepted
+from streams.app import HealthWorkerThread
+from tests.conftest import events_of, sample, wait_until
+from tests.test_cloud_controller import RunningCloud
+from tests.test_runtime_flow import add
+
+pytestmark = pytest.mark.integration
+T = "carbon.super"
+APP_ID = "scaling-app"
+CLUSTER_ID = f"{APP_ID}.php1.php.domain"
+CLUSTER = aggregate_id(T, "cluster", CLUSTER_ID)
+APP = aggregate_id(T, "application", APP_ID)
+LEAVING = ("MemberTerminationRequested", "MemberObsoleted", "MemberTerminated")
+
+
+@pytest.fixture
+def loop_settings(settings, tmp_path):
+    return settings.model_copy(update={
+        "health_window_seconds": 3.0, "health_hop_seconds": 0.5, "health_publish_seconds": 0.5,
+        "member_fault_seconds": 3.0, "cloud_reconcile_seconds": 0.5, "cloud_retry_seconds": 0.1,
+        "state_dir": tmp_path})
+
+
+@pytest.fixture
+def platform(loop_settings, running_node):
+    """Cloud controller, simulated instances and a health worker beside the node."""
+    cloud = RunningCloud(loop_settings)
+    worker = HealthWorkerThread(loop_settings).start()
+    yield cloud
+    worker.stop()
+    cloud.stop()
+
+
+@pytest.fixture
+def mock_iaas(platform):
+    """The mock IaaS's REST view over this test's cloud (what `stratos cloud --api-port` serves)."""
+    with TestClient(mock_iaas_app(lambda: platform.cloud)) as http:
+        yield http
+
+
+def put_pattern(http, load: float, memory: float, mode: str = "continue", duration: float = 60.0) -> None:
+    body = {factor: {"sampleValues": [value], "sampleDuration": duration, "mode": mode}
+            for factor, value in (("load-average", load), ("memory-consumption", memory))}
+    answer = http.put("/mock-iaas/api/health-patterns/php", json=body)
+    assert answer.status_code == 200, answer.text
+
+
+def deploy(client, min_count: int, max_count: int, algorithm: str = "round-robin") -> None:
+    """Stratos's scaling set-up: two partitions of partitionMax 3, thresholds memory 30, load 25."""
+    deployment = sample("deployment-policy.json")
+    deployment["networkPartitions"][0]["partitionAlgo"] = algorithm
+    autoscaling = {"id": "scaling-policy", "loadThresholds": {
+        "memoryConsumption": {"threshold": 30}, "loadAverage": {"threshold": 25}}}
+    application = sample("application-single-cartridge.json")
+    application.update(applicationId=APP_ID, alias=APP_ID)
+    cartridge = application["components"]["cartridges"][0]
+    cartridge.update(cartridgeMin=min_count, cartridgeMax=max_count)
+    cartridge["subscribableInfo"].pop("artifactRepository")  # tests reach nothing off this machine
+    cartridge["subscribableInfo"]["autoscalingPolicy"] = "scaling-policy"
+    for kind, body in (("networkPartition", sample("network-partition.json")), ("cartridge", sample("php.json")),
+                       ("autoscalingPolicy", autoscaling), ("deploymentPolicy", deployment),
+                       ("applicationPolicy", sample("application-policy.json")), ("application", application)):
+        assert isinstance(add(client, kind, body), CommandAccepted), kind
+    reply = client.call(APP, C.DeployApplication(application_policy_id="application-policy-1"))
+    assert isinstance(reply, CommandAccepted), reply
+
+
+def cluster_events(settings, *types: str) -> list:
+    return [e for e in events_of(settings, CLUSTER) if not types or e.type in types]
+
+
+def in_service_per_partition(events) -> list[dict[str, int]]:
+    """After each member event: partition -> members spawned and not (yet) leaving."""
+    partition_of: dict[str, str] = {}
+    serving: set[str] = set()
+    steps = []
+    for event in events:
+        member = getattr(event.payload, "member_id", None)
+        if event.type == "MemberSpawnRequested":
+            partition_of[member] = event.payload.partition_id
+            serving.add(member)
+        elif event.type in LEAVING:
+            serving.discard(member)
+        else:
+            continue
+        counts = {"partition-1": 0, "partition-2": 0}
+        for m in serving:
+            counts[partition_of[m]] += 1
+        steps.append(counts)
+    return steps
+
+
+def active(settings) -> set[str]:
+    members: set[str] = set()
+    for event in cluster_events(settings, "MemberActivated", *LEAVING):
+        (members.add if event.type == "MemberActivated" else members.discard)(event.payload.member_id)
+    return members
+
+
+def heard_both(settings) -> bool:
+    """The worker has decided on figures from two Active members (so it knows both speak)."""
+    return any(d.record.type == "ScaleCluster" and d.record.aggregate_id == CLUSTER
+               and d.record.payload.figures.get("load_average.windows") == 2
+               for d in read_to_end(settings, "commands"))
+
+
+def statuses(settings) -> list[str]:
+    return [e.payload.status for e in cluster_events(settings, "ClusterStatusChanged")]
+
+
+def test_single_cluster_scales_above_min_then_down_one_at_a_time_balanced(loop_settings, platform,
+                                                                          mock_iaas, client):
+    """Stratos's single-cluster test: min 2, max 6, load 60 then 10."""
+    put_pattern(mock_iaas, load=60, memory=60)
+    deploy(client, min_count=2, max_count=6)
+    # load: ceil(min 2 * 60 / 25) = 5; memory: ceil(2 + (60 - 30) * 4 / 70) = 4 -> 5 members
+    wait_until(lambda: len(active(loop_settings)) == 5, timeout=40, message="5 Active members")
+    put_pattern(mock_iaas, load=10, memory=10)
+    # load: ceil(2 * 10 / 25) = 1; memory below 30: min - 1 = 1 -> down to min, one at a time
+    wait_until(lambda: len(active(loop_settings)) == 2 and
+               len(cluster_events(loop_settings, "MemberTerminated")) == 3, timeout=45,
+               message="back to 2 members, 3 terminated")
+
+    events = cluster_events(loop_settings)
+    steps = in_service_per_partition(events)
+    assert max(sum(s.values()) for s in steps) == 5
+    assert all(abs(s["partition-1"] - s["partition-2"]) <= 1 for s in steps), steps
+    assert steps[-1] == {"partition-1": 1, "partition-2": 1}
+    downs = [e.payload for e in events if e.type == "ScalingDecided" and e.payload.terminate]
+    assert [d.terminate for d in downs] == [1, 1, 1]
+    assert all(d.reason == "ScaleDown" for d in downs)
+    # every scale-down waited for the 4th request in a row
+    pending = [e.payload.scale_down_requests for e in events
+               if e.type == "ScalingDecided" and e.payload.reason == "ScaleDownPending"]
+    assert pending.count(3) >= 3
+    leaving = [e.payload for e in events if e.type == "MemberTerminationRequested"]
+    assert len(leaving) == 3 and all(m.graceful for m in leaving)
+    assert len(platform.cloud.all()) == 2  # the IaaS holds exactly the members left
+
+
+@pytest.mark.parametrize("algorithm, expected", [
+    ("round-robin", ["partition-1", "partition-2", "partition-1", "partition-2"]),
+    ("one-after-another", ["partition-1", "partition-1", "partition-1", "partition-2"]),
+], ids=["round-robin-alternates", "one-after-another-fills-the-first-partition"])
+def test_partition_algorithm_places_new_members(loop_settings, platform, mock_iaas, client, algorithm, expected):
+    put_pattern(mock_iaas, load=80, memory=10)
+    deploy(client, min_count=1, max_count=6, algorithm=algorithm)
+    # load: ceil(min 1 * 80 / 25) = 4 members
+    wait_until(lambda: len(active(loop_settings)) == 4, timeout=40, message="4 Active members")
+    spawned = [e.payload.partition_id for e in cluster_events(loop_settings, "MemberSpawnRequested")]
+    assert spawned == expected
+
+
+def test_silent_members_are_faulted_and_replaced_inactive_then_active(loop_settings, platform, mock_iaas, client):
+    put_pattern(mock_iaas, load=10, memory=10, mode="loop")
+    deploy(client, min_count=2, max_count=6)
+    first = wait_until(lambda: len(active(loop_settings)) == 2 and active(loop_settings), timeout=40,
+                       message="2 Active members")
+    wait_until(lambda: statuses(loop_settings) == ["Active"], message="the cluster Active")
+    wait_until(lambda: heard_both(loop_settings), timeout=20, message="both members heard by the worker")
+    put_pattern(mock_iaas, load=10, memory=10, mode="stop", duration=0.5)  # silent after 0.5 s
+
+    wait_until(lambda: statuses(loop_settings)[-2:] == ["Inactive", "Active"], timeout=45,
+               message="Inactive, then Active again")
+    obsoleted = {e.payload.member_id: e.payload.reason for e in cluster_events(loop_settings, "MemberObsoleted")}
+    assert set(obsoleted) == first and all("silent" in reason for reason in obsoleted.values())
+    replacements = active(loop_settings)
+    assert len(replacements) == 2 and not replacements & first
+    assert statuses(loop_settings) == ["Active", "Inactive", "Active"]
+    assert {i.node_id for i in platform.cloud.all()} == replacements
