@@ -106,8 +106,8 @@ def handle(tracked: Tracked, command: Envelope, ctx: Context) -> Outcome:
             command=payload.model_dump(mode="json")))
     records = []
     for n, event in enumerate(decided, start=1):
-        record = EventRecord(
-            id=ctx.new_id(), type=event.type, aggregate_id=command.aggregate_id,  # type: ignore[attr-defined]
+        record = EventRecord.model_construct(  # built from validated parts: no re-validation
+            schema_version=1, id=ctx.new_id(), type=event.type, aggregate_id=command.aggregate_id,  # type: ignore[attr-defined]
             aggregate_seq=tracked.state.seq + 1, occurred_at=ctx.now, tenant=command.tenant,
             correlation_id=command.correlation_id or command.id, causation_id=command.id,
             payload=event)

@@ -2,8 +2,10 @@
 
 A `stratos node` process owns every partition. After the clusters are created, commands
 (the member lifecycle facts the cloud controller and agents report) are sent at a steady
-rate; a reader of the events topic times each command from its append (broker ack) to the
-arrival of the first event it caused. Prints p50/p99 and the node's RSS; one JSON line.
+rate. Each command is timed from its record's timestamp (set when the sender appended it) to
+the timestamp of the first event it caused (set when the node appended it): both clocks are
+this machine's, and no reader's lag enters the figure. Prints p50/p99 and the node's peak
+RSS; one JSON line.
 Usage: python bench/commands.py [--clusters 1000] [--rate 1000] [--seconds 30]
 """
 from __future__ import annotations
@@ -19,10 +21,10 @@ import psutil
 from common import bench_settings, finish, percentile
 
 from infra.commands_client import CommandClient
-from infra.kafka import assigned_consumer
+from infra.kafka import assigned_consumer, envelope, read_to_end
 from schemas import commands as C
 from schemas.domain import ClusterSpec, PartitionSpec
-from schemas.records import EventRecord
+from schemas.records import CommandRecord, EventRecord
 
 
 def spec(n: int) -> ClusterSpec:
@@ -34,7 +36,7 @@ def spec(n: int) -> ClusterSpec:
 
 
 class EventWatcher:
-    """Records when the first event caused by each command arrives, and member ids spawned."""
+    """Which commands have caused an event yet, and the member ids spawned."""
 
     def __init__(self, settings) -> None:
         self.consumer = assigned_consumer(settings, "events", from_beginning=True)
@@ -58,6 +60,21 @@ class EventWatcher:
         self.stopping.set()
         self.thread.join(5)
         self.consumer.close()
+
+
+def append_to_event_ms(settings, command_ids: set[str]) -> list[float]:
+    """For each command, its record's timestamp to that of the first event it caused (ms)."""
+    appended = {}
+    for raw in read_to_end(settings, "commands", decode_records=False):
+        record = CommandRecord.model_validate_json(raw.value)
+        if record.id in command_ids:
+            appended[record.id] = raw.timestamp
+    first_event = {}
+    for raw in read_to_end(settings, "events", decode_records=False):
+        cause = EventRecord.model_validate_json(raw.value).causation_id
+        if cause in appended:
+            first_event.setdefault(cause, raw.timestamp)
+    return [float(first_event[c] - t) for c, t in appended.items() if c in first_event]
 
 
 def main() -> None:
@@ -86,20 +103,26 @@ def main() -> None:
             facts += [(cluster, C.ReportInstanceStatus(member_id=m, status="Started")) for cluster, ms in watcher.members.items() for m in ms]
             facts += [(cluster, C.ReportInstanceStatus(member_id=m, status="Activated")) for cluster, ms in watcher.members.items() for m in ms]
             total = min(len(facts), args.rate * args.seconds)
-            acked_at: dict[str, float] = {}
+            acked_at: dict[str, float] = {}  # command id -> when the broker acknowledged it
             started = time.perf_counter()
+            node_process = psutil.Process(node.pid)
+            rss_mb = 0.0
             for n, (cluster, command) in enumerate(facts[:total]):
                 due = started + n / args.rate
                 while (pause := due - time.perf_counter()) > 0:
                     time.sleep(pause)
-                command_id = client.send(cluster, command)
-                acked_at[command_id] = time.perf_counter()
+                record = envelope(CommandRecord, command, cluster)
+                future = client.appender.send("commands", cluster, record)
+                future.add_callback(lambda _meta, cid=record.id: acked_at.__setitem__(cid, time.perf_counter()))
+                if n % args.rate == 0:
+                    rss_mb = max(rss_mb, node_process.memory_info().rss / 2**20)
+            client.appender.flush()
             sent_s = time.perf_counter() - started
-            deadline = time.monotonic() + 120
+            deadline = time.monotonic() + 300
             while len([c for c in acked_at if c in watcher.first_event_at]) < total and time.monotonic() < deadline:
                 time.sleep(0.2)
-            latencies = [(watcher.first_event_at[c] - t) * 1000 for c, t in acked_at.items() if c in watcher.first_event_at]
-            rss_mb = psutil.Process(node.pid).memory_info().rss / 2**20
+                rss_mb = max(rss_mb, node_process.memory_info().rss / 2**20)
+            latencies = append_to_event_ms(settings, set(acked_at))
         finally:
             watcher.stop()
             client.close()

@@ -155,7 +155,7 @@ class Node:
 
     # --- the loop -------------------------------------------------------------------------
     def run(self) -> None:
-        consumer = group_consumer(self.settings, NODE_GROUP, ["commands"], max_poll_records=100)
+        consumer = group_consumer(self.settings, NODE_GROUP, ["commands"], max_poll_records=500)
         consumer.unsubscribe()
         consumer.subscribe([self.settings.topic("commands")], listener=_Rebalance(self))
         try:
@@ -225,7 +225,8 @@ class Node:
                     self.appender.send("events", key, event, partition=partition))
                    for event in outcome.events]
         reply = envelope(ReplyRecord, outcome.reply, command.aggregate_id, tenant=command.tenant,
-                         correlation_id=command.correlation_id or command.id, causation_id=command.id)
+                         correlation_id=command.correlation_id or command.id, causation_id=command.id,
+                         trusted=True)
         self.appender.send("replies", key, reply, partition=partition)
         return futures
 
