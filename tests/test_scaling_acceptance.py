@@ -185,3 +185,81 @@ def test_silent_members_are_faulted_and_replaced_inactive_then_active(loop_setti
     assert len(replacements) == 2 and not replacements & first
     assert statuses(loop_settings) == ["Active", "Inactive", "Active"]
     assert {i.node_id for i in platform.cloud.all()} == replacements
+
+
+NESTED_APP = "nested-group-app"
+
+
+def nested_cluster(alias: str, cartridge: str) -> str:
+    return f"{NESTED_APP}.{alias}.{cartridge}.domain"
+
+
+def deploy_nested(client) -> None:
+    """tests/samples/stratos/application-nested-group.json with its group definition; the
+    artifact repositories are dropped (tests reach nothing off this machine)."""
+    dp1 = sample("deployment-policy.json")
+    dp2 = {**dp1, "id": "deployment-policy-2",
+           "networkPartitions": [{**dp1["networkPartitions"][0], "partitionAlgo": "one-after-another"}]}
+    application = sample("application-nested-group.json")
+
+    def strip(components: dict) -> None:
+        for cartridge in components.get("cartridges", []):
+            cartridge["subscribableInfo"].pop("artifactRepository", None)
+        for group in components.get("groups", []):
+            strip(group)
+
+    strip(application["components"])
+    for kind, body in (("networkPartition", sample("network-partition.json")), ("cartridge", sample("php.json")),
+                       ("cartridge", sample("tomcat.json")), ("cartridgeGroup", sample("cartridge-group-nested.json")),
+                       ("autoscalingPolicy", sample("autoscaling-policy.json")), ("deploymentPolicy", dp1),
+                       ("deploymentPolicy", dp2), ("applicationPolicy", sample("application-policy.json")),
+                       ("application", application)):
+        assert isinstance(add(client, kind, body), CommandAccepted), kind
+    reply = client.call(aggregate_id(T, "application", NESTED_APP),
+                        C.DeployApplication(application_policy_id="application-policy-1"))
+    assert isinstance(reply, CommandAccepted), reply
+
+
+def first_event(settings, cluster_id: str, type_: str, status: str | None = None):
+    return next((e for e in events_of(settings, aggregate_id(T, "cluster", cluster_id))
+                 if e.type == type_ and (status is None or e.payload.status == status)), None)
+
+
+def test_nested_groups_start_in_declared_order(loop_settings, platform, client):
+    deploy_nested(client)
+    # app-group: php-app, then tomcat-app; web-group: app-group, then php-web; app: web-group, then tomcat
+    order = [nested_cluster("my-php-app", "php"), nested_cluster("my-tomcat-app", "tomcat"),
+             nested_cluster("my-php-web", "php"), nested_cluster("my-tomcat", "tomcat")]
+    wait_until(lambda: all(first_event(loop_settings, c, "ClusterStatusChanged", "Active") for c in order),
+               timeout=50, message="every cluster Active")
+    created = [first_event(loop_settings, c, "ClusterCreated").occurred_at for c in order]
+    active_at = [first_event(loop_settings, c, "ClusterStatusChanged", "Active").occurred_at for c in order]
+    assert created == sorted(created)
+    # each cluster is created only once its predecessor is Active
+    assert all(active_at[n] <= created[n + 1] for n in range(len(order) - 1)), (created, active_at)
+    tomcat = aggregate_id(T, "cluster", order[-1])
+    assert len([e for e in events_of(loop_settings, tomcat) if e.type == "MemberSpawnRequested"]) == 2
+
+
+def test_siblings_without_an_order_start_in_parallel(loop_settings, platform, client):
+    application = sample("application-single-cartridge.json")
+    first = application["components"]["cartridges"][0]
+    first["subscribableInfo"].pop("artifactRepository")
+    second = {**first, "subscribableInfo": {**first["subscribableInfo"], "alias": "php2"}}
+    application["components"]["cartridges"].append(second)
+    for kind, body in (("networkPartition", sample("network-partition.json")), ("cartridge", sample("php.json")),
+                       ("autoscalingPolicy", sample("autoscaling-policy.json")),
+                       ("deploymentPolicy", sample("deployment-policy.json")),
+                       ("applicationPolicy", sample("application-policy.json")), ("application", application)):
+        assert isinstance(add(client, kind, body), CommandAccepted), kind
+    app = aggregate_id(T, "application", application["applicationId"])
+    assert isinstance(client.call(app, C.DeployApplication(application_policy_id="application-policy-1")),
+                      CommandAccepted)
+    clusters = [f"{application['applicationId']}.{alias}.php.domain" for alias in ("php1", "php2")]
+    wait_until(lambda: all(first_event(loop_settings, c, "ClusterStatusChanged", "Active") for c in clusters),
+               timeout=40, message="both clusters Active")
+    (start,) = [e.payload for e in events_of(loop_settings, app) if e.type == "ClustersStartRequested"]
+    assert sorted(s.cluster_id for s in start.clusters) == clusters  # asked for together
+    created = [first_event(loop_settings, c, "ClusterCreated").occurred_at for c in clusters]
+    active_at = [first_event(loop_settings, c, "ClusterStatusChanged", "Active").occurred_at for c in clusters]
+    assert max(created) < min(active_at)  # neither waited for the other
