@@ -12,7 +12,7 @@ from pydantic import BaseModel
 
 from actors import definitions
 from actors.base import Context, Rejection, State, evolve, not_found
-from actors.topology_plan import build_cluster_specs, clusters_ready_to_start
+from actors.topology_plan import build_cluster_specs, clusters_ready_to_start, dependents_of, termination_scope
 from schemas import commands as C
 from schemas import events as E
 from schemas.definitions import DEFINITION_KINDS
@@ -132,7 +132,26 @@ def _cluster_status(state: ApplicationState, command: C.RecordClusterStatus) -> 
         events.append(E.ApplicationStatusChanged(status=ApplicationStatus.ACTIVE.value))
     elif command.status == "Inactive" and state.status == ApplicationStatus.ACTIVE:
         events.append(E.ApplicationStatusChanged(status=ApplicationStatus.INACTIVE.value))
+    if command.status == "Inactive":
+        events += _terminations(after, command.cluster_id)
     return events + _start(after)
+
+
+def _terminations(state: ApplicationState, cluster_id: str) -> list[BaseModel]:
+    """The termination behaviour of the group the Inactive cluster belongs to: terminate-all
+    takes every started cluster of the group, terminate-dependents those started after it."""
+    behaviour, scope = termination_scope(state.definition or {}, state.resolved, cluster_id)
+    if behaviour == "terminate-all":
+        targets = scope
+    elif behaviour == "terminate-dependents":
+        targets = [c for c in dependents_of(state.clusters, cluster_id) if c in scope]
+    else:
+        return []
+    targets = [c for c in targets if c in state.started
+               and state.cluster_status.get(c) not in ("Terminating", "Terminated")]
+    if not targets:
+        return []
+    return [E.GroupTerminationRequested(cluster_id=cluster_id, behaviour=behaviour, clusters=targets)]
 
 
 def apply(state: ApplicationState, event: BaseModel, at: datetime | None = None) -> ApplicationState:

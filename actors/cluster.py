@@ -5,6 +5,7 @@ writer of its members' events, so active / pending / terminating counts are exac
 """
 from __future__ import annotations
 
+import math
 from datetime import datetime
 
 from pydantic import BaseModel
@@ -22,6 +23,8 @@ AGENT_STATUS = {
     "Started": S.STARTING, "Activated": S.ACTIVE,
     "MaintenanceMode": S.IN_MAINTENANCE, "ReadyToShutdown": S.READY_TO_SHUTDOWN,
 }
+DEPENDENT = "dependent"
+"""The metric word of a requirement that comes from a scaling dependent, not from health."""
 STATUS_EVENT = {
     S.STARTING: E.MemberStarting, S.ACTIVE: E.MemberActivated,
     S.IN_MAINTENANCE: E.MemberInMaintenance, S.READY_TO_SHUTDOWN: E.MemberReadyToShutdown,
@@ -37,6 +40,10 @@ class ClusterState(State):
     scale_down_requests: int = 0
     last_scale_up_at: float | None = None
     last_scale_down_at: float | None = None
+    dependent_floors: dict[str, int] = {}
+    """cluster id of a scaling dependent -> the members it asks this cluster to keep."""
+    announced_factor: float | None = None
+    """The factor (required / min) last announced to this cluster's scaling dependents."""
 
     def partition_states(self) -> list[PartitionState]:
         assert self.spec is not None
@@ -152,6 +159,8 @@ def decide(state: ClusterState, command: BaseModel, ctx: Context) -> list[BaseMo
 
     if isinstance(command, C.ScaleCluster):
         return _scale(state, command, ctx)
+    if isinstance(command, C.ScaleAsDependent):
+        return _scale_as_dependent(state, command, ctx)
     if isinstance(command, C.UpdateClusterLimits):
         if command.min > command.max:
             raise Rejection(f"min {command.min} is above max {command.max}", field="min")
@@ -226,13 +235,48 @@ def _timeouts(state: ClusterState, ctx: Context) -> list[BaseModel]:
     return events
 
 
+def _announce(state: ClusterState, command: C.ScaleCluster) -> list[BaseModel]:
+    """Dependent scaling: the cluster's own requirement, as a factor of its min, for the
+    clusters of its `scalingDependents` group; only when the factor changes. A requirement that
+    came from a dependent is not passed on (it would echo back, rounded up, and ratchet)."""
+    assert state.spec is not None
+    if not state.spec.scaling_dependents or command.metric == DEPENDENT:
+        return []
+    required = min(max(command.required, state.min), state.max)
+    factor = round(required / max(state.min, 1), 6)
+    if factor == state.announced_factor:
+        return []
+    return [E.DependentScalingRequested(factor=factor, required=required, min=state.min,
+                                        clusters=list(state.spec.scaling_dependents))]
+
+
+def _scale_as_dependent(state: ClusterState, command: C.ScaleAsDependent, ctx: Context) -> list[BaseModel]:
+    """Keep ``ceil(factor * min)`` members (at most max) while the source's factor holds."""
+    if state.status in (ClusterStatus.TERMINATING, ClusterStatus.TERMINATED):
+        return []
+    required = min(state.max, math.ceil(command.factor * state.min - 1e-9))
+    if state.dependent_floors.get(command.source_cluster_id) == required:
+        return []
+    floor = E.DependentFloorChanged(source_cluster_id=command.source_cluster_id,
+                                    factor=command.factor, required=required)
+    scale = C.ScaleCluster(required=required, metric=DEPENDENT,
+                           reason=f"ScalingDependent: {command.source_cluster_id} scaled by "
+                                  f"factor {command.factor:g}")
+    return [floor, *_scale(apply(state, floor, ctx.now), scale, ctx)]
+
+
 def _scale(state: ClusterState, command: C.ScaleCluster, ctx: Context) -> list[BaseModel]:
     assert state.spec is not None
     if state.status in (ClusterStatus.TERMINATING, ClusterStatus.TERMINATED):
         return []
     now = ctx.now.timestamp()
+    announced = _announce(state, command)
+    floor = max(state.dependent_floors.values(), default=0)
+    required = max(command.required, floor)
+    figures = {**command.figures, "dependent_floor": float(floor)} if floor > command.required \
+        else command.figures
     plan = decide_scaling(
-        command.required, state.partition_states(),
+        required, state.partition_states(),
         ScalingPolicy(min=state.min, max=state.max, algorithm=state.spec.partition_algorithm),
         scale_down_requests=state.scale_down_requests, last_scale_up_at=state.last_scale_up_at,
         last_scale_down_at=state.last_scale_down_at, now=now)
@@ -246,14 +290,14 @@ def _scale(state: ClusterState, command: C.ScaleCluster, ctx: Context) -> list[B
             chosen = choose_member_to_remove(candidates)
             leaving.append(state.members[chosen])
     decided = E.ScalingDecided(
-        network_partition_id=command.network_partition_id, required=command.required,
+        network_partition_id=command.network_partition_id, required=required,
         active=state.active, pending=state.pending, spawn=len(plan.spawn), terminate=len(leaving),
         scale_down_requests=plan.scale_down_requests, reason=plan.reason, metric=command.metric,
-        figures=command.figures)
+        figures=figures)
     if state.scale_down_requests == plan.scale_down_requests and not plan.spawn and not leaving \
             and plan.reason in ("Stable", "AtMin"):
-        return []  # nothing changes and nothing to explain beyond the previous decision
-    events: list[BaseModel] = [decided, *_spawn(state, plan.spawn, ctx, plan.reason)]
+        return announced  # nothing changes and nothing to explain beyond the previous decision
+    events: list[BaseModel] = [*announced, decided, *_spawn(state, plan.spawn, ctx, plan.reason)]
     events += [_terminate(state, m, plan.reason) for m in leaving]
     return _with_consequences(state, events, ctx)
 
@@ -273,6 +317,11 @@ def apply(state: ClusterState, event: BaseModel, at: datetime | None = None) -> 
         if event.terminate and at:
             update["last_scale_down_at"] = at.timestamp()
         return evolve(state, update)
+    if isinstance(event, E.DependentScalingRequested):
+        return evolve(state, {"announced_factor": event.factor})
+    if isinstance(event, E.DependentFloorChanged):
+        return evolve(state, {"dependent_floors": {**state.dependent_floors,
+                                                   event.source_cluster_id: event.required}})
     if isinstance(event, (E.ClusterTerminating, E.ClusterTerminated)):
         return state
     return _apply_member(state, event, at)

@@ -48,6 +48,14 @@ def react(record: Envelope) -> list[Reaction]:
     if isinstance(payload, E.ApplicationUndeploying):
         return [(aggregate_id(tenant, "cluster", cid), C.TerminateCluster(force=payload.force))
                 for cid in payload.clusters]
+    if isinstance(payload, E.GroupTerminationRequested):
+        return [(aggregate_id(tenant, "cluster", cid), C.TerminateCluster(force=False))
+                for cid in payload.clusters]
+    if isinstance(payload, E.DependentScalingRequested):
+        source = parse_aggregate_id(record.aggregate_id).id
+        return [(aggregate_id(tenant, "cluster", cid), C.ScaleAsDependent(source_cluster_id=source,
+                                                                          factor=payload.factor))
+                for cid in payload.clusters]
     if isinstance(payload, E.ClusterStatusChanged):
         cluster = parse_aggregate_id(record.aggregate_id).id
         return [(aggregate_id(tenant, "application", payload.application_id),

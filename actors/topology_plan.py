@@ -140,6 +140,33 @@ def build_cluster_specs(application: dict, application_policy_id: str,
     return specs
 
 
+def termination_scope(application: dict, resolved: dict[str, dict], cluster_id: str) -> tuple[str, list[str]]:
+    """The terminationBehaviour of the innermost group (or the application) holding the
+    cluster, and the cluster ids of that group, nested groups included."""
+    app_id = application["applicationId"]
+    found: tuple[str, list[str]] = ("terminate-none", [])
+    size = None
+    for deps, scope in _dependency_blocks(application.get("components") or {}, _group_definitions(resolved)):
+        members = [cluster_id_for(app_id, c["subscribableInfo"]["alias"], c["type"])
+                   for c, _, _ in _subscriptions(scope, None, None)]
+        if cluster_id in members and (size is None or len(members) < size):
+            found, size = (deps.get("terminationBehaviour") or "terminate-none", members), len(members)
+    return found
+
+
+def dependents_of(clusters: dict[str, ClusterSpec], cluster_id: str) -> list[str]:
+    """Clusters started after this one, directly or through others (startup order)."""
+    found: list[str] = []
+    frontier = [cluster_id]
+    while frontier:
+        current = frontier.pop()
+        for spec in clusters.values():
+            if current in spec.startup_after and spec.cluster_id not in found:
+                found.append(spec.cluster_id)
+                frontier.append(spec.cluster_id)
+    return found
+
+
 def clusters_ready_to_start(clusters: dict[str, ClusterSpec], status: dict[str, str],
                             started: tuple[str, ...]) -> list[ClusterSpec]:
     """Clusters not started yet whose predecessors in startup order are all Active.

@@ -112,6 +112,15 @@ class ScaleCluster(Message):
     )
 
 
+class ScaleAsDependent(Message):
+    """A cluster of the same `scalingDependents` group scaled: keep at least `factor` times
+    this cluster's min (REFERENCE.md §4, dependent scaling)."""
+
+    type: Literal["ScaleAsDependent"] = "ScaleAsDependent"
+    source_cluster_id: str
+    factor: float = Field(ge=0)
+
+
 class UpdateClusterLimits(Message):
     type: Literal["UpdateClusterLimits"] = "UpdateClusterLimits"
     min: int = Field(ge=0)
@@ -177,7 +186,7 @@ Command = Annotated[
     Union[tuple(DEFINITION_COMMANDS) + (  # type: ignore[valid-type]
         MarkDefinitionUsed, ReleaseDefinition, DeployApplication, RecordDependencyResolved,
         RecordDependencyMissing, UndeployApplication, RecordClusterStatus, CreateCluster,
-        ScaleCluster, UpdateClusterLimits, TerminateCluster, CheckTimeouts, ReportNodeCreated,
+        ScaleCluster, ScaleAsDependent, UpdateClusterLimits, TerminateCluster, CheckTimeouts, ReportNodeCreated,
         ReportNodeStartFailed, ReportNodeDestroyed, ReportInstanceStatus, ReportMemberFault,
         TerminateMember,
     )],

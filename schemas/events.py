@@ -103,6 +103,16 @@ class ApplicationClusterStatusChanged(Message):
     status: str
 
 
+class GroupTerminationRequested(Message):
+    """A cluster went Inactive inside a group whose terminationBehaviour is terminate-all (every
+    cluster of the group goes) or terminate-dependents (the clusters started after it go)."""
+
+    type: Literal["GroupTerminationRequested"] = "GroupTerminationRequested"
+    cluster_id: str = Field(description="the cluster that went Inactive")
+    behaviour: str
+    clusters: list[str] = Field(description="cluster ids to terminate")
+
+
 class ApplicationUndeploying(Message):
     type: Literal["ApplicationUndeploying"] = "ApplicationUndeploying"
     force: bool
@@ -148,6 +158,26 @@ class ScalingDecided(Message):
     reason: str
     metric: str | None = None
     figures: dict[str, float] = {}
+
+
+class DependentScalingRequested(Message):
+    """The cluster's own requirement changed its factor (required / min): the clusters of its
+    `scalingDependents` group are asked to scale by the same factor."""
+
+    type: Literal["DependentScalingRequested"] = "DependentScalingRequested"
+    factor: float
+    required: int
+    min: int
+    clusters: list[str] = Field(description="cluster ids of the dependents")
+
+
+class DependentFloorChanged(Message):
+    """A dependent's request: this cluster keeps at least `required` members while it holds."""
+
+    type: Literal["DependentFloorChanged"] = "DependentFloorChanged"
+    source_cluster_id: str
+    factor: float
+    required: int
 
 
 class ClusterTerminating(Message):
@@ -257,9 +287,10 @@ Event = Annotated[
         ApplicationDependencyResolved, ApplicationDependencyReleased, ApplicationDeploymentFailed,
         ApplicationDeployed,
         ClustersStartRequested,
-        ApplicationStatusChanged, ApplicationClusterStatusChanged, ApplicationUndeploying,
+        ApplicationStatusChanged, ApplicationClusterStatusChanged, GroupTerminationRequested,
+        ApplicationUndeploying,
         ApplicationUndeployed, ClusterCreated, ClusterStatusChanged, ClusterLimitsUpdated,
-        ScalingDecided, ClusterTerminating, ClusterTerminated,
+        ScalingDecided, DependentScalingRequested, DependentFloorChanged, ClusterTerminating, ClusterTerminated,
     ) + MEMBER_EVENTS],
     Field(discriminator="type"),
 ]

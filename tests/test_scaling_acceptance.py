@@ -263,3 +263,80 @@ def test_siblings_without_an_order_start_in_parallel(loop_settings, platform, cl
     created = [first_event(loop_settings, c, "ClusterCreated").occurred_at for c in clusters]
     active_at = [first_event(loop_settings, c, "ClusterStatusChanged", "Active").occurred_at for c in clusters]
     assert max(created) < min(active_at)  # neither waited for the other
+
+
+def test_scaling_dependents_scale_by_the_same_factor(loop_settings, platform, mock_iaas, client):
+    """php (min 1) and tomcat (min 2) listed together in scalingDependents: php's load asks
+    for 2 = 2 x its min, so tomcat, idle itself, keeps 2 x 2 = 4."""
+    put_pattern(mock_iaas, load=50, memory=10)  # php: ceil(1 * 50 / 25) = 2
+    answer = mock_iaas.put("/mock-iaas/api/health-patterns/tomcat", json={
+        factor: {"sampleValues": [10], "sampleDuration": 60, "mode": "continue"}
+        for factor in ("load-average", "memory-consumption")})  # tomcat alone: 1, below its min
+    assert answer.status_code == 200
+    application = sample("application-single-cartridge.json")
+    application.update(applicationId="dependents-app", alias="dependents-app")
+    php = application["components"]["cartridges"][0]
+    php.update(cartridgeMin=1, cartridgeMax=4)
+    php["subscribableInfo"].pop("artifactRepository")
+    php["subscribableInfo"]["autoscalingPolicy"] = "scaling-policy"
+    tomcat = {"type": "tomcat", "cartridgeMin": 2, "cartridgeMax": 6, "subscribableInfo": {
+        **php["subscribableInfo"], "alias": "tomcat1"}}
+    application["components"]["cartridges"].append(tomcat)
+    application["components"]["dependencies"] = {
+        "scalingDependents": [{"aliases": ["cartridge.php1", "cartridge.tomcat1"]}]}
+    autoscaling = {"id": "scaling-policy", "loadThresholds": {
+        "memoryConsumption": {"threshold": 30}, "loadAverage": {"threshold": 25}}}
+    for kind, body in (("networkPartition", sample("network-partition.json")), ("cartridge", sample("php.json")),
+                       ("cartridge", sample("tomcat.json")), ("autoscalingPolicy", autoscaling),
+                       ("deploymentPolicy", sample("deployment-policy.json")),
+                       ("applicationPolicy", sample("application-policy.json")), ("application", application)):
+        assert isinstance(add(client, kind, body), CommandAccepted), kind
+    app = aggregate_id(T, "application", "dependents-app")
+    assert isinstance(client.call(app, C.DeployApplication(application_policy_id="application-policy-1")),
+                      CommandAccepted)
+    php_key = aggregate_id(T, "cluster", "dependents-app.php1.php.domain")
+    tomcat_key = aggregate_id(T, "cluster", "dependents-app.tomcat1.tomcat.domain")
+
+    def active_in(key: str) -> set[str]:
+        members: set[str] = set()
+        for event in events_of(loop_settings, key):
+            if event.type == "MemberActivated":
+                members.add(event.payload.member_id)
+            elif event.type in LEAVING:
+                members.discard(event.payload.member_id)
+        return members
+
+    wait_until(lambda: len(active_in(php_key)) == 2 and len(active_in(tomcat_key)) == 4, timeout=45,
+               message="php at 2, tomcat at 4")
+    (announced,) = [e.payload for e in events_of(loop_settings, php_key) if e.type == "DependentScalingRequested"]
+    assert (announced.factor, announced.clusters) == (2.0, ["dependents-app.tomcat1.tomcat.domain"])
+    (floor,) = [e.payload for e in events_of(loop_settings, tomcat_key) if e.type == "DependentFloorChanged"]
+    assert (floor.factor, floor.required) == (2.0, 4)
+
+    def tomcat_decisions() -> int:
+        return sum(1 for d in read_to_end(loop_settings, "commands")
+                   if d.record.type == "ScaleCluster" and d.record.aggregate_id == tomcat_key)
+
+    seen = tomcat_decisions()
+    # tomcat's own figures keep asking for 1; more than 4 of them must not take it below 4
+    wait_until(lambda: tomcat_decisions() >= seen + 6, timeout=20, message="tomcat's own decisions")
+    assert len(active_in(tomcat_key)) == 4
+    assert not [e for e in events_of(loop_settings, tomcat_key) if e.type == "MemberTerminationRequested"]
+
+
+def test_terminate_all_takes_the_whole_group_when_one_cluster_fails(loop_settings, platform, client):
+    deploy_nested(client)
+    app_group = [nested_cluster("my-php-app", "php"), nested_cluster("my-tomcat-app", "tomcat")]
+    others = [nested_cluster("my-php-web", "php"), nested_cluster("my-tomcat", "tomcat")]
+    wait_until(lambda: all(first_event(loop_settings, c, "ClusterStatusChanged", "Active")
+                           for c in app_group + others), timeout=50, message="every cluster Active")
+    (victim,) = [i.node_id for i in platform.cloud.all() if i.metadata["clusterId"] == app_group[0]]
+    assert platform.cloud.destroy(victim)  # a crash in app-group, whose behaviour is terminate-all
+    wait_until(lambda: all(first_event(loop_settings, c, "ClusterTerminated") for c in app_group), timeout=40,
+               message="both clusters of app-group terminated")
+    app = aggregate_id(T, "application", NESTED_APP)
+    (request,) = [e.payload for e in events_of(loop_settings, app) if e.type == "GroupTerminationRequested"]
+    assert (request.cluster_id, request.behaviour, sorted(request.clusters)) == \
+        (app_group[0], "terminate-all", sorted(app_group))
+    assert all(first_event(loop_settings, c, "ClusterTerminating") is None for c in others)
+    assert not [i for i in platform.cloud.all() if i.metadata["clusterId"] in app_group]
