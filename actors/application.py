@@ -31,6 +31,10 @@ class ApplicationState(definitions.DefinitionState):
     cluster_status: dict[str, str] = {}
     started: tuple[str, ...] = ()
     force: bool = False
+    signups: dict[str, dict] = {}
+    """tenant -> its sign-up: `artifactRepositories` as given, `clusters` alias -> cluster id."""
+    domain_mappings: dict[str, dict] = {}
+    """domain name -> the mapping (cartridgeAlias, domainName, contextPath, clusterId, tenant)."""
 
 
 def initial(aggregate_id: str) -> ApplicationState:
@@ -94,18 +98,93 @@ def decide(state: ApplicationState, command: BaseModel, ctx: Context) -> list[Ba
             reason=f"cannot deploy application {app_id!r}: {command.reason}", release=_used(state))]
     if isinstance(command, C.RecordClusterStatus):
         return _cluster_status(state, command)
+    if isinstance(command, SIGNUP_COMMANDS):
+        return decide_signup(state, command)
     if isinstance(command, C.UndeployApplication):
+        if state.signups:
+            raise Rejection(f"application {app_id!r} has sign-ups by {', '.join(sorted(state.signups))}: "
+                            f"remove them before undeploying", field=app_id)
         if state.status in (ApplicationStatus.CREATED, ApplicationStatus.UNDEPLOYING):
             raise Rejection(f"application {app_id!r} is not deployed", field=app_id)
         if state.status == ApplicationStatus.DEPLOYING:
             return [E.ApplicationDeploymentFailed(reason="undeployed while deploying",
                                                   release=_used(state))]
-        events: list[BaseModel] = [E.ApplicationUndeploying(force=command.force,
-                                                            clusters=list(state.started))]
+        # the clusters go away: so do the (single-tenant) domain mappings routed to them
+        events: list[BaseModel] = [*_unmap(state, list(state.domain_mappings)),
+                                   E.ApplicationUndeploying(force=command.force, clusters=list(state.started))]
         if not state.started:
             events.append(E.ApplicationUndeployed(release=_used(state)))
         return events
     raise Rejection(f"command {command.type} does not apply to an application")  # type: ignore[attr-defined]
+
+
+SIGNUP_COMMANDS = (C.AddApplicationSignup, C.RemoveApplicationSignup, C.AddDomainMappings,
+                   C.RemoveDomainMappings)
+RUNNING = (ApplicationStatus.DEPLOYED, ApplicationStatus.ACTIVE, ApplicationStatus.INACTIVE)
+
+
+def decide_signup(state: ApplicationState, command: BaseModel) -> list[BaseModel]:
+    """Sign-ups and domain mappings (Stratos 4.1's StratosApiV41Utils rules): a tenant signs up
+    once for a deployed multi-tenant application; a mapping routes a domain, unique within the
+    application, to the cluster of one of its cartridge aliases."""
+    app_id = parse_aggregate_id(state.aggregate_id).id
+    tenant: str = command.tenant  # type: ignore[attr-defined]
+    aliases = {spec.alias: spec.cluster_id for spec in state.clusters.values()}
+    if isinstance(command, C.RemoveApplicationSignup):
+        if tenant not in state.signups:
+            raise Rejection(f"tenant {tenant!r} has not signed up for application {app_id!r}",
+                            field=tenant, code=404)
+        return [*_unmap(state, [d for d, m in state.domain_mappings.items() if m["tenant"] == tenant]),
+                E.ApplicationSignupRemoved(tenant=tenant)]
+    if isinstance(command, C.RemoveDomainMappings):
+        unknown = [d for d in command.domain_names
+                   if state.domain_mappings.get(d, {}).get("tenant") != tenant]
+        if unknown:
+            raise Rejection(f"domain mapping {unknown[0]!r} not found for application {app_id!r}",
+                            field=unknown[0], code=404)
+        return _unmap(state, list(dict.fromkeys(command.domain_names)))
+    if state.status not in RUNNING:
+        raise Rejection(f"application {app_id!r} has not been deployed", field=app_id)
+    multi_tenant = bool((state.definition or {}).get("multiTenant"))
+    if isinstance(command, C.AddApplicationSignup):
+        if not multi_tenant:
+            raise Rejection(f"application {app_id!r} is single-tenant: sign-ups are for "
+                            f"multi-tenant applications", field="multiTenant")
+        if tenant in state.signups:
+            raise Rejection(f"tenant {tenant!r} has already signed up for application {app_id!r}",
+                            field=tenant, code=409)
+        repositories = command.signup.artifactRepositories
+        _known_aliases(app_id, aliases, [r.alias for r in repositories], "artifactRepositories.alias")
+        return [E.ApplicationSignupAdded(
+            tenant=tenant, clusters={r.alias: aliases[r.alias] for r in repositories},
+            artifact_repositories=[r.model_dump(mode="json", by_alias=True) for r in repositories])]
+    assert isinstance(command, C.AddDomainMappings)
+    if multi_tenant and tenant not in state.signups:
+        raise Rejection(f"tenant {tenant!r} has not signed up for application {app_id!r}: "
+                        f"sign up before adding domain mappings", field=tenant)
+    mappings = command.mappings.domainMappings
+    _known_aliases(app_id, aliases, [m.cartridgeAlias for m in mappings], "domainMappings.cartridgeAlias")
+    names = [m.domainName for m in mappings]
+    taken = [n for n in names if n in state.domain_mappings] + [n for n in dict.fromkeys(names) if names.count(n) > 1]
+    if taken:
+        raise Rejection(f"domain name {taken[0]!r} is already mapped in application {app_id!r}",
+                        field=taken[0], code=409)
+    return [E.DomainMappingsAdded(tenant=tenant, mappings=[
+        {**m.model_dump(mode="json", by_alias=True, exclude_none=True), "clusterId": aliases[m.cartridgeAlias]}
+        for m in mappings])]
+
+
+def _known_aliases(app_id: str, aliases: dict[str, str], wanted: list[str], field: str) -> None:
+    unknown = [a for a in wanted if a not in aliases]
+    if unknown:
+        raise Rejection(f"{field} {unknown[0]!r} is not a cartridge alias of application {app_id!r} "
+                        f"(aliases: {', '.join(sorted(aliases)) or 'none'})", field=field)
+
+
+def _unmap(state: ApplicationState, domain_names: list[str]) -> list[BaseModel]:
+    return [E.DomainMappingRemoved(tenant=state.domain_mappings[name]["tenant"], domain_name=name,
+                                   cluster_id=state.domain_mappings[name]["clusterId"])
+            for name in domain_names]
 
 
 def _used(state: ApplicationState) -> list[tuple[str, str]]:
@@ -179,6 +258,17 @@ def apply(state: ApplicationState, event: BaseModel, at: datetime | None = None)
         return evolve(state, {"status": ApplicationStatus(event.status)})
     if isinstance(event, E.ApplicationUndeploying):
         return evolve(state, {"status": ApplicationStatus.UNDEPLOYING, "force": event.force})
+    if isinstance(event, E.ApplicationSignupAdded):
+        signup = {"artifactRepositories": event.artifact_repositories, "clusters": event.clusters}
+        return evolve(state, {"signups": {**state.signups, event.tenant: signup}})
+    if isinstance(event, E.ApplicationSignupRemoved):
+        return evolve(state, {"signups": {t: s for t, s in state.signups.items() if t != event.tenant}})
+    if isinstance(event, E.DomainMappingsAdded):
+        added = {m["domainName"]: {**m, "tenant": event.tenant} for m in event.mappings}
+        return evolve(state, {"domain_mappings": {**state.domain_mappings, **added}})
+    if isinstance(event, E.DomainMappingRemoved):
+        return evolve(state, {"domain_mappings": {
+            d: m for d, m in state.domain_mappings.items() if d != event.domain_name}})
     if isinstance(event, E.ApplicationUndeployed):
         return evolve(state, {
             "status": ApplicationStatus.CREATED, "needs": (), "resolved": {}, "clusters": {},

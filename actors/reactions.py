@@ -12,10 +12,11 @@ from schemas import commands as C
 from schemas import events as E
 from schemas.envelope import Envelope
 from schemas.ids import aggregate_id, parse_aggregate_id
-from schemas.status import CommandRejected, InstanceStatus, MemberFault
+from schemas.status import ArtifactUpdated, CommandRejected, InstanceStatus, MemberFault
 
 Reaction = tuple[str, BaseModel]
-"""(target aggregate id, command); the record key is the target's routing key."""
+"""(target aggregate id, command or instance notification); the record key is the target's
+routing key."""
 
 AGENT_STATUS = {
     "InstanceStarted": "Started", "InstanceActivated": "Activated",
@@ -42,6 +43,12 @@ def react(record: Envelope) -> list[Reaction]:
     if isinstance(payload, E.ApplicationDependencyReleased):
         return [(aggregate_id(tenant, payload.kind, payload.id),
                  C.ReleaseDefinition(kind=payload.kind, id=payload.id, by=record.aggregate_id))]
+    if isinstance(payload, E.ApplicationSignupAdded):  # the tenant's instances check out its artifacts
+        return [(aggregate_id(tenant, "cluster", payload.clusters[repo["alias"]]),
+                 ArtifactUpdated(cluster_id=payload.clusters[repo["alias"]], repo_url=repo["repoUrl"],
+                                 repo_username=repo.get("repoUsername") or None,
+                                 repo_password=repo.get("repoPassword") or None, tenant=payload.tenant))
+                for repo in payload.artifact_repositories if repo.get("repoUrl")]
     if isinstance(payload, E.ClustersStartRequested):
         return [(aggregate_id(tenant, "cluster", spec.cluster_id), C.CreateCluster(spec=spec))
                 for spec in payload.clusters]

@@ -8,17 +8,22 @@ from __future__ import annotations
 
 import logging
 import threading
+import typing
 
 from kafka import OffsetAndMetadata
 
 from actors.reactions import react
 from infra.kafka import Appender, DeadLetters, envelope, group_consumer, topic_kind_of, validated
 from infra.settings import Settings
-from schemas.records import CommandRecord
+from schemas.records import CommandRecord, NotifierRecord
+from schemas.status import Notification
 
 log = logging.getLogger(__name__)
 REACTOR_GROUP = "stratos-reactor"
 SOURCES = ["events", "replies", "instance-status", "health"]
+NOTIFICATIONS = typing.get_args(typing.get_args(Notification)[0])
+"""Reactions of these types go to the instances, on the instance notifier; the rest are commands."""
+NOTIFIER = ("instance-notifier", NotifierRecord)
 
 
 class Reactor:
@@ -52,9 +57,10 @@ class Reactor:
             self.appender.close()
 
     def send_reactions(self, record) -> None:
-        for n, (target, command) in enumerate(react(record)):
-            self.appender.send("commands", target, envelope(
-                CommandRecord, command, target, tenant=record.tenant, record_id=f"{record.id}.{n}",
+        for n, (target, message) in enumerate(react(record)):
+            kind, record_type = NOTIFIER if isinstance(message, NOTIFICATIONS) else ("commands", CommandRecord)
+            self.appender.send(kind, target, envelope(
+                record_type, message, target, tenant=record.tenant, record_id=f"{record.id}.{n}",
                 correlation_id=record.correlation_id or record.id, causation_id=record.id))
 
     def stop(self) -> None:

@@ -10,7 +10,7 @@ from typing import Annotated, Literal, Union
 from pydantic import Field, create_model
 
 from schemas.base import Message
-from schemas.definitions import DEFINITION_KINDS
+from schemas.definitions import DEFINITION_KINDS, ApplicationSignup, DomainMappings
 from schemas.domain import ClusterSpec
 
 
@@ -89,6 +89,33 @@ class RecordClusterStatus(Message):
     type: Literal["RecordClusterStatus"] = "RecordClusterStatus"
     cluster_id: str
     status: str
+
+
+class AddApplicationSignup(Message):
+    """`tenant` signs up for a multi-tenant application with its own artifact repositories."""
+
+    type: Literal["AddApplicationSignup"] = "AddApplicationSignup"
+    tenant: str = Field(min_length=1)
+    signup: ApplicationSignup
+
+
+class RemoveApplicationSignup(Message):
+    """Ends `tenant`'s sign-up, and with it the tenant's domain mappings."""
+
+    type: Literal["RemoveApplicationSignup"] = "RemoveApplicationSignup"
+    tenant: str = Field(min_length=1)
+
+
+class AddDomainMappings(Message):
+    type: Literal["AddDomainMappings"] = "AddDomainMappings"
+    tenant: str = Field(min_length=1)
+    mappings: DomainMappings
+
+
+class RemoveDomainMappings(Message):
+    type: Literal["RemoveDomainMappings"] = "RemoveDomainMappings"
+    tenant: str = Field(min_length=1)
+    domain_names: list[str] = Field(min_length=1)
 
 
 # --- cluster -------------------------------------------------------------------------------
@@ -185,7 +212,8 @@ class TerminateMember(Message):
 Command = Annotated[
     Union[tuple(DEFINITION_COMMANDS) + (  # type: ignore[valid-type]
         MarkDefinitionUsed, ReleaseDefinition, DeployApplication, RecordDependencyResolved,
-        RecordDependencyMissing, UndeployApplication, RecordClusterStatus, CreateCluster,
+        RecordDependencyMissing, UndeployApplication, RecordClusterStatus, AddApplicationSignup,
+        RemoveApplicationSignup, AddDomainMappings, RemoveDomainMappings, CreateCluster,
         ScaleCluster, ScaleAsDependent, UpdateClusterLimits, TerminateCluster, CheckTimeouts, ReportNodeCreated,
         ReportNodeStartFailed, ReportNodeDestroyed, ReportInstanceStatus, ReportMemberFault,
         TerminateMember,

@@ -124,6 +124,35 @@ class ApplicationUndeployed(Message):
     release: list[tuple[str, str]]
 
 
+class ApplicationSignupAdded(Message):
+    """`clusters` maps each repository's alias to the cluster whose instances check it out."""
+
+    type: Literal["ApplicationSignupAdded"] = "ApplicationSignupAdded"
+    tenant: str
+    artifact_repositories: list[dict]
+    clusters: dict[str, str]
+
+
+class ApplicationSignupRemoved(Message):
+    type: Literal["ApplicationSignupRemoved"] = "ApplicationSignupRemoved"
+    tenant: str
+
+
+class DomainMappingsAdded(Message):
+    """Each mapping carries the cluster it routes to (`clusterId`), for load balancers."""
+
+    type: Literal["DomainMappingsAdded"] = "DomainMappingsAdded"
+    tenant: str
+    mappings: list[dict]
+
+
+class DomainMappingRemoved(Message):
+    type: Literal["DomainMappingRemoved"] = "DomainMappingRemoved"
+    tenant: str
+    domain_name: str
+    cluster_id: str
+
+
 # --- cluster -------------------------------------------------------------------------------
 
 class ClusterCreated(Message):
@@ -289,7 +318,8 @@ Event = Annotated[
         ClustersStartRequested,
         ApplicationStatusChanged, ApplicationClusterStatusChanged, GroupTerminationRequested,
         ApplicationUndeploying,
-        ApplicationUndeployed, ClusterCreated, ClusterStatusChanged, ClusterLimitsUpdated,
+        ApplicationUndeployed, ApplicationSignupAdded, ApplicationSignupRemoved, DomainMappingsAdded,
+        DomainMappingRemoved, ClusterCreated, ClusterStatusChanged, ClusterLimitsUpdated,
         ScalingDecided, DependentScalingRequested, DependentFloorChanged, ClusterTerminating, ClusterTerminated,
     ) + MEMBER_EVENTS],
     Field(discriminator="type"),

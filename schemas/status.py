@@ -81,6 +81,8 @@ class ArtifactUpdated(Message):
     repo_username: str | None = None
     repo_password: str | None = Field(None, repr=False)
     commit: str | None = None
+    tenant: str | None = Field(None, description="the signed-up tenant whose artifacts these are "
+                                                 "(multi-tenant applications)")
 
 
 class InstanceCleanupMember(Message):

@@ -8,7 +8,7 @@ from pathlib import Path
 from schemas import commands as C
 from schemas import events as E
 from schemas import status as S
-from schemas.definitions import DEFINITION_KINDS
+from schemas.definitions import DEFINITION_KINDS, ApplicationSignup, DomainMappings
 from schemas.domain import ClusterSpec, PartitionSpec
 from schemas.records import (
     CommandRecord, DeadLetter, DeadLetterRecord, EventRecord, HealthRecord, InstanceStatusRecord,
@@ -58,6 +58,22 @@ _EXPLICIT = [
     C.ReportInstanceStatus(member_id="php1.abc", status="Activated"),
     C.ReportMemberFault(member_id="php1.abc", reason="silent"),
     C.TerminateMember(member_id="php1.abc", graceful=True),
+    C.AddApplicationSignup(tenant="t.org", signup=ApplicationSignup.model_validate(
+        json.loads((SAMPLES / "application-signup.json").read_text()))),
+    C.RemoveApplicationSignup(tenant="t.org"),
+    C.AddDomainMappings(tenant="t.org", mappings=DomainMappings.model_validate(
+        json.loads((SAMPLES / "domain-mappings.json").read_text()))),
+    C.RemoveDomainMappings(tenant="t.org", domain_names=["abc.com"]),
+    E.ApplicationSignupAdded(tenant="t.org", clusters={"php1": SPEC.cluster_id},
+                             artifact_repositories=[{"alias": "php1", "repoUrl": "https://git/x"}]),
+    E.ApplicationSignupRemoved(tenant="t.org"),
+    E.DomainMappingsAdded(tenant="t.org", mappings=[{"cartridgeAlias": "php1", "domainName": "abc.com",
+                                                     "clusterId": SPEC.cluster_id}]),
+    E.DomainMappingRemoved(tenant="t.org", domain_name="abc.com", cluster_id=SPEC.cluster_id),
+    C.ScaleAsDependent(source_cluster_id=SPEC.cluster_id, factor=2.0),
+    E.GroupTerminationRequested(cluster_id=SPEC.cluster_id, behaviour="terminate-all", clusters=[SPEC.cluster_id]),
+    E.DependentScalingRequested(factor=2.0, required=4, min=2, clusters=["app.tomcat1.tomcat.domain"]),
+    E.DependentFloorChanged(source_cluster_id=SPEC.cluster_id, factor=2.0, required=4),
     E.DefinitionUsed(kind="cartridge", id="php", by="t/application/app", definition={"type": "php"}),
     E.DefinitionReleased(kind="cartridge", id="php", by="t/application/app"),
     E.ApplicationDeploymentRequested(application_policy_id="ap", needs=[("cartridge", "php")]),
