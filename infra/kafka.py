@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import logging
 import time
-import uuid
+import itertools
+import os
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -24,8 +25,25 @@ from infra.settings import Settings
 log = logging.getLogger(__name__)
 
 
-def new_id() -> str:
-    return uuid.uuid4().hex
+class _Ids:
+    """Unique record ids, cheaply: 64 random bits per process, then a counter.
+
+    uuid4 per record cost a quarter of a busy node's time here (a getrandom call each); the
+    random part is drawn again in a forked child so that parent and child never collide."""
+
+    def __init__(self) -> None:
+        self.reset()
+        os.register_at_fork(after_in_child=self.reset)
+
+    def reset(self) -> None:
+        self.prefix = os.urandom(8).hex()
+        self.counter = itertools.count()
+
+    def __call__(self) -> str:
+        return f"{self.prefix}{next(self.counter):016x}"
+
+
+new_id = _Ids()
 
 
 def utcnow() -> datetime:

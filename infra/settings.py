@@ -19,7 +19,7 @@ class Settings(BaseSettings):
     partitions: int = Field(4, ge=1, description="partitions of each topic created")
     replication_factor: int = Field(1, ge=1)
     state_dir: Path = Path("state")
-    snapshot_every: int = Field(1000, ge=1, description="events per aggregate between snapshots")
+    snapshot_every: int = Field(5000, ge=1, description="events of a partition between snapshot checkpoints")
     health_window_seconds: float = Field(60.0, gt=0)
     health_hop_seconds: float = Field(5.0, gt=0)
     health_publish_seconds: float = Field(15.0, gt=0)
