@@ -3,11 +3,13 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: install run test unit bench clean
+.PHONY: install browser run test unit bench clean
 
 install: $(VENV)/.installed
-	@# Debian's chromium for the web console's browser tests (as root, as in CI)
-	command -v chromium >/dev/null || (apt-get update && apt-get install -y chromium)
+
+# Debian's chromium, for the web console's tests in a real headless browser (root, as in CI)
+browser:
+	command -v chromium >/dev/null || (apt-get update -qq && apt-get install -y -qq chromium)
 
 $(VENV)/.installed: setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -18,7 +20,7 @@ $(VENV)/.installed: setup.cfg pyproject.toml
 run: install
 	$(BIN)/stratos up
 
-test: install
+test: install browser
 	$(BIN)/python -m pytest -q
 
 unit: install
