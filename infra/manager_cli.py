@@ -220,6 +220,66 @@ def _deployment_commands(app: typer.Typer) -> None:
         run(action)
 
 
+ApplicationId = Annotated[str, typer.Argument(help="the application's id")]
+ResourcePath = Annotated[Path, typer.Option("--resource-path", "-p", help="the JSON file")]
+
+
+def _signup_commands(app: typer.Typer) -> None:
+    @app.command("add-application-signup", rich_help_panel="Stratos")
+    def add_signup(application_id: ApplicationId, file: ResourcePath, url: Url = DEFAULT_URL,
+                   username: Username = "admin", password: Password = "", as_json: AsJson = False) -> None:
+        """Sign your tenant up for a multi-tenant application, with its artifact repositories."""
+        run(lambda: say(request("POST", f"/applications/{application_id}/signup", url, username, password,
+                                json=read_definition(file)), as_json))
+
+    @app.command("describe-application-signup", rich_help_panel="Stratos")
+    def describe_signup(application_id: ApplicationId, url: Url = DEFAULT_URL, username: Username = "admin",
+                        password: Password = "", as_json: AsJson = False) -> None:
+        """Show your tenant's sign-up for an application."""
+        def action() -> None:
+            body = request("GET", f"/applications/{application_id}/signup", url, username, password)
+            console.print_json(data=body) if as_json else show_list(REPOSITORIES, body["artifactRepositories"])
+        run(action)
+
+    @app.command("remove-application-signup", rich_help_panel="Stratos")
+    def remove_signup(application_id: ApplicationId, url: Url = DEFAULT_URL, username: Username = "admin",
+                      password: Password = "", as_json: AsJson = False) -> None:
+        """Remove your tenant's sign-up (and its domain mappings)."""
+        run(lambda: say(request("DELETE", f"/applications/{application_id}/signup", url, username,
+                                password), as_json))
+
+    @app.command("add-domain-mappings", rich_help_panel="Stratos")
+    def add_mappings(application_id: ApplicationId, file: ResourcePath, url: Url = DEFAULT_URL,
+                     username: Username = "admin", password: Password = "", as_json: AsJson = False) -> None:
+        """Map domain names to cartridge aliases of an application."""
+        run(lambda: say(request("POST", f"/applications/{application_id}/domainMappings", url, username,
+                                password, json=read_definition(file)), as_json))
+
+    @app.command("list-domain-mappings", rich_help_panel="Stratos")
+    def list_mappings(application_id: ApplicationId, url: Url = DEFAULT_URL, username: Username = "admin",
+                      password: Password = "", as_json: AsJson = False) -> None:
+        """List your tenant's domain mappings of an application."""
+        def action() -> None:
+            items = request("GET", f"/applications/{application_id}/domainMappings", url, username, password)
+            console.print_json(data=items) if as_json else show_list(DOMAIN_MAPPINGS, items)
+        run(action)
+
+    @app.command("remove-domain-mappings", rich_help_panel="Stratos")
+    def remove_mappings(application_id: ApplicationId,
+                        domains: Annotated[list[str], typer.Option("--domain-name", "-d", help="repeatable")],
+                        url: Url = DEFAULT_URL, username: Username = "admin", password: Password = "",
+                        as_json: AsJson = False) -> None:
+        """Remove domain mappings of an application by domain name."""
+        body = {"domainMappings": [{"domainName": d} for d in domains]}
+        run(lambda: say(request("DELETE", f"/applications/{application_id}/domainMappings", url, username,
+                                password, json=body), as_json))
+
+
+REPOSITORIES = Verbs("repository", "artifact-repositories", "", ("alias", "repoUrl", "repoUsername", "privateRepo"))
+DOMAIN_MAPPINGS = Verbs("domain-mapping", "domain-mappings", "", ("domainName", "cartridgeAlias", "contextPath",
+                                                                  "clusterId"))
+
+
 def wait_for_active(application_id: str, timeout: float, url: str, username: str, password: str) -> None:
     """Show members becoming active until the application is Active (or the time is up)."""
     deadline = time.monotonic() + timeout
@@ -250,3 +310,4 @@ def register(app: typer.Typer) -> None:
     for verbs in RESOURCES:
         _resource_commands(app, verbs)
     _deployment_commands(app)
+    _signup_commands(app)

@@ -23,6 +23,7 @@ from infra.api.identity import Identity, Principal, basic_scheme, current_princi
 from infra.api.read_model import ReadModel
 from infra.api.responses import ERROR_RESPONSES, Writer, answer
 from infra.api.runtime import router as runtime_router
+from infra.api.signups import router as signups_router
 from infra.commands_client import CommandClient
 from infra.settings import Settings
 
@@ -143,7 +144,7 @@ def create_app(settings: Settings, *, demo: bool = False, read_model: ReadModel 
         log.exception("unexpected error on %s %s", request.method, request.url.path)
         return answer(500, "internal error; the server log has the details", "error")
 
-    for router in definition_routers() + [runtime_router, _token_router()]:
+    for router in definition_routers() + [runtime_router, signups_router, _token_router()]:
         app.include_router(router, prefix="/api")
     app.include_router(console_router)
     return app
