@@ -89,7 +89,7 @@ def test_bad_requests_name_the_field_or_id(offered, tenant, path, body, code, wo
 
 
 def test_domain_mappings_are_per_tenant_and_unique_per_application(platform, offered, tenant):  # noqa: F811
-    other_domain, other = second_tenant(platform)
+    _, other = second_tenant(platform)
     with other:
         for client in (tenant, other):
             assert client.post(f"/applications/{offered}/signup",
@@ -129,7 +129,7 @@ def test_a_tenants_own_single_tenant_application_is_invisible_to_others(platform
     assert tenant.post("/applications", json=private).status_code == 201
     refused = tenant.post("/applications/private-app/signup", json={"artifactRepositories": [REPO]})
     assert refused.status_code == 400 and "has not been deployed" in refused.json()["message"]
-    other_domain, other = second_tenant(platform)
+    _, other = second_tenant(platform)
     with other:  # neither offered nor visible to another tenant: 404, as for any unknown id
         for reply in (other.post("/applications/private-app/signup", json={"artifactRepositories": []}),
                       other.get("/applications/private-app/domainMappings"),

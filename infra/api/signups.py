@@ -17,7 +17,7 @@ from infra.api.responses import ERROR_RESPONSES, ResponseMessage, Writer
 from schemas import commands as C
 from schemas.definitions import ApplicationSignup, DomainMappings
 from schemas.envelope import SUPER_TENANT
-from schemas.ids import aggregate_id
+from schemas.ids import parse_aggregate_id
 
 router = APIRouter(tags=["Sign-ups and domain mappings"], responses=ERROR_RESPONSES)
 WAIT = Query(True, description="false: answer 202 once the command is logged")
@@ -38,7 +38,7 @@ def find_application(request: Request, tenant: str, application_id: str) -> Appl
 
 def send(request: Request, state: ApplicationState, command: BaseModel, done: str, code: int, wait: bool):
     writer: Writer = request.app.state.writer
-    owner = state.aggregate_id.split("/", 1)[0]
+    owner = parse_aggregate_id(state.aggregate_id).tenant  # events keep the application's tenant
     return writer.write(state.aggregate_id, command, owner, done, code, wait)
 
 
