@@ -232,10 +232,12 @@ def group_consumer(settings: Settings, group_id: str, topic_kinds: list[str], **
 
 
 def assigned_consumer(settings: Settings, topic_kind: str, from_beginning: bool = True,
-                      partitions: Iterable[int] | None = None) -> KafkaConsumer:
+                      partitions: Iterable[int] | None = None, **overrides) -> KafkaConsumer:
     """A group-less reader of every (or the given) partition: no rebalance pauses."""
-    consumer = KafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, enable_auto_commit=False,
-                             group_id=None, max_poll_records=2000)
+    options = dict(bootstrap_servers=settings.kafka_bootstrap, enable_auto_commit=False,
+                   group_id=None, max_poll_records=2000)
+    options.update(overrides)
+    consumer = KafkaConsumer(**options)
     topic = settings.topic(topic_kind)
     if partitions is None:
         deadline = time.monotonic() + 10

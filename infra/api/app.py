@@ -5,6 +5,7 @@ Stratos used: invalid JSON and bodies that break a rule answer 400 naming the fi
 """
 from __future__ import annotations
 
+import asyncio
 import logging
 from contextlib import asynccontextmanager
 
@@ -113,6 +114,7 @@ def create_app(settings: Settings, *, demo: bool = False, read_model: ReadModel 
         app.state.writer = Writer(settings, client, model)
         app.state.identity = await run_in_threadpool(Identity, settings, model, password)
         app.state.runtime_views = {}
+        app.state.runtime_build = asyncio.Lock()
         # a write holds a worker thread while it waits for its reply: allow many at once
         anyio.to_thread.current_default_thread_limiter().total_tokens = WRITE_THREADS
         try:
@@ -144,7 +146,8 @@ def create_app(settings: Settings, *, demo: bool = False, read_model: ReadModel 
         log.exception("unexpected error on %s %s", request.method, request.url.path)
         return answer(500, "internal error; the server log has the details", "error")
 
-    for router in definition_routers() + [runtime_router, signups_router, _token_router()]:
+    # the runtime routes first: polled most, they are matched before the ~50 definition routes
+    for router in [runtime_router] + definition_routers() + [signups_router, _token_router()]:
         app.include_router(router, prefix="/api")
     app.include_router(console_router)
     return app

@@ -17,6 +17,7 @@ from typing import Literal
 
 import bcrypt
 from fastapi import Depends, HTTPException, Request
+from fastapi.concurrency import run_in_threadpool
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBasic, HTTPBasicCredentials, HTTPBearer
 from pydantic import BaseModel
 
@@ -29,6 +30,8 @@ log = logging.getLogger(__name__)
 Role = Literal["admin", "user"]
 ADMIN_ROLES = {"admin", "tenantadmin", "tenant-admin"}
 """User roles that make a user an admin of its tenant (Stratos's `admin`, and the plain words)."""
+VERIFIED_TTL_SECONDS = 300.0
+"""How long a checked (password, hash) pair is trusted without running bcrypt again."""
 
 
 class Principal(BaseModel):
@@ -67,41 +70,54 @@ class Identity:
         self.admin_hash = hash_password(admin_password, settings.password_hash_rounds)
         self.tokens: dict[str, tuple[Principal, float]] = {}
         self.lock = threading.Lock()
-        self.verified: set[bytes] = set()
+        self.verified: dict[bytes, float] = {}
         self.cache_key = secrets.token_bytes(32)
 
-    def _check(self, password: str, hashed: str) -> bool:
-        """bcrypt is slow by design; a (password, hash) pair already checked is remembered as a
-        keyed digest, so basic auth stays fast and a changed hash is checked again."""
-        digest = hmac.new(self.cache_key, f"{hashed}\0{password}".encode(), hashlib.sha256).digest()
-        if digest in self.verified:
-            return True
+    def _digest(self, password: str, hashed: str) -> bytes:
+        return hmac.new(self.cache_key, f"{hashed}\0{password}".encode(), hashlib.sha256).digest()
+
+    def known(self, password: str, hashed: str) -> bool:
+        """A (password, hash) pair bcrypt accepted within the TTL: remembered only as a digest
+        keyed by a per-process secret, so a changed hash (new password) is checked again."""
+        expires = self.verified.get(self._digest(password, hashed))
+        return expires is not None and expires > time.monotonic()
+
+    def verify(self, password: str, hashed: str) -> bool:
+        """bcrypt, slow by design (run it off the event loop); a success is remembered."""
         try:
             ok = bcrypt.checkpw(password.encode(), hashed.encode())
         except ValueError:
             return False
         if ok:
+            now = time.monotonic()
             with self.lock:
-                self.verified.add(digest)
+                self.verified = {d: t for d, t in self.verified.items() if t > now}
+                self.verified[self._digest(password, hashed)] = now + VERIFIED_TTL_SECONDS
         return ok
 
-    def authenticate(self, login: str, password: str) -> Principal | None:
+    def candidate(self, login: str) -> tuple[Principal, str] | None:
+        """Who `login` would be, and the password hash to check; None if no such active login."""
         name, tenant = split_login(login, lambda d: self.read_model.get(SUPER_TENANT, "tenant", d))
         if tenant == SUPER_TENANT and name == self.admin_username:
-            return Principal(username=name, tenant=tenant, role="admin") \
-                if self._check(password, self.admin_hash) else None
+            return Principal(username=name, tenant=tenant, role="admin"), self.admin_hash
         if tenant != SUPER_TENANT:
             body = self.read_model.get(SUPER_TENANT, "tenant", tenant).definition  # type: ignore[union-attr]
             if not body.get("active", True):
                 return None
             if name == body.get("admin"):
-                ok = self._check(password, body.get("adminPassword") or "")
-                return Principal(username=login, tenant=tenant, role="admin") if ok else None
+                return Principal(username=login, tenant=tenant, role="admin"), body.get("adminPassword") or ""
         user = self.read_model.get(tenant, "user", name)
-        if user is None or not self._check(password, user.definition.get("credential") or ""):  # type: ignore[attr-defined]
+        if user is None:
             return None
         role: Role = "admin" if (user.definition.get("role") or "").lower() in ADMIN_ROLES else "user"  # type: ignore[attr-defined]
-        return Principal(username=login, tenant=tenant, role=role)
+        return Principal(username=login, tenant=tenant, role=role), user.definition.get("credential") or ""  # type: ignore[attr-defined]
+
+    def authenticate(self, login: str, password: str) -> Principal | None:
+        found = self.candidate(login)
+        if found is None:
+            return None
+        principal, hashed = found
+        return principal if self.known(password, hashed) or self.verify(password, hashed) else None
 
     def issue_token(self, principal: Principal) -> str:
         token = secrets.token_urlsafe(32)
@@ -127,9 +143,10 @@ def unauthorized(message: str) -> HTTPException:
     return HTTPException(401, message, headers={"WWW-Authenticate": 'Basic realm="stratos"'})
 
 
-def current_principal(request: Request,
-                      basic: HTTPBasicCredentials | None = Depends(basic_scheme),
-                      bearer: HTTPAuthorizationCredentials | None = Depends(bearer_scheme)) -> Principal:
+async def current_principal(request: Request,
+                            basic: HTTPBasicCredentials | None = Depends(basic_scheme),
+                            bearer: HTTPAuthorizationCredentials | None = Depends(bearer_scheme)) -> Principal:
+    """On the event loop (no worker-thread hop per request); only a bcrypt check leaves it."""
     identity: Identity = request.app.state.identity
     if bearer is not None:
         principal = identity.principal_for_token(bearer.credentials)
@@ -138,13 +155,17 @@ def current_principal(request: Request,
         return principal
     if basic is None:
         raise unauthorized("credentials required: HTTP basic auth or a bearer token")
-    principal = identity.authenticate(basic.username, basic.password)
-    if principal is None:
+    found = identity.candidate(basic.username)
+    if found is None:
+        raise unauthorized("wrong user name or password")
+    principal, hashed = found
+    if not (identity.known(basic.password, hashed)
+            or await run_in_threadpool(identity.verify, basic.password, hashed)):
         raise unauthorized("wrong user name or password")
     return principal
 
 
-def tenant_admin(principal: Principal = Depends(current_principal)) -> Principal:
+async def tenant_admin(principal: Principal = Depends(current_principal)) -> Principal:
     """Changes to a tenant's resources need its admin."""
     if principal.role != "admin":
         raise HTTPException(403, f"user {principal.username!r} may read but not change the "
@@ -152,7 +173,7 @@ def tenant_admin(principal: Principal = Depends(current_principal)) -> Principal
     return principal
 
 
-def super_admin(principal: Principal = Depends(current_principal)) -> Principal:
+async def super_admin(principal: Principal = Depends(current_principal)) -> Principal:
     if not principal.is_super_admin:
         raise HTTPException(403, f"only the super tenant's admin manages tenants "
                                  f"(user {principal.username!r} of tenant {principal.tenant!r})")

@@ -24,6 +24,8 @@ log = logging.getLogger(__name__)
 
 CAUSES_REMEMBERED = 100_000
 """Command ids whose events are counted, so a writer can wait for its own command's effect."""
+FETCH_WAIT_MS = 20
+"""How long the broker may hold an empty fetch: an event is readable within about this."""
 
 
 class ReadModel:
@@ -39,6 +41,8 @@ class ReadModel:
         self.version = 0
         """Counts applied batches: a view computed at one version stays right until it changes."""
         self.caused: OrderedDict[str, int] = OrderedDict()
+        self.command_waiters: dict[str, list[tuple[int, threading.Event]]] = {}
+        """Writers waiting for a command's events, woken one by one rather than all per batch."""
         self.ready = threading.Event()
         self.stopping = threading.Event()
         self.failure: BaseException | None = None
@@ -59,7 +63,7 @@ class ReadModel:
 
     def _run(self) -> None:
         try:
-            consumer = assigned_consumer(self.settings, "events")
+            consumer = assigned_consumer(self.settings, "events", fetch_max_wait_ms=FETCH_WAIT_MS)
         except Exception as exc:  # reported by start(); the API cannot serve without it
             self.failure = exc
             log.exception("read model could not open the events topic")
@@ -111,6 +115,19 @@ class ReadModel:
             self.caused.move_to_end(record.causation_id)
             if len(self.caused) > CAUSES_REMEMBERED:
                 self.caused.popitem(last=False)
+            if record.causation_id in self.command_waiters:
+                self._wake_writers(record.causation_id)
+
+    def _wake_writers(self, command_id: str) -> None:
+        count = self.caused[command_id]
+        waiting = []
+        for needed, event in self.command_waiters.pop(command_id):
+            if count >= needed:
+                event.set()
+            else:
+                waiting.append((needed, event))
+        if waiting:
+            self.command_waiters[command_id] = waiting
 
     def _index_references(self, aggregate_id: str, ref: AggregateRef, state: State) -> None:
         model = DEFINITION_KINDS.get(ref.kind)
@@ -127,7 +144,17 @@ class ReadModel:
     def wait_for_command(self, command_id: str, events: int, timeout: float) -> bool:
         """Wait until `events` events caused by `command_id` are applied."""
         with self.changed:
-            return self.changed.wait_for(lambda: self.caused.get(command_id, 0) >= events, timeout)
+            if self.caused.get(command_id, 0) >= events:
+                return True
+            event = threading.Event()
+            self.command_waiters.setdefault(command_id, []).append((events, event))
+        if event.wait(timeout):
+            return True
+        with self.changed:
+            waiting = [w for w in self.command_waiters.pop(command_id, []) if w[1] is not event]
+            if waiting:
+                self.command_waiters[command_id] = waiting
+        return event.is_set()
 
     def wait_for_offset(self, partition: int, offset: int, timeout: float) -> bool:
         """Wait until the event at `offset` of `partition` is applied."""

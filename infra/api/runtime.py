@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response
+from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel, ConfigDict
 
 from infra.api.identity import Principal, current_principal, tenant_admin
@@ -59,18 +60,25 @@ def undeploy(application_id: str, request: Request, principal: Principal = Depen
 @router.get("/applications/{application_id}/runtime", response_class=Response,
             responses={200: {"content": {"application/json": {}}}},
             summary="The runtime tree: application -> group instances -> cluster instances -> members")
-def runtime(application_id: str, request: Request, principal: Principal = Depends(current_principal)) -> Response:
-    """Built once per read-model version and application: polling clients get the same bytes."""
+async def runtime(application_id: str, request: Request,
+                  principal: Principal = Depends(current_principal)) -> Response:
+    """Built once per read-model version and application, off the event loop and by one request
+    at a time; polling clients get the cached bytes straight from the loop."""
     read_model = _read_model(request)
     cache: dict = request.app.state.runtime_views
     key = (principal.tenant, application_id)
-    version = read_model.version
     cached = cache.get(key)
-    if cached is None or cached[0] != version:
-        state = _application(request, principal.tenant, application_id)
-        tree = application_runtime(state, lambda cid: read_model.get(principal.tenant, "cluster", cid))
-        cached = (version, json.dumps(tree).encode())
-        cache[key] = cached
+    if cached is None or cached[0] != read_model.version:
+        async with request.app.state.runtime_build:
+            cached = cache.get(key)
+            version = read_model.version
+            if cached is None or cached[0] != version:
+                state = _application(request, principal.tenant, application_id)
+                body = await run_in_threadpool(
+                    lambda: json.dumps(application_runtime(
+                        state, lambda cid: read_model.get(principal.tenant, "cluster", cid))).encode())
+                cached = (version, body)
+                cache[key] = cached
     return Response(cached[1], media_type="application/json")
 
 
