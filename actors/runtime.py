@@ -38,14 +38,16 @@ def module_for(aggregate_id: str) -> ModuleType:
 
 @dataclass
 class Tracked:
-    """An aggregate's state plus the command ids it has handled (its tracking records)."""
+    """An aggregate's state plus the command ids it has handled (its tracking records).
+
+    Plain data (picklable), so that it can be handed to actors in other processes."""
 
     state: State
     handled: OrderedDict = field(default_factory=OrderedDict)
-    module: ModuleType | None = None
 
-    def __post_init__(self) -> None:
-        self.module = self.module or module_for(self.state.aggregate_id)
+    @property
+    def module(self) -> ModuleType:
+        return module_for(self.state.aggregate_id)
 
     @classmethod
     def new(cls, aggregate_id: str) -> "Tracked":
@@ -79,8 +81,7 @@ class Tracked:
     def from_snapshot(cls, aggregate_id: str, data: dict) -> "Tracked":
         module = module_for(aggregate_id)
         state_cls = type(module.initial(aggregate_id))
-        return cls(state_cls.model_validate(data["state"]),
-                   OrderedDict.fromkeys(data.get("handled", [])), module)
+        return cls(state_cls.model_validate(data["state"]), OrderedDict.fromkeys(data.get("handled", [])))
 
 
 @dataclass(frozen=True)
