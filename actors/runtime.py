@@ -16,6 +16,7 @@ from thespian.actors import Actor, ActorExitRequest, WakeupMessage
 
 from actors import application, cluster, definitions
 from actors.base import Context, Rejection, State, evolve
+from schemas.base import redacted
 from schemas.envelope import Envelope
 from schemas.ids import parse_aggregate_id
 from schemas.records import EventRecord
@@ -104,7 +105,7 @@ def handle(tracked: Tracked, command: Envelope, ctx: Context) -> Outcome:
         return Outcome([], CommandRejected(
             command_id=command.id, command_type=payload.type, reason=rejection.reason,
             field=rejection.field, code=rejection.code,
-            command=payload.model_dump(mode="json")))
+            command=redacted(payload)))
     records = []
     for n, event in enumerate(decided, start=1):
         record = EventRecord.model_construct(  # built from validated parts: no re-validation

@@ -121,3 +121,16 @@ def test_replay_reports_a_gap_and_skips_a_repeat():
     rebuilt, problems = replay([log[0], log[0], *log[2:]])
     assert any("repeat" in p for p in problems)
     assert any("expected seq 2" in p for p in problems)
+
+
+def test_a_rejection_echoes_the_command_without_its_secrets():
+    from schemas.definitions import Tenant
+
+    tenant = Tenant(tenantDomain="a.com", admin="boss", adminPassword="s3cret", firstName="A",
+                    lastName="B", email="boss@a.com")
+    target = "carbon.super/tenant/b.com"  # the id does not match the body: rejected
+    outcome = handle(Tracked.new(target), envelope(CommandRecord, C.AddTenant(definition=tenant), target),
+                     Context(now=START, new_id=lambda: "1" * 32))
+    assert outcome.reply.type == "CommandRejected"
+    assert outcome.reply.command["definition"]["adminPassword"] == "***"
+    assert "s3cret" not in outcome.reply.model_dump_json()
