@@ -1,8 +1,10 @@
 """Send commands and wait for their replies: the path REST, CLI and tests write through."""
 from __future__ import annotations
 
+import asyncio
 import threading
 from collections import OrderedDict
+from collections.abc import Callable
 
 from pydantic import BaseModel, ValidationError
 
@@ -15,6 +17,28 @@ REPLIES_KEPT = 100_000
 """Replies nobody waited for yet, newest kept: the reader sees every client's replies."""
 FETCH_WAIT_MS = 20
 """How long the broker may hold an empty fetch: a reply is delivered within about this."""
+APPEND_TIMEOUT_SECONDS = 30.0
+
+Wake = Callable[[], None]
+
+
+async def settled(future):
+    """Await a kafka-python future (resolved on its IO thread) from an asyncio task."""
+    loop = asyncio.get_running_loop()
+    done = loop.create_future()
+
+    def resolve(outcome) -> None:
+        if not done.done():
+            (done.set_exception if isinstance(outcome, BaseException) else done.set_result)(outcome)
+
+    future.add_both(lambda outcome: loop.call_soon_threadsafe(resolve, outcome))
+    return await done
+
+
+def waker(event: asyncio.Event) -> Wake:
+    """Sets `event` on its own loop from any thread."""
+    loop = asyncio.get_running_loop()
+    return lambda: loop.call_soon_threadsafe(event.set)
 
 
 class CommandClient:
@@ -26,7 +50,7 @@ class CommandClient:
         self.settings = settings
         self.appender = Appender(settings)
         self.replies: OrderedDict[str, BaseModel] = OrderedDict()
-        self.waiters: dict[str, threading.Event] = {}
+        self.waiters: dict[str, Wake] = {}
         self.lock = threading.Lock()
         self.stopping = threading.Event()
         self.consumer = assigned_consumer(settings, "replies", from_beginning=False,
@@ -52,9 +76,9 @@ class CommandClient:
             self.replies.move_to_end(command_id)
             if len(self.replies) > REPLIES_KEPT:
                 self.replies.popitem(last=False)
-            waiter = self.waiters.pop(command_id, None)
-        if waiter is not None:
-            waiter.set()
+            wake = self.waiters.pop(command_id, None)
+        if wake is not None:
+            wake()
 
     def send(self, aggregate_id: str, command: BaseModel, tenant: str = SUPER_TENANT,
              correlation_id: str | None = None) -> str:
@@ -63,16 +87,46 @@ class CommandClient:
         self.appender.append("commands", aggregate_id, record)
         return record.id
 
-    def wait(self, command_id: str, timeout: float = 20.0) -> BaseModel | None:
+    async def send_async(self, aggregate_id: str, command: BaseModel, tenant: str = SUPER_TENANT) -> str:
+        """`send` for the API's event loop: awaits the broker's ack without holding a thread."""
+        record = envelope(CommandRecord, command, aggregate_id, tenant=tenant, record_id=new_id())
+        await asyncio.wait_for(settled(self.appender.send("commands", aggregate_id, record)),
+                               APPEND_TIMEOUT_SECONDS)
+        return record.id
+
+    def _reply_or_waiting(self, command_id: str, wake: Wake) -> BaseModel | None:
         with self.lock:
             if command_id in self.replies:
                 return self.replies.pop(command_id)
-            waiter = self.waiters.setdefault(command_id, threading.Event())
-        waiter.wait(timeout)
+            self.waiters[command_id] = wake
+            return None
+
+    def _stop_waiting(self, command_id: str, wake: Wake) -> BaseModel | None:
         with self.lock:
-            if self.waiters.get(command_id) is waiter:
+            if self.waiters.get(command_id) is wake:
                 del self.waiters[command_id]
             return self.replies.pop(command_id, None)
+
+    def wait(self, command_id: str, timeout: float = 20.0) -> BaseModel | None:
+        event = threading.Event()
+        wake = event.set
+        if (reply := self._reply_or_waiting(command_id, wake)) is not None:
+            return reply
+        event.wait(timeout)
+        return self._stop_waiting(command_id, wake)
+
+    async def wait_async(self, command_id: str, timeout: float = 20.0) -> BaseModel | None:
+        event = asyncio.Event()
+        wake = waker(event)
+        if (reply := self._reply_or_waiting(command_id, wake)) is not None:
+            return reply
+        try:
+            await asyncio.wait_for(event.wait(), timeout)
+        except TimeoutError:
+            pass
+        finally:
+            reply = self._stop_waiting(command_id, wake)
+        return reply
 
     def call(self, aggregate_id: str, command: BaseModel, tenant: str = SUPER_TENANT,
              timeout: float = 20.0) -> BaseModel | None:

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from urllib.parse import quote
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request
+from fastapi.concurrency import run_in_threadpool
 
 from infra.api.identity import Principal, current_principal, hash_password, is_hashed, super_admin, tenant_admin
 from infra.api.read_model import ReadModel
@@ -113,6 +114,12 @@ def definition_router(resource: Resource) -> APIRouter:
     def writer(request: Request) -> Writer:
         return request.app.state.writer
 
+    async def hashed(body: RegisteredDefinition, request: Request, existing) -> RegisteredDefinition:
+        """Write routes run on the event loop; bcrypt (users, tenants) runs on a worker thread."""
+        if not resource.secret:
+            return body
+        return await run_in_threadpool(with_hashed_secret, resource, body, request, existing)
+
     @router.get("", summary=f"List {resource.label.lower()}s")
     def list_all(request: Request, principal: Principal = Depends(reader)) -> list[dict]:
         read_model: ReadModel = request.app.state.read_model
@@ -126,41 +133,41 @@ def definition_router(resource: Resource) -> APIRouter:
         return public_body(resource, state)
 
     @router.post("", status_code=201, response_model=ResponseMessage, summary=f"Add a {resource.label.lower()}")
-    def add_one(body: model, request: Request, principal: Principal = Depends(changer),  # type: ignore[valid-type]
-                wait: bool = Query(True, description="false: answer 202 once the command is logged")):
+    async def add_one(body: model, request: Request, principal: Principal = Depends(changer),  # type: ignore[valid-type]
+                      wait: bool = Query(True, description="false: answer 202 once the command is logged")):
         tenant = resource.tenant_for(principal)
-        definition = with_hashed_secret(resource, body, request, None)
+        definition = await hashed(body, request, None)
         check_references(request.app.state.read_model, tenant, resource, definition)
         id = definition.definition_id
-        return writer(request).write(
+        return await writer(request).write_async(
             aggregate_id(tenant, resource.kind, id), add(definition=definition), tenant,
             f"{resource.label} added successfully: [{resource.id_name}] {id}", 201, wait,
             headers={"Location": f"/api/{resource.path}/{quote(id, safe='')}"})
 
     @router.put("", response_model=ResponseMessage, summary=f"Update a {resource.label.lower()}")
-    def update_one(body: model, request: Request, principal: Principal = Depends(changer),  # type: ignore[valid-type]
-                   wait: bool = Query(True, description="false: answer 202 once the command is logged")):
+    async def update_one(body: model, request: Request, principal: Principal = Depends(changer),  # type: ignore[valid-type]
+                         wait: bool = Query(True, description="false: answer 202 once the command is logged")):
         tenant = resource.tenant_for(principal)
         id = body.definition_id
         existing = request.app.state.read_model.get(tenant, resource.kind, id)
         if existing is None:
             raise HTTPException(404, f"{resource.kind} '{id}' not found")
-        definition = with_hashed_secret(resource, body, request, existing)
+        definition = await hashed(body, request, existing)
         check_references(request.app.state.read_model, tenant, resource, definition)
-        return writer(request).write(
+        return await writer(request).write_async(
             aggregate_id(tenant, resource.kind, id), update(definition=definition), tenant,
             f"{resource.label} updated successfully: [{resource.id_name}] {id}", 200, wait)
 
     @router.delete("/{id}", response_model=ResponseMessage, summary=f"Remove a {resource.label.lower()}")
-    def remove_one(id: str, request: Request, principal: Principal = Depends(changer),
-                   wait: bool = Query(True, description="false: answer 202 once the command is logged")):
+    async def remove_one(id: str, request: Request, principal: Principal = Depends(changer),
+                         wait: bool = Query(True, description="false: answer 202 once the command is logged")):
         tenant = resource.tenant_for(principal)
         read_model: ReadModel = request.app.state.read_model
         if read_model.get(tenant, resource.kind, id) is None:
             raise HTTPException(404, f"{resource.kind} '{id}' not found")
         if users := read_model.referrers(tenant, resource.kind, id):
             raise HTTPException(400, f"{resource.kind} '{id}' is in use by {', '.join(users)}")
-        return writer(request).write(
+        return await writer(request).write_async(
             aggregate_id(tenant, resource.kind, id), remove(id=id), tenant,
             f"{resource.label} removed successfully: [{resource.id_name}] {id}", 200, wait)
 

@@ -7,6 +7,7 @@ already visible to the next read.
 """
 from __future__ import annotations
 
+import asyncio
 import logging
 import threading
 from collections import OrderedDict, defaultdict
@@ -15,6 +16,7 @@ from pydantic import ValidationError
 
 from actors.base import State
 from actors.runtime import Tracked
+from infra.commands_client import Wake, waker
 from infra.kafka import assigned_consumer, decode, rejection_reason
 from infra.settings import Settings
 from schemas.definitions import DEFINITION_KINDS
@@ -41,7 +43,7 @@ class ReadModel:
         self.version = 0
         """Counts applied batches: a view computed at one version stays right until it changes."""
         self.caused: OrderedDict[str, int] = OrderedDict()
-        self.command_waiters: dict[str, list[tuple[int, threading.Event]]] = {}
+        self.command_waiters: dict[str, list[tuple[int, Wake]]] = {}
         """Writers waiting for a command's events, woken one by one rather than all per batch."""
         self.ready = threading.Event()
         self.stopping = threading.Event()
@@ -121,11 +123,11 @@ class ReadModel:
     def _wake_writers(self, command_id: str) -> None:
         count = self.caused[command_id]
         waiting = []
-        for needed, event in self.command_waiters.pop(command_id):
+        for needed, wake in self.command_waiters.pop(command_id):
             if count >= needed:
-                event.set()
+                wake()
             else:
-                waiting.append((needed, event))
+                waiting.append((needed, wake))
         if waiting:
             self.command_waiters[command_id] = waiting
 
@@ -141,20 +143,25 @@ class ReadModel:
             self.references.pop(aggregate_id, None)
 
     # --- waiting for a write's effect -----------------------------------------------------
-    def wait_for_command(self, command_id: str, events: int, timeout: float) -> bool:
-        """Wait until `events` events caused by `command_id` are applied."""
+    async def wait_for_command(self, command_id: str, events: int, timeout: float) -> bool:
+        """Wait (on the API's event loop) until `events` events caused by `command_id` are applied."""
+        event = asyncio.Event()
+        wake = waker(event)
         with self.changed:
             if self.caused.get(command_id, 0) >= events:
                 return True
-            event = threading.Event()
-            self.command_waiters.setdefault(command_id, []).append((events, event))
-        if event.wait(timeout):
-            return True
-        with self.changed:
-            waiting = [w for w in self.command_waiters.pop(command_id, []) if w[1] is not event]
-            if waiting:
-                self.command_waiters[command_id] = waiting
-        return event.is_set()
+            self.command_waiters.setdefault(command_id, []).append((events, wake))
+        try:
+            await asyncio.wait_for(event.wait(), timeout)
+        except TimeoutError:
+            pass
+        finally:
+            with self.changed:
+                waiting = [w for w in self.command_waiters.pop(command_id, []) if w[1] is not wake]
+                if waiting:
+                    self.command_waiters[command_id] = waiting
+                done = self.caused.get(command_id, 0) >= events
+        return done
 
     def wait_for_offset(self, partition: int, offset: int, timeout: float) -> bool:
         """Wait until the event at `offset` of `partition` is applied."""

@@ -1,7 +1,10 @@
 """Stratos's ResponseMessageBean and the one write path: command -> reply -> visible in reads."""
 from __future__ import annotations
 
+import functools
 from typing import Literal
+
+import anyio
 
 from fastapi import HTTPException
 from fastapi.responses import JSONResponse
@@ -41,18 +44,26 @@ class Writer:
         self.commands = commands
         self.read_model = read_model
 
-    def write(self, aggregate_id: str, command: BaseModel, tenant: str, done: str, code: int = 200,
-              wait: bool = True, headers: dict[str, str] | None = None) -> JSONResponse:
-        """`wait=False` answers 202 with the command id as soon as the command is logged."""
-        command_id = self.commands.send(aggregate_id, command, tenant)
+    async def write_async(self, aggregate_id: str, command: BaseModel, tenant: str, done: str,
+                          code: int = 200, wait: bool = True,
+                          headers: dict[str, str] | None = None) -> JSONResponse:
+        """`wait=False` answers 202 with the command id as soon as the command is logged.
+        Waiting holds no thread: the reply and the read model wake this request alone."""
+        command_id = await self.commands.send_async(aggregate_id, command, tenant)
         if not wait:
             return answer(202, f"accepted for processing: {command.type}", command_id=command_id)  # type: ignore[attr-defined]
         timeout = self.settings.api_wait_seconds
-        reply = self.commands.wait(command_id, timeout)
+        reply = await self.commands.wait_async(command_id, timeout)
         if reply is None:
             raise HTTPException(504, f"no reply to command {command_id} within {timeout:.0f}s; "
                                      f"it is logged and may still take effect")
         if isinstance(reply, CommandRejected):
             raise HTTPException(reply.code, reply.reason)
-        self.read_model.wait_for_command(command_id, len(reply.event_types), timeout)  # type: ignore[attr-defined]
+        await self.read_model.wait_for_command(command_id, len(reply.event_types), timeout)  # type: ignore[attr-defined]
         return answer(code, done, command_id=command_id, headers=headers)
+
+    def write(self, aggregate_id: str, command: BaseModel, tenant: str, done: str, code: int = 200,
+              wait: bool = True, headers: dict[str, str] | None = None) -> JSONResponse:
+        """`write_async` for a sync route (on a worker thread): runs it on the event loop."""
+        return anyio.from_thread.run(functools.partial(
+            self.write_async, aggregate_id, command, tenant, done, code, wait, headers))

@@ -34,27 +34,28 @@ def _application(request: Request, tenant: str, application_id: str):
 
 @router.post("/applications/{application_id}/deploy/{application_policy_id}", status_code=202,
              response_model=ResponseMessage, summary="Deploy an application with an application policy")
-def deploy(application_id: str, application_policy_id: str, request: Request,
-           principal: Principal = Depends(tenant_admin), wait: bool = WAIT):
+async def deploy(application_id: str, application_policy_id: str, request: Request,
+                 principal: Principal = Depends(tenant_admin), wait: bool = WAIT):
     _application(request, principal.tenant, application_id)
     if _read_model(request).get(principal.tenant, "applicationPolicy", application_policy_id) is None:
         raise HTTPException(404, f"applicationPolicy '{application_policy_id}' not found")
     writer: Writer = request.app.state.writer
-    return writer.write(aggregate_id(principal.tenant, "application", application_id),
-                        C.DeployApplication(application_policy_id=application_policy_id),
-                        principal.tenant, f"Application deployed successfully: [application] "
-                                          f"{application_id}", 202, wait)
+    return await writer.write_async(aggregate_id(principal.tenant, "application", application_id),
+                                    C.DeployApplication(application_policy_id=application_policy_id),
+                                    principal.tenant, f"Application deployed successfully: [application] "
+                                                      f"{application_id}", 202, wait)
 
 
 @router.post("/applications/{application_id}/undeploy", status_code=202, response_model=ResponseMessage,
              summary="Undeploy an application (force: terminate members without cleanup)")
-def undeploy(application_id: str, request: Request, principal: Principal = Depends(tenant_admin),
-             force: bool = Query(False), wait: bool = WAIT):
+async def undeploy(application_id: str, request: Request, principal: Principal = Depends(tenant_admin),
+                   force: bool = Query(False), wait: bool = WAIT):
     _application(request, principal.tenant, application_id)
     writer: Writer = request.app.state.writer
-    return writer.write(aggregate_id(principal.tenant, "application", application_id),
-                        C.UndeployApplication(force=force), principal.tenant,
-                        f"Application undeployed successfully: [application] {application_id}", 202, wait)
+    return await writer.write_async(aggregate_id(principal.tenant, "application", application_id),
+                                    C.UndeployApplication(force=force), principal.tenant,
+                                    f"Application undeployed successfully: [application] {application_id}",
+                                    202, wait)
 
 
 @router.get("/applications/{application_id}/runtime", response_class=Response,
