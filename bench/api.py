@@ -94,13 +94,14 @@ def define_big_application(api: httpx.Client) -> str:
     raise TimeoutError(f"the runtime did not show {MEMBERS} members")
 
 
-async def load(url: str, token: str, requests_of_client, pause: float = 0.0) -> tuple[list[float], Counter, float]:
-    """Run CLIENTS concurrent clients, each `pause` seconds between its requests (first one at
+async def load(url: str, token: str, requests_of_client, pause: float = 0.0,
+               clients: int = CLIENTS) -> tuple[list[float], Counter, float]:
+    """Run `clients` concurrent clients, each `pause` seconds between its requests (first one at
     a random point of that interval); returns latencies (ms), errors by kind and wall seconds."""
     latencies: list[float] = []
     errors: Counter = Counter()
     headers = {"Authorization": f"Bearer {token}"}
-    connector = aiohttp.TCPConnector(limit=CLIENTS)
+    connector = aiohttp.TCPConnector(limit=clients)
     timeout = aiohttp.ClientTimeout(total=120)
     async with aiohttp.ClientSession(f"{url}/api/", headers=headers, connector=connector, timeout=timeout) as client:
         async def one_client(n: int) -> None:
@@ -119,7 +120,7 @@ async def load(url: str, token: str, requests_of_client, pause: float = 0.0) -> 
                 if pause:
                     await asyncio.sleep(max(0.0, pause - (time.perf_counter() - started)))
         started = time.perf_counter()
-        await asyncio.gather(*(one_client(n) for n in range(CLIENTS)))
+        await asyncio.gather(*(one_client(n) for n in range(clients)))
         return latencies, errors, time.perf_counter() - started
 
 
@@ -128,13 +129,14 @@ def cpu_seconds(process: psutil.Process) -> float:
     return times.user + times.system
 
 
-def measured(api: psutil.Process, url: str, token: str, requests_of_client, pause: float = 0.0) -> dict:
+def measured(api: psutil.Process, url: str, token: str, requests_of_client, pause: float = 0.0,
+             clients: int = CLIENTS) -> dict:
     """ROUNDS runs of one load; the median round's figures, with each side's CPU share."""
     rounds = []
     for _ in range(ROUNDS):
         me, server = psutil.Process(), cpu_seconds(api)
         mine = cpu_seconds(me)
-        latencies, errors, seconds = asyncio.run(load(url, token, requests_of_client, pause))
+        latencies, errors, seconds = asyncio.run(load(url, token, requests_of_client, pause, clients))
         rounds.append({
             "requests": len(latencies), "errors": sum(errors.values()), "error_kinds": dict(errors),
             "p50_ms": round(median(latencies), 1), "p99_ms": round(percentile(latencies, 0.99), 1),
@@ -165,22 +167,27 @@ def main() -> None:
             runtime = [("GET", f"applications/{app_id}/runtime", None, 200)]
             reads = measured(api_process, url, token, lambda n: runtime * READS_PER_CLIENT)
             polls = measured(api_process, url, token, lambda n: runtime * POLLS_PER_CLIENT, POLL_SECONDS)
-            adds = measured(api_process, url, token, lambda n: [
-                ("POST", "autoscalingPolicies", {"id": f"policy-{n}-{k}-{time.monotonic_ns()}", "loadThresholds": {
-                    "loadAverage": {"threshold": 50 + k}}}, 201) for k in range(ADDS_PER_CLIENT)])
+            def adding(count: int):
+                return lambda n: [("POST", "autoscalingPolicies", {"id": f"policy-{n}-{k}-{time.monotonic_ns()}",
+                                   "loadThresholds": {"loadAverage": {"threshold": 50 + k}}}, 201) for k in range(count)]
+            single_read = measured(api_process, url, token, lambda n: runtime * 20, clients=1)
+            single_add = measured(api_process, url, token, adding(20), clients=1)
+            adds = measured(api_process, url, token, adding(ADDS_PER_CLIENT))
         finally:
             for process in (api, node):
                 process.terminate()
                 process.wait(15)
-    for name, result in (("runtime reads, saturated", reads), (f"runtime reads, polled every {POLL_SECONDS:g} s", polls),
-                         ("definition adds, saturated", adds)):
-        print(f"{name} ({CLIENTS} clients, {MEMBERS} members): p50 {result['p50_ms']} ms, "
+    for name, clients, result in (
+            ("runtime reads, one client", 1, single_read), ("runtime reads, saturated", CLIENTS, reads),
+            (f"runtime reads, polled every {POLL_SECONDS:g} s", CLIENTS, polls),
+            ("definition adds, one client", 1, single_add), ("definition adds, saturated", CLIENTS, adds)):
+        print(f"{name} ({clients} clients, {MEMBERS} members): p50 {result['p50_ms']} ms, "
               f"p99 {result['p99_ms']} ms (rounds {result['p99_ms_rounds']}), {result['per_second']}/s, "
               f"{result['errors']} errors; API {result['api_cpu_ms_per_request']} ms CPU per request, "
               f"CPU share API {result['api_cpu_share']} / load generator {result['loadgen_cpu_share']}")
     print(f"aim p99 <= 50 ms: saturated {reads['p99_ms'] / 50:.1f}x, polled {polls['p99_ms'] / 50:.1f}x")
-    finish({"bench": "api", "clients": CLIENTS, "members": MEMBERS, "rounds": ROUNDS, "runtime_reads": reads,
-            "runtime_polls": polls, "definition_adds": adds, "read_p99_vs_aim": round(reads["p99_ms"] / 50, 2),
+    finish({"bench": "api", "clients": CLIENTS, "members": MEMBERS, "rounds": ROUNDS, "runtime_read_one_client": single_read,
+            "runtime_reads": reads, "runtime_polls": polls, "definition_add_one_client": single_add, "definition_adds": adds, "read_p99_vs_aim": round(reads["p99_ms"] / 50, 2),
             "poll_p99_vs_aim": round(polls["p99_ms"] / 50, 2)})
 
 if __name__ == "__main__":
