@@ -3,7 +3,7 @@
 On partition assignment the worker accepts one window of warm-up, as Stratos's CEP did after
 a restart: windows start empty and fill from the records read from the committed offsets on.
 Re-reading the last window would need offsets-for-times, which this broker does not answer
-reliably (ARCHITECTURE.md); the cluster views, in a faust Table, are restored in full.
+reliably (ARCHITECTURE.md). The cluster views are rebuilt in full from the events topic.
 """
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ import asyncio
 import logging
 import time
 
+from aiokafka import AIOKafkaConsumer, TopicPartition
 from pydantic import ValidationError
 
 from infra.kafka import decode, encode, envelope, rejection_reason
@@ -23,34 +24,42 @@ BATCH = 2000
 """Health records handled per step (faust's per-record cost dominates below a few hundred)."""
 BATCH_WITHIN = 0.1
 """Seconds a step waits to fill its batch: small beside any hop."""
+EVENTS_BATCH = 2000
+"""Events folded per step of the views reader before it yields the event loop."""
 
 
 def register(service: HealthService) -> None:
     app, topics, clusters, book = service.app, service.topics, service.clusters, service.book
 
-    @app.agent(topics.events, name="cluster-views")
-    async def fold_cluster_views(stream):
-        """Keep each cluster's view (limits, thresholds, members) in the table, one event at a
-        time so each table write goes to the partition of the event that caused it."""
-        async for event in stream.events():
-            try:
-                record = decode("events", event.value)
-            except (ValidationError, ValueError) as exc:  # the reactor dead-letters it
-                log.warning("skipping invalid event at offset %d: %s", event.message.offset,
-                            rejection_reason(exc))
-                continue
-            if record.type not in VIEW_EVENTS:
-                continue
-            view = apply_event(clusters.get(record.aggregate_id), record)
-            if view is not None:
-                clusters[record.aggregate_id] = view
-            elif record.aggregate_id in clusters:
-                del clusters[record.aggregate_id]
+    @app.task
+    async def follow_cluster_views():
+        """Fold every partition of the events topic, from its beginning, into the views (limits,
+        thresholds, members' status): no group, so no rebalance and no changelog."""
+        consumer = AIOKafkaConsumer(bootstrap_servers=service.settings.kafka_bootstrap, group_id=None,
+                                    enable_auto_commit=False, fetch_max_bytes=16 << 20)
+        await consumer.start()
+        try:
+            tps = await _assign_all(consumer, service.settings.topic("events"))
+            ends = await consumer.end_offsets(tps)
+            behind = {tp for tp, end in ends.items() if end > 0}
+            while True:
+                if not behind:
+                    service.views_ready.set()
+                for tp, records in (await consumer.getmany(timeout_ms=200, max_records=EVENTS_BATCH)).items():
+                    for raw in records:
+                        _fold_view(clusters, raw)
+                    # Tansu reports a partition's end as its last batch's base offset + 1
+                    if records and records[-1].offset + 1 >= ends[tp]:
+                        behind.discard(tp)
+                await asyncio.sleep(0)  # a long backlog never holds the loop (heartbeats)
+        finally:
+            await consumer.stop()
 
     @app.agent(topics.health, name="health-windows")
     async def fill_windows(stream):
         """Add each batch of health statistics to the windows; invalid ones go to dead letters."""
         loop = asyncio.get_running_loop()
+        await service.views_ready.wait()
         async for events in stream.take_events(BATCH, within=BATCH_WITHIN):
             received_at = time.monotonic()
             for event in events:
@@ -76,3 +85,29 @@ def register(service: HealthService) -> None:
     @app.on_partitions_assigned.connect
     async def forget_lost_partitions(sender, assigned, **kwargs):
         book.keep_partitions({tp.partition for tp in assigned if tp.topic == topics.health.get_topic_name()})
+
+
+async def _assign_all(consumer: AIOKafkaConsumer, topic: str) -> list[TopicPartition]:
+    """Every partition of the topic, assigned and positioned at its beginning."""
+    while not (partitions := consumer.partitions_for_topic(topic)):
+        await consumer.topics()  # refreshes the metadata
+        await asyncio.sleep(0.1)
+    tps = [TopicPartition(topic, p) for p in sorted(partitions)]
+    consumer.assign(tps)
+    await consumer.seek_to_beginning(*tps)
+    return tps
+
+
+def _fold_view(clusters: dict, raw) -> None:
+    try:
+        record = decode("events", raw.value)
+    except (ValidationError, ValueError) as exc:  # the reactor dead-letters it
+        log.warning("skipping invalid event at %d@%d: %s", raw.partition, raw.offset, rejection_reason(exc))
+        return
+    if record.type not in VIEW_EVENTS:
+        return
+    view = apply_event(clusters.get(record.aggregate_id), record)
+    if view is not None:
+        clusters[record.aggregate_id] = view
+    else:
+        clusters.pop(record.aggregate_id, None)

@@ -1,7 +1,10 @@
 """The faust health app: factory and worker. Nothing is built at import time.
 
-``create_app(settings)`` declares the topics, the cluster-view table and the agents of
-``streams.agents`` on a fresh faust app whose group id is ``<prefix>health-worker``. ``HealthWorker``
+``create_app(settings)`` declares the topics and the agents of ``streams.agents`` on a fresh
+faust app whose group id is ``<prefix>health-worker``. The cluster views are a plain dict in
+the worker's memory, folded from every partition of ``stratos.events`` read without a group
+(from the beginning on every start: the log is their store); a faust Table wrote a changelog
+record of a whole view per member event, which stalled the worker under bursts. ``HealthWorker``
 is faust's worker that also runs off the main thread (tests and benchmarks run it beside the
 node); ``stratos health`` runs it in the foreground.
 """
@@ -9,14 +12,14 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import faust
 
 from infra.kafka import Appender, DeadLetters
 from infra.settings import Settings
-from streams.health_state import HealthBook
-from streams.topics import HealthTopics, declare_cluster_views, declare_topics
+from streams.health_state import ClusterView, HealthBook
+from streams.topics import HealthTopics, declare_topics
 
 
 @dataclass
@@ -26,9 +29,13 @@ class HealthService:
     app: faust.App
     settings: Settings
     topics: HealthTopics
-    clusters: faust.Table
     book: HealthBook
     dead_letters: DeadLetters
+    clusters: dict[str, ClusterView] = field(default_factory=dict)
+    """cluster aggregate id -> its view, for every cluster of the platform."""
+    views_ready: asyncio.Event = field(default_factory=asyncio.Event)
+    """Set once the views hold the events topic up to its end as it was at start: health
+    records are read only then (else their clusters would look unknown)."""
 
 
 def create_app(settings: Settings) -> HealthService:
@@ -50,11 +57,13 @@ def create_app(settings: Settings) -> HealthService:
         broker_session_timeout=6.0,
         broker_heartbeat_interval=1.0,
         broker_max_poll_interval=10.0,
+        # unbounded, one fetch of a backlog is handed to the streams in one go and holds the
+        # event loop for seconds: heartbeats missed, the worker thrown out of its group
+        broker_max_poll_records=500,
         datadir=str(datadir),
     )
     service = HealthService(
         app=app, settings=settings, topics=declare_topics(app, settings),
-        clusters=declare_cluster_views(app, settings),
         book=HealthBook(settings.health_window_seconds, settings.member_fault_seconds),
         dead_letters=DeadLetters(Appender(settings)),
     )

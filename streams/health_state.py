@@ -3,7 +3,7 @@
 Three pieces, each fed by the faust agents in ``streams.agents``:
 
 - the cluster view, a JSON-able dict per cluster folded from ``stratos.events`` by
-  ``apply_event`` (limits, thresholds, members and their status): it lives in a faust Table;
+  ``apply_event`` (limits, thresholds, members and their status), kept in the worker's memory;
 - ``HealthBook``, the windows of the clusters the worker owns: per network partition (requests
   in flight, from the load balancer) and per member (load average, memory), on the records'
   own timestamps, so a replay of the health topic gives the same figures;
@@ -40,8 +40,7 @@ ACTIVE = "Active"
 MEMBER_METRICS = (LOAD_AVERAGE, MEMORY_CONSUMPTION)
 ClusterView = dict[str, Any]
 """{"tenant", "cluster_id", "min", "max", "thresholds": {metric: threshold},
-"members": {member_id: status}, "leaving": {member_id: reason}} — JSON, so a faust Table
-can keep it in its changelog."""
+"members": {member_id: status}, "leaving": {member_id: reason}}, plain JSON values."""
 
 _MEMBER_STATUS = {
     E.MemberSpawnRequested: "Created", E.MemberInitialized: "Initialized",
