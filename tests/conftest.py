@@ -12,6 +12,28 @@ from infra.kafka import ensure_topics
 from infra.settings import Settings
 
 
+_EXIT_STATUS = {"code": 0}
+
+
+def pytest_sessionfinish(session, exitstatus):
+    _EXIT_STATUS["code"] = int(exitstatus)
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_unconfigure(config):
+    """Leave at once with pytest's own status once everything is reported.
+
+    Client threads of components stopped mid-poll (kafka-python's IO threads, faust workers
+    on their own loops) can outlive the session broker and keep the interpreter alive, which
+    would hang `make test` in CI after a green run."""
+    import os
+    import sys
+
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(_EXIT_STATUS["code"])
+
+
 @pytest.fixture(scope="session")
 def broker():
     with EmbeddedBroker() as embedded:
