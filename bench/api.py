@@ -43,6 +43,13 @@ ROOT = Path(__file__).resolve().parent.parent
 SAMPLES = ROOT / "tests" / "samples" / "stratos"
 
 
+def platform_env(settings, port: int) -> dict[str, str]:
+    """The environment of the node and API processes a benchmark starts on its own topics."""
+    return {**os.environ, "STRATOS_KAFKA_BOOTSTRAP": settings.kafka_bootstrap or "",
+            "STRATOS_TOPIC_PREFIX": settings.topic_prefix, "STRATOS_PARTITIONS": str(settings.partitions),
+            "STRATOS_ADMIN_PASSWORD": PASSWORD, "STRATOS_API_PORT": str(port), "STRATOS_LOG_LEVEL": "WARNING"}
+
+
 def start(args: list[str], env: dict[str, str]) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-m", "infra.cli", *args], cwd=ROOT, env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
@@ -153,9 +160,7 @@ def main() -> None:
     with bench_settings() as settings:
         port = free_port()
         url = f"http://127.0.0.1:{port}"
-        env = {**os.environ, "STRATOS_KAFKA_BOOTSTRAP": settings.kafka_bootstrap or "",
-               "STRATOS_TOPIC_PREFIX": settings.topic_prefix, "STRATOS_PARTITIONS": str(settings.partitions),
-               "STRATOS_ADMIN_PASSWORD": PASSWORD, "STRATOS_API_PORT": str(port), "STRATOS_LOG_LEVEL": "WARNING"}
+        env = platform_env(settings, port)
         node = start(["node"], env)
         api = start(["api"], env)
         try:

@@ -10,12 +10,11 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import time
 
 import httpx
 
-from api import PASSWORD, define_big_application, start, wait_for
+from api import PASSWORD, define_big_application, platform_env, start, wait_for
 from common import bench_settings, finish, median, percentile
 
 from infra.broker import free_port
@@ -75,9 +74,7 @@ def main() -> None:
     with bench_settings() as settings:
         port = free_port()
         url = f"http://127.0.0.1:{port}"
-        env = {**os.environ, "STRATOS_KAFKA_BOOTSTRAP": settings.kafka_bootstrap or "",
-               "STRATOS_TOPIC_PREFIX": settings.topic_prefix, "STRATOS_PARTITIONS": str(settings.partitions),
-               "STRATOS_ADMIN_PASSWORD": PASSWORD, "STRATOS_API_PORT": str(port), "STRATOS_LOG_LEVEL": "WARNING"}
+        env = platform_env(settings, port)
         node = start(["node"], env)
         api_process = start(["api"], env)
         try:
