@@ -11,7 +11,7 @@ from datetime import datetime
 from pydantic import BaseModel
 
 from actors import definitions
-from actors.base import Context, Rejection, State, evolve, not_found
+from actors.base import Context, Rejection, evolve, not_found
 from actors.topology_plan import build_cluster_specs, clusters_ready_to_start, dependents_of, termination_scope
 from schemas import commands as C
 from schemas import events as E

@@ -9,7 +9,7 @@ from infra.kafka import (
     Appender, DeadLetters, assigned_consumer, ensure_topics, envelope, group_consumer, read_to_end,
     validated,
 )
-from schemas.records import TOPIC_RECORDS, CommandRecord, EventRecord, HealthRecord
+from schemas.records import TOPIC_RECORDS, EventRecord, HealthRecord
 from schemas.status import HealthStat
 from tests.conftest import wait_until
 from tests.examples import EXAMPLES, RECORD_TYPES, union_members

@@ -9,7 +9,7 @@ from libcloud.common.types import LibcloudError
 from libcloud.compute.providers import get_driver
 from pydantic import ValidationError
 
-from infra.iaas.mock import MockCloud, MockNodeDriver, register_mock_driver
+from infra.iaas.mock import MockNodeDriver, register_mock_driver
 from infra.iaas.patterns import HealthPatterns, SamplePattern
 from infra.kafka import read_to_end
 from infra.mock_api import mock_iaas_app
