@@ -41,6 +41,11 @@ class Context:
     now: datetime
     new_id: Callable[[], str]
     timeouts: Timeouts = field(default_factory=Timeouts)
+    claim: str | None = None
+    """The writer's claim on the partition, stamped on every commit (fencing)."""
+    writer: str | None = None
+    max_record_bytes: int = 900_000
+    """Below the broker's default message size (1 MB) with room for the record's framing."""
 
 
 M = TypeVar("M", bound=BaseModel)

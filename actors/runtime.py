@@ -1,8 +1,9 @@
 """The runtime: fold an aggregate's log into its state, run a command, and the thespian actor.
 
-`handle` is the whole effectively-once step, pure: a command id already handled is answered
-as a duplicate and writes nothing; otherwise decide, stamp the events with the aggregate's
-next sequence numbers, and apply them. The node in `infra` appends what comes out.
+`handle` is the whole effectively-once step, pure: a command id already handled (accepted or
+rejected) is answered with its original outcome and writes nothing; otherwise decide, and put
+the decision, whatever it is, into one Commit record (atomic: its events become visible
+together or not at all), fold it, and hand it to the node in `infra`, which appends it.
 """
 from __future__ import annotations
 
@@ -16,16 +17,36 @@ from thespian.actors import Actor, ActorExitRequest, WakeupMessage
 
 from actors import application, cluster, definitions
 from actors.base import Context, Rejection, State, evolve
+from actors.history import events_of
+from schemas import commands as C
 from schemas.base import redacted
 from schemas.envelope import Envelope
 from schemas.ids import parse_aggregate_id
-from schemas.records import EventRecord
+from schemas.records import Commit, LogRecord
 from schemas.status import CommandAccepted, CommandRejected
 
 log = logging.getLogger(__name__)
 
-HANDLED_MEMORY = 512
-"""Command ids remembered per aggregate: more than any redelivery window can replay."""
+DEDUP_MIN_IDS = 1000
+DEDUP_MIN_SECONDS = 900.0
+DEDUP_MAX_IDS = 10_000
+"""The deduplication window per aggregate: a command id is remembered while it is among the
+aggregate's last 1,000 handled ids, or handled less than 15 minutes ago (up to 10,000 ids)."""
+
+
+CLUSTER_COMMANDS = (
+    C.CreateCluster, C.ScaleCluster, C.ScaleAsDependent, C.UpdateClusterLimits, C.TerminateCluster,
+    C.CheckTimeouts, C.ReportNodeCreated, C.ReportNodeStartFailed, C.ReportNodeDestroyed,
+    C.ReportInstanceStatus, C.ReportMemberFault, C.TerminateMember)
+"""Commands only a cluster takes, and the only ones it takes."""
+
+
+def check_addressee(aggregate_id: str, command: BaseModel) -> None:
+    """A command sent to the wrong kind of aggregate is rejected before it reaches a rule."""
+    kind = parse_aggregate_id(aggregate_id).kind
+    if (kind == "cluster") != isinstance(command, CLUSTER_COMMANDS):
+        raise Rejection(f"{command.type} is not a command for a {kind} (aggregate id {aggregate_id!r})",  # type: ignore[attr-defined]
+                        field="aggregate_id")
 
 
 def module_for(aggregate_id: str) -> ModuleType:
@@ -37,9 +58,25 @@ def module_for(aggregate_id: str) -> ModuleType:
     return definitions
 
 
+Handled = tuple
+"""(epoch seconds, command type, outcome, detail): detail is the event types of an accepted
+command or [reason, field, code] of a rejected one. Plain JSON in snapshots."""
+
+
+def reply_for(command_id: str, handled: Handled, duplicate: bool) -> BaseModel:
+    """The answer to a command from its durable trace (the original outcome on a repeat)."""
+    _at, command_type, outcome, detail = handled
+    if outcome == "accepted":
+        return CommandAccepted(command_id=command_id, command_type=command_type,
+                               event_types=list(detail), duplicate=duplicate)
+    reason, field_, code = detail
+    return CommandRejected(command_id=command_id, command_type=command_type, reason=reason,
+                           field=field_, code=code, duplicate=duplicate)
+
+
 @dataclass
 class Tracked:
-    """An aggregate's state plus the command ids it has handled (its tracking records).
+    """An aggregate's state plus the commands it has handled, with their outcomes.
 
     Plain data (picklable), so that it can be handed to actors in other processes."""
 
@@ -54,71 +91,115 @@ class Tracked:
     def new(cls, aggregate_id: str) -> "Tracked":
         return cls(module_for(aggregate_id).initial(aggregate_id))
 
-    def remember(self, command_id: str | None) -> None:
-        if command_id and command_id not in self.handled:
-            self.handled[command_id] = None
-            if len(self.handled) > HANDLED_MEMORY:
-                self.handled.popitem(last=False)
+    def remember(self, command_id: str | None, handled: Handled) -> None:
+        if not command_id:
+            return
+        self.handled[command_id] = handled
+        horizon = handled[0] - DEDUP_MIN_SECONDS
+        while len(self.handled) > DEDUP_MIN_IDS:
+            oldest = next(iter(self.handled.values()))
+            if oldest[0] >= horizon and len(self.handled) <= DEDUP_MAX_IDS:
+                break
+            self.handled.popitem(last=False)
 
-    def fold(self, record: Envelope) -> str | None:
-        """Apply one logged event. Returns a problem report when its aggregate_seq is not the
-        next one: a repeat is skipped, a gap is reported and the event applied."""
-        expected = self.state.seq + 1
+    def fold_commit(self, record: LogRecord) -> str | None:
+        """Apply one commit of the log. Returns a problem report when it repeats a handled
+        command (skipped) or its events do not continue the aggregate's sequence."""
+        commit: Commit = record.payload  # type: ignore[assignment]
+        if record.causation_id and record.causation_id in self.handled:
+            return f"{record.aggregate_id}: command {record.causation_id} handled twice: repeat skipped"
         problem = None
-        if record.aggregate_seq != expected:
-            problem = (f"{record.aggregate_id}: expected seq {expected}, found "
-                       f"{record.aggregate_seq} ({record.type} {record.id})")
-            if record.aggregate_seq < expected:
-                return problem + ": repeat skipped"
-        state = self.module.apply(self.state, record.payload, record.occurred_at)  # type: ignore[union-attr]
-        self.state = evolve(state, {"seq": record.aggregate_seq})
-        self.remember(record.causation_id)
+        if commit.events:
+            expected = self.state.seq + 1
+            if record.aggregate_seq != expected:
+                problem = (f"{record.aggregate_id}: expected seq {expected}, found "
+                           f"{record.aggregate_seq} ({record.id})")
+                if record.aggregate_seq < expected:
+                    return problem + ": repeat skipped"
+            state = self.state
+            for event in commit.events:
+                state = self.module.apply(state, event, record.occurred_at)  # type: ignore[union-attr]
+            self.state = evolve(state, {"seq": record.aggregate_seq + len(commit.events) - 1})
+        detail = ([e.type for e in commit.events] if commit.outcome == "accepted"  # type: ignore[attr-defined]
+                  else [commit.reason, commit.field, commit.code])
+        self.remember(record.causation_id, (record.occurred_at.timestamp(), commit.command_type,
+                                            commit.outcome, detail))
         return problem
 
     def snapshot(self) -> dict:
-        return {"state": self.state.model_dump(mode="json"), "handled": list(self.handled)}
+        return {"state": self.state.model_dump(mode="json"),
+                "handled": [[command_id, *h] for command_id, h in self.handled.items()]}
 
     @classmethod
     def from_snapshot(cls, aggregate_id: str, data: dict) -> "Tracked":
         module = module_for(aggregate_id)
         state_cls = type(module.initial(aggregate_id))
-        return cls(state_cls.model_validate(data["state"]), OrderedDict.fromkeys(data.get("handled", [])))
+        handled = OrderedDict((row[0], tuple(row[1:])) for row in data.get("handled", []))
+        return cls(state_cls.model_validate(data["state"]), handled)
 
 
 @dataclass(frozen=True)
 class Outcome:
-    events: list[EventRecord]
+    commit: LogRecord | None
+    """The decision to append (None for a duplicate: nothing to write)."""
+    encoded: bytes | None
     reply: BaseModel
     needs_timer: bool = False
     """The aggregate has members in transition: its timeouts must be checked periodically."""
+    failure: str | None = None
+    """Deciding or applying raised: the command is poison (rejected with code 500)."""
+
+    @property
+    def events(self) -> list:
+        return events_of(self.commit) if self.commit is not None else []
+
+
+def _commit(tracked: Tracked, command: Envelope, ctx: Context, events: list, **outcome) -> LogRecord:
+    return LogRecord.model_construct(  # built from validated parts: no re-validation
+        schema_version=1, id=ctx.new_id(), type="Commit", aggregate_id=command.aggregate_id,
+        aggregate_seq=tracked.state.seq + (1 if events else 0), occurred_at=ctx.now,
+        tenant=command.tenant, correlation_id=command.correlation_id or command.id,
+        causation_id=command.id,
+        payload=Commit.model_construct(type="Commit", command_type=command.payload.type,  # type: ignore[attr-defined]
+                                       events=events, claim=ctx.claim, writer=ctx.writer,
+                                       **{"reason": None, "field": None, "code": None, **outcome}))
 
 
 def handle(tracked: Tracked, command: Envelope, ctx: Context) -> Outcome:
-    """Run one command against an aggregate: events to append and the reply to send."""
+    """Run one command against an aggregate: the commit to append and the reply to send.
+
+    Whatever happens, a new command id leaves one commit: accepted (with its events, maybe
+    none), rejected by a rule, rejected as too large to append, or rejected because deciding
+    or applying it raised (a bug: `failure` says so, the node dead-letters the command)."""
     payload = command.payload
     if command.id in tracked.handled:
-        return Outcome([], CommandAccepted(command_id=command.id, command_type=payload.type,
-                                           duplicate=True))
+        return Outcome(None, None, reply_for(command.id, tracked.handled[command.id], duplicate=True))
+    echo = failure = None
     try:
-        decided = tracked.module.decide(tracked.state, payload, ctx)  # type: ignore[union-attr]
+        check_addressee(command.aggregate_id, payload)
+        commit = _commit(tracked, command, ctx, tracked.module.decide(tracked.state, payload, ctx),  # type: ignore[union-attr]
+                         outcome="accepted")
+        encoded = commit.model_dump_json().encode()
+        if len(encoded) > ctx.max_record_bytes:
+            raise Rejection(f"{payload.type} would write {len(encoded)} bytes in one decision, more "  # type: ignore[attr-defined]
+                            f"than the {ctx.max_record_bytes} a record may hold", code=413)
+        tracked.fold_commit(commit)  # apply() runs here: a bug in it leaves the state unchanged
     except Rejection as rejection:
-        return Outcome([], CommandRejected(
-            command_id=command.id, command_type=payload.type, reason=rejection.reason,
-            field=rejection.field, code=rejection.code,
-            command=redacted(payload)))
-    records = []
-    for n, event in enumerate(decided, start=1):
-        record = EventRecord.model_construct(  # built from validated parts: no re-validation
-            schema_version=1, id=ctx.new_id(), type=event.type, aggregate_id=command.aggregate_id,  # type: ignore[attr-defined]
-            aggregate_seq=tracked.state.seq + 1, occurred_at=ctx.now, tenant=command.tenant,
-            correlation_id=command.correlation_id or command.id, causation_id=command.id,
-            payload=event)
-        tracked.fold(record)
-        records.append(record)
-    tracked.remember(command.id)
-    return Outcome(records, CommandAccepted(command_id=command.id, command_type=payload.type,
-                                            event_types=[r.type for r in records]),
-                   needs_timer(tracked.state))
+        echo = redacted(payload)
+        commit = _commit(tracked, command, ctx, [], outcome="rejected", reason=rejection.reason,
+                         field=rejection.field, code=rejection.code)
+    except Exception as exc:  # noqa: BLE001 - a poison command must not stop its aggregate
+        failure = f"{type(exc).__name__}: {exc}"
+        log.exception("%s on %s failed", payload.type, command.aggregate_id)  # type: ignore[attr-defined]
+        commit = _commit(tracked, command, ctx, [], outcome="rejected", code=500,
+                         reason=f"internal error while handling {payload.type}: {failure}")  # type: ignore[attr-defined]
+    if commit.payload.outcome == "rejected":
+        encoded = commit.model_dump_json().encode()
+        tracked.fold_commit(commit)
+    reply = reply_for(command.id, tracked.handled[command.id], duplicate=False)
+    if echo is not None:
+        reply = reply.model_copy(update={"command": echo})
+    return Outcome(commit, encoded, reply, needs_timer(tracked.state), failure)
 
 
 # --- the actor --------------------------------------------------------------------------

@@ -77,23 +77,31 @@ def schemas_export(directory: Path) -> None:
 @app.command()
 def node(base: str = typer.Option("simpleSystemBase", help="thespian system base"),
          timer_seconds: float = typer.Option(30.0, help="how often timeouts are checked")) -> None:
-    """Run a node: owns command partitions, rebuilds their aggregates, handles commands; also
-    runs the reactor that turns events into follow-up commands."""
+    """Run a node: claims command partitions, rebuilds their aggregates, handles commands."""
     from infra.node import Node
-    from infra.reactor import Reactor
 
     _logging()
     settings = _require_bootstrap()
     node_ = Node(settings, base=base, timer_seconds=timer_seconds)
-    reactor = Reactor(settings)
-    threading.Thread(target=reactor.run, name="reactor", daemon=True).start()
     signal.signal(signal.SIGTERM, lambda *_: node_.stop())
     try:
         node_.run()
     except KeyboardInterrupt:
         node_.stop()
-    finally:
-        reactor.stop()
+
+
+@app.command()
+def reactor() -> None:
+    """Run the reactor: turns events, replies and instance status into follow-up commands."""
+    from infra.reactor import Reactor
+
+    _logging()
+    reactor_ = Reactor(_require_bootstrap())
+    signal.signal(signal.SIGTERM, lambda *_: reactor_.stop())
+    try:
+        reactor_.run()
+    except KeyboardInterrupt:
+        reactor_.stop()
 
 
 def _require_bootstrap():

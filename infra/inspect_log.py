@@ -10,24 +10,26 @@ import json
 from datetime import datetime
 
 from actors.runtime import Tracked
-from infra.kafka import read_to_end
+from actors.history import events_of
+from infra.eventlog import read_history
 from infra.settings import Settings
 
 
 def state_at(settings: Settings, aggregate_id: str, until_event: str | None = None,
              before: datetime | None = None) -> tuple[Tracked, list]:
-    """Fold one aggregate's events (up to an event id or a time); returns it and its events."""
+    """Fold one aggregate's decisions (up to the one holding an event or commit id, or up to a
+    time); returns it and its events."""
     tracked = Tracked.new(aggregate_id)
     seen = []
-    for delivered in read_to_end(settings, "events"):
-        record = delivered.record
-        if record.aggregate_id != aggregate_id:
+    for _partition, _offset, commit in read_history(settings):
+        if commit.aggregate_id != aggregate_id:
             continue
-        if before and record.occurred_at >= before:
+        if before and commit.occurred_at >= before:
             break
-        tracked.fold(record)
-        seen.append(record)
-        if record.id == until_event:
+        tracked.fold_commit(commit)
+        events = events_of(commit)
+        seen += events
+        if until_event in {commit.id, *(e.id for e in events)}:
             break
     return tracked, seen
 
@@ -35,12 +37,11 @@ def state_at(settings: Settings, aggregate_id: str, until_event: str | None = No
 def digest_all(settings: Settings) -> tuple[str, int]:
     """A digest of every aggregate's state rebuilt from the whole log, and how many there are."""
     aggregates: dict[str, Tracked] = {}
-    for delivered in read_to_end(settings, "events"):
-        record = delivered.record
-        tracked = aggregates.get(record.aggregate_id)
+    for _partition, _offset, commit in read_history(settings):
+        tracked = aggregates.get(commit.aggregate_id)
         if tracked is None:
-            tracked = aggregates[record.aggregate_id] = Tracked.new(record.aggregate_id)
-        tracked.fold(record)
+            tracked = aggregates[commit.aggregate_id] = Tracked.new(commit.aggregate_id)
+        tracked.fold_commit(commit)
     return digest_of(aggregates), len(aggregates)
 
 

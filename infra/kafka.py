@@ -93,8 +93,10 @@ def encode(record: BaseModel) -> bytes:
     return record.model_dump_json().encode()
 
 
-def decode(topic_kind: str, raw: bytes) -> Envelope:
+def decode(topic_kind: str, raw: bytes | None) -> Envelope:
     """Validate raw bytes as the record type of a topic; raises ValidationError or ValueError."""
+    if raw is None:
+        raise ValueError("record: null value (tombstones carry no record here)")
     return TOPIC_RECORDS[topic_kind].model_validate_json(raw)
 
 
@@ -161,8 +163,8 @@ class Appender:
         self.producer.flush(timeout)
         return [(m.partition, m.offset) for m in (f.get(timeout=timeout) for f in futures)]
 
-    def send_raw(self, topic: str, key: bytes | None, value: bytes):
-        return self.producer.send(topic, key=key, value=value)
+    def send_raw(self, topic: str, key: bytes | None, value: bytes, partition: int | None = None):
+        return self.producer.send(topic, key=key, value=value, partition=partition)
 
     def flush(self, timeout: float = 30.0) -> None:
         self.producer.flush(timeout)
@@ -182,35 +184,53 @@ class Delivered:
     record: Envelope
 
 
+DEAD_LETTER_ORIGINAL_BYTES = 256_000
+"""An oversized record's dead letter keeps its beginning: the letter itself must fit."""
+
+
 class DeadLetters:
     """Routes records that do not validate to the dead-letter topic, with the reason."""
 
     def __init__(self, appender: Appender) -> None:
         self.appender = appender
 
-    def send(self, topic: str, partition: int, offset: int, key: bytes | None, raw: bytes,
+    def send(self, topic: str, partition: int, offset: int, key: bytes | None, raw: bytes | None,
              reason: str) -> None:
         log.warning("dead-letter %s[%d]@%d: %s", topic, partition, offset, reason)
+        original = (raw or b"")
+        if len(original) > DEAD_LETTER_ORIGINAL_BYTES:
+            reason += f" (original of {len(original)} bytes, first {DEAD_LETTER_ORIGINAL_BYTES} kept)"
+            original = original[:DEAD_LETTER_ORIGINAL_BYTES]
         letter = DeadLetter(
             source_topic=topic, source_partition=partition, source_offset=offset, reason=reason,
-            original=(raw or b"").decode("utf-8", "replace"),
-            original_key=key.decode("utf-8", "replace") if key else None,
+            original=original.decode("utf-8", "replace"),
+            original_key=key[:1000].decode("utf-8", "replace") if key else None,
         )
         record = envelope(DeadLetterRecord, letter, aggregate_id=f"{topic}:{partition}:{offset}")
         self.appender.send("deadletter", record.aggregate_id, record)
 
 
 def validated(settings: Settings, topic_kind: str, raw_records, dead_letters: DeadLetters) -> Iterator[Delivered]:
-    """Decode kafka-python ConsumerRecords; invalid ones go to the dead-letter topic."""
+    """Decode kafka-python ConsumerRecords (key, value and all); a record that does not decode
+    goes to the dead-letter topic with the reason, and the reader carries on."""
     for raw in raw_records:
         try:
-            record = decode(topic_kind, raw.value)
-        except (ValidationError, ValueError) as exc:
+            key, record = decode_key(raw.key), decode(topic_kind, raw.value)
+        except ValueError as exc:  # pydantic's ValidationError and UnicodeDecodeError are ValueErrors
             dead_letters.send(raw.topic, raw.partition, raw.offset, raw.key, raw.value,
                               rejection_reason(exc))
             continue
-        yield Delivered(raw.topic, raw.partition, raw.offset,
-                        raw.key.decode() if raw.key else None, record)
+        yield Delivered(raw.topic, raw.partition, raw.offset, key, record)
+
+
+def decode_key(key: bytes | None) -> str | None:
+    """A record key as text; raises ValueError naming the problem when it is not UTF-8."""
+    if key is None:
+        return None
+    try:
+        return key.decode()
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"key: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
 
 
 def topic_kind_of(settings: Settings, topic: str) -> str:
@@ -276,9 +296,8 @@ def read_to_end(settings: Settings, topic_kind: str, dead_letters: DeadLetters |
                         for raw in raws:
                             try:
                                 yield Delivered(raw.topic, raw.partition, raw.offset,
-                                                raw.key.decode() if raw.key else None,
-                                                decode(topic_kind, raw.value))
-                            except (ValidationError, ValueError) as exc:
+                                                decode_key(raw.key), decode(topic_kind, raw.value))
+                            except ValueError as exc:
                                 log.warning("skipping invalid record %s@%d: %s", tp, raw.offset,
                                             rejection_reason(exc))
                     else:

@@ -1,20 +1,27 @@
 """`stratos node`: owns the aggregates of the command partitions it is assigned.
 
-For each assigned partition it rebuilds the aggregates from snapshots and the log, then feeds
-commands to their actors, appends the events they decide (same partition), sends the reply,
-and only then commits the command offsets. Every `snapshot_every` events of a partition it
-writes snapshots of the aggregates that changed, then a checkpoint marker.
+For each partition it takes, it first claims it (a claim marker on the snapshots partition,
+then a Claim on the events partition: from there on, only its commits are history), rebuilds
+the aggregates from snapshots and the log up to its own claim, then feeds commands to their
+actors and appends each decision as one Commit (same partition). Replies go out once the
+commits are acknowledged, and only then are the command offsets committed; a commit that
+failed to append is never committed as done: the partition is rebuilt from the log and its
+commands are read again. Every `snapshot_every` commits of a partition it writes snapshots of
+the aggregates that changed, then a checkpoint marker.
 """
 from __future__ import annotations
 
 import logging
+import os
+import socket
 import threading
 import time
 from collections import defaultdict
 from datetime import datetime, timezone
 
-from kafka import ConsumerRebalanceListener, OffsetAndMetadata
+from kafka import ConsumerRebalanceListener, OffsetAndMetadata, TopicPartition
 from kafka.errors import CommitFailedError
+from kafka.partitioner.default import murmur2
 from thespian.actors import ActorExitRequest, ActorSystem
 
 from actors.base import Context, Timeouts
@@ -22,12 +29,13 @@ from actors.runtime import (
     AggregateActor, Handle, Outcome, Rebuild, StartTicking, TakeSnapshot, Tick, TickerActor, Tracked,
     needs_timer,
 )
+from infra.faults import CrashPoints
 from infra.kafka import Appender, DeadLetters, envelope, group_consumer, new_id, validated
-from infra.recovery import CHECKPOINT, recover_partition
+from infra.recovery import CHECKPOINT, CLAIM, recover_partition
 from infra.settings import Settings
 from schemas.commands import CheckTimeouts
 from schemas.status import CommandRejected
-from schemas.records import CommandRecord, ReplyRecord, Snapshot, SnapshotRecord
+from schemas.records import Claim, CommandRecord, LogRecord, ReplyRecord, Snapshot, SnapshotRecord
 
 log = logging.getLogger(__name__)
 NODE_GROUP = "stratos-nodes"
@@ -106,14 +114,21 @@ class ActorHost:
 
 
 class _Rebalance(ConsumerRebalanceListener):
-    def __init__(self, node: "Node") -> None:
-        self.node = node
+    def __init__(self, node: "Node", consumer) -> None:
+        self.node, self.consumer = node, consumer
 
     def on_partitions_revoked(self, revoked):
         self.node.release([tp.partition for tp in revoked])
 
     def on_partitions_assigned(self, assigned):
-        self.node.adopt([tp.partition for tp in assigned])
+        generation = getattr(getattr(self.consumer, "_coordinator", None), "_generation", None)
+        self.node.adopt([tp.partition for tp in assigned], getattr(generation, "generation_id", -1))
+
+
+def partition_for(aggregate_id: str, partitions: int) -> int:
+    """Where an aggregate's commands and commits live: Kafka's default (murmur2) partitioner,
+    the one the Java client, kafka-python and aiokafka apply to a key."""
+    return (murmur2(aggregate_id.encode()) & 0x7FFFFFFF) % partitions
 
 
 class Node:
@@ -122,34 +137,58 @@ class Node:
         self.settings = settings
         self.clock = clock or (lambda: datetime.now(timezone.utc))
         self.host = ActorHost(base, timer_seconds)  # actors first: see ARCHITECTURE.md
+        self.timer_seconds = timer_seconds
         self.appender = Appender(settings)
         self.dead_letters = DeadLetters(self.appender)
+        self.crash = CrashPoints(settings.fault)
+        self.writer = f"{socket.gethostname()}:{os.getpid()}:{new_id()[-6:]}"
         self.owned: dict[int, set[str]] = {}
+        self.claims: dict[int, str] = {}
         self.dirty: dict[int, dict[str, int]] = defaultdict(dict)
         self.since_checkpoint: dict[int, int] = defaultdict(int)
         self.last_event_offset: dict[int, int] = {}
+        self.rerouted = 0
         self.stopping = threading.Event()
         self.ready = threading.Event()
         self.timeouts = timeouts_from(settings)
 
     # --- ownership ------------------------------------------------------------------------
-    def adopt(self, partitions: list[int]) -> None:
+    def adopt(self, partitions: list[int], generation: int = -1) -> None:
         for partition in partitions:
             started = time.monotonic()
-            recovered = recover_partition(self.settings, partition)
+            claim, claim_offset = self.claim(partition, generation)
+            recovered = recover_partition(self.settings, partition, until=claim_offset)
+            if recovered.fence.claim != claim:
+                log.warning("partition %d: claimed again by another node while rebuilding", partition)
             for tracked in recovered.aggregates.values():
                 self.host.install(tracked)
             self.owned[partition] = set(recovered.aggregates)
+            self.claims[partition] = claim
             self.last_event_offset[partition] = recovered.next_offset - 1
-            log.info("partition %d: %d aggregates rebuilt (%d snapshots, %d events) in %.2fs%s",
-                     partition, len(recovered.aggregates), recovered.snapshots_loaded,
-                     recovered.events_replayed, time.monotonic() - started,
+            log.info("partition %d claimed (generation %d): %d aggregates rebuilt (%d snapshots, "
+                     "%d events, %d fenced commits ignored) in %.2fs%s", partition, generation,
+                     len(recovered.aggregates), recovered.snapshots_loaded, recovered.events_replayed,
+                     recovered.commits_fenced, time.monotonic() - started,
                      f", {len(recovered.problems)} problems" if recovered.problems else "")
         self.ready.set()
+
+    def claim(self, partition: int, generation: int) -> tuple[str, int]:
+        """Take an events partition: the snapshots marker first, then the Claim (see
+        `infra.recovery`). Returns the claim id and the Claim's offset."""
+        claim = new_id()
+        marker = Snapshot(aggregate_type=CLAIM, events_partition=partition, events_offset=-1,
+                          state={"writer": self.writer}, claim=claim)
+        self.appender.append("snapshots", f"{CLAIM}/{partition}",
+                             envelope(SnapshotRecord, marker, f"{CLAIM}/{partition}"), partition=partition)
+        record = envelope(LogRecord, Claim(partition=partition, writer=self.writer, generation=generation),
+                          f"{CLAIM}/{partition}", record_id=claim)
+        _, offset = self.appender.append("events", f"{CLAIM}/{partition}", record, partition=partition)
+        return claim, offset
 
     def release(self, partitions: list[int]) -> None:
         for partition in partitions:
             self.host.drop(self.owned.pop(partition, set()))
+            self.claims.pop(partition, None)
             self.dirty.pop(partition, None)
             self.since_checkpoint.pop(partition, None)
 
@@ -157,7 +196,12 @@ class Node:
     def run(self) -> None:
         consumer = group_consumer(self.settings, NODE_GROUP, ["commands"], max_poll_records=500)
         consumer.unsubscribe()
-        consumer.subscribe([self.settings.topic("commands")], listener=_Rebalance(self))
+        topic = self.settings.topic("commands")
+        if self.settings.node_partitions is not None:
+            consumer.assign([TopicPartition(topic, p) for p in self.settings.node_partitions])
+            self.adopt(list(self.settings.node_partitions))
+        else:
+            consumer.subscribe([topic], listener=_Rebalance(self, consumer))
         try:
             while not self.stopping.is_set():
                 batch = consumer.poll(timeout_ms=100)
@@ -174,25 +218,45 @@ class Node:
         self.stopping.set()
 
     def _process(self, consumer, batch) -> None:
-        offsets, appended = {}, []
+        offsets, written = {}, []
         for tp, raws in batch.items():
             if tp.partition not in self.owned:
                 continue
             for delivered in validated(self.settings, "commands", raws, self.dead_letters):
-                appended += self._handle(tp.partition, delivered.key or delivered.record.aggregate_id,
-                                         delivered.record)
+                if not self._routed_here(delivered, tp.partition):
+                    continue
+                outcome = self._decide(tp.partition, delivered)
+                future = None
+                if outcome.commit is not None:
+                    self.crash.passing("before-append")
+                    future = self.appender.send_raw(self.settings.topic("events"),
+                                                    outcome.commit.aggregate_id.encode(),
+                                                    outcome.encoded, partition=tp.partition)
+                    self.crash.passing("after-send")
+                written.append((tp, raws[0].offset, delivered.record, outcome, future))
             offsets[tp] = OffsetAndMetadata(raws[-1].offset + 1, "", -1)
         self.appender.flush()
-        for partition, aggregate_id, future in appended:
-            try:
-                offset = future.get(timeout=30).offset
-            except Exception:
-                log.exception("append failed for %s; rebuilding it from the log", aggregate_id)
-                self._rebuild(partition, aggregate_id)
-                raise
-            self.last_event_offset[partition] = max(self.last_event_offset.get(partition, -1), offset)
-            self.dirty[partition][aggregate_id] = offset
-            self.since_checkpoint[partition] += 1
+        failed: dict[TopicPartition, int] = {}
+        for tp, first_offset, command, outcome, future in written:
+            if tp in failed:
+                continue
+            if future is not None:
+                try:
+                    offset = future.get(timeout=30).offset
+                except Exception as exc:  # noqa: BLE001 - any failed append is handled the same way
+                    log.error("append of %s's decision failed (%s); partition %d is rebuilt from "
+                              "the log and its commands read again", command.aggregate_id, exc, tp.partition)
+                    failed[tp] = first_offset
+                    continue
+                self.crash.passing("after-append")
+                self._appended(tp.partition, command.aggregate_id, offset, outcome)
+            self._reply(tp.partition, command, outcome)
+        self.appender.flush()
+        self.crash.passing("after-reply")
+        for tp, first_offset in failed.items():
+            offsets.pop(tp, None)
+            self._rebuild_partition(tp.partition)
+            consumer.seek(tp, first_offset)
         for partition in list(self.since_checkpoint):
             if self.since_checkpoint[partition] >= self.settings.snapshot_every:
                 self.checkpoint(partition)
@@ -203,54 +267,86 @@ class Node:
                 # Out of the group (a slow batch, a rebalance): the partitions are reassigned and
                 # these commands redelivered, where their ids make them duplicates. Not fatal.
                 log.warning("offset commit failed, commands will be redelivered: %s", exc)
+            self.crash.passing("after-offset-commit")
 
-    def _handle(self, partition: int, key: str, command: CommandRecord) -> list:
-        """Run one command; send its events, then its reply. Returns the events' futures."""
-        ctx = Context(now=self.clock(), new_id=new_id, timeouts=self.timeouts)
+    def _routed_here(self, delivered, partition: int) -> bool:
+        """A command keyed by something else than its aggregate id, or on another partition than
+        its aggregate's, is moved (same id, so it stays idempotent) to where it belongs: it
+        never creates a second copy of its aggregate here."""
+        command = delivered.record
+        home = partition_for(command.aggregate_id, self.settings.partitions)
+        if delivered.key == command.aggregate_id and partition == home:
+            return True
+        self.rerouted += 1
+        log.warning("command %s for %s arrived on partition %d with key %r: moved to partition %d",
+                    command.id, command.aggregate_id, partition, delivered.key, home)
+        self.appender.send("commands", command.aggregate_id, command, partition=home)
+        return False
+
+    def _decide(self, partition: int, delivered) -> Outcome:
+        command = delivered.record
+        ctx = Context(now=self.clock(), new_id=new_id, timeouts=self.timeouts,
+                      claim=self.claims.get(partition), writer=self.writer,
+                      max_record_bytes=self.settings.max_record_bytes)
         try:
             outcome = self.host.handle(command, ctx)
-        except Exception as exc:
-            # A poison command (a bug it triggers): dead-letter it with the reason, answer it,
-            # rebuild the aggregate from the log (its actor may hold a half-applied state).
-            log.exception("command %s (%s) failed; rebuilding %s", command.id, command.type,
-                          command.aggregate_id)
-            self.dead_letters.send(self.settings.topic("commands"), partition, -1, key.encode(),
-                                   command.model_dump_json().encode(), f"handling failed: {exc!r}")
-            self._rebuild(partition, command.aggregate_id)
-            outcome = Outcome([], CommandRejected(
-                command_id=command.id, command_type=command.type, code=500,
-                reason=f"internal error while handling {command.type}: {exc}"))
+        except Exception as exc:  # noqa: BLE001 - the actor itself failed (not the domain)
+            log.exception("actor of %s failed on %s; rebuilding it from the log", command.aggregate_id, command.id)
+            self._rebuild_partition(partition)
+            outcome = self.host.handle(command, ctx)  # a second failure is the node's, and fatal
+        if outcome.failure:
+            self.dead_letters.send(self.settings.topic("commands"), partition, delivered.offset,
+                                   (delivered.key or "").encode(), command.model_dump_json().encode(),
+                                   f"handling failed: {outcome.failure}")
         self.owned.setdefault(partition, set()).add(command.aggregate_id)
-        futures = [(partition, command.aggregate_id,
-                    self.appender.send("events", key, event, partition=partition))
-                   for event in outcome.events]
+        return outcome
+
+    def _appended(self, partition: int, aggregate_id: str, offset: int, outcome: Outcome) -> None:
+        self.last_event_offset[partition] = max(self.last_event_offset.get(partition, -1), offset)
+        self.dirty[partition][aggregate_id] = offset
+        self.since_checkpoint[partition] += 1
+
+    def _reply(self, partition: int, command: CommandRecord, outcome: Outcome) -> None:
         reply = envelope(ReplyRecord, outcome.reply, command.aggregate_id, tenant=command.tenant,
                          correlation_id=command.correlation_id or command.id, causation_id=command.id,
                          trusted=True)
-        self.appender.send("replies", key, reply, partition=partition)
-        return futures
+        self.appender.send("replies", command.aggregate_id, reply, partition=partition)
 
-    def _rebuild(self, partition: int, aggregate_id: str) -> None:
+    def _rebuild_partition(self, partition: int) -> None:
+        """Back to what the log holds: a failed append left actors ahead of it."""
         recovered = recover_partition(self.settings, partition)
-        self.host.install(recovered.aggregates.get(aggregate_id) or Tracked.new(aggregate_id))
+        self.host.drop(self.owned.get(partition, set()) - set(recovered.aggregates))
+        for tracked in recovered.aggregates.values():
+            self.host.install(tracked)
+        self.owned[partition] = set(recovered.aggregates)
+        self.last_event_offset[partition] = recovered.next_offset - 1
 
     def _fire_timers(self) -> None:
-        for aggregate_id in self.host.due_for_timeouts():
-            command = envelope(CommandRecord, CheckTimeouts(), aggregate_id)
+        """CheckTimeouts for aggregates with members in transition; the id names the aggregate
+        and the timer period, so a resend after a crash in the same period is a duplicate."""
+        due = self.host.due_for_timeouts()
+        if not due:
+            return
+        period = int(self.clock().timestamp() // self.timer_seconds)
+        for aggregate_id in due:
+            command = envelope(CommandRecord, CheckTimeouts(), aggregate_id,
+                               record_id=f"{aggregate_id}:timeouts:{period}")
             self.appender.send("commands", aggregate_id, command)
 
     def checkpoint(self, partition: int) -> None:
         """Snapshot every aggregate changed since the last checkpoint, then the marker."""
+        claim = self.claims.get(partition)
         dirty = self.dirty.pop(partition, {})
         for aggregate_id, offset in dirty.items():
             state = self.host.ask_snapshot(aggregate_id)
             snapshot = Snapshot(aggregate_type=state["state"].get("kind") or "aggregate",
-                                events_partition=partition, events_offset=offset, state=state)
+                                events_partition=partition, events_offset=offset, state=state, claim=claim)
             self.appender.send("snapshots", aggregate_id,
                                envelope(SnapshotRecord, snapshot, aggregate_id), partition=partition)
         self.appender.flush()
+        self.crash.passing("mid-checkpoint")
         marker = Snapshot(aggregate_type=CHECKPOINT, events_partition=partition,
-                          events_offset=self.last_event_offset.get(partition, -1), state={})
+                          events_offset=self.last_event_offset.get(partition, -1), state={}, claim=claim)
         self.appender.append("snapshots", f"{CHECKPOINT}/{partition}",
                              envelope(SnapshotRecord, marker, f"{CHECKPOINT}/{partition}"),
                              partition=partition)

@@ -29,6 +29,7 @@ def parts(api_port: int, demo: bool) -> dict[str, list[str]]:
     patterns = resources.files("infra") / "samples" / "health-patterns.yaml"
     return {
         "node": ["node"],
+        "reactor": ["reactor"],
         "cloud": ["cloud", "--api-port", str(api_port + 1), "--patterns", str(patterns)],
         "health": ["health"],
         "api": ["api", "--port", str(api_port)] + (["--demo"] if demo else []),

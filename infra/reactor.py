@@ -2,7 +2,10 @@
 
 It reads events, replies, instance status and health faults in its own consumer group and
 sends the follow-up commands. Command ids derive from the record that caused them, so a
-reaction sent twice after a crash is a duplicate the target aggregate ignores.
+reaction sent twice after a crash is a duplicate the target aggregate ignores. Events are read
+as history (`infra.eventlog.History`): a fenced writer's commits cause nothing. It is a
+supervised part of its own (`stratos reactor`); no record can stop it: one that does not
+decode, or whose reaction fails, goes to the dead-letter topic with the reason.
 """
 from __future__ import annotations
 
@@ -10,10 +13,14 @@ import logging
 import threading
 import typing
 
-from kafka import OffsetAndMetadata
+from kafka import ConsumerRebalanceListener, OffsetAndMetadata
 
+from actors.history import events_of
 from actors.reactions import react
-from infra.kafka import Appender, DeadLetters, envelope, group_consumer, topic_kind_of, validated
+from infra.eventlog import History
+from infra.kafka import (Appender, DeadLetters, decode_key, envelope, group_consumer, rejection_reason,
+                         topic_kind_of, validated)
+from infra.recovery import fence_before
 from infra.settings import Settings
 from schemas.records import CommandRecord, NotifierRecord
 from schemas.status import Notification
@@ -26,15 +33,30 @@ NOTIFICATIONS = typing.get_args(typing.get_args(Notification)[0])
 NOTIFIER = ("instance-notifier", NotifierRecord)
 
 
+class _ForgetFences(ConsumerRebalanceListener):
+    def __init__(self, history: History, events_topic: str) -> None:
+        self.history, self.events_topic = history, events_topic
+
+    def on_partitions_revoked(self, revoked):
+        self.history.forget([tp.partition for tp in revoked if tp.topic == self.events_topic])
+
+    def on_partitions_assigned(self, assigned):
+        """Fences are learnt lazily, at the first record read of each partition."""
+
+
 class Reactor:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.appender = Appender(settings)
         self.dead_letters = DeadLetters(self.appender)
+        self.history = History(lambda partition, offset: fence_before(settings, partition, offset))
         self.stopping = threading.Event()
 
     def run(self) -> None:
         consumer = group_consumer(self.settings, REACTOR_GROUP, SOURCES)
+        consumer.unsubscribe()
+        consumer.subscribe([self.settings.topic(k) for k in SOURCES],
+                           listener=_ForgetFences(self.history, self.settings.topic("events")))
         try:
             while not self.stopping.is_set():
                 batch = consumer.poll(timeout_ms=100)
@@ -42,19 +64,44 @@ class Reactor:
                     continue
                 offsets = {}
                 for tp, raws in batch.items():
-                    kind = topic_kind_of(self.settings, tp.topic)
-                    wanted = raws
-                    if kind == "health":  # only faults matter here; the health worker owns the
-                        # statistics (and dead-letters the bad ones): skip them unparsed
-                        wanted = [raw for raw in raws if b"MemberFault" in raw.value]
-                    for delivered in validated(self.settings, kind, wanted, self.dead_letters):
-                        self.send_reactions(delivered.record)
+                    self.react_to(topic_kind_of(self.settings, tp.topic), raws)
                     offsets[tp] = OffsetAndMetadata(raws[-1].offset + 1, "", -1)
                 self.appender.flush()
                 consumer.commit(offsets)
         finally:
             consumer.close(autocommit=False)
             self.appender.close()
+
+    def react_to(self, kind: str, raws) -> None:
+        if kind == "events":
+            records = self._history(raws)
+        else:
+            if kind == "health":  # only faults matter here; the health worker owns the
+                # statistics (and dead-letters the bad ones): skip them unparsed
+                raws = [raw for raw in raws if raw.value and b"MemberFault" in raw.value]
+            records = ((d.record, d) for d in validated(self.settings, kind, raws, self.dead_letters))
+        for record, source in records:
+            try:
+                self.send_reactions(record)
+            except Exception as exc:  # noqa: BLE001 - a record no reaction can follow is poison
+                log.exception("no reaction to %s %s", record.type, record.id)
+                self.dead_letters.send(source.topic, source.partition, source.offset,
+                                       source.key.encode() if isinstance(source.key, str) else source.key,
+                                       record.model_dump_json().encode(),
+                                       f"reaction failed: {rejection_reason(exc)}")
+
+    def _history(self, raws):
+        for raw in raws:
+            try:
+                decode_key(raw.key)
+                commit = self.history.commit(raw.partition, raw.offset, raw.value)
+            except ValueError as exc:
+                self.dead_letters.send(raw.topic, raw.partition, raw.offset, raw.key, raw.value,
+                                       rejection_reason(exc))
+                continue
+            if commit is not None:
+                for event in events_of(commit):
+                    yield event, raw
 
     def send_reactions(self, record) -> None:
         for n, (target, message) in enumerate(react(record)):

@@ -1,25 +1,41 @@
-"""Rebuilding aggregates from the log: latest snapshots, then the events after them.
+"""Rebuilding aggregates from the log: latest snapshots, then the commits after them.
 
 Used by the node on partition assignment, by replay tools and by the benchmark alike.
+
+The snapshots topic is fenced like the events topic: a node that claims a partition writes a
+claim marker here first, then its Claim to the events partition; snapshots and checkpoints
+written under an older claim after that marker are ignored (a cut-off node may still write
+them, and they may cover commits that are not history).
 """
 from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
 
-from pydantic import ValidationError
-
+from actors.history import Fence
 from actors.runtime import Tracked
 from infra.bulk import iter_partition
+from infra.eventlog import History
 from infra.kafka import decode, rejection_reason
 from infra.settings import Settings
-from schemas.records import EventRecord, SnapshotRecord
+from schemas.records import SnapshotRecord
 
 log = logging.getLogger(__name__)
 
 CHECKPOINT = "checkpoint"
 """aggregate_type of the marker that says: every aggregate changed up to this offset has a
 snapshot before this marker."""
+CLAIM = "claim"
+"""aggregate_type of the marker a new owner writes before it claims the events partition."""
+
+
+@dataclass
+class Snapshots:
+    latest: dict[str, SnapshotRecord] = field(default_factory=dict)
+    replay_from: int = 0
+    """The events offset after the last valid checkpoint."""
+    claim: str | None = None
+    """The claim in force at `replay_from` (the checkpoint writer's)."""
 
 
 @dataclass
@@ -28,56 +44,95 @@ class Recovered:
     aggregates: dict[str, Tracked] = field(default_factory=dict)
     next_offset: int = 0
     events_replayed: int = 0
+    commits_fenced: int = 0
     snapshots_loaded: int = 0
+    fence: Fence = field(default_factory=Fence)
     problems: list[str] = field(default_factory=list)
 
 
-def load_snapshots(settings: Settings, partition: int) -> tuple[dict[str, SnapshotRecord], int]:
-    """Latest snapshot per aggregate up to the last checkpoint, and the checkpoint's offset + 1."""
-    latest: dict[str, SnapshotRecord] = {}
+def load_snapshots(settings: Settings, partition: int, before: int | None = None) -> Snapshots:
+    """Latest valid snapshot per aggregate up to the last checkpoint (the last one whose events
+    offset is below `before`, when given)."""
+    found = Snapshots()
     pending: dict[str, SnapshotRecord] = {}
-    replay_from = 0
+    claim = None
     for offset, _key, value in iter_partition(settings, "snapshots", partition):
         try:
             record = decode("snapshots", value)
-        except (ValidationError, ValueError) as exc:
+        except ValueError as exc:
             log.warning("ignoring invalid snapshot at %d: %s", offset, rejection_reason(exc))
             continue
-        if record.payload.aggregate_type == CHECKPOINT:
-            latest.update(pending)
+        snapshot = record.payload
+        if snapshot.aggregate_type == CLAIM:
+            claim = snapshot.claim
             pending.clear()
-            replay_from = record.payload.events_offset + 1
+        elif snapshot.claim != claim:
+            continue  # written by a node that had lost the partition
+        elif snapshot.aggregate_type == CHECKPOINT:
+            if before is not None and snapshot.events_offset >= before:
+                break
+            found.latest.update(pending)
+            pending.clear()
+            found.replay_from, found.claim = snapshot.events_offset + 1, snapshot.claim
         else:
             pending[record.aggregate_id] = record
-    return latest, replay_from
+    return found
 
 
-def recover_partition(settings: Settings, partition: int, use_snapshots: bool = True) -> Recovered:
+def fence_before(settings: Settings, partition: int, offset: int) -> Fence:
+    """The fence in force at `offset` of an events partition, for a reader resuming there:
+    the last checkpoint's claim, moved by the claims between it and `offset`."""
+    if offset <= 0:
+        return Fence()
+    snapshots = load_snapshots(settings, partition, before=offset)
+    history = History(lambda _p, _o: Fence(snapshots.claim))
+    for at, _key, value in iter_partition(settings, "events", partition, snapshots.replay_from):
+        if at >= offset:
+            break
+        if b'"Claim"' in value:  # cheap filter: only claims move a fence
+            try:
+                history.commit(partition, at, value)
+            except ValueError:
+                continue
+    return history.fences.get(partition) or Fence(snapshots.claim)
+
+
+def recover_partition(settings: Settings, partition: int, use_snapshots: bool = True,
+                      until: int | None = None) -> Recovered:
+    """Every aggregate of one partition as the log says it is (up to offset `until`)."""
     result = Recovered(partition)
     covered: dict[str, int] = {}
+    snapshots = Snapshots()
     if use_snapshots:
-        snapshots, result.next_offset = load_snapshots(settings, partition)
-        for aggregate_id, record in snapshots.items():
+        snapshots = load_snapshots(settings, partition)
+        for aggregate_id, record in snapshots.latest.items():
             result.aggregates[aggregate_id] = Tracked.from_snapshot(aggregate_id, record.payload.state)
             covered[aggregate_id] = record.payload.events_offset
-        result.snapshots_loaded = len(snapshots)
-    start = result.next_offset
-    for offset, _key, value in iter_partition(settings, "events", partition, start):
+        result.snapshots_loaded = len(snapshots.latest)
+    result.next_offset = snapshots.replay_from
+    history = History(lambda _p, _o: Fence(snapshots.claim))
+    for offset, _key, value in iter_partition(settings, "events", partition, snapshots.replay_from):
+        if until is not None and offset > until:
+            break
         result.next_offset = offset + 1
         try:
-            record = EventRecord.model_validate_json(value)
-        except (ValidationError, ValueError) as exc:
-            result.problems.append(f"offset {offset}: invalid event: {rejection_reason(exc)}")
+            commit = history.commit(partition, offset, value)
+        except ValueError as exc:
+            result.problems.append(f"offset {offset}: invalid record: {rejection_reason(exc)}")
             continue
-        if offset <= covered.get(record.aggregate_id, -1):
+        if commit is None:
+            result.commits_fenced += b'"Commit"' in value
             continue
-        tracked = result.aggregates.get(record.aggregate_id)
+        if offset <= covered.get(commit.aggregate_id, -1):
+            continue
+        tracked = result.aggregates.get(commit.aggregate_id)
         if tracked is None:
-            tracked = result.aggregates[record.aggregate_id] = Tracked.new(record.aggregate_id)
-        problem = tracked.fold(record)
+            tracked = result.aggregates[commit.aggregate_id] = Tracked.new(commit.aggregate_id)
+        problem = tracked.fold_commit(commit)
         if problem:
             result.problems.append(f"offset {offset}: {problem}")
-        result.events_replayed += 1
+        result.events_replayed += len(commit.payload.events)
+    result.fence = history.fences.get(partition) or Fence(snapshots.claim)
     for problem in result.problems[:20]:
         log.warning("partition %d replay: %s", partition, problem)
     return result

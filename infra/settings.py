@@ -46,6 +46,13 @@ class Settings(BaseSettings):
     mock_iaas_mode: Literal["simulated", "process"] = "simulated"
     mock_api_port: int | None = Field(None, description="loopback port of the mock IaaS REST view "
                                                         "served by `stratos cloud`; unset = not served")
+    node_partitions: list[int] | None = Field(
+        None, description="command partitions a node owns without a consumer group (e.g. [0,1,2,3]); "
+                          "unset = share them with the other nodes of the group")
+    max_record_bytes: int = Field(900_000, gt=1000, description="largest decision a node appends "
+                                  "(below the broker's message.max.bytes)")
+    fault: str | None = Field(None, description="fault injection for tests: `point:N` kills the process "
+                                                "(SIGKILL) the Nth time it passes `point`")
     log_level: str = "INFO"
 
     def topic(self, name: str) -> str:

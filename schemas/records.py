@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal, Union
 
 from pydantic import Field, field_validator
 
@@ -33,7 +33,46 @@ class CommandRecord(Envelope):
 
 
 class EventRecord(Envelope):
+    """One event as readers see it; on the log it travels inside its decision's Commit."""
+
     payload: Event
+
+
+class Commit(Message):
+    """One handled command, as one record of its aggregate's stream: atomic by construction.
+
+    The envelope around it carries the aggregate, tenant, time and the command id (as
+    `causation_id`); its `aggregate_seq` is the seq of the first event (or, with none, the
+    aggregate's seq after the decision). Event i gets seq `aggregate_seq + i` and id
+    `<commit id>.<i>`, so events need no envelope of their own."""
+
+    type: Literal["Commit"] = "Commit"
+    command_type: str
+    outcome: Literal["accepted", "rejected"]
+    events: list[Event] = []
+    reason: str | None = None
+    field: str | None = None
+    code: int | None = None
+    claim: str | None = Field(None, description="id of the Claim its writer owns the partition by")
+    writer: str | None = None
+
+
+class Claim(Message):
+    """A node takes an events partition: commits under older claims that follow are not history."""
+
+    type: Literal["Claim"] = "Claim"
+    partition: int
+    writer: str
+    generation: int = Field(-1, description="the consumer group generation, for diagnosis")
+
+
+LogEntry = Annotated[Union[Commit, Claim], Field(discriminator="type")]
+
+
+class LogRecord(Envelope):
+    """What the events topic carries: commits and claims."""
+
+    payload: LogEntry
 
 
 class ReplyRecord(Envelope):
@@ -60,6 +99,7 @@ class Snapshot(Message):
     events_partition: int
     events_offset: int
     state: dict
+    claim: str | None = Field(None, description="the writer's claim: snapshots of a fenced writer are ignored")
 
 
 class SnapshotRecord(Envelope):
@@ -98,7 +138,7 @@ class DeadLetterRecord(Envelope):
 
 TOPIC_RECORDS: dict[str, type[Envelope]] = {
     "commands": CommandRecord,
-    "events": EventRecord,
+    "events": LogRecord,
     "replies": ReplyRecord,
     "snapshots": SnapshotRecord,
     "topology": TopologyRecord,

@@ -26,6 +26,7 @@ class CommandRejected(Message):
     field: str | None = Field(None, description="the field or id the rejection is about")
     code: int = Field(400, description="HTTP-like code: 400 invalid or in use, 404, 409")
     command: dict = Field(default_factory=dict, description="the rejected command's payload")
+    duplicate: bool = Field(False, description="the command had been rejected before: answered again, no-op")
 
 
 Reply = Annotated[Union[CommandAccepted, CommandRejected], Field(discriminator="type")]

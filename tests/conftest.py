@@ -113,7 +113,6 @@ def client(settings):
 
 def events_of(settings, aggregate_id: str | None = None) -> list:
     """Every event on the test's events topic (optionally of one aggregate), in log order."""
-    from infra.kafka import read_to_end
+    from infra.eventlog import read_events
 
-    found = [d.record for d in read_to_end(settings, "events")]
-    return [r for r in found if aggregate_id is None or r.aggregate_id == aggregate_id]
+    return [r for r in read_events(settings) if aggregate_id is None or r.aggregate_id == aggregate_id]

@@ -1,8 +1,9 @@
 """The API's read model: every aggregate folded from `<prefix>events`, kept current in memory.
 
-It reads all partitions without a consumer group (no rebalance pauses) and folds each event
-with `actors.runtime.Tracked`, the same apply functions the node uses, so the API shows what
-the aggregates decided and nothing else. Writers wait on it so that an answered write is
+It reads all partitions without a consumer group (no rebalance pauses) and folds each commit
+that is history (`infra.eventlog.History`: fenced writers ignored) with `actors.runtime.Tracked`,
+the same apply functions the node uses, so the API shows what the aggregates decided and
+nothing else. Writers wait on it so that an answered write is
 already visible to the next read.
 """
 from __future__ import annotations
@@ -14,10 +15,11 @@ from collections import OrderedDict, defaultdict
 
 from pydantic import ValidationError
 
+from infra.eventlog import History
 from actors.base import State
 from actors.runtime import Tracked
 from infra.commands_client import Wake, waker
-from infra.kafka import assigned_consumer, decode, rejection_reason
+from infra.kafka import assigned_consumer, rejection_reason
 from infra.settings import Settings
 from schemas.definitions import DEFINITION_KINDS
 from schemas.ids import AggregateRef, parse_aggregate_id
@@ -45,6 +47,7 @@ class ReadModel:
         self.caused: OrderedDict[str, int] = OrderedDict()
         self.command_waiters: dict[str, list[tuple[int, Wake]]] = {}
         """Writers waiting for a command's events, woken one by one rather than all per batch."""
+        self.history = History()
         self.ready = threading.Event()
         self.stopping = threading.Event()
         self.failure: BaseException | None = None
@@ -97,11 +100,13 @@ class ReadModel:
         """Apply one record; a record that does not validate or fold is logged and skipped
         (the reactor, which reads the same topic, sends it to the dead-letter topic)."""
         try:
-            record = decode("events", raw.value)
+            record = self.history.commit(raw.partition, raw.offset, raw.value)
+            if record is None:
+                return
             tracked = self.aggregates.get(record.aggregate_id)
             if tracked is None:
                 tracked = Tracked.new(record.aggregate_id)
-            problem = tracked.fold(record)
+            problem = tracked.fold_commit(record)
         except (ValidationError, ValueError, KeyError, TypeError) as exc:
             log.warning("read model skips %s[%d]@%d: %s", raw.topic, raw.partition, raw.offset,
                         rejection_reason(exc))
@@ -113,7 +118,7 @@ class ReadModel:
         self.by_kind[(ref.tenant, ref.kind)][ref.id] = tracked
         self._index_references(record.aggregate_id, ref, tracked.state)
         if record.causation_id:
-            self.caused[record.causation_id] = self.caused.get(record.causation_id, 0) + 1
+            self.caused[record.causation_id] = len(record.payload.events)
             self.caused.move_to_end(record.causation_id)
             if len(self.caused) > CAUSES_REMEMBERED:
                 self.caused.popitem(last=False)
