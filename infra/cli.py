@@ -188,7 +188,7 @@ def health() -> None:
     """Run the health worker (faust): windows of health statistics, ScaleCluster commands on
     every hop (STRATOS_HEALTH_WINDOW_SECONDS, STRATOS_HEALTH_HOP_SECONDS), member faults
     (STRATOS_MEMBER_FAULT_SECONDS). Run more of them to share the health partitions."""
-    from streams.app import HealthWorker, create_app
+    from infra.health.app import HealthWorker, create_app
 
     settings = _require_bootstrap()
     service = create_app(settings)

@@ -54,6 +54,10 @@ class Settings(BaseSettings):
     fault: str | None = Field(None, description="fault injection for tests: `point:N` kills the process "
                                                 "(SIGKILL) the Nth time it passes `point`")
     log_level: str = "INFO"
+    health_max_skew_seconds: float = Field(30.0, ge=0, description="how far ahead of the health "
+                                           "worker's clock a sample may be stamped (clock skew)")
+    health_max_age_seconds: float = Field(300.0, gt=0, description="oldest sample the health worker "
+                                          "takes, by its clock (a backlog after a restart still counts)")
 
     def topic(self, name: str) -> str:
         return f"{self.topic_prefix}{name}"

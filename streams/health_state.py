@@ -1,9 +1,10 @@
 """What the health app knows and decides, as plain Python: no faust, no Kafka, no clock.
 
-Three pieces, each fed by the faust agents in ``streams.agents``:
+Three pieces, each fed by the faust agents in ``infra.health.agents``:
 
-- the cluster view, a JSON-able dict per cluster folded from ``stratos.events`` by
-  ``apply_event`` (limits, thresholds, members and their status), kept in the worker's memory;
+- the cluster view (``view_of``): what the windows read of a cluster (limits, thresholds,
+  members and their status), derived from the cluster aggregate's own state as folded by
+  ``actors.cluster.apply``, so member status has one fold, shared with the node;
 - ``HealthBook``, the windows of the clusters the worker owns: per network partition (requests
   in flight, from the load balancer) and per member (load average, memory), on the records'
   own timestamps, so a replay of the health topic gives the same figures;
@@ -13,17 +14,24 @@ Three pieces, each fed by the faust agents in ``streams.agents``:
 Silence is the one thing measured on the worker's own clock (``received_at``/``now`` passed
 in): it is the absence of records, which no replay can show, and measuring it by when the
 worker read a member's last record means a worker catching up on a backlog after a restart
-raises no false alarm.
+raises no false alarm. The worker's wall clock also bounds what a sample may claim: one
+stamped far in the future would otherwise become every window's newest sample and evict all
+the others.
 """
 from __future__ import annotations
 
+import logging
+import math
+from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Mapping
 
+from actors.cluster import ClusterState
+from actors.member import MemberState
 from schemas import commands as C
-from schemas import events as E
+from schemas.domain import ClusterStatus
 from schemas.envelope import Envelope
-from schemas.ids import aggregate_id
+from schemas.ids import aggregate_id, parse_aggregate_id
 from schemas.status import HealthStat, MemberFault
 from streams.scaling_rules import (
     LOAD_AVERAGE,
@@ -36,21 +44,8 @@ from streams.scaling_rules import (
 )
 from streams.windows import SlidingWindow, WindowFigures
 
-ACTIVE = "Active"
+log = logging.getLogger(__name__)
 MEMBER_METRICS = (LOAD_AVERAGE, MEMORY_CONSUMPTION)
-ClusterView = dict[str, Any]
-"""{"tenant", "cluster_id", "min", "max", "thresholds": {metric: threshold},
-"members": {member_id: status}, "leaving": {member_id: reason}}, plain JSON values."""
-
-_MEMBER_STATUS = {
-    E.MemberSpawnRequested: "Created", E.MemberInitialized: "Initialized",
-    E.MemberStarting: "Starting", E.MemberActivated: ACTIVE,
-    E.MemberInMaintenance: "In_Maintenance", E.MemberReadyToShutdown: "ReadyToShutDown",
-}
-VIEW_EVENTS = frozenset({"ClusterCreated", "ClusterLimitsUpdated", "ClusterTerminated",
-                         "MemberTerminationRequested", "MemberObsoleted", "MemberTerminated",
-                         *(cls.__name__ for cls in _MEMBER_STATUS)})
-"""Event types that change a cluster view; the events agent skips the others."""
 
 
 def cluster_key(tenant: str, cluster_id: str) -> str:
@@ -58,37 +53,33 @@ def cluster_key(tenant: str, cluster_id: str) -> str:
     return aggregate_id(tenant, "cluster", cluster_id)
 
 
-def apply_event(view: ClusterView | None, record: Envelope) -> ClusterView | None:
-    """Fold one event of a cluster's stream into its view (None: no such cluster)."""
-    event = record.payload
-    if isinstance(event, E.ClusterCreated):
-        spec = event.spec
-        return {"tenant": record.tenant, "cluster_id": spec.cluster_id, "min": spec.min,
-                "max": spec.max, "thresholds": dict(spec.thresholds), "members": {}, "leaving": {}}
-    if view is None or isinstance(event, E.ClusterTerminated):
+@dataclass(frozen=True, slots=True)
+class ClusterView:
+    """What the windows read of one cluster. ``members`` is the aggregate state's own mapping
+    (every member not yet terminated), not a copy, so a view costs the same whatever the size
+    of the cluster and can be derived after every commit."""
+
+    tenant: str
+    cluster_id: str
+    min: int
+    max: int
+    thresholds: Mapping[str, float]
+    members: Mapping[str, MemberState]
+
+
+def view_of(state: ClusterState) -> ClusterView | None:
+    """The view of a cluster's state; None before it is created and once it is terminated."""
+    spec = state.spec
+    if spec is None or state.status == ClusterStatus.TERMINATED:
         return None
-    if isinstance(event, E.ClusterLimitsUpdated):
-        return {**view, "min": event.min, "max": event.max}
-    member_id = getattr(event, "member_id", None)
-    if member_id is None:
-        return view
-    members, leaving = dict(view["members"]), dict(view["leaving"])
-    if isinstance(event, E.MemberTerminated):
-        members.pop(member_id, None)
-        leaving.pop(member_id, None)
-    elif isinstance(event, (E.MemberTerminationRequested, E.MemberObsoleted)):
-        leaving[member_id] = event.reason
-    elif type(event) in _MEMBER_STATUS and (member_id in members or isinstance(event, E.MemberSpawnRequested)):
-        members[member_id] = _MEMBER_STATUS[type(event)]
-    else:
-        return view
-    return {**view, "members": members, "leaving": leaving}
+    return ClusterView(parse_aggregate_id(state.aggregate_id).tenant, spec.cluster_id,
+                       state.min, state.max, spec.thresholds, state.members)
 
 
 def active_members(view: ClusterView) -> list[str]:
     """Members whose figures count: Active and neither leaving nor obsolete (HPA's lesson:
     not-yet-ready members stay out of the averages)."""
-    return [m for m, status in view["members"].items() if status == ACTIVE and m not in view["leaving"]]
+    return [m.member_id for m in view.members.values() if m.is_active]
 
 
 def combined(figures: list[WindowFigures]) -> WindowFigures | None:
@@ -105,7 +96,6 @@ def combined(figures: list[WindowFigures]) -> WindowFigures | None:
 
 @dataclass
 class MemberWindows:
-    network_partition_id: str
     windows: dict[str, SlidingWindow]
     heard_at: float | None = None
     """Worker clock when its last record was read; None: never heard by this worker."""
@@ -125,9 +115,6 @@ class ClusterWindows:
     decided: dict[str, float] = field(default_factory=dict)
     """metric -> newest sample timestamp the previous decision saw (the reset rule)."""
     last_record_id: str | None = None
-
-    def network_partitions(self) -> set[str]:
-        return set(self.requests) | {m.network_partition_id for m in self.members.values()}
 
     def evict(self, span: float) -> None:
         """Drop samples older than one window before the cluster's newest sample (event time:
@@ -163,20 +150,30 @@ class Rejected(ValueError):
 
 
 class HealthBook:
-    """The windows of the clusters this worker owns, and the rules that read them."""
+    """The windows of the clusters this worker owns, and the rules that read them.
 
-    def __init__(self, window_seconds: float, fault_seconds: float) -> None:
+    ``max_skew`` and ``max_age`` (seconds) bound a sample's timestamp against the worker's
+    wall clock. ``failures`` counts, per cluster key, the hops whose decision or fault check
+    raised: one cluster's bug is logged and counted, and the others are still decided."""
+
+    def __init__(self, window_seconds: float, fault_seconds: float, max_skew: float = 30.0,
+                 max_age: float = 300.0) -> None:
         self.window_seconds = window_seconds
         self.fault_seconds = fault_seconds
+        self.max_skew = max_skew
+        self.max_age = max_age
         self.clusters: dict[str, ClusterWindows] = {}
+        self.failures: Counter[str] = Counter()
 
     def ingest(self, record: Envelope, views: Mapping[str, ClusterView], partition: int,
-               received_at: float) -> None:
-        """Add one valid HealthRecord's sample; raises Rejected naming the unknown id or the
-        missing field. MemberFault records (this app's own output) are not samples."""
+               received_at: float, now: float) -> None:
+        """Add one valid HealthRecord's sample; raises Rejected naming the unknown id, the
+        missing field or the timestamp out of bounds (``now``: the worker's epoch seconds).
+        MemberFault records (this app's own output) are not samples."""
         stat = record.payload
         if not isinstance(stat, HealthStat):
             return
+        self._check_time(stat.timestamp, now)
         key = cluster_key(record.tenant, stat.cluster_id)
         view = views.get(key)
         if view is None:
@@ -197,16 +194,24 @@ class HealthBook:
         book.newest[stat.metric] = max(stat.timestamp, book.newest.get(stat.metric, stat.timestamp))
         book.partition, book.last_record_id = partition, record.id
 
+    def _check_time(self, ts: float, now: float) -> None:
+        if ts > now + self.max_skew:
+            raise Rejected(f"payload.timestamp: {ts:.3f} is {ts - now:.0f} s ahead of the worker's "
+                           f"clock ({now:.3f}), more than the {self.max_skew:g} s skew allowed")
+        if ts < now - self.max_age:
+            raise Rejected(f"payload.timestamp: {ts:.3f} is {now - ts:.0f} s old (worker clock "
+                           f"{now:.3f}), older than the {self.max_age:g} s max age")
+
     def _member(self, book: ClusterWindows, view: ClusterView, stat: HealthStat) -> MemberWindows:
         if stat.member_id is None:
             raise Rejected(f"payload.member_id: required for {stat.metric}")
-        if stat.member_id not in view["members"]:
+        if stat.member_id not in view.members:
             raise Rejected(f"payload.member_id: unknown member {stat.member_id!r} "
                            f"of cluster {stat.cluster_id!r}")
         member = book.members.get(stat.member_id)
         if member is None:
             member = book.members[stat.member_id] = MemberWindows(
-                stat.network_partition_id, {m: SlidingWindow(self.window_seconds) for m in MEMBER_METRICS})
+                {m: SlidingWindow(self.window_seconds) for m in MEMBER_METRICS})
         return member
 
     def decide(self, views: Mapping[str, ClusterView]) -> list[Decision]:
@@ -217,14 +222,23 @@ class HealthBook:
             if view is None:  # terminated (or never created): nothing left to scale
                 del self.clusters[key]
                 continue
-            book.evict(self.window_seconds)
-            decision = self._decide(key, book, view)
+            try:
+                book.evict(self.window_seconds)
+                decision = self._decide(key, book, view)
+            except Exception:
+                self._failed(key, "decision")
+                continue
             if decision is not None:
                 decisions.append(decision)
         return decisions
 
+    def _failed(self, key: str, what: str) -> None:
+        self.failures[key] += 1
+        log.exception("%s of cluster %s failed (%d so far); the other clusters go on",
+                      what, key, self.failures[key])
+
     def _decide(self, key: str, book: ClusterWindows, view: ClusterView) -> Decision | None:
-        for gone in set(book.members) - set(view["members"]):
+        for gone in set(book.members) - set(view.members):
             del book.members[gone]
         active = active_members(view)
         per_metric: dict[str, list[WindowFigures]] = {}
@@ -235,21 +249,22 @@ class HealthBook:
         per_metric[REQUESTS_IN_FLIGHT] = [requests] if requests else []
         fresh = {m for m in METRICS if book.newest.get(m, float("-inf")) > book.decided.get(m, float("-inf"))}
         requirement = decide_required(ScalingInputs(
-            min_count=view["min"], max_count=view["max"], thresholds=view["thresholds"],
+            min_count=view.min, max_count=view.max, thresholds=view.thresholds,
             figures={m: (f if m in fresh else []) for m, f in per_metric.items()},
             current=len(active)))
         if requirement.metric is None:
             return None
         book.decided = dict(book.newest)
         stale = {m: "Stale" for m in METRICS
-                 if m not in fresh and per_metric[m] and m in view["thresholds"]}
+                 if m not in fresh and per_metric[m] and m in view.thresholds}
         requirement = requirement.model_copy(update={"ignored": {**requirement.ignored, **stale}})
-        partitions = book.network_partitions()
+        partitions = set(book.requests) | {view.members[m].network_partition_id
+                                           for m in active if m in book.members}
         command = C.ScaleCluster(
             network_partition_id=next(iter(partitions)) if len(partitions) == 1 else None,
             required=requirement.required, metric=requirement.metric,
-            reason=explain(requirement, view["thresholds"]),
-            figures=figures_of(requirement, {m: per_metric[m] for m in fresh}, view["thresholds"], len(active)),
+            reason=explain(requirement, view.thresholds),
+            figures=figures_of(requirement, {m: per_metric[m] for m in fresh}, view.thresholds, len(active)),
             member_load=member_load(book, active))
         return Decision(key, book.tenant, command, book.last_record_id, requirement)
 
@@ -261,15 +276,23 @@ class HealthBook:
             view = views.get(key)
             if view is None:
                 continue
-            active = set(active_members(view))
-            for member_id, member in book.members.items():
-                if member.faulted or member.heard_at is None or member_id not in active:
-                    continue
-                silent = now - member.heard_at
-                if silent > self.fault_seconds:
-                    member.faulted = True
-                    found.append(Fault(key, book.tenant, MemberFault(
-                        cluster_id=book.cluster_id, member_id=member_id, silent_seconds=silent)))
+            try:
+                found += self._silent(key, book, view, now)
+            except Exception:
+                self._failed(key, "fault check")
+        return found
+
+    def _silent(self, key: str, book: ClusterWindows, view: ClusterView, now: float) -> list[Fault]:
+        active = set(active_members(view))
+        found = []
+        for member_id, member in book.members.items():
+            if member.faulted or member.heard_at is None or member_id not in active:
+                continue
+            silent = now - member.heard_at
+            if silent > self.fault_seconds:
+                member.faulted = True
+                found.append(Fault(key, book.tenant, MemberFault(
+                    cluster_id=book.cluster_id, member_id=member_id, silent_seconds=silent)))
         return found
 
     def keep_partitions(self, partitions: set[int]) -> None:
@@ -291,7 +314,8 @@ def explain(requirement: ScalingRequirement, thresholds: Mapping[str, float]) ->
 def figures_of(requirement: ScalingRequirement, voted: Mapping[str, list[WindowFigures]],
                thresholds: Mapping[str, float], active: int) -> dict[str, float]:
     """Flat `metric.figure` numbers behind the verdict; per-member metrics are the means over
-    the members that voted."""
+    the members that voted. JSON has no infinity, so a figure that is not finite (a policy may
+    set an infinite threshold) is left out rather than sent as null."""
     out: dict[str, float] = {"active_members": float(active)}
     for metric, windows in voted.items():
         if metric not in requirement.by_metric or not windows:
@@ -308,7 +332,7 @@ def figures_of(requirement: ScalingRequirement, voted: Mapping[str, list[WindowF
             f"{metric}.windows": float(n),
             f"{metric}.last_ts": max(f.last_ts for f in windows),
         })
-    return out
+    return {name: value for name, value in out.items() if math.isfinite(value)}
 
 
 def member_load(book: ClusterWindows, active: list[str]) -> dict[str, float]:

@@ -26,12 +26,16 @@ METRICS = (REQUESTS_IN_FLIGHT, MEMORY_CONSUMPTION, LOAD_AVERAGE)
 """Stratos's order, which also breaks ties for the driving metric."""
 
 _EPSILON = 1e-9
+MAX_REQUIRED = 1_000_000
+"""The largest count a rule answers: past any cluster's max, it says only "far past max". A
+trend extrapolated far enough, or a tiny threshold, would otherwise ask for an infinite count."""
 
 
 def _ceil(x: float) -> int:
-    """ceil that forgives float noise: 3.0000000000000004 members is 3, not 4. Never negative:
-    a prediction extrapolated below zero needs no member (the min rule lifts it)."""
-    return max(0, math.ceil(x - _EPSILON))
+    """ceil that forgives float noise: 3.0000000000000004 members is 3, not 4. Never negative
+    (a prediction extrapolated below zero needs no member: the min rule lifts it) and never
+    above MAX_REQUIRED, so any number, infinities included, gives a count."""
+    return math.ceil(min(max(x, 0.0), MAX_REQUIRED) - _EPSILON)
 
 
 def _check_threshold(threshold: float) -> None:
@@ -50,23 +54,26 @@ def required_by_memory(predicted: float, threshold: float, min_count: int, max_c
     (a scale-down request, which the min rule then bounds), above it spread the range
     ``threshold..100 %`` evenly over ``min..max`` members:
     ``ceil(min + (pred - thr) / ((100 - thr) / (max - min)))``. With max == min there is
-    nothing to spread over: min.
+    nothing to spread over: min. A prediction at or past 100 % (a trend extrapolated beyond
+    full memory) is full memory: max, which is also the answer above a threshold of 100 %,
+    where no range is left to spread over. So the count always lies in ``min - 1..max``.
     """
     _check_threshold(threshold)
     if predicted < threshold:
         return max(0, min_count - 1)
     if predicted == threshold or max_count <= min_count:
         return max(0, min_count)
-    if threshold >= 100:
-        raise ValueError(f"memory threshold must be below 100 %, got {threshold!r}")
+    if predicted >= 100 or threshold >= 100:
+        return max_count
     # (pred - thr) / ((100 - thr) / (max - min)), multiplied out to lose less precision
-    return _ceil(min_count + (predicted - threshold) * (max_count - min_count) / (100 - threshold))
+    return min(max_count, _ceil(min_count + (predicted - threshold) * (max_count - min_count) / (100 - threshold)))
 
 
 def required_by_load(predicted: float, threshold: float, min_count: int) -> int:
-    """Load average scales the minimum in proportion: ``ceil(min * predicted / threshold)``."""
+    """Load average scales the minimum in proportion: ``ceil(min * predicted / threshold)``;
+    a min of 0 scales to 0 (also when the ratio overflows: 0 * inf is no number)."""
     _check_threshold(threshold)
-    return _ceil(min_count * predicted / threshold)
+    return _ceil(min_count * (predicted / threshold)) if min_count else 0
 
 
 @dataclass(frozen=True)
@@ -110,7 +117,7 @@ class ScalingRequirement(BaseModel):
     reason: str
     """NoFreshMetrics | WithinTolerance | AboveMax | BelowMin | WithinRange"""
     ignored: dict[str, str] = {}
-    """metric -> NoThreshold | NoData | Stale: why it did not vote."""
+    """metric -> NoThreshold | NoData | Stale | NotFinite: why it did not vote."""
 
 
 def _fresh(f: WindowFigures, inputs: ScalingInputs) -> bool:
@@ -152,6 +159,9 @@ def decide_required(inputs: ScalingInputs) -> ScalingRequirement:
             ignored[metric] = "Stale" if windows else "NoData"
             continue
         pred = sum(f.predicted(inputs.t) for f in fresh) / len(fresh)
+        if not math.isfinite(pred):  # windows of values near the float limit overflowed
+            ignored[metric] = "NotFinite"
+            continue
         predicted[metric] = pred
         if (inputs.tolerance > 0 and inputs.current is not None
                 and abs(pred / threshold - 1) <= inputs.tolerance):

@@ -15,7 +15,7 @@ from schemas import commands as C
 from schemas.domain import ClusterSpec, PartitionSpec
 from schemas.records import HealthRecord
 from schemas.status import CommandAccepted, HealthStat
-from streams.app import HealthWorkerThread
+from infra.health.app import HealthWorkerThread
 from streams.health_state import active_members
 from tests.conftest import events_of, wait_until
 
@@ -75,8 +75,8 @@ def active_cluster(settings, client, worker, count: int, thresholds: dict[str, f
     members = wait_until(lambda: len(spawned(settings)) == count and spawned(settings),
                          message="the min rule's spawns")
     activate(client, members)
-    wait_until(lambda: sorted(active_members(worker.service.clusters.get(KEY) or
-                                             {"members": {}, "leaving": {}})) == sorted(members),
+    wait_until(lambda: (view := worker.service.clusters.get(KEY)) is not None
+               and sorted(active_members(view)) == sorted(members),
                timeout=30, message="the health worker's view of the active members")
     return members
 

@@ -4,72 +4,93 @@ Worked examples by hand; each case says what would go wrong without the rule.
 """
 from __future__ import annotations
 
+import logging
+
 import pytest
 
+from actors import cluster
 from infra.kafka import envelope
 from schemas import events as E
 from schemas.domain import ClusterSpec, PartitionSpec
-from schemas.records import EventRecord, HealthRecord
+from schemas.records import HealthRecord
 from schemas.status import HealthStat, MemberFault
-from streams.health_state import HealthBook, Rejected, active_members, apply_event, cluster_key
+from streams.health_state import HealthBook, Rejected, active_members, cluster_key, view_of
 
 T = "carbon.super"
 CID = "app.php1.php.domain"
 KEY = cluster_key(T, CID)
+NOW = 1100.0
+"""The worker's wall clock in these tests: samples are stamped 1000 + ts."""
 
 
-def event(payload) -> EventRecord:
-    return envelope(EventRecord, payload, KEY, tenant=T)
-
-
-def view(min_count=1, max_count=5, thresholds=None, active=("m1", "m2"), starting=()) -> dict:
-    spec = ClusterSpec(cluster_id=CID, application_id="app", alias="php1", cartridge_type="php",
+def spec(cid=CID, min_count=1, max_count=5, thresholds=None) -> ClusterSpec:
+    return ClusterSpec(cluster_id=cid, application_id="app", alias="php1", cartridge_type="php",
                        min=min_count, max=max_count, autoscaling_policy_id="a", deployment_policy_id="d",
                        partitions=[PartitionSpec(id="p1", network_partition_id="np1", provider="mock", max=5)],
                        thresholds=thresholds if thresholds is not None else {"load_average": 25.0})
-    folded = apply_event(None, event(E.ClusterCreated(spec=spec)))
-    for member in (*active, *starting):
-        folded = apply_event(folded, event(E.MemberSpawnRequested(
-            member_id=member, cluster_id=CID, application_id="app", cartridge_type="php",
-            network_partition_id="np1", partition_id="p1", provider="mock")))
-    for member in active:
-        folded = apply_event(folded, event(E.MemberActivated(member_id=member, cluster_id=CID)))
-    return folded
+
+
+def state(min_count=1, max_count=5, thresholds=None, active=("m1", "m2"), starting=(), cid=CID):
+    """The cluster aggregate's state, folded by the cluster's own apply (the one fold)."""
+    events = [E.ClusterCreated(spec=spec(cid, min_count, max_count, thresholds))]
+    events += [E.MemberSpawnRequested(member_id=m, cluster_id=cid, application_id="app",
+                                      cartridge_type="php", network_partition_id="np1",
+                                      partition_id="p1", provider="mock") for m in (*active, *starting)]
+    events += [E.MemberActivated(member_id=m, cluster_id=cid) for m in active]
+    return cluster.fold(cluster.initial(cluster_key(T, cid)), events, None)
+
+
+def view(*args, **kwargs):
+    return view_of(state(*args, **kwargs))
+
+
+def then(before, *events):
+    return cluster.fold(before, list(events), None)
 
 
 def stat(member, value, ts, metric="load_average", np="np1", cluster=CID) -> HealthRecord:
     return envelope(HealthRecord, HealthStat(cluster_id=cluster, network_partition_id=np, member_id=member,
-                                             metric=metric, value=value, timestamp=1000.0 + ts), KEY, tenant=T)
+                                             metric=metric, value=value, timestamp=1000.0 + ts),
+                    cluster_key(T, cluster), tenant=T)
 
 
 def book_with(views, records, received_at=0.0, window=60.0) -> HealthBook:
-    book = HealthBook(window_seconds=window, fault_seconds=60.0)
+    book = HealthBook(window_seconds=window, fault_seconds=60.0, max_skew=30.0, max_age=300.0)
     for record in records:
-        book.ingest(record, views, partition=0, received_at=received_at)
+        book.ingest(record, views, partition=0, received_at=received_at, now=NOW)
     return book
 
 
-# --- the cluster view ------------------------------------------------------------------------
+# --- the cluster view: derived from the aggregate's state ------------------------------------
 
 def test_view_counts_only_active_members_not_leaving_ones():
-    folded = view(active=("m1", "m2", "m3"), starting=("m4",))
-    folded = apply_event(folded, event(E.MemberTerminationRequested(
-        member_id="m2", cluster_id=CID, graceful=True, reason="ScaleDown")))
-    folded = apply_event(folded, event(E.MemberTerminated(member_id="m3", cluster_id=CID)))
+    folded = then(state(active=("m1", "m2", "m3"), starting=("m4",)),
+                  E.MemberTerminationRequested(member_id="m2", cluster_id=CID, graceful=True, reason="ScaleDown"),
+                  E.MemberTerminated(member_id="m3", cluster_id=CID))
     # m4 is Starting (not ready), m2 is leaving, m3 is gone
-    assert active_members(folded) == ["m1"]
-    assert set(folded["members"]) == {"m1", "m2", "m4"}
+    assert active_members(view_of(folded)) == ["m1"]
+    assert set(view_of(folded).members) == {"m1", "m2", "m4"}
 
 
 def test_view_follows_limit_updates_and_ends_with_the_cluster():
-    folded = apply_event(view(), event(E.ClusterLimitsUpdated(min=2, max=7)))
-    assert (folded["min"], folded["max"]) == (2, 7)
-    assert apply_event(folded, event(E.ClusterTerminated(application_id="app"))) is None
+    folded = then(state(), E.ClusterLimitsUpdated(min=2, max=7))
+    assert (view_of(folded).min, view_of(folded).max) == (2, 7)
+    assert view_of(folded).tenant == T and view_of(folded).cluster_id == CID
+    # the cluster's commit that ends it: ClusterTerminated and its status
+    gone = then(folded, E.ClusterTerminated(application_id="app"),
+                E.ClusterStatusChanged(application_id="app", status="Terminated"))
+    assert view_of(gone) is None
+    assert view_of(cluster.initial(KEY)) is None  # never created
 
 
 def test_status_event_of_an_unknown_member_is_ignored():
-    folded = view(active=())
-    assert apply_event(folded, event(E.MemberActivated(member_id="ghost", cluster_id=CID))) == folded
+    folded = state(active=())
+    assert then(folded, E.MemberActivated(member_id="ghost", cluster_id=CID)) == folded
+
+
+def test_an_obsolete_member_is_not_active():
+    folded = then(state(), E.MemberObsoleted(member_id="m1", cluster_id=CID, reason="fault"))
+    assert active_members(view_of(folded)) == ["m2"]
 
 
 # --- ingest: what is refused -----------------------------------------------------------------
@@ -85,7 +106,7 @@ def test_records_that_do_not_match_the_platform_are_rejected_and_leave_windows_a
     views = {KEY: view()}
     book = book_with(views, [stat("m1", 40, 1.0)])
     with pytest.raises(Rejected, match=named):
-        book.ingest(record, views, partition=0, received_at=0.0)
+        book.ingest(record, views, partition=0, received_at=0.0, now=NOW)
     assert book.decide(views)[0].command.figures["load_average.average"] == 40.0
 
 
@@ -127,7 +148,7 @@ def test_nothing_fresh_means_no_command_the_reset_rule():
     assert len(book.decide(views)) == 1
     # Stratos kept deciding on the same figures until new data came
     assert book.decide(views) == []
-    book.ingest(stat("m1", 60, 2.0), views, partition=0, received_at=0.0)
+    book.ingest(stat("m1", 60, 2.0), views, partition=0, received_at=0.0, now=NOW)
     assert len(book.decide(views)) == 1
 
 
@@ -135,7 +156,7 @@ def test_a_metric_without_news_does_not_vote_and_says_stale():
     views = {KEY: view(thresholds={"load_average": 25.0, "memory_consumption": 50.0})}
     book = book_with(views, [stat("m1", 90, 1.0, metric="memory_consumption"), stat("m1", 10, 1.0)])
     book.decide(views)
-    book.ingest(stat("m1", 10, 2.0), views, partition=0, received_at=0.0)  # only load is new
+    book.ingest(stat("m1", 10, 2.0), views, partition=0, received_at=0.0, now=NOW)  # only load is new
     [decision] = book.decide(views)
     assert decision.requirement.ignored["memory_consumption"] == "Stale"
     assert decision.command.metric == "load_average"
@@ -185,14 +206,14 @@ def test_fault_only_after_heard_once_and_once_per_silence():
     # m2 was never heard: no alarm at start-up (Stratos's rule)
     assert (fault.key, fault.fault.member_id, fault.fault.silent_seconds) == (KEY, "m1", 61.0)
     assert book.faults(views, now=300.0) == []  # one fault per silence
-    book.ingest(stat("m1", 10, 2.0), views, partition=0, received_at=400.0)
+    book.ingest(stat("m1", 10, 2.0), views, partition=0, received_at=400.0, now=NOW)
     assert [f.fault.member_id for f in book.faults(views, now=461.0)] == ["m1"]
 
 
 def test_a_leaving_member_is_not_faulted():
     views = {KEY: view()}
     book = book_with(views, [stat("m1", 10, 1.0)], received_at=0.0)
-    views[KEY] = apply_event(views[KEY], event(E.MemberTerminationRequested(
+    views[KEY] = view_of(then(state(), E.MemberTerminationRequested(
         member_id="m1", cluster_id=CID, graceful=True, reason="ScaleDown")))
     assert book.faults(views, now=1000.0) == []
 
@@ -202,3 +223,74 @@ def test_clusters_of_lost_partitions_are_forgotten_so_their_members_never_look_s
     book = book_with(views, [stat("m1", 10, 1.0)], received_at=0.0)
     book.keep_partitions({1, 2})
     assert book.faults(views, now=1000.0) == [] and book.decide(views) == []
+
+
+# --- bounded input: the timestamp against the worker's clock ---------------------------------
+
+@pytest.mark.parametrize("ts, named", [
+    pytest.param(NOW - 1000.0 + 31.0, "payload.timestamp: 1131.000 is 31 s ahead of the worker's clock "
+                 "(1100.000), more than the 30 s skew allowed", id="31 s ahead: past the 30 s skew"),
+    pytest.param(1e9, "payload.timestamp: 1000001000.000 is", id="far future"),
+    pytest.param(NOW - 1000.0 - 301.0, "payload.timestamp: 799.000 is 301 s old (worker clock "
+                 "1100.000), older than the 300 s max age", id="301 s old: past the 300 s max age"),
+])
+def test_a_sample_stamped_out_of_bounds_is_rejected_naming_its_timestamp(ts, named):
+    views = {KEY: view()}
+    book = book_with(views, [stat("m1", 40, 99.0)])
+    with pytest.raises(Rejected, match=named.replace("(", r"\(").replace(")", r"\)")):
+        book.ingest(stat("m1", 90, ts), views, partition=0, received_at=0.0, now=NOW)
+    assert book.decide(views)[0].command.figures["load_average.average"] == 40.0
+
+
+def test_samples_within_the_skew_and_the_max_age_count():
+    views = {KEY: view(active=("m1",))}
+    book = book_with(views, [stat("m1", 40, NOW - 1000.0 - 300.0), stat("m1", 60, NOW - 1000.0 + 30.0)],
+                     window=400.0)
+    assert book.decide(views)[0].command.figures["load_average.average"] == 50.0
+
+
+def test_one_far_future_sample_never_evicts_the_windows():
+    views = {KEY: view()}
+    book = book_with(views, [stat("m1", 40, 99.0), stat("m2", 60, 99.0)])
+    with pytest.raises(Rejected):
+        book.ingest(stat("m1", 10, 1e7), views, partition=0, received_at=0.0, now=NOW)
+    # had it been taken, every sample would be one window older than it and evicted
+    command = book.decide(views)[0].command
+    assert command.figures["load_average.windows"] == 2 and command.figures["load_average.average"] == 50.0
+
+
+# --- isolation: one cluster's failure is its own ---------------------------------------------
+
+OTHER = "app.php2.php.domain"
+OTHER_KEY = cluster_key(T, OTHER)
+
+
+def test_a_cluster_whose_decision_raises_is_logged_counted_and_the_others_decided(caplog):
+    # a threshold of 0 reaches the rule only around the policy's validation; the rule refuses it
+    views = {KEY: view(thresholds={"load_average": 0.0}), OTHER_KEY: view(cid=OTHER)}
+    book = book_with(views, [stat("m1", 60, 1.0), stat("m1", 60, 1.0, cluster=OTHER)])
+    with caplog.at_level(logging.ERROR, logger="streams.health_state"):
+        decisions = book.decide(views)
+    assert [d.key for d in decisions] == [OTHER_KEY] and decisions[0].command.required == 3
+    assert book.failures == {KEY: 1}
+    assert f"decision of cluster {KEY} failed" in caplog.text
+    book.ingest(stat("m1", 60, 2.0, cluster=OTHER), views, partition=0, received_at=0.0, now=NOW)
+    assert [d.key for d in book.decide(views)] == [OTHER_KEY]  # and on the next hop too
+    assert book.failures == {KEY: 2}
+
+
+def test_a_cluster_whose_fault_check_raises_does_not_hide_another_silence(monkeypatch):
+    views = {KEY: view(), OTHER_KEY: view(cid=OTHER)}
+    book = book_with(views, [stat("m1", 10, 1.0), stat("m1", 10, 1.0, cluster=OTHER)])
+    broken = book.clusters[KEY]
+    broken.members = None  # type: ignore[assignment]  # stands for any bug in one cluster's state
+    assert [f.key for f in book.faults(views, now=100.0)] == [OTHER_KEY]
+    assert book.failures == {KEY: 1}
+
+
+def test_an_infinite_threshold_which_a_policy_accepts_scales_on_and_sends_no_infinity():
+    views = {KEY: view(thresholds={"load_average": float("inf"), "memory_consumption": 80.0})}
+    book = book_with(views, [stat("m1", 60, 1.0), stat("m1", 90, 1.0, metric="memory_consumption")])
+    command = book.decide(views)[0].command
+    assert command.figures["load_average.required"] == 0 and "load_average.threshold" not in command.figures
+    assert type(command).model_validate_json(command.model_dump_json()) == command

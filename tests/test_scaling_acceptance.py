@@ -16,7 +16,7 @@ from infra.mock_api import mock_iaas_app
 from schemas import commands as C
 from schemas.ids import aggregate_id
 from schemas.status import CommandAccepted
-from streams.app import HealthWorkerThread
+from infra.health.app import HealthWorkerThread
 from tests.conftest import events_of, sample, wait_until
 from tests.test_cloud_controller import RunningCloud
 from tests.test_runtime_flow import add

@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 
 from streams.scaling_rules import (
     LOAD_AVERAGE,
+    MAX_REQUIRED,
     MEMORY_CONSUMPTION,
     REQUESTS_IN_FLIGHT,
     ScalingInputs,
@@ -57,6 +58,12 @@ def test_required_by_requests_in_flight(pred, thr, expected):
                  id="max == min, below: still min-1 (the cluster refuses to go under min)"),
     pytest.param(80, 40, 1, 4, 3,
                  id="ceil(1 + 40/(60/3)) = ceil(3.0) = 3 exactly"),
+    pytest.param(120, 30, 2, 6, 6,
+                 id="predicted 120 % (a trend past full memory): full memory, max; not 2 + 90/17.5 -> 8"),
+    pytest.param(120, 100, 1, 3, 3,
+                 id="threshold 100 (a policy accepts it), predicted past it: max, not a division by 0"),
+    pytest.param(100, 100, 1, 3, 1, id="threshold 100, predicted 100: equal to threshold, min"),
+    pytest.param(99, 100, 1, 3, 0, id="threshold 100, predicted 99: below, min-1"),
 ])
 def test_required_by_memory(pred, thr, lo, hi, expected):
     assert required_by_memory(pred, thr, lo, hi) == expected
@@ -76,7 +83,7 @@ def test_required_by_load(pred, thr, lo, expected):
 @pytest.mark.parametrize("call", [
     pytest.param(lambda: required_by_requests_in_flight(10, 0), id="rif threshold 0: no /0"),
     pytest.param(lambda: required_by_load(10, -1, 2), id="negative load threshold"),
-    pytest.param(lambda: required_by_memory(120, 100, 1, 3), id="memory threshold 100: /0"),
+    pytest.param(lambda: required_by_memory(50, float("nan"), 1, 3), id="memory threshold NaN"),
 ])
 def test_bad_thresholds_are_refused(call):
     with pytest.raises(ValueError):
@@ -217,7 +224,8 @@ def test_requests_in_flight_monotone_and_enough(a, b, thr):
     assert required_by_requests_in_flight(lo, thr) <= required_by_requests_in_flight(hi, thr)
     n = required_by_requests_in_flight(hi, thr)
     if hi > 0:
-        assert n >= hi / thr - 1e-9, "enough members to carry the load (float noise forgiven)"
+        assert n >= min(hi / thr, MAX_REQUIRED) - 1e-9, \
+            "enough members to carry the load, up to the cap (float noise forgiven)"
         assert n - 1 < hi / thr, "not one more than needed"
 
 
@@ -255,3 +263,57 @@ def test_required_is_the_largest_vote(rif, mem, load, tol, current):
         assert r.reason == "NoFreshMetrics"
     assert set(r.by_metric) | set(r.ignored) == set(values)
     assert math.isfinite(sum(r.predicted.values()))
+
+
+# --- every threshold a policy accepts gives a finite, bounded count --------------------------
+# A policy accepts any threshold > 0, infinity included (schemas.definitions.Threshold), and
+# memory thresholds up to 100 %. A prediction votes when it is finite (decide_required leaves
+# out the others, NotFinite), so the rules take any finite float: an extrapolated trend.
+
+any_threshold = st.floats(min_value=0, exclude_min=True)  # up to and including +inf
+memory_threshold = st.floats(min_value=0, max_value=100, exclude_min=True)
+any_prediction = st.floats(allow_nan=False, allow_infinity=False)
+counts = st.integers(0, 10_000)
+
+
+@given(pred=any_prediction, thr=any_threshold)
+def test_requests_in_flight_gives_a_bounded_count_for_any_accepted_threshold(pred, thr):
+    assert 0 <= required_by_requests_in_flight(pred, thr) <= MAX_REQUIRED
+
+
+@given(pred=any_prediction, thr=any_threshold, lo=counts)
+def test_load_gives_a_bounded_count_for_any_accepted_threshold(pred, thr, lo):
+    assert 0 <= required_by_load(pred, thr, lo) <= MAX_REQUIRED
+
+
+@given(a=any_prediction, b=any_prediction, thr=memory_threshold, lo=counts, span=counts)
+def test_memory_stays_within_min_minus_one_to_max_for_any_accepted_threshold(a, b, thr, lo, span):
+    hi = lo + span
+    x, y = sorted((a, b))
+    rx, ry = required_by_memory(x, thr, lo, hi), required_by_memory(y, thr, lo, hi)
+    assert rx <= ry, "more memory never asks for fewer members"
+    assert max(0, lo - 1) <= rx <= hi and max(0, lo - 1) <= ry <= hi
+
+
+@given(pred=st.floats(0, 100), thr=st.floats(0.01, 99.99), lo=st.integers(0, 50), span=st.integers(1, 50))
+def test_memory_near_full_needs_max_the_formula_and_its_bound_agree(pred, thr, lo, span):
+    hi = lo + span
+    n = required_by_memory(max(pred, 100.0), thr, lo, hi)
+    assert n == hi, "full memory (100 %, or a prediction past it) needs max"
+
+
+figures = st.builds(WindowFigures, average=st.floats(), gradient=st.floats(),
+                    second_derivative=st.floats(), count=st.integers(1, 100),
+                    first_ts=st.just(1.0), last_ts=st.just(2.0))
+
+
+@given(fig=st.dictionaries(st.sampled_from([REQUESTS_IN_FLIGHT, MEMORY_CONSUMPTION, LOAD_AVERAGE]),
+                           st.lists(figures, max_size=3)),
+       thr=st.fixed_dictionaries({REQUESTS_IN_FLIGHT: any_threshold, MEMORY_CONSUMPTION: memory_threshold,
+                                  LOAD_AVERAGE: any_threshold}),
+       lo=st.integers(0, 100), span=st.integers(0, 100))
+def test_decide_required_never_raises_whatever_the_windows_say(fig, thr, lo, span):
+    r = decide_required(ScalingInputs(min_count=lo, max_count=lo + span, thresholds=thr, figures=fig))
+    assert 0 <= r.required <= MAX_REQUIRED
+    assert all(math.isfinite(p) for p in r.predicted.values()), "a prediction that is no number does not vote"
+    assert set(r.by_metric) | set(r.ignored) == set(thr)

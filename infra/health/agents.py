@@ -4,6 +4,10 @@ On partition assignment the worker accepts one window of warm-up, as Stratos's C
 a restart: windows start empty and fill from the records read from the committed offsets on.
 Re-reading the last window would need offsets-for-times, which this broker does not answer
 reliably (ARCHITECTURE.md). The cluster views are rebuilt in full from the events topic.
+
+No record and no cluster stops an agent: invalid health records go to dead letters, invalid
+events are skipped (``infra.health.views``), and a hop that fails for one cluster or one send
+is logged and the rest of it goes on (a dead agent would stop the autoscaler for everyone).
 """
 from __future__ import annotations
 
@@ -12,12 +16,12 @@ import logging
 import time
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
-from pydantic import ValidationError
+from pydantic import BaseModel
 
-from infra.kafka import decode, encode, envelope, rejection_reason
+from infra.health.app import HealthService
+from infra.kafka import decode, decode_key, encode, envelope, rejection_reason
+from schemas.envelope import Envelope
 from schemas.records import CommandRecord, HealthRecord
-from streams.app import HealthService
-from streams.health_state import VIEW_EVENTS, Rejected, apply_event
 
 log = logging.getLogger(__name__)
 BATCH = 2000
@@ -25,16 +29,16 @@ BATCH = 2000
 BATCH_WITHIN = 0.1
 """Seconds a step waits to fill its batch: small beside any hop."""
 EVENTS_BATCH = 2000
-"""Events folded per step of the views reader before it yields the event loop."""
+"""Events records folded per step of the views reader before it yields the event loop."""
 
 
 def register(service: HealthService) -> None:
-    app, topics, clusters, book = service.app, service.topics, service.clusters, service.book
+    app, topics, views, book = service.app, service.topics, service.views, service.book
 
     @app.task
     async def follow_cluster_views():
-        """Fold every partition of the events topic, from its beginning, into the views (limits,
-        thresholds, members' status): no group, so no rebalance and no changelog."""
+        """Fold every partition of the events topic, from its beginning, into the views: no
+        group, so no rebalance and no changelog."""
         consumer = AIOKafkaConsumer(bootstrap_servers=service.settings.kafka_bootstrap, group_id=None,
                                     enable_auto_commit=False, fetch_max_bytes=16 << 20)
         await consumer.start()
@@ -47,7 +51,7 @@ def register(service: HealthService) -> None:
                     service.views_ready.set()
                 for tp, records in (await consumer.getmany(timeout_ms=200, max_records=EVENTS_BATCH)).items():
                     for raw in records:
-                        _fold_view(clusters, raw)
+                        views.feed(raw.partition, raw.offset, raw.value)
                     # Tansu reports a partition's end as its last batch's base offset + 1
                     if records and records[-1].offset + 1 >= ends[tp]:
                         behind.discard(tp)
@@ -61,12 +65,16 @@ def register(service: HealthService) -> None:
         loop = asyncio.get_running_loop()
         await service.views_ready.wait()
         async for events in stream.take_events(BATCH, within=BATCH_WITHIN):
-            received_at = time.monotonic()
+            received_at, now = time.monotonic(), time.time()
             for event in events:
                 message = event.message
                 try:
-                    book.ingest(decode("health", event.value), clusters, message.partition, received_at)
-                except (ValidationError, ValueError, Rejected) as exc:
+                    decode_key(message.key)
+                    book.ingest(decode("health", event.value), views.clusters, message.partition,
+                                received_at, now)
+                except Exception as exc:  # ValueError: invalid; anything else costs one record
+                    if not isinstance(exc, ValueError):
+                        log.exception("health record %d@%d raised", message.partition, message.offset)
                     loop.run_in_executor(None, service.dead_letters.send, message.topic,
                                          message.partition, message.offset, message.key,
                                          event.value, rejection_reason(exc))
@@ -74,17 +82,23 @@ def register(service: HealthService) -> None:
     @app.timer(service.settings.health_hop_seconds, name="health-hop")
     async def hop():
         """Every hop: a ScaleCluster per cluster with fresh figures, a MemberFault per silence."""
-        for decision in book.decide(clusters):
-            record = envelope(CommandRecord, decision.command, decision.key, tenant=decision.tenant,
-                              causation_id=decision.causation_id)
-            await topics.commands.send(key=decision.key.encode(), value=encode(record))
-        for fault in book.faults(clusters, time.monotonic()):
-            record = envelope(HealthRecord, fault.fault, fault.key, tenant=fault.tenant)
-            await topics.health.send(key=fault.key.encode(), value=encode(record))
+        for decision in book.decide(views.clusters):
+            await _send(topics.commands, CommandRecord, decision.command, decision.key,
+                        tenant=decision.tenant, causation_id=decision.causation_id)
+        for fault in book.faults(views.clusters, time.monotonic()):
+            await _send(topics.health, HealthRecord, fault.fault, fault.key, tenant=fault.tenant)
 
     @app.on_partitions_assigned.connect
     async def forget_lost_partitions(sender, assigned, **kwargs):
         book.keep_partitions({tp.partition for tp in assigned if tp.topic == topics.health.get_topic_name()})
+
+
+async def _send(topic, record_type: type[Envelope], payload: BaseModel, key: str, **fields) -> None:
+    """Wrap and send one record keyed by its aggregate; a failure is logged and costs only it."""
+    try:
+        await topic.send(key=key.encode(), value=encode(envelope(record_type, payload, key, **fields)))
+    except Exception:
+        log.exception("sending %s for %s failed", payload.type, key)  # type: ignore[attr-defined]
 
 
 async def _assign_all(consumer: AIOKafkaConsumer, topic: str) -> list[TopicPartition]:
@@ -96,18 +110,3 @@ async def _assign_all(consumer: AIOKafkaConsumer, topic: str) -> list[TopicParti
     consumer.assign(tps)
     await consumer.seek_to_beginning(*tps)
     return tps
-
-
-def _fold_view(clusters: dict, raw) -> None:
-    try:
-        record = decode("events", raw.value)
-    except (ValidationError, ValueError) as exc:  # the reactor dead-letters it
-        log.warning("skipping invalid event at %d@%d: %s", raw.partition, raw.offset, rejection_reason(exc))
-        return
-    if record.type not in VIEW_EVENTS:
-        return
-    view = apply_event(clusters.get(record.aggregate_id), record)
-    if view is not None:
-        clusters[record.aggregate_id] = view
-    else:
-        clusters.pop(record.aggregate_id, None)

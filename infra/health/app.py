@@ -1,12 +1,13 @@
 """The faust health app: factory and worker. Nothing is built at import time.
 
-``create_app(settings)`` declares the topics and the agents of ``streams.agents`` on a fresh
-faust app whose group id is ``<prefix>health-worker``. The cluster views are a plain dict in
-the worker's memory, folded from every partition of ``stratos.events`` read without a group
-(from the beginning on every start: the log is their store); a faust Table wrote a changelog
-record of a whole view per member event, which stalled the worker under bursts. ``HealthWorker``
-is faust's worker that also runs off the main thread (tests and benchmarks run it beside the
-node); ``stratos health`` runs it in the foreground.
+``create_app(settings)`` declares the topics and the agents of ``infra.health.agents`` on a
+fresh faust app whose group id is ``<prefix>health-worker``. The cluster views
+(``infra.health.views``) live in the worker's memory, folded from every partition of
+``stratos.events`` read without a group (from the beginning on every start: the log is their
+store); a faust Table wrote a changelog record of a whole view per member event, which stalled
+the worker under bursts. Workers of one group share the health partitions, each folding all
+the views. ``HealthWorker`` is faust's worker that also runs off the main thread (tests and
+benchmarks run it beside the node); ``stratos health`` runs it in the foreground.
 """
 from __future__ import annotations
 
@@ -16,10 +17,11 @@ from dataclasses import dataclass, field
 
 import faust
 
+from infra.health.topics import HealthTopics, declare_topics
+from infra.health.views import ClusterViews
 from infra.kafka import Appender, DeadLetters
 from infra.settings import Settings
 from streams.health_state import ClusterView, HealthBook
-from streams.topics import HealthTopics, declare_topics
 
 
 @dataclass
@@ -31,15 +33,19 @@ class HealthService:
     topics: HealthTopics
     book: HealthBook
     dead_letters: DeadLetters
-    clusters: dict[str, ClusterView] = field(default_factory=dict)
-    """cluster aggregate id -> its view, for every cluster of the platform."""
+    views: ClusterViews = field(default_factory=ClusterViews)
     views_ready: asyncio.Event = field(default_factory=asyncio.Event)
     """Set once the views hold the events topic up to its end as it was at start: health
     records are read only then (else their clusters would look unknown)."""
 
+    @property
+    def clusters(self) -> dict[str, ClusterView]:
+        """cluster aggregate id -> its view, for every live cluster of the platform."""
+        return self.views.clusters
+
 
 def create_app(settings: Settings) -> HealthService:
-    from streams.agents import register
+    from infra.health.agents import register
 
     datadir = settings.state_dir / "faust"
     datadir.mkdir(parents=True, exist_ok=True)
@@ -64,7 +70,8 @@ def create_app(settings: Settings) -> HealthService:
     )
     service = HealthService(
         app=app, settings=settings, topics=declare_topics(app, settings),
-        book=HealthBook(settings.health_window_seconds, settings.member_fault_seconds),
+        book=HealthBook(settings.health_window_seconds, settings.member_fault_seconds,
+                        settings.health_max_skew_seconds, settings.health_max_age_seconds),
         dead_letters=DeadLetters(Appender(settings)),
     )
     register(service)
