@@ -59,13 +59,13 @@ def spawned(settings) -> list[str]:
     return [e.payload.member_id for e in events_of(settings, KEY) if e.type == "MemberSpawnRequested"]
 
 
-def activate(client, member_ids: list[str]) -> None:
+def activate(client, member_ids: list[str], key: str = KEY) -> None:
     """What the cloud controller and the agent would report, in lifecycle order."""
     for member in member_ids:
         for command in (C.ReportNodeCreated(member_id=member, node_id=member),
                         C.ReportInstanceStatus(member_id=member, status="Started"),
                         C.ReportInstanceStatus(member_id=member, status="Activated")):
-            assert isinstance(client.call(KEY, command), CommandAccepted), command
+            assert isinstance(client.call(key, command), CommandAccepted), command
 
 
 def active_cluster(settings, client, worker, count: int, thresholds: dict[str, float],
