@@ -6,7 +6,8 @@ revision) once its ports answer, then health every `health_publish_seconds`: mem
 load = 1-minute load average / cores x 100, as Stratos's agent computes them. On ArtifactUpdated
 for its cluster it checks out the new commit and reports the revision; on InstanceCleanupMember
 (or InstanceCleanupCluster) it publishes maintenance mode, runs its clean hook, then
-ready-to-shutdown. kafka-python reconnects by itself, so a broker restart is waited out.
+ready-to-shutdown. kafka-python reconnects by itself, so a broker restart is waited out. A record
+that does not decode, or whose handling raises, is dead-lettered with the reason.
 """
 from __future__ import annotations
 
@@ -17,22 +18,48 @@ import os
 import subprocess
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import psutil
 from pydantic import BaseModel, Field
 
 from infra.broker import port_is_open
-from infra.kafka import Appender, DeadLetters, assigned_consumer, envelope, validated
+from infra.eventlog import History
+from infra.kafka import (Appender, DeadLetters, assigned_consumer, decode_key, encode, envelope,
+                         rejection_reason, validated)
 from infra.settings import Settings
 from schemas import events as E
 from schemas.envelope import SUPER_TENANT
 from schemas.ids import aggregate_id
-from schemas.records import HealthRecord, InstanceStatusRecord
+from schemas.records import EventRecord, HealthRecord, InstanceStatusRecord
 from schemas.status import (ArtifactUpdated, HealthStat, InstanceCleanupCluster,
                             InstanceCleanupMember, InstanceStatus)
 
 log = logging.getLogger(__name__)
+
+
+def history_events(history: History, raws, dead_letters: DeadLetters) -> Iterator[tuple[EventRecord, object]]:
+    """The events of the records that are history, each with its source record; a record that
+    is not a valid log record (key included) is dead-lettered."""
+    for raw in raws:
+        try:
+            decode_key(raw.key)
+            events = history.events(raw.partition, raw.offset, raw.value)
+        except ValueError as exc:
+            dead_letters.send(raw.topic, raw.partition, raw.offset, raw.key, raw.value,
+                              rejection_reason(exc))
+            continue
+        for event in events:
+            yield event, raw
+
+
+def dead_letter_failed(dead_letters: DeadLetters, source, record: BaseModel, exc: Exception) -> None:
+    """A record whose handling raised: logged and dead-lettered with why, so the reader goes on."""
+    log.error("handling %s@%d failed", source.topic, source.offset, exc_info=exc)
+    key = source.key.encode() if isinstance(source.key, str) else source.key
+    dead_letters.send(source.topic, source.partition, source.offset, key, encode(record),
+                      f"handling failed: {rejection_reason(exc)}")
 
 
 class AgentPayload(BaseModel):
@@ -119,7 +146,10 @@ class CartridgeAgent:
             while not self.stopping.is_set():
                 for raws in self.notices.poll(timeout_ms=200).values():
                     for delivered in validated(self.settings, "instance-notifier", raws, self.dead_letters):
-                        self.on_notice(delivered.record.payload)
+                        try:
+                            self.on_notice(delivered.record.payload)
+                        except Exception as exc:  # noqa: BLE001 - one notice must not stop the agent
+                            dead_letter_failed(self.dead_letters, delivered, delivered.record, exc)
                 if not self.activated and not self.leaving and self.ports_answer():
                     self.activated = True
                     self.say("InstanceActivated")
@@ -135,12 +165,12 @@ class CartridgeAgent:
 
     def _initialized(self) -> bool:
         """Wait for our MemberInitialized event (the IaaS call has returned); False if stopped."""
-        events = assigned_consumer(self.settings, "events")
+        events, history = assigned_consumer(self.settings, "events"), History()
         try:
             while not self.stopping.is_set():
                 for raws in events.poll(timeout_ms=200).values():
-                    for delivered in validated(self.settings, "events", raws, self.dead_letters):
-                        event = delivered.record.payload
+                    for record, _source in history_events(history, raws, self.dead_letters):
+                        event = record.payload
                         if isinstance(event, E.MemberInitialized) and event.member_id == self.payload.member_id:
                             return True
             return False

@@ -8,10 +8,12 @@ a node it looks one up by that name, so a replay or a crash between "created" an
 never starts a second node.
 
 IaaS calls run on worker lanes (one thread each; a member always goes to the same lane, so its
-calls keep their order) while the consumer keeps polling; an event's offset is committed only
-once its work is done. A small read model of the members it knows (rebuilt from the events
-topic on start) lets a reconciler list the nodes periodically and report a member whose node
-vanished, so the min rule replaces it.
+calls keep their order) while the consumer keeps polling; a record's offset is committed only
+once its work is done. No record stops it: one that does not decode, or whose handling raises,
+is dead-lettered with the reason; work that could not reach the broker is read again. The
+members it knows are folded, from the whole log on start, by the cluster aggregate's own
+`apply` (the one fold of member status), so that a reconciler can list the nodes periodically
+and report a member whose node vanished, and the min rule replaces it.
 """
 from __future__ import annotations
 
@@ -22,27 +24,36 @@ from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
-from kafka import OffsetAndMetadata, TopicPartition
+from kafka import ConsumerRebalanceListener, OffsetAndMetadata, TopicPartition
+from kafka.errors import CommitFailedError, KafkaError
 from libcloud.compute.base import Node, NodeDriver
 from libcloud.compute.types import NodeState
 from pydantic import BaseModel
 
+from actors.history import events_of
+from actors.member import MemberState
+from actors.runtime import Tracked
+from infra.eventlog import History, read_history
 from infra.iaas.providers import IaasConfigError, IaasTarget, build_driver, create_options, node_name
-from infra.kafka import (Appender, DeadLetters, Delivered, encode, envelope, group_consumer,
-                         read_to_end, validated)
+from infra.kafka import (Appender, DeadLetters, decode_key, encode, envelope, group_consumer,
+                         rejection_reason)
+from infra.recovery import fence_before
 from infra.settings import Settings
 from schemas import commands as C
 from schemas import events as E
-from schemas.records import CommandRecord, EventRecord, NotifierRecord
+from schemas.domain import MemberStatus as S
+from schemas.ids import parse_aggregate_id
+from schemas.records import CommandRecord, EventRecord, LogRecord, NotifierRecord
 from schemas.status import InstanceCleanupMember
 
 log = logging.getLogger(__name__)
 CLOUD_GROUP = "stratos-cloud"
 
 
-@dataclass
-class KnownMember:
-    """What the controller knows of a member from the events it has read."""
+@dataclass(frozen=True)
+class Spawn:
+    """What a member's MemberSpawnRequested says that its cluster's state does not keep: where
+    and how its node is started. Its status is the cluster fold's alone."""
 
     member_id: str
     cluster_id: str
@@ -50,46 +61,46 @@ class KnownMember:
     tenant: str
     target: IaasTarget
     metadata: dict[str, str]
-    node_id: str | None = None
-    leaving: bool = False
-    gone: bool = False
 
 
 class MemberBook:
-    """The controller's read model: members by id, folded from member events."""
+    """The controller's read model: cluster states folded by the cluster aggregate's own
+    `apply`, and each member's spawn request."""
 
     def __init__(self) -> None:
         self.lock = threading.Lock()
-        self.members: dict[str, KnownMember] = {}
+        self.clusters: dict[str, Tracked] = {}
+        self.spawns: dict[str, Spawn] = {}
 
-    def apply(self, record: EventRecord) -> None:
-        event = record.payload
+    def fold(self, commit: LogRecord) -> None:
+        spawns = [Spawn(member_id=e.member_id, cluster_id=e.cluster_id, cluster_key=commit.aggregate_id,
+                        tenant=commit.tenant, target=IaasTarget.from_event(e.provider, e.iaas),
+                        metadata=_metadata(e, commit.tenant))
+                  for e in commit.payload.events if isinstance(e, E.MemberSpawnRequested)]
         with self.lock:
-            if isinstance(event, E.MemberSpawnRequested):
-                self.members.setdefault(event.member_id, KnownMember(
-                    member_id=event.member_id, cluster_id=event.cluster_id,
-                    cluster_key=record.aggregate_id, tenant=record.tenant,
-                    target=IaasTarget.from_event(event.provider, event.iaas),
-                    metadata=_metadata(event, record.tenant)))
-                return
-            member = self.members.get(getattr(event, "member_id", ""))
-            if member is None:
-                return
-            if isinstance(event, E.MemberInitialized):
-                member.node_id = event.node_id
-            elif isinstance(event, (E.MemberTerminationRequested, E.MemberObsoleted)):
-                member.leaving = True
-            elif isinstance(event, E.MemberTerminated):
-                member.gone = True
+            tracked = self.clusters.get(commit.aggregate_id) or Tracked.new(commit.aggregate_id)
+            problem = tracked.fold_commit(commit)
+            self.clusters[commit.aggregate_id] = tracked
+            for spawn in spawns:
+                self.spawns.setdefault(spawn.member_id, spawn)
+        if problem:
+            log.debug("cloud read model: %s", problem)
 
-    def get(self, member_id: str | None) -> KnownMember | None:
+    def spawn(self, member_id: str | None) -> Spawn | None:
         with self.lock:
-            return self.members.get(member_id or "")
+            return self.spawns.get(member_id or "")
 
-    def with_nodes(self) -> list[KnownMember]:
+    def state(self, spawn: Spawn) -> MemberState | None:
+        """The member as its cluster has it; None once it is terminated."""
+        with self.lock:
+            return self.clusters[spawn.cluster_key].state.members.get(spawn.member_id)
+
+    def with_nodes(self) -> list[Spawn]:
         """Members in service that have a node: the ones whose node must still exist."""
         with self.lock:
-            return [m for m in self.members.values() if m.node_id and not (m.leaving or m.gone)]
+            return [self.spawns[m.member_id] for tracked in self.clusters.values()
+                    for m in tracked.state.members.values()
+                    if m.node_id and m.in_service and m.status != S.READY_TO_SHUTDOWN]
 
 
 def _metadata(event: E.MemberSpawnRequested, tenant: str) -> dict[str, str]:
@@ -107,48 +118,84 @@ def _first(addresses: list[str]) -> str | None:
     return addresses[0] if addresses else None
 
 
+def _finished(future: Future) -> bool:
+    return future.done() and not future.cancelled() and future.exception() is None
+
+
+def _failed(future: Future) -> bool:
+    return future.done() and (future.cancelled() or future.exception() is not None)
+
+
+def _failure(exc: BaseException) -> Future:
+    future: Future = Future()
+    future.set_exception(exc)
+    return future
+
+
+class _Rebalance(ConsumerRebalanceListener):
+    def __init__(self, controller: "CloudController", consumer) -> None:
+        self.controller, self.consumer = controller, consumer
+
+    def on_partitions_revoked(self, revoked):
+        self.controller.release(self.consumer, revoked)
+
+    def on_partitions_assigned(self, assigned):
+        """Fences are learnt lazily, at the first record read of each partition."""
+
+
+Work = tuple[int, list[Future]]
+"""One record read: its offset and the futures of the work it asked for."""
+
+
 class CloudController:
     def __init__(self, settings: Settings, mock_cloud: str | None = None) -> None:
         self.settings = settings
         self.mock_cloud = mock_cloud or settings.mock_cloud or settings.topic_prefix
         self.book = MemberBook()
+        self.history = History(lambda partition, offset: fence_before(settings, partition, offset))
         self.appender = Appender(settings)
         self.dead_letters = DeadLetters(self.appender)
         self.lanes = [ThreadPoolExecutor(1, thread_name_prefix=f"cloud-lane-{n}")
                       for n in range(settings.cloud_workers)]
-        self.rebuilt_until: dict[int, int] = {}
+        self.folded_until: dict[int, int] = {}
+        """Per events partition, the offset after the last commit folded into the book."""
+        self.in_flight: dict[TopicPartition, deque[Work]] = {}
         self.local = threading.local()
         self.stopping = threading.Event()
         self.ready = threading.Event()
 
     # --- the loop -----------------------------------------------------------------------------
     def rebuild(self) -> None:
-        """Fold every member event so far into the read model (the log is the only state)."""
-        for delivered in read_to_end(self.settings, "events"):
-            self.book.apply(delivered.record)
-            self.rebuilt_until[delivered.partition] = delivered.offset + 1
+        """Fold every commit so far into the read model (the log is the only state)."""
+        for partition, offset, commit in read_history(self.settings):
+            try:
+                if _is_cluster(commit):
+                    self.book.fold(commit)
+            except Exception as exc:  # noqa: BLE001 - the group consumer dead-letters it
+                log.warning("cannot fold %d@%d: %s", partition, offset, rejection_reason(exc))
+            self.folded_until[partition] = offset + 1
 
     def run(self) -> None:
         self.rebuild()
         consumer = group_consumer(self.settings, CLOUD_GROUP, ["events"])
+        consumer.unsubscribe()
+        consumer.subscribe([self.settings.topic("events")], listener=_Rebalance(self, consumer))
         reconciler = threading.Thread(target=self._reconcile_loop, name="cloud-reconciler", daemon=True)
         reconciler.start()
-        in_flight: dict[TopicPartition, deque[tuple[int, Future | None]]] = {}
         try:
             while not self.stopping.is_set():
                 batch = consumer.poll(timeout_ms=100)
                 if consumer.assignment():
                     self.ready.set()
                 for tp, raws in batch.items():
-                    queue = in_flight.setdefault(tp, deque())
-                    for delivered in validated(self.settings, "events", raws, self.dead_letters):
-                        queue.append((delivered.offset, self.dispatch(delivered)))
-                    queue.append((raws[-1].offset, None))  # records that were dead-lettered
-                self._commit_done(consumer, in_flight)
+                    queue = self.in_flight.setdefault(tp, deque())
+                    queue.extend((raw.offset, self.take(raw)) for raw in raws)
+                self._commit_done(consumer)
+                self._read_failed_again(consumer)
         finally:
             for lane in self.lanes:
                 lane.shutdown(wait=True, cancel_futures=True)
-            self._commit_done(consumer, in_flight)
+            self._commit_done(consumer)
             consumer.close(autocommit=False)
             reconciler.join(5)
             self.appender.close()
@@ -156,53 +203,105 @@ class CloudController:
     def stop(self) -> None:
         self.stopping.set()
 
-    def _commit_done(self, consumer, in_flight) -> None:
-        """Commit, per partition, past the events whose work is finished (in offset order)."""
+    def release(self, consumer, revoked) -> None:
+        """Partitions taken away: commit what is done there, then forget them."""
+        self._commit_done(consumer)
+        for tp in revoked:
+            self.in_flight.pop(tp, None)
+        self.history.forget([tp.partition for tp in revoked])
+
+    def _commit_done(self, consumer) -> None:
+        """Commit, per partition, past the records whose work is finished (in offset order)."""
         offsets = {}
-        for tp, queue in in_flight.items():
+        for tp, queue in self.in_flight.items():
             done = None
-            while queue and (queue[0][1] is None or (queue[0][1].done() and not queue[0][1].cancelled())):
+            while queue and all(_finished(f) for f in queue[0][1]):
                 done = queue.popleft()[0]
             if done is not None:
                 offsets[tp] = OffsetAndMetadata(done + 1, "", -1)
         if offsets:
             self.appender.flush()
-            consumer.commit(offsets)
+            try:
+                consumer.commit(offsets)
+            except CommitFailedError as exc:  # a rebalance: the new owner reads them again
+                log.warning("offsets not committed: %s", exc)
 
-    def dispatch(self, delivered: Delivered) -> Future | None:
-        """Update the read model with a new event and queue the IaaS work it asks for."""
-        record = delivered.record
-        if delivered.offset >= self.rebuilt_until.get(delivered.partition, 0):
-            self.book.apply(record)
+    def _read_failed_again(self, consumer) -> None:
+        """A record whose work could not reach the broker is not done: read from it again
+        (its work is idempotent, and the book does not fold a commit twice)."""
+        for tp, queue in self.in_flight.items():
+            if queue and any(_failed(f) for f in queue[0][1]):
+                offset = queue[0][0]
+                log.error("events %s@%d: work failed, reading it again", tp, offset)
+                queue.clear()
+                self.history.forget([tp.partition])
+                consumer.seek(tp, offset)
+
+    def take(self, raw) -> list[Future]:
+        """Fold one record of the events topic and queue the work its events ask for; a record
+        that is not a valid log record, or whose handling raises, is dead-lettered."""
+        work: list[Future] = []
+        try:
+            try:
+                decode_key(raw.key)
+                commit = self.history.commit(raw.partition, raw.offset, raw.value)
+                if commit is not None and _is_cluster(commit):
+                    self.handle(raw, commit, work)
+            except KafkaError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - a record is never allowed to stop the loop
+                if not isinstance(exc, ValueError):
+                    log.exception("cannot handle events %d@%d", raw.partition, raw.offset)
+                self.dead_letters.send(raw.topic, raw.partition, raw.offset, raw.key, raw.value,
+                                       rejection_reason(exc))
+        except KafkaError as exc:
+            work.append(_failure(exc))
+        return work
+
+    def handle(self, raw, commit: LogRecord, work: list[Future]) -> None:
+        if raw.offset >= self.folded_until.get(raw.partition, 0):
+            self.book.fold(commit)
+            self.folded_until[raw.partition] = raw.offset + 1
+        for record in events_of(commit):
+            if (future := self.dispatch(raw, record)) is not None:
+                work.append(future)
+
+    def dispatch(self, raw, record: EventRecord) -> Future | None:
+        """Queue the IaaS work an event asks for, judged on its member's state after its commit."""
         event = record.payload
-        member = self.book.get(getattr(event, "member_id", None))
-        if member is None or member.gone and not isinstance(event, E.MemberTerminated):
+        spawn = self.book.spawn(getattr(event, "member_id", None))
+        if spawn is None:
+            return None
+        member = self.book.state(spawn)
+        if member is None and not isinstance(event, E.MemberTerminated):
             return None
         if isinstance(event, E.MemberSpawnRequested):
-            work = (self.start_node, member, record) if member.node_id is None else None
+            work = (self.start_node, spawn, record) if member.node_id is None else None
         elif isinstance(event, E.MemberTerminationRequested):
-            work = (self.ask_cleanup, member, record) if event.graceful else \
-                (self.destroy_and_report, member, record, event.reason or "terminated")
+            work = (self.ask_cleanup, spawn, record) if event.graceful else \
+                (self.destroy_and_report, spawn, record, event.reason or "terminated")
         elif isinstance(event, E.MemberReadyToShutdown):
-            work = (self.destroy_and_report, member, record, "terminated after graceful shutdown")
+            work = (self.destroy_and_report, spawn, record, "terminated after graceful shutdown")
         elif isinstance(event, E.MemberTerminated):
-            work = (self.destroy_leftover, member)
+            work = (self.destroy_leftover, spawn)
         else:
             work = None
         if work is None:
             return None
-        lane = self.lanes[zlib.crc32(member.member_id.encode()) % len(self.lanes)]
-        return lane.submit(self._guarded, delivered, *work)
+        lane = self.lanes[zlib.crc32(spawn.member_id.encode()) % len(self.lanes)]
+        return lane.submit(self._guarded, raw, record, *work)
 
-    def _guarded(self, delivered: Delivered, work, *args) -> None:
-        """Run one piece of IaaS work; an unexpected failure dead-letters the event with why."""
+    def _guarded(self, raw, record: EventRecord, work, *args) -> None:
+        """Run one piece of IaaS work; an unexpected failure dead-letters the event with why. A
+        send the broker did not take fails the work: it is not done and will run again."""
         try:
             work(*args)
-        except Exception as exc:
-            log.exception("cloud work for event %s failed", delivered.record.id)
-            self.dead_letters.send(delivered.topic, delivered.partition, delivered.offset,
-                                   delivered.key.encode() if delivered.key else None,
-                                   encode(delivered.record), f"{type(exc).__name__}: {exc}")
+        except KafkaError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - one event's failure must not stop its lane
+            log.exception("cloud work for event %s failed", record.id)
+            self.dead_letters.send(raw.topic, raw.partition, raw.offset, raw.key, encode(record),
+                                   f"cloud work failed: {rejection_reason(exc)}")
 
     # --- IaaS work (on the member's lane) -------------------------------------------------------
     def driver(self, target: IaasTarget) -> NodeDriver:
@@ -212,60 +311,57 @@ class CloudController:
             cache[target.driver_key] = build_driver(target, self.mock_cloud)
         return cache[target.driver_key]
 
-    def find_node(self, member: KnownMember) -> Node | None:
-        name = node_name(member.target, member.member_id)
-        return next((n for n in self.driver(member.target).list_nodes()
+    def find_node(self, spawn: Spawn) -> Node | None:
+        name = node_name(spawn.target, spawn.member_id)
+        return next((n for n in self.driver(spawn.target).list_nodes()
                      if n.name == name and n.state != NodeState.TERMINATED), None)
 
-    def start_node(self, member: KnownMember, record: EventRecord) -> None:
+    def start_node(self, spawn: Spawn, record: EventRecord) -> None:
         attempts, delay = self.settings.cloud_start_attempts, self.settings.cloud_retry_seconds
         for attempt in range(1, attempts + 1):
-            if member.gone or self.stopping.is_set():
+            if self.book.state(spawn) is None or self.stopping.is_set():
                 return
             try:
-                driver = self.driver(member.target)
-                node = self.find_node(member) or driver.create_node(
-                    **create_options(member.target, driver, member.member_id, member.metadata))
+                driver = self.driver(spawn.target)
+                node = self.find_node(spawn) or driver.create_node(
+                    **create_options(spawn.target, driver, spawn.member_id, spawn.metadata))
             except Exception as exc:  # every IaaS failure is reported on the member, with its reason
                 final = attempt >= attempts or isinstance(exc, IaasConfigError)
                 reason = str(getattr(exc, "value", None) or exc) or type(exc).__name__
-                log.warning("member %s: start attempt %d failed: %s", member.member_id, attempt, reason)
-                self.report(member, record, f"failed.{attempt}", C.ReportNodeStartFailed(
-                    member_id=member.member_id, reason=reason, attempt=attempt, final=final))
+                log.warning("member %s: start attempt %d failed: %s", spawn.member_id, attempt, reason)
+                self.report(spawn, record, f"failed.{attempt}", C.ReportNodeStartFailed(
+                    member_id=spawn.member_id, reason=reason, attempt=attempt, final=final))
                 if final or self.stopping.wait(delay):
                     return
                 delay *= 2
                 continue
-            member.node_id = node.id
-            self.report(member, record, "created", C.ReportNodeCreated(
-                member_id=member.member_id, node_id=node.id, private_ip=_first(node.private_ips),
+            self.report(spawn, record, "created", C.ReportNodeCreated(
+                member_id=spawn.member_id, node_id=node.id, private_ip=_first(node.private_ips),
                 public_ip=_first(node.public_ips)))
             return
 
-    def ask_cleanup(self, member: KnownMember, record: EventRecord) -> None:
+    def ask_cleanup(self, spawn: Spawn, record: EventRecord) -> None:
         """Graceful termination: the instance cleans up, then says it is ready to shut down."""
-        notice = InstanceCleanupMember(member_id=member.member_id, cluster_id=member.cluster_id)
-        self.appender.append("instance-notifier", member.cluster_key, envelope(
-            NotifierRecord, notice, member.cluster_key, tenant=member.tenant,
+        notice = InstanceCleanupMember(member_id=spawn.member_id, cluster_id=spawn.cluster_id)
+        self.appender.append("instance-notifier", spawn.cluster_key, envelope(
+            NotifierRecord, notice, spawn.cluster_key, tenant=spawn.tenant,
             record_id=f"{record.id}.cleanup", causation_id=record.id,
             correlation_id=record.correlation_id or record.id))
 
-    def destroy_and_report(self, member: KnownMember, record: EventRecord, reason: str) -> None:
-        member.leaving = True
-        if (node := self.find_node(member)) is not None:
-            self.driver(member.target).destroy_node(node)
-        self.report(member, record, "destroyed", C.ReportNodeDestroyed(member_id=member.member_id,
-                                                                       reason=reason))
+    def destroy_and_report(self, spawn: Spawn, record: EventRecord, reason: str) -> None:
+        self.destroy_leftover(spawn)
+        self.report(spawn, record, "destroyed", C.ReportNodeDestroyed(member_id=spawn.member_id,
+                                                                      reason=reason))
 
-    def destroy_leftover(self, member: KnownMember) -> None:
+    def destroy_leftover(self, spawn: Spawn) -> None:
         """A member terminated by the domain (timeout, failed start) must not keep a node."""
-        if (node := self.find_node(member)) is not None:
-            self.driver(member.target).destroy_node(node)
+        if (node := self.find_node(spawn)) is not None:
+            self.driver(spawn.target).destroy_node(node)
 
-    def report(self, member: KnownMember, cause: EventRecord | None, suffix: str, command: BaseModel) -> None:
-        record_id = f"{cause.id}.{suffix}" if cause else f"{member.member_id}.{suffix}"
-        self.appender.append("commands", member.cluster_key, envelope(
-            CommandRecord, command, member.cluster_key, tenant=member.tenant, record_id=record_id,
+    def report(self, spawn: Spawn, cause: EventRecord | None, suffix: str, command: BaseModel) -> None:
+        record_id = f"{cause.id}.{suffix}" if cause else f"{spawn.member_id}.{suffix}"
+        self.appender.append("commands", spawn.cluster_key, envelope(
+            CommandRecord, command, spawn.cluster_key, tenant=spawn.tenant, record_id=record_id,
             causation_id=cause.id if cause else None,
             correlation_id=(cause.correlation_id or cause.id) if cause else None))
 
@@ -279,20 +375,25 @@ class CloudController:
                               self.settings.cloud_reconcile_seconds)
 
     def reconcile(self) -> list[str]:
-        """Report members whose node is gone from the IaaS; returns their ids."""
-        by_account: dict[tuple, list[KnownMember]] = {}
-        for member in self.book.with_nodes():
-            by_account.setdefault(member.target.driver_key, []).append(member)
+        """Report members whose node is gone from the IaaS; returns their ids. A report repeated
+        before its MemberTerminated is read has the same command id: the cluster ignores it."""
+        by_account: dict[tuple, list[Spawn]] = {}
+        for spawn in self.book.with_nodes():
+            by_account.setdefault(spawn.target.driver_key, []).append(spawn)
         vanished = []
-        for members in by_account.values():
-            names = {n.name for n in self.driver(members[0].target).list_nodes()
+        for spawns in by_account.values():
+            names = {n.name for n in self.driver(spawns[0].target).list_nodes()
                      if n.state != NodeState.TERMINATED}
-            for member in members:
-                if node_name(member.target, member.member_id) not in names and not member.leaving:
-                    member.leaving = True
-                    self.report(member, None, "vanished", C.ReportNodeDestroyed(
-                        member_id=member.member_id, reason="node vanished"))
-                    vanished.append(member.member_id)
+            for spawn in spawns:
+                if node_name(spawn.target, spawn.member_id) not in names:
+                    self.report(spawn, None, "vanished", C.ReportNodeDestroyed(
+                        member_id=spawn.member_id, reason="node vanished"))
+                    vanished.append(spawn.member_id)
         if vanished:
             log.warning("nodes vanished: %s", ", ".join(vanished))
         return vanished
+
+
+def _is_cluster(commit: LogRecord) -> bool:
+    """Only clusters have members; raises ValueError on an aggregate id that names nothing."""
+    return parse_aggregate_id(commit.aggregate_id).kind == "cluster"

@@ -154,7 +154,7 @@ def test_restarted_controller_finds_the_node_it_created_and_starts_no_second(clo
     # and one more restart (everything redelivered to a fresh group member) changes nothing
     cloud.stop_controller()
     cloud.start_controller()
-    wait_until(lambda: cloud.controller.book.get(member) is not None, message="read model rebuilt")
+    wait_until(lambda: cloud.controller.book.spawn(member) is not None, message="read model rebuilt")
     assert [i.node_id for i in cloud.cloud.all()] == [member]
     assert len(member_events(cloud_settings, "MemberSpawnRequested")) == 1
 

@@ -4,7 +4,8 @@ It follows the member's own events, so it never says more than the lifecycle all
 once the member is Initialized, Activated once it is Starting, MaintenanceMode on
 InstanceCleanupMember, ReadyToShutdown once it is In_Maintenance. Active nodes publish health
 from their cartridge's pattern every `health_publish_seconds`. A destroyed (crashed) node says
-nothing more.
+nothing more. Events are read as history from where it starts (the end), so it learns the fence
+there; a record that does not decode, or whose handling raises, is dead-lettered.
 """
 from __future__ import annotations
 
@@ -12,8 +13,11 @@ import logging
 import threading
 import time
 
+from infra.agent import dead_letter_failed, history_events
+from infra.eventlog import History
 from infra.iaas.mock import MockCloud, MockInstance
 from infra.kafka import Appender, DeadLetters, assigned_consumer, envelope, validated
+from infra.recovery import fence_before
 from infra.settings import Settings
 from schemas import events as E
 from schemas.ids import aggregate_id
@@ -42,6 +46,7 @@ class SimulatedAgents:
         self.cloud = cloud
         self.appender = Appender(settings)
         self.dead_letters = DeadLetters(self.appender)
+        self.history = History(lambda partition, offset: fence_before(settings, partition, offset))
         self.stopping = threading.Event()
         self.consumers = {kind: assigned_consumer(settings, kind, from_beginning=False)
                           for kind in ("events", "instance-notifier")}
@@ -69,9 +74,17 @@ class SimulatedAgents:
         while not self.stopping.is_set():
             for kind, consumer in self.consumers.items():
                 for raws in consumer.poll(timeout_ms=50).values():
-                    for delivered in validated(self.settings, kind, raws, self.dead_letters):
-                        self.on_record(delivered.record.payload)
+                    for record, source in self._records(kind, raws):
+                        try:
+                            self.on_record(record.payload)
+                        except Exception as exc:  # noqa: BLE001 - one record must not stop the agents
+                            dead_letter_failed(self.dead_letters, source, record, exc)
             self.appender.flush()
+
+    def _records(self, kind: str, raws):
+        if kind == "events":
+            return history_events(self.history, raws, self.dead_letters)
+        return ((d.record, d) for d in validated(self.settings, kind, raws, self.dead_letters))
 
     def on_record(self, payload) -> None:
         if isinstance(payload, (E.MemberInitialized, E.MemberStarting, E.MemberInMaintenance)):
