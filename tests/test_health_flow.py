@@ -16,7 +16,7 @@ from schemas.domain import ClusterSpec, PartitionSpec
 from schemas.records import HealthRecord
 from schemas.status import CommandAccepted, HealthStat
 from infra.health.app import HealthWorkerThread
-from streams.health_state import active_members
+from streams.health_state import active_members, cluster_key
 from tests.conftest import events_of, wait_until
 
 pytestmark = pytest.mark.integration
@@ -87,7 +87,9 @@ def stat(member: str | None, metric: str, value: float, at: float | None = None)
 
 
 def publish(appender, *stats: HealthStat) -> None:
-    appender.append_many("health", [(KEY, envelope(HealthRecord, s, KEY, tenant=T)) for s in stats])
+    """Each sample keyed by its cluster, as agents publish them."""
+    keyed = [(cluster_key(T, s.cluster_id), s) for s in stats]
+    appender.append_many("health", [(key, envelope(HealthRecord, s, key, tenant=T)) for key, s in keyed])
 
 
 def commands_of(settings, type_: str) -> list:
