@@ -3,9 +3,9 @@
 A `stratos node` process owns every partition. After the clusters are created, commands
 (the member lifecycle facts the cloud controller and agents report) are sent at a steady
 rate. Each command is timed from its record's timestamp (set when the sender appended it) to
-the timestamp of the first event it caused (set when the node appended it): both clocks are
-this machine's, and no reader's lag enters the figure. Prints p50/p99 and the node's peak
-RSS; one JSON line.
+the timestamp of its commit (the one record of the events topic whose causation_id is the
+command id, set when the node appended it): both clocks are this machine's, and no reader's
+lag enters the figure. Prints p50/p99 and the node's peak RSS; one JSON line.
 Usage: python bench/commands.py [--clusters 1000] [--rate 1000] [--seconds 30]
 """
 from __future__ import annotations
@@ -20,11 +20,13 @@ import time
 import psutil
 from common import bench_settings, finish, percentile
 
+from actors.history import events_of
 from infra.commands_client import CommandClient
+from infra.eventlog import History
 from infra.kafka import assigned_consumer, envelope, read_to_end
 from schemas import commands as C
 from schemas.domain import ClusterSpec, PartitionSpec
-from schemas.records import CommandRecord, EventRecord
+from schemas.records import CommandRecord
 
 
 def spec(n: int) -> ClusterSpec:
@@ -36,10 +38,11 @@ def spec(n: int) -> ClusterSpec:
 
 
 class EventWatcher:
-    """Which commands have caused an event yet, and the member ids spawned."""
+    """Which commands have been committed yet, and the member ids spawned (history only)."""
 
     def __init__(self, settings) -> None:
         self.consumer = assigned_consumer(settings, "events", from_beginning=True)
+        self.history = History()
         self.first_event_at: dict[str, float] = {}
         self.members: dict[str, list[str]] = {}
         self.stopping = threading.Event()
@@ -51,10 +54,13 @@ class EventWatcher:
             for raws in self.consumer.poll(timeout_ms=50).values():
                 now = time.perf_counter()
                 for raw in raws:
-                    record = EventRecord.model_validate_json(raw.value)
-                    self.first_event_at.setdefault(record.causation_id, now)
-                    if record.type == "MemberSpawnRequested":
-                        self.members.setdefault(record.aggregate_id, []).append(record.payload.member_id)
+                    commit = self.history.commit(raw.partition, raw.offset, raw.value)
+                    if commit is None:
+                        continue
+                    self.first_event_at.setdefault(commit.causation_id, now)
+                    for event in events_of(commit):
+                        if event.type == "MemberSpawnRequested":
+                            self.members.setdefault(event.aggregate_id, []).append(event.payload.member_id)
 
     def stop(self) -> None:
         self.stopping.set()
@@ -62,19 +68,32 @@ class EventWatcher:
         self.consumer.close()
 
 
-def append_to_event_ms(settings, command_ids: set[str]) -> list[float]:
-    """For each command, its record's timestamp to that of the first event it caused (ms)."""
+def append_to_commit_ms(settings, command_ids: set[str]) -> list[tuple[int, float]]:
+    """For each command, its record's timestamp and the ms from there to its commit's."""
     appended = {}
     for raw in read_to_end(settings, "commands", decode_records=False):
         record = CommandRecord.model_validate_json(raw.value)
         if record.id in command_ids:
             appended[record.id] = raw.timestamp
-    first_event = {}
+    committed = {}
+    history = History()
     for raw in read_to_end(settings, "events", decode_records=False):
-        cause = EventRecord.model_validate_json(raw.value).causation_id
-        if cause in appended:
-            first_event.setdefault(cause, raw.timestamp)
-    return [float(first_event[c] - t) for c, t in appended.items() if c in first_event]
+        commit = history.commit(raw.partition, raw.offset, raw.value)
+        if commit is not None and commit.causation_id in appended:
+            committed.setdefault(commit.causation_id, raw.timestamp)
+    return [(t, float(committed[c] - t)) for c, t in appended.items() if c in committed]
+
+
+def worst_seconds(timed: list[tuple[int, float]], count: int = 3) -> list[tuple[float, float]]:
+    """(second of the run, worst latency ms) of the seconds with the worst latencies."""
+    if not timed:
+        return []
+    start = min(t for t, _ in timed)
+    worst: dict[int, float] = {}
+    for t, latency in timed:
+        second = (t - start) // 1000
+        worst[second] = max(worst.get(second, 0.0), latency)
+    return sorted(worst.items(), key=lambda item: -item[1])[:count]
 
 
 def main() -> None:
@@ -122,16 +141,19 @@ def main() -> None:
             while len([c for c in acked_at if c in watcher.first_event_at]) < total and time.monotonic() < deadline:
                 time.sleep(0.2)
                 rss_mb = max(rss_mb, node_process.memory_info().rss / 2**20)
-            latencies = append_to_event_ms(settings, set(acked_at))
+            timed = append_to_commit_ms(settings, set(acked_at))
+            latencies = [latency for _, latency in timed]
         finally:
             watcher.stop()
             client.close()
             node.terminate()
             node.wait(15)
     p50, p99 = percentile(latencies, 0.5), percentile(latencies, 0.99)
-    print(f"{total} commands in {sent_s:.1f}s ({total / sent_s:,.0f}/s), {len(latencies)} answered by an event")
-    print(f"command appended -> first event appended: p50 {p50:.1f} ms, p99 {p99:.1f} ms")
-    print(f"node RSS: {rss_mb:.0f} MB")
+    print(f"{total} commands in {sent_s:.1f}s ({total / sent_s:,.0f}/s), {len(latencies)} committed")
+    print(f"command appended -> its commit appended: p50 {p50:.1f} ms, p99 {p99:.1f} ms")
+    print("worst seconds (second of the run: worst ms): "
+          + ", ".join(f"{second}: {ms:.0f}" for second, ms in worst_seconds(timed)))
+    print(f"node RSS: {rss_mb:.0f} MB (peak sampled)")
     finish({"bench": "commands", "commands": total, "rate_per_s": round(total / sent_s),
             "p50_ms": round(p50, 1), "p99_ms": round(p99, 1), "rss_mb": round(rss_mb)})
 

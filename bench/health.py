@@ -26,12 +26,12 @@ from common import bench_settings, finish
 
 from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
 
-from infra.kafka import Appender, envelope, read_to_end
+from infra.kafka import Appender, envelope, new_id, read_to_end
 from schemas import events as E
 from schemas.domain import ClusterSpec, PartitionSpec
-from schemas.records import EventRecord, HealthRecord
+from schemas.records import Commit, HealthRecord, LogRecord
 from schemas.status import HealthStat
-from streams.app import HealthWorkerThread
+from infra.health.app import HealthWorkerThread
 from streams.health_state import cluster_key
 
 T = "carbon.super"
@@ -47,9 +47,18 @@ def members() -> list[tuple[str, str, str]]:
 
 
 def seed_clusters(settings) -> int:
-    """The events the worker folds into its cluster views: clusters with Active members."""
+    """The history the worker folds into its cluster views: clusters with Active members, as
+    commits (one creating each cluster and spawning its members, one per activation)."""
     appender = Appender(settings, linger_ms=20)
-    records = []
+    records, seeded = [], 0
+
+    def commit(key: str, command_type: str, events: list, seq: int) -> None:
+        nonlocal seeded
+        decision = Commit(command_type=command_type, outcome="accepted", events=events, writer="bench")
+        records.append((key, envelope(LogRecord, decision, key, tenant=T, aggregate_seq=seq,
+                                      causation_id=new_id())))
+        seeded += len(events)
+
     for c in range(CLUSTERS):
         cid = f"c{c}.php1.php.domain"
         key = cluster_key(T, cid)
@@ -57,17 +66,16 @@ def seed_clusters(settings) -> int:
                            min=1, max=200, autoscaling_policy_id="as", deployment_policy_id="dp",
                            partitions=[PartitionSpec(id="p1", network_partition_id="np1", provider="mock", max=200)],
                            thresholds={"load_average": 70.0, "memory_consumption": 80.0})
-        records.append((key, envelope(EventRecord, E.ClusterCreated(spec=spec), key, tenant=T)))
-        for m in range(MEMBERS_PER_CLUSTER):
-            mid = f"c{c}.m{m}"
-            records.append((key, envelope(EventRecord, E.MemberSpawnRequested(
-                member_id=mid, cluster_id=cid, application_id=f"c{c}", cartridge_type="php",
-                network_partition_id="np1", partition_id="p1", provider="mock"), key, tenant=T)))
-            records.append((key, envelope(EventRecord, E.MemberActivated(member_id=mid, cluster_id=cid),
-                                          key, tenant=T)))
+        mids = [f"c{c}.m{m}" for m in range(MEMBERS_PER_CLUSTER)]
+        commit(key, "CreateCluster", [E.ClusterCreated(spec=spec)] + [E.MemberSpawnRequested(
+            member_id=mid, cluster_id=cid, application_id=f"c{c}", cartridge_type="php",
+            network_partition_id="np1", partition_id="p1", provider="mock") for mid in mids], 1)
+        for n, mid in enumerate(mids):
+            commit(key, "ReportInstanceStatus", [E.MemberActivated(member_id=mid, cluster_id=cid)],
+                   MEMBERS_PER_CLUSTER + 2 + n)
     appender.append_many("events", records, timeout=120)
     appender.close()
-    return len(records)
+    return seeded
 
 
 class HealthTraffic:

@@ -1,4 +1,6 @@
-"""Append 200,000 envelopes, read them back raw and decoded, with kafka-python and aiokafka.
+"""Append 200,000 records of the events topic, read them back raw and decoded (kafka-python, aiokafka).
+
+Each record is a Commit (the log's unit) carrying one event, the smallest decision a node writes.
 
 Prints events/s for each and the ratio of the decoded aiokafka read to the raw aiokafka read
 measured in the same run (these machines are noisy: quote ratios and medians).
@@ -12,14 +14,17 @@ import time
 
 from common import bench_settings, finish, median
 
+from infra.eventlog import decode_log
 from infra.kafka import Appender, envelope
 from schemas.events import MemberActivated
-from schemas.records import EventRecord
+from schemas.records import Commit, LogRecord
 
 
 def make_records(count: int) -> list[bytes]:
-    template = envelope(EventRecord, MemberActivated(member_id="m", cluster_id="c"), "carbon.super/cluster/c")
-    return [template.model_copy(update={"id": f"{n:032x}", "aggregate_seq": n + 1,
+    commit = Commit(command_type="ReportInstanceStatus", outcome="accepted",
+                    events=[MemberActivated(member_id="m", cluster_id="c")], writer="bench")
+    template = envelope(LogRecord, commit, "carbon.super/cluster/c")
+    return [template.model_copy(update={"id": f"{n:032x}", "aggregate_seq": n + 1, "causation_id": f"{n:031x}c",
                                         "aggregate_id": f"carbon.super/cluster/c{n % 1000}"}
                                 ).model_dump_json().encode() for n in range(count)]
 
@@ -51,7 +56,7 @@ def read_kafka_python(settings, count: int, decode: bool) -> float:
         for records in consumer.poll(timeout_ms=500).values():
             if decode:
                 for record in records:
-                    EventRecord.model_validate_json(record.value)
+                    decode_log(record.value)
             seen += len(records)
     elapsed = time.perf_counter() - started
     consumer.close()
@@ -75,7 +80,7 @@ async def read_aiokafka(settings, count: int, decode: bool) -> float:
         for records in batch.values():
             if decode:
                 for record in records:
-                    EventRecord.model_validate_json(record.value)
+                    decode_log(record.value)
             seen += len(records)
     elapsed = time.perf_counter() - started
     await consumer.stop()
@@ -90,7 +95,7 @@ def main() -> None:
     values = make_records(args.events)
     started = time.perf_counter()
     for value in values[:50_000]:
-        EventRecord.model_validate_json(value)
+        decode_log(value)
     decode_only = 50_000 / (time.perf_counter() - started)
     with bench_settings() as settings:
         append_rate = append(settings, values)

@@ -17,14 +17,16 @@ import time
 from common import bench_settings, finish, median
 
 from infra.commands_client import CommandClient
+from infra.eventlog import History
+from infra.health.app import HealthWorkerThread
 from infra.kafka import Appender, assigned_consumer, decode, envelope
 from infra.node import Node
 from infra.reactor import Reactor
+from infra.recovery import fence_before
 from schemas import commands as C
 from schemas.domain import ClusterSpec, PartitionSpec
 from schemas.records import HealthRecord
 from schemas.status import HealthStat
-from streams.app import HealthWorkerThread
 from streams.health_state import active_members, cluster_key
 
 T = "carbon.super"
@@ -45,6 +47,7 @@ class Watch:
     requiring more than one member, and first scale-up ScalingDecided, per cluster key."""
 
     def __init__(self, settings) -> None:
+        self.history = History(lambda partition, offset: fence_before(settings, partition, offset))
         self.first_scale: dict[str, float] = {}
         self.first_decided: dict[str, float] = {}
         self.stopping = threading.Event()
@@ -60,9 +63,13 @@ class Watch:
             for kind, reader in zip(("commands", "events"), self.readers):
                 for raws in reader.poll(timeout_ms=20).values():
                     for raw in raws:
-                        self._see(decode(kind, raw.value), time.time())
+                        if kind == "commands":
+                            self._see(decode(kind, raw.value))
+                        else:  # the events of each commit that is history
+                            for event in self.history.events(raw.partition, raw.offset, raw.value):
+                                self._see(event)
 
-    def _see(self, record, seen_at: float) -> None:
+    def _see(self, record) -> None:
         payload = record.payload
         if payload.type == "ScaleCluster" and payload.required > 1:
             self.first_scale.setdefault(record.aggregate_id, record.occurred_at.timestamp())
@@ -84,7 +91,7 @@ def step(settings, client, appender, worker, watch, n: int) -> tuple[float, floa
                        partitions=[PartitionSpec(id="p1", network_partition_id="np1", provider="mock", max=4)],
                        thresholds={"load_average": 25.0})
     client.call(key, C.CreateCluster(spec=spec))
-    member = wait_for(lambda: [m for m, s in (worker.service.clusters.get(key) or {}).get("members", {}).items()],
+    member = wait_for(lambda: list(getattr(worker.service.clusters.get(key), "members", None) or ()),
                       30, "the spawned member in the worker's view")[0]
     for command in (C.ReportNodeCreated(member_id=member, node_id=member),
                     C.ReportInstanceStatus(member_id=member, status="Started"),

@@ -1,17 +1,25 @@
 """Cold rebuild of every aggregate from a log of ~1,000,000 events, with and without snapshots.
 
-The log is made by the real decide path (`actors.runtime.handle`): 1,000 clusters of 10
-members whose members are replaced round after round (each a full lifecycle), plus the
-definitions. It is then appended to the broker, and three reads are timed in the same run:
-a plain decode (no actors), a cold rebuild of all actors from the log, and a rebuild from
-snapshots (written as a node does at a checkpoint) plus the tail.
-Usage: python bench/replay.py [--clusters 1000] [--rounds 12]
+The log is what nodes write: per events partition a Claim, then one Commit per handled
+command. One cluster's history is made by the real decide path (`actors.runtime.handle`): a
+cluster of 10 members whose members are replaced round after round (each a full lifecycle:
+created, started, active, terminated, destroyed). Every other cluster's commits are that
+history's records with the cluster id, the record ids and the partition's claim substituted
+(driving handle() for 1,000 clusters takes minutes here); commits of different clusters are
+interleaved as live traffic would be. Four reads are timed in the same run:
+- a raw read of the same partitions (the reader's own cost, for the breakdown);
+- a plain decode: the same partitions read and each record validated (`decode_log`), no fold;
+- a cold rebuild: `recover_partition` over every partition with snapshots off (a node
+  without snapshots), the actors installed as a node does;
+- a rebuild from snapshots (written as a node does at a checkpoint) plus the tail.
+Usage: python bench/replay.py [--events 1000000] [--rounds 12]
 """
 from __future__ import annotations
 
 import argparse
 import asyncio
 import itertools
+import math
 import time
 from datetime import datetime, timedelta, timezone
 
@@ -20,76 +28,101 @@ from common import bench_settings, finish
 from actors.base import Context
 from actors.runtime import Tracked, handle
 from infra.bulk import iter_partition
+from infra.eventlog import decode_log
 from infra.kafka import envelope
-from infra.node import ActorHost
-from infra.recovery import CHECKPOINT, recover_partition
-from kafka.partitioner.default import murmur2
+from infra.node import ActorHost, partition_for
+from infra.recovery import CHECKPOINT, CLAIM, recover_partition
 from schemas import commands as C
 from schemas.domain import ClusterSpec, PartitionSpec
-from schemas.records import CommandRecord, EventRecord, Snapshot, SnapshotRecord
+from schemas.records import Claim, CommandRecord, LogRecord, Snapshot, SnapshotRecord
 
 START = datetime(2026, 1, 1, tzinfo=timezone.utc)
+TEMPLATE_N = "999999"
+"""The template cluster's number: `app999999.php.php.domain`."""
+ID_TAG = "9" * 8
+"""The first 8 hex digits of every id the template's decisions draw, replaced per cluster."""
+CLAIM_TAG = "c1a1m" + "0" * 27
 
 
-def partition_of(key: str, partitions: int) -> int:
-    return (murmur2(key.encode()) & 0x7FFFFFFF) % partitions
+def cluster_spec(n) -> ClusterSpec:
+    return ClusterSpec(
+        cluster_id=f"app{n}.php.php.domain", application_id=f"app{n}", alias="php", cartridge_type="php",
+        min=10, max=20, autoscaling_policy_id="as", deployment_policy_id="dp",
+        partition_algorithm="round-robin",
+        partitions=[PartitionSpec(id=f"p{i}", network_partition_id="np", provider="mock", max=10)
+                    for i in (1, 2)])
 
 
-def build_log(clusters: int, rounds: int):
-    """Yield (aggregate id, EventRecord) for the whole history, cluster by cluster."""
+def template_history(rounds: int) -> tuple[list[bytes], int]:
+    """The encoded commits of one cluster's life, by the real decide path, and its event count."""
     ids = itertools.count()
-    new_id = lambda: f"{next(ids):032x}"  # noqa: E731
+    new_id = lambda: f"{ID_TAG}{next(ids):024x}"  # noqa: E731
     clock = [START]
+    commits: list[bytes] = []
+    events = 0
+    tracked = Tracked.new(f"carbon.super/cluster/app{TEMPLATE_N}.php.php.domain")
 
-    def run(tracked, command):
+    def run(command) -> None:
+        nonlocal events
         clock[0] += timedelta(milliseconds=5)
-        ctx = Context(now=clock[0], new_id=new_id)
-        return handle(tracked, envelope(CommandRecord, command, tracked.state.aggregate_id,
-                                        record_id=new_id(), occurred_at=clock[0]), ctx).events
+        ctx = Context(now=clock[0], new_id=new_id, claim=CLAIM_TAG, writer="bench-node")
+        outcome = handle(tracked, envelope(CommandRecord, command, tracked.state.aggregate_id,
+                                           record_id=new_id(), occurred_at=clock[0]), ctx)
+        commits.append(outcome.encoded)
+        events += len(outcome.commit.payload.events)
 
-    for n in range(clusters):
-        spec = ClusterSpec(
-            cluster_id=f"app{n}.php.php.domain", application_id=f"app{n}", alias="php", cartridge_type="php",
-            min=10, max=20, autoscaling_policy_id="as", deployment_policy_id="dp",
-            partition_algorithm="round-robin",
-            partitions=[PartitionSpec(id=f"p{i}", network_partition_id="np", provider="mock", max=10)
-                        for i in (1, 2)])
-        tracked = Tracked.new(f"carbon.super/cluster/{spec.cluster_id}")
-        events = run(tracked, C.CreateCluster(spec=spec))
-        for _ in range(rounds):
-            for member in [m for m in tracked.state.members.values() if m.status.value == "Created"]:
-                mid = member.member_id
-                events += run(tracked, C.ReportNodeCreated(member_id=mid, node_id=mid))
-                for status in ("Started", "Activated"):
-                    events += run(tracked, C.ReportInstanceStatus(member_id=mid, status=status))
-            events += run(tracked, C.ScaleCluster(required=10, metric="load_average"))
-            for mid in [m.member_id for m in tracked.state.members.values() if m.status.value == "Active"]:
-                events += run(tracked, C.TerminateMember(member_id=mid))
-                for status in ("MaintenanceMode", "ReadyToShutdown"):
-                    events += run(tracked, C.ReportInstanceStatus(member_id=mid, status=status))
-                events += run(tracked, C.ReportNodeDestroyed(member_id=mid))
-        yield tracked.state.aggregate_id, events
+    run(C.CreateCluster(spec=cluster_spec(TEMPLATE_N)))
+    for _ in range(rounds):
+        for member in [m for m in tracked.state.members.values() if m.status.value == "Created"]:
+            mid = member.member_id
+            run(C.ReportNodeCreated(member_id=mid, node_id=mid))
+            for status in ("Started", "Activated"):
+                run(C.ReportInstanceStatus(member_id=mid, status=status))
+        run(C.ScaleCluster(required=10, metric="load_average"))
+        for mid in [m.member_id for m in tracked.state.members.values() if m.status.value == "Active"]:
+            run(C.TerminateMember(member_id=mid))
+            for status in ("MaintenanceMode", "ReadyToShutdown"):
+                run(C.ReportInstanceStatus(member_id=mid, status=status))
+            run(C.ReportNodeDestroyed(member_id=mid))
+    return commits, events
 
 
-async def append_all(settings, batches) -> int:
+def claim_id(partition: int) -> str:
+    return f"c1a1m{partition:027x}"
+
+
+async def append_all(settings, clusters: int, rounds: int) -> tuple[int, int]:
+    """Claims, then every cluster's commits interleaved; returns (commits, events) appended."""
     from aiokafka import AIOKafkaProducer
 
+    template, events_each = template_history(rounds)
     producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, linger_ms=20,
                                 max_batch_size=512 * 1024, acks="all")
     await producer.start()
-    count = 0
     topic = settings.topic("events")
+    count = 0
     try:
-        for key, records in batches:
-            partition = partition_of(key, settings.partitions)
-            for record in records:
-                await producer.send(topic, record.model_dump_json().encode(), key=key.encode(),
-                                    partition=partition)
+        for partition in range(settings.partitions):
+            claim = envelope(LogRecord, Claim(partition=partition, writer="bench-node", generation=1),
+                             f"{CLAIM}/{partition}", record_id=claim_id(partition))
+            await producer.send(topic, claim.model_dump_json().encode(), key=f"{CLAIM}/{partition}".encode(),
+                                partition=partition)
+        targets = []
+        for n in range(clusters):
+            key = f"carbon.super/cluster/app{n}.php.php.domain"
+            partition = partition_for(key, settings.partitions)
+            targets.append((key.encode(), partition, f"{n:08x}".encode(), f"app{n}.".encode(),
+                            claim_id(partition).encode()))
+        tag, name, claim_tag = ID_TAG.encode(), f"app{TEMPLATE_N}.".encode(), CLAIM_TAG.encode()
+        for value in template:
+            for key, partition, ids, cluster, claim in targets:
+                await producer.send(topic, value.replace(tag, ids).replace(name, cluster).replace(claim_tag, claim),
+                                    key=key, partition=partition)
                 count += 1
         await producer.flush()
     finally:
         await producer.stop()
-    return count
+    return count, events_each * clusters
 
 
 def timed(fn):
@@ -98,51 +131,69 @@ def timed(fn):
     return value, time.perf_counter() - started
 
 
+def raw_read(settings) -> int:
+    """The same partitions read, nothing decoded: the reader's own cost."""
+    return sum(1 for partition in range(settings.partitions)
+               for _ in iter_partition(settings, "events", partition))
+
+
 def plain_decode(settings) -> int:
-    count = 0
+    """The same partitions read and every record validated, no fold: events counted."""
+    events = 0
     for partition in range(settings.partitions):
         for _offset, _key, value in iter_partition(settings, "events", partition):
-            EventRecord.model_validate_json(value)
-            count += 1
-    return count
+            entry = decode_log(value).payload
+            if entry.type == "Commit":
+                events += len(entry.events)
+    return events
 
 
-def rebuild(settings, use_snapshots: bool) -> tuple[int, int]:
+def rebuild(settings, use_snapshots: bool) -> tuple[int, int, list]:
     host = ActorHost()
     aggregates = events = 0
+    recovered_all = []
     try:
         for partition in range(settings.partitions):
             recovered = recover_partition(settings, partition, use_snapshots=use_snapshots)
+            if recovered.problems:
+                raise SystemExit(f"partition {partition}: {recovered.problems[:3]}")
             for tracked in recovered.aggregates.values():
                 host.install(tracked)
             aggregates += len(recovered.aggregates)
             events += recovered.events_replayed
+            recovered_all.append(recovered)
     finally:
         host.shutdown()
-    return aggregates, events
+    return aggregates, events, recovered_all
 
 
-async def write_snapshots(settings) -> None:
-    """What a node does at a checkpoint: every aggregate's snapshot, then the marker."""
+async def write_snapshots(settings, recovered_all) -> None:
+    """What a node does: its claim marker, then at a checkpoint every aggregate's snapshot and
+    the checkpoint marker, all under its claim."""
     from aiokafka import AIOKafkaProducer
 
     producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, linger_ms=20,
                                 max_batch_size=512 * 1024)
     await producer.start()
+    topic = settings.topic("snapshots")
+
+    async def send(key: str, snapshot: Snapshot, partition: int) -> None:
+        await producer.send(topic, envelope(SnapshotRecord, snapshot, key).model_dump_json().encode(),
+                            key=key.encode(), partition=partition)
+
     try:
-        for partition in range(settings.partitions):
-            recovered = recover_partition(settings, partition, use_snapshots=False)
+        for recovered in recovered_all:
+            partition, claim = recovered.partition, recovered.fence.claim
+            await send(f"{CLAIM}/{partition}", Snapshot(
+                aggregate_type=CLAIM, events_partition=partition, events_offset=-1,
+                state={"writer": "bench-node"}, claim=claim), partition)
             for aggregate_id, tracked in recovered.aggregates.items():
-                snap = Snapshot(aggregate_type="cluster", events_partition=partition,
-                                events_offset=recovered.next_offset - 1, state=tracked.snapshot())
-                await producer.send(settings.topic("snapshots"),
-                                    envelope(SnapshotRecord, snap, aggregate_id).model_dump_json().encode(),
-                                    key=aggregate_id.encode(), partition=partition)
-            marker = Snapshot(aggregate_type=CHECKPOINT, events_partition=partition,
-                              events_offset=recovered.next_offset - 1, state={})
-            await producer.send(settings.topic("snapshots"),
-                                envelope(SnapshotRecord, marker, f"{CHECKPOINT}/{partition}").model_dump_json().encode(),
-                                partition=partition)
+                await send(aggregate_id, Snapshot(
+                    aggregate_type="cluster", events_partition=partition,
+                    events_offset=recovered.next_offset - 1, state=tracked.snapshot(), claim=claim), partition)
+            await send(f"{CHECKPOINT}/{partition}", Snapshot(
+                aggregate_type=CHECKPOINT, events_partition=partition,
+                events_offset=recovered.next_offset - 1, state={}, claim=claim), partition)
         await producer.flush()
     finally:
         await producer.stop()
@@ -150,25 +201,34 @@ async def write_snapshots(settings) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--clusters", type=int, default=1000)
+    parser.add_argument("--events", type=int, default=1_000_000)
     parser.add_argument("--rounds", type=int, default=12)
     args = parser.parse_args()
+    _, events_each = template_history(args.rounds)
+    clusters = max(1, math.ceil(args.events / events_each))
     with bench_settings() as settings:
         started = time.perf_counter()
-        total = asyncio.run(append_all(settings, build_log(args.clusters, args.rounds)))
-        print(f"log built and appended: {total:,} events in {time.perf_counter() - started:.1f}s")
+        commits, total = asyncio.run(append_all(settings, clusters, args.rounds))
+        print(f"log built and appended: {clusters:,} clusters, {commits:,} commits, {total:,} events "
+              f"in {time.perf_counter() - started:.1f}s")
+        records, raw_s = timed(lambda: raw_read(settings))
         decoded, decode_s = timed(lambda: plain_decode(settings))
-        (aggregates, replayed), rebuild_s = timed(lambda: rebuild(settings, use_snapshots=False))
-        asyncio.run(write_snapshots(settings))
-        (snap_aggregates, tail), snapshot_s = timed(lambda: rebuild(settings, use_snapshots=True))
+        (aggregates, replayed, recovered_all), rebuild_s = timed(lambda: rebuild(settings, use_snapshots=False))
+        asyncio.run(write_snapshots(settings, recovered_all))
+        del recovered_all
+        (snap_aggregates, tail, _), snapshot_s = timed(lambda: rebuild(settings, use_snapshots=True))
+    if decoded != total or replayed != total:
+        raise SystemExit(f"expected {total} events, decoded {decoded}, replayed {replayed}")
     decode_rate, rebuild_rate = decoded / decode_s, replayed / rebuild_s
     ratio = rebuild_rate / decode_rate
+    print(f"raw read (no decode):   {records:,} records in {raw_s:.1f}s = {total / raw_s:,.0f} events/s")
     print(f"plain decode:           {decoded:,} events in {decode_s:.1f}s = {decode_rate:,.0f}/s")
     print(f"cold rebuild of actors: {aggregates:,} aggregates, {replayed:,} events in {rebuild_s:.1f}s "
           f"= {rebuild_rate:,.0f}/s (ratio to decode {ratio:.2f})")
     print(f"rebuild from snapshots: {snap_aggregates:,} aggregates, {tail} tail events in {snapshot_s:.2f}s")
-    finish({"bench": "replay", "events": total, "aggregates": aggregates,
+    finish({"bench": "replay", "events": total, "commits": commits, "aggregates": aggregates,
             "rebuild_events_per_s": round(rebuild_rate), "decode_events_per_s": round(decode_rate),
+            "raw_read_events_per_s": round(total / raw_s),
             "ratio": round(ratio, 3), "rebuild_with_snapshots_s": round(snapshot_s, 3)})
 
 
