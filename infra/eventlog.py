@@ -40,10 +40,10 @@ class History:
     def commit(self, partition: int, offset: int, value: bytes | None) -> LogRecord | None:
         """The commit at this position if it is history; None for a claim or a fenced commit.
         Raises ValueError for bytes that are not a log record (the fence is unchanged)."""
-        record = decode_log(value)
         fence = self.fences.get(partition)
-        if fence is None:
+        if fence is None:  # before decoding: an invalid first record must not lose the start
             fence = self.fences[partition] = self.fence_at(partition, offset)
+        record = decode_log(value)
         return record if fence.admit(record) else None
 
     def events(self, partition: int, offset: int, value: bytes | None) -> list[EventRecord]:

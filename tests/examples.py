@@ -12,7 +12,7 @@ from schemas.definitions import DEFINITION_KINDS, ApplicationSignup, DomainMappi
 from schemas.domain import ClusterSpec, PartitionSpec
 from schemas.records import (
     CommandRecord, DeadLetter, DeadLetterRecord, EventRecord, HealthRecord, InstanceStatusRecord,
-    NotifierRecord, ReplyRecord, Snapshot, SnapshotRecord, TopologyEntry, TopologyRecord,
+    NotifierRecord, ReplyRecord, Snapshot, Commit, Claim, LogRecord, SnapshotRecord, TopologyEntry, TopologyRecord,
 )
 
 SAMPLES = Path(__file__).parent / "samples" / "stratos"
@@ -107,7 +107,11 @@ _EXPLICIT = [
     S.InstanceStatus(type="InstanceActivated", **MEMBER, network_partition_id="np1", revision="abc"),
     S.ArtifactUpdated(cluster_id=SPEC.cluster_id, repo_url="https://git/x", commit="abc"),
     S.InstanceCleanupMember(**MEMBER), S.InstanceCleanupCluster(cluster_id=SPEC.cluster_id),
-    Snapshot(aggregate_type="cluster", events_partition=0, events_offset=10, state={"a": 1}),
+    Snapshot(aggregate_type="cluster", events_partition=0, events_offset=10, state={"a": 1}, claim="k1"),
+    Commit(command_type="CreateCluster", outcome="accepted", events=[E.ClusterCreated(spec=SPEC)],
+           claim="k1", writer="node-a"),
+    Commit(command_type="AddCartridge", outcome="rejected", reason="exists", field="php", code=409),
+    Claim(partition=0, writer="node-a", generation=3),
     TopologyEntry(cluster_id=SPEC.cluster_id, application_id="app", cartridge_type="php",
                   status="Active", members=[{"member_id": "php1.abc"}]),
     DeadLetter(source_topic="x", source_partition=0, source_offset=1, reason="bad", original="{"),
@@ -140,5 +144,5 @@ def union_members(record_type) -> set[type]:
     return {annotation}
 
 
-RECORD_TYPES = [CommandRecord, EventRecord, ReplyRecord, HealthRecord, InstanceStatusRecord,
+RECORD_TYPES = [CommandRecord, EventRecord, LogRecord, ReplyRecord, HealthRecord, InstanceStatusRecord,
                 NotifierRecord, SnapshotRecord, TopologyRecord, DeadLetterRecord]

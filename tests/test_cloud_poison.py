@@ -180,8 +180,6 @@ def test_cartridge_agent_dead_letters_poison_on_events_and_notifier_and_goes_on(
         thread.join(10)
 
 
-@pytest.mark.xfail(strict=True, reason="infra.recovery.fence_before tests `b'\"Claim\"' in value` on a "
-                                       "null value: a reader resuming past one dead-letters every record")
 def test_cloud_controller_resuming_past_a_null_record_handles_the_next_member(settings, topics):
     topics.put_poison("events", None)
     topics.put("events", commit(KEY, spawn()))

@@ -9,13 +9,14 @@ from infra.kafka import (
     Appender, DeadLetters, assigned_consumer, ensure_topics, envelope, group_consumer, read_to_end,
     validated,
 )
-from schemas.records import TOPIC_RECORDS, EventRecord, HealthRecord
+from schemas.records import TOPIC_RECORDS, Commit, EventRecord, HealthRecord, LogRecord
 from schemas.status import HealthStat
 from tests.conftest import wait_until
 from tests.examples import EXAMPLES, RECORD_TYPES, union_members
 
 pytestmark = pytest.mark.integration
 TOPIC_OF = {record: topic for topic, record in TOPIC_RECORDS.items()}
+TOPIC_OF[EventRecord] = "events"  # events travel inside commits: see below
 
 
 def test_examples_cover_every_payload_type():
@@ -31,6 +32,8 @@ def test_every_payload_type_round_trips_through_the_broker_unchanged(settings):
     appender = Appender(settings)
     for n, payload in enumerate(EXAMPLES):
         record_type = next(r for r in RECORD_TYPES if type(payload) in union_members(r))
+        if record_type is EventRecord:
+            record_type, payload = LogRecord, Commit(command_type="X", outcome="accepted", events=[payload])
         record = envelope(record_type, payload, f"carbon.super/cluster/c{n}", aggregate_seq=n + 1,
                           correlation_id="corr", causation_id="cause")
         appender.send(TOPIC_OF[record_type], record.aggregate_id, record)
@@ -88,7 +91,7 @@ def test_two_consumers_in_one_group_split_partitions_and_keyed_records_stay_in_o
     keys = [f"carbon.super/cluster/c{n}" for n in range(8)]
     for seq in range(1, 51):
         for key in keys:
-            appender.send("events", key, envelope(EventRecord, _created(), key, aggregate_seq=seq))
+            appender.send("events", key, envelope(LogRecord, _created(), key, aggregate_seq=seq))
     appender.flush()
     appender.close()
     first = group_consumer(settings, "split-test", ["events"])
@@ -101,7 +104,7 @@ def test_two_consumers_in_one_group_split_partitions_and_keyed_records_stay_in_o
             for tp, raws in consumer.poll(timeout_ms=100).items():
                 owners[name].add(tp.partition)
                 for raw in raws:
-                    record = EventRecord.model_validate_json(raw.value)
+                    record = LogRecord.model_validate_json(raw.value)
                     got.setdefault(record.aggregate_id, []).append(record.aggregate_seq)
         return (sum(len(v) for v in got.values()) == 400 and owners["first"] and owners["second"])
 
@@ -117,7 +120,7 @@ def test_two_consumers_in_one_group_split_partitions_and_keyed_records_stay_in_o
 def _created():
     from tests.examples import SPEC
     from schemas.events import ClusterCreated
-    return ClusterCreated(spec=SPEC)
+    return Commit(command_type="CreateCluster", outcome="accepted", events=[ClusterCreated(spec=SPEC)])
 
 
 def test_json_schemas_are_exported_per_topic(tmp_path):
