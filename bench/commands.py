@@ -6,7 +6,8 @@ rate. Each command is timed from its record's timestamp (set when the sender app
 the timestamp of its commit (the one record of the events topic whose causation_id is the
 command id, set when the node appended it): both clocks are this machine's, and no reader's
 lag enters the figure. Prints p50/p99 and the node's peak RSS; one JSON line.
-Usage: python bench/commands.py [--clusters 1000] [--rate 1000] [--seconds 30]
+Usage: python bench/commands.py [--clusters 1000] [--rate 1000] [--seconds 30] [--node-profile FILE]
+(--node-profile runs the node under cProfile and prints where its time went.)
 """
 from __future__ import annotations
 
@@ -101,11 +102,13 @@ def main() -> None:
     parser.add_argument("--clusters", type=int, default=1000)
     parser.add_argument("--rate", type=int, default=1000)
     parser.add_argument("--seconds", type=int, default=30)
+    parser.add_argument("--node-profile", help="run the node under cProfile, writing this file")
     args = parser.parse_args()
     with bench_settings() as settings:
         env = {**os.environ, "STRATOS_KAFKA_BOOTSTRAP": settings.kafka_bootstrap,
                "STRATOS_TOPIC_PREFIX": settings.topic_prefix, "STRATOS_LOG_LEVEL": "WARNING"}
-        node = subprocess.Popen([sys.executable, "-m", "infra.cli", "node"], env=env)
+        profile = ["-m", "cProfile", "-o", args.node_profile] if args.node_profile else []
+        node = subprocess.Popen([sys.executable, *profile, "-m", "infra.cli", "node"], env=env)
         client = CommandClient(settings)
         watcher = EventWatcher(settings)
         try:
@@ -154,6 +157,9 @@ def main() -> None:
     print("worst seconds (second of the run: worst ms): "
           + ", ".join(f"{second}: {ms:.0f}" for second, ms in worst_seconds(timed)))
     print(f"node RSS: {rss_mb:.0f} MB (peak sampled)")
+    if args.node_profile:
+        import pstats
+        pstats.Stats(args.node_profile).sort_stats("tottime").print_stats(20)
     finish({"bench": "commands", "commands": total, "rate_per_s": round(total / sent_s),
             "p50_ms": round(p50, 1), "p99_ms": round(p99, 1), "rss_mb": round(rss_mb)})
 

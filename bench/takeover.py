@@ -58,6 +58,8 @@ class Log:
     def __init__(self, settings) -> None:
         self.settings = settings
         self.owner: dict[int, int | None] = {}
+        self.claims: dict[int, list[tuple[float, int | None]]] = {}
+        """partition -> (record timestamp in epoch seconds, claimant pid) of every Claim"""
         self.writers: dict[str, list[int | None]] = {}
         self.history = History()
         self.read_upto: dict[int, int] = {}
@@ -70,6 +72,8 @@ class Log:
             record = decode_log(raw.value)
             if record.payload.type == "Claim":
                 self.owner[raw.partition] = writer_pid(record.payload.writer)
+                self.claims.setdefault(raw.partition, []).append(
+                    (raw.timestamp / 1000, writer_pid(record.payload.writer)))
             commit = self.history.commit(raw.partition, raw.offset, raw.value)
             if commit is not None and commit.causation_id:
                 self.writers.setdefault(commit.causation_id, []).append(writer_pid(commit.payload.writer))
@@ -132,7 +136,7 @@ def wait_settled(cluster: Cluster, log: Log, client: CommandClient, probes: dict
 
 
 def trial(cluster: Cluster, log: Log, client: CommandClient, probes: dict[int, str], sent: list[str],
-          how: signal.Signals) -> tuple[float, float, bool]:
+          how: signal.Signals) -> tuple[float, float, float, bool]:
     """Stop the node owning the first probe's partition: seconds from the signal to a reply
     written by another node, seconds until the stopped process was gone, and whether it
     answered the first command itself (a node drains its last poll before it leaves)."""
@@ -142,7 +146,7 @@ def trial(cluster: Cluster, log: Log, client: CommandClient, probes: dict[int, s
     aggregate = probes[partition]
     gone: list[float] = []
     watcher = threading.Thread(target=lambda: (cluster.nodes[victim].wait(), gone.append(time.monotonic())))
-    signalled = time.monotonic()
+    signalled, signalled_at = time.monotonic(), time.time()
     os.kill(victim, how)
     watcher.start()
     command_id = client.send(aggregate, C.CheckTimeouts())
@@ -163,7 +167,10 @@ def trial(cluster: Cluster, log: Log, client: CommandClient, probes: dict[int, s
         if victim in log.writers.get(command_id, []):
             raise SystemExit("a stopped node answered")
     watcher.join(30)
-    return answered, (gone[0] - signalled) if gone else float("nan"), by_victim
+    log.refresh()
+    claimed = min((at - signalled_at for at, pid in log.claims.get(partition, [])
+                   if at >= signalled_at and pid != victim), default=float("nan"))
+    return answered, (gone[0] - signalled) if gone else float("nan"), claimed, by_victim
 
 
 def main() -> None:
@@ -174,6 +181,7 @@ def main() -> None:
     args = parser.parse_args()
     results: dict[str, list[float]] = {"SIGTERM": [], "SIGKILL": []}
     exits: dict[str, list[float]] = {"SIGTERM": [], "SIGKILL": []}
+    claims: dict[str, list[float]] = {"SIGTERM": [], "SIGKILL": []}
     self_answered = Counter()
     sent: list[str] = []
     with bench_settings(partitions=args.partitions) as settings, \
@@ -197,12 +205,13 @@ def main() -> None:
             print(f"3 nodes, {settings.partitions} partitions, {args.clusters} clusters created")
             for how in [signal.SIGTERM] * args.trials + [signal.SIGKILL] * args.trials:
                 wait_settled(cluster, log, client, probes, sent)
-                answered, exited, by_victim = trial(cluster, log, client, probes, sent, how)
+                answered, exited, claimed, by_victim = trial(cluster, log, client, probes, sent, how)
                 results[how.name].append(answered)
                 exits[how.name].append(exited)
+                claims[how.name].append(claimed)
                 self_answered[how.name] += by_victim
                 print(f"  {how.name}: answered by another node after {answered:.2f}s (process gone after "
-                      f"{exited:.2f}s)"
+                      f"{exited:.2f}s, partition claimed by another node after {claimed:.2f}s)"
                       + ("; the stopped node answered the first command before leaving" if by_victim else ""))
                 cluster.start()
             wait_settled(cluster, log, client, probes, sent)
@@ -218,14 +227,17 @@ def main() -> None:
     twice = [c for c in sent if commits[c] > 1]
     term, kill = median(results["SIGTERM"]), median(results["SIGKILL"])
     print(f"SIGTERM: median {term:.2f}s over {len(results['SIGTERM'])} trials "
-          f"(max {max(results['SIGTERM']):.2f}s; the node exited after a median {median(exits['SIGTERM']):.2f}s)")
+          f"(max {max(results['SIGTERM']):.2f}s; the node exited after a median {median(exits['SIGTERM']):.2f}s, "
+          f"its partition was claimed after {median(claims['SIGTERM']):.2f}s)")
     print(f"kill -9: median {kill:.2f}s over {len(results['SIGKILL'])} trials "
-          f"(max {max(results['SIGKILL']):.2f}s; expected within session timeout "
+          f"(max {max(results['SIGKILL']):.2f}s; claimed after {median(claims['SIGKILL']):.2f}s; expected within session timeout "
           f"{SESSION_TIMEOUT_S:g}s + 5s; ratio to that {kill / (SESSION_TIMEOUT_S + 5):.2f})")
     print(f"commands sent {len(sent)}: {len(lost)} lost, {len(twice)} in more than one commit")
     finish({"bench": "takeover", "trials": args.trials, "partitions": settings.partitions,
             "sigterm_median_s": round(term, 3), "sigterm_max_s": round(max(results["SIGTERM"]), 3),
             "sigterm_exit_median_s": round(median(exits["SIGTERM"]), 3),
+            "sigterm_claim_median_s": round(median(claims["SIGTERM"]), 3),
+            "sigkill_claim_median_s": round(median(claims["SIGKILL"]), 3),
             "sigkill_median_s": round(kill, 3), "sigkill_max_s": round(max(results["SIGKILL"]), 3),
             "answered_by_stopping_node": dict(self_answered),
             "commands": len(sent), "lost": len(lost), "applied_twice": len(twice)})
