@@ -115,7 +115,7 @@ def produce_rounds(settings, rounds: int, start_ts: float) -> tuple[int, float]:
 
 
 def known_members(worker: HealthWorkerThread) -> int:
-    return sum(len(view["members"]) for view in list(worker.service.clusters.values()))
+    return sum(len(view.members) for view in list(worker.service.clusters.values()))
 
 
 class Lag:
