@@ -18,48 +18,23 @@ import os
 import subprocess
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import psutil
 from pydantic import BaseModel, Field
 
 from infra.broker import port_is_open
-from infra.eventlog import History
-from infra.kafka import (Appender, DeadLetters, assigned_consumer, decode_key, encode, envelope,
-                         rejection_reason, validated)
+from infra.eventlog import History, history_events
+from infra.kafka import Appender, DeadLetters, assigned_consumer, envelope, validated
 from infra.settings import Settings
 from schemas import events as E
 from schemas.envelope import SUPER_TENANT
 from schemas.ids import aggregate_id
-from schemas.records import EventRecord, HealthRecord, InstanceStatusRecord
+from schemas.records import HealthRecord, InstanceStatusRecord
 from schemas.status import (ArtifactUpdated, HealthStat, InstanceCleanupCluster,
                             InstanceCleanupMember, InstanceStatus)
 
 log = logging.getLogger(__name__)
-
-
-def history_events(history: History, raws, dead_letters: DeadLetters) -> Iterator[tuple[EventRecord, object]]:
-    """The events of the records that are history, each with its source record; a record that
-    is not a valid log record (key included) is dead-lettered."""
-    for raw in raws:
-        try:
-            decode_key(raw.key)
-            events = history.events(raw.partition, raw.offset, raw.value)
-        except ValueError as exc:
-            dead_letters.send(raw.topic, raw.partition, raw.offset, raw.key, raw.value,
-                              rejection_reason(exc))
-            continue
-        for event in events:
-            yield event, raw
-
-
-def dead_letter_failed(dead_letters: DeadLetters, source, record: BaseModel, exc: Exception) -> None:
-    """A record whose handling raised: logged and dead-lettered with why, so the reader goes on."""
-    log.error("handling %s@%d failed", source.topic, source.offset, exc_info=exc)
-    key = source.key.encode() if isinstance(source.key, str) else source.key
-    dead_letters.send(source.topic, source.partition, source.offset, key, encode(record),
-                      f"handling failed: {rejection_reason(exc)}")
 
 
 class AgentPayload(BaseModel):
@@ -149,7 +124,7 @@ class CartridgeAgent:
                         try:
                             self.on_notice(delivered.record.payload)
                         except Exception as exc:  # noqa: BLE001 - one notice must not stop the agent
-                            dead_letter_failed(self.dead_letters, delivered, delivered.record, exc)
+                            self.dead_letters.handling_failed(delivered, delivered.record, exc)
                 if not self.activated and not self.leaving and self.ports_answer():
                     self.activated = True
                     self.say("InstanceActivated")

@@ -36,7 +36,8 @@ def restore(settings: Settings, path: Path) -> dict[int, int]:
                 log.warning("archive %s: skipping a torn line (the previous run stopped mid-write)", path)
                 continue
             key = base64.b64decode(row["key"]) if row.get("key") else None
-            producer.send(settings.topic("events"), key=key, value=base64.b64decode(row["value"]),
+            value = base64.b64decode(row["value"]) if row.get("value") is not None else None
+            producer.send(settings.topic("events"), key=key, value=value,
                           partition=row["partition"])
             restored[row["partition"]] = restored.get(row["partition"], 0) + 1
     producer.flush()
@@ -68,7 +69,8 @@ class Archiver:
                         out.write(json.dumps({
                             "partition": raw.partition, "offset": raw.offset,
                             "key": base64.b64encode(raw.key).decode() if raw.key else None,
-                            "value": base64.b64encode(raw.value).decode()}) + "\n")
+                            # a null value is archived too: offsets must match after a restore
+                            "value": base64.b64encode(raw.value).decode() if raw.value is not None else None}) + "\n")
                 out.flush()
         consumer.close()
 

@@ -10,6 +10,7 @@ import logging
 from collections.abc import Callable, Iterator
 
 from actors.history import Fence, events_of
+from infra.kafka import DeadLetters, decode_key, read_to_end, rejection_reason
 from schemas.records import EventRecord, LogRecord
 
 log = logging.getLogger(__name__)
@@ -60,8 +61,6 @@ def read_history(settings, partitions=None) -> Iterator[tuple[int, int, LogRecor
     """Every commit that is history, (partition, offset, commit), from the beginning of the
     events topic to its current end; invalid records are logged and skipped (the reactor
     dead-letters them)."""
-    from infra.kafka import read_to_end, rejection_reason
-
     history = History()
     for raw in read_to_end(settings, "events", partitions=partitions, decode_records=False):
         try:
@@ -78,3 +77,18 @@ def read_events(settings, partitions=None) -> Iterator[EventRecord]:
     """The events of every commit that is history, in log order per partition."""
     for _partition, _offset, commit in read_history(settings, partitions):
         yield from events_of(commit)
+
+
+def history_events(history: History, raws, dead_letters: DeadLetters) -> Iterator[tuple[EventRecord, object]]:
+    """The events of the raw records that are history, each with its source record; a record
+    that is not a valid log record (key included) is dead-lettered with the reason."""
+    for raw in raws:
+        try:
+            decode_key(raw.key)
+            events = history.events(raw.partition, raw.offset, raw.value)
+        except ValueError as exc:
+            dead_letters.send(raw.topic, raw.partition, raw.offset, raw.key, raw.value,
+                              rejection_reason(exc))
+            continue
+        for event in events:
+            yield event, raw

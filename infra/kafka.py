@@ -209,6 +209,14 @@ class DeadLetters:
         record = envelope(DeadLetterRecord, letter, aggregate_id=f"{topic}:{partition}:{offset}")
         self.appender.send("deadletter", record.aggregate_id, record)
 
+    def handling_failed(self, source, record: BaseModel, exc: Exception) -> None:
+        """A record whose handling raised: logged and dead-lettered with why, so the reader goes
+        on. `source` is where it came from (a raw ConsumerRecord or a Delivered)."""
+        log.error("handling %s@%d failed", source.topic, source.offset, exc_info=exc)
+        key = source.key.encode() if isinstance(source.key, str) else source.key
+        self.send(source.topic, source.partition, source.offset, key, encode(record),
+                  f"handling failed: {rejection_reason(exc)}")
+
 
 def validated(settings: Settings, topic_kind: str, raw_records, dead_letters: DeadLetters) -> Iterator[Delivered]:
     """Decode kafka-python ConsumerRecords (key, value and all); a record that does not decode

@@ -35,7 +35,6 @@ from infra.kafka import Appender, DeadLetters, envelope, group_consumer, new_id,
 from infra.recovery import CHECKPOINT, CLAIM, recover_partition
 from infra.settings import Settings
 from schemas.commands import CheckTimeouts
-from schemas.status import CommandRejected
 from schemas.records import Claim, CommandRecord, LogRecord, ReplyRecord, Snapshot, SnapshotRecord
 
 log = logging.getLogger(__name__)
@@ -149,6 +148,8 @@ class Node:
         self.since_checkpoint: dict[int, int] = defaultdict(int)
         self.last_event_offset: dict[int, int] = {}
         self.rerouted = 0
+        self.partition_count = settings.partitions
+        """Of the commands topic, as the broker has it (set at start): routing follows it."""
         self.stopping = threading.Event()
         self.ready = threading.Event()
         self.timeouts = timeouts_from(settings)
@@ -210,6 +211,7 @@ class Node:
         consumer = group_consumer(self.settings, NODE_GROUP, ["commands"], max_poll_records=500)
         consumer.unsubscribe()
         topic = self.settings.topic("commands")
+        self.partition_count = len(consumer.partitions_for_topic(topic) or ()) or self.settings.partitions
         if self.settings.node_partitions is not None:
             consumer.assign([TopicPartition(topic, p) for p in self.settings.node_partitions])
             self.adopt(list(self.settings.node_partitions))
@@ -236,7 +238,8 @@ class Node:
             if tp.partition not in self.owned:
                 continue
             for delivered in validated(self.settings, "commands", raws, self.dead_letters):
-                if not self._routed_here(delivered, tp.partition):
+                if (moved := self._reroute(delivered, tp.partition)) is not None:
+                    written.append((tp, raws[0].offset, delivered.record, None, moved))
                     continue
                 outcome = self._decide(tp.partition, delivered)
                 future = None
@@ -261,6 +264,8 @@ class Node:
                               "the log and its commands read again", command.aggregate_id, exc, tp.partition)
                     failed[tp] = first_offset
                     continue
+                if outcome is None:  # a moved command: nothing more to do here
+                    continue
                 self.crash.passing("after-append")
                 self._appended(tp.partition, command.aggregate_id, offset, outcome)
             self._reply(tp.partition, command, outcome)
@@ -282,19 +287,19 @@ class Node:
                 log.warning("offset commit failed, commands will be redelivered: %s", exc)
             self.crash.passing("after-offset-commit")
 
-    def _routed_here(self, delivered, partition: int) -> bool:
+    def _reroute(self, delivered, partition: int):
         """A command keyed by something else than its aggregate id, or on another partition than
         its aggregate's, is moved (same id, so it stays idempotent) to where it belongs: it
-        never creates a second copy of its aggregate here."""
+        never creates a second copy of its aggregate here. Returns the move's future, or None
+        when the command is in its place."""
         command = delivered.record
-        home = partition_for(command.aggregate_id, self.settings.partitions)
+        home = partition_for(command.aggregate_id, self.partition_count)
         if delivered.key == command.aggregate_id and partition == home:
-            return True
+            return None
         self.rerouted += 1
         log.warning("command %s for %s arrived on partition %d with key %r: moved to partition %d",
                     command.id, command.aggregate_id, partition, delivered.key, home)
-        self.appender.send("commands", command.aggregate_id, command, partition=home)
-        return False
+        return self.appender.send("commands", command.aggregate_id, command, partition=home)
 
     def _decide(self, partition: int, delivered) -> Outcome:
         command = delivered.record
@@ -303,7 +308,7 @@ class Node:
                       max_record_bytes=self.settings.max_record_bytes)
         try:
             outcome = self.host.handle(command, ctx)
-        except Exception as exc:  # noqa: BLE001 - the actor itself failed (not the domain)
+        except Exception:  # noqa: BLE001 - the actor itself failed (not the domain)
             log.exception("actor of %s failed on %s; rebuilding it from the log", command.aggregate_id, command.id)
             self._rebuild_partition(partition)
             outcome = self.host.handle(command, ctx)  # a second failure is the node's, and fatal

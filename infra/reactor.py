@@ -15,11 +15,9 @@ import typing
 
 from kafka import ConsumerRebalanceListener, OffsetAndMetadata
 
-from actors.history import events_of
 from actors.reactions import react
-from infra.eventlog import History
-from infra.kafka import (Appender, DeadLetters, decode_key, envelope, group_consumer, rejection_reason,
-                         topic_kind_of, validated)
+from infra.eventlog import History, history_events
+from infra.kafka import Appender, DeadLetters, envelope, group_consumer, topic_kind_of, validated
 from infra.recovery import fence_before
 from infra.settings import Settings
 from schemas.records import CommandRecord, NotifierRecord
@@ -74,7 +72,7 @@ class Reactor:
 
     def react_to(self, kind: str, raws) -> None:
         if kind == "events":
-            records = self._history(raws)
+            records = history_events(self.history, raws, self.dead_letters)
         else:
             if kind == "health":  # only faults matter here; the health worker owns the
                 # statistics (and dead-letters the bad ones): skip them unparsed
@@ -84,24 +82,7 @@ class Reactor:
             try:
                 self.send_reactions(record)
             except Exception as exc:  # noqa: BLE001 - a record no reaction can follow is poison
-                log.exception("no reaction to %s %s", record.type, record.id)
-                self.dead_letters.send(source.topic, source.partition, source.offset,
-                                       source.key.encode() if isinstance(source.key, str) else source.key,
-                                       record.model_dump_json().encode(),
-                                       f"reaction failed: {rejection_reason(exc)}")
-
-    def _history(self, raws):
-        for raw in raws:
-            try:
-                decode_key(raw.key)
-                commit = self.history.commit(raw.partition, raw.offset, raw.value)
-            except ValueError as exc:
-                self.dead_letters.send(raw.topic, raw.partition, raw.offset, raw.key, raw.value,
-                                       rejection_reason(exc))
-                continue
-            if commit is not None:
-                for event in events_of(commit):
-                    yield event, raw
+                self.dead_letters.handling_failed(source, record, exc)
 
     def send_reactions(self, record) -> None:
         for n, (target, message) in enumerate(react(record)):

@@ -290,3 +290,40 @@ def test_a_node_killed_anywhere_in_its_write_path_leaves_exactly_the_crash_free_
             seqs[(commit.aggregate_id, commit.aggregate_seq + n)] += 1
     assert max(seqs.values()) == 1
 
+
+
+def test_poison_on_the_reactors_inputs_and_the_events_topic_stops_neither_reactor_nor_read_model(
+        settings, running_node, client):
+    from infra.api.read_model import ReadModel
+
+    read_model = ReadModel(settings).start()
+    producer = client.appender.producer
+    empty_cluster = (b'{"id": "s1", "type": "InstanceStarted", "aggregate_id": "carbon.super/cluster/x", '
+                     b'"occurred_at": "2026-01-01T00:00:00Z", "payload": {"type": "InstanceStarted", '
+                     b'"member_id": "m", "cluster_id": "", "network_partition_id": "np"}}')
+    poison = {"events": [b"{not json", None], "replies": [b"{not json"],
+              "instance-status": [empty_cluster, None], "health": [b'{"MemberFault": 1']}
+    for kind, values in poison.items():
+        for value in values:
+            for partition in range(settings.partitions):
+                producer.send(settings.topic(kind), key=b"\xff\xfe", value=value, partition=partition)
+    producer.flush()
+    try:
+        target = np_aggregate(5)
+        assert isinstance(client.call(target, add_np(5)), CommandAccepted)
+        used = command(C.MarkDefinitionUsed(kind="networkPartition", id="np5",
+                                            by=aggregate_id(T, "application", "nowhere")), target)
+        client.appender.append("commands", target, used)
+        client.wait(used.id)
+        commit = commits_by_command(settings)[used.id][0]
+        reaction = f"{commit.id}.0.0"  # DefinitionUsed -> RecordDependencyResolved to the application
+        assert isinstance(client.wait(reaction, timeout=30), CommandRejected), "the reactor still reacts"
+        wait_until(lambda: read_model.get(T, "networkPartition", "np5"), message="the read model following")
+        assert all(thread.is_alive() for thread in running_node.threads)
+        assert read_model.thread.is_alive()
+        letters = [d.record.payload for d in read_to_end(settings, "deadletter")]
+        by_topic = Counter(letter.source_topic.removeprefix(settings.topic_prefix) for letter in letters)
+        for kind, values in poison.items():
+            assert by_topic[kind] >= len(values) * settings.partitions, (kind, by_topic)
+    finally:
+        read_model.stop()

@@ -27,12 +27,13 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.sse import EventSourceResponse, ServerSentEvent
 from kafka import KafkaConsumer
-from pydantic import ValidationError
 
 from infra.api.identity import Principal, current_principal
 from infra.api.read_model import ReadModel
 from infra.api.views import application_runtime
+from infra.eventlog import History
 from infra.kafka import assigned_consumer, decode, rejection_reason
+from infra.recovery import fence_before
 from infra.settings import Settings
 from schemas.domain import MemberStatus
 from schemas.ids import parse_aggregate_id
@@ -64,6 +65,7 @@ class ConsoleFeed:
         self.settings = settings
         self.read_model = read_model
         self.lock = threading.Lock()
+        self.history = History(lambda partition, offset: fence_before(settings, partition, offset))
         self.health: dict[str, dict[str, dict[str, tuple[float, float]]]] = defaultdict(lambda: defaultdict(dict))
         """cluster aggregate id -> metric -> member id -> (timestamp, value)"""
         self.history: dict[str, deque] = {}
@@ -110,14 +112,17 @@ class ConsoleFeed:
             events.close()
 
     def _decoded(self, kind: str, raw, note) -> None:
-        """Invalid records are logged and skipped: the topic's own consumers dead-letter them."""
+        """Invalid records are logged and skipped: the topic's own consumers dead-letter them.
+        Events are read as history (a tail starts mid-partition: its fence is looked up)."""
         try:
-            record = decode(kind, raw.value)
-        except (ValidationError, ValueError) as exc:
+            records = (self.history.events(raw.partition, raw.offset, raw.value) if kind == "events"
+                       else [decode(kind, raw.value)])
+        except ValueError as exc:
             log.warning("console skips %s[%d]@%d: %s", raw.topic, raw.partition, raw.offset,
                         rejection_reason(exc))
             return
-        note(record)
+        for record in records:
+            note(record)
 
     def _note_health(self, record) -> None:
         stat = record.payload

@@ -13,7 +13,7 @@ import logging
 import threading
 import time
 
-from infra.agent import dead_letter_failed, history_events
+from infra.eventlog import history_events
 from infra.eventlog import History
 from infra.iaas.mock import MockCloud, MockInstance
 from infra.kafka import Appender, DeadLetters, assigned_consumer, envelope, validated
@@ -78,7 +78,7 @@ class SimulatedAgents:
                         try:
                             self.on_record(record.payload)
                         except Exception as exc:  # noqa: BLE001 - one record must not stop the agents
-                            dead_letter_failed(self.dead_letters, source, record, exc)
+                            self.dead_letters.handling_failed(source, record, exc)
             self.appender.flush()
 
     def _records(self, kind: str, raws):
