@@ -12,7 +12,9 @@ interleaved as live traffic would be. Four reads are timed in the same run:
 - a cold rebuild: `recover_partition` over every partition with snapshots off (a node
   without snapshots), the actors installed as a node does;
 - a rebuild from snapshots (written as a node does at a checkpoint) plus the tail.
-Usage: python bench/replay.py [--events 1000000] [--rounds 12]
+With --gc-baseline the cold rebuild is also timed with the cyclic collector left on during the
+fold (as before `recover_partition` paused it), in the same run.
+Usage: python bench/replay.py [--events 1000000] [--rounds 12] [--gc-baseline]
 """
 from __future__ import annotations
 
@@ -203,6 +205,8 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--events", type=int, default=1_000_000)
     parser.add_argument("--rounds", type=int, default=12)
+    parser.add_argument("--gc-baseline", action="store_true",
+                        help="also time the cold rebuild with the collector on during the fold")
     args = parser.parse_args()
     _, events_each = template_history(args.rounds)
     clusters = max(1, math.ceil(args.events / events_each))
@@ -214,6 +218,17 @@ def main() -> None:
         records, raw_s = timed(lambda: raw_read(settings))
         decoded, decode_s = timed(lambda: plain_decode(settings))
         (aggregates, replayed, recovered_all), rebuild_s = timed(lambda: rebuild(settings, use_snapshots=False))
+        baseline_s = None
+        if args.gc_baseline:
+            import contextlib
+
+            from infra import recovery
+            paused, recovery._gc_paused = recovery._gc_paused, contextlib.nullcontext
+            try:
+                recovered_all = None  # the first rebuild's memory freed before the second
+                (_, _, recovered_all), baseline_s = timed(lambda: rebuild(settings, use_snapshots=False))
+            finally:
+                recovery._gc_paused = paused
         asyncio.run(write_snapshots(settings, recovered_all))
         del recovered_all
         (snap_aggregates, tail, _), snapshot_s = timed(lambda: rebuild(settings, use_snapshots=True))
@@ -225,11 +240,16 @@ def main() -> None:
     print(f"plain decode:           {decoded:,} events in {decode_s:.1f}s = {decode_rate:,.0f}/s")
     print(f"cold rebuild of actors: {aggregates:,} aggregates, {replayed:,} events in {rebuild_s:.1f}s "
           f"= {rebuild_rate:,.0f}/s (ratio to decode {ratio:.2f})")
+    if baseline_s is not None:
+        print(f"cold rebuild, collector on during the fold: {replayed / baseline_s:,.0f}/s "
+              f"(ratio to decode {replayed / baseline_s / decode_rate:.2f}; paused / on {baseline_s / rebuild_s:.2f})")
     print(f"rebuild from snapshots: {snap_aggregates:,} aggregates, {tail} tail events in {snapshot_s:.2f}s")
     finish({"bench": "replay", "events": total, "commits": commits, "aggregates": aggregates,
             "rebuild_events_per_s": round(rebuild_rate), "decode_events_per_s": round(decode_rate),
             "raw_read_events_per_s": round(total / raw_s),
-            "ratio": round(ratio, 3), "rebuild_with_snapshots_s": round(snapshot_s, 3)})
+            "ratio": round(ratio, 3),
+            **({"rebuild_gc_on_events_per_s": round(replayed / baseline_s)} if baseline_s else {}),
+            "rebuild_with_snapshots_s": round(snapshot_s, 3)})
 
 
 if __name__ == "__main__":
