@@ -65,7 +65,7 @@ class ConsoleFeed:
         self.settings = settings
         self.read_model = read_model
         self.lock = threading.Lock()
-        self.history = History(lambda partition, offset: fence_before(settings, partition, offset))
+        self.events_history = History(lambda partition, offset: fence_before(settings, partition, offset))
         self.health: dict[str, dict[str, dict[str, tuple[float, float]]]] = defaultdict(lambda: defaultdict(dict))
         """cluster aggregate id -> metric -> member id -> (timestamp, value)"""
         self.history: dict[str, deque] = {}
@@ -115,14 +115,17 @@ class ConsoleFeed:
         """Invalid records are logged and skipped: the topic's own consumers dead-letter them.
         Events are read as history (a tail starts mid-partition: its fence is looked up)."""
         try:
-            records = (self.history.events(raw.partition, raw.offset, raw.value) if kind == "events"
+            records = (self.events_history.events(raw.partition, raw.offset, raw.value) if kind == "events"
                        else [decode(kind, raw.value)])
         except ValueError as exc:
             log.warning("console skips %s[%d]@%d: %s", raw.topic, raw.partition, raw.offset,
                         rejection_reason(exc))
             return
         for record in records:
-            note(record)
+            try:
+                note(record)
+            except Exception:  # noqa: BLE001 - one odd record must not end the console feed
+                log.exception("console skips %s[%d]@%d", raw.topic, raw.partition, raw.offset)
 
     def _note_health(self, record) -> None:
         stat = record.payload
