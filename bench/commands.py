@@ -129,6 +129,7 @@ def main() -> None:
             started = time.perf_counter()
             node_process = psutil.Process(node.pid)
             rss_mb = 0.0
+            cpu_before = sum(node_process.cpu_times()[:2])
             for n, (cluster, command) in enumerate(facts[:total]):
                 due = started + n / args.rate
                 while (pause := due - time.perf_counter()) > 0:
@@ -144,6 +145,9 @@ def main() -> None:
             while len([c for c in acked_at if c in watcher.first_event_at]) < total and time.monotonic() < deadline:
                 time.sleep(0.2)
                 rss_mb = max(rss_mb, node_process.memory_info().rss / 2**20)
+            node_cpu_s = sum(node_process.cpu_times()[:2]) - cpu_before
+            busy_s = time.perf_counter() - started
+            load = os.getloadavg()[0]
             timed = append_to_commit_ms(settings, set(acked_at))
             latencies = [latency for _, latency in timed]
         finally:
@@ -157,11 +161,14 @@ def main() -> None:
     print("worst seconds (second of the run: worst ms): "
           + ", ".join(f"{second}: {ms:.0f}" for second, ms in worst_seconds(timed)))
     print(f"node RSS: {rss_mb:.0f} MB (peak sampled)")
+    print(f"node CPU: {node_cpu_s / total * 1000:.2f} ms per command, {node_cpu_s / busy_s:.0%} of a core over "
+          f"{busy_s:.0f}s; host load average {load:.1f} on {os.cpu_count()} cores")
     if args.node_profile:
         import pstats
         pstats.Stats(args.node_profile).sort_stats("tottime").print_stats(20)
     finish({"bench": "commands", "commands": total, "rate_per_s": round(total / sent_s),
-            "p50_ms": round(p50, 1), "p99_ms": round(p99, 1), "rss_mb": round(rss_mb)})
+            "p50_ms": round(p50, 1), "p99_ms": round(p99, 1), "rss_mb": round(rss_mb),
+            "node_cpu_ms_per_command": round(node_cpu_s / total * 1000, 3), "load_average": round(load, 2)})
 
 
 if __name__ == "__main__":
