@@ -1,6 +1,6 @@
 """`stratos cloud`: the cloud controller, the one place that starts and stops IaaS nodes.
 
-It follows `stratos.events` in the consumer group "stratos-cloud" and turns member events into
+It follows `stratos.events` in the consumer group "<prefix>cloud" and turns member events into
 libcloud calls; what happened comes back to the cluster aggregate as commands (ReportNodeCreated,
 ReportNodeStartFailed, ReportNodeDestroyed) with ids derived from the event, so a redelivered
 event yields duplicates the aggregate ignores. The member id is the node's name: before creating
@@ -47,7 +47,7 @@ from schemas.records import CommandRecord, EventRecord, LogRecord, NotifierRecor
 from schemas.status import InstanceCleanupMember
 
 log = logging.getLogger(__name__)
-CLOUD_GROUP = "stratos-cloud"
+CLOUD_GROUP = "cloud"
 
 
 @dataclass(frozen=True)

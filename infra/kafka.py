@@ -246,9 +246,12 @@ def topic_kind_of(settings: Settings, topic: str) -> str:
 
 
 def group_consumer(settings: Settings, group_id: str, topic_kinds: list[str], **overrides) -> KafkaConsumer:
-    """A consumer in a group, tuned for this broker: short rebalance and poll intervals."""
+    """A consumer in a group, tuned for this broker: short rebalance and poll intervals.
+
+    The group id carries the topic prefix (`stratos.nodes`): platforms that share a Kafka
+    cluster under different prefixes never share, or wait on, each other's groups."""
     options = dict(
-        bootstrap_servers=settings.kafka_bootstrap, group_id=group_id,
+        bootstrap_servers=settings.kafka_bootstrap, group_id=settings.topic(group_id),
         enable_auto_commit=False, auto_offset_reset="earliest",
         max_poll_interval_ms=10_000, session_timeout_ms=6_000, heartbeat_interval_ms=1_000,
         max_poll_records=500, fetch_max_wait_ms=20,

@@ -38,7 +38,7 @@ from schemas.commands import CheckTimeouts
 from schemas.records import Claim, CommandRecord, LogRecord, ReplyRecord, Snapshot, SnapshotRecord
 
 log = logging.getLogger(__name__)
-NODE_GROUP = "stratos-nodes"
+NODE_GROUP = "nodes"
 
 
 def timeouts_from(settings: Settings) -> Timeouts:

@@ -24,7 +24,7 @@ from schemas.records import CommandRecord, NotifierRecord
 from schemas.status import Notification
 
 log = logging.getLogger(__name__)
-REACTOR_GROUP = "stratos-reactor"
+REACTOR_GROUP = "reactor"
 SOURCES = ["events", "replies", "instance-status", "health"]
 NOTIFICATIONS = typing.get_args(typing.get_args(Notification)[0])
 """Reactions of these types go to the instances, on the instance notifier; the rest are commands."""

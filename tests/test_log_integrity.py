@@ -11,7 +11,6 @@ from collections import Counter
 
 import pytest
 
-from actors.history import Fence
 from infra.eventlog import History, read_history
 from infra.faults import POINTS
 from infra.inspect_log import digest_all
@@ -159,27 +158,23 @@ def claims(settings) -> list[tuple[int, str, str]]:
 
 
 def test_a_node_paused_past_its_session_timeout_writes_nothing_any_reader_accepts(settings, client):
+    import os
+    import signal
+
     target = np_aggregate(4)
     home = partition_for(target, settings.partitions)
     zombie = start_node(settings, fault="before-append:1:stop")
-    wait_until(lambda: len(claims(settings)) >= settings.partitions, timeout=40, message="the first node's claims")
-    survivor = start_node(settings)
+    survivor = None
     try:
-        wait_until(lambda: len({w for _p, _c, w in claims(settings)}) == 2, timeout=40,
-                   message="the second node joining")
+        wait_until(lambda: len(claims(settings)) >= settings.partitions, timeout=40,
+                   message="the first node's claims")
+        zombie_writer = claims(settings)[-1][2]
         sent = command(add_np(4), target)
         client.appender.append("commands", target, sent)
-        # whoever owns the partition now: the zombie stops before appending, the survivor may
-        # own it already; either way the command must be answered once, by a live owner
-        wait_until(lambda: is_stopped(zombie) or sent.id in client.replies, timeout=30,
-                   message="the zombie pausing or the survivor answering")
-        if not is_stopped(zombie):
-            pytest.skip("the rebalance gave the partition to the survivor first (no zombie to test)")
-        zombie_writer = next(w for p, _c, w in reversed(claims(settings)) if p == home)
-        assert isinstance(client.wait(sent.id, timeout=40), CommandAccepted), "the survivor took over"
+        wait_until(lambda: is_stopped(zombie), timeout=30, message="the node pausing before its append")
+        survivor = start_node(settings)  # joins; the paused member is evicted after its session timeout
+        assert isinstance(client.wait(sent.id, timeout=60), CommandAccepted), "the survivor took over"
         new_claim = [c for p, c, w in claims(settings) if p == home][-1]
-        import os
-        import signal
         os.kill(zombie.pid, signal.SIGCONT)  # the zombie wakes up and appends its decision
 
         def zombie_commit():
@@ -190,7 +185,8 @@ def test_a_node_paused_past_its_session_timeout_writes_nothing_any_reader_accept
         late = wait_until(zombie_commit, timeout=30, message="the zombie's late commit")
     finally:
         end(zombie)
-        end(survivor)
+        if survivor is not None:
+            end(survivor)
     history = commits_by_command(settings)[sent.id]
     assert len(history) == 1 and history[0].payload.writer != zombie_writer
     assert history[0].payload.claim == new_claim
@@ -200,7 +196,6 @@ def test_a_node_paused_past_its_session_timeout_writes_nothing_any_reader_accept
     raw = next(r for r in read_to_end(settings, "events", partitions=[home], decode_records=False)
                if r.offset == late)
     assert resumed.commit(home, late, raw.value) is None
-    assert isinstance(fence_before(settings, home, late), Fence)
 
 
 # --- the crash-point suite --------------------------------------------------------------------
@@ -240,7 +235,7 @@ def test_a_node_killed_anywhere_in_its_write_path_leaves_exactly_the_crash_free_
             client.appender.send("commands", record.aggregate_id, record)
         client.appender.flush()
         point = rng.choice(POINTS)
-        process = start_node(fast, fault=f"{point}:{rng.randint(1, 6)}")
+        process = start_node(fast, fault=f"{point}:{rng.randint(1, 3)}")
         wait_until(lambda: not process.is_alive() or _answered(client, sent), timeout=60,
                    message="the node crashing or answering everything")
         if process.is_alive():
