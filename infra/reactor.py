@@ -14,6 +14,7 @@ import threading
 import typing
 
 from kafka import ConsumerRebalanceListener, OffsetAndMetadata
+from kafka.errors import CommitFailedError
 
 from actors.reactions import react
 from infra.eventlog import History, history_events
@@ -60,17 +61,28 @@ class Reactor:
                 batch = consumer.poll(timeout_ms=100)
                 if not batch:
                     continue
-                offsets = {}
-                for tp, raws in batch.items():
-                    self.react_to(topic_kind_of(self.settings, tp.topic), raws)
-                    offsets[tp] = OffsetAndMetadata(raws[-1].offset + 1, "", -1)
+                sent = {tp: self.react_to(topic_kind_of(self.settings, tp.topic), raws)
+                        for tp, raws in batch.items()}
                 self.appender.flush()
-                consumer.commit(offsets)
+                offsets = {}
+                for tp, futures in sent.items():
+                    if all(f.succeeded() for f in futures):
+                        offsets[tp] = OffsetAndMetadata(batch[tp][-1].offset + 1, "", -1)
+                    else:  # a reaction that was not sent is not done: read these records again
+                        log.warning("reactions to %s[%d] not sent; reading them again", tp.topic, tp.partition)
+                        self.history.forget([tp.partition] if tp.topic == self.settings.topic("events") else [])
+                        consumer.seek(tp, batch[tp][0].offset)
+                try:
+                    consumer.commit(offsets)
+                except CommitFailedError as exc:  # a rebalance: the records come again, as duplicates
+                    log.warning("offset commit failed, records will be read again: %s", exc)
         finally:
             consumer.close(autocommit=False)
             self.appender.close()
 
-    def react_to(self, kind: str, raws) -> None:
+    def react_to(self, kind: str, raws) -> list:
+        """Send the reactions to these records; returns the sends' futures."""
+        futures: list = []
         if kind == "events":
             records = history_events(self.history, raws, self.dead_letters)
         else:
@@ -80,16 +92,19 @@ class Reactor:
             records = ((d.record, d) for d in validated(self.settings, kind, raws, self.dead_letters))
         for record, source in records:
             try:
-                self.send_reactions(record)
+                futures += self.send_reactions(record)
             except Exception as exc:  # noqa: BLE001 - a record no reaction can follow is poison
                 self.dead_letters.handling_failed(source, record, exc)
+        return futures
 
-    def send_reactions(self, record) -> None:
+    def send_reactions(self, record) -> list:
+        futures = []
         for n, (target, message) in enumerate(react(record)):
             kind, record_type = NOTIFIER if isinstance(message, NOTIFICATIONS) else ("commands", CommandRecord)
-            self.appender.send(kind, target, envelope(
+            futures.append(self.appender.send(kind, target, envelope(
                 record_type, message, target, tenant=record.tenant, record_id=f"{record.id}.{n}",
-                correlation_id=record.correlation_id or record.id, causation_id=record.id))
+                correlation_id=record.correlation_id or record.id, causation_id=record.id)))
+        return futures
 
     def stop(self) -> None:
         self.stopping.set()

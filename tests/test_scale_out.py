@@ -74,7 +74,7 @@ def test_three_nodes_share_the_partitions_and_take_over_a_stopped_or_killed_one(
             taken[how] = time.monotonic() - started
             assert all(isinstance(client.replies[p.id], CommandAccepted) for p in probes)
             assert all(w.split(":")[1] != str(victim_pid) for w in owners(settings).values())
-        print(f"\ntakeover: " + ", ".join(f"{how} {seconds:.1f}s" for how, seconds in taken.items()))
+        print("\ntakeover: " + ", ".join(f"{how} {seconds:.1f}s" for how, seconds in taken.items()))
     finally:
         for process in nodes.values():
             end(process)
