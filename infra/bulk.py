@@ -15,13 +15,17 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from infra.settings import Settings
 
 _DONE = object()
+BULK_FETCH_WAIT_MS = 20
+"""How long the broker may hold a fetch: a bulk read wants what is there now. At the default
+(500 ms) Tansu held every read of a partition's tail that long: each rebuild of a partition
+(snapshots, then events) cost a second of waiting."""
 
 
 async def _produce_batches(settings: Settings, topic: str, partition: int, start: int,
                            out: queue.Queue, stop: threading.Event) -> None:
     consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, group_id=None,
                                 enable_auto_commit=False, fetch_max_bytes=64 << 20,
-                                max_partition_fetch_bytes=32 << 20)
+                                max_partition_fetch_bytes=32 << 20, fetch_max_wait_ms=BULK_FETCH_WAIT_MS)
     await consumer.start()
     try:
         tp = TopicPartition(topic, partition)

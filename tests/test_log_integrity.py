@@ -54,6 +54,7 @@ def commits_by_command(settings) -> dict[str, list[LogRecord]]:
 
 @pytest.mark.parametrize("restart_between", [False, True])
 def test_a_retried_rejected_command_leaves_the_definition_absent(settings, client, restart_between):
+    settings = settings.model_copy(update={"node_partitions": list(range(settings.partitions))})  # no group joins
     node = RunningNode(settings)
     target = np_aggregate(1)
     retried = command(add_np(1), target, "client-chosen-id")
@@ -222,8 +223,15 @@ def _answered(client, commands) -> bool:
     return all(c.id in client.replies for c in commands)
 
 
-def test_a_node_killed_anywhere_in_its_write_path_leaves_exactly_the_crash_free_history(broker, client, settings):
+def test_a_node_killed_anywhere_in_its_write_path_leaves_exactly_the_crash_free_history(broker):
+    from infra.commands_client import CommandClient
+
     waves, crashes, runs, rng = 0, 0, 0, random.Random(9)
+    # two partitions and no group: a restart costs a process and two claims, not a group join
+    settings = Settings(kafka_bootstrap=broker.bootstrap, topic_prefix=f"crash{uuid.uuid4().hex[:6]}.",
+                        partitions=2)
+    ensure_topics(settings)
+    client = CommandClient(settings)
     fast = settings.model_copy(update={"snapshot_every": 4, "node_partitions": list(range(settings.partitions))})
     sent: list[CommandRecord] = []
     while crashes < 50 and runs < 90:
@@ -247,6 +255,7 @@ def test_a_node_killed_anywhere_in_its_write_path_leaves_exactly_the_crash_free_
         wait_until(lambda: _answered(client, sent), timeout=60, message="every command answered after the crashes")
     finally:
         end(final)
+        client.close()
     print(f"\ncrash-point suite: {crashes} kills in {runs} runs, {len(sent)} commands")
     assert crashes >= 50
 
