@@ -17,7 +17,6 @@ from thespian.actors import Actor, ActorExitRequest, WakeupMessage
 
 from actors import application, cluster, definitions
 from actors.base import Context, Rejection, State, evolve
-from actors.history import events_of
 from schemas import commands as C
 from schemas.base import redacted
 from schemas.envelope import Envelope
@@ -148,10 +147,6 @@ class Outcome:
     """The aggregate has members in transition: its timeouts must be checked periodically."""
     failure: str | None = None
     """Deciding or applying raised: the command is poison (rejected with code 500)."""
-
-    @property
-    def events(self) -> list:
-        return events_of(self.commit) if self.commit is not None else []
 
 
 def _commit(tracked: Tracked, command: Envelope, ctx: Context, events: list, **outcome) -> LogRecord:

@@ -149,19 +149,13 @@ def trial(cluster: Cluster, log: Log, client: CommandClient, probes: dict[int, s
     signalled, signalled_at = time.monotonic(), time.time()
     os.kill(victim, how)
     watcher.start()
-    command_id = client.send(aggregate, C.CheckTimeouts())
-    sent.append(command_id)
-    if client.wait(command_id, timeout=60) is None:
-        raise SystemExit(f"no reply to {command_id} within 60 s after {how.name}")
+    command_id = _probe(client, aggregate, sent, f"within 60 s after {how.name}")
     answered = time.monotonic() - signalled
     log.refresh()
     by_victim = victim in log.writers.get(command_id, [])
     if by_victim:  # it handled the command before it stopped: ask again once it is gone
         cluster.nodes[victim].wait(30)
-        command_id = client.send(aggregate, C.CheckTimeouts())
-        sent.append(command_id)
-        if client.wait(command_id, timeout=60) is None:
-            raise SystemExit(f"no reply to {command_id} after the node stopped")
+        command_id = _probe(client, aggregate, sent, "after the node stopped")
         answered = time.monotonic() - signalled
         log.refresh()
         if victim in log.writers.get(command_id, []):
@@ -171,6 +165,15 @@ def trial(cluster: Cluster, log: Log, client: CommandClient, probes: dict[int, s
     claimed = min((at - signalled_at for at, pid in log.claims.get(partition, [])
                    if at >= signalled_at and pid != victim), default=float("nan"))
     return answered, (gone[0] - signalled) if gone else float("nan"), claimed, by_victim
+
+
+def _probe(client, aggregate: str, sent: list[str], when: str) -> str:
+    """Send one command to the aggregate and wait for its reply; returns its id."""
+    command_id = client.send(aggregate, C.CheckTimeouts())
+    sent.append(command_id)
+    if client.wait(command_id, timeout=60) is None:
+        raise SystemExit(f"no reply to {command_id} {when}")
+    return command_id
 
 
 def main() -> None:

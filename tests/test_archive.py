@@ -11,7 +11,7 @@ from infra.inspect_log import digest_all
 from infra.kafka import Appender, ensure_topics, envelope
 from infra.settings import Settings
 from schemas.events import ClusterCreated, MemberActivated
-from schemas.records import EventRecord
+from schemas.records import Commit, LogRecord
 from tests.conftest import wait_until
 from tests.examples import SPEC
 
@@ -30,11 +30,12 @@ def test_events_archived_from_one_broker_restore_into_a_fresh_one(tmp_path):
         appender = Appender(first_settings)
         for n in range(30):
             aggregate = f"carbon.super/cluster/c{n}"
-            appender.send("events", aggregate, envelope(EventRecord, ClusterCreated(spec=SPEC), aggregate, aggregate_seq=1))
+            appender.send("events", aggregate, commit(aggregate, 1, ClusterCreated(spec=SPEC)))
         appender.flush()
         wait_until(lambda: archive.exists() and len(archive.read_text().splitlines()) == 30,
                    message="30 archived events")
         before = digest_all(first_settings)
+        assert before[1] == 30, "every archived commit is history"
         archiver.stop()
         thread.join(5)
         appender.close()
@@ -50,10 +51,14 @@ def test_events_archived_from_one_broker_restore_into_a_fresh_one(tmp_path):
         thread.start()
         appender = Appender(settings)
         appender.send("events", "carbon.super/cluster/c0",
-                      envelope(EventRecord, MemberActivated(member_id="m", cluster_id="c0"),
-                               "carbon.super/cluster/c0", aggregate_seq=2))
+                      commit("carbon.super/cluster/c0", 2, MemberActivated(member_id="m", cluster_id="c0")))
         appender.flush()
         wait_until(lambda: len(archive.read_text().splitlines()) == 31, message="one more archived event")
         archiver.stop()
         thread.join(5)
         appender.close()
+
+
+def commit(aggregate: str, seq: int, event) -> LogRecord:
+    return envelope(LogRecord, Commit(command_type="X", outcome="accepted", events=[event]), aggregate,
+                    aggregate_seq=seq)

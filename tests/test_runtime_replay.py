@@ -115,7 +115,7 @@ def test_a_repeated_command_writes_nothing():
     ctx = Context(now=START, new_id=lambda: "00000000000000000000000000000001")
     first = handle(tracked, command, ctx)
     again = handle(tracked, command, ctx)
-    assert first.events and again.events == [] and again.reply.duplicate
+    assert first.commit.payload.events and again.commit is None and again.reply.duplicate
 
 
 def test_replay_reports_a_gap_and_skips_a_repeat():
