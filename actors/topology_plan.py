@@ -17,6 +17,13 @@ THRESHOLD_METRICS = {
 }
 
 
+def thresholds_of(autoscaling_policy: dict) -> dict[str, float]:
+    """An autoscaling policy's `loadThresholds` as the health rules read them (metric -> value)."""
+    thresholds = autoscaling_policy.get("loadThresholds") or {}
+    return {THRESHOLD_METRICS[k]: float(v["threshold"]) for k, v in thresholds.items()
+            if k in THRESHOLD_METRICS and v}
+
+
 def _subscriptions(components: dict, group_alias: str | None, inherited_policy: str | None
                    ) -> Iterator[tuple[dict, str | None, str | None]]:
     """Every cartridge subscription with the alias of its group and the group's policy."""
@@ -118,7 +125,6 @@ def build_cluster_specs(application: dict, application_policy_id: str,
         if not as_id:
             raise ValueError(f"subscription {alias!r} names no autoscalingPolicy")
         cartridge_def = resolved[f"cartridge/{cartridge['type']}"]
-        thresholds_def = resolved[f"autoscalingPolicy/{as_id}"].get("loadThresholds") or {}
         algorithm, partitions = _partitions(resolved[f"deploymentPolicy/{dp_id}"],
                                             network_partitions, allowed)
         repo = info.get("artifactRepository") or {}
@@ -129,8 +135,7 @@ def build_cluster_specs(application: dict, application_policy_id: str,
             max=max(int(cartridge.get("cartridgeMax") or 1), 1),
             autoscaling_policy_id=as_id, deployment_policy_id=dp_id,
             partition_algorithm=algorithm, partitions=partitions,
-            thresholds={THRESHOLD_METRICS[k]: float(v["threshold"])
-                        for k, v in thresholds_def.items() if k in THRESHOLD_METRICS and v},
+            thresholds=thresholds_of(resolved[f"autoscalingPolicy/{as_id}"]),
             iaas={p.get("provider") or p.get("type"): p for p in cartridge_def.get("iaasProvider", []) or []},
             ports=list(cartridge_def.get("portMapping", []) or []),
             repo_url=repo.get("repoUrl"),

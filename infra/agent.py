@@ -122,7 +122,7 @@ class CartridgeAgent:
                 for raws in self.notices.poll(timeout_ms=200).values():
                     for delivered in validated(self.settings, "instance-notifier", raws, self.dead_letters):
                         try:
-                            self.on_notice(delivered.record.payload)
+                            self.on_notice(delivered.record)
                         except Exception as exc:  # noqa: BLE001 - one notice must not stop the agent
                             self.dead_letters.handling_failed(delivered, delivered.record, exc)
                 if not self.activated and not self.leaving and self.ports_answer():
@@ -156,14 +156,15 @@ class CartridgeAgent:
         return all(port_is_open("127.0.0.1", port) for port in self.payload.ports)
 
     # --- what it reacts to --------------------------------------------------------------------
-    def on_notice(self, notice) -> None:
+    def on_notice(self, record) -> None:
+        notice = record.payload
         if isinstance(notice, ArtifactUpdated) and notice.cluster_id == self.payload.cluster_id:
             self.update_artifacts(notice.repo_url, notice.commit)
             if self.activated:
-                self.say("InstanceActivated")  # the same status again, now with the revision
+                self.say("InstanceActivated", cause=record.id)  # the same status, now with the revision
         elif (isinstance(notice, InstanceCleanupMember) and notice.member_id == self.payload.member_id) or \
                 (isinstance(notice, InstanceCleanupCluster) and notice.cluster_id == self.payload.cluster_id):
-            self.clean_up()
+            self.clean_up(cause=record.id)
 
     def update_artifacts(self, repo_url: str, commit: str | None = None) -> None:
         try:
@@ -172,28 +173,29 @@ class CartridgeAgent:
         except (ArtifactError, subprocess.TimeoutExpired) as exc:
             log.error("artifact update of %s failed: %s", self.payload.member_id, exc)
 
-    def clean_up(self) -> None:
+    def clean_up(self, cause: str | None = None) -> None:
         if self.leaving:
             return
         self.leaving = True
-        self.say("InstanceMaintenanceMode")
+        self.say("InstanceMaintenanceMode", cause)
         if self.clean_hook:
             done = subprocess.run(self.clean_hook, shell=True, cwd=self.workdir if self.workdir.exists() else None,
                                   env={**os.environ, "STRATOS_MEMBER_ID": self.payload.member_id},
                                   capture_output=True, text=True)
             if done.returncode != 0:
                 log.warning("clean hook exited %d: %s", done.returncode, done.stderr.strip())
-        self.say("InstanceReadyToShutdown")
+        self.say("InstanceReadyToShutdown", cause)
 
     # --- what it publishes --------------------------------------------------------------------
-    def say(self, status_type: str) -> None:
+    def say(self, status_type: str, cause: str | None = None) -> None:
+        """Publish a status; `cause`: the notice it answers, so that `stratos why` follows."""
         status = InstanceStatus(type=status_type, member_id=self.payload.member_id,
                                 cluster_id=self.payload.cluster_id,
                                 network_partition_id=self.payload.network_partition_id,
                                 revision=self.revision)
         key = self.payload.cluster_key
         self.appender.append("instance-status", key, envelope(InstanceStatusRecord, status, key,
-                                                              tenant=self.payload.tenant))
+                                                              tenant=self.payload.tenant, causation_id=cause))
 
     def publish_health(self) -> None:
         key, now = self.payload.cluster_key, time.time()

@@ -10,6 +10,7 @@ import typer
 from rich.console import Console
 
 from infra.manager_cli import register as register_stratos_verbs
+from infra.replay_cli import register as register_replay
 from infra.settings import get_settings
 
 app = typer.Typer(help="Stratos-ES: a PaaS control plane on an event log.", no_args_is_help=True,
@@ -181,6 +182,7 @@ def api(port: int = typer.Option(None, help="port; default STRATOS_API_PORT (944
 
 
 register_stratos_verbs(app)
+register_replay(app)
 
 
 @app.command()

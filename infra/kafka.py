@@ -271,12 +271,7 @@ def assigned_consumer(settings: Settings, topic_kind: str, from_beginning: bool 
     consumer = KafkaConsumer(**options)
     topic = settings.topic(topic_kind)
     if partitions is None:
-        deadline = time.monotonic() + 10
-        while not (found := consumer.partitions_for_topic(topic)):
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"topic {topic} not found")
-            time.sleep(0.05)
-        partitions = sorted(found)
+        partitions = _partitions_for(consumer, topic)
     tps = [TopicPartition(topic, p) for p in partitions]
     consumer.assign(tps)
     if from_beginning:
@@ -284,6 +279,24 @@ def assigned_consumer(settings: Settings, topic_kind: str, from_beginning: bool 
     else:
         consumer.seek_to_end(*tps)
     return consumer
+
+
+def _partitions_for(consumer: KafkaConsumer, topic: str, timeout: float = 10.0) -> list[int]:
+    deadline = time.monotonic() + timeout
+    while not (found := consumer.partitions_for_topic(topic)):
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"topic {topic} not found")
+        time.sleep(0.05)
+    return sorted(found)
+
+
+def partitions_of(settings: Settings, topic_kind: str) -> int:
+    """How many partitions the topic has on the broker (it may predate STRATOS_PARTITIONS)."""
+    consumer = KafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, group_id=None)
+    try:
+        return len(_partitions_for(consumer, settings.topic(topic_kind)))
+    finally:
+        consumer.close()
 
 
 def read_to_end(settings: Settings, topic_kind: str, dead_letters: DeadLetters | None = None,

@@ -12,6 +12,7 @@ from __future__ import annotations
 import gc
 import logging
 import threading
+from datetime import datetime
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
@@ -56,9 +57,11 @@ class Recovered:
     problems: list[str] = field(default_factory=list)
 
 
-def load_snapshots(settings: Settings, partition: int, before: int | None = None) -> Snapshots:
+def load_snapshots(settings: Settings, partition: int, before: int | None = None,
+                   not_after: datetime | None = None) -> Snapshots:
     """Latest valid snapshot per aggregate up to the last checkpoint (the last one whose events
-    offset is below `before`, when given)."""
+    offset is below `before`, and that was written at or before `not_after`, when given: every
+    commit it covers happened before it was written)."""
     found = Snapshots()
     pending: dict[str, SnapshotRecord] = {}
     claim = None
@@ -75,7 +78,8 @@ def load_snapshots(settings: Settings, partition: int, before: int | None = None
         elif snapshot.claim != claim:
             continue  # written by a node that had lost the partition
         elif snapshot.aggregate_type == CHECKPOINT:
-            if before is not None and snapshot.events_offset >= before:
+            if (before is not None and snapshot.events_offset >= before) or \
+                    (not_after is not None and record.occurred_at > not_after):
                 break
             found.latest.update(pending)
             pending.clear()
@@ -132,13 +136,15 @@ def _gc_paused():
 
 
 def recover_partition(settings: Settings, partition: int, use_snapshots: bool = True,
-                      until: int | None = None) -> Recovered:
-    """Every aggregate of one partition as the log says it is (up to offset `until`)."""
+                      until: int | None = None, until_time: datetime | None = None) -> Recovered:
+    """Every aggregate of one partition as the log says it is (up to offset `until`, inclusive,
+    and up to the last commit that occurred at or before `until_time`)."""
     result = Recovered(partition)
     covered: dict[str, int] = {}
     snapshots = Snapshots()
     if use_snapshots:
-        snapshots = load_snapshots(settings, partition)
+        snapshots = load_snapshots(settings, partition, None if until is None else until + 1,
+                                   until_time)
         for aggregate_id, record in snapshots.latest.items():
             result.aggregates[aggregate_id] = Tracked.from_snapshot(aggregate_id, record.payload.state)
             covered[aggregate_id] = record.payload.events_offset
@@ -155,6 +161,9 @@ def recover_partition(settings: Settings, partition: int, use_snapshots: bool = 
             except ValueError as exc:
                 result.problems.append(f"offset {offset}: invalid record: {rejection_reason(exc)}")
                 continue
+            if commit is not None and until_time is not None and commit.occurred_at > until_time:
+                result.next_offset = offset
+                break
             if commit is None:
                 result.commits_fenced += bool(value) and b'"Commit"' in value
                 continue

@@ -76,7 +76,7 @@ class SimulatedAgents:
                 for raws in consumer.poll(timeout_ms=50).values():
                     for record, source in self._records(kind, raws):
                         try:
-                            self.on_record(record.payload)
+                            self.on_record(record)
                         except Exception as exc:  # noqa: BLE001 - one record must not stop the agents
                             self.dead_letters.handling_failed(source, record, exc)
             self.appender.flush()
@@ -86,29 +86,32 @@ class SimulatedAgents:
             return history_events(self.history, raws, self.dead_letters)
         return ((d.record, d) for d in validated(self.settings, kind, raws, self.dead_letters))
 
-    def on_record(self, payload) -> None:
+    def on_record(self, record) -> None:
+        """React as an agent would; what it says names the record it answers (`why` follows)."""
+        payload = record.payload
         if isinstance(payload, (E.MemberInitialized, E.MemberStarting, E.MemberInMaintenance)):
             instance = self.cloud.get(payload.member_id)
             if instance is not None:
-                self._say(instance, *NEXT_STATUS[type(payload)])
+                self._say(instance, *NEXT_STATUS[type(payload)], cause=record.id)
         elif isinstance(payload, InstanceCleanupMember):
             instance = self.cloud.get(payload.member_id)
             if instance is not None and instance.agent_status == "Activated":
-                self._say(instance, "InstanceMaintenanceMode", "MaintenanceMode")
+                self._say(instance, "InstanceMaintenanceMode", "MaintenanceMode", cause=record.id)
         elif isinstance(payload, InstanceCleanupCluster):
             for instance in self.cloud.all():
                 if instance.metadata.get("clusterId") == payload.cluster_id \
                         and instance.agent_status == "Activated":
-                    self._say(instance, "InstanceMaintenanceMode", "MaintenanceMode")
+                    self._say(instance, "InstanceMaintenanceMode", "MaintenanceMode", cause=record.id)
 
-    def _say(self, instance: MockInstance, status_type: str, agent_status: str) -> None:
+    def _say(self, instance: MockInstance, status_type: str, agent_status: str,
+             cause: str | None = None) -> None:
         instance.agent_status = agent_status
         status = InstanceStatus(type=status_type, member_id=instance.node_id,
                                 cluster_id=instance.metadata["clusterId"],
                                 network_partition_id=instance.metadata.get("networkPartitionId"))
         key = cluster_aggregate(instance)
         self.appender.send("instance-status", key, envelope(
-            InstanceStatusRecord, status, key, tenant=instance.metadata["tenant"]))
+            InstanceStatusRecord, status, key, tenant=instance.metadata["tenant"], causation_id=cause))
 
     # --- health -------------------------------------------------------------------------------
     def _publish_health(self) -> None:

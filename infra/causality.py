@@ -1,0 +1,148 @@
+"""The causation index behind `stratos why`: every record id of the topics that carry causes,
+with its cause, kept in a SQLite file in the state directory and brought up to date from the
+log on each use (only the records added since the last use are read).
+
+Events are indexed from the commits that are history (fenced, as every reader reads them);
+commands, health statistics, instance status and notifications from their validated records
+(an invalid one was dead-lettered and caused nothing). A topic whose end moved below what was
+indexed (a fresh broker under the same prefix) is indexed again from its start.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import sqlite3
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from kafka import KafkaConsumer, TopicPartition
+
+from actors.history import events_of
+from actors.timeline import figures
+from infra.bulk import iter_partition
+from infra.eventlog import History
+from infra.kafka import decode, rejection_reason
+from infra.recovery import fence_before
+from infra.settings import Settings
+from schemas.records import Commit
+
+log = logging.getLogger(__name__)
+
+CAUSAL_TOPICS = ("events", "commands", "health", "instance-status", "instance-notifier")
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS rec (id TEXT PRIMARY KEY, topic TEXT, part INTEGER, off INTEGER,
+    type TEXT, aggregate TEXT, at TEXT, cause TEXT, detail TEXT);
+CREATE INDEX IF NOT EXISTS rec_cause ON rec (cause);
+CREATE TABLE IF NOT EXISTS progress (topic TEXT, part INTEGER, next INTEGER, PRIMARY KEY (topic, part));
+"""
+
+
+def index_path(settings: Settings) -> Path:
+    safe = settings.topic_prefix.strip(".") or "default"
+    return settings.state_dir / "index" / f"causes-{safe}.sqlite"
+
+
+class CausalIndex:
+    """Record id -> where it is, what it is, what caused it; and the reverse."""
+
+    def __init__(self, settings: Settings, path: Path | None = None) -> None:
+        self.settings = settings
+        self.path = path or index_path(settings)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.db = sqlite3.connect(self.path)
+        self.db.executescript(_SCHEMA)
+        self.problems: list[str] = []
+
+    def close(self) -> None:
+        self.db.close()
+
+    # --- reading ------------------------------------------------------------------------------
+    def lookup(self, record_id: str) -> dict[str, Any] | None:
+        row = self.db.execute("SELECT * FROM rec WHERE id = ?", (record_id,)).fetchone()
+        return _link(row) if row else None
+
+    def children(self, record_id: str) -> list[dict[str, Any]]:
+        rows = self.db.execute("SELECT * FROM rec WHERE cause = ? ORDER BY at, topic, part, off, id",
+                               (record_id,)).fetchall()
+        return [_link(r) for r in rows]
+
+    def count(self) -> int:
+        return self.db.execute("SELECT count(*) FROM rec").fetchone()[0]
+
+    # --- bringing it up to date ---------------------------------------------------------------
+    def refresh(self) -> int:
+        """Index what the topics gained since the last refresh; returns how many records."""
+        ends = self._end_offsets()
+        done = dict(((t, p), n) for t, p, n in self.db.execute("SELECT topic, part, next FROM progress"))
+        added = 0
+        for (kind, partition), end in sorted(ends.items()):
+            start = done.get((kind, partition), 0)
+            if end < start:  # the topic is not the one indexed: start again
+                self.db.execute("DELETE FROM rec WHERE topic = ? AND part = ?", (kind, partition))
+                start = 0
+            if end <= start:
+                continue
+            rows, next_offset = self._rows(kind, partition, start)
+            added += len(rows)
+            self.db.executemany("INSERT OR REPLACE INTO rec VALUES (?,?,?,?,?,?,?,?,?)", rows)
+            self.db.execute("INSERT OR REPLACE INTO progress VALUES (?,?,?)", (kind, partition, next_offset))
+            self.db.commit()
+        return added
+
+    def _end_offsets(self) -> dict[tuple[str, int], int]:
+        consumer = KafkaConsumer(bootstrap_servers=self.settings.kafka_bootstrap, group_id=None)
+        try:
+            tps = {TopicPartition(self.settings.topic(kind), p): kind for kind in CAUSAL_TOPICS
+                   for p in consumer.partitions_for_topic(self.settings.topic(kind)) or ()}
+            return {(tps[tp], tp.partition): end for tp, end in consumer.end_offsets(list(tps)).items()}
+        finally:
+            consumer.close()
+
+    def _rows(self, kind: str, partition: int, start: int) -> tuple[list[tuple], int]:
+        rows: list[tuple] = []
+        next_offset = start
+        history = History(self._fence_at) if kind == "events" else None
+        for offset, _key, value in iter_partition(self.settings, kind, partition, start):
+            next_offset = offset + 1
+            try:
+                rows += list(self._index_rows(kind, partition, offset, value, history))
+            except ValueError as exc:
+                self.problems.append(f"{kind} {partition}:{offset}: {rejection_reason(exc)}")
+        return rows, next_offset
+
+    def _fence_at(self, partition: int, offset: int):
+        return fence_before(self.settings, partition, offset)
+
+    def _index_rows(self, kind: str, partition: int, offset: int, value: bytes | None,
+                    history: History | None) -> Iterator[tuple]:
+        if history is not None:
+            record = history.commit(partition, offset, value)
+            if record is None:
+                return
+            commit: Commit = record.payload  # type: ignore[assignment]
+            decision = {"command_type": commit.command_type, "outcome": commit.outcome,
+                        "commit": record.id}
+            events = events_of(record)
+            if not events:  # rejected, or accepted with nothing to say: the commit stands for it
+                detail = {**decision, "figures": {k: v for k, v in
+                                                  (("reason", commit.reason), ("field", commit.field),
+                                                   ("code", commit.code)) if v is not None}}
+                yield (record.id, kind, partition, offset, f"{commit.outcome} {commit.command_type}",
+                       record.aggregate_id, record.occurred_at.isoformat(), record.causation_id,
+                       json.dumps(detail))
+            for event in events:
+                yield (event.id, kind, partition, offset, event.type, event.aggregate_id,
+                       event.occurred_at.isoformat(), event.causation_id,
+                       json.dumps({**decision, "figures": figures(event.payload)}))
+            return
+        record = decode(kind, value)
+        yield (record.id, kind, partition, offset, record.type, record.aggregate_id,
+               record.occurred_at.isoformat(), record.causation_id,
+               json.dumps({"figures": figures(record.payload)}))
+
+
+def _link(row: tuple) -> dict[str, Any]:
+    record_id, topic, part, off, type_, aggregate, at, cause, detail = row
+    return {"id": record_id, "topic": topic, "partition": part, "offset": off, "type": type_,
+            "aggregate": aggregate, "at": at, "cause": cause, **json.loads(detail)}
