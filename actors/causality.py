@@ -32,7 +32,7 @@ def causes(lookup: Callable[[str], Link | None], record_id: str) -> tuple[list[L
     return chain, None
 
 
-def effects(children: Callable[[str], list[Link]], record_id: str, max_depth: int = 12,
+def effects(children: Callable[[str], list[Link]], record_id: str, max_depth: int = MAX_DEPTH,
             max_records: int = 500) -> dict[str, Any]:
     """What a record led to, as a tree `{"id", "link", "effects": [...]}` (breadth-bounded:
     `truncated` says when the bound cut it)."""

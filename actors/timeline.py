@@ -62,7 +62,8 @@ def _short(value: Any) -> str:
 
 @dataclass(frozen=True)
 class Change:
-    path: str
+    path: tuple[str, ...]
+    """Keys from the root (ids may hold dots, so a dotted string would be ambiguous)."""
     before: Any
     after: Any
 
@@ -70,14 +71,18 @@ class Change:
     def kind(self) -> str:
         return "added" if self.before is None else "removed" if self.after is None else "changed"
 
+    @property
+    def dotted(self) -> str:
+        return ".".join(self.path)
 
-def diff(before: Any, after: Any, path: str = "") -> list[Change]:
-    """Leaf-level differences of two JSON documents, dotted paths (`members.m1.status`); a key
-    present on one side only is one change with None on the other."""
+
+def diff(before: Any, after: Any, path: tuple[str, ...] = ()) -> list[Change]:
+    """Leaf-level differences of two JSON documents; a key present on one side only is one
+    change with None on the other."""
     if isinstance(before, dict) and isinstance(after, dict):
         changes: list[Change] = []
         for key in sorted(set(before) | set(after), key=str):
-            sub = f"{path}.{key}" if path else str(key)
+            sub = (*path, str(key))
             if key not in before:
                 changes.append(Change(sub, None, after[key]))
             elif key not in after:

@@ -29,6 +29,9 @@ from schemas.records import Commit
 
 log = logging.getLogger(__name__)
 
+EXPLAINING = frozenset({"ScalingDecided"})
+"""An event that explains its decision: the other events of its commit are indexed as caused
+by it (member spawned <- ScalingDecided <- ScaleCluster), not only by the command."""
 CAUSAL_TOPICS = ("events", "commands", "health", "instance-status", "instance-notifier")
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS rec (id TEXT PRIMARY KEY, topic TEXT, part INTEGER, off INTEGER,
@@ -131,9 +134,10 @@ class CausalIndex:
                 yield (record.id, kind, partition, offset, f"{commit.outcome} {commit.command_type}",
                        record.aggregate_id, record.occurred_at.isoformat(), record.causation_id,
                        json.dumps(detail))
-            for event in events:
+            reason = events[0].id if events and events[0].type in EXPLAINING else None
+            for n, event in enumerate(events):
                 yield (event.id, kind, partition, offset, event.type, event.aggregate_id,
-                       event.occurred_at.isoformat(), event.causation_id,
+                       event.occurred_at.isoformat(), reason if n and reason else event.causation_id,
                        json.dumps({**decision, "figures": figures(event.payload)}))
             return
         record = decode(kind, value)

@@ -181,13 +181,13 @@ def diff(aggregate: str = typer.Argument(..., help="aggregate id"),
     changes = diff_states(before or {}, after or {})
     if as_json:
         return _print_json({"aggregate": aggregate, "from": str(before_at), "to": str(after_at),
-                            "changes": [{"path": c.path, "kind": c.kind, "before": c.before, "after": c.after}
+                            "changes": [{"path": list(c.path), "kind": c.kind, "before": c.before, "after": c.after}
                                         for c in changes]})
     if not changes:
         console.print("no change")
     for c in changes:
         mark = {"added": "[green]+[/]", "removed": "[red]-[/]", "changed": "[yellow]~[/]"}[c.kind]
-        console.print(f"{mark} {c.path}: {_brief(c.before)} → {_brief(c.after)}", highlight=False)
+        console.print(f"{mark} {c.dotted}: {_brief(c.before)} → {_brief(c.after)}", highlight=False)
 
 
 def _brief(value: Any) -> str:

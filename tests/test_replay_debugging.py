@@ -1,0 +1,169 @@
+"""Replay debugging as an engineer runs it: the `stratos` CLI against a log the whole loop wrote.
+
+One scaling run (node, reactor, cloud controller with simulated instances, faust health
+worker; short windows) takes a cluster 1 -> 2 -> 4 -> 1; then `replay --at` each phase,
+`history`, `diff`, `why` on a terminated member, `why --effects` on the deploy command, and
+`replay --what-if` with a higher threshold are run as separate processes, as a user would.
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from datetime import datetime, timezone
+
+import pytest
+from typer.testing import CliRunner
+
+from infra.cli import app
+from infra.settings import get_settings
+
+from tests.conftest import wait_until
+from tests.test_scaling_acceptance import (APP, CLUSTER, active, cluster_events, deploy,  # noqa: F401
+                                           mock_iaas, platform, put_pattern)
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def loop_settings(settings, tmp_path):
+    """The acceptance tests' short windows, with a member fault time long enough that no member
+    of this busy machine looks silent: the run's decisions are all the autoscaler's."""
+    return settings.model_copy(update={
+        "health_window_seconds": 3.0, "health_hop_seconds": 0.5, "health_publish_seconds": 0.5,
+        "member_fault_seconds": 60.0, "cloud_reconcile_seconds": 0.5, "cloud_retry_seconds": 0.1,
+        "state_dir": tmp_path})
+
+
+def stratos(settings, *args: str, expect: int = 0, process: bool = False):
+    """Run a `stratos` verb: in this process through the same typer app (quick), or as the
+    console script in its own process (`process=True`, as a user's shell runs it)."""
+    env = {"STRATOS_KAFKA_BOOTSTRAP": settings.kafka_bootstrap,
+           "STRATOS_TOPIC_PREFIX": settings.topic_prefix, "STRATOS_STATE_DIR": str(settings.state_dir),
+           "STRATOS_HEALTH_WINDOW_SECONDS": str(settings.health_window_seconds), "COLUMNS": "250"}
+    if process:
+        done = subprocess.run([sys.executable, "-m", "infra.cli", *args], env={**os.environ, **env},
+                              capture_output=True, text=True, timeout=120)
+        assert done.returncode == expect, (args, done.stdout, done.stderr)
+        assert "Traceback" not in done.stderr
+        return done.stdout
+    get_settings.cache_clear()
+    try:
+        result = CliRunner().invoke(app, list(args), env=env)
+    finally:
+        get_settings.cache_clear()
+    assert result.exit_code == expect, (args, result.output, result.exception)
+    assert result.exception is None or isinstance(result.exception, SystemExit), result.exception
+    return result.output
+
+
+def members_at(settings, at: str) -> dict[str, dict]:
+    view = json.loads(stratos(settings, "replay", "--at", at, "--json"))
+    return view["clusters"][CLUSTER]["members"]
+
+
+def now() -> str:
+    return datetime.now(timezone.utc).isoformat()
+
+
+def test_replay_history_why_and_what_if_on_a_cluster_scaled_1_2_4_1(loop_settings, platform, mock_iaas, client):
+    settings = loop_settings
+    # load: ceil(min 1 * load / 25) members (memory stays under its threshold)
+    put_pattern(mock_iaas, load=10, memory=5)
+    deploy(client, min_count=1, max_count=6)
+    phases = []
+    for load, count in ((10, 1), (30, 2), (90, 4)):
+        put_pattern(mock_iaas, load=load, memory=5)
+        wait_until(lambda: len(active(settings)) == count, timeout=60, message=f"{count} Active")
+        phases.append((now(), count))
+    put_pattern(mock_iaas, load=10, memory=5)
+    wait_until(lambda: len(active(settings)) == 1 and
+               len(cluster_events(settings, "MemberTerminated")) == 3, timeout=90, message="back to 1")
+    phases.append((now(), 1))
+
+    # replay --at: each phase's members in service, all Active (a member found silent on this
+    # busy machine may be leaving beside them: it is shown, marked leaving)
+    for at, count in phases:
+        serving = [m for m in members_at(settings, at).values() if not m["leaving"]]
+        assert len(serving) == count, (at, serving)
+        assert {m["status"] for m in serving} == {"Active"}
+    # ... and by offset vector: after the cluster's first commit (created with its min member)
+    # that member is only requested
+    first = json.loads(stratos(settings, "history", CLUSTER, "--json"))[0]
+    assert first["type"] == "ClusterCreated"
+    by_offset = json.loads(stratos(settings, "replay", "--at", f"{first['partition']}:{first['offset']}",
+                                   "--aggregate", CLUSTER, "--json"))
+    assert [m["status"] for m in by_offset["state"]["members"].values()] == ["Created"]
+
+    # history: one line per event, with the command that caused it
+    timeline = json.loads(stratos(settings, "history", CLUSTER, "--json"))
+    types = [e["type"] for e in timeline]
+    assert types.count("MemberSpawnRequested") == 4 and types.count("MemberTerminated") == 3
+    scale_ups = [e for e in timeline if e["type"] == "ScalingDecided" and e["figures"]["spawn"]]
+    assert [e["figures"]["required"] for e in scale_ups] == [2, 4]
+    assert all(e["command"]["type"] == "ScaleCluster" for e in scale_ups)
+    assert "MemberTerminated" in stratos(settings, "history", CLUSTER)
+
+    # diff between the 4-member phase and the end: three members gone
+    changes = json.loads(stratos(settings, "diff", CLUSTER, "--from", phases[2][0], "--to", phases[3][0],
+                                 "--json"))["changes"]
+    removed = {c["path"][1] for c in changes if c["path"][0] == "members" and c["kind"] == "removed"}
+    assert len(removed) == 3
+
+    # why: the terminated member's chain goes down to the health sample that fed the window
+    scaled_in = {e["figures"]["member_id"] for e in timeline
+                 if e["type"] == "MemberTerminationRequested" and e["command"]["type"] == "ScaleCluster"}
+    terminated = next(e for e in timeline if e["type"] == "MemberTerminated"
+                      and e["figures"]["member_id"] in scaled_in)
+    chain = json.loads(stratos(settings, "why", terminated["id"], "--json"))["chain"]
+    kinds = [link["type"] for link in chain]
+    assert kinds[0] == "MemberTerminated"
+    assert kinds.index("MemberTerminationRequested") + 1 == kinds.index("ScalingDecided")
+    assert kinds.index("ScalingDecided") + 1 == kinds.index("ScaleCluster")
+    scale = chain[kinds.index("ScaleCluster")]
+    assert scale["topic"] == "commands" and scale["figures"]["figures"]["load_average.predicted"] < 25
+    assert chain[-1]["topic"] == "health" and chain[-1]["type"] == "HealthStat"
+    decided = chain[kinds.index("ScalingDecided")]
+    assert decided["figures"]["reason"] == "ScaleDown"
+    printed = stratos(settings, "why", terminated["id"], process=True)
+    assert "ScaleCluster" in printed and "HealthStat" in printed
+
+    # why --effects on the deploy command reaches the cluster's members
+    deploy_command = next(e for e in json.loads(stratos(settings, "history", APP, "--json"))
+                          if e["command"]["type"] == "DeployApplication" and e["command"]["outcome"] == "accepted")
+    tree = json.loads(stratos(settings, "why", deploy_command["command"]["id"], "--effects", "--json"))
+    reached: set[str] = set()
+
+    def walk(nodes):
+        for node in nodes:
+            reached.add(node["link"]["type"])
+            walk(node["effects"])
+
+    walk(tree["effects"])
+    assert {"ClusterCreated", "MemberSpawnRequested", "MemberActivated"} <= reached
+
+    # what-if: a higher load threshold on the same recorded period makes fewer scale-ups
+    policy = settings.state_dir / "lenient.json"
+    policy.write_text(json.dumps({"id": "lenient", "loadThresholds": {
+        "memoryConsumption": {"threshold": 30}, "loadAverage": {"threshold": 100}}}))
+    result = json.loads(stratos(settings, "replay", "--what-if", str(policy), "--aggregate", CLUSTER,
+                                "--json"))
+    totals = result["totals"]
+    assert totals["recorded_scale_ups"] == 2
+    assert totals["what_if_scale_ups"] < totals["recorded_scale_ups"]
+    assert "scale-ups recorded 2" in stratos(settings, "replay", "--what-if", str(policy),
+                                             "--aggregate", CLUSTER)
+
+
+def test_bad_positions_and_unknown_ids_get_one_clear_line(settings, tmp_path):
+    settings = settings.model_copy(update={"state_dir": tmp_path})
+    assert "not an ISO 8601 time" in stratos(settings, "replay", "--at", "2026-13-45T00:00Z", expect=2)
+    assert "not PARTITION:OFFSET" in stratos(settings, "replay", "--at", "0:x", expect=2)
+    assert "partitions 0-3" in stratos(settings, "replay", "--at", "9:1", expect=2)
+    assert "no record 'nope'" in stratos(settings, "why", "nope", expect=1)
+    assert "is not of the form" in stratos(settings, "history", "bad-id", expect=2)
+    policy = tmp_path / "p.json"
+    policy.write_text("{not json")
+    assert "not JSON" in stratos(settings, "replay", "--what-if", str(policy), "--aggregate",
+                                 CLUSTER, expect=2)
