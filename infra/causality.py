@@ -4,8 +4,9 @@ log on each use (only the records added since the last use are read).
 
 Events are indexed from the commits that are history (fenced, as every reader reads them);
 commands, health statistics, instance status and notifications from their validated records
-(an invalid one was dead-lettered and caused nothing). A topic whose end moved below what was
-indexed (a fresh broker under the same prefix) is indexed again from its start.
+(an invalid one was dead-lettered and caused nothing). A topic partition found empty after it
+was indexed (a fresh broker under the same prefix) is indexed again from its start; `stratos
+why --reindex` starts the whole index again.
 """
 from __future__ import annotations
 
@@ -49,10 +50,12 @@ def index_path(settings: Settings) -> Path:
 class CausalIndex:
     """Record id -> where it is, what it is, what caused it; and the reverse."""
 
-    def __init__(self, settings: Settings, path: Path | None = None) -> None:
+    def __init__(self, settings: Settings, path: Path | None = None, fresh: bool = False) -> None:
         self.settings = settings
         self.path = path or index_path(settings)
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        if fresh:
+            self.path.unlink(missing_ok=True)
         self.db = sqlite3.connect(self.path)
         self.db.executescript(_SCHEMA)
         self.problems: list[str] = []
@@ -81,7 +84,7 @@ class CausalIndex:
         added = 0
         for (kind, partition), end in sorted(ends.items()):
             start = done.get((kind, partition), 0)
-            if end < start:  # the topic is not the one indexed: start again
+            if end == 0 < start:  # emptied or made anew (a fresh broker): start again
                 self.db.execute("DELETE FROM rec WHERE topic = ? AND part = ?", (kind, partition))
                 start = 0
             if end <= start:

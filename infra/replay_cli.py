@@ -197,12 +197,14 @@ def _brief(value: Any) -> str:
 
 def why(record_id: str = typer.Argument(..., help="an event, command or health record id"),
         show_effects: bool = typer.Option(False, "--effects", help="what it led to, instead of its causes"),
+        reindex: bool = typer.Option(False, "--reindex", help="build the causation index again from the "
+                                                               "topics' start (after pointing at another broker)"),
         as_json: bool = typer.Option(False, "--json")) -> None:
     """Follow causation ids back to the root across topics and aggregates (or forward with
     --effects)."""
     from infra.causality import CausalIndex
 
-    index = CausalIndex(_settings())
+    index = CausalIndex(_settings(), fresh=reindex)
     try:
         _guarded(index.refresh)
         if show_effects:
