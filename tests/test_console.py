@@ -39,9 +39,10 @@ BROWSER_WAIT_MS = 30_000
 
 
 @pytest.fixture
-def api(settings, running_node) -> Iterator[str]:
+def api(settings, running_node, tmp_path) -> Iterator[str]:
     """The API (and so the console) on a free port, over the test's topics and a running node."""
-    own = settings.model_copy(update={"admin_password": SecretStr(PASSWORD), "password_hash_rounds": 4})
+    own = settings.model_copy(update={"admin_password": SecretStr(PASSWORD), "password_hash_rounds": 4,
+                                      "state_dir": tmp_path})
     server = ApiServer(create_app(own), port=free_port()).start()
     try:
         yield server.url
@@ -140,6 +141,7 @@ def test_console_shows_active_members_and_follows_a_new_member_live(settings, ap
     page.locator('#events tr[data-event="MemberActivated"]').first.wait_for()
 
     page.evaluate("window.stillTheSamePage = true")
+    one_member_until = time.time()
     assert isinstance(client.call(CLUSTER_KEY, C.ScaleCluster(required=2, metric="load_average",
                                                             reason="test load", figures={"load": 0.8})),
                       CommandAccepted)
@@ -151,6 +153,20 @@ def test_console_shows_active_members_and_follows_a_new_member_live(settings, ap
     assert page.evaluate("window.stillTheSamePage") is True  # updated in place, not reloaded
     page.locator('#events tr[data-event="ScalingDecided"]').first.wait_for()
     expect(chart).to_contain_text("members 2 (active 2)")
+
+    # why: clicking the decision follows its cause, the ScaleCluster command and its figures
+    page.locator('#events tr[data-event="ScalingDecided"]').first.click()
+    expect(page.locator("#why li").first).to_contain_text("ScalingDecided")
+    expect(page.locator('#why li[data-type="ScaleCluster"]')).to_contain_text("reason=test load")
+
+    # the time slider rebuilds the tree as it was before the scale-out: one member, then live again
+    seconds_ago = int(time.time() - one_member_until) + 1
+    page.evaluate(f"""() => {{ const at = document.querySelector('#at'); at.value = -{seconds_ago};
+                              at.dispatchEvent(new Event('change')); }}""")
+    expect(page.locator("#at-label")).to_contain_text("as it was at")
+    page.wait_for_function("() => document.querySelectorAll('table.members tbody tr[data-member]').length === 1")
+    page.locator("#back-live").click()
+    page.wait_for_function("() => document.querySelectorAll('table.members tbody tr[data-member]').length === 2")
 
     ARTIFACTS.mkdir(exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / "console.png"), full_page=True)

@@ -26,6 +26,7 @@ from infra.api.read_model import ReadModel
 from infra.api.responses import ERROR_RESPONSES, Writer, answer
 from infra.api.runtime import router as runtime_router
 from infra.api.signups import router as signups_router
+from infra.api.replay import router as replay_router
 from infra.commands_client import CommandClient
 from infra.settings import Settings
 
@@ -151,7 +152,7 @@ def create_app(settings: Settings, *, demo: bool = False, read_model: ReadModel 
         return answer(500, "internal error; the server log has the details", "error")
 
     # the runtime routes first: polled most, they are matched before the ~50 definition routes
-    for router in [runtime_router] + definition_routers() + [signups_router, _token_router()]:
+    for router in [runtime_router] + definition_routers() + [signups_router, replay_router, _token_router()]:
         app.include_router(router, prefix="/api")
     app.include_router(console_router)
     return app

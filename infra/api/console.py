@@ -28,6 +28,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.sse import EventSourceResponse, ServerSentEvent
 from kafka import KafkaConsumer
 
+from actors.timeline import figures, one_line
 from infra.api.identity import Principal, current_principal
 from infra.api.read_model import ReadModel
 from infra.api.views import application_runtime
@@ -135,11 +136,10 @@ class ConsoleFeed:
 
     def _note_event(self, record) -> None:
         payload = record.payload
-        detail = ", ".join(f"{name}={value}" for name, value in payload
-                           if name != "type" and isinstance(value, (str, int, float)) and not isinstance(value, bool))
+        detail = one_line(figures(payload))
         with self.lock:
             self.recent[record.tenant].append({
-                "at": record.occurred_at.isoformat(), "type": payload.type,
+                "id": record.id, "at": record.occurred_at.isoformat(), "type": payload.type,
                 "aggregate": record.aggregate_id.split("/", 1)[-1], "detail": detail[:200]})
 
     def _mean(self, cluster_key: str, metric: str, members: set[str], now: float) -> float | None:

@@ -11,6 +11,8 @@ const collapsed = new Set();  // tree nodes the user closed, kept closed across 
 let token = sessionStorage.getItem(TOKEN_KEY);
 let retryMs = 2000;
 let abort = null;
+let pastAt = null;  // the instant the runtime tree shows, or null when it follows the live stream
+let lastState = null;
 
 function el(tag, attributes = {}, ...children) {
   const node = document.createElement(tag);
@@ -116,7 +118,8 @@ function dispatch(block) {
 }
 
 function render(state) {
-  renderApplications(state.applications);
+  lastState = state;
+  if (pastAt === null) renderApplications(state.applications);
   renderCharts(state.clusters);
   renderEvents(state.events);
 }
@@ -246,16 +249,73 @@ function drawChart(canvas, points) {
   });
 }
 
-// --- recent events ------------------------------------------------------------------------
+// --- time travel: the runtime tree as it was (GET /api/replay?at=) -------------------------
+async function travel() {
+  const secondsAgo = -Number($("#at").value);
+  if (secondsAgo === 0) return backToLive();
+  const at = new Date(Date.now() - secondsAgo * 1000);
+  $("#at-label").textContent = `rebuilding ${at.toLocaleTimeString()}…`;
+  const reply = await fetch(`/api/replay?at=${encodeURIComponent(at.toISOString())}`,
+    {credentials: "omit", headers: {Authorization: `Bearer ${token}`}});
+  const body = await reply.json().catch(() => ({}));
+  if (!reply.ok) {
+    $("#at-label").textContent = body.message || `replay failed (HTTP ${reply.status})`;
+    return;
+  }
+  pastAt = body.at;
+  $("#at-label").textContent = `as it was at ${new Date(body.at).toLocaleTimeString()}`;
+  $("#back-live").hidden = false;
+  renderApplications(body.applications);
+}
+
+function backToLive() {
+  pastAt = null;
+  $("#at").value = 0;
+  $("#at-label").textContent = "live";
+  $("#back-live").hidden = true;
+  if (lastState) renderApplications(lastState.applications);
+}
+
+// --- recent events, and why each happened (GET /api/why/{id}) -------------------------------
 function renderEvents(events) {
-  const rows = events.slice(0, EVENTS_SHOWN).map((e) => el("tr", {"data-event": e.type},
-    el("td", {}, new Date(e.at).toLocaleTimeString()), el("td", {}, e.type),
-    el("td", {class: "id"}, e.aggregate), el("td", {class: "detail"}, e.detail)));
+  const rows = events.slice(0, EVENTS_SHOWN).map((e) => {
+    const row = el("tr", {"data-event": e.type, "data-id": e.id, class: "clickable", title: "why did it happen?"},
+      el("td", {}, new Date(e.at).toLocaleTimeString()), el("td", {}, e.type),
+      el("td", {class: "id"}, e.aggregate), el("td", {class: "detail"}, e.detail));
+    row.addEventListener("click", () => explain(e.id));
+    return row;
+  });
   $("#events tbody").replaceChildren(...rows);
+}
+
+function figuresText(figures = {}) {
+  return Object.entries(figures).filter(([name]) => !["cluster_id", "application_id"].includes(name))
+    .map(([name, value]) => (typeof value === "object"
+      ? Object.entries(value).map(([k, v]) => `${name}.${k}=${v}`).join(" ") : `${name}=${value}`)).join(" ");
+}
+
+async function explain(recordId) {
+  $("#why-panel").hidden = false;
+  $("#why-of").textContent = recordId;
+  $("#why").replaceChildren(el("li", {class: "muted"}, "following the causes…"));
+  const reply = await fetch(`/api/why/${encodeURIComponent(recordId)}`,
+    {credentials: "omit", headers: {Authorization: `Bearer ${token}`}});
+  const body = await reply.json().catch(() => ({}));
+  if (!reply.ok) {
+    return $("#why").replaceChildren(el("li", {class: "error"}, body.message || `HTTP ${reply.status}`));
+  }
+  const items = body.chain.map((link) => el("li", {"data-type": link.type},
+    el("b", {}, link.type), ` ${new Date(link.at).toLocaleTimeString()} `,
+    el("span", {class: "muted"}, `${link.topic} · ${link.aggregate.split("/").slice(1).join("/")} `),
+    figuresText(link.figures)));
+  if (body.missing_cause) items.push(el("li", {class: "muted"}, `${body.missing_cause} (not in the log)`));
+  $("#why").replaceChildren(...items);
 }
 
 document.addEventListener("DOMContentLoaded", () => {
   $("#login").addEventListener("submit", login);
   $("#logout").addEventListener("click", () => showLogin());
+  $("#at").addEventListener("change", travel);
+  $("#back-live").addEventListener("click", backToLive);
   if (token) start(); else showLogin();
 });

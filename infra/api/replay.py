@@ -1,0 +1,66 @@
+"""Replay for the console: the caller's runtime tree at a past instant, and why an event
+happened (the same rebuild and causation index as `stratos replay` and `stratos why`).
+
+Tenant-scoped like every runtime route: a tenant sees its own aggregates; a causation chain
+stops where it would enter another tenant's records (the super tenant's admin sees all).
+"""
+from __future__ import annotations
+
+from fastapi import APIRouter, Depends, HTTPException, Query, Request
+from fastapi.concurrency import run_in_threadpool
+
+from actors.causality import causes, effects
+from infra.api.identity import Principal, current_principal
+from infra.api.responses import ERROR_RESPONSES
+from infra.api.views import application_runtime
+from infra.causality import CausalIndex
+from infra.timetravel import Position, PositionError, parse_time, platform_at
+from schemas.ids import aggregate_id, parse_aggregate_id
+
+router = APIRouter(tags=["Replay"])
+
+
+def _visible(principal: Principal, link: dict) -> bool:
+    return principal.is_super_admin or parse_aggregate_id(link["aggregate"]).tenant == principal.tenant
+
+
+@router.get("/replay", summary="The caller's applications as they were at a past instant",
+            responses=ERROR_RESPONSES)
+async def replay_at(request: Request, at: str = Query(..., description="ISO 8601 time"),
+                    principal: Principal = Depends(current_principal)) -> dict:
+    try:
+        instant = parse_time(at)
+    except PositionError as exc:
+        raise HTTPException(400, f"at: {exc}")
+    found = await run_in_threadpool(platform_at, request.app.state.settings, Position(time=instant))
+    tenant = principal.tenant
+
+    def cluster(cluster_id: str):
+        tracked = found.get(aggregate_id(tenant, "cluster", cluster_id))
+        return tracked.state if tracked else None
+
+    applications = [application_runtime(t.state, cluster) for key, t in found.items()  # type: ignore[arg-type]
+                    if key.startswith(f"{tenant}/application/") and t.state.exists]
+    return {"at": instant.isoformat(), "applications": applications}
+
+
+@router.get("/why/{record_id}", summary="What caused a record (or, with effects=true, what it led to)",
+            responses=ERROR_RESPONSES)
+async def why(request: Request, record_id: str, effects_of: bool = Query(False, alias="effects"),
+              principal: Principal = Depends(current_principal)) -> dict:
+    def walk() -> dict:
+        index = CausalIndex(request.app.state.settings)
+        try:
+            index.refresh()
+            start = index.lookup(record_id)
+            if start is None or not _visible(principal, start):
+                raise HTTPException(404, f"record '{record_id}' not found")
+            if effects_of:
+                return effects(lambda rid: [c for c in index.children(rid) if _visible(principal, c)], record_id)
+            chain, missing = causes(lambda rid: (link if (link := index.lookup(rid)) and _visible(principal, link)
+                                                 else None), record_id)
+            return {"chain": chain, "missing_cause": missing}
+        finally:
+            index.close()
+
+    return await run_in_threadpool(walk)
