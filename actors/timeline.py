@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from datetime import datetime
+from enum import Enum
 from typing import Any
 
 from pydantic import BaseModel
@@ -23,11 +25,15 @@ _SKIPPED = {"type", "definition", "spec", "resolved", "clusters", "payload"}
 def figures(payload: BaseModel | Mapping[str, Any]) -> dict[str, Any]:
     """The figures that matter of an event or command: its scalar fields (ids, counts, reasons,
     statuses) and flat numeric maps (`figures`, `member_load`), without nulls or documents."""
-    data = payload.model_dump(mode="json") if isinstance(payload, BaseModel) else dict(payload)
+    data = payload.__dict__ if isinstance(payload, BaseModel) else payload  # no dump: a hot path
     out: dict[str, Any] = {}
     for name, value in data.items():
         if name in _SKIPPED or value is None or value == {} or value == []:
             continue
+        if isinstance(value, Enum):
+            value = value.value
+        elif isinstance(value, datetime):
+            value = value.isoformat()
         if isinstance(value, str):
             out[name] = value if len(value) <= TEXT_LIMIT else value[:TEXT_LIMIT - 1] + "…"
         elif isinstance(value, (int, float, bool)):

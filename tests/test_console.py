@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import time
+from datetime import datetime, timezone
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -204,6 +205,19 @@ def test_the_stream_needs_credentials_and_shows_only_the_callers_tenant(api):
     assert f"application/{APP}" in {e["aggregate"] for e in mine["events"]}
     theirs = first_state(api, "boss@other.org", "other-pw")
     assert theirs == {**theirs, "applications": [], "clusters": [], "events": []}
+
+    # replay and why are scoped the same way: the other tenant neither sees nor can explain ours
+    event_id = next(e["id"] for e in mine["events"] if e["aggregate"] == f"application/{APP}")
+    now = datetime.now(timezone.utc).isoformat()
+    with rest(api) as admin, rest(api, "boss@other.org", "other-pw") as boss:
+        assert [a["applicationId"] for a in admin.get("/replay", params={"at": now}).json()["applications"]] == [APP]
+        assert boss.get("/replay", params={"at": now}).json()["applications"] == []
+        chain = admin.get(f"/why/{event_id}").json()["chain"]
+        assert chain[0]["id"] == event_id and chain[0]["topic"] == "events"
+        hidden = boss.get(f"/why/{event_id}")
+        assert hidden.status_code == 404 and event_id in hidden.json()["message"]
+        bad = admin.get("/replay", params={"at": "yesterday"})
+        assert bad.status_code == 400 and "at:" in bad.json()["message"]
 
 
 def test_records_that_do_not_validate_on_the_health_topic_are_skipped_and_load_still_shows(settings, api, client):
