@@ -19,7 +19,7 @@ from typing import Any
 
 from kafka import KafkaConsumer, TopicPartition
 
-from actors.history import events_of
+from actors.history import event_id
 from actors.timeline import figures
 from infra.bulk import iter_partition
 from infra.eventlog import History
@@ -34,9 +34,12 @@ EXPLAINING = frozenset({"ScalingDecided"})
 """An event that explains its decision: the other events of its commit are indexed as caused
 by it (member spawned <- ScalingDecided <- ScaleCluster), not only by the command."""
 CAUSAL_TOPICS = ("events", "commands", "health", "instance-status", "instance-notifier")
+INDEX_VERSION = 2
+"""Bumped when the table changes: an index of another version is built again."""
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS rec (id TEXT PRIMARY KEY, topic TEXT, part INTEGER, off INTEGER,
-    type TEXT, aggregate TEXT, at TEXT, cause TEXT, detail TEXT);
+    type TEXT, aggregate TEXT, at TEXT, cause TEXT, command_type TEXT, outcome TEXT, commit_id TEXT,
+    figures TEXT);
 CREATE INDEX IF NOT EXISTS rec_cause ON rec (cause);
 CREATE TABLE IF NOT EXISTS progress (topic TEXT, part INTEGER, next INTEGER, PRIMARY KEY (topic, part));
 """
@@ -54,9 +57,12 @@ class CausalIndex:
         self.settings = settings
         self.path = path or index_path(settings)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        if fresh:
-            self.path.unlink(missing_ok=True)
         self.db = sqlite3.connect(self.path)
+        if fresh or self.db.execute("PRAGMA user_version").fetchone()[0] != INDEX_VERSION:
+            self.db.close()
+            self.path.unlink(missing_ok=True)
+            self.db = sqlite3.connect(self.path)
+            self.db.execute(f"PRAGMA user_version = {INDEX_VERSION}")
         self.db.executescript(_SCHEMA)
         self.problems: list[str] = []
 
@@ -91,7 +97,7 @@ class CausalIndex:
                 continue
             rows, next_offset = self._rows(kind, partition, start)
             added += len(rows)
-            self.db.executemany("INSERT OR REPLACE INTO rec VALUES (?,?,?,?,?,?,?,?,?)", rows)
+            self.db.executemany("INSERT OR REPLACE INTO rec VALUES (?,?,?,?,?,?,?,?,?,?,?,?)", rows)
             self.db.execute("INSERT OR REPLACE INTO progress VALUES (?,?,?)", (kind, partition, next_offset))
             self.db.commit()
         return added
@@ -122,34 +128,35 @@ class CausalIndex:
 
     def _index_rows(self, kind: str, partition: int, offset: int, value: bytes | None,
                     history: History | None) -> Iterator[tuple]:
-        if history is not None:
-            record = history.commit(partition, offset, value)
-            if record is None:
-                return
-            commit: Commit = record.payload  # type: ignore[assignment]
-            decision = {"command_type": commit.command_type, "outcome": commit.outcome,
-                        "commit": record.id}
-            events = events_of(record)
-            if not events:  # rejected, or accepted with nothing to say: the commit stands for it
-                detail = {**decision, "figures": {k: v for k, v in
-                                                  (("reason", commit.reason), ("field", commit.field),
-                                                   ("code", commit.code)) if v is not None}}
-                yield (record.id, kind, partition, offset, f"{commit.outcome} {commit.command_type}",
-                       record.aggregate_id, record.occurred_at.isoformat(), record.causation_id,
-                       json.dumps(detail))
-            reason = events[0].id if events and events[0].type in EXPLAINING else None
-            for n, event in enumerate(events):
-                yield (event.id, kind, partition, offset, event.type, event.aggregate_id,
-                       event.occurred_at.isoformat(), reason if n and reason else event.causation_id,
-                       json.dumps({**decision, "figures": figures(event.payload)}))
+        if history is None:
+            record = decode(kind, value)
+            yield (record.id, kind, partition, offset, record.type, record.aggregate_id,
+                   record.occurred_at.isoformat(), record.causation_id, None, None, None,
+                   json.dumps(figures(record.payload)))
             return
-        record = decode(kind, value)
-        yield (record.id, kind, partition, offset, record.type, record.aggregate_id,
-               record.occurred_at.isoformat(), record.causation_id,
-               json.dumps({"figures": figures(record.payload)}))
+        record = history.commit(partition, offset, value)
+        if record is None:
+            return
+        commit: Commit = record.payload  # type: ignore[assignment]
+        at, where = record.occurred_at.isoformat(), (kind, partition, offset)
+        decision = (commit.command_type, commit.outcome, record.id)
+        if not commit.events:  # rejected, or accepted with nothing to say: the commit stands for it
+            yield (record.id, *where, f"{commit.outcome} {commit.command_type}", record.aggregate_id, at,
+                   record.causation_id, *decision,
+                   json.dumps({k: v for k, v in (("reason", commit.reason), ("field", commit.field),
+                                                 ("code", commit.code)) if v is not None}))
+            return
+        first = event_id(record.id, 0)
+        explains = commit.events[0].type in EXPLAINING
+        for n, event in enumerate(commit.events):
+            yield (event_id(record.id, n), *where, event.type, record.aggregate_id, at,  # type: ignore[attr-defined]
+                   first if n and explains else record.causation_id, *decision, json.dumps(figures(event)))
 
 
 def _link(row: tuple) -> dict[str, Any]:
-    record_id, topic, part, off, type_, aggregate, at, cause, detail = row
-    return {"id": record_id, "topic": topic, "partition": part, "offset": off, "type": type_,
-            "aggregate": aggregate, "at": at, "cause": cause, **json.loads(detail)}
+    record_id, topic, part, off, type_, aggregate, at, cause, command_type, outcome, commit, detail = row
+    link = {"id": record_id, "topic": topic, "partition": part, "offset": off, "type": type_,
+            "aggregate": aggregate, "at": at, "cause": cause, "figures": json.loads(detail)}
+    if commit is not None:
+        link.update(command_type=command_type, outcome=outcome, commit=commit)
+    return link
