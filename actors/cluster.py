@@ -277,7 +277,9 @@ def _scale(state: ClusterState, command: C.ScaleCluster, ctx: Context) -> list[B
         else command.figures
     plan = decide_scaling(
         required, state.partition_states(),
-        ScalingPolicy(min=state.min, max=state.max, algorithm=state.spec.partition_algorithm),
+        ScalingPolicy(min=state.min, max=state.max, algorithm=state.spec.partition_algorithm,
+                      scale_down_after=state.spec.scale_down_after,
+                      stabilisation_seconds=state.spec.scale_down_stabilisation_seconds),
         scale_down_requests=state.scale_down_requests, last_scale_up_at=state.last_scale_up_at,
         last_scale_down_at=state.last_scale_down_at, now=now)
     leaving: list[MemberState] = []

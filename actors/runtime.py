@@ -231,6 +231,12 @@ def needs_timer(state: State) -> bool:
         m.is_pending or m.termination_requested_at or m.obsolete_since for m in members.values())
 
 
+def timeouts_command_id(aggregate_id: str, period: int) -> str:
+    """CheckTimeouts names the aggregate and the timer period: a resend within the period (a
+    node restarted) is a duplicate."""
+    return f"{aggregate_id}:timeouts:{period}"
+
+
 class AggregateActor(Actor):
     """A thin shell: holds one aggregate, runs `handle`, answers with the outcome."""
 

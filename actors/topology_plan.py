@@ -125,6 +125,7 @@ def build_cluster_specs(application: dict, application_policy_id: str,
         if not as_id:
             raise ValueError(f"subscription {alias!r} names no autoscalingPolicy")
         cartridge_def = resolved[f"cartridge/{cartridge['type']}"]
+        autoscaling = resolved[f"autoscalingPolicy/{as_id}"]
         algorithm, partitions = _partitions(resolved[f"deploymentPolicy/{dp_id}"],
                                             network_partitions, allowed)
         repo = info.get("artifactRepository") or {}
@@ -135,10 +136,13 @@ def build_cluster_specs(application: dict, application_policy_id: str,
             max=max(int(cartridge.get("cartridgeMax") or 1), 1),
             autoscaling_policy_id=as_id, deployment_policy_id=dp_id,
             partition_algorithm=algorithm, partitions=partitions,
-            thresholds=thresholds_of(resolved[f"autoscalingPolicy/{as_id}"]),
+            thresholds=thresholds_of(autoscaling),
             iaas={p.get("provider") or p.get("type"): p for p in cartridge_def.get("iaasProvider", []) or []},
             ports=list(cartridge_def.get("portMapping", []) or []),
             repo_url=repo.get("repoUrl"),
+            tolerance=float(autoscaling.get("tolerance") or 0.0),
+            scale_down_stabilisation_seconds=float(autoscaling.get("scaleDownStabilisationSeconds") or 0.0),
+            scale_down_after=int(autoscaling.get("scaleDownAfter") or 4),
             scaling_dependents=sorted(set(dependents[cid])),
             startup_after=sorted(set(after[cid])),
         ))

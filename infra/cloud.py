@@ -31,6 +31,7 @@ from libcloud.compute.types import NodeState
 from pydantic import BaseModel
 
 from actors.history import events_of
+from actors.iaas_plan import CLEANUP, DESTROY, DESTROY_LEFTOVER, START, iaas_work, node_expected
 from actors.member import MemberState
 from actors.runtime import Tracked
 from infra.eventlog import History, read_history
@@ -41,7 +42,6 @@ from infra.recovery import fence_before
 from infra.settings import Settings
 from schemas import commands as C
 from schemas import events as E
-from schemas.domain import MemberStatus as S
 from schemas.ids import parse_aggregate_id
 from schemas.records import CommandRecord, EventRecord, LogRecord, NotifierRecord
 from schemas.status import InstanceCleanupMember
@@ -99,8 +99,7 @@ class MemberBook:
         """Members in service that have a node: the ones whose node must still exist."""
         with self.lock:
             return [self.spawns[m.member_id] for tracked in self.clusters.values()
-                    for m in tracked.state.members.values()
-                    if m.node_id and m.in_service and m.status != S.READY_TO_SHUTDOWN]
+                    for m in tracked.state.members.values() if node_expected(m)]
 
 
 def _metadata(event: E.MemberSpawnRequested, tenant: str) -> dict[str, str]:
@@ -272,22 +271,12 @@ class CloudController:
         spawn = self.book.spawn(getattr(event, "member_id", None))
         if spawn is None:
             return None
-        member = self.book.state(spawn)
-        if member is None and not isinstance(event, E.MemberTerminated):
+        plan = iaas_work(event, self.book.state(spawn))
+        if plan is None:
             return None
-        if isinstance(event, E.MemberSpawnRequested):
-            work = (self.start_node, spawn, record) if member.node_id is None else None
-        elif isinstance(event, E.MemberTerminationRequested):
-            work = (self.ask_cleanup, spawn, record) if event.graceful else \
-                (self.destroy_and_report, spawn, record, event.reason or "terminated")
-        elif isinstance(event, E.MemberReadyToShutdown):
-            work = (self.destroy_and_report, spawn, record, "terminated after graceful shutdown")
-        elif isinstance(event, E.MemberTerminated):
-            work = (self.destroy_leftover, spawn)
-        else:
-            work = None
-        if work is None:
-            return None
+        work = {START: (self.start_node, spawn, record), CLEANUP: (self.ask_cleanup, spawn, record),
+                DESTROY: (self.destroy_and_report, spawn, record, plan.reason),
+                DESTROY_LEFTOVER: (self.destroy_leftover, spawn)}[plan.action]
         lane = self.lanes[zlib.crc32(spawn.member_id.encode()) % len(self.lanes)]
         return lane.submit(self._guarded, raw, record, *work)
 

@@ -28,7 +28,7 @@ from thespian.actors import ActorExitRequest, ActorSystem
 from actors.base import Context, Timeouts
 from actors.runtime import (
     AggregateActor, Handle, Outcome, Rebuild, StartTicking, TakeSnapshot, Tick, TickerActor, Tracked,
-    needs_timer,
+    needs_timer, timeouts_command_id,
 )
 from infra.faults import CrashPoints
 from infra.kafka import Appender, DeadLetters, envelope, group_consumer, new_id, validated
@@ -349,7 +349,7 @@ class Node:
         period = int(self.clock().timestamp() // self.timer_seconds)
         for aggregate_id in due:
             command = envelope(CommandRecord, CheckTimeouts(), aggregate_id,
-                               record_id=f"{aggregate_id}:timeouts:{period}")
+                               record_id=timeouts_command_id(aggregate_id, period))
             self.appender.send("commands", aggregate_id, command)
 
     def checkpoint(self, partition: int) -> None:

@@ -465,6 +465,15 @@ class AutoscalingPolicy(RegisteredDefinition):
     displayName: str | None = None
     description: str | None = None
     loadThresholds: LoadThresholds
+    # Optional, not in Stratos 4.1 (its files load unchanged): what Kubernetes' HPA learnt.
+    tolerance: float | None = Field(None, ge=0, lt=1, description=(
+        "HPA's tolerance band: a metric within this fraction of its threshold keeps the current "
+        "count (0.1 = 10 %); unset = Stratos's rules exactly"))
+    scaleDownStabilisationSeconds: float | None = Field(None, ge=0, description=(
+        "no scale-down within this many seconds of the cluster's last scaling action "
+        "(HPA: 300); unset = none"))
+    scaleDownAfter: int | None = Field(None, ge=1, description=(
+        "scale down only on this many consecutive scale-down requests; unset = Stratos's 4"))
 
 
 class DeploymentPartition(_StratosJson):

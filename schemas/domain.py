@@ -73,5 +73,8 @@ class ClusterSpec(Value):
     )
     ports: list[dict] = []
     repo_url: str | None = None
+    tolerance: float = Field(0.0, ge=0, lt=1, description="the autoscaling policy's tolerance band")
+    scale_down_stabilisation_seconds: float = Field(0.0, ge=0)
+    scale_down_after: int = Field(4, ge=1, description="consecutive scale-down requests needed")
     scaling_dependents: list[str] = Field(default_factory=list, description="cluster ids")
     startup_after: list[str] = Field(default_factory=list, description="cluster ids started first")

@@ -65,6 +65,8 @@ class ClusterView:
     max: int
     thresholds: Mapping[str, float]
     members: Mapping[str, MemberState]
+    tolerance: float = 0.0
+    """The autoscaling policy's tolerance band (``ScalingInputs.tolerance``)."""
 
 
 def view_of(state: ClusterState) -> ClusterView | None:
@@ -73,7 +75,7 @@ def view_of(state: ClusterState) -> ClusterView | None:
     if spec is None or state.status == ClusterStatus.TERMINATED:
         return None
     return ClusterView(parse_aggregate_id(state.aggregate_id).tenant, spec.cluster_id,
-                       state.min, state.max, spec.thresholds, state.members)
+                       state.min, state.max, spec.thresholds, state.members, spec.tolerance)
 
 
 def active_members(view: ClusterView) -> list[str]:
@@ -136,6 +138,11 @@ class Decision:
     command: C.ScaleCluster
     causation_id: str | None
     requirement: ScalingRequirement
+
+    def command_id(self, hop_index: int) -> str:
+        """The ScaleCluster's id names the cluster, the latest sample and the hop: a hop sent
+        again (a worker restarted within it) is a duplicate the cluster ignores."""
+        return f"{self.key}:scale:{self.causation_id}:{hop_index}"
 
 
 @dataclass(frozen=True)
@@ -251,7 +258,7 @@ class HealthBook:
         requirement = decide_required(ScalingInputs(
             min_count=view.min, max_count=view.max, thresholds=view.thresholds,
             figures={m: (f if m in fresh else []) for m, f in per_metric.items()},
-            current=len(active)))
+            current=len(active), tolerance=view.tolerance))
         if requirement.metric is None:
             return None
         book.decided = dict(book.newest)

@@ -84,11 +84,9 @@ def register(service: HealthService) -> None:
         """Every hop: a ScaleCluster per cluster with fresh figures, a MemberFault per silence."""
         hop_index = int(time.time() // service.settings.health_hop_seconds)
         for decision in book.decide(views.clusters):
-            # the id names the cluster, the latest sample and the hop: a hop sent again (a
-            # worker restarted within it) is a duplicate the cluster ignores
             await _send(topics.commands, CommandRecord, decision.command, decision.key,
                         tenant=decision.tenant, causation_id=decision.causation_id,
-                        record_id=f"{decision.key}:scale:{decision.causation_id}:{hop_index}")
+                        record_id=decision.command_id(hop_index))
         for fault in book.faults(views.clusters, time.monotonic()):
             await _send(topics.health, HealthRecord, fault.fault, fault.key, tenant=fault.tenant)
 

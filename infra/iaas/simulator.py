@@ -13,25 +13,19 @@ import logging
 import threading
 import time
 
+from actors.iaas_plan import agent_answer, cleanup_answer
 from infra.eventlog import history_events
 from infra.eventlog import History
 from infra.iaas.mock import MockCloud, MockInstance
 from infra.kafka import Appender, DeadLetters, assigned_consumer, envelope, validated
 from infra.recovery import fence_before
 from infra.settings import Settings
-from schemas import events as E
 from schemas.ids import aggregate_id
 from schemas.records import HealthRecord, InstanceStatusRecord
 from schemas.status import HealthStat, InstanceCleanupCluster, InstanceCleanupMember, InstanceStatus
 
 log = logging.getLogger(__name__)
 
-NEXT_STATUS = {
-    E.MemberInitialized: ("InstanceStarted", "Started"),
-    E.MemberStarting: ("InstanceActivated", "Activated"),
-    E.MemberInMaintenance: ("InstanceReadyToShutdown", "ReadyToShutdown"),
-}
-"""The member event the simulated agent waits for -> what it then publishes."""
 
 
 def cluster_aggregate(instance: MockInstance) -> str:
@@ -89,19 +83,19 @@ class SimulatedAgents:
     def on_record(self, record) -> None:
         """React as an agent would; what it says names the record it answers (`why` follows)."""
         payload = record.payload
-        if isinstance(payload, (E.MemberInitialized, E.MemberStarting, E.MemberInMaintenance)):
+        if (answer := agent_answer(payload)) is not None:
             instance = self.cloud.get(payload.member_id)
             if instance is not None:
-                self._say(instance, *NEXT_STATUS[type(payload)], cause=record.id)
+                self._say(instance, *answer, cause=record.id)
         elif isinstance(payload, InstanceCleanupMember):
             instance = self.cloud.get(payload.member_id)
-            if instance is not None and instance.agent_status == "Activated":
-                self._say(instance, "InstanceMaintenanceMode", "MaintenanceMode", cause=record.id)
+            if instance is not None and (answer := cleanup_answer(instance.agent_status)):
+                self._say(instance, *answer, cause=record.id)
         elif isinstance(payload, InstanceCleanupCluster):
             for instance in self.cloud.all():
                 if instance.metadata.get("clusterId") == payload.cluster_id \
-                        and instance.agent_status == "Activated":
-                    self._say(instance, "InstanceMaintenanceMode", "MaintenanceMode", cause=record.id)
+                        and (answer := cleanup_answer(instance.agent_status)):
+                    self._say(instance, *answer, cause=record.id)
 
     def _say(self, instance: MockInstance, status_type: str, agent_status: str,
              cause: str | None = None) -> None:

@@ -1,0 +1,73 @@
+"""What the IaaS side does about each member event: pure rules shared by the cloud controller
+(``infra.cloud``), the mock IaaS's simulated agents (``infra.iaas.simulator``) and the load
+simulator (``streams.simulation``), so the three never disagree on the lifecycle's effects.
+
+- ``iaas_work``: the cloud controller's work for an event, judged on the member's state after
+  its commit (start a node, ask the instance to clean up, destroy and report, destroy a
+  leftover node);
+- ``agent_answer``: what a cartridge agent that follows its member's events says next
+  (REFERENCE.md §5: Started on Initialized, Activated on Started, ReadyToShutdown once In
+  Maintenance; MaintenanceMode when asked to clean up while Active);
+- ``node_expected``: members whose node must still exist on the IaaS (the reconciler reports
+  the others' vanished nodes).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from pydantic import BaseModel
+
+from actors.member import MemberState
+from schemas import events as E
+from schemas.domain import MemberStatus as S
+
+START, CLEANUP, DESTROY, DESTROY_LEFTOVER = "start", "cleanup", "destroy", "destroy-leftover"
+
+
+@dataclass(frozen=True, slots=True)
+class IaasWork:
+    action: Literal["start", "cleanup", "destroy", "destroy-leftover"]
+    reason: str | None = None
+    """For ``destroy``: the reason reported with ReportNodeDestroyed."""
+
+
+def iaas_work(event: BaseModel, member: MemberState | None) -> IaasWork | None:
+    """The IaaS work an event asks for; ``member`` is its member after the event's commit
+    (None once terminated)."""
+    if member is None and not isinstance(event, E.MemberTerminated):
+        return None
+    if isinstance(event, E.MemberSpawnRequested):
+        return IaasWork(START) if member is not None and member.node_id is None else None
+    if isinstance(event, E.MemberTerminationRequested):
+        return IaasWork(CLEANUP) if event.graceful else IaasWork(DESTROY, event.reason or "terminated")
+    if isinstance(event, E.MemberReadyToShutdown):
+        return IaasWork(DESTROY, "terminated after graceful shutdown")
+    if isinstance(event, E.MemberTerminated):
+        return IaasWork(DESTROY_LEFTOVER)
+    return None
+
+
+AGENT_NEXT: dict[type, tuple[str, str]] = {
+    E.MemberInitialized: ("InstanceStarted", "Started"),
+    E.MemberStarting: ("InstanceActivated", "Activated"),
+    E.MemberInMaintenance: ("InstanceReadyToShutdown", "ReadyToShutdown"),
+}
+"""The member event a (simulated) agent waits for -> the status it then publishes and the
+agent status it is in afterwards."""
+CLEANUP_ANSWER = ("InstanceMaintenanceMode", "MaintenanceMode")
+
+
+def agent_answer(event: BaseModel) -> tuple[str, str] | None:
+    """(instance status type, agent status) an agent publishes after its member's event."""
+    return AGENT_NEXT.get(type(event))
+
+
+def cleanup_answer(agent_status: str | None) -> tuple[str, str] | None:
+    """An instance asked to clean up goes into maintenance, if it is Activated (once)."""
+    return CLEANUP_ANSWER if agent_status == "Activated" else None
+
+
+def node_expected(member: MemberState) -> bool:
+    """In service with a node, and not released by a graceful shutdown: its node must exist."""
+    return bool(member.node_id) and member.in_service and member.status != S.READY_TO_SHUTDOWN

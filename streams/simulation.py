@@ -1,0 +1,591 @@
+"""The load simulator's engine: the platform's own domain code, driven on a simulated clock.
+
+Nothing here is a model of Stratos: every decision is the live platform's. Commands go through
+``actors.runtime.handle`` on each aggregate's ``Tracked`` (the node's step: decide, one commit,
+fold), events through ``actors.reactions.react`` (the reactor), the IaaS side through
+``actors.iaas_plan`` (the cloud controller's and the simulated agents' rules), health samples
+into ``streams.health_state.HealthBook`` (the faust worker's windows, scaling rules and fault
+detector) read against views derived from the cluster states by ``view_of``. What is simulated
+is only the world outside the platform: the load (``streams.load_shapes``), the instances'
+start-up time, start failures and crashes, and time itself.
+
+Time is discrete-event: everything due at one instant (a cascade of commands, events, replies,
+instance status) is delivered in FIFO order before time moves on; instance boots, retries and
+shutdowns are scheduled at their own instants; health is sampled, decided on and checked for
+silence every ``step`` seconds. The clock and the ids in every ``Context`` come from the
+simulation (ids from a generator seeded by the scenario's seed), and random draws come from
+generators seeded per purpose, so a seed gives the same log, the same timeline and the same
+figures, bit for bit.
+
+Why ``streams/``: the engine drives both the aggregates (``actors``) and the health rules
+(``streams``); ``streams`` may import pure ``actors`` rules, ``actors`` may not import ``streams``.
+"""
+from __future__ import annotations
+
+import heapq
+import math
+import random
+from array import array
+from collections import deque
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from typing import Callable, Iterable, Sequence
+
+from pydantic import BaseModel
+
+from actors.base import Context, Timeouts
+from actors.history import events_of
+from actors.iaas_plan import CLEANUP, DESTROY, DESTROY_LEFTOVER, START, agent_answer, cleanup_answer, iaas_work, node_expected
+from actors.reactions import react
+from actors.runtime import Tracked, handle, needs_timer, timeouts_command_id
+from schemas import commands as C
+from schemas import events as E
+from schemas.definitions import DEFINITION_KINDS
+from schemas.envelope import SUPER_TENANT, Envelope
+from schemas.ids import aggregate_id, parse_aggregate_id
+from schemas.records import CommandRecord, EventRecord, HealthRecord, InstanceStatusRecord, ReplyRecord
+from schemas.status import ArtifactUpdated, CommandRejected, HealthStat, InstanceCleanupCluster, InstanceCleanupMember, InstanceStatus, MemberFault
+from streams import elasticity
+from streams.health_state import ClusterView, HealthBook, Rejected, cluster_key, view_of
+from streams.load_shapes import Shape, load_series
+from streams.scaling_rules import (
+    LOAD_AVERAGE, MEMORY_CONSUMPTION, REQUESTS_IN_FLIGHT, required_by_load, required_by_memory,
+    required_by_requests_in_flight,
+)
+
+PER_MEMBER, SHARED = "per-member", "shared"
+EPOCH = datetime(2026, 1, 1, tzinfo=timezone.utc)
+"""Simulated time 0 (any fixed instant: the log's timestamps must not depend on the wall clock)."""
+
+
+class ScenarioError(ValueError):
+    """A scenario the platform cannot run; ``path`` names the field (as in the YAML)."""
+
+    def __init__(self, path: Sequence[str | int], message: str) -> None:
+        super().__init__(message)
+        self.path = tuple(path)
+        self.message = message
+
+
+@dataclass(frozen=True)
+class InstanceModel:
+    """The simulated IaaS and instances (seconds; rates are probabilities)."""
+
+    startup_delay: float = 60.0
+    """From the node's creation to the agent's InstanceStarted (then Activated at once)."""
+    startup_jitter: float = 0.0
+    """The start-up delay varies uniformly by ± this much."""
+    start_failure_rate: float = 0.0
+    """Chance that one node start fails (the cloud controller retries with backoff)."""
+    crash_rate_per_hour: float = 0.0
+    """Crashes per Active instance-hour (exponential): the node vanishes, the agent goes silent."""
+    shutdown_delay: float = 0.0
+    """The clean hook's time: from maintenance mode to ready-to-shutdown."""
+
+
+@dataclass(frozen=True)
+class PlatformModel:
+    """The platform's settings the live parts take from ``STRATOS_*`` (infra.settings)."""
+
+    health_window_seconds: float = 60.0
+    member_fault_seconds: float = 60.0
+    timer_seconds: float = 30.0
+    reconcile_seconds: float = 15.0
+    start_attempts: int = 3
+    retry_seconds: float = 2.0
+    timeouts: Timeouts = field(default_factory=Timeouts)
+
+
+@dataclass(frozen=True)
+class LoadSpec:
+    cluster: str
+    """A cartridge alias or a cluster id."""
+    metric: str
+    model: str
+    shapes: tuple[Shape, ...]
+
+
+@dataclass(frozen=True)
+class SimulationSetup:
+    seed: int
+    duration: float
+    step: float
+    definitions: tuple[tuple[str, dict], ...]
+    """(kind, Stratos JSON body) in the order they are added."""
+    deploy: tuple[tuple[str, str], ...]
+    """(application id, application policy id)."""
+    loads: tuple[LoadSpec, ...] = ()
+    instances: InstanceModel = field(default_factory=InstanceModel)
+    platform: PlatformModel = field(default_factory=PlatformModel)
+    tenant: str = SUPER_TENANT
+
+    @property
+    def steps(self) -> int:
+        return int(math.floor(self.duration / self.step + 1e-9))
+
+
+class SeededIds:
+    """The id generator of every Context: 16 hex digits from a generator seeded by the run."""
+
+    __slots__ = ("_bits",)
+
+    def __init__(self, seed: int) -> None:
+        self._bits = random.Random(f"{seed}:ids").getrandbits
+
+    def __call__(self) -> str:
+        return f"{self._bits(64):016x}"
+
+
+@dataclass
+class Instance:
+    """A simulated node and the agent on it."""
+
+    member_id: str
+    cluster_key: str
+    cluster_id: str
+    network_partition_id: str
+    rng: random.Random
+    node: bool = False
+    agent_status: str | None = None
+    crashed: bool = False
+
+
+@dataclass
+class ClusterTrack:
+    """What the report reads of one cluster, per step."""
+
+    key: str
+    cluster_id: str
+    alias: str
+    min: int
+    max: int
+    thresholds: dict[str, float]
+    loads: list[tuple[str, str, list[float]]] = field(default_factory=list)
+    """(metric, model, value at every step)."""
+    demand: array = field(default_factory=lambda: array("i"))
+    need: array = field(default_factory=lambda: array("i"))
+    supply: array = field(default_factory=lambda: array("i"))
+    pending: array = field(default_factory=lambda: array("i"))
+    terminating: array = field(default_factory=lambda: array("i"))
+    decisions: dict[int, list[str]] = field(default_factory=dict)
+    """step -> the scaling decisions made during it, as `Reason:+n` / `Reason:-n` / `Reason`."""
+    scaling_actions: int = 0
+    spawned: int = 0
+    terminated: int = 0
+
+
+@dataclass
+class RunResult:
+    policy: str
+    setup: SimulationSetup
+    clusters: dict[str, ClusterTrack]
+    commands: int
+    rejected: dict[str, int]
+    """command type -> rejections (a healthy run rejects only what the rules refuse)."""
+    dead_letters: int
+    log: list[EventRecord] | None
+    """Every event in order, when kept (tests read it like the live log)."""
+
+    def times(self) -> list[float]:
+        return [k * self.setup.step for k in range(self.setup.steps)]
+
+    def figures(self) -> dict[str, dict]:
+        return {cid: elasticity.figures(list(t.demand), list(t.supply), list(t.need),
+                                        [s + p + x for s, p, x in zip(t.supply, t.pending, t.terminating)],
+                                        self.setup.step, t.scaling_actions, cap=t.max)
+                for cid, t in self.clusters.items()}
+
+
+def need_of(metric: str, model: str, value: float, threshold: float, min_count: int, max_count: int) -> int:
+    """The fewest members that keep the metric within its threshold. With a shared load
+    (a total spread over the members) that is ``ceil(total / threshold)``; with a per-member
+    load (every member reports the value, whatever their number) it is what the platform's
+    own rule asks for on the true value."""
+    if model == SHARED or metric == REQUESTS_IN_FLIGHT:
+        return required_by_requests_in_flight(value, threshold)
+    if metric == MEMORY_CONSUMPTION:
+        return required_by_memory(value, threshold, min_count, max_count)
+    return required_by_load(value, threshold, min_count)
+
+
+class Simulation:
+    """One run of a setup; ``run()`` returns what the report needs."""
+
+    def __init__(self, setup: SimulationSetup, policy: str = "scenario", keep_log: bool = False) -> None:
+        self.setup = setup
+        self.policy = policy
+        self.new_id = SeededIds(setup.seed)
+        self.t = 0.0
+        self.step_index = 0
+        self.aggregates: dict[str, Tracked] = {}
+        self.views: dict[str, ClusterView] = {}
+        p = setup.platform
+        self.book = HealthBook(p.health_window_seconds, p.member_fault_seconds,
+                               max_skew=setup.step, max_age=max(300.0, 2 * p.health_window_seconds))
+        self.instances: dict[str, Instance] = {}
+        self.queue: deque[Envelope | BaseModel] = deque()
+        self.timers: list[tuple[float, int, Callable[..., None], tuple]] = []
+        self.timer_seq = 0
+        self.tracks: dict[str, ClusterTrack] = {}
+        self.commands = 0
+        self.rejected: dict[str, int] = {}
+        self.dead_letters = 0
+        self.log: list[EventRecord] | None = [] if keep_log else None
+        self._ctx: Context | None = None
+        self.first_rejections: list[CommandRejected] = []
+
+    # --- time -------------------------------------------------------------------------------
+    def epoch(self, t: float | None = None) -> float:
+        return EPOCH.timestamp() + (self.t if t is None else t)
+
+    def ctx(self) -> Context:
+        if self._ctx is None or self._ctx.now != EPOCH + timedelta(seconds=self.t):
+            self._ctx = Context(now=EPOCH + timedelta(seconds=self.t), new_id=self.new_id,
+                                timeouts=self.setup.platform.timeouts)
+        return self._ctx
+
+    def at(self, when: float, action: Callable[..., None], *args) -> None:
+        self.timer_seq += 1
+        heapq.heappush(self.timers, (when, self.timer_seq, action, args))
+
+    # --- delivery ---------------------------------------------------------------------------
+    def send(self, target: str, command: BaseModel, record_id: str | None = None,
+             causation: Envelope | None = None) -> None:
+        self.queue.append(CommandRecord.model_construct(
+            schema_version=1, id=record_id or self.new_id(), type=command.type,  # type: ignore[attr-defined]
+            aggregate_id=target, aggregate_seq=0, occurred_at=self.ctx().now,
+            tenant=parse_aggregate_id(target).tenant,
+            correlation_id=(causation.correlation_id or causation.id) if causation else None,
+            causation_id=causation.id if causation else None, payload=command))
+
+    def drain(self) -> None:
+        queue = self.queue
+        while queue:
+            item = queue.popleft()
+            if isinstance(item, CommandRecord):
+                self._command(item)
+            elif isinstance(item, EventRecord):
+                self._event(item)
+            elif isinstance(item, (InstanceStatusRecord, HealthRecord, ReplyRecord)):
+                self._react(item)
+            elif isinstance(item, (InstanceCleanupMember, InstanceCleanupCluster)):
+                self._cleanup(item)
+
+    def _command(self, record: CommandRecord) -> None:
+        """The node's step: the aggregate's actor runs `handle`; the commit's events follow."""
+        key = record.aggregate_id
+        tracked = self.aggregates.get(key)
+        if tracked is None:
+            tracked = self.aggregates[key] = Tracked.new(key)
+        outcome = handle(tracked, record, self.ctx())
+        self.commands += 1
+        if isinstance(outcome.reply, CommandRejected):
+            self.rejected[outcome.reply.command_type] = self.rejected.get(outcome.reply.command_type, 0) + 1
+            if len(self.first_rejections) < 20:
+                self.first_rejections.append(outcome.reply)
+            self.queue.append(ReplyRecord.model_construct(  # the reactor reads replies too
+                schema_version=1, id=self.new_id(), type=outcome.reply.type, aggregate_id=key,
+                aggregate_seq=0, occurred_at=self.ctx().now, tenant=record.tenant,
+                correlation_id=record.correlation_id or record.id, causation_id=record.id,
+                payload=outcome.reply))
+        if outcome.commit is None or not outcome.commit.payload.events:  # type: ignore[attr-defined]
+            return
+        if parse_aggregate_id(key).kind == "cluster":
+            view = view_of(tracked.state)  # type: ignore[arg-type]
+            if view is None:
+                self.views.pop(key, None)
+            else:
+                self.views[key] = view
+        for event in events_of(outcome.commit):
+            self.queue.append(event)
+
+    def _react(self, record: Envelope) -> None:
+        """The reactor: follow-up commands with ids derived from the record (as infra.reactor)."""
+        for n, (target, message) in enumerate(react(record)):
+            if isinstance(message, (InstanceCleanupMember, InstanceCleanupCluster)):
+                self.queue.append(message)
+            elif not isinstance(message, ArtifactUpdated):  # simulated instances have no artifacts
+                self.send(target, message, record_id=f"{record.id}.{n}", causation=record)
+
+    def _event(self, record: EventRecord) -> None:
+        if self.log is not None:
+            self.log.append(record)
+        self._react(record)
+        event = record.payload
+        if isinstance(event, E.ScalingDecided):
+            self._note_decision(record.aggregate_id, event)
+        member_id = getattr(event, "member_id", None)
+        if member_id is None:
+            return
+        key = record.aggregate_id
+        state = self.aggregates[key].state
+        member = state.members.get(member_id)  # type: ignore[attr-defined]
+        if isinstance(event, E.MemberSpawnRequested):
+            self.instances[member_id] = Instance(
+                member_id, key, event.cluster_id, event.network_partition_id,
+                random.Random(f"{self.setup.seed}:instance:{member_id}"))
+            if (track := self.tracks.get(key)) is not None:
+                track.spawned += 1
+        elif isinstance(event, E.MemberTerminated) and (track := self.tracks.get(key)) is not None:
+            track.terminated += 1
+        instance = self.instances.get(member_id)
+        if instance is None:
+            return
+        work = iaas_work(event, member)
+        if work is not None:
+            self._iaas(work.action, work.reason, instance, record)
+        answer = agent_answer(event)
+        if answer is not None and instance.node and not instance.crashed:
+            if isinstance(event, E.MemberInitialized):
+                m = self.setup.instances
+                delay = max(0.0, m.startup_delay + instance.rng.uniform(-m.startup_jitter, m.startup_jitter))
+                self.at(self.t + delay, self._say, instance, *answer)
+            elif isinstance(event, E.MemberInMaintenance):
+                self.at(self.t + self.setup.instances.shutdown_delay, self._say, instance, *answer)
+            else:
+                self._say(instance, *answer)
+
+    def _note_decision(self, key: str, event: E.ScalingDecided) -> None:
+        track = self.tracks.get(key)
+        if track is None:
+            return
+        word = event.reason + (f":+{event.spawn}" if event.spawn else "") + \
+            (f":-{event.terminate}" if event.terminate else "")
+        track.decisions.setdefault(self.step_index, []).append(word)
+        if event.spawn or event.terminate:
+            track.scaling_actions += 1
+
+    # --- the IaaS and the agents (outside the platform: simulated) ----------------------------
+    def _iaas(self, action: str, reason: str | None, instance: Instance, cause: EventRecord) -> None:
+        """The cloud controller's work, with the ids it gives its reports (infra.cloud)."""
+        if action == START:
+            self._start(instance, cause, 1)
+        elif action == CLEANUP:
+            self.queue.append(InstanceCleanupMember(member_id=instance.member_id, cluster_id=instance.cluster_id))
+        elif action == DESTROY:
+            instance.node = False
+            instance.agent_status = None
+            self.send(instance.cluster_key, C.ReportNodeDestroyed(member_id=instance.member_id, reason=reason or ""),
+                      record_id=f"{cause.id}.destroyed", causation=cause)
+        elif action == DESTROY_LEFTOVER:
+            instance.node = False
+            instance.agent_status = None
+
+    def _start(self, instance: Instance, cause: EventRecord, attempt: int) -> None:
+        """One node start (infra.cloud.start_node): fails with the scenario's rate, retried
+        with a doubling backoff; reported with the controller's ids."""
+        state = self.aggregates[instance.cluster_key].state
+        if instance.member_id not in state.members:  # type: ignore[attr-defined]
+            return
+        p = self.setup.platform
+        if instance.rng.random() < self.setup.instances.start_failure_rate:
+            final = attempt >= p.start_attempts
+            self.send(instance.cluster_key, C.ReportNodeStartFailed(
+                member_id=instance.member_id, reason="simulated start failure", attempt=attempt, final=final),
+                record_id=f"{cause.id}.failed.{attempt}", causation=cause)
+            if not final:
+                self.at(self.t + p.retry_seconds * 2 ** (attempt - 1), self._start, instance, cause, attempt + 1)
+            return
+        instance.node = True
+        self.send(instance.cluster_key, C.ReportNodeCreated(member_id=instance.member_id, node_id=instance.member_id),
+                  record_id=f"{cause.id}.created", causation=cause)
+
+    def _say(self, instance: Instance, status_type: str, agent_status: str) -> None:
+        """The agent publishes an instance status (infra.iaas.simulator._say)."""
+        if not instance.node or instance.crashed:
+            return
+        instance.agent_status = agent_status
+        self.queue.append(InstanceStatusRecord.model_construct(
+            schema_version=1, id=self.new_id(), type=status_type, aggregate_id=instance.cluster_key,
+            aggregate_seq=0, occurred_at=self.ctx().now, tenant=parse_aggregate_id(instance.cluster_key).tenant,
+            correlation_id=None, causation_id=None,
+            payload=InstanceStatus(type=status_type, member_id=instance.member_id,  # type: ignore[arg-type]
+                                   cluster_id=instance.cluster_id,
+                                   network_partition_id=instance.network_partition_id)))
+        rate = self.setup.instances.crash_rate_per_hour
+        if agent_status == "Activated" and rate > 0:
+            self.at(self.t + instance.rng.expovariate(rate / 3600.0), self._crash, instance)
+
+    def _cleanup(self, notice: BaseModel) -> None:
+        targets = [self.instances.get(notice.member_id)] if isinstance(notice, InstanceCleanupMember) else \
+            [i for i in self.instances.values() if i.cluster_id == notice.cluster_id]  # type: ignore[attr-defined]
+        for instance in targets:
+            if instance is not None and (answer := cleanup_answer(instance.agent_status)):
+                self._say(instance, *answer)
+
+    def _crash(self, instance: Instance) -> None:
+        if instance.node and not instance.crashed:
+            instance.crashed, instance.node, instance.agent_status = True, False, None
+
+    def _reconcile(self) -> None:
+        """The cloud controller's reconciler: members whose node must exist but vanished."""
+        for key, tracked in self.aggregates.items():
+            for member in getattr(tracked.state, "members", {}).values():
+                instance = self.instances.get(member.member_id)
+                if instance is not None and not instance.node and node_expected(member):
+                    self.send(key, C.ReportNodeDestroyed(member_id=member.member_id, reason="node vanished"),
+                              record_id=f"{member.member_id}.vanished")
+
+    # --- health (the faust worker's part, on simulated time) ---------------------------------
+    def _sample(self) -> None:
+        now = self.epoch()
+        k = self.step_index
+        for track in self.tracks.values():
+            if not track.loads:
+                continue
+            serving = [i for i in self.instances.values()
+                       if i.cluster_key == track.key and i.agent_status == "Activated"]
+            if not serving:
+                continue
+            tenant = parse_aggregate_id(track.key).tenant
+            for metric, model, series in track.loads:
+                value = series[k]
+                if metric == REQUESTS_IN_FLIGHT:
+                    self._ingest(track, tenant, HealthStat.model_construct(
+                        type="HealthStat", cluster_id=track.cluster_id, cluster_instance_id=None,
+                        network_partition_id=serving[0].network_partition_id, member_id=None,
+                        metric=metric, value=value, timestamp=now))
+                    continue
+                each = value / len(serving) if model == SHARED else value
+                if metric == MEMORY_CONSUMPTION:
+                    each = min(each, 100.0)
+                for instance in serving:
+                    self._ingest(track, tenant, HealthStat.model_construct(
+                        type="HealthStat", cluster_id=track.cluster_id, cluster_instance_id=None,
+                        network_partition_id=instance.network_partition_id, member_id=instance.member_id,
+                        metric=metric, value=each, timestamp=now))
+
+    def _ingest(self, track: ClusterTrack, tenant: str, stat: HealthStat) -> None:
+        record = HealthRecord.model_construct(
+            schema_version=1, id=self.new_id(), type="HealthStat", aggregate_id=track.key, aggregate_seq=0,
+            occurred_at=self.ctx().now, tenant=tenant, correlation_id=None, causation_id=None, payload=stat)
+        try:
+            self.book.ingest(record, self.views, 0, self.t, self.epoch())
+        except Rejected:
+            self.dead_letters += 1
+
+    def _hop(self) -> None:
+        hop_index = int(self.epoch() // self.setup.step)
+        for decision in self.book.decide(self.views):
+            self.queue.append(CommandRecord.model_construct(
+                schema_version=1, id=decision.command_id(hop_index), type="ScaleCluster",
+                aggregate_id=decision.key, aggregate_seq=0, occurred_at=self.ctx().now,
+                tenant=decision.tenant, correlation_id=None, causation_id=decision.causation_id,
+                payload=decision.command))
+        for fault in self.book.faults(self.views, self.t):
+            self.queue.append(HealthRecord.model_construct(
+                schema_version=1, id=self.new_id(), type="MemberFault", aggregate_id=fault.key,
+                aggregate_seq=0, occurred_at=self.ctx().now, tenant=fault.tenant,
+                correlation_id=None, causation_id=None, payload=fault.fault))
+
+    def _timers(self) -> None:
+        """The node's ticker: CheckTimeouts for aggregates with members in transition."""
+        period = int(self.epoch() // self.setup.platform.timer_seconds)
+        for key, tracked in self.aggregates.items():
+            if needs_timer(tracked.state):
+                self.send(key, C.CheckTimeouts(), record_id=timeouts_command_id(key, period))
+
+    # --- the run ----------------------------------------------------------------------------
+    def _define_and_deploy(self) -> None:
+        tenant = self.setup.tenant
+        for kind, body in self.setup.definitions:
+            model = DEFINITION_KINDS[kind].model_validate(body)
+            command = getattr(C, f"Add{kind[0].upper()}{kind[1:]}")(definition=model)
+            self.send(aggregate_id(tenant, kind, model.definition_id), command)
+        self.drain()
+        self._check_start("definitions")
+        for app_id, policy_id in self.setup.deploy:
+            self.send(aggregate_id(tenant, "application", app_id),
+                      C.DeployApplication(application_policy_id=policy_id))
+        self.drain()
+        self._check_start("deploy")
+        for n, (app_id, _) in enumerate(self.setup.deploy):
+            app = self.aggregates[aggregate_id(tenant, "application", app_id)].state
+            for spec in app.clusters.values():  # type: ignore[attr-defined]
+                key = cluster_key(tenant, spec.cluster_id)
+                self.tracks[key] = ClusterTrack(key, spec.cluster_id, spec.alias, spec.min, spec.max,
+                                                dict(spec.thresholds))
+            if app.status.value in ("Created", "Deploying"):  # type: ignore[attr-defined]
+                raise ScenarioError(("deploy", n), f"application {app_id!r} was not deployed "
+                                    f"(status {app.status.value})")  # type: ignore[attr-defined]
+        self._attach_loads()
+
+    def _check_start(self, where: str) -> None:
+        if self.first_rejections:
+            first = self.first_rejections[0]
+            raise ScenarioError((where,), f"{first.command_type} rejected: {first.reason}")
+
+    def _attach_loads(self) -> None:
+        times = [k * self.setup.step for k in range(self.setup.steps)]
+        for n, load in enumerate(self.setup.loads):
+            matches = [t for t in self.tracks.values() if load.cluster in (t.alias, t.cluster_id)]
+            if not matches:
+                known = ", ".join(sorted(t.alias for t in self.tracks.values())) or "none"
+                raise ScenarioError(("load", n, "cluster"), f"no cluster with alias or id {load.cluster!r} "
+                                    f"(aliases: {known})")
+            ceiling = 100.0 if load.metric == MEMORY_CONSUMPTION and load.model == PER_MEMBER else math.inf
+            series = load_series(load.shapes, times, random.Random(f"{self.setup.seed}:load:{n}"), ceiling)
+            for track in matches:
+                track.loads.append((load.metric, load.model, series))
+
+    def _record(self) -> None:
+        k = self.step_index
+        for track in self.tracks.values():
+            state = self.aggregates[track.key].state if track.key in self.aggregates else None
+            members = getattr(state, "members", {})
+            active = pending = 0
+            for m in members.values():
+                if m.is_active:
+                    active += 1
+                elif m.is_pending:
+                    pending += 1
+            need = 0
+            for metric, model, series in track.loads:
+                threshold = track.thresholds.get(metric)
+                if threshold:
+                    need = max(need, need_of(metric, model, series[k], threshold, track.min, track.max))
+            track.need.append(need)
+            track.demand.append(max(track.min, need))
+            track.supply.append(active)
+            track.pending.append(pending)
+            track.terminating.append(len(members) - active - pending)
+
+    def run(self, progress: Callable[[int, int], None] | None = None) -> RunResult:
+        setup, p = self.setup, self.setup.platform
+        self._define_and_deploy()
+        next_timer, next_reconcile = p.timer_seconds, p.reconcile_seconds
+        total = setup.steps
+        for k in range(total):
+            t = k * setup.step
+            while self.timers and self.timers[0][0] <= t:
+                when, _, action, args = heapq.heappop(self.timers)
+                self.t = max(self.t, when)
+                action(*args)
+                self.drain()
+            self.t, self.step_index = t, k
+            self._sample()
+            self._hop()
+            if t >= next_timer:
+                self._timers()
+                while next_timer <= t:
+                    next_timer += p.timer_seconds
+            if t >= next_reconcile:
+                self._reconcile()
+                while next_reconcile <= t:
+                    next_reconcile += p.reconcile_seconds
+            self.drain()
+            self._record()
+            if progress is not None and (k % 240 == 0 or k == total - 1):
+                progress(k + 1, total)
+        return RunResult(self.policy, setup, self.tracks, self.commands, dict(sorted(self.rejected.items())),
+                         self.dead_letters, self.log)
+
+
+def run_policies(setups: Iterable[tuple[str, SimulationSetup]],
+                 progress: Callable[[str, int, int], None] | None = None) -> list[RunResult]:
+    """Each (policy name, setup) run on its own, in order."""
+    results = []
+    for name, setup in setups:
+        report = (lambda done, total, name=name: progress(name, done, total)) if progress else None
+        results.append(Simulation(setup, policy=name).run(report))
+    return results
