@@ -17,6 +17,7 @@ app = typer.Typer(help="Stratos-ES: a PaaS control plane on an event log.", no_a
                   pretty_exceptions_enable=False)
 schemas_app = typer.Typer(help="JSON Schemas of every topic record.")
 app.add_typer(schemas_app, name="schemas")
+app.command("simulate")(__import__("infra.simulation.cli", fromlist=["simulate"]).simulate)
 console = Console()
 
 

@@ -173,6 +173,18 @@ class ClusterTrack:
     spawned: int = 0
     terminated: int = 0
 
+    def record(self, need: int, active: int, pending: int, terminating: int) -> None:
+        self.need.append(need)
+        self.demand.append(max(self.min, need))
+        self.supply.append(active)
+        self.pending.append(pending)
+        self.terminating.append(terminating)
+
+    def figures(self, step: float) -> dict:
+        billed = [s + p + x for s, p, x in zip(self.supply, self.pending, self.terminating)]
+        return elasticity.figures(list(self.demand), list(self.supply), list(self.need), billed, step,
+                                  self.scaling_actions, cap=self.max)
+
 
 @dataclass
 class RunResult:
@@ -186,14 +198,8 @@ class RunResult:
     log: list[EventRecord] | None
     """Every event in order, when kept (tests read it like the live log)."""
 
-    def times(self) -> list[float]:
-        return [k * self.setup.step for k in range(self.setup.steps)]
-
     def figures(self) -> dict[str, dict]:
-        return {cid: elasticity.figures(list(t.demand), list(t.supply), list(t.need),
-                                        [s + p + x for s, p, x in zip(t.supply, t.pending, t.terminating)],
-                                        self.setup.step, t.scaling_actions, cap=t.max)
-                for cid, t in self.clusters.items()}
+        return {t.cluster_id: t.figures(self.setup.step) for t in self.clusters.values()}
 
 
 def need_of(metric: str, model: str, value: float, threshold: float, min_count: int, max_count: int) -> int:
@@ -544,11 +550,7 @@ class Simulation:
                 threshold = track.thresholds.get(metric)
                 if threshold:
                     need = max(need, need_of(metric, model, series[k], threshold, track.min, track.max))
-            track.need.append(need)
-            track.demand.append(max(track.min, need))
-            track.supply.append(active)
-            track.pending.append(pending)
-            track.terminating.append(len(members) - active - pending)
+            track.record(need, active, pending, len(members) - active - pending)
 
     def run(self, progress: Callable[[int, int], None] | None = None) -> RunResult:
         setup, p = self.setup, self.setup.platform
