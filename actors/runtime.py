@@ -16,7 +16,7 @@ from pydantic import BaseModel
 from thespian.actors import Actor, ActorExitRequest, WakeupMessage
 
 from actors import application, cluster, definitions
-from actors.base import Context, Rejection, State, evolve
+from actors.base import Context, Rejection, State, built, evolve
 from schemas import commands as C
 from schemas.base import redacted
 from schemas.envelope import Envelope
@@ -150,14 +150,14 @@ class Outcome:
 
 
 def _commit(tracked: Tracked, command: Envelope, ctx: Context, events: list, **outcome) -> LogRecord:
-    return LogRecord.model_construct(  # built from validated parts: no re-validation
+    return built(LogRecord, dict(  # built from validated parts: no re-validation
         schema_version=1, id=ctx.new_id(), type="Commit", aggregate_id=command.aggregate_id,
         aggregate_seq=tracked.state.seq + (1 if events else 0), occurred_at=ctx.now,
         tenant=command.tenant, correlation_id=command.correlation_id or command.id,
         causation_id=command.id,
-        payload=Commit.model_construct(type="Commit", command_type=command.payload.type,  # type: ignore[attr-defined]
-                                       events=events, claim=ctx.claim, writer=ctx.writer,
-                                       **{"reason": None, "field": None, "code": None, **outcome}))
+        payload=built(Commit, {"type": "Commit", "command_type": command.payload.type,  # type: ignore[attr-defined]
+                               "events": events, "claim": ctx.claim, "writer": ctx.writer,
+                               "reason": None, "field": None, "code": None, **outcome})))
 
 
 def handle(tracked: Tracked, command: Envelope, ctx: Context) -> Outcome:

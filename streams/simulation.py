@@ -33,7 +33,7 @@ from typing import Callable, Iterable, Sequence
 
 from pydantic import BaseModel
 
-from actors.base import Context, Timeouts
+from actors.base import Context, Timeouts, built
 from actors.history import events_of
 from actors.iaas_plan import CLEANUP, DESTROY, DESTROY_LEFTOVER, START, agent_answer, cleanup_answer, iaas_work, node_expected
 from actors.reactions import react
@@ -238,6 +238,9 @@ class Simulation:
         self.dead_letters = 0
         self.log: list[EventRecord] | None = [] if keep_log else None
         self._ctx: Context | None = None
+        self._ctx_t = -1.0
+        self.nodes: dict[str, dict[str, Instance]] = {}
+        """cluster key -> its instances that have a node (what the IaaS holds)."""
         self.first_rejections: list[CommandRejected] = []
 
     # --- time -------------------------------------------------------------------------------
@@ -245,7 +248,8 @@ class Simulation:
         return EPOCH.timestamp() + (self.t if t is None else t)
 
     def ctx(self) -> Context:
-        if self._ctx is None or self._ctx.now != EPOCH + timedelta(seconds=self.t):
+        if self._ctx is None or self._ctx_t != self.t:
+            self._ctx_t = self.t
             self._ctx = Context(now=EPOCH + timedelta(seconds=self.t), new_id=self.new_id,
                                 timeouts=self.setup.platform.timeouts)
         return self._ctx
@@ -257,12 +261,12 @@ class Simulation:
     # --- delivery ---------------------------------------------------------------------------
     def send(self, target: str, command: BaseModel, record_id: str | None = None,
              causation: Envelope | None = None) -> None:
-        self.queue.append(CommandRecord.model_construct(
+        self.queue.append(built(CommandRecord, dict(
             schema_version=1, id=record_id or self.new_id(), type=command.type,  # type: ignore[attr-defined]
             aggregate_id=target, aggregate_seq=0, occurred_at=self.ctx().now,
             tenant=parse_aggregate_id(target).tenant,
             correlation_id=(causation.correlation_id or causation.id) if causation else None,
-            causation_id=causation.id if causation else None, payload=command))
+            causation_id=causation.id if causation else None, payload=command)))
 
     def drain(self) -> None:
         queue = self.queue
@@ -289,11 +293,11 @@ class Simulation:
             self.rejected[outcome.reply.command_type] = self.rejected.get(outcome.reply.command_type, 0) + 1
             if len(self.first_rejections) < 20:
                 self.first_rejections.append(outcome.reply)
-            self.queue.append(ReplyRecord.model_construct(  # the reactor reads replies too
+            self.queue.append(built(ReplyRecord, dict(  # the reactor reads replies too
                 schema_version=1, id=self.new_id(), type=outcome.reply.type, aggregate_id=key,
                 aggregate_seq=0, occurred_at=self.ctx().now, tenant=record.tenant,
                 correlation_id=record.correlation_id or record.id, causation_id=record.id,
-                payload=outcome.reply))
+                payload=outcome.reply)))
         if outcome.commit is None or not outcome.commit.payload.events:  # type: ignore[attr-defined]
             return
         if parse_aggregate_id(key).kind == "cluster":
@@ -350,6 +354,8 @@ class Simulation:
                 self.at(self.t + self.setup.instances.shutdown_delay, self._say, instance, *answer)
             else:
                 self._say(instance, *answer)
+        if isinstance(event, E.MemberTerminated):
+            self.instances.pop(member_id, None)
 
     def _note_decision(self, key: str, event: E.ScalingDecided) -> None:
         track = self.tracks.get(key)
@@ -369,13 +375,20 @@ class Simulation:
         elif action == CLEANUP:
             self.queue.append(InstanceCleanupMember(member_id=instance.member_id, cluster_id=instance.cluster_id))
         elif action == DESTROY:
-            instance.node = False
-            instance.agent_status = None
+            self._node(instance, False)
             self.send(instance.cluster_key, C.ReportNodeDestroyed(member_id=instance.member_id, reason=reason or ""),
                       record_id=f"{cause.id}.destroyed", causation=cause)
         elif action == DESTROY_LEFTOVER:
-            instance.node = False
+            self._node(instance, False)
+
+    def _node(self, instance: Instance, exists: bool) -> None:
+        instance.node = exists
+        nodes = self.nodes.setdefault(instance.cluster_key, {})
+        if exists:
+            nodes[instance.member_id] = instance
+        else:
             instance.agent_status = None
+            nodes.pop(instance.member_id, None)
 
     def _start(self, instance: Instance, cause: EventRecord, attempt: int) -> None:
         """One node start (infra.cloud.start_node): fails with the scenario's rate, retried
@@ -392,7 +405,7 @@ class Simulation:
             if not final:
                 self.at(self.t + p.retry_seconds * 2 ** (attempt - 1), self._start, instance, cause, attempt + 1)
             return
-        instance.node = True
+        self._node(instance, True)
         self.send(instance.cluster_key, C.ReportNodeCreated(member_id=instance.member_id, node_id=instance.member_id),
                   record_id=f"{cause.id}.created", causation=cause)
 
@@ -401,27 +414,28 @@ class Simulation:
         if not instance.node or instance.crashed:
             return
         instance.agent_status = agent_status
-        self.queue.append(InstanceStatusRecord.model_construct(
+        self.queue.append(built(InstanceStatusRecord, dict(
             schema_version=1, id=self.new_id(), type=status_type, aggregate_id=instance.cluster_key,
             aggregate_seq=0, occurred_at=self.ctx().now, tenant=parse_aggregate_id(instance.cluster_key).tenant,
             correlation_id=None, causation_id=None,
             payload=InstanceStatus(type=status_type, member_id=instance.member_id,  # type: ignore[arg-type]
                                    cluster_id=instance.cluster_id,
-                                   network_partition_id=instance.network_partition_id)))
+                                   network_partition_id=instance.network_partition_id))))
         rate = self.setup.instances.crash_rate_per_hour
         if agent_status == "Activated" and rate > 0:
             self.at(self.t + instance.rng.expovariate(rate / 3600.0), self._crash, instance)
 
     def _cleanup(self, notice: BaseModel) -> None:
         targets = [self.instances.get(notice.member_id)] if isinstance(notice, InstanceCleanupMember) else \
-            [i for i in self.instances.values() if i.cluster_id == notice.cluster_id]  # type: ignore[attr-defined]
+            [i for nodes in self.nodes.values() for i in nodes.values() if i.cluster_id == notice.cluster_id]  # type: ignore[attr-defined]
         for instance in targets:
             if instance is not None and (answer := cleanup_answer(instance.agent_status)):
                 self._say(instance, *answer)
 
     def _crash(self, instance: Instance) -> None:
         if instance.node and not instance.crashed:
-            instance.crashed, instance.node, instance.agent_status = True, False, None
+            instance.crashed = True
+            self._node(instance, False)
 
     def _reconcile(self) -> None:
         """The cloud controller's reconciler: members whose node must exist but vanished."""
@@ -439,32 +453,31 @@ class Simulation:
         for track in self.tracks.values():
             if not track.loads:
                 continue
-            serving = [i for i in self.instances.values()
-                       if i.cluster_key == track.key and i.agent_status == "Activated"]
+            serving = [i for i in self.nodes.get(track.key, {}).values() if i.agent_status == "Activated"]
             if not serving:
                 continue
             tenant = parse_aggregate_id(track.key).tenant
             for metric, model, series in track.loads:
                 value = series[k]
                 if metric == REQUESTS_IN_FLIGHT:
-                    self._ingest(track, tenant, HealthStat.model_construct(
+                    self._ingest(track, tenant, built(HealthStat, dict(
                         type="HealthStat", cluster_id=track.cluster_id, cluster_instance_id=None,
                         network_partition_id=serving[0].network_partition_id, member_id=None,
-                        metric=metric, value=value, timestamp=now))
+                        metric=metric, value=value, timestamp=now)))
                     continue
                 each = value / len(serving) if model == SHARED else value
                 if metric == MEMORY_CONSUMPTION:
                     each = min(each, 100.0)
                 for instance in serving:
-                    self._ingest(track, tenant, HealthStat.model_construct(
+                    self._ingest(track, tenant, built(HealthStat, dict(
                         type="HealthStat", cluster_id=track.cluster_id, cluster_instance_id=None,
                         network_partition_id=instance.network_partition_id, member_id=instance.member_id,
-                        metric=metric, value=each, timestamp=now))
+                        metric=metric, value=each, timestamp=now)))
 
     def _ingest(self, track: ClusterTrack, tenant: str, stat: HealthStat) -> None:
-        record = HealthRecord.model_construct(
+        record = built(HealthRecord, dict(
             schema_version=1, id=self.new_id(), type="HealthStat", aggregate_id=track.key, aggregate_seq=0,
-            occurred_at=self.ctx().now, tenant=tenant, correlation_id=None, causation_id=None, payload=stat)
+            occurred_at=self.ctx().now, tenant=tenant, correlation_id=None, causation_id=None, payload=stat))
         try:
             self.book.ingest(record, self.views, 0, self.t, self.epoch())
         except Rejected:
@@ -473,16 +486,16 @@ class Simulation:
     def _hop(self) -> None:
         hop_index = int(self.epoch() // self.setup.step)
         for decision in self.book.decide(self.views):
-            self.queue.append(CommandRecord.model_construct(
+            self.queue.append(built(CommandRecord, dict(
                 schema_version=1, id=decision.command_id(hop_index), type="ScaleCluster",
                 aggregate_id=decision.key, aggregate_seq=0, occurred_at=self.ctx().now,
                 tenant=decision.tenant, correlation_id=None, causation_id=decision.causation_id,
-                payload=decision.command))
+                payload=decision.command)))
         for fault in self.book.faults(self.views, self.t):
-            self.queue.append(HealthRecord.model_construct(
+            self.queue.append(built(HealthRecord, dict(
                 schema_version=1, id=self.new_id(), type="MemberFault", aggregate_id=fault.key,
                 aggregate_seq=0, occurred_at=self.ctx().now, tenant=fault.tenant,
-                correlation_id=None, causation_id=None, payload=fault.fault))
+                correlation_id=None, causation_id=None, payload=fault.fault)))
 
     def _timers(self) -> None:
         """The node's ticker: CheckTimeouts for aggregates with members in transition."""
