@@ -107,6 +107,48 @@ def in_service_per_partition(events) -> list[dict[str, int]]:
     return steps
 
 
+SINGLE_CLUSTER_COUNTS = [2, 5, 4, 3, 2]
+"""Stratos's single-cluster test, decision by decision: members in service after each decision
+that changed them (min rule 2, load 60 asks for 5, then load 10 takes it back to min 2 one
+member at a time). The simulator's run of examples/scenarios/stratos-single-cluster.yaml makes
+the same decisions (tests/test_simulation.py)."""
+
+
+def member_counts(events) -> list[int]:
+    """Members in service (spawned, not yet leaving) after each commit that changed them."""
+    serving: set[str] = set()
+    counts: list[int] = []
+    commit_of = [e.id.rsplit(".", 1)[0] for e in events]
+    for n, event in enumerate(events):
+        member = getattr(event.payload, "member_id", None)
+        if event.type == "MemberSpawnRequested":
+            serving.add(member)
+        elif event.type in LEAVING:
+            serving.discard(member)
+        last_of_commit = n + 1 == len(events) or commit_of[n + 1] != commit_of[n]
+        if last_of_commit and (not counts or counts[-1] != len(serving)) and (counts or serving):
+            counts.append(len(serving))
+    return counts
+
+
+def check_single_cluster_log(events) -> None:
+    """What Stratos's single-cluster test checks in the cluster's log (live and simulated)."""
+    steps = in_service_per_partition(events)
+    assert max(sum(s.values()) for s in steps) == 5
+    assert all(abs(s["partition-1"] - s["partition-2"]) <= 1 for s in steps), steps
+    assert steps[-1] == {"partition-1": 1, "partition-2": 1}
+    downs = [e.payload for e in events if e.type == "ScalingDecided" and e.payload.terminate]
+    assert [d.terminate for d in downs] == [1, 1, 1]
+    assert all(d.reason == "ScaleDown" for d in downs)
+    # every scale-down waited for the 4th request in a row
+    pending = [e.payload.scale_down_requests for e in events
+               if e.type == "ScalingDecided" and e.payload.reason == "ScaleDownPending"]
+    assert pending.count(3) >= 3
+    leaving = [e.payload for e in events if e.type == "MemberTerminationRequested"]
+    assert len(leaving) == 3 and all(m.graceful for m in leaving)
+    assert member_counts(events) == SINGLE_CLUSTER_COUNTS
+
+
 def active(settings) -> set[str]:
     members: set[str] = set()
     for event in cluster_events(settings, "MemberActivated", *LEAVING):
@@ -138,20 +180,7 @@ def test_single_cluster_scales_above_min_then_down_one_at_a_time_balanced(loop_s
                len(cluster_events(loop_settings, "MemberTerminated")) == 3, timeout=45,
                message="back to 2 members, 3 terminated")
 
-    events = cluster_events(loop_settings)
-    steps = in_service_per_partition(events)
-    assert max(sum(s.values()) for s in steps) == 5
-    assert all(abs(s["partition-1"] - s["partition-2"]) <= 1 for s in steps), steps
-    assert steps[-1] == {"partition-1": 1, "partition-2": 1}
-    downs = [e.payload for e in events if e.type == "ScalingDecided" and e.payload.terminate]
-    assert [d.terminate for d in downs] == [1, 1, 1]
-    assert all(d.reason == "ScaleDown" for d in downs)
-    # every scale-down waited for the 4th request in a row
-    pending = [e.payload.scale_down_requests for e in events
-               if e.type == "ScalingDecided" and e.payload.reason == "ScaleDownPending"]
-    assert pending.count(3) >= 3
-    leaving = [e.payload for e in events if e.type == "MemberTerminationRequested"]
-    assert len(leaving) == 3 and all(m.graceful for m in leaving)
+    check_single_cluster_log(cluster_events(loop_settings))
     assert len(platform.cloud.all()) == 2  # the IaaS holds exactly the members left
 
 

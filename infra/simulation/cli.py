@@ -101,7 +101,7 @@ def simulate(
         else:
             doc, wall = run_simulated(scenario, policy, out, as_json, console)
     except ScenarioFileError as exc:
-        console.print(f"error: {exc}", style="red", highlight=False, markup=False)
+        console.print(f"error: {exc}", style="red", highlight=False, markup=False, soft_wrap=True)
         raise typer.Exit(2)
     simulated = scenario.setup.duration * len(doc["policies"])
     answer = {"out": str(out), "report": str(out / "report.html"), "metrics": str(out / "metrics.json"),

@@ -340,7 +340,8 @@ def load_scenario(path: Path, seed: int | None = None) -> Scenario:
         for n, entry in enumerate(getattr(model.definitions, section)):
             at = ("definitions", section, n)
             where = _where(source, lines, at)
-            body = _read_json(base / entry, where) if isinstance(entry, str) else entry
+            field = ".".join(map(str, at))
+            body = _read_json(base / entry, f"{where}: {field}") if isinstance(entry, str) else entry
             try:
                 DEFINITION_KINDS[kind].model_validate(body)
             except ValidationError as exc:
@@ -348,10 +349,10 @@ def load_scenario(path: Path, seed: int | None = None) -> Scenario:
                                   for e in exc.errors(include_url=False)[:3])
                 if isinstance(entry, dict):
                     raise ScenarioFileError(_validation_message(exc, source, lines, at)) from None
-                raise ScenarioFileError(f"{where}: {'.'.join(map(str, at))} ({entry}): {inner}") from None
+                raise ScenarioFileError(f"{where}: {field} ({entry}): {inner}") from None
             definitions.append((kind, body))
     loads = tuple(LoadSpec(load.cluster, load.metric, load.model,
-                           _shapes(load, base, _where(source, lines, ("load", n))))
+                           _shapes(load, base, f"{_where(source, lines, ('load', n, 'trace'))}: load.{n}.trace"))
                   for n, load in enumerate(model.load))
     p = model.platform
     setup = SimulationSetup(
