@@ -180,6 +180,22 @@ class ClusterTrack:
         self.pending.append(pending)
         self.terminating.append(terminating)
 
+    def need_at(self, k: int) -> int:
+        """The fewest members the load of step ``k`` needs, over the metrics with a threshold."""
+        need = 0
+        for metric, model, series in self.loads:
+            threshold = self.thresholds.get(metric)
+            if threshold:
+                need = max(need, need_of(metric, model, series[k], threshold, self.min, self.max))
+        return need
+
+    def note(self, k: int, event: E.ScalingDecided) -> None:
+        word = event.reason + (f":+{event.spawn}" if event.spawn else "") + \
+            (f":-{event.terminate}" if event.terminate else "")
+        self.decisions.setdefault(k, []).append(word)
+        if event.spawn or event.terminate:
+            self.scaling_actions += 1
+
     def figures(self, step: float) -> dict:
         billed = [s + p + x for s, p, x in zip(self.supply, self.pending, self.terminating)]
         return elasticity.figures(list(self.demand), list(self.supply), list(self.need), billed, step,
@@ -200,6 +216,37 @@ class RunResult:
 
     def figures(self) -> dict[str, dict]:
         return {t.cluster_id: t.figures(self.setup.step) for t in self.clusters.values()}
+
+
+def attach_loads(setup: SimulationSetup, tracks: list[ClusterTrack]) -> None:
+    """Each load's series (seeded by the run's seed and the load's index, so a live run and a
+    simulation of one scenario see the same load) on the clusters it names."""
+    times = [k * setup.step for k in range(setup.steps)]
+    for n, load in enumerate(setup.loads):
+        matches = [t for t in tracks if load.cluster in (t.alias, t.cluster_id)]
+        if not matches:
+            known = ", ".join(sorted(t.alias for t in tracks)) or "none"
+            raise ScenarioError(("load", n, "cluster"), f"no cluster with alias or id {load.cluster!r} "
+                                f"(aliases: {known})")
+        ceiling = 100.0 if load.metric == MEMORY_CONSUMPTION and load.model == PER_MEMBER else math.inf
+        series = load_series(load.shapes, times, random.Random(f"{setup.seed}:load:{n}"), ceiling)
+        for track in matches:
+            track.loads.append((load.metric, load.model, series))
+
+
+def sample_values(track: ClusterTrack, k: int, serving: int) -> list[tuple[str, float, bool]]:
+    """(metric, value, per member?) that the instances of a cluster report at step ``k`` with
+    ``serving`` Active members: requests in flight once per cluster (the load balancer's
+    figure), load and memory per member, a shared total divided among the members."""
+    out = []
+    for metric, model, series in track.loads:
+        value = series[k]
+        if metric == REQUESTS_IN_FLIGHT:
+            out.append((metric, value, False))
+            continue
+        each = value / serving if model == SHARED and serving else value
+        out.append((metric, min(each, 100.0) if metric == MEMORY_CONSUMPTION else each, True))
+    return out
 
 
 def need_of(metric: str, model: str, value: float, threshold: float, min_count: int, max_count: int) -> int:
@@ -361,11 +408,7 @@ class Simulation:
         track = self.tracks.get(key)
         if track is None:
             return
-        word = event.reason + (f":+{event.spawn}" if event.spawn else "") + \
-            (f":-{event.terminate}" if event.terminate else "")
-        track.decisions.setdefault(self.step_index, []).append(word)
-        if event.spawn or event.terminate:
-            track.scaling_actions += 1
+        track.note(self.step_index, event)
 
     # --- the IaaS and the agents (outside the platform: simulated) ----------------------------
     def _iaas(self, action: str, reason: str | None, instance: Instance, cause: EventRecord) -> None:
@@ -457,17 +500,13 @@ class Simulation:
             if not serving:
                 continue
             tenant = parse_aggregate_id(track.key).tenant
-            for metric, model, series in track.loads:
-                value = series[k]
-                if metric == REQUESTS_IN_FLIGHT:
+            for metric, each, per_member in sample_values(track, k, len(serving)):
+                if not per_member:
                     self._ingest(track, tenant, built(HealthStat, dict(
                         type="HealthStat", cluster_id=track.cluster_id, cluster_instance_id=None,
                         network_partition_id=serving[0].network_partition_id, member_id=None,
-                        metric=metric, value=value, timestamp=now)))
+                        metric=metric, value=each, timestamp=now)))
                     continue
-                each = value / len(serving) if model == SHARED else value
-                if metric == MEMORY_CONSUMPTION:
-                    each = min(each, 100.0)
                 for instance in serving:
                     self._ingest(track, tenant, built(HealthStat, dict(
                         type="HealthStat", cluster_id=track.cluster_id, cluster_instance_id=None,
@@ -535,17 +574,7 @@ class Simulation:
             raise ScenarioError((where,), f"{first.command_type} rejected: {first.reason}")
 
     def _attach_loads(self) -> None:
-        times = [k * self.setup.step for k in range(self.setup.steps)]
-        for n, load in enumerate(self.setup.loads):
-            matches = [t for t in self.tracks.values() if load.cluster in (t.alias, t.cluster_id)]
-            if not matches:
-                known = ", ".join(sorted(t.alias for t in self.tracks.values())) or "none"
-                raise ScenarioError(("load", n, "cluster"), f"no cluster with alias or id {load.cluster!r} "
-                                    f"(aliases: {known})")
-            ceiling = 100.0 if load.metric == MEMORY_CONSUMPTION and load.model == PER_MEMBER else math.inf
-            series = load_series(load.shapes, times, random.Random(f"{self.setup.seed}:load:{n}"), ceiling)
-            for track in matches:
-                track.loads.append((load.metric, load.model, series))
+        attach_loads(self.setup, list(self.tracks.values()))
 
     def _record(self) -> None:
         k = self.step_index
@@ -558,12 +587,7 @@ class Simulation:
                     active += 1
                 elif m.is_pending:
                     pending += 1
-            need = 0
-            for metric, model, series in track.loads:
-                threshold = track.thresholds.get(metric)
-                if threshold:
-                    need = max(need, need_of(metric, model, series[k], threshold, track.min, track.max))
-            track.record(need, active, pending, len(members) - active - pending)
+            track.record(track.need_at(k), active, pending, len(members) - active - pending)
 
     def run(self, progress: Callable[[int, int], None] | None = None) -> RunResult:
         setup, p = self.setup, self.setup.platform

@@ -83,6 +83,8 @@ def simulate(
     live: bool = typer.Option(False, "--live", help="drive a running platform instead of simulating"),
     bootstrap: str | None = typer.Option(None, "--bootstrap", help="live: Kafka bootstrap (default STRATOS_KAFKA_BOOTSTRAP)"),
     speed: float = typer.Option(1.0, "--speed", min=0.01, help="live: scenario seconds per wall second"),
+    mock_api: str | None = typer.Option(None, "--mock-api", help="live: the mock IaaS URL (e.g. http://127.0.0.1:9444): "
+                                        "silence its patterns for the scenario's cartridges, play crashes"),
     as_json: bool = typer.Option(False, "--json", help="print the summary as JSON"),
 ) -> None:
     """Run a load scenario through the platform's own scaling code, on simulated time (or
@@ -96,7 +98,8 @@ def simulate(
             from infra.simulation.live import run_live
 
             started = time.perf_counter()
-            doc = run_live(scenario, policy[0] if policy else None, out, bootstrap, speed, console, quiet=as_json)
+            doc = run_live(scenario, policy[0] if policy else None, out, bootstrap, speed, console, quiet=as_json,
+                           mock_api=mock_api)
             wall = time.perf_counter() - started
         else:
             doc, wall = run_simulated(scenario, policy, out, as_json, console)
