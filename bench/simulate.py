@@ -94,6 +94,8 @@ def main() -> None:
           f"{result.commands:,} commands handled, mean {members:.0f} Active members")
     print(f"  aim {AIM_SECONDS:g} s for 1,000 clusters x 24 h -> {aim_rate:,.0f}x real time here; "
           f"ratio to the aim: {rate / aim_rate:.3f}")
+    projected = 1000 * 86400 / (simulated / wall)
+    print(f"  at this rate 1,000 clusters x 24 h take {projected:,.0f} s (aim {AIM_SECONDS:g} s)")
     print(f"  peak RSS {rss_mb:.0f} MB")
     print(f"profile of {args.profile_clusters} clusters x {args.profile_hours:g} h (cumulative share of the run):")
     for label, seconds in sorted(parts.items(), key=lambda kv: -kv[1]):
@@ -101,7 +103,7 @@ def main() -> None:
     print(json.dumps({"bench": "simulate", "clusters": args.clusters, "hours": args.hours, "step_s": args.step,
                       "wall_s": round(wall, 2), "sim_seconds_per_wall_second": round(rate, 1),
                       "cluster_seconds_per_wall_second": round(simulated / wall),
-                      "ratio_to_aim": round(rate / aim_rate, 4), "commands": result.commands,
+                      "ratio_to_aim": round(rate / aim_rate, 4), "projected_1000x24h_s": round(projected), "commands": result.commands,
                       "peak_rss_mb": round(rss_mb), "profile_share": {k: round(v / total, 3) for k, v in parts.items()}}))
 
 

@@ -160,7 +160,7 @@ class ClusterTrack:
     min: int
     max: int
     thresholds: dict[str, float]
-    loads: list[tuple[str, str, list[float]]] = field(default_factory=list)
+    loads: list[tuple[str, str, Sequence[float]]] = field(default_factory=list)
     """(metric, model, value at every step)."""
     demand: array = field(default_factory=lambda: array("i"))
     need: array = field(default_factory=lambda: array("i"))
@@ -229,7 +229,7 @@ def attach_loads(setup: SimulationSetup, tracks: list[ClusterTrack]) -> None:
             raise ScenarioError(("load", n, "cluster"), f"no cluster with alias or id {load.cluster!r} "
                                 f"(aliases: {known})")
         ceiling = 100.0 if load.metric == MEMORY_CONSUMPTION and load.model == PER_MEMBER else math.inf
-        series = load_series(load.shapes, times, random.Random(f"{setup.seed}:load:{n}"), ceiling)
+        series = array("d", load_series(load.shapes, times, random.Random(f"{setup.seed}:load:{n}"), ceiling))
         for track in matches:
             track.loads.append((load.metric, load.model, series))
 

@@ -80,41 +80,42 @@ def _shown(run: PolicyRun) -> list[ClusterTrack]:
     return [run.clusters[c] for c in sorted(run.clusters)][:PLOTTED_CLUSTERS]
 
 
-def plot_load(run: PolicyRun, step: float) -> bytes:
+def _per_cluster(run: PolicyRun, step: float, title: str, ylabel: str, draw) -> bytes:
+    """One panel per shown cluster, minutes on the x axis; ``draw(ax, cluster, minutes)``."""
     shown = _shown(run)
     fig, axes = plt.subplots(len(shown), 1, figsize=(10, 2.6 * len(shown)), squeeze=False, sharex=True)
     for ax, c in zip(axes[:, 0], shown):
-        minutes = [k * step / 60 for k in range(len(c.supply))]
-        for metric, model, values in c.loads:
-            line, = ax.plot(minutes, values[:len(minutes)], lw=1, label=f"{metric} ({model})")
-            if metric in c.thresholds:
-                ax.axhline(c.thresholds[metric], ls="--", lw=0.8, color=line.get_color(),
-                           label=f"{metric} threshold")
+        draw(ax, c, [k * step / 60 for k in range(len(c.supply))])
         ax.set_title(c.cluster_id, fontsize=9)
-        ax.set_ylabel("value")
-        ax.legend(fontsize=7, loc="upper right")
+        ax.set_ylabel(ylabel)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=7, loc="upper right")
     axes[-1, 0].set_xlabel("minutes")
-    fig.suptitle(f"load and thresholds: {run.name}")
+    fig.suptitle(f"{title}: {run.name}")
     fig.tight_layout()
     return _png(fig)
+
+
+def _draw_load(ax, c: ClusterTrack, minutes: list[float]) -> None:
+    for metric, model, values in c.loads:
+        line, = ax.plot(minutes, values[:len(minutes)], lw=1, label=f"{metric} ({model})")
+        if metric in c.thresholds:
+            ax.axhline(c.thresholds[metric], ls="--", lw=0.8, color=line.get_color(), label=f"{metric} threshold")
+
+
+def _draw_members(ax, c: ClusterTrack, minutes: list[float]) -> None:
+    ax.stackplot(minutes, c.supply, c.pending, c.terminating, step="post",
+                 labels=["Active (supply)", "pending", "terminating"],
+                 colors=["#4c9f70", "#f2c14e", "#d1495b"], alpha=0.8)
+    ax.step(minutes, c.demand, where="post", color="black", lw=1.2, label="demand")
+
+
+def plot_load(run: PolicyRun, step: float) -> bytes:
+    return _per_cluster(run, step, "load and thresholds", "value", _draw_load)
 
 
 def plot_members(run: PolicyRun, step: float) -> bytes:
-    shown = _shown(run)
-    fig, axes = plt.subplots(len(shown), 1, figsize=(10, 2.6 * len(shown)), squeeze=False, sharex=True)
-    for ax, c in zip(axes[:, 0], shown):
-        minutes = [k * step / 60 for k in range(len(c.supply))]
-        ax.stackplot(minutes, c.supply, c.pending, c.terminating, step="post",
-                     labels=["Active (supply)", "pending", "terminating"],
-                     colors=["#4c9f70", "#f2c14e", "#d1495b"], alpha=0.8)
-        ax.step(minutes, c.demand, where="post", color="black", lw=1.2, label="demand")
-        ax.set_title(c.cluster_id, fontsize=9)
-        ax.set_ylabel("members")
-        ax.legend(fontsize=7, loc="upper right")
-    axes[-1, 0].set_xlabel("minutes")
-    fig.suptitle(f"members by status: {run.name}")
-    fig.tight_layout()
-    return _png(fig)
+    return _per_cluster(run, step, "members by status", "members", _draw_members)
 
 
 def plot_decisions(run: PolicyRun, step: float) -> bytes:
