@@ -35,7 +35,9 @@ from pydantic import BaseModel
 
 from actors.base import Context, Timeouts, built
 from actors.history import events_of
-from actors.iaas_plan import CLEANUP, DESTROY, DESTROY_LEFTOVER, START, agent_answer, cleanup_answer, iaas_work, node_expected
+from actors.iaas_plan import (
+    CLEANUP, DESTROY, DESTROY_LEFTOVER, START, agent_answer, cleanup_answer, iaas_work, node_expected,
+)
 from actors.reactions import react
 from actors.runtime import Tracked, handle, needs_timer, timeouts_command_id
 from schemas import commands as C
@@ -44,12 +46,14 @@ from schemas.definitions import DEFINITION_KINDS
 from schemas.envelope import SUPER_TENANT, Envelope
 from schemas.ids import aggregate_id, parse_aggregate_id
 from schemas.records import CommandRecord, EventRecord, HealthRecord, InstanceStatusRecord, ReplyRecord
-from schemas.status import ArtifactUpdated, CommandRejected, HealthStat, InstanceCleanupCluster, InstanceCleanupMember, InstanceStatus, MemberFault
+from schemas.status import (
+    ArtifactUpdated, CommandRejected, HealthStat, InstanceCleanupCluster, InstanceCleanupMember, InstanceStatus,
+)
 from streams import elasticity
 from streams.health_state import ClusterView, HealthBook, Rejected, cluster_key, view_of
 from streams.load_shapes import Shape, load_series
 from streams.scaling_rules import (
-    LOAD_AVERAGE, MEMORY_CONSUMPTION, REQUESTS_IN_FLIGHT, required_by_load, required_by_memory,
+    MEMORY_CONSUMPTION, REQUESTS_IN_FLIGHT, required_by_load, required_by_memory,
     required_by_requests_in_flight,
 )
 
@@ -546,17 +550,20 @@ class Simulation:
     # --- the run ----------------------------------------------------------------------------
     def _define_and_deploy(self) -> None:
         tenant = self.setup.tenant
-        for kind, body in self.setup.definitions:
+        for n, (kind, body) in enumerate(self.setup.definitions):
             model = DEFINITION_KINDS[kind].model_validate(body)
             command = getattr(C, f"Add{kind[0].upper()}{kind[1:]}")(definition=model)
-            self.send(aggregate_id(tenant, kind, model.definition_id), command)
-        self.drain()
-        self._check_start("definitions")
-        for app_id, policy_id in self.setup.deploy:
+            self.send(aggregate_id(tenant, kind, model.definition_id), command, record_id=f"definitions.{n}")
+        for n, (app_id, policy_id) in enumerate(self.setup.deploy):
             self.send(aggregate_id(tenant, "application", app_id),
-                      C.DeployApplication(application_policy_id=policy_id))
+                      C.DeployApplication(application_policy_id=policy_id), record_id=f"deploy.{n}")
         self.drain()
-        self._check_start("deploy")
+        if self.first_rejections:
+            first = self.first_rejections[0]
+            where = first.command_id.split(".") if first.command_id.startswith(("definitions.", "deploy.")) \
+                else ["deploy"]
+            raise ScenarioError([int(p) if p.isdigit() else p for p in where],
+                                f"{first.command_type} rejected: {first.reason}")
         for n, (app_id, _) in enumerate(self.setup.deploy):
             app = self.aggregates[aggregate_id(tenant, "application", app_id)].state
             for spec in app.clusters.values():  # type: ignore[attr-defined]
@@ -567,11 +574,6 @@ class Simulation:
                 raise ScenarioError(("deploy", n), f"application {app_id!r} was not deployed "
                                     f"(status {app.status.value})")  # type: ignore[attr-defined]
         self._attach_loads()
-
-    def _check_start(self, where: str) -> None:
-        if self.first_rejections:
-            first = self.first_rejections[0]
-            raise ScenarioError((where,), f"{first.command_type} rejected: {first.reason}")
 
     def _attach_loads(self) -> None:
         attach_loads(self.setup, list(self.tracks.values()))

@@ -154,7 +154,11 @@ GOOD = (SCENARIOS / "flash-crowd.yaml").read_text()
     ("    model: shared", "    model: shared\n    shape: square", ":25: load.0.shape: Extra inputs are not permitted"),
     ("  - cluster: web", "  - cluster: nosuch", ":22: load.0.cluster: no cluster with alias or id 'nosuch'"),
     ("[../definitions/php.json]", "[../definitions/missing.json]", ":10: definitions.cartridges.0: file"),
-], ids=["bad-number", "bad-duration", "unknown-field", "unknown-cluster", "missing-file"])
+    ("[../definitions/deployment-policy-large.json]",
+     "[../definitions/deployment-policy-large.json, ../definitions/deployment-policy-large.json]",
+     ":12: definitions.deploymentPolicies.1: AddDeploymentPolicy rejected: deploymentPolicy "
+     "'deployment-policy-large' already exists"),
+], ids=["bad-number", "bad-duration", "unknown-field", "unknown-cluster", "missing-file", "rejected-definition"])
 def test_malformed_scenario_error_names_its_line_and_field(tmp_path, old, new, expected):
     assert old in GOOD
     path = _scenario(tmp_path, GOOD.replace(old, new))

@@ -300,8 +300,11 @@ def _shapes(load: LoadModel, base: Path, where: str) -> tuple[shapes.Shape, ...]
 class Scenario:
     """A checked scenario file: its model, the engine's setup, and where each field is."""
 
-    def __init__(self, source: str, model: ScenarioModel, setup: SimulationSetup, lines: dict[tuple, int]) -> None:
+    def __init__(self, source: str, model: ScenarioModel, setup: SimulationSetup, lines: dict[tuple, int],
+                 definition_paths: list[tuple] | None = None) -> None:
         self.source, self.model, self.setup, self.lines = source, model, setup, lines
+        self.definition_paths = definition_paths or []
+        """The YAML path of each of ``setup.definitions``."""
 
     @property
     def name(self) -> str:
@@ -309,8 +312,12 @@ class Scenario:
 
     def error(self, exc: ScenarioError) -> ScenarioFileError:
         """The engine's complaint about a field, with the line it is on."""
-        field = ".".join(str(p) for p in exc.path)
-        return ScenarioFileError(f"{_where(self.source, self.lines, exc.path)}: {field}: {exc.message}")
+        path = exc.path
+        if len(path) == 2 and path[0] == "definitions" and isinstance(path[1], int) \
+                and path[1] < len(self.definition_paths):
+            path = self.definition_paths[path[1]]
+        field = ".".join(str(p) for p in path)
+        return ScenarioFileError(f"{_where(self.source, self.lines, path)}: {field}: {exc.message}")
 
     def with_policy(self, body: dict) -> SimulationSetup:
         """This scenario with every autoscaling policy replaced by ``body`` (keeping each id):
@@ -336,6 +343,7 @@ def load_scenario(path: Path, seed: int | None = None) -> Scenario:
         raise ScenarioFileError(_validation_message(exc, source, lines)) from None
     base = path.parent
     definitions: list[tuple[str, dict]] = []
+    paths: list[tuple] = []
     for section, kind in DEFINITION_SECTIONS.items():
         for n, entry in enumerate(getattr(model.definitions, section)):
             at = ("definitions", section, n)
@@ -351,6 +359,7 @@ def load_scenario(path: Path, seed: int | None = None) -> Scenario:
                     raise ScenarioFileError(_validation_message(exc, source, lines, at)) from None
                 raise ScenarioFileError(f"{where}: {field} ({entry}): {inner}") from None
             definitions.append((kind, body))
+            paths.append(at)
     loads = tuple(LoadSpec(load.cluster, load.metric, load.model,
                            _shapes(load, base, f"{_where(source, lines, ('load', n, 'trace'))}: load.{n}.trace"))
                   for n, load in enumerate(model.load))
@@ -365,7 +374,7 @@ def load_scenario(path: Path, seed: int | None = None) -> Scenario:
             timer_seconds=p.timer, reconcile_seconds=p.reconcile, start_attempts=p.start_attempts,
             retry_seconds=p.retry, timeouts=Timeouts(p.pending_timeout, p.termination_timeout,
                                                      p.obsolete_timeout, p.start_attempts)))
-    return Scenario(source, model, setup, lines)
+    return Scenario(source, model, setup, lines, paths)
 
 
 def load_policy(path: Path) -> dict:
