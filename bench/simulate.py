@@ -81,15 +81,17 @@ def main() -> None:
 
     setup = setup_for(args.clusters, args.hours, args.step)
     simulation = Simulation(setup)
-    started = time.perf_counter()
+    started, cpu_started = time.perf_counter(), time.process_time()
     result = simulation.run()
-    wall = time.perf_counter() - started
+    wall, cpu = time.perf_counter() - started, time.process_time() - cpu_started
     simulated = setup.duration * args.clusters
     rate = setup.duration / wall
     rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     members = sum(sum(t.supply) for t in result.clusters.values()) / max(setup.steps, 1)
     aim_rate = setup.duration / (AIM_SECONDS * args.clusters / 1000 * args.hours / 24) if args.hours else 0
-    print(f"{args.clusters} clusters, {args.hours:g} simulated hours at {args.step:g} s steps: {wall:.1f} s wall")
+    print(f"{args.clusters} clusters, {args.hours:g} simulated hours at {args.step:g} s steps: {wall:.1f} s wall, "
+          f"{cpu:.1f} s CPU ({1e6 * cpu / (args.clusters * setup.steps):.0f} µs CPU per cluster-step; "
+          f"the machine is shared, CPU time is the steadier figure)")
     print(f"  {rate:,.0f} simulated seconds per wall second ({simulated / wall:,.0f} cluster-seconds/s); "
           f"{result.commands:,} commands handled, mean {members:.0f} Active members")
     print(f"  aim {AIM_SECONDS:g} s for 1,000 clusters x 24 h -> {aim_rate:,.0f}x real time here; "
@@ -101,7 +103,8 @@ def main() -> None:
     for label, seconds in sorted(parts.items(), key=lambda kv: -kv[1]):
         print(f"  {seconds / total:6.1%}  {label}")
     print(json.dumps({"bench": "simulate", "clusters": args.clusters, "hours": args.hours, "step_s": args.step,
-                      "wall_s": round(wall, 2), "sim_seconds_per_wall_second": round(rate, 1),
+                      "wall_s": round(wall, 2), "cpu_s": round(cpu, 2),
+                      "cpu_us_per_cluster_step": round(1e6 * cpu / (args.clusters * setup.steps)), "sim_seconds_per_wall_second": round(rate, 1),
                       "cluster_seconds_per_wall_second": round(simulated / wall),
                       "ratio_to_aim": round(rate / aim_rate, 4), "projected_1000x24h_s": round(projected), "commands": result.commands,
                       "peak_rss_mb": round(rss_mb), "profile_share": {k: round(v / total, 3) for k, v in parts.items()}}))
