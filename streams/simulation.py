@@ -400,11 +400,11 @@ class Simulation:
             if isinstance(event, E.MemberInitialized):
                 m = self.setup.instances
                 delay = max(0.0, m.startup_delay + instance.rng.uniform(-m.startup_jitter, m.startup_jitter))
-                self.at(self.t + delay, self._say, instance, *answer)
+                self.at(self.t + delay, self._say, instance, *answer, record.id)
             elif isinstance(event, E.MemberInMaintenance):
-                self.at(self.t + self.setup.instances.shutdown_delay, self._say, instance, *answer)
+                self.at(self.t + self.setup.instances.shutdown_delay, self._say, instance, *answer, record.id)
             else:
-                self._say(instance, *answer)
+                self._say(instance, *answer, record.id)
         if isinstance(event, E.MemberTerminated):
             self.instances.pop(member_id, None)
 
@@ -456,15 +456,15 @@ class Simulation:
         self.send(instance.cluster_key, C.ReportNodeCreated(member_id=instance.member_id, node_id=instance.member_id),
                   record_id=f"{cause.id}.created", causation=cause)
 
-    def _say(self, instance: Instance, status_type: str, agent_status: str) -> None:
-        """The agent publishes an instance status (infra.iaas.simulator._say)."""
+    def _say(self, instance: Instance, status_type: str, agent_status: str, cause: str | None = None) -> None:
+        """The agent publishes an instance status naming the record it answers (infra.iaas.simulator)."""
         if not instance.node or instance.crashed:
             return
         instance.agent_status = agent_status
         self.queue.append(built(InstanceStatusRecord, dict(
             schema_version=1, id=self.new_id(), type=status_type, aggregate_id=instance.cluster_key,
             aggregate_seq=0, occurred_at=self.ctx().now, tenant=parse_aggregate_id(instance.cluster_key).tenant,
-            correlation_id=None, causation_id=None,
+            correlation_id=None, causation_id=cause,
             payload=InstanceStatus(type=status_type, member_id=instance.member_id,  # type: ignore[arg-type]
                                    cluster_id=instance.cluster_id,
                                    network_partition_id=instance.network_partition_id))))
