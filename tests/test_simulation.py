@@ -237,3 +237,23 @@ def test_pareto_front_is_undominated_and_ranking_is_a_total_order(points):
         assert any(el.dominates(totals[q], totals[p], el.PARETO_AXES) for q in front)
     order = el.ranking(totals)
     assert sorted(order) == sorted(totals) and set(order[:len(front)]) == set(front)
+
+
+def test_start_failures_and_crashes_go_through_the_platforms_own_recovery():
+    """Nodes that fail to start are retried by the cloud controller's rule and given up after
+    3 attempts (the member is terminated, the scaling rules ask again); crashed nodes are
+    reported vanished by the reconciler and replaced. No command is rejected on the way."""
+    from dataclasses import replace
+
+    base = load_scenario(SCENARIOS / "flash-crowd.yaml").setup
+    setup = replace(base, duration=3600.0, instances=replace(base.instances, start_failure_rate=0.5,
+                                                            crash_rate_per_hour=1.0))
+    result = Simulation(setup, keep_log=True).run()
+    reasons = [e.payload.reason for e in result.log if e.type == "MemberTerminated"]
+    failed = [e.payload.attempt for e in result.log if e.type == "MemberStartFailed"]
+    assert failed and max(failed) == 3
+    assert any(r.startswith("start failed 3 times") for r in reasons)
+    assert "node vanished" in reasons
+    assert result.rejected == {}
+    (track,) = result.clusters.values()
+    assert max(track.supply) >= 10  # the flash crowd is still served
