@@ -83,6 +83,9 @@ def checkout(repo_url: str, workdir: Path, commit: str | None = None) -> str:
     return git("rev-parse", "HEAD")
 
 
+WORK_PATH = "/_stratos/work/"
+
+
 class MemberHandler(http.server.SimpleHTTPRequestHandler):
     """Serves the artifacts; every answer says which member gave it (`X-Stratos-Member`), so
     traffic through a load balancer can be attributed."""
@@ -93,6 +96,25 @@ class MemberHandler(http.server.SimpleHTTPRequestHandler):
         if self.member_id:
             self.send_header("X-Stratos-Member", self.member_id)
         super().end_headers()
+
+    def do_GET(self) -> None:  # noqa: N802 - the stdlib's name
+        """`/_stratos/work/<seconds>`: simulated work (at most 10 s), for load tests through a
+        load balancer; anything else is a file of the artifacts."""
+        if self.path.startswith(WORK_PATH):
+            try:
+                seconds = min(max(float(self.path[len(WORK_PATH):]), 0.0), 10.0)
+            except ValueError:
+                self.send_error(400, "work: seconds expected, e.g. /_stratos/work/0.5")
+                return
+            time.sleep(seconds)
+            body = f"{self.member_id} worked {seconds:g}s\n".encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "text/plain")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+            return
+        super().do_GET()
 
     def log_message(self, format: str, *args) -> None:  # noqa: A002 - the stdlib's name
         pass  # one line per request on stderr would swamp the instance's log under load

@@ -23,6 +23,7 @@ import subprocess
 import tempfile
 import threading
 import time
+from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -150,6 +151,8 @@ class Counters:
     stats_published: int = 0
     restarts: int = 0
     rejected: dict[str, str] = field(default_factory=dict)
+    log: deque[str] = field(default_factory=lambda: deque(maxlen=100))
+    """The last errors, newest last."""
 
 
 class LoadBalancer:
@@ -176,6 +179,8 @@ class LoadBalancer:
         self.stopping = threading.Event()
         self.ready = threading.Event()
         self.first_worker: int | None = None
+        self.actions: deque[tuple[str, str]] = deque(maxlen=500)
+        """What was done to HAProxy, in order: (add | drain | remove | reload, server or pid)."""
 
     # --- what it serves -------------------------------------------------------------------------
     def wanted(self, entries: dict[str, TopologyEntry]) -> dict[str, TopologyEntry]:
@@ -190,6 +195,7 @@ class LoadBalancer:
     def _error(self, message: str) -> None:
         self.counters.errors += 1
         self.counters.last_error = message
+        self.counters.log.append(message)
         log.error("%s", message)
 
     def candidate(self, entries: dict[str, TopologyEntry]) -> dict[str, TopologyEntry]:
@@ -243,6 +249,7 @@ class LoadBalancer:
             pid = self.haproxy.reload()
             self.counters.reloads += 1
             self.draining.clear()  # the new worker has only the file's servers
+            self.actions.append(("reload", str(pid)))
             log.info("haproxy reloaded: worker %d", pid)
         except HaproxyError as exc:
             self._error(str(exc))
@@ -261,6 +268,7 @@ class LoadBalancer:
                 new.backend(be).cluster_key if new.backend(be) else "", server.network_partition_id,  # type: ignore[union-attr]
                 time.monotonic() + self.settings.lb_drain_seconds)
             self.counters.runtime_changes += 1
+            self.actions.append(("drain", name))
             log.info("draining %s", name)
         for be, server in changes.add:
             name = f"{be}/{server.name}"
@@ -271,6 +279,7 @@ class LoadBalancer:
             runtime.command(sock, f"enable health {name}")
             runtime.command(sock, f"enable server {name}")
             self.counters.runtime_changes += 1
+            self.actions.append(("add", name))
             log.info("added %s at %s:%d", name, server.address, server.port)
 
     def _remove_now(self, backend: str, server: str) -> None:
@@ -278,6 +287,7 @@ class LoadBalancer:
         runtime.command(self.haproxy.admin, f"set server {name} state maint")
         runtime.command(self.haproxy.admin, f"shutdown sessions server {name}")
         runtime.command(self.haproxy.admin, f"del server {name}")
+        self.actions.append(("remove", name))
 
     def drain_step(self, rows: list[dict[str, str]] | None = None) -> None:
         """Servers whose sessions have ended (or whose deadline passed) leave for good."""
@@ -306,6 +316,7 @@ class LoadBalancer:
                     runtime.command(self.haproxy.admin, f"shutdown sessions server {name}")
                 runtime.command(self.haproxy.admin, f"del server {name}")
                 del self.draining[(be, server)]
+                self.actions.append(("remove", name))
                 log.info("removed %s%s", name, " (drain deadline passed)" if late else "")
             except HaproxyError as exc:  # idle connections not closed yet: next step
                 if now > state.deadline + 30:
