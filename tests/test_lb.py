@@ -223,17 +223,19 @@ def test_a_crashed_member_leaves_the_rotation_and_its_replacement_joins(platform
     replacement = wait_until(lambda: (now := platform.active() - members) and now, timeout=60,
                              message="a replacement Active member")
     (new,) = replacement
-    seen = wait_until(lambda: (c := members_answering(platform.url(), 12)) if new in c else None, timeout=20,
+    seen = wait_until(lambda: (c := members_answering(platform.url(), 12))[new] and c, timeout=20,
                       message="traffic to the replacement")
     assert victim not in seen
 
 
 def test_domain_mappings_route_by_host_header(platform):
     deploy(platform.client, application("lb-app2", [("php", "php2", 1, 1)]))
+    (member2,) = wait_until(lambda: platform.active(APP2), timeout=60, message="lb-app2's Active member")
     mapping = C.AddDomainMappings(tenant=T, mappings=DomainMappings(domainMappings=[
         {"cartridgeAlias": "php2", "domainName": "abc.com"}]))
-    assert isinstance(platform.client.call(aggregate_id(T, "application", "lb-app2"), mapping), CommandAccepted)
-    (member2,) = wait_until(lambda: platform.active(APP2), timeout=60, message="lb-app2's Active member")
+    app2 = aggregate_id(T, "application", "lb-app2")
+    wait_until(lambda: isinstance(platform.client.call(app2, mapping), CommandAccepted), timeout=20,
+               message="the mapping accepted once lb-app2 is deployed")
     wait_until(lambda: set(members_answering(platform.url(), 3, host="abc.com:80")) == {member2}, timeout=20,
                message="abc.com routed to lb-app2")
     plain = members_answering(platform.url(), 10)
