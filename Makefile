@@ -3,13 +3,17 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: install browser run test unit bench clean
+.PHONY: install browser haproxy run test unit bench clean
 
 install: $(VENV)/.installed
 
 # Debian's chromium, for the web console's tests in a real headless browser (root, as in CI)
 browser:
 	command -v chromium >/dev/null || (apt-get update -qq && apt-get install -y -qq chromium)
+
+# Debian's HAProxy (2.6: Runtime API `add server` / `del server`), for `stratos lb` and its tests
+haproxy:
+	command -v haproxy >/dev/null || (apt-get update -qq && apt-get install -y -qq haproxy)
 
 $(VENV)/.installed: setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -20,7 +24,7 @@ $(VENV)/.installed: setup.cfg pyproject.toml
 run: install
 	$(BIN)/stratos up
 
-test: install browser
+test: install browser haproxy
 	$(BIN)/python -m pytest -q
 
 unit: install

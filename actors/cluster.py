@@ -82,7 +82,7 @@ def _spawn(state: ClusterState, partition_ids: list[str] | tuple[str, ...], ctx:
         events.append(E.MemberSpawnRequested(
             member_id=f"{spec.alias}.{ctx.new_id()}", cluster_id=spec.cluster_id,
             application_id=spec.application_id, cartridge_type=spec.cartridge_type,
-            network_partition_id=part.network_partition_id, partition_id=pid,
+            category=spec.category, network_partition_id=part.network_partition_id, partition_id=pid,
             provider=part.provider, iaas=spec.iaas.get(part.provider, {}), ports=spec.ports,
             repo_url=spec.repo_url, reason=reason))
     return events
@@ -183,7 +183,8 @@ def decide(state: ClusterState, command: BaseModel, ctx: Context) -> list[BaseMo
     if isinstance(command, C.ReportNodeCreated):
         check_move(mid, member.status, S.INITIALIZED)
         return [E.MemberInitialized(member_id=mid, cluster_id=cid, node_id=command.node_id,
-                                    private_ip=command.private_ip, public_ip=command.public_ip)]
+                                    private_ip=command.private_ip, public_ip=command.public_ip,
+                                    ports=command.ports)]
     if isinstance(command, C.ReportNodeStartFailed):
         failed = E.MemberStartFailed(member_id=mid, cluster_id=cid, reason=command.reason,
                                      attempt=command.attempt)
@@ -346,7 +347,7 @@ def _apply_member(state: ClusterState, event: BaseModel, at: datetime | None) ->
     if isinstance(event, E.MemberInitialized):
         changed = evolve(member, {"status": S.INITIALIZED, "status_since": when,
                                             "node_id": event.node_id, "private_ip": event.private_ip,
-                                            "public_ip": event.public_ip})
+                                            "public_ip": event.public_ip, "ports": event.ports})
     elif isinstance(event, E.MemberStartFailed):
         changed = evolve(member, {"start_attempts": event.attempt})
     elif isinstance(event, E.MemberTerminationRequested):

@@ -49,6 +49,8 @@ class MemberState(BaseModel):
     node_id: str | None = None
     private_ip: str | None = None
     public_ip: str | None = None
+    ports: dict[str, int] = {}
+    """protocol -> the port the node listens on when it is not the cartridge's (process mode)."""
     created_at: datetime
     status_since: datetime
     termination_requested_at: datetime | None = None

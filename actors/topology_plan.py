@@ -132,7 +132,7 @@ def build_cluster_specs(application: dict, application_policy_id: str,
         cid = by_alias[alias]
         specs.append(ClusterSpec(
             cluster_id=cid, application_id=app_id, alias=alias, cartridge_type=cartridge["type"],
-            group_alias=group_alias, min=int(cartridge.get("cartridgeMin") or 1),
+            category=cartridge_def.get("category"), group_alias=group_alias, min=int(cartridge.get("cartridgeMin") or 1),
             max=max(int(cartridge.get("cartridgeMax") or 1), 1),
             autoscaling_policy_id=as_id, deployment_policy_id=dp_id,
             partition_algorithm=algorithm, partitions=partitions,

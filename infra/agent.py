@@ -18,6 +18,7 @@ import os
 import subprocess
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import psutil
@@ -82,23 +83,68 @@ def checkout(repo_url: str, workdir: Path, commit: str | None = None) -> str:
     return git("rev-parse", "HEAD")
 
 
-def serve_directory(directory: Path, port: int) -> http.server.ThreadingHTTPServer:
+WORK_PATH = "/_stratos/work/"
+
+
+class MemberHandler(http.server.SimpleHTTPRequestHandler):
+    """Serves the artifacts; every answer says which member gave it (`X-Stratos-Member`), so
+    traffic through a load balancer can be attributed."""
+
+    member_id = ""
+
+    def end_headers(self) -> None:
+        if self.member_id:
+            self.send_header("X-Stratos-Member", self.member_id)
+        super().end_headers()
+
+    def do_GET(self) -> None:  # noqa: N802 - the stdlib's name
+        """`/_stratos/work/<seconds>`: simulated work (at most 10 s), for load tests through a
+        load balancer; anything else is a file of the artifacts."""
+        if self.path.startswith(WORK_PATH):
+            try:
+                seconds = min(max(float(self.path[len(WORK_PATH):]), 0.0), 10.0)
+            except ValueError:
+                self.send_error(400, "work: seconds expected, e.g. /_stratos/work/0.5")
+                return
+            time.sleep(seconds)
+            body = f"{self.member_id} worked {seconds:g}s\n".encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "text/plain")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+            return
+        super().do_GET()
+
+    def log_message(self, format: str, *args) -> None:  # noqa: A002 - the stdlib's name
+        pass  # one line per request on stderr would swamp the instance's log under load
+
+
+class _Server(http.server.ThreadingHTTPServer):
+    request_queue_size = 128  # the stdlib's 5 refuses connections under a load balancer's bursts
+
+
+def serve_directory(directory: Path, port: int, member_id: str = "") -> http.server.ThreadingHTTPServer:
     """The instance's cartridge for http ports: the checked-out artifacts, on a loopback port."""
     directory.mkdir(parents=True, exist_ok=True)
-    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(directory))
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", port), handler)
+    handler = functools.partial(type("Handler", (MemberHandler,), {"member_id": member_id}),
+                                directory=str(directory))
+    server = _Server(("127.0.0.1", port), handler)
     threading.Thread(target=server.serve_forever, name="cartridge-http", daemon=True).start()
     return server
 
 
 class CartridgeAgent:
     def __init__(self, settings: Settings, payload: AgentPayload, workdir: Path,
-                 clean_hook: str | None = None, wait_initialized: bool = True) -> None:
+                 clean_hook: str | None = None, wait_initialized: bool = True,
+                 ready: Callable[[], bool] | None = None) -> None:
         self.settings = settings
         self.payload = payload
         self.workdir = workdir
         self.clean_hook = clean_hook
         self.wait_initialized = wait_initialized
+        self.ready = ready
+        """What else must hold before Activated (a load balancer's HAProxy serving)."""
         self.appender = Appender(settings)
         self.dead_letters = DeadLetters(self.appender)
         self.notices = assigned_consumer(settings, "instance-notifier", from_beginning=False)
@@ -153,7 +199,8 @@ class CartridgeAgent:
             events.close()
 
     def ports_answer(self) -> bool:
-        return all(port_is_open("127.0.0.1", port) for port in self.payload.ports)
+        return all(port_is_open("127.0.0.1", port) for port in self.payload.ports) and \
+            (self.ready is None or self.ready())
 
     # --- what it reacts to --------------------------------------------------------------------
     def on_notice(self, record) -> None:

@@ -9,6 +9,7 @@ from pathlib import Path
 import typer
 from rich.console import Console
 
+from infra.lb.cli import register as register_lb
 from infra.manager_cli import register as register_stratos_verbs
 from infra.replay_cli import register as register_replay
 from infra.settings import get_settings
@@ -119,13 +120,15 @@ def _require_bootstrap():
 def up(bootstrap: str = typer.Option(None, help="use this Kafka instead of the embedded broker"),
        api_port: int = typer.Option(9443, help="port of the REST API and console"),
        no_sample: bool = typer.Option(False, "--no-sample", help="start empty"),
-       state_dir: Path = typer.Option(Path("state"), help="where logs and the event archive go")) -> None:
+       state_dir: Path = typer.Option(Path("state"), help="where logs and the event archive go"),
+       process: bool = typer.Option(False, "--process", help="mock IaaS in process mode: every member "
+                                    "a real `stratos agent` with an HTTP server")) -> None:
     """Start the whole platform (embedded broker by default) until Ctrl-C."""
     from infra.platform import run_platform
 
     _logging()
     raise typer.Exit(run_platform(bootstrap=bootstrap, api_port=api_port, sample=not no_sample,
-                                  state_dir=state_dir, console=console))
+                                  state_dir=state_dir, console=console, process=process))
 
 
 @app.command()
@@ -184,6 +187,7 @@ def api(port: int = typer.Option(None, help="port; default STRATOS_API_PORT (944
 
 register_stratos_verbs(app)
 register_replay(app)
+register_lb(app)
 
 
 @app.command()
@@ -260,7 +264,9 @@ def agent(member_id: str = typer.Option(..., envvar="STRATOS_AGENT_MEMBER_ID"),
           workdir: Path = typer.Option(Path("app"), help="where the artifacts are checked out"),
           serve_http: int = typer.Option(None, help="serve the artifacts over HTTP on this loopback port"),
           clean_hook: str = typer.Option(None, help="shell command run on cleanup, before shutdown"),
-          wait_initialized: bool = typer.Option(True, help="say Started only once the member is Initialized")) -> None:
+          wait_initialized: bool = typer.Option(True, help="say Started only once the member is Initialized"),
+          load_balancer: str = typer.Option(None, help="a load-balancer cartridge: run `stratos lb` "
+                                                       "for this application's clusters")) -> None:
     """Run the cartridge agent of one instance (payload from options or STRATOS_AGENT_* variables)."""
     from pydantic import ValidationError
 
@@ -277,13 +283,22 @@ def agent(member_id: str = typer.Option(..., envvar="STRATOS_AGENT_MEMBER_ID"),
         console.print(f"[red]error:[/] {rejection_reason(exc)}")
         raise typer.Exit(2)
     if serve_http:
-        serve_directory(workdir, serve_http)
-    cartridge_agent = CartridgeAgent(settings, payload, workdir, clean_hook, wait_initialized)
+        serve_directory(workdir, serve_http, member_id)
+    balancer = ready = None
+    if load_balancer:
+        from infra.lb.cli import start_balancer_process
+
+        balancer, ready = start_balancer_process(load_balancer, workdir / "lb")
+    cartridge_agent = CartridgeAgent(settings, payload, workdir, clean_hook, wait_initialized, ready)
     signal.signal(signal.SIGTERM, lambda *_: cartridge_agent.stop())
     try:
         cartridge_agent.run()
     except KeyboardInterrupt:
         cartridge_agent.stop()
+    finally:
+        if balancer is not None:
+            balancer.terminate()
+            balancer.wait(20)
 
 
 def main() -> None:

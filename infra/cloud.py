@@ -106,11 +106,18 @@ def _metadata(event: E.MemberSpawnRequested, tenant: str) -> dict[str, str]:
     """Tags on the node: who it is for (the mock IaaS's agents read them too)."""
     tags = {"memberId": event.member_id, "clusterId": event.cluster_id, "tenant": tenant,
             "applicationId": event.application_id, "cartridgeType": event.cartridge_type,
+            "category": event.category or "",
             "networkPartitionId": event.network_partition_id, "partitionId": event.partition_id,
             "ports": ",".join(f"{p.get('protocol', '')}:{p.get('port', '')}" for p in event.ports)}
     if event.repo_url:
         tags["repoUrl"] = event.repo_url
     return tags
+
+
+def _local_ports(node: Node) -> dict[str, int]:
+    """Ports a node listens on that are not its cartridge's (the mock IaaS's process mode)."""
+    ports = (node.extra or {}).get("localPorts") or {}
+    return {str(k): int(v) for k, v in ports.items()} if isinstance(ports, dict) else {}
 
 
 def _first(addresses: list[str]) -> str | None:
@@ -326,7 +333,7 @@ class CloudController:
                 continue
             self.report(spawn, record, "created", C.ReportNodeCreated(
                 member_id=spawn.member_id, node_id=node.id, private_ip=_first(node.private_ips),
-                public_ip=_first(node.public_ips)))
+                public_ip=_first(node.public_ips), ports=_local_ports(node)))
             return
 
     def ask_cleanup(self, spawn: Spawn, record: EventRecord) -> None:

@@ -12,6 +12,7 @@ from rich.console import Console
 from infra.archive import Archiver, restore
 from infra.broker import BrokerError, EmbeddedBroker
 from infra.kafka import ensure_topics
+from infra.lb.balancer import haproxy_binary
 from infra.settings import get_settings
 from infra.supervisor import Supervisor, child_env
 
@@ -33,6 +34,8 @@ def parts(api_port: int, demo: bool) -> dict[str, list[str]]:
         "cloud": ["cloud", "--api-port", str(api_port + 1), "--patterns", str(patterns)],
         "health": ["health"],
         "api": ["api", "--port", str(api_port)] + (["--demo"] if demo else []),
+        "topology": ["topology"],
+        **({"lb": ["lb"]} if haproxy_binary() else {}),
     }
 
 
@@ -68,7 +71,7 @@ def load_sample(settings, console: Console) -> None:
 
 
 def run_platform(bootstrap: str | None, api_port: int, sample: bool, state_dir: Path,
-                 console: Console) -> int:
+                 console: Console, process: bool = False) -> int:
     from infra.cli import wait_for_interrupt
 
     settings = get_settings()
@@ -89,8 +92,9 @@ def run_platform(bootstrap: str | None, api_port: int, sample: bool, state_dir: 
                 console.print(f"restored {sum(restored.values())} events from {archive}")
             archiver = Archiver(settings, archive, restored)
             threading.Thread(target=archiver.run, name="archiver", daemon=True).start()
-        supervisor = Supervisor(child_env(settings.kafka_bootstrap, {"STRATOS_API_PORT": str(api_port)}),
-                                state_dir / "logs")
+        extra = {"STRATOS_API_PORT": str(api_port), "STRATOS_STATE_DIR": str(state_dir.absolute()),
+                 **({"STRATOS_MOCK_IAAS_MODE": "process"} if process else {})}
+        supervisor = Supervisor(child_env(settings.kafka_bootstrap, extra), state_dir / "logs")
         demo = not settings.admin_password
         for name, args in parts(api_port, demo).items():
             supervisor.add(name, *args)
@@ -100,7 +104,11 @@ def run_platform(bootstrap: str | None, api_port: int, sample: bool, state_dir: 
         user = f"{settings.admin_username} / {'admin (demo only: set STRATOS_ADMIN_PASSWORD)' if demo else '<STRATOS_ADMIN_PASSWORD>'}"
         console.print(f"console:  http://127.0.0.1:{api_port}/   REST API: http://127.0.0.1:{api_port}/api   "
                       f"user {user}")
-        console.print(f"mock IaaS: http://127.0.0.1:{api_port + 1}/mock-iaas/api/instances")
+        console.print(f"mock IaaS: http://127.0.0.1:{api_port + 1}/mock-iaas/api/instances"
+                      f"{' (process mode: every member a real process)' if process else ''}")
+        console.print(f"load balancer: HAProxy on {settings.lb_bind}, proxy ports of the cartridges "
+                      "(`stratos lb-status`)" if haproxy_binary() else
+                      "load balancer: [yellow]not started[/]: haproxy is not on PATH (apt-get install -y haproxy)")
         if sample:
             load_sample(settings, console)
         console.print("running; Ctrl-C stops everything")

@@ -53,6 +53,11 @@ class Settings(BaseSettings):
                                   "(below the broker's message.max.bytes)")
     fault: str | None = Field(None, description="fault injection for tests: `point:N` kills the process "
                                                 "(SIGKILL) the Nth time it passes `point`")
+    lb_bind: str = Field("127.0.0.1", description="address the load balancer's proxy ports bind")
+    lb_stats_seconds: float = Field(15.0, gt=0, description="how often requests in flight are published")
+    lb_drain_seconds: float = Field(30.0, ge=0, description="longest a leaving member is drained")
+    lb_member_networks: list[str] = Field(["127.0.0.0/8", "::1/128"], description="networks the load "
+                                          "balancer may send to (members elsewhere are not routed)")
     log_level: str = "INFO"
     health_max_skew_seconds: float = Field(30.0, ge=0, description="how far ahead of the health "
                                            "worker's clock a sample may be stamped (clock skew)")

@@ -173,6 +173,8 @@ class ReportNodeCreated(Message):
     node_id: str
     private_ip: str | None = None
     public_ip: str | None = None
+    ports: dict[str, int] = Field(default_factory=dict, description="protocol -> the port the node "
+                                  "listens on, when it is not the cartridge's (mock process mode)")
 
 
 class ReportNodeStartFailed(Message):

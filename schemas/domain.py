@@ -58,6 +58,7 @@ class ClusterSpec(Value):
     application_id: str
     alias: str
     cartridge_type: str
+    category: str | None = Field(None, description="the cartridge's category (load-balancer, ...)")
     group_alias: str | None = None
     min: int = Field(ge=0)
     max: int = Field(ge=1)

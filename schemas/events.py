@@ -230,6 +230,7 @@ class MemberSpawnRequested(Message):
     cluster_id: str
     application_id: str
     cartridge_type: str
+    category: str | None = None
     network_partition_id: str
     partition_id: str
     provider: str
@@ -246,6 +247,7 @@ class MemberInitialized(Message):
     node_id: str
     private_ip: str | None = None
     public_ip: str | None = None
+    ports: dict[str, int] = {}
 
 
 class MemberStartFailed(Message):

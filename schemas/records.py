@@ -106,15 +106,54 @@ class SnapshotRecord(Envelope):
     payload: Snapshot
 
 
+class TopologyPort(Message):
+    """One port mapping of a cluster's cartridge: members serve `port`, the load balancer
+    listens on `proxy_port` (0 or none: not exposed)."""
+
+    type: Literal["TopologyPort"] = "TopologyPort"
+    name: str | None = None
+    protocol: str = Field(min_length=1)
+    port: int = Field(ge=1, le=65535)
+    proxy_port: int | None = Field(None, ge=0, le=65535)
+
+
+class TopologyMember(Message):
+    """A member as load balancers need it: status, where it is, which ports it answers on.
+    `ports` maps a protocol (or a mapping's name) to the port the member itself listens on when
+    it is not the mapping's `port` (the mock IaaS's process mode: one loopback port each)."""
+
+    type: Literal["TopologyMember"] = "TopologyMember"
+    member_id: str = Field(min_length=1)
+    status: str
+    in_service: bool = Field(True, description="neither leaving (termination requested) nor obsolete")
+    network_partition_id: str
+    partition_id: str
+    private_ip: str | None = None
+    public_ip: str | None = None
+    ports: dict[str, int] = {}
+
+
+class TopologyDomain(Message):
+    type: Literal["TopologyDomain"] = "TopologyDomain"
+    domain_name: str = Field(min_length=1)
+    context_path: str | None = None
+    tenant: str | None = None
+
+
 class TopologyEntry(Message):
-    """Latest view of one cluster for load balancers (compacted topic: key = cluster id)."""
+    """Latest view of one cluster for load balancers (compacted topic: key = cluster's
+    aggregate id). A cluster that is gone is written once more with `removed: true`."""
 
     type: Literal["TopologyEntry"] = "TopologyEntry"
-    cluster_id: str
+    cluster_id: str = Field(min_length=1)
     application_id: str
     cartridge_type: str
+    alias: str | None = None
+    category: str | None = Field(None, description="the cartridge's category (`load-balancer`, ...)")
     status: str
-    members: list[dict] = []
+    port_mappings: list[TopologyPort] = []
+    domain_mappings: list[TopologyDomain] = []
+    members: list[TopologyMember] = []
     removed: bool = False
 
 

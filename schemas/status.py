@@ -44,6 +44,8 @@ class HealthStat(Message):
     member_id: str | None = None
     metric: HealthMetric
     value: float = Field(ge=0)
+    queued: float | None = Field(None, ge=0, description="requests_in_flight from a load balancer: "
+                                 "requests queued beside those in flight (HAProxy's qcur)")
     timestamp: float = Field(gt=0, description="epoch seconds when measured")
 
     @field_validator("value")

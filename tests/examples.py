@@ -13,6 +13,7 @@ from schemas.domain import ClusterSpec, PartitionSpec
 from schemas.records import (
     CommandRecord, DeadLetter, DeadLetterRecord, EventRecord, HealthRecord, InstanceStatusRecord,
     NotifierRecord, ReplyRecord, Snapshot, Commit, Claim, LogRecord, SnapshotRecord, TopologyEntry, TopologyRecord,
+    TopologyDomain, TopologyMember, TopologyPort,
 )
 
 SAMPLES = Path(__file__).parent / "samples" / "stratos"
@@ -113,7 +114,10 @@ _EXPLICIT = [
     Commit(command_type="AddCartridge", outcome="rejected", reason="exists", field="php", code=409),
     Claim(partition=0, writer="node-a", generation=3),
     TopologyEntry(cluster_id=SPEC.cluster_id, application_id="app", cartridge_type="php",
-                  status="Active", members=[{"member_id": "php1.abc"}]),
+                  status="Active", members=[TopologyMember(member_id="php1.abc", status="Active",
+                                                            network_partition_id="np1", partition_id="p1")],
+                  port_mappings=[TopologyPort(protocol="http", port=80, proxy_port=8280)],
+                  domain_mappings=[TopologyDomain(domain_name="abc.com")]),
     DeadLetter(source_topic="x", source_partition=0, source_offset=1, reason="bad", original="{"),
 ]
 

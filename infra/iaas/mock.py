@@ -133,7 +133,7 @@ class MockNodeDriver(NodeDriver):
     def _node(self, instance: MockInstance) -> Node:
         return Node(id=instance.node_id, name=instance.node_id, state=NodeState.RUNNING,
                     public_ips=[instance.public_ip], private_ips=[instance.private_ip],
-                    driver=self, extra=dict(instance.metadata))
+                    driver=self, extra={**instance.metadata, "localPorts": dict(instance.local_ports)})
 
     def list_nodes(self) -> list[Node]:
         return [self._node(instance) for instance in self.cloud.all()]

@@ -1,6 +1,8 @@
 """The mock IaaS's process mode: each node is a real local process running `stratos agent`.
 
-A cartridge with an http port gets a small HTTP server (the agent serves its checked-out
+A load-balancer cartridge's instance runs `stratos lb --application <its application>` (the
+agent starts it, is Activated once it serves, and stops it on cleanup). Any other cartridge
+with an http port gets a small HTTP server (the agent serves its checked-out
 artifacts) on a free loopback port, and the node's private IP is 127.0.0.1, so a real load
 balancer can route real requests to it. Destroying (or crashing) the node ends the process.
 """
@@ -13,6 +15,7 @@ import sys
 import threading
 from pathlib import Path
 
+from actors.topology import LOAD_BALANCER
 from infra.broker import free_port
 from infra.iaas.mock import MockCloud, MockInstance
 from infra.settings import Settings
@@ -49,7 +52,9 @@ class ProcessInstances:
                    "--cluster-id", meta["clusterId"], "--tenant", meta["tenant"],
                    "--network-partition-id", meta.get("networkPartitionId") or "default",
                    "--workdir", str(self.settings.state_dir / "instances" / instance.node_id)]
-        if HTTP_PROTOCOLS & set(protocols):
+        if meta.get("category") == LOAD_BALANCER:  # a load-balancer cartridge: `stratos lb` for its application
+            command += ["--load-balancer", meta["applicationId"]]
+        elif HTTP_PROTOCOLS & set(protocols):
             port = free_port()
             instance.local_ports["http"] = port
             command += ["--serve-http", str(port)]
