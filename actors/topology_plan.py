@@ -17,11 +17,15 @@ THRESHOLD_METRICS = {
 }
 
 
-def thresholds_of(autoscaling_policy: dict) -> dict[str, float]:
-    """An autoscaling policy's `loadThresholds` as the health rules read them (metric -> value)."""
+def scaling_settings(autoscaling_policy: dict) -> dict:
+    """What an autoscaling policy sets in a cluster's spec: the health rules' thresholds (metric
+    -> value) and tolerance, the cluster's scale-down settings. Used by deploy and what-if."""
     thresholds = autoscaling_policy.get("loadThresholds") or {}
-    return {THRESHOLD_METRICS[k]: float(v["threshold"]) for k, v in thresholds.items()
-            if k in THRESHOLD_METRICS and v}
+    return {"thresholds": {THRESHOLD_METRICS[k]: float(v["threshold"]) for k, v in thresholds.items()
+                           if k in THRESHOLD_METRICS and v},
+            "tolerance": float(autoscaling_policy.get("tolerance") or 0.0),
+            "scale_down_stabilisation_seconds": float(autoscaling_policy.get("scaleDownStabilisationSeconds") or 0.0),
+            "scale_down_after": int(autoscaling_policy.get("scaleDownAfter") or 4)}
 
 
 def _subscriptions(components: dict, group_alias: str | None, inherited_policy: str | None
@@ -136,13 +140,10 @@ def build_cluster_specs(application: dict, application_policy_id: str,
             max=max(int(cartridge.get("cartridgeMax") or 1), 1),
             autoscaling_policy_id=as_id, deployment_policy_id=dp_id,
             partition_algorithm=algorithm, partitions=partitions,
-            thresholds=thresholds_of(autoscaling),
+            **scaling_settings(autoscaling),
             iaas={p.get("provider") or p.get("type"): p for p in cartridge_def.get("iaasProvider", []) or []},
             ports=list(cartridge_def.get("portMapping", []) or []),
             repo_url=repo.get("repoUrl"),
-            tolerance=float(autoscaling.get("tolerance") or 0.0),
-            scale_down_stabilisation_seconds=float(autoscaling.get("scaleDownStabilisationSeconds") or 0.0),
-            scale_down_after=int(autoscaling.get("scaleDownAfter") or 4),
             scaling_dependents=sorted(set(dependents[cid])),
             startup_after=sorted(set(after[cid])),
         ))

@@ -16,7 +16,7 @@ from typing import Any
 from actors.history import events_of
 from actors.runtime import Tracked
 from actors.timeline import figures
-from actors.topology_plan import thresholds_of
+from actors.topology_plan import scaling_settings
 from infra.bulk import iter_partition
 from infra.eventlog import History
 from infra.kafka import decode, partitions_of, rejection_reason
@@ -192,5 +192,5 @@ def what_if_from_log(settings: Settings, cluster_key: str, policy: dict, since: 
         raise ValueError(f"--aggregate: no events for cluster {cluster_key!r}")
     samples = _records_of(settings, "health", cluster_key, ("HealthStat",))
     hops = _records_of(settings, "commands", cluster_key, ("ScaleCluster",))
-    return what_if(cluster_key, commits, samples, hops, thresholds_of(policy),
+    return what_if(cluster_key, commits, samples, hops, scaling_settings(policy),
                    settings.health_window_seconds, since, until)

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from actors import cluster
-from actors.base import Context, Rejection
+from actors.base import Context, Rejection, evolve
 from actors.runtime import Tracked
 from schemas import commands as C
 from schemas.events import ScalingDecided
@@ -72,11 +72,12 @@ def _decided(events: Iterable) -> ScalingDecided | None:
     return next((e for e in events if isinstance(e, ScalingDecided)), None)
 
 
-def what_if(cluster_key: str, commits: list, samples: list, hops: list, thresholds: Mapping[str, float],
+def what_if(cluster_key: str, commits: list, samples: list, hops: list, policy: Mapping,
             window_seconds: float, since: datetime | None = None, until: datetime | None = None) -> WhatIf:
     """`commits`: the cluster's commits (LogRecords, log order); `samples`: its HealthRecords;
-    `hops`: the recorded ScaleCluster CommandRecords. Hops outside [since, until] are not
-    compared (the windows still fill from the samples before `since`)."""
+    `hops`: the recorded ScaleCluster CommandRecords; `policy`: the spec fields a policy sets
+    (`actors.topology_plan.scaling_settings`). Hops outside [since, until] are not compared
+    (the windows still fill from the samples before `since`)."""
     by_cause = {c.causation_id: c for c in commits}
     tracked = Tracked.new(cluster_key)
     book = HealthBook(window_seconds, fault_seconds=UNBOUNDED, max_skew=UNBOUNDED, max_age=UNBOUNDED)
@@ -94,7 +95,8 @@ def what_if(cluster_key: str, commits: list, samples: list, hops: list, threshol
         if view is None:
             skipped += kind == 1
             continue
-        views = {cluster_key: dataclasses.replace(view, thresholds=dict(thresholds))}
+        views = {cluster_key: dataclasses.replace(view, thresholds=dict(policy["thresholds"]),
+                                                  tolerance=policy["tolerance"])}
         if kind == 1:
             try:
                 book.ingest(record, views, 0, at.timestamp(), at.timestamp())
@@ -105,19 +107,21 @@ def what_if(cluster_key: str, commits: list, samples: list, hops: list, threshol
         decision = next((d for d in book.decide(views) if d.key == cluster_key), None)
         if (since and at < since) or (until and at > until):
             continue
-        verdicts.append(_verdict(tracked, record, by_cause.get(record.id), decision, at, ids))
+        verdicts.append(_verdict(tracked, policy, record, by_cause.get(record.id), decision, at, ids))
     return WhatIf(verdicts, used, skipped)
 
 
-def _verdict(tracked: Tracked, hop, commit, decision, at: datetime, ids) -> Verdict:
+def _verdict(tracked: Tracked, policy: Mapping, hop, commit, decision, at: datetime, ids) -> Verdict:
     recorded: C.ScaleCluster = hop.payload
     done = _decided(commit.payload.events) if commit is not None else None
     spawn = terminate = 0
     required, reason = None, "no fresh figures: no verdict"
     if decision is not None:
         required, reason = decision.command.required, decision.command.reason
+        state = tracked.state
+        spec = state.spec.model_copy(update=dict(policy))  # type: ignore[attr-defined]
         try:
-            would = _decided(cluster.decide(tracked.state, decision.command,  # type: ignore[arg-type]
+            would = _decided(cluster.decide(evolve(state, {"spec": spec}), decision.command,
                                             Context(now=at, new_id=lambda: next(ids))))
         except Rejection as exc:
             would, reason = None, f"rejected: {exc.reason}"
