@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import gc
 import logging
+import re
 import threading
 from datetime import datetime
 from contextlib import contextmanager
@@ -57,15 +58,44 @@ class Recovered:
     problems: list[str] = field(default_factory=list)
 
 
+_CLAIM_AT_END = re.compile(rb'"claim":(?:null|"([^"\\]*)")\}\}\s*$')
+"""The tail of a snapshot record as this platform writes it (`claim` is the payload's last
+field, the payload the envelope's last): its claim can be read without decoding the state."""
+_MARKER_KEYS = (f"{CHECKPOINT}/".encode(), f"{CLAIM}/".encode())
+
+
+def _claim_of_aggregate_snapshot(key: bytes | None, value: bytes | None) -> tuple[str, str | None] | None:
+    """(aggregate id, claim) of an aggregate's snapshot read cheaply, or None (a marker, or a
+    record of another shape: decode it)."""
+    if not key or not value or key.startswith(_MARKER_KEYS):
+        return None
+    match = _CLAIM_AT_END.search(value, max(0, len(value) - 200))
+    if match is None:
+        return None
+    claim = match.group(1)
+    return key.decode("utf-8", "replace"), claim.decode() if claim is not None else None
+
+
 def load_snapshots(settings: Settings, partition: int, before: int | None = None,
-                   not_after: datetime | None = None) -> Snapshots:
+                   not_after: datetime | None = None, lazy: bool = True) -> Snapshots:
     """Latest valid snapshot per aggregate up to the last checkpoint (the last one whose events
     offset is below `before`, and that was written at or before `not_after`, when given: every
-    commit it covers happened before it was written)."""
+    commit it covers happened before it was written).
+
+    `lazy`: aggregates' snapshots are decoded only once chosen (a snapshot carries a whole
+    state and its dedup window; most are superseded before they are used). Should a chosen one
+    not validate, the partition is read again decoding every record, so that an invalid
+    snapshot costs only itself, as it always did."""
     found = Snapshots()
-    pending: dict[str, SnapshotRecord] = {}
+    pending: dict[str, bytes] = {}
+    chosen: dict[str, bytes] = {}
     claim = None
-    for offset, _key, value in iter_partition(settings, "snapshots", partition):
+    for offset, key, value in iter_partition(settings, "snapshots", partition):
+        cheap = _claim_of_aggregate_snapshot(key, value) if lazy else None
+        if cheap is not None:
+            if cheap[1] == claim:
+                pending[cheap[0]] = value
+            continue
         try:
             record = decode("snapshots", value)
         except ValueError as exc:
@@ -81,11 +111,23 @@ def load_snapshots(settings: Settings, partition: int, before: int | None = None
             if (before is not None and snapshot.events_offset >= before) or \
                     (not_after is not None and record.occurred_at > not_after):
                 break
-            found.latest.update(pending)
+            chosen.update(pending)
             pending.clear()
             found.replay_from, found.claim = snapshot.events_offset + 1, snapshot.claim
         else:
-            pending[record.aggregate_id] = record
+            pending[record.aggregate_id] = value
+    for aggregate_id, value in chosen.items():
+        try:
+            record = decode("snapshots", value)
+            if record.aggregate_id != aggregate_id:
+                raise ValueError(f"aggregate_id: {record.aggregate_id!r} under key {aggregate_id!r}")
+        except ValueError as exc:
+            if not lazy:
+                raise
+            log.warning("partition %d: a chosen snapshot of %s is invalid (%s): reading every "
+                        "snapshot decoded", partition, aggregate_id, rejection_reason(exc))
+            return load_snapshots(settings, partition, before, not_after, lazy=False)
+        found.latest[aggregate_id] = record
     return found
 
 

@@ -170,3 +170,34 @@ def test_bad_positions_and_unknown_ids_get_one_clear_line(settings, tmp_path):
     policy.write_text("{not json")
     assert "not JSON" in stratos(settings, "replay", "--what-if", str(policy), "--aggregate",
                                  CLUSTER, expect=2)
+
+
+def test_an_invalid_chosen_snapshot_costs_only_itself(settings):
+    """Snapshots are decoded only once chosen; a chosen one that does not validate makes the
+    reader decode every record again, so the aggregate's previous valid snapshot is used."""
+    from infra.kafka import Appender, envelope
+    from infra.recovery import CHECKPOINT, CLAIM, load_snapshots
+    from schemas.records import Snapshot, SnapshotRecord
+
+    aggregate = "carbon.super/cartridge/php"
+    appender = Appender(settings)
+
+    def send(key: str, snapshot: Snapshot) -> None:
+        appender.append("snapshots", key, envelope(SnapshotRecord, snapshot, key), partition=0)
+
+    send(f"{CLAIM}/0", Snapshot(aggregate_type=CLAIM, events_partition=0, events_offset=-1, state={}, claim="c1"))
+    send(aggregate, Snapshot(aggregate_type="cartridge", events_partition=0, events_offset=3,
+                             state={"version": 1}, claim="c1"))
+    send(f"{CHECKPOINT}/0", Snapshot(aggregate_type=CHECKPOINT, events_partition=0, events_offset=3, state={}, claim="c1"))
+    good = envelope(SnapshotRecord, Snapshot(aggregate_type="cartridge", events_partition=0, events_offset=9,
+                                             state={"version": 2}, claim="c1"), aggregate).model_dump_json()
+    broken = good.replace('"events_offset":9', '"events_offset":"nine"')  # its tail still looks right
+    appender.send_raw(settings.topic("snapshots"), aggregate.encode(), broken.encode(), partition=0)
+    send(f"{CHECKPOINT}/0", Snapshot(aggregate_type=CHECKPOINT, events_partition=0, events_offset=9, state={}, claim="c1"))
+    appender.flush()
+    appender.close()
+
+    lazy, eager = load_snapshots(settings, 0), load_snapshots(settings, 0, lazy=False)
+    assert lazy.latest[aggregate].payload.state == {"version": 1}
+    assert (lazy.latest, lazy.replay_from, lazy.claim) == (eager.latest, eager.replay_from, eager.claim)
+    assert lazy.replay_from == 10
