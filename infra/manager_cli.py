@@ -21,7 +21,7 @@ from rich.table import Table
 from rich.tree import Tree
 
 console = Console()
-errors = Console(stderr=True)
+errors = Console(stderr=True, soft_wrap=True)  # an error is one line: scripts grep it
 
 Url = Annotated[str, typer.Option("--url", envvar="STRATOS_URL", help="the API's base URL")]
 Username = Annotated[str, typer.Option("--username", "-u", envvar="STRATOS_USERNAME",
