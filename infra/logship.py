@@ -9,6 +9,7 @@ others' lines go out as before. `KafkaLogHandler` is a `logging.Handler` over a 
 """
 from __future__ import annotations
 
+import atexit
 import logging
 import os
 import socket
@@ -172,6 +173,8 @@ def install_platform_logging(settings: Settings, part: str) -> KafkaLogHandler |
     `<part>@host:pid` of cluster `platform`."""
     if not settings.log_to_kafka or not settings.kafka_bootstrap:
         return None
-    handler = KafkaLogHandler(LogShipper(settings), platform_source(part))
+    shipper = LogShipper(settings)
+    handler = KafkaLogHandler(shipper, platform_source(part))
     logging.getLogger().addHandler(handler)
+    atexit.register(shipper.close)  # the last lines before a clean exit are sent too
     return handler

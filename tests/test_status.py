@@ -74,8 +74,11 @@ def test_status_names_a_stopped_part_and_its_lag(settings):
         assert "stopped" in node_row and "commands 3" in node_row
 
         # the parts' own lines went to the logs topic too (STRATOS_LOG_TO_KAFKA=1)
-        logs = CliRunner().invoke(stratos, ["logs", "platform", "--json", "--url", server.url, "--password", PASSWORD])
-        assert logs.exit_code == 0 and '"member": "node@' in logs.output
+        def platform_lines():
+            logs = CliRunner().invoke(stratos, ["logs", "platform", "--json", "--url", server.url, "--password", PASSWORD])
+            return logs.exit_code == 0 and logs.output
+        members = {json.loads(line)["member"].split("@")[0] for line in wait_until(platform_lines).splitlines()}
+        assert "node" in members
     finally:
         client.close()
         for process in (node, reactor):
