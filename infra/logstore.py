@@ -14,7 +14,8 @@ import time
 from collections import deque
 from dataclasses import dataclass
 
-from infra.kafka import Appender, DeadLetters, assigned_consumer, validated
+from infra.follower import Follower
+from infra.kafka import Appender, DeadLetters, validated
 from infra.settings import Settings
 from streams.logrules import TokenBucket, at_least
 
@@ -51,46 +52,27 @@ class _Member:
     dropped_by_shipper: int = 0
 
 
-class LogStore:
+class LogStore(Follower):
+    topic_kind = "logs"
+    name = "log-store"
+
     def __init__(self, settings: Settings) -> None:
-        self.settings = settings
+        super().__init__(settings)
         self.members: dict[str, _Member] = {}
         self.seq = 0
         self.changed = threading.Condition()
-        self.ready = threading.Event()
-        self.stopping = threading.Event()
-        self.thread = threading.Thread(target=self._run, name="log-store", daemon=True)
+        self.appender = Appender(settings)
+        self.dead_letters = DeadLetters(self.appender)
 
-    def start(self) -> "LogStore":
-        self.thread.start()
-        return self
+    def on_records(self, raws) -> None:
+        for delivered in validated(self.settings, "logs", raws, self.dead_letters):
+            try:
+                self.add(delivered.record, time.monotonic())
+            except Exception as exc:  # noqa: BLE001 - one record must not stop the store
+                self.dead_letters.handling_failed(delivered, delivered.record, exc)
 
-    def stop(self) -> None:
-        self.stopping.set()
-        self.thread.join(5)
-
-    def _run(self) -> None:
-        try:
-            consumer = assigned_consumer(self.settings, "logs", fetch_max_wait_ms=50)
-            appender = Appender(self.settings)
-        except Exception:  # noqa: BLE001 - the API serves on without logs; the reason is logged
-            log.exception("log store could not open the logs topic")
-            return
-        dead_letters = DeadLetters(appender)
-        try:
-            ends = consumer.end_offsets(list(consumer.assignment()))
-            while not self.stopping.is_set():
-                for _tp, raws in consumer.poll(timeout_ms=100, max_records=2000).items():
-                    for delivered in validated(self.settings, "logs", raws, dead_letters):
-                        try:
-                            self.add(delivered.record, time.monotonic())
-                        except Exception as exc:  # noqa: BLE001 - one record must not stop the store
-                            dead_letters.handling_failed(delivered, delivered.record, exc)
-                if not self.ready.is_set() and all(consumer.position(tp) >= end for tp, end in ends.items()):
-                    self.ready.set()
-        finally:
-            consumer.close()
-            appender.close()
+    def closed(self) -> None:
+        self.appender.close()
 
     def add(self, record, now: float) -> int:
         """Store one LogBatch record's lines; returns how many were kept."""

@@ -15,48 +15,28 @@ from datetime import datetime, timezone
 
 from actors.metering import Meter, periods, usage
 from infra.eventlog import History
-from infra.kafka import Appender, assigned_consumer, envelope, read_to_end, rejection_reason
+from infra.follower import Follower
+from infra.kafka import Appender, envelope, read_to_end, rejection_reason
 from infra.settings import Settings
 from schemas.observability import UsageHour, UsageRecord
 
 log = logging.getLogger(__name__)
 
 
-class UsageFold:
+class UsageFold(Follower):
+    topic_kind = "events"
+    name = "usage-fold"
+
     def __init__(self, settings: Settings) -> None:
-        self.settings = settings
+        super().__init__(settings)
         self.meter = Meter()
         self.history = History()
         self.lock = threading.Lock()
-        self.caught_up = threading.Event()
-        self.stopping = threading.Event()
-        self.thread = threading.Thread(target=self._run, name="usage-fold", daemon=True)
 
-    def start(self) -> "UsageFold":
-        self.thread.start()
-        return self
-
-    def stop(self) -> None:
-        self.stopping.set()
-        self.thread.join(5)
-
-    def _run(self) -> None:
-        try:
-            consumer = assigned_consumer(self.settings, "events", fetch_max_wait_ms=50)
-        except Exception:  # noqa: BLE001 - usage is then unavailable; the reason is logged
-            log.exception("usage fold could not open the events topic")
-            return
-        try:
-            ends = consumer.end_offsets(list(consumer.assignment()))
-            while not self.stopping.is_set():
-                for _tp, raws in consumer.poll(timeout_ms=100).items():
-                    with self.lock:
-                        for raw in raws:
-                            self._fold(raw)
-                if not self.caught_up.is_set() and all(consumer.position(tp) >= e for tp, e in ends.items()):
-                    self.caught_up.set()
-        finally:
-            consumer.close()
+    def on_records(self, raws) -> None:
+        with self.lock:
+            for raw in raws:
+                self._fold(raw)
 
     def _fold(self, raw) -> None:
         """Invalid records are skipped (the reactor dead-letters them); a fold that raises costs

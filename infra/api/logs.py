@@ -5,31 +5,21 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import AsyncIterable
-from contextlib import asynccontextmanager
 from datetime import datetime
 
 import anyio
-from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, Request
+from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.sse import EventSourceResponse, ServerSentEvent
 
 from infra.api.identity import Principal, current_principal
 from infra.api.responses import ERROR_RESPONSES
+from infra.follower import follower_lifespan
 from infra.logstore import LogStore
 from streams.logrules import level_name, parse_duration
 
 
-@asynccontextmanager
-async def _lifespan(app: FastAPI):
-    store = await run_in_threadpool(lambda: LogStore(app.state.settings).start())
-    app.state.log_store = store
-    try:
-        yield
-    finally:
-        await run_in_threadpool(store.stop)
-
-
-router = APIRouter(tags=["Logs"], responses=ERROR_RESPONSES, lifespan=_lifespan)
+router = APIRouter(tags=["Logs"], responses=ERROR_RESPONSES, lifespan=follower_lifespan("log_store", LogStore))
 TARGET = Query(None, description="a member, cluster or application id; none = every line of the tenant")
 SINCE = Query(None, description="a duration back from now (10m, 2h) or an ISO-8601 time")
 LEVEL = Query(None, description="the least level shown: DEBUG, INFO, WARN, ERROR, CRITICAL")

@@ -4,30 +4,19 @@ its own usage; the super tenant's admin may ask for any tenant's."""
 from __future__ import annotations
 
 import time
-from contextlib import asynccontextmanager
 from datetime import datetime, timezone
 
-from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, Request
-from fastapi.concurrency import run_in_threadpool
+from fastapi import APIRouter, Depends, HTTPException, Query, Request
 
 from actors.metering import GROUPINGS
 from infra.api.identity import Principal, current_principal
 from infra.api.responses import ERROR_RESPONSES
+from infra.follower import follower_lifespan
 from infra.usage import UsageFold
 from streams.logrules import parse_duration
 
 
-@asynccontextmanager
-async def _lifespan(app: FastAPI):
-    fold = await run_in_threadpool(lambda: UsageFold(app.state.settings).start())
-    app.state.usage_fold = fold
-    try:
-        yield
-    finally:
-        await run_in_threadpool(fold.stop)
-
-
-router = APIRouter(tags=["Usage"], responses=ERROR_RESPONSES, lifespan=_lifespan)
+router = APIRouter(tags=["Usage"], responses=ERROR_RESPONSES, lifespan=follower_lifespan("usage_fold", UsageFold))
 
 
 def instant(value: str | None, name: str, now: float, default: float) -> float:
