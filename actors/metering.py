@@ -83,6 +83,8 @@ class Meter:
     open: dict[str, Interval] = field(default_factory=dict)
     intervals: list[Interval] = field(default_factory=list)
     actions: list[ScalingAction] = field(default_factory=list)
+    by_tenant: dict[str, tuple[list[Interval], list[ScalingAction]]] = field(default_factory=dict)
+    """the same intervals and actions per tenant (a query reads only its tenant's)"""
     last_at: float = 0.0
 
     def fold(self, commit: LogRecord) -> None:
@@ -114,10 +116,16 @@ class Meter:
                               instance_type(spec, member.partition_id), member.partition_id)
                 self.open[mid] = interval = Interval(owner, mid, new, at)
                 self.intervals.append(interval)
+                self._of(ref.tenant)[0].append(interval)
         for event in commit.payload.events:  # type: ignore[attr-defined]
             if isinstance(event, E.ScalingDecided) and (event.spawn or event.terminate):
                 owner = Owner(ref.tenant, spec.application_id, spec.cluster_id, spec.cartridge_type, "", "")
-                self.actions.append(ScalingAction(owner, at, event.spawn, event.terminate))
+                action = ScalingAction(owner, at, event.spawn, event.terminate)
+                self.actions.append(action)
+                self._of(ref.tenant)[1].append(action)
+
+    def _of(self, tenant: str) -> tuple[list[Interval], list[ScalingAction]]:
+        return self.by_tenant.setdefault(tenant, ([], []))
 
 
 def _key(owner: Owner, group_by: str) -> tuple[str, ...]:
@@ -152,9 +160,8 @@ def usage(meter: Meter, tenant: str, start: float, end: float, group_by: str = "
         found["clusters"].add(owner.cluster)
         return found
 
-    for interval in meter.intervals:
-        if interval.owner.tenant != tenant:
-            continue
+    intervals, actions = meter.by_tenant.get(tenant, ([], []))
+    for interval in intervals:
         seconds = interval.seconds(start, end)
         if seconds <= 0:
             continue
@@ -165,8 +172,8 @@ def usage(meter: Meter, tenant: str, start: float, end: float, group_by: str = "
             target["by_partition"][interval.owner.partition] += seconds
         else:
             target["pending_seconds"] += seconds
-    for action in meter.actions:
-        if action.owner.tenant == tenant and start <= action.at < end:
+    for action in actions:
+        if start <= action.at < end:
             row(action.owner)["scaling_actions"] += 1
     out = []
     for key in sorted(rows):

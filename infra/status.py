@@ -23,6 +23,8 @@ from infra.settings import Settings
 PARTS = ("node", "reactor", "cloud", "health", "api", "lb", "usage-export")
 """The parts `stratos status` always lists (lb: the load balancer, when one runs)."""
 MISSED_BEATS = 3
+STOPPED_SHOWN = 3
+"""Stopped processes listed per part (the latest): a part restarted many times stays readable."""
 
 
 def heartbeats(settings: Settings) -> dict[str, object]:
@@ -121,15 +123,16 @@ def _part(name: str, records: list, lags: dict, lag_error: str | None, now: floa
                           "startedAt": beat.started_at.isoformat(), "errors": beat.errors,
                           "lastError": beat.last_error,
                           "lastErrorAt": beat.last_error_at.isoformat() if beat.last_error_at else None})
-    latest = records[-1].payload if len(records) == 1 else max(records, key=lambda r: r.occurred_at).payload
+    running_now = [p for p in processes if p["state"] == "running"]
+    processes = running_now + [p for p in processes if p["state"] != "running"][-STOPPED_SHOWN:]
+    latest = max(records, key=lambda r: r.occurred_at).payload
     lag: dict[str, int] = {}
     for group in latest.groups:
         for topic, count in lags.get(group, {}).items():
             lag[topic] = lag.get(topic, 0) + count
     errored = [p for p in processes if p["lastError"]]
     last = max(errored, key=lambda p: p["lastErrorAt"] or "") if errored else None
-    running = [p for p in processes if p["state"] == "running"]
-    return {"part": name, "state": "running" if running else "stopped", "running": len(running),
+    return {"part": name, "state": "running" if running_now else "stopped", "running": len(running_now),
             "processes": processes, "groups": latest.groups, "lag": lag,
             "lagError": lag_error if latest.groups else None,
             "lastError": last["lastError"] if last else None,
