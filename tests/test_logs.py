@@ -18,7 +18,7 @@ from infra.api import create_app
 from infra.api.server import ApiServer
 from infra.broker import free_port
 from infra.cli import app as stratos
-from infra.kafka import Appender, envelope
+from infra.kafka import Appender, envelope, read_to_end
 from infra.logship import LogShipper, LogSource
 from schemas.ids import aggregate_id
 from schemas.records import NotifierRecord
@@ -113,8 +113,13 @@ def test_logs_in_order_follow_streams_new_lines_and_a_flood_does_not_hold_others
         shipper.close()
 
 
-def test_a_tenant_sees_only_its_own_lines(log_settings, api):
+def test_a_tenant_sees_only_its_own_lines_and_poison_is_dead_lettered(log_settings, api):
     shipper = LogShipper(log_settings)
+    poison = Appender(log_settings)
+    poison.send_raw(log_settings.topic("logs"), b"php1.mine", b"{not json")
+    poison.send_raw(log_settings.topic("logs"), b"\xff\xfe", b"{}")
+    poison.flush()
+    poison.close()
     try:
         shipper.emit(LogSource("php1.theirs", "their.cluster", "theirapp", tenant="other.org"), "INFO", "secret")
         shipper.emit(LogSource("php1.mine", CLUSTER, "app"), "INFO", "mine")
@@ -128,6 +133,12 @@ def test_a_tenant_sees_only_its_own_lines(log_settings, api):
     refused = cli(api, "logs", "php1.theirs")
     assert refused.exit_code == 1 and "no log lines" in refused.output
     assert httpx.get(f"{api}/api/logs", timeout=30).status_code == 401
+    bad = httpx.get(f"{api}/api/logs", params={"level": "LOUD"}, auth=("admin", PASSWORD), timeout=30)
+    assert bad.status_code == 400 and "level 'LOUD'" in bad.json()["message"]
+    letters = wait_until(lambda: [d.record.payload for d in read_to_end(log_settings, "deadletter")
+                                  if d.record.payload.source_topic == log_settings.topic("logs")] or None,
+                         message="the poison records dead-lettered")
+    assert len(letters) == 2 and any("key: not UTF-8" in letter.reason for letter in letters)
 
 
 def test_the_agent_ships_its_own_git_clean_hook_and_log_file_lines(log_settings, api, tmp_path):

@@ -115,6 +115,10 @@ def test_a_deployment_scaled_1_3_1_is_metered_per_tenant_exported_and_its_instan
             refused = other.get("/usage", params={"tenant": "carbon.super"})
             assert refused.status_code == 403 and "only the usage of tenant" in refused.json()["message"]
 
+        bad = admin.get("/usage", params={"groupBy": "planet"})
+        assert bad.status_code == 400 and "groupBy: 'planet'" in bad.json()["message"]
+        assert admin.get("/usage", params={"from": "yesterday-ish"}).status_code == 400
+
         runner = CliRunner()
         shown = runner.invoke(stratos, ["usage", "--to", at, "--csv", "--url", url, "--password", PASSWORD])
         assert shown.exit_code == 0, shown.output
