@@ -59,7 +59,7 @@ class LogShipper:
         self.appender = appender or Appender(settings, linger_ms=20)
         self.own_appender = appender is None
         self.lock = threading.Lock()
-        self.lanes: dict[str, _Lane] = {}
+        self.lanes: dict[LogSource, _Lane] = {}
         self.sent_lines = 0
         self.stopping = threading.Event()
         self.thread = threading.Thread(target=self._run, name="log-shipper", daemon=True)
@@ -70,9 +70,9 @@ class LogShipper:
         """Queue one line (long lines are cut); False when the member's rate limit refused it."""
         now = time.monotonic()
         with self.lock:
-            lane = self.lanes.get(source.member_id)
+            lane = self.lanes.get(source)
             if lane is None:
-                lane = self.lanes[source.member_id] = _Lane(source, TokenBucket(
+                lane = self.lanes[source] = _Lane(source, TokenBucket(
                     self.settings.log_lines_per_second, self.settings.log_burst_lines))
             if not lane.bucket.take(now):
                 return False
@@ -82,8 +82,7 @@ class LogShipper:
 
     def refused(self, member_id: str) -> int:
         with self.lock:
-            lane = self.lanes.get(member_id)
-            return lane.bucket.refused if lane else 0
+            return sum(lane.bucket.refused for source, lane in self.lanes.items() if source.member_id == member_id)
 
     def _batches(self) -> list[tuple[LogSource, list[LogLine], int]]:
         out = []

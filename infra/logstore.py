@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections import deque
+from collections import OrderedDict, deque
 from dataclasses import dataclass
 
 from infra.follower import Follower
@@ -20,6 +20,8 @@ from infra.settings import Settings
 from streams.logrules import TokenBucket, at_least
 
 log = logging.getLogger(__name__)
+MAX_MEMBERS = 20_000
+"""Members whose rings are kept; past that, the member whose last line is oldest is forgotten."""
 
 
 @dataclass(frozen=True)
@@ -44,6 +46,7 @@ class StoredLine:
 
 @dataclass
 class _Member:
+    member: str
     cluster: str
     application: str
     tenant: str
@@ -58,7 +61,9 @@ class LogStore(Follower):
 
     def __init__(self, settings: Settings) -> None:
         super().__init__(settings)
-        self.members: dict[str, _Member] = {}
+        self.members: OrderedDict[tuple[str, str], _Member] = OrderedDict()
+        """(tenant, member id) -> its ring, least recently written first: a member id shipped
+        under another tenant is another member, never a way into someone else's ring"""
         self.seq = 0
         self.changed = threading.Condition()
         self.appender = Appender(settings)
@@ -77,13 +82,17 @@ class LogStore(Follower):
     def add(self, record, now: float) -> int:
         """Store one LogBatch record's lines; returns how many were kept."""
         batch = record.payload
+        key = (record.tenant, batch.member_id)
         with self.changed:
-            member = self.members.get(batch.member_id)
-            if member is None or member.tenant != record.tenant:
-                member = self.members[batch.member_id] = _Member(
-                    batch.cluster_id, batch.application_id, record.tenant,
+            member = self.members.get(key)
+            if member is None:
+                member = self.members[key] = _Member(
+                    batch.member_id, batch.cluster_id, batch.application_id, record.tenant,
                     deque(maxlen=self.settings.log_ring_lines),
                     TokenBucket(self.settings.log_lines_per_second * 2, self.settings.log_burst_lines * 2))
+            self.members.move_to_end(key)
+            while len(self.members) > MAX_MEMBERS:
+                self.members.popitem(last=False)
             member.dropped_by_shipper += batch.dropped
             allowed = member.bucket.take(now, len(batch.lines))
             for line in batch.lines[:allowed]:
@@ -96,7 +105,7 @@ class LogStore(Follower):
             return allowed
 
     def _matching(self, tenant: str, target: str | None) -> list[_Member]:
-        return [m for mid, m in self.members.items() if m.tenant == tenant and
+        return [m for (owner, mid), m in self.members.items() if owner == tenant and
                 (target is None or target in (mid, m.cluster, m.application))]
 
     def query(self, tenant: str, target: str | None = None, since: float | None = None,
@@ -118,10 +127,8 @@ class LogStore(Follower):
     def dropped(self, tenant: str, target: str | None = None) -> dict[str, dict[str, int]]:
         """Per member: lines refused by its shipper and by this read side."""
         with self.changed:
-            return {mid: {"shipper": m.dropped_by_shipper, "readSide": m.bucket.refused}
-                    for mid, m in self.members.items() if m.tenant == tenant and
-                    (target is None or target in (mid, m.cluster, m.application))
-                    and (m.dropped_by_shipper or m.bucket.refused)}
+            return {m.member: {"shipper": m.dropped_by_shipper, "readSide": m.bucket.refused}
+                    for m in self._matching(tenant, target) if m.dropped_by_shipper or m.bucket.refused}
 
     def wait_newer(self, seq: int, timeout: float) -> bool:
         with self.changed:

@@ -124,12 +124,15 @@ def test_a_tenant_sees_only_its_own_lines_and_poison_is_dead_lettered(log_settin
         shipper.emit(LogSource("php1.theirs", "their.cluster", "theirapp", tenant="other.org"), "INFO", "secret")
         shipper.emit(LogSource("php1.mine", CLUSTER, "app"), "INFO", "mine")
         wait_until(lambda: lines(api, "php1.mine"), message="the super tenant's line")
+        shipper.emit(LogSource("php1.mine", CLUSTER, "app", tenant="other.org"), "INFO", "an intruder's line")
+        shipper.emit(LogSource("php1.mine", CLUSTER, "app"), "INFO", "mine again")
+        wait_until(lambda: len(lines(api, "php1.mine")) == 2, message="the second line")
     finally:
         shipper.close()
     reply = httpx.get(f"{api}/api/logs", params={"target": "php1.theirs"}, auth=("admin", PASSWORD), timeout=30)
     assert reply.status_code == 404 and "php1.theirs" in reply.json()["message"]
     everything = httpx.get(f"{api}/api/logs", auth=("admin", PASSWORD), timeout=30).json()["lines"]
-    assert [l["message"] for l in everything] == ["mine"]
+    assert [l["message"] for l in everything] == ["mine", "mine again"]  # the same member id elsewhere is not ours
     refused = cli(api, "logs", "php1.theirs")
     assert refused.exit_code == 1 and "no log lines" in refused.output
     assert httpx.get(f"{api}/api/logs", timeout=30).status_code == 401
