@@ -9,7 +9,7 @@ for its cluster it checks out the new commit and reports the revision; on Instan
 ready-to-shutdown. kafka-python reconnects by itself, so a broker restart is waited out. A record
 that does not decode, or whose handling raises, is dead-lettered with the reason.
 
-Its log lines go to `<prefix>logs` (infra/logship.py): its own, git's, the clean hook's output and
+Its log lines go to `<prefix>logs` (infra/observe/logship.py): its own, git's, the clean hook's output and
 the lines appended to the files of `log_file_paths` (the cartridge's `property` list).
 """
 from __future__ import annotations
@@ -30,7 +30,7 @@ from pydantic import BaseModel, Field
 from infra.broker import port_is_open
 from infra.eventlog import History, history_events
 from infra.kafka import Appender, DeadLetters, assigned_consumer, envelope, validated
-from infra.logship import KafkaLogHandler, LogShipper, LogSource
+from infra.observe.logship import KafkaLogHandler, LogShipper, LogSource
 from infra.settings import Settings
 from schemas import events as E
 from schemas.envelope import SUPER_TENANT

@@ -12,7 +12,7 @@ from rich.console import Console
 from infra.lb.cli import register as register_lb
 from infra.manager_cli import register as register_stratos_verbs
 from infra.replay_cli import register as register_replay
-from infra.observe_cli import register as register_observe_verbs
+from infra.observe.cli import register as register_observe_verbs
 from infra.settings import get_settings
 
 app = typer.Typer(help="Stratos-ES: a PaaS control plane on an event log.", no_args_is_help=True,
@@ -111,7 +111,7 @@ def reactor() -> None:
 
 def _part(settings, name: str):
     """A supervised part: heartbeats (and its lines on <prefix>logs with STRATOS_LOG_TO_KAFKA=1)."""
-    from infra.heartbeat import start_part
+    from infra.observe.heartbeat import start_part
 
     beats = start_part(settings, name)
     if beats is not None:

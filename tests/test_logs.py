@@ -19,7 +19,7 @@ from infra.api.server import ApiServer
 from infra.broker import free_port
 from infra.cli import app as stratos
 from infra.kafka import Appender, envelope, read_to_end
-from infra.logship import LogShipper, LogSource
+from infra.observe.logship import LogShipper, LogSource
 from schemas.ids import aggregate_id
 from schemas.records import NotifierRecord
 from schemas.status import InstanceCleanupMember

@@ -20,7 +20,7 @@ from infra.api.server import ApiServer
 from infra.broker import free_port
 from infra.cli import app as stratos
 from infra.kafka import read_to_end
-from infra.usage import UsageExporter, otel_exporter
+from infra.observe.usage import UsageExporter, otel_exporter
 from schemas import commands as C
 from schemas.ids import aggregate_id
 from tests.conftest import events_of, wait_until

@@ -11,8 +11,8 @@ from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from actors.metering import GROUPINGS
 from infra.api.identity import Principal, current_principal
 from infra.api.responses import ERROR_RESPONSES
-from infra.follower import follower_lifespan
-from infra.usage import UsageFold
+from infra.observe.follower import follower_lifespan
+from infra.observe.usage import UsageFold
 from streams.logrules import parse_duration
 
 
@@ -62,7 +62,7 @@ def get_usage(request: Request, principal: Principal = Depends(current_principal
 
 @router.get("/health", tags=["Platform"], summary="Each part of the platform: running or not, lag, last error")
 def get_health(request: Request, principal: Principal = Depends(current_principal)) -> dict:
-    from infra.status import platform_status
+    from infra.observe.status import platform_status
 
     if not principal.is_super_admin:
         raise HTTPException(403, f"only the super tenant's admin sees the platform's health "

@@ -21,7 +21,7 @@ from infra.eventlog import history_events
 from infra.eventlog import History
 from infra.iaas.mock import MockCloud, MockInstance
 from infra.kafka import Appender, DeadLetters, assigned_consumer, envelope, validated
-from infra.logship import LogShipper, LogSource
+from infra.observe.logship import LogShipper, LogSource
 from infra.recovery import fence_before
 from infra.settings import Settings
 from schemas.ids import aggregate_id

@@ -142,7 +142,7 @@ class KafkaLogHandler(logging.Handler):
     def __init__(self, shipper: LogShipper, source: LogSource, level: int = logging.INFO,
                  exclude: tuple[str, ...] = ()) -> None:
         super().__init__(level)
-        self.exclude = ("kafka", "aiokafka", "infra.logship", *exclude)
+        self.exclude = ("kafka", "aiokafka", "infra.observe.logship", *exclude)
         self.shipper = shipper
         self.source = source
         self.setFormatter(logging.Formatter("%(message)s"))  # the logger name is the line's source

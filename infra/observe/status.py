@@ -1,7 +1,7 @@
 """Platform status (`GET /api/health`, `stratos status`): each part, whether it runs, its lag
 on the topics it reads and its last error.
 
-- Liveness and last error: the parts' heartbeats (infra/heartbeat.py), read from the compacted
+- Liveness and last error: the parts' heartbeats (infra/observe/heartbeat.py), read from the compacted
   `<prefix>heartbeats` topic (keeping the last per key ourselves: this broker does not compact).
   A part is `running` while a process of it beat within 3 intervals, `stopped` when its last
   process said it stopped or fell silent, `not seen` when none ever beat.

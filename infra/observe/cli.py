@@ -144,8 +144,8 @@ def register(app: typer.Typer) -> None:
         """Run the usage exporter: `<prefix>usage` gets one record per period (STRATOS_USAGE_PERIOD_SECONDS,
         an hour) and cluster; with OTEL_EXPORTER_OTLP_ENDPOINT set, also OTLP metrics."""
         from infra.cli import _logging, _require_bootstrap
-        from infra.heartbeat import start_part
-        from infra.usage import UsageExporter
+        from infra.observe.heartbeat import start_part
+        from infra.observe.usage import UsageExporter
 
         _logging()
         settings = _require_bootstrap()
@@ -165,7 +165,7 @@ def register(app: typer.Typer) -> None:
 
 def _direct_status() -> dict:
     from infra.settings import get_settings
-    from infra.status import platform_status
+    from infra.observe.status import platform_status
 
     settings = get_settings()
     if not settings.kafka_bootstrap:

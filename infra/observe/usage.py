@@ -15,7 +15,7 @@ from datetime import datetime, timezone
 
 from actors.metering import Meter, periods, usage
 from infra.eventlog import History
-from infra.follower import Follower
+from infra.observe.follower import Follower
 from infra.kafka import Appender, envelope, read_to_end, rejection_reason
 from infra.settings import Settings
 from schemas.observability import UsageHour, UsageRecord

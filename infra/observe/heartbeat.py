@@ -1,7 +1,7 @@
 """Every platform part says it is alive: a Heartbeat on the compacted `<prefix>heartbeats` topic
 every `heartbeat_seconds`, keyed by part and process, with the consumer groups it reads with and
 the last ERROR it logged (a logging.Handler counts them). `stratos status` reads them back
-(infra/status.py): a part whose heartbeat stopped is reported stopped, with its group's lag.
+(infra/observe/status.py): a part whose heartbeat stopped is reported stopped, with its group's lag.
 """
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import threading
 from datetime import datetime, timezone
 
 from infra.kafka import Appender, envelope
-from infra.logship import install_platform_logging
+from infra.observe.logship import install_platform_logging
 from infra.settings import Settings
 from schemas.observability import Heartbeat, HeartbeatRecord
 

@@ -14,7 +14,7 @@ import time
 from collections import OrderedDict, deque
 from dataclasses import dataclass
 
-from infra.follower import Follower
+from infra.observe.follower import Follower
 from infra.kafka import Appender, DeadLetters, validated
 from infra.settings import Settings
 from streams.logrules import TokenBucket, at_least
