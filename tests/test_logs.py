@@ -187,3 +187,30 @@ def test_the_agent_ships_its_own_git_clean_hook_and_log_file_lines(log_settings,
         "published InstanceReadyToShutdown"]
     assert any(m.startswith("artifacts checked out at revision") for m in by_source["agent"])
     assert {l["member"] for l in found} == {"php1.agent"} and {l["cluster"] for l in found} == {CLUSTER}
+
+
+def test_a_member_that_bypasses_the_shipper_is_bounded_by_the_read_side(log_settings, api):
+    """Batches written straight to the topic (no shipper, no rate limit): the read side refuses
+    what is above twice the shipper's rate, counts it, and keeps at most its ring."""
+    from datetime import datetime, timezone
+
+    from schemas.observability import LogBatch, LogBatchRecord, LogLine
+
+    rogue = Appender(log_settings)
+    now = datetime.now(timezone.utc)
+    batch = LogBatch(member_id="php1.rogue", cluster_id=CLUSTER, application_id="app",
+                     lines=[LogLine(at=now, message=f"rogue {n}") for n in range(5000)])
+    for _ in range(4):
+        rogue.send("logs", "php1.rogue", envelope(LogBatchRecord, batch, "php1.rogue"))
+    rogue.flush()
+    rogue.close()
+    shipper = LogShipper(log_settings)
+    try:
+        shipper.emit(LogSource("php1.quiet", CLUSTER, "app"), "INFO", "still heard")
+        wait_until(lambda: lines(api, "php1.quiet"), timeout=FLOOD_BOUND_SECONDS, message="the quiet member's line")
+    finally:
+        shipper.close()
+    body = httpx.get(f"{api}/api/logs", params={"target": "php1.rogue", "limit": 5000}, auth=("admin", PASSWORD),
+                     timeout=30).json()
+    assert len(body["lines"]) <= log_settings.log_ring_lines
+    assert body["dropped"]["php1.rogue"]["readSide"] >= 10_000  # of 20,000, at 200 lines/s with a burst of 600

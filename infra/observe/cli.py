@@ -130,7 +130,12 @@ def register(app: typer.Typer) -> None:
                as_json: AsJson = False) -> None:
         """Each part of the platform: running or stopped, its lag on the topics it reads, its last error."""
         def action() -> None:
-            body = _direct_status() if direct else request("GET", "/health", url, username, password)
+            try:
+                body = _direct_status() if direct else request("GET", "/health", url, username, password)
+            except Failed as failure:
+                if direct or "cannot reach" not in str(failure):
+                    raise
+                raise Failed(f"{failure}; `stratos status --direct` reads the broker instead") from failure
             if as_json:
                 console.print_json(data=body)
             else:
