@@ -42,7 +42,7 @@ def status(url: str) -> dict:
     return {p["part"]: p for p in json.loads(shown.output)["parts"]}
 
 
-def test_status_names_a_stopped_part_and_its_lag(settings):
+def test_status_names_a_stopped_part_and_its_lag(settings, monkeypatch):
     own = settings.model_copy(update={"admin_password": SecretStr(PASSWORD), "password_hash_rounds": 4})
     server = ApiServer(create_app(own), port=free_port()).start()
     node, reactor = part(own, "node"), part(own, "reactor")
@@ -72,6 +72,18 @@ def test_status_names_a_stopped_part_and_its_lag(settings):
         assert table.exit_code == 3 and "NOT healthy" in table.output
         node_row = next(line for line in table.output.splitlines() if line.strip("│ ").startswith("node"))
         assert "stopped" in node_row and "commands 3" in node_row
+
+        # with the API down, --direct reads the broker itself
+        from infra.settings import get_settings
+        monkeypatch.setenv("STRATOS_KAFKA_BOOTSTRAP", own.kafka_bootstrap)
+        monkeypatch.setenv("STRATOS_TOPIC_PREFIX", own.topic_prefix)
+        get_settings.cache_clear()
+        try:
+            direct = CliRunner().invoke(stratos, ["status", "--direct", "--json"])
+        finally:
+            get_settings.cache_clear()
+        assert direct.exit_code == 3
+        assert {p["part"]: p["state"] for p in json.loads(direct.output)["parts"]}["node"] == "stopped"
 
         # the parts' own lines went to the logs topic too (STRATOS_LOG_TO_KAFKA=1)
         def platform_lines():
