@@ -93,6 +93,18 @@ def _partitions(deployment_policy: dict, network_partitions: dict[str, dict],
                      f"allowed by the application policy ({', '.join(allowed) or 'none'})")
 
 
+LOG_FILE_PROPERTIES = ("log_file_paths", "LOG_FILE_PATHS", "payload_parameter.LOG_FILE_PATHS")
+"""Cartridge properties naming the files the agent ships (Stratos's agent read LOG_FILE_PATHS)."""
+
+
+def log_file_paths(cartridge: dict) -> list[str]:
+    """The files of a cartridge's `log_file_paths` property, split on `,` or `|`."""
+    for prop in cartridge.get("property", []) or []:
+        if isinstance(prop, dict) and prop.get("name") in LOG_FILE_PROPERTIES:
+            return [p.strip() for p in str(prop.get("value") or "").replace("|", ",").split(",") if p.strip()]
+    return []
+
+
 def build_cluster_specs(application: dict, application_policy_id: str,
                         resolved: dict[str, dict]) -> list[ClusterSpec]:
     """Resolve every subscription of `application`; raises ValueError naming what is wrong."""
@@ -146,6 +158,7 @@ def build_cluster_specs(application: dict, application_policy_id: str,
             repo_url=repo.get("repoUrl"),
             scaling_dependents=sorted(set(dependents[cid])),
             startup_after=sorted(set(after[cid])),
+            log_file_paths=log_file_paths(cartridge_def),
         ))
     return specs
 

@@ -8,6 +8,9 @@ for its cluster it checks out the new commit and reports the revision; on Instan
 (or InstanceCleanupCluster) it publishes maintenance mode, runs its clean hook, then
 ready-to-shutdown. kafka-python reconnects by itself, so a broker restart is waited out. A record
 that does not decode, or whose handling raises, is dead-lettered with the reason.
+
+Its log lines go to `<prefix>logs` (infra/observe/logship.py): its own, git's, the clean hook's output and
+the lines appended to the files of `log_file_paths` (the cartridge's `property` list).
 """
 from __future__ import annotations
 
@@ -27,6 +30,7 @@ from pydantic import BaseModel, Field
 from infra.broker import port_is_open
 from infra.eventlog import History, history_events
 from infra.kafka import Appender, DeadLetters, assigned_consumer, envelope, validated
+from infra.observe.logship import KafkaLogHandler, LogShipper, LogSource
 from infra.settings import Settings
 from schemas import events as E
 from schemas.envelope import SUPER_TENANT
@@ -47,10 +51,16 @@ class AgentPayload(BaseModel):
     tenant: str = SUPER_TENANT
     ports: list[int] = Field(default_factory=list, description="ports that must answer before Activated")
     repo_url: str | None = None
+    application_id: str = ""
+    log_file_paths: list[Path] = Field(default_factory=list, description="files whose lines are shipped")
 
     @property
     def cluster_key(self) -> str:
         return aggregate_id(self.tenant, "cluster", self.cluster_id)
+
+    @property
+    def log_source(self) -> LogSource:
+        return LogSource(self.member_id, self.cluster_id, self.application_id, self.tenant)
 
 
 def host_health() -> dict[str, float]:
@@ -64,11 +74,15 @@ class ArtifactError(RuntimeError):
     """git could not fetch or check out the artifact repository; the message says why."""
 
 
-def checkout(repo_url: str, workdir: Path, commit: str | None = None) -> str:
+def checkout(repo_url: str, workdir: Path, commit: str | None = None, output=None) -> str:
     """Clone or fetch `repo_url` into `workdir` and check out `commit` (default: the remote's
-    HEAD); returns the revision now checked out."""
+    HEAD); returns the revision now checked out. `output(level, line)` gets git's lines."""
     def git(*args: str, cwd: Path | None = workdir) -> str:
         done = subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True, timeout=300)
+        if output is not None:
+            output("INFO", "git " + " ".join(args))
+            for line in (done.stdout + done.stderr).splitlines():
+                output("INFO" if done.returncode == 0 else "ERROR", line)
         if done.returncode != 0:
             raise ArtifactError(f"git {args[0]} failed: {done.stderr.strip()}")
         return done.stdout.strip()
@@ -147,6 +161,10 @@ class CartridgeAgent:
         """What else must hold before Activated (a load balancer's HAProxy serving)."""
         self.appender = Appender(settings)
         self.dead_letters = DeadLetters(self.appender)
+        self.shipper = LogShipper(settings, self.appender)
+        self.log_handler = KafkaLogHandler(self.shipper, payload.log_source, exclude=(__name__,))
+        """the process's other loggers; the agent's own lines are shipped by `line` directly"""
+        self.tails = {path: 0 for path in payload.log_file_paths}
         self.notices = assigned_consumer(settings, "instance-notifier", from_beginning=False)
         for tp in self.notices.assignment():
             self.notices.position(tp)  # from now on: nothing published after start is missed
@@ -157,6 +175,9 @@ class CartridgeAgent:
 
     # --- the loop -----------------------------------------------------------------------------
     def run(self) -> None:
+        logging.getLogger().addHandler(self.log_handler)
+        tailer = threading.Thread(target=self._tail_files, name="log-files", daemon=True)
+        tailer.start()
         try:
             if self.wait_initialized and not self._initialized():
                 return
@@ -179,10 +200,41 @@ class CartridgeAgent:
                     next_health = time.monotonic() + self.settings.health_publish_seconds
         finally:
             self.notices.close()
+            logging.getLogger().removeHandler(self.log_handler)
+            self.stopping.set()
+            tailer.join(5)
+            self.shipper.close()
             self.appender.close()
 
     def stop(self) -> None:
         self.stopping.set()
+
+    def line(self, level: str, message: str, origin: str = "agent") -> None:
+        """One line of this instance's log: shipped, and in the agent's own log output."""
+        if origin == "agent":
+            log.log(logging.getLevelName(level), "%s: %s", self.payload.member_id, message)
+        self.shipper.emit(self.payload.log_source, level, message, origin)
+
+    def _tail_files(self) -> None:
+        """Ship the lines appended to each of `log_file_paths` (from the start of the file; a
+        file that shrank was rotated: read again from its start)."""
+        while True:
+            for path, position in list(self.tails.items()):
+                try:
+                    size = path.stat().st_size
+                    if size < position:
+                        position = 0
+                    with path.open("rb") as file:
+                        file.seek(position)
+                        chunk = file.read(1 << 20)
+                except OSError:
+                    continue
+                end = chunk.rfind(b"\n") + 1  # whole lines only
+                for raw in chunk[:end].splitlines():
+                    self.line("INFO", raw.decode("utf-8", "replace"), str(path))
+                self.tails[path] = position + end
+            if self.stopping.wait(0.5):
+                return
 
     def _initialized(self) -> bool:
         """Wait for our MemberInitialized event (the IaaS call has returned); False if stopped."""
@@ -215,10 +267,12 @@ class CartridgeAgent:
 
     def update_artifacts(self, repo_url: str, commit: str | None = None) -> None:
         try:
-            self.revision = checkout(repo_url, self.workdir, commit)
-            log.info("artifacts of %s at revision %s", self.payload.member_id, self.revision)
+            self.revision = checkout(repo_url, self.workdir, commit,
+                                     lambda level, text: self.line(level, text, "git"))
+            self.line("INFO", f"artifacts checked out at revision {self.revision}")
         except (ArtifactError, subprocess.TimeoutExpired) as exc:
             log.error("artifact update of %s failed: %s", self.payload.member_id, exc)
+            self.line("ERROR", f"artifact update failed: {exc}")
 
     def clean_up(self, cause: str | None = None) -> None:
         if self.leaving:
@@ -229,13 +283,19 @@ class CartridgeAgent:
             done = subprocess.run(self.clean_hook, shell=True, cwd=self.workdir if self.workdir.exists() else None,
                                   env={**os.environ, "STRATOS_MEMBER_ID": self.payload.member_id},
                                   capture_output=True, text=True)
+            for text in done.stdout.splitlines():
+                self.line("INFO", text, "clean-hook")
+            for text in done.stderr.splitlines():
+                self.line("WARNING" if done.returncode else "INFO", text, "clean-hook")
             if done.returncode != 0:
                 log.warning("clean hook exited %d: %s", done.returncode, done.stderr.strip())
+                self.line("WARNING", f"clean hook exited {done.returncode}")
         self.say("InstanceReadyToShutdown", cause)
 
     # --- what it publishes --------------------------------------------------------------------
     def say(self, status_type: str, cause: str | None = None) -> None:
         """Publish a status; `cause`: the notice it answers, so that `stratos why` follows."""
+        self.line("INFO", f"published {status_type}")
         status = InstanceStatus(type=status_type, member_id=self.payload.member_id,
                                 cluster_id=self.payload.cluster_id,
                                 network_partition_id=self.payload.network_partition_id,

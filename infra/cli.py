@@ -12,6 +12,7 @@ from rich.console import Console
 from infra.lb.cli import register as register_lb
 from infra.manager_cli import register as register_stratos_verbs
 from infra.replay_cli import register as register_replay
+from infra.observe.cli import register as register_observe_verbs
 from infra.settings import get_settings
 
 app = typer.Typer(help="Stratos-ES: a PaaS control plane on an event log.", no_args_is_help=True,
@@ -85,6 +86,7 @@ def node(base: str = typer.Option("simpleSystemBase", help="thespian system base
 
     _logging()
     settings = _require_bootstrap()
+    _part(settings, "node")
     node_ = Node(settings, base=base, timer_seconds=timer_seconds)
     signal.signal(signal.SIGTERM, lambda *_: node_.stop())
     try:
@@ -99,12 +101,24 @@ def reactor() -> None:
     from infra.reactor import Reactor
 
     _logging()
-    reactor_ = Reactor(_require_bootstrap())
+    reactor_ = Reactor(_part(_require_bootstrap(), "reactor"))
     signal.signal(signal.SIGTERM, lambda *_: reactor_.stop())
     try:
         reactor_.run()
     except KeyboardInterrupt:
         reactor_.stop()
+
+
+def _part(settings, name: str):
+    """A supervised part: heartbeats (and its lines on <prefix>logs with STRATOS_LOG_TO_KAFKA=1)."""
+    from infra.observe.heartbeat import start_part
+
+    beats = start_part(settings, name)
+    if beats is not None:
+        import atexit
+
+        atexit.register(beats.stop)
+    return settings
 
 
 def _require_bootstrap():
@@ -176,7 +190,7 @@ def api(port: int = typer.Option(None, help="port; default STRATOS_API_PORT (944
     from infra.api import ConfigurationError, create_app
 
     _logging()
-    settings = _require_bootstrap()
+    settings = _part(_require_bootstrap(), "api")
     try:
         application = create_app(settings, demo=demo)
     except ConfigurationError as exc:
@@ -188,6 +202,7 @@ def api(port: int = typer.Option(None, help="port; default STRATOS_API_PORT (944
 register_stratos_verbs(app)
 register_replay(app)
 register_lb(app)
+register_observe_verbs(app)
 
 
 @app.command()
@@ -197,11 +212,13 @@ def health() -> None:
     (STRATOS_MEMBER_FAULT_SECONDS). Run more of them to share the health partitions."""
     from infra.health.app import HealthWorker, create_app
 
-    settings = _require_bootstrap()
+    settings = _part(_require_bootstrap(), "health")
     service = create_app(settings)
     console.print(f"[green]health worker[/] on {settings.topic('health')}: window "
                   f"{settings.health_window_seconds:g}s, hop {settings.health_hop_seconds:g}s, "
                   f"fault after {settings.member_fault_seconds:g}s")
+    # faust's logging setup clears the root handlers: give it ours (the heartbeat's last error, the logs topic)
+    service.app.conf.loghandlers = list(logging.getLogger().handlers)
     HealthWorker(service.app, loglevel=settings.log_level).execute_from_commandline()
 
 
@@ -222,7 +239,7 @@ def cloud(api_port: int = typer.Option(None, help="serve the mock IaaS REST view
     from infra.kafka import rejection_reason
 
     _logging()
-    settings = _require_bootstrap()
+    settings = _part(_require_bootstrap(), "cloud")
     mock = MockCloud.named(settings.mock_cloud or settings.topic_prefix)
     if patterns_file := patterns or settings.mock_health_patterns:
         try:
@@ -266,7 +283,9 @@ def agent(member_id: str = typer.Option(..., envvar="STRATOS_AGENT_MEMBER_ID"),
           clean_hook: str = typer.Option(None, help="shell command run on cleanup, before shutdown"),
           wait_initialized: bool = typer.Option(True, help="say Started only once the member is Initialized"),
           load_balancer: str = typer.Option(None, help="a load-balancer cartridge: run `stratos lb` "
-                                                       "for this application's clusters")) -> None:
+                                                       "for this application's clusters"),
+          application_id: str = typer.Option("", envvar="STRATOS_AGENT_APPLICATION_ID"),
+          log_file: list[Path] = typer.Option([], help="a file whose lines are shipped to <prefix>logs (repeat)")) -> None:
     """Run the cartridge agent of one instance (payload from options or STRATOS_AGENT_* variables)."""
     from pydantic import ValidationError
 
@@ -278,6 +297,7 @@ def agent(member_id: str = typer.Option(..., envvar="STRATOS_AGENT_MEMBER_ID"),
     try:
         payload = AgentPayload(member_id=member_id, cluster_id=cluster_id, tenant=tenant,
                                network_partition_id=network_partition_id, repo_url=repo_url,
+                               application_id=application_id, log_file_paths=log_file,
                                ports=[*port, *([serve_http] if serve_http else [])])
     except ValidationError as exc:
         console.print(f"[red]error:[/] {rejection_reason(exc)}")

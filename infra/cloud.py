@@ -81,7 +81,10 @@ class MemberBook:
             tracked = self.clusters.get(commit.aggregate_id) or Tracked.new(commit.aggregate_id)
             problem = tracked.fold_commit(commit)
             self.clusters[commit.aggregate_id] = tracked
+            spec = getattr(tracked.state, "spec", None)
             for spawn in spawns:
+                if spec is not None and spec.log_file_paths:
+                    spawn.metadata["logFilePaths"] = ",".join(spec.log_file_paths)
                 self.spawns.setdefault(spawn.member_id, spawn)
         if problem:
             log.debug("cloud read model: %s", problem)

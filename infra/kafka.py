@@ -73,7 +73,10 @@ def ensure_topics(settings: Settings, names: Iterable[str] = TOPIC_RECORDS) -> l
 
 
 def _topic_config(topic: str, settings: Settings) -> dict[str, str]:
-    compacted = {settings.topic("snapshots"), settings.topic("topology")}
+    compacted = {settings.topic(n) for n in ("snapshots", "topology", "usage", "heartbeats")}
+    if topic == settings.topic("logs"):  # bounded: by age and by size per partition
+        return {"cleanup.policy": "delete", "retention.ms": str(int(settings.logs_retention_hours * 3_600_000)),
+                "retention.bytes": str(settings.logs_retention_bytes)}
     return {"cleanup.policy": "compact"} if topic in compacted else {}
 
 

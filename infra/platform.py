@@ -36,6 +36,7 @@ def parts(api_port: int, demo: bool) -> dict[str, list[str]]:
         "api": ["api", "--port", str(api_port)] + (["--demo"] if demo else []),
         "topology": ["topology"],
         **({"lb": ["lb"]} if haproxy_binary() else {}),
+        "usage-export": ["usage-export"],
     }
 
 

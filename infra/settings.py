@@ -64,6 +64,17 @@ class Settings(BaseSettings):
     health_max_age_seconds: float = Field(300.0, gt=0, description="oldest sample the health worker "
                                           "takes, by its clock (a backlog after a restart still counts)")
 
+    log_to_kafka: bool = Field(False, description="platform parts also ship their own log lines to <prefix>logs")
+    logs_retention_hours: float = Field(72.0, gt=0, description="retention.ms of <prefix>logs, in hours")
+    logs_retention_bytes: int = Field(1_073_741_824, gt=0, description="retention.bytes of each <prefix>logs partition")
+    log_lines_per_second: float = Field(200.0, gt=0, description="lines a member may ship per second (token bucket)")
+    log_burst_lines: int = Field(1000, ge=1, description="lines a member may ship at once above its rate")
+    log_batch_seconds: float = Field(0.5, gt=0, description="how long the shipper gathers lines into one batch")
+    log_ring_lines: int = Field(2000, ge=10, description="lines the read side keeps per member")
+    heartbeat_seconds: float = Field(5.0, gt=0, description="how often every part publishes its heartbeat")
+    usage_period_seconds: float = Field(3600.0, gt=0, description="period of one <prefix>usage record")
+    usage_grace_seconds: float = Field(30.0, ge=0, description="a period is exported this long after it ends")
+
     def topic(self, name: str) -> str:
         return f"{self.topic_prefix}{name}"
 

@@ -79,3 +79,4 @@ class ClusterSpec(Value):
     scale_down_after: int = Field(4, ge=1, description="consecutive scale-down requests needed")
     scaling_dependents: list[str] = Field(default_factory=list, description="cluster ids")
     startup_after: list[str] = Field(default_factory=list, description="cluster ids started first")
+    log_file_paths: list[str] = Field(default_factory=list, description="files the agent ships to the logs topic")

@@ -13,6 +13,7 @@ from schemas.definitions import DEFINITION_KINDS
 from schemas.envelope import Envelope
 from schemas.events import Event
 from schemas.ids import parse_aggregate_id
+from schemas.observability import HeartbeatRecord, LogBatchRecord, UsageRecord
 from schemas.status import Health, InstanceStatus, Notification, Reply
 
 
@@ -185,6 +186,9 @@ TOPIC_RECORDS: dict[str, type[Envelope]] = {
     "instance-status": InstanceStatusRecord,
     "instance-notifier": NotifierRecord,
     "deadletter": DeadLetterRecord,
+    "logs": LogBatchRecord,
+    "usage": UsageRecord,
+    "heartbeats": HeartbeatRecord,
 }
 """Topic name (without the configurable prefix) -> the envelope its records must validate as."""
 

@@ -21,6 +21,8 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from infra.api.console import router as console_router
 from infra.api.definitions import definition_routers
+from infra.api.logs import router as logs_router
+from infra.api.usage import router as usage_router
 from infra.api.identity import Identity, Principal, basic_scheme, current_principal, unauthorized
 from infra.api.read_model import ReadModel
 from infra.api.responses import ERROR_RESPONSES, Writer, answer
@@ -152,7 +154,8 @@ def create_app(settings: Settings, *, demo: bool = False, read_model: ReadModel 
         return answer(500, "internal error; the server log has the details", "error")
 
     # the runtime routes first: polled most, they are matched before the ~50 definition routes
-    for router in [runtime_router] + definition_routers() + [signups_router, replay_router, _token_router()]:
+    for router in [runtime_router] + definition_routers() + [signups_router, replay_router, _token_router(),
+                                                             logs_router, usage_router]:
         app.include_router(router, prefix="/api")
     app.include_router(console_router)
     return app

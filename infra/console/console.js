@@ -13,6 +13,11 @@ let retryMs = 2000;
 let abort = null;
 let pastAt = null;  // the instant the runtime tree shows, or null when it follows the live stream
 let lastState = null;
+let selectedMember = null;
+let logAbort = null;
+let usageTimer = null;
+const LOG_LINES_SHOWN = 500;
+const MEMBER_KEY = "stratos.member";  // the member whose logs show, kept across a reload
 
 function el(tag, attributes = {}, ...children) {
   const node = document.createElement(tag);
@@ -31,6 +36,10 @@ function showLogin(message = "") {
   token = null;
   sessionStorage.removeItem(TOKEN_KEY);
   if (abort) abort.abort();
+  if (logAbort) logAbort.abort();
+  selectedMember = null;
+  sessionStorage.removeItem(MEMBER_KEY);
+  clearInterval(usageTimer);
   $("#console").hidden = true;
   $("#logout").hidden = true;
   $("#who").textContent = "";
@@ -73,6 +82,113 @@ async function start() {
   $("#console").hidden = false;
   $("#logout").hidden = false;
   follow();
+  const remembered = sessionStorage.getItem(MEMBER_KEY);
+  if (remembered) selectMember(remembered);
+  refreshUsage();
+  clearInterval(usageTimer);
+  usageTimer = setInterval(refreshUsage, 10000);
+}
+
+// Server-sent events over fetch: each complete block (ends at a blank line) goes to `onBlock`.
+async function readEvents(reply, onBlock) {
+  const reader = reply.body.pipeThrough(new TextDecoderStream()).getReader();
+  let buffer = "";
+  for (;;) {
+    const {value, done} = await reader.read();
+    if (done) return;
+    buffer = (buffer + value).replace(/\r\n?/g, "\n");
+    let end;
+    while ((end = buffer.indexOf("\n\n")) >= 0) {
+      onBlock(buffer.slice(0, end));
+      buffer = buffer.slice(end + 2);
+    }
+  }
+}
+
+function parseBlock(block) {
+  let event = "message", id = null;
+  const data = [];
+  for (const line of block.split("\n")) {
+    if (line.startsWith("event:")) event = line.slice(6).trim();
+    else if (line.startsWith("data:")) data.push(line.slice(5).replace(/^ /, ""));
+    else if (line.startsWith("id:")) id = line.slice(3).trim();
+  }
+  return {event, id, data: data.join("\n")};
+}
+
+// --- the log pane: the selected member's lines, followed live ------------------------------
+function selectMember(member) {
+  if (member === selectedMember) return;
+  selectedMember = member;
+  sessionStorage.setItem(MEMBER_KEY, member);
+  document.querySelectorAll("table.members tr.selected").forEach((row) => row.classList.remove("selected"));
+  document.querySelectorAll(`table.members tr[data-member="${CSS.escape(member)}"]`).forEach((row) => row.classList.add("selected"));
+  $("#logs-of").textContent = ` of ${member}`;
+  $("#log-lines").replaceChildren();
+  followLogs(member);
+}
+
+async function followLogs(member) {
+  if (logAbort) logAbort.abort();
+  const mine = logAbort = new AbortController();
+  let after = 0;
+  while (token && selectedMember === member) {
+    const query = new URLSearchParams({target: member, limit: "200"});
+    if (after) query.set("after", String(after));
+    try {
+      const reply = await fetch(`/api/logs/stream?${query}`, {
+        credentials: "omit", headers: {Authorization: `Bearer ${token}`, Accept: "text/event-stream"}, signal: mine.signal});
+      if (reply.status === 401) return showLogin("Your session has ended: log in again.");
+      if (reply.ok) {
+        await readEvents(reply, (block) => {
+          const {event, data} = parseBlock(block);
+          if (event !== "line" || !data) return;
+          const line = JSON.parse(data);
+          after = line.seq;
+          addLogLine(line);
+        });
+      }
+    } catch (error) {
+      if (error.name === "AbortError") return;
+    }
+    await new Promise((resolve) => setTimeout(resolve, retryMs));
+  }
+}
+
+function addLogLine(line) {
+  const list = $("#log-lines");
+  const item = el("li", {"data-seq": line.seq, "data-level": line.level, class: `l-${line.level.toLowerCase()}`},
+    el("span", {class: "t"}, `${new Date(line.at).toLocaleTimeString()} ${line.level} ${line.source}`), line.message);
+  const pane = $("#logs-panel");
+  const atBottom = pane.scrollTop + pane.clientHeight >= pane.scrollHeight - 4;
+  list.append(item);
+  while (list.children.length > LOG_LINES_SHOWN) list.firstChild.remove();
+  if (atBottom) pane.scrollTop = pane.scrollHeight;
+}
+
+// --- the usage chart: member-seconds (running) and pending seconds per cluster --------------
+async function refreshUsage() {
+  if (!token) return;
+  const reply = await fetch("/api/usage?from=24h&groupBy=cluster", {credentials: "omit",
+    headers: {Authorization: `Bearer ${token}`}}).catch(() => null);
+  if (!reply || !reply.ok) return;
+  renderUsage((await reply.json()).rows);
+}
+
+function renderUsage(rows) {
+  const root = $("#usage");
+  if (!rows.length) return root.replaceChildren(el("p", {class: "empty"}, "No usage yet."));
+  const widest = Math.max(...rows.map((r) => r.member_seconds + r.pending_seconds), 1);
+  root.replaceChildren(...rows.map((r) => {
+    const bar = el("div", {class: "usage-bar", role: "img",
+                           "aria-label": `${r.member_seconds} member-seconds, ${r.pending_seconds} pending`},
+      el("span", {class: "running", style: `width:${(100 * r.member_seconds) / widest}%`}),
+      el("span", {class: "pending", style: `width:${(100 * r.pending_seconds) / widest}%`}));
+    const figures = `member-seconds ${r.member_seconds.toFixed(0)} · pending ${r.pending_seconds.toFixed(0)} s · ` +
+      `scaling actions ${r.scaling_actions}` + (r.requests_served === null ? "" : ` · requests ${r.requests_served}`);
+    return el("div", {class: "usage-row", "data-usage": r.cluster},
+      el("span", {class: "id"}, r.cluster), el("div", {}, bar, el("p", {class: "figures"}, figures)));
+  }));
 }
 
 // Server-sent events over fetch: blocks end at a blank line; reconnect after `retry` ms.
@@ -85,18 +201,7 @@ async function follow() {
       if (reply.status === 401) return showLogin("Your session has ended: log in again.");
       if (reply.ok) {
         setLive(true);
-        const reader = reply.body.pipeThrough(new TextDecoderStream()).getReader();
-        let buffer = "";
-        for (;;) {
-          const {value, done} = await reader.read();
-          if (done) break;
-          buffer = (buffer + value).replace(/\r\n?/g, "\n");
-          let end;
-          while ((end = buffer.indexOf("\n\n")) >= 0) {
-            dispatch(buffer.slice(0, end));
-            buffer = buffer.slice(end + 2);
-          }
-        }
+        await readEvents(reply, dispatch);
       }
     } catch (error) {
       if (error.name === "AbortError") return;
@@ -134,7 +239,9 @@ function foldable(key, summary, ...body) {
 
 function memberTable(members) {
   if (!members.length) return el("p", {class: "empty"}, "no members");
-  const rows = members.map((m) => el("tr", {"data-member": m.memberId, "data-status": m.status},
+  const rows = members.map((m) => el("tr", {"data-member": m.memberId, "data-status": m.status,
+                                            class: m.memberId === selectedMember ? "selected" : null,
+                                            title: "show this member's logs"},
     el("td", {class: "id"}, m.memberId), el("td", {}, badge(m.status)),
     el("td", {}, m.defaultPrivateIP || "–"), el("td", {}, m.defaultPublicIP || "–"),
     el("td", {}, m.partitionId), el("td", {}, m.networkPartitionId)));
@@ -317,5 +424,9 @@ document.addEventListener("DOMContentLoaded", () => {
   $("#logout").addEventListener("click", () => showLogin());
   $("#at").addEventListener("change", travel);
   $("#back-live").addEventListener("click", backToLive);
+  $("#applications").addEventListener("click", (event) => {
+    const row = event.target.closest("tr[data-member]");
+    if (row) selectMember(row.dataset.member);
+  });
   if (token) start(); else showLogin();
 });

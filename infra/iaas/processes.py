@@ -60,6 +60,9 @@ class ProcessInstances:
             command += ["--serve-http", str(port)]
         if meta.get("repoUrl"):
             command += ["--repo-url", meta["repoUrl"]]
+        command += ["--application-id", meta.get("applicationId", "")]
+        for path in filter(None, meta.get("logFilePaths", "").split(",")):
+            command += ["--log-file", path]
         env = {**os.environ, "STRATOS_KAFKA_BOOTSTRAP": self.settings.kafka_bootstrap or "",
                "STRATOS_TOPIC_PREFIX": self.settings.topic_prefix,
                "STRATOS_HEALTH_PUBLISH_SECONDS": str(self.settings.health_publish_seconds)}

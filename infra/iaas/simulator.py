@@ -6,6 +6,9 @@ InstanceCleanupMember, ReadyToShutdown once it is In_Maintenance. Active nodes p
 from their cartridge's pattern every `health_publish_seconds`. A destroyed (crashed) node says
 nothing more. Events are read as history from where it starts (the end), so it learns the fence
 there; a record that does not decode, or whose handling raises, is dead-lettered.
+
+Each simulated instance also writes the log lines its agent would (started, artifacts checked
+out, activated, cleanup, ready to shut down) to `<prefix>logs`, through the same shipper.
 """
 from __future__ import annotations
 
@@ -18,6 +21,7 @@ from infra.eventlog import history_events
 from infra.eventlog import History
 from infra.iaas.mock import MockCloud, MockInstance
 from infra.kafka import Appender, DeadLetters, assigned_consumer, envelope, validated
+from infra.observe.logship import LogShipper, LogSource
 from infra.recovery import fence_before
 from infra.settings import Settings
 from schemas.ids import aggregate_id
@@ -26,6 +30,16 @@ from schemas.status import HealthStat, InstanceCleanupCluster, InstanceCleanupMe
 
 log = logging.getLogger(__name__)
 
+AGENT_LINES = {
+    "InstanceStarted": [("INFO", "cartridge agent started: member {member} of cluster {cluster}"),
+                        ("INFO", "published InstanceStarted")],
+    "InstanceActivated": [("INFO", "ports {ports} open"), ("INFO", "published InstanceActivated")],
+    "InstanceMaintenanceMode": [("INFO", "cleanup requested: entering maintenance mode"),
+                                ("INFO", "published InstanceMaintenanceMode"),
+                                ("INFO", "running the clean hook")],
+    "InstanceReadyToShutdown": [("INFO", "clean hook done"), ("INFO", "published InstanceReadyToShutdown")],
+}
+"""What a simulated instance's agent writes when it says each status."""
 
 
 def cluster_aggregate(instance: MockInstance) -> str:
@@ -40,6 +54,7 @@ class SimulatedAgents:
         self.cloud = cloud
         self.appender = Appender(settings)
         self.dead_letters = DeadLetters(self.appender)
+        self.shipper = LogShipper(settings)
         self.history = History(lambda partition, offset: fence_before(settings, partition, offset))
         self.stopping = threading.Event()
         self.consumers = {kind: assigned_consumer(settings, kind, from_beginning=False)
@@ -61,6 +76,7 @@ class SimulatedAgents:
             thread.join(10)
         for consumer in self.consumers.values():
             consumer.close()
+        self.shipper.close()
         self.appender.close()
 
     # --- lifecycle ----------------------------------------------------------------------------
@@ -97,8 +113,19 @@ class SimulatedAgents:
                         and (answer := cleanup_answer(instance.agent_status)):
                     self._say(instance, *answer, cause=record.id)
 
+    def lines(self, instance: MockInstance, status_type: str) -> None:
+        meta = instance.metadata
+        source = LogSource(instance.node_id, meta["clusterId"], meta.get("applicationId", ""), meta["tenant"])
+        say = [*AGENT_LINES[status_type]]
+        if status_type == "InstanceStarted" and meta.get("repoUrl"):
+            say += [("INFO", f"git clone {meta['repoUrl']}"), ("INFO", "artifacts checked out")]
+        for level, text in say:
+            self.shipper.emit(source, level, text.format(member=instance.node_id, cluster=meta["clusterId"],
+                                                         ports=meta.get("ports") or "none"), "agent")
+
     def _say(self, instance: MockInstance, status_type: str, agent_status: str,
              cause: str | None = None) -> None:
+        self.lines(instance, status_type)
         instance.agent_status = agent_status
         status = InstanceStatus(type=status_type, member_id=instance.node_id,
                                 cluster_id=instance.metadata["clusterId"],

@@ -1,0 +1,73 @@
+"""A reader that follows one topic on its own thread: every partition from its start, without a
+group (no rebalance pauses), like the API's read model; `caught_up` is set once it has read what
+the topic held when it started. Subclasses say what to do with each partition's records."""
+from __future__ import annotations
+
+import logging
+import threading
+
+from infra.kafka import assigned_consumer
+from infra.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+class Follower:
+    topic_kind = ""
+    name = "follower"
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.caught_up = threading.Event()
+        self.stopping = threading.Event()
+        self.thread = threading.Thread(target=self._run, name=self.name, daemon=True)
+
+    def start(self):
+        self.thread.start()
+        return self
+
+    def stop(self) -> None:
+        self.stopping.set()
+        self.thread.join(5)
+
+    def on_records(self, raws) -> None:
+        """One partition's records, in offset order (raw kafka-python ConsumerRecords)."""
+        raise NotImplementedError
+
+    def closed(self) -> None:
+        """The reader has stopped."""
+
+    def _run(self) -> None:
+        try:
+            consumer = assigned_consumer(self.settings, self.topic_kind, fetch_max_wait_ms=50)
+        except Exception:  # noqa: BLE001 - the part serves on without it; the reason is logged
+            log.exception("%s could not open the %s topic", self.name, self.topic_kind)
+            return
+        try:
+            ends = consumer.end_offsets(list(consumer.assignment()))
+            while not self.stopping.is_set():
+                for _tp, raws in consumer.poll(timeout_ms=100, max_records=2000).items():
+                    self.on_records(raws)
+                if not self.caught_up.is_set() and all(consumer.position(tp) >= end for tp, end in ends.items()):
+                    self.caught_up.set()
+        finally:
+            consumer.close()
+            self.closed()
+
+
+def follower_lifespan(attribute: str, factory):
+    """A router lifespan that starts `factory(settings)` beside the API and keeps it as
+    `app.state.<attribute>` (a router's lifespan runs inside the app's, so settings are there)."""
+    from contextlib import asynccontextmanager
+
+    from fastapi.concurrency import run_in_threadpool
+
+    @asynccontextmanager
+    async def lifespan(app):
+        follower = await run_in_threadpool(lambda: factory(app.state.settings).start())
+        setattr(app.state, attribute, follower)
+        try:
+            yield
+        finally:
+            await run_in_threadpool(follower.stop)
+    return lifespan
