@@ -22,7 +22,7 @@ BULK_FETCH_WAIT_MS = 20
 
 
 async def _produce_batches(settings: Settings, topic: str, partition: int, start: int,
-                           out: queue.Queue, stop: threading.Event) -> None:
+                           out: queue.Queue, stop: threading.Event, row=None) -> None:
     consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, group_id=None,
                                 enable_auto_commit=False, fetch_max_bytes=64 << 20,
                                 max_partition_fetch_bytes=32 << 20, fetch_max_wait_ms=BULK_FETCH_WAIT_MS)
@@ -40,14 +40,16 @@ async def _produce_batches(settings: Settings, topic: str, partition: int, start
             records = batch.get(tp, [])
             if records:
                 position = records[-1].offset + 1
-                out.put([(r.offset, r.key, r.value) for r in records])
+                out.put([(r.offset, r.key, r.value) for r in records] if row is None
+                        else [row(r) for r in records])
     finally:
         await consumer.stop()
 
 
-def iter_partition(settings: Settings, topic_kind: str, partition: int, start: int = 0
+def iter_partition(settings: Settings, topic_kind: str, partition: int, start: int = 0, row=None
                    ) -> Iterator[tuple[int, bytes | None, bytes]]:
-    """(offset, key, value) of one partition from `start` to its end as it is now.
+    """(offset, key, value) of one partition from `start` to its end as it is now (or
+    `row(record)` of each aiokafka ConsumerRecord: the archive keeps timestamps and headers).
 
     Tansu 0.6 reports a partition's end offset as the last *batch*'s base offset + 1, so the
     whole batch that holds the reported end is read too (Kafka hands out whole batches)."""
@@ -57,7 +59,7 @@ def iter_partition(settings: Settings, topic_kind: str, partition: int, start: i
 
     def run() -> None:
         try:
-            asyncio.run(_produce_batches(settings, settings.topic(topic_kind), partition, start, out, stop))
+            asyncio.run(_produce_batches(settings, settings.topic(topic_kind), partition, start, out, stop, row))
         except BaseException as exc:  # handed to the caller below, not swallowed
             failure.append(exc)
         finally:
