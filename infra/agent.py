@@ -145,7 +145,7 @@ class CartridgeAgent:
         self.wait_initialized = wait_initialized
         self.ready = ready
         """What else must hold before Activated (a load balancer's HAProxy serving)."""
-        self.appender = Appender(settings)
+        self.appender = Appender(settings, source="agent")
         self.dead_letters = DeadLetters(self.appender)
         self.notices = assigned_consumer(settings, "instance-notifier", from_beginning=False)
         for tp in self.notices.assignment():
