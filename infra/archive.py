@@ -159,18 +159,21 @@ async def _import(settings: Settings, path: Path, topics: set[str] | None) -> Tr
         for block in reader:
             if block.totals is not None or (topics is not None and block.topic not in topics):
                 continue
-            topic = settings.topic(block.topic)
+            topic, where = settings.topic(block.topic), f"{block.topic}[{block.partition}]"
             batch, first = producer.create_batch(), block.rows[0][0] if block.rows else 0
-            for offset, timestamp, key, value, headers in block.rows:
-                if batch.append(key=key, value=value, timestamp=timestamp if timestamp >= 0 else None,
-                                headers=headers) is None:
+            last = len(block.rows) - 1
+            for n, (offset, timestamp, key, value, headers) in enumerate(block.rows):
+                # the block's last record goes alone: Tansu reports a partition's end as its last
+                # batch's base offset + 1, and a reader starting inside a longer last batch (node
+                # recovery after a checkpoint) would take the partition for read to its end
+                if n == last and n > 0 or batch.append(key=key, value=value, headers=headers,
+                                                       timestamp=timestamp if timestamp >= 0 else None) is None:
                     pending.append((await producer.send_batch(batch, topic, partition=block.partition),
-                                    first, f"{topic}[{block.partition}]"))
+                                    first, where))
                     batch, first = producer.create_batch(), offset
                     batch.append(key=key, value=value, timestamp=timestamp if timestamp >= 0 else None,
                                  headers=headers)
-            pending.append((await producer.send_batch(batch, topic, partition=block.partition),
-                            first, f"{topic}[{block.partition}]"))
+            pending.append((await producer.send_batch(batch, topic, partition=block.partition), first, where))
             result.records[block.topic] = result.records.get(block.topic, 0) + len(block.rows)
             where = (block.topic, block.partition)
             result.partitions[where] = result.partitions.get(where, 0) + len(block.rows)
