@@ -85,7 +85,7 @@ def _partitions(settings: Settings, kinds) -> dict[str, list[int]]:
 
 
 def _row(record) -> tuple:
-    return (record.offset, record.timestamp, record.key, record.value, list(record.headers or ()))
+    return (record.offset, record.timestamp, record.key, record.value, record.headers)
 
 
 def export_log(settings: Settings, path: Path, topics=HISTORY_TOPICS) -> Transfer:
@@ -163,6 +163,7 @@ async def _import(settings: Settings, path: Path, topics: set[str] | None) -> Tr
             batch, first = producer.create_batch(), block.rows[0][0] if block.rows else 0
             last = len(block.rows) - 1
             for n, (offset, timestamp, key, value, headers) in enumerate(block.rows):
+                headers = list(headers)  # aiokafka's batch builder takes a list
                 # the block's last record goes alone: Tansu reports a partition's end as its last
                 # batch's base offset + 1, and a reader starting inside a longer last batch (node
                 # recovery after a checkpoint) would take the partition for read to its end
@@ -255,7 +256,7 @@ class Archiver:
                     skip = self.restored.get(tp.partition, 0)
                     # a null value is archived too: offsets must match after a restore
                     writer.write_rows("events", tp.partition, [
-                        (r.offset, r.timestamp, r.key, r.value, list(r.headers or ()))
+                        (r.offset, r.timestamp, r.key, r.value, r.headers or ())
                         for r in raws if r.offset >= skip])
                 out.flush()
             writer.write_end({"records": {"events": writer.records}})
