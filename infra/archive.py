@@ -33,7 +33,7 @@ from pathlib import Path
 from aiokafka import AIOKafkaProducer
 from kafka import KafkaConsumer, TopicPartition
 
-from infra.bulk import iter_partition
+from infra.bulk import iter_batches
 from infra.kafka import assigned_consumer
 from infra.logarchive import FILE_MAGIC, ArchiveCorrupt, ArchiveReader, ArchiveWriter
 from infra.settings import Settings
@@ -101,7 +101,7 @@ def export_log(settings: Settings, path: Path, topics=HISTORY_TOPICS) -> Transfe
             count = 0
             for partition in partitions:
                 count += writer.write_partition(kind, partition,
-                                                iter_partition(settings, kind, partition, row=_row))
+                                                iter_batches(settings, kind, partition, row=_row))
             result.records[kind] = count
         writer.write_end({"records": result.records})
         result.blocks, result.bytes = writer.blocks, out.tell()

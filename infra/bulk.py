@@ -46,13 +46,21 @@ async def _produce_batches(settings: Settings, topic: str, partition: int, start
         await consumer.stop()
 
 
-def iter_partition(settings: Settings, topic_kind: str, partition: int, start: int = 0, row=None
+def iter_partition(settings: Settings, topic_kind: str, partition: int, start: int = 0
                    ) -> Iterator[tuple[int, bytes | None, bytes]]:
-    """(offset, key, value) of one partition from `start` to its end as it is now (or
-    `row(record)` of each aiokafka ConsumerRecord: the archive keeps timestamps and headers).
+    """(offset, key, value) of one partition from `start` to its end as it is now.
 
     Tansu 0.6 reports a partition's end offset as the last *batch*'s base offset + 1, so the
     whole batch that holds the reported end is read too (Kafka hands out whole batches)."""
+    for batch in iter_batches(settings, topic_kind, partition, start):
+        yield from batch
+
+
+def iter_batches(settings: Settings, topic_kind: str, partition: int, start: int = 0, row=None
+                 ) -> Iterator[list]:
+    """`iter_partition` a fetch at a time (a list each, at most 32 MB), each record as
+    `row(record)` of the aiokafka ConsumerRecord if given (the archive keeps timestamps and
+    headers): no per-record hand-over between the threads."""
     out: queue.Queue = queue.Queue(maxsize=8)
     stop = threading.Event()
     failure: list[BaseException] = []
@@ -69,7 +77,7 @@ def iter_partition(settings: Settings, topic_kind: str, partition: int, start: i
     reader.start()
     try:
         while (batch := out.get()) is not _DONE:
-            yield from batch
+            yield batch
     finally:
         stop.set()
         while reader.is_alive():

@@ -45,8 +45,7 @@ _CRC = struct.Struct(">I")
 MAX_PACKED_BYTES = 256 << 20
 """A block header claiming more than this is corrupt (a writer never packs that much)."""
 BLOCK_RECORDS = 4096
-BLOCK_BYTES = 4 << 20
-"""A writer closes a block at this many records or raw bytes, whichever comes first."""
+"""A writer closes a block at this many records (or at the end of a fetched batch)."""
 
 Row = tuple  # (offset, timestamp_ms, key, value, headers: list[tuple[str, bytes | None]])
 
@@ -124,19 +123,15 @@ class ArchiveWriter:
             self._block(RECORDS, topic, partition, rows[0][0], count, raw)
             self.records += count
 
-    def write_partition(self, topic: str, partition: int, rows: Iterable[Row]) -> int:
-        """Blocks of BLOCK_RECORDS / BLOCK_BYTES from a stream of rows; returns how many rows."""
-        pending: list[Row] = []
-        size = written = 0
-        for row in rows:
-            pending.append(row)
-            size += len(row[3] or b"") + len(row[2] or b"") + 64
-            if len(pending) >= BLOCK_RECORDS or size >= BLOCK_BYTES:
-                self.write_rows(topic, partition, pending)
-                written += len(pending)
-                pending, size = [], 0
-        self.write_rows(topic, partition, pending)
-        return written + len(pending)
+    def write_partition(self, topic: str, partition: int, batches: Iterable[list[Row]]) -> int:
+        """Blocks of at most BLOCK_RECORDS from a stream of row lists (each fetched batch is
+        bounded in bytes by the reader); returns how many rows."""
+        written = 0
+        for batch in batches:
+            for start in range(0, len(batch), BLOCK_RECORDS):
+                self.write_rows(topic, partition, batch[start:start + BLOCK_RECORDS])
+            written += len(batch)
+        return written
 
     def write_end(self, totals: dict) -> None:
         """The end marker: a reader that sees it knows the writer finished."""
