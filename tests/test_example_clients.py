@@ -143,3 +143,11 @@ def test_example_clients_scale_a_cluster_and_their_bad_records_are_dead_letters(
     assert json.loads(replayed.stdout)["record_id"] == "bad-1"
     wait_until(lambda: any(d.record.payload.command_id == "bad-1" for d in read_to_end(loop_settings, "replies")),
                timeout=30, message="the replayed command's reply")
+    # every record the platform wrote carries CloudEvents headers: the reply, the health worker's commands
+    reply = next(raw for raw in read_to_end(loop_settings, "replies", decode_records=False) if b'"bad-1"' in raw.value)
+    reply_headers = {name: value.decode() for name, value in reply.headers}
+    assert reply_headers["ce_causationid"] == "bad-1" and reply_headers["ce_subject"] == KEY
+    assert reply_headers["ce_source"] == "/stratos-es/node" and reply_headers["ce_type"] == "stratos.CommandAccepted"
+    scale = next(raw for raw in read_to_end(loop_settings, "commands", decode_records=False)
+                 if b'"ScaleCluster"' in raw.value)
+    assert dict(scale.headers)["ce_source"] == b"/stratos-es/health"
