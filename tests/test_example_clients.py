@@ -40,10 +40,15 @@ def worker(loop_settings, running_node):
     running.stop()
 
 
+def command(settings, script: str, *args: str) -> list[str]:
+    """How docs/clients.md runs an example: its own interpreter process, nothing of ours imported."""
+    return [sys.executable, str(EXAMPLES / script), "--bootstrap", settings.kafka_bootstrap,
+            "--prefix", settings.topic_prefix, *args]
+
+
 def example(settings, script: str, *args: str, timeout: float = 60) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, str(EXAMPLES / script), "--bootstrap", settings.kafka_bootstrap,
-                           "--prefix", settings.topic_prefix, *args],
-                          capture_output=True, text=True, timeout=timeout, env={**os.environ, "PYTHONPATH": ""})
+    return subprocess.run(command(settings, script, *args), capture_output=True, text=True, timeout=timeout,
+                          env={**os.environ, "PYTHONPATH": ""})
 
 
 def stratos(settings, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess:
@@ -91,9 +96,11 @@ def test_example_clients_scale_a_cluster_and_their_bad_records_are_dead_letters(
     # load 90 against a threshold of 25: ceil(1 * 90 / 25) = 4 members, the cluster's max
     health = ("--cluster", CLUSTER, "--network-partition", "np1", "--member", member, "--value", "90",
               "--seconds", "4", "--interval", "0.25")
-    sent = [example(loop_settings, "kafka_python_health.py", *health),
-            example(loop_settings, "aiokafka_health.py", *health)]
-    assert all(run.returncode == 0 and "health statistics for" in run.stdout for run in sent), sent
+    clients = [subprocess.Popen(command(loop_settings, script, *health), stdout=subprocess.PIPE, text=True,
+                                env={**os.environ, "PYTHONPATH": ""})
+               for script in ("kafka_python_health.py", "aiokafka_health.py")]  # side by side
+    outputs = [client.communicate(timeout=60)[0] for client in clients]
+    assert all(c.returncode == 0 for c in clients) and all("health statistics for" in o for o in outputs), outputs
     wait_until(lambda: len(spawned(loop_settings)) == 4, timeout=40, message="scaled up to 4 members")
     decisions = [e for e in events_of(loop_settings, KEY) if e.type == "ScalingDecided"]
     assert any(d.payload.reason == "ScaleUp" for d in decisions)
@@ -125,10 +132,9 @@ def test_example_clients_scale_a_cluster_and_their_bad_records_are_dead_letters(
     health_letter = next(l for l in letters if l["source_topic"] == loop_settings.topic("health"))
     assert "value" in health_letter["reason"] and health_letter["headers"]["ce_subject"] == \
         f"{loop_settings.topic('health')}:{health_letter['source_partition']}:{health_letter['source_offset']}"
-    only_health = json.loads(stratos(loop_settings, "deadletter", "list", "--json", "--topic", "health").stdout)
-    assert [l["id"] for l in only_health] == [health_letter["id"]]
     table = stratos(loop_settings, "deadletter", "list", "--topic", "commands")
     assert command_letter["id"] in table.stdout and "ValidationError" in table.stdout
+    assert "1 dead letters" in table.stdout  # the health one is filtered out
 
     # replay: a correction that is still wrong is refused naming the field; a good one is handled
     original = json.loads(command_letter["original"])
