@@ -7,12 +7,14 @@ into topics that must be empty, so that every record gets its original offset ba
 name events offsets) — checked against the broker's answer for every batch.
 
 Which topics carry history (HISTORY_TOPICS, docs/clients.md "Archive"): the events (the log), the
-snapshots (checkpoints and claim markers: the snapshot fence), the replies (each command's
-outcome), the health statistics and instance status (what the autoscaler and the reactor saw)
-and the dead letters. Not the commands: every handled command is recorded by its Commit (id,
-type, outcome), and a fresh broker's node group has no committed offsets, so restored commands
-would all be handled again (most outside the dedup window); not the topology (a projection of
-the events) nor the instance notifier (messages to instances that are gone).
+snapshots (checkpoints and claim markers: the snapshot fence), the commands and the replies
+(every input and its outcome: `why` follows causes through them), the health statistics and
+instance status (what the autoscaler and the reactor saw), the instance notifier and the dead
+letters. Not the topology (a projection of the events). An imported record is history, already
+handled: import commits the offsets of the platform's consumer groups (nodes, reactor, cloud
+controller, health worker) at its end, so a platform started on the copy does not handle
+the commands again, react again or start machines for old spawns (`reread=True` leaves them
+unset).
 
 Embedded mode: the memory broker forgets its log when it stops. `Archiver` mirrors every record
 of `stratos.events` into `state/events.archive` (one block per poll); on the next start
@@ -40,7 +42,8 @@ from infra.settings import Settings
 
 log = logging.getLogger(__name__)
 
-HISTORY_TOPICS = ("events", "snapshots", "replies", "instance-status", "health", "deadletter")
+HISTORY_TOPICS = ("events", "snapshots", "commands", "replies", "instance-status", "health",
+                  "instance-notifier", "deadletter")
 """What `stratos log export` archives by default, in this order (the log first: a truncated
 archive keeps the most important prefix)."""
 PIPELINED_BATCHES = 16
@@ -63,6 +66,8 @@ class Transfer:
     corrupt: ArchiveCorrupt | None = None
     offset_mismatches: int = 0
     partitions: dict[tuple[str, int], int] = field(default_factory=dict)
+    ends: dict[tuple[str, int], int] = field(default_factory=dict)
+    groups_marked: list[str] = field(default_factory=list)
 
     @property
     def total(self) -> int:
@@ -73,6 +78,7 @@ class Transfer:
                 "seconds": round(self.seconds, 3),
                 "records_per_second": round(self.total / self.seconds) if self.seconds else None,
                 "complete": self.complete, "offset_mismatches": self.offset_mismatches,
+                "consumer_groups_at_end": self.groups_marked,
                 "corrupt": self.corrupt.as_dict() if self.corrupt else None}
 
 
@@ -125,13 +131,50 @@ def check_empty(settings: Settings, kinds) -> None:
         consumer.close()
 
 
-def import_log(settings: Settings, path: Path, topics=None, check: bool = True) -> Transfer:
+def import_log(settings: Settings, path: Path, topics=None, check: bool = True,
+               reread: bool = True) -> Transfer:
     """Write the archive's records back (only `topics`, if given), each partition's records in
     order at their original offsets. A corrupt or truncated archive imports its intact prefix;
-    the returned Transfer's `corrupt` says where it stopped."""
+    the returned Transfer's `corrupt` says where it stopped. Unless `reread`, the platform's
+    consumer groups are committed at the end of what was imported (handled history)."""
     if check:
         check_empty(settings, topics or HISTORY_TOPICS)
-    return asyncio.run(_import(settings, Path(path), set(topics) if topics else None))
+    result = asyncio.run(_import(settings, Path(path), set(topics) if topics else None))
+    if not reread and result.ends:
+        result.groups_marked = mark_handled(settings, result.ends)
+    return result
+
+
+def platform_groups(settings: Settings) -> dict[str, tuple[str, ...]]:
+    """Each consumer group of the platform and the topics it reads (as it names them)."""
+    from infra.cloud import CLOUD_GROUP
+    from infra.node import NODE_GROUP
+    from infra.reactor import REACTOR_GROUP, SOURCES
+
+    return {settings.topic(NODE_GROUP): ("commands",), settings.topic(REACTOR_GROUP): tuple(SOURCES),
+            settings.topic(CLOUD_GROUP): ("events",), settings.topic("health-worker"): ("health",)}
+
+
+def mark_handled(settings: Settings, ends: dict[tuple[str, int], int]) -> list[str]:
+    """Commit each group's offsets at the imported ends (a group-less commit, as a group with
+    no members accepts); returns the groups marked."""
+    from kafka.structs import OffsetAndMetadata
+
+    marked = []
+    for group, kinds in platform_groups(settings).items():
+        offsets = {TopicPartition(settings.topic(kind), partition): OffsetAndMetadata(end, "", -1)
+                   for (kind, partition), end in ends.items() if kind in kinds}
+        if not offsets:
+            continue
+        consumer = KafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, group_id=group,
+                                 enable_auto_commit=False)
+        try:
+            consumer.assign(list(offsets))
+            consumer.commit(offsets)
+        finally:
+            consumer.close()
+        marked.append(group)
+    return marked
 
 
 async def _import(settings: Settings, path: Path, topics: set[str] | None) -> Transfer:
@@ -178,6 +221,8 @@ async def _import(settings: Settings, path: Path, topics: set[str] | None) -> Tr
             result.records[block.topic] = result.records.get(block.topic, 0) + len(block.rows)
             where = (block.topic, block.partition)
             result.partitions[where] = result.partitions.get(where, 0) + len(block.rows)
+            if block.rows:
+                result.ends[where] = block.rows[-1][0] + 1
             await settle(PIPELINED_BATCHES)
         result.complete = reader.complete
     except ArchiveCorrupt as exc:

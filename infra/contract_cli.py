@@ -54,7 +54,7 @@ def _topics(text: str | None):
 @log_app.command("export")
 def log_export(file: Path = typer.Argument(..., help="archive to write (replaced if it exists)"),
                topics: str = typer.Option(None, help="comma-separated topics (default: "
-                                                     "events,snapshots,replies,instance-status,health,deadletter)"),
+                                                     "every topic but topology)"),
                as_json: bool = typer.Option(False, "--json")) -> None:
     """Write every record of the topics that carry history to a compressed, checksummed archive."""
     from infra.archive import HISTORY_TOPICS, export_log
@@ -71,24 +71,29 @@ def log_export(file: Path = typer.Argument(..., help="archive to write (replaced
 @log_app.command("import")
 def log_import(file: Path = typer.Argument(..., exists=True, dir_okay=False, help="an archive written by export"),
                topics: str = typer.Option(None, help="only these topics of the archive (comma-separated)"),
+               reread: bool = typer.Option(False, "--reread", help="leave the platform's consumer groups "
+                                           "without offsets: a platform started on the copy handles every "
+                                           "imported record again"),
                as_json: bool = typer.Option(False, "--json")) -> None:
     """Write an archive back into empty topics (a fresh broker or STRATOS_TOPIC_PREFIX), each record
-    at its original offset. A corrupt or truncated archive imports its intact prefix, says where
-    it stops, and exits 1."""
+    at its original offset, and mark it handled for the platform's consumer groups. A corrupt or
+    truncated archive imports its intact prefix, says where it stops, and exits 1."""
     from infra.archive import ImportRefused, import_log
     from infra.kafka import ensure_topics
 
     settings = _settings()
     ensure_topics(settings)
     try:
-        result = import_log(settings, file, _topics(topics))
+        result = import_log(settings, file, _topics(topics), reread=reread)
     except ImportRefused as exc:
         _fail(str(exc))
     if as_json:
         print(json.dumps({"file": str(file), **result.as_dict()}))
     else:
         counts = ", ".join(f"{t} {n:,}" for t, n in result.records.items()) or "nothing"
-        console.print(f"imported {result.total:,} records ({counts}) in {result.seconds:.1f}s")
+        console.print(f"imported {result.total:,} records ({counts}) in {result.seconds:.1f}s"
+                      + (f"; consumer groups {', '.join(result.groups_marked)} start after them"
+                         if result.groups_marked else ""))
         if result.offset_mismatches:
             console.print(f"[yellow]warning:[/] {result.offset_mismatches} batches landed at other offsets "
                           f"than archived (snapshots name events offsets)")

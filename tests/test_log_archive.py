@@ -13,6 +13,7 @@ import sys
 import uuid
 
 import pytest
+from kafka import KafkaConsumer, TopicPartition
 
 from infra.archive import HISTORY_TOPICS, ImportRefused, Archiver, export_log, import_log, restore
 from infra.inspect_log import digest_all, digest_of
@@ -119,8 +120,9 @@ def test_export_then_import_into_a_fresh_prefix_rebuilds_the_same_state(history,
     exported = export_log(history, archive)
     assert exported.records["events"] > 0 and exported.records["snapshots"] > 0
     assert exported.records["deadletter"] >= 1 and exported.records["health"] == 1
+    assert exported.records["commands"] >= 8
     target = fresh(broker)
-    imported = import_log(target, archive)
+    imported = import_log(target, archive, reread=False)
     assert imported.complete and imported.corrupt is None and imported.offset_mismatches == 0
     assert imported.records == {kind: n for kind, n in exported.records.items() if n}
     assert digest_all(target) == (before, count)
@@ -132,6 +134,11 @@ def test_export_then_import_into_a_fresh_prefix_rebuilds_the_same_state(history,
     recovered = [recover_partition(target, p) for p in range(4)]
     assert sum(r.snapshots_loaded for r in recovered) > 0
     assert digest_of({k: t for r in recovered for k, t in r.aggregates.items()}) == before
+    # imported history is handled: the nodes' group starts after the imported commands
+    consumer = KafkaConsumer(bootstrap_servers=target.kafka_bootstrap, group_id=target.topic("nodes"))
+    ends = {p: n for (kind, p), n in imported.ends.items() if kind == "commands"}
+    assert ends and {p: consumer.committed(TopicPartition(target.topic("commands"), p)) for p in ends} == ends
+    consumer.close()
     with pytest.raises(ImportRefused, match="already holds records"):
         import_log(target, archive)
 
