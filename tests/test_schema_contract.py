@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, Literal, Union
+from typing import Annotated, Literal, Optional, Union
 
 import jsonschema
 import pytest
 from hypothesis import given, strategies as st
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, create_model
 
 from schemas.asyncapi import asyncapi_document
 from schemas.compat import BACKWARD, FORWARD, FULL, check, check_all
@@ -66,102 +66,39 @@ class B(_Model):
     type: Literal["B"] = "B"
 
 
-class Old(_Model):
-    id: str
-    value: float
-    mode: Literal["fast", "slow"]
-    note: str | None = None
-    name: str = Field(max_length=50)
-    payload: Annotated[Union[A, B], Field(discriminator="type")]
-
-
-class FieldRemoved(_Model):
-    id: str
-    value: float
-    mode: Literal["fast", "slow"]
-    name: str = Field(max_length=50)
-    payload: Annotated[Union[A, B], Field(discriminator="type")]
-
-
-class TypeNarrowed(_Model):
-    id: str
-    value: int
-    mode: Literal["fast", "slow"]
-    note: str | None = None
-    name: str = Field(max_length=50)
-    payload: Annotated[Union[A, B], Field(discriminator="type")]
-
-
-class RequiredAdded(Old):
-    owner: str
-
-
-class EnumValueRemoved(_Model):
-    id: str
-    value: float
-    mode: Literal["fast", "medium"]
-    note: str | None = None
-    name: str = Field(max_length=50)
-    payload: Annotated[Union[A, B], Field(discriminator="type")]
-
-
-class BoundTightened(_Model):
-    id: str
-    value: float
-    mode: Literal["fast", "slow"]
-    note: str | None = None
-    name: str = Field(max_length=10)
-    payload: Annotated[Union[A, B], Field(discriminator="type")]
-
-
-class VariantRemoved(_Model):
-    id: str
-    value: float
-    mode: Literal["fast", "slow"]
-    note: str | None = None
-    name: str = Field(max_length=50)
-    payload: A
-
-
-class NestedNarrowed(_Model):
-    type: Literal["A"] = "A"
-    size: str
-
-
-class NestedChange(_Model):
-    id: str
-    value: float
-    mode: Literal["fast", "slow"]
-    note: str | None = None
-    name: str = Field(max_length=50)
-    payload: Annotated[Union[NestedNarrowed, B], Field(discriminator="type")]
-
-
-class Widened(_Model):
-    id: str
-    value: float | None
-    mode: Literal["fast", "slow"]
-    note: str | None = None
-    name: str = Field(max_length=50)
-    payload: Annotated[Union[A, B], Field(discriminator="type")]
-
-
-class OptionalAdded(Old):
-    comment: str | None = None
-    tags: list[str] = []
-
-
 class C(_Model):
     type: Literal["C"] = "C"
 
 
-class VariantAdded(_Model):
-    id: str
-    value: float
-    mode: Literal["fast", "slow"]
-    note: str | None = None
-    name: str = Field(max_length=50)
-    payload: Annotated[Union[A, B, C], Field(discriminator="type")]
+class NarrowA(_Model):
+    type: Literal["A"] = "A"
+    size: str
+
+
+DROP = object()
+OLD = {"id": (str, ...), "value": (float, ...), "mode": (Literal["fast", "slow"], ...),
+       "note": (Optional[str], None), "name": (Annotated[str, Field(max_length=50)], ...),
+       "payload": (Annotated[Union[A, B], Field(discriminator="type")], ...)}
+
+
+def model(**changes):
+    """The Old record with some fields changed (DROP: removed)."""
+    fields = {k: v for k, v in {**OLD, **changes}.items() if v is not DROP}
+    return create_model("Record", __config__=ConfigDict(extra="forbid"), **fields)
+
+
+Old = model()
+FieldRemoved = model(note=DROP)
+TypeNarrowed = model(value=(int, ...))
+RequiredAdded = model(owner=(str, ...))
+EnumValueRemoved = model(mode=(Literal["fast", "medium"], ...))
+BoundTightened = model(name=(Annotated[str, Field(max_length=10)], ...))
+VariantRemoved = model(payload=(A, ...))
+NestedChange = model(payload=(Annotated[Union[NarrowA, B], Field(discriminator="type")], ...))
+Widened = model(value=(Optional[float], ...))
+OptionalAdded = model(comment=(Optional[str], None), tags=(list[str], []))
+VariantAdded = model(payload=(Annotated[Union[A, B, C], Field(discriminator="type")], ...))
+IdRemoved = model(id=DROP)
 
 
 def schema(model) -> dict:
@@ -195,13 +132,6 @@ def test_checker_accepts_compatible_changes(new):
 
 def test_removing_a_required_field_breaks_old_readers_an_optional_one_does_not():
     assert check(schema(Old), schema(FieldRemoved), FORWARD) == []  # `note` was optional
-
-    class IdRemoved(_Model):
-        value: float
-        mode: Literal["fast", "slow"]
-        note: str | None = None
-        name: str = Field(max_length=50)
-        payload: Annotated[Union[A, B], Field(discriminator="type")]
     assert "FORWARD record.id: required field removed" in check(schema(Old), schema(IdRemoved), FORWARD)
 
 
