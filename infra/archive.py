@@ -249,7 +249,11 @@ def restore(settings: Settings, path: Path) -> dict[int, int]:
         if not probe.read(len(FILE_MAGIC)).startswith(FILE_MAGIC):
             return _restore_json_lines(settings, path)
     result = import_log(settings, path, topics=["events"], check=False)
-    if result.corrupt is not None:
+    if result.corrupt is not None and result.corrupt.block == 0:  # not a file this code can read
+        aside = path.with_name(path.name + ".unreadable")
+        log.error("%s: %s; set aside as %s, a new archive begins", path, result.corrupt, aside)
+        path.replace(aside)
+    elif result.corrupt is not None:
         log.warning("%s: %s; cutting it there", path, result.corrupt)
         with path.open("r+b") as torn:
             torn.truncate(result.bytes)

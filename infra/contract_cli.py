@@ -38,6 +38,14 @@ def _fail(message: str, code: int = 2):
     raise typer.Exit(code)
 
 
+def _broker_errors():
+    """What talking to the broker or the file system can raise, for a clear error line."""
+    from aiokafka.errors import KafkaError as AioKafkaError
+    from kafka.errors import KafkaError
+
+    return (KafkaError, AioKafkaError, OSError, TimeoutError)
+
+
 def _topics(text: str | None):
     from schemas.records import TOPIC_RECORDS
 
@@ -59,7 +67,10 @@ def log_export(file: Path = typer.Argument(..., help="archive to write (replaced
     """Write every record of the topics that carry history to a compressed, checksummed archive."""
     from infra.archive import HISTORY_TOPICS, export_log
 
-    result = export_log(_settings(), file, _topics(topics) or HISTORY_TOPICS)
+    try:
+        result = export_log(_settings(), file, _topics(topics) or HISTORY_TOPICS)
+    except _broker_errors() as exc:
+        _fail(f"export to {file}: {exc}", 1)
     if as_json:
         print(json.dumps({"file": str(file), **result.as_dict()}))
         return
@@ -87,6 +98,8 @@ def log_import(file: Path = typer.Argument(..., exists=True, dir_okay=False, hel
         result = import_log(settings, file, _topics(topics), reread=reread)
     except ImportRefused as exc:
         _fail(str(exc))
+    except _broker_errors() as exc:
+        _fail(f"import of {file}: {exc}", 1)
     if as_json:
         print(json.dumps({"file": str(file), **result.as_dict()}))
     else:
@@ -120,6 +133,8 @@ def deadletter_list(since: str = typer.Option(None, help="only newer ones: 10m, 
         letters = list_letters(settings, parse_since(since) if since else None, topic)
     except DeadLetterError as exc:
         _fail(str(exc), exc.code)
+    except _broker_errors() as exc:
+        _fail(f"reading {settings.topic('deadletter')}: {exc}", 1)
     if as_json:
         print(json.dumps([letter.as_dict() for letter in letters], indent=2))
         return
@@ -143,17 +158,20 @@ def deadletter_replay(letter_id: str = typer.Argument(..., metavar="ID", help="P
     from infra.deadletter_ops import DeadLetterError, replay
 
     settings = _settings()
+    body = None
     try:
-        body = None
         if value == "-":
             body = sys.stdin.buffer.read()
         elif value:
             body = Path(value).read_bytes()
-        topic, partition, offset, record_id = replay(settings, letter_id, body)
     except OSError as exc:
         _fail(f"--value {value}: {exc.strerror or exc}")
+    try:
+        topic, partition, offset, record_id = replay(settings, letter_id, body)
     except DeadLetterError as exc:
         _fail(str(exc), exc.code)
+    except _broker_errors() as exc:
+        _fail(f"replay of {letter_id}: {exc}", 1)
     if as_json:
         print(json.dumps({"id": letter_id, "topic": topic, "partition": partition, "offset": offset,
                           "record_id": record_id}))
