@@ -159,7 +159,7 @@ class CartridgeAgent:
         self.wait_initialized = wait_initialized
         self.ready = ready
         """What else must hold before Activated (a load balancer's HAProxy serving)."""
-        self.appender = Appender(settings)
+        self.appender = Appender(settings, source="agent")
         self.dead_letters = DeadLetters(self.appender)
         self.shipper = LogShipper(settings, self.appender)
         self.log_handler = KafkaLogHandler(self.shipper, payload.log_source, exclude=(__name__,))

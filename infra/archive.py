@@ -1,31 +1,270 @@
-"""The event archive of embedded mode: the memory broker forgets its log when it stops.
+"""Archives of the log: `stratos log export/import`, and embedded mode's own event archive.
 
-A reader mirrors every record of `stratos.events` to an append-only JSON-lines file (partition,
-offset, key, value); on the next start the archive is written back, partition by partition,
-into the fresh broker before any node starts, so state survives a restart of `stratos up`.
+Both write the format of `infra/logarchive.py` (compressed, checksummed blocks). Export reads
+each partition with the bulk reader (aiokafka) and writes it as blocks; import writes the blocks
+back, partition by partition, as aiokafka batches keeping keys, values, headers and timestamps,
+into topics that must be empty, so that every record gets its original offset back (snapshots
+name events offsets) — checked against the broker's answer for every batch.
+
+Which topics carry history (HISTORY_TOPICS, docs/clients.md "Archive"): the events (the log), the
+snapshots (checkpoints and claim markers: the snapshot fence), the commands and the replies
+(every input and its outcome: `why` follows causes through them), the health statistics and
+instance status (what the autoscaler and the reactor saw), the instance notifier and the dead
+letters. Not the topology (a projection of the events). An imported record is history, already
+handled: import commits the offsets of the platform's consumer groups (nodes, reactor, cloud
+controller, health worker) at its end, so a platform started on the copy does not handle
+the commands again, react again or start machines for old spawns (`reread=True` leaves them
+unset).
+
+Embedded mode: the memory broker forgets its log when it stops. `Archiver` mirrors every record
+of `stratos.events` into `state/events.archive` (one block per poll); on the next start
+`restore` writes it back into the fresh broker before any node starts. A torn last block (the
+previous run was killed mid-write) is reported and cut off, the intact prefix restored.
 """
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import logging
 import threading
+import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from kafka import KafkaProducer
+from aiokafka import AIOKafkaProducer
+from kafka import KafkaConsumer, TopicPartition
 
+from infra.bulk import iter_batches
 from infra.kafka import assigned_consumer
+from infra.logarchive import FILE_MAGIC, ArchiveCorrupt, ArchiveReader, ArchiveWriter
 from infra.settings import Settings
 
 log = logging.getLogger(__name__)
 
+HISTORY_TOPICS = ("events", "snapshots", "commands", "replies", "instance-status", "health",
+                  "instance-notifier", "deadletter")
+"""What `stratos log export` archives by default, in this order (the log first: a truncated
+archive keeps the most important prefix)."""
+PIPELINED_BATCHES = 16
+BATCH_BYTES = 1 << 20
+
+
+class ImportRefused(Exception):
+    """The destination is not fit for an import (a topic partition already holds records)."""
+
+
+@dataclass
+class Transfer:
+    """What an export or import moved: records per topic, and where it stopped if it did."""
+
+    records: dict[str, int] = field(default_factory=dict)
+    blocks: int = 0
+    bytes: int = 0
+    seconds: float = 0.0
+    complete: bool = True
+    corrupt: ArchiveCorrupt | None = None
+    offset_mismatches: int = 0
+    partitions: dict[tuple[str, int], int] = field(default_factory=dict)
+    ends: dict[tuple[str, int], int] = field(default_factory=dict)
+    groups_marked: list[str] = field(default_factory=list)
+
+    @property
+    def total(self) -> int:
+        return sum(self.records.values())
+
+    def as_dict(self) -> dict:
+        return {"records": self.records, "total": self.total, "blocks": self.blocks, "bytes": self.bytes,
+                "seconds": round(self.seconds, 3),
+                "records_per_second": round(self.total / self.seconds) if self.seconds else None,
+                "complete": self.complete, "offset_mismatches": self.offset_mismatches,
+                "consumer_groups_at_end": self.groups_marked,
+                "corrupt": self.corrupt.as_dict() if self.corrupt else None}
+
+
+def _partitions(settings: Settings, kinds) -> dict[str, list[int]]:
+    consumer = KafkaConsumer(bootstrap_servers=settings.kafka_bootstrap)
+    try:
+        return {kind: sorted(consumer.partitions_for_topic(settings.topic(kind)) or ()) for kind in kinds}
+    finally:
+        consumer.close()
+
+
+def _row(record) -> tuple:
+    return (record.offset, record.timestamp, record.key, record.value, record.headers)
+
+
+def export_log(settings: Settings, path: Path, topics=HISTORY_TOPICS) -> Transfer:
+    """Write every record of the topics, partition by partition, to a new archive at `path`
+    (written beside it and renamed when complete)."""
+    started = time.monotonic()
+    result = Transfer()
+    partial = path.with_name(path.name + ".part")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with partial.open("wb") as out:
+        writer = ArchiveWriter(out)
+        for kind, partitions in _partitions(settings, topics).items():
+            count = 0
+            for partition in partitions:
+                count += writer.write_partition(kind, partition,
+                                                iter_batches(settings, kind, partition, row=_row))
+            result.records[kind] = count
+        writer.write_end({"records": result.records})
+        result.blocks, result.bytes = writer.blocks, out.tell()
+    partial.replace(path)
+    result.seconds = time.monotonic() - started
+    return result
+
+
+def check_empty(settings: Settings, kinds) -> None:
+    """Refuse an import into topics that hold records: offsets would shift."""
+    consumer = KafkaConsumer(bootstrap_servers=settings.kafka_bootstrap)
+    try:
+        for kind in kinds:
+            topic = settings.topic(kind)
+            tps = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())]
+            for tp, end in consumer.end_offsets(tps).items():
+                if end:
+                    raise ImportRefused(f"{topic} partition {tp.partition} already holds records (end offset "
+                                        f"{end}): import into a fresh broker or another STRATOS_TOPIC_PREFIX")
+    finally:
+        consumer.close()
+
+
+def import_log(settings: Settings, path: Path, topics=None, check: bool = True,
+               reread: bool = True) -> Transfer:
+    """Write the archive's records back (only `topics`, if given), each partition's records in
+    order at their original offsets. A corrupt or truncated archive imports its intact prefix;
+    the returned Transfer's `corrupt` says where it stopped. Unless `reread`, the platform's
+    consumer groups are committed at the end of what was imported (handled history)."""
+    if check:
+        check_empty(settings, topics or HISTORY_TOPICS)
+    result = asyncio.run(_import(settings, Path(path), set(topics) if topics else None))
+    if not reread and result.ends:
+        result.groups_marked = mark_handled(settings, result.ends)
+    return result
+
+
+def platform_groups(settings: Settings) -> dict[str, tuple[str, ...]]:
+    """Each consumer group of the platform and the topics it reads (as it names them)."""
+    from infra.cloud import CLOUD_GROUP
+    from infra.node import NODE_GROUP
+    from infra.reactor import REACTOR_GROUP, SOURCES
+
+    return {settings.topic(NODE_GROUP): ("commands",), settings.topic(REACTOR_GROUP): tuple(SOURCES),
+            settings.topic(CLOUD_GROUP): ("events",), settings.topic("health-worker"): ("health",)}
+
+
+def mark_handled(settings: Settings, ends: dict[tuple[str, int], int]) -> list[str]:
+    """Commit each group's offsets at the imported ends (a group-less commit, as a group with
+    no members accepts); returns the groups marked."""
+    from kafka.structs import OffsetAndMetadata
+
+    marked = []
+    for group, kinds in platform_groups(settings).items():
+        offsets = {TopicPartition(settings.topic(kind), partition): OffsetAndMetadata(end, "", -1)
+                   for (kind, partition), end in ends.items() if kind in kinds}
+        if not offsets:
+            continue
+        consumer = KafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, group_id=group,
+                                 enable_auto_commit=False)
+        try:
+            consumer.assign(list(offsets))
+            consumer.commit(offsets)
+        finally:
+            consumer.close()
+        marked.append(group)
+    return marked
+
+
+async def _import(settings: Settings, path: Path, topics: set[str] | None) -> Transfer:
+    started = time.monotonic()
+    result = Transfer(complete=False)
+    # one batch in flight per partition (aiokafka mutes a partition until its batch is
+    # answered), so order holds without idempotence, which Tansu's InitProducerId refuses here
+    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, acks="all",
+                                max_batch_size=BATCH_BYTES,
+                                max_request_size=8 * BATCH_BYTES, linger_ms=0)
+    await producer.start()
+    pending: list[tuple[asyncio.Future, int, str]] = []
+
+    async def settle(keep: int) -> None:
+        while len(pending) > keep:
+            future, expected, where = pending.pop(0)
+            meta = await future
+            if meta.offset != expected:
+                result.offset_mismatches += 1
+                log.warning("import: %s's batch from offset %d landed at %d (the topic was not empty?)",
+                            where, expected, meta.offset)
+
+    reader = ArchiveReader(path)
+    try:
+        for block in reader:
+            if block.totals is not None or (topics is not None and block.topic not in topics):
+                continue
+            topic, where = settings.topic(block.topic), f"{block.topic}[{block.partition}]"
+            batch, first = producer.create_batch(), block.rows[0][0] if block.rows else 0
+            last = len(block.rows) - 1
+            for n, (offset, timestamp, key, value, headers) in enumerate(block.rows):
+                headers = list(headers)  # aiokafka's batch builder takes a list
+                # the block's last record goes alone: Tansu reports a partition's end as its last
+                # batch's base offset + 1, and a reader starting inside a longer last batch (node
+                # recovery after a checkpoint) would take the partition for read to its end
+                if n == last and n > 0 or batch.append(key=key, value=value, headers=headers,
+                                                       timestamp=timestamp if timestamp >= 0 else None) is None:
+                    pending.append((await producer.send_batch(batch, topic, partition=block.partition),
+                                    first, where))
+                    batch, first = producer.create_batch(), offset
+                    batch.append(key=key, value=value, timestamp=timestamp if timestamp >= 0 else None,
+                                 headers=headers)
+            pending.append((await producer.send_batch(batch, topic, partition=block.partition), first, where))
+            result.records[block.topic] = result.records.get(block.topic, 0) + len(block.rows)
+            where = (block.topic, block.partition)
+            result.partitions[where] = result.partitions.get(where, 0) + len(block.rows)
+            if block.rows:
+                result.ends[where] = block.rows[-1][0] + 1
+            await settle(PIPELINED_BATCHES)
+        result.complete = reader.complete
+    except ArchiveCorrupt as exc:
+        result.corrupt = exc
+    finally:
+        try:
+            await settle(0)
+        finally:
+            await producer.stop()
+    result.blocks, result.bytes = reader.blocks, reader.valid_bytes
+    result.seconds = time.monotonic() - started
+    return result
+
+
+# --- embedded mode ----------------------------------------------------------------------------
 
 def restore(settings: Settings, path: Path) -> dict[int, int]:
-    """Write the archived events back into the (empty) events topic; returns how many went
-    into each partition (so the archiver knows where the new records begin)."""
-    restored: dict[int, int] = {}
-    if not path.exists():
-        return restored
+    """Write the archived events back into the (empty) events topic before any node starts;
+    returns how many records went into each partition, so the archiver knows where the new
+    ones begin. A torn end is cut off (and reported) so that new blocks follow intact ones."""
+    if not path.exists() or path.stat().st_size == 0:
+        return {}
+    with path.open("rb") as probe:
+        if not probe.read(len(FILE_MAGIC)).startswith(FILE_MAGIC):
+            return _restore_json_lines(settings, path)
+    result = import_log(settings, path, topics=["events"], check=False)
+    if result.corrupt is not None and result.corrupt.block == 0:  # not a file this code can read
+        aside = path.with_name(path.name + ".unreadable")
+        log.error("%s: %s; set aside as %s, a new archive begins", path, result.corrupt, aside)
+        path.replace(aside)
+    elif result.corrupt is not None:
+        log.warning("%s: %s; cutting it there", path, result.corrupt)
+        with path.open("r+b") as torn:
+            torn.truncate(result.bytes)
+    return {partition: count for (_topic, partition), count in result.partitions.items()}
+
+
+def _restore_json_lines(settings: Settings, path: Path) -> dict[int, int]:
+    """An archive of the earlier JSON-lines format: restored, then set aside (`.jsonl`), and
+    the archiver writes the whole topic again in the current format."""
+    from kafka import KafkaProducer
+
     producer = KafkaProducer(bootstrap_servers=settings.kafka_bootstrap, acks="all",
                              enable_idempotence=True, linger_ms=5)
     with path.open() as lines:
@@ -33,20 +272,19 @@ def restore(settings: Settings, path: Path) -> dict[int, int]:
             try:
                 row = json.loads(line)
             except json.JSONDecodeError:
-                log.warning("archive %s: skipping a torn line (the previous run stopped mid-write)", path)
-                continue
-            key = base64.b64decode(row["key"]) if row.get("key") else None
-            value = base64.b64decode(row["value"]) if row.get("value") is not None else None
-            producer.send(settings.topic("events"), key=key, value=value,
-                          partition=row["partition"])
-            restored[row["partition"]] = restored.get(row["partition"], 0) + 1
+                continue  # a torn last line
+            producer.send(settings.topic("events"), partition=row["partition"],
+                          key=base64.b64decode(row["key"]) if row.get("key") else None,
+                          value=base64.b64decode(row["value"]) if row.get("value") is not None else None)
     producer.flush()
     producer.close()
-    return restored
+    path.replace(path.with_name(path.name + ".jsonl"))
+    return {}
 
 
 class Archiver:
-    """Appends every new event to the archive file, after those that were restored.
+    """Appends every new event to the archive, one block per partition and poll, after those
+    that were restored.
 
     Reads from the beginning and skips the restored offsets: the broker's reported end offset
     is not exact (Tansu 0.6 counts batches), so seeking to the end could archive twice."""
@@ -60,18 +298,17 @@ class Archiver:
     def run(self) -> None:
         consumer = assigned_consumer(self.settings, "events", from_beginning=True)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        with self.path.open("a") as out:
+        with self.path.open("ab") as out:
+            writer = ArchiveWriter(out)
             while not self.stopping.is_set():
-                for raws in consumer.poll(timeout_ms=200).values():
-                    for raw in raws:
-                        if raw.offset < self.restored.get(raw.partition, 0):
-                            continue
-                        out.write(json.dumps({
-                            "partition": raw.partition, "offset": raw.offset,
-                            "key": base64.b64encode(raw.key).decode() if raw.key else None,
-                            # a null value is archived too: offsets must match after a restore
-                            "value": base64.b64encode(raw.value).decode() if raw.value is not None else None}) + "\n")
+                for tp, raws in consumer.poll(timeout_ms=200).items():
+                    skip = self.restored.get(tp.partition, 0)
+                    # a null value is archived too: offsets must match after a restore
+                    writer.write_rows("events", tp.partition, [
+                        (r.offset, r.timestamp, r.key, r.value, r.headers or ())
+                        for r in raws if r.offset >= skip])
                 out.flush()
+            writer.write_end({"records": {"events": writer.records}})
         consumer.close()
 
     def stop(self) -> None:

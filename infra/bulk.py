@@ -22,7 +22,7 @@ BULK_FETCH_WAIT_MS = 20
 
 
 async def _produce_batches(settings: Settings, topic: str, partition: int, start: int,
-                           out: queue.Queue, stop: threading.Event) -> None:
+                           out: queue.Queue, stop: threading.Event, row=None) -> None:
     consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, group_id=None,
                                 enable_auto_commit=False, fetch_max_bytes=64 << 20,
                                 max_partition_fetch_bytes=32 << 20, fetch_max_wait_ms=BULK_FETCH_WAIT_MS)
@@ -40,7 +40,8 @@ async def _produce_batches(settings: Settings, topic: str, partition: int, start
             records = batch.get(tp, [])
             if records:
                 position = records[-1].offset + 1
-                out.put([(r.offset, r.key, r.value) for r in records])
+                out.put([(r.offset, r.key, r.value) for r in records] if row is None
+                        else [row(r) for r in records])
     finally:
         await consumer.stop()
 
@@ -51,13 +52,22 @@ def iter_partition(settings: Settings, topic_kind: str, partition: int, start: i
 
     Tansu 0.6 reports a partition's end offset as the last *batch*'s base offset + 1, so the
     whole batch that holds the reported end is read too (Kafka hands out whole batches)."""
+    for batch in iter_batches(settings, topic_kind, partition, start):
+        yield from batch
+
+
+def iter_batches(settings: Settings, topic_kind: str, partition: int, start: int = 0, row=None
+                 ) -> Iterator[list]:
+    """`iter_partition` a fetch at a time (a list each, at most 32 MB), each record as
+    `row(record)` of the aiokafka ConsumerRecord if given (the archive keeps timestamps and
+    headers): no per-record hand-over between the threads."""
     out: queue.Queue = queue.Queue(maxsize=8)
     stop = threading.Event()
     failure: list[BaseException] = []
 
     def run() -> None:
         try:
-            asyncio.run(_produce_batches(settings, settings.topic(topic_kind), partition, start, out, stop))
+            asyncio.run(_produce_batches(settings, settings.topic(topic_kind), partition, start, out, stop, row))
         except BaseException as exc:  # handed to the caller below, not swallowed
             failure.append(exc)
         finally:
@@ -67,7 +77,7 @@ def iter_partition(settings: Settings, topic_kind: str, partition: int, start: i
     reader.start()
     try:
         while (batch := out.get()) is not _DONE:
-            yield from batch
+            yield batch
     finally:
         stop.set()
         while reader.is_alive():

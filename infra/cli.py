@@ -9,6 +9,7 @@ from pathlib import Path
 import typer
 from rich.console import Console
 
+from infra.contract_cli import register as register_contract_verbs
 from infra.lb.cli import register as register_lb
 from infra.manager_cli import register as register_stratos_verbs
 from infra.replay_cli import register as register_replay
@@ -203,6 +204,7 @@ register_stratos_verbs(app)
 register_replay(app)
 register_lb(app)
 register_observe_verbs(app)
+register_contract_verbs(app, schemas_app)
 
 
 @app.command()

@@ -162,7 +162,7 @@ class CloudController:
         self.mock_cloud = mock_cloud or settings.mock_cloud or settings.topic_prefix
         self.book = MemberBook()
         self.history = History(lambda partition, offset: fence_before(settings, partition, offset))
-        self.appender = Appender(settings)
+        self.appender = Appender(settings, source="cloud")
         self.dead_letters = DeadLetters(self.appender)
         self.lanes = [ThreadPoolExecutor(1, thread_name_prefix=f"cloud-lane-{n}")
                       for n in range(settings.cloud_workers)]
@@ -262,7 +262,7 @@ class CloudController:
                 if not isinstance(exc, ValueError):
                     log.exception("cannot handle events %d@%d", raw.partition, raw.offset)
                 self.dead_letters.send(raw.topic, raw.partition, raw.offset, raw.key, raw.value,
-                                       rejection_reason(exc))
+                                       rejection_reason(exc), exc)
         except KafkaError as exc:
             work.append(_failure(exc))
         return work
@@ -300,7 +300,7 @@ class CloudController:
         except Exception as exc:  # noqa: BLE001 - one event's failure must not stop its lane
             log.exception("cloud work for event %s failed", record.id)
             self.dead_letters.send(raw.topic, raw.partition, raw.offset, raw.key, encode(record),
-                                   f"cloud work failed: {rejection_reason(exc)}")
+                                   f"cloud work failed: {rejection_reason(exc)}", exc)
 
     # --- IaaS work (on the member's lane) -------------------------------------------------------
     def driver(self, target: IaasTarget) -> NodeDriver:

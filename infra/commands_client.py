@@ -48,7 +48,7 @@ class CommandClient:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.appender = Appender(settings)
+        self.appender = Appender(settings, source="api")
         self.replies: OrderedDict[str, BaseModel] = OrderedDict()
         self.waiters: dict[str, Wake] = {}
         self.lock = threading.Lock()

@@ -88,7 +88,7 @@ def history_events(history: History, raws, dead_letters: DeadLetters) -> Iterato
             events = history.events(raw.partition, raw.offset, raw.value)
         except ValueError as exc:
             dead_letters.send(raw.topic, raw.partition, raw.offset, raw.key, raw.value,
-                              rejection_reason(exc))
+                              rejection_reason(exc), exc)
             continue
         for event in events:
             yield event, raw

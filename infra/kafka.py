@@ -5,6 +5,7 @@ to `<prefix>deadletter` with the reason and the original bytes; the reader carri
 """
 from __future__ import annotations
 
+import json
 import logging
 import time
 import itertools
@@ -96,11 +97,74 @@ def encode(record: BaseModel) -> bytes:
     return record.model_dump_json().encode()
 
 
-def decode(topic_kind: str, raw: bytes | None) -> Envelope:
-    """Validate raw bytes as the record type of a topic; raises ValidationError or ValueError."""
+def decode(topic_kind: str, raw: bytes | None, headers=None) -> Envelope:
+    """Validate raw bytes as the record type of a topic; raises ValidationError or ValueError.
+
+    A record that is not a whole envelope but carries CloudEvents binary-mode headers (`ce_id`,
+    `ce_subject`, `ce_time`...) is completed from them (`from_cloudevent`): only then are the
+    headers looked at, so the usual path costs nothing more."""
     if raw is None:
         raise ValueError("record: null value (tombstones carry no record here)")
-    return TOPIC_RECORDS[topic_kind].model_validate_json(raw)
+    try:
+        return TOPIC_RECORDS[topic_kind].model_validate_json(raw)
+    except ValidationError:
+        attributes = ce_attributes(headers) if headers else None
+        if not attributes or "id" not in attributes:
+            raise
+    return TOPIC_RECORDS[topic_kind].model_validate(from_cloudevent(raw, attributes))
+
+
+# --- CloudEvents binary mode (Kafka protocol binding 1.0) --------------------------------------
+CE_PREFIX = "ce_"
+CE_TYPE_PREFIX = "stratos."
+_CE_FIELDS = {"id": "id", "subject": "aggregate_id", "time": "occurred_at", "tenant": "tenant",
+              "correlationid": "correlation_id", "causationid": "causation_id"}
+"""CloudEvents attribute -> envelope field, for records that clients complete with headers."""
+
+
+def ce_headers(record: Envelope, source: bytes) -> list[tuple[str, bytes]]:
+    """The CloudEvents binary-mode headers of one record: built in one place for every record
+    the platform writes (a few microseconds: plain encodes, no JSON)."""
+    headers = [("ce_specversion", b"1.0"), ("ce_id", record.id.encode()), ("ce_source", source),
+               ("ce_type", (CE_TYPE_PREFIX + record.type).encode()),
+               ("ce_time", record.occurred_at.isoformat().encode()),
+               ("ce_subject", record.aggregate_id.encode()), ("ce_tenant", record.tenant.encode()),
+               ("content-type", b"application/json")]
+    if record.correlation_id:
+        headers.append(("ce_correlationid", record.correlation_id.encode()))
+    if record.causation_id:
+        headers.append(("ce_causationid", record.causation_id.encode()))
+    return headers
+
+
+def ce_attributes(headers) -> dict[str, str]:
+    """The `ce_*` headers of a record (a list of (name, bytes) pairs or a mapping) as text."""
+    items = headers.items() if hasattr(headers, "items") else headers
+    found = {}
+    for name, value in items:
+        if isinstance(name, bytes):
+            name = name.decode("utf-8", "replace")
+        if name.startswith(CE_PREFIX) and value is not None:
+            found[name[len(CE_PREFIX):]] = value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
+    return found
+
+
+def from_cloudevent(raw: bytes, attributes: dict[str, str]) -> dict:
+    """An envelope from a client's record in CloudEvents binary mode: the value is the payload
+    (or an envelope missing some fields), the attributes fill in what is missing."""
+    data = json.loads(raw)
+    if not isinstance(data, dict):
+        raise ValueError("record: a JSON object is expected")
+    if "payload" not in data:
+        data = {"payload": data}
+    for attribute, name in _CE_FIELDS.items():
+        if attribute in attributes:
+            data.setdefault(name, attributes[attribute])
+    if isinstance(data["payload"], dict) and "type" in data["payload"]:
+        data.setdefault("type", data["payload"]["type"])
+    elif "type" in attributes:
+        data.setdefault("type", attributes["type"].removeprefix(CE_TYPE_PREFIX))
+    return data
 
 
 def envelope(record_type: type[Envelope], payload: BaseModel, aggregate_id: str, *,
@@ -133,10 +197,12 @@ def rejection_reason(exc: Exception) -> str:
 
 
 class Appender:
-    """Appends envelopes keyed by aggregate (idempotent producer, acks=all)."""
+    """Appends envelopes keyed by aggregate (idempotent producer, acks=all), each with its
+    CloudEvents headers; `source` names the writing part (`ce_source`: /stratos-es/<source>)."""
 
-    def __init__(self, settings: Settings, **overrides) -> None:
+    def __init__(self, settings: Settings, source: str = "platform", **overrides) -> None:
         self.settings = settings
+        self.source = f"/stratos-es/{source}".encode()
         options = dict(
             bootstrap_servers=settings.kafka_bootstrap, acks="all", enable_idempotence=True,
             linger_ms=2, max_in_flight_requests_per_connection=5, retries=10,
@@ -144,14 +210,18 @@ class Appender:
         options.update(overrides)
         self.producer = KafkaProducer(**options)
 
-    def send(self, topic_kind: str, key: str | None, record: BaseModel, partition: int | None = None):
+    def send(self, topic_kind: str, key: str | None, record: BaseModel, partition: int | None = None,
+             headers: list[tuple[str, bytes]] | None = None):
         """Send without waiting; returns kafka-python's future of RecordMetadata.
 
         `partition` pins the record next to the command it answers (co-location does not then
-        depend on every client hashing keys alike)."""
+        depend on every client hashing keys alike); `headers` come after the CloudEvents ones."""
+        all_headers = ce_headers(record, self.source) if isinstance(record, Envelope) else []
+        if headers:
+            all_headers += headers
         return self.producer.send(
             self.settings.topic(topic_kind), key=key.encode() if key else None,
-            value=encode(record), partition=partition,
+            value=encode(record), partition=partition, headers=all_headers or None,
         )
 
     def append(self, topic_kind: str, key: str | None, record: BaseModel, timeout: float = 30.0,
@@ -166,8 +236,12 @@ class Appender:
         self.producer.flush(timeout)
         return [(m.partition, m.offset) for m in (f.get(timeout=timeout) for f in futures)]
 
-    def send_raw(self, topic: str, key: bytes | None, value: bytes, partition: int | None = None):
-        return self.producer.send(topic, key=key, value=value, partition=partition)
+    def send_raw(self, topic: str, key: bytes | None, value: bytes, partition: int | None = None,
+                 record: Envelope | None = None, headers: list[tuple[str, bytes]] | None = None):
+        """Send bytes already encoded; `record` (what they encode) gives the CloudEvents headers."""
+        all_headers = (ce_headers(record, self.source) if record is not None else []) + (headers or [])
+        return self.producer.send(topic, key=key, value=value, partition=partition,
+                                  headers=all_headers or None)
 
     def flush(self, timeout: float = 30.0) -> None:
         self.producer.flush(timeout)
@@ -191,14 +265,42 @@ DEAD_LETTER_ORIGINAL_BYTES = 256_000
 """An oversized record's dead letter keeps its beginning: the letter itself must fit."""
 
 
+CONNECT_ERRORS = "__connect.errors."
+"""Kafka Connect's dead-letter header prefix: tools that read Connect's DLQs read ours."""
+DEAD_LETTER_SEND_SECONDS = 30.0
+
+
+def exception_class_name(exception: BaseException | str | None) -> str:
+    if exception is None:
+        return "stratos.InvalidRecord"
+    if isinstance(exception, str):
+        return exception
+    kind = type(exception)
+    return f"{kind.__module__}.{kind.__qualname__}"
+
+
+def connect_error_headers(topic: str, partition: int, offset: int, reason: str,
+                          exception: BaseException | str | None) -> list[tuple[str, bytes]]:
+    return [(CONNECT_ERRORS + "topic", topic.encode()),
+            (CONNECT_ERRORS + "partition", str(partition).encode()),
+            (CONNECT_ERRORS + "offset", str(offset).encode()),
+            (CONNECT_ERRORS + "exception.class.name", exception_class_name(exception).encode()),
+            (CONNECT_ERRORS + "exception.message", reason.encode())]
+
+
 class DeadLetters:
-    """Routes records that do not validate to the dead-letter topic, with the reason."""
+    """Routes records that do not validate to the dead-letter topic, with the reason, and with
+    Kafka Connect's error headers (`__connect.errors.topic`, `.partition`, `.offset`,
+    `.exception.class.name`, `.exception.message`)."""
 
     def __init__(self, appender: Appender) -> None:
         self.appender = appender
 
     def send(self, topic: str, partition: int, offset: int, key: bytes | None, raw: bytes | None,
-             reason: str) -> None:
+             reason: str, exception: BaseException | str | None = None) -> bool:
+        """Write the dead letter and wait for the broker's ack; a failure is logged as an error
+        naming the record (it is lost to the dead letters) and answered False, never raised:
+        the reader goes on."""
         log.warning("dead-letter %s[%d]@%d: %s", topic, partition, offset, reason)
         original = (raw or b"")
         if len(original) > DEAD_LETTER_ORIGINAL_BYTES:
@@ -210,7 +312,15 @@ class DeadLetters:
             original_key=key[:1000].decode("utf-8", "replace") if key else None,
         )
         record = envelope(DeadLetterRecord, letter, aggregate_id=f"{topic}:{partition}:{offset}")
-        self.appender.send("deadletter", record.aggregate_id, record)
+        future = self.appender.send("deadletter", record.aggregate_id, record,
+                                    headers=connect_error_headers(topic, partition, offset, reason, exception))
+        try:
+            future.get(timeout=DEAD_LETTER_SEND_SECONDS)
+        except Exception as exc:  # noqa: BLE001 - any failed send is reported the same way
+            log.error("dead letter for %s[%d]@%d NOT written (%s); reason was: %s",
+                      topic, partition, offset, exc, reason)
+            return False
+        return True
 
     def handling_failed(self, source, record: BaseModel, exc: Exception) -> None:
         """A record whose handling raised: logged and dead-lettered with why, so the reader goes
@@ -218,7 +328,7 @@ class DeadLetters:
         log.error("handling %s@%d failed", source.topic, source.offset, exc_info=exc)
         key = source.key.encode() if isinstance(source.key, str) else source.key
         self.send(source.topic, source.partition, source.offset, key, encode(record),
-                  f"handling failed: {rejection_reason(exc)}")
+                  f"handling failed: {rejection_reason(exc)}", exc)
 
 
 def validated(settings: Settings, topic_kind: str, raw_records, dead_letters: DeadLetters) -> Iterator[Delivered]:
@@ -226,10 +336,10 @@ def validated(settings: Settings, topic_kind: str, raw_records, dead_letters: De
     goes to the dead-letter topic with the reason, and the reader carries on."""
     for raw in raw_records:
         try:
-            key, record = decode_key(raw.key), decode(topic_kind, raw.value)
+            key, record = decode_key(raw.key), decode(topic_kind, raw.value, raw.headers)
         except ValueError as exc:  # pydantic's ValidationError and UnicodeDecodeError are ValueErrors
             dead_letters.send(raw.topic, raw.partition, raw.offset, raw.key, raw.value,
-                              rejection_reason(exc))
+                              rejection_reason(exc), exc)
             continue
         yield Delivered(raw.topic, raw.partition, raw.offset, key, record)
 

@@ -138,7 +138,7 @@ class Node:
         self.clock = clock or (lambda: datetime.now(timezone.utc))
         self.host = ActorHost(base, timer_seconds)  # actors first: see ARCHITECTURE.md
         self.timer_seconds = timer_seconds
-        self.appender = Appender(settings)
+        self.appender = Appender(settings, source="node")
         self.dead_letters = DeadLetters(self.appender)
         self.crash = CrashPoints(settings.fault)
         self.writer = f"{socket.gethostname()}:{os.getpid()}:{new_id()[-6:]}"
@@ -247,7 +247,8 @@ class Node:
                     self.crash.passing("before-append")
                     future = self.appender.send_raw(self.settings.topic("events"),
                                                     outcome.commit.aggregate_id.encode(),
-                                                    outcome.encoded, partition=tp.partition)
+                                                    outcome.encoded, partition=tp.partition,
+                                                    record=outcome.commit)
                     self.crash.passing("after-send")
                 written.append((tp, raws[0].offset, delivered.record, outcome, future))
             offsets[tp] = OffsetAndMetadata(raws[-1].offset + 1, "", -1)
@@ -315,7 +316,7 @@ class Node:
         if outcome.failure:
             self.dead_letters.send(self.settings.topic("commands"), partition, delivered.offset,
                                    (delivered.key or "").encode(), command.model_dump_json().encode(),
-                                   f"handling failed: {outcome.failure}")
+                                   f"handling failed: {outcome.failure}", "stratos.HandlingFailed")
         self.owned.setdefault(partition, set()).add(command.aggregate_id)
         return outcome
 

@@ -46,7 +46,7 @@ class _ForgetFences(ConsumerRebalanceListener):
 class Reactor:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.appender = Appender(settings)
+        self.appender = Appender(settings, source="reactor")
         self.dead_letters = DeadLetters(self.appender)
         self.history = History(lambda partition, offset: fence_before(settings, partition, offset))
         self.stopping = threading.Event()

@@ -193,14 +193,28 @@ TOPIC_RECORDS: dict[str, type[Envelope]] = {
 """Topic name (without the configurable prefix) -> the envelope its records must validate as."""
 
 
+def topic_schemas() -> dict[str, dict]:
+    """One JSON Schema per topic record type (topic name without prefix -> schema)."""
+    schemas = {}
+    for topic, record in TOPIC_RECORDS.items():
+        schema = record.model_json_schema(mode="validation")
+        schema["title"] = f"stratos.{topic} record"
+        schemas[topic] = schema
+    return schemas
+
+
 def export_json_schemas(directory: Path) -> list[Path]:
     """Write one JSON Schema per topic record type, for clients in any language."""
     directory.mkdir(parents=True, exist_ok=True)
     written = []
-    for topic, record in TOPIC_RECORDS.items():
+    for topic, schema in topic_schemas().items():
         path = directory / f"{topic}.schema.json"
-        schema = record.model_json_schema(mode="validation")
-        schema["title"] = f"stratos.{topic} record"
-        path.write_text(json.dumps(schema, indent=2, sort_keys=True))
+        path.write_text(json.dumps(schema, indent=2, sort_keys=True) + "\n")
         written.append(path)
     return written
+
+
+def read_json_schemas(directory: Path) -> dict[str, dict]:
+    """The schemas `export_json_schemas` wrote into a directory (a published baseline)."""
+    return {path.name.removesuffix(".schema.json"): json.loads(path.read_text())
+            for path in sorted(directory.glob("*.schema.json"))}

@@ -19,7 +19,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from pydantic import BaseModel
 
 from infra.health.app import HealthService
-from infra.kafka import decode, decode_key, encode, envelope, rejection_reason
+from infra.kafka import ce_headers, decode, decode_key, encode, envelope, rejection_reason
 from schemas.envelope import Envelope
 from schemas.records import CommandRecord, HealthRecord
 
@@ -28,6 +28,7 @@ BATCH = 2000
 """Health records handled per step (faust's per-record cost dominates below a few hundred)."""
 BATCH_WITHIN = 0.1
 """Seconds a step waits to fill its batch: small beside any hop."""
+HEALTH_SOURCE = b"/stratos-es/health"
 EVENTS_BATCH = 2000
 """Events records folded per step of the views reader before it yields the event loop."""
 
@@ -70,14 +71,14 @@ def register(service: HealthService) -> None:
                 message = event.message
                 try:
                     decode_key(message.key)
-                    book.ingest(decode("health", event.value), views.clusters, message.partition,
+                    book.ingest(decode("health", event.value, message.headers), views.clusters, message.partition,
                                 received_at, now)
                 except Exception as exc:  # ValueError: invalid; anything else costs one record
                     if not isinstance(exc, ValueError):
                         log.exception("health record %d@%d raised", message.partition, message.offset)
                     loop.run_in_executor(None, service.dead_letters.send, message.topic,
                                          message.partition, message.offset, message.key,
-                                         event.value, rejection_reason(exc))
+                                         event.value, rejection_reason(exc), exc)
 
     @app.timer(service.settings.health_hop_seconds, name="health-hop")
     async def hop():
@@ -98,7 +99,8 @@ def register(service: HealthService) -> None:
 async def _send(topic, record_type: type[Envelope], payload: BaseModel, key: str, **fields) -> None:
     """Wrap and send one record keyed by its aggregate; a failure is logged and costs only it."""
     try:
-        await topic.send(key=key.encode(), value=encode(envelope(record_type, payload, key, **fields)))
+        record = envelope(record_type, payload, key, **fields)
+        await topic.send(key=key.encode(), value=encode(record), headers=ce_headers(record, HEALTH_SOURCE))
     except Exception:
         log.exception("sending %s for %s failed", payload.type, key)  # type: ignore[attr-defined]
 

@@ -72,7 +72,7 @@ def create_app(settings: Settings) -> HealthService:
         app=app, settings=settings, topics=declare_topics(app, settings),
         book=HealthBook(settings.health_window_seconds, settings.member_fault_seconds,
                         settings.health_max_skew_seconds, settings.health_max_age_seconds),
-        dead_letters=DeadLetters(Appender(settings)),
+        dead_letters=DeadLetters(Appender(settings, source="health")),
     )
     register(service)
     return service

@@ -52,7 +52,7 @@ class SimulatedAgents:
     def __init__(self, settings: Settings, cloud: MockCloud) -> None:
         self.settings = settings
         self.cloud = cloud
-        self.appender = Appender(settings)
+        self.appender = Appender(settings, source="mock-iaas")
         self.dead_letters = DeadLetters(self.appender)
         self.shipper = LogShipper(settings)
         self.history = History(lambda partition, offset: fence_before(settings, partition, offset))

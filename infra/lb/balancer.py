@@ -167,7 +167,7 @@ class LoadBalancer:
             raise HaproxyError("haproxy is not on PATH (Debian: apt-get install -y haproxy; `make haproxy`)")
         self.haproxy = Haproxy(self.workdir, found)
         self.paths = Paths(admin_socket=self.haproxy.admin, bind=settings.lb_bind)
-        self.appender = Appender(settings)
+        self.appender = Appender(settings, source="lb")
         self.dead_letters = DeadLetters(self.appender)
         self.feed: TopologyFeed | None = None
         self.accepted: dict[str, TopologyEntry] = {}

@@ -91,7 +91,7 @@ class TopologyProjector:
 
     def run(self) -> None:
         self.read_written()
-        appender = Appender(self.settings)
+        appender = Appender(self.settings, source="topology")
         consumer = assigned_consumer(self.settings, "events", fetch_max_wait_ms=20)
         ends = consumer.end_offsets(list(consumer.assignment()))
         dirty: set[str] = set()
