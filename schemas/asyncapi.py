@@ -22,6 +22,9 @@ KEYS = {
     "instance-status": "the cluster's aggregate id `<tenant>/cluster/<cluster id>`",
     "instance-notifier": "the cluster's aggregate id the notice is for",
     "deadletter": "`<source topic>:<partition>:<offset>` of the record that was refused",
+    "logs": "the member id (or the platform part) whose lines these are",
+    "usage": "the cluster's aggregate id; one record per period and cluster, its id stable",
+    "heartbeats": "the part and its process (`<part>/<host>:<pid>`); compacted",
 }
 DESCRIPTIONS = {
     "commands": "Commands to aggregates. Each is answered on replies (causation_id = the command id); "
@@ -35,6 +38,9 @@ DESCRIPTIONS = {
     "instance-notifier": "Notices to instances (artifact updates, clean-up).",
     "deadletter": "Records that did not validate or could not be handled, with the reason and "
                   "Kafka Connect error headers.",
+    "logs": "Log lines of instances and platform parts, batched (stratos logs, GET /api/logs).",
+    "usage": "Metering: what each cluster used per period (member-seconds, scaling actions).",
+    "heartbeats": "Each platform part's liveness, the groups it reads and its last error (stratos status).",
 }
 CLIENT_SENDS = ("commands", "health", "instance-status")
 CLOUDEVENTS_HEADERS = {

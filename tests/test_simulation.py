@@ -189,7 +189,7 @@ def test_accuracy_and_timeshare_bound_each_other(pair):
     assert under - over == pytest.approx((sum(demand) - sum(supply)) / len(demand))
     assert 0 <= share_u + share_o <= 1
     assert (under == 0) == (share_u == 0) and (over == 0) == (share_o == 0)
-    assert under <= share_u * 20 and over <= share_o * 20  # at most 20 members off
+    assert under <= share_u * 20 + 1e-9 and over <= share_o * 20 + 1e-9  # at most 20 members off (float sums)
 
 
 @hsettings(max_examples=150, deadline=None)
