@@ -20,6 +20,8 @@ def test_no_input_makes_the_api_fail_with_a_server_error(platform):
     schema = schemathesis.openapi.from_url(f"{platform.url}/api/openapi.json")
     operations = [result.ok() for result in schema.get_all_operations()]
     assert len(operations) > 30  # every route is in the document
+    # a server-sent event stream never ends: its parameters are checked by tests of their own
+    operations = [o for o in operations if not o.path.endswith("/stream")]
     for operation in operations:
         @given(case=operation.as_strategy())
         @settings(max_examples=EXAMPLES_PER_OPERATION, deadline=None, database=None,

@@ -325,9 +325,12 @@ def test_poison_on_the_reactors_inputs_and_the_events_topic_stops_neither_reacto
         wait_until(lambda: read_model.get(T, "networkPartition", "np5"), message="the read model following")
         assert all(thread.is_alive() for thread in running_node.threads)
         assert read_model.thread.is_alive()
-        letters = [d.record.payload for d in read_to_end(settings, "deadletter")]
-        by_topic = Counter(letter.source_topic.removeprefix(settings.topic_prefix) for letter in letters)
-        for kind, values in poison.items():
-            assert by_topic[kind] >= len(values) * settings.partitions, (kind, by_topic)
+        def every_poison_dead_lettered() -> bool:
+            letters = [d.record.payload for d in read_to_end(settings, "deadletter")]
+            by_topic = Counter(letter.source_topic.removeprefix(settings.topic_prefix) for letter in letters)
+            return all(by_topic[kind] >= len(values) * settings.partitions for kind, values in poison.items())
+
+        wait_until(every_poison_dead_lettered, timeout=30, interval=0.5,
+                   message="every poison record dead-lettered with its reason")
     finally:
         read_model.stop()

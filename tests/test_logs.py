@@ -138,6 +138,9 @@ def test_a_tenant_sees_only_its_own_lines_and_poison_is_dead_lettered(log_settin
     assert httpx.get(f"{api}/api/logs", timeout=30).status_code == 401
     bad = httpx.get(f"{api}/api/logs", params={"level": "LOUD"}, auth=("admin", PASSWORD), timeout=30)
     assert bad.status_code == 400 and "level 'LOUD'" in bad.json()["message"]
+    for params in ({"level": "LOUD"}, {"since": "\u00d3yesterday"}):  # refused before the stream starts
+        bad_stream = httpx.get(f"{api}/api/logs/stream", params=params, auth=("admin", PASSWORD), timeout=30)
+        assert bad_stream.status_code == 400 and list(params)[0] in bad_stream.json()["message"]
     letters = wait_until(lambda: [d.record.payload for d in read_to_end(log_settings, "deadletter")
                                   if d.record.payload.source_topic == log_settings.topic("logs")] or None,
                          message="the poison records dead-lettered")

@@ -62,13 +62,18 @@ def logs(request: Request, principal: Principal = Depends(current_principal), ta
             "dropped": store.dropped(principal.tenant, target)}
 
 
+def stream_filters(since: str | None = SINCE, level: str | None = LEVEL) -> tuple[float | None, str | None]:
+    """Checked before a stream starts: a bad value is answered 400, not a stream cut short."""
+    return since_epoch(since, time.time()), _level(level)
+
+
 @router.get("/logs/stream", response_class=EventSourceResponse,
             summary="`event: line` for each line (the last `limit` first, then new ones as they come)")
 async def stream(request: Request, principal: Principal = Depends(current_principal),
-                 target: str | None = TARGET, since: str | None = SINCE, level: str | None = LEVEL,
+                 target: str | None = TARGET, filters: tuple = Depends(stream_filters),
                  after: int = Query(0, ge=0), limit: int = Query(200, ge=0, le=5000)) -> AsyncIterable[ServerSentEvent]:
     store: LogStore = request.app.state.log_store
-    minimum, start = _level(level), since_epoch(since, time.time())
+    start, minimum = filters
     cursor = after
     if limit and not after:
         first = await run_in_threadpool(store.query, principal.tenant, target, start, minimum, 0, None, limit)
