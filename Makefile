@@ -24,8 +24,10 @@ $(VENV)/.installed: setup.cfg pyproject.toml
 run: install
 	$(BIN)/stratos up
 
+# three workers, one test file each at a time: most tests wait on a broker, a process or a
+# browser, so two cores run three files at once (each worker has its own embedded broker)
 test: install browser haproxy
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n 3 --dist loadfile
 
 unit: install
 	$(BIN)/python -m pytest -q -m "not integration"
