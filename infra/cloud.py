@@ -193,7 +193,7 @@ class CloudController:
         reconciler.start()
         try:
             while not self.stopping.is_set():
-                batch = consumer.poll(timeout_ms=100)
+                batch = consumer.poll(timeout_ms=500)
                 if consumer.assignment():
                     self.ready.set()
                 for tp, raws in batch.items():

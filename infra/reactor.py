@@ -58,7 +58,7 @@ class Reactor:
                            listener=_ForgetFences(self.history, self.settings.topic("events")))
         try:
             while not self.stopping.is_set():
-                batch = consumer.poll(timeout_ms=100)
+                batch = consumer.poll(timeout_ms=500)
                 if not batch:
                     continue
                 sent = {tp: self.react_to(topic_kind_of(self.settings, tp.topic), raws)

@@ -33,7 +33,7 @@ from infra.api.identity import Principal, current_principal
 from infra.api.read_model import ReadModel
 from infra.api.views import application_runtime
 from infra.eventlog import History
-from infra.kafka import assigned_consumer, decode, rejection_reason
+from infra.kafka import QUIET_WAIT_MS, assigned_consumer, decode, rejection_reason
 from infra.recovery import fence_before
 from infra.settings import Settings
 from schemas.domain import MemberStatus
@@ -85,7 +85,8 @@ class ConsoleFeed:
         self.thread.join(5)
 
     def _tail(self, topic_kind: str) -> KafkaConsumer:
-        consumer = assigned_consumer(self.settings, topic_kind, from_beginning=False)
+        consumer = assigned_consumer(self.settings, topic_kind, from_beginning=False,
+                                      fetch_max_wait_ms=QUIET_WAIT_MS)
         starts = consumer.beginning_offsets(list(consumer.assignment()))
         for tp in consumer.assignment():
             consumer.seek(tp, max(starts[tp], consumer.position(tp) - TAIL_RECORDS))
@@ -102,7 +103,7 @@ class ConsoleFeed:
             while not self.stopping.is_set():
                 for consumer, kind, note in ((health, "health", self._note_health),
                                              (events, "events", self._note_event)):
-                    for raws in consumer.poll(timeout_ms=50).values():
+                    for raws in consumer.poll(timeout_ms=250).values():
                         for raw in raws:
                             self._decoded(kind, raw, note)
                 if time.monotonic() >= next_sample:

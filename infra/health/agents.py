@@ -50,7 +50,7 @@ def register(service: HealthService) -> None:
             while True:
                 if not behind:
                     service.views_ready.set()
-                for tp, records in (await consumer.getmany(timeout_ms=200, max_records=EVENTS_BATCH)).items():
+                for tp, records in (await consumer.getmany(timeout_ms=1000, max_records=EVENTS_BATCH)).items():
                     for raw in records:
                         views.feed(raw.partition, raw.offset, raw.value)
                     # Tansu reports a partition's end as its last batch's base offset + 1

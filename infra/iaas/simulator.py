@@ -83,7 +83,7 @@ class SimulatedAgents:
     def _follow(self) -> None:
         while not self.stopping.is_set():
             for kind, consumer in self.consumers.items():
-                for raws in consumer.poll(timeout_ms=50).values():
+                for raws in consumer.poll(timeout_ms=100).values():
                     for record, source in self._records(kind, raws):
                         try:
                             self.on_record(record)

@@ -1,0 +1,143 @@
+"""The idle platform: `stratos up` with the sample; once its members are Active, the CPU seconds
+of every process of the platform (the `stratos up` process with its archiver, the embedded
+broker, node, reactor, cloud controller, health worker, API) over IDLE_SECONDS, per part and in
+total, as a share of one core. Then the time of a definition add through the API (median of
+ADDS, one client), so that quiet and fast are measured together. One JSON line at the end.
+
+The sample's simulated instances still publish health every STRATOS_HEALTH_PUBLISH_SECONDS
+(15 s) and the cluster scales with its load wave: that is the platform's real idle work.
+
+Aim (issue 11): total <= 0.05 of a core; a definition add as fast as before (~30 ms).
+"""
+from __future__ import annotations
+
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+import psutil
+
+from common import finish
+
+from infra.broker import free_port
+
+IDLE_SECONDS = float(os.environ.get("BENCH_IDLE_SECONDS", 60))
+ADDS = 15
+PASSWORD = "bench-admin"
+ROOT = Path(__file__).resolve().parent.parent
+APP = "single-cartridge-app"
+
+
+def part_of(process: psutil.Process, root_pid: int) -> str:
+    """The platform part a process is: `up` (the root), `broker`, or the `stratos <part>` verb."""
+    if process.pid == root_pid:
+        return "up"
+    try:
+        argv = process.cmdline()
+    except psutil.Error:
+        return "?"
+    if "infra.cli" in argv:
+        return argv[argv.index("infra.cli") + 1]
+    return "broker" if any("tansu" in a for a in argv[:1]) or "broker" in " ".join(argv[:2]) else Path(argv[0]).name
+
+
+def platform_processes(root: psutil.Process) -> dict[str, list[psutil.Process]]:
+    found: dict[str, list[psutil.Process]] = {}
+    for process in [root, *root.children(recursive=True)]:
+        found.setdefault(part_of(process, root.pid), []).append(process)
+    return found
+
+
+def cpu_seconds(processes: list[psutil.Process]) -> float:
+    total = 0.0
+    for process in processes:
+        try:
+            times = process.cpu_times()
+            total += times.user + times.system
+        except psutil.Error:
+            pass
+    return total
+
+
+def wait_active(http: httpx.Client, up: subprocess.Popen, timeout: float = 180) -> int:
+    """Wait until the sample's members are all Active; returns how many there are."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if up.poll() is not None:
+            raise RuntimeError(f"`stratos up` exited with {up.returncode}")
+        try:
+            reply = http.get(f"/applications/{APP}/runtime")
+            if reply.status_code == 200:
+                instances = reply.json().get("applicationInstances") or []
+                members = [m for i in instances for c in i.get("clusterInstances", []) for m in c["member"]]
+                if len(members) >= 2 and all(m["status"] == "Active" for m in members):
+                    return len(members)
+        except httpx.HTTPError:
+            pass
+        time.sleep(1)
+    raise TimeoutError("the sample's members did not become Active")
+
+
+def definition_add_ms(http: httpx.Client) -> list[float]:
+    times = []
+    for n in range(ADDS):
+        body = {"id": f"idle-policy-{n}-{time.monotonic_ns()}", "loadThresholds": {"loadAverage": {"threshold": 50}}}
+        started = time.perf_counter()
+        reply = http.post("/autoscalingPolicies", json=body)
+        times.append((time.perf_counter() - started) * 1000)
+        if reply.status_code != 201:
+            raise RuntimeError(f"definition add: HTTP {reply.status_code} {reply.text}")
+        time.sleep(0.2)
+    return times
+
+
+def main() -> None:
+    port = free_port()
+    env = {key: value for key, value in os.environ.items() if key != "STRATOS_KAFKA_BOOTSTRAP"}
+    env.update(STRATOS_ADMIN_PASSWORD=PASSWORD, STRATOS_LOG_LEVEL="WARNING",
+               PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")])))
+    with tempfile.TemporaryDirectory(prefix="stratos-idle-") as state:
+        up = subprocess.Popen([sys.executable, "-m", "infra.cli", "up", "--api-port", str(port),
+                               "--state-dir", state], cwd=ROOT, env=env,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            with httpx.Client(base_url=f"http://127.0.0.1:{port}/api", auth=("admin", PASSWORD),
+                              timeout=30) as http:
+                members = wait_active(http, up)
+                time.sleep(5)  # let the start-up work (reads from the beginning) settle
+                root = psutil.Process(up.pid)
+                processes = platform_processes(root)
+                before = {part: cpu_seconds(group) for part, group in processes.items()}
+                started = time.monotonic()
+                time.sleep(IDLE_SECONDS)
+                seconds = time.monotonic() - started
+                used = {part: cpu_seconds(group) - before[part] for part, group in processes.items()}
+                adds = definition_add_ms(http)
+        finally:
+            up.terminate()
+            try:
+                up.wait(30)
+            except subprocess.TimeoutExpired:
+                up.kill()
+    shares = {part: round(cpu / seconds, 4) for part, cpu in sorted(used.items(), key=lambda kv: -kv[1])}
+    total = sum(used.values()) / seconds
+    for part, share in shares.items():
+        print(f"{part:>8}: {used[part]:6.2f} CPU s in {seconds:.0f} s = {share:.3f} of a core")
+    add_ms = statistics.median(adds)
+    print(f"   total: {total:.3f} of a core (aim <= 0.05: {total / 0.05:.1f}x the aim); "
+          f"{members} members Active")
+    print(f"definition add through the API: median {add_ms:.1f} ms of {ADDS} "
+          f"(min {min(adds):.1f}, max {max(adds):.1f}; before this work ~30 ms)")
+    finish({"bench": "idle", "idle_seconds": round(seconds, 1), "members": members,
+            "cpu_share_total": round(total, 4), "cpu_share_by_part": shares,
+            "total_vs_aim": round(total / 0.05, 2), "definition_add_ms_median": round(add_ms, 1),
+            "definition_add_ms_max": round(max(adds), 1)})
+
+
+if __name__ == "__main__":
+    main()
