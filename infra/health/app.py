@@ -1,7 +1,9 @@
 """The faust health app: factory and worker. Nothing is built at import time.
 
-``create_app(settings)`` declares the topics and the agents of ``infra.health.agents`` on a
-fresh faust app whose group id is ``<prefix>health-worker``. The cluster views
+``create_app(settings)`` declares the topics and the tasks of ``infra.health.agents`` on a
+fresh faust app (id ``<prefix>health-worker``); the health records themselves are read in
+batches by an aiokafka reader of the group ``<prefix>health-windows`` inside the app, so faust's
+own consumer reads only its (empty) leader topic. The cluster views
 (``infra.health.views``) live in the worker's memory, folded from every partition of
 ``stratos.events`` read without a group (from the beginning on every start: the log is their
 store); a faust Table wrote a changelog record of a whole view per member event, which stalled
@@ -57,7 +59,7 @@ def create_app(settings: Settings) -> HealthService:
         web_enabled=False,
         topic_partitions=settings.partitions,
         topic_replication_factor=settings.replication_factor,
-        topic_disable_leader=True,
+        topic_disable_leader=False,  # its (empty) leader topic is all faust consumes: see agents
         consumer_auto_offset_reset="earliest",
         # this broker hangs group joins with long rebalance timeouts (ARCHITECTURE.md)
         broker_session_timeout=6.0,
