@@ -148,11 +148,12 @@ def import_log(settings: Settings, path: Path, topics=None, check: bool = True,
 def platform_groups(settings: Settings) -> dict[str, tuple[str, ...]]:
     """Each consumer group of the platform and the topics it reads (as it names them)."""
     from infra.cloud import CLOUD_GROUP
+    from infra.health import HEALTH_GROUP
     from infra.node import NODE_GROUP
     from infra.reactor import REACTOR_GROUP, SOURCES
 
     return {settings.topic(NODE_GROUP): ("commands",), settings.topic(REACTOR_GROUP): tuple(SOURCES),
-            settings.topic(CLOUD_GROUP): ("events",), settings.topic("health-worker"): ("health",)}
+            settings.topic(CLOUD_GROUP): ("events",), settings.topic(HEALTH_GROUP): ("health",)}
 
 
 def mark_handled(settings: Settings, ends: dict[tuple[str, int], int]) -> list[str]:

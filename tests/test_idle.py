@@ -3,7 +3,7 @@
 The parts run as `stratos up` runs them (the same `infra.platform.parts`, supervised child
 processes) on the session broker, with the sample deployed and its members Active; then every
 part's CPU time is measured over an idle window. The bound is far above what an idle part uses
-(bench/idle.py measures the platform: a few hundredths of a core per part), so this is not a
+(bench/idle.py: 0.02-0.14 of a core per part), so this is not a
 timing test: a part that polls without waiting, or a timer that fires continuously, uses a
 large share of a core even on a loaded machine, and fails it.
 """
@@ -23,9 +23,10 @@ from schemas.events import MemberActivated
 from tests.conftest import wait_until
 
 IDLE_SECONDS = 20.0
-BOUND = 0.25
-"""Share of one core a part may use while idle: 5 times the aim for the whole platform
-(0.05), about 10 times what the busiest part uses idle."""
+BOUND = 0.35
+"""Share of one core a part may use while idle: 7 times the aim for the whole platform
+(0.05), 2.5 times what the busiest part (the API, two 20 ms readers) uses idle; a part that
+spins takes most of a core, or its share of a loaded machine's two."""
 
 
 def cpu_seconds(process: psutil.Process) -> float:

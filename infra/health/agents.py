@@ -19,14 +19,13 @@ from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import CommitFailedError, IllegalStateError
 from pydantic import BaseModel
 
+from infra.health import HEALTH_GROUP
 from infra.health.app import HealthService
 from infra.kafka import ce_headers, decode, decode_key, encode, envelope, rejection_reason
 from schemas.envelope import Envelope
 from schemas.records import CommandRecord, HealthRecord
 
 log = logging.getLogger(__name__)
-HEALTH_GROUP = "health-windows"
-"""Consumer group (with the topic prefix) of the workers sharing the health partitions."""
 BATCH = 2000
 """Health records handled per step before the event loop is yielded."""
 HEALTH_SOURCE = b"/stratos-es/health"

@@ -11,6 +11,7 @@ import socket
 import threading
 from datetime import datetime, timezone
 
+from infra.health import HEALTH_GROUP
 from infra.kafka import Appender, envelope
 from infra.observe.logship import install_platform_logging
 from infra.settings import Settings
@@ -18,7 +19,7 @@ from schemas.observability import Heartbeat, HeartbeatRecord
 
 log = logging.getLogger(__name__)
 
-PART_GROUPS = {"node": ["nodes"], "reactor": ["reactor"], "cloud": ["cloud"], "health": ["health-worker"]}
+PART_GROUPS = {"node": ["nodes"], "reactor": ["reactor"], "cloud": ["cloud"], "health": [HEALTH_GROUP]}
 """Consumer groups (without the topic prefix) each part reads with; the others read without one."""
 PART_TOPICS = {"node": ["commands"], "reactor": ["events", "replies", "instance-status", "health"],
                "cloud": ["events"], "health": ["health"]}

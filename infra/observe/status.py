@@ -6,7 +6,7 @@ on the topics it reads and its last error.
   A part is `running` while a process of it beat within 3 intervals, `stopped` when its last
   process said it stopped or fell silent, `not seen` when none ever beat.
 - Lag: the committed offsets of the part's consumer group (`<prefix>nodes`, `<prefix>cloud`,
-  `<prefix>reactor`, `<prefix>health-worker`: group ids carry the topic prefix) against the end
+  `<prefix>reactor`, `<prefix>health-windows`: group ids carry the topic prefix) against the end
   offsets of its topics. A stopped part's lag grows as records arrive for it.
 - The broker: reachable or not, from a metadata request.
 """
