@@ -367,7 +367,7 @@ FOLLOW_WAIT_MS = 200
 """Fetch wait of group readers that react but answer nobody directly (reactor, cloud
 controller): at most this per step of a flow, 5 fetches a second idle."""
 QUIET_WAIT_MS = 1000
-"""Fetch wait of readers nothing waits on (the archive, the console's tails)."""
+"""Fetch wait of readers nothing waits on (the archive, the console's health samples)."""
 
 
 def group_consumer(settings: Settings, group_id: str, topic_kinds: list[str], **overrides) -> KafkaConsumer:

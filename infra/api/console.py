@@ -84,9 +84,8 @@ class ConsoleFeed:
         self.stopping.set()
         self.thread.join(5)
 
-    def _tail(self, topic_kind: str) -> KafkaConsumer:
-        consumer = assigned_consumer(self.settings, topic_kind, from_beginning=False,
-                                      fetch_max_wait_ms=QUIET_WAIT_MS)
+    def _tail(self, topic_kind: str, **overrides) -> KafkaConsumer:
+        consumer = assigned_consumer(self.settings, topic_kind, from_beginning=False, **overrides)
         starts = consumer.beginning_offsets(list(consumer.assignment()))
         for tp in consumer.assignment():
             consumer.seek(tp, max(starts[tp], consumer.position(tp) - TAIL_RECORDS))
@@ -94,7 +93,9 @@ class ConsoleFeed:
 
     def _run(self) -> None:
         try:
-            health, events = self._tail("health"), self._tail("events")
+            # events as soon as the read model shows their effect (500 ms, the default wait);
+            # health samples feed a chart point a second
+            health, events = self._tail("health", fetch_max_wait_ms=QUIET_WAIT_MS), self._tail("events")
         except Exception:  # the console then shows runtime trees without health or events
             log.exception("console feed could not open the health and events topics")
             return
@@ -103,7 +104,7 @@ class ConsoleFeed:
             while not self.stopping.is_set():
                 for consumer, kind, note in ((health, "health", self._note_health),
                                              (events, "events", self._note_event)):
-                    for raws in consumer.poll(timeout_ms=250).values():
+                    for raws in consumer.poll(timeout_ms=100).values():
                         for raw in raws:
                             self._decoded(kind, raw, note)
                 if time.monotonic() >= next_sample:
