@@ -364,8 +364,9 @@ events): Tansu 0.6 holds an empty fetch for the whole wait, even when a record a
 meanwhile, so this bounds every command round trip. Each such reader costs ~7 % of a core
 idle (50 fetches a second, client and broker), so only those readers use it."""
 FOLLOW_WAIT_MS = 200
-"""Fetch wait of group readers that react but answer nobody directly (reactor, cloud
-controller): at most this per step of a flow, 5 fetches a second idle."""
+"""Fetch wait of readers that react but answer nobody directly (reactor, cloud controller,
+topology projector and load balancer feed, the API's log and usage folds): at most this per
+step of a flow, 5 fetches a second idle."""
 QUIET_WAIT_MS = 1000
 """Fetch wait of readers nothing waits on (the archive, the console's health samples)."""
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 import threading
 
-from infra.kafka import assigned_consumer
+from infra.kafka import FOLLOW_WAIT_MS, assigned_consumer
 from infra.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -39,7 +39,7 @@ class Follower:
 
     def _run(self) -> None:
         try:
-            consumer = assigned_consumer(self.settings, self.topic_kind, fetch_max_wait_ms=50)
+            consumer = assigned_consumer(self.settings, self.topic_kind, fetch_max_wait_ms=FOLLOW_WAIT_MS)
         except Exception:  # noqa: BLE001 - the part serves on without it; the reason is logged
             log.exception("%s could not open the %s topic", self.name, self.topic_kind)
             return
