@@ -109,7 +109,6 @@ def register(service: HealthService) -> None:
             await _send(topics.health, HealthRecord, fault.fault, fault.key, tenant=fault.tenant)
 
 
-
 class _KeepPartitions(ConsumerRebalanceListener):
     """A rebalance: forget the clusters of health partitions this worker no longer owns."""
 
