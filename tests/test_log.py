@@ -87,32 +87,47 @@ def test_ensure_topics_is_idempotent(settings):
 
 
 def test_two_consumers_in_one_group_split_partitions_and_keyed_records_stay_in_order(settings):
-    appender = Appender(settings)
-    keys = [f"carbon.super/cluster/c{n}" for n in range(8)]
-    for seq in range(1, 51):
-        for key in keys:
-            appender.send("events", key, envelope(LogRecord, _created(), key, aggregate_seq=seq))
-    appender.flush()
-    appender.close()
-    first = group_consumer(settings, "split-test", ["events"])
-    second = group_consumer(settings, "split-test", ["events"])
+    """Two members of one group, each polling on its own thread as two nodes would (one thread
+    polling both would block one member's rejoin on the other's)."""
+    import threading
+
     got: dict[str, list[int]] = {}
-    owners: dict[str, set[int]] = {"first": set(), "second": set()}
+    lock, stop = threading.Lock(), threading.Event()
+    consumers = [group_consumer(settings, "split-test", ["events"]) for _ in range(2)]
 
-    def poll_both():
-        for name, consumer in (("first", first), ("second", second)):
-            for tp, raws in consumer.poll(timeout_ms=100).items():
-                owners[name].add(tp.partition)
-                for raw in raws:
-                    record = LogRecord.model_validate_json(raw.value)
-                    got.setdefault(record.aggregate_id, []).append(record.aggregate_seq)
-        return (sum(len(v) for v in got.values()) == 400 and owners["first"] and owners["second"])
+    def follow(consumer) -> None:
+        while not stop.is_set():
+            for raws in consumer.poll(timeout_ms=100).values():
+                with lock:
+                    for raw in raws:
+                        record = LogRecord.model_validate_json(raw.value)
+                        got.setdefault(record.aggregate_id, []).append(record.aggregate_seq)
 
-    wait_until(poll_both, timeout=60, message="both members consuming all 400 records")
-    first.close()
-    second.close()
-    assert not owners["first"] & owners["second"]
-    assert owners["first"] | owners["second"] == {0, 1, 2, 3}
+    threads = [threading.Thread(target=follow, args=(c,), daemon=True) for c in consumers]
+    for thread in threads:
+        thread.start()
+    try:
+        # the group settles before any record exists: one member cannot read everything first
+        wait_until(lambda: all(c.assignment() for c in consumers)
+                   and sum(len(c.assignment()) for c in consumers) == 4, timeout=60,
+                   message="both members holding partitions")
+        owners = [{tp.partition for tp in c.assignment()} for c in consumers]
+        appender = Appender(settings)
+        keys = [f"carbon.super/cluster/c{n}" for n in range(8)]
+        for seq in range(1, 51):
+            for key in keys:
+                appender.send("events", key, envelope(LogRecord, _created(), key, aggregate_seq=seq))
+        appender.flush()
+        appender.close()
+        wait_until(lambda: sum(len(v) for v in got.values()) == 400, timeout=60, message="all 400 records consumed")
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join(5)
+        for consumer in consumers:
+            consumer.close()
+    assert not owners[0] & owners[1]
+    assert owners[0] | owners[1] == {0, 1, 2, 3}
     for key in keys:
         assert got[key] == list(range(1, 51)), key
 
