@@ -70,8 +70,8 @@ def parse_position(text: str) -> Position:
     return Position(offsets=offsets)
 
 
-def _partitions(settings: Settings, aggregate_id: str | None) -> list[int]:
-    count = partitions_of(settings, "events")
+def _partitions(settings: Settings, aggregate_id: str | None, count: int | None = None) -> list[int]:
+    count = count or partitions_of(settings, "events")
     return [partition_for(aggregate_id, count)] if aggregate_id else list(range(count))
 
 
@@ -79,8 +79,8 @@ def platform_at(settings: Settings, at: Position, aggregate_id: str | None = Non
     """Every aggregate (or the one named) as it was at `at`, from snapshots plus the log."""
     if aggregate_id:
         parse_aggregate_id(aggregate_id)
-    partitions = _partitions(settings, aggregate_id)
-    known = partitions_of(settings, "events")
+    known = partitions_of(settings, "events")  # one metadata round trip for both uses
+    partitions = _partitions(settings, aggregate_id, known)
     for partition in at.offsets:
         if partition >= known:
             raise PositionError(f"partition {partition}: the events topic has partitions 0-{known - 1}")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from abc import ABC, abstractmethod
 
 from infra.kafka import FOLLOW_WAIT_MS, assigned_consumer
 from infra.settings import Settings
@@ -12,7 +13,7 @@ from infra.settings import Settings
 log = logging.getLogger(__name__)
 
 
-class Follower:
+class Follower(ABC):
     topic_kind = ""
     name = "follower"
 
@@ -30,9 +31,9 @@ class Follower:
         self.stopping.set()
         self.thread.join(5)
 
+    @abstractmethod
     def on_records(self, raws) -> None:
         """One partition's records, in offset order (raw kafka-python ConsumerRecords)."""
-        raise NotImplementedError
 
     def closed(self) -> None:
         """The reader has stopped."""
