@@ -43,6 +43,8 @@ def part_of(process: psutil.Process, root_pid: int) -> str:
         return "?"
     if "infra.cli" in argv:
         return argv[argv.index("infra.cli") + 1]
+    if "infra.longpoll" in argv:
+        return "broker-gateway"
     return "broker" if any("tansu" in a for a in argv[:1]) or "broker" in " ".join(argv[:2]) else Path(argv[0]).name
 
 

@@ -36,7 +36,7 @@ from aiokafka import AIOKafkaProducer
 from kafka import KafkaConsumer, TopicPartition
 
 from infra.bulk import iter_batches
-from infra.kafka import QUIET_WAIT_MS, assigned_consumer
+from infra.kafka import assigned_consumer
 from infra.logarchive import FILE_MAGIC, ArchiveCorrupt, ArchiveReader, ArchiveWriter
 from infra.settings import Settings
 
@@ -297,8 +297,7 @@ class Archiver:
         self.stopping = threading.Event()
 
     def run(self) -> None:
-        consumer = assigned_consumer(self.settings, "events", from_beginning=True,
-                                      fetch_max_wait_ms=QUIET_WAIT_MS)
+        consumer = assigned_consumer(self.settings, "events", from_beginning=True)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with self.path.open("ab") as out:
             writer = ArchiveWriter(out)

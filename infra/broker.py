@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import socket
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -44,10 +45,14 @@ def broker_binary() -> Path:
 class EmbeddedBroker:
     """A Tansu process on 127.0.0.1; a context manager that stops it on exit."""
 
-    def __init__(self, port: int | None = None, log_path: Path | None = None) -> None:
+    def __init__(self, port: int | None = None, log_path: Path | None = None,
+                 long_poll: bool = True) -> None:
         self.port = port or free_port()
         self.log_path = log_path
+        self.long_poll = long_poll
+        """Front Tansu with `infra.longpoll`, so that a waiting fetch returns when data arrives."""
         self.process: subprocess.Popen | None = None
+        self.gateway: subprocess.Popen | None = None
 
     @property
     def bootstrap(self) -> str:
@@ -56,32 +61,43 @@ class EmbeddedBroker:
     def start(self, timeout: float = 15.0) -> "EmbeddedBroker":
         if port_is_open("127.0.0.1", self.port):
             raise BrokerError(f"port {self.port} on 127.0.0.1 is already taken")
-        url = f"tcp://127.0.0.1:{self.port}"
+        advertised = f"tcp://127.0.0.1:{self.port}"
+        tansu_port = free_port() if self.long_poll else self.port
         log = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL
         self.process = subprocess.Popen(
-            [str(broker_binary()), "broker", "--listener-url", url,
-             "--advertised-listener-url", url, "--storage-engine", "memory://tansu/"],
+            [str(broker_binary()), "broker", "--listener-url", f"tcp://127.0.0.1:{tansu_port}",
+             "--advertised-listener-url", advertised, "--storage-engine", "memory://tansu/"],
             stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "RUST_LOG": "warn"},
         )
-        deadline = time.monotonic() + timeout
-        while not port_is_open("127.0.0.1", self.port):
-            if self.process.poll() is not None:
-                raise BrokerError(f"the broker exited at start with code {self.process.returncode}")
-            if time.monotonic() > deadline:
-                self.stop()
-                raise BrokerError(f"the broker did not answer on {self.bootstrap} in {timeout}s")
-            time.sleep(0.02)
+        self._await_port(self.process, tansu_port, timeout)
+        if self.long_poll:
+            self.gateway = subprocess.Popen(
+                [sys.executable, "-m", "infra.longpoll", str(self.port), str(tansu_port)],
+                stdout=log, stderr=subprocess.STDOUT)
+            self._await_port(self.gateway, self.port, timeout)
         return self
 
+    def _await_port(self, process: subprocess.Popen, port: int, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while not port_is_open("127.0.0.1", port):
+            if process.poll() is not None:
+                self.stop()
+                raise BrokerError(f"the broker exited at start with code {process.returncode}")
+            if time.monotonic() > deadline:
+                self.stop()
+                raise BrokerError(f"the broker did not answer on 127.0.0.1:{port} in {timeout}s")
+            time.sleep(0.02)
+
     def stop(self) -> None:
-        if self.process and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(5)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        self.process = None
+        for process in (self.gateway, self.process):
+            if process and process.poll() is None:
+                process.terminate()
+                try:
+                    process.wait(5)
+                except subprocess.TimeoutExpired:
+                    process.kill()
+                    process.wait()
+        self.process = self.gateway = None
 
     def __enter__(self) -> "EmbeddedBroker":
         return self.start()

@@ -48,7 +48,7 @@ def broker(port: int = typer.Option(0, help="loopback port; 0 picks a free one")
     _logging()
     settings = get_settings()
     try:
-        with EmbeddedBroker(port or None) as embedded:
+        with EmbeddedBroker(port or None, long_poll=settings.broker_long_poll) as embedded:
             settings.kafka_bootstrap = embedded.bootstrap
             created = ensure_topics(settings)
             console.print(f"[green]broker[/] listening on [bold]{embedded.bootstrap}[/]"

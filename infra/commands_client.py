@@ -15,8 +15,6 @@ from schemas.records import CommandRecord
 
 REPLIES_KEPT = 100_000
 """Replies nobody waited for yet, newest kept: the reader sees every client's replies."""
-FETCH_WAIT_MS = 20
-"""How long the broker may hold an empty fetch: a reply is delivered within about this."""
 APPEND_TIMEOUT_SECONDS = 30.0
 
 Wake = Callable[[], None]
@@ -53,8 +51,7 @@ class CommandClient:
         self.waiters: dict[str, Wake] = {}
         self.lock = threading.Lock()
         self.stopping = threading.Event()
-        self.consumer = assigned_consumer(settings, "replies", from_beginning=False,
-                                          fetch_max_wait_ms=FETCH_WAIT_MS)
+        self.consumer = assigned_consumer(settings, "replies", from_beginning=False)
         for tp in self.consumer.assignment():
             self.consumer.position(tp)  # fix the start now, before any command is sent
         self.reader = threading.Thread(target=self._read, name="replies", daemon=True)

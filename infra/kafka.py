@@ -358,19 +358,6 @@ def topic_kind_of(settings: Settings, topic: str) -> str:
     return topic.removeprefix(settings.topic_prefix)
 
 
-REPLY_WAIT_MS = 20
-"""Fetch wait of the readers a caller waits on (a node's commands, the API's replies and
-events): Tansu 0.6 holds an empty fetch for the whole wait, even when a record arrives
-meanwhile, so this bounds every command round trip. Each such reader costs ~7 % of a core
-idle (50 fetches a second, client and broker), so only those readers use it."""
-FOLLOW_WAIT_MS = 200
-"""Fetch wait of readers that react but answer nobody directly (reactor, cloud controller,
-topology projector and load balancer feed, the API's log and usage folds): at most this per
-step of a flow, 5 fetches a second idle."""
-QUIET_WAIT_MS = 1000
-"""Fetch wait of readers nothing waits on (the archive, the console's health samples)."""
-
-
 def group_consumer(settings: Settings, group_id: str, topic_kinds: list[str], **overrides) -> KafkaConsumer:
     """A consumer in a group, tuned for this broker: short rebalance and poll intervals.
 
@@ -380,7 +367,7 @@ def group_consumer(settings: Settings, group_id: str, topic_kinds: list[str], **
         bootstrap_servers=settings.kafka_bootstrap, group_id=settings.topic(group_id),
         enable_auto_commit=False, auto_offset_reset="earliest",
         max_poll_interval_ms=10_000, session_timeout_ms=6_000, heartbeat_interval_ms=1_000,
-        max_poll_records=500, fetch_max_wait_ms=FOLLOW_WAIT_MS,
+        max_poll_records=500, fetch_max_wait_ms=settings.fetch_wait_ms,
     )
     options.update(overrides)
     consumer = KafkaConsumer(**options)
@@ -392,7 +379,7 @@ def assigned_consumer(settings: Settings, topic_kind: str, from_beginning: bool 
                       partitions: Iterable[int] | None = None, **overrides) -> KafkaConsumer:
     """A group-less reader of every (or the given) partition: no rebalance pauses."""
     options = dict(bootstrap_servers=settings.kafka_bootstrap, enable_auto_commit=False,
-                   group_id=None, max_poll_records=2000)
+                   group_id=None, max_poll_records=2000, fetch_max_wait_ms=settings.fetch_wait_ms)
     options.update(overrides)
     consumer = KafkaConsumer(**options)
     topic = settings.topic(topic_kind)

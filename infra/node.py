@@ -31,7 +31,7 @@ from actors.runtime import (
     needs_timer, timeouts_command_id,
 )
 from infra.faults import CrashPoints
-from infra.kafka import REPLY_WAIT_MS, Appender, DeadLetters, envelope, group_consumer, new_id, validated
+from infra.kafka import Appender, DeadLetters, envelope, group_consumer, new_id, validated
 from infra.recovery import CHECKPOINT, CLAIM, recover_partition
 from infra.settings import Settings
 from schemas.commands import CheckTimeouts
@@ -208,8 +208,7 @@ class Node:
 
     # --- the loop -------------------------------------------------------------------------
     def run(self) -> None:
-        consumer = group_consumer(self.settings, NODE_GROUP, ["commands"], max_poll_records=500,
-                                  fetch_max_wait_ms=REPLY_WAIT_MS)
+        consumer = group_consumer(self.settings, NODE_GROUP, ["commands"], max_poll_records=500)
         consumer.unsubscribe()
         topic = self.settings.topic("commands")
         self.partition_count = len(consumer.partitions_for_topic(topic) or ()) or self.settings.partitions

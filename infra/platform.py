@@ -83,7 +83,8 @@ def run_platform(bootstrap: str | None, api_port: int, sample: bool, state_dir: 
         if bootstrap or settings.kafka_bootstrap:
             settings.kafka_bootstrap = bootstrap or settings.kafka_bootstrap
         else:
-            broker = EmbeddedBroker(log_path=state_dir / "broker.log").start()
+            broker = EmbeddedBroker(log_path=state_dir / "broker.log",
+                                    long_poll=settings.broker_long_poll).start()
             settings.kafka_bootstrap = broker.bootstrap
         ensure_topics(settings)
         if broker:

@@ -29,6 +29,14 @@ class Settings(BaseSettings):
     obsolete_timeout_seconds: float = Field(86400.0, gt=0)
     api_port: int = 9443
     api_host: str = Field("127.0.0.1", description="address `stratos api` listens on")
+    broker_long_poll: bool = Field(
+        True, description="front the embedded broker with its long-poll gateway (infra/longpoll.py)")
+    fetch_wait_ms: int = Field(
+        5000, ge=1, le=60_000,
+        description="longest a reader's fetch waits for data; brokers answer on arrival (Apache "
+                    "Kafka; the embedded broker through its long-poll gateway), so this is only "
+                    "the idle poll period. Lower it (e.g. 20) on a broker that holds empty fetches "
+                    "for their whole wait, such as a bare Tansu")
     api_wait_seconds: float = Field(20.0, gt=0, description="how long a write waits for its reply")
     admin_username: str = Field("admin", min_length=1, description="the bootstrap super-admin")
     admin_password: SecretStr | None = Field(

@@ -33,7 +33,7 @@ from infra.api.identity import Principal, current_principal
 from infra.api.read_model import ReadModel
 from infra.api.views import application_runtime
 from infra.eventlog import History
-from infra.kafka import QUIET_WAIT_MS, assigned_consumer, decode, rejection_reason
+from infra.kafka import assigned_consumer, decode, rejection_reason
 from infra.recovery import fence_before
 from infra.settings import Settings
 from schemas.domain import MemberStatus
@@ -93,9 +93,7 @@ class ConsoleFeed:
 
     def _run(self) -> None:
         try:
-            # events as soon as the read model shows their effect (500 ms, the default wait);
-            # health samples feed a chart point a second
-            health, events = self._tail("health", fetch_max_wait_ms=QUIET_WAIT_MS), self._tail("events")
+            health, events = self._tail("health"), self._tail("events")
         except Exception:  # the console then shows runtime trees without health or events
             log.exception("console feed could not open the health and events topics")
             return

@@ -28,8 +28,6 @@ log = logging.getLogger(__name__)
 
 CAUSES_REMEMBERED = 100_000
 """Command ids whose events are counted, so a writer can wait for its own command's effect."""
-FETCH_WAIT_MS = 20
-"""How long the broker may hold an empty fetch: an event is readable within about this."""
 
 
 class ReadModel:
@@ -68,7 +66,7 @@ class ReadModel:
 
     def _run(self) -> None:
         try:
-            consumer = assigned_consumer(self.settings, "events", fetch_max_wait_ms=FETCH_WAIT_MS)
+            consumer = assigned_consumer(self.settings, "events")
         except Exception as exc:  # reported by start(); the API cannot serve without it
             self.failure = exc
             log.exception("read model could not open the events topic")

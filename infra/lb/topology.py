@@ -20,7 +20,7 @@ import threading
 
 from actors.topology import Topology
 from infra.eventlog import History
-from infra.kafka import (FOLLOW_WAIT_MS, Appender, DeadLetters, assigned_consumer, decode, decode_key,
+from infra.kafka import (Appender, DeadLetters, assigned_consumer, decode, decode_key,
                          envelope, read_to_end, rejection_reason)
 from infra.settings import Settings
 from schemas.ids import parse_aggregate_id
@@ -92,7 +92,7 @@ class TopologyProjector:
     def run(self) -> None:
         self.read_written()
         appender = Appender(self.settings, source="topology")
-        consumer = assigned_consumer(self.settings, "events", fetch_max_wait_ms=FOLLOW_WAIT_MS)
+        consumer = assigned_consumer(self.settings, "events")
         ends = consumer.end_offsets(list(consumer.assignment()))
         dirty: set[str] = set()
         try:
@@ -125,7 +125,7 @@ class TopologyFeed:
     def __init__(self, settings: Settings, dead_letters: DeadLetters) -> None:
         self.settings = settings
         self.dead_letters = dead_letters
-        self.consumer = assigned_consumer(settings, "topology", fetch_max_wait_ms=FOLLOW_WAIT_MS)
+        self.consumer = assigned_consumer(settings, "topology")
         self.ends = self.consumer.end_offsets(list(self.consumer.assignment()))
         self.entries: dict[str, TopologyEntry] = {}
         self.invalid = 0

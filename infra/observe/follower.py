@@ -7,7 +7,7 @@ import logging
 import threading
 from abc import ABC, abstractmethod
 
-from infra.kafka import FOLLOW_WAIT_MS, assigned_consumer
+from infra.kafka import assigned_consumer
 from infra.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -40,7 +40,7 @@ class Follower(ABC):
 
     def _run(self) -> None:
         try:
-            consumer = assigned_consumer(self.settings, self.topic_kind, fetch_max_wait_ms=FOLLOW_WAIT_MS)
+            consumer = assigned_consumer(self.settings, self.topic_kind)
         except Exception:  # noqa: BLE001 - the part serves on without it; the reason is logged
             log.exception("%s could not open the %s topic", self.name, self.topic_kind)
             return
