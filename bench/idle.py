@@ -2,7 +2,8 @@
 of every process of the platform (the `stratos up` process with its archiver, the embedded
 broker, node, reactor, cloud controller, health worker, API) over IDLE_SECONDS, per part and in
 total, as a share of one core. Then the time of a definition add through the API (median of
-ADDS, one client), so that quiet and fast are measured together. One JSON line at the end.
+ADDS, one client), so that quiet and fast are measured together. The same again on a bare Tansu
+with every fetch waiting 20 ms (the baseline, same run). One JSON line at the end.
 
 The sample's simulated instances still publish health every STRATOS_HEALTH_PUBLISH_SECONDS
 (15 s) and the cluster scales with its load wave: that is the platform's real idle work.
@@ -28,6 +29,8 @@ from infra.broker import free_port
 
 IDLE_SECONDS = float(os.environ.get("BENCH_IDLE_SECONDS", 60))
 ADDS = 15
+BASELINE_WAIT_MS = 20
+"""The baseline: Tansu without the gateway, every reader at the wait the command path needs."""
 PASSWORD = "bench-admin"
 ROOT = Path(__file__).resolve().parent.parent
 APP = "single-cartridge-app"
@@ -98,11 +101,13 @@ def definition_add_ms(http: httpx.Client) -> list[float]:
     return times
 
 
-def main() -> None:
+def measure(extra_env: dict[str, str]) -> tuple[dict[str, float], float, int, list[float]]:
+    """One `stratos up` in a fresh state directory: CPU seconds per part over the idle window,
+    the window's length, the members Active, and the definition add times."""
     port = free_port()
     env = {key: value for key, value in os.environ.items() if key != "STRATOS_KAFKA_BOOTSTRAP"}
     env.update(STRATOS_ADMIN_PASSWORD=PASSWORD, STRATOS_LOG_LEVEL="WARNING",
-               PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")])))
+               PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")])), **extra_env)
     with tempfile.TemporaryDirectory(prefix="stratos-idle-") as state:
         up = subprocess.Popen([sys.executable, "-m", "infra.cli", "up", "--api-port", str(port),
                                "--state-dir", state], cwd=ROOT, env=env,
@@ -126,19 +131,35 @@ def main() -> None:
                 up.wait(30)
             except subprocess.TimeoutExpired:
                 up.kill()
+    return used, seconds, members, adds
+
+
+def report(label: str, used: dict[str, float], seconds: float, members: int, adds: list[float]) -> dict:
     shares = {part: round(cpu / seconds, 4) for part, cpu in sorted(used.items(), key=lambda kv: -kv[1])}
     total = sum(used.values()) / seconds
+    print(f"--- {label}")
     for part, share in shares.items():
-        print(f"{part:>8}: {used[part]:6.2f} CPU s in {seconds:.0f} s = {share:.3f} of a core")
+        print(f"{part:>14}: {used[part]:6.2f} CPU s in {seconds:.0f} s = {share:.3f} of a core")
     add_ms = statistics.median(adds)
-    print(f"   total: {total:.3f} of a core (aim <= 0.05: {total / 0.05:.1f}x the aim); "
+    print(f"         total: {total:.3f} of a core (aim <= 0.05: {total / 0.05:.1f}x the aim); "
           f"{members} members Active")
     print(f"definition add through the API: median {add_ms:.1f} ms of {ADDS} "
-          f"(min {min(adds):.1f}, max {max(adds):.1f}; before this work ~30 ms)")
-    finish({"bench": "idle", "idle_seconds": round(seconds, 1), "members": members,
-            "cpu_share_total": round(total, 4), "cpu_share_by_part": shares,
-            "total_vs_aim": round(total / 0.05, 2), "definition_add_ms_median": round(add_ms, 1),
-            "definition_add_ms_max": round(max(adds), 1)})
+          f"(min {min(adds):.1f}, max {max(adds):.1f})")
+    return {"cpu_share_total": round(total, 4), "cpu_share_by_part": shares, "members": members,
+            "definition_add_ms_median": round(add_ms, 1), "definition_add_ms_max": round(max(adds), 1)}
+
+
+def main() -> None:
+    gateway = report("embedded broker with its long-poll gateway (the default)", *measure({}))
+    baseline = report(f"baseline, same run: bare Tansu, every fetch waiting {BASELINE_WAIT_MS} ms",
+                      *measure({"STRATOS_BROKER_LONG_POLL": "0", "STRATOS_FETCH_WAIT_MS": str(BASELINE_WAIT_MS)}))
+    ratio = gateway["cpu_share_total"] / baseline["cpu_share_total"]
+    add_ratio = gateway["definition_add_ms_median"] / baseline["definition_add_ms_median"]
+    print(f"idle CPU vs baseline: {ratio:.2f}; definition add vs baseline: {add_ratio:.2f}")
+    finish({"bench": "idle", "idle_seconds": IDLE_SECONDS, **gateway,
+            "total_vs_aim": round(gateway["cpu_share_total"] / 0.05, 2),
+            "baseline": baseline, "cpu_vs_baseline": round(ratio, 3),
+            "definition_add_vs_baseline": round(add_ratio, 3)})
 
 
 if __name__ == "__main__":

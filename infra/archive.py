@@ -36,7 +36,7 @@ from aiokafka import AIOKafkaProducer
 from kafka import KafkaConsumer, TopicPartition
 
 from infra.bulk import iter_batches
-from infra.kafka import assigned_consumer
+from infra.kafka import IDLE_POLL_MS, assigned_consumer
 from infra.logarchive import FILE_MAGIC, ArchiveCorrupt, ArchiveReader, ArchiveWriter
 from infra.settings import Settings
 
@@ -302,7 +302,7 @@ class Archiver:
         with self.path.open("ab") as out:
             writer = ArchiveWriter(out)
             while not self.stopping.is_set():
-                for tp, raws in consumer.poll(timeout_ms=200).items():
+                for tp, raws in consumer.poll(timeout_ms=IDLE_POLL_MS).items():
                     skip = self.restored.get(tp.partition, 0)
                     # a null value is archived too: offsets must match after a restore
                     writer.write_rows("events", tp.partition, [

@@ -36,7 +36,7 @@ from actors.member import MemberState
 from actors.runtime import Tracked
 from infra.eventlog import History, read_history
 from infra.iaas.providers import IaasConfigError, IaasTarget, build_driver, create_options, node_name
-from infra.kafka import (Appender, DeadLetters, decode_key, encode, envelope, group_consumer,
+from infra.kafka import (IDLE_POLL_MS, Appender, DeadLetters, decode_key, encode, envelope, group_consumer,
                          rejection_reason)
 from infra.recovery import fence_before
 from infra.settings import Settings
@@ -193,7 +193,7 @@ class CloudController:
         reconciler.start()
         try:
             while not self.stopping.is_set():
-                batch = consumer.poll(timeout_ms=500)
+                batch = consumer.poll(timeout_ms=IDLE_POLL_MS)
                 if consumer.assignment():
                     self.ready.set()
                 for tp, raws in batch.items():

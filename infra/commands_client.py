@@ -8,7 +8,7 @@ from collections.abc import Callable
 
 from pydantic import BaseModel, ValidationError
 
-from infra.kafka import Appender, assigned_consumer, decode, envelope, new_id
+from infra.kafka import IDLE_POLL_MS, Appender, assigned_consumer, decode, envelope, new_id
 from infra.settings import Settings
 from schemas.envelope import SUPER_TENANT
 from schemas.records import CommandRecord
@@ -59,7 +59,7 @@ class CommandClient:
 
     def _read(self) -> None:
         while not self.stopping.is_set():
-            for raws in self.consumer.poll(timeout_ms=100).values():
+            for raws in self.consumer.poll(timeout_ms=IDLE_POLL_MS).values():
                 for raw in raws:
                     try:
                         record = decode("replies", raw.value)

@@ -31,7 +31,7 @@ from actors.runtime import (
     needs_timer, timeouts_command_id,
 )
 from infra.faults import CrashPoints
-from infra.kafka import Appender, DeadLetters, envelope, group_consumer, new_id, validated
+from infra.kafka import IDLE_POLL_MS, Appender, DeadLetters, envelope, group_consumer, new_id, validated
 from infra.recovery import CHECKPOINT, CLAIM, recover_partition
 from infra.settings import Settings
 from schemas.commands import CheckTimeouts
@@ -138,6 +138,8 @@ class Node:
         self.clock = clock or (lambda: datetime.now(timezone.utc))
         self.host = ActorHost(base, timer_seconds)  # actors first: see ARCHITECTURE.md
         self.timer_seconds = timer_seconds
+        self.poll_ms = int(min(IDLE_POLL_MS, timer_seconds * 200))
+        """Timers fire between polls: at least five chances per timer period."""
         self.appender = Appender(settings, source="node")
         self.dead_letters = DeadLetters(self.appender)
         self.crash = CrashPoints(settings.fault)
@@ -219,7 +221,7 @@ class Node:
             consumer.subscribe([topic], listener=_Rebalance(self, consumer))
         try:
             while not self.stopping.is_set():
-                batch = consumer.poll(timeout_ms=100)
+                batch = consumer.poll(timeout_ms=self.poll_ms)
                 if batch:
                     self._process(consumer, batch)
                 self._fire_timers()

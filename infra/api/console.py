@@ -45,6 +45,8 @@ log = logging.getLogger(__name__)
 STATIC = files("infra.console")
 STATIC_TYPES = {"console.js": "text/javascript", "console.css": "text/css"}
 SAMPLE_SECONDS = 1.0
+CONSOLE_POLL_MS = 250
+"""Each of the feed's two readers blocks this long when idle: a sample is still taken each second."""
 """One chart point per cluster this often."""
 HISTORY_POINTS = 300
 """Chart points kept per cluster: five minutes at one a second."""
@@ -102,7 +104,7 @@ class ConsoleFeed:
             while not self.stopping.is_set():
                 for consumer, kind, note in ((health, "health", self._note_health),
                                              (events, "events", self._note_event)):
-                    for raws in consumer.poll(timeout_ms=100).values():
+                    for raws in consumer.poll(timeout_ms=CONSOLE_POLL_MS).values():
                         for raw in raws:
                             self._decoded(kind, raw, note)
                 if time.monotonic() >= next_sample:

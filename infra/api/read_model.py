@@ -19,7 +19,7 @@ from infra.eventlog import History
 from actors.base import State
 from actors.runtime import Tracked
 from infra.commands_client import Wake, waker
-from infra.kafka import assigned_consumer, rejection_reason
+from infra.kafka import IDLE_POLL_MS, assigned_consumer, rejection_reason
 from infra.settings import Settings
 from schemas.definitions import DEFINITION_KINDS
 from schemas.ids import AggregateRef, parse_aggregate_id
@@ -75,7 +75,7 @@ class ReadModel:
             ends = {tp.partition: end for tp, end in consumer.end_offsets(list(consumer.assignment())).items()}
             self._mark_ready_if_caught_up(ends)
             while not self.stopping.is_set():
-                for tp, raws in consumer.poll(timeout_ms=100).items():
+                for tp, raws in consumer.poll(timeout_ms=IDLE_POLL_MS).items():
                     self._fold_batch(tp.partition, raws)
                 if not self.ready.is_set():
                     self._mark_ready_if_caught_up(ends)

@@ -40,6 +40,10 @@ from schemas.records import HealthRecord, TopologyEntry
 
 log = logging.getLogger(__name__)
 
+IDLE_CHECK_MS = 500
+"""Idle, the loop wakes this often: topology changes return at once; HAProxy's liveness is checked
+each time round."""
+
 
 def haproxy_binary() -> str | None:
     return shutil.which("haproxy")
@@ -368,7 +372,7 @@ class LoadBalancer:
             assert self.feed is not None
             next_stats = time.monotonic() + self.settings.lb_stats_seconds
             while not self.stopping.is_set():
-                changed = self.feed.poll(50 if self.draining else 100)
+                changed = self.feed.poll(50 if self.draining else IDLE_CHECK_MS)
                 with self.lock:
                     if changed:
                         self.update()

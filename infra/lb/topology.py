@@ -20,7 +20,7 @@ import threading
 
 from actors.topology import Topology
 from infra.eventlog import History
-from infra.kafka import (Appender, DeadLetters, assigned_consumer, decode, decode_key,
+from infra.kafka import (IDLE_POLL_MS, Appender, DeadLetters, assigned_consumer, decode, decode_key,
                          envelope, read_to_end, rejection_reason)
 from infra.settings import Settings
 from schemas.ids import parse_aggregate_id
@@ -97,7 +97,7 @@ class TopologyProjector:
         dirty: set[str] = set()
         try:
             while not self.stopping.is_set():
-                for raws in consumer.poll(timeout_ms=100, max_records=2000).values():
+                for raws in consumer.poll(timeout_ms=IDLE_POLL_MS, max_records=2000).values():
                     for raw in raws:
                         dirty |= self.feed(raw)
                 if not self.ready.is_set():

@@ -7,7 +7,7 @@ import logging
 import threading
 from abc import ABC, abstractmethod
 
-from infra.kafka import assigned_consumer
+from infra.kafka import IDLE_POLL_MS, assigned_consumer
 from infra.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -47,7 +47,7 @@ class Follower(ABC):
         try:
             ends = consumer.end_offsets(list(consumer.assignment()))
             while not self.stopping.is_set():
-                for _tp, raws in consumer.poll(timeout_ms=100, max_records=2000).items():
+                for _tp, raws in consumer.poll(timeout_ms=IDLE_POLL_MS, max_records=2000).items():
                     self.on_records(raws)
                 if not self.caught_up.is_set() and all(consumer.position(tp) >= end for tp, end in ends.items()):
                     self.caught_up.set()
