@@ -41,7 +41,8 @@ def register(service: HealthService) -> None:
         """Fold every partition of the events topic, from its beginning, into the views: no
         group, so no rebalance and no changelog."""
         consumer = AIOKafkaConsumer(bootstrap_servers=service.settings.kafka_bootstrap, group_id=None,
-                                    enable_auto_commit=False, fetch_max_bytes=16 << 20)
+                                    enable_auto_commit=False, fetch_max_bytes=16 << 20,
+                                    fetch_max_wait_ms=service.settings.fetch_wait_ms)
         await consumer.start()
         try:
             tps = await _assign_all(consumer, service.settings.topic("events"))
@@ -72,6 +73,7 @@ def register(service: HealthService) -> None:
         consumer = AIOKafkaConsumer(
             bootstrap_servers=service.settings.kafka_bootstrap, group_id=service.settings.topic(HEALTH_GROUP),
             enable_auto_commit=False, auto_offset_reset="earliest", fetch_max_bytes=16 << 20,
+            fetch_max_wait_ms=service.settings.fetch_wait_ms,
             # this broker hangs group joins with long rebalance timeouts (ARCHITECTURE.md)
             session_timeout_ms=6_000, heartbeat_interval_ms=1_000, max_poll_interval_ms=10_000)
         consumer.subscribe([service.settings.topic("health")], listener=_KeepPartitions(book))
