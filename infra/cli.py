@@ -14,7 +14,9 @@ from infra.lb.cli import register as register_lb
 from infra.manager_cli import register as register_stratos_verbs
 from infra.replay_cli import register as register_replay
 from infra.observe.cli import register as register_observe_verbs
+from infra.secrets_cli import register as register_secrets
 from infra.settings import get_settings
+from schemas.base import masked
 
 app = typer.Typer(help="Stratos-ES: a PaaS control plane on an event log.", no_args_is_help=True,
                   pretty_exceptions_enable=False)
@@ -170,7 +172,7 @@ def state(aggregate: str = typer.Argument(..., help="aggregate id, e.g. carbon.s
         for record in folded:
             console.print(f"{record.aggregate_seq:>5} {record.occurred_at:%H:%M:%S} {record.type} "
                           f"[dim]{record.id} cause={record.causation_id}[/]")
-    console.print_json(json.dumps(tracked.state.model_dump(mode="json")))
+    console.print_json(json.dumps(masked(tracked.state.model_dump(mode="json"))))
 
 
 @app.command()
@@ -204,6 +206,7 @@ register_stratos_verbs(app)
 register_replay(app)
 register_lb(app)
 register_observe_verbs(app)
+register_secrets(app)
 register_contract_verbs(app, schemas_app)
 
 

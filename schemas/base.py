@@ -5,6 +5,7 @@ unchanged; internal messages use snake_case. Both are pydantic v2 models.
 """
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from functools import lru_cache
 from typing import Any
@@ -104,6 +105,18 @@ def without_secrets(value: Any) -> Any:
         return item
 
     return drop(data)
+
+
+@lru_cache(maxsize=1)
+def _clear_secret_in_json() -> re.Pattern[str]:
+    names = "|".join(re.escape(n) for n in sorted(secret_field_names()))
+    return re.compile(r'("(?:%s)"\s*:\s*")(?!%s)(?:[^"\\]|\\.)+"' % (names, re.escape(SEALED_PREFIX)))
+
+
+def without_clear_secrets(text: str) -> str:
+    """JSON text (valid or not: a dead letter's original) with every clear secret masked;
+    sealed ones are kept, so the record can still be replayed."""
+    return _clear_secret_in_json().sub(lambda m: m.group(1) + MASK + '"', text)
 
 
 def redacted(model: BaseModel) -> dict:
