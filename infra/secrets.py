@@ -68,13 +68,16 @@ def load_or_create_keys(state_dir: Path) -> list[str]:
     path = key_file(state_dir)
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
+        temporary = path.with_name(f".{KEY_FILE}.{os.getpid()}.{threading.get_ident()}")
+        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as file:
+            file.write(new_key() + "\n")
         try:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            os.link(temporary, path)  # whole or not at all; fails if another part made it meanwhile
         except FileExistsError:
-            pass  # another part made it meanwhile: read theirs
-        else:
-            with os.fdopen(fd, "w") as file:
-                file.write(new_key() + "\n")
+            pass  # theirs is the key
+        finally:
+            os.unlink(temporary)
     if path.stat().st_mode & 0o077:
         os.chmod(path, 0o600)
     return parse_keys(path.read_text())
