@@ -39,7 +39,7 @@ from infra.iaas.providers import IaasConfigError, IaasTarget, build_driver, crea
 from infra.kafka import (IDLE_POLL_MS, Appender, DeadLetters, decode_key, encode, envelope, group_consumer,
                          rejection_reason)
 from infra.recovery import fence_before
-from infra.secrets import SecretBox, secret_box
+from infra.secrets import SecretBox, SecretError, secret_box
 from infra.settings import Settings
 from schemas import commands as C
 from schemas import events as E
@@ -98,7 +98,10 @@ class MemberBook:
             if spec.repo_username:
                 metadata["repoUsername"] = spec.repo_username
             if spec.repo_password:
-                metadata["repoPassword"] = self.box.for_instances(spec.repo_password, commit.aggregate_id) or ""
+                try:
+                    metadata["repoPassword"] = self.box.for_instances(spec.repo_password, commit.aggregate_id) or ""
+                except SecretError as exc:  # the member still starts; its checkout will say it cannot log in
+                    log.error("member %s: repository password not passed on: %s", event.member_id, exc)
         return Spawn(member_id=event.member_id, cluster_id=event.cluster_id, cluster_key=commit.aggregate_id,
                      tenant=commit.tenant, target=IaasTarget.from_event(event.provider, iaas), metadata=metadata)
 

@@ -46,9 +46,10 @@ def status(as_json: bool = typer.Option(False, "--json")) -> None:
 
 
 @app.command("new-key")
-def new_key_command() -> None:
+def new_key_command(as_json: bool = typer.Option(False, "--json")) -> None:
     """Print a fresh key (url-safe base64, 32 bytes) for STRATOS_SECRET_KEY."""
-    typer.echo(new_key())
+    key = new_key()
+    typer.echo(json.dumps({"key": key, "key_id": key_id(key)}) if as_json else key)
 
 
 @app.command()

@@ -70,8 +70,9 @@ class ProcessInstances:
         env = minimal_env({"STRATOS_KAFKA_BOOTSTRAP": self.settings.kafka_bootstrap or "",
                            "STRATOS_TOPIC_PREFIX": self.settings.topic_prefix,
                            "STRATOS_HEALTH_PUBLISH_SECONDS": str(self.settings.health_publish_seconds),
-                           "STRATOS_AGENT_CARTRIDGE_KEY": meta.get("cartridgeKey", ""),
-                           "STRATOS_AGENT_REPO_PASSWORD": meta.get("repoPassword", "")})
+                           **{name: meta[key] for name, key in (("STRATOS_AGENT_CARTRIDGE_KEY", "cartridgeKey"),
+                                                                ("STRATOS_AGENT_REPO_PASSWORD", "repoPassword"))
+                              if meta.get(key)}})
         log_path = self.settings.state_dir / "instances" / f"{instance.node_id}.log"
         log_path.parent.mkdir(parents=True, exist_ok=True)
         with self.lock, open(log_path, "ab") as output:
