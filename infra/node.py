@@ -39,8 +39,7 @@ from schemas.commands import CheckTimeouts
 from schemas.records import Claim, CommandRecord, LogRecord, ReplyRecord, Snapshot, SnapshotRecord
 
 log = logging.getLogger(__name__)
-SECRET_BEARING = ("definition", "signup")
-"""Command fields that may carry secrets (definitions, sign-ups)."""
+
 NODE_GROUP = "nodes"
 
 
@@ -329,8 +328,6 @@ class Node:
     def _sealed(self, command: CommandRecord) -> CommandRecord:
         """A raw client's clear secrets are sealed here, before a decision writes them to the
         events (the platform's own clients seal before they send: infra/commands_client.py)."""
-        if not any(name in type(command.payload).model_fields for name in SECRET_BEARING):
-            return command
         return self.box.seal_model(command)
 
     def _appended(self, partition: int, aggregate_id: str, offset: int, outcome: Outcome) -> None:

@@ -28,7 +28,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from pydantic import BaseModel
 
-from schemas.base import SEALED_PREFIX, has_clear_secret, is_sealed, map_secrets
+from schemas.base import SEALED_PREFIX, has_clear_secret, is_sealed, map_secrets, may_hold_secrets
 
 KEY_FILE = "secret.key"
 M = TypeVar("M", bound=BaseModel)
@@ -185,6 +185,9 @@ class SecretBox:
 
     def seal_model(self, model: M) -> M:
         """`model` with every clear secret sealed (the same object if it holds none)."""
+        payload = getattr(model, "payload", None)  # an envelope: its payload's type decides
+        if not may_hold_secrets(type(payload) if isinstance(payload, BaseModel) else type(model)):
+            return model
         data = model.model_dump(mode="json", by_alias=True)
         if not has_clear_secret(data):
             return model

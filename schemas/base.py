@@ -8,7 +8,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from functools import lru_cache
-from typing import Any
+from typing import Any, get_args, get_origin
 
 from pydantic import BaseModel, ConfigDict
 
@@ -58,6 +58,28 @@ def secret_field_names() -> frozenset[str]:
             if info.repr is False:
                 names.update({name, info.alias or name})
     return frozenset(names)
+
+
+@lru_cache(maxsize=None)
+def may_hold_secrets(model: type[BaseModel]) -> bool:
+    """Whether instances of `model` can carry a secret: a secret field, a free-form dict (a
+    definition body), or a nested model that can. Cached per class: the hot path asks once."""
+    names = secret_field_names()
+
+    def can(annotation: Any) -> bool:
+        if annotation is Any or annotation is dict:
+            return True
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            return annotation is not model and may_hold_secrets(annotation)
+        args = get_args(annotation)
+        if get_origin(annotation) is dict:
+            return not args or args[1] is object or can(args[1])
+        return any(can(arg) for arg in args)
+
+    if "secret" in model.model_fields:  # a property a definition can mark secret
+        return True
+    return any(name in names or (info.alias or "") in names or can(info.annotation)
+               for name, info in model.model_fields.items())
 
 
 def _is_secret_key(data: dict, key: str, names: frozenset[str]) -> bool:

@@ -160,3 +160,16 @@ def test_a_process_mode_instance_inherits_nothing_of_the_platform(monkeypatch, t
     assert env["STRATOS_AGENT_CARTRIDGE_KEY"] == box.cartridge_key(CLUSTER_A)
     assert "cartridge" not in command.lower() and "stratos:sealed" not in command  # not in argv (ps)
     assert open_for_instance(env["STRATOS_AGENT_REPO_PASSWORD"], env["STRATOS_AGENT_CARTRIDGE_KEY"]) == "pw"
+
+
+@pytest.mark.parametrize("command, holds", [
+    (C.AddCartridge, True), (C.AddTenant, True), (C.AddApplicationSignup, True),
+    (C.RecordDependencyResolved, True), (C.AddDeploymentPolicy, True),  # a property may be marked secret
+    (C.ScaleCluster, False), (C.ReportInstanceStatus, False), (C.ReportNodeCreated, False),
+    (C.AddAutoscalingPolicy, False),
+], ids=lambda value: getattr(value, "__name__", str(value)))
+def test_commands_that_cannot_hold_a_secret_skip_the_walk(command, holds):
+    """The hot path (health-driven ScaleCluster, agents' reports) pays nothing for sealing."""
+    from schemas.base import may_hold_secrets
+
+    assert may_hold_secrets(command) is holds
