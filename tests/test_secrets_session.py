@@ -170,7 +170,7 @@ def script(settings, url: str) -> None:
         settings, "instance-notifier", decode_records=False)) >= 2, message="both artifact updates")
 
 
-def get_paths(app) -> list[str]:
+def get_paths(app, record_id: str) -> list[str]:
     """Every GET route of the API with its parameters filled in with the session's ids."""
     ids = {"cartridges": "php", "applications": APP, "users": "reader", "tenants": "session.org",
            "networkPartitions": "network-partition-1", "autoscalingPolicies": "autoscale-policy-1",
@@ -188,7 +188,7 @@ def get_paths(app) -> list[str]:
         resource = path.split("/")[2] if path.startswith("/api/") else ""
         path = path.replace("{id}", ids.get(resource, "x")).replace("{application_id}", APP)
         path = path.replace("{cluster_id}", CLUSTER).replace("{name}", "console.js")
-        path = path.replace("{record_id}", "x")
+        path = path.replace("{record_id}", record_id)
         paths.append(path)
     return paths
 
@@ -196,7 +196,8 @@ def get_paths(app) -> list[str]:
 def test_readers_see_no_secret_on_any_get_route(session):
     settings, url, *_ = session
     app = create_app(settings)
-    paths = get_paths(app)
+    notice = next(d.record for d in read_to_end(settings, "instance-notifier") if d.record.type == "ArtifactUpdated")
+    paths = get_paths(app, notice.id)  # `why` of a record that carries a sealed password
     assert len(paths) >= 25 and "/api/cartridges/php" in paths and "/api/console/stream" in paths
     for user, password in (("sreader", SECRETS["super_user"]), ("reader@session.org", SECRETS["user"]),
                            ("boss@session.org", SECRETS["tenant"])):
