@@ -15,6 +15,7 @@ from actors.base import Context, Rejection, State, evolve, not_found
 from actors.member import MemberState, check_move
 from actors.partitions import PartitionState, choose_member_to_remove, choose_partitions_for_spawn
 from schemas import commands as C
+from schemas.base import without_secrets
 from schemas import events as E
 from schemas.domain import ClusterSpec, ClusterStatus
 from schemas.domain import MemberStatus as S
@@ -83,7 +84,7 @@ def _spawn(state: ClusterState, partition_ids: list[str] | tuple[str, ...], ctx:
             member_id=f"{spec.alias}.{ctx.new_id()}", cluster_id=spec.cluster_id,
             application_id=spec.application_id, cartridge_type=spec.cartridge_type,
             category=spec.category, network_partition_id=part.network_partition_id, partition_id=pid,
-            provider=part.provider, iaas=spec.iaas.get(part.provider, {}), ports=spec.ports,
+            provider=part.provider, iaas=without_secrets(spec.iaas.get(part.provider, {})), ports=spec.ports,
             repo_url=spec.repo_url, reason=reason))
     return events
 

@@ -14,6 +14,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from schemas.base import MASK, secret_field_names
 from schemas.ids import parse_aggregate_id
 
 TEXT_LIMIT = 120
@@ -27,9 +28,12 @@ def figures(payload: BaseModel | Mapping[str, Any]) -> dict[str, Any]:
     statuses) and flat numeric maps (`figures`, `member_load`), without nulls or documents."""
     data = payload.__dict__ if isinstance(payload, BaseModel) else payload  # no dump: a hot path
     out: dict[str, Any] = {}
+    secrets = secret_field_names()
     for name, value in data.items():
         if name in _SKIPPED or value is None or value == {} or value == []:
             continue
+        if name in secrets:
+            value = MASK
         if isinstance(value, Enum):
             value = value.value
         elif isinstance(value, datetime):

@@ -17,7 +17,7 @@ from __future__ import annotations
 import functools
 import http.server
 import logging
-import os
+import re
 import subprocess
 import threading
 import time
@@ -28,10 +28,13 @@ import psutil
 from pydantic import BaseModel, Field
 
 from infra.broker import port_is_open
+from infra.child_env import minimal_env
 from infra.eventlog import History, history_events
 from infra.kafka import Appender, DeadLetters, assigned_consumer, envelope, validated
 from infra.observe.logship import KafkaLogHandler, LogShipper, LogSource
+from infra.secrets import SecretError, open_for_instance
 from infra.settings import Settings
+from schemas.base import MASK
 from schemas import events as E
 from schemas.envelope import SUPER_TENANT
 from schemas.ids import aggregate_id
@@ -51,6 +54,10 @@ class AgentPayload(BaseModel):
     tenant: str = SUPER_TENANT
     ports: list[int] = Field(default_factory=list, description="ports that must answer before Activated")
     repo_url: str | None = None
+    repo_username: str | None = None
+    repo_password: str | None = Field(None, repr=False, description="sealed for this cluster")
+    cartridge_key: str | None = Field(None, repr=False, description="opens what is sealed for "
+                                      "this cluster (infra/secrets.py)")
     application_id: str = ""
     log_file_paths: list[Path] = Field(default_factory=list, description="files whose lines are shipped")
 
@@ -74,27 +81,70 @@ class ArtifactError(RuntimeError):
     """git could not fetch or check out the artifact repository; the message says why."""
 
 
-def checkout(repo_url: str, workdir: Path, commit: str | None = None, output=None) -> str:
+GIT_PROTOCOLS = "http:https:ssh:git:file"
+"""Transports git may use for a tenant-given URL (never `ext::`, which runs commands)."""
+CREDENTIAL_HELPER = ('!f() { test "$1" = get && printf "username=%s\\npassword=%s\\n" '
+                     '"$STRATOS_GIT_USERNAME" "$STRATOS_GIT_PASSWORD"; }; f')
+"""A constant helper: the credentials reach git as data in its environment, never in a URL,
+an argument or a file."""
+_USERINFO = re.compile(r"(://[^/@:\s]*):[^/@\s]*@")
+
+
+def shown(text: str) -> str:
+    """A git line or URL as logged: a password written into a URL is masked."""
+    return _USERINFO.sub(r"\1:" + MASK + "@", text)
+
+
+def _option_free(name: str, value: str) -> str:
+    if value.startswith("-"):
+        raise ArtifactError(f"{name} {value!r} must not start with '-'")
+    return value
+
+
+def checkout(repo_url: str, workdir: Path, commit: str | None = None, output=None,
+             username: str | None = None, password: str | None = None) -> str:
     """Clone or fetch `repo_url` into `workdir` and check out `commit` (default: the remote's
-    HEAD); returns the revision now checked out. `output(level, line)` gets git's lines."""
+    HEAD); returns the revision now checked out. `output(level, line)` gets git's lines.
+
+    Tenant input is data: no option-like value, after `--`, never through a shell; the
+    credentials go to git through its environment and a constant credential helper."""
+    _option_free("repoUrl", repo_url)
+    if commit:
+        _option_free("commit", commit)
+    env = minimal_env({"GIT_TERMINAL_PROMPT": "0", "GIT_ALLOW_PROTOCOL": GIT_PROTOCOLS,
+                       "GIT_CONFIG_NOSYSTEM": "1", "STRATOS_GIT_USERNAME": username or "",
+                       "STRATOS_GIT_PASSWORD": password or ""})
+    helper = ["-c", "credential.helper=", "-c", f"credential.helper={CREDENTIAL_HELPER}"] if password else []
+
     def git(*args: str, cwd: Path | None = workdir) -> str:
-        done = subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True, timeout=300)
+        done = subprocess.run(["git", *helper, *args], cwd=cwd, capture_output=True, text=True,
+                              timeout=300, env=env, stdin=subprocess.DEVNULL)
         if output is not None:
-            output("INFO", "git " + " ".join(args))
+            output("INFO", shown("git " + " ".join(args)))
             for line in (done.stdout + done.stderr).splitlines():
-                output("INFO" if done.returncode == 0 else "ERROR", line)
+                output("INFO" if done.returncode == 0 else "ERROR", shown(line))
         if done.returncode != 0:
-            raise ArtifactError(f"git {args[0]} failed: {done.stderr.strip()}")
+            raise ArtifactError(f"git {args[0]} failed: {shown(done.stderr.strip())}")
         return done.stdout.strip()
 
     if not (workdir / ".git").exists():
         workdir.mkdir(parents=True, exist_ok=True)
-        git("clone", "--quiet", repo_url, str(workdir), cwd=None)
+        git("clone", "--quiet", "--", repo_url, str(workdir), cwd=None)
     else:
-        git("remote", "set-url", "origin", repo_url)
+        git("remote", "set-url", "--", "origin", repo_url)
         git("fetch", "--quiet", "--prune", "origin", "+refs/heads/*:refs/remotes/origin/*")
-    git("checkout", "--quiet", "--detach", commit or "origin/HEAD")
+    git("checkout", "--quiet", "--detach", commit or "origin/HEAD", "--")  # the revision checked above
     return git("rev-parse", "HEAD")
+
+
+_TENANT_DIR = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+
+
+def tenant_workdir(workdir: Path, tenant: str) -> Path:
+    """Where a tenant's sign-up is checked out: a directory of its own beside the member's."""
+    if not _TENANT_DIR.match(tenant) or ".." in tenant:
+        raise ArtifactError(f"tenant {tenant!r} is not a domain name usable as a directory")
+    return workdir.with_name(workdir.name + ".tenants") / tenant
 
 
 WORK_PATH = "/_stratos/work/"
@@ -169,6 +219,7 @@ class CartridgeAgent:
         for tp in self.notices.assignment():
             self.notices.position(tp)  # from now on: nothing published after start is missed
         self.revision: str | None = None
+        self.tenant_revisions: dict[str, str] = {}
         self.activated = False
         self.leaving = False
         self.stopping = threading.Event()
@@ -183,7 +234,8 @@ class CartridgeAgent:
                 return
             self.say("InstanceStarted")
             if self.payload.repo_url:
-                self.update_artifacts(self.payload.repo_url)
+                self.update_artifacts(self.payload.repo_url, None, self.payload.repo_username,
+                                      self.payload.repo_password)
             next_health = 0.0
             while not self.stopping.is_set():
                 for raws in self.notices.poll(timeout_ms=200).values():
@@ -258,21 +310,34 @@ class CartridgeAgent:
     def on_notice(self, record) -> None:
         notice = record.payload
         if isinstance(notice, ArtifactUpdated) and notice.cluster_id == self.payload.cluster_id:
-            self.update_artifacts(notice.repo_url, notice.commit)
+            self.update_artifacts(notice.repo_url, notice.commit, notice.repo_username,
+                                  notice.repo_password, notice.tenant)
             if self.activated:
                 self.say("InstanceActivated", cause=record.id)  # the same status, now with the revision
         elif (isinstance(notice, InstanceCleanupMember) and notice.member_id == self.payload.member_id) or \
                 (isinstance(notice, InstanceCleanupCluster) and notice.cluster_id == self.payload.cluster_id):
             self.clean_up(cause=record.id)
 
-    def update_artifacts(self, repo_url: str, commit: str | None = None) -> None:
+    def update_artifacts(self, repo_url: str, commit: str | None = None, username: str | None = None,
+                         sealed_password: str | None = None, tenant: str | None = None) -> None:
+        """Check out the member's repository, or a signed-up tenant's into that tenant's own
+        directory, with that repository's credentials (opened here, with the cartridge key)."""
+        mine = tenant is None or tenant == self.payload.tenant
+        whose = "artifacts" if mine else f"tenant {tenant}'s artifacts"
         try:
-            self.revision = checkout(repo_url, self.workdir, commit,
-                                     lambda level, text: self.line(level, text, "git"))
-            self.line("INFO", f"artifacts checked out at revision {self.revision}")
-        except (ArtifactError, subprocess.TimeoutExpired) as exc:
+            password = open_for_instance(sealed_password, self.payload.cartridge_key)
+            workdir = self.workdir if mine else tenant_workdir(self.workdir, tenant)  # type: ignore[arg-type]
+            revision = checkout(repo_url, workdir, commit, lambda level, text: self.line(level, text, "git"),
+                                username=username, password=password)
+        except (ArtifactError, SecretError, subprocess.TimeoutExpired) as exc:
             log.error("artifact update of %s failed: %s", self.payload.member_id, exc)
-            self.line("ERROR", f"artifact update failed: {exc}")
+            self.line("ERROR", f"{whose}: update failed: {exc}")
+            return
+        if mine:
+            self.revision = revision
+        else:
+            self.tenant_revisions[tenant] = revision  # type: ignore[index]
+        self.line("INFO", f"{whose} checked out at revision {revision}")
 
     def clean_up(self, cause: str | None = None) -> None:
         if self.leaving:
@@ -280,8 +345,9 @@ class CartridgeAgent:
         self.leaving = True
         self.say("InstanceMaintenanceMode", cause)
         if self.clean_hook:
+            # the operator's own command (not tenant input); it never sees the agent's keys
             done = subprocess.run(self.clean_hook, shell=True, cwd=self.workdir if self.workdir.exists() else None,
-                                  env={**os.environ, "STRATOS_MEMBER_ID": self.payload.member_id},
+                                  env=minimal_env({"STRATOS_MEMBER_ID": self.payload.member_id}),
                                   capture_output=True, text=True)
             for text in done.stdout.splitlines():
                 self.line("INFO", text, "clean-hook")

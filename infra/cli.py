@@ -14,7 +14,9 @@ from infra.lb.cli import register as register_lb
 from infra.manager_cli import register as register_stratos_verbs
 from infra.replay_cli import register as register_replay
 from infra.observe.cli import register as register_observe_verbs
+from infra.secrets_cli import register as register_secrets
 from infra.settings import get_settings
+from schemas.base import masked
 
 app = typer.Typer(help="Stratos-ES: a PaaS control plane on an event log.", no_args_is_help=True,
                   pretty_exceptions_enable=False)
@@ -170,7 +172,7 @@ def state(aggregate: str = typer.Argument(..., help="aggregate id, e.g. carbon.s
         for record in folded:
             console.print(f"{record.aggregate_seq:>5} {record.occurred_at:%H:%M:%S} {record.type} "
                           f"[dim]{record.id} cause={record.causation_id}[/]")
-    console.print_json(json.dumps(tracked.state.model_dump(mode="json")))
+    console.print_json(json.dumps(masked(tracked.state.model_dump(mode="json"))))
 
 
 @app.command()
@@ -204,6 +206,7 @@ register_stratos_verbs(app)
 register_replay(app)
 register_lb(app)
 register_observe_verbs(app)
+register_secrets(app)
 register_contract_verbs(app, schemas_app)
 
 
@@ -280,6 +283,7 @@ def agent(member_id: str = typer.Option(..., envvar="STRATOS_AGENT_MEMBER_ID"),
           tenant: str = typer.Option("carbon.super", envvar="STRATOS_AGENT_TENANT"),
           port: list[int] = typer.Option([], help="a port that must answer before Activated (repeat)"),
           repo_url: str = typer.Option(None, envvar="STRATOS_AGENT_REPO_URL"),
+          repo_username: str = typer.Option(None, envvar="STRATOS_AGENT_REPO_USERNAME"),
           workdir: Path = typer.Option(Path("app"), help="where the artifacts are checked out"),
           serve_http: int = typer.Option(None, help="serve the artifacts over HTTP on this loopback port"),
           clean_hook: str = typer.Option(None, help="shell command run on cleanup, before shutdown"),
@@ -288,7 +292,11 @@ def agent(member_id: str = typer.Option(..., envvar="STRATOS_AGENT_MEMBER_ID"),
                                                        "for this application's clusters"),
           application_id: str = typer.Option("", envvar="STRATOS_AGENT_APPLICATION_ID"),
           log_file: list[Path] = typer.Option([], help="a file whose lines are shipped to <prefix>logs (repeat)")) -> None:
-    """Run the cartridge agent of one instance (payload from options or STRATOS_AGENT_* variables)."""
+    """Run the cartridge agent of one instance (payload from options or STRATOS_AGENT_* variables;
+    its secrets only from STRATOS_AGENT_CARTRIDGE_KEY and STRATOS_AGENT_REPO_PASSWORD, taken out
+    of the environment at once so that no child process inherits them)."""
+    import os
+
     from pydantic import ValidationError
 
     from infra.agent import AgentPayload, CartridgeAgent, serve_directory
@@ -299,6 +307,9 @@ def agent(member_id: str = typer.Option(..., envvar="STRATOS_AGENT_MEMBER_ID"),
     try:
         payload = AgentPayload(member_id=member_id, cluster_id=cluster_id, tenant=tenant,
                                network_partition_id=network_partition_id, repo_url=repo_url,
+                               repo_username=repo_username,
+                               repo_password=os.environ.pop("STRATOS_AGENT_REPO_PASSWORD", None) or None,
+                               cartridge_key=os.environ.pop("STRATOS_AGENT_CARTRIDGE_KEY", None) or None,
                                application_id=application_id, log_file_paths=log_file,
                                ports=[*port, *([serve_http] if serve_http else [])])
     except ValidationError as exc:

@@ -22,7 +22,7 @@ import threading
 import zlib
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from kafka import ConsumerRebalanceListener, OffsetAndMetadata, TopicPartition
 from kafka.errors import CommitFailedError, KafkaError
@@ -39,6 +39,7 @@ from infra.iaas.providers import IaasConfigError, IaasTarget, build_driver, crea
 from infra.kafka import (IDLE_POLL_MS, Appender, DeadLetters, decode_key, encode, envelope, group_consumer,
                          rejection_reason)
 from infra.recovery import fence_before
+from infra.secrets import SecretBox, SecretError, secret_box
 from infra.settings import Settings
 from schemas import commands as C
 from schemas import events as E
@@ -67,27 +68,42 @@ class MemberBook:
     """The controller's read model: cluster states folded by the cluster aggregate's own
     `apply`, and each member's spawn request."""
 
-    def __init__(self) -> None:
+    def __init__(self, box: SecretBox) -> None:
         self.lock = threading.Lock()
         self.clusters: dict[str, Tracked] = {}
         self.spawns: dict[str, Spawn] = {}
+        self.box = box
 
     def fold(self, commit: LogRecord) -> None:
-        spawns = [Spawn(member_id=e.member_id, cluster_id=e.cluster_id, cluster_key=commit.aggregate_id,
-                        tenant=commit.tenant, target=IaasTarget.from_event(e.provider, e.iaas),
-                        metadata=_metadata(e, commit.tenant))
-                  for e in commit.payload.events if isinstance(e, E.MemberSpawnRequested)]
         with self.lock:
             tracked = self.clusters.get(commit.aggregate_id) or Tracked.new(commit.aggregate_id)
             problem = tracked.fold_commit(commit)
             self.clusters[commit.aggregate_id] = tracked
             spec = getattr(tracked.state, "spec", None)
-            for spawn in spawns:
-                if spec is not None and spec.log_file_paths:
-                    spawn.metadata["logFilePaths"] = ",".join(spec.log_file_paths)
-                self.spawns.setdefault(spawn.member_id, spawn)
+            for e in commit.payload.events:
+                if isinstance(e, E.MemberSpawnRequested) and e.member_id not in self.spawns:
+                    self.spawns[e.member_id] = self._spawn(e, commit, spec)
         if problem:
             log.debug("cloud read model: %s", problem)
+
+    def _spawn(self, event: E.MemberSpawnRequested, commit: LogRecord, spec) -> Spawn:
+        """The member event names its cluster; the account's secrets (sealed) come from the
+        cluster's spec, and the payload gets the cluster's cartridge key, never the platform's."""
+        iaas = (spec.iaas.get(event.provider) if spec is not None else None) or event.iaas
+        metadata = _metadata(event, commit.tenant)
+        metadata["cartridgeKey"] = self.box.cartridge_key(commit.aggregate_id)
+        if spec is not None:
+            if spec.log_file_paths:
+                metadata["logFilePaths"] = ",".join(spec.log_file_paths)
+            if spec.repo_username:
+                metadata["repoUsername"] = spec.repo_username
+            if spec.repo_password:
+                try:
+                    metadata["repoPassword"] = self.box.for_instances(spec.repo_password, commit.aggregate_id) or ""
+                except SecretError as exc:  # the member still starts; its checkout will say it cannot log in
+                    log.error("member %s: repository password not passed on: %s", event.member_id, exc)
+        return Spawn(member_id=event.member_id, cluster_id=event.cluster_id, cluster_key=commit.aggregate_id,
+                     tenant=commit.tenant, target=IaasTarget.from_event(event.provider, iaas), metadata=metadata)
 
     def spawn(self, member_id: str | None) -> Spawn | None:
         with self.lock:
@@ -160,7 +176,8 @@ class CloudController:
     def __init__(self, settings: Settings, mock_cloud: str | None = None) -> None:
         self.settings = settings
         self.mock_cloud = mock_cloud or settings.mock_cloud or settings.topic_prefix
-        self.book = MemberBook()
+        self.box = secret_box(settings)
+        self.book = MemberBook(self.box)
         self.history = History(lambda partition, offset: fence_before(settings, partition, offset))
         self.appender = Appender(settings, source="cloud")
         self.dead_letters = DeadLetters(self.appender)
@@ -307,7 +324,9 @@ class CloudController:
         """One driver per thread and account: libcloud connections are not shared across threads."""
         cache = self.local.__dict__.setdefault("drivers", {})
         if target.driver_key not in cache:
-            cache[target.driver_key] = build_driver(target, self.mock_cloud)
+            cache[target.driver_key] = build_driver(replace(  # the one place the account is opened
+                target, identity=self.box.open(target.identity) or "",
+                credential=self.box.open(target.credential) or ""), self.mock_cloud)
         return cache[target.driver_key]
 
     def find_node(self, spawn: Spawn) -> Node | None:

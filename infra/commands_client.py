@@ -9,6 +9,7 @@ from collections.abc import Callable
 from pydantic import BaseModel, ValidationError
 
 from infra.kafka import IDLE_POLL_MS, Appender, assigned_consumer, decode, envelope, new_id
+from infra.secrets import secret_box
 from infra.settings import Settings
 from schemas.envelope import SUPER_TENANT
 from schemas.records import CommandRecord
@@ -47,6 +48,8 @@ class CommandClient:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.appender = Appender(settings, source="api")
+        self.box = secret_box(settings)
+        """Secrets are sealed before a command leaves: the commands topic never holds them clear."""
         self.replies: OrderedDict[str, BaseModel] = OrderedDict()
         self.waiters: dict[str, Wake] = {}
         self.lock = threading.Lock()
@@ -79,14 +82,15 @@ class CommandClient:
 
     def send(self, aggregate_id: str, command: BaseModel, tenant: str = SUPER_TENANT,
              correlation_id: str | None = None) -> str:
-        record = envelope(CommandRecord, command, aggregate_id, tenant=tenant,
+        record = envelope(CommandRecord, self.box.seal_model(command), aggregate_id, tenant=tenant,
                           correlation_id=correlation_id, record_id=new_id())
         self.appender.append("commands", aggregate_id, record)
         return record.id
 
     async def send_async(self, aggregate_id: str, command: BaseModel, tenant: str = SUPER_TENANT) -> str:
         """`send` for the API's event loop: awaits the broker's ack without holding a thread."""
-        record = envelope(CommandRecord, command, aggregate_id, tenant=tenant, record_id=new_id())
+        record = envelope(CommandRecord, self.box.seal_model(command), aggregate_id, tenant=tenant,
+                          record_id=new_id())
         await asyncio.wait_for(settled(self.appender.send("commands", aggregate_id, record)),
                                APPEND_TIMEOUT_SECONDS)
         return record.id

@@ -19,6 +19,7 @@ from kafka.admin import NewTopic
 from kafka.errors import TopicAlreadyExistsError
 from pydantic import BaseModel, ValidationError
 
+from schemas.base import without_clear_secrets
 from schemas.envelope import SUPER_TENANT, Envelope
 from schemas.records import TOPIC_RECORDS, DeadLetter, DeadLetterRecord
 from infra.settings import Settings
@@ -308,7 +309,7 @@ class DeadLetters:
             original = original[:DEAD_LETTER_ORIGINAL_BYTES]
         letter = DeadLetter(
             source_topic=topic, source_partition=partition, source_offset=offset, reason=reason,
-            original=original.decode("utf-8", "replace"),
+            original=without_clear_secrets(original.decode("utf-8", "replace")),
             original_key=key[:1000].decode("utf-8", "replace") if key else None,
         )
         record = envelope(DeadLetterRecord, letter, aggregate_id=f"{topic}:{partition}:{offset}")

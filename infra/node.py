@@ -33,11 +33,13 @@ from actors.runtime import (
 from infra.faults import CrashPoints
 from infra.kafka import IDLE_POLL_MS, Appender, DeadLetters, envelope, group_consumer, new_id, validated
 from infra.recovery import CHECKPOINT, CLAIM, recover_partition
+from infra.secrets import secret_box
 from infra.settings import Settings
 from schemas.commands import CheckTimeouts
 from schemas.records import Claim, CommandRecord, LogRecord, ReplyRecord, Snapshot, SnapshotRecord
 
 log = logging.getLogger(__name__)
+
 NODE_GROUP = "nodes"
 
 
@@ -155,6 +157,7 @@ class Node:
         self.stopping = threading.Event()
         self.ready = threading.Event()
         self.timeouts = timeouts_from(settings)
+        self.box = secret_box(settings)
 
     # --- ownership ------------------------------------------------------------------------
     def adopt(self, partitions: list[int], generation: int = -1) -> None:
@@ -305,7 +308,7 @@ class Node:
         return self.appender.send("commands", command.aggregate_id, command, partition=home)
 
     def _decide(self, partition: int, delivered) -> Outcome:
-        command = delivered.record
+        command = self._sealed(delivered.record)
         ctx = Context(now=self.clock(), new_id=new_id, timeouts=self.timeouts,
                       claim=self.claims.get(partition), writer=self.writer,
                       max_record_bytes=self.settings.max_record_bytes)
@@ -321,6 +324,11 @@ class Node:
                                    f"handling failed: {outcome.failure}", "stratos.HandlingFailed")
         self.owned.setdefault(partition, set()).add(command.aggregate_id)
         return outcome
+
+    def _sealed(self, command: CommandRecord) -> CommandRecord:
+        """A raw client's clear secrets are sealed here, before a decision writes them to the
+        events (the platform's own clients seal before they send: infra/commands_client.py)."""
+        return self.box.seal_model(command)
 
     def _appended(self, partition: int, aggregate_id: str, offset: int, outcome: Outcome) -> None:
         self.last_event_offset[partition] = max(self.last_event_offset.get(partition, -1), offset)

@@ -76,6 +76,7 @@ def run_platform(bootstrap: str | None, api_port: int, sample: bool, state_dir: 
     from infra.cli import wait_for_interrupt
 
     settings = get_settings()
+    settings.state_dir = state_dir  # the sample loader seals with the parts' key (infra/secrets.py)
     state_dir.mkdir(parents=True, exist_ok=True)
     broker = None
     archiver = None

@@ -20,6 +20,7 @@ from actors.reactions import react
 from infra.eventlog import History, history_events
 from infra.kafka import Appender, DeadLetters, envelope, group_consumer, topic_kind_of, validated
 from infra.recovery import fence_before
+from infra.secrets import notice_for_instances, secret_box
 from infra.settings import Settings
 from schemas.records import CommandRecord, NotifierRecord
 from schemas.status import Notification
@@ -48,6 +49,7 @@ class Reactor:
         self.settings = settings
         self.appender = Appender(settings, source="reactor")
         self.dead_letters = DeadLetters(self.appender)
+        self.box = secret_box(settings)
         self.history = History(lambda partition, offset: fence_before(settings, partition, offset))
         self.stopping = threading.Event()
 
@@ -101,6 +103,8 @@ class Reactor:
         futures = []
         for n, (target, message) in enumerate(react(record)):
             kind, record_type = NOTIFIER if isinstance(message, NOTIFICATIONS) else ("commands", CommandRecord)
+            if kind == "instance-notifier":
+                message = notice_for_instances(self.box, message, target)
             futures.append(self.appender.send(kind, target, envelope(
                 record_type, message, target, tenant=record.tenant, record_id=f"{record.id}.{n}",
                 correlation_id=record.correlation_id or record.id, causation_id=record.id)))

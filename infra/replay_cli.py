@@ -21,6 +21,7 @@ from actors.causality import causes, effects
 from actors.timeline import diff as diff_states
 from actors.timeline import one_line, platform_view
 from infra.settings import get_settings
+from schemas.base import masked
 
 console = Console()
 
@@ -61,7 +62,7 @@ def _time(text: str | None, option: str) -> datetime | None:
 
 
 def _print_json(value: Any) -> None:
-    typer.echo(json.dumps(value, indent=2, sort_keys=True, default=str))
+    typer.echo(json.dumps(masked(value), indent=2, sort_keys=True, default=str))
 
 
 def replay(at: str = typer.Option(None, "--at", help="ISO 8601 time, or PARTITION:OFFSET,… (inclusive; "
@@ -88,7 +89,7 @@ def replay(at: str = typer.Option(None, "--at", help="ISO 8601 time, or PARTITIO
             raise _fail(f"aggregate {aggregate!r} has no events at or before {position}", 1)
         state = found[aggregate].state.model_dump(mode="json")
         return _print_json({"at": str(position), "aggregate": aggregate, "state": state}) if as_json \
-            else console.print_json(json.dumps(state, default=str))
+            else console.print_json(json.dumps(masked(state), default=str))
     view = platform_view(t.state for t in found.values())
     if as_json:
         return _print_json({"at": str(position), **view})
@@ -172,10 +173,13 @@ def diff(aggregate: str = typer.Argument(..., help="aggregate id"),
     """What changed in an aggregate's state between two instants."""
     from infra.timetravel import parse_position, platform_at, state_json
 
+    def masked_state(tracked) -> Any:
+        return masked(state_json(tracked))
+
     settings = _settings()
     before_at, after_at = _guarded(lambda: parse_position(since)), _guarded(lambda: parse_position(until))
-    before = state_json(_guarded(lambda: platform_at(settings, before_at, aggregate)).get(aggregate))
-    after = state_json(_guarded(lambda: platform_at(settings, after_at, aggregate)).get(aggregate))
+    before = masked_state(_guarded(lambda: platform_at(settings, before_at, aggregate)).get(aggregate))
+    after = masked_state(_guarded(lambda: platform_at(settings, after_at, aggregate)).get(aggregate))
     if before is None and after is None:
         raise _fail(f"aggregate {aggregate!r} has no events at either instant", 1)
     changes = diff_states(before or {}, after or {})

@@ -42,6 +42,9 @@ class Settings(BaseSettings):
     admin_password: SecretStr | None = Field(
         None, description="the bootstrap super-admin's password; unset = API refuses to start "
                           "(admin/admin only in the embedded demo)")
+    secret_key: SecretStr | None = Field(
+        None, description="Fernet keys that seal secrets in the log, comma-separated, newest first; "
+                          "unset = <state dir>/secret.key (made on first use, mode 0600)")
     password_hash_rounds: int = Field(12, ge=4, le=16, description="bcrypt cost factor")
     token_ttl_seconds: float = Field(3600.0, gt=0, description="lifetime of a bearer token")
     iaas_providers: list[str] = Field(["mock"], description="providers the cloud controller serves")

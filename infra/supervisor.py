@@ -15,6 +15,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from infra.child_env import PART_SECRETS, minimal_env, part_env, platform_settings
+
 log = logging.getLogger(__name__)
 
 
@@ -43,7 +45,7 @@ class Supervisor:
         self.log_dir.mkdir(parents=True, exist_ok=True)
         out = open(child.log_path, "ab")  # type: ignore[arg-type]
         child.process = subprocess.Popen(child.argv, stdout=out, stderr=subprocess.STDOUT,
-                                         env=self.env, start_new_session=True)
+                                         env=part_env(child.name, self.env), start_new_session=True)
         child.started_at = time.monotonic()
 
     def run(self, poll_seconds: float = 0.5) -> None:
@@ -76,4 +78,7 @@ class Supervisor:
 
 
 def child_env(bootstrap: str, extra: dict[str, str] | None = None) -> dict[str, str]:
-    return {**os.environ, "STRATOS_KAFKA_BOOTSTRAP": bootstrap, "PYTHONUNBUFFERED": "1", **(extra or {})}
+    """The parts' environment: the basics and the STRATOS_* settings (secrets included; each
+    part gets only the secrets it uses, `part_env`), not the rest of the caller's environment."""
+    return minimal_env({**platform_settings(), **{k: os.environ[k] for k in PART_SECRETS if k in os.environ},
+                        "STRATOS_KAFKA_BOOTSTRAP": bootstrap, "PYTHONUNBUFFERED": "1", **(extra or {})})

@@ -24,6 +24,7 @@ from pydantic import (
     Field,
     ValidationInfo,
     field_validator,
+    model_serializer,
     model_validator,
 )
 
@@ -87,6 +88,15 @@ class _StratosJson(Definition):
 class Property(_StratosJson):
     name: Id
     value: str = Field("", coerce_numbers_to_str=True)
+    secret: bool = Field(False, description="true: the value is a secret, sealed in the log and "
+                                            "masked for readers (written only when true)")
+
+    @model_serializer(mode="wrap")
+    def _secret_only_when_true(self, handler):
+        data = handler(self)
+        if not self.secret:
+            data.pop("secret", None)
+        return data
 
 
 class RegisteredDefinition(_StratosJson):

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from enum import Enum
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
+
+from schemas.base import Value
 
 
 class MemberStatus(str, Enum):
@@ -38,8 +40,6 @@ class ApplicationStatus(str, Enum):
     UNDEPLOYING = "Undeploying"
 
 
-class Value(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
 
 
 class PartitionSpec(Value):
@@ -74,6 +74,8 @@ class ClusterSpec(Value):
     )
     ports: list[dict] = []
     repo_url: str | None = None
+    repo_username: str | None = None
+    repo_password: str | None = Field(None, repr=False, description="sealed (infra/secrets.py)")
     tolerance: float = Field(0.0, ge=0, lt=1, description="the autoscaling policy's tolerance band")
     scale_down_stabilisation_seconds: float = Field(0.0, ge=0)
     scale_down_after: int = Field(4, ge=1, description="consecutive scale-down requests needed")

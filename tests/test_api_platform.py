@@ -118,8 +118,11 @@ def test_passwords_are_stored_hashed_and_never_shown(platform):
     from schemas.envelope import SUPER_TENANT
 
     added = events_of(platform.settings, f"{SUPER_TENANT}/tenant/{domain}")[0]
-    stored = added.payload.definition.adminPassword
-    assert stored.startswith("$2") and "plain-text-pw" not in added.model_dump_json()
+    stored = added.payload.definition.adminPassword  # hashed, and the hash sealed like every secret
+    from infra.secrets import secret_box
+
+    assert secret_box(platform.settings).open(stored).startswith("$2")
+    assert "plain-text-pw" not in added.model_dump_json() and "$2" not in added.model_dump_json()
 
 
 def test_a_user_with_role_user_reads_but_cannot_change(platform, tenant):

@@ -79,16 +79,19 @@ def active_members(settings) -> set[str]:
     return active
 
 
-def deploy(client, repo_url: str | None = None) -> None:
+def deploy(client, repo_url: str | None = None, credentials: tuple[str, str] | None = None) -> None:
     """Define the sample application and deploy it; its artifact repository is `repo_url` (the
-    sample's public one is dropped: tests reach nothing outside this machine)."""
+    sample's public one is dropped: tests reach nothing outside this machine), private if
+    `credentials` (user, password) are given."""
     for kind, name in DEFINITIONS:
         body = sample(name)
         if kind == "application":
             info = body["components"]["cartridges"][0]["subscribableInfo"]
             info.pop("artifactRepository")
             if repo_url:
-                info["artifactRepository"] = {"privateRepo": False, "repoUrl": repo_url}
+                info["artifactRepository"] = {"privateRepo": bool(credentials), "repoUrl": repo_url}
+                if credentials:
+                    info["artifactRepository"].update(repoUsername=credentials[0], repoPassword=credentials[1])
         assert isinstance(add(client, kind, body), CommandAccepted)
     reply = client.call(APP, C.DeployApplication(application_policy_id="application-policy-1"))
     assert isinstance(reply, CommandAccepted), reply
@@ -202,18 +205,24 @@ def test_a_real_cloud_without_credentials_is_rejected_naming_them():
 
 def test_in_process_mode_each_member_is_an_agent_process_whose_http_port_answers(cloud_settings, running_node,
                                                                                   client, tmp_path):
+    """The member's repository is private (git http-backend behind basic auth): its password is
+    sealed in the log, re-sealed for the cluster in the node's payload, handed to the agent
+    process in its environment and opened there, for git alone."""
     import httpx
+    from pydantic import SecretStr
 
-    from tests.test_agent import commit, git
+    from infra.secrets import secret_box
+    from tests.git_server import GitServer
 
-    repo = tmp_path / "origin"
-    repo.mkdir()
-    git(repo, "init", "-q", "-b", "main")
-    commit(repo, "hello from php1")
-    settings = cloud_settings.model_copy(update={"mock_iaas_mode": "process", "state_dir": tmp_path})
+    (tmp_path / "git").mkdir()
+    server = GitServer(tmp_path / "git")
+    url, _ = server.repository("php1", "deployer", "php1-repo-pw", "hello from php1")
+    keys = SecretStr(",".join(secret_box(cloud_settings).keys))  # the parts share the platform key
+    settings = cloud_settings.model_copy(update={"mock_iaas_mode": "process", "state_dir": tmp_path,
+                                                 "secret_key": keys})
     running = RunningCloud(settings)
     try:
-        deploy(client, repo_url=str(repo))
+        deploy(client, repo_url=url, credentials=("deployer", "php1-repo-pw"))
         (member,) = wait_until(lambda: active_members(settings), timeout=60, message="an Active member")
         instance = running.cloud.get(member)
         assert instance.private_ip == "127.0.0.1"
@@ -221,7 +230,9 @@ def test_in_process_mode_each_member_is_an_agent_process_whose_http_port_answers
         assert (answer.status_code, answer.text) == (200, "hello from php1")
         process = running.agents.processes[member]
         assert process.poll() is None  # a real, running process
+        assert "php1-repo-pw" not in (tmp_path / "instances" / f"{member}.log").read_text()
         assert running.cloud.destroy(member)
         assert process.poll() is not None  # a crash ends it
     finally:
         running.stop()
+        server.stop()

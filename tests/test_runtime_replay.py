@@ -134,5 +134,5 @@ def test_a_rejection_echoes_the_command_without_its_secrets():
     outcome = handle(Tracked.new(target), envelope(CommandRecord, C.AddTenant(definition=tenant), target),
                      Context(now=START, new_id=lambda: "1" * 32))
     assert outcome.reply.type == "CommandRejected"
-    assert outcome.reply.command["definition"]["adminPassword"] == "***"
+    assert outcome.reply.command["definition"]["adminPassword"] == "********"
     assert "s3cret" not in outcome.reply.model_dump_json()

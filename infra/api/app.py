@@ -25,11 +25,12 @@ from infra.api.logs import router as logs_router
 from infra.api.usage import router as usage_router
 from infra.api.identity import Identity, Principal, basic_scheme, current_principal, unauthorized
 from infra.api.read_model import ReadModel
-from infra.api.responses import ERROR_RESPONSES, Writer, answer
+from infra.api.responses import ERROR_RESPONSES, MaskedJSONResponse, Writer, answer
 from infra.api.runtime import router as runtime_router
 from infra.api.signups import router as signups_router
 from infra.api.replay import router as replay_router
 from infra.commands_client import CommandClient
+from infra.secrets import secret_box
 from infra.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -116,6 +117,7 @@ def create_app(settings: Settings, *, demo: bool = False, read_model: ReadModel 
         app.state.read_model = model
         app.state.commands = client
         app.state.writer = Writer(settings, client, model)
+        app.state.secrets = secret_box(settings)
         app.state.identity = await run_in_threadpool(Identity, settings, model, password)
         app.state.runtime_views = {}
         app.state.runtime_build = asyncio.Lock()
@@ -134,7 +136,8 @@ def create_app(settings: Settings, *, demo: bool = False, read_model: ReadModel 
 
     app = FastAPI(title="Stratos-ES", version="4.1", lifespan=lifespan,
                   description="Apache Stratos 4.1's REST API on an event-sourced control plane.",
-                  openapi_url="/api/openapi.json", docs_url="/api/docs", redoc_url=None)
+                  openapi_url="/api/openapi.json", docs_url="/api/docs", redoc_url=None,
+                  default_response_class=MaskedJSONResponse)
 
     @app.exception_handler(RequestValidationError)
     async def invalid_request(request: Request, exc: RequestValidationError):

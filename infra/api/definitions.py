@@ -16,6 +16,7 @@ from infra.api.read_model import ReadModel
 from infra.api.responses import ERROR_RESPONSES, ResponseMessage, Writer
 from schemas import commands as C
 from schemas.definitions import DEFINITION_KINDS, Application, CartridgeGroup, RegisteredDefinition
+from schemas.base import masked
 from schemas.envelope import SUPER_TENANT
 from schemas.ids import aggregate_id
 
@@ -52,8 +53,9 @@ RESOURCES = [
 
 
 def public_body(resource: Resource, state) -> dict:
-    """The stored Stratos JSON as a GET answers it: password hashes never leave the server."""
-    body = dict(state.definition)
+    """The stored Stratos JSON as a GET answers it: password hashes never leave the server, and
+    every other secret shows as "********"."""
+    body = masked(dict(state.definition))
     if resource.secret:
         body.pop(resource.secret, None)
     if resource.kind == "application":

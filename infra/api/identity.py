@@ -22,6 +22,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBasic, HTTPBasicC
 from pydantic import BaseModel
 
 from infra.api.read_model import ReadModel
+from infra.secrets import secret_box
 from infra.settings import Settings
 from schemas.envelope import SUPER_TENANT
 
@@ -72,6 +73,8 @@ class Identity:
         self.lock = threading.Lock()
         self.verified: dict[bytes, float] = {}
         self.cache_key = secrets.token_bytes(32)
+        self.box = secret_box(settings)
+        """Password hashes are sealed in the log like every secret: opened here, where checked."""
 
     def _digest(self, password: str, hashed: str) -> bytes:
         return hmac.new(self.cache_key, f"{hashed}\0{password}".encode(), hashlib.sha256).digest()
@@ -105,12 +108,12 @@ class Identity:
             if not body.get("active", True):
                 return None
             if name == body.get("admin"):
-                return Principal(username=login, tenant=tenant, role="admin"), body.get("adminPassword") or ""
+                return Principal(username=login, tenant=tenant, role="admin"), self.box.open(body.get("adminPassword")) or ""
         user = self.read_model.get(tenant, "user", name)
         if user is None:
             return None
         role: Role = "admin" if (user.definition.get("role") or "").lower() in ADMIN_ROLES else "user"  # type: ignore[attr-defined]
-        return Principal(username=login, tenant=tenant, role=role), user.definition.get("credential") or ""  # type: ignore[attr-defined]
+        return Principal(username=login, tenant=tenant, role=role), self.box.open(user.definition.get("credential")) or ""  # type: ignore[attr-defined]
 
     def authenticate(self, login: str, password: str) -> Principal | None:
         found = self.candidate(login)

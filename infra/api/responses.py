@@ -13,7 +13,15 @@ from pydantic import BaseModel
 from infra.api.read_model import ReadModel
 from infra.commands_client import CommandClient
 from infra.settings import Settings
+from schemas.base import masked
 from schemas.status import CommandRejected
+
+
+class MaskedJSONResponse(JSONResponse):
+    """Every JSON answer of the API: a secret (sealed or clear) shows as "********"."""
+
+    def render(self, content) -> bytes:
+        return super().render(masked(content))
 
 
 class ResponseMessage(BaseModel):

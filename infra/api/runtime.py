@@ -15,6 +15,7 @@ from infra.kafka import envelope
 from schemas import commands as C
 from schemas.ids import aggregate_id
 from schemas.records import NotifierRecord
+from infra.secrets import notice_for_instances
 from schemas.status import ArtifactUpdated
 
 router = APIRouter(tags=["Runtime"], responses=ERROR_RESPONSES)
@@ -121,8 +122,9 @@ def repo_notify(payload: GitNotification, request: Request,
     appender = request.app.state.commands.appender
     for spec in clusters:
         target = aggregate_id(principal.tenant, "cluster", spec.cluster_id)
-        notice = ArtifactUpdated(cluster_id=spec.cluster_id, repo_url=spec.repo_url or "",
-                                 commit=payload.after)
+        notice = notice_for_instances(request.app.state.secrets, ArtifactUpdated(
+            cluster_id=spec.cluster_id, repo_url=spec.repo_url or "", repo_username=spec.repo_username,
+            repo_password=spec.repo_password, commit=payload.after), target)
         appender.send("instance-notifier", target, envelope(NotifierRecord, notice, target,
                                                             tenant=principal.tenant))
     appender.flush()

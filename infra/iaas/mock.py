@@ -19,6 +19,7 @@ from libcloud.compute.providers import get_driver, set_driver
 from libcloud.compute.types import NodeState
 
 from infra.iaas.patterns import HealthPatterns
+from schemas.base import masked
 
 MOCK_PROVIDER = "mock"
 PRIVATE_POOL = "10.11.0.0/16"
@@ -41,9 +42,10 @@ class MockInstance:
     """Process mode: protocol -> loopback port the instance's server listens on."""
 
     def view(self) -> dict:
-        return {"id": self.node_id, "privateIp": self.private_ip, "publicIp": self.public_ip,
-                "createdAt": self.created_at, "agentStatus": self.agent_status,
-                "localPorts": self.local_ports, **self.metadata}
+        """The instance as the mock IaaS's API shows it: its payload's secrets masked."""
+        return masked({"id": self.node_id, "privateIp": self.private_ip, "publicIp": self.public_ip,
+                       "createdAt": self.created_at, "agentStatus": self.agent_status,
+                       "localPorts": self.local_ports, **self.metadata})
 
 
 class MockCloud:

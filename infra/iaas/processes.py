@@ -9,7 +9,6 @@ balancer can route real requests to it. Destroying (or crashing) the node ends t
 from __future__ import annotations
 
 import logging
-import os
 import subprocess
 import sys
 import threading
@@ -17,6 +16,7 @@ from pathlib import Path
 
 from actors.topology import LOAD_BALANCER
 from infra.broker import free_port
+from infra.child_env import minimal_env
 from infra.iaas.mock import MockCloud, MockInstance
 from infra.settings import Settings
 
@@ -63,9 +63,16 @@ class ProcessInstances:
         command += ["--application-id", meta.get("applicationId", "")]
         for path in filter(None, meta.get("logFilePaths", "").split(",")):
             command += ["--log-file", path]
-        env = {**os.environ, "STRATOS_KAFKA_BOOTSTRAP": self.settings.kafka_bootstrap or "",
-               "STRATOS_TOPIC_PREFIX": self.settings.topic_prefix,
-               "STRATOS_HEALTH_PUBLISH_SECONDS": str(self.settings.health_publish_seconds)}
+        if meta.get("repoUsername"):
+            command += ["--repo-username", meta["repoUsername"]]
+        # an instance's environment: the basics and its payload, never the platform's secrets;
+        # its own secrets by environment, not argv (which `ps` shows to every local user)
+        env = minimal_env({"STRATOS_KAFKA_BOOTSTRAP": self.settings.kafka_bootstrap or "",
+                           "STRATOS_TOPIC_PREFIX": self.settings.topic_prefix,
+                           "STRATOS_HEALTH_PUBLISH_SECONDS": str(self.settings.health_publish_seconds),
+                           **{name: meta[key] for name, key in (("STRATOS_AGENT_CARTRIDGE_KEY", "cartridgeKey"),
+                                                                ("STRATOS_AGENT_REPO_PASSWORD", "repoPassword"))
+                              if meta.get(key)}})
         log_path = self.settings.state_dir / "instances" / f"{instance.node_id}.log"
         log_path.parent.mkdir(parents=True, exist_ok=True)
         with self.lock, open(log_path, "ab") as output:
