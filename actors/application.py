@@ -10,7 +10,7 @@ from datetime import datetime
 
 from pydantic import BaseModel
 
-from actors import definitions
+from actors import definitions, metadata
 from actors.base import Context, Rejection, evolve, not_found
 from actors.topology_plan import build_cluster_specs, clusters_ready_to_start, dependents_of, termination_scope
 from schemas import commands as C
@@ -35,6 +35,8 @@ class ApplicationState(definitions.DefinitionState):
     """tenant -> its sign-up: `artifactRepositories` as given, `clusters` alias -> cluster id."""
     domain_mappings: dict[str, dict] = {}
     """domain name -> the mapping (cartridgeAlias, domainName, contextPath, clusterId, tenant)."""
+    metadata: dict[str, dict[str, list[str]]] = {}
+    """The metadata service's properties: scope ("" or a cartridge alias) -> key -> values."""
 
 
 def initial(aggregate_id: str) -> ApplicationState:
@@ -100,6 +102,9 @@ def decide(state: ApplicationState, command: BaseModel, ctx: Context) -> list[Ba
         return _cluster_status(state, command)
     if isinstance(command, SIGNUP_COMMANDS):
         return decide_signup(state, command)
+    if isinstance(command, C.METADATA_COMMANDS):
+        return metadata.decide(app_id, state.status, {s.alias for s in state.clusters.values()},
+                               state.metadata, command)
     if isinstance(command, C.UndeployApplication):
         if state.signups:
             raise Rejection(f"application {app_id!r} has sign-ups by {', '.join(sorted(state.signups))}: "
@@ -269,8 +274,10 @@ def apply(state: ApplicationState, event: BaseModel, at: datetime | None = None)
     if isinstance(event, E.DomainMappingRemoved):
         return evolve(state, {"domain_mappings": {
             d: m for d, m in state.domain_mappings.items() if d != event.domain_name}})
-    if isinstance(event, E.ApplicationUndeployed):
+    if isinstance(event, E.METADATA_EVENTS):
+        return evolve(state, {"metadata": metadata.apply(state.metadata, event)})
+    if isinstance(event, E.ApplicationUndeployed):  # undeploying removes the metadata too
         return evolve(state, {
-            "status": ApplicationStatus.CREATED, "needs": (), "resolved": {}, "clusters": {},
+            "metadata": {}, "status": ApplicationStatus.CREATED, "needs": (), "resolved": {}, "clusters": {},
             "cluster_status": {}, "started": (), "application_policy_id": None, "force": False})
     return definitions.apply(state, event)  # type: ignore[return-value]

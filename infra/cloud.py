@@ -37,6 +37,7 @@ from actors.runtime import Tracked
 from infra.eventlog import History, read_history
 from infra.iaas.providers import IaasConfigError, IaasTarget, build_driver, create_options, node_name
 from infra.kafka import (IDLE_POLL_MS, Appender, DeadLetters, decode_key, encode, envelope, group_consumer,
+from infra.metadata_token import MemberTokens
                          rejection_reason)
 from infra.recovery import fence_before
 from infra.settings import Settings
@@ -67,7 +68,10 @@ class MemberBook:
     """The controller's read model: cluster states folded by the cluster aggregate's own
     `apply`, and each member's spawn request."""
 
-    def __init__(self) -> None:
+    def __init__(self, payload: dict[str, str] | None = None, tokens: MemberTokens | None = None) -> None:
+        self.payload = payload or {}
+        """Payload parameters every member gets (the metadata service's URL...)."""
+        self.tokens = tokens
         self.lock = threading.Lock()
         self.clusters: dict[str, Tracked] = {}
         self.spawns: dict[str, Spawn] = {}
@@ -75,7 +79,7 @@ class MemberBook:
     def fold(self, commit: LogRecord) -> None:
         spawns = [Spawn(member_id=e.member_id, cluster_id=e.cluster_id, cluster_key=commit.aggregate_id,
                         tenant=commit.tenant, target=IaasTarget.from_event(e.provider, e.iaas),
-                        metadata=_metadata(e, commit.tenant))
+                        metadata={**_metadata(e, commit.tenant), **self._member_payload(e, commit.tenant)})
                   for e in commit.payload.events if isinstance(e, E.MemberSpawnRequested)]
         with self.lock:
             tracked = self.clusters.get(commit.aggregate_id) or Tracked.new(commit.aggregate_id)
@@ -88,6 +92,14 @@ class MemberBook:
                 self.spawns.setdefault(spawn.member_id, spawn)
         if problem:
             log.debug("cloud read model: %s", problem)
+
+    def _member_payload(self, event: E.MemberSpawnRequested, tenant: str) -> dict[str, str]:
+        """Stratos's payload parameters for the cartridge agent's metadata client (mdsclient)."""
+        payload = {**self.payload, "APPLICATION_ID": event.application_id,
+                   "CARTRIDGE_ALIAS": event.member_id.rpartition(".")[0] or event.cluster_id}
+        if self.tokens is not None:
+            payload["TOKEN"] = self.tokens.token(tenant, event.application_id, event.member_id)
+        return payload
 
     def spawn(self, member_id: str | None) -> Spawn | None:
         with self.lock:
@@ -160,7 +172,8 @@ class CloudController:
     def __init__(self, settings: Settings, mock_cloud: str | None = None) -> None:
         self.settings = settings
         self.mock_cloud = mock_cloud or settings.mock_cloud or settings.topic_prefix
-        self.book = MemberBook()
+        self.book = MemberBook({"METADATA_SERVICE_URL": settings.metadata_url},
+                               MemberTokens.in_state_dir(settings.state_dir))
         self.history = History(lambda partition, offset: fence_before(settings, partition, offset))
         self.appender = Appender(settings, source="cloud")
         self.dead_letters = DeadLetters(self.appender)
