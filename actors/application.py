@@ -47,12 +47,21 @@ def _key(kind: str, id: str) -> str:
     return f"{kind}/{id}"
 
 
+def needed_by(kind: str, body: dict) -> list[tuple[str, str]]:
+    """What a resolved dependency brings in: a deployment policy its network partitions, a
+    Kubernetes network partition its cluster (the reactor asks for them; `outstanding` waits)."""
+    if kind == "deploymentPolicy":
+        return [("networkPartition", np["id"]) for np in body.get("networkPartitions", [])]
+    if kind == "networkPartition":
+        return DEFINITION_KINDS["networkPartition"].model_validate(body).references()
+    return []
+
+
 def outstanding(state: ApplicationState) -> list[tuple[str, str]]:
-    """Dependencies not yet resolved, including the network partitions of resolved policies."""
+    """Dependencies not yet resolved, including those resolved definitions bring in."""
     needed = list(state.needs)
     for key, body in state.resolved.items():
-        if key.startswith("deploymentPolicy/"):
-            needed += [("networkPartition", np["id"]) for np in body.get("networkPartitions", [])]
+        needed += needed_by(key.split("/", 1)[0], body)
     return [(k, i) for k, i in dict.fromkeys(needed) if _key(k, i) not in state.resolved]
 
 
