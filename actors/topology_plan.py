@@ -85,12 +85,15 @@ def _properties(items) -> dict[str, str]:
 def kubernetes_properties(cluster: dict) -> dict[str, str]:
     """What a member on a registered kubernetesCluster is started with (Stratos's KubernetesIaas):
     the master's address and port (KUBERNETES_MASTER_PORT, 8080 by default, plain HTTP unless
-    KUBERNETES_MASTER_PROTOCOL says https) and the cluster's `payload_parameter.*` properties."""
+    KUBERNETES_MASTER_PROTOCOL says https, then with KUBERNETES_MASTER_CA_CERT, the path of the
+    cluster's CA certificate) and the cluster's `payload_parameter.*` properties."""
     master = cluster.get("kubernetesMaster") or {}
     settings = _properties(master.get("property"))
     found = {"kubernetesMasterHost": master.get("privateIPAddress") or master.get("hostname") or "",
              "kubernetesMasterPort": settings.get("KUBERNETES_MASTER_PORT", "8080"),
              "kubernetesMasterProtocol": settings.get("KUBERNETES_MASTER_PROTOCOL", "http")}
+    if ca_cert := settings.get("KUBERNETES_MASTER_CA_CERT"):
+        found["kubernetesMasterCaCert"] = ca_cert
     found.update({k: v for k, v in _properties(cluster.get("property")).items()
                   if k.startswith("payload_parameter.")})
     return found

@@ -16,7 +16,7 @@ from actors.cluster import with_partition
 from actors.topology_plan import build_cluster_specs
 from infra.cloud import CloudController
 from infra.iaas.containers import dns_name, label_value, service_name
-from infra.iaas.providers import IaasTarget, build_driver, create_options, node_name
+from infra.iaas.providers import IaasConfigError, IaasTarget, build_driver, create_options, node_name
 from infra.kafka import ensure_topics
 from infra.metadata_token import MemberTokens
 from schemas import commands as C
@@ -77,6 +77,16 @@ def test_partition_properties_override_the_cartridges_as_in_stratos():
     properties = {p["name"]: p["value"] for p in with_partition(entry, zone_b)["property"]}
     assert properties["zone"] == "b" and properties["region"] == "default"
     assert properties["instanceType"] == "RegionOne/aa5f45a2-c6d6-419d-917a-9dd2e3888594"
+
+
+@pytest.mark.parametrize("properties, words", [
+    ({}, "partition's property 'cluster' to name a registered kubernetesCluster"),
+    ({"kubernetesMasterHost": "10.0.0.1", "kubernetesMasterProtocol": "https"}, "needs KUBERNETES_MASTER_CA_CERT"),
+    ({"kubernetesMasterHost": "10.0.0.1", "kubernetesMasterPort": "api"}, "'api' is not a port number"),
+], ids=["no cluster", "https without a CA", "bad port"])
+def test_a_kubernetes_target_that_cannot_work_is_named_before_any_call(properties, words):
+    with pytest.raises(IaasConfigError, match=words):
+        build_driver(IaasTarget(type="kubernetes", image_id="stratos/php:4.1.5", properties=properties), "unused")
 
 
 @pytest.mark.parametrize("text, name", [("php1.1c1191347", "php1.1c1191347"), ("My_Alias.AB", "my-alias.ab"),

@@ -20,6 +20,7 @@ import hashlib
 import json
 import re
 import time
+import warnings
 from dataclasses import dataclass
 
 from libcloud.common.exceptions import BaseHTTPError
@@ -103,6 +104,7 @@ class KubernetesEndpoint:
     host: str
     port: int
     secure: bool
+    ca_cert: str | None
     namespace: str
     service_type: str
     start_seconds: float
@@ -120,7 +122,12 @@ class KubernetesEndpoint:
         protocol = (properties.get("kubernetesMasterProtocol") or "http").lower()
         if protocol not in ("http", "https"):
             raise ContainerConfigError(f"KUBERNETES_MASTER_PROTOCOL {protocol!r}: http or https")
-        return cls(host=host, port=int(port), secure=protocol == "https",
+        ca_cert = properties.get("kubernetesMasterCaCert") or None
+        if protocol == "https" and not ca_cert:
+            raise ContainerConfigError("KUBERNETES_MASTER_PROTOCOL https needs KUBERNETES_MASTER_CA_CERT (the "
+                                       "path of the cluster's CA certificate): without it libcloud would not "
+                                       "verify the master's certificate")
+        return cls(host=host, port=int(port), secure=protocol == "https", ca_cert=ca_cert,
                    namespace=properties.get("namespace") or "default",
                    service_type=properties.get("serviceType") or "ClusterIP",
                    start_seconds=float(properties.get("podStartSeconds") or 60))
@@ -138,10 +145,16 @@ class KubernetesNodes(NodeDriver):
         self.endpoint = KubernetesEndpoint.of(properties)
         self.properties = properties
         token_only = bool(credential) and not identity
-        self.k8s = KubernetesContainerDriver(
-            key=(credential if token_only else identity) or None, secret=None if token_only else credential or None,
-            secure=self.endpoint.secure, host=self.endpoint.host, port=self.endpoint.port,
-            ex_token_bearer_auth=token_only)
+        if token_only and not self.endpoint.secure:
+            raise ContainerConfigError("a Kubernetes bearer token (iaasProvider credential without identity) "
+                                       "is sent over https only: set KUBERNETES_MASTER_PROTOCOL https")
+        with warnings.catch_warnings():  # "no CA: verification disabled" is about https; plain http has none
+            warnings.simplefilter("ignore" if not self.endpoint.secure else "default")
+            self.k8s = KubernetesContainerDriver(
+                key=(credential if token_only else identity) or None,
+                secret=None if token_only else credential or None, secure=self.endpoint.secure,
+                host=self.endpoint.host, port=self.endpoint.port, ca_cert=self.endpoint.ca_cert,
+                ex_token_bearer_auth=token_only)
         self.connection = self.k8s.connection
 
     def _path(self, kind: str, name: str = "") -> str:

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from libcloud.compute.base import NodeDriver, NodeImage, NodeSize
 from libcloud.compute.providers import get_driver
 
-from infra.iaas.containers import DockerNodes, KubernetesNodes, dns_name
+from infra.iaas.containers import ContainerConfigError, DockerNodes, KubernetesNodes, dns_name
 from infra.iaas.mock import MOCK_PROVIDER, register_mock_driver
 
 
@@ -164,12 +164,13 @@ def _cloudstack_node(target: IaasTarget, driver: NodeDriver, name: str, metadata
     return options
 
 
-def _kubernetes_driver(target: IaasTarget, _cloud_name: str) -> NodeDriver:
-    return KubernetesNodes(target.identity, target.credential, target.properties)
-
-
-def _docker_driver(target: IaasTarget, _cloud_name: str) -> NodeDriver:
-    return DockerNodes(target.identity, target.credential, target.properties)
+def _container_driver(nodes: type) -> Callable[[IaasTarget, str], NodeDriver]:
+    def build(target: IaasTarget, _cloud_name: str) -> NodeDriver:
+        try:
+            return nodes(target.identity, target.credential, target.properties)
+        except ContainerConfigError as exc:  # final: retrying cannot help
+            raise IaasConfigError(str(exc)) from None
+    return build
 
 
 def _container_node(target: IaasTarget, driver: NodeDriver, name: str, metadata: dict) -> dict:
@@ -183,8 +184,8 @@ PROVIDERS: dict[str, Builder] = {
     "openstack": (_openstack_driver, _openstack_node),
     "gce": (_gce_driver, _gce_node),
     "cloudstack": (_cloudstack_driver, _cloudstack_node),
-    "kubernetes": (_kubernetes_driver, _container_node),
-    "docker": (_docker_driver, _container_node),
+    "kubernetes": (_container_driver(KubernetesNodes), _container_node),
+    "docker": (_container_driver(DockerNodes), _container_node),
 }
 """Provider type -> (driver factory, create_node keywords); schemas.definitions lists the same names."""
 CONTAINER_PROVIDERS = ("kubernetes", "docker")
