@@ -136,6 +136,14 @@ def _one(found: list[dict], name: str, application_id: str, alias: str | None) -
     raise HTTPException(404, f"property '{name}' not found in {where}")
 
 
+def _remove(request: Request, who: Caller, application_id: str, alias: str | None, name: str,
+            value: str | None = None):
+    """One property, or one of its values; 200 also when it was not there (Stratos's answer)."""
+    where = f"[application-id] {application_id}" + (f" [cluster] {alias}" if alias else "") + f" [property] {name}"
+    done = f"Property value removed: {where} [value] {value}" if value is not None else f"Property removed: {where}"
+    return _send(request, who, application_id, RemoveMetadataProperty(alias=alias, key=name, value=value), done, 200)
+
+
 # --- application properties ---------------------------------------------------------------------
 
 @router.get("/applications/{application_id}/properties", summary="The application's properties")
@@ -167,17 +175,14 @@ async def get_application_property(application_id: str, name: str, request: Requ
 @router.delete("/applications/{application_id}/properties/{name}", summary="Remove one application property")
 async def remove_application_property(application_id: str, name: str, request: Request,
                                       who: Caller = Depends(caller)):
-    return await _send(request, who, application_id, RemoveMetadataProperty(key=name),
-                       f"Property removed: [application-id] {application_id} [property] {name}", 200)
+    return await _remove(request, who, application_id, None, name)
 
 
 @router.delete("/applications/{application_id}/properties/{name}/value/{value}",
                summary="Remove one value of an application property")
 async def remove_application_property_value(application_id: str, name: str, value: str, request: Request,
                                             who: Caller = Depends(caller)):
-    return await _send(request, who, application_id, RemoveMetadataProperty(key=name, value=value),
-                       f"Property value removed: [application-id] {application_id} [property] {name} "
-                       f"[value] {value}", 200)
+    return await _remove(request, who, application_id, None, name, value)
 
 
 # --- cluster (cartridge alias) properties -----------------------------------------------------------
@@ -209,15 +214,11 @@ async def get_cluster_property(application_id: str, alias: str, name: str, reque
                summary="Remove one cluster property")
 async def remove_cluster_property(application_id: str, alias: str, name: str, request: Request,
                                   who: Caller = Depends(caller)):
-    return await _send(request, who, application_id, RemoveMetadataProperty(alias=alias, key=name),
-                       f"Property removed: [application-id] {application_id} [cluster] {alias} "
-                       f"[property] {name}", 200)
+    return await _remove(request, who, application_id, alias, name)
 
 
 @router.delete("/applications/{application_id}/clusters/{alias}/properties/{name}/value/{value}",
                summary="Remove one value of a cluster property")
 async def remove_cluster_property_value(application_id: str, alias: str, name: str, value: str,
                                         request: Request, who: Caller = Depends(caller)):
-    return await _send(request, who, application_id, RemoveMetadataProperty(alias=alias, key=name, value=value),
-                       f"Property value removed: [application-id] {application_id} [cluster] {alias} "
-                       f"[property] {name} [value] {value}", 200)
+    return await _remove(request, who, application_id, alias, name, value)
