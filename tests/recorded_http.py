@@ -32,6 +32,8 @@ class Cassette:
         self.position = 0
         self.requests: list[tuple[str, str, dict | None]] = []
         self.unexpected: list[str] = []
+        self.endpoints: set[tuple] = set()
+        """(host, port, secure) of every connection the driver opened."""
         self.lock = threading.Lock()
 
     def _fill(self, text: str) -> str:
@@ -82,6 +84,11 @@ def replaying(cassette: Cassette) -> type[MockHttp]:
     """A connection class (for a driver's `connectionCls.conn_class`) that plays `cassette`."""
 
     class Replay(MockHttp):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            with cassette.lock:  # where the driver would have connected
+                cassette.endpoints.add((kwargs.get("host"), kwargs.get("port"), bool(kwargs.get("secure"))))
+
         def _get_request(self, method, url, body=None, headers=None):
             status, text = cassette.answer(method, url, body)
             return status, text, {"Content-Type": "application/json"}, httplib.responses.get(status, "Replayed")

@@ -135,6 +135,7 @@ def test_container_members_are_created_and_destroyed_through_the_recorded_kubern
                          if isinstance(e.payload, E.MemberInitialized)), None)
         member = wait_until(initialized, timeout=60, message="the member Initialized on its pod")
         assert cassette.unexpected == []
+        assert cassette.endpoints == {("172.17.8.101", 8080, False)}  # the registered master, plain HTTP
         assert (member.node_id, member.private_ip) == ("6a1f3c2e-7d4b-4c1a-9e55-2b8f0d6c9a41", "10.244.1.7")
         assert member.member_id.startswith("php1.") and cassette.values["member"] == node_name(
             IaasTarget(type="kubernetes"), member.member_id)
@@ -177,6 +178,7 @@ def test_docker_members_are_containers_with_the_payload_through_the_recorded_eng
     node = driver.create_node(**create_options(target, driver, "php1.abc", {
         "memberId": "php1.abc", "clusterId": "app.php1.php.domain", "ports": "http:80", "TOKEN": "stm1.x.y"}))
     assert (node.name, node.private_ips) == ("php1.abc", ["172.17.0.5"])
+    assert cassette.endpoints == {("10.0.0.2", 2375, False)}
     (created,) = cassette.sent("POST", "/v1.21/containers/create")
     assert created["Image"] == "stratos/php:4.1.5" and created["ExposedPorts"] == {"80/tcp": {}}
     assert {"MEMBER_ID=php1.abc", "CLUSTER_ID=app.php1.php.domain", "TOKEN=stm1.x.y", "LOG_LEVEL=DEBUG"} <= set(created["Env"])

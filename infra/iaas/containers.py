@@ -150,9 +150,11 @@ class KubernetesNodes(NodeDriver):
                                        "is sent over https only: set KUBERNETES_MASTER_PROTOCOL https")
         with warnings.catch_warnings():  # "no CA: verification disabled" is about https; plain http has none
             warnings.simplefilter("ignore" if not self.endpoint.secure else "default")
+            # secret "" rather than None: libcloud drops a None secret from the connection's
+            # positional arguments, which shifts host and port (to "https://<port>")
             self.k8s = KubernetesContainerDriver(
-                key=(credential if token_only else identity) or None,
-                secret=None if token_only else credential or None, secure=self.endpoint.secure,
+                key=credential if token_only else identity,
+                secret=None if token_only else credential, secure=self.endpoint.secure,
                 host=self.endpoint.host, port=self.endpoint.port, ca_cert=self.endpoint.ca_cert,
                 ex_token_bearer_auth=token_only)
         self.connection = self.k8s.connection
