@@ -95,6 +95,14 @@ def _transport(protocol: str) -> str:
     return "UDP" if protocol.lower() == "udp" else "TCP"
 
 
+def _status_message(body: object) -> str:
+    """The `message` of a Kubernetes Status body, else the start of whatever came back."""
+    try:
+        return str(json.loads(body).get("message"))[:300]  # type: ignore[arg-type]
+    except (TypeError, ValueError, AttributeError):
+        return " ".join(str(body).split())[:120]
+
+
 def _missing(error: BaseHTTPError) -> bool:
     return getattr(error, "code", None) == 404
 
@@ -164,7 +172,11 @@ class KubernetesNodes(NodeDriver):
 
     def _request(self, path: str, method: str = "GET", body: dict | None = None, params=None) -> dict:
         data = json.dumps(body) if body is not None else None
-        return self.connection.request(path, method=method, data=data, params=params).object or {}
+        try:
+            return self.connection.request(path, method=method, data=data, params=params).object or {}
+        except BaseHTTPError as exc:  # the reason the member's start failed: short and readable
+            raise BaseHTTPError(exc.code, f"Kubernetes API {method} {path}: {exc.code} "
+                                          f"{_status_message(exc.message)}") from None
 
     # --- the NodeDriver calls the cloud controller makes -------------------------------------------
     def list_nodes(self) -> list[Node]:
