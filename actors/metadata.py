@@ -23,6 +23,8 @@ REMOVABLE = WRITABLE + (ApplicationStatus.UNDEPLOYING,)
 """Instances being shut down may still withdraw what they published."""
 
 Metadata = dict[str, dict[str, list[str]]]
+MAX_KEYS = 1000
+"""Properties one scope may hold: the application's state (and its snapshots) stay bounded."""
 
 
 def scope(alias: str | None) -> str:
@@ -46,6 +48,10 @@ def decide(app_id: str, status: ApplicationStatus, aliases: set[str], metadata: 
                         f"(aliases: {', '.join(sorted(aliases)) or 'none'})", field=alias, code=404)
     current = metadata.get(scope(alias), {})
     if isinstance(command, AddMetadataProperties):
+        new_keys = {p.key for p in command.properties} - set(current)
+        if len(current) + len(new_keys) > MAX_KEYS:
+            raise Rejection(f"{'cluster ' + repr(alias) if alias else 'application ' + repr(app_id)} would hold "
+                            f"more than {MAX_KEYS} properties", field="properties", code=413)
         return _add(command, dict(current))
     if isinstance(command, RemoveMetadataProperty):
         values = current.get(command.key)

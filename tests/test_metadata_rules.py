@@ -99,6 +99,14 @@ def test_undeploying_removes_the_metadata_in_the_application_fold():
     assert apply(state, E.ApplicationUndeployed(release=[])).metadata == {}
 
 
+def test_a_scope_holds_a_bounded_number_of_properties():
+    full = {"": {f"k{n}": ["v"] for n in range(M.MAX_KEYS)}}
+    assert run(full, add("k1", "w"))[0] == [MetadataPropertySet(key="k1", values=["v", "w"])]  # not a new key
+    with pytest.raises(Rejection, match=f"more than {M.MAX_KEYS} properties") as caught:
+        M.decide("app", DEPLOYED, ALIASES, full, add("one-more", "v"))
+    assert caught.value.code == 413
+
+
 def test_stratos_agents_bare_string_values_are_one_value():
     assert MetadataProperty.model_validate({"key": "wka", "values": "10.0.0.1"}).values == ["10.0.0.1"]
     assert MetadataProperty.model_validate({"key": "n", "values": [1, "b"]}).values == ["1", "b"]
