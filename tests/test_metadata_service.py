@@ -192,3 +192,24 @@ def test_undeploying_removes_the_properties_and_ends_the_members_tokens(running,
     with pytest.raises(urllib.error.HTTPError) as caught:
         agent.get(app=True)
     assert caught.value.code == 401  # its member is no longer in service
+
+
+def test_cli_verbs_add_list_remove_and_name_errors(running, tenant_apps):
+    from typer.testing import CliRunner
+
+    from infra.cli import app
+
+    platform, _ = running
+    domain = tenant_apps[0]
+    login = ["--url", platform.url, "--username", f"admin@{domain}", "--password", "tenant-pw"]
+    runner = CliRunner()
+    added = runner.invoke(app, ["add-metadata", APP, "-c", "php1", "-k", "db", "-v", "10.0.0.5", "-v", "10.0.0.6", *login])
+    assert added.exit_code == 0 and f"Properties added: [application-id] {APP} [cluster] php1" in added.output
+    listed = runner.invoke(app, ["list-metadata", APP, "-c", "php1", "--json", *login])
+    assert {"key": "db", "values": ["10.0.0.5", "10.0.0.6"]} in json.loads(listed.output)["properties"]
+    removed = runner.invoke(app, ["remove-metadata", APP, "-c", "php1", "-k", "db", "-v", "10.0.0.5", *login])
+    assert removed.exit_code == 0, removed.output
+    listed = runner.invoke(app, ["list-metadata", APP, "-c", "php1", *login])
+    assert "10.0.0.6" in listed.output and "10.0.0.5" not in listed.output
+    unknown = runner.invoke(app, ["list-metadata", "nope", *login])
+    assert unknown.exit_code == 1 and "application 'nope' not found (HTTP 404)" in unknown.output
