@@ -37,8 +37,8 @@ from actors.runtime import Tracked
 from infra.eventlog import History, read_history
 from infra.iaas.providers import IaasConfigError, IaasTarget, build_driver, create_options, node_name
 from infra.kafka import (IDLE_POLL_MS, Appender, DeadLetters, decode_key, encode, envelope, group_consumer,
-from infra.metadata_token import MemberTokens
                          rejection_reason)
+from infra.metadata_token import MemberTokens
 from infra.recovery import fence_before
 from infra.settings import Settings
 from schemas import commands as C
