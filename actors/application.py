@@ -10,7 +10,7 @@ from datetime import datetime
 
 from pydantic import BaseModel
 
-from actors import definitions
+from actors import definitions, metadata
 from actors.base import Context, Rejection, evolve, not_found
 from actors.topology_plan import build_cluster_specs, clusters_ready_to_start, dependents_of, termination_scope
 from schemas import commands as C
@@ -35,6 +35,8 @@ class ApplicationState(definitions.DefinitionState):
     """tenant -> its sign-up: `artifactRepositories` as given, `clusters` alias -> cluster id."""
     domain_mappings: dict[str, dict] = {}
     """domain name -> the mapping (cartridgeAlias, domainName, contextPath, clusterId, tenant)."""
+    metadata: dict[str, dict[str, list[str]]] = {}
+    """The metadata service's properties: scope ("" or a cartridge alias) -> key -> values."""
 
 
 def initial(aggregate_id: str) -> ApplicationState:
@@ -45,12 +47,21 @@ def _key(kind: str, id: str) -> str:
     return f"{kind}/{id}"
 
 
+def needed_by(kind: str, body: dict) -> list[tuple[str, str]]:
+    """What a resolved dependency brings in: a deployment policy its network partitions, a
+    Kubernetes network partition its cluster (the reactor asks for them; `outstanding` waits)."""
+    if kind == "deploymentPolicy":
+        return [("networkPartition", np["id"]) for np in body.get("networkPartitions", [])]
+    if kind == "networkPartition":
+        return DEFINITION_KINDS["networkPartition"].model_validate(body).references()
+    return []
+
+
 def outstanding(state: ApplicationState) -> list[tuple[str, str]]:
-    """Dependencies not yet resolved, including the network partitions of resolved policies."""
+    """Dependencies not yet resolved, including those resolved definitions bring in."""
     needed = list(state.needs)
     for key, body in state.resolved.items():
-        if key.startswith("deploymentPolicy/"):
-            needed += [("networkPartition", np["id"]) for np in body.get("networkPartitions", [])]
+        needed += needed_by(key.split("/", 1)[0], body)
     return [(k, i) for k, i in dict.fromkeys(needed) if _key(k, i) not in state.resolved]
 
 
@@ -100,6 +111,9 @@ def decide(state: ApplicationState, command: BaseModel, ctx: Context) -> list[Ba
         return _cluster_status(state, command)
     if isinstance(command, SIGNUP_COMMANDS):
         return decide_signup(state, command)
+    if isinstance(command, C.METADATA_COMMANDS):
+        return metadata.decide(app_id, state.status, {s.alias for s in state.clusters.values()},
+                               state.metadata, command)
     if isinstance(command, C.UndeployApplication):
         if state.signups:
             raise Rejection(f"application {app_id!r} has sign-ups by {', '.join(sorted(state.signups))}: "
@@ -269,8 +283,10 @@ def apply(state: ApplicationState, event: BaseModel, at: datetime | None = None)
     if isinstance(event, E.DomainMappingRemoved):
         return evolve(state, {"domain_mappings": {
             d: m for d, m in state.domain_mappings.items() if d != event.domain_name}})
-    if isinstance(event, E.ApplicationUndeployed):
+    if isinstance(event, E.METADATA_EVENTS):
+        return evolve(state, {"metadata": metadata.apply(state.metadata, event)})
+    if isinstance(event, E.ApplicationUndeployed):  # undeploying removes the metadata too
         return evolve(state, {
-            "status": ApplicationStatus.CREATED, "needs": (), "resolved": {}, "clusters": {},
+            "metadata": {}, "status": ApplicationStatus.CREATED, "needs": (), "resolved": {}, "clusters": {},
             "cluster_status": {}, "started": (), "application_policy_id": None, "force": False})
     return definitions.apply(state, event)  # type: ignore[return-value]

@@ -17,7 +17,7 @@ from actors.partitions import PartitionState, choose_member_to_remove, choose_pa
 from schemas import commands as C
 from schemas.base import without_secrets
 from schemas import events as E
-from schemas.domain import ClusterSpec, ClusterStatus
+from schemas.domain import ClusterSpec, ClusterStatus, PartitionSpec
 from schemas.domain import MemberStatus as S
 
 AGENT_STATUS = {
@@ -84,9 +84,19 @@ def _spawn(state: ClusterState, partition_ids: list[str] | tuple[str, ...], ctx:
             member_id=f"{spec.alias}.{ctx.new_id()}", cluster_id=spec.cluster_id,
             application_id=spec.application_id, cartridge_type=spec.cartridge_type,
             category=spec.category, network_partition_id=part.network_partition_id, partition_id=pid,
-            provider=part.provider, iaas=without_secrets(spec.iaas.get(part.provider, {})), ports=spec.ports,
+            provider=part.provider, iaas=with_partition(without_secrets(spec.iaas.get(part.provider, {})), part),
+            ports=spec.ports,
             repo_url=spec.repo_url, reason=reason))
     return events
+
+
+def with_partition(iaas: dict, partition: PartitionSpec) -> dict:
+    """The cartridge's iaasProvider entry for a member of `partition`: the partition's properties
+    (region, zone, a Kubernetes cluster's master...) over the entry's own, as Stratos did."""
+    if not partition.properties:
+        return iaas
+    own = [p for p in iaas.get("property") or [] if p.get("name") not in partition.properties]
+    return {**iaas, "property": own + [{"name": k, "value": v} for k, v in partition.properties.items()]}
 
 
 def _terminate(state: ClusterState, member: MemberState, reason: str, graceful: bool = True) -> BaseModel:

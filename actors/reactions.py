@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel
 
+from actors.application import needed_by
 from schemas import commands as C
 from schemas import events as E
 from schemas.envelope import Envelope
@@ -30,10 +31,9 @@ def react(record: Envelope) -> list[Reaction]:
     if isinstance(payload, E.ApplicationDeploymentRequested):
         return [(aggregate_id(tenant, kind, id), C.MarkDefinitionUsed(kind=kind, id=id, by=record.aggregate_id))
                 for kind, id in payload.needs]
-    if isinstance(payload, E.ApplicationDependencyResolved) and payload.kind == "deploymentPolicy":
-        return [(aggregate_id(tenant, "networkPartition", np["id"]),
-                 C.MarkDefinitionUsed(kind="networkPartition", id=np["id"], by=record.aggregate_id))
-                for np in payload.definition.get("networkPartitions", [])]
+    if isinstance(payload, E.ApplicationDependencyResolved):  # network partitions, Kubernetes clusters
+        return [(aggregate_id(tenant, kind, id), C.MarkDefinitionUsed(kind=kind, id=id, by=record.aggregate_id))
+                for kind, id in needed_by(payload.kind, payload.definition)]
     if isinstance(payload, E.DefinitionUsed) and parse_aggregate_id(payload.by).kind == "application":
         return [(payload.by, C.RecordDependencyResolved(kind=payload.kind, id=payload.id,
                                                         definition=payload.definition))]

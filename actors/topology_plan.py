@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
+from schemas.definitions import KUBERNETES_CLUSTER_PROPERTY
 from schemas.domain import ClusterSpec, PartitionSpec
 from schemas.ids import cluster_id_for
 
@@ -77,8 +78,42 @@ def _all_groups(components: dict) -> Iterator[dict]:
         yield from _all_groups(group)
 
 
+def _properties(items) -> dict[str, str]:
+    return {x["name"]: str(x.get("value")) for x in items or [] if isinstance(x, dict) and x.get("name")}
+
+
+def kubernetes_properties(cluster: dict) -> dict[str, str]:
+    """What a member on a registered kubernetesCluster is started with (Stratos's KubernetesIaas):
+    the master's address and port (KUBERNETES_MASTER_PORT, 8080 by default, plain HTTP unless
+    KUBERNETES_MASTER_PROTOCOL says https, then with KUBERNETES_MASTER_CA_CERT, the path of the
+    cluster's CA certificate) and the cluster's `payload_parameter.*` properties."""
+    master = cluster.get("kubernetesMaster") or {}
+    settings = _properties(master.get("property"))
+    found = {"kubernetesMasterHost": master.get("privateIPAddress") or master.get("hostname") or "",
+             "kubernetesMasterPort": settings.get("KUBERNETES_MASTER_PORT", "8080"),
+             "kubernetesMasterProtocol": settings.get("KUBERNETES_MASTER_PROTOCOL", "http")}
+    if ca_cert := settings.get("KUBERNETES_MASTER_CA_CERT"):
+        found["kubernetesMasterCaCert"] = ca_cert
+    found.update({k: v for k, v in _properties(cluster.get("property")).items()
+                  if k.startswith("payload_parameter.")})
+    return found
+
+
+def _partition_properties(np_id: str, partition: dict, network_partitions: dict[str, dict],
+                          resolved: dict[str, dict]) -> dict[str, str]:
+    """A partition's properties: the network partition's (Stratos keeps them there), those of the
+    deployment policy's partition over them, and what its Kubernetes cluster, if any, gives."""
+    defined = next((p for p in network_partitions.get(np_id, {}).get("partitions", []) or []
+                    if p.get("id") == partition["id"]), {})
+    properties = {**_properties(defined.get("property")), **_properties(partition.get("property"))}
+    cluster = resolved.get(f"kubernetesCluster/{properties.get(KUBERNETES_CLUSTER_PROPERTY, '')}")
+    if cluster is not None:
+        properties = {**kubernetes_properties(cluster), **properties}
+    return properties
+
+
 def _partitions(deployment_policy: dict, network_partitions: dict[str, dict],
-                allowed: list[str]) -> tuple[str, list[PartitionSpec]]:
+                allowed: list[str], resolved: dict[str, dict]) -> tuple[str, list[PartitionSpec]]:
     """The partitions of the first network partition the application policy allows."""
     for np in deployment_policy.get("networkPartitions", []):
         if allowed and np["id"] not in allowed:
@@ -86,7 +121,7 @@ def _partitions(deployment_policy: dict, network_partitions: dict[str, dict],
         provider = network_partitions.get(np["id"], {}).get("provider", "mock")
         parts = [PartitionSpec(id=p["id"], network_partition_id=np["id"], provider=provider,
                                max=int(p.get("partitionMax") or 0),
-                               properties={x["name"]: str(x.get("value")) for x in p.get("property", []) or []})
+                               properties=_partition_properties(np["id"], p, network_partitions, resolved))
                  for p in np.get("partitions", [])]
         return np.get("partitionAlgo") or "one-after-another", parts
     raise ValueError(f"deployment policy {deployment_policy.get('id')!r} has no network partition "
@@ -143,7 +178,7 @@ def build_cluster_specs(application: dict, application_policy_id: str,
         cartridge_def = resolved[f"cartridge/{cartridge['type']}"]
         autoscaling = resolved[f"autoscalingPolicy/{as_id}"]
         algorithm, partitions = _partitions(resolved[f"deploymentPolicy/{dp_id}"],
-                                            network_partitions, allowed)
+                                            network_partitions, allowed, resolved)
         repo = info.get("artifactRepository") or {}
         cid = by_alias[alias]
         specs.append(ClusterSpec(

@@ -12,6 +12,7 @@ from rich.console import Console
 from infra.contract_cli import register as register_contract_verbs
 from infra.lb.cli import register as register_lb
 from infra.manager_cli import register as register_stratos_verbs
+from infra.metadata_cli import register as register_metadata_verbs
 from infra.replay_cli import register as register_replay
 from infra.observe.cli import register as register_observe_verbs
 from infra.secrets_cli import register as register_secrets
@@ -203,6 +204,7 @@ def api(port: int = typer.Option(None, help="port; default STRATOS_API_PORT (944
 
 
 register_stratos_verbs(app)
+register_metadata_verbs(app)
 register_replay(app)
 register_lb(app)
 register_observe_verbs(app)

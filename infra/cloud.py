@@ -38,6 +38,7 @@ from infra.eventlog import History, read_history
 from infra.iaas.providers import IaasConfigError, IaasTarget, build_driver, create_options, node_name
 from infra.kafka import (IDLE_POLL_MS, Appender, DeadLetters, decode_key, encode, envelope, group_consumer,
                          rejection_reason)
+from infra.metadata_token import MemberTokens
 from infra.recovery import fence_before
 from infra.secrets import SecretBox, SecretError, secret_box
 from infra.settings import Settings
@@ -68,7 +69,11 @@ class MemberBook:
     """The controller's read model: cluster states folded by the cluster aggregate's own
     `apply`, and each member's spawn request."""
 
-    def __init__(self, box: SecretBox) -> None:
+    def __init__(self, box: SecretBox, payload: dict[str, str] | None = None,
+                 tokens: MemberTokens | None = None) -> None:
+        self.payload = payload or {}
+        """Payload parameters every member gets (the metadata service's URL...)."""
+        self.tokens = tokens
         self.lock = threading.Lock()
         self.clusters: dict[str, Tracked] = {}
         self.spawns: dict[str, Spawn] = {}
@@ -89,9 +94,10 @@ class MemberBook:
     def _spawn(self, event: E.MemberSpawnRequested, commit: LogRecord, spec) -> Spawn:
         """The member event names its cluster; the account's secrets (sealed) come from the
         cluster's spec, and the payload gets the cluster's cartridge key, never the platform's."""
-        iaas = (spec.iaas.get(event.provider) if spec is not None else None) or event.iaas
+        iaas = _with_secrets(event.iaas, spec.iaas.get(event.provider) if spec is not None else None)
         metadata = _metadata(event, commit.tenant)
         metadata["cartridgeKey"] = self.box.cartridge_key(commit.aggregate_id)
+        metadata.update(self._member_payload(event, commit.tenant))
         if spec is not None:
             if spec.log_file_paths:
                 metadata["logFilePaths"] = ",".join(spec.log_file_paths)
@@ -104,6 +110,14 @@ class MemberBook:
                     log.error("member %s: repository password not passed on: %s", event.member_id, exc)
         return Spawn(member_id=event.member_id, cluster_id=event.cluster_id, cluster_key=commit.aggregate_id,
                      tenant=commit.tenant, target=IaasTarget.from_event(event.provider, iaas), metadata=metadata)
+
+    def _member_payload(self, event: E.MemberSpawnRequested, tenant: str) -> dict[str, str]:
+        """Stratos's payload parameters for the cartridge agent's metadata client (mdsclient)."""
+        payload = {**self.payload, "APPLICATION_ID": event.application_id,
+                   "CARTRIDGE_ALIAS": event.member_id.rpartition(".")[0] or event.cluster_id}
+        if self.tokens is not None:
+            payload["TOKEN"] = self.tokens.token(tenant, event.application_id, event.member_id)
+        return payload
 
     def spawn(self, member_id: str | None) -> Spawn | None:
         with self.lock:
@@ -119,6 +133,17 @@ class MemberBook:
         with self.lock:
             return [self.spawns[m.member_id] for tracked in self.clusters.values()
                     for m in tracked.state.members.values() if node_expected(m)]
+
+
+def _with_secrets(member_iaas: dict, cluster_iaas: dict | None) -> dict:
+    """The member's IaaS entry (its partition's properties applied, secrets left out) with the
+    secrets put back, still sealed, from its cluster's definition."""
+    if not cluster_iaas:
+        return member_iaas
+    secret_properties = {p.get("name"): p for p in cluster_iaas.get("property") or [] if "value" in p}
+    properties = [p if "value" in p else secret_properties.get(p.get("name"), p)
+                  for p in member_iaas.get("property") or []]
+    return {**cluster_iaas, **member_iaas, "property": properties or cluster_iaas.get("property") or []}
 
 
 def _metadata(event: E.MemberSpawnRequested, tenant: str) -> dict[str, str]:
@@ -177,7 +202,8 @@ class CloudController:
         self.settings = settings
         self.mock_cloud = mock_cloud or settings.mock_cloud or settings.topic_prefix
         self.box = secret_box(settings)
-        self.book = MemberBook(self.box)
+        self.book = MemberBook(self.box, {"METADATA_SERVICE_URL": settings.metadata_url},
+                               MemberTokens.in_state_dir(settings.state_dir))
         self.history = History(lambda partition, offset: fence_before(settings, partition, offset))
         self.appender = Appender(settings, source="cloud")
         self.dead_letters = DeadLetters(self.appender)

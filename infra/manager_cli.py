@@ -114,7 +114,7 @@ def say(body: dict, as_json: bool) -> None:
     if as_json:
         console.print_json(data=body)
     else:
-        console.print(body.get("message", ""), highlight=False)
+        console.print(body.get("message", ""), highlight=False, markup=False)  # Stratos's [labels] stay
 
 
 def _resource_commands(app: typer.Typer, verbs: Verbs) -> None:

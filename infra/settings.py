@@ -38,6 +38,8 @@ class Settings(BaseSettings):
                     "the idle poll period. Lower it (e.g. 20) on a broker that holds empty fetches "
                     "for their whole wait, such as a bare Tansu")
     api_wait_seconds: float = Field(20.0, gt=0, description="how long a write waits for its reply")
+    metadata_service_url: str | None = Field(None, description="the metadata service's base URL given "
+                                             "to instances (METADATA_SERVICE_URL); unset = the API's")
     admin_username: str = Field("admin", min_length=1, description="the bootstrap super-admin")
     admin_password: SecretStr | None = Field(
         None, description="the bootstrap super-admin's password; unset = API refuses to start "
@@ -85,6 +87,10 @@ class Settings(BaseSettings):
     heartbeat_seconds: float = Field(5.0, gt=0, description="how often every part publishes its heartbeat")
     usage_period_seconds: float = Field(3600.0, gt=0, description="period of one <prefix>usage record")
     usage_grace_seconds: float = Field(30.0, ge=0, description="a period is exported this long after it ends")
+
+    @property
+    def metadata_url(self) -> str:
+        return self.metadata_service_url or f"http://{self.api_host}:{self.api_port}"
 
     def topic(self, name: str) -> str:
         return f"{self.topic_prefix}{name}"

@@ -36,7 +36,7 @@ SEALED_PREFIX = "stratos:sealed:"
 opens it with a key held outside the log)."""
 MASK = "********"
 """A secret as a reader sees it: REST answers, the CLI, dead letters, log lines."""
-EXTRA_SECRET_KEYS = frozenset({"cartridgeKey", "repoPassword", "repo_password"})
+EXTRA_SECRET_KEYS = frozenset({"cartridgeKey", "repoPassword", "repo_password", "TOKEN"})
 """Keys that hold secrets in plain dicts (node metadata, notifier records) beside the models' fields."""
 
 

@@ -12,6 +12,7 @@ from pydantic import Field, create_model
 from schemas.base import Message
 from schemas.definitions import DEFINITION_KINDS, ApplicationSignup, DomainMappings
 from schemas.domain import ClusterSpec
+from schemas.metadata import METADATA_COMMANDS, AddMetadataProperties, RemoveMetadataProperties, RemoveMetadataProperty  # noqa: F401
 
 
 def _pascal(kind: str) -> str:
@@ -219,6 +220,6 @@ Command = Annotated[
         ScaleCluster, ScaleAsDependent, UpdateClusterLimits, TerminateCluster, CheckTimeouts, ReportNodeCreated,
         ReportNodeStartFailed, ReportNodeDestroyed, ReportInstanceStatus, ReportMemberFault,
         TerminateMember,
-    )],
+    ) + METADATA_COMMANDS],
     Field(discriminator="type"),
 ]

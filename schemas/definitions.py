@@ -137,8 +137,10 @@ class NetworkInterface(_StratosJson):
     floatingNetworks: ListOf[FloatingNetwork] = []
 
 
-KNOWN_IAAS_PROVIDERS = ("mock", "ec2", "openstack", "gce", "cloudstack")
+KNOWN_IAAS_PROVIDERS = ("mock", "ec2", "openstack", "gce", "cloudstack", "kubernetes", "docker")
 """IaaS types the cloud controller can drive (libcloud provider names; "mock" is the platform's own)."""
+NO_ACCOUNT_PROVIDERS = ("mock", "kubernetes", "docker")
+"""Types whose API may be used without an account (Stratos 4.1 drove Kubernetes' plain-HTTP API)."""
 
 
 class IaasProvider(_StratosJson):
@@ -164,7 +166,7 @@ class IaasProvider(_StratosJson):
     def _account_for_real_clouds(cls, value: str, info: ValidationInfo) -> str:
         """A real cloud needs an account: fail at definition time, not at the first start."""
         kind = info.data.get("type")
-        if kind and kind.lower() != "mock" and not value:
+        if kind and kind.lower() not in NO_ACCOUNT_PROVIDERS and not value:
             raise ValueError(f"iaasProvider '{kind}' needs {info.field_name}")
         return value
 
@@ -569,6 +571,10 @@ class NetworkPartitionPartition(_StratosJson):
     properties: ListOf[Property] = Field([], alias="property")
 
 
+KUBERNETES_CLUSTER_PROPERTY = "cluster"
+"""The partition property naming the registered kubernetesCluster its members run on (Stratos 4.1's)."""
+
+
 class NetworkPartition(RegisteredDefinition):
     _id_field = "id"
 
@@ -582,6 +588,13 @@ class NetworkPartition(RegisteredDefinition):
     def _distinct_partitions(cls, partitions: list[NetworkPartitionPartition]) -> list[NetworkPartitionPartition]:
         _reject_duplicates((p.id for p in partitions), "partition id")
         return partitions
+
+    def references(self) -> list[Reference]:
+        """A Kubernetes network partition's partitions name their cluster (Stratos's property `cluster`)."""
+        if (self.provider or "").lower() != "kubernetes":
+            return []
+        return _unique(("kubernetesCluster", p.value) for part in self.partitions for p in part.properties
+                       if p.name == KUBERNETES_CLUSTER_PROPERTY and p.value)
 
 
 # --- Kubernetes, tenants, users ----------------------------------------------------------------

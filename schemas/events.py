@@ -13,6 +13,7 @@ from schemas.base import Message
 from schemas.commands import _pascal
 from schemas.definitions import DEFINITION_KINDS
 from schemas.domain import ClusterSpec
+from schemas.metadata import METADATA_EVENTS, MetadataCleared, MetadataPropertyRemoved, MetadataPropertySet  # noqa: F401
 
 
 def _definition_events() -> list[type[Message]]:
@@ -323,6 +324,6 @@ Event = Annotated[
         ApplicationUndeployed, ApplicationSignupAdded, ApplicationSignupRemoved, DomainMappingsAdded,
         DomainMappingRemoved, ClusterCreated, ClusterStatusChanged, ClusterLimitsUpdated,
         ScalingDecided, DependentScalingRequested, DependentFloorChanged, ClusterTerminating, ClusterTerminated,
-    ) + MEMBER_EVENTS],
+    ) + MEMBER_EVENTS + METADATA_EVENTS],
     Field(discriminator="type"),
 ]

@@ -22,6 +22,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from infra.api.console import router as console_router
 from infra.api.definitions import definition_routers
 from infra.api.logs import router as logs_router
+from infra.api.metadata import router as metadata_router
 from infra.api.usage import router as usage_router
 from infra.api.identity import Identity, Principal, basic_scheme, current_principal, unauthorized
 from infra.api.read_model import ReadModel
@@ -161,4 +162,5 @@ def create_app(settings: Settings, *, demo: bool = False, read_model: ReadModel 
                                                              logs_router, usage_router]:
         app.include_router(router, prefix="/api")
     app.include_router(console_router)
+    app.include_router(metadata_router)  # Stratos's /metadata/api, beside /api
     return app

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from libcloud.compute.base import NodeDriver, NodeImage, NodeSize
 from libcloud.compute.providers import get_driver
 
+from infra.iaas.containers import ContainerConfigError, DockerNodes, KubernetesNodes, dns_name
 from infra.iaas.mock import MOCK_PROVIDER, register_mock_driver
 
 
@@ -163,6 +164,19 @@ def _cloudstack_node(target: IaasTarget, driver: NodeDriver, name: str, metadata
     return options
 
 
+def _container_driver(nodes: type) -> Callable[[IaasTarget, str], NodeDriver]:
+    def build(target: IaasTarget, _cloud_name: str) -> NodeDriver:
+        try:
+            return nodes(target.identity, target.credential, target.properties)
+        except ContainerConfigError as exc:  # final: retrying cannot help
+            raise IaasConfigError(str(exc)) from None
+    return build
+
+
+def _container_node(target: IaasTarget, driver: NodeDriver, name: str, metadata: dict) -> dict:
+    return dict(name=name, image=_image(target, driver), ex_metadata=metadata)
+
+
 Builder = tuple[Callable[[IaasTarget, str], NodeDriver], Callable[[IaasTarget, NodeDriver, str, dict], dict]]
 PROVIDERS: dict[str, Builder] = {
     MOCK_PROVIDER: (_mock_driver, _mock_node),
@@ -170,8 +184,11 @@ PROVIDERS: dict[str, Builder] = {
     "openstack": (_openstack_driver, _openstack_node),
     "gce": (_gce_driver, _gce_node),
     "cloudstack": (_cloudstack_driver, _cloudstack_node),
+    "kubernetes": (_container_driver(KubernetesNodes), _container_node),
+    "docker": (_container_driver(DockerNodes), _container_node),
 }
 """Provider type -> (driver factory, create_node keywords); schemas.definitions lists the same names."""
+CONTAINER_PROVIDERS = ("kubernetes", "docker")
 
 
 def _builder(target: IaasTarget) -> Builder:
@@ -189,7 +206,9 @@ def build_driver(target: IaasTarget, mock_cloud_name: str) -> NodeDriver:
 
 def node_name(target: IaasTarget, member_id: str) -> str:
     """The node name that identifies a member's node on this provider (its idempotency key)."""
-    return gce_name(member_id) if target.type == "gce" else member_id
+    if target.type == "gce":
+        return gce_name(member_id)
+    return dns_name(member_id) if target.type in CONTAINER_PROVIDERS else member_id
 
 
 def create_options(target: IaasTarget, driver: NodeDriver, member_id: str, metadata: dict) -> dict:
