@@ -68,12 +68,13 @@ class EmbeddedBroker:
             [str(broker_binary()), "broker", "--listener-url", f"tcp://127.0.0.1:{tansu_port}",
              "--advertised-listener-url", advertised, "--storage-engine", "memory://tansu/"],
             stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "RUST_LOG": "warn"},
+            start_new_session=True,  # Ctrl-C stops the platform's parts first, then the broker
         )
         self._await_port(self.process, tansu_port, timeout)
         if self.long_poll:
             self.gateway = subprocess.Popen(
                 [sys.executable, "-m", "infra.longpoll", str(self.port), str(tansu_port)],
-                stdout=log, stderr=subprocess.STDOUT)
+                stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
             self._await_port(self.gateway, self.port, timeout)
         return self
 

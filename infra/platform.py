@@ -80,6 +80,7 @@ def run_platform(bootstrap: str | None, api_port: int, sample: bool, state_dir: 
     state_dir.mkdir(parents=True, exist_ok=True)
     broker = None
     archiver = None
+    supervisor = None
     try:
         if bootstrap or settings.kafka_bootstrap:
             settings.kafka_bootstrap = bootstrap or settings.kafka_bootstrap
@@ -116,12 +117,13 @@ def run_platform(bootstrap: str | None, api_port: int, sample: bool, state_dir: 
             load_sample(settings, console)
         console.print("running; Ctrl-C stops everything")
         wait_for_interrupt()
-        supervisor.stop()
         return 0
     except BrokerError as exc:
         console.print(f"[red]error:[/] {exc}")
         return 1
-    finally:
+    finally:  # parts first (Ctrl-C may come at any point), the broker they use last
+        if supervisor:
+            supervisor.stop()
         if archiver:
             archiver.stop()
         if broker:
