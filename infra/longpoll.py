@@ -35,6 +35,7 @@ FETCH_WITHOUT_REPLICA_ID = 15
 FIRST_TRANSACTIONAL_PRODUCE, FIRST_FLEXIBLE_PRODUCE = 3, 9
 TANSU_SHORTEST_WAIT_MS = 1
 """Tansu answers a fetch with a wait of 0 before reading any partition: 1 ms is its shortest read."""
+LONG_WAIT_MS = 100
 LARGE_ANSWER = 64 * 1024
 """A fetch answer this big carries records: it is relayed without decoding."""
 
@@ -190,7 +191,7 @@ class LongPollGateway:
             while True:
                 request = await _read_frame(client_reader)
                 api_key, version = struct.unpack_from(">hh", request, 0)
-                if api_key == FETCH and version <= FetchResponse.max_version:
+                if api_key == FETCH and version <= FetchResponse.max_version and _waits_long(request, version):
                     answer = await self._fetch(request, version, upstream_reader, upstream_writer)
                 else:
                     silent = api_key == PRODUCE and produce_acks(request, version) == 0
@@ -199,7 +200,8 @@ class LongPollGateway:
                     await self._after(api_key, request, version)
                     if silent:
                         continue
-                client_writer.write(struct.pack(">i", len(answer)) + answer)
+                client_writer.write(struct.pack(">i", len(answer)))
+                client_writer.write(answer)
                 await client_writer.drain()
         except (asyncio.IncompleteReadError, ConnectionError, OSError, struct.error, IndexError):
             pass
@@ -223,6 +225,12 @@ class LongPollGateway:
             await self._until_written(topics, seen, remaining)
 
 
+def _waits_long(request: bytes, version: int) -> bool:
+    """A fetch that may wait at least LONG_WAIT_MS is held here; a shorter one (a bulk read that
+    wants what is there now) goes to the broker as it is."""
+    return struct.unpack_from(">i", request, fetch_wait_offset(request, version))[0] >= LONG_WAIT_MS
+
+
 def _is_empty(answer: bytes, version: int) -> bool:
     try:
         return is_empty_fetch_answer(answer, version)
@@ -236,7 +244,8 @@ async def _read_frame(reader) -> bytes:
 
 
 async def _exchange(request: bytes, reader, writer) -> bytes:
-    writer.write(struct.pack(">i", len(request)) + request)
+    writer.write(struct.pack(">i", len(request)))
+    writer.write(request)
     await writer.drain()
     return await _read_frame(reader)
 
