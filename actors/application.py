@@ -11,8 +11,12 @@ from datetime import datetime
 from pydantic import BaseModel
 
 from actors import definitions, metadata
+from actors import instances as I
 from actors.base import Context, Rejection, evolve, not_found
-from actors.topology_plan import build_cluster_specs, clusters_ready_to_start, dependents_of, termination_scope
+from actors.topology_plan import (
+    build_cluster_specs, clusters_ready_to_start, dependents_of, group_definitions, termination_scope,
+)
+from schemas import app_scaling as X
 from schemas import commands as C
 from schemas import events as E
 from schemas.definitions import DEFINITION_KINDS
@@ -37,6 +41,12 @@ class ApplicationState(definitions.DefinitionState):
     """domain name -> the mapping (cartridgeAlias, domainName, contextPath, clusterId, tenant)."""
     metadata: dict[str, dict[str, list[str]]] = {}
     """The metadata service's properties: scope ("" or a cartridge alias) -> key -> values."""
+    group_instances: dict[str, int] = {}
+    """group alias -> its group instances, once changed (else groupMinInstances)."""
+    burst: int = 1
+    """Bursting steps (network partition groups) in use."""
+    demands: dict[str, int] = {}
+    """cluster id -> the cluster instances it last asked for."""
 
 
 def initial(aggregate_id: str) -> ApplicationState:
@@ -68,6 +78,8 @@ def outstanding(state: ApplicationState) -> list[tuple[str, str]]:
 def decide(state: ApplicationState, command: BaseModel, ctx: Context) -> list[BaseModel]:
     app_id = parse_aggregate_id(state.aggregate_id).id
     deployed = state.status not in (ApplicationStatus.CREATED,)
+    if isinstance(command, C.UpdateApplication) and state.status in RUNNING:
+        return decide_live_update(state, command, ctx)
     if isinstance(command, DEFINITION_COMMANDS) or isinstance(command, (C.MarkDefinitionUsed, C.ReleaseDefinition)):
         if deployed and not isinstance(command, (C.MarkDefinitionUsed, C.ReleaseDefinition)) \
                 and not command.type.startswith("Add"):  # type: ignore[attr-defined]
@@ -114,6 +126,8 @@ def decide(state: ApplicationState, command: BaseModel, ctx: Context) -> list[Ba
     if isinstance(command, C.METADATA_COMMANDS):
         return metadata.decide(app_id, state.status, {s.alias for s in state.clusters.values()},
                                state.metadata, command)
+    if isinstance(command, X.RecordClusterDemand):
+        return decide_instances(state, command)
     if isinstance(command, C.UndeployApplication):
         if state.signups:
             raise Rejection(f"application {app_id!r} has sign-ups by {', '.join(sorted(state.signups))}: "
@@ -207,7 +221,121 @@ def _used(state: ApplicationState) -> list[tuple[str, str]]:
 
 def _start(state: ApplicationState) -> list[BaseModel]:
     ready = clusters_ready_to_start(state.clusters, state.cluster_status, state.started)
-    return [E.ClustersStartRequested(clusters=ready)] if ready else []
+    if not ready:
+        return []
+    held = _topology(state).instances(state.group_instances, state.burst)
+    return [E.ClustersStartRequested(clusters=[spec.model_copy(update={"instances": held[spec.cluster_id]})
+                                               for spec in ready])]
+
+
+# --- live updates, group scaling, bursting (REFERENCE.md §4; rules in actors.instances) -----
+
+LIVE_FIELDS = {"cartridgeMin", "cartridgeMax", "groupMinInstances", "groupMaxInstances",
+               "groupScalingEnabled", "scalingDependents"}
+"""What a live update of a deployed application may change (at any depth)."""
+LIVE_TOP_FIELDS = {"name", "description", "property"}
+
+
+def structural_change(old, new, path: str = "") -> str | None:
+    """The first field (as a path into the application JSON) where `new` changes more than
+    the limits and scaling settings a running application may change; None when it does not."""
+    if isinstance(old, dict) and isinstance(new, dict):
+        for key in dict.fromkeys([*old, *new]):
+            if key in LIVE_FIELDS or (not path and key in LIVE_TOP_FIELDS):
+                continue
+            found = structural_change(old.get(key), new.get(key), f"{path}.{key}" if path else key)
+            if found:
+                return found
+        return None
+    if isinstance(old, list) and isinstance(new, list):
+        if len(old) != len(new):
+            return path
+        for n, (a, b) in enumerate(zip(old, new)):
+            if found := structural_change(a, b, f"{path}[{n}]"):
+                return found
+        return None
+    return None if old == new or (not old and not new) else path
+
+
+def _topology(state: ApplicationState) -> I.Topology:
+    definition = state.definition or {}
+    policy = state.resolved.get(f"applicationPolicy/{state.application_policy_id}", {})
+    cluster_nps = {cid: I.network_partitions_of(spec.partitions) for cid, spec in state.clusters.items()}
+    available = list(dict.fromkeys(np for nps in cluster_nps.values() for np in nps))
+    return I.Topology(I.groups_of(definition, group_definitions(state.resolved)),
+                      I.burst_steps(policy, available), cluster_nps)
+
+
+def _instances_changed(before: ApplicationState, after: ApplicationState, reason: str) -> list[BaseModel]:
+    """The started clusters whose cluster instances differ between two states."""
+    was = _topology(before).instances(before.group_instances, before.burst)
+    now_topology = _topology(after)
+    now = now_topology.instances(after.group_instances, after.burst)
+    changed = {cid: nps for cid, nps in now.items() if cid in after.started and nps != was.get(cid)}
+    counts = now_topology.counts(after.group_instances)
+    if counts == _topology(before).counts(before.group_instances) and after.burst == before.burst:
+        return []
+    return [X.ApplicationInstancesChanged(group_instances=counts, burst=after.burst, clusters=changed,
+                                          reason=reason)]
+
+
+def decide_live_update(state: ApplicationState, command: BaseModel, ctx: Context) -> list[BaseModel]:
+    """`PUT /api/applications` on a running application (Stratos's ApplicationUpdateTestCase):
+    limits and scaling settings change and the running clusters converge; its structure
+    (aliases, cartridge types, group nesting, policies) does not."""
+    app_id = parse_aggregate_id(state.aggregate_id).id
+    new = command.definition.model_dump(mode="json", by_alias=True)  # type: ignore[attr-defined]
+    if field := structural_change(state.definition or {}, new):
+        raise Rejection(f"application {app_id!r} is {state.status.value}: {field} cannot change on a "
+                        f"running application (only cartridgeMin, cartridgeMax, groupMinInstances, "
+                        f"groupMaxInstances, groupScalingEnabled and scalingDependents can); undeploy it "
+                        f"first", field=field)
+    updated = definitions.decide(state, command, ctx)
+    after = apply(state, updated[0])
+    try:
+        specs = build_cluster_specs(new, state.application_policy_id or "", state.resolved)
+    except ValueError as exc:
+        raise Rejection(str(exc), field=app_id) from exc
+    changed = [spec for spec in specs if (old := state.clusters.get(spec.cluster_id)) is not None
+               and (old.min, old.max, old.scaling_dependents) != (spec.min, spec.max, spec.scaling_dependents)]
+    events: list[BaseModel] = list(updated)
+    if changed:
+        limits = X.ApplicationLimitsUpdated(clusters=changed, running=[s.cluster_id for s in changed
+                                                                       if s.cluster_id in state.started])
+        events.append(limits)
+        after = apply(after, limits)
+    topology = _topology(after)
+    counts = {alias: min(max(n, topology.groups[alias].floor), max(topology.groups[alias].max, 1))
+              for alias, n in topology.counts(after.group_instances).items()}
+    regrouped = evolve(after, {"group_instances": counts})
+    return events + _instances_changed(after, regrouped, "ApplicationUpdated: group instance limits")
+
+
+def decide_instances(state: ApplicationState, command: X.RecordClusterDemand) -> list[BaseModel]:
+    """A cluster asked for more (or fewer) cluster instances: one group instance more or less,
+    or one bursting step, by `actors.instances.plan_instances`."""
+    if state.status not in RUNNING or command.cluster_id not in state.clusters \
+            or state.demands.get(command.cluster_id) == command.wanted:
+        return []
+    recorded = X.ApplicationClusterDemandRecorded(cluster_id=command.cluster_id, wanted=command.wanted)
+    after = apply(state, recorded)
+    plan = I.plan_instances(_topology(after), after.group_instances, after.burst, after.demands,
+                            command.cluster_id)
+    if plan is None:
+        return [recorded]
+    return [recorded, *_instances_changed(after, evolve(after, {"group_instances": plan.group_instances,
+                                                                 "burst": plan.burst}), plan.reason)]
+
+
+def apply_scaling(state: ApplicationState, event: BaseModel) -> ApplicationState:
+    if isinstance(event, X.ApplicationLimitsUpdated):
+        return evolve(state, {"clusters": {**state.clusters, **{s.cluster_id: s for s in event.clusters}}})
+    if isinstance(event, X.ApplicationClusterDemandRecorded):
+        return evolve(state, {"demands": {**state.demands, event.cluster_id: event.wanted}})
+    assert isinstance(event, X.ApplicationInstancesChanged)
+    # the clusters changed ask again, relative to what they now hold
+    return evolve(state, {"group_instances": dict(event.group_instances), "burst": event.burst,
+                          "demands": {c: n for c, n in state.demands.items() if c not in event.clusters}})
 
 
 def _cluster_status(state: ApplicationState, command: C.RecordClusterStatus) -> list[BaseModel]:
@@ -248,11 +376,14 @@ def _terminations(state: ApplicationState, cluster_id: str) -> list[BaseModel]:
 
 
 def apply(state: ApplicationState, event: BaseModel, at: datetime | None = None) -> ApplicationState:
+    if isinstance(event, (X.ApplicationLimitsUpdated, X.ApplicationClusterDemandRecorded,
+                          X.ApplicationInstancesChanged)):
+        return apply_scaling(state, event)
     if isinstance(event, E.ApplicationDeploymentRequested):
         return evolve(state, {
             "status": ApplicationStatus.DEPLOYING, "application_policy_id": event.application_policy_id,
             "needs": tuple(tuple(n) for n in event.needs), "resolved": {}, "clusters": {},
-            "cluster_status": {}, "started": ()})
+            "cluster_status": {}, "started": (), "group_instances": {}, "burst": 1, "demands": {}})
     if isinstance(event, E.ApplicationDependencyResolved):
         return evolve(state, {
             "resolved": {**state.resolved, _key(event.kind, event.id): event.definition}})
@@ -288,5 +419,6 @@ def apply(state: ApplicationState, event: BaseModel, at: datetime | None = None)
     if isinstance(event, E.ApplicationUndeployed):  # undeploying removes the metadata too
         return evolve(state, {
             "metadata": {}, "status": ApplicationStatus.CREATED, "needs": (), "resolved": {}, "clusters": {},
-            "cluster_status": {}, "started": (), "application_policy_id": None, "force": False})
+            "cluster_status": {}, "started": (), "application_policy_id": None, "force": False,
+            "group_instances": {}, "burst": 1, "demands": {}})
     return definitions.apply(state, event)  # type: ignore[return-value]

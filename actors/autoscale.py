@@ -35,7 +35,7 @@ from actors.partitions import (
     choose_partitions_for_spawn,
 )
 
-__all__ = ["PartitionState", "ScalingPolicy", "ScalingPlan", "decide_scaling"]
+__all__ = ["PartitionState", "ScalingPolicy", "ScalingPlan", "decide_scaling", "max_rule"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,9 +75,10 @@ class ScalingPlan:
     """How many members the requirement goes past what the cluster may hold."""
 
 
-def _max_rule(partitions: Sequence[PartitionState], policy: ScalingPolicy) -> list[str]:
+def max_rule(partitions: Sequence[PartitionState], policy: ScalingPolicy) -> list[str]:
+    """One partition id per member above a partition's max or the cluster's (MaxRule)."""
     shed = [p.id for p in partitions for _ in range(max(0, p.members - p.max))]
-    capped = [PartitionState(p.id, p.max, active=min(p.members, p.max)) for p in partitions]
+    capped = [PartitionState(p.id, p.max, active=min(p.members, p.max), tier=p.tier) for p in partitions]
     over = sum(p.members for p in capped) - policy.max
     return shed + choose_partitions_for_removal(policy.algorithm, capped, over)
 
@@ -97,7 +98,7 @@ def decide_scaling(
     now: float = 0.0,
 ) -> ScalingPlan:
     """The plan for one ``ScaleCluster`` request, given the partitions in policy order."""
-    shed = _max_rule(partitions, policy)
+    shed = max_rule(partitions, policy)
     if shed:
         return ScalingPlan(terminate_from=tuple(shed), reason="MaxRule")
 

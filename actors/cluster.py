@@ -10,10 +10,12 @@ from datetime import datetime
 
 from pydantic import BaseModel
 
-from actors.autoscale import ScalingPolicy, decide_scaling
+from actors import instances as I
+from actors.autoscale import ScalingPolicy, decide_scaling, max_rule
 from actors.base import Context, Rejection, State, evolve, not_found
 from actors.member import MemberState, check_move
 from actors.partitions import PartitionState, choose_member_to_remove, choose_partitions_for_spawn
+from schemas import app_scaling as X
 from schemas import commands as C
 from schemas.base import without_secrets
 from schemas import events as E
@@ -45,8 +47,29 @@ class ClusterState(State):
     """cluster id of a scaling dependent -> the members it asks this cluster to keep."""
     announced_factor: float | None = None
     """The factor (required / min) last announced to this cluster's scaling dependents."""
+    base_min: int | None = None
+    base_max: int | None = None
+    """Min and max members per cluster instance (`min`/`max` are the cluster's, over all its
+    instances; None in snapshots written before cluster instances: min and max)."""
+    instances: tuple[str, ...] = ()
+    """Network partition of each cluster instance (group instances, bursting)."""
+    reported_wanted: int | None = None
+    """Cluster instances last asked of the application (None: content with what it holds)."""
+    scale_in_requests: int = 0
+
+    @property
+    def per_instance(self) -> tuple[int, int]:
+        return (self.min if self.base_min is None else self.base_min,
+                self.max if self.base_max is None else self.base_max)
+
+    @property
+    def cluster_instances(self) -> tuple[str, ...]:
+        assert self.spec is not None
+        return self.instances or tuple(I.network_partitions_of(self.spec.partitions)[:1])
 
     def partition_states(self) -> list[PartitionState]:
+        """Partitions in use (and those left that still hold members), with their maxima over
+        the cluster instances, tiered in the application's bursting order."""
         assert self.spec is not None
         counts = {p.id: [0, 0, 0] for p in self.spec.partitions}
         for m in self.members.values():
@@ -57,7 +80,10 @@ class ClusterState(State):
                 slot[1] += 1
             elif m.obsolete_since is None and m.status != S.TERMINATED:
                 slot[2] += 1
-        return [PartitionState(p.id, p.max or self.max, *counts[p.id]) for p in self.spec.partitions]
+        maxima = I.partition_maxima(self.spec.partitions, self.per_instance[1], self.cluster_instances)
+        order = I.network_partitions_of(self.spec.partitions)
+        return [PartitionState(p.id, maxima[p.id], *counts[p.id], tier=order.index(p.network_partition_id))
+                for p in self.spec.partitions if maxima[p.id] or any(counts[p.id])]
 
     @property
     def active(self) -> int:
@@ -107,14 +133,26 @@ def _terminate(state: ClusterState, member: MemberState, reason: str, graceful: 
 
 
 def _min_rule(state: ClusterState, ctx: Context) -> list[BaseModel]:
-    """Self-healing: keep active + pending at least min (never while terminating)."""
+    """Self-healing: keep active + pending at least min in each network partition, min per
+    cluster instance there (never while terminating)."""
     if state.status in (ClusterStatus.TERMINATING, ClusterStatus.TERMINATED) or state.spec is None:
         return []
-    missing = state.min - (state.active + state.pending)
-    if missing <= 0:
-        return []
-    where = choose_partitions_for_spawn(state.spec.partition_algorithm, state.partition_states(), missing)
-    return _spawn(state, where, ctx, reason="MinRule")
+    if state.active + state.pending >= state.min and len(set(state.cluster_instances)) == 1:
+        return []  # one network partition: its floor is the cluster's min
+    where: list[str] = []
+    partitions, np_of = state.partition_states(), _np_of(state)
+    for np, floor in I.floors(state.per_instance[0], state.cluster_instances).items():
+        mine = [p for p in partitions if np_of[p.id] == np]
+        missing = floor - sum(p.members for p in mine)
+        if missing > 0:
+            where += choose_partitions_for_spawn(state.spec.partition_algorithm, mine, missing)
+    return _spawn(state, where, ctx, reason="MinRule") if where else []
+
+
+def _np_of(state: ClusterState) -> dict[str, str]:
+    """Partition id -> its network partition."""
+    assert state.spec is not None
+    return {p.id: p.network_partition_id for p in state.spec.partitions}
 
 
 def _status_after(before: ClusterState, after: ClusterState) -> list[BaseModel]:
@@ -127,7 +165,8 @@ def _status_after(before: ClusterState, after: ClusterState) -> list[BaseModel]:
                 E.ClusterStatusChanged(application_id=app, status=ClusterStatus.TERMINATED.value)]
     if after.status in (ClusterStatus.CREATED, ClusterStatus.INACTIVE) and after.active >= after.min:
         return [E.ClusterStatusChanged(application_id=app, status=ClusterStatus.ACTIVE.value)]
-    if after.status == ClusterStatus.ACTIVE and after.active < after.min:
+    if after.status == ClusterStatus.ACTIVE and after.active < min(after.min, before.active):
+        # a member lost below min (a raised min or a new cluster instance is not a fault)
         return [E.ClusterStatusChanged(application_id=app, status=ClusterStatus.INACTIVE.value,
                                        reason=f"{after.active} active members, min {after.min}")]
     return []
@@ -157,7 +196,7 @@ def _member(state: ClusterState, member_id: str) -> MemberState:
 
 def decide(state: ClusterState, command: BaseModel, ctx: Context) -> list[BaseModel]:
     if isinstance(command, C.CreateCluster):
-        if state.exists:
+        if state.exists and state.status != ClusterStatus.TERMINATED:  # a Terminated one starts afresh
             if state.spec == command.spec:
                 return []
             raise Rejection(f"cluster {command.spec.cluster_id!r} already exists", code=409,
@@ -172,10 +211,8 @@ def decide(state: ClusterState, command: BaseModel, ctx: Context) -> list[BaseMo
         return _scale(state, command, ctx)
     if isinstance(command, C.ScaleAsDependent):
         return _scale_as_dependent(state, command, ctx)
-    if isinstance(command, C.UpdateClusterLimits):
-        if command.min > command.max:
-            raise Rejection(f"min {command.min} is above max {command.max}", field="min")
-        return _with_consequences(state, [E.ClusterLimitsUpdated(min=command.min, max=command.max)], ctx)
+    if isinstance(command, (C.UpdateClusterLimits, X.SetClusterInstances)):
+        return decide_limits(state, command, ctx)
     if isinstance(command, C.TerminateCluster):
         if state.status in (ClusterStatus.TERMINATING, ClusterStatus.TERMINATED):
             return []
@@ -287,43 +324,142 @@ def _scale(state: ClusterState, command: C.ScaleCluster, ctx: Context) -> list[B
     required = max(command.required, floor)
     figures = {**command.figures, "dependent_floor": float(floor)} if floor > command.required \
         else command.figures
+    partitions = state.partition_states()
     plan = decide_scaling(
-        required, state.partition_states(),
+        required, partitions,
         ScalingPolicy(min=state.min, max=state.max, algorithm=state.spec.partition_algorithm,
                       scale_down_after=state.spec.scale_down_after,
                       stabilisation_seconds=state.spec.scale_down_stabilisation_seconds),
         scale_down_requests=state.scale_down_requests, last_scale_up_at=state.last_scale_up_at,
         last_scale_down_at=state.last_scale_down_at, now=now)
+    leave_from, spawn = plan.terminate_from, list(plan.spawn)
+    (base_min, base_max), held = state.per_instance, state.cluster_instances
+    if len(held) > 1:  # several cluster instances: min and max hold per network partition too
+        np_of = _np_of(state)
+        if plan.reason != "MaxRule":
+            leave_from = tuple(I.keep_minimums(partitions, np_of, base_min, held, plan.terminate_from))
+        spawn = I.fit_maximums(partitions, np_of, base_max, held, plan.spawn)
+    leaving = _leaving(state, leave_from, command.member_load)
+    demand = _demand(state, partitions, required, plan.past_max)
+    decided = E.ScalingDecided(
+        network_partition_id=command.network_partition_id, required=required,
+        active=state.active, pending=state.pending, spawn=len(spawn), terminate=len(leaving),
+        scale_down_requests=plan.scale_down_requests, reason=plan.reason, metric=command.metric,
+        figures=figures)
+    if state.scale_down_requests == plan.scale_down_requests and not plan.spawn and not leaving \
+            and plan.reason in ("Stable", "AtMin"):
+        return announced + demand  # nothing changes and nothing to explain beyond the previous decision
+    events: list[BaseModel] = [*announced, decided, *demand, *_spawn(state, spawn, ctx, plan.reason)]
+    events += [_terminate(state, m, plan.reason) for m in leaving]
+    return _with_consequences(state, events, ctx)
+
+
+def _leaving(state: ClusterState, partition_ids, member_load: dict) -> list[MemberState]:
+    """One member per partition id: the one with the lowest load (REFERENCE.md §4)."""
     leaving: list[MemberState] = []
-    for pid in plan.terminate_from:
-        candidates = [(m.member_id, command.member_load.get(m.member_id), None)
+    for pid in partition_ids:
+        candidates = [(m.member_id, member_load.get(m.member_id), None)
                       for m in state.members.values()
                       if m.partition_id == pid and m.in_service and m.status != S.TERMINATED
                       and m not in leaving]
         if candidates:
             chosen = choose_member_to_remove(candidates)
             leaving.append(state.members[chosen])
-    decided = E.ScalingDecided(
-        network_partition_id=command.network_partition_id, required=required,
-        active=state.active, pending=state.pending, spawn=len(plan.spawn), terminate=len(leaving),
-        scale_down_requests=plan.scale_down_requests, reason=plan.reason, metric=command.metric,
-        figures=figures)
-    if state.scale_down_requests == plan.scale_down_requests and not plan.spawn and not leaving \
-            and plan.reason in ("Stable", "AtMin"):
-        return announced  # nothing changes and nothing to explain beyond the previous decision
-    events: list[BaseModel] = [*announced, decided, *_spawn(state, plan.spawn, ctx, plan.reason)]
-    events += [_terminate(state, m, plan.reason) for m in leaving]
-    return _with_consequences(state, events, ctx)
+    return leaving
+
+
+def decide_limits(state: ClusterState, command: BaseModel, ctx: Context) -> list[BaseModel]:
+    """New limits per cluster instance (a live application update) or new cluster instances
+    (group scaling, bursting): the min rule starts what is missing, the max rule lets the
+    surplus go through the graceful termination path."""
+    assert state.spec is not None
+    if state.status in (ClusterStatus.TERMINATING, ClusterStatus.TERMINATED):
+        return []
+    if isinstance(command, C.UpdateClusterLimits):
+        if command.min > command.max:
+            raise Rejection(f"min {command.min} is above max {command.max}", field="min")
+        dependents = command.scaling_dependents
+        if (command.min, command.max) == state.per_instance and \
+                dependents in (None, state.spec.scaling_dependents):
+            return []
+        changed: BaseModel = E.ClusterLimitsUpdated(min=command.min, max=command.max,
+                                                    scaling_dependents=dependents)
+    else:
+        assert isinstance(command, X.SetClusterInstances)
+        known = I.network_partitions_of(state.spec.partitions)
+        unknown = [np for np in command.network_partitions if np not in known]
+        if unknown:
+            raise Rejection(f"network partition {unknown[0]!r} is not one of cluster "
+                            f"{state.spec.cluster_id!r} ({', '.join(known)})", field="network_partitions")
+        if tuple(command.network_partitions) == state.cluster_instances:
+            return []
+        changed = X.ClusterInstancesChanged(network_partitions=command.network_partitions,
+                                            reason=command.reason)
+    after = apply(state, changed, ctx.now)
+    low, high = after.min, after.max
+    shed = max_rule(after.partition_states(), ScalingPolicy(min=low, max=high,
+                                                            algorithm=state.spec.partition_algorithm))
+    leaving = [_terminate(after, m, "MaxRule") for m in _leaving(after, shed, {})]
+    return _with_consequences(state, [changed, *leaving], ctx)
+
+
+def _demand(state: ClusterState, partitions: list[PartitionState], required: int, past_max: int
+            ) -> list[BaseModel]:
+    """Ask the application for more cluster instances at once when the requirement goes past
+    them; for fewer after `scale_down_after` decisions in a row that fit in fewer."""
+    assert state.spec is not None
+    n = len(state.cluster_instances)
+    ceiling = min(state.max, sum(p.max for p in partitions))
+    wanted = I.wanted_instances(required, past_max, ceiling // n, n)
+    reported = state.reported_wanted
+    if wanted == reported:
+        return [X.InstanceScaleInCounted(requests=0)] if state.scale_in_requests else []
+    ask = X.ClusterInstancesWanted(application_id=state.spec.application_id, wanted=wanted, instances=n)
+    if wanted > n or (wanted == n and reported is not None):
+        return [ask]
+    if wanted == n:
+        return [X.InstanceScaleInCounted(requests=0)] if state.scale_in_requests else []
+    count = state.scale_in_requests + 1
+    return [ask] if count >= state.spec.scale_down_after else [X.InstanceScaleInCounted(requests=count)]
+
+
+def _apply_scaling(state: ClusterState, event: BaseModel) -> ClusterState:
+    """The events of cluster instances and per-instance limits."""
+    assert state.spec is not None
+    if isinstance(event, E.ClusterLimitsUpdated):
+        spec = state.spec if event.scaling_dependents is None else \
+            state.spec.model_copy(update={"scaling_dependents": event.scaling_dependents})
+        low, high = I.limits(event.min, event.max, state.cluster_instances)
+        return evolve(state, {"spec": spec, "base_min": event.min, "base_max": event.max,
+                              "min": low, "max": high, "reported_wanted": None, "scale_in_requests": 0})
+    if isinstance(event, X.ClusterInstancesChanged):
+        base_min, base_max = state.per_instance
+        low, high = I.limits(base_min, base_max, event.network_partitions)
+        return evolve(state, {"instances": tuple(event.network_partitions), "base_min": base_min,
+                              "base_max": base_max, "min": low, "max": high,
+                              "reported_wanted": None, "scale_in_requests": 0})
+    if isinstance(event, X.ClusterInstancesWanted):
+        return evolve(state, {"reported_wanted": event.wanted, "scale_in_requests": 0})
+    assert isinstance(event, X.InstanceScaleInCounted)
+    return evolve(state, {"scale_in_requests": event.requests})
+
+
+SCALING_EVENTS = (E.ClusterLimitsUpdated, X.ClusterInstancesChanged, X.ClusterInstancesWanted,
+                  X.InstanceScaleInCounted)
 
 
 def apply(state: ClusterState, event: BaseModel, at: datetime | None = None) -> ClusterState:
-    if isinstance(event, E.ClusterCreated):
-        return evolve(state, {"exists": True, "spec": event.spec, "min": event.spec.min,
-                                        "max": event.spec.max})
+    if isinstance(event, E.ClusterCreated):  # afresh: a Terminated cluster may be created again
+        spec = event.spec
+        instances = tuple(spec.instances) or tuple(I.network_partitions_of(spec.partitions)[:1])
+        low, high = I.limits(spec.min, spec.max, instances)
+        return evolve(initial(state.aggregate_id), {
+            "seq": state.seq, "exists": True, "spec": spec, "min": low, "max": high,
+            "base_min": spec.min, "base_max": spec.max, "instances": instances})
     if isinstance(event, E.ClusterStatusChanged):
         return evolve(state, {"status": ClusterStatus(event.status)})
-    if isinstance(event, E.ClusterLimitsUpdated):
-        return evolve(state, {"min": event.min, "max": event.max})
+    if isinstance(event, SCALING_EVENTS):
+        return _apply_scaling(state, event)
     if isinstance(event, E.ScalingDecided):
         update: dict = {"scale_down_requests": event.scale_down_requests}
         if event.spawn and at:

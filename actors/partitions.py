@@ -23,6 +23,10 @@ class PartitionState:
     active: int = 0
     pending: int = 0
     terminating: int = 0
+    tier: int = 0
+    """The place of its network partition in the application's bursting order: members go to
+    the lowest tier with room and leave the highest tier first (one-after-another across
+    network partitions, whatever the algorithm inside one)."""
 
     @property
     def members(self) -> int:
@@ -34,10 +38,12 @@ def _check(algorithm: str) -> None:
         raise ValueError(f"unknown partition algorithm {algorithm!r}; expected one of {ALGORITHMS}")
 
 
-def _spawn_index(algorithm: str, maxima: list[int], counts: list[int]) -> int | None:
+def _spawn_index(algorithm: str, maxima: list[int], counts: list[int], tiers: list[int]) -> int | None:
     open_ = [i for i, n in enumerate(counts) if n < maxima[i]]
     if not open_:
         return None
+    lowest = min(tiers[i] for i in open_)
+    open_ = [i for i in open_ if tiers[i] == lowest]
     if algorithm == ONE_AFTER_ANOTHER:
         return open_[0]
     # round-robin: the emptiest partition *that has room*; Stratos asked only the emptiest and
@@ -45,10 +51,12 @@ def _spawn_index(algorithm: str, maxima: list[int], counts: list[int]) -> int | 
     return min(open_, key=lambda i: counts[i])
 
 
-def _removal_index(algorithm: str, counts: list[int]) -> int | None:
+def _removal_index(algorithm: str, counts: list[int], tiers: list[int]) -> int | None:
     used = [i for i, n in enumerate(counts) if n > 0]
     if not used:
         return None
+    highest = max(tiers[i] for i in used)
+    used = [i for i in used if tiers[i] == highest]
     if algorithm == ONE_AFTER_ANOTHER:
         return used[-1]
     # round-robin: the fullest; ties go to the later partition (spawn's ties go to the
@@ -64,9 +72,10 @@ def choose_partitions_for_spawn(
     _check(algorithm)
     maxima = [p.max for p in partitions]
     counts = [p.members for p in partitions]
+    tiers = [p.tier for p in partitions]
     chosen: list[str] = []
     for _ in range(max(0, count)):
-        i = _spawn_index(algorithm, maxima, counts)
+        i = _spawn_index(algorithm, maxima, counts, tiers)
         if i is None:
             break
         counts[i] += 1
@@ -81,9 +90,10 @@ def choose_partitions_for_removal(
     partition first, round-robin the fullest. Shorter than ``count`` when all are empty."""
     _check(algorithm)
     counts = [p.members for p in partitions]
+    tiers = [p.tier for p in partitions]
     chosen: list[str] = []
     for _ in range(max(0, count)):
-        i = _removal_index(algorithm, counts)
+        i = _removal_index(algorithm, counts, tiers)
         if i is None:
             break
         counts[i] -= 1

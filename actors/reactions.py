@@ -9,6 +9,7 @@ from __future__ import annotations
 from pydantic import BaseModel
 
 from actors.application import needed_by
+from schemas import app_scaling as X
 from schemas import commands as C
 from schemas import events as E
 from schemas.envelope import Envelope
@@ -63,6 +64,8 @@ def react(record: Envelope) -> list[Reaction]:
         return [(aggregate_id(tenant, "cluster", cid), C.ScaleAsDependent(source_cluster_id=source,
                                                                           factor=payload.factor))
                 for cid in payload.clusters]
+    if isinstance(payload, (X.ApplicationLimitsUpdated, X.ApplicationInstancesChanged, X.ClusterInstancesWanted)):
+        return _scaling_reactions(record)
     if isinstance(payload, E.ClusterStatusChanged):
         cluster = parse_aggregate_id(record.aggregate_id).id
         return [(aggregate_id(tenant, "application", payload.application_id),
@@ -80,3 +83,21 @@ def react(record: Envelope) -> list[Reaction]:
                  C.ReportMemberFault(member_id=payload.member_id,
                                      reason=f"silent for {payload.silent_seconds:.0f}s"))]
     return []
+
+
+def _scaling_reactions(record: Envelope) -> list[Reaction]:
+    """Live limits, group instances and bursting (`actors.instances`): the application tells
+    its clusters; a cluster asks its application."""
+    payload, tenant = record.payload, record.tenant
+    if isinstance(payload, X.ApplicationLimitsUpdated):
+        return [(aggregate_id(tenant, "cluster", spec.cluster_id),
+                 C.UpdateClusterLimits(min=spec.min, max=spec.max, scaling_dependents=spec.scaling_dependents))
+                for spec in payload.clusters if spec.cluster_id in payload.running]
+    if isinstance(payload, X.ApplicationInstancesChanged):
+        return [(aggregate_id(tenant, "cluster", cid), X.SetClusterInstances(network_partitions=nps,
+                                                                           reason=payload.reason))
+                for cid, nps in payload.clusters.items()]
+    assert isinstance(payload, X.ClusterInstancesWanted)
+    return [(aggregate_id(tenant, "application", payload.application_id),
+             X.RecordClusterDemand(cluster_id=parse_aggregate_id(record.aggregate_id).id,
+                                   wanted=payload.wanted, instances=payload.instances))]

@@ -18,6 +18,7 @@ from thespian.actors import Actor, ActorExitRequest, WakeupMessage
 from actors import application, cluster, definitions
 from actors.base import Context, Rejection, State, built, evolve
 from schemas import commands as C
+from schemas.app_scaling import SetClusterInstances
 from schemas.base import redacted
 from schemas.envelope import Envelope
 from schemas.ids import parse_aggregate_id
@@ -36,7 +37,7 @@ aggregate's last 1,000 handled ids, or handled less than 15 minutes ago (up to 1
 CLUSTER_COMMANDS = (
     C.CreateCluster, C.ScaleCluster, C.ScaleAsDependent, C.UpdateClusterLimits, C.TerminateCluster,
     C.CheckTimeouts, C.ReportNodeCreated, C.ReportNodeStartFailed, C.ReportNodeDestroyed,
-    C.ReportInstanceStatus, C.ReportMemberFault, C.TerminateMember)
+    C.ReportInstanceStatus, C.ReportMemberFault, C.TerminateMember, SetClusterInstances)
 """Commands only a cluster takes, and the only ones it takes."""
 
 

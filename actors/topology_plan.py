@@ -39,7 +39,7 @@ def _subscriptions(components: dict, group_alias: str | None, inherited_policy: 
         yield from _subscriptions(group, group.get("alias"), policy)
 
 
-def _group_definitions(resolved: dict[str, dict]) -> dict[str, dict]:
+def group_definitions(resolved: dict[str, dict]) -> dict[str, dict]:
     """Every cartridge group definition by name, nested ones (defined inline) included."""
     found: dict[str, dict] = {}
     pending = [body for key, body in resolved.items() if key.startswith("cartridgeGroup/")]
@@ -114,18 +114,25 @@ def _partition_properties(np_id: str, partition: dict, network_partitions: dict[
 
 def _partitions(deployment_policy: dict, network_partitions: dict[str, dict],
                 allowed: list[str], resolved: dict[str, dict]) -> tuple[str, list[PartitionSpec]]:
-    """The partitions of the first network partition the application policy allows."""
-    for np in deployment_policy.get("networkPartitions", []):
-        if allowed and np["id"] not in allowed:
-            continue
+    """The partitions of every network partition the application policy allows, in its order
+    (the first is where the cluster starts, the others where it may burst), and the partition
+    algorithm of the first."""
+    nps = [np for np in deployment_policy.get("networkPartitions", []) if not allowed or np["id"] in allowed]
+    nps.sort(key=lambda np: allowed.index(np["id"]) if allowed else 0)
+    if not nps:
+        raise ValueError(f"deployment policy {deployment_policy.get('id')!r} has no network partition "
+                         f"allowed by the application policy ({', '.join(allowed) or 'none'})")
+    parts: list[PartitionSpec] = []
+    for np in nps:
         provider = network_partitions.get(np["id"], {}).get("provider", "mock")
-        parts = [PartitionSpec(id=p["id"], network_partition_id=np["id"], provider=provider,
-                               max=int(p.get("partitionMax") or 0),
-                               properties=_partition_properties(np["id"], p, network_partitions, resolved))
-                 for p in np.get("partitions", [])]
-        return np.get("partitionAlgo") or "one-after-another", parts
-    raise ValueError(f"deployment policy {deployment_policy.get('id')!r} has no network partition "
-                     f"allowed by the application policy ({', '.join(allowed) or 'none'})")
+        for p in np.get("partitions", []):
+            if any(known.id == p["id"] for known in parts):
+                raise ValueError(f"deployment policy {deployment_policy.get('id')!r}: partition id "
+                                 f"{p['id']!r} is in two network partitions the application may use")
+            parts.append(PartitionSpec(
+                id=p["id"], network_partition_id=np["id"], provider=provider, max=int(p.get("partitionMax") or 0),
+                properties=_partition_properties(np["id"], p, network_partitions, resolved)))
+    return nps[0].get("partitionAlgo") or "one-after-another", parts
 
 
 LOG_FILE_PROPERTIES = ("log_file_paths", "LOG_FILE_PATHS", "payload_parameter.LOG_FILE_PATHS")
@@ -138,6 +145,11 @@ def log_file_paths(cartridge: dict) -> list[str]:
         if isinstance(prop, dict) and prop.get("name") in LOG_FILE_PROPERTIES:
             return [p.strip() for p in str(prop.get("value") or "").replace("|", ",").split(",") if p.strip()]
     return []
+
+
+def _count(value, default: int) -> int:
+    """A count as given (0 included: `cartridgeMin: 0` is honoured), or the default."""
+    return default if value is None or value == "" else int(value)
 
 
 def build_cluster_specs(application: dict, application_policy_id: str,
@@ -154,7 +166,7 @@ def build_cluster_specs(application: dict, application_policy_id: str,
                 for c, _, _ in subs}
     after: dict[str, list[str]] = {cid: [] for cid in by_alias.values()}
     dependents: dict[str, list[str]] = {cid: [] for cid in by_alias.values()}
-    for deps, scope in _dependency_blocks(components, _group_definitions(resolved)):
+    for deps, scope in _dependency_blocks(components, group_definitions(resolved)):
         for order in deps.get("startupOrders", []) or []:
             aliases = order.get("aliases", []) if isinstance(order, dict) else order
             for before, later in zip(aliases, aliases[1:]):
@@ -183,8 +195,8 @@ def build_cluster_specs(application: dict, application_policy_id: str,
         cid = by_alias[alias]
         specs.append(ClusterSpec(
             cluster_id=cid, application_id=app_id, alias=alias, cartridge_type=cartridge["type"],
-            category=cartridge_def.get("category"), group_alias=group_alias, min=int(cartridge.get("cartridgeMin") or 1),
-            max=max(int(cartridge.get("cartridgeMax") or 1), 1),
+            category=cartridge_def.get("category"), group_alias=group_alias, min=_count(cartridge.get("cartridgeMin"), 1),
+            max=max(_count(cartridge.get("cartridgeMax"), 1), 1),
             autoscaling_policy_id=as_id, deployment_policy_id=dp_id,
             partition_algorithm=algorithm, partitions=partitions,
             **scaling_settings(autoscaling),
@@ -205,7 +217,7 @@ def termination_scope(application: dict, resolved: dict[str, dict], cluster_id: 
     app_id = application["applicationId"]
     found: tuple[str, list[str]] = ("terminate-none", [])
     size = None
-    for deps, scope in _dependency_blocks(application.get("components") or {}, _group_definitions(resolved)):
+    for deps, scope in _dependency_blocks(application.get("components") or {}, group_definitions(resolved)):
         members = [cluster_id_for(app_id, c["subscribableInfo"]["alias"], c["type"])
                    for c, _, _ in _subscriptions(scope, None, None)]
         if cluster_id in members and (size is None or len(members) < size):

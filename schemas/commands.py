@@ -9,6 +9,7 @@ from typing import Annotated, Literal, Union
 
 from pydantic import Field, create_model
 
+from schemas.app_scaling import SCALING_COMMANDS
 from schemas.base import Message
 from schemas.definitions import DEFINITION_KINDS, ApplicationSignup, DomainMappings
 from schemas.domain import ClusterSpec
@@ -150,9 +151,12 @@ class ScaleAsDependent(Message):
 
 
 class UpdateClusterLimits(Message):
+    """Min and max members per cluster instance (a live application update, or an operator)."""
+
     type: Literal["UpdateClusterLimits"] = "UpdateClusterLimits"
     min: int = Field(ge=0)
     max: int = Field(ge=1)
+    scaling_dependents: list[str] | None = Field(None, description="cluster ids; None: unchanged")
 
 
 class TerminateCluster(Message):
@@ -220,6 +224,6 @@ Command = Annotated[
         ScaleCluster, ScaleAsDependent, UpdateClusterLimits, TerminateCluster, CheckTimeouts, ReportNodeCreated,
         ReportNodeStartFailed, ReportNodeDestroyed, ReportInstanceStatus, ReportMemberFault,
         TerminateMember,
-    ) + METADATA_COMMANDS],
+    ) + METADATA_COMMANDS + SCALING_COMMANDS],
     Field(discriminator="type"),
 ]

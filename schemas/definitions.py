@@ -262,6 +262,7 @@ class CartridgeGroup(RegisteredDefinition):
     cartridges: ListOf[Id] = []
     groups: ListOf[CartridgeGroup] = []
     dependencies: Dependencies | None = None
+    groupScalingEnabled: bool = False
 
     @field_validator("cartridges")
     @classmethod
@@ -335,6 +336,7 @@ class GroupSubscription(_StratosJson):
     alias: Id
     groupMinInstances: int = Field(1, ge=0)
     groupMaxInstances: int = 1
+    groupScalingEnabled: bool = False
     deploymentPolicy: str | None = None
     cartridges: ListOf[CartridgeSubscription] = []
     groups: ListOf[GroupSubscription] = []

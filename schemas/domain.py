@@ -82,3 +82,5 @@ class ClusterSpec(Value):
     scaling_dependents: list[str] = Field(default_factory=list, description="cluster ids")
     startup_after: list[str] = Field(default_factory=list, description="cluster ids started first")
     log_file_paths: list[str] = Field(default_factory=list, description="files the agent ships to the logs topic")
+    instances: list[str] = Field(default_factory=list, description="network partition of each cluster "
+                                 "instance at creation (group instances, bursting); empty: one, in the first")

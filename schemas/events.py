@@ -9,6 +9,7 @@ from typing import Annotated, Literal, Union
 
 from pydantic import Field, create_model
 
+from schemas.app_scaling import SCALING_EVENTS
 from schemas.base import Message
 from schemas.commands import _pascal
 from schemas.definitions import DEFINITION_KINDS
@@ -169,9 +170,12 @@ class ClusterStatusChanged(Message):
 
 
 class ClusterLimitsUpdated(Message):
+    """Min and max members per cluster instance."""
+
     type: Literal["ClusterLimitsUpdated"] = "ClusterLimitsUpdated"
     min: int
     max: int
+    scaling_dependents: list[str] | None = None
 
 
 class ScalingDecided(Message):
@@ -324,6 +328,6 @@ Event = Annotated[
         ApplicationUndeployed, ApplicationSignupAdded, ApplicationSignupRemoved, DomainMappingsAdded,
         DomainMappingRemoved, ClusterCreated, ClusterStatusChanged, ClusterLimitsUpdated,
         ScalingDecided, DependentScalingRequested, DependentFloorChanged, ClusterTerminating, ClusterTerminated,
-    ) + MEMBER_EVENTS + METADATA_EVENTS],
+    ) + MEMBER_EVENTS + METADATA_EVENTS + SCALING_EVENTS],
     Field(discriminator="type"),
 ]

@@ -583,6 +583,9 @@ class Simulation:
         for track in self.tracks.values():
             state = self.aggregates[track.key].state if track.key in self.aggregates else None
             members = getattr(state, "members", {})
+            if state is not None and getattr(state, "spec", None) is not None:
+                # the cluster's own limits (live updates, group instances, bursting: actors.instances)
+                track.min, track.max = state.min, state.max
             active = pending = 0
             for m in members.values():
                 if m.is_active:

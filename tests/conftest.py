@@ -41,10 +41,12 @@ def broker():
 
 
 @pytest.fixture
-def settings(broker) -> Settings:
-    """Settings on the session broker with fresh topics, so tests never see each other's records."""
+def settings(broker, tmp_path) -> Settings:
+    """Settings on the session broker with fresh topics, so tests never see each other's records,
+    and the test's own state directory (its secret key: the node that seals and the cloud
+    controller that opens share it)."""
     prefix = f"t{uuid.uuid4().hex[:8]}."
-    made = Settings(kafka_bootstrap=broker.bootstrap, topic_prefix=prefix, partitions=4)
+    made = Settings(kafka_bootstrap=broker.bootstrap, topic_prefix=prefix, partitions=4, state_dir=tmp_path)
     ensure_topics(made)
     return made
 

@@ -112,8 +112,9 @@ def test_missing_lists_default_to_empty_and_unknown_keys_are_ignored() -> None:
     cartridge = Cartridge.model_validate({"type": "c1", "category": "data", "isPublic": True})
     assert cartridge.portMapping == cartridge.iaasProvider == cartridge.properties == cartridge.metadataKeys == []
     assert "isPublic" not in cartridge.model_dump(by_alias=True)
-    group = CartridgeGroup.model_validate(sample("cartridge-group-nested"))  # has "groupScalingEnabled"
-    assert "groupScalingEnabled" not in group.model_dump(by_alias=True)
+    group = CartridgeGroup.model_validate(sample("cartridge-group-nested"))
+    assert group.groupScalingEnabled is True  # read by group scaling (actors/instances.py)
+    assert not group.groups[0].groupScalingEnabled
 
 
 def test_early_stratos_startup_order_string_is_read_as_aliases() -> None:

@@ -223,12 +223,8 @@ def nested_cluster(alias: str, cartridge: str) -> str:
     return f"{NESTED_APP}.{alias}.{cartridge}.domain"
 
 
-def deploy_nested(client) -> None:
-    """tests/samples/stratos/application-nested-group.json with its group definition; the
-    artifact repositories are dropped (tests reach nothing off this machine)."""
-    dp1 = sample("deployment-policy.json")
-    dp2 = {**dp1, "id": "deployment-policy-2",
-           "networkPartitions": [{**dp1["networkPartitions"][0], "partitionAlgo": "one-after-another"}]}
+def nested_application() -> dict:
+    """tests/samples/stratos/application-nested-group.json without its artifact repositories."""
     application = sample("application-nested-group.json")
 
     def strip(components: dict) -> None:
@@ -238,6 +234,16 @@ def deploy_nested(client) -> None:
             strip(group)
 
     strip(application["components"])
+    return application
+
+
+def deploy_nested(client) -> None:
+    """tests/samples/stratos/application-nested-group.json with its group definition; the
+    artifact repositories are dropped (tests reach nothing off this machine)."""
+    dp1 = sample("deployment-policy.json")
+    dp2 = {**dp1, "id": "deployment-policy-2",
+           "networkPartitions": [{**dp1["networkPartitions"][0], "partitionAlgo": "one-after-another"}]}
+    application = nested_application()
     for kind, body in (("networkPartition", sample("network-partition.json")), ("cartridge", sample("php.json")),
                        ("cartridge", sample("tomcat.json")), ("cartridgeGroup", sample("cartridge-group-nested.json")),
                        ("autoscalingPolicy", sample("autoscaling-policy.json")), ("deploymentPolicy", dp1),

@@ -28,6 +28,7 @@ def cluster_bean(state: ClusterState) -> dict:
         "clusterId": spec.cluster_id, "alias": spec.alias, "serviceName": spec.cartridge_type,
         "applicationId": spec.application_id, "status": state.status.value,
         "minInstances": state.min, "maxInstances": state.max,
+        "networkPartitionIds": list(state.cluster_instances),  # one per cluster instance
         "deploymentPolicy": spec.deployment_policy_id, "autoscalingPolicy": spec.autoscaling_policy_id,
         "member": [member_bean(m, spec.cluster_id) for _, m in sorted(state.members.items())],
     }
@@ -66,6 +67,7 @@ def application_runtime(state: ApplicationState, cluster: Callable[[str], Cluste
         clusters = [cluster_instance(c) for c in group.cartridges]
         groups = [group_instance(g) for g in group.groups]
         return {"groupId": group.name, "alias": group.alias, "instanceId": f"{group.alias}-1",
+                "instanceCount": state.group_instances.get(group.alias, max(1, group.groupMinInstances)),
                 "status": _combined_status([x["status"] for x in clusters + groups]),
                 "clusterInstances": clusters, "groupInstances": groups}
 
