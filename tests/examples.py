@@ -5,7 +5,9 @@ import json
 import typing
 from pathlib import Path
 
+from schemas import app_scaling as AS
 from schemas import commands as C
+from schemas import metadata as M
 from schemas import events as E
 from schemas import status as S
 from schemas.definitions import DEFINITION_KINDS, ApplicationSignup, DomainMappings
@@ -119,6 +121,22 @@ _EXPLICIT = [
                   port_mappings=[TopologyPort(protocol="http", port=80, proxy_port=8280)],
                   domain_mappings=[TopologyDomain(domain_name="abc.com")]),
     DeadLetter(source_topic="x", source_partition=0, source_offset=1, reason="bad", original="{"),
+    AS.SetClusterInstances(network_partitions=["np1", "np2"], reason="Burst"),
+    AS.ClusterInstancesChanged(network_partitions=["np1", "np2"], reason="Burst"),
+    AS.RecordClusterDemand(cluster_id=SPEC.cluster_id, wanted=7, instances=1),
+    AS.ApplicationClusterDemandRecorded(cluster_id=SPEC.cluster_id, wanted=7),
+    AS.ClusterInstancesWanted(application_id="app", wanted=7, instances=1),
+    AS.ApplicationInstancesChanged(group_instances={"web": 2}, burst=1,
+                                   clusters={SPEC.cluster_id: ["np1", "np2"]}, reason="Burst"),
+    AS.ApplicationLimitsUpdated(clusters=[SPEC], running=[SPEC.cluster_id]),
+    AS.InstanceScaleInCounted(requests=2),
+    M.AddMetadataProperties(alias="php1", properties=[M.MetadataProperty(key="host", values=["10.0.0.1"])],
+                            by="php1.abc"),
+    M.RemoveMetadataProperty(alias="php1", key="host", value="10.0.0.1"),
+    M.RemoveMetadataProperties(alias="php1"),
+    M.MetadataPropertySet(alias="php1", key="host", values=["10.0.0.1"], by="php1.abc"),
+    M.MetadataPropertyRemoved(alias="php1", key="host"),
+    M.MetadataCleared(alias=None, everything=True),
 ]
 
 
