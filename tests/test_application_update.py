@@ -162,9 +162,9 @@ def test_a_group_scales_out_with_all_its_clusters_and_back_in(loop_settings, pla
                    if e.type == "ApplicationInstancesChanged"]
         return changes[-1] if changes else None
 
-    wait_until(lambda: group_instances() == 2 and len(members(loop_settings, group[2])) == 2, timeout=60,
-               message="a second web-group instance, its tomcat cluster at 2")
-    assert all(len(members(loop_settings, c)) >= 2 for c in group)
+    wait_until(lambda: group_instances() == 2 and len(members(loop_settings, group[2])) == 2
+               and all(len(members(loop_settings, c)) >= 2 for c in group), timeout=60,
+               message="a second web-group instance, each of its clusters at 2 members or more")
     changed = [e.payload for e in events_of(loop_settings, app) if e.type == "ApplicationInstancesChanged"][0]
     assert sorted(changed.clusters) == sorted(group) and changed.reason.startswith("GroupScaleUp")
     # outside the group (it scales as the group's scaling dependent, within its one instance)
