@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 
-from infra.api.references import in_use_problem, reference_problem
 from infra.auth.access import DEMO_PASSWORD, SIGNUP_COMMANDS, Tokens, TokenRefused, command_denied
 from infra.auth.signing import MEMBER, PLATFORM, TOKEN, Verifier, platform_secret
 from infra.kafka import Delivered
@@ -77,6 +76,8 @@ class CommandGate:
     def _references(self, ref, payload) -> tuple[int, str] | None:
         """The REST routes' reference rules: what a definition names exists; a definition
         others name is not removed (400, the same sentence)."""
+        from infra.api.references import in_use_problem, reference_problem  # infra.api imports the node
+
         model = self.tokens.read_model  # type: ignore[union-attr]
         if ref.kind not in DEFINITION_KINDS:
             return None
