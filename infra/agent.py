@@ -25,8 +25,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 import psutil
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, SecretStr
 
+from infra.auth.signing import Signer
 from infra.broker import port_is_open
 from infra.child_env import minimal_env
 from infra.eventlog import History, history_events
@@ -60,10 +61,19 @@ class AgentPayload(BaseModel):
                                       "this cluster (infra/secrets.py)")
     application_id: str = ""
     log_file_paths: list[Path] = Field(default_factory=list, description="files whose lines are shipped")
+    signing_key: SecretStr | None = Field(None, description="hex key its status and health are signed "
+                                                            "with (`signingKey` of the payload)")
 
     @property
     def cluster_key(self) -> str:
         return aggregate_id(self.tenant, "cluster", self.cluster_id)
+
+    def signer(self) -> Signer | None:
+        """The member's signer (`infra.auth.signing`); without a key its records go unsigned, and
+        the platform dead-letters them."""
+        if self.signing_key is None:
+            return None
+        return Signer.member(self.tenant, self.cluster_id, self.member_id, self.signing_key.get_secret_value())
 
     @property
     def log_source(self) -> LogSource:
@@ -209,7 +219,7 @@ class CartridgeAgent:
         self.wait_initialized = wait_initialized
         self.ready = ready
         """What else must hold before Activated (a load balancer's HAProxy serving)."""
-        self.appender = Appender(settings, source="agent")
+        self.appender = Appender(settings, source="agent", signer=payload.signer())
         self.dead_letters = DeadLetters(self.appender)
         self.shipper = LogShipper(settings, self.appender)
         self.log_handler = KafkaLogHandler(self.shipper, payload.log_source, exclude=(__name__,))

@@ -17,6 +17,8 @@ BASIC_PREFIXES = ("LC_",)
 PART_SECRETS: dict[str, frozenset[str]] = {
     "STRATOS_ADMIN_PASSWORD": frozenset({"api"}),
     "STRATOS_SECRET_KEY": frozenset({"api", "node", "reactor", "cloud"}),
+    "STRATOS_PLATFORM_SECRET": frozenset({"api", "node", "reactor", "cloud", "health", "topology", "lb",
+                                          "usage-export"}),  # every part signs (infra/auth/signing.py)
 }
 """Secret settings, and the supervised parts that use them (the rest never see them)."""
 

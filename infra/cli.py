@@ -9,6 +9,7 @@ from pathlib import Path
 import typer
 from rich.console import Console
 
+from infra.auth.cli import register as register_signing
 from infra.contract_cli import register as register_contract_verbs
 from infra.lb.cli import register as register_lb
 from infra.manager_cli import register as register_stratos_verbs
@@ -207,6 +208,7 @@ register_stratos_verbs(app)
 register_metadata_verbs(app)
 register_replay(app)
 register_lb(app)
+register_signing(app)
 register_observe_verbs(app)
 register_secrets(app)
 register_contract_verbs(app, schemas_app)
@@ -295,7 +297,8 @@ def agent(member_id: str = typer.Option(..., envvar="STRATOS_AGENT_MEMBER_ID"),
           application_id: str = typer.Option("", envvar="STRATOS_AGENT_APPLICATION_ID"),
           log_file: list[Path] = typer.Option([], help="a file whose lines are shipped to <prefix>logs (repeat)")) -> None:
     """Run the cartridge agent of one instance (payload from options or STRATOS_AGENT_* variables;
-    its secrets only from STRATOS_AGENT_CARTRIDGE_KEY and STRATOS_AGENT_REPO_PASSWORD, taken out
+    its secrets only from STRATOS_AGENT_CARTRIDGE_KEY, STRATOS_AGENT_REPO_PASSWORD and
+    STRATOS_AGENT_SIGNING_KEY (the key its status and health are signed with), taken out
     of the environment at once so that no child process inherits them)."""
     import os
 
@@ -312,6 +315,7 @@ def agent(member_id: str = typer.Option(..., envvar="STRATOS_AGENT_MEMBER_ID"),
                                repo_username=repo_username,
                                repo_password=os.environ.pop("STRATOS_AGENT_REPO_PASSWORD", None) or None,
                                cartridge_key=os.environ.pop("STRATOS_AGENT_CARTRIDGE_KEY", None) or None,
+                               signing_key=os.environ.pop("STRATOS_AGENT_SIGNING_KEY", None) or None,
                                application_id=application_id, log_file_paths=log_file,
                                ports=[*port, *([serve_http] if serve_http else [])])
     except ValidationError as exc:

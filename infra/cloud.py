@@ -34,6 +34,7 @@ from actors.history import events_of
 from actors.iaas_plan import CLEANUP, DESTROY, DESTROY_LEFTOVER, START, iaas_work, node_expected
 from actors.member import MemberState
 from actors.runtime import Tracked
+from infra.auth.signing import member_credentials, platform_secret
 from infra.eventlog import History, read_history
 from infra.iaas.providers import IaasConfigError, IaasTarget, build_driver, create_options, node_name
 from infra.kafka import (IDLE_POLL_MS, Appender, DeadLetters, decode_key, encode, envelope, group_consumer,
@@ -70,10 +71,12 @@ class MemberBook:
     `apply`, and each member's spawn request."""
 
     def __init__(self, box: SecretBox, payload: dict[str, str] | None = None,
-                 tokens: MemberTokens | None = None) -> None:
+                 tokens: MemberTokens | None = None, signing_secret: bytes | None = None) -> None:
         self.payload = payload or {}
         """Payload parameters every member gets (the metadata service's URL...)."""
         self.tokens = tokens
+        self.signing_secret = signing_secret
+        """The platform secret, from which each member's signing key is derived (`infra.auth.signing`)."""
         self.lock = threading.Lock()
         self.clusters: dict[str, Tracked] = {}
         self.spawns: dict[str, Spawn] = {}
@@ -97,6 +100,8 @@ class MemberBook:
         iaas = _with_secrets(event.iaas, spec.iaas.get(event.provider) if spec is not None else None)
         metadata = _metadata(event, commit.tenant)
         metadata["cartridgeKey"] = self.box.cartridge_key(commit.aggregate_id)
+        if self.signing_secret is not None:  # its status and health are signed with it: a key of its own
+            metadata.update(member_credentials(self.signing_secret, commit.tenant, event.cluster_id, event.member_id))
         metadata.update(self._member_payload(event, commit.tenant))
         if spec is not None:
             if spec.log_file_paths:
@@ -203,7 +208,7 @@ class CloudController:
         self.mock_cloud = mock_cloud or settings.mock_cloud or settings.topic_prefix
         self.box = secret_box(settings)
         self.book = MemberBook(self.box, {"METADATA_SERVICE_URL": settings.metadata_url},
-                               MemberTokens.in_state_dir(settings.state_dir))
+                               MemberTokens.in_state_dir(settings.state_dir), platform_secret(settings))
         self.history = History(lambda partition, offset: fence_before(settings, partition, offset))
         self.appender = Appender(settings, source="cloud")
         self.dead_letters = DeadLetters(self.appender)

@@ -8,6 +8,7 @@ from collections.abc import Callable
 
 from pydantic import BaseModel, ValidationError
 
+from infra.auth.signing import Verifier
 from infra.kafka import IDLE_POLL_MS, Appender, assigned_consumer, decode, envelope, new_id
 from infra.secrets import secret_box
 from infra.settings import Settings
@@ -50,6 +51,7 @@ class CommandClient:
         self.appender = Appender(settings, source="api")
         self.box = secret_box(settings)
         """Secrets are sealed before a command leaves: the commands topic never holds them clear."""
+        self.verifier = Verifier.of(settings)
         self.replies: OrderedDict[str, BaseModel] = OrderedDict()
         self.waiters: dict[str, Wake] = {}
         self.lock = threading.Lock()
@@ -64,7 +66,9 @@ class CommandClient:
         while not self.stopping.is_set():
             for raws in self.consumer.poll(timeout_ms=IDLE_POLL_MS).values():
                 for raw in raws:
-                    try:
+                    try:  # only the nodes' replies (signed by the platform): a forged one is no answer
+                        if not self.verifier.sender("replies", raw.key, raw.value, raw.headers).trusted:
+                            continue
                         record = decode("replies", raw.value)
                     except (ValidationError, ValueError):
                         continue

@@ -22,9 +22,12 @@ from pydantic import BaseModel, ValidationError
 from schemas.base import without_clear_secrets
 from schemas.envelope import SUPER_TENANT, Envelope
 from schemas.records import TOPIC_RECORDS, DeadLetter, DeadLetterRecord
+from infra.auth.signing import Sender, Signer, Verifier
 from infra.settings import Settings
 
 log = logging.getLogger(__name__)
+PLATFORM_SIGNER = object()
+"""Appender's default signer: the platform secret's."""
 
 
 class _Ids:
@@ -201,9 +204,12 @@ class Appender:
     """Appends envelopes keyed by aggregate (idempotent producer, acks=all), each with its
     CloudEvents headers; `source` names the writing part (`ce_source`: /stratos-es/<source>)."""
 
-    def __init__(self, settings: Settings, source: str = "platform", **overrides) -> None:
+    def __init__(self, settings: Settings, source: str = "platform", signer=PLATFORM_SIGNER, **overrides) -> None:
         self.settings = settings
         self.source = f"/stratos-es/{source}".encode()
+        self.signer: Signer | None = Signer.platform(settings) if signer is PLATFORM_SIGNER else signer
+        """Who signs what this appender sends (`infra.auth.signing`): the platform's parts by default;
+        an instance passes its member signer; None sends unsigned (refused where it matters)."""
         options = dict(
             bootstrap_servers=settings.kafka_bootstrap, acks="all", enable_idempotence=True,
             linger_ms=2, max_in_flight_requests_per_connection=5, retries=10,
@@ -212,18 +218,20 @@ class Appender:
         self.producer = KafkaProducer(**options)
 
     def send(self, topic_kind: str, key: str | None, record: BaseModel, partition: int | None = None,
-             headers: list[tuple[str, bytes]] | None = None):
+             headers: list[tuple[str, bytes]] | None = None, signer: Signer | None = None):
         """Send without waiting; returns kafka-python's future of RecordMetadata.
 
         `partition` pins the record next to the command it answers (co-location does not then
-        depend on every client hashing keys alike); `headers` come after the CloudEvents ones."""
+        depend on every client hashing keys alike); `headers` come after the CloudEvents ones;
+        `signer` signs this record instead of the appender's own (a simulated instance's)."""
         all_headers = ce_headers(record, self.source) if isinstance(record, Envelope) else []
         if headers:
             all_headers += headers
-        return self.producer.send(
-            self.settings.topic(topic_kind), key=key.encode() if key else None,
-            value=encode(record), partition=partition, headers=all_headers or None,
-        )
+        key_bytes, value = key.encode() if key else None, encode(record)
+        if (signer := signer or self.signer) is not None:
+            all_headers += signer.headers(topic_kind, key_bytes, value)
+        return self.producer.send(self.settings.topic(topic_kind), key=key_bytes, value=value,
+                                  partition=partition, headers=all_headers or None)
 
     def append(self, topic_kind: str, key: str | None, record: BaseModel, timeout: float = 30.0,
                partition: int | None = None):
@@ -241,6 +249,8 @@ class Appender:
                  record: Envelope | None = None, headers: list[tuple[str, bytes]] | None = None):
         """Send bytes already encoded; `record` (what they encode) gives the CloudEvents headers."""
         all_headers = (ce_headers(record, self.source) if record is not None else []) + (headers or [])
+        if self.signer is not None:
+            all_headers += self.signer.headers(topic_kind_of(self.settings, topic), key, value)
         return self.producer.send(topic, key=key, value=value, partition=partition,
                                   headers=all_headers or None)
 
@@ -260,6 +270,8 @@ class Delivered:
     offset: int
     key: str | None
     record: Envelope
+    sender: Sender | None = None
+    """Who signed it, when the reader verified (`validated(..., verifier=)`)."""
 
 
 DEAD_LETTER_ORIGINAL_BYTES = 256_000
@@ -332,17 +344,27 @@ class DeadLetters:
                   f"handling failed: {rejection_reason(exc)}", exc)
 
 
-def validated(settings: Settings, topic_kind: str, raw_records, dead_letters: DeadLetters) -> Iterator[Delivered]:
+def validated(settings: Settings, topic_kind: str, raw_records, dead_letters: DeadLetters,
+              verifier: Verifier | None = None, signed_only: bool = False) -> Iterator[Delivered]:
     """Decode kafka-python ConsumerRecords (key, value and all); a record that does not decode
-    goes to the dead-letter topic with the reason, and the reader carries on."""
+    goes to the dead-letter topic with the reason, and the reader carries on.
+
+    With a `verifier`, the signature is checked on the raw bytes first (a bad one is dead-
+    lettered) and each Delivered says who sent it; `signed_only` (the instance topics) also
+    dead-letters what is neither the platform's nor its own member's (`Verifier.require_signed`)."""
     for raw in raw_records:
+        sender = None
         try:
+            if verifier is not None:
+                sender = verifier.sender(topic_kind, raw.key, raw.value, raw.headers)
             key, record = decode_key(raw.key), decode(topic_kind, raw.value, raw.headers)
+            if signed_only:
+                Verifier.require_signed(topic_kind, sender, record)
         except ValueError as exc:  # pydantic's ValidationError and UnicodeDecodeError are ValueErrors
             dead_letters.send(raw.topic, raw.partition, raw.offset, raw.key, raw.value,
                               rejection_reason(exc), exc)
             continue
-        yield Delivered(raw.topic, raw.partition, raw.offset, key, record)
+        yield Delivered(raw.topic, raw.partition, raw.offset, key, record, sender)
 
 
 def decode_key(key: bytes | None) -> str | None:

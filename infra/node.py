@@ -30,6 +30,7 @@ from actors.runtime import (
     AggregateActor, Handle, Outcome, Rebuild, StartTicking, TakeSnapshot, Tick, TickerActor, Tracked,
     needs_timer, timeouts_command_id,
 )
+from infra.auth.gate import CommandGate
 from infra.faults import CrashPoints
 from infra.kafka import IDLE_POLL_MS, Appender, DeadLetters, envelope, group_consumer, new_id, validated
 from infra.recovery import CHECKPOINT, CLAIM, recover_partition
@@ -37,6 +38,7 @@ from infra.secrets import secret_box
 from infra.settings import Settings
 from schemas.commands import CheckTimeouts
 from schemas.records import Claim, CommandRecord, LogRecord, ReplyRecord, Snapshot, SnapshotRecord
+from schemas.status import CommandRejected
 
 log = logging.getLogger(__name__)
 
@@ -144,6 +146,7 @@ class Node:
         """Timers fire between polls: at least five chances per timer period."""
         self.appender = Appender(settings, source="node")
         self.dead_letters = DeadLetters(self.appender)
+        self.gate = CommandGate(settings)
         self.crash = CrashPoints(settings.fault)
         self.writer = f"{socket.gethostname()}:{os.getpid()}:{new_id()[-6:]}"
         self.owned: dict[int, set[str]] = {}
@@ -232,6 +235,7 @@ class Node:
             consumer.close(autocommit=False)
             self.appender.flush()
             self.appender.close()
+            self.gate.stop()
             self.host.shutdown()
 
     def stop(self) -> None:
@@ -242,7 +246,10 @@ class Node:
         for tp, raws in batch.items():
             if tp.partition not in self.owned:
                 continue
-            for delivered in validated(self.settings, "commands", raws, self.dead_letters):
+            for delivered in validated(self.settings, "commands", raws, self.dead_letters, self.gate.verifier):
+                if (refused := self._refused(tp.partition, delivered)) is not None:
+                    written.append((tp, raws[0].offset, delivered.record, refused, None))
+                    continue
                 if (moved := self._reroute(delivered, tp.partition)) is not None:
                     written.append((tp, raws[0].offset, delivered.record, None, moved))
                     continue
@@ -292,6 +299,20 @@ class Node:
                 # these commands redelivered, where their ids make them duplicates. Not fatal.
                 log.warning("offset commit failed, commands will be redelivered: %s", exc)
             self.crash.passing("after-offset-commit")
+
+    def _refused(self, partition: int, delivered) -> Outcome | None:
+        """A command whose sender may not send it (`infra.auth.gate`): answered with 401/403
+        and dead-lettered with the reason; its aggregate never sees it."""
+        refused = self.gate.refused(delivered)
+        if refused is None:
+            return None
+        code, reason = refused
+        command = delivered.record
+        self.dead_letters.send(self.settings.topic("commands"), partition, delivered.offset,
+                               (delivered.key or "").encode(), command.model_dump_json().encode(),
+                               f"refused ({code}): {reason}", "stratos.Unauthorized")
+        return Outcome(commit=None, encoded=None, reply=CommandRejected(
+            command_id=command.id, command_type=command.type, reason=reason, code=code))
 
     def _reroute(self, delivered, partition: int):
         """A command keyed by something else than its aggregate id, or on another partition than

@@ -17,6 +17,7 @@ from kafka import ConsumerRebalanceListener, OffsetAndMetadata
 from kafka.errors import CommitFailedError
 
 from actors.reactions import react
+from infra.auth.signing import Verifier
 from infra.eventlog import History, history_events
 from infra.kafka import Appender, DeadLetters, envelope, group_consumer, topic_kind_of, validated
 from infra.recovery import fence_before
@@ -50,6 +51,7 @@ class Reactor:
         self.appender = Appender(settings, source="reactor")
         self.dead_letters = DeadLetters(self.appender)
         self.box = secret_box(settings)
+        self.verifier = Verifier.of(settings)
         self.history = History(lambda partition, offset: fence_before(settings, partition, offset))
         self.stopping = threading.Event()
 
@@ -91,7 +93,9 @@ class Reactor:
             if kind == "health":  # only faults matter here; the health worker owns the
                 # statistics (and dead-letters the bad ones): skip them unparsed
                 raws = [raw for raw in raws if raw.value and b"MemberFault" in raw.value]
-            records = ((d.record, d) for d in validated(self.settings, kind, raws, self.dead_letters))
+            # instance status and health: the member's own or the platform's; replies: the platform's
+            records = ((d.record, d) for d in validated(self.settings, kind, raws, self.dead_letters,
+                                                          self.verifier, signed_only=True))
         for record, source in records:
             try:
                 futures += self.send_reactions(record)

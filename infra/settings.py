@@ -49,6 +49,11 @@ class Settings(BaseSettings):
                           "unset = <state dir>/secret.key (made on first use, mode 0600)")
     password_hash_rounds: int = Field(12, ge=4, le=16, description="bcrypt cost factor")
     token_ttl_seconds: float = Field(3600.0, gt=0, description="lifetime of a bearer token")
+    platform_secret: SecretStr | None = Field(
+        None, min_length=32, description="the key the platform's parts sign records and tokens with; "
+                                         "unset = <state_dir>/platform.secret, created owner-only")
+    login_failures: int = Field(5, ge=1, description="failed logins per user and per address before 429")
+    login_lockout_seconds: float = Field(60.0, gt=0, description="how long those failures are counted")
     iaas_providers: list[str] = Field(["mock"], description="providers the cloud controller serves")
     cloud_workers: int = Field(4, ge=1, description="cloud controller lanes for IaaS calls")
     cloud_start_attempts: int = Field(3, ge=1, description="node starts tried before giving up")

@@ -1,6 +1,8 @@
 """Fixtures: one real embedded broker per test session; each test gets its own topic prefix."""
 from __future__ import annotations
 
+import os
+import secrets
 import time
 import uuid
 from collections.abc import Callable
@@ -13,6 +15,10 @@ from infra.settings import Settings
 
 
 _EXIT_STATUS = {"code": 0}
+
+# One platform secret for every part a test starts, in this process or a child (they inherit
+# it): parts whose settings name another state directory still sign and verify alike.
+os.environ.setdefault("STRATOS_PLATFORM_SECRET", secrets.token_hex(32))
 
 
 def pytest_sessionfinish(session, exitstatus):
@@ -118,3 +124,15 @@ def events_of(settings, aggregate_id: str | None = None) -> list:
     from infra.eventlog import read_events
 
     return [r for r in read_events(settings) if aggregate_id is None or r.aggregate_id == aggregate_id]
+
+
+def signed_payload(settings, **fields):
+    """An agent's payload with the signing key the cloud controller would give that member."""
+    from pydantic import SecretStr
+
+    from infra.agent import AgentPayload
+    from infra.auth.signing import member_credentials, platform_secret
+
+    payload = AgentPayload(**fields)
+    key = member_credentials(platform_secret(settings), payload.tenant, payload.cluster_id, payload.member_id)
+    return payload.model_copy(update={"signing_key": SecretStr(key["signingKey"])})

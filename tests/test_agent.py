@@ -7,13 +7,13 @@ from pathlib import Path
 
 import pytest
 
-from infra.agent import AgentPayload, CartridgeAgent, serve_directory
+from infra.agent import CartridgeAgent, serve_directory
 from infra.broker import free_port
 from infra.kafka import Appender, envelope, read_to_end
 from schemas.ids import aggregate_id
 from schemas.records import NotifierRecord
 from schemas.status import ArtifactUpdated, InstanceCleanupMember
-from tests.conftest import wait_until
+from tests.conftest import signed_payload, wait_until
 
 pytestmark = pytest.mark.integration
 CLUSTER = "app.php1.php.domain"
@@ -44,7 +44,7 @@ class RunningAgent:
     def __init__(self, settings, workdir: Path, **payload) -> None:
         self.settings = settings
         self.agent = CartridgeAgent(
-            settings, AgentPayload(member_id="php1.m1", cluster_id=CLUSTER, **payload), workdir,
+            settings, signed_payload(settings, member_id="php1.m1", cluster_id=CLUSTER, **payload), workdir,
             clean_hook=f"touch {workdir.parent / 'cleaned'}", wait_initialized=False)
         self.thread = threading.Thread(target=self.agent.run, daemon=True)
         self.thread.start()

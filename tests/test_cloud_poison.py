@@ -8,7 +8,7 @@ import threading
 
 import pytest
 
-from infra.agent import AgentPayload, CartridgeAgent
+from infra.agent import CartridgeAgent
 from infra.cloud import CloudController
 from infra.iaas.mock import MockCloud, register_mock_driver
 from infra.iaas.simulator import SimulatedAgents
@@ -19,7 +19,7 @@ from schemas.definitions import Cartridge
 from schemas.ids import aggregate_id
 from schemas.records import Commit, InstanceStatusRecord, LogRecord, NotifierRecord
 from schemas.status import InstanceCleanupMember, InstanceStatus
-from tests.conftest import sample, wait_until
+from tests.conftest import sample, signed_payload, wait_until
 
 pytestmark = pytest.mark.integration
 T = "carbon.super"
@@ -153,7 +153,7 @@ def test_simulated_agents_dead_letter_poison_and_follow_the_next_member(settings
 
 
 def test_cartridge_agent_dead_letters_poison_on_events_and_notifier_and_goes_on(settings, topics, tmp_path):
-    agent = CartridgeAgent(settings, AgentPayload(member_id=MEMBER, cluster_id=CLUSTER), tmp_path / "app")
+    agent = CartridgeAgent(settings, signed_payload(settings, member_id=MEMBER, cluster_id=CLUSTER), tmp_path / "app")
     thread = threading.Thread(target=agent.run, daemon=True)
     thread.start()
     try:

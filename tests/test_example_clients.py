@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from infra.auth.signing import member_credentials, platform_secret
 from infra.health.app import HealthWorkerThread
 from infra.kafka import read_to_end
 from schemas.domain import ClusterSpec, PartitionSpec
@@ -46,9 +47,11 @@ def command(settings, script: str, *args: str) -> list[str]:
             "--prefix", settings.topic_prefix, *args]
 
 
-def example(settings, script: str, *args: str, timeout: float = 60) -> subprocess.CompletedProcess:
+def example(settings, script: str, *args: str, timeout: float = 60, env=None) -> subprocess.CompletedProcess:
+    """The command clients play the cloud controller and the agent here: a trusted part that
+    signs with the platform secret ($STRATOS_PLATFORM_SECRET, which the test session sets)."""
     return subprocess.run(command(settings, script, *args), capture_output=True, text=True, timeout=timeout,
-                          env={**os.environ, "PYTHONPATH": ""})
+                          env=env or {**os.environ, "PYTHONPATH": ""})
 
 
 def stratos(settings, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess:
@@ -96,8 +99,12 @@ def test_example_clients_scale_a_cluster_and_their_bad_records_are_dead_letters(
     # load 90 against a threshold of 25: ceil(1 * 90 / 25) = 4 members, the cluster's max
     health = ("--cluster", CLUSTER, "--network-partition", "np1", "--member", member, "--value", "90",
               "--seconds", "4", "--interval", "0.25")
+    # signed as the member, with the key its payload carries (not the platform's secret)
+    as_member = {**{k: v for k, v in os.environ.items() if k != "STRATOS_PLATFORM_SECRET"}, "PYTHONPATH": "",
+                 "STRATOS_AGENT_SIGNING_KEY": member_credentials(platform_secret(loop_settings), T, CLUSTER,
+                                                                 member)["signingKey"]}
     clients = [subprocess.Popen(command(loop_settings, script, *health), stdout=subprocess.PIPE, text=True,
-                                env={**os.environ, "PYTHONPATH": ""})
+                                env=as_member)
                for script in ("kafka_python_health.py", "aiokafka_health.py")]  # side by side
     outputs = [client.communicate(timeout=60)[0] for client in clients]
     assert all(c.returncode == 0 for c in clients) and all("health statistics for" in o for o in outputs), outputs
@@ -112,7 +119,7 @@ def test_example_clients_scale_a_cluster_and_their_bad_records_are_dead_letters(
     refused = example(loop_settings, "kafka_python_commands.py", bad, "--timeout", "3")
     assert refused.returncode == 1 and "bad-1 ReportInstanceStatus: no reply within 3s" in refused.stdout
     negative = example(loop_settings, "aiokafka_health.py", "--cluster", CLUSTER, "--network-partition", "np1",
-                       "--member", member, "--value", "-5", "--seconds", "0")
+                       "--member", member, "--value", "-5", "--seconds", "0", env=as_member)
     assert negative.returncode == 0
     wait_until(lambda: len(list(read_to_end(loop_settings, "deadletter", decode_records=False))) >= 2,
                timeout=30, message="two dead letters")

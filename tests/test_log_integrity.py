@@ -90,12 +90,12 @@ def test_commands_without_their_key_or_off_their_partition_reach_their_aggregate
     misplaced = command(C.UpdateNetworkPartition(definition=add_np(2, "moved").definition), target)
     wrong_key = command(C.UpdateNetworkPartition(definition=add_np(2, "rekeyed").definition), target)
     topic = settings.topic("commands")
-    producer = client.appender.producer
-    producer.send(topic, key=None, value=keyless.model_dump_json().encode(), partition=away)
+    send = client.appender.send_raw  # signed as the platform's parts sign, on the partition given
+    send(topic, None, keyless.model_dump_json().encode(), partition=away)
     client.wait(keyless.id)
-    producer.send(topic, key=target.encode(), value=misplaced.model_dump_json().encode(), partition=away)
+    send(topic, target.encode(), misplaced.model_dump_json().encode(), partition=away)
     client.wait(misplaced.id)
-    producer.send(topic, key=b"someone-else", value=wrong_key.model_dump_json().encode(), partition=home)
+    send(topic, b"someone-else", wrong_key.model_dump_json().encode(), partition=home)
     assert isinstance(client.wait(wrong_key.id), CommandAccepted)
     history = commits_by_command(settings)
     placed = {(p, c.causation_id) for p, _o, c in read_history(settings) if c.aggregate_id == target}
@@ -113,7 +113,7 @@ def test_poison_on_the_commands_topic_is_dead_lettered_and_the_node_process_goes
         home = partition_for(target, settings.partitions)
         wait_until(lambda: client.call(target, add_np(3)), timeout=30, message="the node answering")
         topic = settings.topic("commands")
-        producer = client.appender.producer
+        send = client.appender.send_raw  # signed: each is refused for its own fault, not for being unsigned
         cluster = aggregate_id(T, "cluster", "nowhere.domain")
         poison = [
             (b"\xff\xfe-not-utf8", command(C.RemoveNetworkPartition(id="np3"), target).model_dump_json().encode()),
@@ -124,10 +124,10 @@ def test_poison_on_the_commands_topic_is_dead_lettered_and_the_node_process_goes
             (target.encode(), b'{"id": "' + b"x" * 950_000),  # near the broker's limit: its letter must fit
         ]
         for key, value in poison:
-            producer.send(topic, key=key, value=value, partition=home)
+            send(topic, key, value, partition=home)
         wrong_kind = command(add_np(3), cluster)  # a definition command sent to a cluster
-        producer.send(topic, key=cluster.encode(), value=wrong_kind.model_dump_json().encode(),
-                      partition=partition_for(cluster, settings.partitions))
+        send(topic, cluster.encode(), wrong_kind.model_dump_json().encode(),
+             partition=partition_for(cluster, settings.partitions))
         after = client.call(target, C.UpdateNetworkPartition(definition=add_np(3, "after").definition))
         assert isinstance(after, CommandAccepted), "the next good command is handled"
         rejected = client.wait(wrong_kind.id)
@@ -301,7 +301,7 @@ def test_poison_on_the_reactors_inputs_and_the_events_topic_stops_neither_reacto
     from infra.api.read_model import ReadModel
 
     read_model = ReadModel(settings).start()
-    producer = client.appender.producer
+    appender = client.appender  # signed: each is refused for its own fault, not for being unsigned
     empty_cluster = (b'{"id": "s1", "type": "InstanceStarted", "aggregate_id": "carbon.super/cluster/x", '
                      b'"occurred_at": "2026-01-01T00:00:00Z", "payload": {"type": "InstanceStarted", '
                      b'"member_id": "m", "cluster_id": "", "network_partition_id": "np"}}')
@@ -310,8 +310,8 @@ def test_poison_on_the_reactors_inputs_and_the_events_topic_stops_neither_reacto
     for kind, values in poison.items():
         for value in values:
             for partition in range(settings.partitions):
-                producer.send(settings.topic(kind), key=b"\xff\xfe", value=value, partition=partition)
-    producer.flush()
+                appender.send_raw(settings.topic(kind), b"\xff\xfe", value, partition=partition)
+    appender.flush()
     try:
         target = np_aggregate(5)
         assert isinstance(client.call(target, add_np(5)), CommandAccepted)

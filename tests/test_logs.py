@@ -13,7 +13,7 @@ import pytest
 from pydantic import SecretStr
 from typer.testing import CliRunner
 
-from infra.agent import AgentPayload, CartridgeAgent
+from infra.agent import CartridgeAgent
 from infra.api import create_app
 from infra.api.server import ApiServer
 from infra.broker import free_port
@@ -23,7 +23,7 @@ from infra.observe.logship import LogShipper, LogSource
 from schemas.ids import aggregate_id
 from schemas.records import NotifierRecord
 from schemas.status import InstanceCleanupMember
-from tests.conftest import wait_until
+from tests.conftest import signed_payload, wait_until
 from tests.test_agent import commit, git
 
 pytestmark = pytest.mark.integration
@@ -154,8 +154,8 @@ def test_the_agent_ships_its_own_git_clean_hook_and_log_file_lines(log_settings,
     commit(origin, "v1")
     app_log = tmp_path / "app.log"
     app_log.write_text("app says hello\n")
-    agent = CartridgeAgent(log_settings, AgentPayload(member_id="php1.agent", cluster_id=CLUSTER, application_id="app",
-                                                      repo_url=str(origin), log_file_paths=[app_log]),
+    agent = CartridgeAgent(log_settings, signed_payload(log_settings, member_id="php1.agent", cluster_id=CLUSTER, application_id="app",
+                                                        repo_url=str(origin), log_file_paths=[app_log]),
                            tmp_path / "work", clean_hook="echo cleaning up; echo hook warning >&2",
                            wait_initialized=False)
     thread = threading.Thread(target=agent.run, daemon=True)

@@ -15,6 +15,7 @@ import uuid
 from datetime import datetime, timezone
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from stratos_signing import add_command_options, command_headers  # beside this script
 
 
 def cloudevent_headers(aggregate_id, command, command_id, tenant):
@@ -22,6 +23,7 @@ def cloudevent_headers(aggregate_id, command, command_id, tenant):
             ("ce_source", b"/examples/aiokafka-commands"), ("ce_type", f"stratos.{command['type']}".encode()),
             ("ce_time", datetime.now(timezone.utc).isoformat().encode()), ("ce_subject", aggregate_id.encode()),
             ("ce_tenant", tenant.encode()), ("content-type", b"application/json")]
+
 
 
 async def run(args, commands):
@@ -41,9 +43,10 @@ async def run(args, commands):
         for tp in partitions:
             await consumer.position(tp)  # fix the start before sending
         for aggregate_id, command, command_id in commands:
-            await producer.send_and_wait(args.prefix + "commands", key=aggregate_id.encode(),
-                                         value=json.dumps(command).encode(),
-                                         headers=cloudevent_headers(aggregate_id, command, command_id, args.tenant))
+            key, value = aggregate_id.encode(), json.dumps(command).encode()
+            await producer.send_and_wait(args.prefix + "commands", key=key, value=value,
+                                         headers=cloudevent_headers(aggregate_id, command, command_id, args.tenant)
+                                         + command_headers(args, key, value))
         waiting = {command_id: command["type"] for _, command, command_id in commands}
         failed = False
         deadline = time.monotonic() + args.timeout
@@ -78,6 +81,7 @@ def main():
     parser.add_argument("--prefix", default="stratos.")
     parser.add_argument("--tenant", default="carbon.super")
     parser.add_argument("--timeout", type=float, default=20.0)
+    add_command_options(parser)
     args = parser.parse_args()
     try:
         with open(args.file) as source:

@@ -15,6 +15,8 @@ import uuid
 from datetime import datetime, timezone
 
 from aiokafka import AIOKafkaProducer
+from stratos_signing import add_health_options, health_headers  # beside this script
+
 
 
 async def run(args):
@@ -34,8 +36,9 @@ async def run(args):
                            ("ce_source", b"/examples/aiokafka-health"), ("ce_type", b"stratos.HealthStat"),
                            ("ce_time", now.isoformat().encode()), ("ce_subject", key.encode()),
                            ("ce_tenant", args.tenant.encode()), ("content-type", b"application/json")]
-                await producer.send(args.prefix + "health", key=key.encode(), value=json.dumps(stat).encode(),
-                                    headers=headers)
+                value = json.dumps(stat).encode()
+                await producer.send(args.prefix + "health", key=key.encode(), value=value,
+                                    headers=headers + health_headers(args, key.encode(), value, member))
                 sent += 1
             await producer.flush()
             if time.monotonic() >= end:
@@ -60,6 +63,7 @@ def main():
     parser.add_argument("--value", type=float, required=True)
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--interval", type=float, default=1.0)
+    add_health_options(parser)
     return asyncio.run(run(parser.parse_args()))
 
 

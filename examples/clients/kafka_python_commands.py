@@ -6,7 +6,10 @@ command id) is read from <prefix>replies. A command without a reply within --tim
 handled (an invalid record goes to <prefix>deadletter: `stratos deadletter list`); sending it
 again with the same id is safe: a handled id is answered with its first outcome.
 
-    python examples/clients/kafka_python_commands.py --bootstrap 127.0.0.1:9092 commands.json
+    python examples/clients/kafka_python_commands.py --bootstrap 127.0.0.1:9092 --token $TOKEN commands.json
+
+Each command carries the user's bearer token (POST /api/token; --token or $STRATOS_TOKEN) and
+is allowed as the REST call it mirrors would be; without one the reply is 401 (stratos_signing.py).
 
 commands.json: a list of {"aggregate_id": "carbon.super/cluster/app1.php1.php.domain",
 "command": {"type": "CreateCluster", ...}} (optional "id": reuse it to retry safely).
@@ -20,6 +23,7 @@ import uuid
 from datetime import datetime, timezone
 
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+from stratos_signing import add_command_options, command_headers  # beside this script
 
 
 def envelope(aggregate_id, command, command_id, tenant):
@@ -29,6 +33,7 @@ def envelope(aggregate_id, command, command_id, tenant):
             "correlation_id": None, "causation_id": None, "payload": command}
 
 
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("file", help="JSON list of {aggregate_id, command[, id]}")
@@ -36,6 +41,7 @@ def main():
     parser.add_argument("--prefix", default="stratos.")
     parser.add_argument("--tenant", default="carbon.super")
     parser.add_argument("--timeout", type=float, default=20.0, help="seconds to wait for all replies")
+    add_command_options(parser)
     args = parser.parse_args()
     try:
         with open(args.file) as source:
@@ -58,7 +64,8 @@ def main():
     for aggregate_id, command, command_id in commands:
         record = envelope(aggregate_id, command, command_id, args.tenant)
         # key = the aggregate id: Kafka's default (murmur2) partitioner puts it on its aggregate's partition
-        producer.send(args.prefix + "commands", key=aggregate_id.encode(), value=json.dumps(record).encode())
+        key, value = aggregate_id.encode(), json.dumps(record).encode()
+        producer.send(args.prefix + "commands", key=key, value=value, headers=command_headers(args, key, value))
     producer.flush()
     producer.close()
 

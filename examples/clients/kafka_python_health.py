@@ -5,6 +5,9 @@ balancer does): one HealthStat per member (load_average, memory_consumption) or 
     python examples/clients/kafka_python_health.py --bootstrap 127.0.0.1:9092 \
         --cluster app1.php1.php.domain --network-partition np1 --member php1.a --metric load_average --value 90
 
+Each sample is signed as its member, with the signingKey of its payload (--signing-key or
+$STRATOS_AGENT_SIGNING_KEY; `stratos member-key` prints it), or, for cluster-wide figures, with the
+platform secret (stratos_signing.py); unsigned ones are dead-lettered.
 Records are keyed by the cluster's aggregate id (<tenant>/cluster/<cluster id>). The health
 worker averages each window per cluster and network partition and sends ScaleCluster commands;
 a record it cannot accept (a negative value, a sample from the future) goes to <prefix>deadletter.
@@ -17,6 +20,8 @@ import uuid
 from datetime import datetime, timezone
 
 from kafka import KafkaProducer
+from stratos_signing import add_health_options, health_headers  # beside this script
+
 
 
 def main():
@@ -32,6 +37,7 @@ def main():
     parser.add_argument("--value", type=float, required=True)
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--interval", type=float, default=1.0)
+    add_health_options(parser)
     args = parser.parse_args()
 
     key = f"{args.tenant}/cluster/{args.cluster}"
@@ -46,7 +52,9 @@ def main():
             record = {"id": uuid.uuid4().hex, "type": "HealthStat", "schema_version": 1, "aggregate_id": key,
                       "aggregate_seq": 0, "occurred_at": now.isoformat(), "tenant": args.tenant,
                       "correlation_id": None, "causation_id": None, "payload": stat}
-            producer.send(args.prefix + "health", key=key.encode(), value=json.dumps(record).encode())
+            value = json.dumps(record).encode()
+            producer.send(args.prefix + "health", key=key.encode(), value=value,
+                          headers=health_headers(args, key.encode(), value, member))
             sent += 1
         producer.flush()
         if time.monotonic() >= end:

@@ -24,18 +24,18 @@ from infra.api.definitions import definition_routers
 from infra.api.logs import router as logs_router
 from infra.api.metadata import router as metadata_router
 from infra.api.usage import router as usage_router
-from infra.api.identity import Identity, Principal, basic_scheme, current_principal, unauthorized
+from infra.api.identity import Identity, Principal, basic_scheme, client_address, current_principal, unauthorized
 from infra.api.read_model import ReadModel
 from infra.api.responses import ERROR_RESPONSES, MaskedJSONResponse, Writer, answer
 from infra.api.runtime import router as runtime_router
 from infra.api.signups import router as signups_router
 from infra.api.replay import router as replay_router
+from infra.auth.access import DEMO_PASSWORD
 from infra.commands_client import CommandClient
 from infra.secrets import secret_box
 from infra.settings import Settings
 
 log = logging.getLogger(__name__)
-DEMO_PASSWORD = "admin"
 WRITE_THREADS = 256
 
 
@@ -81,14 +81,15 @@ def _token_router() -> APIRouter:
     router = APIRouter(tags=["Identity"], responses=ERROR_RESPONSES)
 
     @router.post("/token", response_model=Token,
-                 summary="A bearer token, for basic credentials or a JSON {username, password}")
+                 summary="A bearer token, for basic credentials or a JSON {username, password}; "
+                         "429 after too many failed logins for the user or from the address")
     def token(request: Request, body: TokenRequest | None = None,
               basic: HTTPBasicCredentials | None = Depends(basic_scheme)) -> Token:
         identity: Identity = request.app.state.identity
         login = (body.username, body.password) if body else (basic.username, basic.password) if basic else None
         if login is None:
             raise unauthorized("credentials required: HTTP basic auth or a JSON body")
-        principal = identity.authenticate(*login)
+        principal = identity.authenticate(*login, address=client_address(request))
         if principal is None:
             raise unauthorized("wrong user name or password")
         return Token(access_token=identity.issue_token(principal),

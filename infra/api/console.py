@@ -226,10 +226,19 @@ def static_file(name: str) -> Response:
 
 @router.get("/api/console/stream", response_class=EventSourceResponse)
 async def stream(request: Request, principal: Principal = Depends(current_principal)) -> AsyncIterable[ServerSentEvent]:
-    """`event: state` with the caller's tenant document, again whenever it changes."""
+    """`event: state` with the caller's tenant document, again whenever it changes. The caller
+    is checked again before each document: once its token is revoked or has expired (or its
+    user removed), the stream sends `event: refused` with the reason and ends."""
     feed: ConsoleFeed = request.app.state.console_feed
+    identity = request.app.state.identity
+    authorization = request.headers.get("authorization", "")
     sent = None
     while True:
+        now = await run_in_threadpool(identity.caller_now, authorization)
+        if isinstance(now, str) or now != principal:
+            yield ServerSentEvent(event="refused", data={"reason": now if isinstance(now, str) else
+                                                         f"the role of {principal.username!r} changed"})
+            return
         body = await run_in_threadpool(feed.view, principal.tenant)
         if body != sent:
             yield ServerSentEvent(event="state", raw_data=body, retry=2000)

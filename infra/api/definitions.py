@@ -13,9 +13,10 @@ from fastapi.concurrency import run_in_threadpool
 
 from infra.api.identity import Principal, current_principal, hash_password, is_hashed, super_admin, tenant_admin
 from infra.api.read_model import ReadModel
+from infra.api.references import in_use_problem, reference_problem
 from infra.api.responses import ERROR_RESPONSES, ResponseMessage, Writer
 from schemas import commands as C
-from schemas.definitions import DEFINITION_KINDS, Application, CartridgeGroup, RegisteredDefinition
+from schemas.definitions import DEFINITION_KINDS, RegisteredDefinition
 from schemas.base import masked
 from schemas.envelope import SUPER_TENANT
 from schemas.ids import aggregate_id
@@ -63,31 +64,11 @@ def public_body(resource: Resource, state) -> dict:
     return body
 
 
-def missing_references(read_model: ReadModel, tenant: str, definition: RegisteredDefinition) -> list[str]:
-    """The definitions `definition` uses that do not exist in `tenant`.
-
-    Groups nested inside a registered group (or inside this one) are defined inline, as in Stratos.
-    """
-    groups = [CartridgeGroup.model_validate(s.definition) for s in read_model.all(tenant, "cartridgeGroup")]
-    if isinstance(definition, CartridgeGroup):
-        groups.append(definition)
-    inline = {nested.name for group in groups for nested in list(group.walk())[1:]}
-    return [f"{kind} '{id}'" for kind, id in definition.references()
-            if read_model.get(tenant, kind, id) is None and not (kind == "cartridgeGroup" and id in inline)]
-
-
 def check_references(read_model: ReadModel, tenant: str, resource: Resource,
                      definition: RegisteredDefinition) -> None:
     """Stratos refuses a definition that names unknown definitions: 400 naming them."""
-    missing = missing_references(read_model, tenant, definition)
-    if missing:
-        raise HTTPException(400, f"{resource.kind} '{definition.definition_id}' uses "
-                                 f"{', '.join(missing)}, which does not exist")
-    if isinstance(definition, Application):
-        groups = {s.definition["name"]: CartridgeGroup.model_validate(s.definition)
-                  for s in read_model.all(tenant, "cartridgeGroup")}
-        if problems := definition.group_dependency_errors(groups):
-            raise HTTPException(400, "; ".join(problems))
+    if problem := reference_problem(read_model, tenant, resource.kind, definition):
+        raise HTTPException(400, problem)
 
 
 def with_hashed_secret(resource: Resource, definition: RegisteredDefinition, request: Request,
@@ -167,8 +148,8 @@ def definition_router(resource: Resource) -> APIRouter:
         read_model: ReadModel = request.app.state.read_model
         if read_model.get(tenant, resource.kind, id) is None:
             raise HTTPException(404, f"{resource.kind} '{id}' not found")
-        if users := read_model.referrers(tenant, resource.kind, id):
-            raise HTTPException(400, f"{resource.kind} '{id}' is in use by {', '.join(users)}")
+        if problem := in_use_problem(read_model, tenant, resource.kind, id):
+            raise HTTPException(400, problem)
         return await writer(request).write_async(
             aggregate_id(tenant, resource.kind, id), remove(id=id), tenant,
             f"{resource.label} removed successfully: [{resource.id_name}] {id}", 200, wait)

@@ -7,42 +7,30 @@ Tenants are definitions under the super tenant; users are definitions under thei
 """
 from __future__ import annotations
 
+import base64
 import hashlib
 import hmac
 import logging
 import secrets
 import threading
 import time
-from typing import Literal
+from collections import deque
 
 import bcrypt
 from fastapi import Depends, HTTPException, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBasic, HTTPBasicCredentials, HTTPBearer
-from pydantic import BaseModel
 
 from infra.api.read_model import ReadModel
+from infra.auth.access import Principal, Tokens, TokenRefused, candidate
+from infra.auth.signing import platform_secret
 from infra.secrets import secret_box
 from infra.settings import Settings
-from schemas.envelope import SUPER_TENANT
 
 log = logging.getLogger(__name__)
 
-Role = Literal["admin", "user"]
-ADMIN_ROLES = {"admin", "tenantadmin", "tenant-admin"}
-"""User roles that make a user an admin of its tenant (Stratos's `admin`, and the plain words)."""
 VERIFIED_TTL_SECONDS = 300.0
 """How long a checked (password, hash) pair is trusted without running bcrypt again."""
-
-
-class Principal(BaseModel):
-    username: str
-    tenant: str
-    role: Role
-
-    @property
-    def is_super_admin(self) -> bool:
-        return self.tenant == SUPER_TENANT and self.role == "admin"
 
 
 def hash_password(password: str, rounds: int) -> str:
@@ -53,28 +41,58 @@ def is_hashed(value: str) -> bool:
     return value.startswith(("$2a$", "$2b$", "$2y$")) and len(value) == 60
 
 
-def split_login(login: str, known_tenant) -> tuple[str, str]:
-    """`name@domain` -> (name, domain) when domain is a tenant; otherwise a super-tenant name."""
-    name, at, domain = login.rpartition("@")
-    if at and name and known_tenant(domain):
-        return name, domain
-    return login, SUPER_TENANT
+class LoginThrottle:
+    """Failed logins counted per user name and per client address over a sliding window: past
+    `limit` failures either one is refused with 429 until its oldest failure leaves the window
+    (a correct password does not get through meanwhile: that is the point)."""
+
+    def __init__(self, limit: int, window_seconds: float, clock=time.monotonic) -> None:
+        self.limit, self.window, self.clock = limit, window_seconds, clock
+        self.failures: dict[str, deque[float]] = {}
+        self.lock = threading.Lock()
+
+    def _recent(self, key: str, now: float) -> deque[float]:
+        found = self.failures.get(key)
+        while found and found[0] <= now - self.window:
+            found.popleft()
+        if found is not None and not found:
+            del self.failures[key]
+            return deque()
+        return found if found is not None else deque()
+
+    def retry_after(self, login: str, address: str) -> float | None:
+        """Seconds until `login` from `address` may try again, or None when it may now."""
+        now = self.clock()
+        with self.lock:
+            waits = [found[0] + self.window - now for key in (f"user:{login}", f"address:{address}")
+                     if len(found := self._recent(key, now)) >= self.limit]
+        return max(waits) if waits else None
+
+    def failed(self, login: str, address: str) -> None:
+        now = self.clock()
+        with self.lock:
+            for key in (f"user:{login}", f"address:{address}"):
+                self.failures.setdefault(key, self._recent(key, now)).append(now)
 
 
 class Identity:
-    """Checks credentials against the bootstrap admin and the tenant and user definitions."""
+    """Checks credentials against the bootstrap admin and the tenant and user definitions,
+    issues tokens and checks them (`infra.auth.access.Tokens`: signed, revocable, expiring)."""
 
     def __init__(self, settings: Settings, read_model: ReadModel, admin_password: str) -> None:
         self.settings = settings
         self.read_model = read_model
         self.admin_username = settings.admin_username
         self.admin_hash = hash_password(admin_password, settings.password_hash_rounds)
-        self.tokens: dict[str, tuple[Principal, float]] = {}
+        self.box = secret_box(settings)
+        """Password hashes are sealed in the log like every secret: opened here, where checked."""
+        self.tokens = Tokens(platform_secret(settings), read_model, settings.admin_username, admin_password,
+                             settings.token_ttl_seconds, open_secret=self.box.open)
+        self.tokens.admin_hash = self.admin_hash
+        self.throttle = LoginThrottle(settings.login_failures, settings.login_lockout_seconds)
         self.lock = threading.Lock()
         self.verified: dict[bytes, float] = {}
         self.cache_key = secrets.token_bytes(32)
-        self.box = secret_box(settings)
-        """Password hashes are sealed in the log like every secret: opened here, where checked."""
 
     def _digest(self, password: str, hashed: str) -> bytes:
         return hmac.new(self.cache_key, f"{hashed}\0{password}".encode(), hashlib.sha256).digest()
@@ -100,42 +118,59 @@ class Identity:
 
     def candidate(self, login: str) -> tuple[Principal, str] | None:
         """Who `login` would be, and the password hash to check; None if no such active login."""
-        name, tenant = split_login(login, lambda d: self.read_model.get(SUPER_TENANT, "tenant", d))
-        if tenant == SUPER_TENANT and name == self.admin_username:
-            return Principal(username=name, tenant=tenant, role="admin"), self.admin_hash
-        if tenant != SUPER_TENANT:
-            body = self.read_model.get(SUPER_TENANT, "tenant", tenant).definition  # type: ignore[union-attr]
-            if not body.get("active", True):
-                return None
-            if name == body.get("admin"):
-                return Principal(username=login, tenant=tenant, role="admin"), self.box.open(body.get("adminPassword")) or ""
-        user = self.read_model.get(tenant, "user", name)
-        if user is None:
-            return None
-        role: Role = "admin" if (user.definition.get("role") or "").lower() in ADMIN_ROLES else "user"  # type: ignore[attr-defined]
-        return Principal(username=login, tenant=tenant, role=role), self.box.open(user.definition.get("credential")) or ""  # type: ignore[attr-defined]
+        return candidate(self.read_model, self.admin_username, self.admin_hash, login, self.box.open)
 
-    def authenticate(self, login: str, password: str) -> Principal | None:
+    def check_throttle(self, login: str, address: str) -> None:
+        if (wait := self.throttle.retry_after(login, address)) is not None:
+            raise HTTPException(429, f"too many failed logins for {login!r} or from {address}: "
+                                     f"try again in {int(wait) + 1} s", headers={"Retry-After": str(int(wait) + 1)})
+
+    def authenticate(self, login: str, password: str, address: str = "") -> Principal | None:
+        """The principal for these credentials, or None (counted as a failure); raises 429 while
+        this user name or address has failed too often."""
+        self.check_throttle(login, address)
         found = self.candidate(login)
-        if found is None:
-            return None
-        principal, hashed = found
-        return principal if self.known(password, hashed) or self.verify(password, hashed) else None
+        if found is not None:
+            principal, hashed = found
+            if self.known(password, hashed) or self.verify(password, hashed):
+                return principal
+        self.throttle.failed(login, address)
+        return None
 
     def issue_token(self, principal: Principal) -> str:
-        token = secrets.token_urlsafe(32)
-        with self.lock:
-            now = time.monotonic()
-            self.tokens = {t: v for t, v in self.tokens.items() if v[1] > now}
-            self.tokens[token] = (principal, now + self.settings.token_ttl_seconds)
-        return token
+        found = self.candidate(principal.username)
+        return self.tokens.issue(principal, found[1] if found else "")
 
     def principal_for_token(self, token: str) -> Principal | None:
-        with self.lock:
-            found = self.tokens.get(token)
-        if found is None or found[1] < time.monotonic():
+        try:
+            return self.tokens.principal(token)
+        except TokenRefused:
             return None
+
+    def caller_now(self, authorization: str) -> Principal | str:
+        """The caller of a long request (the console stream) checked again: its principal, or
+        why it is no longer let in (token expired or revoked, user removed, password changed)."""
+        scheme, _, value = authorization.partition(" ")
+        if scheme.lower() == "bearer":
+            try:
+                return self.tokens.principal(value.strip())
+            except TokenRefused as exc:
+                return str(exc)
+        try:
+            login, _, password = base64.b64decode(value.strip()).decode().partition(":")
+        except ValueError:
+            return "credentials required: HTTP basic auth or a bearer token"
+        found = self.candidate(login)
+        if found is None or not (self.known(password, found[1]) or self.verify(password, found[1])):
+            return f"user {login!r} was removed, its password changed or its tenant was deactivated"
         return found[0]
+
+    def check_token(self, token: str) -> Principal:
+        """The token's principal now; raises 401 naming why it is refused (expired, revoked)."""
+        try:
+            return self.tokens.principal(token)
+        except TokenRefused as exc:
+            raise unauthorized(str(exc)) from None
 
 
 basic_scheme = HTTPBasic(auto_error=False, description="user, or user@tenantDomain")
@@ -152,20 +187,22 @@ async def current_principal(request: Request,
     """On the event loop (no worker-thread hop per request); only a bcrypt check leaves it."""
     identity: Identity = request.app.state.identity
     if bearer is not None:
-        principal = identity.principal_for_token(bearer.credentials)
-        if principal is None:
-            raise unauthorized("the bearer token is unknown or expired")
-        return principal
+        return identity.check_token(bearer.credentials)
     if basic is None:
         raise unauthorized("credentials required: HTTP basic auth or a bearer token")
+    address = client_address(request)
+    identity.check_throttle(basic.username, address)
     found = identity.candidate(basic.username)
-    if found is None:
-        raise unauthorized("wrong user name or password")
-    principal, hashed = found
-    if not (identity.known(basic.password, hashed)
-            or await run_in_threadpool(identity.verify, basic.password, hashed)):
-        raise unauthorized("wrong user name or password")
-    return principal
+    if found is not None:
+        principal, hashed = found
+        if identity.known(basic.password, hashed) or await run_in_threadpool(identity.verify, basic.password, hashed):
+            return principal
+    identity.throttle.failed(basic.username, address)
+    raise unauthorized("wrong user name or password")
+
+
+def client_address(request: Request) -> str:
+    return request.client.host if request.client else "unknown"
 
 
 async def tenant_admin(principal: Principal = Depends(current_principal)) -> Principal:

@@ -33,8 +33,10 @@ CAUSES_REMEMBERED = 100_000
 class ReadModel:
     """Aggregates by id and by (tenant, kind), with the offsets applied per partition."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, kinds: set[str] | None = None) -> None:
         self.settings = settings
+        self.kinds = {k.encode() for k in kinds} if kinds is not None else None
+        """Only these aggregate kinds are folded (a node's users and tenants); None = all."""
         self.changed = threading.Condition()
         self.aggregates: dict[str, Tracked] = {}
         self.by_kind: dict[tuple[str, str], dict[str, Tracked]] = defaultdict(dict)
@@ -89,10 +91,16 @@ class ReadModel:
     def _fold_batch(self, partition: int, raws) -> None:
         with self.changed:
             for raw in raws:
-                self._fold_one(raw)
+                if self.kinds is None or self._wanted(raw.key):
+                    self._fold_one(raw)
                 self.applied[partition] = raw.offset + 1
             self.version += 1
             self.changed.notify_all()
+
+    def _wanted(self, key: bytes | None) -> bool:
+        """A commit of a wanted kind, or a claim (the fences need every one)."""
+        parts = (key or b"").split(b"/", 2)
+        return len(parts) != 3 or parts[1] in self.kinds  # type: ignore[operator]
 
     def _fold_one(self, raw) -> None:
         """Apply one record; a record that does not validate or fold is logged and skipped

@@ -19,6 +19,7 @@ from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import CommitFailedError, IllegalStateError
 from pydantic import BaseModel
 
+from infra.auth.signing import Signer, Verifier
 from infra.health import HEALTH_GROUP
 from infra.health.app import HealthService
 from infra.kafka import ce_headers, decode, decode_key, encode, envelope, rejection_reason
@@ -35,6 +36,7 @@ EVENTS_BATCH = 2000
 
 def register(service: HealthService) -> None:
     app, topics, views, book = service.app, service.topics, service.views, service.book
+    verifier, signer = Verifier.of(service.settings), Signer.platform(service.settings)
 
     @app.task
     async def follow_cluster_views():
@@ -84,10 +86,12 @@ def register(service: HealthService) -> None:
                 received_at, now = time.monotonic(), time.time()
                 for records in batch.values():
                     for raw in records:
-                        try:
+                        try:  # the signature is checked on the raw bytes, before parsing
+                            sender = verifier.sender("health", raw.key, raw.value, raw.headers)
                             decode_key(raw.key)
-                            book.ingest(decode("health", raw.value, raw.headers), views.clusters, raw.partition,
-                                        received_at, now)
+                            record = decode("health", raw.value, raw.headers)
+                            verifier.require_signed("health", sender, record)
+                            book.ingest(record, views.clusters, raw.partition, received_at, now)
                         except Exception as exc:  # ValueError: invalid; anything else costs one record
                             if not isinstance(exc, ValueError):
                                 log.exception("health record %d@%d raised", raw.partition, raw.offset)
@@ -104,11 +108,11 @@ def register(service: HealthService) -> None:
         """Every hop: a ScaleCluster per cluster with fresh figures, a MemberFault per silence."""
         hop_index = int(time.time() // service.settings.health_hop_seconds)
         for decision in book.decide(views.clusters):
-            await _send(topics.commands, CommandRecord, decision.command, decision.key,
+            await _send(topics.commands, signer, "commands", CommandRecord, decision.command, decision.key,
                         tenant=decision.tenant, causation_id=decision.causation_id,
                         record_id=decision.command_id(hop_index))
         for fault in book.faults(views.clusters, time.monotonic()):
-            await _send(topics.health, HealthRecord, fault.fault, fault.key, tenant=fault.tenant)
+            await _send(topics.health, signer, "health", HealthRecord, fault.fault, fault.key, tenant=fault.tenant)
 
 
 class _KeepPartitions(ConsumerRebalanceListener):
@@ -133,11 +137,14 @@ async def _commit(consumer: AIOKafkaConsumer, offsets: dict) -> None:
         log.warning("health offsets not committed (a rebalance): %s", exc)
 
 
-async def _send(topic, record_type: type[Envelope], payload: BaseModel, key: str, **fields) -> None:
-    """Wrap and send one record keyed by its aggregate; a failure is logged and costs only it."""
+async def _send(topic, signer: Signer, kind: str, record_type: type[Envelope], payload: BaseModel, key: str,
+                **fields) -> None:
+    """Wrap, sign and send one record keyed by its aggregate; a failure is logged and costs only it."""
     try:
         record = envelope(record_type, payload, key, **fields)
-        await topic.send(key=key.encode(), value=encode(record), headers=ce_headers(record, HEALTH_SOURCE))
+        value = encode(record)
+        await topic.send(key=key.encode(), value=value,
+                         headers=ce_headers(record, HEALTH_SOURCE) + signer.headers(kind, key.encode(), value))
     except Exception:
         log.exception("sending %s for %s failed", payload.type, key)  # type: ignore[attr-defined]
 

@@ -18,6 +18,7 @@ from libcloud.compute.base import Node, NodeDriver, NodeImage, NodeLocation, Nod
 from libcloud.compute.providers import get_driver, set_driver
 from libcloud.compute.types import NodeState
 
+from infra.auth.signing import public_metadata
 from infra.iaas.patterns import HealthPatterns
 from schemas.base import masked
 
@@ -45,7 +46,7 @@ class MockInstance:
         """The instance as the mock IaaS's API shows it: its payload's secrets masked."""
         return masked({"id": self.node_id, "privateIp": self.private_ip, "publicIp": self.public_ip,
                        "createdAt": self.created_at, "agentStatus": self.agent_status,
-                       "localPorts": self.local_ports, **self.metadata})
+                       "localPorts": self.local_ports, **public_metadata(self.metadata)})
 
 
 class MockCloud:

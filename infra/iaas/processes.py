@@ -71,7 +71,8 @@ class ProcessInstances:
                            "STRATOS_TOPIC_PREFIX": self.settings.topic_prefix,
                            "STRATOS_HEALTH_PUBLISH_SECONDS": str(self.settings.health_publish_seconds),
                            **{name: meta[key] for name, key in (("STRATOS_AGENT_CARTRIDGE_KEY", "cartridgeKey"),
-                                                                ("STRATOS_AGENT_REPO_PASSWORD", "repoPassword"))
+                                                                ("STRATOS_AGENT_REPO_PASSWORD", "repoPassword"),
+                                                                ("STRATOS_AGENT_SIGNING_KEY", "signingKey"))
                               if meta.get(key)}})
         log_path = self.settings.state_dir / "instances" / f"{instance.node_id}.log"
         log_path.parent.mkdir(parents=True, exist_ok=True)

@@ -17,6 +17,7 @@ import threading
 import time
 
 from actors.iaas_plan import agent_answer, cleanup_answer
+from infra.auth.signing import Signer
 from infra.eventlog import history_events
 from infra.eventlog import History
 from infra.iaas.mock import MockCloud, MockInstance
@@ -132,7 +133,8 @@ class SimulatedAgents:
                                 network_partition_id=instance.metadata.get("networkPartitionId"))
         key = cluster_aggregate(instance)
         self.appender.send("instance-status", key, envelope(
-            InstanceStatusRecord, status, key, tenant=instance.metadata["tenant"], causation_id=cause))
+            InstanceStatusRecord, status, key, tenant=instance.metadata["tenant"], causation_id=cause),
+            signer=Signer.for_instance(instance.metadata))
 
     # --- health -------------------------------------------------------------------------------
     def _publish_health(self) -> None:
@@ -156,8 +158,8 @@ class SimulatedAgents:
                                   member_id=None if per_cluster else instance.node_id,
                                   metric=metric, value=value, timestamp=now)
                 key = cluster_aggregate(instance)
-                self.appender.send("health", key, envelope(HealthRecord, stat, key,
-                                                           tenant=instance.metadata["tenant"]))
+                self.appender.send("health", key, envelope(HealthRecord, stat, key, tenant=instance.metadata["tenant"]),
+                                   signer=None if per_cluster else Signer.for_instance(instance.metadata))
                 sent += 1
             clusters_done.add(cluster)
         self.appender.flush()
