@@ -11,6 +11,7 @@ from rich.console import Console
 
 from infra.auth.cli import register as register_signing
 from infra.contract_cli import register as register_contract_verbs
+from infra.iaas.cli import register as register_mock_iaas
 from infra.lb.cli import register as register_lb
 from infra.manager_cli import register as register_stratos_verbs
 from infra.metadata_cli import register as register_metadata_verbs
@@ -141,13 +142,15 @@ def up(bootstrap: str = typer.Option(None, help="use this Kafka instead of the e
        no_sample: bool = typer.Option(False, "--no-sample", help="start empty"),
        state_dir: Path = typer.Option(Path("state"), help="where logs and the event archive go"),
        process: bool = typer.Option(False, "--process", help="mock IaaS in process mode: every member "
-                                    "a real `stratos agent` with an HTTP server")) -> None:
+                                    "a real `stratos agent` with an HTTP server"),
+       tls: bool = typer.Option(False, "--tls", help="HTTPS (as STRATOS_API_TLS=1): a self-signed certificate "
+                                "made into the state dir, or STRATOS_API_TLS_CERT/_KEY")) -> None:
     """Start the whole platform (embedded broker by default) until Ctrl-C."""
     from infra.platform import run_platform
 
     _logging()
     raise typer.Exit(run_platform(bootstrap=bootstrap, api_port=api_port, sample=not no_sample,
-                                  state_dir=state_dir, console=console, process=process))
+                                  state_dir=state_dir, console=console, process=process, tls=tls))
 
 
 @app.command()
@@ -193,15 +196,18 @@ def api(port: int = typer.Option(None, help="port; default STRATOS_API_PORT (944
     import uvicorn
 
     from infra.api import ConfigurationError, create_app
+    from infra.tls import TlsConfigError, tls_options
 
     _logging()
     settings = _part(_require_bootstrap(), "api")
     try:
         application = create_app(settings, demo=demo)
-    except ConfigurationError as exc:
+        tls_options(settings)
+    except (ConfigurationError, TlsConfigError) as exc:
         console.print(f"[red]error:[/] {exc}")
         raise typer.Exit(2)
-    uvicorn.run(application, host=settings.api_host, port=port or settings.api_port, log_level="warning")
+    uvicorn.run(application, host=settings.api_host, port=port or settings.api_port, log_level="warning",
+                **tls_options(settings))
 
 
 register_stratos_verbs(app)
@@ -212,6 +218,7 @@ register_signing(app)
 register_observe_verbs(app)
 register_secrets(app)
 register_contract_verbs(app, schemas_app)
+register_mock_iaas(app)
 
 
 @app.command()
@@ -232,52 +239,21 @@ def health() -> None:
 
 
 @app.command()
-def cloud(api_port: int = typer.Option(None, help="serve the mock IaaS REST view on this loopback "
-                                                   "port (default STRATOS_MOCK_API_PORT; unset = not served)"),
-          patterns: Path = typer.Option(None, help="health patterns file, YAML or JSON (default "
-                                                   "STRATOS_MOCK_HEALTH_PATTERNS)")) -> None:
+def cloud() -> None:
     """Run the cloud controller: starts and stops nodes through libcloud for member events and
-    reports back. Its mock IaaS plays the agents (STRATOS_MOCK_IAAS_MODE=simulated) or runs one
-    `stratos agent` process per node (process)."""
-    from pydantic import ValidationError
-
+    reports back. It holds no cloud state: the mock IaaS is `stratos mock-iaas`, reached by the
+    libcloud `mock` driver over HTTP (STRATOS_MOCK_IAAS_URL)."""
     from infra.cloud import CloudController
-    from infra.iaas.mock import MockCloud
-    from infra.iaas.processes import ProcessInstances
-    from infra.iaas.simulator import SimulatedAgents
-    from infra.kafka import rejection_reason
 
     _logging()
     settings = _part(_require_bootstrap(), "cloud")
-    mock = MockCloud.named(settings.mock_cloud or settings.topic_prefix)
-    if patterns_file := patterns or settings.mock_health_patterns:
-        try:
-            mock.patterns.load(patterns_file)
-        except (OSError, ValueError) as exc:
-            reason = rejection_reason(exc) if isinstance(exc, ValidationError) else str(exc)
-            console.print(f"[red]error:[/] health patterns {patterns_file}: {reason}")
-            raise typer.Exit(2)
-    instances = SimulatedAgents(settings, mock).start() if settings.mock_iaas_mode == "simulated" \
-        else ProcessInstances(settings, mock)
-    if port := api_port or settings.mock_api_port:
-        import uvicorn
-
-        from infra.mock_api import mock_iaas_app
-
-        server = uvicorn.Server(uvicorn.Config(mock_iaas_app(lambda: mock), host="127.0.0.1", port=port,
-                                               log_level="warning"))
-        threading.Thread(target=server.run, name="mock-iaas-api", daemon=True).start()
-        console.print(f"mock IaaS REST view on http://127.0.0.1:{port}/mock-iaas/api/instances")
-    controller = CloudController(settings, mock.name)
+    controller = CloudController(settings)
     signal.signal(signal.SIGTERM, lambda *_: controller.stop())
-    console.print(f"[green]cloud controller[/] on {settings.topic('events')} "
-                  f"(mock IaaS {settings.mock_iaas_mode}, cloud {mock.name!r})")
+    console.print(f"[green]cloud controller[/] on {settings.topic('events')} (mock IaaS at {controller.mock.url})")
     try:
         controller.run()
     except KeyboardInterrupt:
         controller.stop()
-    finally:
-        instances.stop()
 
 
 @app.command()

@@ -36,6 +36,8 @@ from actors.member import MemberState
 from actors.runtime import Tracked
 from infra.auth.signing import member_credentials, platform_secret
 from infra.eventlog import History, read_history
+from infra.iaas.driver import MockEndpoint
+from infra.iaas.account import mock_endpoint
 from infra.iaas.providers import IaasConfigError, IaasTarget, build_driver, create_options, node_name
 from infra.kafka import (IDLE_POLL_MS, Appender, DeadLetters, decode_key, encode, envelope, group_consumer,
                          rejection_reason)
@@ -203,9 +205,9 @@ Work = tuple[int, list[Future]]
 
 
 class CloudController:
-    def __init__(self, settings: Settings, mock_cloud: str | None = None) -> None:
+    def __init__(self, settings: Settings, mock: MockEndpoint | None = None) -> None:
         self.settings = settings
-        self.mock_cloud = mock_cloud or settings.mock_cloud or settings.topic_prefix
+        self.mock = mock or mock_endpoint(settings)
         self.box = secret_box(settings)
         self.book = MemberBook(self.box, {"METADATA_SERVICE_URL": settings.metadata_url},
                                MemberTokens.in_state_dir(settings.state_dir), platform_secret(settings))
@@ -357,7 +359,7 @@ class CloudController:
         if target.driver_key not in cache:
             cache[target.driver_key] = build_driver(replace(  # the one place the account is opened
                 target, identity=self.box.open(target.identity) or "",
-                credential=self.box.open(target.credential) or ""), self.mock_cloud)
+                credential=self.box.open(target.credential) or ""), self.mock)
         return cache[target.driver_key]
 
     def find_node(self, spawn: Spawn) -> Node | None:

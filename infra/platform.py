@@ -10,11 +10,13 @@ from pathlib import Path
 from rich.console import Console
 
 from infra.archive import Archiver, restore
+from infra.iaas.account import access_key
 from infra.broker import BrokerError, EmbeddedBroker
 from infra.kafka import ensure_topics
 from infra.lb.balancer import haproxy_binary
 from infra.settings import get_settings
 from infra.supervisor import Supervisor, child_env
+from infra.tls import TlsConfigError, server_certificate, trusted_ca
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +33,8 @@ def parts(api_port: int, demo: bool) -> dict[str, list[str]]:
     return {
         "node": ["node"],
         "reactor": ["reactor"],
-        "cloud": ["cloud", "--api-port", str(api_port + 1), "--patterns", str(patterns)],
+        "mock-iaas": ["mock-iaas", "--patterns", str(patterns)],
+        "cloud": ["cloud"],
         "health": ["health"],
         "api": ["api", "--port", str(api_port)] + (["--demo"] if demo else []),
         "topology": ["topology"],
@@ -72,7 +75,7 @@ def load_sample(settings, console: Console) -> None:
 
 
 def run_platform(bootstrap: str | None, api_port: int, sample: bool, state_dir: Path,
-                 console: Console, process: bool = False) -> int:
+                 console: Console, process: bool = False, tls: bool = False) -> int:
     from infra.cli import wait_for_interrupt
 
     settings = get_settings()
@@ -96,8 +99,15 @@ def run_platform(bootstrap: str | None, api_port: int, sample: bool, state_dir: 
                 console.print(f"restored {sum(restored.values())} events from {archive}")
             archiver = Archiver(settings, archive, restored)
             threading.Thread(target=archiver.run, name="archiver", daemon=True).start()
+        tls = tls or settings.api_tls
+        here = settings.model_copy(update={"api_tls": tls, "state_dir": state_dir.absolute()})
+        access_key(here)  # the mock IaaS's key and the certificate: made once, before the parts start
+        if tls:
+            cert, _key = server_certificate(here)
+            console.print(f"HTTPS with {cert} (clients trust it: STRATOS_API_CA={trusted_ca(here)})")
         extra = {"STRATOS_API_PORT": str(api_port), "STRATOS_STATE_DIR": str(state_dir.absolute()),
-                 **({"STRATOS_MOCK_IAAS_MODE": "process"} if process else {})}
+                 **({"STRATOS_MOCK_IAAS_MODE": "process"} if process else {}),
+                 **({"STRATOS_API_TLS": "1"} if tls else {})}
         supervisor = Supervisor(child_env(settings.kafka_bootstrap, extra), state_dir / "logs")
         demo = not settings.admin_password
         for name, args in parts(api_port, demo).items():
@@ -106,9 +116,9 @@ def run_platform(bootstrap: str | None, api_port: int, sample: bool, state_dir: 
         console.print(f"[green]Stratos-ES[/] on Kafka [bold]{settings.kafka_bootstrap}[/]"
                       f"{' (embedded broker)' if broker else ''}; logs in {state_dir / 'logs'}")
         user = f"{settings.admin_username} / {'admin (demo only: set STRATOS_ADMIN_PASSWORD)' if demo else '<STRATOS_ADMIN_PASSWORD>'}"
-        console.print(f"console:  http://127.0.0.1:{api_port}/   REST API: http://127.0.0.1:{api_port}/api   "
-                      f"user {user}")
-        console.print(f"mock IaaS: http://127.0.0.1:{api_port + 1}/mock-iaas/api/instances"
+        base = f"{'https' if tls else 'http'}://127.0.0.1:{api_port}"
+        console.print(f"console:  {base}/   REST API: {base}/api   user {user}")
+        console.print(f"mock IaaS: {base}/mock-iaas/api/instances (state in {state_dir / 'mock-iaas'})"
                       f"{' (process mode: every member a real process)' if process else ''}")
         console.print(f"load balancer: HAProxy on {settings.lb_bind}, proxy ports of the cartridges "
                       "(`stratos lb-status`)" if haproxy_binary() else
@@ -118,7 +128,7 @@ def run_platform(bootstrap: str | None, api_port: int, sample: bool, state_dir: 
         console.print("running; Ctrl-C stops everything")
         wait_for_interrupt()
         return 0
-    except BrokerError as exc:
+    except (BrokerError, TlsConfigError) as exc:
         console.print(f"[red]error:[/] {exc}")
         return 1
     finally:  # parts first (Ctrl-C may come at any point), the broker they use last

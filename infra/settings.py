@@ -59,11 +59,20 @@ class Settings(BaseSettings):
     cloud_start_attempts: int = Field(3, ge=1, description="node starts tried before giving up")
     cloud_retry_seconds: float = Field(2.0, gt=0, description="first backoff after a failed start")
     cloud_reconcile_seconds: float = Field(15.0, gt=0, description="how often nodes are listed")
-    mock_cloud: str | None = Field(None, description="name of the mock IaaS cloud; unset = topic prefix")
     mock_health_patterns: Path | None = Field(None, description="YAML/JSON health patterns file")
     mock_iaas_mode: Literal["simulated", "process"] = "simulated"
-    mock_api_port: int | None = Field(None, description="loopback port of the mock IaaS REST view "
-                                                        "served by `stratos cloud`; unset = not served")
+    mock_api_port: int | None = Field(None, description="loopback port of `stratos mock-iaas`; "
+                                                        "unset = STRATOS_API_PORT + 1")
+    mock_iaas_url: str | None = Field(None, description="where the mock driver and the API reach the "
+                                      "mock IaaS; unset = http(s)://127.0.0.1:<mock_api_port>")
+    mock_iaas_key: SecretStr | None = Field(None, description="the mock IaaS's access key; unset = "
+                                            "<state dir>/mock-iaas/access-key (made on first use)")
+    api_tls: bool = Field(False, description="serve the API, console and mock IaaS over HTTPS")
+    api_tls_cert: Path | None = Field(None, description="PEM certificate for HTTPS; unset = a "
+                                      "self-signed one made into <state dir>/tls/")
+    api_tls_key: Path | None = Field(None, description="PEM key of STRATOS_API_TLS_CERT")
+    api_ca: Path | None = Field(None, description="certificate clients trust for the API; unset = "
+                                "<state dir>/tls/cert.pem when it exists")
     node_partitions: list[int] | None = Field(
         None, description="command partitions a node owns without a consumer group (e.g. [0,1,2,3]); "
                           "unset = share them with the other nodes of the group")

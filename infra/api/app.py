@@ -23,6 +23,7 @@ from infra.api.console import router as console_router
 from infra.api.definitions import definition_routers
 from infra.api.logs import router as logs_router
 from infra.api.metadata import router as metadata_router
+from infra.api.mock_iaas import router as mock_iaas_router
 from infra.api.usage import router as usage_router
 from infra.api.identity import Identity, Principal, basic_scheme, client_address, current_principal, unauthorized
 from infra.api.read_model import ReadModel
@@ -131,6 +132,8 @@ def create_app(settings: Settings, *, demo: bool = False, read_model: ReadModel 
         try:
             yield
         finally:
+            if (proxy := getattr(app.state, "mock_iaas", None)) is not None:
+                await proxy.close()
             if own_commands:
                 client.close()
             if own_read_model:
@@ -162,6 +165,7 @@ def create_app(settings: Settings, *, demo: bool = False, read_model: ReadModel 
     for router in [runtime_router] + definition_routers() + [signups_router, replay_router, _token_router(),
                                                              logs_router, usage_router]:
         app.include_router(router, prefix="/api")
+    app.include_router(mock_iaas_router)
     app.include_router(console_router)
     app.include_router(metadata_router)  # Stratos's /metadata/api, beside /api
     return app

@@ -63,21 +63,27 @@ class HealthPatterns:
         for cartridge_type, cartridge_patterns in (patterns or {}).items():
             self.replace(cartridge_type, cartridge_patterns)
 
-    def load(self, path: Path) -> list[str]:
-        """Replace the patterns of every cartridge in a YAML (or JSON) file; returns their types.
+    @staticmethod
+    def read(path: Path) -> dict[str, CartridgePatterns]:
+        """The patterns of a YAML (or JSON) file, per cartridge type.
 
         Raises ValidationError naming the field when the file does not fit the schema."""
         text = path.read_text()
         data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
-        loaded = PatternFile.model_validate(data or {}).root
+        return PatternFile.model_validate(data or {}).root
+
+    def load(self, path: Path) -> list[str]:
+        """Replace the patterns of every cartridge in a YAML (or JSON) file; returns their types."""
+        loaded = self.read(path)
         for cartridge_type, patterns in loaded.items():
             self.replace(cartridge_type, patterns)
         return list(loaded)
 
-    def replace(self, cartridge_type: str, patterns: CartridgePatterns) -> None:
+    def replace(self, cartridge_type: str, patterns: CartridgePatterns, started: float | None = None) -> None:
+        """Put `patterns` in force; their timeline starts now (or at `started`, when restored)."""
         with self.lock:
             self.patterns[cartridge_type] = patterns
-            self.started[cartridge_type] = self.clock()
+            self.started[cartridge_type] = self.clock() if started is None else started
 
     def of(self, cartridge_type: str) -> CartridgePatterns | None:
         with self.lock:

@@ -5,6 +5,8 @@ agent starts it, is Activated once it serves, and stops it on cleanup). Any othe
 with an http port gets a small HTTP server (the agent serves its checked-out
 artifacts) on a free loopback port, and the node's private IP is 127.0.0.1, so a real load
 balancer can route real requests to it. Destroying (or crashing) the node ends the process.
+When the mock IaaS starts again, every node it kept gets its process back, on the same port
+(a rebooted host): its agent finds its member Initialized and reports again.
 """
 from __future__ import annotations
 
@@ -38,13 +40,21 @@ class ProcessInstances:
         self.processes: dict[str, subprocess.Popen] = {}
         cloud.listeners.append(self.on_change)
 
+    def start(self) -> "ProcessInstances":
+        """Boot the nodes the cloud kept from before (none on a fresh cloud)."""
+        for instance in self.cloud.all():
+            if instance.node_id not in self.processes:
+                self.launch(instance)
+                self.cloud.save(instance)
+        return self
+
     def on_change(self, what: str, instance: MockInstance) -> None:
         if what == "created":
-            self.start(instance)
+            self.launch(instance)
         elif what == "destroyed":
             self.end(instance.node_id)
 
-    def start(self, instance: MockInstance) -> None:
+    def launch(self, instance: MockInstance) -> None:
         meta = instance.metadata
         protocols = [p.partition(":")[0] for p in meta.get("ports", "").split(",") if p]
         instance.private_ip = "127.0.0.1"
@@ -55,7 +65,7 @@ class ProcessInstances:
         if meta.get("category") == LOAD_BALANCER:  # a load-balancer cartridge: `stratos lb` for its application
             command += ["--load-balancer", meta["applicationId"]]
         elif HTTP_PROTOCOLS & set(protocols):
-            port = free_port()
+            port = instance.local_ports.get("http") or free_port()
             instance.local_ports["http"] = port
             command += ["--serve-http", str(port)]
         if meta.get("repoUrl"):

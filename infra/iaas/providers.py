@@ -14,7 +14,7 @@ from libcloud.compute.base import NodeDriver, NodeImage, NodeSize
 from libcloud.compute.providers import get_driver
 
 from infra.iaas.containers import ContainerConfigError, DockerNodes, KubernetesNodes, dns_name
-from infra.iaas.mock import MOCK_PROVIDER, register_mock_driver
+from infra.iaas.driver import MOCK_PROVIDER, MockEndpoint
 
 
 class IaasConfigError(ValueError):
@@ -71,16 +71,15 @@ def _groups(target: IaasTarget) -> list[str]:
     return [g.strip() for g in target.properties.get("securityGroups", "").split(",") if g.strip()]
 
 
-def _mock_driver(target: IaasTarget, cloud_name: str) -> NodeDriver:
-    register_mock_driver()
-    return get_driver(MOCK_PROVIDER)(cloud_name)
+def _mock_driver(target: IaasTarget, mock: MockEndpoint) -> NodeDriver:
+    return mock.driver()
 
 
 def _mock_node(target: IaasTarget, driver: NodeDriver, name: str, metadata: dict) -> dict:
     return dict(name=name, ex_metadata=metadata)
 
 
-def _ec2_driver(target: IaasTarget, _cloud_name: str) -> NodeDriver:
+def _ec2_driver(target: IaasTarget, _mock: MockEndpoint) -> NodeDriver:
     return get_driver("ec2")(target.identity, target.credential,
                              region=target.properties.get("region", "us-east-1"))
 
@@ -99,7 +98,7 @@ def _ec2_node(target: IaasTarget, driver: NodeDriver, name: str, metadata: dict)
     return options
 
 
-def _openstack_driver(target: IaasTarget, _cloud_name: str) -> NodeDriver:
+def _openstack_driver(target: IaasTarget, _mock: MockEndpoint) -> NodeDriver:
     return get_driver("openstack")(
         target.identity, target.credential,
         ex_force_auth_url=target.required("authUrl"),
@@ -123,7 +122,7 @@ def _openstack_node(target: IaasTarget, driver: NodeDriver, name: str, metadata:
     return options
 
 
-def _gce_driver(target: IaasTarget, _cloud_name: str) -> NodeDriver:
+def _gce_driver(target: IaasTarget, _mock: MockEndpoint) -> NodeDriver:
     return get_driver("gce")(target.identity, target.credential,
                              project=target.required("projectId"),
                              datacenter=target.properties.get("zone"))
@@ -144,7 +143,7 @@ def gce_name(member_id: str) -> str:
     return "".join(c if c.isalnum() else "-" for c in member_id.lower())
 
 
-def _cloudstack_driver(target: IaasTarget, _cloud_name: str) -> NodeDriver:
+def _cloudstack_driver(target: IaasTarget, _mock: MockEndpoint) -> NodeDriver:
     return get_driver("cloudstack")(target.identity, target.credential,
                                     url=target.required("endpoint"))
 
@@ -164,8 +163,8 @@ def _cloudstack_node(target: IaasTarget, driver: NodeDriver, name: str, metadata
     return options
 
 
-def _container_driver(nodes: type) -> Callable[[IaasTarget, str], NodeDriver]:
-    def build(target: IaasTarget, _cloud_name: str) -> NodeDriver:
+def _container_driver(nodes: type) -> Callable[[IaasTarget, MockEndpoint], NodeDriver]:
+    def build(target: IaasTarget, _mock: MockEndpoint) -> NodeDriver:
         try:
             return nodes(target.identity, target.credential, target.properties)
         except ContainerConfigError as exc:  # final: retrying cannot help
@@ -177,7 +176,7 @@ def _container_node(target: IaasTarget, driver: NodeDriver, name: str, metadata:
     return dict(name=name, image=_image(target, driver), ex_metadata=metadata)
 
 
-Builder = tuple[Callable[[IaasTarget, str], NodeDriver], Callable[[IaasTarget, NodeDriver, str, dict], dict]]
+Builder = tuple[Callable[[IaasTarget, MockEndpoint], NodeDriver], Callable[[IaasTarget, NodeDriver, str, dict], dict]]
 PROVIDERS: dict[str, Builder] = {
     MOCK_PROVIDER: (_mock_driver, _mock_node),
     "ec2": (_ec2_driver, _ec2_node),
@@ -199,9 +198,9 @@ def _builder(target: IaasTarget) -> Builder:
                               f"(supported: {', '.join(sorted(PROVIDERS))})") from None
 
 
-def build_driver(target: IaasTarget, mock_cloud_name: str) -> NodeDriver:
-    """The libcloud driver for a target; the mock one works on the cloud named `mock_cloud_name`."""
-    return _builder(target)[0](target, mock_cloud_name)
+def build_driver(target: IaasTarget, mock: MockEndpoint) -> NodeDriver:
+    """The libcloud driver for a target; the mock one reaches the mock IaaS at `mock`."""
+    return _builder(target)[0](target, mock)
 
 
 def node_name(target: IaasTarget, member_id: str) -> str:

@@ -4,7 +4,8 @@ It follows the member's own events, so it never says more than the lifecycle all
 once the member is Initialized, Activated once it is Starting, MaintenanceMode on
 InstanceCleanupMember, ReadyToShutdown once it is In_Maintenance. Active nodes publish health
 from their cartridge's pattern every `health_publish_seconds`. A destroyed (crashed) node says
-nothing more. Events are read as history from where it starts (the end), so it learns the fence
+nothing more. It lives with the mock IaaS (`stratos mock-iaas`), whose nodes keep their agent's
+last word across restarts, so an Active node goes on publishing health at once. Events are read as history from where it starts (the end), so it learns the fence
 there; a record that does not decode, or whose handling raises, is dead-lettered.
 
 Each simulated instance also writes the log lines its agent would (started, artifacts checked
@@ -127,7 +128,7 @@ class SimulatedAgents:
     def _say(self, instance: MockInstance, status_type: str, agent_status: str,
              cause: str | None = None) -> None:
         self.lines(instance, status_type)
-        instance.agent_status = agent_status
+        self.cloud.set_agent_status(instance, agent_status)
         status = InstanceStatus(type=status_type, member_id=instance.node_id,
                                 cluster_id=instance.metadata["clusterId"],
                                 network_partition_id=instance.metadata.get("networkPartitionId"))
