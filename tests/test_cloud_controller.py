@@ -1,16 +1,18 @@
-"""The cloud controller on the real broker, with a node, a reactor and the mock IaaS (a libcloud
-driver) whose simulated instances play the cartridge agent."""
+"""The cloud controller on the real broker, with a node, a reactor and the mock IaaS (its own
+service over HTTP, reached by the libcloud `mock` driver) whose simulated instances play the
+cartridge agent."""
 from __future__ import annotations
 
+import tempfile
 import threading
+from pathlib import Path
 
+import httpx
 import pytest
 
+from infra.broker import free_port
 from infra.cloud import CloudController
-from infra.iaas.mock import MockCloud, register_mock_driver
-from infra.iaas.processes import ProcessInstances
-from infra.iaas.simulator import SimulatedAgents
-from libcloud.compute.providers import get_driver
+from infra.iaas.service import MockIaasService
 from schemas import commands as C
 from schemas.definitions import DEFINITION_KINDS
 from schemas.ids import aggregate_id
@@ -25,30 +27,47 @@ CLUSTER = aggregate_id(T, "cluster", "single-cartridge-app.php1.php.domain")
 
 
 class RunningCloud:
-    """The cloud controller and the simulated agents on threads, as `stratos cloud` runs them."""
+    """The mock IaaS (`stratos mock-iaas`: its cloud in the state directory, its HTTP API on a
+    free port, its instances' agents) and the cloud controller reaching it over HTTP, on threads."""
 
-    def __init__(self, settings) -> None:
+    def __init__(self, settings, controller: bool = True) -> None:
+        if settings.state_dir == Path("state"):  # never the working directory's
+            settings = settings.model_copy(update={"state_dir": Path(tempfile.mkdtemp(prefix="cloud-"))})
         self.settings = settings
-        self.cloud = MockCloud.named(settings.topic_prefix)
-        self.agents = SimulatedAgents(settings, self.cloud).start() \
-            if settings.mock_iaas_mode == "simulated" else ProcessInstances(settings, self.cloud)
+        self.service = MockIaasService(settings, port=free_port()).start()
+        self.cloud = self.service.cloud
+        self.agents = self.service.agents
+        self.http = httpx.Client(base_url=f"{self.service.url}/mock-iaas/api", timeout=10,
+                                 headers={"Authorization": f"Bearer {self.service.key}"})
         self.controller = None
         self.thread = None
-        self.start_controller()
+        if controller:
+            self.start_controller()
+
+    def crash(self, member_id: str) -> None:
+        """What a user's DELETE /mock-iaas/api/instances/{id} does."""
+        answer = self.http.delete(f"/instances/{member_id}")
+        assert answer.status_code == 200, answer.text
+
+    def fail_next_starts(self, count: int, reason: str) -> None:
+        answer = self.http.post("/start-failures", json={"count": count, "reason": reason})
+        assert answer.status_code == 200, answer.text
 
     def start_controller(self) -> None:
-        self.controller = CloudController(self.settings)
+        self.controller = CloudController(self.settings, self.service.endpoint)
         self.thread = threading.Thread(target=self.controller.run, daemon=True)
         self.thread.start()
         wait_until(self.controller.ready.is_set, timeout=30, message="the cloud controller's assignment")
 
     def stop_controller(self) -> None:
-        self.controller.stop()
-        self.thread.join(20)
+        if self.controller is not None:
+            self.controller.stop()
+            self.thread.join(20)
 
     def stop(self) -> None:
         self.stop_controller()
-        self.agents.stop()
+        self.http.close()
+        self.service.stop()
 
 
 @pytest.fixture
@@ -116,7 +135,7 @@ def test_deploying_brings_cartridge_min_members_to_active_on_mock_nodes(cloud_se
 def test_a_crashed_mock_instance_is_detected_and_the_member_replaced(cloud_settings, cloud, client):
     deploy(client)
     (first,) = wait_until(lambda: active_members(cloud_settings), timeout=40, message="an Active member")
-    assert cloud.cloud.destroy(first)  # what DELETE /mock-iaas/api/instances/{id} does
+    cloud.crash(first)
     terminated = wait_until(lambda: [e for e in member_events(cloud_settings, "MemberTerminated")
                                      if e.payload.member_id == first], message="the crash detected")
     assert terminated[0].payload.reason == "node vanished"
@@ -147,8 +166,7 @@ def test_restarted_controller_finds_the_node_it_created_and_starts_no_second(clo
     member = spawn.payload.member_id
     # what a controller killed between "node created" and "reported" leaves behind: a node named
     # after the member, created through the driver, and no report
-    register_mock_driver()
-    get_driver("mock")(cloud_settings.topic_prefix).create_node(
+    cloud.service.endpoint.driver().create_node(
         name=member, ex_metadata={"memberId": member, "clusterId": spawn.payload.cluster_id,
                                   "tenant": T, "cartridgeType": "php"})
     cloud.start_controller()
@@ -163,7 +181,7 @@ def test_restarted_controller_finds_the_node_it_created_and_starts_no_second(clo
 
 
 def test_start_failures_are_visible_on_the_member_and_retried(cloud_settings, cloud, client):
-    cloud.cloud.fail_next_starts(1, "quota exceeded in partition-1")
+    cloud.fail_next_starts(1, "quota exceeded in partition-1")
     deploy(client)
     failed = wait_until(lambda: member_events(cloud_settings, "MemberStartFailed"), message="start failure")
     assert failed[0].payload.reason == "quota exceeded in partition-1" and failed[0].payload.attempt == 1
@@ -172,7 +190,7 @@ def test_start_failures_are_visible_on_the_member_and_retried(cloud_settings, cl
 
 
 def test_a_start_that_keeps_failing_gives_up_and_the_min_rule_tries_a_new_member(cloud_settings, cloud, client):
-    cloud.cloud.fail_next_starts(cloud_settings.cloud_start_attempts, "image not found")
+    cloud.fail_next_starts(cloud_settings.cloud_start_attempts, "image not found")
     deploy(client)
     gone = wait_until(lambda: member_events(cloud_settings, "MemberTerminated"), message="member given up")
     assert "start failed 3 times: image not found" in gone[0].payload.reason
@@ -231,7 +249,7 @@ def test_in_process_mode_each_member_is_an_agent_process_whose_http_port_answers
         process = running.agents.processes[member]
         assert process.poll() is None  # a real, running process
         assert "php1-repo-pw" not in (tmp_path / "instances" / f"{member}.log").read_text()
-        assert running.cloud.destroy(member)
+        running.crash(member)
         assert process.poll() is not None  # a crash ends it
     finally:
         running.stop()

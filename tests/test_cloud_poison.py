@@ -10,16 +10,16 @@ import pytest
 
 from infra.agent import CartridgeAgent
 from infra.cloud import CloudController
-from infra.iaas.mock import MockCloud, register_mock_driver
+from infra.iaas.mock import MockCloud
 from infra.iaas.simulator import SimulatedAgents
 from infra.kafka import Appender, encode, envelope, read_to_end
-from libcloud.compute.providers import get_driver
 from schemas import events as E
 from schemas.definitions import Cartridge
 from schemas.ids import aggregate_id
 from schemas.records import Commit, InstanceStatusRecord, LogRecord, NotifierRecord
 from schemas.status import InstanceCleanupMember, InstanceStatus
 from tests.conftest import sample, signed_payload, wait_until
+from tests.test_cloud_controller import RunningCloud
 
 pytestmark = pytest.mark.integration
 T = "carbon.super"
@@ -93,9 +93,17 @@ def statuses(settings) -> list[tuple[str, str]]:
     return [(d.record.type, d.record.payload.member_id) for d in read_to_end(settings, "instance-status")]
 
 
-def test_cloud_controller_dead_letters_poison_and_starts_the_next_member(settings, topics):
-    cloud = MockCloud.named(settings.topic_prefix)
-    controller = CloudController(settings)
+@pytest.fixture
+def mock_iaas(settings):
+    """The mock IaaS over HTTP, without a controller (each test runs its own)."""
+    running = RunningCloud(settings, controller=False)
+    yield running
+    running.stop()
+
+
+def test_cloud_controller_dead_letters_poison_and_starts_the_next_member(settings, topics, mock_iaas):
+    cloud = mock_iaas.cloud
+    controller = CloudController(settings, mock_iaas.service.endpoint)
     thread = threading.Thread(target=controller.run, daemon=True)
     thread.start()
     try:
@@ -123,13 +131,11 @@ def test_cloud_controller_dead_letters_poison_and_starts_the_next_member(setting
 
 
 def test_simulated_agents_dead_letter_poison_and_follow_the_next_member(settings, topics):
-    cloud = MockCloud.named(settings.topic_prefix)
+    cloud = MockCloud()
     agents = SimulatedAgents(settings, cloud).start()
     try:
-        register_mock_driver()
-        driver = get_driver("mock")(settings.topic_prefix)
-        driver.create_node(name="bare")  # a node without the tags the agents need
-        driver.create_node(name=MEMBER, ex_metadata={"memberId": MEMBER, "clusterId": CLUSTER, "tenant": T})
+        cloud.create("bare", {})  # a node without the tags the agents need
+        cloud.create(MEMBER, {"memberId": MEMBER, "clusterId": CLUSTER, "tenant": T})
         topics.put("events", commit(KEY, E.MemberInitialized(member_id="php1.other", cluster_id=CLUSTER,
                                                              node_id="php1.other")))
         topics.put_undecodable("events", commit(KEY, E.MemberInitialized(member_id=MEMBER, cluster_id=CLUSTER,
@@ -180,11 +186,11 @@ def test_cartridge_agent_dead_letters_poison_on_events_and_notifier_and_goes_on(
         thread.join(10)
 
 
-def test_cloud_controller_resuming_past_a_null_record_handles_the_next_member(settings, topics):
+def test_cloud_controller_resuming_past_a_null_record_handles_the_next_member(settings, topics, mock_iaas):
     topics.put_poison("events", None)
     topics.put("events", commit(KEY, spawn()))
-    cloud = MockCloud.named(settings.topic_prefix)
-    controller = CloudController(settings)
+    cloud = mock_iaas.cloud
+    controller = CloudController(settings, mock_iaas.service.endpoint)
     thread = threading.Thread(target=controller.run, daemon=True)
     thread.start()
     try:

@@ -210,15 +210,10 @@ def test_scale_out_and_in_follow_the_members_without_a_failed_request_or_a_reloa
 
 
 def test_a_crashed_member_leaves_the_rotation_and_its_replacement_joins(platform):
-    from fastapi.testclient import TestClient
-
-    from infra.mock_api import mock_iaas_app
-
     members = wait_until(lambda: len(platform.active()) == 2 and platform.active(), timeout=60,
                          message="two Active members")
     victim = sorted(members)[0]
-    api = TestClient(mock_iaas_app(lambda: platform.cloud.cloud))
-    assert api.delete(f"/mock-iaas/api/instances/{victim}").status_code == 200
+    platform.cloud.crash(victim)  # DELETE /mock-iaas/api/instances/{id}
     wait_until(lambda: victim not in platform.servers(), timeout=30, message="the crashed member out of rotation")
     replacement = wait_until(lambda: (now := platform.active() - members) and now, timeout=60,
                              message="a replacement Active member")

@@ -9,10 +9,7 @@ go, in which partitions, in which order, and the cluster's status changes.
 from __future__ import annotations
 
 import pytest
-from fastapi.testclient import TestClient
-
 from infra.kafka import read_to_end
-from infra.mock_api import mock_iaas_app
 from schemas import commands as C
 from schemas.ids import aggregate_id
 from schemas.status import CommandAccepted
@@ -50,15 +47,14 @@ def platform(loop_settings, running_node):
 
 @pytest.fixture
 def mock_iaas(platform):
-    """The mock IaaS's REST view over this test's cloud (what `stratos cloud --api-port` serves)."""
-    with TestClient(mock_iaas_app(lambda: platform.cloud)) as http:
-        yield http
+    """An HTTP client of this test's mock IaaS (`stratos mock-iaas`), under /mock-iaas/api."""
+    return platform.http
 
 
 def put_pattern(http, load: float, memory: float, mode: str = "continue", duration: float = 60.0) -> None:
     body = {factor: {"sampleValues": [value], "sampleDuration": duration, "mode": mode}
             for factor, value in (("load-average", load), ("memory-consumption", memory))}
-    answer = http.put("/mock-iaas/api/health-patterns/php", json=body)
+    answer = http.put("/health-patterns/php", json=body)
     assert answer.status_code == 200, answer.text
 
 
@@ -304,7 +300,7 @@ def test_scaling_dependents_scale_by_the_same_factor(loop_settings, platform, mo
     """php (min 1) and tomcat (min 2) listed together in scalingDependents: php's load asks
     for 2 = 2 x its min, so tomcat, idle itself, keeps 2 x 2 = 4."""
     put_pattern(mock_iaas, load=50, memory=10)  # php: ceil(1 * 50 / 25) = 2
-    answer = mock_iaas.put("/mock-iaas/api/health-patterns/tomcat", json={
+    answer = mock_iaas.put("/health-patterns/tomcat", json={
         factor: {"sampleValues": [10], "sampleDuration": 60, "mode": "continue"}
         for factor in ("load-average", "memory-consumption")})  # tomcat alone: 1, below its min
     assert answer.status_code == 200
