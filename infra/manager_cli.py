@@ -20,6 +20,9 @@ from rich.json import JSON
 from rich.table import Table
 from rich.tree import Tree
 
+from infra.settings import get_settings
+from infra.tls import scheme, verify_for
+
 console = Console()
 errors = Console(stderr=True, soft_wrap=True)  # an error is one line: scripts grep it
 
@@ -28,7 +31,9 @@ Username = Annotated[str, typer.Option("--username", "-u", envvar="STRATOS_USERN
                                        help="user, or user@tenantDomain")]
 Password = Annotated[str, typer.Option("--password", "-pw", envvar="STRATOS_PASSWORD", help="password")]
 AsJson = Annotated[bool, typer.Option("--json", help="print the server's JSON (for scripts)")]
-DEFAULT_URL = "http://127.0.0.1:9443"
+DEFAULT_URL = f"{scheme(get_settings())}://127.0.0.1:9443"
+"""https when STRATOS_API_TLS is set (`stratos up --tls`); the certificate trusted is
+STRATOS_API_CA, else the state directory's generated one (infra/tls.py)."""
 
 
 @dataclass(frozen=True)
@@ -62,7 +67,8 @@ class Failed(Exception):
 def request(method: str, path: str, url: str, username: str, password: str, **kwargs) -> Any:
     """Call the API; returns the decoded JSON body, raises Failed with the server's message."""
     try:
-        with httpx.Client(base_url=f"{url.rstrip('/')}/api", auth=(username, password), timeout=60) as client:
+        with httpx.Client(base_url=f"{url.rstrip('/')}/api", auth=(username, password), timeout=60,
+                          verify=verify_for(url, get_settings())) as client:
             reply = client.request(method, path, **kwargs)
     except httpx.HTTPError as exc:
         raise Failed(f"cannot reach the Stratos API at {url}: {exc}") from exc

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hmac
 import json
+import time
 from collections.abc import Callable
 
 from fastapi import APIRouter, Depends, FastAPI, Header, Request
@@ -110,6 +111,8 @@ def mock_iaas_router(cloud_of: Callable[[], MockCloud], key: str | None = None,
         return who
 
     router = APIRouter(prefix=PREFIX, tags=["mock-iaas"])
+    listings = {"count": 0, "lastAt": None}
+    """Whole-cloud listings since this server started: the cloud controller's reconciler shows here."""
 
     @router.get("/status")
     def status(who: Caller = Depends(caller)) -> dict:
@@ -118,13 +121,16 @@ def mock_iaas_router(cloud_of: Callable[[], MockCloud], key: str | None = None,
         body = {"status": "running", "mode": mode, "instances": len(seen),
                 "active": sum(i.agent_status == "Activated" for i in seen)}
         if who.tenant is None:
-            body["pendingStartFailures"] = cloud.pending_failures()
-            body["durable"] = cloud.path is not None
+            body.update(pendingStartFailures=cloud.pending_failures(), durable=cloud.path is not None,
+                        listings=dict(listings))
         return body
 
     @router.get("/instances")
     def list_instances(who: Caller = Depends(caller)) -> list[dict]:
-        return [instance.view() for instance in cloud_of().all() if who.sees(instance)]
+        found = [instance.view() for instance in cloud_of().all() if who.sees(instance)]
+        if who.tenant is None:
+            listings.update(count=listings["count"] + 1, lastAt=time.time())
+        return found
 
     @router.post("/instances", status_code=201)
     async def start_instance(request: Request, who: Caller = Depends(owner)):

@@ -16,6 +16,8 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from infra.settings import get_settings
+from infra.tls import verify_for
 from infra.manager_cli import DEFAULT_URL, AsJson, Failed, Password, Url, Username, request, run
 
 console = Console()
@@ -38,7 +40,8 @@ def _follow(url: str, username: str, password: str, params: dict, as_json: bool)
     while True:
         query = {**params, **({"after": cursor} if cursor else {})}
         try:
-            with httpx.Client(base_url=f"{url.rstrip('/')}/api", auth=(username, password), timeout=None) as client:
+            with httpx.Client(base_url=f"{url.rstrip('/')}/api", auth=(username, password), timeout=None,
+                              verify=verify_for(url, get_settings())) as client:
                 with client.stream("GET", "/logs/stream", params=query) as reply:
                     if reply.is_error:
                         reply.read()

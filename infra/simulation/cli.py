@@ -83,7 +83,8 @@ def simulate(
     live: bool = typer.Option(False, "--live", help="drive a running platform instead of simulating"),
     bootstrap: str | None = typer.Option(None, "--bootstrap", help="live: Kafka bootstrap (default STRATOS_KAFKA_BOOTSTRAP)"),
     speed: float = typer.Option(1.0, "--speed", min=0.01, help="live: scenario seconds per wall second"),
-    mock_api: str | None = typer.Option(None, "--mock-api", help="live: the mock IaaS URL (e.g. http://127.0.0.1:9444): "
+    mock_api: str | None = typer.Option(None, "--mock-api", help="live: the platform API's URL with an admin's credentials, "
+                                        "where the mock IaaS answers (e.g. http://admin:admin@127.0.0.1:9443): "
                                         "silence its patterns for the scenario's cartridges, play crashes"),
     as_json: bool = typer.Option(False, "--json", help="print the summary as JSON"),
 ) -> None:

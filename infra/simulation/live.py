@@ -30,6 +30,7 @@ from infra.commands_client import CommandClient
 from infra.eventlog import History
 from infra.kafka import Appender, assigned_consumer, envelope
 from infra.settings import Settings, get_settings
+from infra.tls import verify_for
 from infra.simulation.report import PolicyRun, write_report
 from infra.simulation.scenario import Scenario, ScenarioFileError, load_policy
 from schemas import commands as C
@@ -109,7 +110,7 @@ class LiveRun:
 
     def silence_mock_patterns(self) -> None:
         types = {body["type"] for kind, body in self.setup.definitions if kind == "cartridge"}
-        with httpx.Client(base_url=self.mock_api, timeout=10) as http:
+        with httpx.Client(base_url=self.mock_api, timeout=10, verify=verify_for(self.mock_api, self.settings)) as http:
             for cartridge_type in sorted(types):
                 http.put(f"/mock-iaas/api/health-patterns/{cartridge_type}", json={}).raise_for_status()
 
@@ -166,7 +167,7 @@ def run_live(scenario: Scenario, policy: Path | None, out: Path, bootstrap: str 
     run = LiveRun(settings, setup, speed, mock_api)
     client, appender = CommandClient(settings), Appender(settings)
     consumer = assigned_consumer(settings, "events")
-    http = httpx.Client(base_url=mock_api, timeout=10) if mock_api else None
+    http = httpx.Client(base_url=mock_api, timeout=10, verify=verify_for(mock_api, settings)) if mock_api else None
     try:
         if mock_api:
             run.silence_mock_patterns()
