@@ -11,10 +11,11 @@ from fastapi import FastAPI
 class ApiServer:
     """uvicorn on a background thread; `start` returns once it accepts connections."""
 
-    def __init__(self, app: FastAPI, host: str = "127.0.0.1", port: int = 9443) -> None:
+    def __init__(self, app: FastAPI, host: str = "127.0.0.1", port: int = 9443, **config) -> None:
+        """`config`: more uvicorn options, e.g. infra.tls.tls_options(settings) for HTTPS."""
         self.server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning",
-                                                    access_log=False))
-        self.url = f"http://{host}:{port}"
+                                                    access_log=False, **config))
+        self.url = f"{'https' if config.get('ssl_certfile') else 'http'}://{host}:{port}"
         self.thread = threading.Thread(target=self.server.run, name="api", daemon=True)
 
     def start(self, timeout: float = 60.0) -> "ApiServer":

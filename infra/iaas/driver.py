@@ -47,8 +47,11 @@ class MockIaasResponse(JsonResponse):
 
 class MockIaasConnection(ConnectionKey):
     responseCls = MockIaasResponse
-    ca_cert: str | None = None
-    """The certificate to trust when the mock IaaS serves HTTPS with a self-signed one."""
+
+    def __init__(self, key, *args, ca_cert: str | None = None, **kwargs) -> None:
+        super().__init__(key, *args, **kwargs)
+        self.ca_cert = ca_cert
+        """The certificate to trust when the mock IaaS serves HTTPS with a self-signed one."""
 
     def add_default_headers(self, headers: dict) -> dict:
         headers["Authorization"] = f"Bearer {self.key}"
@@ -76,16 +79,13 @@ class MockNodeDriver(NodeDriver):
     def __init__(self, key: str, secret: str | None = None, secure: bool = False,
                  host: str = "127.0.0.1", port: int | None = None, ca_cert: str | None = None,
                  timeout: float = 30.0, **kwargs) -> None:
-        self._ca_cert = ca_cert
-        self._timeout = timeout
+        self._timeout, self._ca_cert = timeout, ca_cert
         super().__init__(key, secret, secure=secure, host=host, port=port or (443 if secure else 80), **kwargs)
 
     def _ex_connection_class_kwargs(self) -> dict:
-        return {"timeout": self._timeout}
+        return {"timeout": self._timeout, "ca_cert": self._ca_cert}
 
     def _call(self, method: str, path: str, body: dict | None = None):
-        if self._ca_cert:
-            self.connection.ca_cert = self._ca_cert
         headers = {"Content-Type": "application/json"} if body is not None else {}
         return self.connection.request(f"{API_PATH}{path}", method=method, data=body, headers=headers).object
 

@@ -50,7 +50,7 @@ class MockIaasService:
         self.url = f"{'https' if tls else 'http'}://127.0.0.1:{self.port}"
         app = mock_iaas_app(lambda: self.cloud, self.key, settings.mock_iaas_mode)
         self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning",
-                                                    access_log=False, **tls))
+                                                    access_log=False, timeout_graceful_shutdown=2, **tls))
         self.thread = threading.Thread(target=self.server.run, name="mock-iaas-api", daemon=True)
 
     @property
