@@ -153,6 +153,12 @@ def mock_iaas_router(cloud_of: Callable[[], MockCloud], key: str | None = None,
             return message(404, f"instance '{instance_id}' not found")
         return instance.view()
 
+    @router.post("/instances/{instance_id}/allocateIpAddress")
+    def allocate_ip_address(instance_id: str, who: Caller = Depends(caller)):
+        """Stratos's call for a public address: every mock node has one from its start, so
+        this answers the instance as GET does."""
+        return get_instance(instance_id, who)
+
     @router.delete("/instances/{instance_id}")
     def crash_instance(instance_id: str, who: Caller = Depends(caller)):
         """Simulates a crash: the instance goes silent and its node disappears."""
@@ -160,14 +166,6 @@ def mock_iaas_router(cloud_of: Callable[[], MockCloud], key: str | None = None,
         if not who.sees(cloud.get(instance_id)) or not cloud.destroy(instance_id):
             return message(404, f"instance '{instance_id}' not found")
         return message(200, f"instance '{instance_id}' crashed")
-
-    @router.post("/instances/{instance_id}/allocateIpAddress")
-    def allocate_ip_address(instance_id: str, who: Caller = Depends(caller)):
-        """Stratos's call for a public address: every mock node has one from its start."""
-        instance = cloud_of().get(instance_id)
-        if not who.sees(instance):
-            return message(404, f"instance '{instance_id}' not found")
-        return instance.view()
 
     @router.get("/health-patterns")
     def list_patterns(who: Caller = Depends(owner)) -> dict:
