@@ -20,7 +20,7 @@ from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
 from infra.kafka import read_to_end
 from infra.settings import Settings
 
-PARTS = ("node", "reactor", "cloud", "health", "api", "topology", "lb", "usage-export")
+PARTS = ("node", "reactor", "mock-iaas", "cloud", "health", "api", "topology", "lb", "usage-export")
 """The parts `stratos status` always lists (lb: the load balancer, `not seen` without HAProxy)."""
 MISSED_BEATS = 3
 STOPPED_SHOWN = 3
