@@ -56,11 +56,18 @@ AGENT_NEXT: dict[type, tuple[str, str]] = {
 """The member event a (simulated) agent waits for -> the status it then publishes and the
 agent status it is in afterwards."""
 CLEANUP_ANSWER = ("InstanceMaintenanceMode", "MaintenanceMode")
+AGENT_ORDER = ("Created", "Started", "Activated", "MaintenanceMode", "ReadyToShutdown")
+"""An agent's words in the order the lifecycle allows them."""
 
 
-def agent_answer(event: BaseModel) -> tuple[str, str] | None:
-    """(instance status type, agent status) an agent publishes after its member's event."""
-    return AGENT_NEXT.get(type(event))
+def agent_answer(event: BaseModel, agent_status: str | None = None) -> tuple[str, str] | None:
+    """(instance status type, agent status) an agent publishes after its member's event; None
+    when it has said that, or more, already (`agent_status`, its last word; None: nothing known),
+    so an agent reading its member's events again after a restart says each word once."""
+    answer = AGENT_NEXT.get(type(event))
+    if answer is None or agent_status is None:
+        return answer
+    return answer if AGENT_ORDER.index(answer[1]) > AGENT_ORDER.index(agent_status) else None
 
 
 def cleanup_answer(agent_status: str | None) -> tuple[str, str] | None:

@@ -258,3 +258,56 @@ def test_stratos_paths_a_tenant_sees_and_crashes_only_its_own_and_changes_nothin
     assert http.delete("/mock-iaas/api/instances/php1.t1", headers=tenant).status_code == 200
     assert [n.id for n in served.driver.list_nodes()] == ["php1.super"]
     assert http.get("/mock-iaas/api/instances", headers={"Authorization": "Bearer wrong"}).status_code == 401
+
+
+@pytest.mark.parametrize("event, agent_status, expected", [
+    ("MemberInitialized", None, ("InstanceStarted", "Started")),
+    ("MemberInitialized", "Created", ("InstanceStarted", "Started")),
+    ("MemberInitialized", "Started", None),
+    ("MemberInitialized", "Activated", None),
+    ("MemberStarting", "Started", ("InstanceActivated", "Activated")),
+    ("MemberStarting", "Activated", None),
+    ("MemberInMaintenance", "MaintenanceMode", ("InstanceReadyToShutdown", "ReadyToShutdown")),
+    ("MemberInMaintenance", "ReadyToShutdown", None),
+], ids=lambda v: str(v))
+def test_an_agent_says_only_what_moves_it_forward(event, agent_status, expected):
+    """Without the rule, a mock IaaS reading its members' events again after a restart would
+    say Started again for every Active node (a rejected command each)."""
+    from actors.iaas_plan import agent_answer
+    from schemas import events as E
+
+    fields = {"member_id": "m1", "cluster_id": "c1"} | ({"node_id": "m1"} if event == "MemberInitialized" else {})
+    assert agent_answer(getattr(E, event)(**fields), agent_status) == expected
+
+
+@pytest.mark.integration
+def test_restarted_agents_carry_on_a_half_started_node_and_repeat_nothing(settings):
+    """The mock IaaS stopped between a node's MemberInitialized and its answer: started again,
+    its agents read the events from the start and answer that one; the Active node says nothing."""
+    from infra.iaas.simulator import SimulatedAgents
+    from infra.kafka import Appender, encode, envelope
+    from schemas import events as E
+    from schemas.ids import aggregate_id
+    from schemas.records import Commit, LogRecord
+
+    key, tags = aggregate_id("carbon.super", "cluster", "c1"), {"clusterId": "c1", "tenant": "carbon.super"}
+    cloud = MockCloud()
+    for member in ("half", "done", "marker"):
+        cloud.create(member, {**tags, "memberId": member})
+    cloud.set_agent_status(cloud.get("done"), "Activated")
+    appender = Appender(settings)
+    for seq, member in enumerate(("half", "done", "marker"), start=1):
+        commit = Commit(command_type="Test", outcome="accepted",
+                        events=[E.MemberInitialized(member_id=member, cluster_id="c1", node_id=member)])
+        appender.send_raw(settings.topic("events"), key.encode(),
+                          encode(envelope(LogRecord, commit, key, aggregate_seq=seq, tenant="carbon.super")),
+                          partition=0).get(timeout=10)
+    appender.close()
+    agents = SimulatedAgents(settings, cloud).start()
+    try:
+        said = lambda: [(d.record.type, d.record.payload.member_id) for d in read_to_end(settings, "instance-status")]
+        wait_until(lambda: ("InstanceStarted", "marker") in said(), timeout=30, message="the marker answered")
+        assert said() == [("InstanceStarted", "half"), ("InstanceStarted", "marker")]
+        assert cloud.get("half").agent_status == "Started" and cloud.get("done").agent_status == "Activated"
+    finally:
+        agents.stop()

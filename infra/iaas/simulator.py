@@ -5,8 +5,12 @@ once the member is Initialized, Activated once it is Starting, MaintenanceMode o
 InstanceCleanupMember, ReadyToShutdown once it is In_Maintenance. Active nodes publish health
 from their cartridge's pattern every `health_publish_seconds`. A destroyed (crashed) node says
 nothing more. It lives with the mock IaaS (`stratos mock-iaas`), whose nodes keep their agent's
-last word across restarts, so an Active node goes on publishing health at once. Events are read as history from where it starts (the end), so it learns the fence
-there; a record that does not decode, or whose handling raises, is dead-lettered.
+last word across restarts, so an Active node goes on publishing health at once. Events are read
+as history from the start, and each node says only what moves it forward (`agent_answer` with
+its last word), so a node that was half-way through starting when the mock IaaS stopped carries
+on after it starts again, and no word is said twice. Cleanup notices are read from where it
+starts (an old cluster-wide cleanup must not reach a redeployed cluster's new nodes). A record
+that does not decode, or whose handling raises, is dead-lettered.
 
 Each simulated instance also writes the log lines its agent would (started, artifacts checked
 out, activated, cleanup, ready to shut down) to `<prefix>logs`, through the same shipper.
@@ -59,11 +63,11 @@ class SimulatedAgents:
         self.shipper = LogShipper(settings)
         self.history = History(lambda partition, offset: fence_before(settings, partition, offset))
         self.stopping = threading.Event()
-        self.consumers = {kind: assigned_consumer(settings, kind, from_beginning=False)
-                          for kind in ("events", "instance-notifier")}
-        for consumer in self.consumers.values():
-            for tp in consumer.assignment():
-                consumer.position(tp)  # fix the start now: nothing published later is missed
+        self.consumers = {"events": assigned_consumer(settings, "events"),
+                          "instance-notifier": assigned_consumer(settings, "instance-notifier", from_beginning=False)}
+        notifier = self.consumers["instance-notifier"]
+        for tp in notifier.assignment():
+            notifier.position(tp)  # fix the start now: nothing published later is missed
         self.threads = [threading.Thread(target=self._follow, name="mock-agents", daemon=True),
                         threading.Thread(target=self._publish_health, name="mock-health", daemon=True)]
 
@@ -101,9 +105,9 @@ class SimulatedAgents:
     def on_record(self, record) -> None:
         """React as an agent would; what it says names the record it answers (`why` follows)."""
         payload = record.payload
-        if (answer := agent_answer(payload)) is not None:
+        if agent_answer(payload) is not None:
             instance = self.cloud.get(payload.member_id)
-            if instance is not None:
+            if instance is not None and (answer := agent_answer(payload, instance.agent_status)):
                 self._say(instance, *answer, cause=record.id)
         elif isinstance(payload, InstanceCleanupMember):
             instance = self.cloud.get(payload.member_id)
