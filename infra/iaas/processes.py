@@ -6,7 +6,8 @@ with an http port gets a small HTTP server (the agent serves its checked-out
 artifacts) on a free loopback port, and the node's private IP is 127.0.0.1, so a real load
 balancer can route real requests to it. Destroying (or crashing) the node ends the process.
 When the mock IaaS starts again, every node it kept gets its process back, on the same port
-(a rebooted host): its agent finds its member Initialized and reports again.
+(a rebooted host): its agent finds its member Initialized and reports again (the cluster refuses
+those steps back; the member stays Active).
 """
 from __future__ import annotations
 
