@@ -18,7 +18,8 @@ PART_SECRETS: dict[str, frozenset[str]] = {
     "STRATOS_ADMIN_PASSWORD": frozenset({"api"}),
     "STRATOS_SECRET_KEY": frozenset({"api", "node", "reactor", "cloud"}),
     "STRATOS_PLATFORM_SECRET": frozenset({"api", "node", "reactor", "cloud", "health", "topology", "lb",
-                                          "usage-export"}),  # every part signs (infra/auth/signing.py)
+                                          "usage-export", "mock-iaas"}),  # every part signs (infra/auth/signing.py)
+    "STRATOS_MOCK_IAAS_KEY": frozenset({"mock-iaas", "cloud", "api"}),
 }
 """Secret settings, and the supervised parts that use them (the rest never see them)."""
 

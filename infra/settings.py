@@ -104,7 +104,7 @@ class Settings(BaseSettings):
 
     @property
     def metadata_url(self) -> str:
-        return self.metadata_service_url or f"http://{self.api_host}:{self.api_port}"
+        return self.metadata_service_url or f"{'https' if self.api_tls else 'http'}://{self.api_host}:{self.api_port}"
 
     def topic(self, name: str) -> str:
         return f"{self.topic_prefix}{name}"

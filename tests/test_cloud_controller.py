@@ -3,6 +3,7 @@ service over HTTP, reached by the libcloud `mock` driver) whose simulated instan
 cartridge agent."""
 from __future__ import annotations
 
+import secrets
 import tempfile
 import threading
 from pathlib import Path
@@ -12,6 +13,7 @@ import pytest
 
 from infra.broker import free_port
 from infra.cloud import CloudController
+from infra.iaas.mock import MockCloud
 from infra.iaas.service import MockIaasService
 from schemas import commands as C
 from schemas.definitions import DEFINITION_KINDS
@@ -31,10 +33,10 @@ class RunningCloud:
     free port, its instances' agents) and the cloud controller reaching it over HTTP, on threads."""
 
     def __init__(self, settings, controller: bool = True) -> None:
-        if settings.state_dir == Path("state"):  # never the working directory's
-            settings = settings.model_copy(update={"state_dir": Path(tempfile.mkdtemp(prefix="cloud-"))})
         self.settings = settings
-        self.service = MockIaasService(settings, port=free_port()).start()
+        own = Path(tempfile.mkdtemp(prefix="mock-iaas-"))  # this test's cloud, whatever the state dir
+        self.service = MockIaasService(settings, cloud=MockCloud(own / "cloud.sqlite3"), port=free_port(),
+                                       key=secrets.token_urlsafe(16)).start()
         self.cloud = self.service.cloud
         self.agents = self.service.agents
         self.http = httpx.Client(base_url=f"{self.service.url}/mock-iaas/api", timeout=10,

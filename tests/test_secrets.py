@@ -147,7 +147,7 @@ def test_a_process_mode_instance_inherits_nothing_of_the_platform(monkeypatch, t
     monkeypatch.setenv("STRATOS_ADMIN_PASSWORD", "admin-pw")
     monkeypatch.setenv("STRATOS_SECRET_KEY", OLD)
     settings = Settings(kafka_bootstrap="127.0.0.1:1", state_dir=tmp_path)
-    cloud = MockCloud.named(f"env-{os.getpid()}")
+    cloud = MockCloud()
     instances = processes.ProcessInstances(settings, cloud)
     box = secret_box(settings)
     cloud.create("php1.m1", {"clusterId": "a.domain", "tenant": "carbon.super", "ports": "http:80",

@@ -32,7 +32,7 @@ class MockIaasService:
     """The cloud, its instances' agents and its HTTP API (on a thread; `run` blocks)."""
 
     def __init__(self, settings: Settings, cloud: MockCloud | None = None, port: int | None = None,
-                 patterns: Path | None = None) -> None:
+                 patterns: Path | None = None, key: str | None = None) -> None:
         from infra.iaas.processes import ProcessInstances
         from infra.iaas.simulator import SimulatedAgents
 
@@ -40,7 +40,7 @@ class MockIaasService:
         self.cloud = cloud or MockCloud(cloud_dir(settings) / "cloud.sqlite3")
         if patterns:
             self.cloud.load_patterns(patterns)
-        self.key = access_key(settings)
+        self.key = key or access_key(settings)
         self.port = port or mock_port(settings)
         if settings.mock_iaas_mode == "simulated":
             self.agents = SimulatedAgents(settings, self.cloud)
