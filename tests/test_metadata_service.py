@@ -94,8 +94,8 @@ def payload_of(cloud: RunningCloud, application_id: str) -> dict:
         for member_id, spawn in list(controller.book.spawns.items()):
             if spawn.metadata.get("APPLICATION_ID") == application_id and controller.book.state(spawn):
                 node = controller.find_node(spawn)
-                if node is not None:
-                    return node.extra
+                if node is not None:  # the cloud's own record: its API masks the payload's secrets
+                    return cloud.cloud.get(node.id).metadata
         return None
     return wait_until(found, timeout=60, message=f"an instance of {application_id} with its payload")
 
