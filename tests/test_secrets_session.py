@@ -23,6 +23,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from pydantic import SecretStr
 
 import infra.cloud
 from infra.api import create_app
@@ -121,7 +122,8 @@ def session(broker, tmp_path_factory):
     infra.cloud.build_driver = recording
     node = RunningNode(settings)
     cloud = RunningCloud(settings)
-    server = ApiServer(create_app(settings), port=free_port()).start()
+    server = ApiServer(create_app(settings.model_copy(update={  # /mock-iaas/api reaches this test's cloud
+        "mock_iaas_url": cloud.service.url, "mock_iaas_key": SecretStr(cloud.service.key)})), port=free_port()).start()
     try:
         script(settings, server.url)
         yield settings, server.url, cloud, captured, accounts
@@ -193,7 +195,7 @@ def get_paths(app, record_id: str) -> list[str]:
         resource = path.split("/")[2] if path.startswith("/api/") else ""
         path = path.replace("{id}", ids.get(resource, "x")).replace("{application_id}", APP)
         path = path.replace("{cluster_id}", CLUSTER).replace("{name}", "console.js")
-        path = path.replace("{record_id}", record_id)
+        path = path.replace("{record_id}", record_id).replace("{path:path}", "instances")  # the mock IaaS's nodes
         paths.append(path)
     return paths
 
