@@ -407,10 +407,7 @@ def group_consumer(settings: Settings, group_id: str, topic_kinds: list[str], **
 def assigned_consumer(settings: Settings, topic_kind: str, from_beginning: bool = True,
                       partitions: Iterable[int] | None = None, **overrides) -> KafkaConsumer:
     """A group-less reader of every (or the given) partition: no rebalance pauses."""
-    options = dict(bootstrap_servers=settings.kafka_bootstrap, enable_auto_commit=False,
-                   group_id=None, max_poll_records=2000, fetch_max_wait_ms=settings.fetch_wait_ms)
-    options.update(overrides)
-    consumer = KafkaConsumer(**options)
+    consumer = _reader(settings, overrides)
     topic = settings.topic(topic_kind)
     if partitions is None:
         partitions = _partitions_for(consumer, topic)
@@ -421,6 +418,28 @@ def assigned_consumer(settings: Settings, topic_kind: str, from_beginning: bool 
     else:
         consumer.seek_to_end(*tps)
     return consumer
+
+
+def topics_consumer(settings: Settings, from_beginning: dict[str, bool], **overrides) -> KafkaConsumer:
+    """One group-less reader of every partition of several topics (topic kind -> from its
+    beginning, or from its end as it is now): one fetch and one idle wait for all of them."""
+    consumer = _reader(settings, overrides)
+    starts = {TopicPartition(settings.topic(kind), p): beginning for kind, beginning in from_beginning.items()
+              for p in _partitions_for(consumer, settings.topic(kind))}
+    consumer.assign(list(starts))
+    consumer.seek_to_beginning(*[tp for tp, beginning in starts.items() if beginning])
+    if ends := [tp for tp, beginning in starts.items() if not beginning]:
+        consumer.seek_to_end(*ends)
+    for tp in starts:
+        consumer.position(tp)  # fix each start now: nothing written later is missed
+    return consumer
+
+
+def _reader(settings: Settings, overrides: dict) -> KafkaConsumer:
+    options = dict(bootstrap_servers=settings.kafka_bootstrap, enable_auto_commit=False,
+                   group_id=None, max_poll_records=2000, fetch_max_wait_ms=settings.fetch_wait_ms)
+    options.update(overrides)
+    return KafkaConsumer(**options)
 
 
 def _partitions_for(consumer: KafkaConsumer, topic: str, timeout: float = 10.0) -> list[int]:

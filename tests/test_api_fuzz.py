@@ -22,6 +22,9 @@ def test_no_input_makes_the_api_fail_with_a_server_error(platform):
     assert len(operations) > 30  # every route is in the document
     # a server-sent event stream never ends: its parameters are checked by tests of their own
     operations = [o for o in operations if not o.path.endswith("/stream")]
+    # the mock IaaS's routes proxy to its own part, not run here (503 naming its URL); its
+    # answers to bad input are tested against the running part in tests/test_mock_iaas*.py
+    operations = [o for o in operations if not o.path.startswith("/mock-iaas/")]
     for operation in operations:
         @given(case=operation.as_strategy())
         @settings(max_examples=EXAMPLES_PER_OPERATION, deadline=None, database=None,

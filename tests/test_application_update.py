@@ -148,7 +148,7 @@ def test_a_group_scales_out_with_all_its_clusters_and_back_in(loop_settings, pla
     """tests/samples/stratos: web-group has groupScalingEnabled (its definition) and
     groupMaxInstances 2; its php clusters (max 2) get load 200 (autoscaling-policy-1: 70)."""
     put_pattern(mock_iaas, load=200, memory=10)
-    answer = mock_iaas.put("/mock-iaas/api/health-patterns/tomcat", json={
+    answer = mock_iaas.put("/health-patterns/tomcat", json={
         f: {"sampleValues": [5], "sampleDuration": 60, "mode": "continue"} for f in ("load-average", "memory-consumption")})
     assert answer.status_code == 200
     deploy_nested(client)

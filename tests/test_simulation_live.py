@@ -57,6 +57,10 @@ def test_live_mode_report_matches_the_runtime_api(live_settings, tmp_path):
     node = RunningNode(live_settings)
     cloud = RunningCloud(live_settings)
     worker = HealthWorkerThread(live_settings).start()
+    # the run plays the scenario's health itself: its simulated instances say nothing (what
+    # `--mock-api` makes the live run do against a platform's mock IaaS)
+    assert cloud.http.put("/health-patterns/php", json={}).status_code == 200
+    wait_until(worker.service.reading.is_set, timeout=60, message="the health worker's group join")
     try:
         path = tmp_path / "live.yaml"
         path.write_text(SCENARIO)

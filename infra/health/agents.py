@@ -78,7 +78,7 @@ def register(service: HealthService) -> None:
             fetch_max_wait_ms=service.settings.fetch_wait_ms,
             # this broker hangs group joins with long rebalance timeouts (ARCHITECTURE.md)
             session_timeout_ms=6_000, heartbeat_interval_ms=1_000, max_poll_interval_ms=10_000)
-        consumer.subscribe([service.settings.topic("health")], listener=_KeepPartitions(book))
+        consumer.subscribe([service.settings.topic("health")], listener=_KeepPartitions(service))
         await consumer.start()
         try:
             while True:
@@ -118,14 +118,15 @@ def register(service: HealthService) -> None:
 class _KeepPartitions(ConsumerRebalanceListener):
     """A rebalance: forget the clusters of health partitions this worker no longer owns."""
 
-    def __init__(self, book) -> None:
-        self.book = book
+    def __init__(self, service: HealthService) -> None:
+        self.service = service
 
     async def on_partitions_revoked(self, revoked) -> None:
         pass
 
     async def on_partitions_assigned(self, assigned) -> None:
-        self.book.keep_partitions({tp.partition for tp in assigned})
+        self.service.book.keep_partitions({tp.partition for tp in assigned})
+        self.service.reading.set()
 
 
 async def _commit(consumer: AIOKafkaConsumer, offsets: dict) -> None:

@@ -39,6 +39,9 @@ class HealthService:
     views_ready: asyncio.Event = field(default_factory=asyncio.Event)
     """Set once the views hold the events topic up to its end as it was at start: health
     records are read only then (else their clusters would look unknown)."""
+    reading: threading.Event = field(default_factory=threading.Event)
+    """Set once the health reader holds its partitions (its group joined): load started before
+    that waits for the join, seconds on this broker."""
 
     @property
     def clusters(self) -> dict[str, ClusterView]:

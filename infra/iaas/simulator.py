@@ -26,7 +26,7 @@ from infra.auth.signing import Signer
 from infra.eventlog import history_events
 from infra.eventlog import History
 from infra.iaas.mock import MockCloud, MockInstance
-from infra.kafka import Appender, DeadLetters, assigned_consumer, envelope, validated
+from infra.kafka import IDLE_POLL_MS, Appender, DeadLetters, envelope, topic_kind_of, topics_consumer, validated
 from infra.observe.logship import LogShipper, LogSource
 from infra.recovery import fence_before
 from infra.settings import Settings
@@ -63,11 +63,7 @@ class SimulatedAgents:
         self.shipper = LogShipper(settings)
         self.history = History(lambda partition, offset: fence_before(settings, partition, offset))
         self.stopping = threading.Event()
-        self.consumers = {"events": assigned_consumer(settings, "events"),
-                          "instance-notifier": assigned_consumer(settings, "instance-notifier", from_beginning=False)}
-        notifier = self.consumers["instance-notifier"]
-        for tp in notifier.assignment():
-            notifier.position(tp)  # fix the start now: nothing published later is missed
+        self.consumer = topics_consumer(settings, {"events": True, "instance-notifier": False})
         self.threads = [threading.Thread(target=self._follow, name="mock-agents", daemon=True),
                         threading.Thread(target=self._publish_health, name="mock-health", daemon=True)]
 
@@ -80,21 +76,19 @@ class SimulatedAgents:
         self.stopping.set()
         for thread in self.threads:
             thread.join(10)
-        for consumer in self.consumers.values():
-            consumer.close()
+        self.consumer.close()
         self.shipper.close()
         self.appender.close()
 
     # --- lifecycle ----------------------------------------------------------------------------
     def _follow(self) -> None:
         while not self.stopping.is_set():
-            for kind, consumer in self.consumers.items():
-                for raws in consumer.poll(timeout_ms=100).values():
-                    for record, source in self._records(kind, raws):
-                        try:
-                            self.on_record(record)
-                        except Exception as exc:  # noqa: BLE001 - one record must not stop the agents
-                            self.dead_letters.handling_failed(source, record, exc)
+            for tp, raws in self.consumer.poll(timeout_ms=IDLE_POLL_MS).items():
+                for record, source in self._records(topic_kind_of(self.settings, tp.topic), raws):
+                    try:
+                        self.on_record(record)
+                    except Exception as exc:  # noqa: BLE001 - one record must not stop the agents
+                        self.dead_letters.handling_failed(source, record, exc)
             self.appender.flush()
 
     def _records(self, kind: str, raws):
