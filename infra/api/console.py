@@ -33,7 +33,7 @@ from infra.api.identity import Principal, current_principal
 from infra.api.read_model import ReadModel
 from infra.api.views import application_runtime
 from infra.eventlog import History
-from infra.kafka import assigned_consumer, decode, rejection_reason
+from infra.kafka import decode, rejection_reason, topic_kind_of, topics_consumer
 from infra.recovery import fence_before
 from infra.settings import Settings
 from schemas.domain import MemberStatus
@@ -45,8 +45,6 @@ log = logging.getLogger(__name__)
 STATIC = files("infra.console")
 STATIC_TYPES = {"console.js": "text/javascript", "console.css": "text/css"}
 SAMPLE_SECONDS = 1.0
-CONSOLE_POLL_MS = 250
-"""Each of the feed's two readers blocks this long when idle: a sample is still taken each second."""
 """One chart point per cluster this often."""
 HISTORY_POINTS = 300
 """Chart points kept per cluster: five minutes at one a second."""
@@ -86,8 +84,9 @@ class ConsoleFeed:
         self.stopping.set()
         self.thread.join(5)
 
-    def _tail(self, topic_kind: str, **overrides) -> KafkaConsumer:
-        consumer = assigned_consumer(self.settings, topic_kind, from_beginning=False, **overrides)
+    def _tail(self) -> KafkaConsumer:
+        """One reader of the health and events topics, from the last TAIL_RECORDS of each partition."""
+        consumer = topics_consumer(self.settings, {"health": False, "events": False})
         starts = consumer.beginning_offsets(list(consumer.assignment()))
         for tp in consumer.assignment():
             consumer.seek(tp, max(starts[tp], consumer.position(tp) - TAIL_RECORDS))
@@ -95,24 +94,24 @@ class ConsoleFeed:
 
     def _run(self) -> None:
         try:
-            health, events = self._tail("health"), self._tail("events")
+            consumer = self._tail()
         except Exception:  # the console then shows runtime trees without health or events
             log.exception("console feed could not open the health and events topics")
             return
+        notes = {"health": self._note_health, "events": self._note_event}
         try:
             next_sample = time.monotonic()
             while not self.stopping.is_set():
-                for consumer, kind, note in ((health, "health", self._note_health),
-                                             (events, "events", self._note_event)):
-                    for raws in consumer.poll(timeout_ms=CONSOLE_POLL_MS).values():
-                        for raw in raws:
-                            self._decoded(kind, raw, note)
+                wait = max(1, int((next_sample - time.monotonic()) * 1000))
+                for tp, raws in consumer.poll(timeout_ms=wait).items():
+                    kind = topic_kind_of(self.settings, tp.topic)
+                    for raw in raws:
+                        self._decoded(kind, raw, notes[kind])
                 if time.monotonic() >= next_sample:
                     self._sample(time.time())
                     next_sample = time.monotonic() + SAMPLE_SECONDS
         finally:
-            health.close()
-            events.close()
+            consumer.close()
 
     def _decoded(self, kind: str, raw, note) -> None:
         """Invalid records are logged and skipped: the topic's own consumers dead-letter them.
