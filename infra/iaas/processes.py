@@ -18,7 +18,7 @@ import threading
 from pathlib import Path
 
 from actors.topology import LOAD_BALANCER
-from infra.broker import free_port
+from infra.broker import free_port, stop_process
 from infra.child_env import minimal_env
 from infra.iaas.mock import MockCloud, MockInstance
 from infra.settings import Settings
@@ -95,14 +95,8 @@ class ProcessInstances:
     def end(self, node_id: str) -> None:
         with self.lock:
             process = self.processes.pop(node_id, None)
-        if process is None:
-            return
-        process.terminate()
-        try:
-            process.wait(10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        if process is not None:
+            stop_process(process, 10)
 
     def stop(self) -> None:
         self.cloud.listeners.remove(self.on_change)
