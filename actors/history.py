@@ -27,7 +27,11 @@ class Fence:
         if isinstance(entry, Claim):
             self.claim = record.id
             return False
-        return entry.claim == self.claim
+        return self.admits(entry.claim)
+
+    def admits(self, claim: str | None) -> bool:
+        """Is a commit written under `claim` history here?"""
+        return claim == self.claim
 
 
 def event_id(commit_id: str, index: int) -> str:

@@ -7,11 +7,18 @@ before that offset, then the claims after it: see `infra.recovery.fence_before`)
 from __future__ import annotations
 
 import logging
+import typing
 from collections.abc import Callable, Iterator
+from datetime import datetime
+from typing import Annotated, Literal
+
+import annotated_types
+import msgspec
+from pydantic import TypeAdapter
 
 from actors.history import Fence, events_of
 from infra.kafka import DeadLetters, decode_key, read_to_end, rejection_reason
-from schemas.records import EventRecord, LogRecord
+from schemas.records import Commit, EventRecord, LogEntry, LogRecord
 
 log = logging.getLogger(__name__)
 FenceAt = Callable[[int, int], Fence]
@@ -22,6 +29,106 @@ def decode_log(value: bytes | None) -> LogRecord:
     if value is None:
         raise ValueError("record: null value (a tombstone has no meaning on the events topic)")
     return LogRecord.model_validate_json(value)
+
+
+# The envelope alone, for readers that filter on it before they need the payload. It is checked
+# exactly as `LogRecord` checks it: the struct below is derived from `LogRecord.model_fields`
+# (types, defaults, min_length/ge, extra keys forbidden) and refuses to build for anything it
+# cannot mirror; whatever it does not accept is decoded by `decode_log`, so an unusual but valid
+# record is read as pydantic reads it and a bad one gets pydantic's error naming the field.
+_CONSTRAINTS = {annotated_types.MinLen: "min_length", annotated_types.Ge: "ge"}
+_PLAIN = (str, int, str | None)
+
+
+def _entry_head() -> type[msgspec.Struct]:
+    """A payload's `type` (one of the log's entry types) and a commit's `claim`: what the fence reads."""
+    entry_types = tuple(model.model_fields["type"].default for model in typing.get_args(typing.get_args(LogEntry)[0]))
+    claim = Commit.model_fields["claim"]
+    if claim.annotation not in _PLAIN or claim.metadata:
+        raise TypeError(f"Commit.claim: {claim.annotation} cannot be read by the fast path")
+    return msgspec.defstruct("EntryHead", [("type", Literal[entry_types]),  # type: ignore[valid-type]
+                                           ("claim", claim.annotation, claim.default)],
+                             kw_only=True, frozen=True)
+
+
+EntryHead = _entry_head()
+
+
+def _envelope_head(model: type[LogRecord]) -> type[msgspec.Struct]:
+    if model.model_config.get("extra") != "forbid":
+        raise TypeError(f"{model.__name__}: the fast path mirrors extra='forbid' only")
+    decorators = model.__pydantic_decorators__
+    if set(decorators.model_validators) != {"_type_matches_payload"} or decorators.field_validators \
+            or decorators.validators or decorators.root_validators:
+        raise TypeError(f"{model.__name__}: a validator the fast path does not mirror")
+    fields = []
+    for name, info in model.model_fields.items():
+        if name == "payload":
+            annotation: object = EntryHead
+        elif info.annotation is datetime:  # a string, parsed by pydantic's own datetime rule (`_time`)
+            annotation = str
+        elif info.annotation in _PLAIN:
+            annotation = info.annotation
+        else:
+            raise TypeError(f"{model.__name__}.{name}: {info.annotation} cannot be read by the fast path")
+        constraints = {}
+        for item in info.metadata:
+            if type(item) not in _CONSTRAINTS:
+                raise TypeError(f"{model.__name__}.{name}: constraint {item!r} cannot be read by the fast path")
+            constraints[_CONSTRAINTS[type(item)]] = getattr(item, _CONSTRAINTS[type(item)])
+        if constraints:
+            annotation = Annotated[annotation, msgspec.Meta(**constraints)]
+        fields.append((name, annotation, msgspec.NODEFAULT if info.is_required() else info.default))
+    return msgspec.defstruct(f"{model.__name__}Head", fields, kw_only=True, frozen=True,
+                             forbid_unknown_fields=True)
+
+
+EnvelopeHead = _envelope_head(LogRecord)
+_time = TypeAdapter(LogRecord.model_fields["occurred_at"].annotation).validator.validate_python
+"""pydantic-core's datetime parser, as the envelope's field uses it (msgspec's rounds digits past
+the microsecond where pydantic truncates them)."""
+_decode_head = msgspec.json.Decoder(EnvelopeHead).decode
+
+
+class LogHead:
+    """One record of the events topic read as far as its envelope: `envelope` holds the
+    envelope's fields (`payload` there only the entry's `type` and a commit's `claim`),
+    `occurred_at` the time; `record()` validates the whole record with pydantic on first use."""
+
+    __slots__ = ("envelope", "occurred_at", "_value", "_record")
+
+    def __init__(self, envelope, occurred_at: datetime, value: bytes | None,
+                 record: LogRecord | None = None) -> None:
+        self.envelope, self.occurred_at, self._value, self._record = envelope, occurred_at, value, record
+
+    def record(self) -> LogRecord:
+        """The record in full, exactly as `decode_log` reads it; raises ValueError as it does."""
+        if self._record is None:
+            self._record = decode_log(self._value)
+        return self._record
+
+
+def decode_head(value: bytes | None) -> LogHead:
+    """The envelope of one record of the events topic, as strictly as `decode_log` checks it;
+    raises ValueError (pydantic's, naming the field) where `decode_log` would for the envelope."""
+    if value is not None:
+        try:
+            head = _decode_head(value)
+            if head.type == head.payload.type:  # else: pydantic's error for the mismatch
+                return LogHead(head, _time(head.occurred_at), value)
+        except (msgspec.ValidationError, msgspec.DecodeError, ValueError):
+            pass
+    return head_of(decode_log(value))
+
+
+def head_of(record: LogRecord) -> LogHead:
+    """The head of a record decoded in full (what the fast path gives for the same bytes)."""
+    entry = record.payload
+    envelope = EnvelopeHead(**{name: getattr(record, name) for name in EnvelopeHead.__struct_fields__
+                               if name not in ("occurred_at", "payload")},
+                            occurred_at=record.occurred_at.isoformat(),
+                            payload=EntryHead(type=entry.type, claim=getattr(entry, "claim", None)))
+    return LogHead(envelope, record.occurred_at, None, record)
 
 
 def _from_start(partition: int, offset: int) -> Fence:
@@ -41,11 +148,27 @@ class History:
     def commit(self, partition: int, offset: int, value: bytes | None) -> LogRecord | None:
         """The commit at this position if it is history; None for a claim or a fenced commit.
         Raises ValueError for bytes that are not a log record (the fence is unchanged)."""
+        fence = self._fence(partition, offset)
+        record = decode_log(value)
+        return record if fence.admit(record) else None
+
+    def head(self, partition: int, offset: int, value: bytes | None) -> LogHead | None:
+        """`commit` for readers that filter on the envelope first: the commit's head if it is
+        history, None for a claim or a fenced commit. Claims are decoded in full (they move the
+        fence); a commit's payload is validated when `record()` is called, so an invalid
+        payload raises there, and not at all for a commit the reader passes over."""
+        fence = self._fence(partition, offset)
+        head = decode_head(value)
+        if head.envelope.type != "Commit":
+            fence.admit(head.record())
+            return None
+        return head if fence.admits(head.envelope.payload.claim) else None
+
+    def _fence(self, partition: int, offset: int) -> Fence:
         fence = self.fences.get(partition)
         if fence is None:  # before decoding: an invalid first record must not lose the start
             fence = self.fences[partition] = self.fence_at(partition, offset)
-        record = decode_log(value)
-        return record if fence.admit(record) else None
+        return fence
 
     def events(self, partition: int, offset: int, value: bytes | None) -> list[EventRecord]:
         commit = self.commit(partition, offset, value)
@@ -57,14 +180,20 @@ class History:
             self.fences.pop(partition, None)
 
 
-def read_history(settings, partitions=None) -> Iterator[tuple[int, int, LogRecord]]:
+def read_history(settings, partitions=None, where: Callable[[LogHead], bool] | None = None
+                 ) -> Iterator[tuple[int, int, LogRecord]]:
     """Every commit that is history, (partition, offset, commit), from the beginning of the
     events topic to its current end; invalid records are logged and skipped (the reactor
-    dead-letters them)."""
+    dead-letters them). With `where`, only the commits whose head it accepts, and only those
+    have their payload decoded (the others' envelopes are still checked)."""
     history = History()
     for raw in read_to_end(settings, "events", partitions=partitions, decode_records=False):
         try:
-            commit = history.commit(raw.partition, raw.offset, raw.value)
+            if where is None:
+                commit = history.commit(raw.partition, raw.offset, raw.value)
+            else:
+                head = history.head(raw.partition, raw.offset, raw.value)
+                commit = head.record() if head is not None and where(head) else None
         except ValueError as exc:
             log.warning("skipping invalid event record %d@%d: %s", raw.partition, raw.offset,
                         rejection_reason(exc))

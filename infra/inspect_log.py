@@ -21,9 +21,11 @@ def state_at(settings: Settings, aggregate_id: str, until_event: str | None = No
     time); returns it and its events."""
     tracked = Tracked.new(aggregate_id)
     seen = []
-    for _partition, _offset, commit in read_history(settings):
-        if commit.aggregate_id != aggregate_id:
-            continue
+
+    def its_own(head) -> bool:  # the other aggregates' payloads are not decoded
+        return head.envelope.aggregate_id == aggregate_id
+
+    for _partition, _offset, commit in read_history(settings, where=its_own):
         if before and commit.occurred_at >= before:
             break
         tracked.fold_commit(commit)
