@@ -1,8 +1,14 @@
-"""Append 200,000 records of the events topic, read them back raw and decoded (kafka-python, aiokafka).
+"""Append 200,000 records of the events topic, read them back raw, decoded in full and decoded
+as far as the envelope (kafka-python, aiokafka).
 
 Each record is a Commit (the log's unit) carrying one event, the smallest decision a node writes.
+"full" is `decode_log` (pydantic's `LogRecord.model_validate_json`): what every reader that
+folds commits uses (node recovery, read models, reactor, cloud controller, `replay --at`, `diff`,
+the `why` index). "head" is `decode_head` (msgspec, the envelope checked as strictly, payloads
+validated on demand): what `stratos history`, `replay --what-if` and `stratos state` use
+before they pick their aggregate's commits.
 
-Prints events/s for each and the ratio of the decoded aiokafka read to the raw aiokafka read
+Prints records/s for each and the ratios of the decoded aiokafka reads to the raw aiokafka read
 measured in the same run (these machines are noisy: quote ratios and medians).
 Usage: python bench/log_throughput.py [--events N] [--runs R]
 """
@@ -14,7 +20,7 @@ import time
 
 from common import bench_settings, finish, median
 
-from infra.eventlog import decode_log
+from infra.eventlog import decode_head, decode_log
 from infra.kafka import Appender, envelope
 from schemas.events import MemberActivated
 from schemas.records import Commit, LogRecord
@@ -41,7 +47,7 @@ def append(settings, values: list[bytes]) -> float:
     return len(values) / elapsed
 
 
-def read_kafka_python(settings, count: int, decode: bool) -> float:
+def read_kafka_python(settings, count: int, decode) -> float:
     from kafka import KafkaConsumer, TopicPartition
 
     consumer = KafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, group_id=None,
@@ -54,16 +60,16 @@ def read_kafka_python(settings, count: int, decode: bool) -> float:
     started = time.perf_counter()
     while seen < count:
         for records in consumer.poll(timeout_ms=500).values():
-            if decode:
+            if decode is not None:
                 for record in records:
-                    decode_log(record.value)
+                    decode(record.value)
             seen += len(records)
     elapsed = time.perf_counter() - started
     consumer.close()
     return count / elapsed
 
 
-async def read_aiokafka(settings, count: int, decode: bool) -> float:
+async def read_aiokafka(settings, count: int, decode) -> float:
     from aiokafka import AIOKafkaConsumer, TopicPartition
 
     consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, group_id=None,
@@ -78,9 +84,9 @@ async def read_aiokafka(settings, count: int, decode: bool) -> float:
     while seen < count:
         batch = await consumer.getmany(timeout_ms=500, max_records=20_000)
         for records in batch.values():
-            if decode:
+            if decode is not None:
                 for record in records:
-                    decode_log(record.value)
+                    decode(record.value)
             seen += len(records)
     elapsed = time.perf_counter() - started
     await consumer.stop()
@@ -93,33 +99,46 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=3)
     args = parser.parse_args()
     values = make_records(args.events)
-    started = time.perf_counter()
-    for value in values[:50_000]:
-        decode_log(value)
-    decode_only = 50_000 / (time.perf_counter() - started)
+    alone = {}
+    for name, decode in (("full", decode_log), ("head", decode_head)):
+        started = time.perf_counter()
+        for value in values[:50_000]:
+            decode(value)
+        alone[name] = 50_000 / (time.perf_counter() - started)
+    readers = {"raw": None, "full": decode_log, "head": decode_head}
     with bench_settings() as settings:
         append_rate = append(settings, values)
-        figures: dict[str, list[float]] = {k: [] for k in ("kp_raw", "kp_decoded", "aio_raw", "aio_decoded")}
+        figures: dict[str, list[float]] = {f"{client}_{kind}": [] for client in ("kp", "aio") for kind in readers}
         for _ in range(args.runs):
-            figures["kp_raw"].append(read_kafka_python(settings, args.events, False))
-            figures["kp_decoded"].append(read_kafka_python(settings, args.events, True))
-            figures["aio_raw"].append(asyncio.run(read_aiokafka(settings, args.events, False)))
-            figures["aio_decoded"].append(asyncio.run(read_aiokafka(settings, args.events, True)))
+            for kind, decode in readers.items():
+                figures[f"kp_{kind}"].append(read_kafka_python(settings, args.events, decode))
+                figures[f"aio_{kind}"].append(asyncio.run(read_aiokafka(settings, args.events, decode)))
     med = {k: median(v) for k, v in figures.items()}
-    print(f"events: {args.events}, runs: {args.runs} (medians)")
+    ratio = {k: med[k] / med[k.split("_")[0] + "_raw"] for k in med}
+    print(f"events: {args.events}, runs: {args.runs} (medians; ratios to the same run's raw read)")
     print(f"append (kafka-python, idempotent, acks=all): {append_rate:,.0f}/s")
-    print(f"pydantic decode alone:                       {decode_only:,.0f}/s")
-    for name, label in (("kp_raw", "kafka-python raw"), ("kp_decoded", "kafka-python decoded"),
-                        ("aio_raw", "aiokafka raw"), ("aio_decoded", "aiokafka decoded")):
-        print(f"read {label:<22} {med[name]:>12,.0f}/s")
-    ratio = med["aio_decoded"] / med["aio_raw"]
-    print(f"ratio decoded/raw (aiokafka): {ratio:.2f}")
-    finish({"bench": "log_throughput", "events": args.events, "append_per_s": round(append_rate),
-            "decode_only_per_s": round(decode_only),
+    print(f"decode alone, full (pydantic):               {alone['full']:,.0f}/s")
+    print(f"decode alone, head (envelope, msgspec):      {alone['head']:,.0f}/s")
+    labels = {"raw": "raw", "full": "full decode", "head": "head decode"}
+    for client, name in (("kp", "kafka-python"), ("aio", "aiokafka")):
+        for kind in readers:
+            key = f"{client}_{kind}"
+            print(f"read {name:<13} {labels[kind]:<12} {med[key]:>10,.0f}/s  ratio {ratio[key]:.2f}")
+    print("full decode: node recovery, read models, reactor, cloud controller, replay --at, diff, why index;")
+    print("head decode: history, replay --what-if, state (their aggregate's payloads decoded in full)")
+    finish({"bench": "log_throughput", "events": args.events, "runs": args.runs,
+            "append_per_s": round(append_rate),
+            "decode_only_per_s": round(alone["full"]), "decode_head_only_per_s": round(alone["head"]),
             "read_raw_kafka_python_per_s": round(med["kp_raw"]),
-            "read_decoded_kafka_python_per_s": round(med["kp_decoded"]),
+            "read_decoded_kafka_python_per_s": round(med["kp_full"]),
+            "read_head_kafka_python_per_s": round(med["kp_head"]),
             "read_raw_aiokafka_per_s": round(med["aio_raw"]),
-            "read_decoded_aiokafka_per_s": round(med["aio_decoded"]), "ratio": round(ratio, 3)})
+            "read_decoded_aiokafka_per_s": round(med["aio_full"]),
+            "read_head_aiokafka_per_s": round(med["aio_head"]),
+            "ratio": round(ratio["aio_full"], 3), "ratio_head": round(ratio["aio_head"], 3),
+            "ratio_head_kafka_python": round(ratio["kp_head"], 3),
+            "full_decode_readers": ["recovery", "read models", "reactor", "cloud", "replay --at", "diff", "why"],
+            "head_decode_readers": ["history", "replay --what-if", "state"]})
 
 
 if __name__ == "__main__":
