@@ -218,3 +218,51 @@ def test_lazily_read_payloads_equal_the_full_decode_for_every_event_type():
         assert head.record() == decode_log(value)
         assert head.record().payload.events == decode_log(value).payload.events
         assert msgspec.structs.asdict(head.envelope)["aggregate_seq"] == n
+
+
+def commit_of(aggregate_id: str, seq: int, event) -> bytes:
+    record = envelope(LogRecord, Commit(command_type="Report", outcome="accepted", events=[event]),
+                      aggregate_id, aggregate_seq=seq, causation_id=f"cmd-{aggregate_id}-{seq}")
+    return record.model_dump_json().encode()
+
+
+@pytest.mark.integration
+def test_history_and_state_decode_only_their_aggregates_commits(settings):
+    """`stratos history` (timeline) and `stratos state` (state_at) read heads: they give what the
+    full decode gives; a commit of another aggregate whose payload is invalid is not theirs to
+    report, a record whose envelope is invalid is reported as before."""
+    from infra.eventlog import read_history
+    from infra.inspect_log import state_at
+    from infra.kafka import Appender
+    from infra.node import partition_for
+    from infra.timetravel import timeline
+    from schemas.events import MemberActivated
+
+    mine = "carbon.super/cluster/app.php1"
+    other = next(f"carbon.super/cluster/other{n}" for n in range(200)
+                 if partition_for(f"carbon.super/cluster/other{n}", 4) == partition_for(mine, 4))
+    bad_payload = commit_of(other, 2, MemberActivated(member_id="m", cluster_id="o")).replace(
+        b'"outcome":"accepted"', b'"outcome":"maybe"')
+    bad_envelope = commit_of(mine, 9, MemberActivated(member_id="m", cluster_id="c")).replace(
+        b'"aggregate_seq":9', b'"aggregate_seq":-9')
+    values = [(mine, commit_of(mine, 1, MemberActivated(member_id="m1", cluster_id="c"))),
+              (other, commit_of(other, 1, MemberActivated(member_id="o1", cluster_id="o"))),
+              (other, bad_payload), (mine, bad_envelope),
+              (mine, commit_of(mine, 2, MemberActivated(member_id="m2", cluster_id="c")))]
+    appender = Appender(settings)
+    for key, value in values:
+        appender.send_raw(settings.topic("events"), key.encode(), value)
+    appender.flush(30)
+    appender.close()
+    with pytest.raises(ValueError, match="payload.Commit.outcome"):
+        decode_log(bad_payload)
+
+    full = [c for _p, _o, c in read_history(settings) if c.aggregate_id == mine]
+    assert [c.aggregate_seq for c in full] == [1, 2]
+    problems: list[str] = []
+    entries = timeline(settings, mine, problems=problems)
+    assert [(e.id, e.type, e.seq) for e in entries] == [(f"{c.id}.0", "MemberActivated", c.aggregate_seq) for c in full]
+    assert len(problems) == 1 and "aggregate_seq" in problems[0], problems
+    tracked, seen = state_at(settings, mine)
+    assert [e.id for e in seen] == [e.id for e in entries]
+    assert tracked.state.seq == 2
