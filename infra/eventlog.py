@@ -95,6 +95,12 @@ the microsecond where pydantic truncates them)."""
 _decode_head = msgspec.json.Decoder(EnvelopeHead).decode
 
 
+_LONGEST, _DEEPEST = 4300, 200
+"""The fast path reads a record only if no number in it can be longer than pydantic's longest
+integer (4,300 digits) and it cannot nest deeper than pydantic's JSON parser does (200): it
+skips the payload's content, checking its syntax but not these limits."""
+
+
 class LogHead:
     """One record of the events topic read as far as its envelope: `envelope` holds the
     envelope's fields (`payload` there only the entry's `type` and a commit's `claim`),
@@ -116,8 +122,10 @@ class LogHead:
 def decode_head(value: bytes | None) -> LogHead:
     """The envelope of one record of the events topic, as strictly as `decode_log` checks it;
     raises ValueError (pydantic's, naming the field) where `decode_log` would for the envelope."""
-    if value is not None:
+    if value is not None and len(value) <= _LONGEST and value.count(b"{") + value.count(b"[") <= _DEEPEST:
         try:
+            if not value.isascii():
+                value.decode()  # UnicodeDecodeError: msgspec skips the payload's strings unchecked
             head = _decode_head(value)
             if head.type == head.payload.type:  # else: pydantic's error for the mismatch
                 return LogHead(head, _time(head.occurred_at), value)

@@ -132,6 +132,12 @@ def test_the_head_accepts_and_rejects_what_the_pydantic_envelope_does(value):
     record_bytes(1).replace(b'"claim":null', b'"claim":7'),
     record_bytes(1, at=datetime(2026, 12, 1, 18, 33, 5, 123456, tzinfo=timezone(timedelta(hours=-5)))),
     record_bytes(1).replace(b'Z","tenant"', b'789Z","tenant"'),  # 9 fractional digits: truncated
+    record_bytes(1).replace(b'"writer":"w"', b'"writer":"w\x80"'),  # bad UTF-8 where msgspec skips
+    record_bytes(1).replace(b'"tenant":"carbon.super"', "\"tenant\":\"carbon.süper\"".encode()),
+    record_bytes(1).replace(b'"writer":"w"', b'"writer":' + b"[" * 300 + b"]" * 300),  # too deep
+    record_bytes(1).replace(b'"writer":"w"', b'"writer":' + b"[" * 198 + b"]" * 198),
+    record_bytes(1).replace(b'"code":null', b'"code":' + b"7" * 4301),  # longer than pydantic reads
+    record_bytes(1).replace(b'"writer":"w"', b'"writer":"' + b"w" * 5000 + b'"'),  # long: decoded in full
 ])
 def test_edge_cases_are_read_as_pydantic_reads_them(value):
     assert_same_acceptance(value)
