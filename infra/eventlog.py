@@ -41,6 +41,10 @@ _validate_log = LogRecord.__pydantic_validator__.validate_json
 # (types, defaults, min_length/ge, extra keys forbidden) and refuses to build for anything it
 # cannot mirror; whatever it does not accept is decoded by `decode_log`, so an unusual but valid
 # record is read as pydantic reads it and a bad one gets pydantic's error naming the field.
+# Of the payload it reads the entry's type and a commit's claim, and checks the JSON syntax and
+# UTF-8 of the rest; everything else about the payload (its fields, and the limits of pydantic's
+# parser inside it: nesting deeper than 200, integers longer than 4,300 digits) is checked when
+# `record()` decodes it.
 _CONSTRAINTS = {annotated_types.MinLen: "min_length", annotated_types.Ge: "ge"}
 _PLAIN = (str, int, str | None)
 
@@ -81,6 +85,8 @@ def _envelope_head(model: type[LogRecord]) -> type[msgspec.Struct]:
             if type(item) not in _CONSTRAINTS:
                 raise TypeError(f"{model.__name__}.{name}: constraint {item!r} cannot be read by the fast path")
             constraints[_CONSTRAINTS[type(item)]] = getattr(item, _CONSTRAINTS[type(item)])
+        if info.annotation is int:  # longer integers: pydantic decides (it refuses > 4,300 digits)
+            constraints = {"ge": -2**63, "le": 2**63 - 1} | constraints
         if constraints:
             annotation = Annotated[annotation, msgspec.Meta(**constraints)]
         fields.append((name, annotation, msgspec.NODEFAULT if info.is_required() else info.default))
@@ -93,12 +99,6 @@ _time = TypeAdapter(LogRecord.model_fields["occurred_at"].annotation).validator.
 """pydantic-core's datetime parser, as the envelope's field uses it (msgspec's rounds digits past
 the microsecond where pydantic truncates them)."""
 _decode_head = msgspec.json.Decoder(EnvelopeHead).decode
-
-
-_LONGEST, _DEEPEST = 4300, 200
-"""The fast path reads a record only if no number in it can be longer than pydantic's longest
-integer (4,300 digits) and it cannot nest deeper than pydantic's JSON parser does (200): it
-skips the payload's content, checking its syntax but not these limits."""
 
 
 class LogHead:
@@ -122,7 +122,7 @@ class LogHead:
 def decode_head(value: bytes | None) -> LogHead:
     """The envelope of one record of the events topic, as strictly as `decode_log` checks it;
     raises ValueError (pydantic's, naming the field) where `decode_log` would for the envelope."""
-    if value is not None and len(value) <= _LONGEST and value.count(b"{") + value.count(b"[") <= _DEEPEST:
+    if value is not None:
         try:
             if not value.isascii():
                 value.decode()  # UnicodeDecodeError: msgspec skips the payload's strings unchecked

@@ -47,6 +47,23 @@ def outcome(decode, value):
         return None, exc
 
 
+class _Span(msgspec.Struct):
+    payload: msgspec.Raw
+
+
+def in_payload(value: bytes, error: dict) -> bool:
+    """Is this pydantic error about the payload: a field of it, or its bytes (a JSON error whose
+    column lies inside it, as pydantic's parser limits on nesting and integer length)?"""
+    if error["loc"][:1] == ("payload",):
+        return True
+    if error["type"] != "json_invalid" or b"\n" in value:
+        return False
+    column = int(error["msg"].rsplit("column ", 1)[1])
+    payload = bytes(msgspec.json.decode(value, type=_Span).payload)
+    start = value.find(payload)
+    return start >= 0 and start < column <= start + len(payload) + 1
+
+
 def assert_same_acceptance(value) -> None:
     """decode_head accepts every record decode_log accepts, with the same envelope; where the
     full decode fails only in the payload the head may accept; otherwise both reject, with
@@ -62,7 +79,7 @@ def assert_same_acceptance(value) -> None:
         assert head.record() == full
     elif head is not None:
         assert head_error is None
-        assert all(error["loc"][:1] == ("payload",) for error in full_error.errors()), full_error
+        assert all(in_payload(value, error) for error in full_error.errors()), full_error
         with pytest.raises(ValueError) as raised:
             head.record()
         assert str(raised.value) == str(full_error)
@@ -137,7 +154,9 @@ def test_the_head_accepts_and_rejects_what_the_pydantic_envelope_does(value):
     record_bytes(1).replace(b'"writer":"w"', b'"writer":' + b"[" * 300 + b"]" * 300),  # too deep
     record_bytes(1).replace(b'"writer":"w"', b'"writer":' + b"[" * 198 + b"]" * 198),
     record_bytes(1).replace(b'"code":null', b'"code":' + b"7" * 4301),  # longer than pydantic reads
-    record_bytes(1).replace(b'"writer":"w"', b'"writer":"' + b"w" * 5000 + b'"'),  # long: decoded in full
+    record_bytes(1).replace(b'"writer":"w"', b'"writer":"' + b"w" * 5000 + b'"'),
+    record_bytes(1).replace(b'"aggregate_seq":1', b'"aggregate_seq":' + b"7" * 4301),
+    record_bytes(1).replace(b'"aggregate_seq":1', b'"aggregate_seq":' + b"7" * 30),  # beyond int64
 ])
 def test_edge_cases_are_read_as_pydantic_reads_them(value):
     assert_same_acceptance(value)
