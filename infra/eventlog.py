@@ -3,6 +3,8 @@
 A reader that starts a partition at offset 0 knows every claim; one that resumes mid-way (a
 consumer group member) learns the claim in force there from `fence_at` (the last checkpoint
 before that offset, then the claims after it: see `infra.recovery.fence_before`).
+Two decodes, one rule: `decode_log` validates a record in full (pydantic); `decode_head` reads
+its envelope as strictly, with msgspec, and leaves the payload to `LogHead.record()`.
 """
 from __future__ import annotations
 
@@ -61,6 +63,7 @@ def _entry_head() -> type[msgspec.Struct]:
 
 
 EntryHead = _entry_head()
+_COMMIT = Commit.model_fields["type"].default
 
 
 def _envelope_head(model: type[LogRecord]) -> type[msgspec.Struct]:
@@ -172,7 +175,7 @@ class History:
         payload raises there, and not at all for a commit the reader passes over."""
         fence = self._fence(partition, offset)
         head = decode_head(value)
-        if head.envelope.type != "Commit":
+        if head.envelope.type != _COMMIT:
             fence.admit(head.record())
             return None
         return head if fence.admits(head.envelope.payload.claim) else None
