@@ -42,7 +42,7 @@ FETCH_WITHOUT_REPLICA_ID = 15
 FIRST_TRANSACTIONAL_PRODUCE, FIRST_FLEXIBLE_PRODUCE = 3, 9
 FIRST_PRODUCE_BY_TOPIC_ID = 13
 """From Produce v13 topics are named by id: a write to one of them wakes every reader."""
-TANSU_SHORTEST_WAIT_MS = 1
+TANSU_SHORTEST_WAIT_MS = 2
 """Tansu answers a fetch with a wait of 0 before reading any partition: 1 ms is its shortest read."""
 LONG_WAIT_MS = 100
 LARGE_ANSWER = 64 * 1024
@@ -233,12 +233,13 @@ WRITE, END = "write", "end"
 
 class FrameRelay:
     """Cuts a byte stream that arrives in arbitrary chunks into Kafka frames (a 4-byte signed
-    big-endian length, then that many bytes) and hands them on without copying them.
+    big-endian length, then that many bytes) and hands them on without copying what it relays.
 
     `feed(chunk, decide)` calls `decide(size)` as each frame's length is known, for RELAY, DROP
     or KEEP, and yields, in stream order, (WRITE, piece) for the bytes to relay (the frame's
-    4-byte length included; the contiguous bytes of one chunk in one piece) and (END, body) as
-    each frame is whole (body: the frame's bytes if it was kept, else None)."""
+    4-byte length included; the contiguous relayed bytes of one chunk in one piece) and
+    (END, frame) as each frame is whole (frame: the whole frame, length included, if it was
+    kept; else None)."""
 
     def __init__(self) -> None:
         self._prefix = bytearray()
@@ -251,7 +252,8 @@ class FrameRelay:
         view = memoryview(chunk)
         pos, end = 0, len(view)
         run = 0 if self._left >= 0 and self._mode is RELAY else None
-        """Where the relayed bytes of this chunk not yet handed on start."""
+        """Where the relayed (or, for a frame kept whole within this chunk, kept) bytes of this
+        chunk not yet handed on start."""
         while True:
             if self._left < 0:
                 if pos == end:
@@ -278,7 +280,13 @@ class FrameRelay:
                     elif run is None:
                         run = pos - 4
                 elif self._mode is KEEP:
-                    self._kept = bytearray()
+                    if carried is None and end - pos >= size:  # whole in this chunk
+                        pos += size
+                        self._left = -1
+                        whole = view[pos - 4 - size:pos]
+                        yield END, chunk if len(whole) == len(chunk) else bytes(whole)
+                        continue
+                    self._kept = bytearray(prefix)
             take = min(self._left, end - pos)
             if take and self._kept is not None:
                 self._kept += view[pos:pos + take]
@@ -294,6 +302,10 @@ class FrameRelay:
             yield END, None if kept is None else bytes(kept)
         if run is not None and pos > run:
             yield WRITE, view[run:pos]
+
+
+def _keep(size: int) -> str:
+    return KEEP
 
 
 class _Exchange:
@@ -344,7 +356,7 @@ class _Connection(asyncio.Protocol):
         self.loop = asyncio.get_running_loop()
         self.client: asyncio.Transport | None = None
         self.upstream: asyncio.Transport | None = None
-        self._requests = bytearray()
+        self._requests = FrameRelay()
         self._exchanges: deque[_Exchange] = deque()
         self._held: _HeldFetch | None = None
         """The waiting fetch of this connection, from its first asking until it is answered:
@@ -373,42 +385,21 @@ class _Connection(asyncio.Protocol):
             upstream.close()
             return
         self.upstream = upstream
+        self._send_queued()
         self.resume_client("connecting")
-        if self._requests:
-            self.data_received(b"")
+        self._close_if_done()
 
     def data_received(self, data: bytes) -> None:
-        if self.upstream is None:  # still connecting
-            self._requests += data
-            return
-        if self._requests:
-            self._requests += data
-            buffer = self._requests
-        else:
-            buffer = data  # the common case: whole requests in one chunk, sent on uncopied
-        pos = 0
         try:
-            with memoryview(buffer) as view:
-                while len(view) - pos >= 4 and not self._closed:
-                    (size,) = struct.unpack_from(">i", view, pos)
-                    if size < 0:
-                        raise ValueError(f"a request of negative length {size}")
-                    end = pos + 4 + size
-                    if end > len(view):
-                        break
-                    frame = data if buffer is data and pos == 0 and end == len(data) else bytes(view[pos:end])
-                    pos = end
-                    if self._held is not None:
-                        self._queue(frame)
-                    else:
-                        self._request(frame)
+            for _, frame in self._requests.feed(data, _keep):
+                if self._closed:
+                    return
+                if self.upstream is None or self._held is not None:
+                    self._queue(frame)
+                else:
+                    self._request(frame)
         except (struct.error, IndexError, ValueError, UnicodeDecodeError):
             self.close()  # garbage: this connection ends, nothing answered
-            return
-        if buffer is data:
-            self._requests = bytearray(data[pos:]) if pos < len(data) else bytearray()
-        else:
-            del self._requests[:pos]
 
     def eof_received(self) -> bool:
         self._eof = True
@@ -482,6 +473,10 @@ class _Connection(asyncio.Protocol):
     def _release(self) -> None:
         """The held fetch is answered: send the requests that came after it."""
         self._held = None
+        self._send_queued()
+        self._close_if_done()
+
+    def _send_queued(self) -> None:
         while self._queued and self._held is None and not self._closed:
             frame = self._queued.popleft()
             self._queued_bytes -= len(frame)
@@ -492,7 +487,6 @@ class _Connection(asyncio.Protocol):
                 return
         if self._queued_bytes <= QUEUED_LIMIT:
             self.resume_client("queued")
-        self._close_if_done()
 
     # answers
 
@@ -517,15 +511,16 @@ class _Connection(asyncio.Protocol):
         return RELAY if exchange.relay else DROP
 
     def _answered(self, exchange: _Exchange, answer: bytes | None) -> None:
-        """A whole answer has come (`answer`: a held fetch's small one, read whole): a held
+        """A whole answer has come (`answer`: a held fetch's small one, read whole, its length
+        included): a held
         fetch's is relayed or held; a write wakes readers."""
         if exchange.fetch is not None:
             held = exchange.fetch
             if answer is not None:
-                if self.loop.time() < held.deadline and _is_empty(answer, held.version):
+                if self.loop.time() < held.deadline and _is_empty(memoryview(answer)[4:], held.version):
                     self.gateway.wait(self, held)
                     return
-                self.client.write(struct.pack(">i", len(answer)) + answer)
+                self.client.write(answer)
             self._release()
             return
         if exchange.api_key == PRODUCE:
@@ -536,7 +531,7 @@ class _Connection(asyncio.Protocol):
         self._close_if_done()
 
     def _close_if_done(self) -> None:
-        if self._eof and not self._exchanges and self._held is None:
+        if self._eof and not self._exchanges and self._held is None and not self._queued:
             self.close()
 
     def close(self) -> None:
