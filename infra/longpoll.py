@@ -43,7 +43,9 @@ FIRST_TRANSACTIONAL_PRODUCE, FIRST_FLEXIBLE_PRODUCE = 3, 9
 FIRST_PRODUCE_BY_TOPIC_ID = 13
 """From Produce v13 topics are named by id: a write to one of them wakes every reader."""
 TANSU_SHORTEST_WAIT_MS = 2
-"""Tansu answers a fetch with a wait of 0 before reading any partition: 1 ms is its shortest read."""
+"""Tansu answers a fetch with a wait of 0 before reading any partition, and with 1 ms it cuts a
+large answer short (2.6-4.9 of the 5.3 MB it gives at longer waits, measured): 2 ms is its
+shortest full read. An empty fetch costs that wait; one with records is answered at once."""
 LONG_WAIT_MS = 100
 LARGE_ANSWER = 64 * 1024
 """A fetch answer this big carries records: it is relayed without decoding."""
