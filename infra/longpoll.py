@@ -83,14 +83,19 @@ def header_end(request, flexible: bool) -> int:
     return _skip_tags(request, pos) if flexible else pos
 
 
-def _string(request, pos: int, flexible: bool) -> tuple[str | None, int]:
-    """A (nullable) string at `pos`; an error when it runs past the request."""
+def _length(request, pos: int, flexible: bool, fixed: str = ">i") -> tuple[int, int]:
+    """A length (of a string, bytes or an array; -1 for null): in a flexible version a uvarint of
+    length + 1, else a signed int of the `fixed` format."""
     if flexible:
         length, pos = _uvarint(request, pos)
-        length -= 1
-    else:
-        (length,) = struct.unpack_from(">h", request, pos)
-        pos += 2
+        return length - 1, pos
+    (length,) = struct.unpack_from(fixed, request, pos)
+    return length, pos + struct.calcsize(fixed)
+
+
+def _string(request, pos: int, flexible: bool) -> tuple[str | None, int]:
+    """A (nullable) string at `pos`; an error when it runs past the request."""
+    length, pos = _length(request, pos, flexible, ">h")
     if length < 0:
         return None, pos
     end = pos + length
@@ -99,23 +104,12 @@ def _string(request, pos: int, flexible: bool) -> tuple[str | None, int]:
     return bytes(request[pos:end]).decode(), end
 
 
-def _array_length(request, pos: int, flexible: bool) -> tuple[int, int]:
-    if flexible:
-        length, pos = _uvarint(request, pos)
-        return length - 1, pos
-    (length,) = struct.unpack_from(">i", request, pos)
-    return length, pos + 4
-
-
 def produce_acks_offset(request, version: int) -> int:
     """Where a produce request's `acks` field is (after its transactional id, from v3)."""
     pos = header_end(request, version >= FIRST_FLEXIBLE_PRODUCE)
-    if version >= FIRST_FLEXIBLE_PRODUCE:
-        length, pos = _uvarint(request, pos)
-        pos += max(length - 1, 0)
-    elif version >= FIRST_TRANSACTIONAL_PRODUCE:
-        (length,) = struct.unpack_from(">h", request, pos)
-        pos += 2 + max(length, 0)
+    if version >= FIRST_TRANSACTIONAL_PRODUCE:
+        length, pos = _length(request, pos, version >= FIRST_FLEXIBLE_PRODUCE, ">h")
+        pos += max(length, 0)
     return pos
 
 
@@ -163,22 +157,16 @@ def read_produce(request, version: int) -> tuple[str | None, set[str]]:
         transaction, pos = _string(request, pos, flexible)
     pos += 6  # acks, timeout
     topics: set[str] = set()
-    count, pos = _array_length(request, pos, flexible)
+    count, pos = _length(request, pos, flexible)
     for _ in range(max(count, 0)):
         if version >= FIRST_PRODUCE_BY_TOPIC_ID:
             name, pos = ANY_TOPIC, pos + 16
         else:
             name, pos = _string(request, pos, flexible)
         topics.add(name or ANY_TOPIC)
-        partitions, pos = _array_length(request, pos, flexible)
+        partitions, pos = _length(request, pos, flexible)
         for _ in range(max(partitions, 0)):
-            pos += 4  # the partition index
-            if flexible:
-                size, pos = _uvarint(request, pos)
-                size -= 1
-            else:
-                (size,) = struct.unpack_from(">i", request, pos)
-                pos += 4
+            size, pos = _length(request, pos + 4, flexible)  # after the partition index: the records
             pos += max(size, 0)
             if flexible:
                 pos = _skip_tags(request, pos)
@@ -253,7 +241,7 @@ class FrameRelay:
     def feed(self, chunk, decide):
         view = memoryview(chunk)
         pos, end = 0, len(view)
-        run = 0 if self._left >= 0 and self._mode is RELAY else None
+        run = 0 if self._left >= 0 and self._mode == RELAY else None
         """Where the relayed (or, for a frame kept whole within this chunk, kept) bytes of this
         chunk not yet handed on start."""
         while True:
@@ -275,13 +263,13 @@ class FrameRelay:
                 if size < 0:
                     raise ValueError(f"a frame of negative length {size}")
                 self._left, self._mode = size, decide(size)
-                if self._mode is RELAY:
+                if self._mode == RELAY:
                     if carried is not None:
                         yield WRITE, carried
                         run = pos
                     elif run is None:
                         run = pos - 4
-                elif self._mode is KEEP:
+                elif self._mode == KEEP:
                     if carried is None and end - pos >= size:  # whole in this chunk
                         pos += size
                         self._left = -1
@@ -497,7 +485,7 @@ class _Connection(asyncio.Protocol):
             for kind, value in self._answers.feed(data, self._decide):
                 if self._closed:
                     return
-                if kind is WRITE:
+                if kind == WRITE:
                     self.client.write(value)
                 else:
                     self._answered(self._exchanges.popleft(), value)

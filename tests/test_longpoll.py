@@ -266,8 +266,8 @@ def test_frames_are_relayed_exactly_however_the_stream_is_cut(frames, data):
     expected, expected_ends = b"", []
     for body, mode in frames:
         frame = struct.pack(">i", len(body)) + body
-        expected += frame if mode is RELAY else b""
-        expected_ends.append((expected, frame if mode is KEEP else None))
+        expected += frame if mode == RELAY else b""
+        expected_ends.append((expected, frame if mode == KEEP else None))
     assert bytes(written) == expected
     assert ends == expected_ends
     assert sizes == [len(body) for body, _ in frames]
