@@ -363,7 +363,7 @@ class _Connection(asyncio.Protocol):
     def connection_made(self, transport) -> None:
         self.client = transport
         self.pause_client("connecting")
-        self.loop.create_task(self._connect())
+        self._connecting = self.loop.create_task(self._connect())  # held: the loop keeps only weak references
 
     async def _connect(self) -> None:
         try:
