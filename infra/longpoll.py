@@ -502,8 +502,7 @@ class _Connection(asyncio.Protocol):
 
     def _answered(self, exchange: _Exchange, answer: bytes | None) -> None:
         """A whole answer has come (`answer`: a held fetch's small one, read whole, its length
-        included): a held
-        fetch's is relayed or held; a write wakes readers."""
+        included): a held fetch's is relayed, or held while empty; a write wakes its readers."""
         if exchange.fetch is not None:
             held = exchange.fetch
             if answer is not None:
