@@ -65,6 +65,8 @@ class EmbeddedBroker:
         """Front Tansu with `infra.longpoll`, so that a waiting fetch returns when data arrives."""
         self.process: subprocess.Popen | None = None
         self.gateway: subprocess.Popen | None = None
+        self.tansu_port = self.port
+        """Where Tansu itself listens: behind the gateway, a private port."""
 
     @property
     def bootstrap(self) -> str:
@@ -74,7 +76,7 @@ class EmbeddedBroker:
         if port_is_open("127.0.0.1", self.port):
             raise BrokerError(f"port {self.port} on 127.0.0.1 is already taken")
         advertised = f"tcp://127.0.0.1:{self.port}"
-        tansu_port = free_port() if self.long_poll else self.port
+        tansu_port = self.tansu_port = free_port() if self.long_poll else self.port
         log = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL
         self.process = subprocess.Popen(
             [str(broker_binary()), "broker", "--listener-url", f"tcp://127.0.0.1:{tansu_port}",

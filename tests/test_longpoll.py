@@ -1,6 +1,8 @@
 """The embedded broker's long-poll gateway: a reader waiting long still sees each record as it is
 written (plain, transactional, from kafka-python and aiokafka), requests are read correctly at
-every header shape, and a client sending garbage loses only its own connection."""
+every header shape and produce version, frames are relayed exactly however they are cut, a bulk
+read (pipelined, answers of megabytes) arrives as it does from Tansu itself, and a client sending
+garbage loses only its own connection."""
 from __future__ import annotations
 
 import asyncio
@@ -17,7 +19,8 @@ from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.admin import KafkaAdminClient, NewTopic
 
 from infra.broker import EmbeddedBroker
-from infra.longpoll import fetch_wait_offset, header_end, produce_acks
+from infra.longpoll import (ANY_TOPIC, DROP, END, KEEP, RELAY, WRITE, FrameRelay, acknowledged, fetch_wait_offset,
+                            header_end, produce_acks, read_produce)
 
 LONG_WAIT_MS = 30_000
 """Longer than each poll below: on a broker that holds an empty fetch for its whole wait, the
@@ -179,3 +182,248 @@ def test_garbage_costs_only_its_own_connection(gateway_broker):
         producer.close()
         consumer.close()
     assert gateway_broker.gateway.poll() is None
+
+
+topic_names = st.text(alphabet="abcxyz.-_0123", max_size=30)
+produce_topics = st.lists(st.tuples(topic_names, st.lists(st.tuples(
+    st.integers(0, 2**31 - 1), st.one_of(st.none(), st.binary(max_size=300))), max_size=4)), max_size=4)
+
+
+def _kafka_python_produce(version, client_id, transactional_id, acks, topics) -> bytes:
+    from kafka.protocol.producer import ProduceRequest
+
+    topic, partition = ProduceRequest.TopicProduceData, ProduceRequest.TopicProduceData.PartitionProduceData
+    request = ProduceRequest(transactional_id=transactional_id if version >= 3 else None, acks=acks, timeout_ms=1000,
+                             topic_data=[topic(name=name, partition_data=[partition(index=index, records=records)
+                                                                          for index, records in parts])
+                                         for name, parts in topics])
+    request.with_header(correlation_id=7, client_id=client_id)
+    return request.encode(version=version, header=True)
+
+
+def _aiokafka_produce(version, client_id, transactional_id, acks, topics) -> bytes:
+    from aiokafka.protocol import produce
+
+    struct_class = getattr(produce, f"ProduceRequest_v{version}")
+    fields = (acks, 1000, [(name, [(index, records) for index, records in parts]) for name, parts in topics])
+    body = struct_class(transactional_id, *fields) if version >= 3 else struct_class(*fields)
+    return body.build_request_header(correlation_id=7, client_id=client_id).encode() + body.encode()
+
+
+PRODUCE_ENCODINGS = [(_kafka_python_produce, v) for v in range(14)] + [(_aiokafka_produce, v) for v in range(8)]
+"""Every version kafka-python can send (Tansu takes 0-11) and every one aiokafka sends."""
+
+
+@given(st.text(alphabet="abcxyz-.0123", max_size=40), st.one_of(st.none(), st.text(max_size=30)),
+       st.sampled_from([0, 1, -1]), produce_topics)
+def test_a_produce_request_is_read_as_the_full_decode_reads_it(client_id, transactional_id, acks, topics):
+    """kafka-python's and aiokafka's produce requests, every version they send: the transactional
+    id, acks and topics read past the records equal what decoding everything gives (topic ids,
+    from v13, count as every topic), and `acks=0` is rewritten to `acks=1` and nothing else."""
+    from kafka.protocol.producer import ProduceRequest
+
+    for encode, version in PRODUCE_ENCODINGS:
+        request = encode(version, client_id, transactional_id, acks, topics)
+        decoded = ProduceRequest.decode(request, version=version, header=True)
+        assert read_produce(request, version) == (decoded.transactional_id if version >= 3 else None,
+                                                  {topic.name or ANY_TOPIC for topic in decoded.topic_data})
+        assert produce_acks(request, version) == decoded.acks == acks
+        rewritten = ProduceRequest.decode(acknowledged(request, version), version=version, header=True)
+        assert rewritten.acks == 1
+        assert rewritten.to_dict() | {"acks": acks} == decoded.to_dict()
+
+
+def test_a_produce_request_that_does_not_add_up_is_refused():
+    request = _kafka_python_produce(9, "c", None, 1, [("topic", [(0, b"records")])])
+    for broken in (request[:-3], request + b"\x00", request[:-12]):
+        with pytest.raises((ValueError, IndexError, struct.error, UnicodeDecodeError)):
+            read_produce(broken, 9)
+
+
+@given(st.lists(st.tuples(st.binary(max_size=200), st.sampled_from([RELAY, DROP, KEEP])), max_size=12), st.data())
+def test_frames_are_relayed_exactly_however_the_stream_is_cut(frames, data):
+    """Any cutting of a stream of frames into chunks: the bytes written are exactly the relayed
+    frames, length prefixes included, each frame's end is reported after its bytes are written
+    and before the next frame's, and kept frames are handed on whole."""
+    stream = b"".join(struct.pack(">i", len(body)) + body for body, _ in frames)
+    cuts = sorted(data.draw(st.lists(st.integers(0, len(stream)), max_size=20)))
+    chunks = [stream[start:end] for start, end in zip([0, *cuts], [*cuts, len(stream)])]
+    modes = iter([mode for _, mode in frames])
+    sizes, written, ends = [], bytearray(), []
+
+    def decide(size):
+        sizes.append(size)
+        return next(modes)
+
+    relay = FrameRelay()
+    for chunk in chunks:
+        for kind, value in relay.feed(chunk, decide):
+            if kind == WRITE:
+                written += value
+            else:
+                assert kind == END
+                ends.append((bytes(written), value))
+    expected, expected_ends = b"", []
+    for body, mode in frames:
+        frame = struct.pack(">i", len(body)) + body
+        expected += frame if mode == RELAY else b""
+        expected_ends.append((expected, frame if mode == KEEP else None))
+    assert bytes(written) == expected
+    assert ends == expected_ends
+    assert sizes == [len(body) for body, _ in frames]
+
+
+def _fetch(correlation_id: int, version: int, topic: str, offsets: dict[int, int], wait_ms: int,
+           partition_bytes: int) -> bytes:
+    from kafka.protocol.consumer.fetch import FetchRequest
+
+    fetch_topic = FetchRequest.FetchTopic
+    request = FetchRequest(replica_id=-1, max_wait_ms=wait_ms, min_bytes=1, max_bytes=64 << 20, isolation_level=0,
+                           topics=[fetch_topic(topic=topic, partitions=[fetch_topic.FetchPartition(
+                               partition=p, fetch_offset=o, partition_max_bytes=partition_bytes)
+                               for p, o in offsets.items()])])
+    request.with_header(correlation_id=correlation_id, client_id="pipelined")
+    return request.encode(version=version, header=True, framed=True)
+
+
+def _api_versions(correlation_id: int) -> bytes:
+    from kafka.protocol.metadata import ApiVersionsRequest
+
+    request = ApiVersionsRequest(client_software_name="test", client_software_version="1")
+    request.with_header(correlation_id=correlation_id, client_id="pipelined")
+    return request.encode(version=3, header=True, framed=True)
+
+
+def _pipelined(port: int, requests: list[bytes], answers: int) -> list[bytes]:
+    """Send every request at once on one connection; the first `answers` frames it gets back."""
+    frames, stream, pos = [], bytearray(), 0
+    with socket.create_connection(("127.0.0.1", port), timeout=60) as sock:
+        sock.sendall(b"".join(requests))
+        while len(frames) < answers:
+            chunk = sock.recv(1 << 20)
+            assert chunk, f"closed after {len(frames)} answers"
+            stream += chunk
+            while len(stream) - pos >= 4 and len(stream) - pos - 4 >= struct.unpack_from(">i", stream, pos)[0]:
+                size = struct.unpack_from(">i", stream, pos)[0]
+                frames.append(bytes(stream[pos + 4:pos + 4 + size]))
+                pos += 4 + size
+    return frames
+
+
+BULK_PARTITIONS, BULK_PER_PARTITION = 4, 3000
+
+
+def _bulk_values(partition: int) -> list[bytes]:
+    return [b"%d:%06d:" % (partition, n) + bytes([65 + n % 26]) * 1000 for n in range(BULK_PER_PARTITION)]
+
+
+def _write_bulk(broker) -> str:
+    topic = _topic(broker, BULK_PARTITIONS)
+    producer = KafkaProducer(bootstrap_servers=broker.bootstrap, linger_ms=20, batch_size=256 * 1024)
+    for partition in range(BULK_PARTITIONS):
+        for n, value in enumerate(_bulk_values(partition)):
+            producer.send(topic, key=b"k%d" % n, value=value, partition=partition)
+    producer.flush(60)
+    producer.close()
+    return topic
+
+
+@pytest.fixture(scope="module")
+def bulk_topic(gateway_broker):
+    """12 MB on 4 partitions of the gateway's Tansu."""
+    return _write_bulk(gateway_broker)
+
+
+@pytest.mark.integration
+def test_pipelined_requests_get_the_answers_tansu_itself_gives(gateway_broker, bulk_topic):
+    """One connection, every request sent at once: fetches of megabytes (flexible and not, with
+    short waits and a long one) and an ApiVersions: through the gateway, the very bytes Tansu
+    answers when asked directly, in order."""
+    every = {p: 0 for p in range(BULK_PARTITIONS)}
+    requests = [_api_versions(1),
+                _fetch(2, 4, bulk_topic, every, 5, 4 << 20),
+                _fetch(3, 12, bulk_topic, {p: 1000 for p in every}, 50, 4 << 20),
+                _fetch(4, 4, bulk_topic, {1: 2000}, LONG_WAIT_MS, 40_000),  # held, answered at once: it has records
+                _fetch(5, 11, bulk_topic, {3: 500}, LONG_WAIT_MS, 1 << 20),  # held, relayed in chunks
+                _fetch(6, 12, bulk_topic, {p: 2500 for p in every}, 20, 4 << 20)]
+    direct = _pipelined(gateway_broker.tansu_port, requests, len(requests))
+    relayed = _pipelined(gateway_broker.port, requests, len(requests))
+    assert [struct.unpack_from(">i", answer)[0] for answer in relayed] == [1, 2, 3, 4, 5, 6]
+    assert sum(map(len, relayed)) > 10 << 20  # answers of megabytes
+    assert relayed == direct
+
+
+@pytest.mark.integration
+def test_a_request_sent_after_a_waiting_fetch_is_answered_after_it(gateway_broker):
+    topic = _topic(gateway_broker)
+    host, port = gateway_broker.bootstrap.split(":")
+    with socket.create_connection((host, int(port)), timeout=30) as sock:
+        sock.sendall(_fetch(1, 4, topic, {0: 0}, LONG_WAIT_MS, 1 << 20) + _api_versions(2))
+        producer = KafkaProducer(bootstrap_servers=gateway_broker.bootstrap)
+        producer.send(topic, b"wakes-the-fetch", partition=0).get(10)
+        producer.close()
+        stream = b""
+        while len(stream) < 8 or b"wakes-the-fetch" not in stream or len(_frames(stream)) < 2:
+            chunk = sock.recv(1 << 16)
+            assert chunk
+            stream += chunk
+    fetch_answer, versions_answer = _frames(stream)
+    assert struct.unpack_from(">i", fetch_answer)[0] == 1 and b"wakes-the-fetch" in fetch_answer
+    assert struct.unpack_from(">i", versions_answer)[0] == 2
+
+
+def _frames(stream: bytes) -> list[bytes]:
+    frames, pos = [], 0
+    while len(stream) - pos >= 4 and len(stream) - pos - 4 >= struct.unpack_from(">i", stream, pos)[0]:
+        size = struct.unpack_from(">i", stream, pos)[0]
+        frames.append(stream[pos + 4:pos + 4 + size])
+        pos += 4 + size
+    return frames
+
+
+def _read_all_kafka_python(broker, topic: str) -> list[tuple]:
+    consumer = KafkaConsumer(bootstrap_servers=broker.bootstrap, fetch_max_bytes=64 << 20,
+                             max_partition_fetch_bytes=16 << 20, max_poll_records=100_000)
+    tps = [TopicPartition(topic, p) for p in range(BULK_PARTITIONS)]
+    consumer.assign(tps)
+    consumer.seek_to_beginning(*tps)
+    records: list[tuple] = []
+    try:
+        while len(records) < BULK_PARTITIONS * BULK_PER_PARTITION:
+            polled = consumer.poll(timeout_ms=POLL_MS)
+            assert polled, f"nothing more after {len(records)} records"
+            records += [(r.partition, r.offset, r.key, r.value) for rs in polled.values() for r in rs]
+    finally:
+        consumer.close()
+    return sorted(records)
+
+
+async def _read_all_aiokafka(broker, topic: str) -> list[tuple]:
+    consumer = AIOKafkaConsumer(bootstrap_servers=broker.bootstrap, fetch_max_bytes=64 << 20,
+                                max_partition_fetch_bytes=16 << 20)
+    await consumer.start()
+    tps = [AioTopicPartition(topic, p) for p in range(BULK_PARTITIONS)]
+    consumer.assign(tps)
+    await consumer.seek_to_beginning(*tps)
+    records: list[tuple] = []
+    try:
+        while len(records) < BULK_PARTITIONS * BULK_PER_PARTITION:
+            batch = await consumer.getmany(timeout_ms=POLL_MS, max_records=100_000)
+            assert batch, f"nothing more after {len(records)} records"
+            records += [(r.partition, r.offset, r.key, r.value) for rs in batch.values() for r in rs]
+    finally:
+        await consumer.stop()
+    return sorted(records)
+
+
+@pytest.mark.integration
+def test_a_bulk_read_through_the_gateway_gets_what_a_bare_tansu_gives(gateway_broker, bulk_topic):
+    """The same 12 MB on a bare Tansu and behind the gateway, read whole by kafka-python and by
+    aiokafka at their default fetch waits (fetches the gateway holds, answered in megabytes)."""
+    expected = sorted((p, n, b"k%d" % n, value) for p in range(BULK_PARTITIONS)
+                      for n, value in enumerate(_bulk_values(p)))
+    with EmbeddedBroker(long_poll=False) as bare:
+        bare_topic = _write_bulk(bare)
+        assert _read_all_kafka_python(bare, bare_topic) == expected
+    assert _read_all_kafka_python(gateway_broker, bulk_topic) == expected
+    assert asyncio.run(_read_all_aiokafka(gateway_broker, bulk_topic)) == expected
