@@ -193,9 +193,8 @@ def digest() -> None:
 def api(port: int = typer.Option(None, help="port; default STRATOS_API_PORT (9443)"),
         demo: bool = typer.Option(False, "--demo", help="admin/admin when STRATOS_ADMIN_PASSWORD is unset")) -> None:
     """Serve the REST API (Stratos 4.1 paths under /api) with uvicorn until Ctrl-C."""
-    import uvicorn
-
     from infra.api import ConfigurationError, create_app
+    from infra.api.server import serve
     from infra.tls import TlsConfigError, tls_options
 
     _logging()
@@ -206,8 +205,8 @@ def api(port: int = typer.Option(None, help="port; default STRATOS_API_PORT (944
     except (ConfigurationError, TlsConfigError) as exc:
         console.print(f"[red]error:[/] {exc}")
         raise typer.Exit(2)
-    uvicorn.run(application, host=settings.api_host, port=port or settings.api_port, log_level="warning",
-                **tls_options(settings))
+    serve(application, host=settings.api_host, port=port or settings.api_port, log_level="warning",
+          **tls_options(settings))
 
 
 register_stratos_verbs(app)

@@ -19,7 +19,7 @@ from kafka.errors import CommitFailedError
 from actors.reactions import react
 from infra.auth.signing import Verifier
 from infra.eventlog import History, history_events
-from infra.kafka import Appender, DeadLetters, envelope, group_consumer, topic_kind_of, validated
+from infra.kafka import IDLE_POLL_MS, Appender, DeadLetters, envelope, group_consumer, topic_kind_of, validated
 from infra.recovery import fence_before
 from infra.secrets import notice_for_instances, secret_box
 from infra.settings import Settings
@@ -62,7 +62,7 @@ class Reactor:
                            listener=_ForgetFences(self.history, self.settings.topic("events")))
         try:
             while not self.stopping.is_set():
-                batch = consumer.poll(timeout_ms=500)
+                batch = consumer.poll(timeout_ms=IDLE_POLL_MS)
                 if not batch:
                     continue
                 sent = {tp: self.react_to(topic_kind_of(self.settings, tp.topic), raws)

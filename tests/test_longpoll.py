@@ -427,3 +427,92 @@ def test_a_bulk_read_through_the_gateway_gets_what_a_bare_tansu_gives(gateway_br
         assert _read_all_kafka_python(bare, bare_topic) == expected
     assert _read_all_kafka_python(gateway_broker, bulk_topic) == expected
     assert asyncio.run(_read_all_aiokafka(gateway_broker, bulk_topic)) == expected
+
+
+class _StaleAfterWrites:
+    """A relay in front of Tansu that, like Tansu now and then on a loaded machine, answers the
+    first fetch asked after each produce with the empty answer it gave before (the record is
+    stored, the fetch does not show it yet)."""
+
+    def __init__(self, upstream_port: int) -> None:
+        self.upstream_port = upstream_port
+        self.stale: bytes | None = None
+        """The last empty fetch answer, without its correlation id."""
+        self.lagging = False
+        self.stale_answers = 0
+
+    async def connection(self, client_reader, client_writer) -> None:
+        upstream_reader, upstream_writer = await asyncio.open_connection("127.0.0.1", self.upstream_port)
+        try:
+            while True:
+                request = await _read_frame(client_reader)
+                api_key, correlation = struct.unpack_from(">h", request)[0], request[4:8]
+                if api_key == 1 and self.lagging and self.stale is not None:
+                    self.lagging, self.stale_answers = False, self.stale_answers + 1
+                    answer = correlation + self.stale
+                else:
+                    upstream_writer.write(struct.pack(">i", len(request)) + request)
+                    answer = await _read_frame(upstream_reader)
+                    if api_key == 1 and b"stale-test" not in answer:
+                        self.stale = answer[4:]
+                    self.lagging = self.lagging or api_key == 0
+                client_writer.write(struct.pack(">i", len(answer)) + answer)
+                await client_writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError):
+            client_writer.close()
+            upstream_writer.close()
+
+
+async def _read_frame(reader) -> bytes:
+    return await reader.readexactly(struct.unpack(">i", await reader.readexactly(4))[0])
+
+
+def _produce_one(correlation_id: int, topic: str, value: bytes) -> bytes:
+    from kafka.protocol.producer import ProduceRequest
+    from kafka.record.memory_records import MemoryRecordsBuilder
+
+    batch = MemoryRecordsBuilder(magic=2, compression_type=0, batch_size=1 << 16)
+    batch.append(timestamp=None, key=None, value=value)
+    batch.close()
+    topic_data, partition_data = ProduceRequest.TopicProduceData, ProduceRequest.TopicProduceData.PartitionProduceData
+    request = ProduceRequest(transactional_id=None, acks=1, timeout_ms=10_000, topic_data=[
+        topic_data(name=topic, partition_data=[partition_data(index=0, records=batch.buffer())])])
+    request.with_header(correlation_id=correlation_id, client_id="stale-test")
+    return request.encode(version=7, header=True, framed=True)
+
+
+@pytest.mark.integration
+def test_a_fetch_answered_empty_just_after_a_write_is_asked_again(gateway_broker):
+    """The broker answers the woken fetch as if the record were not there yet: the gateway asks
+    again a moment later and the reader gets the record within 15 s, not at the end of its 20 s
+    wait (the 4.8 s definition add seen once after an idle minute)."""
+    from infra.longpoll import LongPollGateway
+
+    topic = _topic(gateway_broker)
+
+    async def scenario() -> tuple[bytes, int]:
+        stale = _StaleAfterWrites(gateway_broker.tansu_port)
+        relay = await asyncio.start_server(stale.connection, "127.0.0.1", 0)
+        gateway = LongPollGateway(relay.sockets[0].getsockname()[1])
+        front = await asyncio.get_running_loop().create_server(gateway.connection, "127.0.0.1", 0)
+        port = front.sockets[0].getsockname()[1]
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(_fetch(1, 4, topic, {0: 0}, 20_000, 1 << 20))
+        await writer.drain()
+        deadline = asyncio.get_running_loop().time() + 15
+        while stale.stale is None:  # until the gateway holds the fetch: Tansu answered it empty
+            assert asyncio.get_running_loop().time() < deadline, "the fetch never reached the broker"
+            await asyncio.sleep(0.01)
+        producer_reader, producer_writer = await asyncio.open_connection("127.0.0.1", port)
+        producer_writer.write(_produce_one(2, topic, b"written"))
+        await _read_frame(producer_reader)
+        answer = await asyncio.wait_for(_read_frame(reader), 15)
+        for closing in (writer, producer_writer):
+            closing.close()
+        front.close()
+        relay.close()
+        return answer, stale.stale_answers
+
+    answer, stale_answers = asyncio.run(scenario())
+    assert stale_answers == 1  # the woken fetch was answered empty once
+    assert struct.unpack_from(">i", answer)[0] == 1 and b"written" in answer

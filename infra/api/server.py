@@ -1,11 +1,49 @@
 """Serve the API with uvicorn: in the foreground (`stratos api`) or on a thread (platform, tests)."""
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 
 import uvicorn
 from fastapi import FastAPI
+
+TICKS_PER_SECOND = 10
+"""uvicorn's main loop ticks every 100 ms and refreshes its Date header every tenth tick."""
+
+
+class QuietServer(uvicorn.Server):
+    """uvicorn's Server, whose main loop wakes once a second instead of every 100 ms (an idle
+    API or mock IaaS woke 10 times a second for nothing); `exit` ends it at once, from any thread."""
+
+    _wake: asyncio.Event | None = None
+    _loop: asyncio.AbstractEventLoop | None = None
+
+    async def main_loop(self) -> None:
+        self._loop, self._wake = asyncio.get_running_loop(), asyncio.Event()
+        counter = 0
+        should_exit = await self.on_tick(counter)
+        while not should_exit:
+            counter = (counter + TICKS_PER_SECOND) % 864000
+            try:
+                await asyncio.wait_for(self._wake.wait(), 1.0)
+            except TimeoutError:
+                pass
+            should_exit = await self.on_tick(counter)
+
+    def exit(self) -> None:
+        self.should_exit = True
+        if self._loop is not None and self._wake is not None:
+            self._loop.call_soon_threadsafe(self._wake.set)
+
+    def handle_exit(self, sig, frame) -> None:
+        super().handle_exit(sig, frame)
+        self.exit()
+
+
+def serve(app, **config) -> None:
+    """Serve `app` in the foreground until a signal (`stratos api`)."""
+    QuietServer(uvicorn.Config(app, **config)).run()
 
 
 class ApiServer:
@@ -13,7 +51,7 @@ class ApiServer:
 
     def __init__(self, app: FastAPI, host: str = "127.0.0.1", port: int = 9443, **config) -> None:
         """`config`: more uvicorn options, e.g. infra.tls.tls_options(settings) for HTTPS."""
-        self.server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning",
+        self.server = QuietServer(uvicorn.Config(app, host=host, port=port, log_level="warning",
                                                     access_log=False, **config))
         self.url = f"{'https' if config.get('ssl_certfile') else 'http'}://{host}:{port}"
         self.thread = threading.Thread(target=self.server.run, name="api", daemon=True)
@@ -28,5 +66,5 @@ class ApiServer:
         return self
 
     def stop(self) -> None:
-        self.server.should_exit = True
+        self.server.exit()
         self.thread.join(15)

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import uvicorn
 
+from infra.api.server import QuietServer
 from infra.iaas.account import access_key, cloud_dir, mock_port
 from infra.iaas.api import mock_iaas_app
 from infra.iaas.driver import MockEndpoint
@@ -49,7 +50,7 @@ class MockIaasService:
         tls = tls_options(settings)
         self.url = f"{'https' if tls else 'http'}://127.0.0.1:{self.port}"
         app = mock_iaas_app(lambda: self.cloud, self.key, settings.mock_iaas_mode)
-        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning",
+        self.server = QuietServer(uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning",
                                                     access_log=False, timeout_graceful_shutdown=2, **tls))
         self.thread = threading.Thread(target=self.server.run, name="mock-iaas-api", daemon=True)
 
@@ -71,7 +72,7 @@ class MockIaasService:
         return self
 
     def stop(self) -> None:
-        self.server.should_exit = True
+        self.server.exit()
         self.thread.join(15)
         self.agents.stop()
         self.cloud.close()
