@@ -381,7 +381,11 @@ def topic_kind_of(settings: Settings, topic: str) -> str:
     return topic.removeprefix(settings.topic_prefix)
 
 
-IDLE_POLL_MS = 1000
+GROUP_TIMINGS = dict(session_timeout_ms=6_000, heartbeat_interval_ms=2_000, max_poll_interval_ms=10_000)
+"""Every group member of the platform (kafka-python, aiokafka, faust): this broker hangs group
+joins with long rebalance timeouts (ARCHITECTURE.md), so sessions are short; a heartbeat every
+2 s is a third of the session, as Kafka advises (at 1 s an idle member cost twice the CPU)."""
+IDLE_POLL_MS = 2000
 """How long a follower's loop blocks in `poll` when nothing arrives. Records are returned the
 moment they are fetched, so this bounds only how soon a loop sees its stop flag; each wake-up of
 an idle kafka-python consumer costs CPU (~1 % of a core at 100 ms, ~0.1 % at 1 s)."""
@@ -395,8 +399,7 @@ def group_consumer(settings: Settings, group_id: str, topic_kinds: list[str], **
     options = dict(
         bootstrap_servers=settings.kafka_bootstrap, group_id=settings.topic(group_id),
         enable_auto_commit=False, auto_offset_reset="earliest",
-        max_poll_interval_ms=10_000, session_timeout_ms=6_000, heartbeat_interval_ms=1_000,
-        max_poll_records=500, fetch_max_wait_ms=settings.fetch_wait_ms,
+        **GROUP_TIMINGS, max_poll_records=500, fetch_max_wait_ms=settings.fetch_wait_ms,
     )
     options.update(overrides)
     consumer = KafkaConsumer(**options)

@@ -22,7 +22,7 @@ from pydantic import BaseModel
 from infra.auth.signing import Signer, Verifier
 from infra.health import HEALTH_GROUP
 from infra.health.app import HealthService
-from infra.kafka import ce_headers, decode, decode_key, encode, envelope, rejection_reason
+from infra.kafka import GROUP_TIMINGS, ce_headers, decode, decode_key, encode, envelope, rejection_reason
 from schemas.envelope import Envelope
 from schemas.records import CommandRecord, HealthRecord
 
@@ -76,8 +76,7 @@ def register(service: HealthService) -> None:
             bootstrap_servers=service.settings.kafka_bootstrap, group_id=service.settings.topic(HEALTH_GROUP),
             enable_auto_commit=False, auto_offset_reset="earliest", fetch_max_bytes=16 << 20,
             fetch_max_wait_ms=service.settings.fetch_wait_ms,
-            # this broker hangs group joins with long rebalance timeouts (ARCHITECTURE.md)
-            session_timeout_ms=6_000, heartbeat_interval_ms=1_000, max_poll_interval_ms=10_000)
+            **GROUP_TIMINGS)
         consumer.subscribe([service.settings.topic("health")], listener=_KeepPartitions(service))
         await consumer.start()
         try:

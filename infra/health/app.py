@@ -14,6 +14,7 @@ benchmarks run it beside the node); ``stratos health`` runs it in the foreground
 from __future__ import annotations
 
 import asyncio
+import logging
 import threading
 from dataclasses import dataclass, field
 
@@ -21,7 +22,7 @@ import faust
 
 from infra.health.topics import HealthTopics, declare_topics
 from infra.health.views import ClusterViews
-from infra.kafka import Appender, DeadLetters
+from infra.kafka import GROUP_TIMINGS, Appender, DeadLetters
 from infra.settings import Settings
 from streams.health_state import ClusterView, HealthBook
 
@@ -64,10 +65,9 @@ def create_app(settings: Settings) -> HealthService:
         topic_replication_factor=settings.replication_factor,
         topic_disable_leader=False,  # its (empty) leader topic is all faust consumes: see agents
         consumer_auto_offset_reset="earliest",
-        # this broker hangs group joins with long rebalance timeouts (ARCHITECTURE.md)
-        broker_session_timeout=6.0,
-        broker_heartbeat_interval=1.0,
-        broker_max_poll_interval=10.0,
+        broker_session_timeout=GROUP_TIMINGS["session_timeout_ms"] / 1000,
+        broker_heartbeat_interval=GROUP_TIMINGS["heartbeat_interval_ms"] / 1000,
+        broker_max_poll_interval=GROUP_TIMINGS["max_poll_interval_ms"] / 1000,
         # unbounded, one fetch of a backlog is handed to the streams in one go and holds the
         # event loop for seconds: heartbeats missed, the worker thrown out of its group
         broker_max_poll_records=500,
@@ -89,6 +89,11 @@ class HealthWorker(faust.Worker):
     def install_signal_handlers(self) -> None:
         if threading.current_thread() is threading.main_thread():
             super().install_signal_handlers()
+
+    def on_setup_root_logger(self, logger: logging.Logger, level: int) -> None:
+        """No terminal spinner: for it faust turns the root logger to DEBUG, so every debug line
+        of aiokafka, kafka-python, mode and faust was built and then dropped (idle CPU)."""
+        self.spinner = None
 
 
 class HealthWorkerThread:
