@@ -139,6 +139,6 @@ class CommandClient:
 
     def close(self) -> None:
         self.stopping.set()
-        self.reader.join(2)
+        self.reader.join(IDLE_POLL_MS / 1000 + 3)
         self.consumer.close()
         self.appender.close()
