@@ -19,8 +19,8 @@ from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.admin import KafkaAdminClient, NewTopic
 
 from infra.broker import EmbeddedBroker
-from infra.longpoll import (ANY_TOPIC, DROP, END, KEEP, RELAY, WRITE, FrameRelay, acknowledged, fetch_wait_offset,
-                            header_end, produce_acks, read_produce)
+from infra.longpoll import (ANY_TOPIC, BEHIND, DATA, DROP, EMPTY, END, KEEP, RELAY, WRITE, FrameRelay, acknowledged,
+                            fetch_answer_state, fetch_wait_offset, header_end, produce_acks, read_produce)
 
 LONG_WAIT_MS = 30_000
 """Longer than each poll below: on a broker that holds an empty fetch for its whole wait, the
@@ -516,3 +516,102 @@ def test_a_fetch_answered_empty_just_after_a_write_is_asked_again(gateway_broker
     answer, stale_answers = asyncio.run(scenario())
     assert stale_answers == 1  # the woken fetch was answered empty once
     assert struct.unpack_from(">i", answer)[0] == 1 and b"written" in answer
+
+
+def _fetch_answer(version: int, partitions: list[tuple[int, int, int, bool]], name: str = "t") -> bytes:
+    """A fetch answer on topic `name`: (partition, high watermark, last stable offset, records?)."""
+    from kafka.protocol.consumer.fetch import FetchResponse
+
+    topic, partition = FetchResponse.FetchableTopicResponse, FetchResponse.FetchableTopicResponse.PartitionData
+    answer = FetchResponse(throttle_time_ms=0, error_code=0, session_id=0, responses=[topic(topic=name, partitions=[
+        partition(partition_index=index, error_code=0, high_watermark=end, last_stable_offset=stable,
+                  log_start_offset=0, aborted_transactions=None, preferred_read_replica=-1,
+                  records=b"r" * 70 if records else None)
+        for index, end, stable, records in partitions])])
+    return struct.pack(">i", 3) + (b"\x00" if version >= 12 else b"") + answer.encode(version=version, header=False)
+
+
+@given(st.sampled_from([4, 7, 11, 12]), st.booleans(), st.dictionaries(
+    st.integers(0, 7), st.tuples(st.integers(0, 100), st.integers(0, 100), st.integers(0, 100), st.booleans()),
+    min_size=1, max_size=5))
+def test_a_held_fetch_answer_is_data_empty_or_behind(version, committed, partitions):
+    """Records for the client; no records with every asked partition at its end (its last stable
+    offset for a committed reader): held until a write; no records though a partition has more
+    past the asked offset: asked again at once (Tansu's short wait ran out before its read)."""
+    answer = _fetch_answer(version, [(index, end, stable, records)
+                                     for index, (_asked, end, stable, records) in partitions.items()])
+    positions = {("t", index): asked for index, (asked, *_rest) in partitions.items()}
+    ends = {index: stable if committed and version >= 4 else end
+            for index, (_asked, end, stable, _records) in partitions.items()}
+    if any(records for *_rest, records in partitions.values()):
+        expected = DATA
+    elif any(ends[index] > asked for index, (asked, *_rest) in partitions.items()):
+        expected = BEHIND
+    else:
+        expected = EMPTY
+    assert fetch_answer_state(answer, version, positions, committed) == expected
+
+
+class _EmptyOnce:
+    """A relay in front of Tansu that, like Tansu when its short wait runs out before its read,
+    answers the first fetch that finds records with no records (their high watermark kept)."""
+
+    def __init__(self, upstream_port: int, topic: str) -> None:
+        self.upstream_port, self.topic = upstream_port, topic
+        self.emptied = 0
+
+    async def connection(self, client_reader, client_writer) -> None:
+        from kafka.protocol.consumer.fetch import FetchResponse
+
+        upstream_reader, upstream_writer = await asyncio.open_connection("127.0.0.1", self.upstream_port)
+        try:
+            while True:
+                request = await _read_frame(client_reader)
+                api_key, version = struct.unpack_from(">hh", request)
+                upstream_writer.write(struct.pack(">i", len(request)) + request)
+                answer = await _read_frame(upstream_reader)
+                if api_key == 1 and not self.emptied:
+                    decoded = FetchResponse.decode(answer, version=version, header=True)
+                    found = [(p.partition_index, p.high_watermark, p.last_stable_offset, False)
+                             for t in decoded.responses for p in t.partitions if p.records]
+                    if found:
+                        self.emptied += 1
+                        answer = request[4:8] + _fetch_answer(version, found, self.topic)[4:]
+                client_writer.write(struct.pack(">i", len(answer)) + answer)
+                await client_writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError):
+            client_writer.close()
+            upstream_writer.close()
+
+
+@pytest.mark.integration
+def test_a_fetch_answered_empty_though_records_lie_past_it_is_asked_again(gateway_broker):
+    """Records are there, the broker's short fetch came back without them: the gateway asks
+    again at once (with a longer wait for the broker's read), not when the client's 20 s wait
+    runs out (a backlog read through the gateway ran at a twelfth of a bare Tansu's speed)."""
+    from infra.longpoll import LongPollGateway
+
+    topic = _topic(gateway_broker)
+    producer = KafkaProducer(bootstrap_servers=gateway_broker.bootstrap)
+    for n in range(3):
+        producer.send(topic, b"backlog-%d" % n, partition=0)
+    producer.flush(10)
+    producer.close()
+
+    async def scenario() -> tuple[bytes, int]:
+        relay_state = _EmptyOnce(gateway_broker.tansu_port, topic)
+        relay = await asyncio.start_server(relay_state.connection, "127.0.0.1", 0)
+        gateway = LongPollGateway(relay.sockets[0].getsockname()[1])
+        front = await asyncio.get_running_loop().create_server(gateway.connection, "127.0.0.1", 0)
+        reader, writer = await asyncio.open_connection("127.0.0.1", front.sockets[0].getsockname()[1])
+        writer.write(_fetch(1, 11, topic, {0: 0}, 20_000, 1 << 20))
+        await writer.drain()
+        answer = await asyncio.wait_for(_read_frame(reader), 15)
+        writer.close()
+        front.close()
+        relay.close()
+        return answer, relay_state.emptied
+
+    answer, emptied = asyncio.run(scenario())
+    assert emptied == 1
+    assert struct.unpack_from(">i", answer)[0] == 1 and b"backlog-2" in answer
