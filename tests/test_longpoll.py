@@ -6,6 +6,7 @@ garbage loses only its own connection."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
 import struct
 import uuid
@@ -429,38 +430,97 @@ def test_a_bulk_read_through_the_gateway_gets_what_a_bare_tansu_gives(gateway_br
     assert asyncio.run(_read_all_aiokafka(gateway_broker, bulk_topic)) == expected
 
 
-class _StaleAfterWrites:
-    """A relay in front of Tansu that, like Tansu now and then on a loaded machine, answers the
-    first fetch asked after each produce with the empty answer it gave before (the record is
-    stored, the fetch does not show it yet)."""
+class _Relay:
+    """A relay in front of Tansu that answers as a broker misbehaving now and then would;
+    `answer` forwards a request (`ask`) or makes its answer up."""
 
     def __init__(self, upstream_port: int) -> None:
         self.upstream_port = upstream_port
-        self.stale: bytes | None = None
-        """The last empty fetch answer, without its correlation id."""
-        self.lagging = False
-        self.stale_answers = 0
+
+    async def answer(self, request: bytes, ask) -> bytes:
+        return await ask(request)
 
     async def connection(self, client_reader, client_writer) -> None:
         upstream_reader, upstream_writer = await asyncio.open_connection("127.0.0.1", self.upstream_port)
+
+        async def ask(request: bytes) -> bytes:
+            upstream_writer.write(struct.pack(">i", len(request)) + request)
+            return await _read_frame(upstream_reader)
+
         try:
             while True:
-                request = await _read_frame(client_reader)
-                api_key, correlation = struct.unpack_from(">h", request)[0], request[4:8]
-                if api_key == 1 and self.lagging and self.stale is not None:
-                    self.lagging, self.stale_answers = False, self.stale_answers + 1
-                    answer = correlation + self.stale
-                else:
-                    upstream_writer.write(struct.pack(">i", len(request)) + request)
-                    answer = await _read_frame(upstream_reader)
-                    if api_key == 1 and b"stale-test" not in answer:
-                        self.stale = answer[4:]
-                    self.lagging = self.lagging or api_key == 0
+                answer = await self.answer(await _read_frame(client_reader), ask)
                 client_writer.write(struct.pack(">i", len(answer)) + answer)
                 await client_writer.drain()
         except (asyncio.IncompleteReadError, ConnectionError):
             client_writer.close()
             upstream_writer.close()
+
+
+class _StaleAfterWrites(_Relay):
+    """Like Tansu now and then on a loaded machine: the first fetch asked after each produce gets
+    the empty answer Tansu gave before (the record is stored, the fetch does not show it yet)."""
+
+    def __init__(self, upstream_port: int) -> None:
+        super().__init__(upstream_port)
+        self.stale: bytes | None = None
+        """The first (empty) fetch answer, without its correlation id."""
+        self.holding = asyncio.Event()
+        """Set once Tansu has answered the first fetch: the gateway now holds it."""
+        self.lagging = False
+        self.stale_answers = 0
+
+    async def answer(self, request: bytes, ask) -> bytes:
+        api_key = struct.unpack_from(">h", request)[0]
+        if api_key == 1 and self.lagging and self.stale is not None:
+            self.lagging, self.stale_answers = False, self.stale_answers + 1
+            return request[4:8] + self.stale
+        answer = await ask(request)
+        if api_key == 1 and self.stale is None:
+            self.stale = answer[4:]
+            self.holding.set()
+        self.lagging = self.lagging or api_key == 0
+        return answer
+
+
+class _EmptyOnce(_Relay):
+    """Like Tansu when its short wait runs out before its read: the first fetch answer that has
+    records comes without them (their high watermark kept)."""
+
+    def __init__(self, upstream_port: int, topic: str) -> None:
+        super().__init__(upstream_port)
+        self.topic = topic
+        self.emptied = 0
+
+    async def answer(self, request: bytes, ask) -> bytes:
+        from kafka.protocol.consumer.fetch import FetchResponse
+
+        api_key, version = struct.unpack_from(">hh", request)
+        answer = await ask(request)
+        if api_key != 1 or self.emptied:
+            return answer
+        decoded = FetchResponse.decode(answer, version=version, header=True)
+        found = [(p.partition_index, p.high_watermark, p.last_stable_offset, False)
+                 for t in decoded.responses for p in t.partitions if p.records]
+        if not found:
+            return answer
+        self.emptied += 1
+        return request[4:8] + _fetch_answer(version, found, self.topic)[4:]
+
+
+@contextlib.asynccontextmanager
+async def _gateway_in_front_of(relay: _Relay):
+    """An in-process gateway whose upstream is `relay`; yields the gateway's port."""
+    from infra.longpoll import LongPollGateway
+
+    upstream = await asyncio.start_server(relay.connection, "127.0.0.1", 0)
+    gateway = LongPollGateway(upstream.sockets[0].getsockname()[1])
+    front = await asyncio.get_running_loop().create_server(gateway.connection, "127.0.0.1", 0)
+    try:
+        yield front.sockets[0].getsockname()[1]
+    finally:
+        front.close()
+        upstream.close()
 
 
 async def _read_frame(reader) -> bytes:
@@ -486,31 +546,21 @@ def test_a_fetch_answered_empty_just_after_a_write_is_asked_again(gateway_broker
     """The broker answers the woken fetch as if the record were not there yet: the gateway asks
     again a moment later and the reader gets the record within 15 s, not at the end of its 20 s
     wait (the 4.8 s definition add seen once after an idle minute)."""
-    from infra.longpoll import LongPollGateway
-
     topic = _topic(gateway_broker)
 
     async def scenario() -> tuple[bytes, int]:
         stale = _StaleAfterWrites(gateway_broker.tansu_port)
-        relay = await asyncio.start_server(stale.connection, "127.0.0.1", 0)
-        gateway = LongPollGateway(relay.sockets[0].getsockname()[1])
-        front = await asyncio.get_running_loop().create_server(gateway.connection, "127.0.0.1", 0)
-        port = front.sockets[0].getsockname()[1]
-        reader, writer = await asyncio.open_connection("127.0.0.1", port)
-        writer.write(_fetch(1, 4, topic, {0: 0}, 20_000, 1 << 20))
-        await writer.drain()
-        deadline = asyncio.get_running_loop().time() + 15
-        while stale.stale is None:  # until the gateway holds the fetch: Tansu answered it empty
-            assert asyncio.get_running_loop().time() < deadline, "the fetch never reached the broker"
-            await asyncio.sleep(0.01)
-        producer_reader, producer_writer = await asyncio.open_connection("127.0.0.1", port)
-        producer_writer.write(_produce_one(2, topic, b"written"))
-        await _read_frame(producer_reader)
-        answer = await asyncio.wait_for(_read_frame(reader), 15)
-        for closing in (writer, producer_writer):
-            closing.close()
-        front.close()
-        relay.close()
+        async with _gateway_in_front_of(stale) as port:
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.write(_fetch(1, 4, topic, {0: 0}, 20_000, 1 << 20))
+            await writer.drain()
+            await asyncio.wait_for(stale.holding.wait(), 15)  # Tansu answered it empty: it is held
+            producer_reader, producer_writer = await asyncio.open_connection("127.0.0.1", port)
+            producer_writer.write(_produce_one(2, topic, b"written"))
+            await _read_frame(producer_reader)
+            answer = await asyncio.wait_for(_read_frame(reader), 15)
+            for closing in (writer, producer_writer):
+                closing.close()
         return answer, stale.stale_answers
 
     answer, stale_answers = asyncio.run(scenario())
@@ -552,45 +602,11 @@ def test_a_held_fetch_answer_is_data_empty_or_behind(version, committed, partiti
     assert fetch_answer_state(answer, version, positions, committed) == expected
 
 
-class _EmptyOnce:
-    """A relay in front of Tansu that, like Tansu when its short wait runs out before its read,
-    answers the first fetch that finds records with no records (their high watermark kept)."""
-
-    def __init__(self, upstream_port: int, topic: str) -> None:
-        self.upstream_port, self.topic = upstream_port, topic
-        self.emptied = 0
-
-    async def connection(self, client_reader, client_writer) -> None:
-        from kafka.protocol.consumer.fetch import FetchResponse
-
-        upstream_reader, upstream_writer = await asyncio.open_connection("127.0.0.1", self.upstream_port)
-        try:
-            while True:
-                request = await _read_frame(client_reader)
-                api_key, version = struct.unpack_from(">hh", request)
-                upstream_writer.write(struct.pack(">i", len(request)) + request)
-                answer = await _read_frame(upstream_reader)
-                if api_key == 1 and not self.emptied:
-                    decoded = FetchResponse.decode(answer, version=version, header=True)
-                    found = [(p.partition_index, p.high_watermark, p.last_stable_offset, False)
-                             for t in decoded.responses for p in t.partitions if p.records]
-                    if found:
-                        self.emptied += 1
-                        answer = request[4:8] + _fetch_answer(version, found, self.topic)[4:]
-                client_writer.write(struct.pack(">i", len(answer)) + answer)
-                await client_writer.drain()
-        except (asyncio.IncompleteReadError, ConnectionError):
-            client_writer.close()
-            upstream_writer.close()
-
-
 @pytest.mark.integration
 def test_a_fetch_answered_empty_though_records_lie_past_it_is_asked_again(gateway_broker):
     """Records are there, the broker's short fetch came back without them: the gateway asks
     again at once (with a longer wait for the broker's read), not when the client's 20 s wait
     runs out (a backlog read through the gateway ran at a twelfth of a bare Tansu's speed)."""
-    from infra.longpoll import LongPollGateway
-
     topic = _topic(gateway_broker)
     producer = KafkaProducer(bootstrap_servers=gateway_broker.bootstrap)
     for n in range(3):
@@ -599,18 +615,14 @@ def test_a_fetch_answered_empty_though_records_lie_past_it_is_asked_again(gatewa
     producer.close()
 
     async def scenario() -> tuple[bytes, int]:
-        relay_state = _EmptyOnce(gateway_broker.tansu_port, topic)
-        relay = await asyncio.start_server(relay_state.connection, "127.0.0.1", 0)
-        gateway = LongPollGateway(relay.sockets[0].getsockname()[1])
-        front = await asyncio.get_running_loop().create_server(gateway.connection, "127.0.0.1", 0)
-        reader, writer = await asyncio.open_connection("127.0.0.1", front.sockets[0].getsockname()[1])
-        writer.write(_fetch(1, 11, topic, {0: 0}, 20_000, 1 << 20))
-        await writer.drain()
-        answer = await asyncio.wait_for(_read_frame(reader), 15)
-        writer.close()
-        front.close()
-        relay.close()
-        return answer, relay_state.emptied
+        relay = _EmptyOnce(gateway_broker.tansu_port, topic)
+        async with _gateway_in_front_of(relay) as port:
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.write(_fetch(1, 11, topic, {0: 0}, 20_000, 1 << 20))
+            await writer.drain()
+            answer = await asyncio.wait_for(_read_frame(reader), 15)
+            writer.close()
+        return answer, relay.emptied
 
     answer, emptied = asyncio.run(scenario())
     assert emptied == 1
