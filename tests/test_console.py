@@ -127,6 +127,7 @@ def member_row(page, member: str, status: str):
 def test_console_shows_active_members_and_follows_a_new_member_live(settings, api, client, page):
     member = deploy_sample(api)
     activate(client, member, "10.0.0.7")
+    one_member_since = time.time()
     publish_load(settings, member, 0.8)
 
     log_in(page, api)
@@ -161,7 +162,8 @@ def test_console_shows_active_members_and_follows_a_new_member_live(settings, ap
     expect(page.locator('#why li[data-type="ScaleCluster"]')).to_contain_text("reason=test load")
 
     # the time slider rebuilds the tree as it was before the scale-out: one member, then live again
-    seconds_ago = int(time.time() - one_member_until) + 1
+    # (the slider moves in whole seconds: aim at the middle of the one-member seconds, not the edge)
+    seconds_ago = round(time.time() - (one_member_since + one_member_until) / 2)
     page.evaluate(f"""() => {{ const at = document.querySelector('#at'); at.value = -{seconds_ago};
                               at.dispatchEvent(new Event('change')); }}""")
     expect(page.locator("#at-label")).to_contain_text("as it was at")
