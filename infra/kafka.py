@@ -110,12 +110,17 @@ def decode(topic_kind: str, raw: bytes | None, headers=None) -> Envelope:
     if raw is None:
         raise ValueError("record: null value (tombstones carry no record here)")
     try:
-        return TOPIC_RECORDS[topic_kind].model_validate_json(raw)
+        return _VALIDATE_JSON[topic_kind](raw)
     except ValidationError:
         attributes = ce_attributes(headers) if headers else None
         if not attributes or "id" not in attributes:
             raise
     return TOPIC_RECORDS[topic_kind].model_validate(from_cloudevent(raw, attributes))
+
+
+_VALIDATE_JSON = {kind: record.__pydantic_validator__.validate_json for kind, record in TOPIC_RECORDS.items()}
+"""Each topic's `model_validate_json` without its Python wrapper, as `decode_log` does: a tenth of
+a small record's decode."""
 
 
 # --- CloudEvents binary mode (Kafka protocol binding 1.0) --------------------------------------
