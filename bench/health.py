@@ -118,6 +118,16 @@ def known_members(worker: HealthWorkerThread) -> int:
     return sum(len(view.members) for view in list(worker.service.clusters.values()))
 
 
+def wait_views_folded(worker: HealthWorkerThread, started: float) -> float:
+    """Seconds from the worker's start until its views have folded the events topic to its end."""
+    deadline = started + 300
+    while worker.service is None or not worker.service.views_ready.is_set():
+        if time.monotonic() > deadline:
+            raise SystemExit("cluster views not folded in 300 s")
+        time.sleep(0.01)
+    return time.monotonic() - started
+
+
 class Lag:
     """Committed offsets of the worker's group against the end of a topic."""
 
@@ -217,8 +227,10 @@ def main() -> None:
         with multiprocessing.get_context("spawn").Pool(1) as pool:
             backlog, produce_rate = pool.apply(produce_rounds, (
                 settings, args.rounds, time.time() - args.rounds * PUBLISH_SECONDS))
+        started = time.monotonic()
         worker, lag = HealthWorkerThread(settings).start(), Lag(settings)
         try:
+            views_seconds = wait_views_folded(worker, started)
             deadline = time.monotonic() + 300
             while known_members(worker) < CLUSTERS * MEMBERS_PER_CLUSTER:
                 if time.monotonic() > deadline:
@@ -239,6 +251,7 @@ def main() -> None:
     tail = samples[len(samples) // 2:]
     flat = bool(tail) and max(tail) <= rate * 4 and tail[-1] <= max(tail[0], rate * 4)
     print(f"members: {CLUSTERS * MEMBERS_PER_CLUSTER} in {CLUSTERS} clusters; seeded {seeded} events")
+    print(f"worker start: views of the {seeded} events folded in {views_seconds:.2f} s")
     print(f"backlog: {backlog} health records produced at {produce_rate:,.0f}/s")
     print(f"drain (one worker):            {drain_rate:>10,.0f} events/s ({drained} records measured)")
     print(f"bare aiokafka read, same topic: {raw_rate:>10,.0f} events/s")
@@ -247,6 +260,7 @@ def main() -> None:
           f" -> {'flat' if flat else 'growing'}")
     print(f"dead letters: {dead} (expected 0: every record valid)")
     finish({"bench": "health", "members": CLUSTERS * MEMBERS_PER_CLUSTER, "backlog": backlog,
+            "views_folded_s": round(views_seconds, 2),
             "drain_per_s": round(drain_rate), "bare_aiokafka_per_s": round(raw_rate),
             "ratio": round(drain_rate / raw_rate, 3), "sustained_per_s": round(rate),
             "lag_flat": flat, "lag_samples": samples, "dead_letters": dead,
