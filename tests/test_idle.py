@@ -43,7 +43,8 @@ def test_no_part_of_an_idle_platform_spins(settings, tmp_path):
     env = child_env(settings.kafka_bootstrap, {
         "STRATOS_TOPIC_PREFIX": settings.topic_prefix, "STRATOS_PARTITIONS": str(settings.partitions),
         "STRATOS_STATE_DIR": str(tmp_path), "STRATOS_ADMIN_PASSWORD": "idle-test",
-        "STRATOS_API_PORT": str(port), "STRATOS_LOG_LEVEL": "WARNING"})
+        # the mock IaaS's own free port: its default, the API's + 1, may be a client's port here
+        "STRATOS_API_PORT": str(port), "STRATOS_MOCK_API_PORT": str(free_port()), "STRATOS_LOG_LEVEL": "WARNING"})
     supervisor = Supervisor(env, tmp_path / "logs")
     for name, args in parts(port, demo=False).items():
         supervisor.add(name, *args)
