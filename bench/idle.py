@@ -106,7 +106,7 @@ def measure(extra_env: dict[str, str]) -> tuple[dict[str, float], float, int, li
     the window's length, the members Active, and the definition add times."""
     port = free_port()
     env = {key: value for key, value in os.environ.items() if key != "STRATOS_KAFKA_BOOTSTRAP"}
-    env.update(STRATOS_ADMIN_PASSWORD=PASSWORD, STRATOS_LOG_LEVEL="WARNING",
+    env.update(STRATOS_ADMIN_PASSWORD=PASSWORD, STRATOS_LOG_LEVEL="WARNING", STRATOS_MOCK_API_PORT=str(free_port()),
                PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")])), **extra_env)
     with tempfile.TemporaryDirectory(prefix="stratos-idle-") as state:
         up = subprocess.Popen([sys.executable, "-m", "infra.cli", "up", "--api-port", str(port),
