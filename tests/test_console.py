@@ -126,8 +126,8 @@ def member_row(page, member: str, status: str):
 
 def test_console_shows_active_members_and_follows_a_new_member_live(settings, api, client, page):
     member = deploy_sample(api)
-    activate(client, member, "10.0.0.7")
     one_member_since = time.time()
+    activate(client, member, "10.0.0.7")
     publish_load(settings, member, 0.8)
 
     log_in(page, api)
@@ -143,6 +143,9 @@ def test_console_shows_active_members_and_follows_a_new_member_live(settings, ap
     page.locator('#events tr[data-event="MemberActivated"]').first.wait_for()
 
     page.evaluate("window.stillTheSamePage = true")
+    # the time slider below moves in whole seconds: the one-member tree must have lasted a few
+    # (this page's steps took 1-2 s here), so that an instant inside it can be travelled to
+    wait_until(lambda: time.time() - one_member_since >= 3, timeout=5, message="3 s of one member")
     one_member_until = time.time()
     assert isinstance(client.call(CLUSTER_KEY, C.ScaleCluster(required=2, metric="load_average",
                                                             reason="test load", figures={"load": 0.8})),
@@ -162,7 +165,7 @@ def test_console_shows_active_members_and_follows_a_new_member_live(settings, ap
     expect(page.locator('#why li[data-type="ScaleCluster"]')).to_contain_text("reason=test load")
 
     # the time slider rebuilds the tree as it was before the scale-out: one member, then live again
-    # (the slider moves in whole seconds: aim at the middle of the one-member seconds, not the edge)
+    # (aimed at the middle of the one-member seconds: rounding to a second moves it 0.5 s at most)
     seconds_ago = round(time.time() - (one_member_since + one_member_until) / 2)
     page.evaluate(f"""() => {{ const at = document.querySelector('#at'); at.value = -{seconds_ago};
                               at.dispatchEvent(new Event('change')); }}""")
