@@ -15,10 +15,18 @@ from schemas.status import CommandAccepted, CommandRejected
 from tests.conftest import events_of, sample, wait_until
 from tests.test_runtime_flow import add
 from tests.test_scaling_acceptance import (  # noqa: F401 - fixtures
-    LEAVING, T, deploy_nested, loop_settings, mock_iaas, nested_application, nested_cluster, platform, put_pattern,
+    CALM_FAULT_SECONDS, LEAVING, T, deploy_nested, mock_iaas, nested_application, nested_cluster, platform,
+    put_pattern, short_loop_settings,
 )
 
 pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def loop_settings(settings, tmp_path):
+    """The acceptance tests' short loop, without member faults: these tests count members, and
+    a member faulted on a starved machine would be replaced beside them."""
+    return short_loop_settings(settings, tmp_path, CALM_FAULT_SECONDS)
 AUTOSCALING = {"id": "scaling-policy", "loadThresholds": {
     "memoryConsumption": {"threshold": 30}, "loadAverage": {"threshold": 25}}}
 

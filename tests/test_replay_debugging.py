@@ -21,20 +21,16 @@ from infra.cli import app
 from infra.settings import get_settings
 
 from tests.conftest import wait_until
-from tests.test_scaling_acceptance import (APP, CLUSTER, active, cluster_events, deploy,  # noqa: F401
-                                           mock_iaas, platform, put_pattern)
+from tests.test_scaling_acceptance import (APP, CALM_FAULT_SECONDS, CLUSTER, active, cluster_events,  # noqa: F401
+                                           deploy, mock_iaas, platform, put_pattern, short_loop_settings)
 
 pytestmark = pytest.mark.integration
 
 
 @pytest.fixture
 def loop_settings(settings, tmp_path):
-    """The acceptance tests' short windows, with a member fault time long enough that no member
-    of this busy machine looks silent: the run's decisions are all the autoscaler's."""
-    return settings.model_copy(update={
-        "health_window_seconds": 3.0, "health_hop_seconds": 0.5, "health_publish_seconds": 0.5,
-        "member_fault_seconds": 60.0, "cloud_reconcile_seconds": 0.5, "cloud_retry_seconds": 0.1,
-        "state_dir": tmp_path})
+    """The acceptance tests' short loop, without member faults: the run's decisions are all the autoscaler's."""
+    return short_loop_settings(settings, tmp_path, CALM_FAULT_SECONDS)
 
 
 def stratos(settings, *args: str, expect: int = 0, process: bool = False):

@@ -27,12 +27,22 @@ APP = aggregate_id(T, "application", APP_ID)
 LEAVING = ("MemberTerminationRequested", "MemberObsoleted", "MemberTerminated")
 
 
-@pytest.fixture
-def loop_settings(settings, tmp_path):
+def short_loop_settings(settings, tmp_path, member_fault_seconds: float = 3.0):
+    """Short windows, hops and retries, so that a whole scaling loop runs in seconds."""
     return settings.model_copy(update={
         "health_window_seconds": 3.0, "health_hop_seconds": 0.5, "health_publish_seconds": 0.5,
-        "member_fault_seconds": 3.0, "cloud_reconcile_seconds": 0.5, "cloud_retry_seconds": 0.1,
-        "state_dir": tmp_path})
+        "member_fault_seconds": member_fault_seconds, "cloud_reconcile_seconds": 0.5,
+        "cloud_retry_seconds": 0.1, "state_dir": tmp_path})
+
+
+CALM_FAULT_SECONDS = 60.0
+"""A member fault time for tests that check the autoscaler's own decisions: long enough that no
+member of a busy machine looks silent (at 3 s, a starved health worker faults healthy members)."""
+
+
+@pytest.fixture
+def loop_settings(settings, tmp_path):
+    return short_loop_settings(settings, tmp_path)
 
 
 @pytest.fixture
