@@ -2,6 +2,7 @@
 the node once (a fresh interpreter per crash would cost a second of imports each)."""
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
 import os
 import signal
@@ -42,7 +43,8 @@ def is_stopped(process) -> bool:
 def end(process, timeout: float = 15.0) -> None:
     """SIGTERM (resuming it first if stopped), then SIGKILL if it does not leave."""
     if process.is_alive():
-        os.kill(process.pid, signal.SIGCONT)
+        with contextlib.suppress(ProcessLookupError):  # it may end on its own (a fault) meanwhile
+            os.kill(process.pid, signal.SIGCONT)
         process.terminate()
         process.join(timeout)
     if process.is_alive():
