@@ -119,8 +119,8 @@ def decode(topic_kind: str, raw: bytes | None, headers=None) -> Envelope:
 
 
 _VALIDATE_JSON = {kind: record.__pydantic_validator__.validate_json for kind, record in TOPIC_RECORDS.items()}
-"""Each topic's `model_validate_json` without its Python wrapper, as `decode_log` does: a tenth of
-a small record's decode."""
+"""Each topic's `model_validate_json` without its Python wrapper, as `decode_log` does: 6-16 % of
+a health record's decode."""
 
 
 # --- CloudEvents binary mode (Kafka protocol binding 1.0) --------------------------------------

@@ -27,6 +27,8 @@ def loop_settings(settings, tmp_path):
     """The acceptance tests' short loop, without member faults: these tests count members, and
     a member faulted on a starved machine would be replaced beside them."""
     return short_loop_settings(settings, tmp_path, CALM_FAULT_SECONDS)
+
+
 AUTOSCALING = {"id": "scaling-policy", "loadThresholds": {
     "memoryConsumption": {"threshold": 30}, "loadAverage": {"threshold": 25}}}
 

@@ -37,7 +37,7 @@ def short_loop_settings(settings, tmp_path, member_fault_seconds: float = 3.0):
 
 CALM_FAULT_SECONDS = 60.0
 """A member fault time for tests that check the autoscaler's own decisions: long enough that no
-member of a busy machine looks silent (at 3 s, a starved health worker faults healthy members)."""
+member of a busy machine looks silent (at 3 s, a starved health worker can fault healthy members)."""
 
 
 @pytest.fixture
