@@ -2,6 +2,7 @@
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
+KAFKA_LIBS := $(VENV)/kafka/libs
 
 .PHONY: install browser haproxy run test unit bench clean
 
@@ -15,10 +16,20 @@ browser:
 haproxy:
 	command -v haproxy >/dev/null || (apt-get update -qq && apt-get install -y -qq haproxy)
 
-$(VENV)/.installed: setup.cfg pyproject.toml
+$(VENV)/.installed: setup.cfg pyproject.toml $(KAFKA_LIBS)/.fetched
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[test]'
+	touch $@
+
+# Apache Kafka (KRaft) for the embedded broker: pinned in infra/broker/pom.xml, fetched from
+# Maven Central by the machine's Maven (which checks every jar's checksum) into the venv
+$(KAFKA_LIBS)/.fetched: infra/broker/pom.xml
+	@command -v java >/dev/null || { echo "make install: java is missing (Java 17+: apt-get install -y openjdk-17-jre-headless)" >&2; exit 1; }
+	@command -v mvn >/dev/null || { echo "make install: mvn is missing (Maven: apt-get install -y maven)" >&2; exit 1; }
+	rm -rf $(KAFKA_LIBS)
+	mvn --batch-mode --quiet --strict-checksums -f infra/broker/pom.xml dependency:copy-dependencies \
+		-DincludeScope=runtime -DoutputDirectory=$(abspath $(KAFKA_LIBS))
 	touch $@
 
 run: install

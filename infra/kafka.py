@@ -55,8 +55,18 @@ def utcnow() -> datetime:
     return datetime.now(timezone.utc)
 
 
+HISTORY_TOPICS = ("events",)
+"""Topics whose every record is history: kept forever unless the operator says otherwise."""
+COMPACTED_TOPICS = ("snapshots", "topology", "usage", "heartbeats")
+"""Topics read as the latest record per key."""
+ALIGNED_TOPICS = ("commands", "events", "snapshots")
+"""Topics whose partition p belongs to one node: their partition counts must agree."""
+
+
 def ensure_topics(settings: Settings, names: Iterable[str] = TOPIC_RECORDS) -> list[str]:
-    """Create the topics that are missing; safe to call again (idempotent)."""
+    """Create the topics that are missing, each with its configs set on purpose (`topic_config`);
+    safe to call again (idempotent). Existing topics are left as they are: `check_topics` says
+    what is wrong with them."""
     admin = KafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap, client_id="stratos-admin")
     try:
         wanted = [settings.topic(n) for n in names]
@@ -66,7 +76,7 @@ def ensure_topics(settings: Settings, names: Iterable[str] = TOPIC_RECORDS) -> l
             try:
                 admin.create_topics([
                     NewTopic(t, settings.partitions, settings.replication_factor,
-                             topic_configs=_topic_config(t, settings))
+                             topic_configs=topic_config(topic_kind_of(settings, t), settings))
                     for t in missing
                 ])
             except TopicAlreadyExistsError:
@@ -77,12 +87,89 @@ def ensure_topics(settings: Settings, names: Iterable[str] = TOPIC_RECORDS) -> l
         admin.close()
 
 
-def _topic_config(topic: str, settings: Settings) -> dict[str, str]:
-    compacted = {settings.topic(n) for n in ("snapshots", "topology", "usage", "heartbeats")}
-    if topic == settings.topic("logs"):  # bounded: by age and by size per partition
-        return {"cleanup.policy": "delete", "retention.ms": str(int(settings.logs_retention_hours * 3_600_000)),
-                "retention.bytes": str(settings.logs_retention_bytes)}
-    return {"cleanup.policy": "compact"} if topic in compacted else {}
+def topic_config(kind: str, settings: Settings) -> dict[str, str]:
+    """The configs a topic of this kind is created with (docs/kafka.md says why)."""
+    min_isr = settings.min_insync_replicas or min(settings.replication_factor, 2)
+    config = {"min.insync.replicas": str(min(min_isr, settings.replication_factor))}
+    transient = str(int(settings.transient_retention_hours * 3_600_000))
+    if kind in HISTORY_TOPICS:
+        return config | {"cleanup.policy": "delete", "retention.ms": str(settings.events_retention_ms),
+                         "retention.bytes": "-1"}
+    if kind in COMPACTED_TOPICS:
+        # segments roll hourly so that the cleaner can compact them (it never touches the active one)
+        return config | {"cleanup.policy": "compact", "segment.ms": "3600000"}
+    if kind == "logs":  # bounded: by age and by size per partition
+        return config | {"cleanup.policy": "delete",
+                         "retention.ms": str(int(settings.logs_retention_hours * 3_600_000)),
+                         "retention.bytes": str(settings.logs_retention_bytes)}
+    return config | {"cleanup.policy": "delete", "retention.ms": transient}
+
+
+class TopicsError(RuntimeError):
+    """The topics cannot carry the platform safely (a part refuses to start on them)."""
+
+
+def check_topics(settings: Settings) -> tuple[list[str], list[str]]:
+    """(errors, warnings) about the platform's topics as the broker has them.
+
+    Errors: partition counts of commands, events and snapshots that differ (a node would route
+    an aggregate's commands and its commits to different owners); an events partition whose head
+    was deleted (history is gone: no reader can rebuild it). Warnings: configs that will lose
+    data later (retention on events, snapshots not compacted)."""
+    from kafka.admin import ConfigResource, ConfigResourceType
+
+    errors: list[str] = []
+    warnings: list[str] = []
+    consumer = KafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, group_id=None)
+    admin = KafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap, client_id="stratos-admin")
+    try:
+        counts = {kind: len(consumer.partitions_for_topic(settings.topic(kind)) or ()) for kind in ALIGNED_TOPICS}
+        present = {kind: n for kind, n in counts.items() if n}
+        if len(set(present.values())) > 1:
+            errors.append("partition counts differ: " + ", ".join(
+                f"{settings.topic(k)} has {n}" for k, n in present.items())
+                + " (they must be equal: partition p of each belongs to one node)")
+        if counts["events"]:
+            events = settings.topic("events")
+            starts = consumer.beginning_offsets([TopicPartition(events, p) for p in range(counts["events"])])
+            for tp, start in sorted(starts.items(), key=lambda item: item[0].partition):
+                if start > 0:
+                    errors.append(f"{events} partition {tp.partition} starts at offset {start}: its "
+                                  f"history before {start} was deleted (retention?) and cannot be rebuilt")
+        kinds = [k for k in (*HISTORY_TOPICS, *COMPACTED_TOPICS) if consumer.partitions_for_topic(settings.topic(k))]
+        if kinds:
+            described = admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, settings.topic(k))
+                                                for k in kinds])
+            for kind, config in zip(kinds, _topic_configs(described, [settings.topic(k) for k in kinds])):
+                name = settings.topic(kind)
+                if kind in HISTORY_TOPICS:
+                    if "delete" in config.get("cleanup.policy", "") and config.get("retention.ms") not in ("-1", None):
+                        warnings.append(f"{name}: retention.ms={config['retention.ms']} deletes history "
+                                        "(set -1: kafka-configs --alter --add-config retention.ms=-1)")
+                    if "compact" in config.get("cleanup.policy", ""):
+                        warnings.append(f"{name}: cleanup.policy={config['cleanup.policy']} removes commits")
+                elif "compact" not in config.get("cleanup.policy", ""):
+                    warnings.append(f"{name}: cleanup.policy={config.get('cleanup.policy')} (compact expected)")
+    finally:
+        consumer.close()
+        admin.close()
+    return errors, warnings
+
+
+def _topic_configs(described: dict, names: list[str]) -> list[dict[str, str]]:
+    """Each described topic's configs as name -> value, in the order of `names` (kafka-python 3
+    answers {"topic": {name: {config: {"value": ...}}}})."""
+    topics = described.get("topic", {})
+    return [{key: entry.get("value") for key, entry in topics.get(name, {}).items()} for name in names]
+
+
+def require_sound_topics(settings: Settings) -> None:
+    """Raise TopicsError naming every problem `check_topics` finds an error; log its warnings."""
+    errors, warnings = check_topics(settings)
+    for warning in warnings:
+        log.warning("topic config: %s", warning)
+    if errors:
+        raise TopicsError("; ".join(errors))
 
 
 def _wait_for_metadata(settings: Settings, topics: list[str], timeout: float = 15.0) -> None:

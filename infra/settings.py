@@ -17,9 +17,19 @@ class Settings(BaseSettings):
     )
     topic_prefix: str = "stratos."
     partitions: int = Field(4, ge=1, description="partitions of each topic created")
-    replication_factor: int = Field(1, ge=1)
+    replication_factor: int = Field(1, ge=1, description="replicas of each topic the platform creates")
+    min_insync_replicas: int | None = Field(
+        None, ge=1, description="min.insync.replicas of each topic created; unset = replication "
+                                "factor capped at 2 (one broker of three may fail without stalling writes)")
+    events_retention_ms: int = Field(
+        -1, ge=-1, description="retention.ms of <prefix>events: -1 keeps history forever (the log "
+                               "is the only store of state); a part refuses to start once a "
+                               "partition's head has been deleted")
+    transient_retention_hours: float = Field(
+        168.0, gt=0, description="retention of the topics that carry no history (commands, replies, "
+                                 "health, instance status and notifier, dead letters)")
     state_dir: Path = Path("state")
-    snapshot_every: int = Field(5000, ge=1, description="events of a partition between snapshot checkpoints")
+    snapshot_every: int = Field(5000, ge=1, description="commits of a partition between snapshot checkpoints")
     health_window_seconds: float = Field(60.0, gt=0)
     health_hop_seconds: float = Field(5.0, gt=0)
     health_publish_seconds: float = Field(15.0, gt=0)
@@ -29,14 +39,10 @@ class Settings(BaseSettings):
     obsolete_timeout_seconds: float = Field(86400.0, gt=0)
     api_port: int = 9443
     api_host: str = Field("127.0.0.1", description="address `stratos api` listens on")
-    broker_long_poll: bool = Field(
-        True, description="front the embedded broker with its long-poll gateway (infra/longpoll.py)")
     fetch_wait_ms: int = Field(
         5000, ge=1, le=60_000,
-        description="longest a reader's fetch waits for data; brokers answer on arrival (Apache "
-                    "Kafka; the embedded broker through its long-poll gateway), so this is only "
-                    "the idle poll period. Lower it (e.g. 20) on a broker that holds empty fetches "
-                    "for their whole wait, such as a bare Tansu")
+        description="longest a reader's fetch waits for data; Kafka answers a waiting fetch "
+                    "as soon as data arrives, so this is only the idle poll period")
     api_wait_seconds: float = Field(20.0, gt=0, description="how long a write waits for its reply")
     metadata_service_url: str | None = Field(None, description="the metadata service's base URL given "
                                              "to instances (METADATA_SERVICE_URL); unset = the API's")

@@ -47,14 +47,32 @@ def broker():
 
 
 @pytest.fixture
-def settings(broker, tmp_path) -> Settings:
+def settings(broker, tmp_path):
     """Settings on the session broker with fresh topics, so tests never see each other's records,
     and the test's own state directory (its secret key: the node that seals and the cloud
-    controller that opens share it)."""
+    controller that opens share it). The test's topics are deleted after it, so that a worker's
+    broker holds only a few tests' partitions at a time."""
     prefix = f"t{uuid.uuid4().hex[:8]}."
     made = Settings(kafka_bootstrap=broker.bootstrap, topic_prefix=prefix, partitions=4, state_dir=tmp_path)
     ensure_topics(made)
-    return made
+    yield made
+    delete_topics(broker.bootstrap, prefix)
+
+
+def delete_topics(bootstrap: str, prefix: str) -> None:
+    """Delete every topic (faust's own too) under a test's prefix; best effort."""
+    from kafka import KafkaAdminClient
+
+    try:
+        admin = KafkaAdminClient(bootstrap_servers=bootstrap, client_id="stratos-test-cleanup")
+        try:
+            names = [t for t in admin.list_topics() if t.startswith(prefix)]
+            if names:
+                admin.delete_topics(names)
+        finally:
+            admin.close()
+    except Exception:  # noqa: BLE001 - cleanup must never fail a test
+        pass
 
 
 def wait_until(condition: Callable[[], object], timeout: float = 20.0, interval: float = 0.05,

@@ -1,0 +1,330 @@
+"""The embedded broker: Apache Kafka in KRaft mode (combined broker and controller), on loopback.
+
+`make install` copies a pinned Kafka and its dependencies from Maven Central into
+`.venv/kafka/libs` (`infra/broker/pom.xml`); this module formats the storage on first start and
+runs one `kafka.Kafka` JVM per node. Data lives on disk (`data_dir`), so a restart finds the log
+where it was. `brokers=3` gives a three-node cluster (every node a voter), the test bed for the
+loss of a broker or of the active controller. Why each setting: docs/kafka.md.
+"""
+from __future__ import annotations
+
+import base64
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+KAFKA_VERSION = "4.4.0"
+HERE = Path(__file__).parent
+LOG4J_CONFIG = HERE / "log4j2.properties"
+
+
+class BrokerError(RuntimeError):
+    """The embedded broker could not be found, started or reached."""
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def port_is_open(host: str, port: int) -> bool:
+    with socket.socket() as sock:
+        sock.settimeout(0.2)
+        return sock.connect_ex((host, port)) == 0
+
+
+def stop_process(process: subprocess.Popen, timeout: float) -> None:
+    """Ask a child to stop; kill it if it has not within `timeout` seconds."""
+    if process.poll() is not None:
+        return
+    process.terminate()
+    try:
+        process.wait(timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
+def kafka_libs() -> Path:
+    """Where `make install` put Kafka's jars: `STRATOS_KAFKA_LIBS`, else `<venv>/kafka/libs`."""
+    configured = os.environ.get("STRATOS_KAFKA_LIBS")
+    return Path(configured) if configured else Path(sys.prefix) / "kafka" / "libs"
+
+
+def java_binary() -> str:
+    """A Java 17 or newer (`JAVA_HOME` first, then PATH); BrokerError naming what is missing."""
+    home = os.environ.get("JAVA_HOME")
+    java = str(Path(home) / "bin" / "java") if home and (Path(home) / "bin" / "java").exists() \
+        else shutil.which("java")
+    if not java:
+        raise BrokerError("java is not installed: the embedded Kafka needs Java 17 or newer "
+                          "(Debian: apt-get install -y openjdk-17-jre-headless)")
+    version = subprocess.run([java, "-version"], capture_output=True, text=True).stderr
+    match = re.search(r'version "(\d+)', version)
+    if not match or int(match.group(1)) < 17:
+        raise BrokerError(f"{java} is not Java 17 or newer ({version.splitlines()[0] if version else '?'})")
+    return java
+
+
+def classpath() -> str:
+    libs = kafka_libs()
+    if not any(libs.glob(f"kafka_2.13-{KAFKA_VERSION}.jar")):
+        raise BrokerError(f"Kafka {KAFKA_VERSION} is not in {libs}: run `make install` "
+                          "(it needs Maven: apt-get install -y maven)")
+    return f"{libs}/*"
+
+
+JVM_OPTIONS = [
+    "-XX:+UseSerialGC",          # one GC thread: two cores are shared with the whole platform
+    "-XX:TieredStopAtLevel=1",   # C1 only: starts in half the time, idles on less CPU
+    "-XX:+ExitOnOutOfMemoryError",
+    "-Djava.awt.headless=true",
+    f"-Dlog4j2.configurationFile={LOG4J_CONFIG}",
+]
+
+
+def new_cluster_id() -> str:
+    """A KRaft cluster id: 16 random bytes, URL-safe base64 without padding (as `random-uuid`)."""
+    return base64.urlsafe_b64encode(os.urandom(16)).decode().rstrip("=")
+
+
+@dataclass
+class KafkaNode:
+    node_id: int
+    port: int
+    controller_port: int
+    directory: Path
+    process: subprocess.Popen | None = None
+    log_path: Path | None = None
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    @property
+    def running(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+
+class EmbeddedBroker:
+    """Apache Kafka on 127.0.0.1, one JVM per node; a context manager that stops it on exit.
+
+    `data_dir` keeps the log across starts (None: a temporary directory removed at stop).
+    `overrides` are extra broker settings (tests that need the log cleaner at work)."""
+
+    def __init__(self, port: int | None = None, data_dir: Path | None = None, brokers: int = 1,
+                 log_path: Path | None = None, heap_mb: int | None = None,
+                 overrides: dict[str, str] | None = None) -> None:
+        if brokers < 1:
+            raise BrokerError("--brokers must be 1 or more")
+        self._temporary = data_dir is None
+        self.data_dir = Path(data_dir) if data_dir else Path(tempfile.mkdtemp(prefix="stratos-kafka-"))
+        self.log_path = log_path
+        self.heap_mb = heap_mb or (512 if brokers == 1 else 320)
+        self.overrides = overrides or {}
+        ports = [port or free_port()] + [free_port() for _ in range(brokers - 1)]
+        self.nodes = [KafkaNode(i + 1, ports[i], free_port(), self.data_dir / f"node-{i + 1}")
+                      for i in range(brokers)]
+
+    @property
+    def bootstrap(self) -> str:
+        return ",".join(node.address for node in self.nodes)
+
+    @property
+    def port(self) -> int:
+        return self.nodes[0].port
+
+    # --- configuration --------------------------------------------------------------------
+    def properties(self, node: KafkaNode) -> dict[str, str]:
+        """The server.properties of one node (docs/kafka.md says why each is set)."""
+        count = len(self.nodes)
+        voters = ",".join(f"{n.node_id}@127.0.0.1:{n.controller_port}" for n in self.nodes)
+        replicas, min_isr = str(min(count, 3)), str(min(count, 2))
+        return {
+            "process.roles": "broker,controller",
+            "node.id": str(node.node_id),
+            "controller.quorum.voters": voters,
+            "listeners": f"PLAINTEXT://127.0.0.1:{node.port},CONTROLLER://127.0.0.1:{node.controller_port}",
+            "advertised.listeners": f"PLAINTEXT://127.0.0.1:{node.port}",
+            "controller.listener.names": "CONTROLLER",
+            "inter.broker.listener.name": "PLAINTEXT",
+            "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+            "log.dirs": str(node.directory / "data"),
+            # the platform creates its topics with explicit settings (infra.kafka.ensure_topics)
+            "auto.create.topics.enable": "false",
+            "default.replication.factor": replicas,
+            "min.insync.replicas": min_isr,
+            # internal topics: replicated on up to three nodes, few partitions on a small machine
+            "offsets.topic.replication.factor": replicas,
+            "offsets.topic.num.partitions": "8",
+            "transaction.state.log.replication.factor": replicas,
+            "transaction.state.log.min.isr": min_isr,
+            "transaction.state.log.num.partitions": "4",
+            "share.coordinator.state.topic.replication.factor": replicas,
+            "share.coordinator.state.topic.min.isr": min_isr,
+            # groups form at once (the platform's parts join one by one anyway)
+            "group.initial.rebalance.delay.ms": "0",
+            # two cores: fewer threads than the defaults (3 network, 8 I/O, 10 background)
+            "num.network.threads": "2",
+            "num.io.threads": "2",
+            "background.threads": "2",
+            "num.replica.fetchers": "1",
+            "num.recovery.threads.per.data.dir": "1",
+            "log.cleaner.threads": "1",
+            "log.cleaner.dedupe.buffer.size": str(16 << 20),
+            # a dead node is fenced after 4 s without heartbeats (default 9 s): writes with
+            # acks=all stall that long when a broker of three dies
+            "broker.session.timeout.ms": "4000",
+            "broker.heartbeat.interval.ms": "1000",
+            **self.overrides,
+        }
+
+    def _write_config(self, node: KafkaNode) -> Path:
+        node.directory.mkdir(parents=True, exist_ok=True)
+        path = node.directory / "server.properties"
+        path.write_text("".join(f"{k}={v}\n" for k, v in self.properties(node).items()))
+        return path
+
+    def _format(self, java: str, cp: str) -> None:
+        """Format the nodes that have no storage yet (first start only), side by side."""
+        id_file = self.data_dir / "cluster.id"
+        if not id_file.exists():
+            self.data_dir.mkdir(parents=True, exist_ok=True)
+            id_file.write_text(new_cluster_id())
+        cluster_id = id_file.read_text().strip()
+        formatting = []
+        for node in self.nodes:
+            config = self._write_config(node)
+            if (node.directory / "data" / "meta.properties").exists():
+                continue
+            formatting.append((node, subprocess.Popen(
+                [java, *JVM_OPTIONS, "-Xmx256m", "-cp", cp, "kafka.tools.StorageTool", "format",
+                 "-t", cluster_id, "-c", str(config)],
+                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)))
+        for node, process in formatting:
+            output, _ = process.communicate(timeout=120)
+            if process.returncode != 0:
+                raise BrokerError(f"formatting Kafka storage of node {node.node_id} failed: "
+                                  f"{output.strip()[-800:]}")
+
+    # --- life -----------------------------------------------------------------------------
+    def start(self, timeout: float = 90.0) -> "EmbeddedBroker":
+        for node in self.nodes:
+            if port_is_open("127.0.0.1", node.port):
+                raise BrokerError(f"port {node.port} on 127.0.0.1 is already taken")
+        java, cp = java_binary(), classpath()
+        self._format(java, cp)
+        for node in self.nodes:
+            self._launch(node, java, cp)
+        self.wait_ready(timeout)
+        return self
+
+    def _launch(self, node: KafkaNode, java: str | None = None, cp: str | None = None) -> None:
+        java, cp = java or java_binary(), cp or classpath()
+        config = self._write_config(node)  # ports may differ from the last start
+        node.log_path = self.log_path if len(self.nodes) == 1 and self.log_path else \
+            (self.log_path.with_name(f"{self.log_path.stem}-{node.node_id}{self.log_path.suffix}")
+             if self.log_path else node.directory / "kafka.log")
+        node.log_path.parent.mkdir(parents=True, exist_ok=True)
+        with open(node.log_path, "ab") as log:
+            node.process = subprocess.Popen(
+                [java, f"-Xmx{self.heap_mb}m", f"-Xms{min(self.heap_mb, 128)}m", *JVM_OPTIONS,
+                 "-cp", cp, "kafka.Kafka", str(config)],
+                stdout=log, stderr=subprocess.STDOUT,
+                start_new_session=True)  # Ctrl-C stops the platform's parts first, then the broker
+
+    def wait_ready(self, timeout: float = 90.0) -> None:
+        """Until every running node's listener answers and the cluster metadata names them all."""
+        deadline = time.monotonic() + timeout
+        for node in self.nodes:
+            if node.process is None:
+                continue
+            while not port_is_open("127.0.0.1", node.port):
+                if node.process.poll() is not None:
+                    tail = node.log_path.read_text(errors="replace")[-1500:] if node.log_path else ""
+                    self.stop()
+                    raise BrokerError(f"Kafka node {node.node_id} exited at start with code "
+                                      f"{node.process.returncode}: {tail}")
+                if time.monotonic() > deadline:
+                    self.stop()
+                    raise BrokerError(f"Kafka did not answer on {node.address} in {timeout:.0f}s")
+                time.sleep(0.05)
+        self._await_brokers(sum(n.running for n in self.nodes), deadline)
+
+    def _await_brokers(self, count: int, deadline: float) -> None:
+        from kafka import KafkaAdminClient
+
+        running = ",".join(n.address for n in self.nodes if n.running)
+        while True:
+            try:
+                admin = KafkaAdminClient(bootstrap_servers=running, client_id="stratos-broker-check",
+                                         request_timeout_ms=5000)
+                try:
+                    if len(admin.describe_cluster()["brokers"]) >= count:
+                        return
+                finally:
+                    admin.close()
+            except Exception as exc:  # noqa: BLE001 - not up yet: try again until the deadline
+                if time.monotonic() > deadline:
+                    raise BrokerError(f"Kafka's cluster did not form: {exc}") from exc
+            if time.monotonic() > deadline:
+                raise BrokerError(f"Kafka's cluster did not register {count} brokers in time")
+            time.sleep(0.2)
+
+    def kill(self, node_id: int, sig: int = signal.SIGKILL) -> None:
+        """Signal one node (kill -9 by default), for fault-injection tests and benchmarks."""
+        node = self.nodes[node_id - 1]
+        if node.process and node.process.poll() is None:
+            node.process.send_signal(sig)
+            if sig in (signal.SIGKILL, signal.SIGTERM):
+                node.process.wait(60)
+
+    def restart(self, node_id: int, timeout: float = 90.0) -> None:
+        """Start one node again (after `kill`), on its data, and wait until it is back."""
+        node = self.nodes[node_id - 1]
+        if node.running:
+            return
+        self._launch(node)
+        self.wait_ready(timeout)
+
+    def active_controller(self) -> int | None:
+        """The node that leads the KRaft quorum, from the nodes' logs (the last raft state each
+        running node reported for itself)."""
+        leader, latest = None, ""
+        for node in self.nodes:
+            if not node.running or not node.log_path or not node.log_path.exists():
+                continue
+            for line in node.log_path.read_text(errors="replace").splitlines():
+                if "Completed transition to Leader" in line and line[:25] > latest:
+                    leader, latest = node.node_id, line[:25]
+        return leader
+
+    def stop(self) -> None:
+        for node in self.nodes:
+            if node.process and node.process.poll() is None:
+                node.process.terminate()
+        for node in self.nodes:
+            if node.process:
+                try:
+                    node.process.wait(30)
+                except subprocess.TimeoutExpired:
+                    node.process.kill()
+                    node.process.wait()
+            node.process = None
+        if self._temporary:
+            shutil.rmtree(self.data_dir, ignore_errors=True)
+
+    def __enter__(self) -> "EmbeddedBroker":
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
