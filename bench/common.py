@@ -25,7 +25,7 @@ def bench_settings(partitions: int = 4):
         ensure_topics(made)
         yield made
         return
-    with EmbeddedBroker(long_poll=base.broker_long_poll) as broker:
+    with EmbeddedBroker() as broker:
         made = Settings(kafka_bootstrap=broker.bootstrap, topic_prefix=prefix, partitions=partitions)
         ensure_topics(made)
         yield made
