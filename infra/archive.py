@@ -1,6 +1,6 @@
-"""Archives of the log: `stratos log export/import`, and embedded mode's own event archive.
+"""Archives of the log: `stratos log export/import`.
 
-Both write the format of `infra/logarchive.py` (compressed, checksummed blocks). Export reads
+They write the format of `infra/logarchive.py` (compressed, checksummed blocks). Export reads
 each partition with the bulk reader (aiokafka) and writes it as blocks; import writes the blocks
 back, partition by partition, as aiokafka batches keeping keys, values, headers and timestamps,
 into topics that must be empty, so that every record gets its original offset back (snapshots
@@ -15,19 +15,11 @@ handled: import commits the offsets of the platform's consumer groups (nodes, re
 controller, health worker) at its end, so a platform started on the copy does not handle
 the commands again, react again or start machines for old spawns (`reread=True` leaves them
 unset).
-
-Embedded mode: the memory broker forgets its log when it stops. `Archiver` mirrors every record
-of `stratos.events` into `state/events.archive` (one block per poll); on the next start
-`restore` writes it back into the fresh broker before any node starts. A torn last block (the
-previous run was killed mid-write) is reported and cut off, the intact prefix restored.
 """
 from __future__ import annotations
 
 import asyncio
-import base64
-import json
 import logging
-import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,8 +28,7 @@ from aiokafka import AIOKafkaProducer
 from kafka import KafkaConsumer, TopicPartition
 
 from infra.bulk import iter_batches
-from infra.kafka import IDLE_POLL_MS, assigned_consumer
-from infra.logarchive import FILE_MAGIC, ArchiveCorrupt, ArchiveReader, ArchiveWriter
+from infra.logarchive import ArchiveCorrupt, ArchiveReader, ArchiveWriter
 from infra.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -182,8 +173,9 @@ async def _import(settings: Settings, path: Path, topics: set[str] | None) -> Tr
     started = time.monotonic()
     result = Transfer(complete=False)
     # one batch in flight per partition (aiokafka mutes a partition until its batch is
-    # answered), so order holds without idempotence, which Tansu's InitProducerId refuses here
-    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, acks="all",
+    # answered) keeps the order; idempotence keeps a retried batch from landing twice, which
+    # would shift every offset after it
+    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, enable_idempotence=True,
                                 max_batch_size=BATCH_BYTES,
                                 max_request_size=8 * BATCH_BYTES, linger_ms=0)
     await producer.start()
@@ -205,19 +197,14 @@ async def _import(settings: Settings, path: Path, topics: set[str] | None) -> Tr
                 continue
             topic, where = settings.topic(block.topic), f"{block.topic}[{block.partition}]"
             batch, first = producer.create_batch(), block.rows[0][0] if block.rows else 0
-            last = len(block.rows) - 1
-            for n, (offset, timestamp, key, value, headers) in enumerate(block.rows):
-                headers = list(headers)  # aiokafka's batch builder takes a list
-                # the block's last record goes alone: Tansu reports a partition's end as its last
-                # batch's base offset + 1, and a reader starting inside a longer last batch (node
-                # recovery after a checkpoint) would take the partition for read to its end
-                if n == last and n > 0 or batch.append(key=key, value=value, headers=headers,
-                                                       timestamp=timestamp if timestamp >= 0 else None) is None:
+            for offset, timestamp, key, value, headers in block.rows:
+                record = dict(key=key, value=value, timestamp=timestamp if timestamp >= 0 else None,
+                              headers=list(headers))  # aiokafka's batch builder takes a list
+                if batch.append(**record) is None:  # full: it goes, the record opens the next
                     pending.append((await producer.send_batch(batch, topic, partition=block.partition),
                                     first, where))
                     batch, first = producer.create_batch(), offset
-                    batch.append(key=key, value=value, timestamp=timestamp if timestamp >= 0 else None,
-                                 headers=headers)
+                    batch.append(**record)
             pending.append((await producer.send_batch(batch, topic, partition=block.partition), first, where))
             result.records[block.topic] = result.records.get(block.topic, 0) + len(block.rows)
             where = (block.topic, block.partition)
@@ -237,80 +224,3 @@ async def _import(settings: Settings, path: Path, topics: set[str] | None) -> Tr
     result.seconds = time.monotonic() - started
     return result
 
-
-# --- embedded mode ----------------------------------------------------------------------------
-
-def restore(settings: Settings, path: Path) -> dict[int, int]:
-    """Write the archived events back into the (empty) events topic before any node starts;
-    returns how many records went into each partition, so the archiver knows where the new
-    ones begin. A torn end is cut off (and reported) so that new blocks follow intact ones."""
-    if not path.exists() or path.stat().st_size == 0:
-        return {}
-    with path.open("rb") as probe:
-        if not probe.read(len(FILE_MAGIC)).startswith(FILE_MAGIC):
-            return _restore_json_lines(settings, path)
-    result = import_log(settings, path, topics=["events"], check=False)
-    if result.corrupt is not None and result.corrupt.block == 0:  # not a file this code can read
-        aside = path.with_name(path.name + ".unreadable")
-        log.error("%s: %s; set aside as %s, a new archive begins", path, result.corrupt, aside)
-        path.replace(aside)
-    elif result.corrupt is not None:
-        log.warning("%s: %s; cutting it there", path, result.corrupt)
-        with path.open("r+b") as torn:
-            torn.truncate(result.bytes)
-    return {partition: count for (_topic, partition), count in result.partitions.items()}
-
-
-def _restore_json_lines(settings: Settings, path: Path) -> dict[int, int]:
-    """An archive of the earlier JSON-lines format: restored, then set aside (`.jsonl`), and
-    the archiver writes the whole topic again in the current format."""
-    from kafka import KafkaProducer
-
-    producer = KafkaProducer(bootstrap_servers=settings.kafka_bootstrap, acks="all",
-                             enable_idempotence=True, linger_ms=5)
-    with path.open() as lines:
-        for line in lines:
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError:
-                continue  # a torn last line
-            producer.send(settings.topic("events"), partition=row["partition"],
-                          key=base64.b64decode(row["key"]) if row.get("key") else None,
-                          value=base64.b64decode(row["value"]) if row.get("value") is not None else None)
-    producer.flush()
-    producer.close()
-    path.replace(path.with_name(path.name + ".jsonl"))
-    return {}
-
-
-class Archiver:
-    """Appends every new event to the archive, one block per partition and poll, after those
-    that were restored.
-
-    Reads from the beginning and skips the restored offsets: the broker's reported end offset
-    is not exact (Tansu 0.6 counts batches), so seeking to the end could archive twice."""
-
-    def __init__(self, settings: Settings, path: Path, restored: dict[int, int]) -> None:
-        self.settings = settings
-        self.path = path
-        self.restored = restored
-        self.stopping = threading.Event()
-
-    def run(self) -> None:
-        consumer = assigned_consumer(self.settings, "events", from_beginning=True)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with self.path.open("ab") as out:
-            writer = ArchiveWriter(out)
-            while not self.stopping.is_set():
-                for tp, raws in consumer.poll(timeout_ms=IDLE_POLL_MS).items():
-                    skip = self.restored.get(tp.partition, 0)
-                    # a null value is archived too: offsets must match after a restore
-                    writer.write_rows("events", tp.partition, [
-                        (r.offset, r.timestamp, r.key, r.value, r.headers or ())
-                        for r in raws if r.offset >= skip])
-                out.flush()
-            writer.write_end({"records": {"events": writer.records}})
-        consumer.close()
-
-    def stop(self) -> None:
-        self.stopping.set()

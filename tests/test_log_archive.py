@@ -15,9 +15,9 @@ import uuid
 import pytest
 from kafka import KafkaConsumer, TopicPartition
 
-from infra.archive import HISTORY_TOPICS, ImportRefused, Archiver, export_log, import_log, restore
+from infra.archive import HISTORY_TOPICS, ImportRefused, export_log, import_log
 from infra.inspect_log import digest_all, digest_of
-from infra.kafka import Appender, encode, ensure_topics, envelope, read_to_end
+from infra.kafka import Appender, ensure_topics, envelope, read_to_end
 from infra.logarchive import ArchiveCorrupt, ArchiveReader, ArchiveWriter, scan
 from infra.recovery import recover_partition
 from infra.settings import Settings
@@ -169,28 +169,3 @@ def test_a_truncated_archive_imports_its_prefix_and_reports_the_position(history
     assert plain.returncode == 1 and f"block {cut_block + 1} at byte {offsets[cut_block][0]}" in plain.stdout
     assert "intact" in plain.stdout
 
-
-@pytest.mark.integration
-def test_embedded_restore_cuts_a_torn_archive_and_appends_after_its_prefix(broker, tmp_path):
-    source = fresh(broker)
-    appender = Appender(source)
-    for n in range(10):
-        appender.send_raw(source.topic("events"), b"claim/0", encode(envelope(
-            HealthRecord, HealthStat(cluster_id="c", network_partition_id="n", metric="load_average",
-                                     value=n, timestamp=1e9), "c")), partition=0)
-    appender.flush()
-    archive = tmp_path / "events.archive"
-    archiver = Archiver(source, archive, {})
-    import threading
-    thread = threading.Thread(target=archiver.run, daemon=True)
-    thread.start()
-    wait_until(lambda: archive.exists() and scan(archive)[0].records == 10, message="10 archived")
-    archiver.stop()
-    thread.join(10)
-    whole = archive.stat().st_size
-    archive.write_bytes(archive.read_bytes() + b"SLB1\x01garbage")  # killed mid-write
-    target = fresh(broker)
-    assert restore(target, archive) == {0: 10}
-    assert archive.stat().st_size == whole and scan(archive)[1] is None
-    assert len(raw_records(target, "events")) == 10
-    appender.close()
