@@ -45,22 +45,32 @@ def wait_for_interrupt() -> None:
 
 
 @app.command()
-def broker(port: int = typer.Option(0, help="loopback port; 0 picks a free one")) -> None:
-    """Start the embedded broker (Tansu), create the topics, run until Ctrl-C."""
+def broker(port: int = typer.Option(0, help="loopback port of the (first) broker; 0 picks a free one"),
+           data: Path = typer.Option(None, "--data", help="where Kafka keeps its log; unset = a "
+                                     "temporary directory removed at exit"),
+           brokers: int = typer.Option(1, "--brokers", min=1, help="KRaft nodes (each broker and "
+                                       "controller); 3 gives replication factor 3, min ISR 2")) -> None:
+    """Start the embedded Apache Kafka (KRaft), create the topics, run until Ctrl-C."""
     from infra.broker import BrokerError, EmbeddedBroker
-    from infra.kafka import ensure_topics
+    from infra.kafka import TopicsError, ensure_topics, require_sound_topics
 
     _logging()
     settings = get_settings()
+    settings.replication_factor = min(brokers, 3)
     try:
-        with EmbeddedBroker(port or None, long_poll=settings.broker_long_poll) as embedded:
+        with console.status(f"starting Apache Kafka ({brokers} node{'s' if brokers > 1 else ''}) ..."):
+            embedded = EmbeddedBroker(port or None, data_dir=data, brokers=brokers).start()
+        with embedded:
             settings.kafka_bootstrap = embedded.bootstrap
             created = ensure_topics(settings)
+            require_sound_topics(settings)
             console.print(f"[green]broker[/] listening on [bold]{embedded.bootstrap}[/]"
-                          f" ({len(created)} topics created, prefix {settings.topic_prefix!r})")
-            console.print(f"use it with: export STRATOS_KAFKA_BOOTSTRAP={embedded.bootstrap}")
+                          f" ({len(created)} topics created, prefix {settings.topic_prefix!r},"
+                          f" data in {embedded.data_dir})")
+            console.print(f"use it with: export STRATOS_KAFKA_BOOTSTRAP={embedded.bootstrap}"
+                          + (f" STRATOS_REPLICATION_FACTOR={settings.replication_factor}" if brokers > 1 else ""))
             wait_for_interrupt()
-    except BrokerError as exc:
+    except (BrokerError, TopicsError) as exc:
         console.print(f"[red]error:[/] {exc}")
         raise typer.Exit(1)
 
@@ -88,10 +98,16 @@ def schemas_export(directory: Path) -> None:
 def node(base: str = typer.Option("simpleSystemBase", help="thespian system base"),
          timer_seconds: float = typer.Option(30.0, help="how often timeouts are checked")) -> None:
     """Run a node: claims command partitions, rebuilds their aggregates, handles commands."""
+    from infra.kafka import TopicsError, require_sound_topics
     from infra.node import Node
 
     _logging()
     settings = _require_bootstrap()
+    try:
+        require_sound_topics(settings)  # the node rebuilds from history: it must all be there
+    except TopicsError as exc:
+        console.print(f"[red]error:[/] the node refuses to start: {exc}")
+        raise typer.Exit(3)
     _part(settings, "node")
     node_ = Node(settings, base=base, timer_seconds=timer_seconds)
     signal.signal(signal.SIGTERM, lambda *_: node_.stop())
@@ -140,7 +156,8 @@ def _require_bootstrap():
 def up(bootstrap: str = typer.Option(None, help="use this Kafka instead of the embedded broker"),
        api_port: int = typer.Option(9443, help="port of the REST API and console"),
        no_sample: bool = typer.Option(False, "--no-sample", help="start empty"),
-       state_dir: Path = typer.Option(Path("state"), help="where logs and the event archive go"),
+       state_dir: Path = typer.Option(Path("state"), help="where Kafka's log, the mock cloud and the logs go"),
+       brokers: int = typer.Option(1, "--brokers", min=1, help="embedded Kafka nodes (3: replicated)"),
        process: bool = typer.Option(False, "--process", help="mock IaaS in process mode: every member "
                                     "a real `stratos agent` with an HTTP server"),
        tls: bool = typer.Option(False, "--tls", help="HTTPS (as STRATOS_API_TLS=1): a self-signed certificate "
@@ -150,7 +167,8 @@ def up(bootstrap: str = typer.Option(None, help="use this Kafka instead of the e
 
     _logging()
     raise typer.Exit(run_platform(bootstrap=bootstrap, api_port=api_port, sample=not no_sample,
-                                  state_dir=state_dir, console=console, process=process, tls=tls))
+                                  state_dir=state_dir, console=console, process=process, tls=tls,
+                                  brokers=brokers))
 
 
 @app.command()

@@ -120,7 +120,7 @@ def check_topics(settings: Settings) -> tuple[list[str], list[str]]:
 
     errors: list[str] = []
     warnings: list[str] = []
-    consumer = KafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, group_id=None)
+    consumer = KafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, group_id=None, enable_auto_commit=False)
     admin = KafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap, client_id="stratos-admin")
     try:
         counts = {kind: len(consumer.partitions_for_topic(settings.topic(kind)) or ()) for kind in ALIGNED_TOPICS}
@@ -173,7 +173,7 @@ def require_sound_topics(settings: Settings) -> None:
 
 
 def _wait_for_metadata(settings: Settings, topics: list[str], timeout: float = 15.0) -> None:
-    consumer = KafkaConsumer(bootstrap_servers=settings.kafka_bootstrap)
+    consumer = KafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, enable_auto_commit=False)
     try:
         deadline = time.monotonic() + timeout
         while any(not consumer.partitions_for_topic(t) for t in topics):
@@ -557,10 +557,11 @@ def partitions_of(settings: Settings, topic_kind: str) -> int:
 
 def read_to_end(settings: Settings, topic_kind: str, dead_letters: DeadLetters | None = None,
                 partitions: Iterable[int] | None = None, decode_records: bool = True):
-    """Read a topic from the beginning to its current end (for replay and tools).
+    """Read a topic from its beginning to its current end (for replay and tools).
 
-    The end is where the reader's position passes the reported end offset: Tansu 0.6 reports
-    the last batch's base offset + 1, and the whole last batch is delivered at once.
+    A partition is read once the reader's position reaches its end offset: the position, not
+    the last record's offset + 1, because it also passes what end offsets count and no record
+    shows (transaction markers, records compacted away).
 
     Yields Delivered records (or raw ConsumerRecords with decode_records=False).
     """
@@ -584,7 +585,7 @@ def read_to_end(settings: Settings, topic_kind: str, dead_letters: DeadLetters |
                         yield from validated(settings, topic_kind, raws, dead_letters)
                 else:
                     yield from raws
-                if consumer.position(tp) >= ends[tp]:
-                    remaining.discard(tp)
+            # every partition: a fetch that passed only markers returns no record of it
+            remaining = {tp for tp in remaining if consumer.position(tp) < ends[tp]}
     finally:
         consumer.close()

@@ -1,4 +1,4 @@
-"""Wiring of `stratos up`: broker, topics, event archive, supervised parts, the sample."""
+"""Wiring of `stratos up`: broker, topics, supervised parts, the sample."""
 from __future__ import annotations
 
 import json
@@ -9,10 +9,9 @@ from pathlib import Path
 
 from rich.console import Console
 
-from infra.archive import Archiver, restore
 from infra.iaas.account import access_key
 from infra.broker import BrokerError, EmbeddedBroker
-from infra.kafka import ensure_topics
+from infra.kafka import TopicsError, ensure_topics, require_sound_topics
 from infra.lb.balancer import haproxy_binary
 from infra.settings import get_settings
 from infra.supervisor import Supervisor, child_env
@@ -75,30 +74,26 @@ def load_sample(settings, console: Console) -> None:
 
 
 def run_platform(bootstrap: str | None, api_port: int, sample: bool, state_dir: Path,
-                 console: Console, process: bool = False, tls: bool = False) -> int:
+                 console: Console, process: bool = False, tls: bool = False, brokers: int = 1) -> int:
     from infra.cli import wait_for_interrupt
 
     settings = get_settings()
     settings.state_dir = state_dir  # the sample loader seals with the parts' key (infra/secrets.py)
     state_dir.mkdir(parents=True, exist_ok=True)
     broker = None
-    archiver = None
     supervisor = None
     try:
         if bootstrap or settings.kafka_bootstrap:
             settings.kafka_bootstrap = bootstrap or settings.kafka_bootstrap
         else:
-            broker = EmbeddedBroker(log_path=state_dir / "broker.log",
-                                    long_poll=settings.broker_long_poll).start()
+            console.print(f"starting Apache Kafka ({brokers} node{'s' if brokers > 1 else ''}, "
+                          f"data in {state_dir / 'kafka'}) ...")
+            broker = EmbeddedBroker(data_dir=state_dir / "kafka", brokers=brokers,
+                                    log_path=state_dir / "logs" / "kafka.log").start()
             settings.kafka_bootstrap = broker.bootstrap
+            settings.replication_factor = min(brokers, 3)
         ensure_topics(settings)
-        if broker:
-            archive = state_dir / "events.archive"
-            restored = restore(settings, archive)
-            if restored:
-                console.print(f"restored {sum(restored.values())} events from {archive}")
-            archiver = Archiver(settings, archive, restored)
-            threading.Thread(target=archiver.run, name="archiver", daemon=True).start()
+        require_sound_topics(settings)
         tls = tls or settings.api_tls
         here = settings.model_copy(update={"api_tls": tls, "state_dir": state_dir.absolute()})
         access_key(here)  # the mock IaaS's key and the certificate: made once, before the parts start
@@ -106,6 +101,7 @@ def run_platform(bootstrap: str | None, api_port: int, sample: bool, state_dir: 
             cert, _key = server_certificate(here)
             console.print(f"HTTPS with {cert} (clients trust it: STRATOS_API_CA={trusted_ca(here)})")
         extra = {"STRATOS_API_PORT": str(api_port), "STRATOS_STATE_DIR": str(state_dir.absolute()),
+                 "STRATOS_REPLICATION_FACTOR": str(settings.replication_factor),
                  **({"STRATOS_MOCK_IAAS_MODE": "process"} if process else {}),
                  **({"STRATOS_API_TLS": "1"} if tls else {})}
         supervisor = Supervisor(child_env(settings.kafka_bootstrap, extra), state_dir / "logs")
@@ -128,13 +124,11 @@ def run_platform(bootstrap: str | None, api_port: int, sample: bool, state_dir: 
         console.print("running; Ctrl-C stops everything")
         wait_for_interrupt()
         return 0
-    except (BrokerError, TlsConfigError) as exc:
+    except (BrokerError, TlsConfigError, TopicsError) as exc:
         console.print(f"[red]error:[/] {exc}")
         return 1
     finally:  # parts first (Ctrl-C may come at any point), the broker they use last
         if supervisor:
             supervisor.stop()
-        if archiver:
-            archiver.stop()
         if broker:
             broker.stop()

@@ -9,6 +9,8 @@ loss of a broker or of the active controller. Why each setting: docs/kafka.md.
 from __future__ import annotations
 
 import base64
+import fcntl
+import json
 import os
 import re
 import shutil
@@ -97,6 +99,16 @@ def new_cluster_id() -> str:
     return base64.urlsafe_b64encode(os.urandom(16)).decode().rstrip("=")
 
 
+def _failure_in(log_path: Path | None) -> str:
+    """The lines of a Kafka log that say why it stopped (ERROR and what follows), else its tail."""
+    if not log_path or not log_path.exists():
+        return "(no log)"
+    lines = log_path.read_text(errors="replace").splitlines()
+    errors = [i for i, line in enumerate(lines) if "ERROR" in line]
+    chosen = lines[errors[0]:errors[0] + 3] if errors else lines[-5:]
+    return " | ".join(line.strip() for line in chosen)[:1200] + f" (log: {log_path})"
+
+
 @dataclass
 class KafkaNode:
     node_id: int
@@ -127,13 +139,25 @@ class EmbeddedBroker:
         if brokers < 1:
             raise BrokerError("--brokers must be 1 or more")
         self._temporary = data_dir is None
+        self._lock = None
         self.data_dir = Path(data_dir) if data_dir else Path(tempfile.mkdtemp(prefix="stratos-kafka-"))
         self.log_path = log_path
         self.heap_mb = heap_mb or (512 if brokers == 1 else 320)
         self.overrides = overrides or {}
-        ports = [port or free_port()] + [free_port() for _ in range(brokers - 1)]
-        self.nodes = [KafkaNode(i + 1, ports[i], free_port(), self.data_dir / f"node-{i + 1}")
-                      for i in range(brokers)]
+        ports = self._ports(port, brokers)
+        self.nodes = [KafkaNode(i + 1, *ports[i], self.data_dir / f"node-{i + 1}") for i in range(brokers)]
+
+    def _ports(self, port: int | None, brokers: int) -> list[tuple[int, int]]:
+        """(client, controller) port of each node: those of the last start on this data dir
+        when they are free (members and clients started then still know the address), else new."""
+        saved = self.data_dir / "ports.json"
+        ports: list[tuple[int, int]] = []
+        if saved.exists():
+            known = [tuple(pair) for pair in json.loads(saved.read_text())]
+            if len(known) == brokers and (port is None or known[0][0] == port) and not any(
+                    port_is_open("127.0.0.1", p) for pair in known for p in pair):
+                ports = known
+        return ports or [(port or free_port() if i == 0 else free_port(), free_port()) for i in range(brokers)]
 
     @property
     def bootstrap(self) -> str:
@@ -217,10 +241,32 @@ class EmbeddedBroker:
                                   f"{output.strip()[-800:]}")
 
     # --- life -----------------------------------------------------------------------------
+    def _lock_data_dir(self) -> None:
+        """Hold `<data_dir>/.stratos-lock` while running: a second Kafka on the same data would
+        join the running one's KRaft quorum from the same files before failing on its log lock."""
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self._lock = open(self.data_dir / ".stratos-lock", "a+")
+        try:
+            fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self._lock.seek(0)
+            holder = self._lock.read().strip() or "?"
+            self._lock.close()
+            self._lock = None
+            raise BrokerError(f"{self.data_dir} is in use by another embedded Kafka (pid {holder}): "
+                              "stop it first, or give another --data / --state-dir") from None
+        self._lock.seek(0)
+        self._lock.truncate()
+        self._lock.write(str(os.getpid()))
+        self._lock.flush()
+
     def start(self, timeout: float = 90.0) -> "EmbeddedBroker":
+        self._lock_data_dir()
         for node in self.nodes:
             if port_is_open("127.0.0.1", node.port):
+                self.stop()
                 raise BrokerError(f"port {node.port} on 127.0.0.1 is already taken")
+        (self.data_dir / "ports.json").write_text(json.dumps([(n.port, n.controller_port) for n in self.nodes]))
         java, cp = java_binary(), classpath()
         self._format(java, cp)
         for node in self.nodes:
@@ -249,11 +295,10 @@ class EmbeddedBroker:
             if node.process is None:
                 continue
             while not port_is_open("127.0.0.1", node.port):
-                if node.process.poll() is not None:
-                    tail = node.log_path.read_text(errors="replace")[-1500:] if node.log_path else ""
+                if (code := node.process.poll()) is not None:
                     self.stop()
-                    raise BrokerError(f"Kafka node {node.node_id} exited at start with code "
-                                      f"{node.process.returncode}: {tail}")
+                    raise BrokerError(f"Kafka node {node.node_id} exited at start with code {code}: "
+                                      f"{_failure_in(node.log_path)}")
                 if time.monotonic() > deadline:
                     self.stop()
                     raise BrokerError(f"Kafka did not answer on {node.address} in {timeout:.0f}s")
@@ -297,16 +342,20 @@ class EmbeddedBroker:
         self.wait_ready(timeout)
 
     def active_controller(self) -> int | None:
-        """The node that leads the KRaft quorum, from the nodes' logs (the last raft state each
-        running node reported for itself)."""
-        leader, latest = None, ""
-        for node in self.nodes:
-            if not node.running or not node.log_path or not node.log_path.exists():
-                continue
-            for line in node.log_path.read_text(errors="replace").splitlines():
-                if "Completed transition to Leader" in line and line[:25] > latest:
-                    leader, latest = node.node_id, line[:25]
-        return leader
+        """The node that leads the KRaft quorum (DescribeQuorum), or None when none answers."""
+        from kafka import KafkaAdminClient
+
+        running = ",".join(n.address for n in self.nodes if n.running)
+        if not running:
+            return None
+        admin = KafkaAdminClient(bootstrap_servers=running, client_id="stratos-broker-check",
+                                 request_timeout_ms=5000)
+        try:
+            quorum = admin.describe_metadata_quorum()
+        finally:
+            admin.close()
+        leader = quorum["topics"][0]["partitions"][0]["leader_id"]
+        return leader if leader >= 0 else None
 
     def stop(self) -> None:
         for node in self.nodes:
@@ -320,6 +369,9 @@ class EmbeddedBroker:
                     node.process.kill()
                     node.process.wait()
             node.process = None
+        if self._lock is not None:
+            self._lock.close()
+            self._lock = None
         if self._temporary:
             shutil.rmtree(self.data_dir, ignore_errors=True)
 

@@ -2,7 +2,7 @@
 on the topics it reads and its last error.
 
 - Liveness and last error: the parts' heartbeats (infra/observe/heartbeat.py), read from the compacted
-  `<prefix>heartbeats` topic (keeping the last per key ourselves: this broker does not compact).
+  `<prefix>heartbeats` topic (the last per key: the topic is compacted, and the cleaner may not have run yet).
   A part is `running` while a process of it beat within 3 intervals, `stopped` when its last
   process said it stopped or fell silent, `not seen` when none ever beat.
 - Lag: the committed offsets of the part's consumer group (`<prefix>nodes`, `<prefix>cloud`,
@@ -17,7 +17,7 @@ from datetime import datetime, timezone
 
 from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
 
-from infra.kafka import read_to_end
+from infra.kafka import check_topics, read_to_end
 from infra.settings import Settings
 
 PARTS = ("node", "reactor", "mock-iaas", "cloud", "health", "api", "topology", "lb", "usage-export")
@@ -79,8 +79,19 @@ def broker_status(settings: Settings) -> dict:
     except Exception as exc:  # noqa: BLE001 - reported, not raised: that is the answer
         return {"part": "broker", "state": "unreachable", "address": settings.kafka_bootstrap,
                 "lastError": f"{type(exc).__name__}: {exc}"}
-    return {"part": "broker", "state": "running", "address": settings.kafka_bootstrap,
-            "topics": len(topics), "answeredInMs": round((time.monotonic() - started) * 1000, 1)}
+    answered = round((time.monotonic() - started) * 1000, 1)
+    report = {"part": "broker", "state": "running", "address": settings.kafka_bootstrap,
+              "topics": len(topics), "answeredInMs": answered}
+    try:
+        errors, warnings = check_topics(settings)
+    except Exception as exc:  # noqa: BLE001 - a broker too old for DescribeConfigs: say so
+        errors, warnings = [], [f"topic configs not checked: {type(exc).__name__}: {exc}"]
+    if errors or warnings:
+        report["topicProblems"] = errors + warnings
+        report["lastError"] = "; ".join(errors + warnings)
+    if errors:
+        report["state"] = "unsafe"
+    return report
 
 
 def platform_status(settings: Settings, now: float | None = None) -> dict:
