@@ -3,21 +3,25 @@
 For each partition it takes, it first claims it (a claim marker on the snapshots partition,
 then a Claim on the events partition: from there on, only its commits are history), rebuilds
 the aggregates from snapshots and the log up to its own claim, then feeds commands to their
-actors and appends each decision as one Commit (same partition). Replies go out once the
+actors and appends each decision as one Commit (same partition). Claims and rebuilds run beside
+the loop, the partition paused meanwhile, so that the loop keeps polling (a group member that
+polls too late is evicted) and serving the partitions it has; a partition assigned to it again
+with nothing appended since its own last record keeps its aggregates. Replies go out once the
 commits are acknowledged, and only then are the command offsets committed; a commit that
 failed to append is never committed as done: the partition is rebuilt from the log and its
 commands are read again. Every `snapshot_every` commits of a partition it writes snapshots of
-the aggregates that changed, then a checkpoint marker.
+the aggregates that changed, then, once the broker has them all, a checkpoint marker naming the
+snapshot of every aggregate of the partition (`infra.recovery`).
 """
 from __future__ import annotations
 
 import logging
 import os
+import queue
 import socket
 import threading
-import time
 from collections import defaultdict
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import datetime, timezone
 
 from kafka import ConsumerRebalanceListener, OffsetAndMetadata, TopicPartition
@@ -33,7 +37,7 @@ from actors.runtime import (
 from infra.auth.gate import CommandGate
 from infra.faults import CrashPoints
 from infra.kafka import IDLE_POLL_MS, Appender, DeadLetters, envelope, group_consumer, new_id, validated
-from infra.recovery import CHECKPOINT, CLAIM, recover_partition
+from infra.recovery import CHECKPOINT, CLAIM, COVERS, Recovered, checkpoint_key, claim_key, recover_partition
 from infra.secrets import secret_box
 from infra.settings import Settings
 from schemas.commands import CheckTimeouts
@@ -43,6 +47,8 @@ from schemas.status import CommandRejected
 log = logging.getLogger(__name__)
 
 NODE_GROUP = "nodes"
+ADOPTING_POLL_MS = 50
+"""The loop's poll while partitions are being rebuilt: a rebuilt one is installed that soon."""
 
 
 def timeouts_from(settings: Settings) -> Timeouts:
@@ -118,15 +124,23 @@ class ActorHost:
 
 
 class _Rebalance(ConsumerRebalanceListener):
+    """Hands each assignment to the node's loop, its partitions paused until adopted there.
+
+    kafka-python runs these callbacks on the consumer's own loop: a rebuild here would hold up
+    heartbeats and the next poll, and a poll later than max.poll.interval.ms evicts the node."""
+
     def __init__(self, node: "Node", consumer) -> None:
         self.node, self.consumer = node, consumer
 
     def on_partitions_revoked(self, revoked):
-        self.node.release([tp.partition for tp in revoked])
+        """Nothing yet: the eager protocol revokes every partition before each assignment, and
+        the aggregates of the partitions assigned again may be kept (`Node.take_assignment`)."""
 
     def on_partitions_assigned(self, assigned):
+        self.consumer.pause(*assigned)
         generation = getattr(getattr(self.consumer, "_coordinator", None), "_generation", None)
-        self.node.adopt([tp.partition for tp in assigned], getattr(generation, "generation_id", -1))
+        self.node.assignments.put(({tp.partition for tp in assigned},
+                                   getattr(generation, "generation_id", -1)))
 
 
 def partition_for(aggregate_id: str, partitions: int) -> int:
@@ -152,6 +166,16 @@ class Node:
         self.owned: dict[int, set[str]] = {}
         self.claims: dict[int, str] = {}
         self.dirty: dict[int, dict[str, int]] = defaultdict(dict)
+        """Aggregates the next checkpoint snapshots, with the offset of their state."""
+        self.covers: dict[int, dict[str, int]] = {}
+        """Aggregates whose snapshot on the topic is current, with its events offset: with the
+        dirty ones once written, the manifest of the next checkpoint."""
+        self.assignments: queue.Queue[tuple[set[int], int]] = queue.Queue()
+        """Assignments (partitions, generation) from the rebalance callback, for the loop."""
+        self.adopting: dict[int, Future] = {}
+        """Partitions being claimed and rebuilt beside the loop: Future of (claim, Recovered)."""
+        self.adopter: ThreadPoolExecutor | None = None
+        self.generation = -1
         self.since_checkpoint: dict[int, int] = defaultdict(int)
         self.last_event_offset: dict[int, int] = {}
         self.rerouted = 0
@@ -163,56 +187,107 @@ class Node:
         self.box = secret_box(settings)
 
     # --- ownership ------------------------------------------------------------------------
-    def adopt(self, partitions: list[int], generation: int = -1) -> None:
-        """Claim the partitions, then rebuild them side by side (reads wait on the broker, so
-        threads overlap them: a takeover is as fast as the slowest partition, not the sum)."""
-        started = time.monotonic()
-        claims = self.claim(partitions, generation)
-        with ThreadPoolExecutor(max(1, len(partitions)), thread_name_prefix="recover") as pool:
-            rebuilt = list(pool.map(lambda p: recover_partition(self.settings, p, until=claims[p][1]),
-                                    partitions))
-        for partition, recovered in zip(partitions, rebuilt):
-            claim = claims[partition][0]
-            if recovered.fence.claim != claim:
-                log.warning("partition %d: claimed again by another node while rebuilding", partition)
-            for tracked in recovered.aggregates.values():
-                self.host.install(tracked)
-            self.owned[partition] = set(recovered.aggregates)
-            self.dirty[partition] = dict(recovered.replayed)
-            self.claims[partition] = claim
-            self.last_event_offset[partition] = recovered.next_offset - 1
-            log.info("partition %d claimed (generation %d): %d aggregates rebuilt (%d snapshots, "
-                     "%d events, %d fenced commits ignored)%s", partition, generation,
-                     len(recovered.aggregates), recovered.snapshots_loaded, recovered.events_replayed,
-                     recovered.commits_fenced,
-                     f", {len(recovered.problems)} problems" if recovered.problems else "")
-        if partitions:
-            log.info("partitions %s adopted in %.2fs", partitions, time.monotonic() - started)
-        self.ready.set()
+    def take_assignment(self, consumer) -> None:
+        """Adopt the newest assignment the group handed over: partitions no longer assigned are
+        released (a rebuild of one still running is discarded), partitions assigned again keep
+        their aggregates if nothing was appended to them since this node's own last record, and
+        the others are claimed and rebuilt beside the loop (several at once: reads wait on the
+        broker, so a takeover is as fast as the slowest partition, not the sum)."""
+        latest = None
+        while not self.assignments.empty():
+            latest = self.assignments.get_nowait()
+        if latest is None:
+            return
+        partitions, self.generation = latest
+        self.release([p for p in self.owned if p not in partitions])
+        for partition in [p for p in self.adopting if p not in partitions]:
+            del self.adopting[partition]
+        held = sorted(partitions & set(self.owned))
+        kept = self._untouched(consumer, held)
+        self.release([p for p in held if p not in kept])
+        if kept:
+            consumer.resume(*(self._commands_partition(p) for p in kept))
+            log.info("partitions %s kept (generation %d): nothing appended since", kept, self.generation)
+        for partition in sorted(partitions - set(kept) - set(self.adopting)):
+            self.adopting[partition] = self.adopter.submit(self._claim_and_rebuild, partition, self.generation)
+        if not self.adopting:
+            self.ready.set()
+
+    def _untouched(self, consumer, partitions: list[int]) -> list[int]:
+        """The partitions whose events end right after this node's last record there: no other
+        node claimed them meanwhile, so its aggregates are what the log says."""
+        if not partitions:
+            return []
+        events = self.settings.topic("events")
+        ends = consumer.end_offsets([TopicPartition(events, p) for p in partitions])
+        return [p for p in partitions if ends[TopicPartition(events, p)] == self.last_event_offset.get(p, -2) + 1]
+
+    def _commands_partition(self, partition: int) -> TopicPartition:
+        return TopicPartition(self.settings.topic("commands"), partition)
+
+    def _claim_and_rebuild(self, partition: int, generation: int) -> tuple[str, Recovered]:
+        """On an adopter thread: never touches the actors (the loop's thread drives them)."""
+        claim, offset = self.claim([partition], generation)[partition]
+        return claim, recover_partition(self.settings, partition, until=offset)
+
+    def install_adopted(self, consumer) -> None:
+        """Install the partitions rebuilt meanwhile and resume them, unless another node claimed
+        one after this node did (its rebuild would miss those records): that one is claimed
+        again. A failed claim or rebuild (a HistoryGap) stops the node."""
+        done = [p for p, future in self.adopting.items() if future.done()]
+        if not done:
+            return
+        results = {p: self.adopting.pop(p).result() for p in done}
+        claimed_since = set(done) - set(self._untouched_since_claim(consumer, results))
+        for partition, (claim, recovered) in results.items():
+            if partition in claimed_since:
+                log.warning("partition %d: claimed by another node while rebuilding; claiming it again", partition)
+                self.adopting[partition] = self.adopter.submit(self._claim_and_rebuild, partition, self.generation)
+                continue
+            self._install(partition, claim, recovered)
+            consumer.resume(self._commands_partition(partition))
+        if not self.adopting:
+            self.ready.set()
+
+    def _untouched_since_claim(self, consumer, results: dict[int, tuple[str, Recovered]]) -> list[int]:
+        events = self.settings.topic("events")
+        ends = consumer.end_offsets([TopicPartition(events, p) for p in results])
+        return [p for p, (_claim, recovered) in results.items()
+                if ends[TopicPartition(events, p)] == recovered.next_offset]
+
+    def _install(self, partition: int, claim: str, recovered: Recovered) -> None:
+        for tracked in recovered.aggregates.values():
+            self.host.install(tracked)
+        self.owned[partition] = set(recovered.aggregates)
+        self.dirty[partition] = dict(recovered.dirty)
+        self.covers[partition] = dict(recovered.covers)
+        self.claims[partition] = claim
+        self.last_event_offset[partition] = recovered.next_offset - 1
+        log.info("partition %d claimed (generation %d): %d aggregates rebuilt (%d snapshots, "
+                 "%d events, %d fenced commits ignored)%s", partition, self.generation,
+                 len(recovered.aggregates), recovered.snapshots_loaded, recovered.events_replayed,
+                 recovered.commits_fenced, f", {len(recovered.problems)} problems" if recovered.problems else "")
 
     def claim(self, partitions: list[int], generation: int) -> dict[int, tuple[str, int]]:
         """Take events partitions: the snapshots markers first, then the Claims (see
         `infra.recovery`). Returns each partition's claim id and its Claim's offset."""
         claims = {p: new_id() for p in partitions}
-        markers = [self.appender.send("snapshots", f"{CLAIM}/{p}", envelope(
+        markers = [self.appender.send("snapshots", claim_key(p, claims[p]), envelope(
             SnapshotRecord, Snapshot(aggregate_type=CLAIM, events_partition=p, events_offset=-1,
                                      state={"writer": self.writer}, claim=claims[p]),
-            f"{CLAIM}/{p}"), partition=p) for p in partitions]
-        self.appender.flush()
+            claim_key(p, claims[p])), partition=p) for p in partitions]
         for future in markers:
             future.get(timeout=30)
         sent = {p: self.appender.send("events", f"{CLAIM}/{p}", envelope(
             LogRecord, Claim(partition=p, writer=self.writer, generation=generation), f"{CLAIM}/{p}",
             record_id=claims[p]), partition=p) for p in partitions}
-        self.appender.flush()
         return {p: (claims[p], future.get(timeout=30).offset) for p, future in sent.items()}
 
     def release(self, partitions: list[int]) -> None:
         for partition in partitions:
             self.host.drop(self.owned.pop(partition, set()))
-            self.claims.pop(partition, None)
-            self.dirty.pop(partition, None)
-            self.since_checkpoint.pop(partition, None)
+            for held in (self.claims, self.dirty, self.covers, self.since_checkpoint, self.last_event_offset):
+                held.pop(partition, None)
 
     # --- the loop -------------------------------------------------------------------------
     def run(self) -> None:
@@ -220,18 +295,24 @@ class Node:
         consumer.unsubscribe()
         topic = self.settings.topic("commands")
         self.partition_count = len(consumer.partitions_for_topic(topic) or ()) or self.settings.partitions
+        self.adopter = ThreadPoolExecutor(self.partition_count, thread_name_prefix="adopt")
         if self.settings.node_partitions is not None:
-            consumer.assign([TopicPartition(topic, p) for p in self.settings.node_partitions])
-            self.adopt(list(self.settings.node_partitions))
+            static = [self._commands_partition(p) for p in self.settings.node_partitions]
+            consumer.assign(static)
+            consumer.pause(*static)
+            self.assignments.put((set(self.settings.node_partitions), -1))
         else:
             consumer.subscribe([topic], listener=_Rebalance(self, consumer))
         try:
             while not self.stopping.is_set():
-                batch = consumer.poll(timeout_ms=self.poll_ms)
+                batch = consumer.poll(timeout_ms=ADOPTING_POLL_MS if self.adopting else self.poll_ms)
+                self.take_assignment(consumer)
                 if batch:
                     self._process(consumer, batch)
+                self.install_adopted(consumer)
                 self._fire_timers()
         finally:
+            self.adopter.shutdown(wait=False, cancel_futures=True)
             consumer.close(autocommit=False)
             self.appender.flush()
             self.appender.close()
@@ -244,7 +325,9 @@ class Node:
     def _process(self, consumer, batch) -> None:
         offsets, written = {}, []
         for tp, raws in batch.items():
-            if tp.partition not in self.owned:
+            if tp.partition not in self.owned:  # fetched before it was paused: read again once adopted
+                if tp in consumer.assignment():
+                    consumer.seek(tp, raws[0].offset)
                 continue
             for delivered in validated(self.settings, "commands", raws, self.dead_letters, self.gate.verifier):
                 if (refused := self._refused(tp.partition, delivered)) is not None:
@@ -369,7 +452,8 @@ class Node:
         for tracked in recovered.aggregates.values():
             self.host.install(tracked)
         self.owned[partition] = set(recovered.aggregates)
-        self.dirty[partition] = {**recovered.replayed, **self.dirty.get(partition, {})}
+        self.dirty[partition] = {**recovered.dirty, **self.dirty.get(partition, {})}
+        self.covers[partition] = dict(recovered.covers)
         self.last_event_offset[partition] = recovered.next_offset - 1
 
     def _fire_timers(self) -> None:
@@ -385,20 +469,34 @@ class Node:
             self.appender.send("commands", aggregate_id, command)
 
     def checkpoint(self, partition: int) -> None:
-        """Snapshot every aggregate changed since the last checkpoint, then the marker."""
+        """Snapshot every aggregate changed since the last checkpoint, then, once the broker
+        has every one of them, the marker with the manifest: each aggregate of the partition
+        and the events offset of its snapshot. A snapshot not written means no marker (the
+        next checkpoint tries again): a marker must never name a snapshot that is not there."""
         claim = self.claims.get(partition)
         dirty = self.dirty.pop(partition, {})
+        sent = []
         for aggregate_id, offset in dirty.items():
             state = self.host.ask_snapshot(aggregate_id)
             snapshot = Snapshot(aggregate_type=state["state"].get("kind") or "aggregate",
                                 events_partition=partition, events_offset=offset, state=state, claim=claim)
-            self.appender.send("snapshots", aggregate_id,
-                               envelope(SnapshotRecord, snapshot, aggregate_id), partition=partition)
-        self.appender.flush()
+            sent.append(self.appender.send("snapshots", aggregate_id,
+                                           envelope(SnapshotRecord, snapshot, aggregate_id), partition=partition))
+        try:
+            for future in sent:
+                future.get(timeout=30)
+        except Exception as exc:  # noqa: BLE001 - any failed snapshot is handled the same way
+            log.error("partition %d: a snapshot was not written (%s): no checkpoint marker; the next "
+                      "checkpoint tries again", partition, exc)
+            self.dirty[partition] = {**dirty, **self.dirty.get(partition, {})}
+            return
         self.crash.passing("mid-checkpoint")
+        covers = self.covers.setdefault(partition, {})
+        covers.update(dirty)
         marker = Snapshot(aggregate_type=CHECKPOINT, events_partition=partition,
-                          events_offset=self.last_event_offset.get(partition, -1), state={}, claim=claim)
-        self.appender.append("snapshots", f"{CHECKPOINT}/{partition}",
-                             envelope(SnapshotRecord, marker, f"{CHECKPOINT}/{partition}"),
+                          events_offset=self.last_event_offset.get(partition, -1),
+                          state={COVERS: dict(covers)}, claim=claim)
+        self.appender.append("snapshots", checkpoint_key(partition, claim),
+                             envelope(SnapshotRecord, marker, checkpoint_key(partition, claim)),
                              partition=partition)
         self.since_checkpoint[partition] = 0
