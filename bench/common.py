@@ -2,13 +2,16 @@
 from __future__ import annotations
 
 import json
+import os
 import statistics
+import subprocess
 import sys
 import uuid
 from contextlib import contextmanager
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
 
 from infra.broker import EmbeddedBroker  # noqa: E402
 from infra.kafka import ensure_topics  # noqa: E402
@@ -29,6 +32,19 @@ def bench_settings(partitions: int = 4):
         made = Settings(kafka_bootstrap=broker.bootstrap, topic_prefix=prefix, partitions=partitions)
         ensure_topics(made)
         yield made
+
+
+def start_node(settings: Settings, log_path: Path) -> subprocess.Popen:
+    """A `stratos node` process on these settings, sharing the command partitions with any other
+    (its group), logging warnings to `log_path`; its state dir is the caller's (same secrets)."""
+    env = {**os.environ, "STRATOS_KAFKA_BOOTSTRAP": settings.kafka_bootstrap,
+           "STRATOS_TOPIC_PREFIX": settings.topic_prefix, "STRATOS_PARTITIONS": str(settings.partitions),
+           "STRATOS_REPLICATION_FACTOR": str(settings.replication_factor),
+           "STRATOS_STATE_DIR": str(Path(settings.state_dir).resolve()), "STRATOS_LOG_LEVEL": "WARNING"}
+    env.pop("STRATOS_NODE_PARTITIONS", None)
+    with open(log_path, "ab") as log:
+        return subprocess.Popen([sys.executable, "-m", "infra.cli", "node"], env=env, cwd=ROOT,
+                                stdout=log, stderr=subprocess.STDOUT)
 
 
 def median(values):

@@ -23,7 +23,7 @@ import time
 from collections import Counter
 from pathlib import Path
 
-from common import bench_settings, finish, median
+from common import bench_settings, finish, median, start_node
 
 from infra.commands_client import CommandClient
 from infra.eventlog import History, decode_log, read_history
@@ -32,7 +32,6 @@ from infra.node import partition_for
 from schemas import commands as C
 from schemas.domain import ClusterSpec, PartitionSpec
 
-ROOT = Path(__file__).resolve().parent.parent
 SESSION_TIMEOUT_S = 6.0
 
 
@@ -85,18 +84,12 @@ class Cluster:
     def __init__(self, settings, logs: Path) -> None:
         self.settings = settings
         self.logs = logs
-        self.env = {**os.environ, "STRATOS_KAFKA_BOOTSTRAP": settings.kafka_bootstrap,
-                    "STRATOS_TOPIC_PREFIX": settings.topic_prefix,
-                    "STRATOS_PARTITIONS": str(settings.partitions), "STRATOS_LOG_LEVEL": "WARNING"}
-        self.env.pop("STRATOS_NODE_PARTITIONS", None)
         self.nodes: dict[int, subprocess.Popen] = {}
         self.started = 0
 
     def start(self) -> int:
         self.started += 1
-        out = open(self.logs / f"node{self.started}.log", "wb")
-        node = subprocess.Popen([sys.executable, "-m", "infra.cli", "node"], env=self.env, cwd=ROOT,
-                                stdout=out, stderr=subprocess.STDOUT)
+        node = start_node(self.settings, self.logs / f"node{self.started}.log")
         self.nodes[node.pid] = node
         return node.pid
 
