@@ -496,7 +496,11 @@ class Node:
         marker = Snapshot(aggregate_type=CHECKPOINT, events_partition=partition,
                           events_offset=self.last_event_offset.get(partition, -1),
                           state={COVERS: dict(covers)}, claim=claim)
-        self.appender.append("snapshots", checkpoint_key(partition, claim),
-                             envelope(SnapshotRecord, marker, checkpoint_key(partition, claim)),
-                             partition=partition)
+        try:
+            self.appender.append("snapshots", checkpoint_key(partition, claim),
+                                 envelope(SnapshotRecord, marker, checkpoint_key(partition, claim)),
+                                 partition=partition)
+        except Exception as exc:  # noqa: BLE001 - too large a manifest, or the broker: the same either way
+            log.error("partition %d: checkpoint marker not written (%s): rebuilds start from an "
+                      "earlier checkpoint", partition, exc)
         self.since_checkpoint[partition] = 0
