@@ -301,6 +301,7 @@ class Node:
             consumer.assign(static)
             consumer.pause(*static)
             self.assignments.put((set(self.settings.node_partitions), -1))
+            self.take_assignment(consumer)
         else:
             consumer.subscribe([topic], listener=_Rebalance(self, consumer))
         try:
