@@ -1,9 +1,9 @@
 """The agents of the health app: short loops that hand records to ``streams.health_state``.
 
-On partition assignment the worker accepts one window of warm-up, as Stratos's CEP did after
-a restart: windows start empty and fill from the records read from the committed offsets on.
-Re-reading the last window would need offsets-for-times, which this broker does not answer
-reliably (ARCHITECTURE.md). The cluster views are rebuilt in full from the events topic.
+On partition assignment the worker reads each health partition it gains from the first record
+of the last window (offsets-for-times), so that after a restart or a takeover the windows hold
+what they held before and no decision waits a window of warm-up. The cluster views are rebuilt
+in full from the events topic.
 
 No record and no cluster stops an agent: invalid health records go to dead letters, invalid
 events are skipped (``infra.health.views``), and a hop that fails for one cluster or one send
@@ -22,7 +22,9 @@ from pydantic import BaseModel
 from infra.auth.signing import Signer, Verifier
 from infra.health import HEALTH_GROUP
 from infra.health.app import HealthService
-from infra.kafka import GROUP_TIMINGS, ce_headers, decode, decode_key, encode, envelope, rejection_reason
+from infra.kafka import (GROUP_TIMINGS, ce_headers, decode, decode_key, encode, envelope, partitions_of,
+                         rejection_reason)
+from infra.settings import Settings
 from schemas.envelope import Envelope
 from schemas.records import CommandRecord, HealthRecord
 
@@ -55,18 +57,16 @@ def register(service: HealthService) -> None:
                                     fetch_max_wait_ms=service.settings.fetch_wait_ms)
         await consumer.start()
         try:
-            tps = await _assign_all(consumer, service.settings.topic("events"))
+            tps = await _assign_all(consumer, service.settings, "events")
             ends = await consumer.end_offsets(tps)
-            behind = {tp for tp, end in ends.items() if end > 0}
+            behind = set(tps)
             while True:
+                behind = {tp for tp in behind if await consumer.position(tp) < ends[tp]}
                 if not behind:
                     service.views_ready.set()
-                for tp, records in (await consumer.getmany(timeout_ms=1000, max_records=EVENTS_BATCH)).items():
+                for records in (await consumer.getmany(timeout_ms=1000, max_records=EVENTS_BATCH)).values():
                     for raw in records:
                         views.feed(raw.partition, raw.offset, raw.value)
-                    # Tansu reports a partition's end as its last batch's base offset + 1
-                    if records and records[-1].offset + 1 >= ends[tp]:
-                        behind.discard(tp)
                 await asyncio.sleep(0)  # a long backlog never holds the loop (heartbeats)
         finally:
             await consumer.stop()
@@ -85,7 +85,7 @@ def register(service: HealthService) -> None:
             enable_auto_commit=False, auto_offset_reset="earliest", fetch_max_bytes=16 << 20,
             fetch_max_wait_ms=min(service.settings.fetch_wait_ms, HEALTH_FETCH_WAIT_MS),
             **GROUP_TIMINGS)
-        consumer.subscribe([service.settings.topic("health")], listener=_KeepPartitions(service))
+        consumer.subscribe([service.settings.topic("health")], listener=_KeepPartitions(service, consumer))
         await consumer.start()
         try:
             while True:
@@ -123,22 +123,47 @@ def register(service: HealthService) -> None:
 
 
 class _KeepPartitions(ConsumerRebalanceListener):
-    """A rebalance: forget the clusters of health partitions this worker no longer owns."""
+    """A rebalance: forget the clusters of health partitions this worker no longer owns, and
+    fill the windows of those it gains with their last window of records."""
 
-    def __init__(self, service: HealthService) -> None:
+    def __init__(self, service: HealthService, consumer: AIOKafkaConsumer) -> None:
         self.service = service
+        self.consumer = consumer
+        self.held: set[TopicPartition] = set()
 
     async def on_partitions_revoked(self, revoked) -> None:
         pass
 
     async def on_partitions_assigned(self, assigned) -> None:
         self.service.book.keep_partitions({tp.partition for tp in assigned})
-        self.service.reading.set()
+        gained = set(assigned) - self.held  # the windows of those kept are whole already
+        self.held = set(assigned)
+        try:  # should it fail (aiokafka logs it), they are read from the committed offsets
+            if gained:
+                await _rewind_one_window(self.consumer, gained, self.service.settings.health_window_seconds)
+        finally:
+            self.service.reading.set()
+
+
+async def _rewind_one_window(consumer: AIOKafkaConsumer, partitions: set[TopicPartition],
+                             window_seconds: float) -> None:
+    """Read each partition from its first record of the last window, or from its committed
+    offset if that is earlier (records nobody read yet are still read: the invalid ones go to
+    dead letters). Where every record is older than a window, from the committed offset, or
+    from the end without one: a new group does not fold the whole topic."""
+    ends = await consumer.end_offsets(list(partitions))  # before the times: no record falls between
+    since = await consumer.offsets_for_times(
+        {tp: int((time.time() - window_seconds) * 1000) for tp in partitions})
+    for tp in partitions:
+        window_start = since[tp].offset if since.get(tp) is not None else ends[tp]
+        committed = await consumer.committed(tp)
+        consumer.seek(tp, window_start if committed is None else min(window_start, committed))
 
 
 async def _commit(consumer: AIOKafkaConsumer, offsets: dict) -> None:
     """Commit what was windowed; a commit lost to a rebalance means those records are read
-    again by the next owner, which a window of warm-up absorbs."""
+    again: by a new owner into empty windows, by this worker if it keeps the partition (counted
+    twice until they leave the window)."""
     try:
         await consumer.commit(offsets)
     except (CommitFailedError, IllegalStateError) as exc:
@@ -157,12 +182,12 @@ async def _send(topic, signer: Signer, kind: str, record_type: type[Envelope], p
         log.exception("sending %s for %s failed", payload.type, key)  # type: ignore[attr-defined]
 
 
-async def _assign_all(consumer: AIOKafkaConsumer, topic: str) -> list[TopicPartition]:
-    """Every partition of the topic, assigned and positioned at its beginning."""
-    while not (partitions := consumer.partitions_for_topic(topic)):
-        await consumer.topics()  # refreshes the metadata
-        await asyncio.sleep(0.1)
-    tps = [TopicPartition(topic, p) for p in sorted(partitions)]
+async def _assign_all(consumer: AIOKafkaConsumer, settings: Settings, kind: str) -> list[TopicPartition]:
+    """Every partition of the topic, assigned and positioned at its beginning. The count comes
+    from kafka-python: aiokafka's metadata holds only the topics it reads (it starts with a
+    request for no topic, which Kafka answers with none)."""
+    count = await asyncio.get_running_loop().run_in_executor(None, partitions_of, settings, kind)
+    tps = [TopicPartition(settings.topic(kind), p) for p in range(count)]
     consumer.assign(tps)
     await consumer.seek_to_beginning(*tps)
     return tps

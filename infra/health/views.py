@@ -3,7 +3,7 @@
 Each cluster's state is folded by ``actors.runtime.Tracked.fold_commit``, the node's own fold
 (the cluster's ``apply``, repeats skipped), from the commits ``infra.eventlog.History`` says are
 history; the view the windows read is derived from that state (``streams.health_state.view_of``)
-after each commit. Every events partition is read from offset 0, without a group.
+after each commit. Every events partition is read from its beginning, without a group.
 """
 from __future__ import annotations
 
