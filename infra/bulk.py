@@ -16,30 +16,29 @@ from infra.settings import Settings
 
 _DONE = object()
 BULK_FETCH_WAIT_MS = 20
-"""How long the broker may hold a fetch: a bulk read wants what is there now. At the default
-(500 ms) Tansu held every read of a partition's tail that long: each rebuild of a partition
-(snapshots, then events) cost a second of waiting."""
+"""How long the broker may hold a fetch: a bulk read wants what is there now, and a fetch of a
+partition's tail waits its whole wait when nothing more comes."""
 
 
 async def _produce_batches(settings: Settings, topic: str, partition: int, start: int,
                            out: queue.Queue, stop: threading.Event, row=None) -> None:
     consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, group_id=None,
-                                enable_auto_commit=False, fetch_max_bytes=64 << 20,
+                                enable_auto_commit=False, auto_offset_reset="earliest", fetch_max_bytes=64 << 20,
                                 max_partition_fetch_bytes=32 << 20, fetch_max_wait_ms=BULK_FETCH_WAIT_MS)
     await consumer.start()
     try:
         tp = TopicPartition(topic, partition)
         consumer.assign([tp])
         end = (await consumer.end_offsets([tp]))[tp]
-        if start >= end:
-            return
-        consumer.seek(tp, start)
-        position = start
-        while position < end and not stop.is_set():
+        beginning = (await consumer.beginning_offsets([tp]))[tp]
+        # should retention move the beginning past it meanwhile, "earliest" goes to the new one
+        consumer.seek(tp, max(start, beginning))
+        # the position, not the last record's offset + 1: it also passes transaction markers
+        # and records compacted away, which end offsets count
+        while await consumer.position(tp) < end and not stop.is_set():
             batch = await consumer.getmany(tp, timeout_ms=500, max_records=20_000)
             records = batch.get(tp, [])
             if records:
-                position = records[-1].offset + 1
                 out.put([(r.offset, r.key, r.value) for r in records] if row is None
                         else [row(r) for r in records])
     finally:
@@ -48,10 +47,8 @@ async def _produce_batches(settings: Settings, topic: str, partition: int, start
 
 def iter_partition(settings: Settings, topic_kind: str, partition: int, start: int = 0
                    ) -> Iterator[tuple[int, bytes | None, bytes]]:
-    """(offset, key, value) of one partition from `start` to its end as it is now.
-
-    Tansu 0.6 reports a partition's end offset as the last *batch*'s base offset + 1, so the
-    whole batch that holds the reported end is read too (Kafka hands out whole batches)."""
+    """(offset, key, value) of one partition from `start` (or from its beginning, if retention
+    deleted the records before `start`) to its end as it is now."""
     for batch in iter_batches(settings, topic_kind, partition, start):
         yield from batch
 
