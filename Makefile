@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 KAFKA_LIBS := $(VENV)/kafka/libs
 
-.PHONY: install browser haproxy run test unit bench clean
+.PHONY: install browser haproxy run test unit bench docs clean
 
 install: $(VENV)/.installed
 
@@ -37,14 +37,27 @@ run: install
 
 # three workers, one test file each at a time: most tests wait on a broker, a process or a
 # browser, so two cores run three files at once (each worker has its own embedded broker)
-test: install browser haproxy
+test: install browser haproxy docs
 	$(BIN)/python -m pytest -q -n 3 --dist loadfile
 
 unit: install
 	$(BIN)/python -m pytest -q -m "not integration"
 
+# every benchmark (slow); each one's last stdout line, a JSON object, stamped with the date and
+# commit into bench/results/<name>.json (its whole output in bench/results/<name>.out, not in git);
+# `make docs` renders them on the Benchmarks page
 bench: install
-	for b in bench/*.py; do $(BIN)/python $$b || exit 1; done
+	@mkdir -p bench/results
+	@for b in bench/*.py; do n=$$(basename $$b .py); [ $$n = common ] && continue; echo "== $$b"; \
+		$(BIN)/python $$b | tee bench/results/$$n.out; \
+		tail -n 1 bench/results/$$n.out | $(BIN)/python docs/gen_benchmarks.py stamp > bench/results/$$n.json.new \
+			&& mv bench/results/$$n.json.new bench/results/$$n.json \
+			|| { rm -f bench/results/$$n.json.new; echo "$$b: no result line (bench/results/$$n.out)" >&2; exit 1; }; \
+	done
+
+# the documentation site into site/: the reference pages generated from the code, then MkDocs
+docs: install
+	$(BIN)/python docs/gen_reference.py && $(BIN)/mkdocs build --strict
 
 clean:
 	rm -rf $(VENV) .pytest_cache build *.egg-info
