@@ -9,6 +9,7 @@ import asyncio
 import gc
 import logging
 from contextlib import asynccontextmanager
+from pathlib import Path
 
 import anyio
 
@@ -16,6 +17,7 @@ from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from fastapi.security import HTTPBasicCredentials
+from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -38,6 +40,8 @@ from infra.settings import Settings
 
 log = logging.getLogger(__name__)
 WRITE_THREADS = 256
+DOCS_SITE = Path(__file__).resolve().parents[2] / "site"
+"""The documentation site `make docs` builds (served at /docs, the console's "Docs" link)."""
 
 
 class ConfigurationError(RuntimeError):
@@ -168,4 +172,6 @@ def create_app(settings: Settings, *, demo: bool = False, read_model: ReadModel 
     app.include_router(mock_iaas_router)
     app.include_router(console_router)
     app.include_router(metadata_router)  # Stratos's /metadata/api, beside /api
+    if DOCS_SITE.is_dir():  # only in a checkout where `make docs` ran: static pages, no login
+        app.mount("/docs", StaticFiles(directory=DOCS_SITE, html=True), name="docs")
     return app

@@ -429,4 +429,6 @@ document.addEventListener("DOMContentLoaded", () => {
     if (row) selectMember(row.dataset.member);
   });
   if (token) start(); else showLogin();
+  // the documentation site is served at /docs once `make docs` has built it: link it only then
+  fetch("/docs/index.html", {method: "HEAD"}).then((r) => { $("#docs").hidden = !r.ok; }, () => {});
 });
