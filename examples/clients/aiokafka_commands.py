@@ -33,10 +33,7 @@ async def run(args, commands):
     producer = AIOKafkaProducer(bootstrap_servers=args.bootstrap, acks="all")
     await producer.start()
     try:
-        found = consumer.partitions_for_topic(replies_topic)
-        if not found:
-            await consumer.topics()  # refreshes the metadata
-            found = consumer.partitions_for_topic(replies_topic) or ()
+        found = await producer.partitions_for(replies_topic)  # asks the broker for this topic's metadata
         partitions = [TopicPartition(replies_topic, p) for p in sorted(found)]
         consumer.assign(partitions)
         await consumer.seek_to_end(*partitions)
