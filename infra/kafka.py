@@ -294,7 +294,18 @@ def rejection_reason(exc: Exception) -> str:
 
 class Appender:
     """Appends envelopes keyed by aggregate (idempotent producer, acks=all), each with its
-    CloudEvents headers; `source` names the writing part (`ce_source`: /stratos-es/<source>)."""
+    CloudEvents headers; `source` names the writing part (`ce_source`: /stratos-es/<source>).
+
+    A send outlives a broker's loss. Until a dead leader's partitions have moved (its broker is
+    fenced after 4 s; losing the active controller adds an election) every attempt fails with a
+    connection error or NotLeaderForPartition, 100 ms apart: a retry count could be spent within
+    seconds, so retries are unlimited and bounded in time instead. The delivery timeout stays
+    below the 30 s callers wait, so that a send they give up on has failed in the producer too
+    rather than landing later; the request timeout bounds one attempt held by a leader waiting
+    for a dead follower. Idempotence writes each retried record once, in order."""
+
+    DELIVERY_TIMEOUT_MS = 25_000
+    REQUEST_TIMEOUT_MS = 10_000
 
     def __init__(self, settings: Settings, source: str = "platform", signer=PLATFORM_SIGNER, **overrides) -> None:
         self.settings = settings
@@ -304,7 +315,8 @@ class Appender:
         an instance passes its member signer; None sends unsigned (refused where it matters)."""
         options = dict(
             bootstrap_servers=settings.kafka_bootstrap, acks="all", enable_idempotence=True,
-            linger_ms=2, max_in_flight_requests_per_connection=5, retries=10,
+            linger_ms=2, max_in_flight_requests_per_connection=5, retries=float("inf"),
+            delivery_timeout_ms=self.DELIVERY_TIMEOUT_MS, request_timeout_ms=self.REQUEST_TIMEOUT_MS,
         )
         options.update(overrides)
         self.producer = KafkaProducer(**options)
