@@ -486,9 +486,11 @@ def topic_kind_of(settings: Settings, topic: str) -> str:
 
 
 GROUP_TIMINGS = dict(session_timeout_ms=6_000, heartbeat_interval_ms=2_000, max_poll_interval_ms=10_000)
-"""Every group member of the platform (kafka-python, aiokafka, faust): this broker hangs group
-joins with long rebalance timeouts (ARCHITECTURE.md), so sessions are short; a heartbeat every
-2 s is a third of the session, as Kafka advises (at 1 s an idle member cost twice the CPU)."""
+"""Every group member of the platform (kafka-python, aiokafka, faust). A member that dies without
+leaving is noticed after 6 s; a heartbeat every 2 s is a third of the session, as Kafka advises
+(at 1 s an idle member cost twice the CPU). The poll interval is also the rebalance timeout
+(how long a join waits for a member that stopped polling): 10 s is ample because a loop's batch
+is bounded (`max_poll_records`) and a node's takeover rebuilds run beside its loop, not in it."""
 IDLE_POLL_MS = 2000
 """How long a follower's loop blocks in `poll` when nothing arrives. Records are returned the
 moment they are fetched, so this bounds only how soon a loop sees its stop flag; each wake-up of
@@ -496,7 +498,7 @@ an idle kafka-python consumer costs CPU (~1 % of a core at 100 ms, ~0.1 % at 1 s
 
 
 def group_consumer(settings: Settings, group_id: str, topic_kinds: list[str], **overrides) -> KafkaConsumer:
-    """A consumer in a group, tuned for this broker: short rebalance and poll intervals.
+    """A consumer in a group, with the platform's group timings (`GROUP_TIMINGS`).
 
     The group id carries the topic prefix (`stratos.nodes`): platforms that share a Kafka
     cluster under different prefixes never share, or wait on, each other's groups."""

@@ -42,7 +42,7 @@ class HealthService:
     records are read only then (else their clusters would look unknown)."""
     reading: threading.Event = field(default_factory=threading.Event)
     """Set once the health reader holds its partitions (its group joined): load started before
-    that waits for the join, seconds on this broker."""
+    that waits for the join (a few seconds: the group's first rebalance)."""
 
     @property
     def clusters(self) -> dict[str, ClusterView]:
