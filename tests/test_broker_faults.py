@@ -59,6 +59,11 @@ def answered(client: CommandClient) -> set[str]:
         return set(client.replies)
 
 
+def await_node(client: CommandClient) -> None:
+    """Until the node answers (it has claimed its partitions): the burst then meets a working node."""
+    assert isinstance(client.call(*network_partition(-1), timeout=90), CommandAccepted)
+
+
 def commits_per_command(settings: Settings) -> Counter:
     return Counter(commit.causation_id for _p, _o, commit in read_history(settings))
 
@@ -81,6 +86,7 @@ def test_one_broker_killed_mid_burst_and_restarted_on_its_data_keeps_what_was_an
         return set(sender.sent) <= answered(client)
 
     try:
+        await_node(client)
         sender = SteadySender(client, count=200, interval=0.01)
         sender.start()
         wait_until(lambda: len(answered(client)) >= 50, timeout=90, message="50 replies")
@@ -113,6 +119,7 @@ def test_one_of_three_brokers_killed_every_command_answered_once(tmp_path, victi
         node = start_node(settings)
         client = CommandClient(settings)
         try:
+            await_node(client)
             sender = SteadySender(client, count=300, interval=0.02)
             sender.start()
             wait_until(lambda: len(answered(client)) >= 100, timeout=90, message="100 replies")
