@@ -1,4 +1,5 @@
-"""What a cluster does with a ``ScaleCluster`` request (REFERENCE.md §4): a pure plan.
+"""What a cluster does with a ``ScaleCluster`` request (Stratos 4.1's autoscaler; docs/operators/autoscaler.md):
+a pure plan.
 
 The streams side says how many members the cluster *requires*; only the cluster knows its
 members, so min/max, pending members, partitions and the scale-down counter are applied here.
@@ -23,10 +24,11 @@ Rules, first match wins:
    were both 1; with min >= 1 all that branch could do there was be refused by its min check
    (while bumping the counter), so here it is simply Stable.
 """
+
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 from actors.partitions import (
     ONE_AFTER_ANOTHER,

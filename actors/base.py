@@ -4,12 +4,13 @@ Each aggregate module exposes `initial(aggregate_id)`, `decide(state, command, c
 events (or raising `Rejection`) and `apply(state, event)` returning the next state. They are
 pure: the clock and the id generator come in through `Context`.
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from pydantic import BaseModel, ConfigDict
 
@@ -51,7 +52,7 @@ class Context:
 M = TypeVar("M", bound=BaseModel)
 
 
-def evolve(model: M, changes: dict) -> M:
+def evolve(model: M, changes: dict[str, Any]) -> M:
     """A copy of a frozen model with some fields changed, without re-validation.
 
     `apply` runs once per event on replay; pydantic's `model_copy` deep-copies its private
@@ -64,7 +65,7 @@ def evolve(model: M, changes: dict) -> M:
     return new
 
 
-def built(cls: type[M], fields: dict) -> M:
+def built(cls: type[M], fields: dict[str, Any]) -> M:
     """A model from already validated parts, every field given: pydantic's `model_construct`
     without its per-field default handling, which costs ~20 µs a record (the commit, event and
     health records of every decision are built this way on the node and in the simulator)."""

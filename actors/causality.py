@@ -5,6 +5,7 @@ its decision handled, a reaction command the event it reacts to, a ScaleCluster 
 sample of its window, a cloud controller's report the event it acted on. These walks are pure:
 `lookup` and `children` come from whatever index the caller has (the CLI's, a test's dict).
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
@@ -32,8 +33,9 @@ def causes(lookup: Callable[[str], Link | None], record_id: str) -> tuple[list[L
     return chain, None
 
 
-def effects(children: Callable[[str], list[Link]], record_id: str, max_depth: int = MAX_DEPTH,
-            max_records: int = 500) -> dict[str, Any]:
+def effects(
+    children: Callable[[str], list[Link]], record_id: str, max_depth: int = MAX_DEPTH, max_records: int = 500
+) -> dict[str, Any]:
     """What a record led to, as a tree `{"id", "link", "effects": [...]}` (breadth-bounded:
     `truncated` says when the bound cut it)."""
     budget = [max_records]
@@ -49,6 +51,6 @@ def effects(children: Callable[[str], list[Link]], record_id: str, max_depth: in
             grown.append({"id": child["id"], "link": dict(child), "effects": grow(child["id"], depth + 1)})
         return grown
 
-    tree = {"id": record_id, "effects": grow(record_id, 0)}
+    tree: dict[str, Any] = {"id": record_id, "effects": grow(record_id, 0)}
     tree["truncated"] = budget[0] <= 0
     return tree

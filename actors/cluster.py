@@ -3,10 +3,13 @@
 Every rule about counts lives here or in `actors.autoscale` (pure): the cluster is the single
 writer of its members' events, so active / pending / terminating counts are exact.
 """
+
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from datetime import datetime
+from typing import Any
 
 from pydantic import BaseModel
 
@@ -17,20 +20,24 @@ from actors.member import MemberState, check_move
 from actors.partitions import PartitionState, choose_member_to_remove, choose_partitions_for_spawn
 from schemas import app_scaling as X
 from schemas import commands as C
-from schemas.base import without_secrets
 from schemas import events as E
+from schemas.base import without_secrets
 from schemas.domain import ClusterSpec, ClusterStatus, PartitionSpec
 from schemas.domain import MemberStatus as S
 
 AGENT_STATUS = {
-    "Started": S.STARTING, "Activated": S.ACTIVE,
-    "MaintenanceMode": S.IN_MAINTENANCE, "ReadyToShutdown": S.READY_TO_SHUTDOWN,
+    "Started": S.STARTING,
+    "Activated": S.ACTIVE,
+    "MaintenanceMode": S.IN_MAINTENANCE,
+    "ReadyToShutdown": S.READY_TO_SHUTDOWN,
 }
 DEPENDENT = "dependent"
 """The metric word of a requirement that comes from a scaling dependent, not from health."""
 STATUS_EVENT = {
-    S.STARTING: E.MemberStarting, S.ACTIVE: E.MemberActivated,
-    S.IN_MAINTENANCE: E.MemberInMaintenance, S.READY_TO_SHUTDOWN: E.MemberReadyToShutdown,
+    S.STARTING: E.MemberStarting,
+    S.ACTIVE: E.MemberActivated,
+    S.IN_MAINTENANCE: E.MemberInMaintenance,
+    S.READY_TO_SHUTDOWN: E.MemberReadyToShutdown,
 }
 
 
@@ -59,8 +66,10 @@ class ClusterState(State):
 
     @property
     def per_instance(self) -> tuple[int, int]:
-        return (self.min if self.base_min is None else self.base_min,
-                self.max if self.base_max is None else self.base_max)
+        return (
+            self.min if self.base_min is None else self.base_min,
+            self.max if self.base_max is None else self.base_max,
+        )
 
     @property
     def cluster_instances(self) -> tuple[str, ...]:
@@ -82,8 +91,18 @@ class ClusterState(State):
                 slot[2] += 1
         maxima = I.partition_maxima(self.spec.partitions, self.per_instance[1], self.cluster_instances)
         order = I.network_partitions_of(self.spec.partitions)
-        return [PartitionState(p.id, maxima[p.id], *counts[p.id], tier=order.index(p.network_partition_id))
-                for p in self.spec.partitions if maxima[p.id] or any(counts[p.id])]
+        return [
+            PartitionState(
+                p.id,
+                maxima[p.id],
+                active=counts[p.id][0],
+                pending=counts[p.id][1],
+                terminating=counts[p.id][2],
+                tier=order.index(p.network_partition_id),
+            )
+            for p in self.spec.partitions
+            if maxima[p.id] or any(counts[p.id])
+        ]
 
     @property
     def active(self) -> int:
@@ -98,25 +117,35 @@ def initial(aggregate_id: str) -> ClusterState:
     return ClusterState(aggregate_id=aggregate_id)
 
 
-def _spawn(state: ClusterState, partition_ids: list[str] | tuple[str, ...], ctx: Context,
-           reason: str) -> list[BaseModel]:
+def _spawn(
+    state: ClusterState, partition_ids: list[str] | tuple[str, ...], ctx: Context, reason: str
+) -> list[BaseModel]:
     spec = state.spec
     assert spec is not None
     by_id = {p.id: p for p in spec.partitions}
     events: list[BaseModel] = []
     for pid in partition_ids:
         part = by_id[pid]
-        events.append(E.MemberSpawnRequested(
-            member_id=f"{spec.alias}.{ctx.new_id()}", cluster_id=spec.cluster_id,
-            application_id=spec.application_id, cartridge_type=spec.cartridge_type,
-            category=spec.category, network_partition_id=part.network_partition_id, partition_id=pid,
-            provider=part.provider, iaas=with_partition(without_secrets(spec.iaas.get(part.provider, {})), part),
-            ports=spec.ports,
-            repo_url=spec.repo_url, reason=reason))
+        events.append(
+            E.MemberSpawnRequested(
+                member_id=f"{spec.alias}.{ctx.new_id()}",
+                cluster_id=spec.cluster_id,
+                application_id=spec.application_id,
+                cartridge_type=spec.cartridge_type,
+                category=spec.category,
+                network_partition_id=part.network_partition_id,
+                partition_id=pid,
+                provider=part.provider,
+                iaas=with_partition(without_secrets(spec.iaas.get(part.provider, {})), part),
+                ports=spec.ports,
+                repo_url=spec.repo_url,
+                reason=reason,
+            )
+        )
     return events
 
 
-def with_partition(iaas: dict, partition: PartitionSpec) -> dict:
+def with_partition(iaas: dict[str, Any], partition: PartitionSpec) -> dict[str, Any]:
     """The cartridge's iaasProvider entry for a member of `partition`: the partition's properties
     (region, zone, a Kubernetes cluster's master...) over the entry's own, as Stratos did."""
     if not partition.properties:
@@ -128,8 +157,11 @@ def with_partition(iaas: dict, partition: PartitionSpec) -> dict:
 def _terminate(state: ClusterState, member: MemberState, reason: str, graceful: bool = True) -> BaseModel:
     assert state.spec is not None
     return E.MemberTerminationRequested(
-        member_id=member.member_id, cluster_id=state.spec.cluster_id,
-        graceful=graceful and member.status == S.ACTIVE, reason=reason)
+        member_id=member.member_id,
+        cluster_id=state.spec.cluster_id,
+        graceful=graceful and member.status == S.ACTIVE,
+        reason=reason,
+    )
 
 
 def _min_rule(state: ClusterState, ctx: Context) -> list[BaseModel]:
@@ -161,14 +193,21 @@ def _status_after(before: ClusterState, after: ClusterState) -> list[BaseModel]:
     app = after.spec.application_id
     live = [m for m in after.members.values() if m.status != S.TERMINATED]
     if after.status == ClusterStatus.TERMINATING and not live:
-        return [E.ClusterTerminated(application_id=app),
-                E.ClusterStatusChanged(application_id=app, status=ClusterStatus.TERMINATED.value)]
+        return [
+            E.ClusterTerminated(application_id=app),
+            E.ClusterStatusChanged(application_id=app, status=ClusterStatus.TERMINATED.value),
+        ]
     if after.status in (ClusterStatus.CREATED, ClusterStatus.INACTIVE) and after.active >= after.min:
         return [E.ClusterStatusChanged(application_id=app, status=ClusterStatus.ACTIVE.value)]
     if after.status == ClusterStatus.ACTIVE and after.active < min(after.min, before.active):
         # a member lost below min (a raised min or a new cluster instance is not a fault)
-        return [E.ClusterStatusChanged(application_id=app, status=ClusterStatus.INACTIVE.value,
-                                       reason=f"{after.active} active members, min {after.min}")]
+        return [
+            E.ClusterStatusChanged(
+                application_id=app,
+                status=ClusterStatus.INACTIVE.value,
+                reason=f"{after.active} active members, min {after.min}",
+            )
+        ]
     return []
 
 
@@ -199,8 +238,9 @@ def decide(state: ClusterState, command: BaseModel, ctx: Context) -> list[BaseMo
         if state.exists and state.status != ClusterStatus.TERMINATED:  # a Terminated one starts afresh
             if state.spec == command.spec:
                 return []
-            raise Rejection(f"cluster {command.spec.cluster_id!r} already exists", code=409,
-                            field=command.spec.cluster_id)
+            raise Rejection(
+                f"cluster {command.spec.cluster_id!r} already exists", code=409, field=command.spec.cluster_id
+            )
         return _with_consequences(state, [E.ClusterCreated(spec=command.spec)], ctx)
     if not state.exists or state.spec is None:
         raise not_found("cluster", state.aggregate_id)
@@ -216,12 +256,15 @@ def decide(state: ClusterState, command: BaseModel, ctx: Context) -> list[BaseMo
     if isinstance(command, C.TerminateCluster):
         if state.status in (ClusterStatus.TERMINATING, ClusterStatus.TERMINATED):
             return []
-        events: list[BaseModel] = [E.ClusterTerminating(application_id=spec.application_id, force=command.force),
-                                   E.ClusterStatusChanged(application_id=spec.application_id,
-                                                          status=ClusterStatus.TERMINATING.value)]
-        events += [_terminate(state, m, "cluster terminating", graceful=not command.force)
-                   for m in state.members.values()
-                   if m.status != S.TERMINATED and m.termination_requested_at is None]
+        events: list[BaseModel] = [
+            E.ClusterTerminating(application_id=spec.application_id, force=command.force),
+            E.ClusterStatusChanged(application_id=spec.application_id, status=ClusterStatus.TERMINATING.value),
+        ]
+        events += [
+            _terminate(state, m, "cluster terminating", graceful=not command.force)
+            for m in state.members.values()
+            if m.status != S.TERMINATED and m.termination_requested_at is None
+        ]
         return _with_consequences(state, events, ctx)
     if isinstance(command, C.CheckTimeouts):
         return _with_consequences(state, _timeouts(state, ctx), ctx)
@@ -230,15 +273,22 @@ def decide(state: ClusterState, command: BaseModel, ctx: Context) -> list[BaseMo
     mid = member.member_id
     if isinstance(command, C.ReportNodeCreated):
         check_move(mid, member.status, S.INITIALIZED)
-        return [E.MemberInitialized(member_id=mid, cluster_id=cid, node_id=command.node_id,
-                                    private_ip=command.private_ip, public_ip=command.public_ip,
-                                    ports=command.ports)]
+        return [
+            E.MemberInitialized(
+                member_id=mid,
+                cluster_id=cid,
+                node_id=command.node_id,
+                private_ip=command.private_ip,
+                public_ip=command.public_ip,
+                ports=command.ports,
+            )
+        ]
     if isinstance(command, C.ReportNodeStartFailed):
-        failed = E.MemberStartFailed(member_id=mid, cluster_id=cid, reason=command.reason,
-                                     attempt=command.attempt)
+        failed = E.MemberStartFailed(member_id=mid, cluster_id=cid, reason=command.reason, attempt=command.attempt)
         if command.final or command.attempt >= ctx.timeouts.start_attempts:
-            gone = E.MemberTerminated(member_id=mid, cluster_id=cid,
-                                      reason=f"start failed {command.attempt} times: {command.reason}")
+            gone = E.MemberTerminated(
+                member_id=mid, cluster_id=cid, reason=f"start failed {command.attempt} times: {command.reason}"
+            )
             return _with_consequences(state, [failed, gone], ctx)
         return [failed]
     if isinstance(command, C.ReportInstanceStatus):
@@ -253,9 +303,14 @@ def decide(state: ClusterState, command: BaseModel, ctx: Context) -> list[BaseMo
     if isinstance(command, C.ReportMemberFault):
         if member.obsolete_since is not None:
             return []
-        return _with_consequences(state, [
-            E.MemberObsoleted(member_id=mid, cluster_id=cid, reason=f"fault: {command.reason}"),
-            _terminate(state, member, f"fault: {command.reason}", graceful=False)], ctx)
+        return _with_consequences(
+            state,
+            [
+                E.MemberObsoleted(member_id=mid, cluster_id=cid, reason=f"fault: {command.reason}"),
+                _terminate(state, member, f"fault: {command.reason}", graceful=False),
+            ],
+            ctx,
+        )
     if isinstance(command, C.TerminateMember):
         if member.termination_requested_at is not None:
             return []
@@ -272,15 +327,22 @@ def _timeouts(state: ClusterState, ctx: Context) -> list[BaseModel]:
             continue
         if m.obsolete_since is not None:
             if (ctx.now - m.obsolete_since).total_seconds() > t.obsolete_seconds:
-                events.append(E.MemberTerminated(member_id=m.member_id, cluster_id=cid,
-                                                 reason="obsolete timeout: forced termination"))
+                events.append(
+                    E.MemberTerminated(
+                        member_id=m.member_id, cluster_id=cid, reason="obsolete timeout: forced termination"
+                    )
+                )
         elif m.termination_requested_at is not None:
             if (ctx.now - m.termination_requested_at).total_seconds() > t.termination_seconds:
-                events += [E.MemberObsoleted(member_id=m.member_id, cluster_id=cid, reason="termination timeout"),
-                           _terminate(state, m, "termination timeout", graceful=False)]
+                events += [
+                    E.MemberObsoleted(member_id=m.member_id, cluster_id=cid, reason="termination timeout"),
+                    _terminate(state, m, "termination timeout", graceful=False),
+                ]
         elif m.is_pending and (ctx.now - m.created_at).total_seconds() > t.pending_seconds:
-            events += [E.MemberObsoleted(member_id=m.member_id, cluster_id=cid, reason="pending timeout"),
-                       _terminate(state, m, "pending timeout", graceful=False)]
+            events += [
+                E.MemberObsoleted(member_id=m.member_id, cluster_id=cid, reason="pending timeout"),
+                _terminate(state, m, "pending timeout", graceful=False),
+            ]
     return events
 
 
@@ -295,8 +357,11 @@ def _announce(state: ClusterState, command: C.ScaleCluster) -> list[BaseModel]:
     factor = round(required / max(state.min, 1), 6)
     if factor == state.announced_factor:
         return []
-    return [E.DependentScalingRequested(factor=factor, required=required, min=state.min,
-                                        clusters=list(state.spec.scaling_dependents))]
+    return [
+        E.DependentScalingRequested(
+            factor=factor, required=required, min=state.min, clusters=list(state.spec.scaling_dependents)
+        )
+    ]
 
 
 def _scale_as_dependent(state: ClusterState, command: C.ScaleAsDependent, ctx: Context) -> list[BaseModel]:
@@ -306,11 +371,14 @@ def _scale_as_dependent(state: ClusterState, command: C.ScaleAsDependent, ctx: C
     required = min(state.max, math.ceil(command.factor * state.min - 1e-9))
     if state.dependent_floors.get(command.source_cluster_id) == required:
         return []
-    floor = E.DependentFloorChanged(source_cluster_id=command.source_cluster_id,
-                                    factor=command.factor, required=required)
-    scale = C.ScaleCluster(required=required, metric=DEPENDENT,
-                           reason=f"ScalingDependent: {command.source_cluster_id} scaled by "
-                                  f"factor {command.factor:g}")
+    floor = E.DependentFloorChanged(
+        source_cluster_id=command.source_cluster_id, factor=command.factor, required=required
+    )
+    scale = C.ScaleCluster(
+        required=required,
+        metric=DEPENDENT,
+        reason=f"ScalingDependent: {command.source_cluster_id} scaled by factor {command.factor:g}",
+    )
     return [floor, *_scale(apply(state, floor, ctx.now), scale, ctx)]
 
 
@@ -322,16 +390,23 @@ def _scale(state: ClusterState, command: C.ScaleCluster, ctx: Context) -> list[B
     announced = _announce(state, command)
     floor = max(state.dependent_floors.values(), default=0)
     required = max(command.required, floor)
-    figures = {**command.figures, "dependent_floor": float(floor)} if floor > command.required \
-        else command.figures
+    figures = {**command.figures, "dependent_floor": float(floor)} if floor > command.required else command.figures
     partitions = state.partition_states()
     plan = decide_scaling(
-        required, partitions,
-        ScalingPolicy(min=state.min, max=state.max, algorithm=state.spec.partition_algorithm,
-                      scale_down_after=state.spec.scale_down_after,
-                      stabilisation_seconds=state.spec.scale_down_stabilisation_seconds),
-        scale_down_requests=state.scale_down_requests, last_scale_up_at=state.last_scale_up_at,
-        last_scale_down_at=state.last_scale_down_at, now=now)
+        required,
+        partitions,
+        ScalingPolicy(
+            min=state.min,
+            max=state.max,
+            algorithm=state.spec.partition_algorithm,
+            scale_down_after=state.spec.scale_down_after,
+            stabilisation_seconds=state.spec.scale_down_stabilisation_seconds,
+        ),
+        scale_down_requests=state.scale_down_requests,
+        last_scale_up_at=state.last_scale_up_at,
+        last_scale_down_at=state.last_scale_down_at,
+        now=now,
+    )
     leave_from, spawn = plan.terminate_from, list(plan.spawn)
     (base_min, base_max), held = state.per_instance, state.cluster_instances
     if len(held) > 1:  # several cluster instances: min and max hold per network partition too
@@ -342,26 +417,38 @@ def _scale(state: ClusterState, command: C.ScaleCluster, ctx: Context) -> list[B
     leaving = _leaving(state, leave_from, command.member_load)
     demand = _demand(state, partitions, required, plan.past_max)
     decided = E.ScalingDecided(
-        network_partition_id=command.network_partition_id, required=required,
-        active=state.active, pending=state.pending, spawn=len(spawn), terminate=len(leaving),
-        scale_down_requests=plan.scale_down_requests, reason=plan.reason, metric=command.metric,
-        figures=figures)
-    if state.scale_down_requests == plan.scale_down_requests and not plan.spawn and not leaving \
-            and plan.reason in ("Stable", "AtMin"):
+        network_partition_id=command.network_partition_id,
+        required=required,
+        active=state.active,
+        pending=state.pending,
+        spawn=len(spawn),
+        terminate=len(leaving),
+        scale_down_requests=plan.scale_down_requests,
+        reason=plan.reason,
+        metric=command.metric,
+        figures=figures,
+    )
+    if (
+        state.scale_down_requests == plan.scale_down_requests
+        and not plan.spawn
+        and not leaving
+        and plan.reason in ("Stable", "AtMin")
+    ):
         return announced + demand  # nothing changes and nothing to explain beyond the previous decision
     events: list[BaseModel] = [*announced, decided, *demand, *_spawn(state, spawn, ctx, plan.reason)]
     events += [_terminate(state, m, plan.reason) for m in leaving]
     return _with_consequences(state, events, ctx)
 
 
-def _leaving(state: ClusterState, partition_ids, member_load: dict) -> list[MemberState]:
-    """One member per partition id: the one with the lowest load (REFERENCE.md §4)."""
+def _leaving(state: ClusterState, partition_ids: Iterable[str], member_load: dict[str, Any]) -> list[MemberState]:
+    """One member per partition id: the one with the lowest load (``choose_member_to_remove``)."""
     leaving: list[MemberState] = []
     for pid in partition_ids:
-        candidates = [(m.member_id, member_load.get(m.member_id), None)
-                      for m in state.members.values()
-                      if m.partition_id == pid and m.in_service and m.status != S.TERMINATED
-                      and m not in leaving]
+        candidates = [
+            (m.member_id, member_load.get(m.member_id), None)
+            for m in state.members.values()
+            if m.partition_id == pid and m.in_service and m.status != S.TERMINATED and m not in leaving
+        ]
         if candidates:
             chosen = choose_member_to_remove(candidates)
             leaving.append(state.members[chosen])
@@ -379,32 +466,32 @@ def decide_limits(state: ClusterState, command: BaseModel, ctx: Context) -> list
         if command.min > command.max:
             raise Rejection(f"min {command.min} is above max {command.max}", field="min")
         dependents = command.scaling_dependents
-        if (command.min, command.max) == state.per_instance and \
-                dependents in (None, state.spec.scaling_dependents):
+        if (command.min, command.max) == state.per_instance and dependents in (None, state.spec.scaling_dependents):
             return []
-        changed: BaseModel = E.ClusterLimitsUpdated(min=command.min, max=command.max,
-                                                    scaling_dependents=dependents)
+        changed: BaseModel = E.ClusterLimitsUpdated(min=command.min, max=command.max, scaling_dependents=dependents)
     else:
         assert isinstance(command, X.SetClusterInstances)
         known = I.network_partitions_of(state.spec.partitions)
         unknown = [np for np in command.network_partitions if np not in known]
         if unknown:
-            raise Rejection(f"network partition {unknown[0]!r} is not one of cluster "
-                            f"{state.spec.cluster_id!r} ({', '.join(known)})", field="network_partitions")
+            raise Rejection(
+                f"network partition {unknown[0]!r} is not one of cluster "
+                f"{state.spec.cluster_id!r} ({', '.join(known)})",
+                field="network_partitions",
+            )
         if tuple(command.network_partitions) == state.cluster_instances:
             return []
-        changed = X.ClusterInstancesChanged(network_partitions=command.network_partitions,
-                                            reason=command.reason)
+        changed = X.ClusterInstancesChanged(network_partitions=command.network_partitions, reason=command.reason)
     after = apply(state, changed, ctx.now)
     low, high = after.min, after.max
-    shed = max_rule(after.partition_states(), ScalingPolicy(min=low, max=high,
-                                                            algorithm=state.spec.partition_algorithm))
+    shed = max_rule(
+        after.partition_states(), ScalingPolicy(min=low, max=high, algorithm=state.spec.partition_algorithm)
+    )
     leaving = [_terminate(after, m, "MaxRule") for m in _leaving(after, shed, {})]
     return _with_consequences(state, [changed, *leaving], ctx)
 
 
-def _demand(state: ClusterState, partitions: list[PartitionState], required: int, past_max: int
-            ) -> list[BaseModel]:
+def _demand(state: ClusterState, partitions: list[PartitionState], required: int, past_max: int) -> list[BaseModel]:
     """Ask the application for more cluster instances at once when the requirement goes past
     them; for fewer after `scale_down_after` decisions in a row that fit in fewer."""
     assert state.spec is not None
@@ -427,25 +514,46 @@ def _apply_scaling(state: ClusterState, event: BaseModel) -> ClusterState:
     """The events of cluster instances and per-instance limits."""
     assert state.spec is not None
     if isinstance(event, E.ClusterLimitsUpdated):
-        spec = state.spec if event.scaling_dependents is None else \
-            state.spec.model_copy(update={"scaling_dependents": event.scaling_dependents})
+        spec = (
+            state.spec
+            if event.scaling_dependents is None
+            else state.spec.model_copy(update={"scaling_dependents": event.scaling_dependents})
+        )
         low, high = I.limits(event.min, event.max, state.cluster_instances)
-        return evolve(state, {"spec": spec, "base_min": event.min, "base_max": event.max,
-                              "min": low, "max": high, "reported_wanted": None, "scale_in_requests": 0})
+        return evolve(
+            state,
+            {
+                "spec": spec,
+                "base_min": event.min,
+                "base_max": event.max,
+                "min": low,
+                "max": high,
+                "reported_wanted": None,
+                "scale_in_requests": 0,
+            },
+        )
     if isinstance(event, X.ClusterInstancesChanged):
         base_min, base_max = state.per_instance
         low, high = I.limits(base_min, base_max, event.network_partitions)
-        return evolve(state, {"instances": tuple(event.network_partitions), "base_min": base_min,
-                              "base_max": base_max, "min": low, "max": high,
-                              "reported_wanted": None, "scale_in_requests": 0})
+        return evolve(
+            state,
+            {
+                "instances": tuple(event.network_partitions),
+                "base_min": base_min,
+                "base_max": base_max,
+                "min": low,
+                "max": high,
+                "reported_wanted": None,
+                "scale_in_requests": 0,
+            },
+        )
     if isinstance(event, X.ClusterInstancesWanted):
         return evolve(state, {"reported_wanted": event.wanted, "scale_in_requests": 0})
     assert isinstance(event, X.InstanceScaleInCounted)
     return evolve(state, {"scale_in_requests": event.requests})
 
 
-SCALING_EVENTS = (E.ClusterLimitsUpdated, X.ClusterInstancesChanged, X.ClusterInstancesWanted,
-                  X.InstanceScaleInCounted)
+SCALING_EVENTS = (E.ClusterLimitsUpdated, X.ClusterInstancesChanged, X.ClusterInstancesWanted, X.InstanceScaleInCounted)
 
 
 def apply(state: ClusterState, event: BaseModel, at: datetime | None = None) -> ClusterState:
@@ -453,15 +561,25 @@ def apply(state: ClusterState, event: BaseModel, at: datetime | None = None) -> 
         spec = event.spec
         instances = tuple(spec.instances) or tuple(I.network_partitions_of(spec.partitions)[:1])
         low, high = I.limits(spec.min, spec.max, instances)
-        return evolve(initial(state.aggregate_id), {
-            "seq": state.seq, "exists": True, "spec": spec, "min": low, "max": high,
-            "base_min": spec.min, "base_max": spec.max, "instances": instances})
+        return evolve(
+            initial(state.aggregate_id),
+            {
+                "seq": state.seq,
+                "exists": True,
+                "spec": spec,
+                "min": low,
+                "max": high,
+                "base_min": spec.min,
+                "base_max": spec.max,
+                "instances": instances,
+            },
+        )
     if isinstance(event, E.ClusterStatusChanged):
         return evolve(state, {"status": ClusterStatus(event.status)})
     if isinstance(event, SCALING_EVENTS):
         return _apply_scaling(state, event)
     if isinstance(event, E.ScalingDecided):
-        update: dict = {"scale_down_requests": event.scale_down_requests}
+        update: dict[str, Any] = {"scale_down_requests": event.scale_down_requests}
         if event.spawn and at:
             update["last_scale_up_at"] = at.timestamp()
         if event.terminate and at:
@@ -470,8 +588,7 @@ def apply(state: ClusterState, event: BaseModel, at: datetime | None = None) -> 
     if isinstance(event, E.DependentScalingRequested):
         return evolve(state, {"announced_factor": event.factor})
     if isinstance(event, E.DependentFloorChanged):
-        return evolve(state, {"dependent_floors": {**state.dependent_floors,
-                                                   event.source_cluster_id: event.required}})
+        return evolve(state, {"dependent_floors": {**state.dependent_floors, event.source_cluster_id: event.required}})
     if isinstance(event, (E.ClusterTerminating, E.ClusterTerminated)):
         return state
     return _apply_member(state, event, at)
@@ -480,10 +597,14 @@ def apply(state: ClusterState, event: BaseModel, at: datetime | None = None) -> 
 def _apply_member(state: ClusterState, event: BaseModel, at: datetime | None) -> ClusterState:
     when = at or datetime.fromtimestamp(0).astimezone()
     if isinstance(event, E.MemberSpawnRequested):
-        member = MemberState(member_id=event.member_id, partition_id=event.partition_id,
-                             network_partition_id=event.network_partition_id,
-                             created_at=when, status_since=when)
-        return evolve(state, {"members": {**state.members, event.member_id: member}})
+        spawned = MemberState(
+            member_id=event.member_id,
+            partition_id=event.partition_id,
+            network_partition_id=event.network_partition_id,
+            created_at=when,
+            status_since=when,
+        )
+        return evolve(state, {"members": {**state.members, event.member_id: spawned}})
     member = state.members.get(getattr(event, "member_id", ""))
     if member is None:
         return state
@@ -492,9 +613,17 @@ def _apply_member(state: ClusterState, event: BaseModel, at: datetime | None) ->
         del members[member.member_id]
         return evolve(state, {"members": members})
     if isinstance(event, E.MemberInitialized):
-        changed = evolve(member, {"status": S.INITIALIZED, "status_since": when,
-                                            "node_id": event.node_id, "private_ip": event.private_ip,
-                                            "public_ip": event.public_ip, "ports": event.ports})
+        changed = evolve(
+            member,
+            {
+                "status": S.INITIALIZED,
+                "status_since": when,
+                "node_id": event.node_id,
+                "private_ip": event.private_ip,
+                "public_ip": event.public_ip,
+                "ports": event.ports,
+            },
+        )
     elif isinstance(event, E.MemberStartFailed):
         changed = evolve(member, {"start_attempts": event.attempt})
     elif isinstance(event, E.MemberTerminationRequested):

@@ -1,11 +1,13 @@
 """The definition aggregate: one per cartridge, group, policy, network partition, tenant, user...
 
-Rules (REFERENCE.md §1): ids are unique per tenant (409), unknown ids answer 404, and a
+Rules (those of Stratos 4.1's REST API): ids are unique per tenant (409), unknown ids answer 404, and a
 definition that something uses cannot be removed (400 naming the users).
 """
+
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any, cast
 
 from pydantic import BaseModel
 
@@ -17,7 +19,7 @@ from schemas.ids import parse_aggregate_id
 
 class DefinitionState(State):
     kind: str = ""
-    definition: dict | None = None
+    definition: dict[str, Any] | None = None
     used_by: tuple[str, ...] = ()
 
 
@@ -26,7 +28,7 @@ def initial(aggregate_id: str) -> DefinitionState:
 
 
 def _event_class(kind: str, past: str) -> type[BaseModel]:
-    return getattr(E, f"{C._pascal(kind)}{past}")
+    return cast(type[BaseModel], getattr(E, f"{C._pascal(kind)}{past}"))
 
 
 def _verb(command: BaseModel) -> str:
@@ -42,8 +44,11 @@ def decide_definition(state: DefinitionState, command: BaseModel, ctx: Context) 
     verb = _verb(command)
     if verb == "Add":
         if command.definition.definition_id != ref.id:  # type: ignore[attr-defined]
-            raise Rejection(f"{ref.kind} id {command.definition.definition_id!r} does not match "  # type: ignore[attr-defined]
-                            f"the aggregate {ref.id!r}", field="id")
+            raise Rejection(
+                f"{ref.kind} id {command.definition.definition_id!r} does not match "  # type: ignore[attr-defined]
+                f"the aggregate {ref.id!r}",
+                field="id",
+            )
         if state.exists:
             raise Rejection(f"{ref.kind} {ref.id!r} already exists", field=ref.id, code=409)
         return [_event_class(ref.kind, "Added")(definition=command.definition)]  # type: ignore[attr-defined]
@@ -54,8 +59,7 @@ def decide_definition(state: DefinitionState, command: BaseModel, ctx: Context) 
             raise Rejection(f"cannot rename {ref.kind} {ref.id!r} by an update", field="id")
         return [_event_class(ref.kind, "Updated")(definition=command.definition)]  # type: ignore[attr-defined]
     if state.used_by:
-        raise Rejection(f"{ref.kind} {ref.id!r} is in use by {', '.join(state.used_by)}",
-                        field=ref.id)
+        raise Rejection(f"{ref.kind} {ref.id!r} is in use by {', '.join(state.used_by)}", field=ref.id)
     return [_event_class(ref.kind, "Removed")(id=ref.id)]
 
 
@@ -64,8 +68,7 @@ def decide_usage(state: DefinitionState, command: BaseModel, ctx: Context) -> li
     if isinstance(command, C.MarkDefinitionUsed):
         if not state.exists:
             raise not_found(ref.kind, ref.id)
-        return [E.DefinitionUsed(kind=ref.kind, id=ref.id, by=command.by,
-                                 definition=state.definition or {})]
+        return [E.DefinitionUsed(kind=ref.kind, id=ref.id, by=command.by, definition=state.definition or {})]
     if isinstance(command, C.ReleaseDefinition):
         if command.by not in state.used_by:
             return []

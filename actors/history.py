@@ -7,6 +7,7 @@ controller, health views, replay tools), so that all of them agree on what is hi
 - a Commit is history only if it was written under the claim in force where it lies, so a
   node that lost its partition (paused, cut off) can append, but nobody reads it.
 """
+
 from __future__ import annotations
 
 from actors.base import built
@@ -43,9 +44,21 @@ def events_of(record: LogRecord) -> list[EventRecord]:
     entry = record.payload
     if not isinstance(entry, Commit):
         return []
-    return [built(EventRecord, dict(  # built from validated parts: no re-validation
-        schema_version=record.schema_version, id=event_id(record.id, n), type=event.type,  # type: ignore[attr-defined]
-        aggregate_id=record.aggregate_id, aggregate_seq=record.aggregate_seq + n,
-        occurred_at=record.occurred_at, tenant=record.tenant,
-        correlation_id=record.correlation_id, causation_id=record.causation_id, payload=event))
-        for n, event in enumerate(entry.events)]
+    return [
+        built(
+            EventRecord,
+            dict(  # built from validated parts: no re-validation
+                schema_version=record.schema_version,
+                id=event_id(record.id, n),
+                type=event.type,
+                aggregate_id=record.aggregate_id,
+                aggregate_seq=record.aggregate_seq + n,
+                occurred_at=record.occurred_at,
+                tenant=record.tenant,
+                correlation_id=record.correlation_id,
+                causation_id=record.causation_id,
+                payload=event,
+            ),
+        )
+        for n, event in enumerate(entry.events)
+    ]

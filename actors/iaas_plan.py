@@ -6,15 +6,16 @@ simulator (``streams.simulation``), so the three never disagree on the lifecycle
   its commit (start a node, ask the instance to clean up, destroy and report, destroy a
   leftover node);
 - ``agent_answer``: what a cartridge agent that follows its member's events says next
-  (REFERENCE.md §5: Started on Initialized, Activated on Started, ReadyToShutdown once In
-  Maintenance; MaintenanceMode when asked to clean up while Active);
+  (as Stratos 4.1's cartridge agent does: Started on Initialized, Activated on Started,
+  ReadyToShutdown once In Maintenance; MaintenanceMode when asked to clean up while Active);
 - ``node_expected``: members whose node must still exist on the IaaS (the reconciler reports
   the others' vanished nodes).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Final, Literal
 
 from pydantic import BaseModel
 
@@ -22,12 +23,16 @@ from actors.member import MemberState
 from schemas import events as E
 from schemas.domain import MemberStatus as S
 
-START, CLEANUP, DESTROY, DESTROY_LEFTOVER = "start", "cleanup", "destroy", "destroy-leftover"
+Action = Literal["start", "cleanup", "destroy", "destroy-leftover"]
+START: Final = "start"
+CLEANUP: Final = "cleanup"
+DESTROY: Final = "destroy"
+DESTROY_LEFTOVER: Final = "destroy-leftover"
 
 
 @dataclass(frozen=True, slots=True)
 class IaasWork:
-    action: Literal["start", "cleanup", "destroy", "destroy-leftover"]
+    action: Action
     reason: str | None = None
     """For ``destroy``: the reason reported with ReportNodeDestroyed."""
 

@@ -1,4 +1,4 @@
-"""Cluster instances: group scaling and application bursting (REFERENCE.md §4), pure rules.
+"""Cluster instances: group scaling and application bursting (docs/operators/applications.md), pure rules.
 
 A cluster holds one *cluster instance* per instance of each group it is in (nested group
 instances multiply) and per network partition its application has burst into. Each cluster
@@ -21,11 +21,13 @@ The cluster aggregate (``actors.cluster``), the application aggregate (``actors.
 and so the live path, replay, ``stratos replay --what-if`` and ``stratos simulate`` all call
 these functions; nothing else decides instances.
 """
+
 from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from actors.partitions import PartitionState
 from schemas.domain import PartitionSpec
@@ -50,40 +52,47 @@ class GroupScaling:
         return max(1, self.min)
 
 
-def _cluster_ids(app_id: str, components: Mapping) -> Iterator[str]:
+def _cluster_ids(app_id: str, components: Mapping[str, Any]) -> Iterator[str]:
     for cartridge in components.get("cartridges", []) or []:
         yield cluster_id_for(app_id, cartridge["subscribableInfo"]["alias"], cartridge["type"])
     for group in components.get("groups", []) or []:
         yield from _cluster_ids(app_id, group)
 
 
-def groups_of(application: Mapping, group_definitions: Mapping[str, Mapping] | None = None
-              ) -> dict[str, GroupScaling]:
+def groups_of(
+    application: Mapping[str, Any], group_definitions: Mapping[str, Mapping[str, Any]] | None = None
+) -> dict[str, GroupScaling]:
     """Every group of an application by alias. ``groupScalingEnabled`` is read from the
     application's group entry, or else from the cartridge group definition of that name."""
     app_id = application["applicationId"]
     found: dict[str, GroupScaling] = {}
 
-    def walk(components: Mapping, depth: int) -> None:
+    def walk(components: Mapping[str, Any], depth: int) -> None:
         for group in components.get("groups", []) or []:
             definition = (group_definitions or {}).get(group.get("name", ""), {})
             flag = group.get("groupScalingEnabled") or definition.get("groupScalingEnabled") or False
             low, high = int(group.get("groupMinInstances", 1)), int(group.get("groupMaxInstances", 1))
-            found[group["alias"]] = GroupScaling(group["alias"], low, high, bool(flag) and high > 1,
-                                                 tuple(_cluster_ids(app_id, group)), depth)
+            found[group["alias"]] = GroupScaling(
+                group["alias"], low, high, bool(flag) and high > 1, tuple(_cluster_ids(app_id, group)), depth
+            )
             walk(group, depth + 1)
 
     walk(application.get("components") or {}, 0)
     return found
 
 
-def burst_steps(application_policy: Mapping, available: Sequence[str]) -> list[list[str]]:
+def burst_steps(application_policy: Mapping[str, Any], available: Sequence[str]) -> list[list[str]]:
     """The network partitions an application bursts into, step by step, among ``available``
     (those its deployment policies have), in the application policy's order."""
-    allowed = [np for np in application_policy.get("networkPartitions", []) or [] if np in available] \
-        or list(available)
-    grouped = next((str(p.get("value") or "") for p in application_policy.get("properties", []) or []
-                    if p.get("name") == "networkPartitionGroups"), "")
+    allowed = [np for np in application_policy.get("networkPartitions", []) or [] if np in available] or list(available)
+    grouped = next(
+        (
+            str(p.get("value") or "")
+            for p in application_policy.get("properties", []) or []
+            if p.get("name") == "networkPartitionGroups"
+        ),
+        "",
+    )
     if grouped:
         steps = [[np.strip() for np in part.split("|") if np.strip() in allowed] for part in grouped.split(",")]
         listed = {np for step in steps for np in step}
@@ -100,9 +109,14 @@ def network_partitions_of(partitions: Iterable[PartitionSpec]) -> list[str]:
     return list(dict.fromkeys(p.network_partition_id for p in partitions))
 
 
-def cluster_instances(cluster_id: str, cluster_nps: Sequence[str], groups: Mapping[str, GroupScaling],
-                      group_instances: Mapping[str, int], steps: Sequence[Sequence[str]],
-                      burst: int) -> list[str]:
+def cluster_instances(
+    cluster_id: str,
+    cluster_nps: Sequence[str],
+    groups: Mapping[str, GroupScaling],
+    group_instances: Mapping[str, int],
+    steps: Sequence[Sequence[str]],
+    burst: int,
+) -> list[str]:
     """The network partition of each cluster instance of one cluster: one per network
     partition of the burst steps in use (that the cluster has), times the instances of every
     group around it. Never empty: a cluster has at least one instance, in its first network
@@ -121,8 +135,7 @@ def limits(base_min: int, base_max: int, instances: Sequence[str]) -> tuple[int,
     return base_min * n, base_max * n
 
 
-def partition_maxima(partitions: Sequence[PartitionSpec], base_max: int, instances: Sequence[str]
-                     ) -> dict[str, int]:
+def partition_maxima(partitions: Sequence[PartitionSpec], base_max: int, instances: Sequence[str]) -> dict[str, int]:
     """Partition id -> members it may hold: its ``partitionMax`` (or the cluster's max) per
     cluster instance in its network partition; 0 in a network partition left."""
     return {p.id: (p.max or base_max) * instances.count(p.network_partition_id) for p in partitions}
@@ -133,8 +146,13 @@ def floors(base_min: int, instances: Sequence[str]) -> dict[str, int]:
     return {np: base_min * instances.count(np) for np in dict.fromkeys(instances)}
 
 
-def fit_maximums(partitions: Sequence[PartitionState], np_of: Mapping[str, str], base_max: int,
-                 instances: Sequence[str], spawn: Sequence[str]) -> list[str]:
+def fit_maximums(
+    partitions: Sequence[PartitionState],
+    np_of: Mapping[str, str],
+    base_max: int,
+    instances: Sequence[str],
+    spawn: Sequence[str],
+) -> list[str]:
     """The partitions to start members in: no network partition holds more than max per
     cluster instance there, whatever its partitions' ``partitionMax``; a member that does not
     fit goes to the first partition with room (bursting order), or is not started."""
@@ -157,8 +175,13 @@ def fit_maximums(partitions: Sequence[PartitionState], np_of: Mapping[str, str],
     return placed
 
 
-def keep_minimums(partitions: Sequence[PartitionState], np_of: Mapping[str, str], base_min: int,
-                  instances: Sequence[str], terminate_from: Sequence[str]) -> list[str]:
+def keep_minimums(
+    partitions: Sequence[PartitionState],
+    np_of: Mapping[str, str],
+    base_min: int,
+    instances: Sequence[str],
+    terminate_from: Sequence[str],
+) -> list[str]:
     """The partitions to let members go from: never below the min of a network partition's
     cluster instances (the min rule would start them again); from the last partition with
     members to spare instead."""
@@ -208,30 +231,40 @@ class Topology:
 
     def instances(self, group_instances: Mapping[str, int], burst: int) -> dict[str, list[str]]:
         counts = self.counts(group_instances)
-        return {cid: cluster_instances(cid, nps, self.groups, counts, self.steps, burst)
-                for cid, nps in self.cluster_nps.items()}
+        return {
+            cid: cluster_instances(cid, nps, self.groups, counts, self.steps, burst)
+            for cid, nps in self.cluster_nps.items()
+        }
 
 
-def plan_instances(topology: Topology, group_instances: Mapping[str, int], burst: int,
-                   demands: Mapping[str, int], cluster_id: str) -> InstancePlan | None:
+def plan_instances(
+    topology: Topology, group_instances: Mapping[str, int], burst: int, demands: Mapping[str, int], cluster_id: str
+) -> InstancePlan | None:
     """One step for the demand ``cluster_id`` has just reported (``demands``: what each cluster
     last asked for; a cluster that has not asked is content with what it holds), or None."""
     counts = topology.counts(group_instances)
     current = topology.instances(counts, burst)
     holds = len(current.get(cluster_id, ()))
     wanted = demands.get(cluster_id, holds)
-    around = sorted((g for g in topology.groups.values() if cluster_id in g.clusters),
-                    key=lambda g: -g.depth)  # innermost first
+    around = sorted(
+        (g for g in topology.groups.values() if cluster_id in g.clusters), key=lambda g: -g.depth
+    )  # innermost first
     if wanted > holds:
         for group in around:
             if group.enabled and counts[group.alias] < group.max:
-                return InstancePlan({**counts, group.alias: counts[group.alias] + 1}, burst,
-                                    f"GroupScaleUp: {cluster_id} needs {wanted} cluster instances, "
-                                    f"holds {holds}: group {group.alias!r} instance {counts[group.alias] + 1}")
+                return InstancePlan(
+                    {**counts, group.alias: counts[group.alias] + 1},
+                    burst,
+                    f"GroupScaleUp: {cluster_id} needs {wanted} cluster instances, "
+                    f"holds {holds}: group {group.alias!r} instance {counts[group.alias] + 1}",
+                )
         if burst < len(topology.steps):
-            return InstancePlan(counts, burst + 1,
-                                f"Burst: {cluster_id} needs {wanted} cluster instances, holds {holds}: "
-                                f"into {', '.join(topology.steps[burst])}")
+            return InstancePlan(
+                counts,
+                burst + 1,
+                f"Burst: {cluster_id} needs {wanted} cluster instances, holds {holds}: "
+                f"into {', '.join(topology.steps[burst])}",
+            )
         return None
     if wanted >= holds:
         return None
@@ -247,8 +280,11 @@ def plan_instances(topology: Topology, group_instances: Mapping[str, int], burst
         return None
     for group in around:
         if group.enabled and counts[group.alias] > group.floor:
-            back = InstancePlan({**counts, group.alias: counts[group.alias] - 1}, burst,
-                                f"GroupScaleDown: group {group.alias!r} back to {counts[group.alias] - 1} instances")
+            back = InstancePlan(
+                {**counts, group.alias: counts[group.alias] - 1},
+                burst,
+                f"GroupScaleDown: group {group.alias!r} back to {counts[group.alias] - 1} instances",
+            )
             if content(back, group.clusters):
                 return back
             return None

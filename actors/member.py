@@ -1,8 +1,10 @@
-"""The member lifecycle of REFERENCE.md §2 as a transition table, and a member's state.
+"""Stratos 4.1's member lifecycle (Created, Initialized, Starting, Active, In_Maintenance,
+ReadyToShutDown; Suspended; Terminated from anywhere) as a transition table, and a member's state.
 
 Members are entities of their cluster's aggregate (one consistency boundary, so the cluster
 counts its members synchronously); this module holds the rules about one member.
 """
+
 from __future__ import annotations
 
 from datetime import datetime
@@ -35,8 +37,9 @@ def can_move(current: S, target: S) -> bool:
 
 def check_move(member_id: str, current: S, target: S) -> None:
     if not can_move(current, target):
-        raise Rejection(f"member {member_id!r} cannot go from {current.value} to {target.value}",
-                        field=member_id, code=409)
+        raise Rejection(
+            f"member {member_id!r} cannot go from {current.value} to {target.value}", field=member_id, code=409
+        )
 
 
 class MemberState(BaseModel):

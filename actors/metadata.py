@@ -8,14 +8,23 @@ there changes nothing (Stratos answered 200, and agents' clean-up hooks rely on 
 exist while the application is deployed: adding needs a running application, and undeploying
 removes them all (`apply` of ApplicationUndeployed, in actors.application).
 """
+
 from __future__ import annotations
+
+from typing import Any
 
 from pydantic import BaseModel
 
 from actors.base import Rejection
 from schemas.domain import ApplicationStatus
-from schemas.metadata import (AddMetadataProperties, MetadataCleared, MetadataPropertyRemoved,
-                              MetadataPropertySet, RemoveMetadataProperties, RemoveMetadataProperty)
+from schemas.metadata import (
+    AddMetadataProperties,
+    MetadataCleared,
+    MetadataPropertyRemoved,
+    MetadataPropertySet,
+    RemoveMetadataProperties,
+    RemoveMetadataProperty,
+)
 
 APPLICATION_SCOPE = ""
 WRITABLE = (ApplicationStatus.DEPLOYED, ApplicationStatus.ACTIVE, ApplicationStatus.INACTIVE)
@@ -31,27 +40,37 @@ def scope(alias: str | None) -> str:
     return alias or APPLICATION_SCOPE
 
 
-def properties(metadata: Metadata, alias: str | None) -> list[dict]:
+def properties(metadata: Metadata, alias: str | None) -> list[dict[str, Any]]:
     """Stratos's Property beans of one scope, in the order they were first published."""
     return [{"key": key, "values": list(values)} for key, values in metadata.get(scope(alias), {}).items()]
 
 
-def decide(app_id: str, status: ApplicationStatus, aliases: set[str], metadata: Metadata,
-           command: BaseModel) -> list[BaseModel]:
+def decide(
+    app_id: str, status: ApplicationStatus, aliases: set[str], metadata: Metadata, command: BaseModel
+) -> list[BaseModel]:
     alias = getattr(command, "alias", None)
     allowed = WRITABLE if isinstance(command, AddMetadataProperties) else REMOVABLE
     if status not in allowed:
-        raise Rejection(f"application {app_id!r} is {status.value}: its metadata exists only while "
-                        f"it is deployed", field=app_id)
+        raise Rejection(
+            f"application {app_id!r} is {status.value}: its metadata exists only while it is deployed", field=app_id
+        )
     if alias is not None and alias not in aliases:
-        raise Rejection(f"cluster {alias!r} is not a cartridge alias of application {app_id!r} "
-                        f"(aliases: {', '.join(sorted(aliases)) or 'none'})", field=alias, code=404)
+        raise Rejection(
+            f"cluster {alias!r} is not a cartridge alias of application {app_id!r} "
+            f"(aliases: {', '.join(sorted(aliases)) or 'none'})",
+            field=alias,
+            code=404,
+        )
     current = metadata.get(scope(alias), {})
     if isinstance(command, AddMetadataProperties):
         new_keys = {p.key for p in command.properties} - set(current)
         if len(current) + len(new_keys) > MAX_KEYS:
-            raise Rejection(f"{'cluster ' + repr(alias) if alias else 'application ' + repr(app_id)} would hold "
-                            f"more than {MAX_KEYS} properties", field="properties", code=413)
+            raise Rejection(
+                f"{'cluster ' + repr(alias) if alias else 'application ' + repr(app_id)} would hold "
+                f"more than {MAX_KEYS} properties",
+                field="properties",
+                code=413,
+            )
         return _add(command, dict(current))
     if isinstance(command, RemoveMetadataProperty):
         values = current.get(command.key)
@@ -79,8 +98,7 @@ def _add(command: AddMetadataProperties, current: dict[str, list[str]]) -> list[
             values = list(dict.fromkeys(prop.values))
         if values != before:
             current[prop.key] = values
-            events.append(MetadataPropertySet(alias=command.alias, key=prop.key, values=values,
-                                              by=command.by))
+            events.append(MetadataPropertySet(alias=command.alias, key=prop.key, values=values, by=command.by))
     return events
 
 

@@ -10,16 +10,20 @@ Scaling actions are the ScalingDecided events that spawned or terminated members
 Because it is a fold of the log, the usage over any past window [start, end) is exact: intervals
 are clipped to the window, and whatever the log says after `end` does not touch it.
 """
+
 from __future__ import annotations
 
 from collections import defaultdict
 from dataclasses import dataclass, field
+from typing import Any, cast
+
 from actors.member import PENDING
 from actors.runtime import Tracked
 from schemas import events as E
+from schemas.domain import ClusterSpec
 from schemas.domain import MemberStatus as S
 from schemas.ids import parse_aggregate_id
-from schemas.records import LogRecord
+from schemas.records import Commit, LogRecord
 
 GROUPINGS = ("application", "cluster", "cartridge")
 PENDING_KIND, RUNNING_KIND = "pending", "running"
@@ -65,7 +69,7 @@ class ScalingAction:
     terminate: int
 
 
-def instance_type(spec, partition_id: str) -> str:
+def instance_type(spec: ClusterSpec, partition_id: str) -> str:
     """The cartridge's `instanceType` property for the partition's IaaS provider, else its image."""
     provider = next((p.provider for p in spec.partitions if p.id == partition_id), None)
     iaas = spec.iaas.get(provider or "", {}) if provider else next(iter(spec.iaas.values()), {})
@@ -112,12 +116,18 @@ class Meter:
                 interval.end = at
             if new is not None:
                 member = after[mid]
-                owner = Owner(ref.tenant, spec.application_id, spec.cluster_id, spec.cartridge_type,
-                              instance_type(spec, member.partition_id), member.partition_id)
+                owner = Owner(
+                    ref.tenant,
+                    spec.application_id,
+                    spec.cluster_id,
+                    spec.cartridge_type,
+                    instance_type(spec, member.partition_id),
+                    member.partition_id,
+                )
                 self.open[mid] = interval = Interval(owner, mid, new, at)
                 self.intervals.append(interval)
                 self._of(ref.tenant)[0].append(interval)
-        for event in commit.payload.events:  # type: ignore[attr-defined]
+        for event in cast(Commit, commit.payload).events:
             if isinstance(event, E.ScalingDecided) and (event.spawn or event.terminate):
                 owner = Owner(ref.tenant, spec.application_id, spec.cluster_id, spec.cartridge_type, "", "")
                 action = ScalingAction(owner, at, event.spawn, event.terminate)
@@ -136,27 +146,42 @@ def _key(owner: Owner, group_by: str) -> tuple[str, ...]:
     return (owner.application, owner.cluster, owner.cartridge)
 
 
-KEY_FIELDS = {"application": ("application",), "cartridge": ("cartridge",),
-              "cluster": ("application", "cluster", "cartridge")}
+KEY_FIELDS = {
+    "application": ("application",),
+    "cartridge": ("cartridge",),
+    "cluster": ("application", "cluster", "cartridge"),
+}
 
 
-def usage(meter: Meter, tenant: str, start: float, end: float, group_by: str = "cluster",
-          requests_served: dict[str, int] | None = None) -> list[dict]:
+def usage(
+    meter: Meter,
+    tenant: str,
+    start: float,
+    end: float,
+    group_by: str = "cluster",
+    requests_served: dict[str, int] | None = None,
+) -> list[dict[str, Any]]:
     """Rows of usage of `tenant` in [start, end), one per group (application, cluster or
     cartridge): member_seconds (running) and pending_seconds, each also by instance type and
     by partition, scaling actions, and requests served (None while nothing reports them)."""
     if group_by not in GROUPINGS:
         raise ValueError(f"groupBy {group_by!r}: one of {', '.join(GROUPINGS)}")
-    rows: dict[tuple[str, ...], dict] = {}
+    rows: dict[tuple[str, ...], dict[str, Any]] = {}
 
-    def row(owner: Owner) -> dict:
+    def row(owner: Owner) -> dict[str, Any]:
         key = _key(owner, group_by)
         found = rows.get(key)
         if found is None:
-            found = rows[key] = {**dict(zip(KEY_FIELDS[group_by], key)), "member_seconds": 0.0,
-                                 "pending_seconds": 0.0, "by_instance_type": defaultdict(float),
-                                 "by_partition": defaultdict(float), "scaling_actions": 0,
-                                 "requests_served": None, "clusters": set()}
+            found = rows[key] = {
+                **dict(zip(KEY_FIELDS[group_by], key, strict=True)),
+                "member_seconds": 0.0,
+                "pending_seconds": 0.0,
+                "by_instance_type": defaultdict(float),
+                "by_partition": defaultdict(float),
+                "scaling_actions": 0,
+                "requests_served": None,
+                "clusters": set(),
+            }
         found["clusters"].add(owner.cluster)
         return found
 
@@ -196,4 +221,3 @@ def periods(start: float, end: float, length: float) -> list[tuple[float, float]
         out.append((first, first + length))
         first += length
     return out
-

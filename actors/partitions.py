@@ -1,13 +1,15 @@
 """Where members go and where they leave from: the partition algorithms of a deployment policy
-(REFERENCE.md §4), and which member leaves first. Pure functions over counts.
+(Stratos 4.1's round-robin and one-after-another), and which member leaves first. Pure functions
+over counts.
 
 A partition's members, for placement, are its active plus pending ones: a pending member
 already holds its slot (it is being created), a terminating one no longer does.
 """
+
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 ONE_AFTER_ANOTHER = "one-after-another"
 ROUND_ROBIN = "round-robin"
@@ -64,9 +66,7 @@ def _removal_index(algorithm: str, counts: list[int], tiers: list[int]) -> int |
     return max(reversed(used), key=lambda i: counts[i])
 
 
-def choose_partitions_for_spawn(
-    algorithm: str, partitions: Sequence[PartitionState], count: int
-) -> list[str]:
+def choose_partitions_for_spawn(algorithm: str, partitions: Sequence[PartitionState], count: int) -> list[str]:
     """One partition id per member to create, in order. Shorter than ``count`` when every
     partition is full: no partition ever goes past its ``max``."""
     _check(algorithm)
@@ -83,9 +83,7 @@ def choose_partitions_for_spawn(
     return chosen
 
 
-def choose_partitions_for_removal(
-    algorithm: str, partitions: Sequence[PartitionState], count: int
-) -> list[str]:
+def choose_partitions_for_removal(algorithm: str, partitions: Sequence[PartitionState], count: int) -> list[str]:
     """One partition id per member to remove: one-after-another empties the last used
     partition first, round-robin the fullest. Shorter than ``count`` when all are empty."""
     _check(algorithm)
@@ -105,7 +103,7 @@ def choose_member_to_remove(
     candidates: Sequence[tuple[str, float | None, float | None]],
 ) -> str:
     """The member to let go on a scale-down: the lowest ``(predicted load + predicted
-    memory) / 2`` (REFERENCE.md §4), ties to the smallest member id so replays agree.
+    memory) / 2`` (Stratos 4.1's scale-down choice), ties to the smallest member id so replays agree.
 
     A missing figure counts as 0, as in Stratos, so a member with no figures is the first to
     go: it serves no load anyone has seen (just started, or silent and likely faulty), and

@@ -5,12 +5,14 @@ rejected) is answered with its original outcome and writes nothing; otherwise de
 the decision, whatever it is, into one Commit record (atomic: its events become visible
 together or not at all), fold it, and hand it to the node in `infra`, which appends it.
 """
+
 from __future__ import annotations
 
 import logging
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from types import ModuleType
+from typing import Any, TypeAlias, cast
 
 from pydantic import BaseModel
 from thespian.actors import Actor, ActorExitRequest, WakeupMessage
@@ -35,9 +37,20 @@ aggregate's last 1,000 handled ids, or handled less than 15 minutes ago (up to 1
 
 
 CLUSTER_COMMANDS = (
-    C.CreateCluster, C.ScaleCluster, C.ScaleAsDependent, C.UpdateClusterLimits, C.TerminateCluster,
-    C.CheckTimeouts, C.ReportNodeCreated, C.ReportNodeStartFailed, C.ReportNodeDestroyed,
-    C.ReportInstanceStatus, C.ReportMemberFault, C.TerminateMember, SetClusterInstances)
+    C.CreateCluster,
+    C.ScaleCluster,
+    C.ScaleAsDependent,
+    C.UpdateClusterLimits,
+    C.TerminateCluster,
+    C.CheckTimeouts,
+    C.ReportNodeCreated,
+    C.ReportNodeStartFailed,
+    C.ReportNodeDestroyed,
+    C.ReportInstanceStatus,
+    C.ReportMemberFault,
+    C.TerminateMember,
+    SetClusterInstances,
+)
 """Commands only a cluster takes, and the only ones it takes."""
 
 
@@ -45,8 +58,10 @@ def check_addressee(aggregate_id: str, command: BaseModel) -> None:
     """A command sent to the wrong kind of aggregate is rejected before it reaches a rule."""
     kind = parse_aggregate_id(aggregate_id).kind
     if (kind == "cluster") != isinstance(command, CLUSTER_COMMANDS):
-        raise Rejection(f"{command.type} is not a command for a {kind} (aggregate id {aggregate_id!r})",  # type: ignore[attr-defined]
-                        field="aggregate_id")
+        raise Rejection(
+            f"{command.type} is not a command for a {kind} (aggregate id {aggregate_id!r})",  # type: ignore[attr-defined]
+            field="aggregate_id",
+        )
 
 
 def module_for(aggregate_id: str) -> ModuleType:
@@ -58,7 +73,7 @@ def module_for(aggregate_id: str) -> ModuleType:
     return definitions
 
 
-Handled = tuple
+Handled: TypeAlias = tuple[float, str, str, list[Any]]
 """(epoch seconds, command type, outcome, detail): detail is the event types of an accepted
 command or [reason, field, code] of a rejected one. Plain JSON in snapshots."""
 
@@ -67,11 +82,13 @@ def reply_for(command_id: str, handled: Handled, duplicate: bool) -> BaseModel:
     """The answer to a command from its durable trace (the original outcome on a repeat)."""
     _at, command_type, outcome, detail = handled
     if outcome == "accepted":
-        return CommandAccepted(command_id=command_id, command_type=command_type,
-                               event_types=list(detail), duplicate=duplicate)
+        return CommandAccepted(
+            command_id=command_id, command_type=command_type, event_types=list(detail), duplicate=duplicate
+        )
     reason, field_, code = detail
-    return CommandRejected(command_id=command_id, command_type=command_type, reason=reason,
-                           field=field_, code=code, duplicate=duplicate)
+    return CommandRejected(
+        command_id=command_id, command_type=command_type, reason=reason, field=field_, code=code, duplicate=duplicate
+    )
 
 
 @dataclass
@@ -81,14 +98,14 @@ class Tracked:
     Plain data (picklable), so that it can be handed to actors in other processes."""
 
     state: State
-    handled: OrderedDict = field(default_factory=OrderedDict)
+    handled: OrderedDict[str, Handled] = field(default_factory=OrderedDict)
 
     @property
     def module(self) -> ModuleType:
         return module_for(self.state.aggregate_id)
 
     @classmethod
-    def new(cls, aggregate_id: str) -> "Tracked":
+    def new(cls, aggregate_id: str) -> Tracked:
         return cls(module_for(aggregate_id).initial(aggregate_id))
 
     def remember(self, command_id: str | None, handled: Handled) -> None:
@@ -112,29 +129,34 @@ class Tracked:
         if commit.events:
             expected = self.state.seq + 1
             if record.aggregate_seq != expected:
-                problem = (f"{record.aggregate_id}: expected seq {expected}, found "
-                           f"{record.aggregate_seq} ({record.id})")
+                problem = f"{record.aggregate_id}: expected seq {expected}, found {record.aggregate_seq} ({record.id})"
                 if record.aggregate_seq < expected:
                     return problem + ": repeat skipped"
             state = self.state
             for event in commit.events:
-                state = self.module.apply(state, event, record.occurred_at)  # type: ignore[union-attr]
+                state = self.module.apply(state, event, record.occurred_at)
             self.state = evolve(state, {"seq": record.aggregate_seq + len(commit.events) - 1})
-        detail = ([e.type for e in commit.events] if commit.outcome == "accepted"  # type: ignore[attr-defined]
-                  else [commit.reason, commit.field, commit.code])
-        self.remember(record.causation_id, (record.occurred_at.timestamp(), commit.command_type,
-                                            commit.outcome, detail))
+        detail = (
+            [e.type for e in commit.events]
+            if commit.outcome == "accepted"
+            else [commit.reason, commit.field, commit.code]
+        )
+        self.remember(
+            record.causation_id, (record.occurred_at.timestamp(), commit.command_type, commit.outcome, detail)
+        )
         return problem
 
-    def snapshot(self) -> dict:
-        return {"state": self.state.model_dump(mode="json"),
-                "handled": [[command_id, *h] for command_id, h in self.handled.items()]}
+    def snapshot(self) -> dict[str, Any]:
+        return {
+            "state": self.state.model_dump(mode="json"),
+            "handled": [[command_id, *h] for command_id, h in self.handled.items()],
+        }
 
     @classmethod
-    def from_snapshot(cls, aggregate_id: str, data: dict) -> "Tracked":
+    def from_snapshot(cls, aggregate_id: str, data: dict[str, Any]) -> Tracked:
         module = module_for(aggregate_id)
         state_cls = type(module.initial(aggregate_id))
-        handled = OrderedDict((row[0], tuple(row[1:])) for row in data.get("handled", []))
+        handled = OrderedDict((row[0], cast(Handled, tuple(row[1:]))) for row in data.get("handled", []))
         return cls(state_cls.model_validate(data["state"]), handled)
 
 
@@ -150,15 +172,35 @@ class Outcome:
     """Deciding or applying raised: the command is poison (rejected with code 500)."""
 
 
-def _commit(tracked: Tracked, command: Envelope, ctx: Context, events: list, **outcome) -> LogRecord:
-    return built(LogRecord, dict(  # built from validated parts: no re-validation
-        schema_version=1, id=ctx.new_id(), type="Commit", aggregate_id=command.aggregate_id,
-        aggregate_seq=tracked.state.seq + (1 if events else 0), occurred_at=ctx.now,
-        tenant=command.tenant, correlation_id=command.correlation_id or command.id,
-        causation_id=command.id,
-        payload=built(Commit, {"type": "Commit", "command_type": command.payload.type,  # type: ignore[attr-defined]
-                               "events": events, "claim": ctx.claim, "writer": ctx.writer,
-                               "reason": None, "field": None, "code": None, **outcome})))
+def _commit(tracked: Tracked, command: Envelope, ctx: Context, events: list[Any], **outcome: Any) -> LogRecord:
+    return built(
+        LogRecord,
+        dict(  # built from validated parts: no re-validation
+            schema_version=1,
+            id=ctx.new_id(),
+            type="Commit",
+            aggregate_id=command.aggregate_id,
+            aggregate_seq=tracked.state.seq + (1 if events else 0),
+            occurred_at=ctx.now,
+            tenant=command.tenant,
+            correlation_id=command.correlation_id or command.id,
+            causation_id=command.id,
+            payload=built(
+                Commit,
+                {
+                    "type": "Commit",
+                    "command_type": command.payload.type,  # type: ignore[attr-defined]
+                    "events": events,
+                    "claim": ctx.claim,
+                    "writer": ctx.writer,
+                    "reason": None,
+                    "field": None,
+                    "code": None,
+                    **outcome,
+                },
+            ),
+        ),
+    )
 
 
 def handle(tracked: Tracked, command: Envelope, ctx: Context) -> Outcome:
@@ -173,23 +215,46 @@ def handle(tracked: Tracked, command: Envelope, ctx: Context) -> Outcome:
     echo = failure = None
     try:
         check_addressee(command.aggregate_id, payload)
-        commit = _commit(tracked, command, ctx, tracked.module.decide(tracked.state, payload, ctx),  # type: ignore[union-attr]
-                         outcome="accepted")
+        commit = _commit(
+            tracked,
+            command,
+            ctx,
+            tracked.module.decide(tracked.state, payload, ctx),
+            outcome="accepted",
+        )
         encoded = commit.model_dump_json().encode()
         if len(encoded) > ctx.max_record_bytes:
-            raise Rejection(f"{payload.type} would write {len(encoded)} bytes in one decision, more "  # type: ignore[attr-defined]
-                            f"than the {ctx.max_record_bytes} a record may hold", code=413)
+            raise Rejection(
+                f"{payload.type} would write {len(encoded)} bytes in one decision, more "  # type: ignore[attr-defined]
+                f"than the {ctx.max_record_bytes} a record may hold",
+                code=413,
+            )
         tracked.fold_commit(commit)  # apply() runs here: a bug in it leaves the state unchanged
     except Rejection as rejection:
         echo = redacted(payload)
-        commit = _commit(tracked, command, ctx, [], outcome="rejected", reason=rejection.reason,
-                         field=rejection.field, code=rejection.code)
+        commit = _commit(
+            tracked,
+            command,
+            ctx,
+            [],
+            outcome="rejected",
+            reason=rejection.reason,
+            field=rejection.field,
+            code=rejection.code,
+        )
     except Exception as exc:  # noqa: BLE001 - a poison command must not stop its aggregate
         failure = f"{type(exc).__name__}: {exc}"
         log.exception("%s on %s failed", payload.type, command.aggregate_id)  # type: ignore[attr-defined]
-        commit = _commit(tracked, command, ctx, [], outcome="rejected", code=500,
-                         reason=f"internal error while handling {payload.type}: {failure}")  # type: ignore[attr-defined]
-    if commit.payload.outcome == "rejected":
+        commit = _commit(
+            tracked,
+            command,
+            ctx,
+            [],
+            outcome="rejected",
+            code=500,
+            reason=f"internal error while handling {payload.type}: {failure}",  # type: ignore[attr-defined]
+        )
+    if cast(Commit, commit.payload).outcome == "rejected":
         encoded = commit.model_dump_json().encode()
         tracked.fold_commit(commit)
     reply = reply_for(command.id, tracked.handled[command.id], duplicate=False)
@@ -199,6 +264,7 @@ def handle(tracked: Tracked, command: Envelope, ctx: Context) -> Outcome:
 
 
 # --- the actor --------------------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class Rebuild:
@@ -227,9 +293,10 @@ class Tick:
 
 
 def needs_timer(state: State) -> bool:
-    members = getattr(state, "members", None)
+    members: dict[str, Any] = getattr(state, "members", None) or {}
     return bool(members) and any(
-        m.is_pending or m.termination_requested_at or m.obsolete_since for m in members.values())
+        m.is_pending or m.termination_requested_at or m.obsolete_since for m in members.values()
+    )
 
 
 def timeouts_command_id(aggregate_id: str, period: int) -> str:
@@ -238,14 +305,14 @@ def timeouts_command_id(aggregate_id: str, period: int) -> str:
     return f"{aggregate_id}:timeouts:{period}"
 
 
-class AggregateActor(Actor):
+class AggregateActor(Actor):  # type: ignore[misc]  # thespian ships no type hints
     """A thin shell: holds one aggregate, runs `handle`, answers with the outcome."""
 
-    def __init__(self, *args, **kwargs) -> None:
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.tracked: Tracked | None = None
 
-    def receiveMessage(self, message, sender):  # noqa: N802 - thespian's API
+    def receiveMessage(self, message: Any, sender: Any) -> None:  # noqa: N802 - thespian's API
         if isinstance(message, Rebuild):
             self.tracked = message.tracked
         elif isinstance(message, Handle) and self.tracked is not None:
@@ -256,13 +323,13 @@ class AggregateActor(Actor):
             self.tracked = None
 
 
-class TickerActor(Actor):
+class TickerActor(Actor):  # type: ignore[misc]  # thespian ships no type hints
     """One per node: a thespian wakeupAfter loop that tells the node when timeouts are due.
 
     One timer for the node rather than one per aggregate: simpleSystemBase scans every pending
     wakeup on each message, which made a node with 1,000 timed clusters 10x slower."""
 
-    def receiveMessage(self, message, sender):  # noqa: N802 - thespian's API
+    def receiveMessage(self, message: Any, sender: Any) -> None:  # noqa: N802 - thespian's API
         if isinstance(message, StartTicking):
             self.node, self.seconds = sender, message.seconds
             self.wakeupAfter(self.seconds)

@@ -4,6 +4,7 @@ instant, and what changed between two states.
 Pure, shared by `stratos history`, `replay`, `diff` and `why`, and by the console, so that every
 view prints a record the same way.
 """
+
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
@@ -39,12 +40,15 @@ def figures(payload: BaseModel | Mapping[str, Any]) -> dict[str, Any]:
         elif isinstance(value, datetime):
             value = value.isoformat()
         if isinstance(value, str):
-            out[name] = value if len(value) <= TEXT_LIMIT else value[:TEXT_LIMIT - 1] + "…"
-        elif isinstance(value, (int, float, bool)):
-            out[name] = value
-        elif isinstance(value, dict) and all(isinstance(v, (int, float, str, bool)) for v in value.values()):
-            out[name] = value
-        elif isinstance(value, list) and len(value) <= 8 and all(isinstance(v, (int, float, str)) for v in value):
+            out[name] = value if len(value) <= TEXT_LIMIT else value[: TEXT_LIMIT - 1] + "…"
+        elif (
+            isinstance(value, (int, float, bool))
+            or isinstance(value, dict)
+            and all(isinstance(v, (int, float, str, bool)) for v in value.values())
+            or isinstance(value, list)
+            and len(value) <= 8
+            and all(isinstance(v, (int, float, str)) for v in value)
+        ):
             out[name] = value
     return out
 
@@ -114,20 +118,33 @@ def platform_view(states: Iterable[BaseModel]) -> dict[str, Any]:
         ref = parse_aggregate_id(data["aggregate_id"])
         if ref.kind == "cluster":
             view["clusters"][data["aggregate_id"]] = {
-                "status": data.get("status"), "min": data.get("min"), "max": data.get("max"),
+                "status": data.get("status"),
+                "min": data.get("min"),
+                "max": data.get("max"),
                 "seq": data.get("seq"),
-                "members": {m: {"status": s["status"], "partition": s["partition_id"],
-                                "network_partition": s["network_partition_id"],
-                                "node": s.get("node_id"), "ip": s.get("private_ip"),
-                                "leaving": s.get("termination_requested_at") is not None}
-                            for m, s in sorted(data.get("members", {}).items())}}
+                "members": {
+                    m: {
+                        "status": s["status"],
+                        "partition": s["partition_id"],
+                        "network_partition": s["network_partition_id"],
+                        "node": s.get("node_id"),
+                        "ip": s.get("private_ip"),
+                        "leaving": s.get("termination_requested_at") is not None,
+                    }
+                    for m, s in sorted(data.get("members", {}).items())
+                },
+            }
         elif ref.kind == "application":
             view["applications"][data["aggregate_id"]] = {
-                "status": data.get("status"), "policy": data.get("application_policy_id"),
-                "clusters": data.get("cluster_status", {}), "seq": data.get("seq")}
+                "status": data.get("status"),
+                "policy": data.get("application_policy_id"),
+                "clusters": data.get("cluster_status", {}),
+                "seq": data.get("seq"),
+            }
         else:
-            view["definitions"].setdefault(ref.kind, []).append(ref.id if ref.tenant == "carbon.super"
-                                                                 else f"{ref.tenant}/{ref.id}")
+            view["definitions"].setdefault(ref.kind, []).append(
+                ref.id if ref.tenant == "carbon.super" else f"{ref.tenant}/{ref.id}"
+            )
     for ids in view["definitions"].values():
         ids.sort()
     return view

@@ -1,6 +1,7 @@
 """Commands and events of live application updates, group scaling and application bursting
-(REFERENCE.md §4): a deployed application changes its clusters' limits and the number of
+(docs/operators/applications.md): a deployed application changes its clusters' limits and the number of
 cluster instances each one holds (one per group instance and network partition)."""
+
 from __future__ import annotations
 
 from typing import Literal
@@ -89,5 +90,11 @@ class InstanceScaleInCounted(Message):
     requests: int
 
 
-SCALING_EVENTS = (ApplicationLimitsUpdated, ApplicationClusterDemandRecorded, ApplicationInstancesChanged,
-                  ClusterInstancesChanged, ClusterInstancesWanted, InstanceScaleInCounted)
+SCALING_EVENTS = (
+    ApplicationLimitsUpdated,
+    ApplicationClusterDemandRecorded,
+    ApplicationInstancesChanged,
+    ClusterInstancesChanged,
+    ClusterInstancesWanted,
+    InstanceScaleInCounted,
+)

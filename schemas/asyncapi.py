@@ -6,7 +6,10 @@ Kafka binding), every topic record type a message whose payload is the record's 
 platform writes. Operations say which side sends: clients send commands, health statistics and
 instance status; the platform sends the rest.
 """
+
 from __future__ import annotations
+
+from typing import Any
 
 from pydantic.json_schema import models_json_schema
 
@@ -28,7 +31,7 @@ KEYS = {
 }
 DESCRIPTIONS = {
     "commands": "Commands to aggregates. Each is answered on replies (causation_id = the command id); "
-                "an id seen before is answered with its first outcome (duplicate: true).",
+    "an id seen before is answered with its first outcome (duplicate: true).",
     "events": "The log: one Commit per handled command (all the events of one decision), and Claims.",
     "replies": "CommandAccepted / CommandRejected for every command handled.",
     "snapshots": "Aggregate snapshots and checkpoint / claim markers (recovery).",
@@ -37,22 +40,28 @@ DESCRIPTIONS = {
     "instance-status": "What cartridge agents report about their instance.",
     "instance-notifier": "Notices to instances (artifact updates, clean-up).",
     "deadletter": "Records that did not validate or could not be handled, with the reason and "
-                  "Kafka Connect error headers.",
+    "Kafka Connect error headers.",
     "logs": "Log lines of instances and platform parts, batched (stratos logs, GET /api/logs).",
     "usage": "Metering: what each cluster used per period (member-seconds, scaling actions).",
     "heartbeats": "Each platform part's liveness, the groups it reads and its last error (stratos status).",
 }
 CLIENT_SENDS = ("commands", "health", "instance-status")
-CLOUDEVENTS_HEADERS = {
+CLOUDEVENTS_HEADERS: dict[str, Any] = {
     "type": "object",
     "description": "CloudEvents 1.0 Kafka protocol binding, binary mode: every record the platform writes "
-                   "carries them; a client record may carry them instead of the envelope's id, "
-                   "aggregate_id, occurred_at (see docs/clients.md).",
+    "carries them; a client record may carry them instead of the envelope's id, "
+    "aggregate_id, occurred_at (see docs/clients.md).",
     "properties": {
         "ce_specversion": {"type": "string", "const": "1.0"},
         "ce_id": {"type": "string", "description": "= envelope id"},
-        "ce_source": {"type": "string", "description": "the writing part, /stratos-es/<node|reactor|cloud|health|api|agent|...>"},
-        "ce_type": {"type": "string", "description": "stratos.<envelope type>, e.g. stratos.Commit, stratos.ScaleCluster"},
+        "ce_source": {
+            "type": "string",
+            "description": "the writing part, /stratos-es/<node|reactor|cloud|health|api|agent|...>",
+        },
+        "ce_type": {
+            "type": "string",
+            "description": "stratos.<envelope type>, e.g. stratos.Commit, stratos.ScaleCluster",
+        },
         "ce_time": {"type": "string", "format": "date-time", "description": "= envelope occurred_at"},
         "ce_subject": {"type": "string", "description": "= envelope aggregate_id"},
         "ce_tenant": {"type": "string", "description": "= envelope tenant (extension)"},
@@ -70,7 +79,7 @@ CONNECT_HEADERS = {
 }
 
 
-def _asyncapi_schema(node):
+def _asyncapi_schema(node: Any) -> Any:
     """Pydantic's JSON Schema, made an AsyncAPI Schema Object: its `discriminator` is the name
     of the property (OpenAPI's object form is not allowed there)."""
     if isinstance(node, dict):
@@ -83,52 +92,73 @@ def _asyncapi_schema(node):
     return node
 
 
-def asyncapi_document(prefix: str = "stratos.", partitions: int = 4, version: str = "1",
-                      bootstrap: str = "127.0.0.1:9092") -> dict:
+def asyncapi_document(
+    prefix: str = "stratos.", partitions: int = 4, version: str = "1", bootstrap: str = "127.0.0.1:9092"
+) -> dict[str, Any]:
     records = list(TOPIC_RECORDS.items())
-    refs, definitions = models_json_schema([(model, "validation") for _, model in records],
-                                           ref_template="#/components/schemas/{model}")
+    refs, definitions = models_json_schema(
+        [(model, "validation") for _, model in records], ref_template="#/components/schemas/{model}"
+    )
     schemas = _asyncapi_schema(definitions.get("$defs", {}))
     messages, channels, operations = {}, {}, {}
     for topic, model in records:
         name = model.__name__
         payload_ref = refs[(model, "validation")]
         message = {
-            "name": name, "title": f"{prefix}{topic} record", "contentType": "application/json",
+            "name": name,
+            "title": f"{prefix}{topic} record",
+            "contentType": "application/json",
             "summary": (model.__doc__ or DESCRIPTIONS[topic]).strip().splitlines()[0],
             "payload": payload_ref,
-            "headers": CLOUDEVENTS_HEADERS if topic != "deadletter" else {
-                **CLOUDEVENTS_HEADERS, "properties": {
+            "headers": CLOUDEVENTS_HEADERS
+            if topic != "deadletter"
+            else {
+                **CLOUDEVENTS_HEADERS,
+                "properties": {
                     **CLOUDEVENTS_HEADERS["properties"],
-                    **{h: {"type": "string", "description": d} for h, d in CONNECT_HEADERS.items()}}},
-            "correlationId": {"description": "the command a record answers or was caused by",
-                              "location": "$message.payload#/causation_id"},
-            "bindings": {"kafka": {"key": {"type": "string", "description": KEYS[topic]},
-                                   "bindingVersion": "0.5.0"}},
+                    **{h: {"type": "string", "description": d} for h, d in CONNECT_HEADERS.items()},
+                },
+            },
+            "correlationId": {
+                "description": "the command a record answers or was caused by",
+                "location": "$message.payload#/causation_id",
+            },
+            "bindings": {"kafka": {"key": {"type": "string", "description": KEYS[topic]}, "bindingVersion": "0.5.0"}},
         }
         messages[name] = message
         channel = topic.replace("-", "_")
         channels[channel] = {
-            "address": f"{prefix}{topic}", "title": f"{prefix}{topic}", "description": DESCRIPTIONS[topic],
+            "address": f"{prefix}{topic}",
+            "title": f"{prefix}{topic}",
+            "description": DESCRIPTIONS[topic],
             "messages": {name: {"$ref": f"#/components/messages/{name}"}},
-            "bindings": {"kafka": {"topic": f"{prefix}{topic}", "partitions": partitions,
-                                   "bindingVersion": "0.5.0"}},
+            "bindings": {"kafka": {"topic": f"{prefix}{topic}", "partitions": partitions, "bindingVersion": "0.5.0"}},
         }
         action = "send" if topic in CLIENT_SENDS else "receive"
         operations[f"{action}_{channel}"] = {
-            "action": action, "channel": {"$ref": f"#/channels/{channel}"},
+            "action": action,
+            "channel": {"$ref": f"#/channels/{channel}"},
             "summary": f"a client {'sends to' if action == 'send' else 'reads'} {prefix}{topic}",
             "messages": [{"$ref": f"#/channels/{channel}/messages/{name}"}],
         }
     return {
         "asyncapi": "3.0.0",
-        "info": {"title": "Stratos-ES", "version": version,
-                 "description": "Topics, keys and records of the Stratos-ES control plane. Every record "
-                                "is a JSON envelope (id, type, schema_version, aggregate_id, aggregate_seq, "
-                                "occurred_at, tenant, correlation_id, causation_id, payload). See docs/clients.md."},
+        "info": {
+            "title": "Stratos-ES",
+            "version": version,
+            "description": "Topics, keys and records of the Stratos-ES control plane. Every record "
+            "is a JSON envelope (id, type, schema_version, aggregate_id, aggregate_seq, "
+            "occurred_at, tenant, correlation_id, causation_id, payload). See docs/clients.md.",
+        },
         "defaultContentType": "application/json",
-        "servers": {"embedded": {"host": bootstrap, "protocol": "kafka",
-                                 "description": "the bootstrap servers (STRATOS_KAFKA_BOOTSTRAP)"}},
-        "channels": channels, "operations": operations,
+        "servers": {
+            "embedded": {
+                "host": bootstrap,
+                "protocol": "kafka",
+                "description": "the bootstrap servers (STRATOS_KAFKA_BOOTSTRAP)",
+            }
+        },
+        "channels": channels,
+        "operations": operations,
         "components": {"messages": messages, "schemas": schemas},
     }

@@ -3,12 +3,13 @@
 Definitions keep Stratos 4.1's camelCase field names so that a Stratos user's JSON files load
 unchanged; internal messages use snake_case. Both are pydantic v2 models.
 """
+
 from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from functools import lru_cache
-from typing import Any, get_args, get_origin
+from functools import cache, lru_cache
+from typing import Any, cast, get_args, get_origin
 
 from pydantic import BaseModel, ConfigDict
 
@@ -60,7 +61,7 @@ def secret_field_names() -> frozenset[str]:
     return frozenset(names)
 
 
-@lru_cache(maxsize=None)
+@cache
 def may_hold_secrets(model: type[BaseModel]) -> bool:
     """Whether instances of `model` can carry a secret: a secret field, a free-form dict (a
     definition body), or a nested model that can. Cached per class: the hot path asks once."""
@@ -78,11 +79,13 @@ def may_hold_secrets(model: type[BaseModel]) -> bool:
 
     if "secret" in model.model_fields:  # a property a definition can mark secret
         return True
-    return any(name in names or (info.alias or "") in names or can(info.annotation)
-               for name, info in model.model_fields.items())
+    return any(
+        name in names or (info.alias or "") in names or can(info.annotation)
+        for name, info in model.model_fields.items()
+    )
 
 
-def _is_secret_key(data: dict, key: str, names: frozenset[str]) -> bool:
+def _is_secret_key(data: dict[str, Any], key: str, names: frozenset[str]) -> bool:
     return key in names or (key == "value" and data.get("secret") is True)
 
 
@@ -93,8 +96,10 @@ def map_secrets(value: Any, change: Callable[[str], object]) -> Any:
 
     def walk(item: Any) -> Any:
         if isinstance(item, dict):
-            return {k: (change(v) if _is_secret_key(item, k, names) and isinstance(v, str) and v else walk(v))
-                    for k, v in item.items()}
+            return {
+                k: (change(v) if _is_secret_key(item, k, names) and isinstance(v, str) and v else walk(v))
+                for k, v in item.items()
+            }
         if isinstance(item, (list, tuple)):
             return [walk(v) for v in item]
         return item
@@ -132,7 +137,7 @@ def without_secrets(value: Any) -> Any:
 @lru_cache(maxsize=1)
 def _clear_secret_in_json() -> re.Pattern[str]:
     names = "|".join(re.escape(n) for n in sorted(secret_field_names()))
-    return re.compile(r'("(?:%s)"\s*:\s*")(?!%s)(?:[^"\\]|\\.)+"' % (names, re.escape(SEALED_PREFIX)))
+    return re.compile(rf'("(?:{names})"\s*:\s*")(?!{re.escape(SEALED_PREFIX)})(?:[^"\\]|\\.)+"')
 
 
 def without_clear_secrets(text: str) -> str:
@@ -141,6 +146,6 @@ def without_clear_secrets(text: str) -> str:
     return _clear_secret_in_json().sub(lambda m: m.group(1) + MASK + '"', text)
 
 
-def redacted(model: BaseModel) -> dict:
+def redacted(model: BaseModel) -> dict[str, Any]:
     """The model as JSON data with every secret masked, for replies and logs that echo input."""
-    return masked(model.model_dump(mode="json", by_alias=True))
+    return cast(dict[str, Any], masked(model.model_dump(mode="json", by_alias=True)))

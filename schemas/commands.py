@@ -3,9 +3,10 @@
 Facts from the outside world (a node was created, an agent said it is active, a window
 crossed a threshold) are commands too: only the aggregate's owner turns them into events.
 """
+
 from __future__ import annotations
 
-from typing import Annotated, Literal, Union
+from typing import TYPE_CHECKING, Annotated, Any, Literal, TypeAlias, Union, cast
 
 from pydantic import Field, create_model
 
@@ -14,6 +15,14 @@ from schemas.base import Message
 from schemas.definitions import DEFINITION_KINDS, ApplicationSignup, DomainMappings
 from schemas.domain import ClusterSpec
 from schemas.metadata import METADATA_COMMANDS, AddMetadataProperties, RemoveMetadataProperties, RemoveMetadataProperty  # noqa: F401
+
+AgentStatus = Literal["Started", "Activated", "MaintenanceMode", "ReadyToShutdown"]
+"""What a cartridge agent says of its instance (ReportInstanceStatus)."""
+
+
+def _literal(value: str) -> Any:
+    """``Literal[value]`` for a value made at import time (which a type checker cannot follow)."""
+    return cast(Any, Literal)[value]
 
 
 def _pascal(kind: str) -> str:
@@ -26,14 +35,24 @@ def _definition_commands() -> list[type[Message]]:
     for kind, model in DEFINITION_KINDS.items():
         name = _pascal(kind)
         for verb, body in (("Add", model), ("Update", model)):
-            made.append(create_model(
-                f"{verb}{name}", __base__=Message, __module__=__name__,
-                type=(Literal[f"{verb}{name}"], f"{verb}{name}"), definition=(body, ...),
-            ))
-        made.append(create_model(
-            f"Remove{name}", __base__=Message, __module__=__name__,
-            type=(Literal[f"Remove{name}"], f"Remove{name}"), id=(str, Field(min_length=1)),
-        ))
+            made.append(
+                create_model(
+                    f"{verb}{name}",
+                    __base__=Message,
+                    __module__=__name__,
+                    type=(_literal(f"{verb}{name}"), f"{verb}{name}"),
+                    definition=(body, ...),
+                )
+            )
+        made.append(
+            create_model(
+                f"Remove{name}",
+                __base__=Message,
+                __module__=__name__,
+                type=(_literal(f"Remove{name}"), f"Remove{name}"),
+                id=(str, Field(min_length=1)),
+            )
+        )
     return made
 
 
@@ -59,6 +78,7 @@ class ReleaseDefinition(Message):
 
 # --- application -------------------------------------------------------------------------
 
+
 class DeployApplication(Message):
     type: Literal["DeployApplication"] = "DeployApplication"
     application_policy_id: str = Field(min_length=1)
@@ -70,7 +90,7 @@ class RecordDependencyResolved(Message):
     type: Literal["RecordDependencyResolved"] = "RecordDependencyResolved"
     kind: str
     id: str
-    definition: dict
+    definition: dict[str, Any]
 
 
 class RecordDependencyMissing(Message):
@@ -122,6 +142,7 @@ class RemoveDomainMappings(Message):
 
 # --- cluster -------------------------------------------------------------------------------
 
+
 class CreateCluster(Message):
     type: Literal["CreateCluster"] = "CreateCluster"
     spec: ClusterSpec
@@ -143,7 +164,7 @@ class ScaleCluster(Message):
 
 class ScaleAsDependent(Message):
     """A cluster of the same `scalingDependents` group scaled: keep at least `factor` times
-    this cluster's min (REFERENCE.md §4, dependent scaling)."""
+    this cluster's min (Stratos 4.1's dependent scaling; docs/operators/autoscaler.md)."""
 
     type: Literal["ScaleAsDependent"] = "ScaleAsDependent"
     source_cluster_id: str
@@ -172,14 +193,17 @@ class CheckTimeouts(Message):
 
 # --- member (key = cluster id, aggregate id = member id) -----------------------------------
 
+
 class ReportNodeCreated(Message):
     type: Literal["ReportNodeCreated"] = "ReportNodeCreated"
     member_id: str
     node_id: str
     private_ip: str | None = None
     public_ip: str | None = None
-    ports: dict[str, int] = Field(default_factory=dict, description="protocol -> the port the node "
-                                  "listens on, when it is not the cartridge's (mock process mode)")
+    ports: dict[str, int] = Field(
+        default_factory=dict,
+        description="protocol -> the port the node listens on, when it is not the cartridge's (mock process mode)",
+    )
 
 
 class ReportNodeStartFailed(Message):
@@ -201,7 +225,7 @@ class ReportInstanceStatus(Message):
 
     type: Literal["ReportInstanceStatus"] = "ReportInstanceStatus"
     member_id: str
-    status: Literal["Started", "Activated", "MaintenanceMode", "ReadyToShutdown"]
+    status: AgentStatus
 
 
 class ReportMemberFault(Message):
@@ -216,14 +240,37 @@ class TerminateMember(Message):
     graceful: bool = True
 
 
-Command = Annotated[
-    Union[tuple(DEFINITION_COMMANDS) + (  # type: ignore[valid-type]
-        MarkDefinitionUsed, ReleaseDefinition, DeployApplication, RecordDependencyResolved,
-        RecordDependencyMissing, UndeployApplication, RecordClusterStatus, AddApplicationSignup,
-        RemoveApplicationSignup, AddDomainMappings, RemoveDomainMappings, CreateCluster,
-        ScaleCluster, ScaleAsDependent, UpdateClusterLimits, TerminateCluster, CheckTimeouts, ReportNodeCreated,
-        ReportNodeStartFailed, ReportNodeDestroyed, ReportInstanceStatus, ReportMemberFault,
-        TerminateMember,
-    ) + METADATA_COMMANDS + SCALING_COMMANDS],
-    Field(discriminator="type"),
-]
+_COMMAND_TYPES: tuple[type[Message], ...] = (
+    *DEFINITION_COMMANDS,
+    MarkDefinitionUsed,
+    ReleaseDefinition,
+    DeployApplication,
+    RecordDependencyResolved,
+    RecordDependencyMissing,
+    UndeployApplication,
+    RecordClusterStatus,
+    AddApplicationSignup,
+    RemoveApplicationSignup,
+    AddDomainMappings,
+    RemoveDomainMappings,
+    CreateCluster,
+    ScaleCluster,
+    ScaleAsDependent,
+    UpdateClusterLimits,
+    TerminateCluster,
+    CheckTimeouts,
+    ReportNodeCreated,
+    ReportNodeStartFailed,
+    ReportNodeDestroyed,
+    ReportInstanceStatus,
+    ReportMemberFault,
+    TerminateMember,
+    *METADATA_COMMANDS,
+    *SCALING_COMMANDS,
+)
+if TYPE_CHECKING:
+    # a union built at import time (the definition commands come from DEFINITION_KINDS): the type
+    # checker cannot see its members, so to it any command; code narrows with isinstance
+    Command: TypeAlias = Any
+else:
+    Command = Annotated[Union[_COMMAND_TYPES], Field(discriminator="type")]  # noqa: UP007

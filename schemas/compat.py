@@ -14,10 +14,11 @@ const, union variant or bound the reader accepts less of than the writer (narrow
   required field, a widened type or a new enum value is.
 - FULL: both.
 """
+
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from typing import Any, cast
 
 BACKWARD, FORWARD, FULL = "BACKWARD", "FORWARD", "FULL"
 _BOUNDS_LOWER = ("minimum", "exclusiveMinimum", "minLength", "minItems", "minProperties")
@@ -27,10 +28,10 @@ _BOUNDS_UPPER = ("maximum", "exclusiveMaximum", "maxLength", "maxItems", "maxPro
 class _Side:
     """One schema with its own definitions, so that `$ref`s resolve within it."""
 
-    def __init__(self, root: dict) -> None:
+    def __init__(self, root: dict[str, Any]) -> None:
         self.root = root
 
-    def resolve(self, node: dict) -> tuple[dict, str | None]:
+    def resolve(self, node: dict[str, Any]) -> tuple[dict[str, Any], str | None]:
         ref = node.get("$ref")
         if not ref:
             return node, None
@@ -41,7 +42,7 @@ class _Side:
         return merged, ref
 
 
-def _types(node: dict) -> set[str] | None:
+def _types(node: dict[str, Any]) -> set[str] | None:
     kind = node.get("type")
     if kind is None:
         if "const" in node:
@@ -54,7 +55,7 @@ def _types(node: dict) -> set[str] | None:
     return {kind} if isinstance(kind, str) else set(kind)
 
 
-def _json_type(value) -> str:
+def _json_type(value: Any) -> str:
     if value is None:
         return "null"
     if isinstance(value, bool):
@@ -68,14 +69,14 @@ def _json_type(value) -> str:
     return "array" if isinstance(value, list) else "object"
 
 
-def _variants(node: dict) -> list[dict] | None:
+def _variants(node: dict[str, Any]) -> list[dict[str, Any]] | None:
     for keyword in ("oneOf", "anyOf"):
         if keyword in node:
-            return node[keyword]
+            return cast(list[dict[str, Any]], node[keyword])
     return None
 
 
-def _tag(side: _Side, node: dict, discriminator: str | None) -> str | None:
+def _tag(side: _Side, node: dict[str, Any], discriminator: str | None) -> str | None:
     node, _ = side.resolve(node)
     if discriminator:
         value = node.get("properties", {}).get(discriminator, {})
@@ -87,24 +88,24 @@ def _tag(side: _Side, node: dict, discriminator: str | None) -> str | None:
     return None
 
 
-def _discriminator(node: dict) -> str | None:
+def _discriminator(node: dict[str, Any]) -> str | None:
     found = node.get("discriminator")
     return found.get("propertyName") if isinstance(found, dict) else found
 
 
 class _Checker:
-    def __init__(self, reader: dict, writer: dict, tolerant: bool) -> None:
+    def __init__(self, reader: dict[str, Any], writer: dict[str, Any], tolerant: bool) -> None:
         self.reader, self.writer, self.tolerant = _Side(reader), _Side(writer), tolerant
         self.seen: set[tuple[str, str]] = set()
 
-    def check(self, r: dict, w: dict, path: str) -> list[str]:
+    def check(self, r: dict[str, Any], w: dict[str, Any], path: str) -> list[str]:
         r, r_ref = self.reader.resolve(r)
         w, w_ref = self.writer.resolve(w)
         if r_ref and w_ref:
             if (r_ref, w_ref) in self.seen:
                 return []  # recursion: already being compared
             self.seen.add((r_ref, w_ref))
-        if r is True or r == {}:
+        if r is True or r == {}:  # type: ignore[comparison-overlap]  # JSON Schema allows `true` for a schema
             return []
         w_variants, r_variants = _variants(w), _variants(r)
         if w_variants is not None:
@@ -113,7 +114,9 @@ class _Checker:
             return self._into_union(r_variants, w, path)
         return self._plain(r, w, path)
 
-    def _writer_union(self, r: dict, w: dict, variants: list[dict], path: str) -> list[str]:
+    def _writer_union(
+        self, r: dict[str, Any], w: dict[str, Any], variants: list[dict[str, Any]], path: str
+    ) -> list[str]:
         """Every variant the writer may write must be readable."""
         r_variants = _variants(r)
         key = _discriminator(w) or _discriminator(r) or "type"
@@ -136,7 +139,7 @@ class _Checker:
             problems += self.check(r, variant, path)
         return problems
 
-    def _into_union(self, r_variants: list[dict], w: dict, path: str) -> list[str]:
+    def _into_union(self, r_variants: list[dict[str, Any]], w: dict[str, Any], path: str) -> list[str]:
         """A writer's (non-union) schema must fit at least one of the reader's variants."""
         best: list[str] | None = None
         for variant in r_variants:
@@ -150,7 +153,7 @@ class _Checker:
         w_types = _types(self.writer.resolve(w)[0])
         return best if best and w_types != {"null"} else [f"{path}: {sorted(w_types or {'any'})} no longer accepted"]
 
-    def _plain(self, r: dict, w: dict, path: str) -> list[str]:
+    def _plain(self, r: dict[str, Any], w: dict[str, Any], path: str) -> list[str]:
         problems: list[str] = []
         r_types, w_types = _types(r), _types(w)
         if r_types is not None:
@@ -175,15 +178,17 @@ class _Checker:
                 problems.append(f"{path}: {bound} lowered to {r[bound]} (was {w.get(bound, 'none')})")
         if "pattern" in r and r["pattern"] != w.get("pattern"):
             problems.append(f"{path}: pattern {r['pattern']!r} now required")
-        if (r_types is None or "object" in r_types) and ("properties" in r or "properties" in w
-                                                         or "additionalProperties" in r):
+        if (r_types is None or "object" in r_types) and (
+            "properties" in r or "properties" in w or "additionalProperties" in r
+        ):
             problems += self._object(r, w, path)
         if "items" in r and isinstance(r["items"], dict):
-            problems += self.check(r["items"], w.get("items", {}) if isinstance(w.get("items"), dict) else {},
-                                   f"{path}[]")
+            problems += self.check(
+                r["items"], w.get("items", {}) if isinstance(w.get("items"), dict) else {}, f"{path}[]"
+            )
         return problems
 
-    def _object(self, r: dict, w: dict, path: str) -> list[str]:
+    def _object(self, r: dict[str, Any], w: dict[str, Any], path: str) -> list[str]:
         problems = []
         r_props, w_props = r.get("properties", {}), w.get("properties", {})
         r_required, w_required = set(r.get("required", ())), set(w.get("required", ()))
@@ -206,26 +211,27 @@ class _Checker:
         return problems
 
 
-def incompatibilities(reader: dict, writer: dict, tolerant: bool = False) -> list[str]:
+def incompatibilities(reader: dict[str, Any], writer: dict[str, Any], tolerant: bool = False) -> list[str]:
     """Why `reader` would refuse records valid under `writer` (empty: compatible)."""
     return _Checker(reader, writer, tolerant).check(reader, writer, "record")
 
 
-def check(old: dict, new: dict, mode: str = FULL) -> list[str]:
+def check(old: dict[str, Any], new: dict[str, Any], mode: str = FULL) -> list[str]:
     """Breaks of a change from `old` to `new` under a compatibility mode."""
     problems = []
     if mode in (BACKWARD, FULL):
         problems += [f"BACKWARD {p}" for p in incompatibilities(reader=new, writer=old)]
     if mode in (FORWARD, FULL):
-        problems += [f"FORWARD {_as_forward(p)}"
-                     for p in incompatibilities(reader=old, writer=new, tolerant=True)]
+        problems += [f"FORWARD {_as_forward(p)}" for p in incompatibilities(reader=old, writer=new, tolerant=True)]
     return problems
 
 
-_FORWARD_WORDS = [(re.compile(r"type narrowed \((.*?) -> (.*?)\)"), r"type widened (\2 -> \1)"),
-                  (re.compile(r"(enum values?) (.*) removed"), r"\1 \2 added"),
-                  (re.compile(r"required field added"), "required field removed"),
-                  (re.compile(r"made required"), "made optional")]
+_FORWARD_WORDS = [
+    (re.compile(r"type narrowed \((.*?) -> (.*?)\)"), r"type widened (\2 -> \1)"),
+    (re.compile(r"(enum values?) (.*) removed"), r"\1 \2 added"),
+    (re.compile(r"required field added"), "required field removed"),
+    (re.compile(r"made required"), "made optional"),
+]
 
 
 def _as_forward(problem: str) -> str:
@@ -242,7 +248,7 @@ records. Every other topic is FULL: the platform replays its own old records (BA
 clients read the new ones (FORWARD)."""
 
 
-def check_all(baseline: dict[str, dict], current: dict[str, dict]) -> list[str]:
+def check_all(baseline: dict[str, dict[str, Any]], current: dict[str, dict[str, Any]]) -> list[str]:
     """Every break between the published schemas and the current ones, per topic."""
     problems = []
     for topic, old in sorted(baseline.items()):
@@ -251,7 +257,3 @@ def check_all(baseline: dict[str, dict], current: dict[str, dict]) -> list[str]:
             continue
         problems += [f"{topic}: {p}" for p in check(old, current[topic], TOPIC_MODES.get(topic, FULL))]
     return problems
-
-
-def summarize(problems: Iterable[str]) -> str:
-    return "\n".join(problems) or "compatible"

@@ -11,17 +11,19 @@ needs only the document itself is checked here, once, at parse time, so the rest
 trust a parsed definition. Rules that need other definitions (does that cartridge exist? is that
 policy in use?) belong to the registry, which reads :meth:`RegisteredDefinition.references`.
 """
+
 from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping
-from typing import Annotated, ClassVar, Literal, TypeVar
+from typing import Annotated, Any, ClassVar, Literal, TypeVar, cast
 
 from pydantic import (
     AfterValidator,
     BeforeValidator,
     ConfigDict,
     Field,
+    SerializerFunctionWrapHandler,
     ValidationInfo,
     field_validator,
     model_serializer,
@@ -88,11 +90,13 @@ class _StratosJson(Definition):
 class Property(_StratosJson):
     name: Id
     value: str = Field("", coerce_numbers_to_str=True)
-    secret: bool = Field(False, description="true: the value is a secret, sealed in the log and "
-                                            "masked for readers (written only when true)")
+    secret: bool = Field(
+        False,
+        description="true: the value is a secret, sealed in the log and masked for readers (written only when true)",
+    )
 
     @model_serializer(mode="wrap")
-    def _secret_only_when_true(self, handler):
+    def _secret_only_when_true(self, handler: SerializerFunctionWrapHandler) -> Any:
         data = handler(self)
         if not self.secret:
             data.pop("secret", None)
@@ -106,7 +110,7 @@ class RegisteredDefinition(_StratosJson):
 
     @property
     def definition_id(self) -> str:
-        return getattr(self, self._id_field)
+        return cast(str, getattr(self, self._id_field))
 
     def references(self) -> list[Reference]:
         """(kind, id) of the definitions this one uses: they must exist, and stay while it does."""
@@ -406,9 +410,7 @@ class Application(RegisteredDefinition):
 
     def cluster_ids(self) -> dict[str, str]:
         """{subscription alias: cluster id}, the id Stratos gives each subscription's cluster."""
-        return {
-            s.alias: f"{self.applicationId}.{s.alias}.{s.type}.domain" for s in self.cartridge_subscriptions()
-        }
+        return {s.alias: f"{self.applicationId}.{s.alias}.{s.type}.domain" for s in self.cartridge_subscriptions()}
 
     def references(self) -> list[Reference]:
         subscriptions = list(self.cartridge_subscriptions())
@@ -480,14 +482,25 @@ class AutoscalingPolicy(RegisteredDefinition):
     description: str | None = None
     loadThresholds: LoadThresholds
     # Optional, not in Stratos 4.1 (its files load unchanged): what Kubernetes' HPA learnt.
-    tolerance: float | None = Field(None, ge=0, lt=1, description=(
-        "HPA's tolerance band: a metric within this fraction of its threshold keeps the current "
-        "count (0.1 = 10 %); unset = Stratos's rules exactly"))
-    scaleDownStabilisationSeconds: float | None = Field(None, ge=0, description=(
-        "no scale-down within this many seconds of the cluster's last scaling action "
-        "(HPA: 300); unset = none"))
-    scaleDownAfter: int | None = Field(None, ge=1, description=(
-        "scale down only on this many consecutive scale-down requests; unset = Stratos's 4"))
+    tolerance: float | None = Field(
+        None,
+        ge=0,
+        lt=1,
+        description=(
+            "HPA's tolerance band: a metric within this fraction of its threshold keeps the current "
+            "count (0.1 = 10 %); unset = Stratos's rules exactly"
+        ),
+    )
+    scaleDownStabilisationSeconds: float | None = Field(
+        None,
+        ge=0,
+        description=(
+            "no scale-down within this many seconds of the cluster's last scaling action (HPA: 300); unset = none"
+        ),
+    )
+    scaleDownAfter: int | None = Field(
+        None, ge=1, description=("scale down only on this many consecutive scale-down requests; unset = Stratos's 4")
+    )
 
 
 class DeploymentPartition(_StratosJson):
@@ -595,8 +608,12 @@ class NetworkPartition(RegisteredDefinition):
         """A Kubernetes network partition's partitions name their cluster (Stratos's property `cluster`)."""
         if (self.provider or "").lower() != "kubernetes":
             return []
-        return _unique(("kubernetesCluster", p.value) for part in self.partitions for p in part.properties
-                       if p.name == KUBERNETES_CLUSTER_PROPERTY and p.value)
+        return _unique(
+            ("kubernetesCluster", p.value)
+            for part in self.partitions
+            for p in part.properties
+            if p.name == KUBERNETES_CLUSTER_PROPERTY and p.value
+        )
 
 
 # --- Kubernetes, tenants, users ----------------------------------------------------------------

@@ -1,8 +1,10 @@
-"""Value types shared by commands and events: the lifecycles of REFERENCE.md §2 and the
-resolved specification a cluster is created from."""
+"""Value types shared by commands and events: the member, cluster and application lifecycles of
+Stratos 4.1 and the resolved specification a cluster is created from."""
+
 from __future__ import annotations
 
 from enum import Enum
+from typing import Any
 
 from pydantic import Field
 
@@ -30,7 +32,7 @@ class ClusterStatus(str, Enum):
 
 
 class ApplicationStatus(str, Enum):
-    """Status of the application definition (REFERENCE.md §2) and of its instance."""
+    """Status of the application definition (Created until deployed) and of its instance."""
 
     CREATED = "Created"
     DEPLOYING = "Deploying"
@@ -38,8 +40,6 @@ class ApplicationStatus(str, Enum):
     ACTIVE = "Active"
     INACTIVE = "Inactive"
     UNDEPLOYING = "Undeploying"
-
-
 
 
 class PartitionSpec(Value):
@@ -69,10 +69,10 @@ class ClusterSpec(Value):
     thresholds: dict[str, float] = Field(
         default_factory=dict, description="metric name -> threshold from the autoscaling policy"
     )
-    iaas: dict[str, dict] = Field(
+    iaas: dict[str, dict[str, Any]] = Field(
         default_factory=dict, description="provider -> the cartridge's iaasProvider entry"
     )
-    ports: list[dict] = []
+    ports: list[dict[str, Any]] = []
     repo_url: str | None = None
     repo_username: str | None = None
     repo_password: str | None = Field(None, repr=False, description="sealed (infra/secrets.py)")
@@ -82,5 +82,8 @@ class ClusterSpec(Value):
     scaling_dependents: list[str] = Field(default_factory=list, description="cluster ids")
     startup_after: list[str] = Field(default_factory=list, description="cluster ids started first")
     log_file_paths: list[str] = Field(default_factory=list, description="files the agent ships to the logs topic")
-    instances: list[str] = Field(default_factory=list, description="network partition of each cluster "
-                                 "instance at creation (group instances, bursting); empty: one, in the first")
+    instances: list[str] = Field(
+        default_factory=list,
+        description="network partition of each cluster "
+        "instance at creation (group instances, bursting); empty: one, in the first",
+    )

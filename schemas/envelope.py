@@ -3,6 +3,7 @@
 `payload` is a discriminated union on `type`; the envelope repeats the type at top level so
 that consumers in any language can route a record without parsing its payload.
 """
+
 from __future__ import annotations
 
 from datetime import datetime
@@ -28,7 +29,7 @@ class Envelope(BaseModel):
     payload: BaseModel
 
     @model_validator(mode="after")
-    def _type_matches_payload(self) -> "Envelope":
+    def _type_matches_payload(self) -> Envelope:
         payload_type = getattr(self.payload, "type", None)
         if payload_type != self.type:
             raise ValueError(f"type {self.type!r} does not match payload.type {payload_type!r}")

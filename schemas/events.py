@@ -3,15 +3,16 @@
 Member events carry the member id as aggregate id but the cluster id as record key, so a
 cluster and its members share a partition and a node.
 """
+
 from __future__ import annotations
 
-from typing import Annotated, Literal, Union
+from typing import TYPE_CHECKING, Annotated, Any, Literal, TypeAlias, Union
 
 from pydantic import Field, create_model
 
 from schemas.app_scaling import SCALING_EVENTS
 from schemas.base import Message
-from schemas.commands import _pascal
+from schemas.commands import _literal, _pascal
 from schemas.definitions import DEFINITION_KINDS
 from schemas.domain import ClusterSpec
 from schemas.metadata import METADATA_EVENTS, MetadataCleared, MetadataPropertyRemoved, MetadataPropertySet  # noqa: F401
@@ -22,14 +23,24 @@ def _definition_events() -> list[type[Message]]:
     for kind, model in DEFINITION_KINDS.items():
         name = _pascal(kind)
         for past in ("Added", "Updated"):
-            made.append(create_model(
-                f"{name}{past}", __base__=Message, __module__=__name__,
-                type=(Literal[f"{name}{past}"], f"{name}{past}"), definition=(model, ...),
-            ))
-        made.append(create_model(
-            f"{name}Removed", __base__=Message, __module__=__name__,
-            type=(Literal[f"{name}Removed"], f"{name}Removed"), id=(str, ...),
-        ))
+            made.append(
+                create_model(
+                    f"{name}{past}",
+                    __base__=Message,
+                    __module__=__name__,
+                    type=(_literal(f"{name}{past}"), f"{name}{past}"),
+                    definition=(model, ...),
+                )
+            )
+        made.append(
+            create_model(
+                f"{name}Removed",
+                __base__=Message,
+                __module__=__name__,
+                type=(_literal(f"{name}Removed"), f"{name}Removed"),
+                id=(str, ...),
+            )
+        )
     return made
 
 
@@ -42,7 +53,7 @@ class DefinitionUsed(Message):
     kind: str
     id: str
     by: str
-    definition: dict = Field(description="the body the user depends on, as used")
+    definition: dict[str, Any] = Field(description="the body the user depends on, as used")
 
 
 class DefinitionReleased(Message):
@@ -54,6 +65,7 @@ class DefinitionReleased(Message):
 
 # --- application -------------------------------------------------------------------------
 
+
 class ApplicationDeploymentRequested(Message):
     type: Literal["ApplicationDeploymentRequested"] = "ApplicationDeploymentRequested"
     application_policy_id: str
@@ -64,7 +76,7 @@ class ApplicationDependencyResolved(Message):
     type: Literal["ApplicationDependencyResolved"] = "ApplicationDependencyResolved"
     kind: str
     id: str
-    definition: dict
+    definition: dict[str, Any]
 
 
 class ApplicationDependencyReleased(Message):
@@ -131,7 +143,7 @@ class ApplicationSignupAdded(Message):
 
     type: Literal["ApplicationSignupAdded"] = "ApplicationSignupAdded"
     tenant: str
-    artifact_repositories: list[dict]
+    artifact_repositories: list[dict[str, Any]]
     clusters: dict[str, str]
 
 
@@ -145,7 +157,7 @@ class DomainMappingsAdded(Message):
 
     type: Literal["DomainMappingsAdded"] = "DomainMappingsAdded"
     tenant: str
-    mappings: list[dict]
+    mappings: list[dict[str, Any]]
 
 
 class DomainMappingRemoved(Message):
@@ -156,6 +168,7 @@ class DomainMappingRemoved(Message):
 
 
 # --- cluster -------------------------------------------------------------------------------
+
 
 class ClusterCreated(Message):
     type: Literal["ClusterCreated"] = "ClusterCreated"
@@ -227,6 +240,7 @@ class ClusterTerminated(Message):
 
 # --- member --------------------------------------------------------------------------------
 
+
 class MemberSpawnRequested(Message):
     """The cloud controller starts a node named after `member_id` (its idempotency key)."""
 
@@ -239,8 +253,8 @@ class MemberSpawnRequested(Message):
     network_partition_id: str
     partition_id: str
     provider: str
-    iaas: dict = {}
-    ports: list[dict] = []
+    iaas: dict[str, Any] = {}
+    ports: list[dict[str, Any]] = []
     repo_url: str | None = None
     reason: str = ""
 
@@ -312,22 +326,52 @@ class MemberTerminated(Message):
 
 
 MEMBER_EVENTS = (
-    MemberSpawnRequested, MemberInitialized, MemberStartFailed, MemberStarting, MemberActivated,
-    MemberInMaintenance, MemberReadyToShutdown, MemberTerminationRequested, MemberObsoleted,
+    MemberSpawnRequested,
+    MemberInitialized,
+    MemberStartFailed,
+    MemberStarting,
+    MemberActivated,
+    MemberInMaintenance,
+    MemberReadyToShutdown,
+    MemberTerminationRequested,
+    MemberObsoleted,
     MemberTerminated,
 )
 
-Event = Annotated[
-    Union[tuple(DEFINITION_EVENTS) + (  # type: ignore[valid-type]
-        DefinitionUsed, DefinitionReleased, ApplicationDeploymentRequested,
-        ApplicationDependencyResolved, ApplicationDependencyReleased, ApplicationDeploymentFailed,
-        ApplicationDeployed,
-        ClustersStartRequested,
-        ApplicationStatusChanged, ApplicationClusterStatusChanged, GroupTerminationRequested,
-        ApplicationUndeploying,
-        ApplicationUndeployed, ApplicationSignupAdded, ApplicationSignupRemoved, DomainMappingsAdded,
-        DomainMappingRemoved, ClusterCreated, ClusterStatusChanged, ClusterLimitsUpdated,
-        ScalingDecided, DependentScalingRequested, DependentFloorChanged, ClusterTerminating, ClusterTerminated,
-    ) + MEMBER_EVENTS + METADATA_EVENTS + SCALING_EVENTS],
-    Field(discriminator="type"),
-]
+_EVENT_TYPES: tuple[type[Message], ...] = (
+    *DEFINITION_EVENTS,
+    DefinitionUsed,
+    DefinitionReleased,
+    ApplicationDeploymentRequested,
+    ApplicationDependencyResolved,
+    ApplicationDependencyReleased,
+    ApplicationDeploymentFailed,
+    ApplicationDeployed,
+    ClustersStartRequested,
+    ApplicationStatusChanged,
+    ApplicationClusterStatusChanged,
+    GroupTerminationRequested,
+    ApplicationUndeploying,
+    ApplicationUndeployed,
+    ApplicationSignupAdded,
+    ApplicationSignupRemoved,
+    DomainMappingsAdded,
+    DomainMappingRemoved,
+    ClusterCreated,
+    ClusterStatusChanged,
+    ClusterLimitsUpdated,
+    ScalingDecided,
+    DependentScalingRequested,
+    DependentFloorChanged,
+    ClusterTerminating,
+    ClusterTerminated,
+    *MEMBER_EVENTS,
+    *METADATA_EVENTS,
+    *SCALING_EVENTS,
+)
+if TYPE_CHECKING:
+    # a union built at import time (the definition events come from DEFINITION_KINDS): the type
+    # checker cannot see its members, so to it any event; code narrows with isinstance
+    Event: TypeAlias = Any
+else:
+    Event = Annotated[Union[_EVENT_TYPES], Field(discriminator="type")]  # noqa: UP007

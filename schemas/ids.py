@@ -2,6 +2,7 @@
 
 Members live inside their cluster's aggregate, so a member's records are keyed by its cluster.
 """
+
 from __future__ import annotations
 
 from typing import NamedTuple
@@ -26,5 +27,5 @@ def parse_aggregate_id(value: str) -> AggregateRef:
 
 
 def cluster_id_for(application_id: str, alias: str, cartridge_type: str) -> str:
-    """Stratos's cluster id (REFERENCE.md §1)."""
+    """Stratos's cluster id: ``<application id>.<alias>.<cartridge type>.domain``."""
     return f"{application_id}.{alias}.{cartridge_type}.domain"

@@ -5,6 +5,7 @@ address for its clients, a cluster's well-known members...).
 A property is Stratos's `{"key": k, "values": [v, ...]}`; `alias` names the cartridge alias
 (Stratos's cluster-level properties), or is None for the application's own properties.
 """
+
 from __future__ import annotations
 
 from typing import Literal

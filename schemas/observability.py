@@ -4,6 +4,7 @@
 batches), `stratos.usage` one UsageHour per cluster and hour (compacted, keyed by its id, so a
 consumer that sums by id counts each hour once), `stratos.heartbeats` one Heartbeat per part
 process (compacted, keyed by part and process)."""
+
 from __future__ import annotations
 
 from datetime import datetime
@@ -24,8 +25,9 @@ class LogLine(BaseModel):
 
     at: datetime
     level: Level = "INFO"
-    source: str = Field("agent", max_length=200,
-                        description="what wrote it: agent, clean-hook, git, a log file's path, a logger")
+    source: str = Field(
+        "agent", max_length=200, description="what wrote it: agent, clean-hook, git, a log file's path, a logger"
+    )
     message: str = Field(max_length=16_000)
 
 

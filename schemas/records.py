@@ -1,9 +1,10 @@
 """One envelope type per topic, and the table that says which record each topic carries."""
+
 from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, Literal, Union
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, field_validator
 
@@ -16,7 +17,6 @@ from schemas.ids import parse_aggregate_id
 from schemas.observability import HeartbeatRecord, LogBatchRecord, UsageRecord
 from schemas.status import Health, InstanceStatus, Notification, Reply
 
-
 AGGREGATE_KINDS = frozenset(DEFINITION_KINDS) | {"cluster"}
 
 
@@ -28,8 +28,9 @@ class CommandRecord(Envelope):
     def _known_aggregate(cls, value: str) -> str:
         kind = parse_aggregate_id(value).kind
         if kind not in AGGREGATE_KINDS:
-            raise ValueError(f"aggregate id {value!r}: unknown kind {kind!r} "
-                             f"(one of {', '.join(sorted(AGGREGATE_KINDS))})")
+            raise ValueError(
+                f"aggregate id {value!r}: unknown kind {kind!r} (one of {', '.join(sorted(AGGREGATE_KINDS))})"
+            )
         return value
 
 
@@ -67,7 +68,7 @@ class Claim(Message):
     generation: int = Field(-1, description="the consumer group generation, for diagnosis")
 
 
-LogEntry = Annotated[Union[Commit, Claim], Field(discriminator="type")]
+LogEntry = Annotated[Commit | Claim, Field(discriminator="type")]
 
 
 class LogRecord(Envelope):
@@ -99,7 +100,7 @@ class Snapshot(Message):
     aggregate_type: str
     events_partition: int
     events_offset: int
-    state: dict
+    state: dict[str, Any]
     claim: str | None = Field(None, description="the writer's claim: snapshots of a fenced writer are ignored")
 
 
@@ -193,7 +194,7 @@ TOPIC_RECORDS: dict[str, type[Envelope]] = {
 """Topic name (without the configurable prefix) -> the envelope its records must validate as."""
 
 
-def topic_schemas() -> dict[str, dict]:
+def topic_schemas() -> dict[str, dict[str, Any]]:
     """One JSON Schema per topic record type (topic name without prefix -> schema)."""
     schemas = {}
     for topic, record in TOPIC_RECORDS.items():
@@ -214,7 +215,9 @@ def export_json_schemas(directory: Path) -> list[Path]:
     return written
 
 
-def read_json_schemas(directory: Path) -> dict[str, dict]:
+def read_json_schemas(directory: Path) -> dict[str, dict[str, Any]]:
     """The schemas `export_json_schemas` wrote into a directory (a published baseline)."""
-    return {path.name.removesuffix(".schema.json"): json.loads(path.read_text())
-            for path in sorted(directory.glob("*.schema.json"))}
+    return {
+        path.name.removesuffix(".schema.json"): json.loads(path.read_text())
+        for path in sorted(directory.glob("*.schema.json"))
+    }

@@ -1,9 +1,10 @@
 """Records from outside the aggregates: replies to commands, health statistics, the cartridge
-agent's instance status and the instance notifier (REFERENCE.md §3, §5)."""
+agent's instance status and the instance notifier (docs/clients.md lists who writes each)."""
+
 from __future__ import annotations
 
 import math
-from typing import Annotated, Literal, Union
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, field_validator
 
@@ -25,11 +26,11 @@ class CommandRejected(Message):
     reason: str
     field: str | None = Field(None, description="the field or id the rejection is about")
     code: int = Field(400, description="HTTP-like code: 400 invalid or in use, 404, 409")
-    command: dict = Field(default_factory=dict, description="the rejected command's payload")
+    command: dict[str, Any] = Field(default_factory=dict, description="the rejected command's payload")
     duplicate: bool = Field(False, description="the command had been rejected before: answered again, no-op")
 
 
-Reply = Annotated[Union[CommandAccepted, CommandRejected], Field(discriminator="type")]
+Reply = Annotated[CommandAccepted | CommandRejected, Field(discriminator="type")]
 
 HealthMetric = Literal["load_average", "memory_consumption", "requests_in_flight"]
 
@@ -44,8 +45,11 @@ class HealthStat(Message):
     member_id: str | None = None
     metric: HealthMetric
     value: float = Field(ge=0)
-    queued: float | None = Field(None, ge=0, description="requests_in_flight from a load balancer: "
-                                 "requests queued beside those in flight (HAProxy's qcur)")
+    queued: float | None = Field(
+        None,
+        ge=0,
+        description="requests_in_flight from a load balancer: requests queued beside those in flight (HAProxy's qcur)",
+    )
     timestamp: float = Field(gt=0, description="epoch seconds when measured")
 
     @field_validator("value")
@@ -63,14 +67,13 @@ class MemberFault(Message):
     silent_seconds: float
 
 
-Health = Annotated[Union[HealthStat, MemberFault], Field(discriminator="type")]
+Health = Annotated[HealthStat | MemberFault, Field(discriminator="type")]
 
 
 class InstanceStatus(Message):
     """What a cartridge agent publishes on `stratos.instance-status`."""
 
-    type: Literal["InstanceStarted", "InstanceActivated", "InstanceMaintenanceMode",
-                  "InstanceReadyToShutdown"]
+    type: Literal["InstanceStarted", "InstanceActivated", "InstanceMaintenanceMode", "InstanceReadyToShutdown"]
     member_id: str
     cluster_id: str
     network_partition_id: str | None = None
@@ -84,8 +87,9 @@ class ArtifactUpdated(Message):
     repo_username: str | None = None
     repo_password: str | None = Field(None, repr=False)
     commit: str | None = None
-    tenant: str | None = Field(None, description="the signed-up tenant whose artifacts these are "
-                                                 "(multi-tenant applications)")
+    tenant: str | None = Field(
+        None, description="the signed-up tenant whose artifacts these are (multi-tenant applications)"
+    )
 
 
 class InstanceCleanupMember(Message):
@@ -100,6 +104,6 @@ class InstanceCleanupCluster(Message):
 
 
 Notification = Annotated[
-    Union[ArtifactUpdated, InstanceCleanupMember, InstanceCleanupCluster],
+    ArtifactUpdated | InstanceCleanupMember | InstanceCleanupCluster,
     Field(discriminator="type"),
 ]

@@ -19,14 +19,25 @@ Active members (counts, members).
 - reaction time: from each rise of the demand to the first sample with enough Active members
   (start-up included), capped at the cluster's max.
 """
+
 from __future__ import annotations
 
 import math
-from typing import Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 FIGURES_LOWER_IS_BETTER = (
-    "accuracy_U", "accuracy_O", "timeshare_U", "timeshare_O", "instability", "jitter_abs",
-    "scaling_actions", "slo_violation_share", "cost_member_hours", "reaction_time_mean_s")
+    "accuracy_U",
+    "accuracy_O",
+    "timeshare_U",
+    "timeshare_O",
+    "instability",
+    "jitter_abs",
+    "scaling_actions",
+    "slo_violation_share",
+    "cost_member_hours",
+    "reaction_time_mean_s",
+)
 """The figures pairwise wins count (jitter by its size: both signs are a mismatch)."""
 
 
@@ -36,8 +47,10 @@ def _mean(values: Sequence[float]) -> float:
 
 def accuracy(demand: Sequence[int], supply: Sequence[int]) -> tuple[float, float]:
     """(accuracy_U, accuracy_O): mean members missing, mean members too many."""
-    return (_mean([max(d - s, 0) for d, s in zip(demand, supply)]),
-            _mean([max(s - d, 0) for d, s in zip(demand, supply)]))
+    return (
+        _mean([max(d - s, 0) for d, s in zip(demand, supply, strict=False)]),
+        _mean([max(s - d, 0) for d, s in zip(demand, supply, strict=False)]),
+    )
 
 
 def timeshare(demand: Sequence[int], supply: Sequence[int]) -> tuple[float, float]:
@@ -45,8 +58,10 @@ def timeshare(demand: Sequence[int], supply: Sequence[int]) -> tuple[float, floa
     n = len(demand)
     if not n:
         return 0.0, 0.0
-    return (sum(1 for d, s in zip(demand, supply) if s < d) / n,
-            sum(1 for d, s in zip(demand, supply) if s > d) / n)
+    return (
+        sum(1 for d, s in zip(demand, supply, strict=False) if s < d) / n,
+        sum(1 for d, s in zip(demand, supply, strict=False) if s > d) / n,
+    )
 
 
 def _sign(x: int) -> int:
@@ -58,8 +73,9 @@ def instability(demand: Sequence[int], supply: Sequence[int]) -> float:
     moves = len(demand) - 1
     if moves < 1:
         return 0.0
-    mismatched = sum(1 for k in range(1, len(demand))
-                     if _sign(supply[k] - supply[k - 1]) != _sign(demand[k] - demand[k - 1]))
+    mismatched = sum(
+        1 for k in range(1, len(demand)) if _sign(supply[k] - supply[k - 1]) != _sign(demand[k] - demand[k - 1])
+    )
     return mismatched / moves
 
 
@@ -75,15 +91,16 @@ def jitter(demand: Sequence[int], supply: Sequence[int], dt: float) -> float:
 
 def slo_violation_share(need: Sequence[int], supply: Sequence[int]) -> float:
     n = len(need)
-    return sum(1 for d, s in zip(need, supply) if s < d) / n if n else 0.0
+    return sum(1 for d, s in zip(need, supply, strict=False) if s < d) / n if n else 0.0
 
 
 def member_seconds(billed: Sequence[int], dt: float) -> float:
     return math.fsum(billed) * dt
 
 
-def reaction_times(demand: Sequence[int], supply: Sequence[int], dt: float,
-                   cap: int | None = None) -> list[float | None]:
+def reaction_times(
+    demand: Sequence[int], supply: Sequence[int], dt: float, cap: int | None = None
+) -> list[float | None]:
     """Seconds from each rise of the demand to the first sample with at least that many Active
     members (at most ``cap``); None when the run ends first."""
     found: list[float | None] = []
@@ -96,8 +113,15 @@ def reaction_times(demand: Sequence[int], supply: Sequence[int], dt: float,
     return found
 
 
-def figures(demand: Sequence[int], supply: Sequence[int], need: Sequence[int],
-            billed: Sequence[int], dt: float, scaling_actions: int, cap: int | None = None) -> dict:
+def figures(
+    demand: Sequence[int],
+    supply: Sequence[int],
+    need: Sequence[int],
+    billed: Sequence[int],
+    dt: float,
+    scaling_actions: int,
+    cap: int | None = None,
+) -> dict[str, Any]:
     """Every figure of one cluster's run, as plain JSON numbers."""
     under, over = accuracy(demand, supply)
     share_u, share_o = timeshare(demand, supply)
@@ -106,30 +130,44 @@ def figures(demand: Sequence[int], supply: Sequence[int], need: Sequence[int],
     cost = member_seconds(billed, dt)
     j = jitter(demand, supply, dt)
     return {
-        "accuracy_U": under, "accuracy_O": over, "timeshare_U": share_u, "timeshare_O": share_o,
-        "instability": instability(demand, supply), "jitter": j, "jitter_abs": abs(j),
+        "accuracy_U": under,
+        "accuracy_O": over,
+        "timeshare_U": share_u,
+        "timeshare_O": share_o,
+        "instability": instability(demand, supply),
+        "jitter": j,
+        "jitter_abs": abs(j),
         "scaling_actions": scaling_actions,
         "slo_violation_share": slo_violation_share(need, supply),
-        "cost_member_seconds": cost, "cost_member_hours": cost / 3600.0,
+        "cost_member_seconds": cost,
+        "cost_member_hours": cost / 3600.0,
         "reaction_time_mean_s": _mean(reached) if reached else None,
         "reaction_time_max_s": max(reached) if reached else None,
-        "demand_rises": len(reactions), "demand_rises_unmet": len(reactions) - len(reached),
-        "samples": len(demand), "duration_s": len(demand) * dt,
+        "demand_rises": len(reactions),
+        "demand_rises_unmet": len(reactions) - len(reached),
+        "samples": len(demand),
+        "duration_s": len(demand) * dt,
     }
 
 
-def combine(per_cluster: Sequence[Mapping[str, float | None]]) -> dict:
+def combine(per_cluster: Sequence[Mapping[str, float | None]]) -> dict[str, Any]:
     """A policy's figures over all its clusters: costs, actions and counts add up, shares and
     accuracies are means over clusters (every cluster runs the same time)."""
     if not per_cluster:
         return {}
-    summed = ("scaling_actions", "cost_member_seconds", "cost_member_hours", "demand_rises",
-              "demand_rises_unmet", "samples")
-    out: dict = {}
+    summed = (
+        "scaling_actions",
+        "cost_member_seconds",
+        "cost_member_hours",
+        "demand_rises",
+        "demand_rises_unmet",
+        "samples",
+    )
+    out: dict[str, Any] = {}
     for name in per_cluster[0]:
         values = [c[name] for c in per_cluster if c.get(name) is not None]
         if name in summed:
-            out[name] = sum(values)  # type: ignore[arg-type]
+            out[name] = sum(values)
         elif name == "reaction_time_max_s":
             out[name] = max(values) if values else None  # type: ignore[type-var]
         elif name == "duration_s":
@@ -149,18 +187,19 @@ PARETO_AXES = ("cost_member_hours", "slo_violation_share")
 
 def pareto_front(totals: Mapping[str, Mapping[str, float]], axes: Sequence[str] = PARETO_AXES) -> list[str]:
     """Policies no other policy dominates on cost against SLO violation, in name order."""
-    return sorted(p for p in totals if not any(dominates(totals[q], totals[p], axes)
-                                               for q in totals if q != p))
+    return sorted(p for p in totals if not any(dominates(totals[q], totals[p], axes) for q in totals if q != p))
 
 
-def pairwise_wins(totals: Mapping[str, Mapping[str, float | None]],
-                  names: Sequence[str] = FIGURES_LOWER_IS_BETTER) -> dict[str, dict[str, int]]:
+def pairwise_wins(
+    totals: Mapping[str, Mapping[str, float | None]], names: Sequence[str] = FIGURES_LOWER_IS_BETTER
+) -> dict[str, dict[str, int]]:
     """wins[a][b]: how many of the figures a is strictly better (lower) on than b."""
+
     def value(p: str, name: str) -> float:
         v = totals[p].get(name)
         return math.inf if v is None else float(v)
-    return {a: {b: sum(1 for n in names if value(a, n) < value(b, n)) for b in totals if b != a}
-            for a in totals}
+
+    return {a: {b: sum(1 for n in names if value(a, n) < value(b, n)) for b in totals if b != a} for a in totals}
 
 
 def ranking(totals: Mapping[str, Mapping[str, float]]) -> list[str]:

@@ -18,13 +18,14 @@ raises no false alarm. The worker's wall clock also bounds what a sample may cla
 stamped far in the future would otherwise become every window's newest sample and evict all
 the others.
 """
+
 from __future__ import annotations
 
 import logging
 import math
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Mapping
 
 from actors.cluster import ClusterState
 from actors.member import MemberState
@@ -74,8 +75,15 @@ def view_of(state: ClusterState) -> ClusterView | None:
     spec = state.spec
     if spec is None or state.status == ClusterStatus.TERMINATED:
         return None
-    return ClusterView(parse_aggregate_id(state.aggregate_id).tenant, spec.cluster_id,
-                       state.min, state.max, spec.thresholds, state.members, spec.tolerance)
+    return ClusterView(
+        parse_aggregate_id(state.aggregate_id).tenant,
+        spec.cluster_id,
+        state.min,
+        state.max,
+        spec.thresholds,
+        state.members,
+        spec.tolerance,
+    )
 
 
 def active_members(view: ClusterView) -> list[str]:
@@ -90,10 +98,13 @@ def combined(figures: list[WindowFigures]) -> WindowFigures | None:
     if not figures:
         return None
     return WindowFigures(
-        average=sum(f.average for f in figures), gradient=sum(f.gradient for f in figures),
+        average=sum(f.average for f in figures),
+        gradient=sum(f.gradient for f in figures),
         second_derivative=sum(f.second_derivative for f in figures),
-        count=sum(f.count for f in figures), first_ts=min(f.first_ts for f in figures),
-        last_ts=max(f.last_ts for f in figures))
+        count=sum(f.count for f in figures),
+        first_ts=min(f.first_ts for f in figures),
+        last_ts=max(f.last_ts for f in figures),
+    )
 
 
 @dataclass
@@ -163,8 +174,9 @@ class HealthBook:
     wall clock. ``failures`` counts, per cluster key, the hops whose decision or fault check
     raised: one cluster's bug is logged and counted, and the others are still decided."""
 
-    def __init__(self, window_seconds: float, fault_seconds: float, max_skew: float = 30.0,
-                 max_age: float = 300.0) -> None:
+    def __init__(
+        self, window_seconds: float, fault_seconds: float, max_skew: float = 30.0, max_age: float = 300.0
+    ) -> None:
         self.window_seconds = window_seconds
         self.fault_seconds = fault_seconds
         self.max_skew = max_skew
@@ -172,8 +184,9 @@ class HealthBook:
         self.clusters: dict[str, ClusterWindows] = {}
         self.failures: Counter[str] = Counter()
 
-    def ingest(self, record: Envelope, views: Mapping[str, ClusterView], partition: int,
-               received_at: float, now: float) -> None:
+    def ingest(
+        self, record: Envelope, views: Mapping[str, ClusterView], partition: int, received_at: float, now: float
+    ) -> None:
         """Add one valid HealthRecord's sample; raises Rejected naming the unknown id, the
         missing field or the timestamp out of bounds (``now``: the worker's epoch seconds).
         MemberFault records (this app's own output) are not samples."""
@@ -184,8 +197,7 @@ class HealthBook:
         key = cluster_key(record.tenant, stat.cluster_id)
         view = views.get(key)
         if view is None:
-            raise Rejected(f"payload.cluster_id: unknown cluster {stat.cluster_id!r} "
-                           f"of tenant {record.tenant!r}")
+            raise Rejected(f"payload.cluster_id: unknown cluster {stat.cluster_id!r} of tenant {record.tenant!r}")
         book = self.clusters.get(key)
         if book is None:
             book = self.clusters[key] = ClusterWindows(record.tenant, stat.cluster_id, partition)
@@ -203,22 +215,26 @@ class HealthBook:
 
     def _check_time(self, ts: float, now: float) -> None:
         if ts > now + self.max_skew:
-            raise Rejected(f"payload.timestamp: {ts:.3f} is {ts - now:.0f} s ahead of the worker's "
-                           f"clock ({now:.3f}), more than the {self.max_skew:g} s skew allowed")
+            raise Rejected(
+                f"payload.timestamp: {ts:.3f} is {ts - now:.0f} s ahead of the worker's "
+                f"clock ({now:.3f}), more than the {self.max_skew:g} s skew allowed"
+            )
         if ts < now - self.max_age:
-            raise Rejected(f"payload.timestamp: {ts:.3f} is {now - ts:.0f} s old (worker clock "
-                           f"{now:.3f}), older than the {self.max_age:g} s max age")
+            raise Rejected(
+                f"payload.timestamp: {ts:.3f} is {now - ts:.0f} s old (worker clock "
+                f"{now:.3f}), older than the {self.max_age:g} s max age"
+            )
 
     def _member(self, book: ClusterWindows, view: ClusterView, stat: HealthStat) -> MemberWindows:
         if stat.member_id is None:
             raise Rejected(f"payload.member_id: required for {stat.metric}")
         if stat.member_id not in view.members:
-            raise Rejected(f"payload.member_id: unknown member {stat.member_id!r} "
-                           f"of cluster {stat.cluster_id!r}")
+            raise Rejected(f"payload.member_id: unknown member {stat.member_id!r} of cluster {stat.cluster_id!r}")
         member = book.members.get(stat.member_id)
         if member is None:
             member = book.members[stat.member_id] = MemberWindows(
-                {m: SlidingWindow(self.window_seconds) for m in MEMBER_METRICS})
+                {m: SlidingWindow(self.window_seconds) for m in MEMBER_METRICS}
+            )
         return member
 
     def decide(self, views: Mapping[str, ClusterView]) -> list[Decision]:
@@ -241,8 +257,7 @@ class HealthBook:
 
     def _failed(self, key: str, what: str) -> None:
         self.failures[key] += 1
-        log.exception("%s of cluster %s failed (%d so far); the other clusters go on",
-                      what, key, self.failures[key])
+        log.exception("%s of cluster %s failed (%d so far); the other clusters go on", what, key, self.failures[key])
 
     def _decide(self, key: str, book: ClusterWindows, view: ClusterView) -> Decision | None:
         for gone in set(book.members) - set(view.members):
@@ -250,29 +265,36 @@ class HealthBook:
         active = active_members(view)
         per_metric: dict[str, list[WindowFigures]] = {}
         for metric in MEMBER_METRICS:
-            per_metric[metric] = [f for m in active if m in book.members
-                                  if (f := book.members[m].windows[metric].figures()) is not None]
+            per_metric[metric] = [
+                f for m in active if m in book.members if (f := book.members[m].windows[metric].figures()) is not None
+            ]
         requests = combined([f for w in book.requests.values() if (f := w.figures()) is not None])
         per_metric[REQUESTS_IN_FLIGHT] = [requests] if requests else []
         fresh = {m for m in METRICS if book.newest.get(m, float("-inf")) > book.decided.get(m, float("-inf"))}
-        requirement = decide_required(ScalingInputs(
-            min_count=view.min, max_count=view.max, thresholds=view.thresholds,
-            figures={m: (f if m in fresh else []) for m, f in per_metric.items()},
-            current=len(active), tolerance=view.tolerance))
+        requirement = decide_required(
+            ScalingInputs(
+                min_count=view.min,
+                max_count=view.max,
+                thresholds=view.thresholds,
+                figures={m: (f if m in fresh else []) for m, f in per_metric.items()},
+                current=len(active),
+                tolerance=view.tolerance,
+            )
+        )
         if requirement.metric is None:
             return None
         book.decided = dict(book.newest)
-        stale = {m: "Stale" for m in METRICS
-                 if m not in fresh and per_metric[m] and m in view.thresholds}
+        stale = {m: "Stale" for m in METRICS if m not in fresh and per_metric[m] and m in view.thresholds}
         requirement = requirement.model_copy(update={"ignored": {**requirement.ignored, **stale}})
-        partitions = set(book.requests) | {view.members[m].network_partition_id
-                                           for m in active if m in book.members}
+        partitions = set(book.requests) | {view.members[m].network_partition_id for m in active if m in book.members}
         command = C.ScaleCluster(
             network_partition_id=next(iter(partitions)) if len(partitions) == 1 else None,
-            required=requirement.required, metric=requirement.metric,
+            required=requirement.required,
+            metric=requirement.metric,
             reason=explain(requirement, view.thresholds),
             figures=figures_of(requirement, {m: per_metric[m] for m in fresh}, view.thresholds, len(active)),
-            member_load=member_load(book, active))
+            member_load=member_load(book, active),
+        )
         return Decision(key, book.tenant, command, book.last_record_id, requirement)
 
     def faults(self, views: Mapping[str, ClusterView], now: float) -> list[Fault]:
@@ -298,8 +320,13 @@ class HealthBook:
             silent = now - member.heard_at
             if silent > self.fault_seconds:
                 member.faulted = True
-                found.append(Fault(key, book.tenant, MemberFault(
-                    cluster_id=book.cluster_id, member_id=member_id, silent_seconds=silent)))
+                found.append(
+                    Fault(
+                        key,
+                        book.tenant,
+                        MemberFault(cluster_id=book.cluster_id, member_id=member_id, silent_seconds=silent),
+                    )
+                )
         return found
 
     def keep_partitions(self, partitions: set[int]) -> None:
@@ -314,12 +341,18 @@ def explain(requirement: ScalingRequirement, thresholds: Mapping[str, float]) ->
     threshold 25 needs 5 members`."""
     metric = requirement.metric
     assert metric is not None
-    return (f"{requirement.reason}: {metric} predicted {requirement.predicted[metric]:.4g} "
-            f"against threshold {thresholds[metric]:g} needs {requirement.by_metric[metric]} members")
+    return (
+        f"{requirement.reason}: {metric} predicted {requirement.predicted[metric]:.4g} "
+        f"against threshold {thresholds[metric]:g} needs {requirement.by_metric[metric]} members"
+    )
 
 
-def figures_of(requirement: ScalingRequirement, voted: Mapping[str, list[WindowFigures]],
-               thresholds: Mapping[str, float], active: int) -> dict[str, float]:
+def figures_of(
+    requirement: ScalingRequirement,
+    voted: Mapping[str, list[WindowFigures]],
+    thresholds: Mapping[str, float],
+    active: int,
+) -> dict[str, float]:
     """Flat `metric.figure` numbers behind the verdict; per-member metrics are the means over
     the members that voted. JSON has no infinity, so a figure that is not finite (a policy may
     set an infinite threshold) is left out rather than sent as null."""
@@ -328,17 +361,19 @@ def figures_of(requirement: ScalingRequirement, voted: Mapping[str, list[WindowF
         if metric not in requirement.by_metric or not windows:
             continue
         n = len(windows)
-        out.update({
-            f"{metric}.average": sum(f.average for f in windows) / n,
-            f"{metric}.gradient": sum(f.gradient for f in windows) / n,
-            f"{metric}.second_derivative": sum(f.second_derivative for f in windows) / n,
-            f"{metric}.predicted": requirement.predicted[metric],
-            f"{metric}.threshold": thresholds[metric],
-            f"{metric}.required": float(requirement.by_metric[metric]),
-            f"{metric}.samples": float(sum(f.count for f in windows)),
-            f"{metric}.windows": float(n),
-            f"{metric}.last_ts": max(f.last_ts for f in windows),
-        })
+        out.update(
+            {
+                f"{metric}.average": sum(f.average for f in windows) / n,
+                f"{metric}.gradient": sum(f.gradient for f in windows) / n,
+                f"{metric}.second_derivative": sum(f.second_derivative for f in windows) / n,
+                f"{metric}.predicted": requirement.predicted[metric],
+                f"{metric}.threshold": thresholds[metric],
+                f"{metric}.required": float(requirement.by_metric[metric]),
+                f"{metric}.samples": float(sum(f.count for f in windows)),
+                f"{metric}.windows": float(n),
+                f"{metric}.last_ts": max(f.last_ts for f in windows),
+            }
+        )
     return {name: value for name, value in out.items() if math.isfinite(value)}
 
 

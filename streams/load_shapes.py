@@ -4,13 +4,14 @@ Each shape gives its value at every step time of a run (``series``); a load is t
 shapes, clipped at 0 (no metric is negative) and, for memory, at 100 %. Random shapes draw from
 the generator they are given, in step order, so a seed gives the same series bit for bit.
 """
+
 from __future__ import annotations
 
 import bisect
 import math
 import random
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,8 +36,7 @@ class Ramp:
 
     def series(self, times: Sequence[float], rng: random.Random) -> list[float]:
         span = max(self.end - self.start, 1e-9)
-        return [self.low + (self.high - self.low) * min(max((t - self.start) / span, 0.0), 1.0)
-                for t in times]
+        return [self.low + (self.high - self.low) * min(max((t - self.start) / span, 0.0), 1.0) for t in times]
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,8 +49,7 @@ class Sine:
     phase: float = 0.0
 
     def series(self, times: Sequence[float], rng: random.Random) -> list[float]:
-        return [self.mean + self.amplitude * math.sin(2 * math.pi * (t + self.phase) / self.period)
-                for t in times]
+        return [self.mean + self.amplitude * math.sin(2 * math.pi * (t + self.phase) / self.period) for t in times]
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,8 +136,9 @@ class Trace:
 Shape = Steps | Ramp | Sine | Spike | Walk | Noise | Trace
 
 
-def load_series(shapes: Sequence[Shape], times: Sequence[float], rng: random.Random,
-                ceiling: float = math.inf) -> list[float]:
+def load_series(
+    shapes: Sequence[Shape], times: Sequence[float], rng: random.Random, ceiling: float = math.inf
+) -> list[float]:
     """The sum of the shapes at every time, clipped to ``0..ceiling``."""
     total = [0.0] * len(times)
     for shape in shapes:

@@ -1,6 +1,7 @@
 """Pure rules of the logging service: the per-member token bucket, levels, durations.
 
 Shared by the shipper (on the instance) and the read side (in the API), with the time passed in."""
+
 from __future__ import annotations
 
 import re

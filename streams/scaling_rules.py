@@ -1,19 +1,21 @@
-"""The scaling formulas of REFERENCE.md §4, as pure functions: how many members a cluster needs.
+"""The scaling formulas of Stratos 4.1's autoscaler (requests in flight, memory consumption, load
+average; docs/operators/autoscaler.md), as pure functions: how many members a cluster needs.
 
 Each metric turns its predicted value (``streams.windows.predicted``) into a member count; the
 cluster needs the largest. The answer carries the metric that drove it, every figure behind it
-and a reason word, so a decision can be explained in replay (STYLE.md 5).
+and a reason word, so a decision can be explained in replay (docs/replay.md) without re-running it.
 
 Not decided here: min/max, pending members, partitions, the scale-down counter. Those belong to
 the cluster (``actors.autoscale``), which alone knows its members. ``required`` is therefore
 kept raw (it may be below min or above max); the reason word says which, so the cluster can
 tell its parent when the need goes past max.
 """
+
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Mapping, Sequence
 
 from pydantic import BaseModel, ConfigDict
 
@@ -82,9 +84,9 @@ class ScalingInputs:
     one per member (memory and load: the mean of the members' predictions counts).
 
     Freshness, the reset rule: a window counts only when it holds news. Stratos kept counting
-    a metric after a decision until new data came (REFERENCE.md §6); here a window is stale
-    when its last sample is not after ``fresh_after`` (e.g. the previous decision's time) or is
-    older than ``max_age`` seconds before ``now``. A metric without a threshold in the policy,
+    a metric after a decision until new data came; here a window is stale when its last sample
+    is not after ``fresh_after`` (e.g. the previous decision's time) or is older than
+    ``max_age`` seconds before ``now``. A metric without a threshold in the policy,
     or without a fresh window, does not vote at all.
 
     ``tolerance`` is HPA's band: a metric whose ``|predicted / threshold - 1| <= tolerance``
@@ -163,8 +165,7 @@ def decide_required(inputs: ScalingInputs) -> ScalingRequirement:
             ignored[metric] = "NotFinite"
             continue
         predicted[metric] = pred
-        if (inputs.tolerance > 0 and inputs.current is not None
-                and abs(pred / threshold - 1) <= inputs.tolerance):
+        if inputs.tolerance > 0 and inputs.current is not None and abs(pred / threshold - 1) <= inputs.tolerance:
             by_metric[metric] = inputs.current
             tolerated.add(metric)
         else:
@@ -172,8 +173,9 @@ def decide_required(inputs: ScalingInputs) -> ScalingRequirement:
 
     if not by_metric:
         keep = inputs.current if inputs.current is not None else inputs.min_count
-        return ScalingRequirement(required=keep, metric=None, by_metric={}, predicted={},
-                                  reason="NoFreshMetrics", ignored=ignored)
+        return ScalingRequirement(
+            required=keep, metric=None, by_metric={}, predicted={}, reason="NoFreshMetrics", ignored=ignored
+        )
     metric = max(by_metric, key=lambda m: by_metric[m])  # first of the largest, METRICS order
     required = by_metric[metric]
     if metric in tolerated:
@@ -184,5 +186,6 @@ def decide_required(inputs: ScalingInputs) -> ScalingRequirement:
         reason = "BelowMin"
     else:
         reason = "WithinRange"
-    return ScalingRequirement(required=required, metric=metric, by_metric=by_metric,
-                              predicted=predicted, reason=reason, ignored=ignored)
+    return ScalingRequirement(
+        required=required, metric=metric, by_metric=by_metric, predicted=predicted, reason=reason, ignored=ignored
+    )

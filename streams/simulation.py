@@ -20,6 +20,7 @@ figures, bit for bit.
 Why ``streams/``: the engine drives both the aggregates (``actors``) and the health rules
 (``streams``); ``streams`` may import pure ``actors`` rules, ``actors`` may not import ``streams``.
 """
+
 from __future__ import annotations
 
 import heapq
@@ -27,16 +28,25 @@ import math
 import random
 from array import array
 from collections import deque
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
-from typing import Callable, Iterable, Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Any, cast
 
 from pydantic import BaseModel
 
 from actors.base import Context, Timeouts, built
+from actors.cluster import ClusterState
 from actors.history import events_of
 from actors.iaas_plan import (
-    CLEANUP, DESTROY, DESTROY_LEFTOVER, START, agent_answer, cleanup_answer, iaas_work, node_expected,
+    CLEANUP,
+    DESTROY,
+    DESTROY_LEFTOVER,
+    START,
+    agent_answer,
+    cleanup_answer,
+    iaas_work,
+    node_expected,
 )
 from actors.reactions import react
 from actors.runtime import Tracked, handle, needs_timer, timeouts_command_id
@@ -45,20 +55,28 @@ from schemas import events as E
 from schemas.definitions import DEFINITION_KINDS
 from schemas.envelope import SUPER_TENANT, Envelope
 from schemas.ids import aggregate_id, parse_aggregate_id
-from schemas.records import CommandRecord, EventRecord, HealthRecord, InstanceStatusRecord, ReplyRecord
+from schemas.records import CommandRecord, Commit, EventRecord, HealthRecord, InstanceStatusRecord, ReplyRecord
 from schemas.status import (
-    ArtifactUpdated, CommandRejected, HealthStat, InstanceCleanupCluster, InstanceCleanupMember, InstanceStatus,
+    ArtifactUpdated,
+    CommandRejected,
+    HealthStat,
+    InstanceCleanupCluster,
+    InstanceCleanupMember,
+    InstanceStatus,
 )
 from streams import elasticity
 from streams.health_state import ClusterView, HealthBook, Rejected, cluster_key, view_of
 from streams.load_shapes import Shape, load_series
 from streams.scaling_rules import (
-    MEMORY_CONSUMPTION, REQUESTS_IN_FLIGHT, required_by_load, required_by_memory,
+    MEMORY_CONSUMPTION,
+    REQUESTS_IN_FLIGHT,
+    required_by_load,
+    required_by_memory,
     required_by_requests_in_flight,
 )
 
 PER_MEMBER, SHARED = "per-member", "shared"
-EPOCH = datetime(2026, 1, 1, tzinfo=timezone.utc)
+EPOCH = datetime(2026, 1, 1, tzinfo=UTC)
 """Simulated time 0 (any fixed instant: the log's timestamps must not depend on the wall clock)."""
 
 
@@ -114,7 +132,7 @@ class SimulationSetup:
     seed: int
     duration: float
     step: float
-    definitions: tuple[tuple[str, dict], ...]
+    definitions: tuple[tuple[str, dict[str, Any]], ...]
     """(kind, Stratos JSON body) in the order they are added."""
     deploy: tuple[tuple[str, str], ...]
     """(application id, application policy id)."""
@@ -166,11 +184,11 @@ class ClusterTrack:
     thresholds: dict[str, float]
     loads: list[tuple[str, str, Sequence[float]]] = field(default_factory=list)
     """(metric, model, value at every step)."""
-    demand: array = field(default_factory=lambda: array("i"))
-    need: array = field(default_factory=lambda: array("i"))
-    supply: array = field(default_factory=lambda: array("i"))
-    pending: array = field(default_factory=lambda: array("i"))
-    terminating: array = field(default_factory=lambda: array("i"))
+    demand: array[int] = field(default_factory=lambda: array("i"))
+    need: array[int] = field(default_factory=lambda: array("i"))
+    supply: array[int] = field(default_factory=lambda: array("i"))
+    pending: array[int] = field(default_factory=lambda: array("i"))
+    terminating: array[int] = field(default_factory=lambda: array("i"))
     decisions: dict[int, list[str]] = field(default_factory=dict)
     """step -> the scaling decisions made during it, as `Reason:+n` / `Reason:-n` / `Reason`."""
     scaling_actions: int = 0
@@ -194,16 +212,20 @@ class ClusterTrack:
         return need
 
     def note(self, k: int, event: E.ScalingDecided) -> None:
-        word = event.reason + (f":+{event.spawn}" if event.spawn else "") + \
-            (f":-{event.terminate}" if event.terminate else "")
+        word = (
+            event.reason
+            + (f":+{event.spawn}" if event.spawn else "")
+            + (f":-{event.terminate}" if event.terminate else "")
+        )
         self.decisions.setdefault(k, []).append(word)
         if event.spawn or event.terminate:
             self.scaling_actions += 1
 
-    def figures(self, step: float) -> dict:
-        billed = [s + p + x for s, p, x in zip(self.supply, self.pending, self.terminating)]
-        return elasticity.figures(list(self.demand), list(self.supply), list(self.need), billed, step,
-                                  self.scaling_actions, cap=self.max)
+    def figures(self, step: float) -> dict[str, Any]:
+        billed = [s + p + x for s, p, x in zip(self.supply, self.pending, self.terminating, strict=True)]
+        return elasticity.figures(
+            list(self.demand), list(self.supply), list(self.need), billed, step, self.scaling_actions, cap=self.max
+        )
 
 
 @dataclass
@@ -218,7 +240,7 @@ class RunResult:
     log: list[EventRecord] | None
     """Every event in order, when kept (tests read it like the live log)."""
 
-    def figures(self) -> dict[str, dict]:
+    def figures(self) -> dict[str, dict[str, Any]]:
         return {t.cluster_id: t.figures(self.setup.step) for t in self.clusters.values()}
 
 
@@ -230,8 +252,9 @@ def attach_loads(setup: SimulationSetup, tracks: list[ClusterTrack]) -> None:
         matches = [t for t in tracks if load.cluster in (t.alias, t.cluster_id)]
         if not matches:
             known = ", ".join(sorted(t.alias for t in tracks)) or "none"
-            raise ScenarioError(("load", n, "cluster"), f"no cluster with alias or id {load.cluster!r} "
-                                f"(aliases: {known})")
+            raise ScenarioError(
+                ("load", n, "cluster"), f"no cluster with alias or id {load.cluster!r} (aliases: {known})"
+            )
         ceiling = 100.0 if load.metric == MEMORY_CONSUMPTION and load.model == PER_MEMBER else math.inf
         series = array("d", load_series(load.shapes, times, random.Random(f"{setup.seed}:load:{n}"), ceiling))
         for track in matches:
@@ -277,11 +300,15 @@ class Simulation:
         self.aggregates: dict[str, Tracked] = {}
         self.views: dict[str, ClusterView] = {}
         p = setup.platform
-        self.book = HealthBook(p.health_window_seconds, p.member_fault_seconds,
-                               max_skew=setup.step, max_age=max(300.0, 2 * p.health_window_seconds))
+        self.book = HealthBook(
+            p.health_window_seconds,
+            p.member_fault_seconds,
+            max_skew=setup.step,
+            max_age=max(300.0, 2 * p.health_window_seconds),
+        )
         self.instances: dict[str, Instance] = {}
         self.queue: deque[Envelope | BaseModel] = deque()
-        self.timers: list[tuple[float, int, Callable[..., None], tuple]] = []
+        self.timers: list[tuple[float, int, Callable[..., None], tuple[Any, ...]]] = []
         self.timer_seq = 0
         self.tracks: dict[str, ClusterTrack] = {}
         self.commands = 0
@@ -301,23 +328,36 @@ class Simulation:
     def ctx(self) -> Context:
         if self._ctx is None or self._ctx_t != self.t:
             self._ctx_t = self.t
-            self._ctx = Context(now=EPOCH + timedelta(seconds=self.t), new_id=self.new_id,
-                                timeouts=self.setup.platform.timeouts)
+            self._ctx = Context(
+                now=EPOCH + timedelta(seconds=self.t), new_id=self.new_id, timeouts=self.setup.platform.timeouts
+            )
         return self._ctx
 
-    def at(self, when: float, action: Callable[..., None], *args) -> None:
+    def at(self, when: float, action: Callable[..., None], *args: Any) -> None:
         self.timer_seq += 1
         heapq.heappush(self.timers, (when, self.timer_seq, action, args))
 
     # --- delivery ---------------------------------------------------------------------------
-    def send(self, target: str, command: BaseModel, record_id: str | None = None,
-             causation: Envelope | None = None) -> None:
-        self.queue.append(built(CommandRecord, dict(
-            schema_version=1, id=record_id or self.new_id(), type=command.type,  # type: ignore[attr-defined]
-            aggregate_id=target, aggregate_seq=0, occurred_at=self.ctx().now,
-            tenant=parse_aggregate_id(target).tenant,
-            correlation_id=(causation.correlation_id or causation.id) if causation else None,
-            causation_id=causation.id if causation else None, payload=command)))
+    def send(
+        self, target: str, command: BaseModel, record_id: str | None = None, causation: Envelope | None = None
+    ) -> None:
+        self.queue.append(
+            built(
+                CommandRecord,
+                dict(
+                    schema_version=1,
+                    id=record_id or self.new_id(),
+                    type=command.type,  # type: ignore[attr-defined]
+                    aggregate_id=target,
+                    aggregate_seq=0,
+                    occurred_at=self.ctx().now,
+                    tenant=parse_aggregate_id(target).tenant,
+                    correlation_id=(causation.correlation_id or causation.id) if causation else None,
+                    causation_id=causation.id if causation else None,
+                    payload=command,
+                ),
+            )
+        )
 
     def drain(self) -> None:
         queue = self.queue
@@ -344,12 +384,24 @@ class Simulation:
             self.rejected[outcome.reply.command_type] = self.rejected.get(outcome.reply.command_type, 0) + 1
             if len(self.first_rejections) < 20:
                 self.first_rejections.append(outcome.reply)
-            self.queue.append(built(ReplyRecord, dict(  # the reactor reads replies too
-                schema_version=1, id=self.new_id(), type=outcome.reply.type, aggregate_id=key,
-                aggregate_seq=0, occurred_at=self.ctx().now, tenant=record.tenant,
-                correlation_id=record.correlation_id or record.id, causation_id=record.id,
-                payload=outcome.reply)))
-        if outcome.commit is None or not outcome.commit.payload.events:  # type: ignore[attr-defined]
+            self.queue.append(
+                built(
+                    ReplyRecord,
+                    dict(  # the reactor reads replies too
+                        schema_version=1,
+                        id=self.new_id(),
+                        type=outcome.reply.type,
+                        aggregate_id=key,
+                        aggregate_seq=0,
+                        occurred_at=self.ctx().now,
+                        tenant=record.tenant,
+                        correlation_id=record.correlation_id or record.id,
+                        causation_id=record.id,
+                        payload=outcome.reply,
+                    ),
+                )
+            )
+        if outcome.commit is None or not cast(Commit, outcome.commit.payload).events:
             return
         if parse_aggregate_id(key).kind == "cluster":
             view = view_of(tracked.state)  # type: ignore[arg-type]
@@ -383,8 +435,12 @@ class Simulation:
         member = state.members.get(member_id)  # type: ignore[attr-defined]
         if isinstance(event, E.MemberSpawnRequested):
             self.instances[member_id] = Instance(
-                member_id, key, event.cluster_id, event.network_partition_id,
-                random.Random(f"{self.setup.seed}:instance:{member_id}"))
+                member_id,
+                key,
+                event.cluster_id,
+                event.network_partition_id,
+                random.Random(f"{self.setup.seed}:instance:{member_id}"),
+            )
             if (track := self.tracks.get(key)) is not None:
                 track.spawned += 1
         elif isinstance(event, E.MemberTerminated) and (track := self.tracks.get(key)) is not None:
@@ -423,8 +479,12 @@ class Simulation:
             self.queue.append(InstanceCleanupMember(member_id=instance.member_id, cluster_id=instance.cluster_id))
         elif action == DESTROY:
             self._node(instance, False)
-            self.send(instance.cluster_key, C.ReportNodeDestroyed(member_id=instance.member_id, reason=reason or ""),
-                      record_id=f"{cause.id}.destroyed", causation=cause)
+            self.send(
+                instance.cluster_key,
+                C.ReportNodeDestroyed(member_id=instance.member_id, reason=reason or ""),
+                record_id=f"{cause.id}.destroyed",
+                causation=cause,
+            )
         elif action == DESTROY_LEFTOVER:
             self._node(instance, False)
 
@@ -446,35 +506,67 @@ class Simulation:
         p = self.setup.platform
         if instance.rng.random() < self.setup.instances.start_failure_rate:
             final = attempt >= p.start_attempts
-            self.send(instance.cluster_key, C.ReportNodeStartFailed(
-                member_id=instance.member_id, reason="simulated start failure", attempt=attempt, final=final),
-                record_id=f"{cause.id}.failed.{attempt}", causation=cause)
+            self.send(
+                instance.cluster_key,
+                C.ReportNodeStartFailed(
+                    member_id=instance.member_id, reason="simulated start failure", attempt=attempt, final=final
+                ),
+                record_id=f"{cause.id}.failed.{attempt}",
+                causation=cause,
+            )
             if not final:
                 self.at(self.t + p.retry_seconds * 2 ** (attempt - 1), self._start, instance, cause, attempt + 1)
             return
         self._node(instance, True)
-        self.send(instance.cluster_key, C.ReportNodeCreated(member_id=instance.member_id, node_id=instance.member_id),
-                  record_id=f"{cause.id}.created", causation=cause)
+        self.send(
+            instance.cluster_key,
+            C.ReportNodeCreated(member_id=instance.member_id, node_id=instance.member_id),
+            record_id=f"{cause.id}.created",
+            causation=cause,
+        )
 
     def _say(self, instance: Instance, status_type: str, agent_status: str, cause: str | None = None) -> None:
         """The agent publishes an instance status naming the record it answers (infra.iaas.simulator)."""
         if not instance.node or instance.crashed:
             return
         instance.agent_status = agent_status
-        self.queue.append(built(InstanceStatusRecord, dict(
-            schema_version=1, id=self.new_id(), type=status_type, aggregate_id=instance.cluster_key,
-            aggregate_seq=0, occurred_at=self.ctx().now, tenant=parse_aggregate_id(instance.cluster_key).tenant,
-            correlation_id=None, causation_id=cause,
-            payload=InstanceStatus(type=status_type, member_id=instance.member_id,  # type: ignore[arg-type]
-                                   cluster_id=instance.cluster_id,
-                                   network_partition_id=instance.network_partition_id))))
+        self.queue.append(
+            built(
+                InstanceStatusRecord,
+                dict(
+                    schema_version=1,
+                    id=self.new_id(),
+                    type=status_type,
+                    aggregate_id=instance.cluster_key,
+                    aggregate_seq=0,
+                    occurred_at=self.ctx().now,
+                    tenant=parse_aggregate_id(instance.cluster_key).tenant,
+                    correlation_id=None,
+                    causation_id=cause,
+                    payload=InstanceStatus(
+                        type=status_type,
+                        member_id=instance.member_id,
+                        cluster_id=instance.cluster_id,
+                        network_partition_id=instance.network_partition_id,
+                    ),
+                ),
+            )
+        )
         rate = self.setup.instances.crash_rate_per_hour
         if agent_status == "Activated" and rate > 0:
             self.at(self.t + instance.rng.expovariate(rate / 3600.0), self._crash, instance)
 
     def _cleanup(self, notice: BaseModel) -> None:
-        targets = [self.instances.get(notice.member_id)] if isinstance(notice, InstanceCleanupMember) else \
-            [i for nodes in self.nodes.values() for i in nodes.values() if i.cluster_id == notice.cluster_id]  # type: ignore[attr-defined]
+        targets = (
+            [self.instances.get(notice.member_id)]
+            if isinstance(notice, InstanceCleanupMember)
+            else [
+                i
+                for nodes in self.nodes.values()
+                for i in nodes.values()
+                if i.cluster_id == notice.cluster_id  # type: ignore[attr-defined]
+            ]
+        )
         for instance in targets:
             if instance is not None and (answer := cleanup_answer(instance.agent_status)):
                 self._say(instance, *answer)
@@ -490,8 +582,11 @@ class Simulation:
             for member in getattr(tracked.state, "members", {}).values():
                 instance = self.instances.get(member.member_id)
                 if instance is not None and not instance.node and node_expected(member):
-                    self.send(key, C.ReportNodeDestroyed(member_id=member.member_id, reason="node vanished"),
-                              record_id=f"{member.member_id}.vanished")
+                    self.send(
+                        key,
+                        C.ReportNodeDestroyed(member_id=member.member_id, reason="node vanished"),
+                        record_id=f"{member.member_id}.vanished",
+                    )
 
     # --- health (the faust worker's part, on simulated time) ---------------------------------
     def _sample(self) -> None:
@@ -506,21 +601,59 @@ class Simulation:
             tenant = parse_aggregate_id(track.key).tenant
             for metric, each, per_member in sample_values(track, k, len(serving)):
                 if not per_member:
-                    self._ingest(track, tenant, built(HealthStat, dict(
-                        type="HealthStat", cluster_id=track.cluster_id, cluster_instance_id=None,
-                        network_partition_id=serving[0].network_partition_id, member_id=None,
-                        metric=metric, value=each, timestamp=now)))
+                    self._ingest(
+                        track,
+                        tenant,
+                        built(
+                            HealthStat,
+                            dict(
+                                type="HealthStat",
+                                cluster_id=track.cluster_id,
+                                cluster_instance_id=None,
+                                network_partition_id=serving[0].network_partition_id,
+                                member_id=None,
+                                metric=metric,
+                                value=each,
+                                timestamp=now,
+                            ),
+                        ),
+                    )
                     continue
                 for instance in serving:
-                    self._ingest(track, tenant, built(HealthStat, dict(
-                        type="HealthStat", cluster_id=track.cluster_id, cluster_instance_id=None,
-                        network_partition_id=instance.network_partition_id, member_id=instance.member_id,
-                        metric=metric, value=each, timestamp=now)))
+                    self._ingest(
+                        track,
+                        tenant,
+                        built(
+                            HealthStat,
+                            dict(
+                                type="HealthStat",
+                                cluster_id=track.cluster_id,
+                                cluster_instance_id=None,
+                                network_partition_id=instance.network_partition_id,
+                                member_id=instance.member_id,
+                                metric=metric,
+                                value=each,
+                                timestamp=now,
+                            ),
+                        ),
+                    )
 
     def _ingest(self, track: ClusterTrack, tenant: str, stat: HealthStat) -> None:
-        record = built(HealthRecord, dict(
-            schema_version=1, id=self.new_id(), type="HealthStat", aggregate_id=track.key, aggregate_seq=0,
-            occurred_at=self.ctx().now, tenant=tenant, correlation_id=None, causation_id=None, payload=stat))
+        record = built(
+            HealthRecord,
+            dict(
+                schema_version=1,
+                id=self.new_id(),
+                type="HealthStat",
+                aggregate_id=track.key,
+                aggregate_seq=0,
+                occurred_at=self.ctx().now,
+                tenant=tenant,
+                correlation_id=None,
+                causation_id=None,
+                payload=stat,
+            ),
+        )
         try:
             self.book.ingest(record, self.views, 0, self.t, self.epoch())
         except Rejected:
@@ -529,16 +662,41 @@ class Simulation:
     def _hop(self) -> None:
         hop_index = int(self.epoch() // self.setup.step)
         for decision in self.book.decide(self.views):
-            self.queue.append(built(CommandRecord, dict(
-                schema_version=1, id=decision.command_id(hop_index), type="ScaleCluster",
-                aggregate_id=decision.key, aggregate_seq=0, occurred_at=self.ctx().now,
-                tenant=decision.tenant, correlation_id=None, causation_id=decision.causation_id,
-                payload=decision.command)))
+            self.queue.append(
+                built(
+                    CommandRecord,
+                    dict(
+                        schema_version=1,
+                        id=decision.command_id(hop_index),
+                        type="ScaleCluster",
+                        aggregate_id=decision.key,
+                        aggregate_seq=0,
+                        occurred_at=self.ctx().now,
+                        tenant=decision.tenant,
+                        correlation_id=None,
+                        causation_id=decision.causation_id,
+                        payload=decision.command,
+                    ),
+                )
+            )
         for fault in self.book.faults(self.views, self.t):
-            self.queue.append(built(HealthRecord, dict(
-                schema_version=1, id=self.new_id(), type="MemberFault", aggregate_id=fault.key,
-                aggregate_seq=0, occurred_at=self.ctx().now, tenant=fault.tenant,
-                correlation_id=None, causation_id=None, payload=fault.fault)))
+            self.queue.append(
+                built(
+                    HealthRecord,
+                    dict(
+                        schema_version=1,
+                        id=self.new_id(),
+                        type="MemberFault",
+                        aggregate_id=fault.key,
+                        aggregate_seq=0,
+                        occurred_at=self.ctx().now,
+                        tenant=fault.tenant,
+                        correlation_id=None,
+                        causation_id=None,
+                        payload=fault.fault,
+                    ),
+                )
+            )
 
     def _timers(self) -> None:
         """The node's ticker: CheckTimeouts for aggregates with members in transition."""
@@ -555,24 +713,32 @@ class Simulation:
             command = getattr(C, f"Add{kind[0].upper()}{kind[1:]}")(definition=model)
             self.send(aggregate_id(tenant, kind, model.definition_id), command, record_id=f"definitions.{n}")
         for n, (app_id, policy_id) in enumerate(self.setup.deploy):
-            self.send(aggregate_id(tenant, "application", app_id),
-                      C.DeployApplication(application_policy_id=policy_id), record_id=f"deploy.{n}")
+            self.send(
+                aggregate_id(tenant, "application", app_id),
+                C.DeployApplication(application_policy_id=policy_id),
+                record_id=f"deploy.{n}",
+            )
         self.drain()
         if self.first_rejections:
             first = self.first_rejections[0]
-            where = first.command_id.split(".") if first.command_id.startswith(("definitions.", "deploy.")) \
-                else ["deploy"]
-            raise ScenarioError([int(p) if p.isdigit() else p for p in where],
-                                f"{first.command_type} rejected: {first.reason}")
+            where = (
+                first.command_id.split(".") if first.command_id.startswith(("definitions.", "deploy.")) else ["deploy"]
+            )
+            raise ScenarioError(
+                [int(p) if p.isdigit() else p for p in where], f"{first.command_type} rejected: {first.reason}"
+            )
         for n, (app_id, _) in enumerate(self.setup.deploy):
             app = self.aggregates[aggregate_id(tenant, "application", app_id)].state
             for spec in app.clusters.values():  # type: ignore[attr-defined]
                 key = cluster_key(tenant, spec.cluster_id)
-                self.tracks[key] = ClusterTrack(key, spec.cluster_id, spec.alias, spec.min, spec.max,
-                                                dict(spec.thresholds))
+                self.tracks[key] = ClusterTrack(
+                    key, spec.cluster_id, spec.alias, spec.min, spec.max, dict(spec.thresholds)
+                )
             if app.status.value in ("Created", "Deploying"):  # type: ignore[attr-defined]
-                raise ScenarioError(("deploy", n), f"application {app_id!r} was not deployed "
-                                    f"(status {app.status.value})")  # type: ignore[attr-defined]
+                raise ScenarioError(
+                    ("deploy", n),
+                    f"application {app_id!r} was not deployed (status {app.status.value})",  # type: ignore[attr-defined]
+                )
         self._attach_loads()
 
     def _attach_loads(self) -> None:
@@ -583,7 +749,7 @@ class Simulation:
         for track in self.tracks.values():
             state = self.aggregates[track.key].state if track.key in self.aggregates else None
             members = getattr(state, "members", {})
-            if state is not None and getattr(state, "spec", None) is not None:
+            if isinstance(state, ClusterState) and state.spec is not None:
                 # the cluster's own limits (live updates, group instances, bursting: actors.instances)
                 track.min, track.max = state.min, state.max
             active = pending = 0
@@ -621,15 +787,12 @@ class Simulation:
             self._record()
             if progress is not None and (k % 240 == 0 or k == total - 1):
                 progress(k + 1, total)
-        return RunResult(self.policy, setup, self.tracks, self.commands, dict(sorted(self.rejected.items())),
-                         self.dead_letters, self.log)
-
-
-def run_policies(setups: Iterable[tuple[str, SimulationSetup]],
-                 progress: Callable[[str, int, int], None] | None = None) -> list[RunResult]:
-    """Each (policy name, setup) run on its own, in order."""
-    results = []
-    for name, setup in setups:
-        report = (lambda done, total, name=name: progress(name, done, total)) if progress else None
-        results.append(Simulation(setup, policy=name).run(report))
-    return results
+        return RunResult(
+            self.policy,
+            setup,
+            self.tracks,
+            self.commands,
+            dict(sorted(self.rejected.items())),
+            self.dead_letters,
+            self.log,
+        )

@@ -7,20 +7,23 @@ answers to the same question: "with these figures and this fleet, what would the
 have decided?". What the changed fleet would have measured afterwards is not in the log, and
 `stratos simulate` is the tool for that closed loop.
 """
+
 from __future__ import annotations
 
 import dataclasses
 import itertools
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any, cast
 
 from actors import cluster
 from actors.base import Context, Rejection, evolve
 from actors.runtime import Tracked
 from schemas import commands as C
 from schemas.events import ScalingDecided
-from streams.health_state import HealthBook, Rejected, view_of
+from schemas.records import CommandRecord, Commit, LogRecord
+from streams.health_state import Decision, HealthBook, Rejected, view_of
 
 UNBOUNDED = float("inf")
 
@@ -42,13 +45,24 @@ class Verdict:
     def differs(self) -> bool:
         return (self.recorded_spawn, self.recorded_terminate) != (self.what_if_spawn, self.what_if_terminate)
 
-    def as_json(self) -> dict:
-        return {"time": self.at.isoformat(), "hop": self.hop_id,
-                "recorded": {"required": self.recorded_required, "spawn": self.recorded_spawn,
-                             "terminate": self.recorded_terminate, "reason": self.recorded_reason},
-                "what_if": {"required": self.what_if_required, "spawn": self.what_if_spawn,
-                            "terminate": self.what_if_terminate, "reason": self.what_if_reason},
-                "differs": self.differs}
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "time": self.at.isoformat(),
+            "hop": self.hop_id,
+            "recorded": {
+                "required": self.recorded_required,
+                "spawn": self.recorded_spawn,
+                "terminate": self.recorded_terminate,
+                "reason": self.recorded_reason,
+            },
+            "what_if": {
+                "required": self.what_if_required,
+                "spawn": self.what_if_spawn,
+                "terminate": self.what_if_terminate,
+                "reason": self.what_if_reason,
+            },
+            "differs": self.differs,
+        }
 
 
 @dataclass
@@ -58,22 +72,32 @@ class WhatIf:
     samples_skipped: int
 
     def totals(self) -> dict[str, int]:
-        return {"hops": len(self.verdicts),
-                "recorded_scale_ups": sum(v.recorded_spawn > 0 for v in self.verdicts),
-                "what_if_scale_ups": sum(v.what_if_spawn > 0 for v in self.verdicts),
-                "recorded_scale_downs": sum(v.recorded_terminate > 0 for v in self.verdicts),
-                "what_if_scale_downs": sum(v.what_if_terminate > 0 for v in self.verdicts),
-                "recorded_members_started": sum(v.recorded_spawn for v in self.verdicts),
-                "what_if_members_started": sum(v.what_if_spawn for v in self.verdicts),
-                "differing_hops": sum(v.differs for v in self.verdicts)}
+        return {
+            "hops": len(self.verdicts),
+            "recorded_scale_ups": sum(v.recorded_spawn > 0 for v in self.verdicts),
+            "what_if_scale_ups": sum(v.what_if_spawn > 0 for v in self.verdicts),
+            "recorded_scale_downs": sum(v.recorded_terminate > 0 for v in self.verdicts),
+            "what_if_scale_downs": sum(v.what_if_terminate > 0 for v in self.verdicts),
+            "recorded_members_started": sum(v.recorded_spawn for v in self.verdicts),
+            "what_if_members_started": sum(v.what_if_spawn for v in self.verdicts),
+            "differing_hops": sum(v.differs for v in self.verdicts),
+        }
 
 
-def _decided(events: Iterable) -> ScalingDecided | None:
+def _decided(events: Iterable[Any]) -> ScalingDecided | None:
     return next((e for e in events if isinstance(e, ScalingDecided)), None)
 
 
-def what_if(cluster_key: str, commits: list, samples: list, hops: list, policy: Mapping,
-            window_seconds: float, since: datetime | None = None, until: datetime | None = None) -> WhatIf:
+def what_if(
+    cluster_key: str,
+    commits: list[Any],
+    samples: list[Any],
+    hops: list[Any],
+    policy: Mapping[str, Any],
+    window_seconds: float,
+    since: datetime | None = None,
+    until: datetime | None = None,
+) -> WhatIf:
     """`commits`: the cluster's commits (LogRecords, log order); `samples`: its HealthRecords;
     `hops`: the recorded ScaleCluster CommandRecords; `policy`: the spec fields a policy sets
     (`actors.topology_plan.scaling_settings`). Hops outside [since, until] are not compared
@@ -82,9 +106,12 @@ def what_if(cluster_key: str, commits: list, samples: list, hops: list, policy: 
     tracked = Tracked.new(cluster_key)
     book = HealthBook(window_seconds, fault_seconds=UNBOUNDED, max_skew=UNBOUNDED, max_age=UNBOUNDED)
     ids = (f"what-if-{n}" for n in itertools.count())
-    steps = sorted([(c.occurred_at, 0, n, c) for n, c in enumerate(commits)]
-                   + [(s.occurred_at, 1, n, s) for n, s in enumerate(samples)]
-                   + [(h.occurred_at, 2, n, h) for n, h in enumerate(hops)], key=lambda s: s[:3])
+    steps = sorted(
+        [(c.occurred_at, 0, n, c) for n, c in enumerate(commits)]
+        + [(s.occurred_at, 1, n, s) for n, s in enumerate(samples)]
+        + [(h.occurred_at, 2, n, h) for n, h in enumerate(hops)],
+        key=lambda s: s[:3],
+    )
     verdicts: list[Verdict] = []
     used = skipped = 0
     for at, kind, _n, record in steps:
@@ -95,8 +122,9 @@ def what_if(cluster_key: str, commits: list, samples: list, hops: list, policy: 
         if view is None:
             skipped += kind == 1
             continue
-        views = {cluster_key: dataclasses.replace(view, thresholds=dict(policy["thresholds"]),
-                                                  tolerance=policy["tolerance"])}
+        views = {
+            cluster_key: dataclasses.replace(view, thresholds=dict(policy["thresholds"]), tolerance=policy["tolerance"])
+        }
         if kind == 1:
             try:
                 book.ingest(record, views, 0, at.timestamp(), at.timestamp())
@@ -111,23 +139,42 @@ def what_if(cluster_key: str, commits: list, samples: list, hops: list, policy: 
     return WhatIf(verdicts, used, skipped)
 
 
-def _verdict(tracked: Tracked, policy: Mapping, hop, commit, decision, at: datetime, ids) -> Verdict:
+def _verdict(
+    tracked: Tracked,
+    policy: Mapping[str, Any],
+    hop: CommandRecord,
+    commit: LogRecord | None,
+    decision: Decision | None,
+    at: datetime,
+    ids: Iterator[str],
+) -> Verdict:
     recorded: C.ScaleCluster = hop.payload
-    done = _decided(commit.payload.events) if commit is not None else None
+    done = _decided(cast(Commit, commit.payload).events) if commit is not None else None
     spawn = terminate = 0
     required, reason = None, "no fresh figures: no verdict"
     if decision is not None:
         required, reason = decision.command.required, decision.command.reason
-        state = tracked.state
-        spec = state.spec.model_copy(update=dict(policy))  # type: ignore[attr-defined]
+        state = cast(cluster.ClusterState, tracked.state)
+        spec = state.spec.model_copy(update=dict(policy))  # type: ignore[union-attr]
         try:
-            would = _decided(cluster.decide(evolve(state, {"spec": spec}), decision.command,
-                                            Context(now=at, new_id=lambda: next(ids))))
+            would = _decided(
+                cluster.decide(
+                    evolve(state, {"spec": spec}), decision.command, Context(now=at, new_id=lambda: next(ids))
+                )
+            )
         except Rejection as exc:
             would, reason = None, f"rejected: {exc.reason}"
         if would is not None:
             spawn, terminate, reason = would.spawn, would.terminate, f"{would.reason}: {reason}"
-    return Verdict(at, hop.id, recorded.required, done.spawn if done else 0,
-                   done.terminate if done else 0,
-                   f"{done.reason}: {recorded.reason}" if done else f"no change: {recorded.reason}",
-                   required, spawn, terminate, reason)
+    return Verdict(
+        at,
+        hop.id,
+        recorded.required,
+        done.spawn if done else 0,
+        done.terminate if done else 0,
+        f"{done.reason}: {recorded.reason}" if done else f"no change: {recorded.reason}",
+        required,
+        spawn,
+        terminate,
+        reason,
+    )

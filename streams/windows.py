@@ -1,4 +1,5 @@
-"""Window maths for health statistics (REFERENCE.md §3): average, gradient, second derivative.
+"""Window maths for health statistics, as Stratos 4.1's CEP: average, gradient, second derivative
+(docs/operators/autoscaler.md, "Windows").
 
 Pure: every figure comes from the samples' own timestamps (never the wall clock), so a replay
 of the health topic gives the same numbers as the live run. A sample is
@@ -13,13 +14,14 @@ of the health topic gives the same numbers as the live run. A sample is
   Stratos divided by the whole span, which halves it. Fewer than 3 samples give 0: two points
   say nothing about curvature.
 """
+
 from __future__ import annotations
 
 import bisect
 import math
 from collections import deque
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Iterable, Sequence
 
 Sample = tuple[float, float]
 

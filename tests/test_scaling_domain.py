@@ -1,5 +1,6 @@
 """Dependent scaling and termination behaviours as pure rules: given events, when a command,
-then events (REFERENCE.md §4). Each case says what would break without the rule."""
+then events (Stratos 4.1's dependent scaling and termination behaviours: docs/operators/autoscaler.md).
+Each case says what would break without the rule."""
 from __future__ import annotations
 
 import itertools

@@ -15,26 +15,35 @@ commands.json: a list of {"aggregate_id": "carbon.super/cluster/app1.php1.php.do
 "command": {"type": "CreateCluster", ...}} (optional "id": reuse it to retry safely).
 Exit status: 0 all accepted, 1 a rejection or a missing reply, 2 bad input.
 """
+
 import argparse
 import json
 import sys
 import time
 import uuid
-from datetime import datetime, timezone
+from datetime import UTC, datetime
+from typing import Any
 
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from stratos_signing import add_command_options, command_headers  # beside this script
 
 
-def envelope(aggregate_id, command, command_id, tenant):
-    return {"id": command_id, "type": command["type"], "schema_version": 1,
-            "aggregate_id": aggregate_id, "aggregate_seq": 0,
-            "occurred_at": datetime.now(timezone.utc).isoformat(), "tenant": tenant,
-            "correlation_id": None, "causation_id": None, "payload": command}
+def envelope(aggregate_id: str, command: dict[str, Any], command_id: str, tenant: str) -> dict[str, Any]:
+    return {
+        "id": command_id,
+        "type": command["type"],
+        "schema_version": 1,
+        "aggregate_id": aggregate_id,
+        "aggregate_seq": 0,
+        "occurred_at": datetime.now(UTC).isoformat(),
+        "tenant": tenant,
+        "correlation_id": None,
+        "causation_id": None,
+        "payload": command,
+    }
 
 
-
-def main():
+def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("file", help="JSON list of {aggregate_id, command[, id]}")
     parser.add_argument("--bootstrap", default="127.0.0.1:9092")
@@ -82,15 +91,22 @@ def main():
                 if reply.get("command_id") in waiting:
                     waiting.pop(reply["command_id"])
                     outcome = "accepted" if reply["type"] == "CommandAccepted" else "rejected"
-                    detail = (", ".join(reply.get("event_types", [])) if outcome == "accepted"
-                              else f"{reply.get('code')} {reply.get('reason')}")
-                    print(f"{reply['command_id']} {reply['command_type']}: {outcome}"
-                          f"{' (duplicate)' if reply.get('duplicate') else ''}: {detail}")
+                    detail = (
+                        ", ".join(reply.get("event_types", []))
+                        if outcome == "accepted"
+                        else f"{reply.get('code')} {reply.get('reason')}"
+                    )
+                    print(
+                        f"{reply['command_id']} {reply['command_type']}: {outcome}"
+                        f"{' (duplicate)' if reply.get('duplicate') else ''}: {detail}"
+                    )
                     failed |= outcome == "rejected"
     consumer.close()
     for command_id, command_type in waiting.items():
-        print(f"{command_id} {command_type}: no reply within {args.timeout:g}s "
-              f"(not handled: see `stratos deadletter list --topic commands`)")
+        print(
+            f"{command_id} {command_type}: no reply within {args.timeout:g}s "
+            f"(not handled: see `stratos deadletter list --topic commands`)"
+        )
     return 1 if failed or waiting else 0
 
 
