@@ -226,8 +226,9 @@ def main() -> None:
           f"(max {max(results['SIGTERM']):.2f}s; the node exited after a median {median(exits['SIGTERM']):.2f}s, "
           f"its partition was claimed after {median(claims['SIGTERM']):.2f}s)")
     print(f"kill -9: median {kill:.2f}s over {len(results['SIGKILL'])} trials "
-          f"(max {max(results['SIGKILL']):.2f}s; claimed after {median(claims['SIGKILL']):.2f}s; expected within session timeout "
-          f"{SESSION_TIMEOUT_S:g}s + 5s; ratio to that {kill / (SESSION_TIMEOUT_S + 5):.2f})")
+          f"(max {max(results['SIGKILL']):.2f}s; claimed after {median(claims['SIGKILL']):.2f}s; "
+          f"expected within session timeout {SESSION_TIMEOUT_S:g}s + 5s; "
+          f"ratio to that {kill / (SESSION_TIMEOUT_S + 5):.2f})")
     print(f"commands sent {len(sent)}: {len(lost)} lost, {len(twice)} in more than one commit")
     finish({"bench": "takeover", "trials": args.trials, "partitions": settings.partitions,
             "sigterm_median_s": round(term, 3), "sigterm_max_s": round(max(results["SIGTERM"]), 3),
