@@ -485,12 +485,14 @@ def topic_kind_of(settings: Settings, topic: str) -> str:
     return topic.removeprefix(settings.topic_prefix)
 
 
-GROUP_TIMINGS = dict(session_timeout_ms=6_000, heartbeat_interval_ms=2_000, max_poll_interval_ms=10_000)
+GROUP_TIMINGS = dict(session_timeout_ms=6_000, heartbeat_interval_ms=2_000, max_poll_interval_ms=45_000)
 """Every group member of the platform (kafka-python, aiokafka, faust). A member that dies without
 leaving is noticed after 6 s; a heartbeat every 2 s is a third of the session, as Kafka advises
 (at 1 s an idle member cost twice the CPU). The poll interval is also the rebalance timeout
-(how long a join waits for a member that stopped polling): 10 s is ample because a loop's batch
-is bounded (`max_poll_records`) and a node's takeover rebuilds run beside its loop, not in it."""
+(how long a join waits for a member that stopped polling): a loop's batch is bounded
+(`max_poll_records`) and a node's takeover rebuilds run beside its loop, but a batch's appends may
+wait out a broker's loss (the Appender's 25 s delivery timeout): 45 s covers that, where 10 s
+dropped a node from its group when the active controller of three brokers was killed."""
 IDLE_POLL_MS = 2000
 """How long a follower's loop blocks in `poll` when nothing arrives. Records are returned the
 moment they are fetched, so this bounds only how soon a loop sees its stop flag; each wake-up of
