@@ -75,7 +75,7 @@ class ClusterSpec(Value):
     ports: list[dict] = []
     repo_url: str | None = None
     repo_username: str | None = None
-    repo_password: str | None = Field(None, repr=False, description="sealed (infra/secrets.py)")
+    repo_password: str | None = Field(None, repr=False, description="sealed (infra/auth/secrets.py)")
     tolerance: float = Field(0.0, ge=0, lt=1, description="the autoscaling policy's tolerance band")
     scale_down_stabilisation_seconds: float = Field(0.0, ge=0)
     scale_down_after: int = Field(4, ge=1, description="consecutive scale-down requests needed")

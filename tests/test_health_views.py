@@ -9,7 +9,7 @@ import sys
 import time
 
 from infra.health.views import ClusterViews
-from infra.kafka import encode, envelope
+from infra.log.kafka import encode, envelope
 from schemas import events as E
 from schemas.domain import ClusterSpec, PartitionSpec
 from schemas.records import Claim, Commit, EventRecord, LogRecord

@@ -9,7 +9,7 @@ for its cluster it checks out the new commit and reports the revision; on Instan
 ready-to-shutdown. kafka-python reconnects by itself, so a broker restart is waited out. A record
 that does not decode, or whose handling raises, is dead-lettered with the reason.
 
-Its log lines go to `<prefix>logs` (infra/observe/logship.py): its own, git's, the clean hook's output and
+Its log lines go to `<prefix>logs` (infra/observe/line_shipper.py): its own, git's, the clean hook's output and
 the lines appended to the files of `log_file_paths` (the cartridge's `property` list).
 """
 from __future__ import annotations
@@ -27,21 +27,20 @@ from pathlib import Path
 import psutil
 from pydantic import BaseModel, Field, SecretStr
 
+from infra.auth.secrets import SecretError, open_for_instance
 from infra.auth.signing import Signer
 from infra.broker import port_is_open
-from infra.child_env import minimal_env
-from infra.eventlog import History, history_events
-from infra.kafka import Appender, DeadLetters, assigned_consumer, envelope, validated
-from infra.observe.logship import KafkaLogHandler, LogShipper, LogSource
-from infra.secrets import SecretError, open_for_instance
+from infra.log.eventlog import History, history_events
+from infra.log.kafka import Appender, DeadLetters, assigned_consumer, envelope, validated
+from infra.observe.line_shipper import KafkaLogHandler, LogShipper, LogSource
+from infra.platform.child_env import minimal_env
 from infra.settings import Settings
-from schemas.base import MASK
 from schemas import events as E
+from schemas.base import MASK
 from schemas.envelope import SUPER_TENANT
 from schemas.ids import aggregate_id
 from schemas.records import HealthRecord, InstanceStatusRecord
-from schemas.status import (ArtifactUpdated, HealthStat, InstanceCleanupCluster,
-                            InstanceCleanupMember, InstanceStatus)
+from schemas.status import ArtifactUpdated, HealthStat, InstanceCleanupCluster, InstanceCleanupMember, InstanceStatus
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +57,7 @@ class AgentPayload(BaseModel):
     repo_username: str | None = None
     repo_password: str | None = Field(None, repr=False, description="sealed for this cluster")
     cartridge_key: str | None = Field(None, repr=False, description="opens what is sealed for "
-                                      "this cluster (infra/secrets.py)")
+                                      "this cluster (infra/auth/secrets.py)")
     application_id: str = ""
     log_file_paths: list[Path] = Field(default_factory=list, description="files whose lines are shipped")
     signing_key: SecretStr | None = Field(None, description="hex key its status and health are signed "

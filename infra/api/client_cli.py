@@ -20,8 +20,8 @@ from rich.json import JSON
 from rich.table import Table
 from rich.tree import Tree
 
+from infra.auth.tls import scheme, verify_for
 from infra.settings import get_settings
-from infra.tls import scheme, verify_for
 
 console = Console()
 errors = Console(stderr=True, soft_wrap=True)  # an error is one line: scripts grep it
@@ -33,7 +33,7 @@ Password = Annotated[str, typer.Option("--password", "-pw", envvar="STRATOS_PASS
 AsJson = Annotated[bool, typer.Option("--json", help="print the server's JSON (for scripts)")]
 DEFAULT_URL = f"{scheme(get_settings())}://127.0.0.1:9443"
 """https when STRATOS_API_TLS is set (`stratos up --tls`); the certificate trusted is
-STRATOS_API_CA, else the state directory's generated one (infra/tls.py)."""
+STRATOS_API_CA, else the state directory's generated one (infra/auth/tls.py)."""
 
 
 @dataclass(frozen=True)

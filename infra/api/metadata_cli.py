@@ -9,7 +9,7 @@ import httpx
 import typer
 from rich.table import Table
 
-from infra.manager_cli import DEFAULT_URL, AsJson, Failed, Password, Url, Username, console, run, say
+from infra.api.client_cli import DEFAULT_URL, AsJson, Failed, Password, Url, Username, console, run, say
 
 Application = Annotated[str, typer.Argument(help="the application id")]
 Alias = Annotated[Optional[str], typer.Option("--alias", "-c", help="a cartridge alias: its cluster's properties")]

@@ -1,4 +1,4 @@
-"""`stratos secrets …`: the keys that seal secrets in the log (infra/secrets.py).
+"""`stratos secrets …`: the keys that seal secrets in the log (infra/auth/secrets.py).
 
 - `stratos secrets status [--json]`: where the keys come from, their ids, which one seals;
 - `stratos secrets new-key`: print a fresh key (for STRATOS_SECRET_KEY);
@@ -15,7 +15,7 @@ from collections import Counter
 import typer
 from rich.console import Console
 
-from infra.secrets import SecretError, key_id, new_key, rotate_key_file, secret_box
+from infra.auth.secrets import SecretError, key_id, new_key, rotate_key_file, secret_box
 from infra.settings import get_settings
 from schemas.base import is_sealed, map_secrets
 
@@ -78,7 +78,7 @@ def rotate(as_json: bool = typer.Option(False, "--json")) -> None:
 @app.command()
 def usage(as_json: bool = typer.Option(False, "--json")) -> None:
     """Secrets in the events topic per key id that sealed them (and clear ones, from old logs)."""
-    from infra.eventlog import read_history
+    from infra.log.eventlog import read_history
 
     settings, box = _box()
     counts: Counter[str] = Counter()

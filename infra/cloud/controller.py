@@ -34,16 +34,16 @@ from actors.history import events_of
 from actors.iaas_plan import CLEANUP, DESTROY, DESTROY_LEFTOVER, START, iaas_work, node_expected
 from actors.member import MemberState
 from actors.runtime import Tracked
+from infra.api.metadata_token import MemberTokens
+from infra.auth.secrets import SecretBox, SecretError, secret_box
 from infra.auth.signing import member_credentials, platform_secret
-from infra.eventlog import History, read_history
-from infra.iaas.driver import MockEndpoint
-from infra.iaas.account import mock_endpoint
-from infra.iaas.providers import IaasConfigError, IaasTarget, build_driver, create_options, node_name
-from infra.kafka import (IDLE_POLL_MS, Appender, DeadLetters, decode_key, encode, envelope, group_consumer,
-                         rejection_reason)
-from infra.metadata_token import MemberTokens
-from infra.recovery import fence_before
-from infra.secrets import SecretBox, SecretError, secret_box
+from infra.cloud.iaas.mock_driver import MockEndpoint
+from infra.cloud.iaas.providers import IaasConfigError, IaasTarget, build_driver, create_options, node_name
+from infra.cloud.mock.account import mock_endpoint
+from infra.log.eventlog import History, read_history
+from infra.log.kafka import (IDLE_POLL_MS, Appender, DeadLetters, decode_key, encode, envelope,
+                             group_consumer, rejection_reason)
+from infra.log.recovery import fence_before
 from infra.settings import Settings
 from schemas import commands as C
 from schemas import events as E

@@ -22,7 +22,7 @@ import faust
 
 from infra.health.topics import HealthTopics, declare_topics
 from infra.health.views import ClusterViews
-from infra.kafka import GROUP_TIMINGS, Appender, DeadLetters
+from infra.log.kafka import GROUP_TIMINGS, Appender, DeadLetters
 from infra.settings import Settings
 from streams.health_state import ClusterView, HealthBook
 

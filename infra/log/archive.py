@@ -1,6 +1,6 @@
 """Archives of the log: `stratos log export/import`.
 
-They write the format of `infra/logarchive.py` (compressed, checksummed blocks). Export reads
+They write the format of `infra/log/archive_format.py` (compressed, checksummed blocks). Export reads
 each partition with the bulk reader (aiokafka) and writes it as blocks; import writes the blocks
 back, partition by partition, as aiokafka batches keeping keys, values, headers and timestamps,
 into topics that must be empty, so that every record gets its original offset back (snapshots
@@ -27,8 +27,8 @@ from pathlib import Path
 from aiokafka import AIOKafkaProducer
 from kafka import KafkaConsumer, TopicPartition
 
-from infra.bulk import iter_batches
-from infra.logarchive import ArchiveCorrupt, ArchiveReader, ArchiveWriter
+from infra.log.archive_format import ArchiveCorrupt, ArchiveReader, ArchiveWriter
+from infra.log.bulk import iter_batches
 from infra.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -138,10 +138,10 @@ def import_log(settings: Settings, path: Path, topics=None, check: bool = True,
 
 def platform_groups(settings: Settings) -> dict[str, tuple[str, ...]]:
     """Each consumer group of the platform and the topics it reads (as it names them)."""
-    from infra.cloud import CLOUD_GROUP
+    from infra.cloud.controller import CLOUD_GROUP
     from infra.health import HEALTH_GROUP
-    from infra.node import NODE_GROUP
-    from infra.reactor import REACTOR_GROUP, SOURCES
+    from infra.node.node import NODE_GROUP
+    from infra.reactor.reactor import REACTOR_GROUP, SOURCES
 
     return {settings.topic(NODE_GROUP): ("commands",), settings.topic(REACTOR_GROUP): tuple(SOURCES),
             settings.topic(CLOUD_GROUP): ("events",), settings.topic(HEALTH_GROUP): ("health",)}

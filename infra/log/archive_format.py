@@ -1,7 +1,7 @@
 """The log archive: Kafka records in a compressed, checksummed file, written and read as a stream.
 
 One format for `stratos log export/import` and for embedded mode's own archive
-(`infra/archive.py`). A file is a 16-byte header, then blocks; each block holds consecutive
+(`infra/log/archive.py`). A file is a 16-byte header, then blocks; each block holds consecutive
 records of one topic partition:
 
     file header   b"STRATOS-LOG" + version (1 byte, 1) + 4 reserved bytes

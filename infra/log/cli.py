@@ -1,5 +1,5 @@
-"""`stratos log export/import`, `stratos deadletter list/replay`, `stratos schemas asyncapi /
-check / baseline`: the archive and the client contract."""
+"""`stratos log export/import`, `stratos deadletter list/replay`, `stratos schemas export /
+asyncapi / check / baseline`: the archive and the client contract."""
 from __future__ import annotations
 
 import json
@@ -7,30 +7,36 @@ import sys
 from pathlib import Path
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
-console = Console()
+from infra.cli.common import console, require_bootstrap
+
 log_app = typer.Typer(help="Archive the log: export every topic that carries history, import it "
                            "into a fresh broker.", no_args_is_help=True)
 deadletter_app = typer.Typer(help="Records the platform refused: list them, re-send corrected ones.",
                              no_args_is_help=True)
-BASELINE = Path(__file__).resolve().parents[1] / "docs" / "schemas"
+schemas_app = typer.Typer(help="JSON Schemas of every topic record.")
+BASELINE = Path(__file__).resolve().parents[2] / "docs" / "schemas"
 """The published schemas (the compatibility baseline), checked in."""
 
 
-def register(app: typer.Typer, schemas_app: typer.Typer) -> None:
-    app.add_typer(log_app, name="log")
-    app.add_typer(deadletter_app, name="deadletter")
+def register_schemas(app: typer.Typer) -> None:
+    """`stratos schemas ...` (the first group of `stratos --help`)."""
+    app.add_typer(schemas_app, name="schemas")
+    schemas_app.command("export")(schemas_export)
     schemas_app.command("asyncapi")(schemas_asyncapi)
     schemas_app.command("check")(schemas_check)
     schemas_app.command("baseline")(schemas_baseline)
 
 
-def _settings():
-    from infra.cli import _require_bootstrap
+def register(app: typer.Typer) -> None:
+    """`stratos log ...` and `stratos deadletter ...`."""
+    app.add_typer(log_app, name="log")
+    app.add_typer(deadletter_app, name="deadletter")
 
-    return _require_bootstrap()
+
+def _settings():
+    return require_bootstrap()
 
 
 def _fail(message: str, code: int = 2):
@@ -65,7 +71,7 @@ def log_export(file: Path = typer.Argument(..., help="archive to write (replaced
                                                      "every topic but topology)"),
                as_json: bool = typer.Option(False, "--json")) -> None:
     """Write every record of the topics that carry history to a compressed, checksummed archive."""
-    from infra.archive import HISTORY_TOPICS, export_log
+    from infra.log.archive import HISTORY_TOPICS, export_log
 
     try:
         result = export_log(_settings(), file, _topics(topics) or HISTORY_TOPICS)
@@ -89,8 +95,8 @@ def log_import(file: Path = typer.Argument(..., exists=True, dir_okay=False, hel
     """Write an archive back into empty topics (a fresh broker or STRATOS_TOPIC_PREFIX), each record
     at its original offset, and mark it handled for the platform's consumer groups. A corrupt or
     truncated archive imports its intact prefix, says where it stops, and exits 1."""
-    from infra.archive import ImportRefused, import_log
-    from infra.kafka import ensure_topics
+    from infra.log.archive import ImportRefused, import_log
+    from infra.log.kafka import ensure_topics
 
     settings = _settings()
     ensure_topics(settings)
@@ -126,7 +132,7 @@ def deadletter_list(since: str = typer.Option(None, help="only newer ones: 10m, 
                     as_json: bool = typer.Option(False, "--json")) -> None:
     """Dead letters with their id (PARTITION:OFFSET), time, source, reason, Connect headers and
     the original record."""
-    from infra.deadletter_ops import DeadLetterError, list_letters, parse_since
+    from infra.log.deadletters import DeadLetterError, list_letters, parse_since
 
     settings = _settings()
     try:
@@ -155,7 +161,7 @@ def deadletter_replay(letter_id: str = typer.Argument(..., metavar="ID", help="P
                                                            "(default: the original, as it was)"),
                       as_json: bool = typer.Option(False, "--json")) -> None:
     """Re-send a dead letter's record (or a corrected one, validated first) to its source topic."""
-    from infra.deadletter_ops import DeadLetterError, replay
+    from infra.log.deadletters import DeadLetterError, replay
 
     settings = _settings()
     body = None
@@ -180,6 +186,14 @@ def deadletter_replay(letter_id: str = typer.Argument(..., metavar="ID", help="P
 
 
 # --- schemas ----------------------------------------------------------------------------------
+
+def schemas_export(directory: Path) -> None:
+    """Write one JSON Schema per topic record type into DIRECTORY."""
+    from schemas.records import export_json_schemas
+
+    for path in export_json_schemas(directory):
+        console.print(f"wrote {path}")
+
 
 def schemas_asyncapi(file: Path = typer.Argument(..., help="where to write the AsyncAPI 3.0 document (JSON)")) -> None:
     """Write the AsyncAPI 3.0 document of every topic (channel, key, message, JSON Schema, headers)."""

@@ -8,9 +8,9 @@ from collections.abc import Callable
 
 from pydantic import BaseModel, ValidationError
 
+from infra.auth.secrets import secret_box
 from infra.auth.signing import Verifier
-from infra.kafka import IDLE_POLL_MS, Appender, assigned_consumer, decode, envelope, new_id
-from infra.secrets import secret_box
+from infra.log.kafka import IDLE_POLL_MS, Appender, assigned_consumer, decode, envelope, new_id
 from infra.settings import Settings
 from schemas.envelope import SUPER_TENANT
 from schemas.records import CommandRecord

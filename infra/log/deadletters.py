@@ -14,8 +14,8 @@ from datetime import datetime, timedelta, timezone
 from kafka import TopicPartition
 from pydantic import ValidationError
 
-from infra.kafka import (CONNECT_ERRORS, Appender, assigned_consumer, decode, read_to_end,
-                         rejection_reason, topic_kind_of)
+from infra.log.kafka import (CONNECT_ERRORS, Appender, assigned_consumer, decode, read_to_end,
+                             rejection_reason, topic_kind_of)
 from infra.settings import Settings
 from schemas.records import TOPIC_RECORDS, DeadLetterRecord
 

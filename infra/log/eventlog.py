@@ -2,7 +2,7 @@
 
 A reader that starts a partition at offset 0 knows every claim; one that resumes mid-way (a
 consumer group member) learns the claim in force there from `fence_at` (the last checkpoint
-before that offset, then the claims after it: see `infra.recovery.fence_before`).
+before that offset, then the claims after it: see `infra.log.recovery.fence_before`).
 Two decodes, one rule: `decode_log` validates a record in full (pydantic); `decode_head` reads
 its envelope as strictly, with msgspec, and leaves the payload to `LogHead.record()`.
 """
@@ -19,7 +19,7 @@ import msgspec
 from pydantic import TypeAdapter
 
 from actors.history import Fence, events_of
-from infra.kafka import DeadLetters, decode_key, read_to_end, rejection_reason
+from infra.log.kafka import DeadLetters, decode_key, read_to_end, rejection_reason
 from schemas.records import Commit, EventRecord, LogEntry, LogRecord
 
 log = logging.getLogger(__name__)

@@ -5,11 +5,11 @@ to `<prefix>deadletter` with the reason and the original bytes; the reader carri
 """
 from __future__ import annotations
 
+import itertools
 import json
 import logging
-import time
-import itertools
 import os
+import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -19,11 +19,11 @@ from kafka.admin import NewTopic
 from kafka.errors import TopicAlreadyExistsError
 from pydantic import BaseModel, ValidationError
 
+from infra.auth.signing import Sender, Signer, Verifier
+from infra.settings import Settings
 from schemas.base import without_clear_secrets
 from schemas.envelope import SUPER_TENANT, Envelope
 from schemas.records import TOPIC_RECORDS, DeadLetter, DeadLetterRecord
-from infra.auth.signing import Sender, Signer, Verifier
-from infra.settings import Settings
 
 log = logging.getLogger(__name__)
 PLATFORM_SIGNER = object()

@@ -17,17 +17,17 @@ import logging
 import re
 import threading
 from collections.abc import Iterable
-from datetime import datetime
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from datetime import datetime
 
 from kafka import KafkaConsumer, TopicPartition
 
 from actors.history import Fence
 from actors.runtime import Tracked
-from infra.bulk import iter_partition
-from infra.eventlog import History
-from infra.kafka import decode, rejection_reason
+from infra.log.bulk import iter_partition
+from infra.log.eventlog import History
+from infra.log.kafka import decode, rejection_reason
 from infra.settings import Settings
 from schemas.records import SnapshotRecord
 

@@ -11,7 +11,7 @@ commits are acknowledged, and only then are the command offsets committed; a com
 failed to append is never committed as done: the partition is rebuilt from the log and its
 commands are read again. Every `snapshot_every` commits of a partition it writes snapshots of
 the aggregates that changed, then, once the broker has them all, a checkpoint marker naming the
-snapshot of every aggregate of the partition (`infra.recovery`).
+snapshot of every aggregate of the partition (`infra.log.recovery`).
 """
 from __future__ import annotations
 
@@ -35,10 +35,10 @@ from actors.runtime import (
     needs_timer, timeouts_command_id,
 )
 from infra.auth.gate import CommandGate
-from infra.faults import CrashPoints
-from infra.kafka import IDLE_POLL_MS, Appender, DeadLetters, envelope, group_consumer, new_id, validated
-from infra.recovery import CHECKPOINT, CLAIM, COVERS, Recovered, checkpoint_key, claim_key, recover_partition
-from infra.secrets import secret_box
+from infra.auth.secrets import secret_box
+from infra.log.kafka import IDLE_POLL_MS, Appender, DeadLetters, envelope, group_consumer, new_id, validated
+from infra.log.recovery import CHECKPOINT, CLAIM, COVERS, Recovered, checkpoint_key, claim_key, recover_partition
+from infra.node.faults import CrashPoints
 from infra.settings import Settings
 from schemas.commands import CheckTimeouts
 from schemas.records import Claim, CommandRecord, LogRecord, ReplyRecord, Snapshot, SnapshotRecord
@@ -270,7 +270,7 @@ class Node:
 
     def claim(self, partitions: list[int], generation: int) -> dict[int, tuple[str, int]]:
         """Take events partitions: the snapshots markers first, then the Claims (see
-        `infra.recovery`). Returns each partition's claim id and its Claim's offset."""
+        `infra.log.recovery`). Returns each partition's claim id and its Claim's offset."""
         claims = {p: new_id() for p in partitions}
         markers = [self.appender.send("snapshots", claim_key(p, claims[p]), envelope(
             SnapshotRecord, Snapshot(aggregate_type=CLAIM, events_partition=p, events_offset=-1,
@@ -432,7 +432,7 @@ class Node:
 
     def _sealed(self, command: CommandRecord) -> CommandRecord:
         """A raw client's clear secrets are sealed here, before a decision writes them to the
-        events (the platform's own clients seal before they send: infra/commands_client.py)."""
+        events (the platform's own clients seal before they send: infra/log/commands_client.py)."""
         return self.box.seal_model(command)
 
     def _appended(self, partition: int, aggregate_id: str, offset: int, outcome: Outcome) -> None:

@@ -19,7 +19,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
-from infra.kafka import Appender, envelope
+from infra.log.kafka import Appender, envelope
 from infra.settings import Settings
 from schemas.envelope import SUPER_TENANT
 from schemas.observability import LogBatch, LogBatchRecord, LogLine
@@ -142,7 +142,7 @@ class KafkaLogHandler(logging.Handler):
     def __init__(self, shipper: LogShipper, source: LogSource, level: int = logging.INFO,
                  exclude: tuple[str, ...] = ()) -> None:
         super().__init__(level)
-        self.exclude = ("kafka", "aiokafka", "infra.observe.logship", *exclude)
+        self.exclude = ("kafka", "aiokafka", "infra.observe.line_shipper", *exclude)
         self.shipper = shipper
         self.source = source
         self.setFormatter(logging.Formatter("%(message)s"))  # the logger name is the line's source

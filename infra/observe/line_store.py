@@ -14,8 +14,8 @@ import time
 from collections import OrderedDict, deque
 from dataclasses import dataclass
 
+from infra.log.kafka import Appender, DeadLetters, validated
 from infra.observe.follower import Follower
-from infra.kafka import Appender, DeadLetters, validated
 from infra.settings import Settings
 from streams.logrules import TokenBucket, at_least
 

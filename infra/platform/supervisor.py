@@ -15,7 +15,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from infra.child_env import PART_SECRETS, minimal_env, part_env, platform_settings
+from infra.platform.child_env import PART_SECRETS, minimal_env, part_env, platform_settings
 
 log = logging.getLogger(__name__)
 

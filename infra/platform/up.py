@@ -9,13 +9,13 @@ from pathlib import Path
 
 from rich.console import Console
 
-from infra.iaas.account import access_key
+from infra.auth.tls import TlsConfigError, server_certificate, trusted_ca
 from infra.broker import BrokerError, EmbeddedBroker
-from infra.kafka import TopicsError, ensure_topics, require_sound_topics
+from infra.cloud.mock.account import access_key
 from infra.lb.balancer import haproxy_binary
+from infra.log.kafka import TopicsError, ensure_topics, require_sound_topics
+from infra.platform.supervisor import Supervisor, child_env
 from infra.settings import get_settings
-from infra.supervisor import Supervisor, child_env
-from infra.tls import TlsConfigError, server_certificate, trusted_ca
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +44,7 @@ def parts(api_port: int, demo: bool) -> dict[str, list[str]]:
 
 def load_sample(settings, console: Console) -> None:
     """Define the sample application and deploy it (already present after a restart: fine)."""
-    from infra.commands_client import CommandClient
+    from infra.log.commands_client import CommandClient
     from schemas import commands as C
     from schemas.definitions import DEFINITION_KINDS
     from schemas.envelope import SUPER_TENANT
@@ -75,10 +75,10 @@ def load_sample(settings, console: Console) -> None:
 
 def run_platform(bootstrap: str | None, api_port: int, sample: bool, state_dir: Path,
                  console: Console, process: bool = False, tls: bool = False, brokers: int = 1) -> int:
-    from infra.cli import wait_for_interrupt
+    from infra.cli.common import wait_for_interrupt
 
     settings = get_settings()
-    settings.state_dir = state_dir  # the sample loader seals with the parts' key (infra/secrets.py)
+    settings.state_dir = state_dir  # the sample loader seals with the parts' key (infra/auth/secrets.py)
     state_dir.mkdir(parents=True, exist_ok=True)
     broker = None
     supervisor = None

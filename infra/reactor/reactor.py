@@ -3,7 +3,7 @@
 It reads events, replies, instance status and health faults in its own consumer group and
 sends the follow-up commands. Command ids derive from the record that caused them, so a
 reaction sent twice after a crash is a duplicate the target aggregate ignores. Events are read
-as history (`infra.eventlog.History`): a fenced writer's commits cause nothing. It is a
+as history (`infra.log.eventlog.History`): a fenced writer's commits cause nothing. It is a
 supervised part of its own (`stratos reactor`); no record can stop it: one that does not
 decode, or whose reaction fails, goes to the dead-letter topic with the reason.
 """
@@ -17,11 +17,11 @@ from kafka import ConsumerRebalanceListener, OffsetAndMetadata
 from kafka.errors import CommitFailedError
 
 from actors.reactions import react
+from infra.auth.secrets import notice_for_instances, secret_box
 from infra.auth.signing import Verifier
-from infra.eventlog import History, history_events
-from infra.kafka import IDLE_POLL_MS, Appender, DeadLetters, envelope, group_consumer, topic_kind_of, validated
-from infra.recovery import fence_before
-from infra.secrets import notice_for_instances, secret_box
+from infra.log.eventlog import History, history_events
+from infra.log.kafka import IDLE_POLL_MS, Appender, DeadLetters, envelope, group_consumer, topic_kind_of, validated
+from infra.log.recovery import fence_before
 from infra.settings import Settings
 from schemas.records import CommandRecord, NotifierRecord
 from schemas.status import Notification

@@ -21,10 +21,10 @@ from kafka import KafkaConsumer, TopicPartition
 
 from actors.history import event_id
 from actors.timeline import figures
-from infra.bulk import iter_partition
-from infra.eventlog import History
-from infra.kafka import decode, rejection_reason
-from infra.recovery import fence_before
+from infra.log.bulk import iter_partition
+from infra.log.eventlog import History
+from infra.log.kafka import decode, rejection_reason
+from infra.log.recovery import fence_before
 from infra.settings import Settings
 from schemas.records import Commit
 

@@ -1,4 +1,4 @@
-"""Debugging by replay: `stratos replay`, `history`, `diff` and `why`.
+"""Debugging by replay: `stratos state`, `digest`, `replay`, `history`, `diff` and `why`.
 
 Every one of them reads the log without a consumer group and writes nothing: run them against
 a live platform as often as you like.
@@ -20,6 +20,7 @@ from rich.tree import Tree
 from actors.causality import causes, effects
 from actors.timeline import diff as diff_states
 from actors.timeline import one_line, platform_view
+from infra.cli.common import require_bootstrap
 from infra.settings import get_settings
 from schemas.base import masked
 
@@ -40,7 +41,7 @@ def _settings():
 
 def _guarded(run: Callable[[], Any]) -> Any:
     """Bad input becomes one clear line and exit code 2, never a traceback."""
-    from infra.kafka import rejection_reason
+    from infra.log.kafka import rejection_reason
 
     try:
         return run()
@@ -51,7 +52,7 @@ def _guarded(run: Callable[[], Any]) -> Any:
 
 
 def _time(text: str | None, option: str) -> datetime | None:
-    from infra.timetravel import PositionError, parse_time
+    from infra.replay.timetravel import PositionError, parse_time
 
     if text is None:
         return None
@@ -79,7 +80,7 @@ def replay(at: str = typer.Option(None, "--at", help="ISO 8601 time, or PARTITIO
         return _what_if(what_if, aggregate, _time(since, "--from"), _time(until, "--to"), as_json)
     if not at:
         raise _fail("--at is required (an ISO 8601 time or PARTITION:OFFSET,…), or give --what-if")
-    from infra.timetravel import parse_position, platform_at
+    from infra.replay.timetravel import parse_position, platform_at
 
     settings = _settings()
     position = _guarded(lambda: parse_position(at))
@@ -113,7 +114,7 @@ def _print_view(view: dict) -> None:
 
 
 def _what_if(policy_path: Path, aggregate: str | None, since, until, as_json: bool) -> None:
-    from infra.timetravel import what_if_from_log
+    from infra.replay.timetravel import what_if_from_log
 
     if not aggregate:
         raise _fail("--what-if needs --aggregate CLUSTER (e.g. carbon.super/cluster/app.php1.php.domain)")
@@ -149,7 +150,7 @@ def history(aggregate: str = typer.Argument(..., help="aggregate id, e.g. carbon
             as_json: bool = typer.Option(False, "--json")) -> None:
     """An aggregate's timeline: one line per event (and per rejected command) with its figures
     and the command that caused it."""
-    from infra.timetravel import timeline
+    from infra.replay.timetravel import timeline
 
     problems: list[str] = []
     entries = _guarded(lambda: timeline(_settings(), aggregate, _time(since, "--since"),
@@ -171,7 +172,7 @@ def diff(aggregate: str = typer.Argument(..., help="aggregate id"),
          until: str = typer.Option(..., "--to", help="ISO 8601 time or PARTITION:OFFSET,…"),
          as_json: bool = typer.Option(False, "--json")) -> None:
     """What changed in an aggregate's state between two instants."""
-    from infra.timetravel import parse_position, platform_at, state_json
+    from infra.replay.timetravel import parse_position, platform_at, state_json
 
     def masked_state(tracked) -> Any:
         return masked(state_json(tracked))
@@ -206,7 +207,7 @@ def why(record_id: str = typer.Argument(..., help="an event, command or health r
         as_json: bool = typer.Option(False, "--json")) -> None:
     """Follow causation ids back to the root across topics and aggregates (or forward with
     --effects)."""
-    from infra.causality import CausalIndex
+    from infra.replay.causation_index import CausalIndex
 
     index = CausalIndex(_settings(), fresh=reindex)
     try:
@@ -250,6 +251,44 @@ def _grow(node: Tree, children: list[dict]) -> None:
         _grow(node.add(_describe(child["link"])), child["effects"])
 
 
+def register_inspection(app: typer.Typer) -> None:
+    """`stratos state` and `digest` (listed before `api` in `stratos --help`)."""
+    app.command()(state)
+    app.command()(digest)
+
+
 def register(app: typer.Typer) -> None:
     for command in (replay, history, diff, why):
         app.command()(command)
+
+
+def state(aggregate: str = typer.Argument(..., help="aggregate id, e.g. carbon.super/cluster/app.php1.php.domain"),
+          until: str = typer.Option(None, help="stop after this event id (inclusive)"),
+          events: bool = typer.Option(False, help="also list the events folded")) -> None:
+    """Replay one aggregate from the log and print its state (at a past event with --until)."""
+    from infra.replay.inspect_log import state_at
+    from schemas.ids import parse_aggregate_id
+
+    settings = require_bootstrap()
+    try:
+        parse_aggregate_id(aggregate)
+    except ValueError as exc:
+        console.print(f"[red]error:[/] {exc}")
+        raise typer.Exit(2)
+    tracked, folded = state_at(settings, aggregate, until_event=until)
+    if not folded:
+        console.print(f"[red]error:[/] no events for aggregate {aggregate!r}")
+        raise typer.Exit(1)
+    if events:
+        for record in folded:
+            console.print(f"{record.aggregate_seq:>5} {record.occurred_at:%H:%M:%S} {record.type} "
+                          f"[dim]{record.id} cause={record.causation_id}[/]")
+    console.print_json(json.dumps(masked(tracked.state.model_dump(mode="json"))))
+
+
+def digest() -> None:
+    """Rebuild every aggregate from the log and print a digest of their states."""
+    from infra.replay.inspect_log import digest_all
+
+    value, count = digest_all(require_bootstrap())
+    console.print(f"{value} ({count} aggregates)")

@@ -9,9 +9,9 @@ import hashlib
 import json
 from datetime import datetime
 
-from actors.runtime import Tracked
 from actors.history import events_of
-from infra.eventlog import read_history
+from actors.runtime import Tracked
+from infra.log.eventlog import read_history
 from infra.settings import Settings
 
 

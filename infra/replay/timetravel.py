@@ -17,11 +17,11 @@ from actors.history import events_of
 from actors.runtime import Tracked
 from actors.timeline import figures
 from actors.topology_plan import scaling_settings
-from infra.bulk import iter_partition
-from infra.eventlog import History
-from infra.kafka import decode, partitions_of, rejection_reason
-from infra.node import partition_for
-from infra.recovery import recover_partition
+from infra.log.bulk import iter_partition
+from infra.log.eventlog import History
+from infra.log.kafka import decode, partitions_of, rejection_reason
+from infra.log.recovery import recover_partition
+from infra.node.node import partition_for
 from infra.settings import Settings
 from schemas.definitions import AutoscalingPolicy
 from schemas.ids import parse_aggregate_id
@@ -169,7 +169,7 @@ def commits_of(settings: Settings, aggregate_id: str, problems: list[str] | None
     partition = _partitions(settings, aggregate_id)[0]
     history = History()
     for offset, _key, value in iter_partition(settings, "events", partition):
-        try:  # the payloads of the other aggregates' commits are not decoded (infra/eventlog.py)
+        try:  # the payloads of the other aggregates' commits are not decoded (infra/log/eventlog.py)
             head = history.head(partition, offset, value)
             if head is None or head.envelope.aggregate_id != aggregate_id:
                 continue

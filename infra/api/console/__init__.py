@@ -1,1 +1,2 @@
-"""The web console's page, script and style sheet, served by infra.api.console (no build step)."""
+"""The web console: its page, script and style sheet (no build step), and the routes that serve
+them with the server-sent-events stream of what it shows (`routes`)."""

@@ -32,9 +32,9 @@ from actors.timeline import figures, one_line
 from infra.api.identity import Principal, current_principal
 from infra.api.read_model import ReadModel
 from infra.api.views import application_runtime
-from infra.eventlog import History
-from infra.kafka import decode, rejection_reason, topic_kind_of, topics_consumer
-from infra.recovery import fence_before
+from infra.log.eventlog import History
+from infra.log.kafka import decode, rejection_reason, topic_kind_of, topics_consumer
+from infra.log.recovery import fence_before
 from infra.settings import Settings
 from schemas.domain import MemberStatus
 from schemas.ids import parse_aggregate_id
@@ -42,7 +42,7 @@ from schemas.status import HealthStat
 
 log = logging.getLogger(__name__)
 
-STATIC = files("infra.console")
+STATIC = files("infra.api.console")
 STATIC_TYPES = {"console.js": "text/javascript", "console.css": "text/css"}
 SAMPLE_SECONDS = 1.0
 """One chart point per cluster this often."""

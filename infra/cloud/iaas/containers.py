@@ -27,9 +27,9 @@ from libcloud.common.exceptions import BaseHTTPError
 from libcloud.compute.base import Node, NodeDriver, NodeImage
 from libcloud.compute.types import NodeState
 from libcloud.container.base import ContainerImage
-from libcloud.container.types import ContainerState
 from libcloud.container.drivers.docker import DockerContainerDriver, DockerException
 from libcloud.container.drivers.kubernetes import KubernetesContainerDriver
+from libcloud.container.types import ContainerState
 
 MANAGED_BY = "app.kubernetes.io/managed-by"
 CLUSTER_LABEL = "stratos.apache.org/cluster"

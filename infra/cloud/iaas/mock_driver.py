@@ -2,7 +2,7 @@
 way every libcloud driver reaches its cloud (a `ConnectionKey` whose key is the cloud's access
 key, sent as a bearer token; `JsonResponse` bodies; errors raised with the cloud's message).
 
-The driver keeps nothing: the nodes are the mock IaaS's (`stratos mock-iaas`, infra/iaas/service.py).
+The driver keeps nothing: the nodes are the mock IaaS's (`stratos mock-iaas`, infra/cloud/mock/service.py).
 libcloud's own `dummy` driver reuses ids after a destroy, so the platform registers this one
 with `set_driver` (guarded against registering it twice).
 """

@@ -13,8 +13,8 @@ from dataclasses import dataclass, field
 from libcloud.compute.base import NodeDriver, NodeImage, NodeSize
 from libcloud.compute.providers import get_driver
 
-from infra.iaas.containers import ContainerConfigError, DockerNodes, KubernetesNodes, dns_name
-from infra.iaas.driver import MOCK_PROVIDER, MockEndpoint
+from infra.cloud.iaas.containers import ContainerConfigError, DockerNodes, KubernetesNodes, dns_name
+from infra.cloud.iaas.mock_driver import MOCK_PROVIDER, MockEndpoint
 
 
 class IaasConfigError(ValueError):

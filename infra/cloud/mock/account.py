@@ -7,9 +7,9 @@ import secrets
 import time
 from pathlib import Path
 
-from infra.iaas.driver import MockEndpoint
+from infra.auth.tls import trusted_ca
+from infra.cloud.iaas.mock_driver import MockEndpoint
 from infra.settings import Settings
-from infra.tls import trusted_ca
 
 
 def cloud_dir(settings: Settings) -> Path:

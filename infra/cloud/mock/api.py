@@ -24,9 +24,9 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from infra.iaas.mock import MockCloud, MockIaasError, MockInstance
-from infra.iaas.patterns import CartridgePatterns
-from infra.kafka import rejection_reason
+from infra.cloud.mock.cloud import MockCloud, MockIaasError, MockInstance
+from infra.cloud.mock.patterns import CartridgePatterns
+from infra.log.kafka import rejection_reason
 
 PREFIX = "/mock-iaas/api"
 TENANT_HEADER = "X-Stratos-Tenant"

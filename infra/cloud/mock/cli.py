@@ -20,13 +20,13 @@ def mock_iaas(port: int = typer.Option(None, help="loopback port (default STRATO
     run one `stratos agent` process each (process)."""
     from pydantic import ValidationError
 
-    from infra.cli import _logging, _part, _require_bootstrap
-    from infra.iaas.service import MockIaasService
-    from infra.kafka import rejection_reason
-    from infra.tls import TlsConfigError
+    from infra.auth.tls import TlsConfigError
+    from infra.cli.common import as_part, require_bootstrap, setup_logging
+    from infra.cloud.mock.service import MockIaasService
+    from infra.log.kafka import rejection_reason
 
-    _logging()
-    settings = _part(_require_bootstrap(), "mock-iaas")
+    setup_logging()
+    settings = as_part(require_bootstrap(), "mock-iaas")
     patterns_file = patterns or settings.mock_health_patterns
     try:
         service = MockIaasService(settings, port=port, patterns=patterns_file)

@@ -3,8 +3,8 @@ health patterns, kept in SQLite so that the cloud outlives any restart of the pl
 
 Node id = node name = member id; IPs are drawn from pools (an address is handed out again only
 once no live node holds it); a destroyed id never comes back. `stratos mock-iaas` keeps the
-cloud in `<state dir>/mock-iaas/cloud.sqlite3` and serves it over HTTP (infra/iaas/api.py);
-the libcloud `mock` driver (infra/iaas/driver.py) reaches it there. `MockCloud()` without a
+cloud in `<state dir>/mock-iaas/cloud.sqlite3` and serves it over HTTP (infra/cloud/mock/api.py);
+the libcloud `mock` driver (infra/cloud/iaas/mock_driver.py) reaches it there. `MockCloud()` without a
 path keeps the same tables in memory (unit tests, the simulator's throw-away clouds).
 """
 from __future__ import annotations
@@ -22,8 +22,8 @@ from pathlib import Path
 from libcloud.common.types import LibcloudError
 
 from infra.auth.signing import public_metadata
-from infra.iaas.driver import MOCK_PROVIDER, MockNodeDriver, register_mock_driver  # noqa: F401 - re-exported
-from infra.iaas.patterns import CartridgePatterns, HealthPatterns
+from infra.cloud.iaas.mock_driver import MOCK_PROVIDER, MockNodeDriver, register_mock_driver  # noqa: F401 - re-exported
+from infra.cloud.mock.patterns import CartridgePatterns, HealthPatterns
 from schemas.base import masked
 
 PRIVATE_POOL = "10.11.0.0/16"

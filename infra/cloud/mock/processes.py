@@ -19,8 +19,8 @@ from pathlib import Path
 
 from actors.topology import LOAD_BALANCER
 from infra.broker import free_port, stop_process
-from infra.child_env import minimal_env
-from infra.iaas.mock import MockCloud, MockInstance
+from infra.cloud.mock.cloud import MockCloud, MockInstance
+from infra.platform.child_env import minimal_env
 from infra.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -30,7 +30,7 @@ HTTP_PROTOCOLS = {"http", "https"}
 def stratos_command() -> list[str]:
     """The console script beside this interpreter (the venv's), else the module entry point."""
     script = Path(sys.executable).with_name("stratos")
-    return [str(script)] if script.exists() else [sys.executable, "-c", "from infra.cli import main; main()"]
+    return [str(script)] if script.exists() else [sys.executable, "-c", "from infra.cli.main import main; main()"]
 
 
 class ProcessInstances:

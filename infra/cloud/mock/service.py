@@ -19,12 +19,12 @@ from pathlib import Path
 import uvicorn
 
 from infra.api.server import QuietServer
-from infra.iaas.account import access_key, cloud_dir, mock_port
-from infra.iaas.api import mock_iaas_app
-from infra.iaas.driver import MockEndpoint
-from infra.iaas.mock import MockCloud
+from infra.auth.tls import tls_options, trusted_ca
+from infra.cloud.iaas.mock_driver import MockEndpoint
+from infra.cloud.mock.account import access_key, cloud_dir, mock_port
+from infra.cloud.mock.api import mock_iaas_app
+from infra.cloud.mock.cloud import MockCloud
 from infra.settings import Settings
-from infra.tls import tls_options, trusted_ca
 
 log = logging.getLogger(__name__)
 
@@ -34,8 +34,8 @@ class MockIaasService:
 
     def __init__(self, settings: Settings, cloud: MockCloud | None = None, port: int | None = None,
                  patterns: Path | None = None, key: str | None = None) -> None:
-        from infra.iaas.processes import ProcessInstances
-        from infra.iaas.simulator import SimulatedAgents
+        from infra.cloud.mock.processes import ProcessInstances
+        from infra.cloud.mock.simulator import SimulatedAgents
 
         self.settings = settings
         self.cloud = cloud or MockCloud(cloud_dir(settings) / "cloud.sqlite3")

@@ -23,12 +23,11 @@ import time
 
 from actors.iaas_plan import agent_answer, cleanup_answer
 from infra.auth.signing import Signer
-from infra.eventlog import history_events
-from infra.eventlog import History
-from infra.iaas.mock import MockCloud, MockInstance
-from infra.kafka import IDLE_POLL_MS, Appender, DeadLetters, envelope, topic_kind_of, topics_consumer, validated
-from infra.observe.logship import LogShipper, LogSource
-from infra.recovery import fence_before
+from infra.cloud.mock.cloud import MockCloud, MockInstance
+from infra.log.eventlog import History, history_events
+from infra.log.kafka import IDLE_POLL_MS, Appender, DeadLetters, envelope, topic_kind_of, topics_consumer, validated
+from infra.log.recovery import fence_before
+from infra.observe.line_shipper import LogShipper, LogSource
 from infra.settings import Settings
 from schemas.ids import aggregate_id
 from schemas.records import HealthRecord, InstanceStatusRecord
