@@ -21,7 +21,7 @@ from pydantic import BaseModel
 
 from infra.auth.signing import Signer, Verifier
 from infra.health import HEALTH_GROUP
-from infra.health.app import HealthService
+from infra.health.service import HealthService
 from infra.log.kafka import (GROUP_TIMINGS, ce_headers, decode, decode_key, encode, envelope, partitions_of,
                          rejection_reason)
 from infra.settings import Settings
