@@ -228,7 +228,7 @@ def _start(state: ApplicationState) -> list[BaseModel]:
                                                for spec in ready])]
 
 
-# --- live updates, group scaling, bursting (REFERENCE.md §4; rules in actors.instances) -----
+# --- live updates, group scaling, bursting (docs/operators/applications.md; rules in actors.instances)
 
 LIVE_FIELDS = {"cartridgeMin", "cartridgeMax", "groupMinInstances", "groupMaxInstances",
                "groupScalingEnabled", "scalingDependents"}

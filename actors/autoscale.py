@@ -1,4 +1,4 @@
-"""What a cluster does with a ``ScaleCluster`` request (REFERENCE.md §4): a pure plan.
+"""What a cluster does with a ``ScaleCluster`` request (docs/operators/autoscaler.md): a pure plan.
 
 The streams side says how many members the cluster *requires*; only the cluster knows its
 members, so min/max, pending members, partitions and the scale-down counter are applied here.

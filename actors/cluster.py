@@ -355,7 +355,7 @@ def _scale(state: ClusterState, command: C.ScaleCluster, ctx: Context) -> list[B
 
 
 def _leaving(state: ClusterState, partition_ids, member_load: dict) -> list[MemberState]:
-    """One member per partition id: the one with the lowest load (REFERENCE.md §4)."""
+    """One member per partition id: the one with the lowest load (Stratos 4.1's rule)."""
     leaving: list[MemberState] = []
     for pid in partition_ids:
         candidates = [(m.member_id, member_load.get(m.member_id), None)

@@ -6,7 +6,7 @@ simulator (``streams.simulation``), so the three never disagree on the lifecycle
   its commit (start a node, ask the instance to clean up, destroy and report, destroy a
   leftover node);
 - ``agent_answer``: what a cartridge agent that follows its member's events says next
-  (REFERENCE.md §5: Started on Initialized, Activated on Started, ReadyToShutdown once In
+  (Stratos 4.1's agent, docs/operators/cloud.md: Started on Initialized, Activated on Started, ReadyToShutdown once In
   Maintenance; MaintenanceMode when asked to clean up while Active);
 - ``node_expected``: members whose node must still exist on the IaaS (the reconciler reports
   the others' vanished nodes).

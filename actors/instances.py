@@ -1,4 +1,4 @@
-"""Cluster instances: group scaling and application bursting (REFERENCE.md §4), pure rules.
+"""Cluster instances: group scaling and application bursting (docs/operators/applications.md), pure rules.
 
 A cluster holds one *cluster instance* per instance of each group it is in (nested group
 instances multiply) and per network partition its application has burst into. Each cluster

@@ -1,4 +1,4 @@
-"""The member lifecycle of REFERENCE.md §2 as a transition table, and a member's state.
+"""Stratos 4.1's member lifecycle as a transition table, and a member's state.
 
 Members are entities of their cluster's aggregate (one consistency boundary, so the cluster
 counts its members synchronously); this module holds the rules about one member.

@@ -1,5 +1,5 @@
 """Where members go and where they leave from: the partition algorithms of a deployment policy
-(REFERENCE.md §4), and which member leaves first. Pure functions over counts.
+(docs/operators/autoscaler.md), and which member leaves first. Pure functions over counts.
 
 A partition's members, for placement, are its active plus pending ones: a pending member
 already holds its slot (it is being created), a terminating one no longer does.
@@ -105,7 +105,7 @@ def choose_member_to_remove(
     candidates: Sequence[tuple[str, float | None, float | None]],
 ) -> str:
     """The member to let go on a scale-down: the lowest ``(predicted load + predicted
-    memory) / 2`` (REFERENCE.md §4), ties to the smallest member id so replays agree.
+    memory) / 2`` (as Stratos 4.1), ties to the smallest member id so replays agree.
 
     A missing figure counts as 0, as in Stratos, so a member with no figures is the first to
     go: it serves no load anyone has seen (just started, or silent and likely faulty), and

@@ -1,5 +1,5 @@
 """Commands and events of live application updates, group scaling and application bursting
-(REFERENCE.md §4): a deployed application changes its clusters' limits and the number of
+(docs/operators/applications.md): a deployed application changes its clusters' limits and the number of
 cluster instances each one holds (one per group instance and network partition)."""
 from __future__ import annotations
 

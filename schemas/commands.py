@@ -143,7 +143,7 @@ class ScaleCluster(Message):
 
 class ScaleAsDependent(Message):
     """A cluster of the same `scalingDependents` group scaled: keep at least `factor` times
-    this cluster's min (REFERENCE.md §4, dependent scaling)."""
+    this cluster's min (dependent scaling, docs/operators/applications.md)."""
 
     type: Literal["ScaleAsDependent"] = "ScaleAsDependent"
     source_cluster_id: str

@@ -1,4 +1,4 @@
-"""Value types shared by commands and events: the lifecycles of REFERENCE.md §2 and the
+"""Value types shared by commands and events: Stratos 4.1's lifecycles and the
 resolved specification a cluster is created from."""
 from __future__ import annotations
 
@@ -30,7 +30,7 @@ class ClusterStatus(str, Enum):
 
 
 class ApplicationStatus(str, Enum):
-    """Status of the application definition (REFERENCE.md §2) and of its instance."""
+    """Status of the application definition and of its instance (Stratos 4.1's lifecycle)."""
 
     CREATED = "Created"
     DEPLOYING = "Deploying"

@@ -26,5 +26,5 @@ def parse_aggregate_id(value: str) -> AggregateRef:
 
 
 def cluster_id_for(application_id: str, alias: str, cartridge_type: str) -> str:
-    """Stratos's cluster id (REFERENCE.md §1)."""
+    """Stratos's cluster id."""
     return f"{application_id}.{alias}.{cartridge_type}.domain"

@@ -1,5 +1,5 @@
 """Records from outside the aggregates: replies to commands, health statistics, the cartridge
-agent's instance status and the instance notifier (REFERENCE.md §3, §5)."""
+agent's instance status and the instance notifier (docs/operators/autoscaler.md, docs/operators/cloud.md)."""
 from __future__ import annotations
 
 import math

@@ -1,8 +1,8 @@
-"""The scaling formulas of REFERENCE.md §4, as pure functions: how many members a cluster needs.
+"""Stratos 4.1's scaling formulas (docs/operators/autoscaler.md), as pure functions: how many members a cluster needs.
 
 Each metric turns its predicted value (``streams.windows.predicted``) into a member count; the
 cluster needs the largest. The answer carries the metric that drove it, every figure behind it
-and a reason word, so a decision can be explained in replay (STYLE.md 5).
+and a reason word, so a decision can be explained in replay.
 
 Not decided here: min/max, pending members, partitions, the scale-down counter. Those belong to
 the cluster (``actors.autoscale``), which alone knows its members. ``required`` is therefore
@@ -82,7 +82,7 @@ class ScalingInputs:
     one per member (memory and load: the mean of the members' predictions counts).
 
     Freshness, the reset rule: a window counts only when it holds news. Stratos kept counting
-    a metric after a decision until new data came (REFERENCE.md §6); here a window is stale
+    a metric after a decision until new data came (as Stratos 4.1 does); here a window is stale
     when its last sample is not after ``fresh_after`` (e.g. the previous decision's time) or is
     older than ``max_age`` seconds before ``now``. A metric without a threshold in the policy,
     or without a fresh window, does not vote at all.

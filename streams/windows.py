@@ -1,4 +1,4 @@
-"""Window maths for health statistics (REFERENCE.md §3): average, gradient, second derivative.
+"""Window maths for health statistics (docs/operators/autoscaler.md): average, gradient, second derivative.
 
 Pure: every figure comes from the samples' own timestamps (never the wall clock), so a replay
 of the health topic gives the same numbers as the live run. A sample is

@@ -1,7 +1,7 @@
 """infra/health/views.py without a broker: the health worker's cluster views are the cluster
 aggregates as the node folds them (Tracked.fold_commit over History), from raw log bytes.
 
-Also the layout rule: streams/ imports no faust, Kafka client or infra."""
+(The layout rule, that streams/ imports no faust, Kafka client or infra, is tests/test_layering.py.)"""
 from __future__ import annotations
 
 import time

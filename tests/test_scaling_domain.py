@@ -1,5 +1,5 @@
 """Dependent scaling and termination behaviours as pure rules: given events, when a command,
-then events (REFERENCE.md §4). Each case says what would break without the rule."""
+then events (docs/operators/autoscaler.md). Each case says what would break without the rule."""
 from __future__ import annotations
 
 import itertools

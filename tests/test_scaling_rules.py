@@ -1,4 +1,4 @@
-"""Scaling formulas (streams/scaling_rules.py, REFERENCE.md §4): tables worked by hand, then
+"""Scaling formulas (streams/scaling_rules.py, docs/operators/autoscaler.md): tables worked by hand, then
 properties. Each id says the arithmetic and what would go wrong without the rule."""
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""`stratos agent`: the cartridge agent that runs on an instance (REFERENCE.md §5).
+"""`stratos agent`: the cartridge agent that runs on an instance (docs/operators/cloud.md).
 
 It waits until its member is Initialized (the lifecycle allows Started only then), publishes
 InstanceStarted, checks out the artifact repository, publishes InstanceActivated (with the

@@ -486,8 +486,9 @@ def topic_kind_of(settings: Settings, topic: str) -> str:
 
 
 GROUP_TIMINGS = dict(session_timeout_ms=6_000, heartbeat_interval_ms=2_000, max_poll_interval_ms=10_000)
-"""Every group member of the platform (kafka-python, aiokafka, faust): this broker hangs group
-joins with long rebalance timeouts (ARCHITECTURE.md), so sessions are short; a heartbeat every
+"""Every group member of the platform (kafka-python, aiokafka, faust): a join waits for
+every member up to its rebalance timeout, so long timeouts hang this broker's group joins: sessions
+are short; a heartbeat every
 2 s is a third of the session, as Kafka advises (at 1 s an idle member cost twice the CPU)."""
 IDLE_POLL_MS = 2000
 """How long a follower's loop blocks in `poll` when nothing arrives. Records are returned the

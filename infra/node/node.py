@@ -154,7 +154,8 @@ class Node:
                  timer_seconds: float = 30.0, clock=None) -> None:
         self.settings = settings
         self.clock = clock or (lambda: datetime.now(timezone.utc))
-        self.host = ActorHost(base, timer_seconds)  # actors first: see ARCHITECTURE.md
+        # actors first: a thespian base that starts processes does so before any Kafka client runs threads
+        self.host = ActorHost(base, timer_seconds)
         self.timer_seconds = timer_seconds
         self.poll_ms = int(min(IDLE_POLL_MS, timer_seconds * 200))
         """Timers fire between polls: at least five chances per timer period."""

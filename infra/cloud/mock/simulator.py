@@ -1,4 +1,4 @@
-"""The mock IaaS's simulated mode: every mock node plays the cartridge agent (REFERENCE.md §5).
+"""The mock IaaS's simulated mode: every mock node plays the cartridge agent (docs/operators/cloud.md).
 
 It follows the member's own events, so it never says more than the lifecycle allows: Started
 once the member is Initialized, Activated once it is Starting, MaintenanceMode on
