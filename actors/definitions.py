@@ -1,7 +1,8 @@
 """The definition aggregate: one per cartridge, group, policy, network partition, tenant, user...
 
-Rules (Stratos 4.1's, docs/operators/rest-api-and-cli.md): ids are unique per tenant (409), unknown ids answer 404, and a
-definition that something uses cannot be removed (400 naming the users).
+Rules (Stratos 4.1's, docs/operators/rest-api-and-cli.md): ids are unique per tenant (409),
+unknown ids answer 404, and a definition that something uses cannot be removed (400 naming the
+users).
 """
 from __future__ import annotations
 

@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from infra.platform.child_env import minimal_env, part_env
 from infra.auth.secrets import (SecretBox, SecretError, key_id, load_or_create_keys, new_key, open_for_instance,
-                           rotate_key_file, secret_box)
+                                rotate_key_file, secret_box)
 from infra.settings import Settings
 from schemas import commands as C
 from schemas.base import MASK, is_sealed, masked, without_clear_secrets, without_secrets

@@ -329,7 +329,7 @@ def test_after_rotating_the_key_old_records_open_and_new_ones_use_the_new_key(br
     assert box.sealed_with(sealed["new.org"]) == key_id(new)
     env = {**os.environ, "STRATOS_KAFKA_BOOTSTRAP": broker.bootstrap, "STRATOS_TOPIC_PREFIX": base["topic_prefix"],
            "STRATOS_SECRET_KEY": f"{new},{old}"}
-    done = subprocess.run([sys.executable, "-c", "from infra.cli.main import main; main()", "secrets", "usage", "--json"],
+    done = subprocess.run([sys.executable, "-m", "infra.cli", "secrets", "usage", "--json"],
                           env=env, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout) == {key_id(old): 1, key_id(new): 1}

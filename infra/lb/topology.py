@@ -21,7 +21,7 @@ import threading
 from actors.topology import Topology
 from infra.log.eventlog import History
 from infra.log.kafka import (IDLE_POLL_MS, Appender, DeadLetters, assigned_consumer, decode, decode_key,
-                         envelope, read_to_end, rejection_reason)
+                             envelope, read_to_end, rejection_reason)
 from infra.settings import Settings
 from schemas.ids import parse_aggregate_id
 from schemas.records import TopologyEntry, TopologyRecord
