@@ -1,5 +1,5 @@
 """What the IaaS side does about each member event: pure rules shared by the cloud controller
-(``infra.cloud``), the mock IaaS's simulated agents (``infra.iaas.simulator``) and the load
+(``infra.cloud``), the mock IaaS's simulated agents (``infra.cloud.mock.simulator``) and the load
 simulator (``streams.simulation``), so the three never disagree on the lifecycle's effects.
 
 - ``iaas_work``: the cloud controller's work for an event, judged on the member's state after

@@ -81,7 +81,7 @@ def instance_type(spec: ClusterSpec, partition_id: str) -> str:
 
 @dataclass
 class Meter:
-    """Feed it the commits that are history (infra.eventlog.History), in log order."""
+    """Feed it the commits that are history (infra.log.eventlog.History), in log order."""
 
     clusters: dict[str, Tracked] = field(default_factory=dict)
     open: dict[str, Interval] = field(default_factory=dict)

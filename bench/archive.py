@@ -26,10 +26,10 @@ from aiokafka import AIOKafkaProducer
 
 from common import bench_settings, finish
 
-from infra.archive import export_log, import_log
-from infra.bulk import iter_partition
-from infra.kafka import ce_headers, encode, ensure_topics, envelope
-from infra.node import partition_for
+from infra.log.archive import export_log, import_log
+from infra.log.bulk import iter_partition
+from infra.log.kafka import ce_headers, encode, ensure_topics, envelope
+from infra.node.node import partition_for
 from schemas.events import MemberActivated
 from schemas.records import Commit, LogRecord
 

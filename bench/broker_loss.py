@@ -23,9 +23,9 @@ from pathlib import Path
 from common import finish, percentile, start_node
 
 from infra.broker import EmbeddedBroker, stop_process
-from infra.commands_client import CommandClient
-from infra.eventlog import read_history
-from infra.kafka import ensure_topics
+from infra.log.commands_client import CommandClient
+from infra.log.eventlog import read_history
+from infra.log.kafka import ensure_topics
 from infra.settings import Settings
 from tests.test_broker_faults import network_partition
 

@@ -22,9 +22,9 @@ import psutil
 from common import bench_settings, finish, percentile
 
 from actors.history import events_of
-from infra.commands_client import CommandClient
-from infra.eventlog import History
-from infra.kafka import assigned_consumer, envelope, read_to_end
+from infra.log.commands_client import CommandClient
+from infra.log.eventlog import History
+from infra.log.kafka import assigned_consumer, envelope, read_to_end
 from schemas import commands as C
 from schemas.domain import ClusterSpec, PartitionSpec
 from schemas.records import CommandRecord

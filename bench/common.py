@@ -14,7 +14,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from infra.broker import EmbeddedBroker  # noqa: E402
-from infra.kafka import ensure_topics  # noqa: E402
+from infra.log.kafka import ensure_topics  # noqa: E402
 from infra.settings import Settings  # noqa: E402
 
 

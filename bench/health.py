@@ -25,7 +25,7 @@ from common import bench_settings, finish
 
 from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
 
-from infra.kafka import Appender, envelope, new_id, read_to_end
+from infra.log.kafka import Appender, envelope, new_id, read_to_end
 from schemas import events as E
 from schemas.domain import ClusterSpec, PartitionSpec
 from schemas.records import Commit, HealthRecord, LogRecord

@@ -24,7 +24,7 @@ import httpx  # noqa: E402
 
 from bench.common import bench_settings, finish, percentile  # noqa: E402
 from infra.broker import free_port  # noqa: E402
-from infra.commands_client import CommandClient  # noqa: E402
+from infra.log.commands_client import CommandClient  # noqa: E402
 from infra.lb import runtime  # noqa: E402
 from infra.lb.balancer import LoadBalancer  # noqa: E402
 from infra.lb.config import backend_name  # noqa: E402

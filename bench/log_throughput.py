@@ -21,8 +21,8 @@ import time
 
 from common import bench_settings, finish, median
 
-from infra.eventlog import decode_head, decode_log
-from infra.kafka import Appender, envelope
+from infra.log.eventlog import decode_head, decode_log
+from infra.log.kafka import Appender, envelope
 from schemas.events import MemberActivated
 from schemas.records import Commit, LogRecord
 

@@ -18,9 +18,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench.common import finish  # noqa: E402
 from infra.api.server import ApiServer  # noqa: E402
 from infra.broker import free_port  # noqa: E402
-from infra.iaas.api import mock_iaas_app  # noqa: E402
-from infra.iaas.driver import MockEndpoint  # noqa: E402
-from infra.iaas.mock import MockCloud  # noqa: E402
+from infra.cloud.iaas.mock_driver import MockEndpoint  # noqa: E402
+from infra.cloud.mock.api import mock_iaas_app  # noqa: E402
+from infra.cloud.mock.cloud import MockCloud  # noqa: E402
 
 KEY = "bench-key"
 

@@ -16,13 +16,13 @@ import time
 
 from common import bench_settings, finish, median
 
-from infra.commands_client import CommandClient
-from infra.eventlog import History
 from infra.health.app import HealthWorkerThread
-from infra.kafka import Appender, assigned_consumer, decode, envelope
-from infra.node import Node
-from infra.reactor import Reactor
-from infra.recovery import fence_before
+from infra.log.commands_client import CommandClient
+from infra.log.eventlog import History
+from infra.log.kafka import Appender, assigned_consumer, decode, envelope
+from infra.log.recovery import fence_before
+from infra.node.node import Node
+from infra.reactor.reactor import Reactor
 from schemas import commands as C
 from schemas.domain import ClusterSpec, PartitionSpec
 from schemas.records import HealthRecord

@@ -29,11 +29,11 @@ from common import bench_settings, finish
 
 from actors.base import Context
 from actors.runtime import Tracked, handle
-from infra.bulk import iter_partition
-from infra.eventlog import decode_log
-from infra.kafka import envelope
-from infra.node import ActorHost, partition_for
-from infra.recovery import CHECKPOINT, CLAIM, recover_partition
+from infra.log.bulk import iter_partition
+from infra.log.eventlog import decode_log
+from infra.log.kafka import envelope
+from infra.log.recovery import CHECKPOINT, CLAIM, recover_partition
+from infra.node.node import ActorHost, partition_for
 from schemas import commands as C
 from schemas.domain import ClusterSpec, PartitionSpec
 from schemas.records import Claim, CommandRecord, LogRecord, Snapshot, SnapshotRecord

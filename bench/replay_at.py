@@ -29,12 +29,12 @@ from replay import START, append_all, template_history
 from actors.causality import causes
 from actors.history import events_of
 from actors.runtime import Tracked
-from infra.bulk import iter_partition
-from infra.causality import CausalIndex
-from infra.eventlog import History
-from infra.kafka import envelope
-from infra.recovery import CHECKPOINT, CLAIM, recover_partition
-from infra.timetravel import Position, platform_at
+from infra.log.bulk import iter_partition
+from infra.log.eventlog import History
+from infra.log.kafka import envelope
+from infra.log.recovery import CHECKPOINT, CLAIM, recover_partition
+from infra.replay.causation_index import CausalIndex
+from infra.replay.timetravel import Position, platform_at
 from schemas.records import Snapshot, SnapshotRecord
 
 

@@ -19,7 +19,7 @@ import time
 import httpx
 from common import bench_settings, finish, percentile
 
-from infra.api import create_app
+from infra.api.app import create_app
 from infra.api.server import ApiServer
 from infra.broker import free_port
 

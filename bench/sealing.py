@@ -1,7 +1,7 @@
 """What sealing costs on the write path, against the same work without it, in one run.
 
-The platform's writers seal a command's secrets before it is sent (infra/commands_client.py) and
-the node seals again before deciding (infra/node.py). Measured per command, in microseconds:
+The platform's writers seal a command's secrets before it is sent (infra/log/commands_client.py) and
+the node seals again before deciding (infra/node/node.py). Measured per command, in microseconds:
 building the envelope alone (baseline), plus `seal_model` for the hot path (ScaleCluster from
 the health worker: it cannot hold a secret, so the walk is skipped), for an AddCartridge with an
 IaaS account (dump, walk, seal two fields, validate), and for an AddCartridge sealed already (the
@@ -17,8 +17,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from common import finish  # noqa: E402
 
-from infra.kafka import envelope  # noqa: E402
-from infra.secrets import SecretBox, new_key  # noqa: E402
+from infra.auth.secrets import SecretBox, new_key  # noqa: E402
+from infra.log.kafka import envelope  # noqa: E402
 from schemas import commands as C  # noqa: E402
 from schemas.definitions import Cartridge  # noqa: E402
 from schemas.records import CommandRecord  # noqa: E402

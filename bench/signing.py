@@ -15,7 +15,7 @@ from common import finish
 
 from infra.auth.access import Principal, Tokens
 from infra.auth.signing import Signer, Verifier, member_credentials
-from infra.kafka import decode, encode, envelope
+from infra.log.kafka import decode, encode, envelope
 from schemas.records import HealthRecord
 from schemas.status import HealthStat
 

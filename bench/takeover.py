@@ -25,10 +25,10 @@ from pathlib import Path
 
 from common import bench_settings, finish, median, start_node
 
-from infra.commands_client import CommandClient
-from infra.eventlog import History, decode_log, read_history
-from infra.kafka import read_to_end
-from infra.node import partition_for
+from infra.log.commands_client import CommandClient
+from infra.log.eventlog import History, decode_log, read_history
+from infra.log.kafka import read_to_end
+from infra.node.node import partition_for
 from schemas import commands as C
 from schemas.domain import ClusterSpec, PartitionSpec
 

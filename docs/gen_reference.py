@@ -75,7 +75,7 @@ def _commands():
     """(path, click command) for every leaf command of `stratos`, in typer's order."""
     import typer.main
 
-    from infra.cli import app
+    from infra.cli.main import app
 
     root = typer.main.get_command(app)
     found = []
@@ -155,7 +155,7 @@ def cli_pages() -> dict[str, str]:
 # --- the REST API ----------------------------------------------------------------------------
 
 def openapi_document() -> dict:
-    from infra.api import create_app
+    from infra.api.app import create_app
     from infra.settings import Settings
 
     # the bootstrap is never contacted: create_app only declares routes (its lifespan starts

@@ -33,7 +33,7 @@ class Value(BaseModel):
 
 
 SEALED_PREFIX = "stratos:sealed:"
-"""A secret as the log holds it: ``stratos:sealed:<key id>:<token>`` (infra/secrets.py seals and
+"""A secret as the log holds it: ``stratos:sealed:<key id>:<token>`` (infra/auth/secrets.py seals and
 opens it with a key held outside the log)."""
 MASK = "********"
 """A secret as a reader sees it: REST answers, the CLI, dead letters, log lines."""

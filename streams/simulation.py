@@ -413,7 +413,7 @@ class Simulation:
             self.queue.append(event)
 
     def _react(self, record: Envelope) -> None:
-        """The reactor: follow-up commands with ids derived from the record (as infra.reactor)."""
+        """The reactor: follow-up commands with ids derived from the record (as infra.reactor.reactor)."""
         for n, (target, message) in enumerate(react(record)):
             if isinstance(message, (InstanceCleanupMember, InstanceCleanupCluster)):
                 self.queue.append(message)
@@ -472,7 +472,7 @@ class Simulation:
 
     # --- the IaaS and the agents (outside the platform: simulated) ----------------------------
     def _iaas(self, action: str, reason: str | None, instance: Instance, cause: EventRecord) -> None:
-        """The cloud controller's work, with the ids it gives its reports (infra.cloud)."""
+        """The cloud controller's work, with the ids it gives its reports (infra.cloud.controller)."""
         if action == START:
             self._start(instance, cause, 1)
         elif action == CLEANUP:
@@ -498,7 +498,7 @@ class Simulation:
             nodes.pop(instance.member_id, None)
 
     def _start(self, instance: Instance, cause: EventRecord, attempt: int) -> None:
-        """One node start (infra.cloud.start_node): fails with the scenario's rate, retried
+        """One node start (infra.cloud.controller.start_node): fails with the scenario's rate, retried
         with a doubling backoff; reported with the controller's ids."""
         state = self.aggregates[instance.cluster_key].state
         if instance.member_id not in state.members:  # type: ignore[attr-defined]
@@ -526,7 +526,7 @@ class Simulation:
         )
 
     def _say(self, instance: Instance, status_type: str, agent_status: str, cause: str | None = None) -> None:
-        """The agent publishes an instance status naming the record it answers (infra.iaas.simulator)."""
+        """The agent publishes an instance status naming the record it answers (infra.cloud.mock.simulator)."""
         if not instance.node or instance.crashed:
             return
         instance.agent_status = agent_status

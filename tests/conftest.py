@@ -10,7 +10,7 @@ from collections.abc import Callable
 import pytest
 
 from infra.broker import EmbeddedBroker
-from infra.kafka import ensure_topics
+from infra.log.kafka import ensure_topics
 from infra.settings import Settings
 
 
@@ -103,8 +103,8 @@ class RunningNode:
     def __init__(self, settings, timer_seconds: float = 30.0) -> None:
         import threading
 
-        from infra.node import Node
-        from infra.reactor import Reactor
+        from infra.node.node import Node
+        from infra.reactor.reactor import Reactor
 
         self.node = Node(settings, timer_seconds=timer_seconds)
         self.reactor = Reactor(settings)
@@ -130,7 +130,7 @@ def running_node(settings):
 
 @pytest.fixture
 def client(settings):
-    from infra.commands_client import CommandClient
+    from infra.log.commands_client import CommandClient
 
     made = CommandClient(settings)
     yield made
@@ -139,7 +139,7 @@ def client(settings):
 
 def events_of(settings, aggregate_id: str | None = None) -> list:
     """Every event on the test's events topic (optionally of one aggregate), in log order."""
-    from infra.eventlog import read_events
+    from infra.log.eventlog import read_events
 
     return [r for r in read_events(settings) if aggregate_id is None or r.aggregate_id == aggregate_id]
 
@@ -148,7 +148,7 @@ def signed_payload(settings, **fields):
     """An agent's payload with the signing key the cloud controller would give that member."""
     from pydantic import SecretStr
 
-    from infra.agent import AgentPayload
+    from infra.agent.agent import AgentPayload
     from infra.auth.signing import member_credentials, platform_secret
 
     payload = AgentPayload(**fields)

@@ -10,13 +10,13 @@ import signal
 import psutil
 
 CONTEXT = multiprocessing.get_context("forkserver")
-CONTEXT.set_forkserver_preload(["infra.node"])
+CONTEXT.set_forkserver_preload(["infra.node.node"])
 
 
 def _node_main(settings_data: dict, fault: str | None) -> None:
     import logging
 
-    from infra.node import Node
+    from infra.node.node import Node
     from infra.settings import Settings
 
     logging.basicConfig(level=logging.WARNING, format=f"node {os.getpid()} %(levelname)s %(name)s: %(message)s")

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from infra.agent import CartridgeAgent, serve_directory
+from infra.agent.agent import CartridgeAgent, serve_directory
 from infra.broker import free_port
-from infra.kafka import Appender, envelope, read_to_end
+from infra.log.kafka import Appender, envelope, read_to_end
 from schemas.ids import aggregate_id
 from schemas.records import NotifierRecord
 from schemas.status import ArtifactUpdated, InstanceCleanupMember

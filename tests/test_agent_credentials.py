@@ -7,9 +7,9 @@ import subprocess
 
 import pytest
 
-from infra.agent import ArtifactError, checkout, tenant_workdir
-from infra.kafka import read_to_end
-from infra.secrets import secret_box
+from infra.agent.agent import ArtifactError, checkout, tenant_workdir
+from infra.auth.secrets import secret_box
+from infra.log.kafka import read_to_end
 from schemas.records import TOPIC_RECORDS
 from schemas.status import ArtifactUpdated
 from tests.conftest import wait_until

@@ -9,10 +9,10 @@ from dataclasses import dataclass
 import httpx
 import pytest
 
-from infra.api import create_app
+from infra.api.app import create_app
 from infra.api.server import ApiServer
 from infra.broker import free_port
-from infra.kafka import ensure_topics
+from infra.log.kafka import ensure_topics
 from infra.settings import Settings
 from tests.conftest import RunningNode, sample
 
@@ -119,7 +119,7 @@ def test_passwords_are_stored_hashed_and_never_shown(platform):
 
     added = events_of(platform.settings, f"{SUPER_TENANT}/tenant/{domain}")[0]
     stored = added.payload.definition.adminPassword  # hashed, and the hash sealed like every secret
-    from infra.secrets import secret_box
+    from infra.auth.secrets import secret_box
 
     assert secret_box(platform.settings).open(stored).startswith("$2")
     assert "plain-text-pw" not in added.model_dump_json() and "$2" not in added.model_dump_json()

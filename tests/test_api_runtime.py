@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import pytest
 
-from infra.commands_client import CommandClient
-from infra.kafka import read_to_end
+from infra.log.commands_client import CommandClient
+from infra.log.kafka import read_to_end
 from schemas import commands as C
 from schemas.ids import aggregate_id
 from schemas.status import CommandAccepted

@@ -9,7 +9,7 @@ import subprocess
 import sys
 
 import pytest
-from infra.kafka import read_to_end
+from infra.log.kafka import read_to_end
 from schemas.status import ArtifactUpdated
 from tests.conftest import sample, wait_until
 from tests.test_api_platform import define_samples, platform, tenant  # noqa: F401 (fixtures)

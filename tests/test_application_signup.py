@@ -10,7 +10,7 @@ import pytest
 from actors import application
 from actors.base import Context, Rejection
 from actors.reactions import react
-from infra.kafka import envelope
+from infra.log.kafka import envelope
 from schemas import commands as C
 from schemas import events as E
 from schemas.definitions import ApplicationSignup, DomainMappings

@@ -162,7 +162,7 @@ def load_window(value: float, ts: float) -> WindowFigures:
 
 
 def test_stratos_acceptance_single_cluster_load_60_then_10():
-    """REFERENCE §7: min 2, max 6, two round-robin partitions; load 60 then 10 (threshold 25):
+    """The autoscaler's worked example: min 2, max 6, two round-robin partitions; load 60 then 10 (threshold 25):
     up to ceil(2*60/25) = 5, then down one member per 4 requests to min 2, partitions
     alternating."""
     parts, counter, reasons, history = two(), 0, [], []

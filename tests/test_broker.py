@@ -8,7 +8,7 @@ import pytest
 from kafka import KafkaAdminClient
 
 from infra.broker import BrokerError, EmbeddedBroker, port_is_open
-from infra.kafka import Appender, ensure_topics, envelope, read_to_end
+from infra.log.kafka import Appender, ensure_topics, envelope, read_to_end
 from infra.settings import Settings
 from schemas import commands as C
 from schemas.records import CommandRecord

@@ -12,9 +12,9 @@ from collections import Counter
 import pytest
 
 from infra.broker import EmbeddedBroker
-from infra.commands_client import CommandClient
-from infra.eventlog import read_history
-from infra.kafka import ensure_topics
+from infra.log.commands_client import CommandClient
+from infra.log.eventlog import read_history
+from infra.log.kafka import ensure_topics
 from infra.settings import Settings
 from schemas import commands as C
 from schemas.ids import aggregate_id

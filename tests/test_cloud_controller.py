@@ -12,9 +12,9 @@ import httpx
 import pytest
 
 from infra.broker import free_port
-from infra.cloud import CloudController
-from infra.iaas.mock import MockCloud
-from infra.iaas.service import MockIaasService
+from infra.cloud.controller import CloudController
+from infra.cloud.mock.cloud import MockCloud
+from infra.cloud.mock.service import MockIaasService
 from schemas import commands as C
 from schemas.definitions import DEFINITION_KINDS
 from schemas.ids import aggregate_id
@@ -231,7 +231,7 @@ def test_in_process_mode_each_member_is_an_agent_process_whose_http_port_answers
     import httpx
     from pydantic import SecretStr
 
-    from infra.secrets import secret_box
+    from infra.auth.secrets import secret_box
     from tests.git_server import GitServer
 
     (tmp_path / "git").mkdir()

@@ -8,11 +8,11 @@ import threading
 
 import pytest
 
-from infra.agent import CartridgeAgent
-from infra.cloud import CloudController
-from infra.iaas.mock import MockCloud
-from infra.iaas.simulator import SimulatedAgents
-from infra.kafka import Appender, encode, envelope, read_to_end
+from infra.agent.agent import CartridgeAgent
+from infra.cloud.controller import CloudController
+from infra.cloud.mock.cloud import MockCloud
+from infra.cloud.mock.simulator import SimulatedAgents
+from infra.log.kafka import Appender, encode, envelope, read_to_end
 from schemas import events as E
 from schemas.definitions import Cartridge
 from schemas.ids import aggregate_id

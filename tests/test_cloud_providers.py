@@ -14,8 +14,8 @@ from libcloud.test import MockHttp
 from libcloud.test.file_fixtures import ComputeFileFixtures
 from libcloud.utils.py3 import httplib
 
-from infra.iaas.mock import register_mock_driver
-from infra.iaas.providers import CONTAINER_PROVIDERS, PROVIDERS, IaasConfigError, IaasTarget, build_driver, create_options
+from infra.cloud.mock.cloud import register_mock_driver
+from infra.cloud.iaas.providers import CONTAINER_PROVIDERS, PROVIDERS, IaasConfigError, IaasTarget, build_driver, create_options
 from schemas.definitions import KNOWN_IAAS_PROVIDERS, Cartridge
 from tests.conftest import sample
 

@@ -8,7 +8,7 @@ from datetime import datetime, timezone
 import pytest
 from pydantic import ValidationError
 
-from infra.kafka import ce_headers, connect_error_headers, decode, envelope
+from infra.log.kafka import ce_headers, connect_error_headers, decode, envelope
 from schemas.commands import ScaleCluster
 from schemas.records import CommandRecord, HealthRecord
 from schemas.status import HealthStat

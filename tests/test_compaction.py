@@ -13,10 +13,10 @@ from kafka import KafkaAdminClient
 from kafka.admin import ConfigResource, ConfigResourceType
 
 from infra.broker import EmbeddedBroker
-from infra.bulk import iter_partition
-from infra.inspect_log import digest_of
-from infra.kafka import Appender, envelope, ensure_topics
-from infra.recovery import CHECKPOINT, CLAIM, COVERS, checkpoint_key, choose_snapshots, claim_key, recover_partition
+from infra.log.bulk import iter_partition
+from infra.replay.inspect_log import digest_of
+from infra.log.kafka import Appender, envelope, ensure_topics
+from infra.log.recovery import CHECKPOINT, CLAIM, COVERS, checkpoint_key, choose_snapshots, claim_key, recover_partition
 from infra.settings import Settings
 from schemas import commands as C
 from schemas.records import Snapshot, SnapshotRecord
@@ -87,7 +87,7 @@ def states(recovered) -> str:
 
 
 def test_after_takeovers_and_compaction_snapshots_of_earlier_owners_still_count(one_partition):
-    from infra.commands_client import CommandClient
+    from infra.log.commands_client import CommandClient
 
     settings = one_partition
     client = CommandClient(settings)
@@ -109,7 +109,7 @@ def test_after_takeovers_and_compaction_snapshots_of_earlier_owners_still_count(
 
 
 def test_a_zombie_snapshot_newer_than_the_checkpoint_falls_back_to_the_events(one_partition, caplog):
-    from infra.commands_client import CommandClient
+    from infra.log.commands_client import CommandClient
 
     settings = one_partition
     client = CommandClient(settings)
@@ -121,7 +121,7 @@ def test_a_zombie_snapshot_newer_than_the_checkpoint_falls_back_to_the_events(on
             state={"not": "history"}, claim="zombie"), np_aggregate(3)), partition=0)
         zombie.close()
         compact(settings)
-        with caplog.at_level(logging.WARNING, logger="infra.recovery"):
+        with caplog.at_level(logging.WARNING, logger="infra.log.recovery"):
             rebuilt = recover_partition(settings, 0)
         cold = recover_partition(settings, 0, use_snapshots=False)
         assert states(rebuilt) == states(cold) and rebuilt.snapshots_loaded == 0
@@ -145,7 +145,7 @@ def _record(key: str, aggregate_type: str, events_offset: int, state: dict, clai
 
 
 class _Model:
-    """Nodes taking one partition in turn as `infra.node` does (claim, rebuild from what
+    """Nodes taking one partition in turn as `infra.node.node` does (claim, rebuild from what
     `choose_snapshots` picks, commit, checkpoint), zombies and crashes mid-checkpoint; history
     is the offset of each aggregate's last commit. The cleaner keeps the last record per key."""
 

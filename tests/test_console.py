@@ -15,10 +15,10 @@ import pytest
 from playwright.sync_api import expect
 from pydantic import SecretStr
 
-from infra.api import create_app
+from infra.api.app import create_app
 from infra.api.server import ApiServer
 from infra.broker import free_port
-from infra.kafka import Appender, envelope
+from infra.log.kafka import Appender, envelope
 from schemas import commands as C
 from schemas.envelope import SUPER_TENANT
 from schemas.ids import aggregate_id

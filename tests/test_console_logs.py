@@ -7,7 +7,7 @@ import httpx
 import pytest
 from playwright.sync_api import expect
 
-from infra.observe.logship import LogShipper, LogSource
+from infra.observe.line_shipper import LogShipper, LogSource
 from tests.test_console import (APP, ARTIFACTS, PASSWORD, activate, api, chromium, deploy_sample,  # noqa: F401 - fixtures
                                 log_in, member_row, page)
 

@@ -14,11 +14,11 @@ from libcloud.container.drivers.kubernetes import KubernetesContainerDriver
 from actors.application import ApplicationState, outstanding
 from actors.cluster import with_partition
 from actors.topology_plan import build_cluster_specs
-from infra.cloud import CloudController
-from infra.iaas.containers import dns_name, label_value, service_name
-from infra.iaas.providers import IaasConfigError, IaasTarget, build_driver, create_options, node_name
-from infra.kafka import ensure_topics
-from infra.metadata_token import MemberTokens
+from infra.cloud.controller import CloudController
+from infra.cloud.iaas.containers import dns_name, label_value, service_name
+from infra.cloud.iaas.providers import IaasConfigError, IaasTarget, build_driver, create_options, node_name
+from infra.log.kafka import ensure_topics
+from infra.api.metadata_token import MemberTokens
 from schemas import commands as C
 from schemas import events as E
 from schemas.definitions import Cartridge, NetworkPartition
@@ -116,7 +116,7 @@ def test_container_members_are_created_and_destroyed_through_the_recorded_kubern
     controller = CloudController(settings)
     thread = threading.Thread(target=controller.run, daemon=True)
     thread.start()
-    from infra.commands_client import CommandClient
+    from infra.log.commands_client import CommandClient
 
     client = CommandClient(settings)
     try:

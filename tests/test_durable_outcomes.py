@@ -8,7 +8,7 @@ from datetime import datetime, timedelta, timezone
 
 from actors.base import Context
 from actors.runtime import DEDUP_MIN_IDS, DEDUP_MIN_SECONDS, Tracked, handle
-from infra.kafka import envelope
+from infra.log.kafka import envelope
 from schemas import commands as C
 from schemas.definitions import NetworkPartition
 from schemas.records import CommandRecord

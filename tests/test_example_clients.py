@@ -17,7 +17,7 @@ import pytest
 
 from infra.auth.signing import member_credentials, platform_secret
 from infra.health.app import HealthWorkerThread
-from infra.kafka import read_to_end
+from infra.log.kafka import read_to_end
 from schemas.domain import ClusterSpec, PartitionSpec
 from tests.conftest import events_of, wait_until
 

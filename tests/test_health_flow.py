@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from infra.kafka import Appender, envelope, read_to_end
+from infra.log.kafka import Appender, envelope, read_to_end
 from schemas import commands as C
 from schemas.domain import ClusterSpec, PartitionSpec
 from schemas.records import HealthRecord

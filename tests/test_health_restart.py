@@ -11,7 +11,7 @@ from kafka import KafkaConsumer, TopicPartition
 
 from infra.health import HEALTH_GROUP
 from infra.health.app import HealthWorkerThread
-from infra.kafka import read_to_end
+from infra.log.kafka import read_to_end
 from tests.conftest import wait_until
 from tests.test_health_flow import (  # noqa: F401 - appender, health_settings: fixtures
     KEY,

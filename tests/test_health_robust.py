@@ -9,7 +9,7 @@ import time
 import pytest
 
 from infra.health.app import HealthWorkerThread
-from infra.kafka import read_to_end
+from infra.log.kafka import read_to_end
 from schemas import commands as C
 from schemas.domain import ClusterSpec, PartitionSpec
 from schemas.status import CommandAccepted, HealthStat

@@ -9,7 +9,7 @@ import logging
 import pytest
 
 from actors import cluster
-from infra.kafka import envelope
+from infra.log.kafka import envelope
 from schemas import events as E
 from schemas.domain import ClusterSpec, PartitionSpec
 from schemas.records import HealthRecord

@@ -1,6 +1,6 @@
 """A loop detector: the parts of an idle platform must not spin.
 
-The parts run as `stratos up` runs them (the same `infra.platform.parts`, supervised child
+The parts run as `stratos up` runs them (the same `infra.platform.up.parts`, supervised child
 processes) on the session broker, with the sample deployed and its members Active; then every
 part's CPU time is measured over an idle window. The bound is far above what an idle part uses
 (bench/idle.py: 0.02-0.14 of a core per part), so this is not a
@@ -16,9 +16,9 @@ import pytest
 from rich.console import Console
 
 from infra.broker import free_port
-from infra.eventlog import read_events
-from infra.platform import load_sample, parts
-from infra.supervisor import Supervisor, child_env
+from infra.log.eventlog import read_events
+from infra.platform.supervisor import Supervisor, child_env
+from infra.platform.up import load_sample, parts
 from schemas.events import MemberActivated
 from tests.conftest import wait_until
 

@@ -15,8 +15,8 @@ import httpx
 import pytest
 
 from infra.broker import free_port
-from infra.commands_client import CommandClient
-from infra.kafka import Appender, encode, envelope, ensure_topics, read_to_end
+from infra.log.commands_client import CommandClient
+from infra.log.kafka import Appender, encode, envelope, ensure_topics, read_to_end
 from infra.lb import runtime
 from infra.lb.balancer import LoadBalancer, haproxy_binary
 from infra.lb.config import backend_name

@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from infra.kafka import (
+from infra.log.kafka import (
     Appender, DeadLetters, assigned_consumer, ensure_topics, envelope, group_consumer, read_to_end,
     validated,
 )
@@ -141,7 +141,7 @@ def _created():
 def test_json_schemas_are_exported_per_topic(tmp_path):
     from typer.testing import CliRunner
 
-    from infra.cli import app
+    from infra.cli.main import app
 
     result = CliRunner().invoke(app, ["schemas", "export", str(tmp_path)])
     assert result.exit_code == 0, result.output

@@ -15,11 +15,11 @@ import uuid
 import pytest
 from kafka import KafkaConsumer, TopicPartition
 
-from infra.archive import HISTORY_TOPICS, ImportRefused, export_log, import_log
-from infra.inspect_log import digest_all, digest_of
-from infra.kafka import Appender, ensure_topics, envelope, read_to_end
-from infra.logarchive import ArchiveCorrupt, ArchiveReader, ArchiveWriter, scan
-from infra.recovery import recover_partition
+from infra.log.archive import HISTORY_TOPICS, ImportRefused, export_log, import_log
+from infra.log.archive_format import ArchiveCorrupt, ArchiveReader, ArchiveWriter, scan
+from infra.log.kafka import Appender, ensure_topics, envelope, read_to_end
+from infra.log.recovery import recover_partition
+from infra.replay.inspect_log import digest_all, digest_of
 from infra.settings import Settings
 from schemas import commands as C
 from schemas.ids import aggregate_id

@@ -1,4 +1,4 @@
-"""The events topic read as far as its envelope (infra/eventlog.py `decode_head`, `History.head`):
+"""The events topic read as far as its envelope (infra/log/eventlog.py `decode_head`, `History.head`):
 it accepts and rejects what the pydantic envelope does, and a head's record is the full decode."""
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ from hypothesis import HealthCheck, given, settings as hsettings, strategies as 
 from pydantic import Field
 
 from actors.history import Fence
-from infra.eventlog import EnvelopeHead, History, LogHead, _envelope_head, decode_head, decode_log, head_of
-from infra.kafka import envelope
+from infra.log.eventlog import EnvelopeHead, History, LogHead, _envelope_head, decode_head, decode_log, head_of
+from infra.log.kafka import envelope
 from schemas.events import Event
 from schemas.records import Claim, Commit, LogRecord
 from tests.examples import EXAMPLES
@@ -259,11 +259,11 @@ def test_history_and_state_decode_only_their_aggregates_commits(settings):
     """`stratos history` (timeline) and `stratos state` (state_at) read heads: they give what the
     full decode gives; a commit of another aggregate whose payload is invalid is not theirs to
     report, a record whose envelope is invalid is reported as before."""
-    from infra.eventlog import read_history
-    from infra.inspect_log import state_at
-    from infra.kafka import Appender
-    from infra.node import partition_for
-    from infra.timetravel import timeline
+    from infra.log.eventlog import read_history
+    from infra.replay.inspect_log import state_at
+    from infra.log.kafka import Appender
+    from infra.node.node import partition_for
+    from infra.replay.timetravel import timeline
     from schemas.events import MemberActivated
 
     mine = "carbon.super/cluster/app.php1"

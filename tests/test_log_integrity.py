@@ -11,12 +11,12 @@ from collections import Counter
 
 import pytest
 
-from infra.eventlog import History, read_history
-from infra.faults import POINTS
-from infra.inspect_log import digest_all
-from infra.kafka import Appender, envelope, ensure_topics, read_to_end
-from infra.node import partition_for
-from infra.recovery import fence_before, recover_partition
+from infra.log.eventlog import History, read_history
+from infra.node.faults import POINTS
+from infra.replay.inspect_log import digest_all
+from infra.log.kafka import Appender, envelope, ensure_topics, read_to_end
+from infra.node.node import partition_for
+from infra.log.recovery import fence_before, recover_partition
 from infra.settings import Settings
 from schemas import commands as C
 from schemas.definitions import NetworkPartition
@@ -224,7 +224,7 @@ def _answered(client, commands) -> bool:
 
 
 def test_a_node_killed_anywhere_in_its_write_path_leaves_exactly_the_crash_free_history(broker):
-    from infra.commands_client import CommandClient
+    from infra.log.commands_client import CommandClient
 
     waves, crashes, runs, rng = 0, 0, 0, random.Random(9)
     # two partitions and no group: a restart costs a process and two claims, not a group join

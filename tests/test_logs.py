@@ -13,13 +13,13 @@ import pytest
 from pydantic import SecretStr
 from typer.testing import CliRunner
 
-from infra.agent import CartridgeAgent
-from infra.api import create_app
+from infra.agent.agent import CartridgeAgent
+from infra.api.app import create_app
 from infra.api.server import ApiServer
 from infra.broker import free_port
-from infra.cli import app as stratos
-from infra.kafka import Appender, envelope, read_to_end
-from infra.observe.logship import LogShipper, LogSource
+from infra.cli.main import app as stratos
+from infra.log.kafka import Appender, envelope, read_to_end
+from infra.observe.line_shipper import LogShipper, LogSource
 from schemas.ids import aggregate_id
 from schemas.records import NotifierRecord
 from schemas.status import InstanceCleanupMember

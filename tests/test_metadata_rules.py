@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 from actors import metadata as M
 from actors.application import ApplicationState, apply
 from actors.base import Rejection
-from infra.metadata_token import MemberTokens, load_key
+from infra.api.metadata_token import MemberTokens, load_key
 from schemas import events as E
 from schemas.domain import ApplicationStatus
 from schemas.metadata import (AddMetadataProperties, MetadataCleared, MetadataProperty, MetadataPropertyRemoved,

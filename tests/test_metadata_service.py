@@ -12,10 +12,10 @@ import uuid
 import httpx
 import pytest
 
-from infra.api import create_app
+from infra.api.app import create_app
 from infra.api.server import ApiServer
 from infra.broker import free_port
-from infra.kafka import ensure_topics
+from infra.log.kafka import ensure_topics
 from infra.settings import Settings
 from tests.conftest import RunningNode, sample, wait_until
 from tests.test_api_platform import ADMIN_PASSWORD, Platform, define_samples
@@ -197,7 +197,7 @@ def test_undeploying_removes_the_properties_and_ends_the_members_tokens(running,
 def test_cli_verbs_add_list_remove_and_name_errors(running, tenant_apps):
     from typer.testing import CliRunner
 
-    from infra.cli import app
+    from infra.cli.main import app
 
     platform, _ = running
     domain = tenant_apps[0]

@@ -9,11 +9,11 @@ from pydantic import ValidationError
 
 from infra.api.server import ApiServer
 from infra.broker import free_port
-from infra.iaas.api import mock_iaas_app
-from infra.iaas.driver import MockEndpoint
-from infra.iaas.mock import MockCloud, MockNodeDriver, register_mock_driver
-from infra.iaas.patterns import CartridgePatterns, HealthPatterns, SamplePattern
-from infra.kafka import read_to_end
+from infra.cloud.iaas.mock_driver import MockEndpoint
+from infra.cloud.mock.api import mock_iaas_app
+from infra.cloud.mock.cloud import MockCloud, MockNodeDriver, register_mock_driver
+from infra.cloud.mock.patterns import CartridgePatterns, HealthPatterns, SamplePattern
+from infra.log.kafka import read_to_end
 from tests.conftest import wait_until
 from tests.test_cloud_controller import active_members, cloud, cloud_settings, deploy  # noqa: F401
 
@@ -284,8 +284,8 @@ def test_an_agent_says_only_what_moves_it_forward(event, agent_status, expected)
 def test_restarted_agents_carry_on_a_half_started_node_and_repeat_nothing(settings):
     """The mock IaaS stopped between a node's MemberInitialized and its answer: started again,
     its agents read the events from the start and answer that one; the Active node says nothing."""
-    from infra.iaas.simulator import SimulatedAgents
-    from infra.kafka import Appender, encode, envelope
+    from infra.cloud.mock.simulator import SimulatedAgents
+    from infra.log.kafka import Appender, encode, envelope
     from schemas import events as E
     from schemas.ids import aggregate_id
     from schemas.records import Commit, LogRecord

@@ -15,10 +15,10 @@ import httpx
 import pytest
 from pydantic import SecretStr
 
-from infra.api import create_app
+from infra.api.app import create_app
 from infra.api.server import ApiServer
 from infra.broker import free_port
-from infra.kafka import ensure_topics
+from infra.log.kafka import ensure_topics
 from infra.settings import Settings
 from tests.conftest import RunningNode, sample, wait_until
 from tests.test_cloud_controller import RunningCloud

@@ -19,8 +19,8 @@ import httpx
 import pytest
 
 from infra.broker import free_port
-from infra.eventlog import read_events
-from infra.kafka import read_to_end
+from infra.log.eventlog import read_events
+from infra.log.kafka import read_to_end
 from infra.settings import Settings
 from tests.conftest import wait_until
 

@@ -9,7 +9,7 @@ from collections import Counter
 
 import pytest
 
-from infra.inspect_log import digest_all
+from infra.replay.inspect_log import digest_all
 from schemas import commands as C
 from schemas.ids import aggregate_id
 from schemas.status import CommandAccepted, CommandRejected

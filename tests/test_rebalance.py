@@ -9,8 +9,8 @@ from collections import Counter
 import pytest
 from kafka import KafkaAdminClient
 
-from infra.kafka import GROUP_TIMINGS
-from infra.node import NODE_GROUP
+from infra.log.kafka import GROUP_TIMINGS
+from infra.node.node import NODE_GROUP
 from tests.conftest import wait_until
 from tests.processes import CONTEXT, end, start_node
 from tests.test_log_integrity import add_np, claims, command, commits_by_command
@@ -25,16 +25,16 @@ def _slow_node_main(settings_data: dict, delay: float) -> None:
     """A node whose every rebuild takes `delay` seconds more (the injected slowness)."""
     import time
 
-    import infra.node
+    import infra.node.node
     from tests.processes import _node_main
 
-    rebuild = infra.node.recover_partition
+    rebuild = infra.node.node.recover_partition
 
     def slow(*args, **kwargs):
         time.sleep(delay)
         return rebuild(*args, **kwargs)
 
-    infra.node.recover_partition = slow
+    infra.node.node.recover_partition = slow
     _node_main(settings_data, None)
 
 

@@ -17,7 +17,7 @@ from datetime import datetime, timezone
 import pytest
 from typer.testing import CliRunner
 
-from infra.cli import app
+from infra.cli.main import app
 from infra.settings import get_settings
 
 from tests.conftest import wait_until
@@ -176,8 +176,8 @@ def test_bad_positions_and_unknown_ids_get_one_clear_line(settings, tmp_path):
 def test_an_invalid_chosen_snapshot_costs_only_itself(settings):
     """Snapshots are decoded only once chosen; a chosen one that does not validate makes the
     reader decode every record again, so the aggregate's previous valid snapshot is used."""
-    from infra.kafka import Appender, envelope
-    from infra.recovery import CHECKPOINT, CLAIM, load_snapshots
+    from infra.log.kafka import Appender, envelope
+    from infra.log.recovery import CHECKPOINT, CLAIM, load_snapshots
     from schemas.records import Snapshot, SnapshotRecord
 
     aggregate = "carbon.super/cartridge/php"

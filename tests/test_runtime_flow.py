@@ -48,7 +48,7 @@ def test_unknown_id_is_rejected_with_404_naming_it(running_node, client):
 
 
 def test_repeated_command_id_takes_effect_once(settings, running_node, client):
-    from infra.kafka import envelope
+    from infra.log.kafka import envelope
     from schemas.records import CommandRecord
 
     model = DEFINITION_KINDS["cartridge"].model_validate(sample("php.json"))
@@ -118,7 +118,7 @@ def test_deploy_with_unknown_policy_fails_naming_it_and_releases(settings, runni
 def test_a_command_that_does_not_validate_is_dead_lettered_and_the_node_goes_on(settings, running_node, client):
     import json
 
-    from infra.kafka import envelope, read_to_end
+    from infra.log.kafka import envelope, read_to_end
     from schemas.records import CommandRecord
 
     good = envelope(CommandRecord, C.RemoveCartridge(id="php"), aggregate_id(T, "cartridge", "php"))

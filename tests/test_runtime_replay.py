@@ -9,7 +9,7 @@ from hypothesis import given, settings as hsettings, strategies as st
 
 from actors.base import Context
 from actors.runtime import Tracked, handle
-from infra.kafka import envelope
+from infra.log.kafka import envelope
 from schemas import commands as C
 from schemas.base import Message
 from schemas.records import CommandRecord

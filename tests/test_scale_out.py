@@ -10,7 +10,7 @@ import uuid
 
 import pytest
 
-from infra.node import partition_for
+from infra.node.node import partition_for
 from schemas import commands as C
 from schemas.status import CommandAccepted
 from tests.conftest import wait_until

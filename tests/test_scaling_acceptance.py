@@ -9,7 +9,7 @@ go, in which partitions, in which order, and the cluster's status changes.
 from __future__ import annotations
 
 import pytest
-from infra.kafka import read_to_end
+from infra.log.kafka import read_to_end
 from schemas import commands as C
 from schemas.ids import aggregate_id
 from schemas.status import CommandAccepted

@@ -12,7 +12,7 @@ from actors import application, cluster
 from actors.base import Context
 from actors.reactions import react
 from actors.topology_plan import build_cluster_specs, dependents_of, termination_scope
-from infra.kafka import envelope
+from infra.log.kafka import envelope
 from schemas import commands as C
 from schemas import events as E
 from schemas.domain import ClusterSpec, PartitionSpec

@@ -8,9 +8,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from infra.child_env import minimal_env, part_env
-from infra.secrets import (SecretBox, SecretError, key_id, load_or_create_keys, new_key, open_for_instance,
-                           rotate_key_file, secret_box)
+from infra.platform.child_env import minimal_env, part_env
+from infra.auth.secrets import (SecretBox, SecretError, key_id, load_or_create_keys, new_key, open_for_instance,
+                                rotate_key_file, secret_box)
 from infra.settings import Settings
 from schemas import commands as C
 from schemas.base import MASK, is_sealed, masked, without_clear_secrets, without_secrets
@@ -132,8 +132,8 @@ def test_children_get_the_basics_and_only_the_secrets_their_part_uses():
 
 
 def test_a_process_mode_instance_inherits_nothing_of_the_platform(monkeypatch, tmp_path):
-    from infra.iaas import processes
-    from infra.iaas.mock import MockCloud
+    from infra.cloud.mock import processes
+    from infra.cloud.mock.cloud import MockCloud
 
     started = {}
 

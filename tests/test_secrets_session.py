@@ -25,16 +25,16 @@ import httpx
 import pytest
 from pydantic import SecretStr
 
-import infra.cloud
-from infra.api import create_app
+import infra.cloud.controller
+from infra.api.app import create_app
 from infra.api.server import ApiServer
-from infra.archive import export_log
+from infra.log.archive import export_log
 from infra.api.identity import hash_password
 from infra.broker import free_port
-from infra.commands_client import CommandClient
-from infra.kafka import Appender, DeadLetters, ensure_topics, read_to_end
-from infra.logarchive import ArchiveReader
-from infra.secrets import key_id, new_key, open_for_instance, secret_box
+from infra.log.commands_client import CommandClient
+from infra.log.kafka import Appender, DeadLetters, ensure_topics, read_to_end
+from infra.log.archive_format import ArchiveReader
+from infra.auth.secrets import key_id, new_key, open_for_instance, secret_box
 from infra.settings import Settings
 from schemas import commands as C
 from schemas.base import MASK
@@ -113,13 +113,13 @@ def session(broker, tmp_path_factory):
     for logger in ours:
         logger.setLevel(logging.DEBUG)
     accounts = []
-    original = infra.cloud.build_driver
+    original = infra.cloud.controller.build_driver
 
     def recording(target, *args):
         accounts.append((target.identity, target.credential))
         return original(target, *args)
 
-    infra.cloud.build_driver = recording
+    infra.cloud.controller.build_driver = recording
     node = RunningNode(settings)
     cloud = RunningCloud(settings)
     server = ApiServer(create_app(settings.model_copy(update={  # /mock-iaas/api reaches this test's cloud
@@ -131,7 +131,7 @@ def session(broker, tmp_path_factory):
         server.stop()
         cloud.stop()
         node.stop()
-        infra.cloud.build_driver = original
+        infra.cloud.controller.build_driver = original
         root.removeHandler(captured)
         for logger, level in zip(ours, levels):
             logger.setLevel(level)
@@ -271,7 +271,7 @@ def test_log_lines_and_the_cli_show_no_secret_and_replay_shows_them_masked(sessi
     assert_no_secret("the platform's log lines", "\n".join(captured.lines))
     env = {**os.environ, "STRATOS_KAFKA_BOOTSTRAP": settings.kafka_bootstrap,
            "STRATOS_TOPIC_PREFIX": settings.topic_prefix, "STRATOS_STATE_DIR": str(settings.state_dir)}
-    stratos = [sys.executable, "-c", "from infra.cli import main; main()"]
+    stratos = [sys.executable, "-c", "from infra.cli.main import main; main()"]
     outputs = []
     for args in (["replay", "--at", "2099-01-01T00:00:00+00:00", "--aggregate",
                   f"carbon.super/application/{APP}", "--json"],
@@ -329,7 +329,7 @@ def test_after_rotating_the_key_old_records_open_and_new_ones_use_the_new_key(br
     assert box.sealed_with(sealed["new.org"]) == key_id(new)
     env = {**os.environ, "STRATOS_KAFKA_BOOTSTRAP": broker.bootstrap, "STRATOS_TOPIC_PREFIX": base["topic_prefix"],
            "STRATOS_SECRET_KEY": f"{new},{old}"}
-    done = subprocess.run([sys.executable, "-c", "from infra.cli import main; main()", "secrets", "usage", "--json"],
+    done = subprocess.run([sys.executable, "-m", "infra.cli", "secrets", "usage", "--json"],
                           env=env, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout) == {key_id(old): 1, key_id(new): 1}

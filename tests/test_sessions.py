@@ -12,10 +12,10 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from infra.api import create_app
+from infra.api.app import create_app
 from infra.api.server import ApiServer
 from infra.broker import free_port
-from infra.kafka import ensure_topics
+from infra.log.kafka import ensure_topics
 from infra.settings import Settings
 from tests.conftest import RunningNode, wait_until
 

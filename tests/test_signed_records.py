@@ -17,14 +17,14 @@ import pytest
 from kafka import KafkaProducer
 from pydantic import SecretStr
 
-from infra.api import create_app
+from infra.api.app import create_app
 from infra.api.server import ApiServer
 from infra.auth.access import Principal, Tokens
 from infra.auth.signing import SIGNATURE, SIGNER, TOKEN, Signer, member_credentials, platform_secret
 from infra.broker import free_port
-from infra.commands_client import CommandClient
+from infra.log.commands_client import CommandClient
 from infra.settings import Settings
-from infra.kafka import encode, ensure_topics, envelope, new_id, read_to_end
+from infra.log.kafka import encode, ensure_topics, envelope, new_id, read_to_end
 from schemas import commands as C
 from schemas.definitions import DEFINITION_KINDS
 from schemas.ids import aggregate_id

@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 
 from infra.api.identity import LoginThrottle
 from infra.auth.access import Principal, TokenRefused, Tokens, command_denied
-from infra.kafka import encode, envelope
+from infra.log.kafka import encode, envelope
 from infra.settings import Settings
 from infra.auth.signing import (
     PLATFORM, Signer, Unauthenticated, Verifier, _read_or_create, member_credentials, platform_secret,

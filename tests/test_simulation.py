@@ -12,7 +12,7 @@ from hypothesis import given, settings as hsettings, strategies as st
 from typer.testing import CliRunner
 
 from actors.topology_plan import build_cluster_specs
-from infra.cli import app
+from infra.cli.main import app
 from infra.simulation.scenario import ScenarioFileError, load_scenario
 from streams import elasticity as el
 from streams.simulation import Simulation

@@ -12,7 +12,7 @@ from pydantic import SecretStr
 from fastapi.testclient import TestClient
 from rich.console import Console
 
-from infra.api import create_app
+from infra.api.app import create_app
 from infra.health.app import HealthWorkerThread
 from infra.simulation.live import run_live
 from infra.simulation.scenario import load_scenario

@@ -13,11 +13,11 @@ import pytest
 from pydantic import SecretStr
 from typer.testing import CliRunner
 
-from infra.api import create_app
+from infra.api.app import create_app
 from infra.api.server import ApiServer
 from infra.broker import free_port
-from infra.cli import app as stratos
-from infra.commands_client import CommandClient
+from infra.cli.main import app as stratos
+from infra.log.commands_client import CommandClient
 from schemas import commands as C
 from schemas.envelope import SUPER_TENANT
 from schemas.ids import aggregate_id

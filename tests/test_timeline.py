@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 
 from actors.causality import MAX_DEPTH, causes, effects
 from actors.timeline import diff, figures, one_line
-from infra.timetravel import PositionError, parse_position, parse_time
+from infra.replay.timetravel import PositionError, parse_position, parse_time
 from schemas import commands as C
 
 json_leaf = st.one_of(st.integers(), st.text(max_size=5), st.booleans())

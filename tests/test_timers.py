@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from infra.kafka import read_to_end
+from infra.log.kafka import read_to_end
 from schemas import commands as C
 from schemas.ids import aggregate_id
 from tests.conftest import RunningNode, events_of, wait_until

@@ -13,13 +13,13 @@ from cryptography import x509
 from pydantic import SecretStr
 from typer.testing import CliRunner
 
-from infra.api import create_app
+from infra.api.app import create_app
 from infra.api.server import ApiServer
 from infra.broker import free_port
-from infra.cli import app
+from infra.cli.main import app
 from infra.settings import get_settings
-from infra.iaas.service import MockIaasService
-from infra.tls import TlsConfigError, generate_self_signed, server_certificate, tls_options, trusted_ca
+from infra.cloud.mock.service import MockIaasService
+from infra.auth.tls import TlsConfigError, generate_self_signed, server_certificate, tls_options, trusted_ca
 
 
 def test_a_self_signed_certificate_is_made_once_into_the_state_dir_with_an_owner_only_key(settings, tmp_path):

@@ -13,7 +13,7 @@ import pytest
 from kafka import KafkaAdminClient, KafkaProducer, TopicPartition
 from kafka.admin import ConfigResource, ConfigResourceType, NewTopic
 
-from infra.kafka import check_topics, ensure_topics, topic_config
+from infra.log.kafka import check_topics, ensure_topics, topic_config
 from infra.observe.status import broker_status
 from infra.settings import Settings
 from tests.conftest import wait_until

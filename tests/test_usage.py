@@ -15,11 +15,11 @@ import pytest
 from pydantic import SecretStr
 from typer.testing import CliRunner
 
-from infra.api import create_app
+from infra.api.app import create_app
 from infra.api.server import ApiServer
 from infra.broker import free_port
-from infra.cli import app as stratos
-from infra.kafka import read_to_end
+from infra.cli.main import app as stratos
+from infra.log.kafka import read_to_end
 from infra.observe.usage import UsageExporter, otel_exporter
 from schemas import commands as C
 from schemas.ids import aggregate_id
@@ -77,7 +77,7 @@ def test_a_deployment_scaled_1_3_1_is_metered_per_tenant_exported_and_its_instan
     server = ApiServer(create_app(own), port=free_port()).start()
     url = server.url
     admin = httpx.Client(base_url=f"{url}/api", auth=("admin", PASSWORD), timeout=60)
-    from infra.commands_client import CommandClient
+    from infra.log.commands_client import CommandClient
     commands = CommandClient(own)
     try:
         define_samples(admin)

@@ -21,7 +21,7 @@ from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from infra.api.console import router as console_router
+from infra.api.console.routes import router as console_router
 from infra.api.definitions import definition_routers
 from infra.api.logs import router as logs_router
 from infra.api.metadata import router as metadata_router
@@ -34,8 +34,8 @@ from infra.api.runtime import router as runtime_router
 from infra.api.signups import router as signups_router
 from infra.api.replay import router as replay_router
 from infra.auth.access import DEMO_PASSWORD
-from infra.commands_client import CommandClient
-from infra.secrets import secret_box
+from infra.log.commands_client import CommandClient
+from infra.auth.secrets import secret_box
 from infra.settings import Settings
 
 log = logging.getLogger(__name__)

@@ -24,7 +24,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBasic, HTTPBasicC
 from infra.api.read_model import ReadModel
 from infra.auth.access import Principal, Tokens, TokenRefused, candidate
 from infra.auth.signing import platform_secret
-from infra.secrets import secret_box
+from infra.auth.secrets import secret_box
 from infra.settings import Settings
 
 log = logging.getLogger(__name__)

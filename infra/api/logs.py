@@ -1,5 +1,5 @@
 """`GET /api/logs` (paged) and `GET /api/logs/stream` (server-sent events): the caller's
-tenant's log lines, from the read side in infra/observe/logstore.py."""
+tenant's log lines, from the read side in infra/observe/line_store.py."""
 from __future__ import annotations
 
 import json
@@ -15,7 +15,7 @@ from fastapi.sse import EventSourceResponse, ServerSentEvent
 from infra.api.identity import Principal, current_principal
 from infra.api.responses import ERROR_RESPONSES
 from infra.observe.follower import follower_lifespan
-from infra.observe.logstore import LogStore
+from infra.observe.line_store import LogStore
 from streams.logrules import level_name, parse_duration
 
 

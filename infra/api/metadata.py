@@ -29,7 +29,7 @@ from actors.metadata import properties
 from infra.api.identity import Principal, basic_scheme, bearer_scheme, current_principal
 from infra.api.read_model import ReadModel
 from infra.api.responses import ERROR_RESPONSES, Writer
-from infra.metadata_token import MemberTokens, is_member_token
+from infra.api.metadata_token import MemberTokens, is_member_token
 from schemas.metadata import (AddMetadataProperties, MetadataProperty, RemoveMetadataProperties,
                               RemoveMetadataProperty)
 

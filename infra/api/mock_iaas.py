@@ -5,7 +5,7 @@ passed on to the mock IaaS part (`stratos mock-iaas`) with the cloud's access ke
 Who may call: a tenant's admin. The super tenant's admin sees the whole cloud; any other admin
 is passed on as its tenant (`X-Stratos-Tenant`), so the mock IaaS shows it, and lets it crash,
 only its tenant's instances, and refuses it patterns, start failures and node starts (the
-rules live in one place, infra/iaas/api.py). Other users get 403.
+rules live in one place, infra/cloud/mock/api.py). Other users get 403.
 """
 from __future__ import annotations
 
@@ -16,8 +16,8 @@ from fastapi import APIRouter, Depends, Request, Response
 
 from infra.api.identity import Principal, tenant_admin
 from infra.api.responses import ERROR_RESPONSES, answer
-from infra.iaas.account import mock_endpoint
-from infra.iaas.api import PREFIX, TENANT_HEADER
+from infra.cloud.mock.account import mock_endpoint
+from infra.cloud.mock.api import PREFIX, TENANT_HEADER
 from infra.settings import Settings
 
 log = logging.getLogger(__name__)

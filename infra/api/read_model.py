@@ -1,7 +1,7 @@
 """The API's read model: every aggregate folded from `<prefix>events`, kept current in memory.
 
 It reads all partitions without a consumer group (no rebalance pauses) and folds each commit
-that is history (`infra.eventlog.History`: fenced writers ignored) with `actors.runtime.Tracked`,
+that is history (`infra.log.eventlog.History`: fenced writers ignored) with `actors.runtime.Tracked`,
 the same apply functions the node uses, so the API shows what the aggregates decided and
 nothing else. Writers wait on it so that an answered write is
 already visible to the next read.
@@ -15,11 +15,11 @@ from collections import OrderedDict, defaultdict
 
 from pydantic import ValidationError
 
-from infra.eventlog import History
+from infra.log.eventlog import History
 from actors.base import State
 from actors.runtime import Tracked
-from infra.commands_client import Wake, waker
-from infra.kafka import IDLE_POLL_MS, assigned_consumer, rejection_reason
+from infra.log.commands_client import Wake, waker
+from infra.log.kafka import IDLE_POLL_MS, assigned_consumer, rejection_reason
 from infra.settings import Settings
 from schemas.definitions import DEFINITION_KINDS
 from schemas.ids import AggregateRef, parse_aggregate_id

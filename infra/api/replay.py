@@ -13,8 +13,8 @@ from actors.causality import causes, effects
 from infra.api.identity import Principal, current_principal
 from infra.api.responses import ERROR_RESPONSES
 from infra.api.views import application_runtime
-from infra.causality import CausalIndex
-from infra.timetravel import Position, PositionError, parse_time, platform_at
+from infra.replay.causation_index import CausalIndex
+from infra.replay.timetravel import Position, PositionError, parse_time, platform_at
 from schemas.ids import aggregate_id, parse_aggregate_id
 
 router = APIRouter(tags=["Replay"])

@@ -11,7 +11,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 
 from infra.api.read_model import ReadModel
-from infra.commands_client import CommandClient
+from infra.log.commands_client import CommandClient
 from infra.settings import Settings
 from schemas.base import masked
 from schemas.status import CommandRejected

@@ -11,11 +11,11 @@ from infra.api.identity import Principal, current_principal, tenant_admin
 from infra.api.read_model import ReadModel
 from infra.api.responses import ERROR_RESPONSES, ResponseMessage, Writer, answer
 from infra.api.views import application_runtime, cluster_bean
-from infra.kafka import envelope
+from infra.log.kafka import envelope
 from schemas import commands as C
 from schemas.ids import aggregate_id
 from schemas.records import NotifierRecord
-from infra.secrets import notice_for_instances
+from infra.auth.secrets import notice_for_instances
 from schemas.status import ArtifactUpdated
 
 router = APIRouter(tags=["Runtime"], responses=ERROR_RESPONSES)

@@ -50,7 +50,7 @@ class ApiServer:
     """uvicorn on a background thread; `start` returns once it accepts connections."""
 
     def __init__(self, app: FastAPI, host: str = "127.0.0.1", port: int = 9443, **config) -> None:
-        """`config`: more uvicorn options, e.g. infra.tls.tls_options(settings) for HTTPS."""
+        """`config`: more uvicorn options, e.g. infra.auth.tls.tls_options(settings) for HTTPS."""
         self.server = QuietServer(uvicorn.Config(app, host=host, port=port, log_level="warning",
                                                     access_log=False, **config))
         self.url = f"{'https' if config.get('ssl_certfile') else 'http'}://{host}:{port}"

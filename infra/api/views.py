@@ -35,7 +35,7 @@ def cluster_bean(state: ClusterState) -> dict:
 
 
 def _combined_status(statuses: list[str]) -> str:
-    """A parent is Active when all its children are (REFERENCE.md §2)."""
+    """A parent is Active when all its children are (Stratos 4.1's application and group lifecycle)."""
     if statuses and all(s == "Active" for s in statuses):
         return "Active"
     for status in ("Inactive", "Terminating", "Terminated"):

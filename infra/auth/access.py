@@ -74,7 +74,7 @@ def _clear(value):
 def candidate(read_model, admin_username: str, admin_hash: str, login: str,
               open_secret=_clear) -> tuple[Principal, str] | None:
     """Who `login` is now, and the password hash to check (`open_secret` opens it: the log
-    holds it sealed, infra/secrets.py); None if no such active login."""
+    holds it sealed, infra/auth/secrets.py); None if no such active login."""
     name, tenant = split_login(login, lambda d: read_model.get(SUPER_TENANT, "tenant", d))
     if tenant == SUPER_TENANT and name == admin_username:
         return Principal(username=name, tenant=tenant, role="admin"), admin_hash

@@ -12,8 +12,8 @@ import logging
 
 from infra.auth.access import DEMO_PASSWORD, SIGNUP_COMMANDS, Tokens, TokenRefused, command_denied
 from infra.auth.signing import MEMBER, PLATFORM, TOKEN, Verifier, platform_secret
-from infra.kafka import Delivered
-from infra.secrets import secret_box
+from infra.log.kafka import Delivered
+from infra.auth.secrets import secret_box
 from infra.settings import Settings
 from schemas.definitions import DEFINITION_KINDS
 from schemas.ids import parse_aggregate_id

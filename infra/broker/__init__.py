@@ -183,7 +183,7 @@ class EmbeddedBroker:
             "inter.broker.listener.name": "PLAINTEXT",
             "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
             "log.dirs": str(node.directory / "data"),
-            # the platform creates its topics with explicit settings (infra.kafka.ensure_topics)
+            # the platform creates its topics with explicit settings (infra.log.kafka.ensure_topics)
             "auto.create.topics.enable": "false",
             "default.replication.factor": replicas,
             "min.insync.replicas": min_isr,

@@ -21,9 +21,9 @@ from pydantic import BaseModel
 
 from infra.auth.signing import Signer, Verifier
 from infra.health import HEALTH_GROUP
-from infra.health.app import HealthService
-from infra.kafka import (GROUP_TIMINGS, ce_headers, decode, decode_key, encode, envelope, partitions_of,
-                         rejection_reason)
+from infra.health.service import HealthService
+from infra.log.kafka import (GROUP_TIMINGS, ce_headers, decode, decode_key, encode, envelope, partitions_of,
+                             rejection_reason)
 from infra.settings import Settings
 from schemas.envelope import Envelope
 from schemas.records import CommandRecord, HealthRecord

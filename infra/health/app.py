@@ -8,51 +8,28 @@ own consumer reads only its (empty) leader topic. The cluster views
 ``stratos.events`` read without a group (from the beginning on every start: the log is their
 store); a faust Table wrote a changelog record of a whole view per member event, which stalled
 the worker under bursts. Workers of one group share the health partitions, each folding all
-the views. ``HealthWorker`` is faust's worker that also runs off the main thread (tests and
-benchmarks run it beside the node); ``stratos health`` runs it in the foreground.
+the views. What the agents share is a ``HealthService`` (``infra.health.service``, a module of
+its own so that the agents need not import this one). ``HealthWorker`` is faust's worker that
+also runs off the main thread (tests and benchmarks run it beside the node); ``stratos health``
+runs it in the foreground.
 """
 from __future__ import annotations
 
 import asyncio
 import logging
 import threading
-from dataclasses import dataclass, field
 
 import faust
 
-from infra.health.topics import HealthTopics, declare_topics
-from infra.health.views import ClusterViews
-from infra.kafka import GROUP_TIMINGS, Appender, DeadLetters
+from infra.health.agents import register
+from infra.health.service import HealthService
+from infra.health.topics import declare_topics
+from infra.log.kafka import GROUP_TIMINGS, Appender, DeadLetters
 from infra.settings import Settings
-from streams.health_state import ClusterView, HealthBook
-
-
-@dataclass
-class HealthService:
-    """One faust app and what its agents share (all touched only on the app's event loop)."""
-
-    app: faust.App
-    settings: Settings
-    topics: HealthTopics
-    book: HealthBook
-    dead_letters: DeadLetters
-    views: ClusterViews = field(default_factory=ClusterViews)
-    views_ready: asyncio.Event = field(default_factory=asyncio.Event)
-    """Set once the views hold the events topic up to its end as it was at start: health
-    records are read only then (else their clusters would look unknown)."""
-    reading: threading.Event = field(default_factory=threading.Event)
-    """Set once the health reader holds its partitions (its group joined): load started before
-    that waits for the join (a few seconds: the group's first rebalance)."""
-
-    @property
-    def clusters(self) -> dict[str, ClusterView]:
-        """cluster aggregate id -> its view, for every live cluster of the platform."""
-        return self.views.clusters
+from streams.health_state import HealthBook
 
 
 def create_app(settings: Settings) -> HealthService:
-    from infra.health.agents import register
-
     datadir = settings.state_dir / "faust"
     datadir.mkdir(parents=True, exist_ok=True)
     app = faust.App(

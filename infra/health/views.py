@@ -1,7 +1,7 @@
 """The health worker's cluster views: the cluster aggregates folded from the events topic.
 
 Each cluster's state is folded by ``actors.runtime.Tracked.fold_commit``, the node's own fold
-(the cluster's ``apply``, repeats skipped), from the commits ``infra.eventlog.History`` says are
+(the cluster's ``apply``, repeats skipped), from the commits ``infra.log.eventlog.History`` says are
 history; the view the windows read is derived from that state (``streams.health_state.view_of``)
 after each commit. Every events partition is read from its beginning, without a group.
 """
@@ -10,8 +10,8 @@ from __future__ import annotations
 import logging
 
 from actors.runtime import Tracked
-from infra.eventlog import History
-from infra.kafka import rejection_reason
+from infra.log.eventlog import History
+from infra.log.kafka import rejection_reason
 from schemas.ids import parse_aggregate_id
 from streams.health_state import ClusterView, view_of
 

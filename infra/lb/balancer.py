@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from actors.topology import LOAD_BALANCER
-from infra.kafka import Appender, DeadLetters, envelope
+from infra.log.kafka import Appender, DeadLetters, envelope
 from infra.lb import runtime
 from infra.lb.config import InvalidEntry, Paths, Plan, plan, render, server_args, server_changes
 from infra.lb.runtime import HaproxyError

@@ -23,7 +23,7 @@ def start_balancer_process(application: str, workdir: Path):
     returns the process and a check that it serves (its status file is written once HAProxy runs)."""
     import subprocess
 
-    from infra.iaas.processes import stratos_command
+    from infra.cloud.mock.processes import stratos_command
 
     workdir.mkdir(parents=True, exist_ok=True)
     status = workdir / "status.json"
@@ -38,11 +38,11 @@ def start_balancer_process(application: str, workdir: Path):
 def topology() -> None:
     """Project the log onto the compacted topology topic (one entry per cluster, key = the
     cluster's aggregate id): rebuilt from the log on start, then only changed clusters."""
-    from infra.cli import _logging, _part, _require_bootstrap
+    from infra.cli.common import as_part, require_bootstrap, setup_logging
     from infra.lb.topology import TopologyProjector
 
-    _logging()
-    projector = TopologyProjector(_part(_require_bootstrap(), "topology"))
+    setup_logging()
+    projector = TopologyProjector(as_part(require_bootstrap(), "topology"))
     signal.signal(signal.SIGTERM, lambda *_: projector.stop())
     console.print(f"[green]topology projector[/] on {projector.settings.topic('topology')}")
     try:
@@ -57,12 +57,12 @@ def lb(application: str = typer.Option(None, help="serve only this application's
     """Run HAProxy (master-worker) following the topology: frontends per proxy port on
     STRATOS_LB_BIND, a backend per cluster with its Active members, host routing for domain
     mappings, member changes through the Runtime API, requests in flight onto the health topic."""
-    from infra.cli import _logging, _part, _require_bootstrap
+    from infra.cli.common import as_part, require_bootstrap, setup_logging
     from infra.lb.balancer import LoadBalancer
     from infra.lb.runtime import HaproxyError
 
-    _logging()
-    settings = _part(_require_bootstrap(), "lb")
+    setup_logging()
+    settings = as_part(require_bootstrap(), "lb")
     try:
         balancer = LoadBalancer(settings, application, workdir)
         signal.signal(signal.SIGTERM, lambda *_: balancer.stop())

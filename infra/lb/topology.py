@@ -2,7 +2,7 @@
 
 `TopologyProjector` (`stratos topology`, a supervised part of `stratos up`) folds the events
 topic from offset 0 of every partition (no group: no rebalance pauses), through the log's fence
-(`infra.eventlog.History`) and the aggregates' own fold (`actors.topology.Topology`), into one
+(`infra.log.eventlog.History`) and the aggregates' own fold (`actors.topology.Topology`), into one
 `TopologyEntry` per cluster on the compacted `<prefix>topology` topic, key = the cluster's
 aggregate id. Before writing it reads what the topic already holds, and once it has caught up
 with the log it writes only the entries that differ: a restarted projector rebuilds everything
@@ -19,9 +19,9 @@ import logging
 import threading
 
 from actors.topology import Topology
-from infra.eventlog import History
-from infra.kafka import (IDLE_POLL_MS, Appender, DeadLetters, assigned_consumer, decode, decode_key,
-                         envelope, read_to_end, rejection_reason)
+from infra.log.eventlog import History
+from infra.log.kafka import (IDLE_POLL_MS, Appender, DeadLetters, assigned_consumer, decode, decode_key,
+                             envelope, read_to_end, rejection_reason)
 from infra.settings import Settings
 from schemas.ids import parse_aggregate_id
 from schemas.records import TopologyEntry, TopologyRecord

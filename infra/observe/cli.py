@@ -17,8 +17,8 @@ from rich.markup import escape
 from rich.table import Table
 
 from infra.settings import get_settings
-from infra.tls import verify_for
-from infra.manager_cli import DEFAULT_URL, AsJson, Failed, Password, Url, Username, request, run
+from infra.auth.tls import verify_for
+from infra.api.client_cli import DEFAULT_URL, AsJson, Failed, Password, Url, Username, request, run
 
 console = Console()
 LEVEL_STYLE = {"DEBUG": "dim", "INFO": "", "WARNING": "yellow", "ERROR": "red", "CRITICAL": "bold red"}
@@ -151,12 +151,12 @@ def register(app: typer.Typer) -> None:
     def usage_export() -> None:
         """Run the usage exporter: `<prefix>usage` gets one record per period (STRATOS_USAGE_PERIOD_SECONDS,
         an hour) and cluster; with OTEL_EXPORTER_OTLP_ENDPOINT set, also OTLP metrics."""
-        from infra.cli import _logging, _require_bootstrap
+        from infra.cli.common import require_bootstrap, setup_logging
         from infra.observe.heartbeat import start_part
         from infra.observe.usage import UsageExporter
 
-        _logging()
-        settings = _require_bootstrap()
+        setup_logging()
+        settings = require_bootstrap()
         beats = start_part(settings, "usage-export")
         exporter = UsageExporter(settings)
         signal.signal(signal.SIGTERM, lambda *_: exporter.stop())

@@ -7,7 +7,7 @@ import logging
 import threading
 from abc import ABC, abstractmethod
 
-from infra.kafka import IDLE_POLL_MS, assigned_consumer
+from infra.log.kafka import IDLE_POLL_MS, assigned_consumer
 from infra.settings import Settings
 
 log = logging.getLogger(__name__)

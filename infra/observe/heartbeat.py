@@ -12,8 +12,8 @@ import threading
 from datetime import datetime, timezone
 
 from infra.health import HEALTH_GROUP
-from infra.kafka import Appender, envelope
-from infra.observe.logship import install_platform_logging
+from infra.log.kafka import Appender, envelope
+from infra.observe.line_shipper import install_platform_logging
 from infra.settings import Settings
 from schemas.observability import Heartbeat, HeartbeatRecord
 

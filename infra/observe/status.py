@@ -17,7 +17,7 @@ from datetime import datetime, timezone
 
 from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
 
-from infra.kafka import check_topics, read_to_end
+from infra.log.kafka import check_topics, read_to_end
 from infra.settings import Settings
 
 PARTS = ("node", "reactor", "mock-iaas", "cloud", "health", "api", "topology", "lb", "usage-export")

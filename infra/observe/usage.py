@@ -3,7 +3,7 @@ current, the `stratos.usage` export (one record per period and cluster, idempote
 optional OpenTelemetry OTLP metrics exporter (when OTEL_EXPORTER_OTLP_ENDPOINT is set).
 
 `UsageFold` reads every events partition from its start without a group and folds each commit
-that is history (`infra.eventlog.History`: the fence every reader applies).
+that is history (`infra.log.eventlog.History`: the fence every reader applies).
 """
 from __future__ import annotations
 
@@ -14,9 +14,9 @@ import time
 from datetime import datetime, timezone
 
 from actors.metering import Meter, periods, usage
-from infra.eventlog import History
+from infra.log.eventlog import History
 from infra.observe.follower import Follower
-from infra.kafka import Appender, envelope, read_to_end, rejection_reason
+from infra.log.kafka import Appender, envelope, read_to_end, rejection_reason
 from infra.settings import Settings
 from schemas.observability import UsageHour, UsageRecord
 

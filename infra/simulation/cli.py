@@ -19,6 +19,10 @@ SUMMARY = {"cost_member_hours": "cost h", "slo_violation_share": "SLO viol.", "s
            "reaction_time_mean_s": "react. s"}
 
 
+
+def register(app: typer.Typer) -> None:
+    app.command("simulate")(simulate)
+
 def policy_setups(scenario: Scenario, policies: list[Path]) -> list[tuple[str, object]]:
     """(name, setup) per policy file (its file name; the scenario's own policies when none)."""
     if not policies:

@@ -26,11 +26,11 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 from actors.runtime import Tracked
-from infra.commands_client import CommandClient
-from infra.eventlog import History
-from infra.kafka import Appender, assigned_consumer, envelope
+from infra.log.commands_client import CommandClient
+from infra.log.eventlog import History
+from infra.log.kafka import Appender, assigned_consumer, envelope
 from infra.settings import Settings, get_settings
-from infra.tls import verify_for
+from infra.auth.tls import verify_for
 from infra.simulation.report import PolicyRun, write_report
 from infra.simulation.scenario import Scenario, ScenarioFileError, load_policy
 from schemas import commands as C

@@ -1,0 +1,60 @@
+"""`stratos`: the one console script for every command of the platform.
+
+Each part registers its own verbs (`infra/<part>/cli.py`); they are registered here in the order
+`stratos --help` lists them."""
+from __future__ import annotations
+
+import typer
+
+from infra.agent.cli import register as register_agent
+from infra.api.cli import register as register_api
+from infra.api.client_cli import register as register_stratos_verbs
+from infra.api.metadata_cli import register as register_metadata_verbs
+from infra.auth.cli import register as register_signing
+from infra.auth.secrets_cli import register as register_secrets
+from infra.broker.cli import register as register_broker
+from infra.cloud.cli import register as register_cloud
+from infra.cloud.mock.cli import register as register_mock_iaas
+from infra.health.cli import register as register_health
+from infra.lb.cli import register as register_lb
+from infra.log.cli import register as register_log
+from infra.log.cli import register_schemas
+from infra.node.cli import register as register_node
+from infra.observe.cli import register as register_observe_verbs
+from infra.platform.cli import register as register_platform
+from infra.reactor.cli import register as register_reactor
+from infra.replay.cli import register as register_replay
+from infra.replay.cli import register_inspection
+from infra.simulation.cli import register as register_simulation
+
+app = typer.Typer(help="Stratos-ES: a PaaS control plane on an event log.", no_args_is_help=True,
+                  pretty_exceptions_enable=False)
+
+register_schemas(app)
+register_simulation(app)
+register_broker(app)
+register_node(app)
+register_reactor(app)
+register_platform(app)
+register_inspection(app)
+register_api(app)
+register_stratos_verbs(app)
+register_metadata_verbs(app)
+register_replay(app)
+register_lb(app)
+register_signing(app)
+register_observe_verbs(app)
+register_secrets(app)
+register_log(app)
+register_mock_iaas(app)
+register_health(app)
+register_cloud(app)
+register_agent(app)
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

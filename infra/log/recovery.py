@@ -1,0 +1,333 @@
+"""Rebuilding aggregates from the log: snapshots a checkpoint vouches for, then the commits after it.
+
+Used by the node on partition assignment, by replay tools and by the benchmark alike.
+
+The snapshots topic is fenced like the events topic: a node that claims a partition writes a
+claim marker here first, then its Claim to the events partition; checkpoints written under an
+older claim after that marker are ignored (a cut-off node may still write them, and they may
+cover commits that are not history). The topic is compacted, so nothing here relies on a record
+surviving unless its key is unique (claim markers) or it is the newest of its key: a checkpoint
+names the snapshot of every aggregate it covers (its manifest), and a rebuild whose manifest
+lost a snapshot to the cleaner starts from an older checkpoint, or from offset 0 (docs/log.md).
+"""
+from __future__ import annotations
+
+import gc
+import logging
+import re
+import threading
+from collections.abc import Iterable
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from kafka import KafkaConsumer, TopicPartition
+
+from actors.history import Fence
+from actors.runtime import Tracked
+from infra.log.bulk import iter_partition
+from infra.log.eventlog import History
+from infra.log.kafka import decode, rejection_reason
+from infra.settings import Settings
+from schemas.records import SnapshotRecord
+
+log = logging.getLogger(__name__)
+
+CHECKPOINT = "checkpoint"
+"""aggregate_type of the marker that says: up to this events offset, every aggregate of the
+partition is in the snapshot its manifest names (`state["covers"]`: aggregate id -> that
+snapshot's events offset)."""
+CLAIM = "claim"
+"""aggregate_type of the marker a new owner writes before it claims the events partition."""
+COVERS = "covers"
+
+
+def claim_key(partition: int, claim: str) -> str:
+    """A claim marker's key: unique, so the cleaner keeps every claim and their order."""
+    return f"{CLAIM}/{partition}/{claim}"
+
+
+def checkpoint_key(partition: int, claim: str | None) -> str:
+    """A checkpoint marker's key: the cleaner keeps the newest checkpoint of each claim."""
+    return f"{CHECKPOINT}/{partition}/{claim}"
+
+
+class HistoryGap(RuntimeError):
+    """A rebuild needs commits the events partition no longer holds (deleted by retention)."""
+
+
+@dataclass
+class Snapshots:
+    latest: dict[str, SnapshotRecord] = field(default_factory=dict)
+    replay_from: int = 0
+    """The events offset after the checkpoint chosen (0: none, a rebuild from events alone)."""
+    claim: str | None = None
+    """The claim in force at `replay_from` (the checkpoint writer's)."""
+    exposed: dict[str, int] = field(default_factory=dict)
+    """Chosen snapshots (aggregate -> events offset) that a newer record of the same key may
+    make the cleaner remove: the next checkpoint must write them again."""
+
+
+@dataclass
+class Recovered:
+    partition: int
+    aggregates: dict[str, Tracked] = field(default_factory=dict)
+    next_offset: int = 0
+    events_replayed: int = 0
+    commits_fenced: int = 0
+    snapshots_loaded: int = 0
+    fence: Fence = field(default_factory=Fence)
+    covers: dict[str, int] = field(default_factory=dict)
+    """Aggregates whose loaded snapshot the next checkpoint may name as it is, with its offset."""
+    dirty: dict[str, int] = field(default_factory=dict)
+    """Aggregates the next checkpoint must snapshot, with the offset their state is at: folded
+    past the checkpoint (their last commit's offset), or loaded from an exposed snapshot."""
+    problems: list[str] = field(default_factory=list)
+
+
+_CLAIM_AT_END = re.compile(rb'"claim":(?:null|"([^"\\]*)")\}\}\s*$')
+"""The tail of a snapshot record as this platform writes it (`claim` is the payload's last
+field, the payload the envelope's last): its claim can be read without decoding the state."""
+_EVENTS_OFFSET = re.compile(rb',"payload":\{"type":"Snapshot","aggregate_type":"(?:[^"\\]|\\.)*",'
+                            rb'"events_partition":-?\d+,"events_offset":(-?\d+),"state":')
+"""The head of a snapshot's payload as this platform writes it (quotes inside strings are
+escaped, so only the payload itself matches): its events offset, read without decoding."""
+_MARKER_KEYS = (f"{CHECKPOINT}/".encode(), f"{CLAIM}/".encode())
+
+
+def _cheap_head(key: bytes | None, value: bytes | None) -> tuple[str, int, str | None] | None:
+    """(aggregate id, events offset, claim) of an aggregate's snapshot read cheaply, or None (a
+    marker, or a record of another shape: decode it)."""
+    if not key or not value or key.startswith(_MARKER_KEYS):
+        return None
+    head = _EVENTS_OFFSET.search(value)
+    tail = _CLAIM_AT_END.search(value, max(0, len(value) - 200))
+    if head is None or tail is None:
+        return None
+    claim = tail.group(1)
+    return key.decode("utf-8", "replace"), int(head.group(1)), claim.decode() if claim is not None else None
+
+
+@dataclass
+class _Checkpoint:
+    events_offset: int
+    claim: str | None
+    covers: dict[str, int]
+
+
+def load_snapshots(settings: Settings, partition: int, before: int | None = None,
+                   not_after: datetime | None = None, lazy: bool = True) -> Snapshots:
+    """`choose_snapshots` over the snapshots partition as the broker has it now."""
+    return choose_snapshots(iter_partition(settings, "snapshots", partition), partition, before,
+                            not_after, lazy)
+
+
+def choose_snapshots(records: Iterable[tuple[int, bytes | None, bytes | None]], partition: int,
+                     before: int | None = None, not_after: datetime | None = None,
+                     lazy: bool = True) -> Snapshots:
+    """The snapshots of the newest valid checkpoint whose manifest is whole (each snapshot it
+    names is still there: any record of that aggregate at that events offset, whoever wrote
+    it), among the checkpoints whose events offset is below `before` and that were written at
+    or before `not_after`, when given (every commit one covers happened before it was written).
+    None whole: no snapshots, a rebuild from the events alone.
+
+    A checkpoint is valid when written under the claim in force (the last claim marker before
+    it). One without a manifest (written before manifests) covers, as it did then, the snapshots
+    under its claim since the previous valid checkpoint on top of that one's: trusted only if no
+    record before it was removed, since compaction loses the markers that rule needs.
+
+    `records`: (offset, key, value) in log order. `lazy`: snapshots are decoded only once chosen
+    (a snapshot carries a whole state and its dedup window; most are superseded before they are
+    used); otherwise each is decoded as it is read, an invalid one skipped at once."""
+    claim = None
+    candidates: dict[str, dict[int, tuple[int, bytes | SnapshotRecord]]] = {}
+    """aggregate -> events offset -> (position, snapshot): what a manifest may name; pruned to
+    the chosen manifest's at each whole checkpoint (later manifests name their own writes)."""
+    newest: dict[str, int] = {}
+    since_checkpoint: dict[str, int] = {}
+    previous_covers: dict[str, int] = {}
+    chosen: _Checkpoint | None = None
+    broken: tuple[_Checkpoint, str] | None = None
+    removed, expected = False, 0
+    for position, key, value in records:
+        removed, expected = removed or position != expected, position + 1
+        head = _cheap_head(key, value) if lazy else None
+        if head is None:
+            try:
+                record = decode("snapshots", value)
+            except ValueError as exc:
+                log.warning("partition %d: ignoring invalid snapshot at %d: %s", partition, position,
+                            rejection_reason(exc))
+                continue
+            snapshot = record.payload
+            if snapshot.aggregate_type == CLAIM:
+                claim = snapshot.claim
+                since_checkpoint.clear()
+                continue
+            if snapshot.aggregate_type == CHECKPOINT:
+                if snapshot.claim != claim:
+                    continue  # written by a node that had lost the partition
+                if (before is not None and snapshot.events_offset >= before) or \
+                        (not_after is not None and record.occurred_at > not_after):
+                    break
+                manifest = snapshot.state.get(COVERS)
+                checkpoint = _Checkpoint(snapshot.events_offset, snapshot.claim,
+                                         manifest if isinstance(manifest, dict) else
+                                         {**previous_covers, **since_checkpoint})
+                previous_covers = checkpoint.covers
+                since_checkpoint = {}
+                lost = "(a marker before manifests, after compaction)" if manifest is None and removed \
+                    else next((a for a, at in checkpoint.covers.items() if at not in candidates.get(a, ())), None)
+                if lost is None:
+                    chosen, broken = checkpoint, None
+                    candidates = {a: {at: candidates[a][at]} for a, at in checkpoint.covers.items()}
+                else:
+                    broken = (checkpoint, lost)
+                continue
+            if key is None or record.aggregate_id != key.decode("utf-8", "replace"):
+                log.warning("partition %d: ignoring the snapshot at %d: aggregate %r under key %r",
+                            partition, position, record.aggregate_id, key)
+                continue
+            head = (record.aggregate_id, snapshot.events_offset, snapshot.claim)
+            value = record
+        aggregate_id, events_offset, writer_claim = head
+        candidates.setdefault(aggregate_id, {})[events_offset] = (position, value)
+        newest[aggregate_id] = position
+        if writer_claim == claim:
+            since_checkpoint[aggregate_id] = events_offset
+    if broken is not None:
+        checkpoint, lost = broken
+        log.warning("partition %d: the checkpoint at events offset %d lacks the snapshot of %s "
+                    "(compacted away?): rebuilding from %s", partition, checkpoint.events_offset, lost,
+                    f"the checkpoint at {chosen.events_offset}" if chosen else "events offset 0")
+    return _loaded(chosen, candidates, newest, partition) if chosen is not None else Snapshots()
+
+
+def _loaded(chosen: _Checkpoint, candidates: dict, newest: dict[str, int], partition: int) -> Snapshots:
+    """The chosen checkpoint's snapshots, decoded; none if one of them does not validate."""
+    found = Snapshots(replay_from=chosen.events_offset + 1, claim=chosen.claim)
+    for aggregate_id, events_offset in chosen.covers.items():
+        position, value = candidates[aggregate_id][events_offset]
+        try:
+            record = value if isinstance(value, SnapshotRecord) else decode("snapshots", value)
+            if record.aggregate_id != aggregate_id:
+                raise ValueError(f"aggregate_id: {record.aggregate_id!r} under key {aggregate_id!r}")
+        except ValueError as exc:
+            log.warning("partition %d: the snapshot of %s at %d is invalid (%s): rebuilding from "
+                        "events offset 0", partition, aggregate_id, position, rejection_reason(exc))
+            return Snapshots()
+        found.latest[aggregate_id] = record
+        if newest[aggregate_id] > position:
+            found.exposed[aggregate_id] = events_offset
+    return found
+
+
+def fence_before(settings: Settings, partition: int, offset: int) -> Fence:
+    """The fence in force at `offset` of an events partition, for a reader resuming there:
+    the last checkpoint's claim, moved by the claims between it and `offset`."""
+    if offset <= 0:
+        return Fence()
+    snapshots = load_snapshots(settings, partition, before=offset)
+    history = History(lambda _p, _o: Fence(snapshots.claim))
+    for at, _key, value in iter_partition(settings, "events", partition, snapshots.replay_from):
+        if at >= offset:
+            break
+        if value and b'"Claim"' in value:  # cheap filter: only claims move a fence
+            try:
+                history.commit(partition, at, value)
+            except ValueError:
+                continue
+    return history.fences.get(partition) or Fence(snapshots.claim)
+
+
+_gc_lock = threading.Lock()
+_gc_pausers = 0
+_gc_was_enabled = False
+
+
+@contextmanager
+def _gc_paused():
+    """The cyclic collector off while a partition is folded, as it was before afterwards.
+
+    A rebuild allocates millions of long-lived objects (states, members, the dedup window) and
+    almost no cycles: the collector's passes over the growing heap cost about a quarter of a
+    cold rebuild here and free nothing. Reference counting frees garbage as usual meanwhile.
+    Counted, so that rebuilds on several threads re-enable it only when the last one ends."""
+    global _gc_pausers, _gc_was_enabled
+    with _gc_lock:
+        if _gc_pausers == 0:
+            _gc_was_enabled = gc.isenabled()
+            gc.disable()
+        _gc_pausers += 1
+    try:
+        yield
+    finally:
+        with _gc_lock:
+            _gc_pausers -= 1
+            if _gc_pausers == 0 and _gc_was_enabled:
+                gc.enable()
+
+
+def history_start(settings: Settings, partition: int) -> int:
+    """The first offset an events partition still holds (above 0 once retention deleted some)."""
+    consumer = KafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, group_id=None, enable_auto_commit=False)
+    try:
+        tp = TopicPartition(settings.topic("events"), partition)
+        return consumer.beginning_offsets([tp])[tp]
+    finally:
+        consumer.close()
+
+
+def recover_partition(settings: Settings, partition: int, use_snapshots: bool = True,
+                      until: int | None = None, until_time: datetime | None = None) -> Recovered:
+    """Every aggregate of one partition as the log says it is (up to offset `until`, inclusive,
+    and up to the last commit that occurred at or before `until_time`). Raises HistoryGap when
+    that needs commits the partition no longer holds: a rebuild never skips history."""
+    result = Recovered(partition)
+    covered: dict[str, int] = {}
+    snapshots = Snapshots()
+    if use_snapshots:
+        snapshots = load_snapshots(settings, partition, None if until is None else until + 1,
+                                   until_time)
+        for aggregate_id, record in snapshots.latest.items():
+            result.aggregates[aggregate_id] = Tracked.from_snapshot(aggregate_id, record.payload.state)
+            covered[aggregate_id] = record.payload.events_offset
+        result.snapshots_loaded = len(snapshots.latest)
+        result.dirty = dict(snapshots.exposed)
+    if (start := history_start(settings, partition)) > snapshots.replay_from:
+        raise HistoryGap(f"{settings.topic('events')} partition {partition} starts at offset {start}: "
+                         f"rebuilding it needs the commits from offset {snapshots.replay_from}, which "
+                         "were deleted (retention?)")
+    result.next_offset = snapshots.replay_from
+    history = History(lambda _p, _o: Fence(snapshots.claim))
+    with _gc_paused():
+        for offset, _key, value in iter_partition(settings, "events", partition, snapshots.replay_from):
+            if until is not None and offset > until:
+                break
+            result.next_offset = offset + 1
+            try:
+                commit = history.commit(partition, offset, value)
+            except ValueError as exc:
+                result.problems.append(f"offset {offset}: invalid record: {rejection_reason(exc)}")
+                continue
+            if commit is not None and until_time is not None and commit.occurred_at > until_time:
+                result.next_offset = offset
+                break
+            if commit is None:
+                result.commits_fenced += bool(value) and b'"Commit"' in value
+                continue
+            if offset <= covered.get(commit.aggregate_id, -1):
+                continue
+            tracked = result.aggregates.get(commit.aggregate_id)
+            if tracked is None:
+                tracked = result.aggregates[commit.aggregate_id] = Tracked.new(commit.aggregate_id)
+            problem = tracked.fold_commit(commit)
+            result.dirty[commit.aggregate_id] = offset
+            if problem:
+                result.problems.append(f"offset {offset}: {problem}")
+            result.events_replayed += len(commit.payload.events)
+    result.covers = {a: at for a, at in covered.items() if a not in result.dirty}
+    result.fence = history.fences.get(partition) or Fence(snapshots.claim)
+    for problem in result.problems[:20]:
+        log.warning("partition %d replay: %s", partition, problem)
+    return result
