@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import types
 import typing
 from pathlib import Path
 
@@ -158,10 +159,9 @@ EXAMPLES = _definition_examples() + _EXPLICIT
 def union_members(record_type) -> set[type]:
     """Every payload class a record type accepts."""
     annotation = record_type.model_fields["payload"].annotation
-    args = typing.get_args(annotation)
-    if args and typing.get_origin(args[0]) is typing.Union:
-        return set(typing.get_args(args[0]))
-    if typing.get_origin(annotation) is typing.Union:
+    if typing.get_origin(annotation) is typing.Annotated:
+        annotation = typing.get_args(annotation)[0]
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):  # Union[A, B] or A | B
         return set(typing.get_args(annotation))
     return {annotation}
 
