@@ -1,4 +1,5 @@
 """Serve the API with uvicorn: in the foreground (`stratos api`) or on a thread (platform, tests)."""
+
 from __future__ import annotations
 
 import asyncio
@@ -51,12 +52,13 @@ class ApiServer:
 
     def __init__(self, app: FastAPI, host: str = "127.0.0.1", port: int = 9443, **config) -> None:
         """`config`: more uvicorn options, e.g. infra.auth.tls.tls_options(settings) for HTTPS."""
-        self.server = QuietServer(uvicorn.Config(app, host=host, port=port, log_level="warning",
-                                                    access_log=False, **config))
+        self.server = QuietServer(
+            uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False, **config)
+        )
         self.url = f"{'https' if config.get('ssl_certfile') else 'http'}://{host}:{port}"
         self.thread = threading.Thread(target=self.server.run, name="api", daemon=True)
 
-    def start(self, timeout: float = 60.0) -> "ApiServer":
+    def start(self, timeout: float = 60.0) -> ApiServer:
         self.thread.start()
         deadline = time.monotonic() + timeout
         while not self.server.started:

@@ -1,4 +1,5 @@
 """`stratos node`."""
+
 from __future__ import annotations
 
 import signal
@@ -12,8 +13,10 @@ def register(app: typer.Typer) -> None:
     app.command()(node)
 
 
-def node(base: str = typer.Option("simpleSystemBase", help="thespian system base"),
-         timer_seconds: float = typer.Option(30.0, help="how often timeouts are checked")) -> None:
+def node(
+    base: str = typer.Option("simpleSystemBase", help="thespian system base"),
+    timer_seconds: float = typer.Option(30.0, help="how often timeouts are checked"),
+) -> None:
     """Run a node: claims command partitions, rebuilds their aggregates, handles commands."""
     from infra.log.kafka import TopicsError, require_sound_topics
     from infra.node.node import Node

@@ -1,6 +1,7 @@
 """A reader that follows one topic on its own thread: every partition from its start, without a
 group (no rebalance pauses), like the API's read model; `caught_up` is set once it has read what
 the topic held when it started. Subclasses say what to do with each partition's records."""
+
 from __future__ import annotations
 
 import logging
@@ -71,4 +72,5 @@ def follower_lifespan(attribute: str, factory):
             yield
         finally:
             await run_in_threadpool(follower.stop)
+
     return lifespan

@@ -1,5 +1,6 @@
 """The mock IaaS account: where it answers and its access key (shared by the mock IaaS part,
 the cloud controller's driver and the platform API's view of it)."""
+
 from __future__ import annotations
 
 import os

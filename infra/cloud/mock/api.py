@@ -12,6 +12,7 @@ port for its users (infra/api/mock_iaas.py). A caller that names a tenant (`X-St
 what the platform API sends for a tenant's admin) sees, and crashes, only that tenant's
 instances, and may neither start nodes nor change patterns or failures.
 """
+
 from __future__ import annotations
 
 import hmac
@@ -63,8 +64,9 @@ class InstanceRequest(BaseModel):
 
 
 def message(status_code: int, text: str) -> JSONResponse:
-    return JSONResponse({"status": "success" if status_code < 400 else "error", "message": text},
-                        status_code=status_code)
+    return JSONResponse(
+        {"status": "success" if status_code < 400 else "error", "message": text}, status_code=status_code
+    )
 
 
 async def _body(request: Request, model: type[BaseModel]) -> BaseModel | JSONResponse:
@@ -92,12 +94,12 @@ class Refused(Exception):
         self.status, self.text = status, text
 
 
-def mock_iaas_router(cloud_of: Callable[[], MockCloud], key: str | None = None,
-                     mode: str = "simulated") -> APIRouter:
+def mock_iaas_router(cloud_of: Callable[[], MockCloud], key: str | None = None, mode: str = "simulated") -> APIRouter:
     """The routes over `cloud_of()`; with `key`, every call must carry it as a bearer token."""
 
-    def caller(authorization: str | None = Header(None),
-               tenant: str | None = Header(None, alias=TENANT_HEADER)) -> Caller:
+    def caller(
+        authorization: str | None = Header(None), tenant: str | None = Header(None, alias=TENANT_HEADER)
+    ) -> Caller:
         if key is not None:
             scheme, _, given = (authorization or "").partition(" ")
             if scheme.lower() != "bearer" or not hmac.compare_digest(given.encode(), key.encode()):
@@ -106,8 +108,9 @@ def mock_iaas_router(cloud_of: Callable[[], MockCloud], key: str | None = None,
 
     def owner(who: Caller = Depends(caller)) -> Caller:
         if who.tenant is not None:
-            raise Refused(403, "only the super tenant's admin changes the mock IaaS's health "
-                               "patterns, start failures and nodes")
+            raise Refused(
+                403, "only the super tenant's admin changes the mock IaaS's health patterns, start failures and nodes"
+            )
         return who
 
     router = APIRouter(prefix=PREFIX, tags=["mock-iaas"])
@@ -118,11 +121,16 @@ def mock_iaas_router(cloud_of: Callable[[], MockCloud], key: str | None = None,
     def status(who: Caller = Depends(caller)) -> dict:
         cloud = cloud_of()
         seen = [i for i in cloud.all() if who.sees(i)]
-        body = {"status": "running", "mode": mode, "instances": len(seen),
-                "active": sum(i.agent_status == "Activated" for i in seen)}
+        body = {
+            "status": "running",
+            "mode": mode,
+            "instances": len(seen),
+            "active": sum(i.agent_status == "Activated" for i in seen),
+        }
         if who.tenant is None:
-            body.update(pendingStartFailures=cloud.pending_failures(), durable=cloud.path is not None,
-                        listings=dict(listings))
+            body.update(
+                pendingStartFailures=cloud.pending_failures(), durable=cloud.path is not None, listings=dict(listings)
+            )
         return body
 
     @router.get("/instances")

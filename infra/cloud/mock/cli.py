@@ -1,4 +1,5 @@
 """`stratos mock-iaas`: run the mock IaaS (its own part of `stratos up`)."""
+
 from __future__ import annotations
 
 import signal
@@ -11,10 +12,14 @@ from rich.console import Console
 console = Console()
 
 
-def mock_iaas(port: int = typer.Option(None, help="loopback port (default STRATOS_MOCK_API_PORT, "
-                                                  "else STRATOS_API_PORT + 1)"),
-              patterns: Path = typer.Option(None, help="health patterns file, YAML or JSON, for the cartridge "
-                                                       "types the cloud has none for (default STRATOS_MOCK_HEALTH_PATTERNS)")) -> None:
+def mock_iaas(
+    port: int = typer.Option(None, help="loopback port (default STRATOS_MOCK_API_PORT, else STRATOS_API_PORT + 1)"),
+    patterns: Path = typer.Option(
+        None,
+        help="health patterns file, YAML or JSON, for the cartridge "
+        "types the cloud has none for (default STRATOS_MOCK_HEALTH_PATTERNS)",
+    ),
+) -> None:
     """Run the mock IaaS: a cloud of fake nodes kept in <state dir>/mock-iaas/, served over HTTP under
     /mock-iaas/api, whose instances play the cartridge agent (STRATOS_MOCK_IAAS_MODE=simulated) or
     run one `stratos agent` process each (process)."""
@@ -32,7 +37,9 @@ def mock_iaas(port: int = typer.Option(None, help="loopback port (default STRATO
         service = MockIaasService(settings, port=port, patterns=patterns_file)
     except (OSError, ValueError) as exc:
         reason = rejection_reason(exc) if isinstance(exc, ValidationError) else str(exc)
-        what = f"health patterns {patterns_file}" if patterns_file and not isinstance(exc, TlsConfigError) else "mock IaaS"
+        what = (
+            f"health patterns {patterns_file}" if patterns_file and not isinstance(exc, TlsConfigError) else "mock IaaS"
+        )
         console.print(f"[red]error:[/] {what}: {reason}")
         raise typer.Exit(2)
     stop = threading.Event()
@@ -43,8 +50,10 @@ def mock_iaas(port: int = typer.Option(None, help="loopback port (default STRATO
     except RuntimeError as exc:
         console.print(f"[red]error:[/] {exc}")
         raise typer.Exit(1)
-    console.print(f"[green]mock IaaS[/] on {service.url}/mock-iaas/api ({settings.mock_iaas_mode} mode, "
-                  f"{len(service.cloud.all())} node(s) kept in {service.cloud.path})")
+    console.print(
+        f"[green]mock IaaS[/] on {service.url}/mock-iaas/api ({settings.mock_iaas_mode} mode, "
+        f"{len(service.cloud.all())} node(s) kept in {service.cloud.path})"
+    )
     try:
         stop.wait()
     finally:
