@@ -28,20 +28,22 @@ AIM_SECONDS = 1.0
 async def console(url: str, token: str, seen: dict[str, list[float]], sizes: list[int], done: asyncio.Event) -> None:
     """One console: read documents, note when each probe's event first shows."""
     headers = {"Authorization": f"Bearer {token}"}
-    async with httpx.AsyncClient(base_url=url, timeout=120) as client:
-        async with client.stream("GET", "/api/console/stream", headers=headers) as stream:
-            mine: set[str] = set()
-            async for line in stream.aiter_lines():
-                if done.is_set():
-                    return
-                if not line.startswith("data:"):
-                    continue
-                sizes.append(len(line))
-                for event in json.loads(line.removeprefix("data:"))["events"]:
-                    probe = event["aggregate"].removeprefix("autoscalingPolicy/")
-                    if probe.startswith("probe-") and probe not in mine:
-                        mine.add(probe)
-                        seen.setdefault(probe, []).append(time.monotonic())
+    async with (
+        httpx.AsyncClient(base_url=url, timeout=120) as client,
+        client.stream("GET", "/api/console/stream", headers=headers) as stream,
+    ):
+        mine: set[str] = set()
+        async for line in stream.aiter_lines():
+            if done.is_set():
+                return
+            if not line.startswith("data:"):
+                continue
+            sizes.append(len(line))
+            for event in json.loads(line.removeprefix("data:"))["events"]:
+                probe = event["aggregate"].removeprefix("autoscalingPolicy/")
+                if probe.startswith("probe-") and probe not in mine:
+                    mine.add(probe)
+                    seen.setdefault(probe, []).append(time.monotonic())
 
 
 async def run(url: str, token: str) -> tuple[list[float], list[int]]:

@@ -166,18 +166,20 @@ def main() -> None:
                     before = active(settings)
                     client.call(CLUSTER, C.UpdateClusterLimits(min=4, max=6))
                     (new,) = wait_until(
-                        lambda: (set(active(settings)) - set(before)) or None,
+                        lambda before=before: (set(active(settings)) - set(before)) or None,
                         timeout=60,
                         message="a fourth Active member",
                     )
                     activated = active(settings)[new]
-                    wait_until(lambda: new in loop.first, timeout=20, message="its first proxied request")
+                    wait_until(lambda new=new: new in loop.first, timeout=20, message="its first proxied request")
                     to_first.append(loop.first[new] - activated)
                     changes += 1
                     client.call(CLUSTER, C.UpdateClusterLimits(min=3, max=6))
                     client.call(CLUSTER, C.TerminateMember(member_id=new, graceful=True))
                     name = f"{backend_name(CLUSTER, port)}/{new}"
-                    wait_until(lambda: ("remove", name) in lb.actions, timeout=60, message="drained and removed")
+                    wait_until(
+                        lambda name=name: ("remove", name) in lb.actions, timeout=60, message="drained and removed"
+                    )
                     changes += 1
             finally:
                 loop.stop()

@@ -39,7 +39,7 @@ def history(clusters: int, members: int) -> list[LogRecord]:
         )
         key, seq, at = f"t{c % 10}.org/cluster/{spec.cluster_id}", 1, 1_000_000.0
 
-        def add(events):
+        def add(events, key=key):
             nonlocal seq, at
             at += 1.0
             out.append(

@@ -61,7 +61,7 @@ class Watch:
 
     def _run(self) -> None:
         while not self.stopping.is_set():
-            for kind, reader in zip(("commands", "events"), self.readers):
+            for kind, reader in zip(("commands", "events"), self.readers, strict=True):
                 for raws in reader.poll(timeout_ms=20).values():
                     for raw in raws:
                         if kind == "commands":

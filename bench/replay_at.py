@@ -156,7 +156,7 @@ def main() -> None:
         at_times = []
         for _ in range(args.instants):
             at = START + timedelta(milliseconds=rng.uniform(0, span))
-            found, seconds = timed(lambda: platform_at(settings, Position(time=at)))
+            found, seconds = timed(lambda at=at: platform_at(settings, Position(time=at)))
             at_times.append(seconds)
         print(
             f"platform at {args.instants} random instants: p50 {median(at_times):.3f}s, "
@@ -168,7 +168,7 @@ def main() -> None:
         print(f"causation index from nothing: {indexed:,} records in {index_s:.1f}s = {indexed / index_s:,.0f}/s")
         why_times = []
         for event_id in rng.sample(event_ids, min(args.whys, len(event_ids))):
-            (chain, _missing), seconds = timed(lambda: causes(index.lookup, event_id))
+            (chain, _missing), seconds = timed(lambda event_id=event_id: causes(index.lookup, event_id))
             assert chain and chain[0]["id"] == event_id
             why_times.append(seconds)
         refresh_s = timed(index.refresh)[1]

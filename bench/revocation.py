@@ -51,7 +51,7 @@ def main() -> None:
                 "STRATOS_PASSWORD_HASH_ROUNDS": "4",
                 "STRATOS_PLATFORM_SECRET": settings.platform_secret.get_secret_value()
                 if settings.platform_secret
-                else open(settings.state_dir / "platform.secret").read().strip(),
+                else (settings.state_dir / "platform.secret").read_text().strip(),
             },
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,

@@ -61,7 +61,7 @@ def main() -> None:
     verifier = Verifier(SECRET)
 
     def decode_only():
-        for key, value, headers in raws:
+        for _key, value, headers in raws:
             decode("health", value, headers)
 
     def checked():

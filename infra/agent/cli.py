@@ -62,7 +62,7 @@ def agent(
         )
     except ValidationError as exc:
         console.print(f"[red]error:[/] {rejection_reason(exc)}")
-        raise typer.Exit(2)
+        raise typer.Exit(2) from exc
     if serve_http:
         serve_directory(workdir, serve_http, member_id)
     balancer = ready = None

@@ -27,7 +27,7 @@ def api(
         tls_options(settings)
     except (ConfigurationError, TlsConfigError) as exc:
         console.print(f"[red]error:[/] {exc}")
-        raise typer.Exit(2)
+        raise typer.Exit(2) from exc
     serve(
         application,
         host=settings.api_host,

@@ -94,7 +94,7 @@ def run(action: Callable[[], None]) -> None:
         action()
     except Failed as failure:
         errors.print(f"[red]error:[/] {failure}", highlight=False)
-        raise typer.Exit(1)
+        raise typer.Exit(1) from failure
 
 
 def read_definition(path: Path) -> Any:

@@ -35,14 +35,14 @@ def since_epoch(since: str | None, now: float) -> float | None:
     try:
         return datetime.fromisoformat(since).timestamp()
     except ValueError:
-        raise HTTPException(400, f"since: {since!r} is neither a duration (10m, 2h) nor an ISO-8601 time")
+        raise HTTPException(400, f"since: {since!r} is neither a duration (10m, 2h) nor an ISO-8601 time") from None
 
 
 def _level(level: str | None) -> str | None:
     try:
         return level_name(level) if level else None
     except ValueError as exc:
-        raise HTTPException(400, str(exc))
+        raise HTTPException(400, str(exc)) from exc
 
 
 @router.get("/logs", summary="Log lines of the caller's tenant, oldest first (the last `limit` of them)")

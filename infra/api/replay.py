@@ -34,7 +34,7 @@ async def replay_at(
     try:
         instant = parse_time(at)
     except PositionError as exc:
-        raise HTTPException(400, f"at: {exc}")
+        raise HTTPException(400, f"at: {exc}") from exc
     found = await run_in_threadpool(platform_at, request.app.state.settings, Position(time=instant))
     tenant = principal.tenant
 

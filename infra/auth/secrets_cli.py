@@ -30,7 +30,7 @@ def _box():
         return settings, secret_box(settings)
     except SecretError as exc:
         console.print(f"[red]error:[/] {exc}")
-        raise typer.Exit(2)
+        raise typer.Exit(2) from exc
 
 
 @app.command()

@@ -277,7 +277,7 @@ class EmbeddedBroker:
         """Hold `<data_dir>/.stratos-lock` while running: a second Kafka on the same data would
         join the running one's KRaft quorum from the same files before failing on its log lock."""
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        self._lock = open(self.data_dir / ".stratos-lock", "a+")
+        self._lock = open(self.data_dir / ".stratos-lock", "a+")  # noqa: SIM115 - held (locked) while running
         try:
             fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

@@ -50,7 +50,7 @@ def broker(
             wait_for_interrupt()
     except (BrokerError, TopicsError) as exc:
         console.print(f"[red]error:[/] {exc}")
-        raise typer.Exit(1)
+        raise typer.Exit(1) from exc
 
 
 def topics() -> None:

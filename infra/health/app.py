@@ -17,6 +17,7 @@ runs it in the foreground.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import threading
 
@@ -102,10 +103,8 @@ class HealthWorkerThread:
         self.service = create_app(self.settings)
         self.worker = HealthWorker(self.service.app, loop=loop, loglevel="WARNING", override_logging=False, quiet=True)
         self.built.set()
-        try:
+        with contextlib.suppress(SystemExit):  # the worker's normal way to end
             self.worker.execute_from_commandline()
-        except SystemExit:
-            pass  # the worker's normal way to end
 
     def stop(self, timeout: float = 20.0) -> None:
         if self.worker is not None and self.thread.is_alive():

@@ -91,14 +91,14 @@ class Haproxy:
     def start(self, timeout: float = 15.0) -> int:
         """Start the master on the installed file; returns the first worker's PID."""
         self.end_leftover()
-        output = open(self.workdir / "haproxy.log", "ab")
-        self.process = subprocess.Popen(
-            [self.binary, "-W", "-S", f"{self.master},mode,600", "-f", str(self.config)],
-            stdout=output,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            start_new_session=True,
-        )
+        with open(self.workdir / "haproxy.log", "ab") as output:  # the master holds its own copy
+            self.process = subprocess.Popen(
+                [self.binary, "-W", "-S", f"{self.master},mode,600", "-f", str(self.config)],
+                stdout=output,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+            )
         (self.workdir / "haproxy.pid").write_text(str(self.process.pid))
         deadline = time.monotonic() + timeout
         while True:

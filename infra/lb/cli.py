@@ -76,7 +76,7 @@ def lb(
         balancer.start()
     except HaproxyError as exc:
         console.print(f"[red]error:[/] {exc}")
-        raise typer.Exit(2)
+        raise typer.Exit(2) from exc
     ports = ", ".join(f"{settings.lb_bind}:{f.port} ({f.mode})" for f in balancer.plan.frontends) or "none yet"
     console.print(
         f"[green]load balancer[/] haproxy master {balancer.haproxy.master_pid}: {ports}; "

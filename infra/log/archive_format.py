@@ -187,9 +187,10 @@ class ArchiveReader:
                     return
                 index += 1
 
-                def corrupt(reason: str, **where) -> ArchiveCorrupt:
+                # this block's number and offset, bound now (both change only after its last check)
+                def corrupt(reason: str, *, _index: int = index, _position: int = position, **where) -> ArchiveCorrupt:
                     return ArchiveCorrupt(
-                        reason, block=index, byte_offset=position, records_before=self.records, **where
+                        reason, block=_index, byte_offset=_position, records_before=self.records, **where
                     )
 
                 if len(head) < _BLOCK.size:

@@ -7,6 +7,7 @@ thousand; the sync callers (node recovery, replay tools) iterate batches through
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import queue
 import threading
 from collections.abc import Iterator
@@ -85,10 +86,8 @@ def iter_batches(settings: Settings, topic_kind: str, partition: int, start: int
     finally:
         stop.set()
         while reader.is_alive():
-            try:
+            with contextlib.suppress(queue.Empty):
                 out.get(timeout=0.1)
-            except queue.Empty:
-                pass
         reader.join()
     if failure:
         raise failure[0]

@@ -6,6 +6,7 @@ to `<prefix>deadletter` with the reason and the original bytes; the reader carri
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import logging
@@ -74,7 +75,8 @@ def ensure_topics(settings: Settings, names: Iterable[str] = TOPIC_RECORDS) -> l
         existing = set(admin.list_topics())
         missing = [t for t in wanted if t not in existing]
         if missing:
-            try:
+            # TopicAlreadyExistsError: created by a concurrent caller, that is the state we want
+            with contextlib.suppress(TopicAlreadyExistsError):
                 admin.create_topics(
                     [
                         NewTopic(
@@ -86,8 +88,6 @@ def ensure_topics(settings: Settings, names: Iterable[str] = TOPIC_RECORDS) -> l
                         for t in missing
                     ]
                 )
-            except TopicAlreadyExistsError:
-                pass  # created by a concurrent caller: that is the state we want
         _wait_for_metadata(settings, wanted)
         return missing
     finally:
@@ -157,7 +157,7 @@ def check_topics(settings: Settings) -> tuple[list[str], list[str]]:
             described = admin.describe_configs(
                 [ConfigResource(ConfigResourceType.TOPIC, settings.topic(k)) for k in kinds]
             )
-            for kind, config in zip(kinds, _topic_configs(described, [settings.topic(k) for k in kinds])):
+            for kind, config in zip(kinds, _topic_configs(described, [settings.topic(k) for k in kinds]), strict=True):
                 name = settings.topic(kind)
                 if kind in HISTORY_TOPICS:
                     if "delete" in config.get("cleanup.policy", "") and config.get("retention.ms") not in ("-1", None):

@@ -27,7 +27,7 @@ def node(
         require_sound_topics(settings)  # the node rebuilds from history: it must all be there
     except TopicsError as exc:
         console.print(f"[red]error:[/] the node refuses to start: {exc}")
-        raise typer.Exit(3)
+        raise typer.Exit(3) from exc
     as_part(settings, "node")
     node_ = Node(settings, base=base, timer_seconds=timer_seconds)
     signal.signal(signal.SIGTERM, lambda *_: node_.stop())

@@ -44,29 +44,31 @@ def _follow(url: str, username: str, password: str, params: dict, as_json: bool)
     while True:
         query = {**params, **({"after": cursor} if cursor else {})}
         try:
-            with httpx.Client(
-                base_url=f"{url.rstrip('/')}/api",
-                auth=(username, password),
-                timeout=None,
-                verify=verify_for(url, get_settings()),
-            ) as client:
-                with client.stream("GET", "/logs/stream", params=query) as reply:
-                    if reply.is_error:
-                        reply.read()
-                        try:
-                            message = reply.json().get("message")
-                        except ValueError:
-                            message = reply.text
-                        raise Failed(f"{message} (HTTP {reply.status_code})")
-                    data: list[str] = []
-                    for raw in reply.iter_lines():
-                        if raw.startswith("data:"):
-                            data.append(raw[5:].lstrip())
-                        elif raw == "" and data:
-                            line = json.loads("\n".join(data))
-                            data = []
-                            cursor = line["seq"]
-                            _print_line(line, as_json)
+            with (
+                httpx.Client(
+                    base_url=f"{url.rstrip('/')}/api",
+                    auth=(username, password),
+                    timeout=None,
+                    verify=verify_for(url, get_settings()),
+                ) as client,
+                client.stream("GET", "/logs/stream", params=query) as reply,
+            ):
+                if reply.is_error:
+                    reply.read()
+                    try:
+                        message = reply.json().get("message")
+                    except ValueError:
+                        message = reply.text
+                    raise Failed(f"{message} (HTTP {reply.status_code})")
+                data: list[str] = []
+                for raw in reply.iter_lines():
+                    if raw.startswith("data:"):
+                        data.append(raw[5:].lstrip())
+                    elif raw == "" and data:
+                        line = json.loads("\n".join(data))
+                        data = []
+                        cursor = line["seq"]
+                        _print_line(line, as_json)
         except httpx.HTTPError as exc:
             if not cursor:
                 raise Failed(f"cannot reach the Stratos API at {url}: {exc}") from exc

@@ -36,7 +36,7 @@ class Follower(ABC):
     def on_records(self, raws) -> None:
         """One partition's records, in offset order (raw kafka-python ConsumerRecords)."""
 
-    def closed(self) -> None:
+    def closed(self) -> None:  # noqa: B027 - an optional hook, a no-op unless a follower overrides it
         """The reader has stopped."""
 
     def _run(self) -> None:

@@ -45,10 +45,14 @@ class Supervisor:
 
     def start(self, child: Child) -> None:
         self.log_dir.mkdir(parents=True, exist_ok=True)
-        out = open(child.log_path, "ab")  # type: ignore[arg-type]
-        child.process = subprocess.Popen(
-            child.argv, stdout=out, stderr=subprocess.STDOUT, env=part_env(child.name, self.env), start_new_session=True
-        )
+        with open(child.log_path, "ab") as out:  # type: ignore[arg-type]  # the child holds its own copy
+            child.process = subprocess.Popen(
+                child.argv,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                env=part_env(child.name, self.env),
+                start_new_session=True,
+            )
         child.started_at = time.monotonic()
 
     def run(self, poll_seconds: float = 0.5) -> None:

@@ -132,7 +132,8 @@ def run_platform(
             f"[green]Stratos-ES[/] on Kafka [bold]{settings.kafka_bootstrap}[/]"
             f"{' (embedded broker)' if broker else ''}; logs in {state_dir / 'logs'}"
         )
-        user = f"{settings.admin_username} / {'admin (demo only: set STRATOS_ADMIN_PASSWORD)' if demo else '<STRATOS_ADMIN_PASSWORD>'}"
+        password = "admin (demo only: set STRATOS_ADMIN_PASSWORD)" if demo else "<STRATOS_ADMIN_PASSWORD>"
+        user = f"{settings.admin_username} / {password}"
         base = f"{'https' if tls else 'http'}://127.0.0.1:{api_port}"
         console.print(f"console:  {base}/   REST API: {base}/api   user {user}")
         console.print(

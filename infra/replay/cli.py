@@ -47,9 +47,9 @@ def _guarded(run: Callable[[], Any]) -> Any:
     try:
         return run()
     except ValidationError as exc:
-        raise _fail(rejection_reason(exc))
+        raise _fail(rejection_reason(exc)) from exc
     except (ValueError, TimeoutError) as exc:
-        raise _fail(str(exc))
+        raise _fail(str(exc)) from exc
 
 
 def _time(text: str | None, option: str) -> datetime | None:
@@ -60,7 +60,7 @@ def _time(text: str | None, option: str) -> datetime | None:
     try:
         return parse_time(text)
     except PositionError as exc:
-        raise _fail(f"{option}: {exc}")
+        raise _fail(f"{option}: {exc}") from exc
 
 
 def _print_json(value: Any) -> None:
@@ -138,9 +138,9 @@ def _what_if(policy_path: Path, aggregate: str | None, since, until, as_json: bo
     try:
         policy = json.loads(policy_path.read_text())
     except OSError as exc:
-        raise _fail(f"--what-if {policy_path}: {exc.strerror or exc}")
+        raise _fail(f"--what-if {policy_path}: {exc.strerror or exc}") from exc
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise _fail(f"--what-if {policy_path}: not JSON: {exc}")
+        raise _fail(f"--what-if {policy_path}: not JSON: {exc}") from exc
     result = _guarded(lambda: what_if_from_log(_settings(), aggregate, policy, since, until))
     if as_json:
         return _print_json(
@@ -330,7 +330,7 @@ def state(
         parse_aggregate_id(aggregate)
     except ValueError as exc:
         console.print(f"[red]error:[/] {exc}")
-        raise typer.Exit(2)
+        raise typer.Exit(2) from exc
     tracked, folded = state_at(settings, aggregate, until_event=until)
     if not folded:
         console.print(f"[red]error:[/] no events for aggregate {aggregate!r}")

@@ -151,7 +151,7 @@ def simulate(
             doc, wall = run_simulated(scenario, policy, out, as_json, console)
     except ScenarioFileError as exc:
         console.print(f"error: {exc}", style="red", highlight=False, markup=False, soft_wrap=True)
-        raise typer.Exit(2)
+        raise typer.Exit(2) from exc
     simulated = scenario.setup.duration * len(doc["policies"])
     answer = {
         "out": str(out),

@@ -113,7 +113,7 @@ def _per_cluster(run: PolicyRun, step: float, title: str, ylabel: str, draw) -> 
     """One panel per shown cluster, minutes on the x axis; ``draw(ax, cluster, minutes)``."""
     shown = _shown(run)
     fig, axes = plt.subplots(len(shown), 1, figsize=(10, 2.6 * len(shown)), squeeze=False, sharex=True)
-    for ax, c in zip(axes[:, 0], shown):
+    for ax, c in zip(axes[:, 0], shown, strict=True):
         draw(ax, c, [k * step / 60 for k in range(len(c.supply))])
         ax.set_title(c.cluster_id, fontsize=9)
         ax.set_ylabel(ylabel)

@@ -41,7 +41,7 @@ def mock_iaas(
             f"health patterns {patterns_file}" if patterns_file and not isinstance(exc, TlsConfigError) else "mock IaaS"
         )
         console.print(f"[red]error:[/] {what}: {reason}")
-        raise typer.Exit(2)
+        raise typer.Exit(2) from exc
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
@@ -49,7 +49,7 @@ def mock_iaas(
         service.start()
     except RuntimeError as exc:
         console.print(f"[red]error:[/] {exc}")
-        raise typer.Exit(1)
+        raise typer.Exit(1) from exc
     console.print(
         f"[green]mock IaaS[/] on {service.url}/mock-iaas/api ({settings.mock_iaas_mode} mode, "
         f"{len(service.cloud.all())} node(s) kept in {service.cloud.path})"
