@@ -358,7 +358,7 @@ def test_network_partitions_stay_within_min_and_max_per_cluster_instance(held, i
     """Whatever the partition algorithm asks: a network partition never gets more members than
     max per cluster instance there, and a scale-down never takes it below min per instance."""
     np_of = {"p1": "np1", "p2": "np1", "q1": "np2"}
-    parts = [PartitionState(pid, 3 * instances.count(np_of[pid]), active=n) for pid, n in zip(np_of, held)]
+    parts = [PartitionState(pid, 3 * instances.count(np_of[pid]), active=n) for pid, n in zip(np_of, held, strict=True)]
     before = {np: sum(p.members for p in parts if np_of[p.id] == np) for np in ("np1", "np2")}
 
     def after(moved: list[str], sign: int) -> dict[str, int]:

@@ -206,13 +206,15 @@ def test_a_wrong_password_keeps_the_login_form_with_the_reason(api, page):
 
 
 def first_state(url: str, username: str, password: str) -> dict:
-    with httpx.Client(base_url=url, timeout=30) as anonymous:
-        with anonymous.stream("GET", "/api/console/stream", auth=(username, password)) as stream:
-            assert stream.status_code == 200
-            assert stream.headers["content-type"].startswith("text/event-stream")
-            for line in stream.iter_lines():
-                if line.startswith("data:"):
-                    return json.loads(line.removeprefix("data:"))
+    with (
+        httpx.Client(base_url=url, timeout=30) as anonymous,
+        anonymous.stream("GET", "/api/console/stream", auth=(username, password)) as stream,
+    ):
+        assert stream.status_code == 200
+        assert stream.headers["content-type"].startswith("text/event-stream")
+        for line in stream.iter_lines():
+            if line.startswith("data:"):
+                return json.loads(line.removeprefix("data:"))
     raise AssertionError("the stream ended before its first state")
 
 
@@ -282,8 +284,10 @@ def test_records_that_do_not_validate_on_the_health_topic_are_skipped_and_load_s
 def test_the_server_stops_while_a_console_stream_is_open(settings, running_node):
     own = settings.model_copy(update={"admin_password": SecretStr(PASSWORD), "password_hash_rounds": 4})
     server = ApiServer(create_app(own), port=free_port()).start()
-    with httpx.Client(base_url=server.url, timeout=60) as viewer:
-        with viewer.stream("GET", "/api/console/stream", auth=("admin", PASSWORD)) as stream:
-            assert next(stream.iter_lines()) == "event: state"
-            server.stop()
-            assert not server.thread.is_alive()
+    with (
+        httpx.Client(base_url=server.url, timeout=60) as viewer,
+        viewer.stream("GET", "/api/console/stream", auth=("admin", PASSWORD)) as stream,
+    ):
+        assert next(stream.iter_lines()) == "event: state"
+        server.stop()
+        assert not server.thread.is_alive()

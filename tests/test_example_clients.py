@@ -220,7 +220,7 @@ def test_example_clients_scale_a_cluster_and_their_bad_records_are_dead_letters(
     listed = stratos(loop_settings, "deadletter", "list", "--json", "--since", "10m")
     assert listed.returncode == 0, listed.stderr
     letters = json.loads(listed.stdout)
-    command_letter = next(l for l in letters if l["source_topic"] == loop_settings.topic("commands"))
+    command_letter = next(letter for letter in letters if letter["source_topic"] == loop_settings.topic("commands"))
     assert "payload.ReportInstanceStatus.status" in command_letter["reason"]
     assert '"bad-1"' in command_letter["original"]
     headers = command_letter["headers"]
@@ -229,7 +229,7 @@ def test_example_clients_scale_a_cluster_and_their_bad_records_are_dead_letters(
     assert headers["__connect.errors.partition"] == str(command_letter["source_partition"])
     assert headers["__connect.errors.exception.class.name"].endswith("ValidationError")
     assert "status" in headers["__connect.errors.exception.message"]
-    health_letter = next(l for l in letters if l["source_topic"] == loop_settings.topic("health"))
+    health_letter = next(letter for letter in letters if letter["source_topic"] == loop_settings.topic("health"))
     assert (
         "value" in health_letter["reason"]
         and health_letter["headers"]["ce_subject"]

@@ -138,7 +138,7 @@ def activate_all(settings, client, keys: list[str], workers) -> dict[str, str]:
     members = {}
     for key in keys:
         members[key] = wait_until(
-            lambda: [e.payload.member_id for e in events_of(settings, key) if e.type == "MemberSpawnRequested"],
+            lambda key=key: [e.payload.member_id for e in events_of(settings, key) if e.type == "MemberSpawnRequested"],
             message="the min rule's spawn",
         )[0]
         activate(client, [members[key]], key)

@@ -210,7 +210,8 @@ def test_no_import_cycle_between_modules():
     found = cycles(graph)
     # each module with the line of its import of the next: a:12 → b:30 → a
     described = [
-        "  " + " → ".join(f"{a}:{graph[a][b]}" for a, b in zip(cycle, cycle[1:])) + f" → {cycle[-1]}" for cycle in found
+        "  " + " → ".join(f"{a}:{graph[a][b]}" for a, b in zip(cycle, cycle[1:], strict=False)) + f" → {cycle[-1]}"
+        for cycle in found
     ]
     assert not found, "import cycles between modules:\n" + "\n".join(described)
 

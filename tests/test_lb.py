@@ -8,6 +8,7 @@ ports are free ports, so the tests never meet another platform on this machine.
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import uuid
 from collections import Counter
@@ -319,10 +320,8 @@ def test_requests_in_flight_reach_the_health_topic_and_a_sustained_load_adds_mem
             for _ in range(200):  # bounded: 200 requests of 0.4 s each at most
                 if stopping.is_set():
                     return
-                try:
+                with contextlib.suppress(httpx.HTTPError):
                     http.get(platform.url("/_stratos/work/0.4"))
-                except httpx.HTTPError:
-                    pass
 
     workers = [threading.Thread(target=worker, daemon=True) for _ in range(24)]
     for thread in workers:

@@ -268,8 +268,8 @@ def test_history_head_keeps_the_same_fences_and_commits_as_history_commit(entrie
         values.append(value)
     full, lazy = History(), History()
     for offset, value in enumerate(values):
-        record, error = outcome(lambda v: full.commit(0, offset, v), value)
-        head, head_error = outcome(lambda v: lazy.head(0, offset, v), value)
+        record, error = outcome(lambda v, offset=offset: full.commit(0, offset, v), value)
+        head, head_error = outcome(lambda v, offset=offset: lazy.head(0, offset, v), value)
         if record is not None:
             assert head is not None and head.record() == record
         elif error is None:

@@ -269,7 +269,7 @@ def test_a_node_killed_anywhere_in_its_write_path_leaves_exactly_the_crash_free_
         point = rng.choice(POINTS)
         process = start_node(fast, fault=f"{point}:{rng.randint(1, 3)}")
         wait_until(
-            lambda: not process.is_alive() or _answered(client, sent),
+            lambda process=process, sent=sent: not process.is_alive() or _answered(client, sent),
             timeout=60,
             message="the node crashing or answering everything",
         )

@@ -123,7 +123,7 @@ def test_logs_in_order_follow_streams_new_lines_and_a_flood_does_not_hold_others
             wait_until(lambda: shipper.refused("php1.noisy") > 10_000, message="the flood refused by the rate limit")
             shipper.emit(quiet, "INFO", "during the flood")
             wait_until(
-                lambda: any(l["message"] == "during the flood" for l in lines(api, "php1.quiet", limit=5)),
+                lambda: any(line["message"] == "during the flood" for line in lines(api, "php1.quiet", limit=5)),
                 timeout=FLOOD_BOUND_SECONDS,
                 message="the quiet member's line while the other floods",
             )
@@ -138,12 +138,14 @@ def test_logs_in_order_follow_streams_new_lines_and_a_flood_does_not_hold_others
                 f"{api}/api/logs", params={"target": CLUSTER, "limit": 5000}, auth=("admin", PASSWORD), timeout=30
             ).json()
             warnings = [
-                l for l in body["lines"] if l["member"] == "php1.noisy" and "dropped by the rate limit" in l["message"]
+                line
+                for line in body["lines"]
+                if line["member"] == "php1.noisy" and "dropped by the rate limit" in line["message"]
             ]
             return warnings and body["dropped"].get("php1.noisy", {}).get("shipper", 0) > 10_000 and body
 
         body = wait_until(reported, message="the flood's dropped lines reported")
-        kept = [l for l in body["lines"] if l["member"] == "php1.noisy"]
+        kept = [line for line in body["lines"] if line["member"] == "php1.noisy"]
         assert len(kept) <= log_settings.log_ring_lines  # the ring bounds what the read side keeps
         assert "php1.quiet" not in body["dropped"]
     finally:
@@ -169,7 +171,10 @@ def test_a_tenant_sees_only_its_own_lines_and_poison_is_dead_lettered(log_settin
     reply = httpx.get(f"{api}/api/logs", params={"target": "php1.theirs"}, auth=("admin", PASSWORD), timeout=30)
     assert reply.status_code == 404 and "php1.theirs" in reply.json()["message"]
     everything = httpx.get(f"{api}/api/logs", auth=("admin", PASSWORD), timeout=30).json()["lines"]
-    assert [l["message"] for l in everything] == ["mine", "mine again"]  # the same member id elsewhere is not ours
+    assert [line["message"] for line in everything] == [
+        "mine",
+        "mine again",
+    ]  # the same member id elsewhere is not ours
     refused = cli(api, "logs", "php1.theirs")
     assert refused.exit_code == 1 and "no log lines" in refused.output
     assert httpx.get(f"{api}/api/logs", timeout=30).status_code == 401
@@ -217,7 +222,7 @@ def test_the_agent_ships_its_own_git_clean_hook_and_log_file_lines(log_settings,
     thread.start()
     try:
         wait_until(
-            lambda: any("InstanceActivated" in l["message"] for l in lines(api, "php1.agent")),
+            lambda: any("InstanceActivated" in line["message"] for line in lines(api, "php1.agent")),
             message="the agent's own line about activation",
         )
         with app_log.open("a") as file:
@@ -234,8 +239,8 @@ def test_the_agent_ships_its_own_git_clean_hook_and_log_file_lines(log_settings,
         def shipped():
             found = lines(api, "app")
             return (
-                any("InstanceReadyToShutdown" in l["message"] for l in found)
-                and any(l["message"] == "app says more" for l in found)
+                any("InstanceReadyToShutdown" in line["message"] for line in found)
+                and any(line["message"] == "app says more" for line in found)
                 and found
             )
 
@@ -256,7 +261,7 @@ def test_the_agent_ships_its_own_git_clean_hook_and_log_file_lines(log_settings,
         "published InstanceReadyToShutdown",
     ]
     assert any(m.startswith("artifacts checked out at revision") for m in by_source["agent"])
-    assert {l["member"] for l in found} == {"php1.agent"} and {l["cluster"] for l in found} == {CLUSTER}
+    assert {line["member"] for line in found} == {"php1.agent"} and {line["cluster"] for line in found} == {CLUSTER}
 
 
 def test_a_member_that_bypasses_the_shipper_is_bounded_by_the_read_side(log_settings, api):

@@ -38,7 +38,7 @@ class StratosAgentMetadata:
         self.token = payload["TOKEN"]
 
     def _open(self, request: urllib.request.Request, data: bytes | None = None):
-        request.add_header("Authorization", "Bearer %s" % self.token)
+        request.add_header("Authorization", f"Bearer {self.token}")
         request.add_header("Content-Type", "application/json")
         return urllib.request.urlopen(request, data, timeout=30)
 
@@ -100,7 +100,7 @@ def payload_of(cloud: RunningCloud, application_id: str) -> dict:
 
     def found():
         controller = cloud.controller
-        for member_id, spawn in list(controller.book.spawns.items()):
+        for _member_id, spawn in list(controller.book.spawns.items()):
             if spawn.metadata.get("APPLICATION_ID") == application_id and controller.book.state(spawn):
                 node = controller.find_node(spawn)
                 if node is not None:  # the cloud's own record: its API masks the payload's secrets

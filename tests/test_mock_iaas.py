@@ -350,7 +350,10 @@ def test_restarted_agents_carry_on_a_half_started_node_and_repeat_nothing(settin
     appender.close()
     agents = SimulatedAgents(settings, cloud).start()
     try:
-        said = lambda: [(d.record.type, d.record.payload.member_id) for d in read_to_end(settings, "instance-status")]
+
+        def said():
+            return [(d.record.type, d.record.payload.member_id) for d in read_to_end(settings, "instance-status")]
+
         wait_until(lambda: ("InstanceStarted", "marker") in said(), timeout=30, message="the marker answered")
         assert said() == [("InstanceStarted", "half"), ("InstanceStarted", "marker")]
         assert cloud.get("half").agent_status == "Started" and cloud.get("done").agent_status == "Activated"

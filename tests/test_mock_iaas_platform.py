@@ -145,7 +145,9 @@ def test_stratos_smoke_test_through_the_mock_iaas_on_the_api_port(stack):
         wait_until(lambda: instances(tenant) == [], timeout=60, message="the mock IaaS empty")
         for path, _name, definition_id in reversed(DEFINED):  # every removal now succeeds
             wait_until(
-                lambda: tenant.delete(f"/api/{path}/{definition_id}").status_code == 200,
+                lambda path=path, definition_id=definition_id: (
+                    tenant.delete(f"/api/{path}/{definition_id}").status_code == 200
+                ),
                 timeout=30,
                 message=f"{path}/{definition_id} removed",
             )

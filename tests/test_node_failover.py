@@ -28,8 +28,10 @@ def start_node(settings, tmp_path, name: str) -> subprocess.Popen:
         "STRATOS_TOPIC_PREFIX": settings.topic_prefix,
         "STRATOS_SNAPSHOT_EVERY": "40",
     }
-    log = open(tmp_path / f"{name}.log", "ab")
-    return subprocess.Popen([sys.executable, "-m", "infra.cli", "node"], env=env, stdout=log, stderr=subprocess.STDOUT)
+    with open(tmp_path / f"{name}.log", "ab") as log:  # the node holds its own copy
+        return subprocess.Popen(
+            [sys.executable, "-m", "infra.cli", "node"], env=env, stdout=log, stderr=subprocess.STDOUT
+        )
 
 
 def cartridge_command(n: int):

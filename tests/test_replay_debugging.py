@@ -92,7 +92,7 @@ def test_replay_history_why_and_what_if_on_a_cluster_scaled_1_2_4_1(loop_setting
     phases = []
     for load, count in ((10, 1), (30, 2), (76, 4)):
         put_pattern(mock_iaas, load=load, memory=5)
-        wait_until(lambda: len(active(settings)) == count, timeout=60, message=f"{count} Active")
+        wait_until(lambda count=count: len(active(settings)) == count, timeout=60, message=f"{count} Active")
         phases.append((now(), count))
     put_pattern(mock_iaas, load=10, memory=5)
     wait_until(

@@ -73,21 +73,24 @@ def run_live(specs):
 
     send(C.CreateCluster(spec=SPEC))
     for verb, n in specs:
-        members = sorted(tracked.state.members)
-        member = members[n % len(members)] if members else "nobody"
-        send(
-            {
-                "scale": lambda: C.ScaleCluster(required=n),
-                "created": lambda: C.ReportNodeCreated(member_id=member, node_id=member),
-                "destroyed": lambda: C.ReportNodeDestroyed(member_id=member),
-                "fault": lambda: C.ReportMemberFault(member_id=member),
-                "terminate": lambda: C.TerminateMember(member_id=member),
-                "timeouts": lambda: C.CheckTimeouts(),
-                "limits": lambda: C.UpdateClusterLimits(min=n, max=n + 3),
-                "advance": lambda: advance(tracked.state.members[member]) if members else C.CheckTimeouts(),
-            }.get(verb, lambda: C.ReportInstanceStatus(member_id=member, status=verb))()
-        )
+        send(command_for(tracked, verb, n))
     return tracked, log
+
+
+def command_for(tracked, verb: str, n: int):
+    """The command `verb` names, for the member `n` picks among the cluster's (else "nobody")."""
+    members = sorted(tracked.state.members)
+    member = members[n % len(members)] if members else "nobody"
+    return {
+        "scale": lambda: C.ScaleCluster(required=n),
+        "created": lambda: C.ReportNodeCreated(member_id=member, node_id=member),
+        "destroyed": lambda: C.ReportNodeDestroyed(member_id=member),
+        "fault": lambda: C.ReportMemberFault(member_id=member),
+        "terminate": lambda: C.TerminateMember(member_id=member),
+        "timeouts": lambda: C.CheckTimeouts(),
+        "limits": lambda: C.UpdateClusterLimits(min=n, max=n + 3),
+        "advance": lambda: advance(tracked.state.members[member]) if members else C.CheckTimeouts(),
+    }.get(verb, lambda: C.ReportInstanceStatus(member_id=member, status=verb))()
 
 
 def replay(log, start: Tracked | None = None):

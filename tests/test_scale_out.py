@@ -51,7 +51,7 @@ def test_three_nodes_share_the_partitions_and_take_over_a_stopped_or_killed_one(
         )
         targets = one_per_partition(settings)
         sent = []
-        for partition, target in targets.items():
+        for _partition, target in targets.items():
             record = command(add_np(int(target.rsplit("np", 1)[1])), target)
             client.appender.append("commands", target, record)
             sent.append(record)
@@ -76,7 +76,7 @@ def test_three_nodes_share_the_partitions_and_take_over_a_stopped_or_killed_one(
                 probes.append(probe)
                 sent.append(probe)
             wait_until(
-                lambda: all(p.id in client.replies for p in probes),
+                lambda probes=probes: all(p.id in client.replies for p in probes),
                 timeout=40,
                 message=f"the victim's aggregates answered after {how}",
             )

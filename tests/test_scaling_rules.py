@@ -8,6 +8,7 @@ import math
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from pydantic import ValidationError
 
 from streams.scaling_rules import (
     LOAD_AVERAGE,
@@ -281,7 +282,7 @@ def test_tolerance_band(pred, tolerance, current, required, reason):
 def test_requirement_is_frozen_and_round_trips_as_json():
     r = decide_required(ScalingInputs(**BASE, thresholds={LOAD_AVERAGE: 25}, figures={LOAD_AVERAGE: flat(60)}))
     assert ScalingRequirement.model_validate_json(r.model_dump_json()) == r
-    with pytest.raises(Exception):
+    with pytest.raises(ValidationError):  # frozen
         r.required = 1  # type: ignore[misc]
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, Literal, Optional
+from typing import Annotated, Literal
 
 import jsonschema
 import pytest
@@ -82,7 +82,7 @@ OLD = {
     "id": (str, ...),
     "value": (float, ...),
     "mode": (Literal["fast", "slow"], ...),
-    "note": (Optional[str], None),
+    "note": (str | None, None),
     "name": (Annotated[str, Field(max_length=50)], ...),
     "payload": (Annotated[A | B, Field(discriminator="type")], ...),
 }
@@ -102,8 +102,8 @@ EnumValueRemoved = model(mode=(Literal["fast", "medium"], ...))
 BoundTightened = model(name=(Annotated[str, Field(max_length=10)], ...))
 VariantRemoved = model(payload=(A, ...))
 NestedChange = model(payload=(Annotated[NarrowA | B, Field(discriminator="type")], ...))
-Widened = model(value=(Optional[float], ...))
-OptionalAdded = model(comment=(Optional[str], None), tags=(list[str], []))
+Widened = model(value=(float | None, ...))
+OptionalAdded = model(comment=(str | None, None), tags=(list[str], []))
 VariantAdded = model(payload=(Annotated[A | B | C, Field(discriminator="type")], ...))
 IdRemoved = model(id=DROP)
 

@@ -154,7 +154,7 @@ def session(broker, tmp_path_factory):
         node.stop()
         infra.cloud.controller.build_driver = original
         root.removeHandler(captured)
-        for logger, level in zip(ours, levels):
+        for logger, level in zip(ours, levels, strict=True):
             logger.setLevel(level)
 
 

@@ -138,7 +138,7 @@ def test_a_token_is_revoked_on_every_api_process(apis, case, reason):
         )
     token = token_for(urls[1], f"carol@{domain}", "carol-pw")  # issued by the second process
     for url in urls:  # and good on both
-        good = wait_until(lambda: (r := whoami(url, token)).status_code == 200 and r, timeout=30)
+        good = wait_until(lambda url=url: (r := whoami(url, token)).status_code == 200 and r, timeout=30)
         assert good.json()["username"] == f"carol@{domain}"
     change(urls[0], domain, case)
     messages = wait_until(

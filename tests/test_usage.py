@@ -154,7 +154,7 @@ def test_a_deployment_scaled_1_3_1_is_metered_per_tenant_exported_and_its_instan
             return found.exit_code == 0 and "clean hook done" in found.output and found.output
 
         messages = [
-            __import__("json").loads(l)["message"] for l in wait_until(logged, message="its lines").splitlines()
+            __import__("json").loads(line)["message"] for line in wait_until(logged, message="its lines").splitlines()
         ]
         assert [m for m in messages if m.startswith("published")] == [
             "published InstanceStarted",
