@@ -22,8 +22,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import httpx  # noqa: E402
+from common import bench_settings, finish, percentile  # noqa: E402
 
-from bench.common import bench_settings, finish, percentile  # noqa: E402
 from infra.broker import free_port  # noqa: E402
 from infra.lb import runtime  # noqa: E402
 from infra.lb.balancer import LoadBalancer  # noqa: E402

@@ -16,7 +16,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.common import finish  # noqa: E402
+from common import finish  # noqa: E402
+
 from infra.api.server import ApiServer  # noqa: E402
 from infra.broker import free_port  # noqa: E402
 from infra.cloud.iaas.mock_driver import MockEndpoint  # noqa: E402

@@ -272,7 +272,7 @@ def main() -> None:
         if args.gc_baseline:
             import contextlib
 
-            from infra import recovery
+            from infra.log import recovery
 
             paused, recovery._gc_paused = recovery._gc_paused, contextlib.nullcontext
             try:

@@ -102,9 +102,9 @@ def main() -> None:
     sliced.run()
     profiler.disable()
     stats = pstats.Stats(profiler)
-    total = max(row[3] for row in stats.stats.values())  # type: ignore[attr-defined]
+    total = max(row[3] for row in stats.stats.values())
     parts = {}
-    for (file, _, name), row in stats.stats.items():  # type: ignore[attr-defined]
+    for (file, _, name), row in stats.stats.items():
         label = {
             "handle": "actors.runtime.handle (decide, commit, encode, fold)",
             "ingest": "HealthBook.ingest (windows)",

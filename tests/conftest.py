@@ -7,6 +7,7 @@ import secrets
 import time
 import uuid
 from collections.abc import Callable
+from typing import TypeVar
 
 import pytest
 
@@ -14,6 +15,7 @@ from infra.broker import EmbeddedBroker
 from infra.log.kafka import ensure_topics
 from infra.settings import Settings
 
+T = TypeVar("T")
 _EXIT_STATUS = {"code": 0}
 
 # One platform secret for every part a test starts, in this process or a child (they inherit
@@ -76,8 +78,8 @@ def delete_topics(bootstrap: str, prefix: str) -> None:
 
 
 def wait_until(
-    condition: Callable[[], object], timeout: float = 20.0, interval: float = 0.05, message: str = "condition"
-) -> object:
+    condition: Callable[[], T], timeout: float = 20.0, interval: float = 0.05, message: str = "condition"
+) -> T:
     """Poll `condition` until it returns something truthy; fail after `timeout` seconds."""
     deadline = time.monotonic() + timeout
     while True:

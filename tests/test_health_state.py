@@ -344,7 +344,7 @@ def test_a_cluster_whose_fault_check_raises_does_not_hide_another_silence(monkey
     views = {KEY: view(), OTHER_KEY: view(cid=OTHER)}
     book = book_with(views, [stat("m1", 10, 1.0), stat("m1", 10, 1.0, cluster=OTHER)])
     broken = book.clusters[KEY]
-    broken.members = None  # type: ignore[assignment]  # stands for any bug in one cluster's state
+    broken.members = None  # stands for any bug in one cluster's state
     assert [f.key for f in book.faults(views, now=100.0)] == [OTHER_KEY]
     assert book.failures == {KEY: 1}
 

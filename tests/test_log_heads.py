@@ -20,7 +20,7 @@ from schemas.events import Event
 from schemas.records import Claim, Commit, LogRecord
 from tests.examples import EXAMPLES
 
-EVENTS = [e for e in EXAMPLES if isinstance(e, Event.__origin__.__args__)]  # type: ignore[attr-defined]
+EVENTS = [e for e in EXAMPLES if isinstance(e, Event.__origin__.__args__)]
 FIELDS = [name for name in LogRecord.model_fields if name != "payload"]
 
 

@@ -283,7 +283,7 @@ def test_requirement_is_frozen_and_round_trips_as_json():
     r = decide_required(ScalingInputs(**BASE, thresholds={LOAD_AVERAGE: 25}, figures={LOAD_AVERAGE: flat(60)}))
     assert ScalingRequirement.model_validate_json(r.model_dump_json()) == r
     with pytest.raises(ValidationError):  # frozen
-        r.required = 1  # type: ignore[misc]
+        r.required = 1
 
 
 # --- properties ------------------------------------------------------------------------------
