@@ -142,9 +142,9 @@ def create_app(
         app.state.settings = settings
         app.state.read_model = model
         app.state.commands = client
-        app.state.writer = Writer(settings, client, model)
+        app.state.writer = Writer(settings, client, model)  # type: ignore[arg-type]
         app.state.secrets = secret_box(settings)
-        app.state.identity = await run_in_threadpool(Identity, settings, model, password)
+        app.state.identity = await run_in_threadpool(Identity, settings, model, password)  # type: ignore[arg-type]
         app.state.runtime_views = {}
         app.state.runtime_build = asyncio.Lock()
         # the state read so far is long-lived: keep it out of the cyclic collector, whose full
@@ -158,9 +158,9 @@ def create_app(
             if (proxy := getattr(app.state, "mock_iaas", None)) is not None:
                 await proxy.close()
             if own_commands:
-                client.close()
+                client.close()  # type: ignore[union-attr]
             if own_read_model:
-                model.stop()
+                model.stop()  # type: ignore[union-attr]
 
     app = FastAPI(
         title="Stratos-ES",

@@ -118,9 +118,9 @@ def definition_router(resource: Resource) -> APIRouter:
 
     @router.post("", status_code=201, response_model=ResponseMessage, summary=f"Add a {resource.label.lower()}")
     async def add_one(
-        body: model,
+        body: model,  # type: ignore[valid-type]
         request: Request,
-        principal: Principal = Depends(changer),  # type: ignore[valid-type]
+        principal: Principal = Depends(changer),
         wait: bool = Query(True, description="false: answer 202 once the command is logged"),
     ):
         tenant = resource.tenant_for(principal)
@@ -139,13 +139,13 @@ def definition_router(resource: Resource) -> APIRouter:
 
     @router.put("", response_model=ResponseMessage, summary=f"Update a {resource.label.lower()}")
     async def update_one(
-        body: model,
+        body: model,  # type: ignore[valid-type]
         request: Request,
-        principal: Principal = Depends(changer),  # type: ignore[valid-type]
+        principal: Principal = Depends(changer),
         wait: bool = Query(True, description="false: answer 202 once the command is logged"),
     ):
         tenant = resource.tenant_for(principal)
-        id = body.definition_id
+        id = body.definition_id  # type: ignore[attr-defined]
         existing = request.app.state.read_model.get(tenant, resource.kind, id)
         if existing is None:
             raise HTTPException(404, f"{resource.kind} '{id}' not found")

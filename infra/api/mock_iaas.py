@@ -34,7 +34,7 @@ class MockIaasProxy:
         if self.endpoint.ca_cert:
             import ssl
 
-            verify = ssl.create_default_context(cafile=self.endpoint.ca_cert)
+            verify = ssl.create_default_context(cafile=self.endpoint.ca_cert)  # type: ignore[assignment]
         self.client = httpx.AsyncClient(
             base_url=self.endpoint.url,
             timeout=30,

@@ -125,7 +125,7 @@ class ReadModel:
         self.by_kind[(ref.tenant, ref.kind)][ref.id] = tracked
         self._index_references(record.aggregate_id, ref, tracked.state)
         if record.causation_id:
-            self.caused[record.causation_id] = len(record.payload.events)
+            self.caused[record.causation_id] = len(record.payload.events)  # type: ignore[union-attr]
             self.caused.move_to_end(record.causation_id)
             if len(self.caused) > CAUSES_REMEMBERED:
                 self.caused.popitem(last=False)

@@ -43,8 +43,8 @@ async def replay_at(
         return tracked.state if tracked else None
 
     applications = [
-        application_runtime(t.state, cluster)
-        for key, t in found.items()  # type: ignore[arg-type]
+        application_runtime(t.state, cluster)  # type: ignore[arg-type]
+        for key, t in found.items()
         if key.startswith(f"{tenant}/application/") and t.state.exists
     ]
     return {"at": instant.isoformat(), "applications": applications}

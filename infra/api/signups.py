@@ -30,7 +30,7 @@ def find_application(request: Request, tenant: str, application_id: str) -> Appl
     state = read_model.get(tenant, "application", application_id)
     if state is None and tenant != SUPER_TENANT:
         offered = read_model.get(SUPER_TENANT, "application", application_id)
-        if offered is not None and (offered.definition or {}).get("multiTenant"):
+        if offered is not None and (offered.definition or {}).get("multiTenant"):  # type: ignore[attr-defined]
             state = offered
     if state is None:
         raise HTTPException(404, f"application '{application_id}' not found")

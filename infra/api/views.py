@@ -59,7 +59,7 @@ def application_runtime(state: ApplicationState, cluster: Callable[[str], Cluste
     """Application -> application instance -> group instances -> cluster instances -> members."""
     definition = Application.model_validate(state.definition)
     cluster_ids = definition.cluster_ids()
-    bean = {
+    bean = {  # type: ignore[var-annotated]
         "applicationId": definition.applicationId,
         "alias": definition.alias,
         "name": definition.name,

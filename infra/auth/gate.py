@@ -75,7 +75,7 @@ class CommandGate:
             return 401, str(exc)
         command = delivered.record
         ref = parse_aggregate_id(command.aggregate_id)
-        if command.tenant != ref.tenant and command.payload.type not in SIGNUP_COMMANDS:
+        if command.tenant != ref.tenant and command.payload.type not in SIGNUP_COMMANDS:  # type: ignore[attr-defined]
             return 403, f"envelope tenant {command.tenant!r} is not the aggregate's tenant {ref.tenant!r}"
         if (denied := command_denied(principal, ref, command.payload)) is not None:
             return denied

@@ -277,22 +277,22 @@ class EmbeddedBroker:
         """Hold `<data_dir>/.stratos-lock` while running: a second Kafka on the same data would
         join the running one's KRaft quorum from the same files before failing on its log lock."""
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        self._lock = open(self.data_dir / ".stratos-lock", "a+")  # noqa: SIM115 - held (locked) while running
+        self._lock = open(self.data_dir / ".stratos-lock", "a+")  # type: ignore[assignment]  # noqa: SIM115 - held (locked) while running
         try:
-            fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)  # type: ignore[arg-type]
         except BlockingIOError:
-            self._lock.seek(0)
-            holder = self._lock.read().strip() or "?"
-            self._lock.close()
+            self._lock.seek(0)  # type: ignore[attr-defined]
+            holder = self._lock.read().strip() or "?"  # type: ignore[attr-defined]
+            self._lock.close()  # type: ignore[attr-defined]
             self._lock = None
             raise BrokerError(
                 f"{self.data_dir} is in use by another embedded Kafka (pid {holder}): "
                 "stop it first, or give another --data / --state-dir"
             ) from None
-        self._lock.seek(0)
-        self._lock.truncate()
-        self._lock.write(str(os.getpid()))
-        self._lock.flush()
+        self._lock.seek(0)  # type: ignore[attr-defined]
+        self._lock.truncate()  # type: ignore[attr-defined]
+        self._lock.write(str(os.getpid()))  # type: ignore[attr-defined]
+        self._lock.flush()  # type: ignore[attr-defined]
 
     def start(self, timeout: float = 90.0) -> EmbeddedBroker:
         self._lock_data_dir()

@@ -104,7 +104,7 @@ class MemberBook:
             problem = tracked.fold_commit(commit)
             self.clusters[commit.aggregate_id] = tracked
             spec = getattr(tracked.state, "spec", None)
-            for e in commit.payload.events:
+            for e in commit.payload.events:  # type: ignore[union-attr]
                 if isinstance(e, E.MemberSpawnRequested) and e.member_id not in self.spawns:
                     self.spawns[e.member_id] = self._spawn(e, commit, spec)
         if problem:
@@ -156,7 +156,7 @@ class MemberBook:
     def state(self, spawn: Spawn) -> MemberState | None:
         """The member as its cluster has it; None once it is terminated."""
         with self.lock:
-            return self.clusters[spawn.cluster_key].state.members.get(spawn.member_id)
+            return self.clusters[spawn.cluster_key].state.members.get(spawn.member_id)  # type: ignore[attr-defined]
 
     def with_nodes(self) -> list[Spawn]:
         """Members in service that have a node: the ones whose node must still exist."""
@@ -164,7 +164,7 @@ class MemberBook:
             return [
                 self.spawns[m.member_id]
                 for tracked in self.clusters.values()
-                for m in tracked.state.members.values()
+                for m in tracked.state.members.values()  # type: ignore[attr-defined]
                 if node_expected(m)
             ]
 

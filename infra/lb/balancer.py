@@ -280,8 +280,8 @@ class LoadBalancer:
                 continue
             runtime.command(sock, f"set server {name} state drain")
             self.draining[(be, server.name)] = Draining(
-                new.backend(be).cluster_key if new.backend(be) else "",
-                server.network_partition_id,  # type: ignore[union-attr]
+                new.backend(be).cluster_key if new.backend(be) else "",  # type: ignore[union-attr]
+                server.network_partition_id,
                 time.monotonic() + self.settings.lb_drain_seconds,
             )
             self.counters.runtime_changes += 1
@@ -349,7 +349,7 @@ class LoadBalancer:
         return found
 
     def publish_stats(self, rows: list[dict[str, str]]) -> int:
-        stats = requests_in_flight(rows, self.where(), time.time())
+        stats = requests_in_flight(rows, self.where(), time.time())  # type: ignore[arg-type]
         for key, stat in stats:
             tenant = parse_aggregate_id(key).tenant
             self.appender.send("health", key, envelope(HealthRecord, stat, key, tenant=tenant))

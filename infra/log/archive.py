@@ -236,10 +236,10 @@ async def _import(settings: Settings, path: Path, topics: set[str] | None) -> Tr
                     batch.append(**record)
             pending.append((await producer.send_batch(batch, topic, partition=block.partition), first, where))
             result.records[block.topic] = result.records.get(block.topic, 0) + len(block.rows)
-            where = (block.topic, block.partition)
-            result.partitions[where] = result.partitions.get(where, 0) + len(block.rows)
+            where = (block.topic, block.partition)  # type: ignore[assignment]
+            result.partitions[where] = result.partitions.get(where, 0) + len(block.rows)  # type: ignore[call-overload, index]
             if block.rows:
-                result.ends[where] = block.rows[-1][0] + 1
+                result.ends[where] = block.rows[-1][0] + 1  # type: ignore[index]
             await settle(PIPELINED_BATCHES)
         result.complete = reader.complete
     except ArchiveCorrupt as exc:

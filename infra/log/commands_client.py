@@ -39,7 +39,7 @@ async def settled(future):
 def waker(event: asyncio.Event) -> Wake:
     """Sets `event` on its own loop from any thread."""
     loop = asyncio.get_running_loop()
-    return lambda: loop.call_soon_threadsafe(event.set)
+    return lambda: loop.call_soon_threadsafe(event.set)  # type: ignore[return-value]
 
 
 class CommandClient:

@@ -61,7 +61,7 @@ def _entry_head() -> type[msgspec.Struct]:
     return msgspec.defstruct(
         "EntryHead",
         [
-            ("type", Literal[entry_types]),  # type: ignore[valid-type]
+            ("type", Literal[entry_types]),
             ("claim", claim.annotation, claim.default),
         ],
         kw_only=True,
@@ -108,7 +108,7 @@ def _envelope_head(model: type[LogRecord]) -> type[msgspec.Struct]:
 
 
 EnvelopeHead = _envelope_head(LogRecord)
-_time = TypeAdapter(LogRecord.model_fields["occurred_at"].annotation).validator.validate_python
+_time = TypeAdapter(LogRecord.model_fields["occurred_at"].annotation).validator.validate_python  # type: ignore[arg-type, maybe-unrecognized-str-typeform]
 """pydantic-core's datetime parser, as the envelope's field uses it (msgspec's rounds digits past
 the microsecond where pydantic truncates them)."""
 _decode_head = msgspec.json.Decoder(EnvelopeHead).decode
@@ -139,8 +139,8 @@ def decode_head(value: bytes | None) -> LogHead:
             if not value.isascii():
                 value.decode()  # UnicodeDecodeError: msgspec skips the payload's strings unchecked
             head = _decode_head(value)
-            if head.type == head.payload.type:  # else: pydantic's error for the mismatch
-                return LogHead(head, _time(head.occurred_at), value)
+            if head.type == head.payload.type:  # type: ignore[attr-defined]  # else: pydantic's error for the mismatch
+                return LogHead(head, _time(head.occurred_at), value)  # type: ignore[attr-defined]
         except (msgspec.ValidationError, msgspec.DecodeError, ValueError):
             pass
     return head_of(decode_log(value))

@@ -15,6 +15,7 @@ import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Literal, overload
 
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.admin import NewTopic
@@ -25,7 +26,22 @@ from infra.auth.signing import Sender, Signer, Verifier
 from infra.settings import Settings
 from schemas.base import without_clear_secrets
 from schemas.envelope import SUPER_TENANT, Envelope
-from schemas.records import TOPIC_RECORDS, DeadLetter, DeadLetterRecord
+from schemas.records import (  # type: ignore[attr-defined]
+    TOPIC_RECORDS,
+    CommandRecord,
+    DeadLetter,
+    DeadLetterRecord,
+    HealthRecord,
+    HeartbeatRecord,
+    InstanceStatusRecord,
+    LogBatchRecord,
+    LogRecord,
+    NotifierRecord,
+    ReplyRecord,
+    SnapshotRecord,
+    TopologyRecord,
+    UsageRecord,
+)
 
 log = logging.getLogger(__name__)
 PLATFORM_SIGNER = object()
@@ -207,6 +223,33 @@ def encode(record: BaseModel) -> bytes:
     return record.model_dump_json().encode()
 
 
+# each topic kind decodes to its record type (TOPIC_RECORDS)
+@overload
+def decode(topic_kind: Literal["commands"], raw: bytes | None, headers=None) -> CommandRecord: ...
+@overload
+def decode(topic_kind: Literal["events"], raw: bytes | None, headers=None) -> LogRecord: ...
+@overload
+def decode(topic_kind: Literal["replies"], raw: bytes | None, headers=None) -> ReplyRecord: ...
+@overload
+def decode(topic_kind: Literal["snapshots"], raw: bytes | None, headers=None) -> SnapshotRecord: ...
+@overload
+def decode(topic_kind: Literal["topology"], raw: bytes | None, headers=None) -> TopologyRecord: ...
+@overload
+def decode(topic_kind: Literal["health"], raw: bytes | None, headers=None) -> HealthRecord: ...
+@overload
+def decode(topic_kind: Literal["instance-status"], raw: bytes | None, headers=None) -> InstanceStatusRecord: ...
+@overload
+def decode(topic_kind: Literal["instance-notifier"], raw: bytes | None, headers=None) -> NotifierRecord: ...
+@overload
+def decode(topic_kind: Literal["deadletter"], raw: bytes | None, headers=None) -> DeadLetterRecord: ...
+@overload
+def decode(topic_kind: Literal["logs"], raw: bytes | None, headers=None) -> LogBatchRecord: ...
+@overload
+def decode(topic_kind: Literal["usage"], raw: bytes | None, headers=None) -> UsageRecord: ...
+@overload
+def decode(topic_kind: Literal["heartbeats"], raw: bytes | None, headers=None) -> HeartbeatRecord: ...
+@overload
+def decode(topic_kind: str, raw: bytes | None, headers=None) -> Envelope: ...
 def decode(topic_kind: str, raw: bytes | None, headers=None) -> Envelope:
     """Validate raw bytes as the record type of a topic; raises ValidationError or ValueError.
 
@@ -310,8 +353,8 @@ def envelope(
     the envelope is constructed without validating it again (a hot path)."""
     fields = dict(
         id=record_id or new_id(),
-        type=payload.type,
-        aggregate_id=aggregate_id,  # type: ignore[attr-defined]
+        type=payload.type,  # type: ignore[attr-defined]
+        aggregate_id=aggregate_id,
         aggregate_seq=aggregate_seq,
         occurred_at=occurred_at or utcnow(),
         correlation_id=correlation_id,
@@ -563,7 +606,7 @@ def validated(
                 sender = verifier.sender(topic_kind, raw.key, raw.value, raw.headers)
             key, record = decode_key(raw.key), decode(topic_kind, raw.value, raw.headers)
             if signed_only:
-                Verifier.require_signed(topic_kind, sender, record)
+                Verifier.require_signed(topic_kind, sender, record)  # type: ignore[arg-type]
         except ValueError as exc:  # pydantic's ValidationError and UnicodeDecodeError are ValueErrors
             dead_letters.send(raw.topic, raw.partition, raw.offset, raw.key, raw.value, rejection_reason(exc), exc)
             continue

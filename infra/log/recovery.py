@@ -208,9 +208,9 @@ def choose_snapshots(
                 )
                 continue
             head = (record.aggregate_id, snapshot.events_offset, snapshot.claim)
-            value = record
+            value = record  # type: ignore[assignment]
         aggregate_id, events_offset, writer_claim = head
-        candidates.setdefault(aggregate_id, {})[events_offset] = (position, value)
+        candidates.setdefault(aggregate_id, {})[events_offset] = (position, value)  # type: ignore[assignment]
         newest[aggregate_id] = position
         if writer_claim == claim:
             since_checkpoint[aggregate_id] = events_offset
@@ -360,7 +360,7 @@ def recover_partition(
             result.dirty[commit.aggregate_id] = offset
             if problem:
                 result.problems.append(f"offset {offset}: {problem}")
-            result.events_replayed += len(commit.payload.events)
+            result.events_replayed += len(commit.payload.events)  # type: ignore[union-attr]
     result.covers = {a: at for a, at in covered.items() if a not in result.dirty}
     result.fence = history.fences.get(partition) or Fence(snapshots.claim)
     for problem in result.problems[:20]:

@@ -224,7 +224,7 @@ class Node:
             consumer.resume(*(self._commands_partition(p) for p in kept))
             log.info("partitions %s kept (generation %d): nothing appended since", kept, self.generation)
         for partition in sorted(partitions - set(kept) - set(self.adopting)):
-            self.adopting[partition] = self.adopter.submit(self._claim_and_rebuild, partition, self.generation)
+            self.adopting[partition] = self.adopter.submit(self._claim_and_rebuild, partition, self.generation)  # type: ignore[union-attr]
         if not self.adopting:
             self.ready.set()
 
@@ -257,7 +257,7 @@ class Node:
         for partition, (claim, recovered) in results.items():
             if partition in claimed_since:
                 log.warning("partition %d: claimed by another node while rebuilding; claiming it again", partition)
-                self.adopting[partition] = self.adopter.submit(self._claim_and_rebuild, partition, self.generation)
+                self.adopting[partition] = self.adopter.submit(self._claim_and_rebuild, partition, self.generation)  # type: ignore[union-attr]
                 continue
             self._install(partition, claim, recovered)
             consumer.resume(self._commands_partition(partition))
@@ -392,7 +392,7 @@ class Node:
                     written.append((tp, raws[0].offset, delivered.record, refused, None))
                     continue
                 if (moved := self._reroute(delivered, tp.partition)) is not None:
-                    written.append((tp, raws[0].offset, delivered.record, None, moved))
+                    written.append((tp, raws[0].offset, delivered.record, None, moved))  # type: ignore[arg-type]
                     continue
                 outcome = self._decide(tp.partition, delivered)
                 future = None
@@ -401,7 +401,7 @@ class Node:
                     future = self.appender.send_raw(
                         self.settings.topic("events"),
                         outcome.commit.aggregate_id.encode(),
-                        outcome.encoded,
+                        outcome.encoded,  # type: ignore[arg-type]
                         partition=tp.partition,
                         record=outcome.commit,
                     )
@@ -430,7 +430,7 @@ class Node:
                     continue
                 self.crash.passing("after-append")
                 self._appended(tp.partition, command.aggregate_id, offset, outcome)
-            self._reply(tp.partition, command, outcome)
+            self._reply(tp.partition, command, outcome)  # type: ignore[arg-type]
         self.appender.flush()
         self.crash.passing("after-reply")
         for tp, first_offset in failed.items():

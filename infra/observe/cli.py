@@ -72,7 +72,7 @@ def _follow(url: str, username: str, password: str, params: dict, as_json: bool)
         except httpx.HTTPError as exc:
             if not cursor:
                 raise Failed(f"cannot reach the Stratos API at {url}: {exc}") from exc
-            console.print(f"[dim]stream interrupted ({exc}); resuming[/]", highlight=False, stderr=True)
+            console.print(f"[dim]stream interrupted ({exc}); resuming[/]", highlight=False, stderr=True)  # type: ignore[call-arg]
 
 
 def register(app: typer.Typer) -> None:
@@ -82,8 +82,8 @@ def register(app: typer.Typer) -> None:
             str, typer.Argument(help="a member, cluster or application id (`platform`: the platform's own parts)")
         ],
         follow: Annotated[bool, typer.Option("--follow", "-f", help="keep printing new lines")] = False,
-        since: Annotated[str, typer.Option(help="only lines newer than this (10m, 2h, or ISO-8601)")] = None,
-        level: Annotated[str, typer.Option(help="the least level: DEBUG, INFO, WARN, ERROR")] = None,
+        since: Annotated[str | None, typer.Option(help="only lines newer than this (10m, 2h, or ISO-8601)")] = None,
+        level: Annotated[str | None, typer.Option(help="the least level: DEBUG, INFO, WARN, ERROR")] = None,
         limit: Annotated[int, typer.Option(help="at most this many past lines")] = 200,
         url: Url = DEFAULT_URL,
         username: Username = "admin",
@@ -113,10 +113,12 @@ def register(app: typer.Typer) -> None:
 
     @app.command("usage")
     def usage(
-        from_: Annotated[str, typer.Option("--from", help="ISO-8601, epoch seconds or a duration back (24h)")] = None,
-        to: Annotated[str, typer.Option(help="same forms; default now")] = None,
+        from_: Annotated[
+            str | None, typer.Option("--from", help="ISO-8601, epoch seconds or a duration back (24h)")
+        ] = None,
+        to: Annotated[str | None, typer.Option(help="same forms; default now")] = None,
         by: Annotated[str, typer.Option(help="application | cluster | cartridge")] = "cluster",
-        tenant: Annotated[str, typer.Option(help="another tenant (super admin only)")] = None,
+        tenant: Annotated[str | None, typer.Option(help="another tenant (super admin only)")] = None,
         as_csv: Annotated[bool, typer.Option("--csv", help="CSV rows (for spreadsheets)")] = False,
         url: Url = DEFAULT_URL,
         username: Username = "admin",

@@ -97,7 +97,7 @@ def broker_status(settings: Settings) -> dict:
     except Exception as exc:  # noqa: BLE001 - a broker too old for DescribeConfigs: say so
         errors, warnings = [], [f"topic configs not checked: {type(exc).__name__}: {exc}"]
     if errors or warnings:
-        report["topicProblems"] = errors + warnings
+        report["topicProblems"] = errors + warnings  # type: ignore[assignment]
         report["lastError"] = "; ".join(errors + warnings)
     if errors:
         report["state"] = "unsafe"
@@ -112,7 +112,7 @@ def platform_status(settings: Settings, now: float | None = None) -> dict:
     beats = heartbeats(settings)
     by_part: dict[str, list] = {}
     for record in beats.values():
-        by_part.setdefault(record.payload.part, []).append(record)
+        by_part.setdefault(record.payload.part, []).append(record)  # type: ignore[attr-defined]
     groups: dict[str, list[str]] = {}
     for records in by_part.values():
         for r in records:
@@ -123,7 +123,7 @@ def platform_status(settings: Settings, now: float | None = None) -> dict:
     except Exception as exc:  # noqa: BLE001
         lags, lag_error = {}, f"{type(exc).__name__}: {exc}"
     else:
-        lag_error = None
+        lag_error = None  # type: ignore[assignment]
     parts = [broker]
     for name in [*PARTS, *sorted(set(by_part) - set(PARTS))]:
         parts.append(_part(name, by_part.get(name, []), lags, lag_error, now))

@@ -99,7 +99,7 @@ def period_records(fold: UsageFold, start: float, end: float) -> list[UsageRecor
                     occurred_at=datetime.fromtimestamp(end, UTC),
                 )
             )
-    return records
+    return records  # type: ignore[return-value]
 
 
 class UsageExporter:

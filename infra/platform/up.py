@@ -68,7 +68,7 @@ def load_sample(settings, console: Console) -> None:
             if kind == "application":
                 app_id = model.definition_id
         reply = client.call(
-            aggregate_id(SUPER_TENANT, "application", app_id),
+            aggregate_id(SUPER_TENANT, "application", app_id),  # type: ignore[arg-type]
             C.DeployApplication(application_policy_id="application-policy-1"),
         )
         if isinstance(reply, CommandRejected) and reply.code != 409:
@@ -123,7 +123,7 @@ def run_platform(
             **({"STRATOS_MOCK_IAAS_MODE": "process"} if process else {}),
             **({"STRATOS_API_TLS": "1"} if tls else {}),
         }
-        supervisor = Supervisor(child_env(settings.kafka_bootstrap, extra), state_dir / "logs")
+        supervisor = Supervisor(child_env(settings.kafka_bootstrap, extra), state_dir / "logs")  # type: ignore[arg-type]
         demo = not settings.admin_password
         for name, args in parts(api_port, demo).items():
             supervisor.add(name, *args)

@@ -97,7 +97,7 @@ class Reactor:
                 raws = [raw for raw in raws if raw.value and b"MemberFault" in raw.value]
             # instance status and health: the member's own or the platform's; replies: the platform's
             records = (
-                (d.record, d)
+                (d.record, d)  # type: ignore[misc]
                 for d in validated(self.settings, kind, raws, self.dead_letters, self.verifier, signed_only=True)
             )
         for record, source in records:

@@ -151,7 +151,7 @@ class CausalIndex:
                 json.dumps(figures(record.payload)),
             )
             return
-        record = history.commit(partition, offset, value)
+        record = history.commit(partition, offset, value)  # type: ignore[assignment]
         if record is None:
             return
         commit: Commit = record.payload  # type: ignore[assignment]
@@ -183,7 +183,7 @@ class CausalIndex:
                 *where,
                 event.type,
                 record.aggregate_id,
-                at,  # type: ignore[attr-defined]
+                at,
                 first if n and explains else record.causation_id,
                 *decision,
                 json.dumps(figures(event)),

@@ -264,7 +264,7 @@ def why(
         if show_effects:
             if index.lookup(record_id) is None and not index.children(record_id):
                 raise _fail(f"no record {record_id!r} in the log (events, commands, health, status)", 1)
-            tree = effects(index.children, record_id)
+            tree = effects(index.children, record_id)  # type: ignore[arg-type]
             if as_json:
                 return _print_json(tree)
             root = Tree(f"[bold]{record_id}[/]")
@@ -279,7 +279,7 @@ def why(
         if as_json:
             return _print_json({"chain": chain, "missing_cause": missing})
         for depth, link in enumerate(chain):
-            console.print(("  " * depth) + ("← " if depth else "") + _describe(link), highlight=False)
+            console.print(("  " * depth) + ("← " if depth else "") + _describe(link), highlight=False)  # type: ignore[arg-type]
         if missing:
             console.print(
                 ("  " * len(chain)) + f"← [yellow]{missing}[/] (not in the log: outside its "

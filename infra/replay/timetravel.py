@@ -140,7 +140,7 @@ def timeline(
             break
         if since is not None and record.occurred_at < since:
             continue
-        commit: Commit = record.payload  # type: ignore[assignment]
+        commit: Commit = record.payload
         if commit.outcome == "rejected":
             entries.append(
                 Entry(

@@ -42,7 +42,7 @@ def policy_setups(scenario: Scenario, policies: list[Path]) -> list[tuple[str, o
             name += "'"
         seen.add(name)
         named.append((name, scenario.with_policy(load_policy(path))))
-    return named
+    return named  # type: ignore[return-value]
 
 
 def scenario_info(scenario: Scenario, mode: str) -> dict:
@@ -77,7 +77,7 @@ def run_simulated(
             started = time.perf_counter()
             try:
                 result = Simulation(setup, policy=name).run(  # type: ignore[arg-type]
-                    lambda done, total, task=task: progress.update(task, completed=done)
+                    lambda done, total, task=task: progress.update(task, completed=done)  # type: ignore[misc]
                 )
             except ScenarioError as exc:
                 raise scenario.error(exc) from None

@@ -67,7 +67,7 @@ class LiveRun:
                 continue
             ref = parse_aggregate_id(commit.aggregate_id)
             if ref.kind == "application" and ref.id in self.app_ids:
-                for event in commit.payload.events:  # type: ignore[attr-defined]
+                for event in commit.payload.events:  # type: ignore[union-attr]
                     if isinstance(event, E.ApplicationDeployed):
                         self._tracks_for(event, commit.tenant)
             elif ref.kind == "cluster":
@@ -78,7 +78,7 @@ class LiveRun:
                 if track is not None and commit.occurred_at.timestamp() >= self.started_at:
                     self.commits += 1
                     k = self.step_of(commit.occurred_at.timestamp())
-                    for event in commit.payload.events:  # type: ignore[attr-defined]
+                    for event in commit.payload.events:  # type: ignore[union-attr]
                         if isinstance(event, E.ScalingDecided):
                             track.note(k, event)
 
@@ -113,7 +113,7 @@ class LiveRun:
 
     def silence_mock_patterns(self) -> None:
         types = {body["type"] for kind, body in self.setup.definitions if kind == "cartridge"}
-        with httpx.Client(base_url=self.mock_api, timeout=10, verify=verify_for(self.mock_api, self.settings)) as http:
+        with httpx.Client(base_url=self.mock_api, timeout=10, verify=verify_for(self.mock_api, self.settings)) as http:  # type: ignore[arg-type]
             for cartridge_type in sorted(types):
                 http.put(f"/mock-iaas/api/health-patterns/{cartridge_type}", json={}).raise_for_status()
 

@@ -166,7 +166,7 @@ def plot_decisions(run: PolicyRun, step: float) -> bytes:
                     style = dict(marker="v", color="#d1495b")
                 else:
                     style = dict(marker=".", color="#999999")
-                ax.plot(k * step / 60, row, ls="none", markersize=7, **style)
+                ax.plot(k * step / 60, row, ls="none", markersize=7, **style)  # type: ignore[arg-type]
     ax.set_yticks(range(len(shown)), [c.cluster_id for c in shown], fontsize=7)
     ax.set_xlabel("minutes")
     ax.set_title(f"scaling decisions: {run.name} (▲ scale up, ▼ scale down, · no change)", fontsize=9)

@@ -292,8 +292,8 @@ def _shapes(load: LoadModel, base: Path, where: str) -> tuple[shapes.Shape, ...]
         s = load.sine
         found.append(shapes.Sine(s.mean, s.amplitude, s.period, s.phase))
     if load.spike is not None:
-        s = load.spike
-        found.append(shapes.Spike(s.base, s.peak, s.at, s.duration, s.rise, s.fall))
+        s = load.spike  # type: ignore[assignment]
+        found.append(shapes.Spike(s.base, s.peak, s.at, s.duration, s.rise, s.fall))  # type: ignore[attr-defined]
     if load.walk is not None:
         w = load.walk
         found.append(shapes.Walk(w.start, w.sigma, w.min, w.max))
@@ -422,7 +422,7 @@ def load_policy(path: Path) -> dict:
         raise ScenarioFileError(f"{source}: cannot read: {exc.strerror or exc}") from None
     if path.suffix == ".json":
         try:
-            data, lines = json.loads(text), {}
+            data, lines = json.loads(text), {}  # type: ignore[var-annotated]
         except json.JSONDecodeError as exc:
             raise ScenarioFileError(f"{source}:{exc.lineno}: not valid JSON: {exc.msg}") from None
     else:

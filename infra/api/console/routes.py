@@ -165,13 +165,15 @@ class ConsoleFeed:
         for tenant in self.read_model.tenants_with("cluster"):
             for state in self.read_model.all(tenant, "cluster"):
                 serving = {
-                    m.member_id for m in state.members.values() if m.in_service and m.status != MemberStatus.TERMINATED
+                    m.member_id
+                    for m in state.members.values()  # type: ignore[attr-defined]
+                    if m.in_service and m.status != MemberStatus.TERMINATED
                 }
                 with self.lock:
                     point = [
                         round(now, 1),
                         len(serving),
-                        state.active,
+                        state.active,  # type: ignore[attr-defined]
                         self._mean(state.aggregate_id, "load_average", serving, now),
                         self._mean(state.aggregate_id, "memory_consumption", serving, now),
                     ]
@@ -187,7 +189,7 @@ class ConsoleFeed:
             return cached[1]
         model = self.read_model
         applications = [
-            application_runtime(state, lambda cid: model.get(tenant, "cluster", cid))
+            application_runtime(state, lambda cid: model.get(tenant, "cluster", cid))  # type: ignore[arg-type, return-value]
             for state in model.all(tenant, "application")
         ]
         clusters = []
@@ -195,13 +197,13 @@ class ConsoleFeed:
             for key, points in self.history.items():
                 ref = parse_aggregate_id(key)
                 state = model.get(tenant, "cluster", ref.id) if ref.tenant == tenant else None
-                if state is not None and state.spec is not None:
+                if state is not None and state.spec is not None:  # type: ignore[attr-defined]
                     clusters.append(
                         {
                             "clusterId": ref.id,
-                            "applicationId": state.spec.application_id,
-                            "alias": state.spec.alias,
-                            "status": state.status.value,
+                            "applicationId": state.spec.application_id,  # type: ignore[attr-defined]
+                            "alias": state.spec.alias,  # type: ignore[attr-defined]
+                            "status": state.status.value,  # type: ignore[attr-defined]
                             "points": list(points),
                         }
                     )

@@ -199,7 +199,7 @@ class KubernetesNodes(NodeDriver):
         found = self._request(self._path("pods"), params={"labelSelector": f"{MANAGED_BY}=stratos"})
         return [self._node(pod) for pod in found.get("items") or []]
 
-    def create_node(self, name: str, image: NodeImage, ex_metadata: dict[str, str] | None = None, **_kwargs) -> Node:
+    def create_node(self, name: str, image: NodeImage, ex_metadata: dict[str, str] | None = None, **_kwargs) -> Node:  # type: ignore[override]
         metadata = ex_metadata or {}
         cluster_id = metadata.get("clusterId") or name
         ports = cartridge_ports(metadata)
@@ -323,8 +323,8 @@ class KubernetesNodes(NodeDriver):
             state = NodeState.RUNNING if phase == "Running" else NodeState.PENDING
         ip = status.get("podIP")
         return Node(
-            id=meta.get("uid") or meta.get("name"),
-            name=meta.get("name"),
+            id=meta.get("uid") or meta.get("name"),  # type: ignore[arg-type]
+            name=meta.get("name"),  # type: ignore[arg-type]
             state=state,
             public_ips=[],
             private_ips=[ip] if ip else [],
@@ -364,7 +364,7 @@ class DockerNodes(NodeDriver):
     def list_nodes(self) -> list[Node]:
         return [self._node(c) for c in self.docker.list_containers(all=True)]
 
-    def create_node(self, name: str, image: NodeImage, ex_metadata: dict[str, str] | None = None, **_kwargs) -> Node:
+    def create_node(self, name: str, image: NodeImage, ex_metadata: dict[str, str] | None = None, **_kwargs) -> Node:  # type: ignore[override]
         metadata = ex_metadata or {}
         ports = cartridge_ports(metadata)
         options = dict(
@@ -376,7 +376,7 @@ class DockerNodes(NodeDriver):
             },
             ports={f"{port}/{_transport(protocol).lower()}": {} for protocol, port in ports},
         )
-        container_image = ContainerImage(id=None, name=image.id, path=image.id, version=None, driver=self.docker)
+        container_image = ContainerImage(id=None, name=image.id, path=image.id, version=None, driver=self.docker)  # type: ignore[arg-type]
         try:
             container = self.docker.deploy_container(name, container_image, **options)
         except DockerException as exc:

@@ -27,7 +27,7 @@ class MockIaasHttpError(LibcloudError):
     """The mock IaaS refused a call; `value` is its message, `status` the HTTP code."""
 
     def __init__(self, value: str, status: int) -> None:
-        super().__init__(value, driver=MockNodeDriver)
+        super().__init__(value, driver=MockNodeDriver)  # type: ignore[arg-type]
         self.status = status
 
 
@@ -42,7 +42,7 @@ class MockIaasResponse(JsonResponse):
             body = {}
         message = (body.get("message") if isinstance(body, dict) else None) or self.body or self.error
         if self.status == 401:
-            raise InvalidCredsError(message)
+            raise InvalidCredsError(message)  # type: ignore[arg-type]
         raise MockIaasHttpError(str(message), self.status)
 
 
@@ -65,7 +65,7 @@ class MockIaasConnection(ConnectionKey):
     def connect(self, host=None, port=None, base_url=None, **kwargs):
         super().connect(host=host, port=port, base_url=base_url, **kwargs)
         if self.ca_cert and self.secure:
-            self.connection.ca_cert = self.ca_cert
+            self.connection.ca_cert = self.ca_cert  # type: ignore[union-attr]
 
 
 class MockNodeDriver(NodeDriver):
@@ -133,7 +133,7 @@ class MockNodeDriver(NodeDriver):
     def _on_node(self, method: str, node: Node) -> bool:
         """A call on one node; False when the cloud does not have it (404)."""
         try:
-            self._call(method, f"/instances/{quote(node.id, safe='')}")
+            self._call(method, f"/instances/{quote(node.id, safe='')}")  # type: ignore[arg-type]
         except MockIaasHttpError as exc:
             if exc.status == 404:
                 return False
@@ -173,7 +173,7 @@ class MockEndpoint:
         register_mock_driver()
         parts = urlsplit(self.url)
         secure = parts.scheme == "https"
-        return get_driver(MOCK_PROVIDER)(
+        return get_driver(MOCK_PROVIDER)(  # type: ignore[return-value]
             self.key,
             secure=secure,
             host=parts.hostname or "127.0.0.1",
@@ -189,4 +189,4 @@ def register_mock_driver() -> None:
             return
     except AttributeError:
         pass  # not registered yet
-    set_driver(MOCK_PROVIDER, __name__, MockNodeDriver.__name__)
+    set_driver(MOCK_PROVIDER, __name__, MockNodeDriver.__name__)  # type: ignore[arg-type]

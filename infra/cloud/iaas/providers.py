@@ -61,7 +61,7 @@ class IaasTarget:
 def _image(target: IaasTarget, driver: NodeDriver) -> NodeImage:
     if not target.image_id:
         raise IaasConfigError(f"iaasProvider {target.type!r} needs imageId")
-    return NodeImage(id=target.image_id, name=None, driver=driver)
+    return NodeImage(id=target.image_id, name=None, driver=driver)  # type: ignore[arg-type]
 
 
 def _size(target: IaasTarget, driver: NodeDriver) -> NodeSize:
@@ -141,7 +141,7 @@ def _gce_node(target: IaasTarget, driver: NodeDriver, name: str, metadata: dict)
     if target.network_ids:
         options["ex_network"] = target.network_ids[0]
     if groups := _groups(target):
-        options["ex_tags"] = groups
+        options["ex_tags"] = groups  # type: ignore[assignment]
     return options
 
 

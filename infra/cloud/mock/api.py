@@ -137,7 +137,7 @@ def mock_iaas_router(cloud_of: Callable[[], MockCloud], key: str | None = None, 
     def list_instances(who: Caller = Depends(caller)) -> list[dict]:
         found = [instance.view() for instance in cloud_of().all() if who.sees(instance)]
         if who.tenant is None:
-            listings.update(count=listings["count"] + 1, lastAt=time.time())
+            listings.update(count=listings["count"] + 1, lastAt=time.time())  # type: ignore[call-overload, operator]
         return found
 
     @router.post("/instances", status_code=201)
@@ -145,11 +145,11 @@ def mock_iaas_router(cloud_of: Callable[[], MockCloud], key: str | None = None, 
         body = await _body(request, InstanceRequest)
         if isinstance(body, JSONResponse):
             return body
-        name = body.node_name()
+        name = body.node_name()  # type: ignore[attr-defined]
         if not name:
             return message(400, "name: required (or Stratos's memberId)")
         try:
-            instance = await run_in_threadpool(cloud_of().create, name, body.tags())
+            instance = await run_in_threadpool(cloud_of().create, name, body.tags())  # type: ignore[attr-defined]
         except MockIaasError as exc:
             return message(exc.status, str(exc.value))
         return JSONResponse(instance.view(), status_code=201)
@@ -159,7 +159,7 @@ def mock_iaas_router(cloud_of: Callable[[], MockCloud], key: str | None = None, 
         instance = cloud_of().get(instance_id)
         if not who.sees(instance):
             return message(404, f"instance '{instance_id}' not found")
-        return instance.view()
+        return instance.view()  # type: ignore[union-attr]
 
     @router.post("/instances/{instance_id}/allocateIpAddress")
     def allocate_ip_address(instance_id: str, who: Caller = Depends(caller)):
@@ -191,7 +191,7 @@ def mock_iaas_router(cloud_of: Callable[[], MockCloud], key: str | None = None, 
         patterns = await _body(request, CartridgePatterns)
         if isinstance(patterns, JSONResponse):
             return patterns
-        await run_in_threadpool(cloud_of().replace_patterns, cartridge_type, patterns)
+        await run_in_threadpool(cloud_of().replace_patterns, cartridge_type, patterns)  # type: ignore[arg-type]
         return message(200, f"health pattern of cartridge type '{cartridge_type}' replaced")
 
     @router.post("/start-failures")
@@ -199,8 +199,8 @@ def mock_iaas_router(cloud_of: Callable[[], MockCloud], key: str | None = None, 
         failures = await _body(request, StartFailures)
         if isinstance(failures, JSONResponse):
             return failures
-        await run_in_threadpool(cloud_of().fail_next_starts, failures.count, failures.reason)
-        return message(200, f"the next {failures.count} node start(s) will fail: {failures.reason}")
+        await run_in_threadpool(cloud_of().fail_next_starts, failures.count, failures.reason)  # type: ignore[attr-defined]
+        return message(200, f"the next {failures.count} node start(s) will fail: {failures.reason}")  # type: ignore[attr-defined]
 
     return router
 

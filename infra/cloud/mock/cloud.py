@@ -43,7 +43,7 @@ class MockIaasError(LibcloudError):
     """A refusal of the mock cloud (ids reused, an injected failure, pools exhausted)."""
 
     def __init__(self, value: str, status: int = 400) -> None:
-        super().__init__(value, driver=MockNodeDriver)
+        super().__init__(value, driver=MockNodeDriver)  # type: ignore[arg-type]
         self.status = status
 
 

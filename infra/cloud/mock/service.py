@@ -53,7 +53,7 @@ class MockIaasService:
         if settings.mock_iaas_mode == "simulated":
             self.agents = SimulatedAgents(settings, self.cloud)
         else:
-            self.agents = ProcessInstances(settings, self.cloud)
+            self.agents = ProcessInstances(settings, self.cloud)  # type: ignore[assignment]
         tls = tls_options(settings)
         self.url = f"{'https' if tls else 'http'}://127.0.0.1:{self.port}"
         app = mock_iaas_app(lambda: self.cloud, self.key, settings.mock_iaas_mode)
@@ -65,7 +65,7 @@ class MockIaasService:
                 log_level="warning",
                 access_log=False,
                 timeout_graceful_shutdown=2,
-                **tls,
+                **tls,  # type: ignore[arg-type]
             )
         )
         self.thread = threading.Thread(target=self.server.run, name="mock-iaas-api", daemon=True)
