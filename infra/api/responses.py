@@ -43,7 +43,7 @@ def answer(
     return JSONResponse(bean.model_dump(exclude_none=True), status_code=code, headers=headers)
 
 
-ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {  # type: ignore[name-defined]
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     code: {"model": ResponseMessage, "description": why}
     for code, why in (
         (400, "invalid body, unknown reference, or in use"),
