@@ -11,6 +11,7 @@ deployment does; this is the latency a user sees.
 
 Aim (issue 6): p99 <= 50 ms for runtime reads with 1,000 members, no errors.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -26,7 +27,6 @@ from pathlib import Path
 import aiohttp
 import httpx
 import psutil
-
 from common import bench_settings, finish, median, percentile
 
 from infra.broker import free_port
@@ -45,14 +45,21 @@ SAMPLES = ROOT / "tests" / "samples" / "stratos"
 
 def platform_env(settings, port: int) -> dict[str, str]:
     """The environment of the node and API processes a benchmark starts on its own topics."""
-    return {**os.environ, "STRATOS_KAFKA_BOOTSTRAP": settings.kafka_bootstrap or "",
-            "STRATOS_TOPIC_PREFIX": settings.topic_prefix, "STRATOS_PARTITIONS": str(settings.partitions),
-            "STRATOS_ADMIN_PASSWORD": PASSWORD, "STRATOS_API_PORT": str(port), "STRATOS_LOG_LEVEL": "WARNING"}
+    return {
+        **os.environ,
+        "STRATOS_KAFKA_BOOTSTRAP": settings.kafka_bootstrap or "",
+        "STRATOS_TOPIC_PREFIX": settings.topic_prefix,
+        "STRATOS_PARTITIONS": str(settings.partitions),
+        "STRATOS_ADMIN_PASSWORD": PASSWORD,
+        "STRATOS_API_PORT": str(port),
+        "STRATOS_LOG_LEVEL": "WARNING",
+    }
 
 
 def start(args: list[str], env: dict[str, str]) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "infra.cli", *args], cwd=ROOT, env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    return subprocess.Popen(
+        [sys.executable, "-m", "infra.cli", *args], cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
 
 
 def wait_for(url: str, process: subprocess.Popen, timeout: float = 60) -> None:
@@ -71,6 +78,7 @@ def wait_for(url: str, process: subprocess.Popen, timeout: float = 60) -> None:
 
 def define_big_application(api: httpx.Client) -> str:
     """A deployed application whose one cluster has MEMBERS members (min rule on deploy)."""
+
     def post(path: str, body: dict) -> None:
         reply = api.post(path, json=body)
         if reply.status_code != 201:
@@ -80,14 +88,43 @@ def define_big_application(api: httpx.Client) -> str:
         post("/networkPartitions", {**json.loads((SAMPLES / "network-partition.json").read_text()), "id": name})
     post("/cartridges", json.loads((SAMPLES / "php.json").read_text()))
     post("/autoscalingPolicies", json.loads((SAMPLES / "autoscaling-policy.json").read_text()))
-    post("/deploymentPolicies", {"id": "big", "networkPartitions": [{
-        "id": "network-partition-1", "partitionAlgo": "round-robin",
-        "partitions": [{"id": "partition-1", "partitionMax": MEMBERS}, {"id": "partition-2", "partitionMax": MEMBERS}]}]})
+    post(
+        "/deploymentPolicies",
+        {
+            "id": "big",
+            "networkPartitions": [
+                {
+                    "id": "network-partition-1",
+                    "partitionAlgo": "round-robin",
+                    "partitions": [
+                        {"id": "partition-1", "partitionMax": MEMBERS},
+                        {"id": "partition-2", "partitionMax": MEMBERS},
+                    ],
+                }
+            ],
+        },
+    )
     post("/applicationPolicies", json.loads((SAMPLES / "application-policy.json").read_text()))
-    post("/applications", {"applicationId": "big", "components": {"cartridges": [{
-        "type": "php", "cartridgeMin": MEMBERS, "cartridgeMax": MEMBERS,
-        "subscribableInfo": {"alias": "php1", "autoscalingPolicy": "autoscaling-policy-1",
-                             "deploymentPolicy": "big"}}]}})
+    post(
+        "/applications",
+        {
+            "applicationId": "big",
+            "components": {
+                "cartridges": [
+                    {
+                        "type": "php",
+                        "cartridgeMin": MEMBERS,
+                        "cartridgeMax": MEMBERS,
+                        "subscribableInfo": {
+                            "alias": "php1",
+                            "autoscalingPolicy": "autoscaling-policy-1",
+                            "deploymentPolicy": "big",
+                        },
+                    }
+                ]
+            },
+        },
+    )
     reply = api.post("/applications/big/deploy/application-policy-1")
     if reply.status_code != 202:
         raise RuntimeError(reply.text)
@@ -101,8 +138,9 @@ def define_big_application(api: httpx.Client) -> str:
     raise TimeoutError(f"the runtime did not show {MEMBERS} members")
 
 
-async def load(url: str, token: str, requests_of_client, pause: float = 0.0,
-               clients: int = CLIENTS) -> tuple[list[float], Counter, float]:
+async def load(
+    url: str, token: str, requests_of_client, pause: float = 0.0, clients: int = CLIENTS
+) -> tuple[list[float], Counter, float]:
     """Run `clients` concurrent clients, each `pause` seconds between its requests (first one at
     a random point of that interval); returns latencies (ms), errors by kind and wall seconds."""
     latencies: list[float] = []
@@ -111,6 +149,7 @@ async def load(url: str, token: str, requests_of_client, pause: float = 0.0,
     connector = aiohttp.TCPConnector(limit=clients)
     timeout = aiohttp.ClientTimeout(total=120)
     async with aiohttp.ClientSession(f"{url}/api/", headers=headers, connector=connector, timeout=timeout) as client:
+
         async def one_client(n: int) -> None:
             if pause:
                 await asyncio.sleep(random.uniform(0, pause))
@@ -121,11 +160,12 @@ async def load(url: str, token: str, requests_of_client, pause: float = 0.0,
                         await reply.read()
                         if reply.status != expected:
                             errors[f"HTTP {reply.status}"] += 1
-                except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+                except (TimeoutError, aiohttp.ClientError) as exc:
                     errors[type(exc).__name__] += 1
                 latencies.append((time.perf_counter() - started) * 1000)
                 if pause:
                     await asyncio.sleep(max(0.0, pause - (time.perf_counter() - started)))
+
         started = time.perf_counter()
         await asyncio.gather(*(one_client(n) for n in range(clients)))
         return latencies, errors, time.perf_counter() - started
@@ -136,24 +176,34 @@ def cpu_seconds(process: psutil.Process) -> float:
     return times.user + times.system
 
 
-def measured(api: psutil.Process, url: str, token: str, requests_of_client, pause: float = 0.0,
-             clients: int = CLIENTS) -> dict:
+def measured(
+    api: psutil.Process, url: str, token: str, requests_of_client, pause: float = 0.0, clients: int = CLIENTS
+) -> dict:
     """ROUNDS runs of one load; the median round's figures, with each side's CPU share."""
     rounds = []
     for _ in range(ROUNDS):
         me, server = psutil.Process(), cpu_seconds(api)
         mine = cpu_seconds(me)
         latencies, errors, seconds = asyncio.run(load(url, token, requests_of_client, pause, clients))
-        rounds.append({
-            "requests": len(latencies), "errors": sum(errors.values()), "error_kinds": dict(errors),
-            "p50_ms": round(median(latencies), 1), "p99_ms": round(percentile(latencies, 0.99), 1),
-            "per_second": round(len(latencies) / seconds, 1),
-            "api_cpu_ms_per_request": round((cpu_seconds(api) - server) * 1000 / len(latencies), 2),
-            "api_cpu_share": round((cpu_seconds(api) - server) / seconds, 2),
-            "loadgen_cpu_share": round((cpu_seconds(me) - mine) / seconds, 2)})
+        rounds.append(
+            {
+                "requests": len(latencies),
+                "errors": sum(errors.values()),
+                "error_kinds": dict(errors),
+                "p50_ms": round(median(latencies), 1),
+                "p99_ms": round(percentile(latencies, 0.99), 1),
+                "per_second": round(len(latencies) / seconds, 1),
+                "api_cpu_ms_per_request": round((cpu_seconds(api) - server) * 1000 / len(latencies), 2),
+                "api_cpu_share": round((cpu_seconds(api) - server) / seconds, 2),
+                "loadgen_cpu_share": round((cpu_seconds(me) - mine) / seconds, 2),
+            }
+        )
     rounds.sort(key=lambda r: r["p99_ms"])
-    return {**rounds[len(rounds) // 2], "p99_ms_rounds": [r["p99_ms"] for r in rounds],
-            "errors": sum(r["errors"] for r in rounds)}
+    return {
+        **rounds[len(rounds) // 2],
+        "p99_ms_rounds": [r["p99_ms"] for r in rounds],
+        "errors": sum(r["errors"] for r in rounds),
+    }
 
 
 def main() -> None:
@@ -172,9 +222,21 @@ def main() -> None:
             runtime = [("GET", f"applications/{app_id}/runtime", None, 200)]
             reads = measured(api_process, url, token, lambda n: runtime * READS_PER_CLIENT)
             polls = measured(api_process, url, token, lambda n: runtime * POLLS_PER_CLIENT, POLL_SECONDS)
+
             def adding(count: int):
-                return lambda n: [("POST", "autoscalingPolicies", {"id": f"policy-{n}-{k}-{time.monotonic_ns()}",
-                                   "loadThresholds": {"loadAverage": {"threshold": 50 + k}}}, 201) for k in range(count)]
+                return lambda n: [
+                    (
+                        "POST",
+                        "autoscalingPolicies",
+                        {
+                            "id": f"policy-{n}-{k}-{time.monotonic_ns()}",
+                            "loadThresholds": {"loadAverage": {"threshold": 50 + k}},
+                        },
+                        201,
+                    )
+                    for k in range(count)
+                ]
+
             single_read = measured(api_process, url, token, lambda n: runtime * 20, clients=1)
             single_add = measured(api_process, url, token, adding(20), clients=1)
             adds = measured(api_process, url, token, adding(ADDS_PER_CLIENT))
@@ -183,17 +245,35 @@ def main() -> None:
                 process.terminate()
                 process.wait(15)
     for name, clients, result in (
-            ("runtime reads, one client", 1, single_read), ("runtime reads, saturated", CLIENTS, reads),
-            (f"runtime reads, polled every {POLL_SECONDS:g} s", CLIENTS, polls),
-            ("definition adds, one client", 1, single_add), ("definition adds, saturated", CLIENTS, adds)):
-        print(f"{name} ({clients} clients, {MEMBERS} members): p50 {result['p50_ms']} ms, "
-              f"p99 {result['p99_ms']} ms (rounds {result['p99_ms_rounds']}), {result['per_second']}/s, "
-              f"{result['errors']} errors; API {result['api_cpu_ms_per_request']} ms CPU per request, "
-              f"CPU share API {result['api_cpu_share']} / load generator {result['loadgen_cpu_share']}")
+        ("runtime reads, one client", 1, single_read),
+        ("runtime reads, saturated", CLIENTS, reads),
+        (f"runtime reads, polled every {POLL_SECONDS:g} s", CLIENTS, polls),
+        ("definition adds, one client", 1, single_add),
+        ("definition adds, saturated", CLIENTS, adds),
+    ):
+        print(
+            f"{name} ({clients} clients, {MEMBERS} members): p50 {result['p50_ms']} ms, "
+            f"p99 {result['p99_ms']} ms (rounds {result['p99_ms_rounds']}), {result['per_second']}/s, "
+            f"{result['errors']} errors; API {result['api_cpu_ms_per_request']} ms CPU per request, "
+            f"CPU share API {result['api_cpu_share']} / load generator {result['loadgen_cpu_share']}"
+        )
     print(f"aim p99 <= 50 ms: saturated {reads['p99_ms'] / 50:.1f}x, polled {polls['p99_ms'] / 50:.1f}x")
-    finish({"bench": "api", "clients": CLIENTS, "members": MEMBERS, "rounds": ROUNDS, "runtime_read_one_client": single_read,
-            "runtime_reads": reads, "runtime_polls": polls, "definition_add_one_client": single_add, "definition_adds": adds, "read_p99_vs_aim": round(reads["p99_ms"] / 50, 2),
-            "poll_p99_vs_aim": round(polls["p99_ms"] / 50, 2)})
+    finish(
+        {
+            "bench": "api",
+            "clients": CLIENTS,
+            "members": MEMBERS,
+            "rounds": ROUNDS,
+            "runtime_read_one_client": single_read,
+            "runtime_reads": reads,
+            "runtime_polls": polls,
+            "definition_add_one_client": single_add,
+            "definition_adds": adds,
+            "read_p99_vs_aim": round(reads["p99_ms"] / 50, 2),
+            "poll_p99_vs_aim": round(polls["p99_ms"] / 50, 2),
+        }
+    )
+
 
 if __name__ == "__main__":
     main()

@@ -11,6 +11,7 @@ kill point, and the ratio of the stall to the baseline's longest. Every command 
 answered and appear in exactly one commit.
 Usage: python bench/broker_loss.py [--commands 300] [--rate 20]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -66,8 +67,13 @@ def run(victim: str | None, commands: int, rate: float, work: Path) -> dict:
     """One run on a fresh three-broker cluster; `victim` is None, "broker" or "controller".
     The warm-up, at the same rate, is not measured (the JVMs are still compiling then)."""
     with EmbeddedBroker(brokers=3, data_dir=work / "kafka") as cluster:
-        settings = Settings(kafka_bootstrap=cluster.bootstrap, topic_prefix="bench.", partitions=4,
-                            replication_factor=3, state_dir=work / "state")
+        settings = Settings(
+            kafka_bootstrap=cluster.bootstrap,
+            topic_prefix="bench.",
+            partitions=4,
+            replication_factor=3,
+            state_dir=work / "state",
+        )
         ensure_topics(settings)
         node = start_node(settings, work / "node.log")
         client = TimedClient(settings)
@@ -84,8 +90,11 @@ def run(victim: str | None, commands: int, rate: float, work: Path) -> dict:
                     killed_at = time.monotonic()
                     if victim is not None:
                         controller = cluster.active_controller()
-                        killed = controller if victim == "controller" else \
-                            next(b.node_id for b in cluster.nodes if b.node_id != controller)
+                        killed = (
+                            controller
+                            if victim == "controller"
+                            else next(b.node_id for b in cluster.nodes if b.node_id != controller)
+                        )
                         cluster.kill(killed)
                 sent_at = time.monotonic()
                 sent.append((client.send(*network_partition(n)), sent_at))
@@ -100,7 +109,8 @@ def run(victim: str | None, commands: int, rate: float, work: Path) -> dict:
     after = [latency[c] for c, _ in sent[kill_at:] if c in latency]
     replies_after_kill = [client.arrived_at[c] for c, _ in sent[kill_at:] if c in latency]
     return {
-        "killed_node": killed, "controller_after": controller_after if victim else None,
+        "killed_node": killed,
+        "controller_after": controller_after if victim else None,
         "max_latency_s": round(max(latency.values()), 3),
         "first_reply_after_kill_s": round(min(replies_after_kill) - killed_at, 3),
         "p50_before_ms": round(percentile(before, 0.5) * 1000, 1),
@@ -126,13 +136,18 @@ def main() -> None:
             except BaseException:
                 print((Path(work) / "node.log").read_text(errors="replace")[-3000:], file=sys.stderr)
                 raise
-        what = "no broker killed" if victim is None else \
-            f"node {result['killed_node']} ({victim}) killed, controller then node {result['controller_after']}"
-        print(f"{name}: {what}: longest send-to-reply {result['max_latency_s']:.2f}s, first reply to a command "
-              f"sent from the kill point on after {result['first_reply_after_kill_s']}s; p50/p99 before "
-              f"{result['p50_before_ms']}/{result['p99_before_ms']} ms, after {result['p50_after_ms']}/"
-              f"{result['p99_after_ms']} ms; unanswered {result['unanswered']}, lost {result['lost']}, "
-              f"in more than one commit {result['applied_twice']}")
+        what = (
+            "no broker killed"
+            if victim is None
+            else f"node {result['killed_node']} ({victim}) killed, controller then node {result['controller_after']}"
+        )
+        print(
+            f"{name}: {what}: longest send-to-reply {result['max_latency_s']:.2f}s, first reply to a command "
+            f"sent from the kill point on after {result['first_reply_after_kill_s']}s; p50/p99 before "
+            f"{result['p50_before_ms']}/{result['p99_before_ms']} ms, after {result['p50_after_ms']}/"
+            f"{result['p99_after_ms']} ms; unanswered {result['unanswered']}, lost {result['lost']}, "
+            f"in more than one commit {result['applied_twice']}"
+        )
     baseline_max = results["baseline"]["max_latency_s"]
     for name in ("plain_broker", "controller"):
         results[name]["stall_ratio_to_baseline_max"] = round(results[name]["max_latency_s"] / baseline_max, 1)

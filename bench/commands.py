@@ -9,6 +9,7 @@ lag enters the figure. Prints p50/p99 and the node's peak RSS; one JSON line.
 Usage: python bench/commands.py [--clusters 1000] [--rate 1000] [--seconds 30] [--node-profile FILE]
 (--node-profile runs the node under cProfile and prints where its time went.)
 """
+
 from __future__ import annotations
 
 import argparse
@@ -32,10 +33,17 @@ from schemas.records import CommandRecord
 
 def spec(n: int) -> ClusterSpec:
     return ClusterSpec(
-        cluster_id=f"app{n}.php.php.domain", application_id=f"app{n}", alias="php", cartridge_type="php",
-        min=10, max=20, autoscaling_policy_id="as", deployment_policy_id="dp",
+        cluster_id=f"app{n}.php.php.domain",
+        application_id=f"app{n}",
+        alias="php",
+        cartridge_type="php",
+        min=10,
+        max=20,
+        autoscaling_policy_id="as",
+        deployment_policy_id="dp",
         partition_algorithm="round-robin",
-        partitions=[PartitionSpec(id=f"p{i}", network_partition_id="np", provider="mock", max=10) for i in (1, 2)])
+        partitions=[PartitionSpec(id=f"p{i}", network_partition_id="np", provider="mock", max=10) for i in (1, 2)],
+    )
 
 
 class EventWatcher:
@@ -105,25 +113,42 @@ def main() -> None:
     parser.add_argument("--node-profile", help="run the node under cProfile, writing this file")
     args = parser.parse_args()
     with bench_settings() as settings:
-        env = {**os.environ, "STRATOS_KAFKA_BOOTSTRAP": settings.kafka_bootstrap,
-               "STRATOS_TOPIC_PREFIX": settings.topic_prefix, "STRATOS_LOG_LEVEL": "WARNING"}
+        env = {
+            **os.environ,
+            "STRATOS_KAFKA_BOOTSTRAP": settings.kafka_bootstrap,
+            "STRATOS_TOPIC_PREFIX": settings.topic_prefix,
+            "STRATOS_LOG_LEVEL": "WARNING",
+        }
         profile = ["-m", "cProfile", "-o", args.node_profile] if args.node_profile else []
         node = subprocess.Popen([sys.executable, *profile, "-m", "infra.cli", "node"], env=env)
         client = CommandClient(settings)
         watcher = EventWatcher(settings)
         try:
-            created = [client.send(f"carbon.super/cluster/{spec(n).cluster_id}", C.CreateCluster(spec=spec(n)))
-                       for n in range(args.clusters)]
+            created = [
+                client.send(f"carbon.super/cluster/{spec(n).cluster_id}", C.CreateCluster(spec=spec(n)))
+                for n in range(args.clusters)
+            ]
             deadline = time.monotonic() + 300
             while sum(len(m) for m in watcher.members.values()) < args.clusters * 10:
                 if time.monotonic() > deadline or node.poll() is not None:
                     raise SystemExit("the clusters were not created in time")
                 time.sleep(0.1)
-            print(f"{args.clusters} clusters with {args.clusters * 10} members created "
-                  f"({len(created)} commands)")
-            facts = [(cluster, C.ReportNodeCreated(member_id=m, node_id=m)) for cluster, ms in watcher.members.items() for m in ms]
-            facts += [(cluster, C.ReportInstanceStatus(member_id=m, status="Started")) for cluster, ms in watcher.members.items() for m in ms]
-            facts += [(cluster, C.ReportInstanceStatus(member_id=m, status="Activated")) for cluster, ms in watcher.members.items() for m in ms]
+            print(f"{args.clusters} clusters with {args.clusters * 10} members created ({len(created)} commands)")
+            facts = [
+                (cluster, C.ReportNodeCreated(member_id=m, node_id=m))
+                for cluster, ms in watcher.members.items()
+                for m in ms
+            ]
+            facts += [
+                (cluster, C.ReportInstanceStatus(member_id=m, status="Started"))
+                for cluster, ms in watcher.members.items()
+                for m in ms
+            ]
+            facts += [
+                (cluster, C.ReportInstanceStatus(member_id=m, status="Activated"))
+                for cluster, ms in watcher.members.items()
+                for m in ms
+            ]
             total = min(len(facts), args.rate * args.seconds)
             acked_at: dict[str, float] = {}  # command id -> when the broker acknowledged it
             started = time.perf_counter()
@@ -158,17 +183,31 @@ def main() -> None:
     p50, p99 = percentile(latencies, 0.5), percentile(latencies, 0.99)
     print(f"{total} commands in {sent_s:.1f}s ({total / sent_s:,.0f}/s), {len(latencies)} committed")
     print(f"command appended -> its commit appended: p50 {p50:.1f} ms, p99 {p99:.1f} ms")
-    print("worst seconds (second of the run: worst ms): "
-          + ", ".join(f"{second}: {ms:.0f}" for second, ms in worst_seconds(timed)))
+    print(
+        "worst seconds (second of the run: worst ms): "
+        + ", ".join(f"{second}: {ms:.0f}" for second, ms in worst_seconds(timed))
+    )
     print(f"node RSS: {rss_mb:.0f} MB (peak sampled)")
-    print(f"node CPU: {node_cpu_s / total * 1000:.2f} ms per command, {node_cpu_s / busy_s:.0%} of a core over "
-          f"{busy_s:.0f}s; host load average {load:.1f} on {os.cpu_count()} cores")
+    print(
+        f"node CPU: {node_cpu_s / total * 1000:.2f} ms per command, {node_cpu_s / busy_s:.0%} of a core over "
+        f"{busy_s:.0f}s; host load average {load:.1f} on {os.cpu_count()} cores"
+    )
     if args.node_profile:
         import pstats
+
         pstats.Stats(args.node_profile).sort_stats("tottime").print_stats(20)
-    finish({"bench": "commands", "commands": total, "rate_per_s": round(total / sent_s),
-            "p50_ms": round(p50, 1), "p99_ms": round(p99, 1), "rss_mb": round(rss_mb),
-            "node_cpu_ms_per_command": round(node_cpu_s / total * 1000, 3), "load_average": round(load, 2)})
+    finish(
+        {
+            "bench": "commands",
+            "commands": total,
+            "rate_per_s": round(total / sent_s),
+            "p50_ms": round(p50, 1),
+            "p99_ms": round(p99, 1),
+            "rss_mb": round(rss_mb),
+            "node_cpu_ms_per_command": round(node_cpu_s / total * 1000, 3),
+            "load_average": round(load, 2),
+        }
+    )
 
 
 if __name__ == "__main__":

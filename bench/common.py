@@ -1,4 +1,5 @@
 """Shared by the benchmarks: an embedded broker with fresh topics, and result printing."""
+
 from __future__ import annotations
 
 import json
@@ -37,14 +38,20 @@ def bench_settings(partitions: int = 4):
 def start_node(settings: Settings, log_path: Path) -> subprocess.Popen:
     """A `stratos node` process on these settings, sharing the command partitions with any other
     (its group), logging warnings to `log_path`; its state dir is the caller's (same secrets)."""
-    env = {**os.environ, "STRATOS_KAFKA_BOOTSTRAP": settings.kafka_bootstrap,
-           "STRATOS_TOPIC_PREFIX": settings.topic_prefix, "STRATOS_PARTITIONS": str(settings.partitions),
-           "STRATOS_REPLICATION_FACTOR": str(settings.replication_factor),
-           "STRATOS_STATE_DIR": str(Path(settings.state_dir).resolve()), "STRATOS_LOG_LEVEL": "WARNING"}
+    env = {
+        **os.environ,
+        "STRATOS_KAFKA_BOOTSTRAP": settings.kafka_bootstrap,
+        "STRATOS_TOPIC_PREFIX": settings.topic_prefix,
+        "STRATOS_PARTITIONS": str(settings.partitions),
+        "STRATOS_REPLICATION_FACTOR": str(settings.replication_factor),
+        "STRATOS_STATE_DIR": str(Path(settings.state_dir).resolve()),
+        "STRATOS_LOG_LEVEL": "WARNING",
+    }
     env.pop("STRATOS_NODE_PARTITIONS", None)
     with open(log_path, "ab") as log:
-        return subprocess.Popen([sys.executable, "-m", "infra.cli", "node"], env=env, cwd=ROOT,
-                                stdout=log, stderr=subprocess.STDOUT)
+        return subprocess.Popen(
+            [sys.executable, "-m", "infra.cli", "node"], env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT
+        )
 
 
 def median(values):

@@ -11,6 +11,7 @@ the 100 clusters' events into its views. Measured in one run:
 Lag is read from the worker group's committed offsets (committed after every batch). Aim: >= 10,000 events/s.
 Usage: python bench/health.py [--rounds R] [--seconds S] [--rate R | --rate 0 --share F]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -22,16 +23,15 @@ import time
 from pathlib import Path
 
 from common import bench_settings, finish
-
 from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
 
+from infra.health import HEALTH_GROUP
+from infra.health.app import HealthWorkerThread
 from infra.log.kafka import Appender, envelope, new_id, read_to_end
 from schemas import events as E
 from schemas.domain import ClusterSpec, PartitionSpec
 from schemas.records import Commit, HealthRecord, LogRecord
 from schemas.status import HealthStat
-from infra.health import HEALTH_GROUP
-from infra.health.app import HealthWorkerThread
 from streams.health_state import cluster_key
 
 T = "carbon.super"
@@ -42,8 +42,11 @@ PUBLISH_SECONDS = 15.0
 
 def members() -> list[tuple[str, str, str]]:
     """(cluster key, cluster id, member id) of every simulated member."""
-    return [(cluster_key(T, f"c{c}.php1.php.domain"), f"c{c}.php1.php.domain", f"c{c}.m{m}")
-            for c in range(CLUSTERS) for m in range(MEMBERS_PER_CLUSTER)]
+    return [
+        (cluster_key(T, f"c{c}.php1.php.domain"), f"c{c}.php1.php.domain", f"c{c}.m{m}")
+        for c in range(CLUSTERS)
+        for m in range(MEMBERS_PER_CLUSTER)
+    ]
 
 
 def seed_clusters(settings) -> int:
@@ -55,24 +58,50 @@ def seed_clusters(settings) -> int:
     def commit(key: str, command_type: str, events: list, seq: int) -> None:
         nonlocal seeded
         decision = Commit(command_type=command_type, outcome="accepted", events=events, writer="bench")
-        records.append((key, envelope(LogRecord, decision, key, tenant=T, aggregate_seq=seq,
-                                      causation_id=new_id())))
+        records.append((key, envelope(LogRecord, decision, key, tenant=T, aggregate_seq=seq, causation_id=new_id())))
         seeded += len(events)
 
     for c in range(CLUSTERS):
         cid = f"c{c}.php1.php.domain"
         key = cluster_key(T, cid)
-        spec = ClusterSpec(cluster_id=cid, application_id=f"c{c}", alias="php1", cartridge_type="php",
-                           min=1, max=200, autoscaling_policy_id="as", deployment_policy_id="dp",
-                           partitions=[PartitionSpec(id="p1", network_partition_id="np1", provider="mock", max=200)],
-                           thresholds={"load_average": 70.0, "memory_consumption": 80.0})
+        spec = ClusterSpec(
+            cluster_id=cid,
+            application_id=f"c{c}",
+            alias="php1",
+            cartridge_type="php",
+            min=1,
+            max=200,
+            autoscaling_policy_id="as",
+            deployment_policy_id="dp",
+            partitions=[PartitionSpec(id="p1", network_partition_id="np1", provider="mock", max=200)],
+            thresholds={"load_average": 70.0, "memory_consumption": 80.0},
+        )
         mids = [f"c{c}.m{m}" for m in range(MEMBERS_PER_CLUSTER)]
-        commit(key, "CreateCluster", [E.ClusterCreated(spec=spec)] + [E.MemberSpawnRequested(
-            member_id=mid, cluster_id=cid, application_id=f"c{c}", cartridge_type="php",
-            network_partition_id="np1", partition_id="p1", provider="mock") for mid in mids], 1)
+        commit(
+            key,
+            "CreateCluster",
+            [E.ClusterCreated(spec=spec)]
+            + [
+                E.MemberSpawnRequested(
+                    member_id=mid,
+                    cluster_id=cid,
+                    application_id=f"c{c}",
+                    cartridge_type="php",
+                    network_partition_id="np1",
+                    partition_id="p1",
+                    provider="mock",
+                )
+                for mid in mids
+            ],
+            1,
+        )
         for n, mid in enumerate(mids):
-            commit(key, "ReportInstanceStatus", [E.MemberActivated(member_id=mid, cluster_id=cid)],
-                   MEMBERS_PER_CLUSTER + 2 + n)
+            commit(
+                key,
+                "ReportInstanceStatus",
+                [E.MemberActivated(member_id=mid, cluster_id=cid)],
+                MEMBERS_PER_CLUSTER + 2 + n,
+            )
     appender.append_many("events", records, timeout=120)
     appender.close()
     return seeded
@@ -82,16 +111,33 @@ class HealthTraffic:
     """Encodes health records fast: one template envelope, fields replaced per record."""
 
     def __init__(self) -> None:
-        template = envelope(HealthRecord, HealthStat(cluster_id="c", network_partition_id="np1", member_id="m",
-                                                     metric="load_average", value=1.0, timestamp=1.0), "k", tenant=T)
+        template = envelope(
+            HealthRecord,
+            HealthStat(
+                cluster_id="c",
+                network_partition_id="np1",
+                member_id="m",
+                metric="load_average",
+                value=1.0,
+                timestamp=1.0,
+            ),
+            "k",
+            tenant=T,
+        )
         self.template = json.loads(template.model_dump_json())
         self.count = 0
 
     def encode(self, key: str, cluster_id: str, member_id: str, metric: str, value: float, ts: float) -> bytes:
         self.count += 1
         record = dict(self.template, id=f"h{self.count}", aggregate_id=key)
-        record["payload"] = dict(self.template["payload"], cluster_id=cluster_id, member_id=member_id,
-                                 metric=metric, value=value, timestamp=ts)
+        record["payload"] = dict(
+            self.template["payload"],
+            cluster_id=cluster_id,
+            member_id=member_id,
+            metric=metric,
+            value=value,
+            timestamp=ts,
+        )
         return json.dumps(record).encode()
 
 
@@ -195,9 +241,13 @@ async def bare_read(settings, count: int) -> float:
     from aiokafka import AIOKafkaConsumer
     from aiokafka import TopicPartition as TP
 
-    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, group_id=None,
-                                enable_auto_commit=False, fetch_max_bytes=64 << 20,
-                                max_partition_fetch_bytes=16 << 20)
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=settings.kafka_bootstrap,
+        group_id=None,
+        enable_auto_commit=False,
+        fetch_max_bytes=64 << 20,
+        max_partition_fetch_bytes=16 << 20,
+    )
     await consumer.start()
     tps = [TP(settings.topic("health"), p) for p in range(settings.partitions)]
     consumer.assign(tps)
@@ -216,8 +266,9 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=10, help="backlog: rounds of every member (2 records each)")
     parser.add_argument("--seconds", type=float, default=20.0, help="length of the sustained phase")
     parser.add_argument("--share", type=float, default=0.8, help="sustained rate as a share of the drain rate")
-    parser.add_argument("--rate", type=float, default=10_000.0,
-                        help="sustained rate (events/s; 0: --share of the drain rate)")
+    parser.add_argument(
+        "--rate", type=float, default=10_000.0, help="sustained rate (events/s; 0: --share of the drain rate)"
+    )
     args = parser.parse_args()
     with bench_settings() as base, tempfile.TemporaryDirectory() as state_dir:
         settings = base.model_copy(update={"state_dir": Path(state_dir)})
@@ -225,8 +276,9 @@ def main() -> None:
         # the whole backlog first: a worker draining faster than one producer can write would
         # otherwise be measured at the producer's rate
         with multiprocessing.get_context("spawn").Pool(1) as pool:
-            backlog, produce_rate = pool.apply(produce_rounds, (
-                settings, args.rounds, time.time() - args.rounds * PUBLISH_SECONDS))
+            backlog, produce_rate = pool.apply(
+                produce_rounds, (settings, args.rounds, time.time() - args.rounds * PUBLISH_SECONDS)
+            )
         started = time.monotonic()
         worker, lag = HealthWorkerThread(settings).start(), Lag(settings)
         try:
@@ -245,7 +297,7 @@ def main() -> None:
         total = backlog + traffic.count
         raw_rate = asyncio.run(bare_read(settings, total))
         dead = sum(1 for _ in read_to_end(settings, "deadletter"))
-    tail = samples[len(samples) // 2:]
+    tail = samples[len(samples) // 2 :]
     flat = bool(tail) and max(tail) <= rate * 4 and tail[-1] <= max(tail[0], rate * 4)
     print(f"members: {CLUSTERS * MEMBERS_PER_CLUSTER} in {CLUSTERS} clusters; seeded {seeded} events")
     print(f"worker start: views of the {seeded} events folded in {views_seconds:.2f} s")
@@ -253,15 +305,27 @@ def main() -> None:
     print(f"drain (one worker):            {drain_rate:>10,.0f} events/s ({drained} records measured)")
     print(f"bare aiokafka read, same topic: {raw_rate:>10,.0f} events/s")
     print(f"ratio worker / bare read:       {drain_rate / raw_rate:.3f}")
-    print(f"sustained at {rate:,.0f} events/s for {args.seconds:g}s: lag per second {samples}"
-          f" -> {'flat' if flat else 'growing'}")
+    print(
+        f"sustained at {rate:,.0f} events/s for {args.seconds:g}s: lag per second {samples}"
+        f" -> {'flat' if flat else 'growing'}"
+    )
     print(f"dead letters: {dead} (expected 0: every record valid)")
-    finish({"bench": "health", "members": CLUSTERS * MEMBERS_PER_CLUSTER, "backlog": backlog,
+    finish(
+        {
+            "bench": "health",
+            "members": CLUSTERS * MEMBERS_PER_CLUSTER,
+            "backlog": backlog,
             "views_folded_s": round(views_seconds, 2),
-            "drain_per_s": round(drain_rate), "bare_aiokafka_per_s": round(raw_rate),
-            "ratio": round(drain_rate / raw_rate, 3), "sustained_per_s": round(rate),
-            "lag_flat": flat, "lag_samples": samples, "dead_letters": dead,
-            "aim_per_s": 10_000})
+            "drain_per_s": round(drain_rate),
+            "bare_aiokafka_per_s": round(raw_rate),
+            "ratio": round(drain_rate / raw_rate, 3),
+            "sustained_per_s": round(rate),
+            "lag_flat": flat,
+            "lag_samples": samples,
+            "dead_letters": dead,
+            "aim_per_s": 10_000,
+        }
+    )
 
 
 if __name__ == "__main__":

@@ -11,6 +11,7 @@ The sample's simulated instances still publish health every STRATOS_HEALTH_PUBLI
 
 Aim (issue 11): total <= 0.05 of a core; a definition add as fast as before (~30 ms).
 """
+
 from __future__ import annotations
 
 import os
@@ -23,7 +24,6 @@ from pathlib import Path
 
 import httpx
 import psutil
-
 from common import finish
 
 from infra.broker import free_port
@@ -107,17 +107,28 @@ def measure(extra_env: dict[str, str]) -> tuple[dict[str, float], float, int, li
     """One `stratos up` in a fresh state directory: CPU seconds per part over the idle window,
     the window's length, the members Active, and the definition add times."""
     port = free_port()
-    env = {key: value for key, value in os.environ.items()
-           if key not in ("STRATOS_KAFKA_BOOTSTRAP", "STRATOS_FETCH_WAIT_MS")}
-    env.update(STRATOS_ADMIN_PASSWORD=PASSWORD, STRATOS_LOG_LEVEL="WARNING", STRATOS_MOCK_API_PORT=str(free_port()),
-               PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")])), **extra_env)
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if key not in ("STRATOS_KAFKA_BOOTSTRAP", "STRATOS_FETCH_WAIT_MS")
+    }
+    env.update(
+        STRATOS_ADMIN_PASSWORD=PASSWORD,
+        STRATOS_LOG_LEVEL="WARNING",
+        STRATOS_MOCK_API_PORT=str(free_port()),
+        PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")])),
+        **extra_env,
+    )
     with tempfile.TemporaryDirectory(prefix="stratos-idle-") as state:
-        up = subprocess.Popen([sys.executable, "-m", "infra.cli", "up", "--api-port", str(port),
-                               "--state-dir", state], cwd=ROOT, env=env,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        up = subprocess.Popen(
+            [sys.executable, "-m", "infra.cli", "up", "--api-port", str(port), "--state-dir", state],
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         try:
-            with httpx.Client(base_url=f"http://127.0.0.1:{port}/api", auth=("admin", PASSWORD),
-                              timeout=30) as http:
+            with httpx.Client(base_url=f"http://127.0.0.1:{port}/api", auth=("admin", PASSWORD), timeout=30) as http:
                 members = wait_active(http, up)
                 time.sleep(5)  # let the start-up work (reads from the beginning) settle
                 root = psutil.Process(up.pid)
@@ -144,26 +155,41 @@ def report(label: str, used: dict[str, float], seconds: float, members: int, add
     for part, share in shares.items():
         print(f"{part:>14}: {used[part]:6.2f} CPU s in {seconds:.0f} s = {share:.3f} of a core")
     add_ms = statistics.median(adds)
-    print(f"         total: {total:.3f} of a core (aim <= 0.05: {total / 0.05:.1f}x the aim); "
-          f"{members} members Active")
-    print(f"definition add through the API: median {add_ms:.1f} ms of {ADDS} "
-          f"(min {min(adds):.1f}, max {max(adds):.1f})")
-    return {"cpu_share_total": round(total, 4), "cpu_share_by_part": shares, "members": members,
-            "definition_add_ms_median": round(add_ms, 1), "definition_add_ms_max": round(max(adds), 1)}
+    print(f"         total: {total:.3f} of a core (aim <= 0.05: {total / 0.05:.1f}x the aim); {members} members Active")
+    print(
+        f"definition add through the API: median {add_ms:.1f} ms of {ADDS} (min {min(adds):.1f}, max {max(adds):.1f})"
+    )
+    return {
+        "cpu_share_total": round(total, 4),
+        "cpu_share_by_part": shares,
+        "members": members,
+        "definition_add_ms_median": round(add_ms, 1),
+        "definition_add_ms_max": round(max(adds), 1),
+    }
 
 
 def main() -> None:
-    shipped = report(f"as shipped: fetches waiting up to {Settings.model_fields['fetch_wait_ms'].default} ms",
-                     *measure({}))
-    baseline = report(f"baseline, same run: every fetch waiting {BASELINE_WAIT_MS} ms",
-                      *measure({"STRATOS_FETCH_WAIT_MS": str(BASELINE_WAIT_MS)}))
+    shipped = report(
+        f"as shipped: fetches waiting up to {Settings.model_fields['fetch_wait_ms'].default} ms", *measure({})
+    )
+    baseline = report(
+        f"baseline, same run: every fetch waiting {BASELINE_WAIT_MS} ms",
+        *measure({"STRATOS_FETCH_WAIT_MS": str(BASELINE_WAIT_MS)}),
+    )
     ratio = shipped["cpu_share_total"] / baseline["cpu_share_total"]
     add_ratio = shipped["definition_add_ms_median"] / baseline["definition_add_ms_median"]
     print(f"idle CPU vs baseline: {ratio:.2f}; definition add vs baseline: {add_ratio:.2f}")
-    finish({"bench": "idle", "idle_seconds": IDLE_SECONDS, **shipped,
+    finish(
+        {
+            "bench": "idle",
+            "idle_seconds": IDLE_SECONDS,
+            **shipped,
             "total_vs_aim": round(shipped["cpu_share_total"] / 0.05, 2),
-            "baseline": baseline, "cpu_vs_baseline": round(ratio, 3),
-            "definition_add_vs_baseline": round(add_ratio, 3)})
+            "baseline": baseline,
+            "cpu_vs_baseline": round(ratio, 3),
+            "definition_add_vs_baseline": round(add_ratio, 3),
+        }
+    )
 
 
 if __name__ == "__main__":

@@ -9,26 +9,27 @@
 
 Run: `python bench/lb.py` (needs Debian's haproxy). Ends with one JSON line.
 """
+
 from __future__ import annotations
 
+import sys
+import tempfile
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-import sys
-import tempfile
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import httpx  # noqa: E402
+from common import bench_settings, finish, percentile  # noqa: E402
 
-from bench.common import bench_settings, finish, percentile  # noqa: E402
 from infra.broker import free_port  # noqa: E402
-from infra.log.commands_client import CommandClient  # noqa: E402
 from infra.lb import runtime  # noqa: E402
 from infra.lb.balancer import LoadBalancer  # noqa: E402
 from infra.lb.config import backend_name  # noqa: E402
 from infra.lb.topology import TopologyProjector  # noqa: E402
+from infra.log.commands_client import CommandClient  # noqa: E402
 from schemas import commands as C  # noqa: E402
 from schemas.ids import aggregate_id  # noqa: E402
 from tests.conftest import RunningNode, events_of, sample, wait_until  # noqa: E402
@@ -111,9 +112,15 @@ class Loop:
 
 def main() -> None:
     with bench_settings() as base:
-        settings = base.model_copy(update={
-            "state_dir": Path(tempfile.mkdtemp(prefix="bench-lb-")), "mock_iaas_mode": "process",
-            "cloud_reconcile_seconds": 1.0, "health_publish_seconds": 5.0, "lb_drain_seconds": 10.0})
+        settings = base.model_copy(
+            update={
+                "state_dir": Path(tempfile.mkdtemp(prefix="bench-lb-")),
+                "mock_iaas_mode": "process",
+                "cloud_reconcile_seconds": 1.0,
+                "health_publish_seconds": 5.0,
+                "lb_drain_seconds": 10.0,
+            }
+        )
         node, cloud = RunningNode(settings), RunningCloud(settings)
         projector, lb = TopologyProjector(settings), LoadBalancer(settings, workdir=settings.state_dir / "lb")
         threads = [threading.Thread(target=projector.run, daemon=True), threading.Thread(target=lb.run, daemon=True)]
@@ -123,16 +130,21 @@ def main() -> None:
         try:
             wait_until(lb.ready.is_set, timeout=30, message="the load balancer")
             port = free_port()
-            for kind, body in [("networkPartition", sample("network-partition.json")),
-                               ("cartridge", cartridge("php", port)),
-                               ("autoscalingPolicy", {"id": "rif-policy", "loadThresholds": {
-                                   "requestsInFlight": {"threshold": 1000}}}),
-                               ("deploymentPolicy", sample("deployment-policy.json")),
-                               ("applicationPolicy", sample("application-policy.json"))]:
+            for kind, body in [
+                ("networkPartition", sample("network-partition.json")),
+                ("cartridge", cartridge("php", port)),
+                (
+                    "autoscalingPolicy",
+                    {"id": "rif-policy", "loadThresholds": {"requestsInFlight": {"threshold": 1000}}},
+                ),
+                ("deploymentPolicy", sample("deployment-policy.json")),
+                ("applicationPolicy", sample("application-policy.json")),
+            ]:
                 add(client, kind, body)
             deploy(client, application("bench-app", [("php", "php1", 3, 6)]))
-            members = wait_until(lambda: len(active(settings)) == 3 and active(settings), timeout=90,
-                                 message="three Active members")
+            members = wait_until(
+                lambda: len(active(settings)) == 3 and active(settings), timeout=90, message="three Active members"
+            )
             servers = lambda: {s.name for b in lb.plan.backends for s in b.servers}  # noqa: E731
             wait_until(lambda: servers() == set(members), timeout=30, message="three servers")
             proxy = f"http://127.0.0.1:{port}/"
@@ -140,8 +152,10 @@ def main() -> None:
             direct_rps, direct_p99, direct_failed = load(f"http://127.0.0.1:{one}/", REQUESTS, CONCURRENCY)
             proxy_rps, proxy_p99, proxy_failed = load(proxy, REQUESTS, CONCURRENCY)
             print(f"direct to one member: {direct_rps:7.0f} req/s, p99 {direct_p99 * 1000:6.1f} ms")
-            print(f"through HAProxy to 3: {proxy_rps:7.0f} req/s, p99 {proxy_p99 * 1000:6.1f} ms "
-                  f"(ratio {proxy_rps / direct_rps:.2f})")
+            print(
+                f"through HAProxy to 3: {proxy_rps:7.0f} req/s, p99 {proxy_p99 * 1000:6.1f} ms "
+                f"(ratio {proxy_rps / direct_rps:.2f})"
+            )
 
             worker, reloads = runtime.worker_pid(lb.haproxy.admin), lb.counters.reloads
             loop = Loop(proxy)
@@ -151,32 +165,52 @@ def main() -> None:
                 for _ in range(5):
                     before = active(settings)
                     client.call(CLUSTER, C.UpdateClusterLimits(min=4, max=6))
-                    (new,) = wait_until(lambda: (set(active(settings)) - set(before)) or None, timeout=60,
-                                        message="a fourth Active member")
+                    (new,) = wait_until(
+                        lambda before=before: (set(active(settings)) - set(before)) or None,
+                        timeout=60,
+                        message="a fourth Active member",
+                    )
                     activated = active(settings)[new]
-                    wait_until(lambda: new in loop.first, timeout=20, message="its first proxied request")
+                    wait_until(lambda new=new: new in loop.first, timeout=20, message="its first proxied request")
                     to_first.append(loop.first[new] - activated)
                     changes += 1
                     client.call(CLUSTER, C.UpdateClusterLimits(min=3, max=6))
                     client.call(CLUSTER, C.TerminateMember(member_id=new, graceful=True))
                     name = f"{backend_name(CLUSTER, port)}/{new}"
-                    wait_until(lambda: ("remove", name) in lb.actions, timeout=60, message="drained and removed")
+                    wait_until(
+                        lambda name=name: ("remove", name) in lb.actions, timeout=60, message="drained and removed"
+                    )
                     changes += 1
             finally:
                 loop.stop()
             same_worker = runtime.worker_pid(lb.haproxy.admin) == worker and lb.counters.reloads == reloads
-            print(f"active -> first proxied request over {len(to_first)} scale-outs: median "
-                  f"{sorted(to_first)[len(to_first) // 2]:.3f} s, max {max(to_first):.3f} s (aim <= 1 s)")
-            print(f"{changes} scale changes: {len(loop.failures)} failed of {loop.count} requests (aim 0); "
-                  f"HAProxy worker kept: {same_worker}")
-            finish({"bench": "lb", "direct_rps": round(direct_rps), "proxy_rps": round(proxy_rps),
-                    "rps_ratio": round(proxy_rps / direct_rps, 3), "direct_p99_ms": round(direct_p99 * 1000, 1),
+            print(
+                f"active -> first proxied request over {len(to_first)} scale-outs: median "
+                f"{sorted(to_first)[len(to_first) // 2]:.3f} s, max {max(to_first):.3f} s (aim <= 1 s)"
+            )
+            print(
+                f"{changes} scale changes: {len(loop.failures)} failed of {loop.count} requests (aim 0); "
+                f"HAProxy worker kept: {same_worker}"
+            )
+            finish(
+                {
+                    "bench": "lb",
+                    "direct_rps": round(direct_rps),
+                    "proxy_rps": round(proxy_rps),
+                    "rps_ratio": round(proxy_rps / direct_rps, 3),
+                    "direct_p99_ms": round(direct_p99 * 1000, 1),
                     "proxy_p99_ms": round(proxy_p99 * 1000, 1),
                     "failed_in_load": direct_failed + proxy_failed,
-                    "active_to_first_request_s": {"median": round(sorted(to_first)[len(to_first) // 2], 3),
-                                                  "max": round(max(to_first), 3)},
-                    "scale_changes": changes, "failed_requests_during_changes": len(loop.failures),
-                    "requests_during_changes": loop.count, "worker_kept": same_worker})
+                    "active_to_first_request_s": {
+                        "median": round(sorted(to_first)[len(to_first) // 2], 3),
+                        "max": round(max(to_first), 3),
+                    },
+                    "scale_changes": changes,
+                    "failed_requests_during_changes": len(loop.failures),
+                    "requests_during_changes": loop.count,
+                    "worker_kept": same_worker,
+                }
+            )
         finally:
             client.close()
             lb.stop()

@@ -13,6 +13,7 @@ Prints records/s for each and the ratios of the decoded aiokafka reads to the ra
 measured in the same run (these machines are noisy: quote ratios and medians).
 Usage: python bench/log_throughput.py [--events N] [--runs R]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -28,12 +29,26 @@ from schemas.records import Commit, LogRecord
 
 
 def make_records(count: int) -> list[bytes]:
-    commit = Commit(command_type="ReportInstanceStatus", outcome="accepted",
-                    events=[MemberActivated(member_id="m", cluster_id="c")], writer="bench")
+    commit = Commit(
+        command_type="ReportInstanceStatus",
+        outcome="accepted",
+        events=[MemberActivated(member_id="m", cluster_id="c")],
+        writer="bench",
+    )
     template = envelope(LogRecord, commit, "carbon.super/cluster/c")
-    return [template.model_copy(update={"id": f"{n:032x}", "aggregate_seq": n + 1, "causation_id": f"{n:031x}c",
-                                        "aggregate_id": f"carbon.super/cluster/c{n % 1000}"}
-                                ).model_dump_json().encode() for n in range(count)]
+    return [
+        template.model_copy(
+            update={
+                "id": f"{n:032x}",
+                "aggregate_seq": n + 1,
+                "causation_id": f"{n:031x}c",
+                "aggregate_id": f"carbon.super/cluster/c{n % 1000}",
+            }
+        )
+        .model_dump_json()
+        .encode()
+        for n in range(count)
+    ]
 
 
 def append(settings, values: list[bytes]) -> float:
@@ -51,9 +66,14 @@ def append(settings, values: list[bytes]) -> float:
 def read_kafka_python(settings, count: int, decode) -> float:
     from kafka import KafkaConsumer, TopicPartition
 
-    consumer = KafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, group_id=None,
-                             enable_auto_commit=False, max_poll_records=10_000,
-                             fetch_max_bytes=64 << 20, max_partition_fetch_bytes=16 << 20)
+    consumer = KafkaConsumer(
+        bootstrap_servers=settings.kafka_bootstrap,
+        group_id=None,
+        enable_auto_commit=False,
+        max_poll_records=10_000,
+        fetch_max_bytes=64 << 20,
+        max_partition_fetch_bytes=16 << 20,
+    )
     tps = [TopicPartition(settings.topic("events"), p) for p in range(settings.partitions)]
     consumer.assign(tps)
     consumer.seek_to_beginning(*tps)
@@ -73,9 +93,13 @@ def read_kafka_python(settings, count: int, decode) -> float:
 async def read_aiokafka(settings, count: int, decode) -> float:
     from aiokafka import AIOKafkaConsumer, TopicPartition
 
-    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, group_id=None,
-                                enable_auto_commit=False, fetch_max_bytes=64 << 20,
-                                max_partition_fetch_bytes=16 << 20)
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=settings.kafka_bootstrap,
+        group_id=None,
+        enable_auto_commit=False,
+        fetch_max_bytes=64 << 20,
+        max_partition_fetch_bytes=16 << 20,
+    )
     await consumer.start()
     tps = [TopicPartition(settings.topic("events"), p) for p in range(settings.partitions)]
     consumer.assign(tps)
@@ -102,8 +126,11 @@ def main() -> None:
     values = make_records(args.events)
     alone = {name: 0.0 for name in ("model_validate_json", "full", "head")}
     for _ in range(5):  # interleaved, best of 5 passes over 20,000 records
-        for name, decode in (("model_validate_json", LogRecord.model_validate_json), ("full", decode_log),
-                             ("head", decode_head)):
+        for name, decode in (
+            ("model_validate_json", LogRecord.model_validate_json),
+            ("full", decode_log),
+            ("head", decode_head),
+        ):
             started = time.perf_counter()
             for value in values[:20_000]:
                 decode(value)
@@ -111,8 +138,9 @@ def main() -> None:
     readers = {"raw": None, "before": LogRecord.model_validate_json, "full": decode_log, "head": decode_head}
     with bench_settings() as settings:
         append_rate = append(settings, values)
-        figures: dict[str, list[float]] = {f"{client}_{kind}": [] for client in ("kp", "aio") for kind in readers
-                                           if (client, kind) != ("kp", "before")}
+        figures: dict[str, list[float]] = {
+            f"{client}_{kind}": [] for client in ("kp", "aio") for kind in readers if (client, kind) != ("kp", "before")
+        }
         for _ in range(args.runs):
             for kind, decode in readers.items():
                 if kind != "before":  # the decode before this change: on aiokafka only
@@ -134,10 +162,15 @@ def main() -> None:
             print(f"read {name:<13} {labels[kind]:<19} {med[key]:>10,.0f}/s  ratio {ratio[key]:.2f}")
     print("full decode: node recovery, read models, reactor, cloud controller, replay --at, diff, why index;")
     print("head decode: history, replay --what-if, state (their aggregate's payloads decoded in full)")
-    finish({"bench": "log_throughput", "events": args.events, "runs": args.runs,
+    finish(
+        {
+            "bench": "log_throughput",
+            "events": args.events,
+            "runs": args.runs,
             "append_per_s": round(append_rate),
             "decode_model_validate_json_only_per_s": round(alone["model_validate_json"]),
-            "decode_only_per_s": round(alone["full"]), "decode_head_only_per_s": round(alone["head"]),
+            "decode_only_per_s": round(alone["full"]),
+            "decode_head_only_per_s": round(alone["head"]),
             "read_raw_kafka_python_per_s": round(med["kp_raw"]),
             "read_decoded_kafka_python_per_s": round(med["kp_full"]),
             "read_head_kafka_python_per_s": round(med["kp_head"]),
@@ -146,10 +179,13 @@ def main() -> None:
             "ratio_model_validate_json": round(ratio["aio_before"], 3),
             "read_decoded_aiokafka_per_s": round(med["aio_full"]),
             "read_head_aiokafka_per_s": round(med["aio_head"]),
-            "ratio": round(ratio["aio_full"], 3), "ratio_head": round(ratio["aio_head"], 3),
+            "ratio": round(ratio["aio_full"], 3),
+            "ratio_head": round(ratio["aio_head"], 3),
             "ratio_head_kafka_python": round(ratio["kp_head"], 3),
             "full_decode_readers": ["recovery", "read models", "reactor", "cloud", "replay --at", "diff", "why"],
-            "head_decode_readers": ["history", "replay --what-if", "state"]})
+            "head_decode_readers": ["history", "replay --what-if", "state"],
+        }
+    )
 
 
 if __name__ == "__main__":

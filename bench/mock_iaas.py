@@ -5,6 +5,7 @@ controller did before the mock IaaS became its own part: the baseline of the sam
 
     python bench/mock_iaas.py [NODES]
 """
+
 from __future__ import annotations
 
 import statistics
@@ -15,7 +16,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.common import finish  # noqa: E402
+from common import finish  # noqa: E402
+
 from infra.api.server import ApiServer  # noqa: E402
 from infra.broker import free_port  # noqa: E402
 from infra.cloud.iaas.mock_driver import MockEndpoint  # noqa: E402
@@ -36,8 +38,9 @@ def over_http(nodes: int) -> dict[str, list[float]]:
     server = ApiServer(mock_iaas_app(lambda: cloud, KEY), port=free_port()).start()
     try:
         driver = MockEndpoint(server.url, KEY).driver()
-        created = [timed(lambda n=n: driver.create_node(name=f"m{n}", ex_metadata={"tenant": "t"}))
-                   for n in range(nodes)]
+        created = [
+            timed(lambda n=n: driver.create_node(name=f"m{n}", ex_metadata={"tenant": "t"})) for n in range(nodes)
+        ]
         listed = [timed(driver.list_nodes) for _ in range(20)]
         all_nodes = driver.list_nodes()
         destroyed = [timed(lambda node=node: driver.destroy_node(node)) for node in all_nodes]
@@ -61,8 +64,10 @@ def main() -> None:
     result = {"bench": "mock_iaas", "nodes": nodes}
     for call in ("create", "list", "destroy"):
         ours, base = statistics.median(http[call]), statistics.median(local[call])
-        print(f"{call:>8}: {ours:7.2f} ms median over HTTP to the durable cloud vs {base:6.3f} ms in process "
-              f"(x{ours / base:.0f}; p95 {sorted(http[call])[int(len(http[call]) * 0.95) - 1]:.2f} ms)")
+        print(
+            f"{call:>8}: {ours:7.2f} ms median over HTTP to the durable cloud vs {base:6.3f} ms in process "
+            f"(x{ours / base:.0f}; p95 {sorted(http[call])[int(len(http[call]) * 0.95) - 1]:.2f} ms)"
+        )
         result[f"{call}_ms_http"] = round(ours, 3)
         result[f"{call}_ms_in_process"] = round(base, 4)
         result[f"{call}_ratio"] = round(ours / base, 1)

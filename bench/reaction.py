@@ -8,6 +8,7 @@ or stamped by a part running here). Stratos needs up to ~165 s to its first scal
 Kubernetes' HPA 15-70 s; the aim is the window hop + 1 s.
 Usage: python bench/reaction.py [--steps N] [--hop S] [--window S]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -60,7 +61,7 @@ class Watch:
 
     def _run(self) -> None:
         while not self.stopping.is_set():
-            for kind, reader in zip(("commands", "events"), self.readers):
+            for kind, reader in zip(("commands", "events"), self.readers, strict=True):
                 for raws in reader.poll(timeout_ms=20).values():
                     for raw in raws:
                         if kind == "commands":
@@ -86,24 +87,51 @@ class Watch:
 def step(settings, client, appender, worker, watch, n: int) -> tuple[float, float]:
     cluster = f"bench{n}.php1.php.domain"
     key = cluster_key(T, cluster)
-    spec = ClusterSpec(cluster_id=cluster, application_id=f"bench{n}", alias="php1", cartridge_type="php",
-                       min=1, max=4, autoscaling_policy_id="as", deployment_policy_id="dp",
-                       partitions=[PartitionSpec(id="p1", network_partition_id="np1", provider="mock", max=4)],
-                       thresholds={"load_average": 25.0})
+    spec = ClusterSpec(
+        cluster_id=cluster,
+        application_id=f"bench{n}",
+        alias="php1",
+        cartridge_type="php",
+        min=1,
+        max=4,
+        autoscaling_policy_id="as",
+        deployment_policy_id="dp",
+        partitions=[PartitionSpec(id="p1", network_partition_id="np1", provider="mock", max=4)],
+        thresholds={"load_average": 25.0},
+    )
     client.call(key, C.CreateCluster(spec=spec))
-    member = wait_for(lambda: list(getattr(worker.service.clusters.get(key), "members", None) or ()),
-                      30, "the spawned member in the worker's view")[0]
-    for command in (C.ReportNodeCreated(member_id=member, node_id=member),
-                    C.ReportInstanceStatus(member_id=member, status="Started"),
-                    C.ReportInstanceStatus(member_id=member, status="Activated")):
+    member = wait_for(
+        lambda: list(getattr(worker.service.clusters.get(key), "members", None) or ()),
+        30,
+        "the spawned member in the worker's view",
+    )[0]
+    for command in (
+        C.ReportNodeCreated(member_id=member, node_id=member),
+        C.ReportInstanceStatus(member_id=member, status="Started"),
+        C.ReportInstanceStatus(member_id=member, status="Activated"),
+    ):
         client.call(key, command)
     wait_for(lambda: active_members(worker.service.clusters.get(key)), 30, "the member active in the view")
 
     def publish(value: float) -> float:
         at = time.time()
-        appender.append("health", key, envelope(HealthRecord, HealthStat(
-            cluster_id=cluster, network_partition_id="np1", member_id=member, metric="load_average",
-            value=value, timestamp=at), key, tenant=T))
+        appender.append(
+            "health",
+            key,
+            envelope(
+                HealthRecord,
+                HealthStat(
+                    cluster_id=cluster,
+                    network_partition_id="np1",
+                    member_id=member,
+                    metric="load_average",
+                    value=value,
+                    timestamp=at,
+                ),
+                key,
+                tenant=T,
+            ),
+        )
         return at
 
     for _ in range(int(3 / PUBLISH_EVERY)):  # steady state below the threshold
@@ -125,8 +153,7 @@ def main() -> None:
     parser.add_argument("--window", type=float, default=10.0)
     args = parser.parse_args()
     with bench_settings() as base:
-        settings = base.model_copy(update={"health_hop_seconds": args.hop,
-                                           "health_window_seconds": args.window})
+        settings = base.model_copy(update={"health_hop_seconds": args.hop, "health_window_seconds": args.window})
         node, reactor = Node(settings), Reactor(settings)
         threads = [threading.Thread(target=node.run, daemon=True), threading.Thread(target=reactor.run, daemon=True)]
         for thread in threads:
@@ -145,18 +172,29 @@ def main() -> None:
             reactor.stop()
     to_command = [r[0] for r in results]
     to_decided = [r[1] for r in results]
-    print(f"load step 10 -> 80 on a cluster (threshold 25), window {args.window:g}s, hop {args.hop:g}s, "
-          f"{args.steps} steps")
+    print(
+        f"load step 10 -> 80 on a cluster (threshold 25), window {args.window:g}s, hop {args.hop:g}s, "
+        f"{args.steps} steps"
+    )
     for n, (command, decided) in enumerate(results):
         print(f"  step {n}: ScaleCluster after {command:.2f}s, ScalingDecided after {decided:.2f}s")
-    print(f"median: to ScaleCluster {median(to_command):.2f}s, to ScalingDecided {median(to_decided):.2f}s "
-          f"(aim: hop + 1 s = {args.hop + 1:.1f}s; Stratos up to ~165 s, HPA 15-70 s)")
+    print(
+        f"median: to ScaleCluster {median(to_command):.2f}s, to ScalingDecided {median(to_decided):.2f}s "
+        f"(aim: hop + 1 s = {args.hop + 1:.1f}s; Stratos up to ~165 s, HPA 15-70 s)"
+    )
     print(f"ratio to the aim (hop + 1 s): {median(to_decided) / (args.hop + 1):.2f}")
-    finish({"bench": "reaction", "steps": args.steps, "hop_s": args.hop, "window_s": args.window,
+    finish(
+        {
+            "bench": "reaction",
+            "steps": args.steps,
+            "hop_s": args.hop,
+            "window_s": args.window,
             "to_scale_command_s": round(median(to_command), 3),
             "to_scaling_decided_s": round(median(to_decided), 3),
             "max_to_scaling_decided_s": round(max(to_decided), 3),
-            "ratio_to_aim": round(median(to_decided) / (args.hop + 1), 3)})
+            "ratio_to_aim": round(median(to_decided) / (args.hop + 1), 3),
+        }
+    )
 
 
 if __name__ == "__main__":

@@ -16,6 +16,7 @@ With --gc-baseline the cold rebuild is also timed with the cyclic collector left
 fold (as before `recover_partition` paused it), in the same run.
 Usage: python bench/replay.py [--events 1000000] [--rounds 12] [--gc-baseline]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -23,7 +24,7 @@ import asyncio
 import itertools
 import math
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 from common import bench_settings, finish
 
@@ -38,7 +39,7 @@ from schemas import commands as C
 from schemas.domain import ClusterSpec, PartitionSpec
 from schemas.records import Claim, CommandRecord, LogRecord, Snapshot, SnapshotRecord
 
-START = datetime(2026, 1, 1, tzinfo=timezone.utc)
+START = datetime(2026, 1, 1, tzinfo=UTC)
 TEMPLATE_N = "999999"
 """The template cluster's number: `app999999.php.php.domain`."""
 ID_TAG = "9" * 8
@@ -48,11 +49,17 @@ CLAIM_TAG = "c1a1m" + "0" * 27
 
 def cluster_spec(n) -> ClusterSpec:
     return ClusterSpec(
-        cluster_id=f"app{n}.php.php.domain", application_id=f"app{n}", alias="php", cartridge_type="php",
-        min=10, max=20, autoscaling_policy_id="as", deployment_policy_id="dp",
+        cluster_id=f"app{n}.php.php.domain",
+        application_id=f"app{n}",
+        alias="php",
+        cartridge_type="php",
+        min=10,
+        max=20,
+        autoscaling_policy_id="as",
+        deployment_policy_id="dp",
         partition_algorithm="round-robin",
-        partitions=[PartitionSpec(id=f"p{i}", network_partition_id="np", provider="mock", max=10)
-                    for i in (1, 2)])
+        partitions=[PartitionSpec(id=f"p{i}", network_partition_id="np", provider="mock", max=10) for i in (1, 2)],
+    )
 
 
 def template_history(rounds: int) -> tuple[list[bytes], int]:
@@ -68,8 +75,11 @@ def template_history(rounds: int) -> tuple[list[bytes], int]:
         nonlocal events
         clock[0] += timedelta(milliseconds=5)
         ctx = Context(now=clock[0], new_id=new_id, claim=CLAIM_TAG, writer="bench-node")
-        outcome = handle(tracked, envelope(CommandRecord, command, tracked.state.aggregate_id,
-                                           record_id=new_id(), occurred_at=clock[0]), ctx)
+        outcome = handle(
+            tracked,
+            envelope(CommandRecord, command, tracked.state.aggregate_id, record_id=new_id(), occurred_at=clock[0]),
+            ctx,
+        )
         commits.append(outcome.encoded)
         events += len(outcome.commit.payload.events)
 
@@ -98,28 +108,39 @@ async def append_all(settings, clusters: int, rounds: int) -> tuple[int, int]:
     from aiokafka import AIOKafkaProducer
 
     template, events_each = template_history(rounds)
-    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, linger_ms=20,
-                                max_batch_size=512 * 1024, acks="all")
+    producer = AIOKafkaProducer(
+        bootstrap_servers=settings.kafka_bootstrap, linger_ms=20, max_batch_size=512 * 1024, acks="all"
+    )
     await producer.start()
     topic = settings.topic("events")
     count = 0
     try:
         for partition in range(settings.partitions):
-            claim = envelope(LogRecord, Claim(partition=partition, writer="bench-node", generation=1),
-                             f"{CLAIM}/{partition}", record_id=claim_id(partition))
-            await producer.send(topic, claim.model_dump_json().encode(), key=f"{CLAIM}/{partition}".encode(),
-                                partition=partition)
+            claim = envelope(
+                LogRecord,
+                Claim(partition=partition, writer="bench-node", generation=1),
+                f"{CLAIM}/{partition}",
+                record_id=claim_id(partition),
+            )
+            await producer.send(
+                topic, claim.model_dump_json().encode(), key=f"{CLAIM}/{partition}".encode(), partition=partition
+            )
         targets = []
         for n in range(clusters):
             key = f"carbon.super/cluster/app{n}.php.php.domain"
             partition = partition_for(key, settings.partitions)
-            targets.append((key.encode(), partition, f"{n:08x}".encode(), f"app{n}.".encode(),
-                            claim_id(partition).encode()))
+            targets.append(
+                (key.encode(), partition, f"{n:08x}".encode(), f"app{n}.".encode(), claim_id(partition).encode())
+            )
         tag, name, claim_tag = ID_TAG.encode(), f"app{TEMPLATE_N}.".encode(), CLAIM_TAG.encode()
         for value in template:
             for key, partition, ids, cluster, claim in targets:
-                await producer.send(topic, value.replace(tag, ids).replace(name, cluster).replace(claim_tag, claim),
-                                    key=key, partition=partition)
+                await producer.send(
+                    topic,
+                    value.replace(tag, ids).replace(name, cluster).replace(claim_tag, claim),
+                    key=key,
+                    partition=partition,
+                )
                 count += 1
         await producer.flush()
     finally:
@@ -135,8 +156,7 @@ def timed(fn):
 
 def raw_read(settings) -> int:
     """The same partitions read, nothing decoded: the reader's own cost."""
-    return sum(1 for partition in range(settings.partitions)
-               for _ in iter_partition(settings, "events", partition))
+    return sum(1 for partition in range(settings.partitions) for _ in iter_partition(settings, "events", partition))
 
 
 def plain_decode(settings) -> int:
@@ -174,28 +194,55 @@ async def write_snapshots(settings, recovered_all) -> None:
     the checkpoint marker, all under its claim."""
     from aiokafka import AIOKafkaProducer
 
-    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, linger_ms=20,
-                                max_batch_size=512 * 1024)
+    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, linger_ms=20, max_batch_size=512 * 1024)
     await producer.start()
     topic = settings.topic("snapshots")
 
     async def send(key: str, snapshot: Snapshot, partition: int) -> None:
-        await producer.send(topic, envelope(SnapshotRecord, snapshot, key).model_dump_json().encode(),
-                            key=key.encode(), partition=partition)
+        await producer.send(
+            topic,
+            envelope(SnapshotRecord, snapshot, key).model_dump_json().encode(),
+            key=key.encode(),
+            partition=partition,
+        )
 
     try:
         for recovered in recovered_all:
             partition, claim = recovered.partition, recovered.fence.claim
-            await send(f"{CLAIM}/{partition}", Snapshot(
-                aggregate_type=CLAIM, events_partition=partition, events_offset=-1,
-                state={"writer": "bench-node"}, claim=claim), partition)
+            await send(
+                f"{CLAIM}/{partition}",
+                Snapshot(
+                    aggregate_type=CLAIM,
+                    events_partition=partition,
+                    events_offset=-1,
+                    state={"writer": "bench-node"},
+                    claim=claim,
+                ),
+                partition,
+            )
             for aggregate_id, tracked in recovered.aggregates.items():
-                await send(aggregate_id, Snapshot(
-                    aggregate_type="cluster", events_partition=partition,
-                    events_offset=recovered.next_offset - 1, state=tracked.snapshot(), claim=claim), partition)
-            await send(f"{CHECKPOINT}/{partition}", Snapshot(
-                aggregate_type=CHECKPOINT, events_partition=partition,
-                events_offset=recovered.next_offset - 1, state={}, claim=claim), partition)
+                await send(
+                    aggregate_id,
+                    Snapshot(
+                        aggregate_type="cluster",
+                        events_partition=partition,
+                        events_offset=recovered.next_offset - 1,
+                        state=tracked.snapshot(),
+                        claim=claim,
+                    ),
+                    partition,
+                )
+            await send(
+                f"{CHECKPOINT}/{partition}",
+                Snapshot(
+                    aggregate_type=CHECKPOINT,
+                    events_partition=partition,
+                    events_offset=recovered.next_offset - 1,
+                    state={},
+                    claim=claim,
+                ),
+                partition,
+            )
         await producer.flush()
     finally:
         await producer.stop()
@@ -205,16 +252,19 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--events", type=int, default=1_000_000)
     parser.add_argument("--rounds", type=int, default=12)
-    parser.add_argument("--gc-baseline", action="store_true",
-                        help="also time the cold rebuild with the collector on during the fold")
+    parser.add_argument(
+        "--gc-baseline", action="store_true", help="also time the cold rebuild with the collector on during the fold"
+    )
     args = parser.parse_args()
     _, events_each = template_history(args.rounds)
     clusters = max(1, math.ceil(args.events / events_each))
     with bench_settings() as settings:
         started = time.perf_counter()
         commits, total = asyncio.run(append_all(settings, clusters, args.rounds))
-        print(f"log built and appended: {clusters:,} clusters, {commits:,} commits, {total:,} events "
-              f"in {time.perf_counter() - started:.1f}s")
+        print(
+            f"log built and appended: {clusters:,} clusters, {commits:,} commits, {total:,} events "
+            f"in {time.perf_counter() - started:.1f}s"
+        )
         records, raw_s = timed(lambda: raw_read(settings))
         decoded, decode_s = timed(lambda: plain_decode(settings))
         (aggregates, replayed, recovered_all), rebuild_s = timed(lambda: rebuild(settings, use_snapshots=False))
@@ -222,7 +272,8 @@ def main() -> None:
         if args.gc_baseline:
             import contextlib
 
-            from infra import recovery
+            from infra.log import recovery
+
             paused, recovery._gc_paused = recovery._gc_paused, contextlib.nullcontext
             try:
                 recovered_all = None  # the first rebuild's memory freed before the second
@@ -238,18 +289,30 @@ def main() -> None:
     ratio = rebuild_rate / decode_rate
     print(f"raw read (no decode):   {records:,} records in {raw_s:.1f}s = {total / raw_s:,.0f} events/s")
     print(f"plain decode:           {decoded:,} events in {decode_s:.1f}s = {decode_rate:,.0f}/s")
-    print(f"cold rebuild of actors: {aggregates:,} aggregates, {replayed:,} events in {rebuild_s:.1f}s "
-          f"= {rebuild_rate:,.0f}/s (ratio to decode {ratio:.2f})")
+    print(
+        f"cold rebuild of actors: {aggregates:,} aggregates, {replayed:,} events in {rebuild_s:.1f}s "
+        f"= {rebuild_rate:,.0f}/s (ratio to decode {ratio:.2f})"
+    )
     if baseline_s is not None:
-        print(f"cold rebuild, collector on during the fold: {replayed / baseline_s:,.0f}/s "
-              f"(ratio to decode {replayed / baseline_s / decode_rate:.2f}; paused / on {baseline_s / rebuild_s:.2f})")
+        print(
+            f"cold rebuild, collector on during the fold: {replayed / baseline_s:,.0f}/s "
+            f"(ratio to decode {replayed / baseline_s / decode_rate:.2f}; paused / on {baseline_s / rebuild_s:.2f})"
+        )
     print(f"rebuild from snapshots: {snap_aggregates:,} aggregates, {tail} tail events in {snapshot_s:.2f}s")
-    finish({"bench": "replay", "events": total, "commits": commits, "aggregates": aggregates,
-            "rebuild_events_per_s": round(rebuild_rate), "decode_events_per_s": round(decode_rate),
+    finish(
+        {
+            "bench": "replay",
+            "events": total,
+            "commits": commits,
+            "aggregates": aggregates,
+            "rebuild_events_per_s": round(rebuild_rate),
+            "decode_events_per_s": round(decode_rate),
             "raw_read_events_per_s": round(total / raw_s),
             "ratio": round(ratio, 3),
             **({"rebuild_gc_on_events_per_s": round(replayed / baseline_s)} if baseline_s else {}),
-            "rebuild_with_snapshots_s": round(snapshot_s, 3)})
+            "rebuild_with_snapshots_s": round(snapshot_s, 3),
+        }
+    )
 
 
 if __name__ == "__main__":

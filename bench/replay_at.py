@@ -12,6 +12,7 @@ same run:
   `--whys` random event ids.
 Usage: python bench/replay_at.py [--events 1000000] [--instants 20] [--whys 100]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -43,8 +44,7 @@ async def write_checkpoints(settings, every: int) -> tuple[int, list[str]]:
     of event ids (for the `why` queries)."""
     from aiokafka import AIOKafkaProducer
 
-    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, linger_ms=20,
-                                max_batch_size=512 * 1024)
+    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, linger_ms=20, max_batch_size=512 * 1024)
     await producer.start()
     topic = settings.topic("snapshots")
     written, event_ids = 0, []
@@ -62,9 +62,18 @@ async def write_checkpoints(settings, every: int) -> tuple[int, list[str]]:
                 commit = history.commit(partition, offset, value)
                 if claim is None and history.fences[partition].claim:
                     claim = history.fences[partition].claim
-                    await send(f"{CLAIM}/{partition}", Snapshot(
-                        aggregate_type=CLAIM, events_partition=partition, events_offset=-1,
-                        state={"writer": "bench-node"}, claim=claim), partition, START)
+                    await send(
+                        f"{CLAIM}/{partition}",
+                        Snapshot(
+                            aggregate_type=CLAIM,
+                            events_partition=partition,
+                            events_offset=-1,
+                            state={"writer": "bench-node"},
+                            claim=claim,
+                        ),
+                        partition,
+                        START,
+                    )
                 if commit is None:
                     continue
                 tracked = aggregates.get(commit.aggregate_id)
@@ -79,12 +88,30 @@ async def write_checkpoints(settings, every: int) -> tuple[int, list[str]]:
                     event_ids.append(rng.choice(events).id)
                 if since >= every:
                     for aggregate_id in changed:
-                        await send(aggregate_id, Snapshot(
-                            aggregate_type="cluster", events_partition=partition, events_offset=offset,
-                            state=aggregates[aggregate_id].snapshot(), claim=claim), partition, last_at)
-                    await send(f"{CHECKPOINT}/{partition}", Snapshot(
-                        aggregate_type=CHECKPOINT, events_partition=partition, events_offset=offset,
-                        state={}, claim=claim), partition, last_at)
+                        await send(
+                            aggregate_id,
+                            Snapshot(
+                                aggregate_type="cluster",
+                                events_partition=partition,
+                                events_offset=offset,
+                                state=aggregates[aggregate_id].snapshot(),
+                                claim=claim,
+                            ),
+                            partition,
+                            last_at,
+                        )
+                    await send(
+                        f"{CHECKPOINT}/{partition}",
+                        Snapshot(
+                            aggregate_type=CHECKPOINT,
+                            events_partition=partition,
+                            events_offset=offset,
+                            state={},
+                            claim=claim,
+                        ),
+                        partition,
+                        last_at,
+                    )
                     written, since = written + 1, 0
                     changed.clear()
         await producer.flush()
@@ -113,10 +140,15 @@ def main() -> None:
         settings = settings.model_copy(update={"state_dir": Path(state_dir)})
         commits, total = asyncio.run(append_all(settings, clusters, args.rounds))
         checkpoints, event_ids = asyncio.run(write_checkpoints(settings, args.snapshot_every))
-        print(f"log: {clusters:,} clusters, {commits:,} commits, {total:,} events, "
-              f"{checkpoints} checkpoints (every {args.snapshot_every:,} events of a partition)")
-        cold, cold_s = timed(lambda: sum(len(recover_partition(settings, p, use_snapshots=False).aggregates)
-                                         for p in range(settings.partitions)))
+        print(
+            f"log: {clusters:,} clusters, {commits:,} commits, {total:,} events, "
+            f"{checkpoints} checkpoints (every {args.snapshot_every:,} events of a partition)"
+        )
+        cold, cold_s = timed(
+            lambda: sum(
+                len(recover_partition(settings, p, use_snapshots=False).aggregates) for p in range(settings.partitions)
+            )
+        )
         print(f"baseline, cold rebuild of everything: {cold:,} aggregates in {cold_s:.2f}s")
 
         span = commits // clusters * 5  # the template's commits are 5 ms apart
@@ -124,31 +156,44 @@ def main() -> None:
         at_times = []
         for _ in range(args.instants):
             at = START + timedelta(milliseconds=rng.uniform(0, span))
-            found, seconds = timed(lambda: platform_at(settings, Position(time=at)))
+            found, seconds = timed(lambda at=at: platform_at(settings, Position(time=at)))
             at_times.append(seconds)
-        print(f"platform at {args.instants} random instants: p50 {median(at_times):.3f}s, "
-              f"p95 {percentile(at_times, 0.95):.3f}s (aim <= 1 s; {len(found):,} aggregates at the last)")
+        print(
+            f"platform at {args.instants} random instants: p50 {median(at_times):.3f}s, "
+            f"p95 {percentile(at_times, 0.95):.3f}s (aim <= 1 s; {len(found):,} aggregates at the last)"
+        )
 
         index = CausalIndex(settings)
         indexed, index_s = timed(index.refresh)
         print(f"causation index from nothing: {indexed:,} records in {index_s:.1f}s = {indexed / index_s:,.0f}/s")
         why_times = []
         for event_id in rng.sample(event_ids, min(args.whys, len(event_ids))):
-            (chain, _missing), seconds = timed(lambda: causes(index.lookup, event_id))
+            (chain, _missing), seconds = timed(lambda event_id=event_id: causes(index.lookup, event_id))
             assert chain and chain[0]["id"] == event_id
             why_times.append(seconds)
         refresh_s = timed(index.refresh)[1]
         index.close()
-        print(f"why on {len(why_times)} random events: p50 {median(why_times) * 1000:.2f} ms, "
-              f"p95 {percentile(why_times, 0.95) * 1000:.2f} ms (aim <= 200 ms); "
-              f"an up-to-date index refreshes in {refresh_s * 1000:.0f} ms")
-    finish({"bench": "replay_at", "events": total, "commits": commits, "checkpoints": checkpoints,
+        print(
+            f"why on {len(why_times)} random events: p50 {median(why_times) * 1000:.2f} ms, "
+            f"p95 {percentile(why_times, 0.95) * 1000:.2f} ms (aim <= 200 ms); "
+            f"an up-to-date index refreshes in {refresh_s * 1000:.0f} ms"
+        )
+    finish(
+        {
+            "bench": "replay_at",
+            "events": total,
+            "commits": commits,
+            "checkpoints": checkpoints,
             "cold_rebuild_s": round(cold_s, 3),
-            "replay_at_p50_s": round(median(at_times), 3), "replay_at_p95_s": round(percentile(at_times, 0.95), 3),
+            "replay_at_p50_s": round(median(at_times), 3),
+            "replay_at_p95_s": round(percentile(at_times, 0.95), 3),
             "replay_at_p95_to_cold_ratio": round(percentile(at_times, 0.95) / cold_s, 3),
             "index_records_per_s": round(indexed / index_s),
-            "why_p50_ms": round(median(why_times) * 1000, 2), "why_p95_ms": round(percentile(why_times, 0.95) * 1000, 2),
-            "index_refresh_ms": round(refresh_s * 1000)})
+            "why_p50_ms": round(median(why_times) * 1000, 2),
+            "why_p95_ms": round(percentile(why_times, 0.95) * 1000, 2),
+            "index_refresh_ms": round(refresh_s * 1000),
+        }
+    )
 
 
 if __name__ == "__main__":

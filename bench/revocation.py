@@ -8,6 +8,7 @@ the refusal; the baseline is the write itself (its round trip through the node a
 read model). Prints p50/p99/max and the ratio to the write's p50; one JSON line.
 Usage: python bench/revocation.py [--users 20]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -41,12 +42,20 @@ def main() -> None:
         port = free_port()
         second = subprocess.Popen(
             [sys.executable, "-m", "infra.cli", "api", "--port", str(port)],
-            env={**os.environ, "PYTHONPATH": os.getcwd(), "STRATOS_KAFKA_BOOTSTRAP": settings.kafka_bootstrap,
-                 "STRATOS_TOPIC_PREFIX": settings.topic_prefix, "STRATOS_ADMIN_PASSWORD": PASSWORD,
-                 "STRATOS_PASSWORD_HASH_ROUNDS": "4",
-                 "STRATOS_PLATFORM_SECRET": settings.platform_secret.get_secret_value() if settings.platform_secret
-                 else open(settings.state_dir / "platform.secret").read().strip()},
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            env={
+                **os.environ,
+                "PYTHONPATH": os.getcwd(),
+                "STRATOS_KAFKA_BOOTSTRAP": settings.kafka_bootstrap,
+                "STRATOS_TOPIC_PREFIX": settings.topic_prefix,
+                "STRATOS_ADMIN_PASSWORD": PASSWORD,
+                "STRATOS_PASSWORD_HASH_ROUNDS": "4",
+                "STRATOS_PLATFORM_SECRET": settings.platform_secret.get_secret_value()
+                if settings.platform_secret
+                else (settings.state_dir / "platform.secret").read_text().strip(),
+            },
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         other = f"http://127.0.0.1:{port}/api"
         admin = httpx.Client(base_url=f"{first.url}/api", auth=("admin", PASSWORD), timeout=60)
         probe = httpx.Client(timeout=60)
@@ -88,13 +97,23 @@ def main() -> None:
             node.stop()
     p50, p99, worst = (percentile(lags, q) * 1000 for q in (0.5, 0.99, 1.0))
     write_p50 = percentile(writes, 0.5) * 1000
-    print(f"revoked on the second API process after the write's answer: p50 {p50:.0f} ms, "
-          f"p99 {p99:.0f} ms, max {worst:.0f} ms ({len(lags)} users)")
+    print(
+        f"revoked on the second API process after the write's answer: p50 {p50:.0f} ms, "
+        f"p99 {p99:.0f} ms, max {worst:.0f} ms ({len(lags)} users)"
+    )
     print(f"the password change itself (REST write, node, first read model): p50 {write_p50:.0f} ms")
     print(f"ratio (revocation p50 / write p50): {p50 / write_p50:.2f}")
-    finish({"bench": "revocation", "users": len(lags), "lag_p50_ms": round(p50, 1), "lag_p99_ms": round(p99, 1),
-            "lag_max_ms": round(worst, 1), "write_p50_ms": round(write_p50, 1),
-            "ratio_lag_to_write": round(p50 / write_p50, 3)})
+    finish(
+        {
+            "bench": "revocation",
+            "users": len(lags),
+            "lag_p50_ms": round(p50, 1),
+            "lag_p99_ms": round(p99, 1),
+            "lag_max_ms": round(worst, 1),
+            "write_p50_ms": round(write_p50, 1),
+            "ratio_lag_to_write": round(p50 / write_p50, 3),
+        }
+    )
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@ the health worker: it cannot hold a secret, so the walk is skipped), for an AddC
 IaaS account (dump, walk, seal two fields, validate), and for an AddCartridge sealed already (the
 node's second look: dump and walk, nothing to seal). Also opening one secret (the driver call).
 """
+
 from __future__ import annotations
 
 import sys
@@ -40,8 +41,9 @@ def main() -> None:
     body = __import__("json").loads((Path(__file__).parent.parent / "tests/samples/stratos/php.json").read_text())
     body["iaasProvider"][0].update(type="ec2", identity="AKIDEXAMPLE", credential="wJalrXUtnFEMI")
     cartridge = C.AddCartridge(definition=Cartridge.model_validate(body))
-    scale = C.ScaleCluster(required=3, metric="load_average", reason="above threshold",
-                           figures={"average": 71.0, "gradient": 0.4})
+    scale = C.ScaleCluster(
+        required=3, metric="load_average", reason="above threshold", figures={"average": 71.0, "gradient": 0.4}
+    )
     sealed = box.seal_model(cartridge)
     secret = sealed.definition.iaasProvider[0].credential
 
@@ -54,17 +56,29 @@ def main() -> None:
     cartridge_sealed = per_call_us(lambda: envelope(CommandRecord, box.seal_model(cartridge), TARGET))
     node_look = per_call_us(lambda: box.seal_model(envelope(CommandRecord, sealed, TARGET)))
     opening = per_call_us(lambda: box.open(secret))
-    print(f"ScaleCluster  envelope {baseline_scale:8.1f} us   with seal_model {scale_sealed:8.1f} us   "
-          f"ratio {scale_sealed / baseline_scale:.2f}")
-    print(f"AddCartridge  envelope {baseline_cartridge:8.1f} us   with seal_model {cartridge_sealed:8.1f} us   "
-          f"ratio {cartridge_sealed / baseline_cartridge:.2f}")
+    print(
+        f"ScaleCluster  envelope {baseline_scale:8.1f} us   with seal_model {scale_sealed:8.1f} us   "
+        f"ratio {scale_sealed / baseline_scale:.2f}"
+    )
+    print(
+        f"AddCartridge  envelope {baseline_cartridge:8.1f} us   with seal_model {cartridge_sealed:8.1f} us   "
+        f"ratio {cartridge_sealed / baseline_cartridge:.2f}"
+    )
     print(f"node's look at a sealed AddCartridge record: {node_look:.1f} us; opening one secret: {opening:.1f} us")
-    finish({"bench": "sealing", "rounds": ROUNDS,
-            "scale_cluster_us": round(baseline_scale, 1), "scale_cluster_sealed_us": round(scale_sealed, 1),
+    finish(
+        {
+            "bench": "sealing",
+            "rounds": ROUNDS,
+            "scale_cluster_us": round(baseline_scale, 1),
+            "scale_cluster_sealed_us": round(scale_sealed, 1),
             "scale_cluster_ratio": round(scale_sealed / baseline_scale, 2),
-            "add_cartridge_us": round(baseline_cartridge, 1), "add_cartridge_sealed_us": round(cartridge_sealed, 1),
+            "add_cartridge_us": round(baseline_cartridge, 1),
+            "add_cartridge_sealed_us": round(cartridge_sealed, 1),
             "add_cartridge_ratio": round(cartridge_sealed / baseline_cartridge, 2),
-            "node_look_us": round(node_look, 1), "open_us": round(opening, 1)})
+            "node_look_us": round(node_look, 1),
+            "open_us": round(opening, 1),
+        }
+    )
 
 
 if __name__ == "__main__":

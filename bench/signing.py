@@ -6,6 +6,7 @@ adds the signature check on the raw bytes and the member's claims after decoding
 one record (what every producer adds) and checking one bearer token (REST and the node).
 Usage: python bench/signing.py [--records 20000] [--members 200]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -28,8 +29,14 @@ def records(count: int, members: int) -> list[tuple[bytes, bytes, list]]:
     for n in range(count):
         cluster, member = f"app.c{n % 10}.php.domain", f"m{n % members}"
         key = f"{T}/cluster/{cluster}"
-        stat = HealthStat(cluster_id=cluster, network_partition_id="np1", member_id=member,
-                          metric="load_average", value=50.0, timestamp=1.7e9 + n)
+        stat = HealthStat(
+            cluster_id=cluster,
+            network_partition_id="np1",
+            member_id=member,
+            metric="load_average",
+            value=50.0,
+            timestamp=1.7e9 + n,
+        )
         value = encode(envelope(HealthRecord, stat, key, tenant=T))
         signer = Signer.member(T, cluster, member, member_credentials(SECRET, T, cluster, member)["signingKey"])
         made.append((key.encode(), value, signer.headers("health", key.encode(), value)))
@@ -54,7 +61,7 @@ def main() -> None:
     verifier = Verifier(SECRET)
 
     def decode_only():
-        for key, value, headers in raws:
+        for _key, value, headers in raws:
             decode("health", value, headers)
 
     def checked():
@@ -79,9 +86,18 @@ def main() -> None:
     print(f"check + decode:         {n / signed:10,.0f} records/s ({signed / n * 1e6:.2f} us each)")
     print(f"ratio (checked / plain): {signed / base:.3f}")
     print(f"signing one record:     {sign / n * 1e6:.2f} us;  checking a token: {token_s * 1e6:.2f} us")
-    finish({"bench": "signing", "records": n, "decode_per_s": round(n / base), "checked_per_s": round(n / signed),
-            "ratio_checked_to_decode": round(signed / base, 3), "sign_us": round(sign / n * 1e6, 2),
-            "token_check_us": round(token_s * 1e6, 2), "members": args.members})
+    finish(
+        {
+            "bench": "signing",
+            "records": n,
+            "decode_per_s": round(n / base),
+            "checked_per_s": round(n / signed),
+            "ratio_checked_to_decode": round(signed / base, 3),
+            "sign_us": round(sign / n * 1e6, 2),
+            "token_check_us": round(token_s * 1e6, 2),
+            "members": args.members,
+        }
+    )
 
 
 if __name__ == "__main__":

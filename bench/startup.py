@@ -8,6 +8,7 @@ a new machine (pip still finds wheels in PIP_FIND_LINKS when the machine has the
 quoting). The same-run baseline is the restart: the fastest a platform comes up here.
 Usage: python bench/startup.py [--no-fresh]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -19,7 +20,6 @@ import time
 from pathlib import Path
 
 import httpx
-
 from common import ROOT, finish
 
 from infra.broker import free_port
@@ -29,8 +29,9 @@ def time_to_api(cwd: Path, command: list[str], env: dict, port: int, timeout: fl
     """Start `command`, wait until the API lists the sample application, stop it with Ctrl-C."""
     started = time.monotonic()
     with open(cwd / f"startup-{port}.log", "ab") as log:
-        process = subprocess.Popen(command, cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT,
-                                   start_new_session=True)
+        process = subprocess.Popen(
+            command, cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
     try:
         with httpx.Client(timeout=2, auth=("admin", "admin")) as http:
             while True:
@@ -77,8 +78,11 @@ def main() -> None:
         restart = time_to_api(Path(scratch), command, env, port)
         print(f"warm machine, first start to API ready: {warm:.1f} s")
         print(f"restart on the same state (baseline):  {restart:.1f} s")
-        result.update(warm_first_start_s=round(warm, 1), restart_s=round(restart, 1),
-                      warm_ratio_to_restart=round(warm / restart, 2))
+        result.update(
+            warm_first_start_s=round(warm, 1),
+            restart_s=round(restart, 1),
+            warm_ratio_to_restart=round(warm / restart, 2),
+        )
         if "fresh_make_run_s" in result:
             result["fresh_ratio_to_restart"] = round(result["fresh_make_run_s"] / restart, 1)
     finish(result)

@@ -10,6 +10,7 @@ before the next trial. At the end the history is read: every command sent must a
 exactly one commit (none lost, none applied twice). Medians of 5 trials each.
 Usage: python bench/takeover.py [--trials 5] [--clusters 30] [--partitions 6]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -37,9 +38,16 @@ SESSION_TIMEOUT_S = 6.0
 
 def spec(n: int) -> ClusterSpec:
     return ClusterSpec(
-        cluster_id=f"app{n}.php.php.domain", application_id=f"app{n}", alias="php", cartridge_type="php",
-        min=1, max=4, autoscaling_policy_id="as", deployment_policy_id="dp",
-        partitions=[PartitionSpec(id="p1", network_partition_id="np", provider="mock", max=4)])
+        cluster_id=f"app{n}.php.php.domain",
+        application_id=f"app{n}",
+        alias="php",
+        cartridge_type="php",
+        min=1,
+        max=4,
+        autoscaling_policy_id="as",
+        deployment_policy_id="dp",
+        partitions=[PartitionSpec(id="p1", network_partition_id="np", provider="mock", max=4)],
+    )
 
 
 def writer_pid(writer: str | None) -> int | None:
@@ -72,7 +80,8 @@ class Log:
             if record.payload.type == "Claim":
                 self.owner[raw.partition] = writer_pid(record.payload.writer)
                 self.claims.setdefault(raw.partition, []).append(
-                    (raw.timestamp / 1000, writer_pid(record.payload.writer)))
+                    (raw.timestamp / 1000, writer_pid(record.payload.writer))
+                )
             commit = self.history.commit(raw.partition, raw.offset, raw.value)
             if commit is not None and commit.causation_id:
                 self.writers.setdefault(commit.causation_id, []).append(writer_pid(commit.payload.writer))
@@ -107,8 +116,9 @@ class Cluster:
                 node.kill()
 
 
-def wait_settled(cluster: Cluster, log: Log, client: CommandClient, probes: dict[int, str],
-                 sent: list[str], timeout: float = 120.0) -> None:
+def wait_settled(
+    cluster: Cluster, log: Log, client: CommandClient, probes: dict[int, str], sent: list[str], timeout: float = 120.0
+) -> None:
     """Every partition claimed by a live node, every live node holding one, and a command to
     one aggregate per partition answered."""
     deadline = time.monotonic() + timeout
@@ -128,8 +138,9 @@ def wait_settled(cluster: Cluster, log: Log, client: CommandClient, probes: dict
             raise SystemExit(f"probe to partition {partition} not answered")
 
 
-def trial(cluster: Cluster, log: Log, client: CommandClient, probes: dict[int, str], sent: list[str],
-          how: signal.Signals) -> tuple[float, float, float, bool]:
+def trial(
+    cluster: Cluster, log: Log, client: CommandClient, probes: dict[int, str], sent: list[str], how: signal.Signals
+) -> tuple[float, float, float, bool]:
     """Stop the node owning the first probe's partition: seconds from the signal to a reply
     written by another node, seconds until the stopped process was gone, and whether it
     answered the first command itself (a node drains its last poll before it leaves)."""
@@ -155,8 +166,10 @@ def trial(cluster: Cluster, log: Log, client: CommandClient, probes: dict[int, s
             raise SystemExit("a stopped node answered")
     watcher.join(30)
     log.refresh()
-    claimed = min((at - signalled_at for at, pid in log.claims.get(partition, [])
-                   if at >= signalled_at and pid != victim), default=float("nan"))
+    claimed = min(
+        (at - signalled_at for at, pid in log.claims.get(partition, []) if at >= signalled_at and pid != victim),
+        default=float("nan"),
+    )
     return answered, (gone[0] - signalled) if gone else float("nan"), claimed, by_victim
 
 
@@ -180,8 +193,7 @@ def main() -> None:
     claims: dict[str, list[float]] = {"SIGTERM": [], "SIGKILL": []}
     self_answered = Counter()
     sent: list[str] = []
-    with bench_settings(partitions=args.partitions) as settings, \
-            tempfile.TemporaryDirectory(prefix="takeover") as logs:
+    with bench_settings(partitions=args.partitions) as settings, tempfile.TemporaryDirectory(prefix="takeover") as logs:
         cluster, log, client = Cluster(settings, Path(logs)), Log(settings), CommandClient(settings)
         try:
             for _ in range(3):
@@ -206,9 +218,11 @@ def main() -> None:
                 exits[how.name].append(exited)
                 claims[how.name].append(claimed)
                 self_answered[how.name] += by_victim
-                print(f"  {how.name}: answered by another node after {answered:.2f}s (process gone after "
-                      f"{exited:.2f}s, partition claimed by another node after {claimed:.2f}s)"
-                      + ("; the stopped node answered the first command before leaving" if by_victim else ""))
+                print(
+                    f"  {how.name}: answered by another node after {answered:.2f}s (process gone after "
+                    f"{exited:.2f}s, partition claimed by another node after {claimed:.2f}s)"
+                    + ("; the stopped node answered the first command before leaving" if by_victim else "")
+                )
                 cluster.start()
             wait_settled(cluster, log, client, probes, sent)
         except BaseException:
@@ -222,22 +236,36 @@ def main() -> None:
     lost = [c for c in sent if commits[c] == 0]
     twice = [c for c in sent if commits[c] > 1]
     term, kill = median(results["SIGTERM"]), median(results["SIGKILL"])
-    print(f"SIGTERM: median {term:.2f}s over {len(results['SIGTERM'])} trials "
-          f"(max {max(results['SIGTERM']):.2f}s; the node exited after a median {median(exits['SIGTERM']):.2f}s, "
-          f"its partition was claimed after {median(claims['SIGTERM']):.2f}s)")
-    print(f"kill -9: median {kill:.2f}s over {len(results['SIGKILL'])} trials "
-          f"(max {max(results['SIGKILL']):.2f}s; claimed after {median(claims['SIGKILL']):.2f}s; "
-          f"expected within session timeout {SESSION_TIMEOUT_S:g}s + 5s; "
-          f"ratio to that {kill / (SESSION_TIMEOUT_S + 5):.2f})")
+    print(
+        f"SIGTERM: median {term:.2f}s over {len(results['SIGTERM'])} trials "
+        f"(max {max(results['SIGTERM']):.2f}s; the node exited after a median {median(exits['SIGTERM']):.2f}s, "
+        f"its partition was claimed after {median(claims['SIGTERM']):.2f}s)"
+    )
+    print(
+        f"kill -9: median {kill:.2f}s over {len(results['SIGKILL'])} trials "
+        f"(max {max(results['SIGKILL']):.2f}s; claimed after {median(claims['SIGKILL']):.2f}s; "
+        f"expected within session timeout {SESSION_TIMEOUT_S:g}s + 5s; "
+        f"ratio to that {kill / (SESSION_TIMEOUT_S + 5):.2f})"
+    )
     print(f"commands sent {len(sent)}: {len(lost)} lost, {len(twice)} in more than one commit")
-    finish({"bench": "takeover", "trials": args.trials, "partitions": settings.partitions,
-            "sigterm_median_s": round(term, 3), "sigterm_max_s": round(max(results["SIGTERM"]), 3),
+    finish(
+        {
+            "bench": "takeover",
+            "trials": args.trials,
+            "partitions": settings.partitions,
+            "sigterm_median_s": round(term, 3),
+            "sigterm_max_s": round(max(results["SIGTERM"]), 3),
             "sigterm_exit_median_s": round(median(exits["SIGTERM"]), 3),
             "sigterm_claim_median_s": round(median(claims["SIGTERM"]), 3),
             "sigkill_claim_median_s": round(median(claims["SIGKILL"]), 3),
-            "sigkill_median_s": round(kill, 3), "sigkill_max_s": round(max(results["SIGKILL"]), 3),
+            "sigkill_median_s": round(kill, 3),
+            "sigkill_max_s": round(max(results["SIGKILL"]), 3),
             "answered_by_stopping_node": dict(self_answered),
-            "commands": len(sent), "lost": len(lost), "applied_twice": len(twice)})
+            "commands": len(sent),
+            "lost": len(lost),
+            "applied_twice": len(twice),
+        }
+    )
     if lost or twice:
         raise SystemExit(f"lost {lost[:5]}, in several commits {twice[:5]}")
 

@@ -1,4 +1,5 @@
 """Fixtures: one real embedded broker per test session; each test gets its own topic prefix."""
+
 from __future__ import annotations
 
 import os
@@ -6,6 +7,7 @@ import secrets
 import time
 import uuid
 from collections.abc import Callable
+from typing import TypeVar
 
 import pytest
 
@@ -13,7 +15,7 @@ from infra.broker import EmbeddedBroker
 from infra.log.kafka import ensure_topics
 from infra.settings import Settings
 
-
+T = TypeVar("T")
 _EXIT_STATUS = {"code": 0}
 
 # One platform secret for every part a test starts, in this process or a child (they inherit
@@ -75,8 +77,9 @@ def delete_topics(bootstrap: str, prefix: str) -> None:
         pass
 
 
-def wait_until(condition: Callable[[], object], timeout: float = 20.0, interval: float = 0.05,
-               message: str = "condition") -> object:
+def wait_until(
+    condition: Callable[[], T], timeout: float = 20.0, interval: float = 0.05, message: str = "condition"
+) -> T:
     """Poll `condition` until it returns something truthy; fail after `timeout` seconds."""
     deadline = time.monotonic() + timeout
     while True:
@@ -108,8 +111,10 @@ class RunningNode:
 
         self.node = Node(settings, timer_seconds=timer_seconds)
         self.reactor = Reactor(settings)
-        self.threads = [threading.Thread(target=self.node.run, daemon=True),
-                        threading.Thread(target=self.reactor.run, daemon=True)]
+        self.threads = [
+            threading.Thread(target=self.node.run, daemon=True),
+            threading.Thread(target=self.reactor.run, daemon=True),
+        ]
         for thread in self.threads:
             thread.start()
         wait_until(self.node.ready.is_set, timeout=30, message="the node's partition assignment")

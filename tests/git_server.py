@@ -1,5 +1,6 @@
 """A real git server for tests: `git http-backend` (smart HTTP) behind a small threaded HTTP
 server that asks for HTTP basic auth, with one user and password per repository."""
+
 from __future__ import annotations
 
 import base64
@@ -12,8 +13,13 @@ HTTP_BACKEND = "/usr/lib/git-core/git-http-backend"
 
 
 def git(repo: Path, *args: str) -> str:
-    return subprocess.run(["git", "-c", "user.name=test", "-c", "user.email=test@example.org", *args],
-                          cwd=repo, check=True, capture_output=True, text=True).stdout.strip()
+    return subprocess.run(
+        ["git", "-c", "user.name=test", "-c", "user.email=test@example.org", *args],
+        cwd=repo,
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout.strip()
 
 
 class GitServer:
@@ -48,10 +54,17 @@ class GitServer:
                     self.end_headers()
                     return
                 body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-                env = {"GIT_PROJECT_ROOT": str(server.root), "GIT_HTTP_EXPORT_ALL": "1",
-                       "PATH_INFO": path, "QUERY_STRING": query, "REQUEST_METHOD": self.command,
-                       "CONTENT_TYPE": self.headers.get("Content-Type", ""),
-                       "CONTENT_LENGTH": str(len(body)), "REMOTE_USER": user, "PATH": "/usr/bin:/bin"}
+                env = {
+                    "GIT_PROJECT_ROOT": str(server.root),
+                    "GIT_HTTP_EXPORT_ALL": "1",
+                    "PATH_INFO": path,
+                    "QUERY_STRING": query,
+                    "REQUEST_METHOD": self.command,
+                    "CONTENT_TYPE": self.headers.get("Content-Type", ""),
+                    "CONTENT_LENGTH": str(len(body)),
+                    "REMOTE_USER": user,
+                    "PATH": "/usr/bin:/bin",
+                }
                 done = subprocess.run([HTTP_BACKEND], input=body, env=env, capture_output=True, timeout=60)
                 head, _, payload = done.stdout.partition(b"\r\n\r\n")
                 status = 200

@@ -1,5 +1,6 @@
 """Real node processes for fault-injection tests, started from a forkserver that has imported
 the node once (a fresh interpreter per crash would cost a second of imports each)."""
+
 from __future__ import annotations
 
 import contextlib

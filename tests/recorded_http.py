@@ -9,6 +9,7 @@ path (with its query) and the response's status and body. Requests must come in 
 call went astray. Once the conversation is over, a repeat of its last GET is answered again
 (a periodic list), nothing else is.
 """
+
 from __future__ import annotations
 
 import json
@@ -45,8 +46,11 @@ class Cassette:
     def _same(method: str, url: str, recorded: dict, fill) -> bool:
         want = urlparse(fill(recorded["path"]))
         got = urlparse(url)
-        return (method == recorded["method"] and got.path.rstrip("/") == want.path.rstrip("/")
-                and parse_qs(got.query) == parse_qs(want.query))
+        return (
+            method == recorded["method"]
+            and got.path.rstrip("/") == want.path.rstrip("/")
+            and parse_qs(got.query) == parse_qs(want.query)
+        )
 
     def answer(self, method: str, url: str, body) -> tuple[int, str]:
         with self.lock:
@@ -62,8 +66,10 @@ class Cassette:
                             self.values.update(learn(data))
                     response = exchange["response"]
                     return response["status"], self._fill(json.dumps(response["body"]))
-                self.unexpected.append(f"{method} {url} (expected {exchange['request']['method']} "
-                                       f"{self._fill(exchange['request']['path'])})")
+                self.unexpected.append(
+                    f"{method} {url} (expected {exchange['request']['method']} "
+                    f"{self._fill(exchange['request']['path'])})"
+                )
                 return 599, "{}"
             last = self.exchanges[-1]
             if method == "GET" and self._same(method, url, last["request"], self._fill):

@@ -1,4 +1,5 @@
 """The cartridge agent on the real broker, with a git repository made in the test."""
+
 from __future__ import annotations
 
 import subprocess
@@ -21,8 +22,13 @@ KEY = aggregate_id("carbon.super", "cluster", CLUSTER)
 
 
 def git(repo: Path, *args: str) -> str:
-    return subprocess.run(["git", "-c", "user.name=test", "-c", "user.email=test@example.org", *args],
-                          cwd=repo, check=True, capture_output=True, text=True).stdout.strip()
+    return subprocess.run(
+        ["git", "-c", "user.name=test", "-c", "user.email=test@example.org", *args],
+        cwd=repo,
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout.strip()
 
 
 def commit(repo: Path, text: str) -> str:
@@ -44,8 +50,12 @@ class RunningAgent:
     def __init__(self, settings, workdir: Path, **payload) -> None:
         self.settings = settings
         self.agent = CartridgeAgent(
-            settings, signed_payload(settings, member_id="php1.m1", cluster_id=CLUSTER, **payload), workdir,
-            clean_hook=f"touch {workdir.parent / 'cleaned'}", wait_initialized=False)
+            settings,
+            signed_payload(settings, member_id="php1.m1", cluster_id=CLUSTER, **payload),
+            workdir,
+            clean_hook=f"touch {workdir.parent / 'cleaned'}",
+            wait_initialized=False,
+        )
         self.thread = threading.Thread(target=self.agent.run, daemon=True)
         self.thread.start()
 
@@ -96,8 +106,12 @@ def test_cleanup_publishes_maintenance_runs_the_hook_then_ready_to_shutdown(star
     agent.notify(InstanceCleanupMember(member_id="another-member", cluster_id=CLUSTER))
     agent.notify(InstanceCleanupMember(member_id="php1.m1", cluster_id=CLUSTER))
     wait_until(lambda: agent.statuses()[-1][0] == "InstanceReadyToShutdown", message="ready to shut down")
-    assert [s for s, _ in agent.statuses()] == ["InstanceStarted", "InstanceActivated",
-                                               "InstanceMaintenanceMode", "InstanceReadyToShutdown"]
+    assert [s for s, _ in agent.statuses()] == [
+        "InstanceStarted",
+        "InstanceActivated",
+        "InstanceMaintenanceMode",
+        "InstanceReadyToShutdown",
+    ]
     assert (tmp_path / "cleaned").exists()
 
 
@@ -110,9 +124,10 @@ def test_agent_is_activated_only_once_its_port_answers_then_publishes_host_healt
         server = serve_directory(tmp_path / "app", port)
         try:
             wait_until(lambda: ("InstanceActivated", None) in running.statuses(), message="activated")
-            stats = wait_until(lambda: {d.record.payload.metric: d.record.payload
-                                        for d in read_to_end(settings, "health")} or None,
-                               message="health published")
+            stats = wait_until(
+                lambda: {d.record.payload.metric: d.record.payload for d in read_to_end(settings, "health")} or None,
+                message="health published",
+            )
         finally:
             server.shutdown()
     finally:

@@ -1,5 +1,6 @@
 """Basic auth is checked with bcrypt once and then remembered: the memory must never let a
 changed password or a removed user back in."""
+
 from __future__ import annotations
 
 import pytest

@@ -1,4 +1,5 @@
 """CRUD of every Stratos definition through the REST API: codes, messages, in-use rules."""
+
 from __future__ import annotations
 
 import pytest
@@ -8,9 +9,17 @@ from tests.test_api_platform import SAMPLES, define_samples, platform, tenant  #
 
 pytestmark = pytest.mark.integration
 
-ID_FIELD = {"networkPartitions": "id", "cartridges": "type", "cartridgeGroups": "name",
-            "autoscalingPolicies": "id", "deploymentPolicies": "id", "applicationPolicies": "id",
-            "applications": "applicationId", "kubernetesClusters": "clusterId", "users": "userName"}
+ID_FIELD = {
+    "networkPartitions": "id",
+    "cartridges": "type",
+    "cartridgeGroups": "name",
+    "autoscalingPolicies": "id",
+    "deploymentPolicies": "id",
+    "applicationPolicies": "id",
+    "applications": "applicationId",
+    "kubernetesClusters": "clusterId",
+    "users": "userName",
+}
 
 
 def test_stratos_samples_are_accepted_unchanged_and_read_back(tenant):
@@ -62,8 +71,9 @@ def test_update_changes_what_is_read(tenant):
     policy["loadThresholds"]["loadAverage"]["threshold"] = 42
     reply = tenant.put("/autoscalingPolicies", json=policy)
     assert reply.status_code == 200 and reply.json()["status"] == "success"
-    assert tenant.get("/autoscalingPolicies/autoscaling-policy-1").json()["loadThresholds"]["loadAverage"] == \
-        {"threshold": 42.0}
+    assert tenant.get("/autoscalingPolicies/autoscaling-policy-1").json()["loadThresholds"]["loadAverage"] == {
+        "threshold": 42.0
+    }
 
 
 def test_invalid_json_is_400(tenant):
@@ -72,16 +82,36 @@ def test_invalid_json_is_400(tenant):
     assert "JSON" in reply.json()["message"]
 
 
-@pytest.mark.parametrize("path, body, field", [
-    ("/cartridges", {**sample("php.json"), "category": "toaster"}, "category"),
-    ("/cartridges", {"category": "framework"}, "type"),
-    ("/applications", {**sample("application-single-cartridge.json"), "components": {"cartridges": [
-        {"type": "php", "cartridgeMin": 3, "cartridgeMax": 1, "subscribableInfo": {"alias": "a"}}]}},
-     "components.cartridges.0.cartridgeMax"),
-    ("/deploymentPolicies", {"id": "d", "networkPartitions": [{"id": "np", "partitionAlgo": "random",
-                                                               "partitions": [{"id": "p", "partitionMax": 1}]}]},
-     "networkPartitions.0.partitionAlgo"),
-], ids=["enum", "missing-id", "max-below-min", "nested-enum"])
+@pytest.mark.parametrize(
+    "path, body, field",
+    [
+        ("/cartridges", {**sample("php.json"), "category": "toaster"}, "category"),
+        ("/cartridges", {"category": "framework"}, "type"),
+        (
+            "/applications",
+            {
+                **sample("application-single-cartridge.json"),
+                "components": {
+                    "cartridges": [
+                        {"type": "php", "cartridgeMin": 3, "cartridgeMax": 1, "subscribableInfo": {"alias": "a"}}
+                    ]
+                },
+            },
+            "components.cartridges.0.cartridgeMax",
+        ),
+        (
+            "/deploymentPolicies",
+            {
+                "id": "d",
+                "networkPartitions": [
+                    {"id": "np", "partitionAlgo": "random", "partitions": [{"id": "p", "partitionMax": 1}]}
+                ],
+            },
+            "networkPartitions.0.partitionAlgo",
+        ),
+    ],
+    ids=["enum", "missing-id", "max-below-min", "nested-enum"],
+)
 def test_invalid_body_is_400_naming_the_field_path(tenant, path, body, field):
     reply = tenant.post(path, json=body)
     assert reply.status_code == 400, reply.text
@@ -107,13 +137,17 @@ def test_a_definition_another_uses_cannot_be_removed_until_that_one_is(tenant):
     assert tenant.delete("/applications/single-cartridge-app").status_code == 200
     assert tenant.delete("/cartridgeGroups/web-group").status_code == 200
     removed = tenant.delete("/cartridges/php")
-    assert removed.status_code == 200 and removed.json()["message"] == \
-        "Cartridge removed successfully: [cartridgeType] php"
+    assert (
+        removed.status_code == 200
+        and removed.json()["message"] == "Cartridge removed successfully: [cartridgeType] php"
+    )
     assert tenant.get("/cartridges/php").status_code == 404
 
 
 def test_wait_false_answers_202_with_the_command_id_and_the_write_follows(tenant):
     reply = tenant.post("/kubernetesClusters", params={"wait": "false"}, json=sample("kubernetes-cluster.json"))
     assert reply.status_code == 202 and len(reply.json()["commandId"]) == 32
-    wait_until(lambda: tenant.get("/kubernetesClusters/kubernetes-cluster-1").status_code == 200,
-               message="the cluster definition in the read model")
+    wait_until(
+        lambda: tenant.get("/kubernetesClusters/kubernetes-cluster-1").status_code == 200,
+        message="the cluster definition in the read model",
+    )

@@ -3,6 +3,7 @@
 Hypothesis drives each operation's strategy directly (schemathesis's pytest plugin does not
 run under this pytest), a few examples per operation, as the super-admin.
 """
+
 from __future__ import annotations
 
 import pytest
@@ -26,9 +27,11 @@ def test_no_input_makes_the_api_fail_with_a_server_error(platform):
     # answers to bad input are tested against the running part in tests/test_mock_iaas*.py
     operations = [o for o in operations if not o.path.startswith("/mock-iaas/")]
     for operation in operations:
+
         @given(case=operation.as_strategy())
-        @settings(max_examples=EXAMPLES_PER_OPERATION, deadline=None, database=None,
-                  suppress_health_check=list(HealthCheck))
+        @settings(
+            max_examples=EXAMPLES_PER_OPERATION, deadline=None, database=None, suppress_health_check=list(HealthCheck)
+        )
         def no_server_error(case) -> None:
             case.call_and_validate(auth=("admin", ADMIN_PASSWORD), checks=[not_a_server_error], timeout=60)
 

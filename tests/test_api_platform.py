@@ -1,5 +1,6 @@
 """The API served by uvicorn over the real broker and a running node, shared by a test module;
 each test works in a tenant of its own. Also: what a caller without the right identity gets."""
+
 from __future__ import annotations
 
 import uuid
@@ -32,8 +33,10 @@ class Platform:
         """A fresh tenant (domain returned) whose admin is `admin@<domain>`."""
         domain = f"t{uuid.uuid4().hex[:8]}.org"
         with self.client() as admin:
-            reply = admin.post("/tenants", json={"tenantDomain": domain, "admin": "admin",
-                                                 "adminPassword": password, "email": f"admin@{domain}"})
+            reply = admin.post(
+                "/tenants",
+                json={"tenantDomain": domain, "admin": "admin", "adminPassword": password, "email": f"admin@{domain}"},
+            )
         assert reply.status_code == 201, reply.text
         return domain
 
@@ -64,8 +67,13 @@ def define_samples(client: httpx.Client) -> None:
 
 @pytest.fixture(scope="module")
 def platform(broker) -> Iterator[Platform]:
-    settings = Settings(kafka_bootstrap=broker.bootstrap, topic_prefix=f"t{uuid.uuid4().hex[:8]}.",
-                        partitions=4, admin_password=ADMIN_PASSWORD, password_hash_rounds=4)
+    settings = Settings(
+        kafka_bootstrap=broker.bootstrap,
+        topic_prefix=f"t{uuid.uuid4().hex[:8]}.",
+        partitions=4,
+        admin_password=ADMIN_PASSWORD,
+        password_hash_rounds=4,
+    )
     ensure_topics(settings)
     node = RunningNode(settings)
     server = ApiServer(create_app(settings), port=free_port()).start()
@@ -114,8 +122,8 @@ def test_passwords_are_stored_hashed_and_never_shown(platform):
     with platform.client() as admin:
         shown = admin.get(f"/tenants/{domain}").json()
     assert "adminPassword" not in shown and shown["tenantDomain"] == domain
-    from tests.conftest import events_of
     from schemas.envelope import SUPER_TENANT
+    from tests.conftest import events_of
 
     added = events_of(platform.settings, f"{SUPER_TENANT}/tenant/{domain}")[0]
     stored = added.payload.definition.adminPassword  # hashed, and the hash sealed like every secret

@@ -1,4 +1,5 @@
 """Deploy, undeploy, the runtime tree, clusters, git hooks and tenant isolation over REST."""
+
 from __future__ import annotations
 
 import pytest
@@ -28,6 +29,7 @@ def deployed(client) -> dict:
         instances = runtime["applicationInstances"]
         clusters = instances[0]["clusterInstances"] if instances else []
         return clusters[0] if clusters and clusters[0]["member"] else None
+
     return wait_until(cluster_with_members, message="the cluster and its members in the runtime")
 
 
@@ -48,10 +50,11 @@ def test_runtime_follows_the_member_lifecycle_with_its_ips(platform, tenant):
     commands = CommandClient(platform.settings)
     try:
         target = aggregate_id(domain, "cluster", CLUSTER)
-        for command in (C.ReportNodeCreated(member_id=member, node_id="node-1", private_ip="10.0.0.7",
-                                            public_ip="192.0.2.7"),
-                        C.ReportInstanceStatus(member_id=member, status="Started"),
-                        C.ReportInstanceStatus(member_id=member, status="Activated")):
+        for command in (
+            C.ReportNodeCreated(member_id=member, node_id="node-1", private_ip="10.0.0.7", public_ip="192.0.2.7"),
+            C.ReportInstanceStatus(member_id=member, status="Started"),
+            C.ReportInstanceStatus(member_id=member, status="Activated"),
+        ):
             assert isinstance(commands.call(target, command, tenant=domain), CommandAccepted)
     finally:
         commands.close()
@@ -59,11 +62,14 @@ def test_runtime_follows_the_member_lifecycle_with_its_ips(platform, tenant):
     def active():
         runtime = tenant.get(f"/applications/{APP}/runtime").json()
         return runtime if runtime["status"] == "Active" else None
+
     runtime = wait_until(active, message="the application Active in the runtime")
     cluster = runtime["applicationInstances"][0]["clusterInstances"][0]
     assert cluster["status"] == "Active"
-    assert cluster["member"][0] | {"status": "Active", "defaultPrivateIP": "10.0.0.7",
-                                   "defaultPublicIP": "192.0.2.7"} == cluster["member"][0]
+    assert (
+        cluster["member"][0] | {"status": "Active", "defaultPrivateIP": "10.0.0.7", "defaultPublicIP": "192.0.2.7"}
+        == cluster["member"][0]
+    )
 
 
 def test_used_definitions_cannot_be_removed_while_deployed_and_undeploy_answers_202(tenant):
@@ -75,14 +81,14 @@ def test_used_definitions_cannot_be_removed_while_deployed_and_undeploy_answers_
     assert again.status_code == 409 and "already" in again.json()["message"]
     reply = tenant.post(f"/applications/{APP}/undeploy", params={"force": "true"})
     assert reply.status_code == 202, reply.text
-    wait_until(lambda: tenant.get(f"/cluster/{CLUSTER}").json()["status"] == "Terminating",
-               message="the cluster terminating")
+    wait_until(
+        lambda: tenant.get(f"/cluster/{CLUSTER}").json()["status"] == "Terminating", message="the cluster terminating"
+    )
     member = tenant.get(f"/cluster/{CLUSTER}").json()["member"][0]
     assert member["terminating"] is True
 
 
-@pytest.mark.parametrize("path", ["/applications/nope/deploy/application-policy-1",
-                                  "/applications/nope/undeploy"])
+@pytest.mark.parametrize("path", ["/applications/nope/deploy/application-policy-1", "/applications/nope/undeploy"])
 def test_deploy_or_undeploy_of_an_unknown_application_is_404(tenant, path):
     reply = tenant.post(path)
     assert reply.status_code == 404 and "application 'nope'" in reply.json()["message"]
@@ -97,12 +103,19 @@ def test_deploy_with_an_unknown_policy_is_404_naming_it(tenant):
 
 def test_git_hook_publishes_artifact_updated_for_the_clusters_of_that_repository(platform, tenant):
     deployed(tenant)
-    reply = tenant.post("/repo/notify", json={
-        "repository": {"url": "https://github.com/imesh/stratos-php-applications", "name": "x"},
-        "after": "abc123"})
+    reply = tenant.post(
+        "/repo/notify",
+        json={
+            "repository": {"url": "https://github.com/imesh/stratos-php-applications", "name": "x"},
+            "after": "abc123",
+        },
+    )
     assert reply.status_code == 200 and CLUSTER in reply.json()["message"]
-    notices = [d.record.payload for d in read_to_end(platform.settings, "instance-notifier")
-               if d.record.payload.cluster_id == CLUSTER]
+    notices = [
+        d.record.payload
+        for d in read_to_end(platform.settings, "instance-notifier")
+        if d.record.payload.cluster_id == CLUSTER
+    ]
     assert [(n.type, n.commit) for n in notices][-1] == ("ArtifactUpdated", "abc123")
     other = tenant.post("/repo/notify", json={"repository": {"url": "https://example.org/other.git"}})
     assert other.status_code == 200 and "[clusters] none" in other.json()["message"]
@@ -118,15 +131,20 @@ def test_a_tenant_cannot_see_change_or_deploy_another_tenants_resources(platform
     with platform.client(f"admin@{other}", "tenant-pw") as intruder:
         assert intruder.get("/cartridges").json() == []
         assert intruder.get("/applications").json() == []
-        for path in ("/cartridges/php", f"/applications/{APP}", f"/applications/{APP}/runtime",
-                     f"/cluster/{CLUSTER}"):
+        for path in ("/cartridges/php", f"/applications/{APP}", f"/applications/{APP}/runtime", f"/cluster/{CLUSTER}"):
             reply = intruder.get(path)
             assert reply.status_code == 404, path
         assert intruder.delete("/cartridges/php").status_code == 404
-        assert intruder.put("/autoscalingPolicies", json={"id": "autoscaling-policy-1", "loadThresholds": {
-            "loadAverage": {"threshold": 1}}}).status_code == 404
+        assert (
+            intruder.put(
+                "/autoscalingPolicies",
+                json={"id": "autoscaling-policy-1", "loadThresholds": {"loadAverage": {"threshold": 1}}},
+            ).status_code
+            == 404
+        )
         assert intruder.post(f"/applications/{APP}/deploy/application-policy-1").status_code == 404
         assert intruder.post(f"/applications/{APP}/undeploy").status_code == 404
     assert tenant.get("/cartridges/php").status_code == 200
-    assert tenant.get("/autoscalingPolicies/autoscaling-policy-1").json()["loadThresholds"]["loadAverage"] != \
-        {"threshold": 1.0}
+    assert tenant.get("/autoscalingPolicies/autoscaling-policy-1").json()["loadThresholds"]["loadAverage"] != {
+        "threshold": 1.0
+    }

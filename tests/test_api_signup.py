@@ -1,6 +1,7 @@
 """Sign-ups and domain mappings over REST and the CLI, on the real broker with a running node:
 the super tenant offers a deployed multi-tenant application, tenants sign up and map domains,
 and no tenant sees or changes another's."""
+
 from __future__ import annotations
 
 import json
@@ -9,6 +10,7 @@ import subprocess
 import sys
 
 import pytest
+
 from infra.log.kafka import read_to_end
 from schemas.status import ArtifactUpdated
 from tests.conftest import sample, wait_until
@@ -17,8 +19,12 @@ from tests.test_api_platform import define_samples, platform, tenant  # noqa: F4
 pytestmark = pytest.mark.integration
 APP = "single-cartridge-app"
 CLUSTER = "single-cartridge-app.php1.php.domain"
-REPO = {"alias": "php1", "repoUrl": "https://git.example.org/shop.git", "repoUsername": "deployer",
-        "repoPassword": "s3cret"}
+REPO = {
+    "alias": "php1",
+    "repoUrl": "https://git.example.org/shop.git",
+    "repoUsername": "deployer",
+    "repoPassword": "s3cret",
+}
 
 
 @pytest.fixture(scope="module")
@@ -30,8 +36,10 @@ def offered(platform):  # noqa: F811
         assert reply.status_code == 200, reply.text
         reply = admin.post(f"/applications/{APP}/deploy/application-policy-1")
         assert reply.status_code == 202, reply.text
-        wait_until(lambda: admin.get(f"/applications/{APP}").json()["status"] == "Deployed",
-                   message="the offered application Deployed")
+        wait_until(
+            lambda: admin.get(f"/applications/{APP}").json()["status"] == "Deployed",
+            message="the offered application Deployed",
+        )
     return APP
 
 
@@ -43,13 +51,17 @@ def second_tenant(platform):  # noqa: F811
 def test_signup_add_describe_duplicate_remove(offered, tenant):
     reply = tenant.post(f"/applications/{offered}/signup", json={"artifactRepositories": [REPO]})
     assert reply.status_code == 201, reply.text
-    assert reply.json() == {"status": "success", "commandId": reply.json()["commandId"],
-                            "message": f"Successfully added application signup: [application-id] {APP}"}
+    assert reply.json() == {
+        "status": "success",
+        "commandId": reply.json()["commandId"],
+        "message": f"Successfully added application signup: [application-id] {APP}",
+    }
     bean = tenant.get(f"/applications/{offered}/signup").json()
     assert bean["applicationId"] == APP and bean["clusterIds"] == [CLUSTER]
     # the repository password is kept for the instances, never shown back
-    assert bean["artifactRepositories"] == [{k: v for k, v in REPO.items() if k != "repoPassword"}
-                                            | {"privateRepo": False}]
+    assert bean["artifactRepositories"] == [
+        {k: v for k, v in REPO.items() if k != "repoPassword"} | {"privateRepo": False}
+    ]
     again = tenant.post(f"/applications/{offered}/signup", json={"artifactRepositories": [REPO]})
     assert again.status_code == 409 and "already signed up" in again.json()["message"]
     removed = tenant.delete(f"/applications/{offered}/signup")
@@ -66,22 +78,48 @@ def test_signup_sends_artifact_updated_to_the_cluster_for_the_tenant(platform, o
     def notice():
         found = [d.record.payload for d in read_to_end(platform.settings, "instance-notifier")]
         return next((n for n in found if isinstance(n, ArtifactUpdated) and n.tenant == domain), None)
+
     sent = wait_until(notice, message="ArtifactUpdated for the signed-up tenant")
     assert (sent.cluster_id, sent.repo_url, sent.repo_username) == (CLUSTER, REPO["repoUrl"], "deployer")
 
 
-@pytest.mark.parametrize("path, body, code, words", [
-    ("/applications/nope/signup", {"artifactRepositories": []}, 404, "application 'nope' not found"),
-    (f"/applications/{APP}/signup", {"artifactRepositories": [{**REPO, "alias": "tomcat9"}]}, 400,
-     "'tomcat9' is not a cartridge alias"),
-    (f"/applications/{APP}/signup", {"artifactRepositories": [{"repoUrl": "x"}]}, 400,
-     "artifactRepositories.0.alias: Field required"),
-    (f"/applications/{APP}/domainMappings", {"domainMappings": [{"cartridgeAlias": "php1", "domainName": "x.com"}]},
-     400, "has not signed up"),
-    (f"/applications/{APP}/domainMappings", {"domainMappings": [{"domainName": "x.com"}]}, 400,
-     "domainMappings.0.cartridgeAlias: Field required"),
-], ids=["unknown application", "repository for an unknown alias", "repository without alias",
-        "mapping before signing up", "mapping without alias"])
+@pytest.mark.parametrize(
+    "path, body, code, words",
+    [
+        ("/applications/nope/signup", {"artifactRepositories": []}, 404, "application 'nope' not found"),
+        (
+            f"/applications/{APP}/signup",
+            {"artifactRepositories": [{**REPO, "alias": "tomcat9"}]},
+            400,
+            "'tomcat9' is not a cartridge alias",
+        ),
+        (
+            f"/applications/{APP}/signup",
+            {"artifactRepositories": [{"repoUrl": "x"}]},
+            400,
+            "artifactRepositories.0.alias: Field required",
+        ),
+        (
+            f"/applications/{APP}/domainMappings",
+            {"domainMappings": [{"cartridgeAlias": "php1", "domainName": "x.com"}]},
+            400,
+            "has not signed up",
+        ),
+        (
+            f"/applications/{APP}/domainMappings",
+            {"domainMappings": [{"domainName": "x.com"}]},
+            400,
+            "domainMappings.0.cartridgeAlias: Field required",
+        ),
+    ],
+    ids=[
+        "unknown application",
+        "repository for an unknown alias",
+        "repository without alias",
+        "mapping before signing up",
+        "mapping without alias",
+    ],
+)
 def test_bad_requests_name_the_field_or_id(offered, tenant, path, body, code, words):
     reply = tenant.post(path, json=body)
     assert reply.status_code == code, reply.text
@@ -92,8 +130,9 @@ def test_domain_mappings_are_per_tenant_and_unique_per_application(platform, off
     _, other = second_tenant(platform)
     with other:
         for client in (tenant, other):
-            assert client.post(f"/applications/{offered}/signup",
-                               json={"artifactRepositories": [REPO]}).status_code == 201
+            assert (
+                client.post(f"/applications/{offered}/signup", json={"artifactRepositories": [REPO]}).status_code == 201
+            )
         reply = tenant.post(f"/applications/{offered}/domainMappings", json=sample("domain-mappings.json"))
         assert reply.status_code == 201, reply.text
         assert reply.json()["message"] == f"Domain mappings added successfully: [application-id] {APP}"
@@ -103,11 +142,16 @@ def test_domain_mappings_are_per_tenant_and_unique_per_application(platform, off
         # tenant B sees none of A's, cannot remove them, and cannot take A's domain
         assert other.get(f"/applications/{offered}/domainMappings").json() == []
         assert other.delete(f"/applications/{offered}/domainMappings/abc.com").status_code == 404
-        taken = other.post(f"/applications/{offered}/domainMappings",
-                           json={"cartridgeAlias": "php1", "domainName": "abc.com"})
+        taken = other.post(
+            f"/applications/{offered}/domainMappings", json={"cartridgeAlias": "php1", "domainName": "abc.com"}
+        )
         assert taken.status_code == 409 and "'abc.com' is already mapped" in taken.json()["message"]
-        assert other.post(f"/applications/{offered}/domainMappings",
-                          json={"cartridgeAlias": "php1", "domainName": "b.org"}).status_code == 201
+        assert (
+            other.post(
+                f"/applications/{offered}/domainMappings", json={"cartridgeAlias": "php1", "domainName": "b.org"}
+            ).status_code
+            == 201
+        )
         assert [m["domainName"] for m in other.get(f"/applications/{offered}/domainMappings").json()] == ["b.org"]
         # B's sign-up is B's: removing it leaves A's sign-up and mappings alone
         assert other.delete(f"/applications/{offered}/signup").status_code == 200
@@ -116,8 +160,9 @@ def test_domain_mappings_are_per_tenant_and_unique_per_application(platform, off
         assert tenant.get(f"/applications/{offered}/signup").status_code == 200
         assert len(tenant.get(f"/applications/{offered}/domainMappings").json()) == 2
 
-    removed = tenant.request("DELETE", f"/applications/{offered}/domainMappings",
-                             json={"domainMappings": [{"domainName": "www.abc.com"}]})
+    removed = tenant.request(
+        "DELETE", f"/applications/{offered}/domainMappings", json={"domainMappings": [{"domainName": "www.abc.com"}]}
+    )
     assert removed.status_code == 200, removed.text
     assert [m["domainName"] for m in tenant.get(f"/applications/{offered}/domainMappings").json()] == ["abc.com"]
     assert tenant.delete(f"/applications/{offered}/signup").status_code == 200
@@ -131,24 +176,31 @@ def test_a_tenants_own_single_tenant_application_is_invisible_to_others(platform
     assert refused.status_code == 400 and "has not been deployed" in refused.json()["message"]
     _, other = second_tenant(platform)
     with other:  # neither offered nor visible to another tenant: 404, as for any unknown id
-        for reply in (other.post("/applications/private-app/signup", json={"artifactRepositories": []}),
-                      other.get("/applications/private-app/domainMappings"),
-                      other.delete("/applications/private-app/signup")):
+        for reply in (
+            other.post("/applications/private-app/signup", json={"artifactRepositories": []}),
+            other.get("/applications/private-app/domainMappings"),
+            other.delete("/applications/private-app/signup"),
+        ):
             assert reply.status_code == 404 and "'private-app' not found" in reply.json()["message"]
 
 
 def test_cli_signup_and_domain_mappings_with_json(platform, offered, tmp_path):  # noqa: F811
     domain = platform.new_tenant()
-    env = {**os.environ, "STRATOS_URL": platform.url, "STRATOS_USERNAME": f"admin@{domain}",
-           "STRATOS_PASSWORD": "tenant-pw"}
+    env = {
+        **os.environ,
+        "STRATOS_URL": platform.url,
+        "STRATOS_USERNAME": f"admin@{domain}",
+        "STRATOS_PASSWORD": "tenant-pw",
+    }
     signup_file = tmp_path / "signup.json"
     signup_file.write_text(json.dumps({"artifactRepositories": [REPO]}))
     mappings_file = tmp_path / "mappings.json"
     mappings_file.write_text(json.dumps({"domainMappings": [{"cartridgeAlias": "php1", "domainName": "cli.org"}]}))
 
     def run(*words: str) -> subprocess.CompletedProcess:
-        return subprocess.run([sys.executable, "-m", "infra.cli", *words, "--json"], env=env,
-                              capture_output=True, text=True, timeout=120)
+        return subprocess.run(
+            [sys.executable, "-m", "infra.cli", *words, "--json"], env=env, capture_output=True, text=True, timeout=120
+        )
 
     def stratos(*words: str):
         done = run(*words)

@@ -1,7 +1,8 @@
 """The runtime tree the API answers, from aggregate states (pure: no broker)."""
+
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from actors.application import ApplicationState
 from actors.cluster import ClusterState
@@ -11,25 +12,55 @@ from schemas.definitions import Application
 from schemas.domain import ApplicationStatus, ClusterSpec, ClusterStatus, MemberStatus, PartitionSpec
 from tests.conftest import sample
 
-AT = datetime(2024, 1, 1, tzinfo=timezone.utc)
+AT = datetime(2024, 1, 1, tzinfo=UTC)
 APP = "nested-group-app"
 
 
 def app_state(status: ApplicationStatus) -> ApplicationState:
     body = Application.model_validate(sample("application-nested-group.json")).model_dump(mode="json")
-    return ApplicationState(aggregate_id=f"carbon.super/application/{APP}", kind="application", exists=True,
-                            definition=body, status=status, application_policy_id="application-policy-1")
+    return ApplicationState(
+        aggregate_id=f"carbon.super/application/{APP}",
+        kind="application",
+        exists=True,
+        definition=body,
+        status=status,
+        application_policy_id="application-policy-1",
+    )
 
 
 def active_cluster(cluster_id: str, alias: str, members: int) -> ClusterState:
-    spec = ClusterSpec(cluster_id=cluster_id, application_id=APP, alias=alias, cartridge_type="php", min=1,
-                       max=2, autoscaling_policy_id="a", deployment_policy_id="d",
-                       partitions=[PartitionSpec(id="p1", network_partition_id="np1", provider="mock", max=2)])
-    found = {f"{alias}.{n}": MemberState(member_id=f"{alias}.{n}", partition_id="p1", network_partition_id="np1",
-                                         status=MemberStatus.ACTIVE, private_ip=f"10.0.0.{n}",
-                                         created_at=AT, status_since=AT) for n in range(members)}
-    return ClusterState(aggregate_id=f"carbon.super/cluster/{cluster_id}", exists=True, spec=spec,
-                        status=ClusterStatus.ACTIVE, min=1, max=2, members=found)
+    spec = ClusterSpec(
+        cluster_id=cluster_id,
+        application_id=APP,
+        alias=alias,
+        cartridge_type="php",
+        min=1,
+        max=2,
+        autoscaling_policy_id="a",
+        deployment_policy_id="d",
+        partitions=[PartitionSpec(id="p1", network_partition_id="np1", provider="mock", max=2)],
+    )
+    found = {
+        f"{alias}.{n}": MemberState(
+            member_id=f"{alias}.{n}",
+            partition_id="p1",
+            network_partition_id="np1",
+            status=MemberStatus.ACTIVE,
+            private_ip=f"10.0.0.{n}",
+            created_at=AT,
+            status_since=AT,
+        )
+        for n in range(members)
+    }
+    return ClusterState(
+        aggregate_id=f"carbon.super/cluster/{cluster_id}",
+        exists=True,
+        spec=spec,
+        status=ClusterStatus.ACTIVE,
+        min=1,
+        max=2,
+        members=found,
+    )
 
 
 def test_an_undeployed_application_has_no_instances():

@@ -1,10 +1,11 @@
 """Live limits, redeploy, group instances and bursting as pure rules (actors/instances.py and
 the cluster and application aggregates): given events, when a command, then events. Each case
 says what would break without the rule."""
+
 from __future__ import annotations
 
 import itertools
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -22,7 +23,7 @@ from tests.conftest import sample
 from tests.test_topology_plan import resolved_for_nested_app
 
 T = "carbon.super"
-NOW = datetime(2026, 1, 1, tzinfo=timezone.utc)
+NOW = datetime(2026, 1, 1, tzinfo=UTC)
 IDS = itertools.count(1)
 
 
@@ -31,11 +32,22 @@ def ctx() -> Context:
 
 
 def spec(min_count: int = 1, max_count: int = 2) -> ClusterSpec:
-    parts = [PartitionSpec(id=p, network_partition_id=np, provider="mock", max=0)
-             for p, np in (("p1", "np1"), ("p2", "np1"), ("q1", "np2"))]
-    return ClusterSpec(cluster_id="app.php1.php.domain", application_id="app", alias="php1", cartridge_type="php",
-                       min=min_count, max=max_count, autoscaling_policy_id="as", deployment_policy_id="dp",
-                       partition_algorithm="round-robin", partitions=parts)
+    parts = [
+        PartitionSpec(id=p, network_partition_id=np, provider="mock", max=0)
+        for p, np in (("p1", "np1"), ("p2", "np1"), ("q1", "np2"))
+    ]
+    return ClusterSpec(
+        cluster_id="app.php1.php.domain",
+        application_id="app",
+        alias="php1",
+        cartridge_type="php",
+        min=min_count,
+        max=max_count,
+        autoscaling_policy_id="as",
+        deployment_policy_id="dp",
+        partition_algorithm="round-robin",
+        partitions=parts,
+    )
 
 
 def run(state, command):
@@ -45,9 +57,11 @@ def run(state, command):
 
 def activate_all(state):
     for member in [m for m, s in state.members.items() if s.is_pending]:
-        for command in (C.ReportNodeCreated(member_id=member, node_id=member),
-                        C.ReportInstanceStatus(member_id=member, status="Started"),
-                        C.ReportInstanceStatus(member_id=member, status="Activated")):
+        for command in (
+            C.ReportNodeCreated(member_id=member, node_id=member),
+            C.ReportInstanceStatus(member_id=member, status="Started"),
+            C.ReportInstanceStatus(member_id=member, status="Activated"),
+        ):
             state, _ = run(state, command)
     return state
 
@@ -120,10 +134,13 @@ def test_cartridge_min_zero_is_honoured():
 def _single_app(**limits):
     app = sample("application-single-cartridge.json")
     app["components"]["cartridges"][0].update(limits)
-    resolved = {"cartridge/php": sample("php.json"), "autoscalingPolicy/autoscaling-policy-1": sample("autoscaling-policy.json"),
-                "deploymentPolicy/deployment-policy-1": sample("deployment-policy.json"),
-                "applicationPolicy/application-policy-1": sample("application-policy.json"),
-                "networkPartition/network-partition-1": sample("network-partition.json")}
+    resolved = {
+        "cartridge/php": sample("php.json"),
+        "autoscalingPolicy/autoscaling-policy-1": sample("autoscaling-policy.json"),
+        "deploymentPolicy/deployment-policy-1": sample("deployment-policy.json"),
+        "applicationPolicy/application-policy-1": sample("application-policy.json"),
+        "networkPartition/network-partition-1": sample("network-partition.json"),
+    }
     return app, "application-policy-1", resolved
 
 
@@ -157,12 +174,26 @@ def test_fewer_instances_are_asked_for_only_after_scale_down_after_decisions_in_
 
 def test_a_structural_change_of_a_running_application_is_refused_naming_the_field():
     app, _, _ = _single_app()
-    changed = {**app, "components": {**app["components"], "cartridges": [
-        {**app["components"]["cartridges"][0], "subscribableInfo": {
-            **app["components"]["cartridges"][0]["subscribableInfo"], "alias": "other"}}]}}
+    changed = {
+        **app,
+        "components": {
+            **app["components"],
+            "cartridges": [
+                {
+                    **app["components"]["cartridges"][0],
+                    "subscribableInfo": {**app["components"]["cartridges"][0]["subscribableInfo"], "alias": "other"},
+                }
+            ],
+        },
+    }
     assert application.structural_change(app, changed) == "components.cartridges[0].subscribableInfo.alias"
-    limits = {**app, "components": {**app["components"], "cartridges": [
-        {**app["components"]["cartridges"][0], "cartridgeMin": 3, "cartridgeMax": 5}]}}
+    limits = {
+        **app,
+        "components": {
+            **app["components"],
+            "cartridges": [{**app["components"]["cartridges"][0], "cartridgeMin": 3, "cartridgeMax": 5}],
+        },
+    }
     assert application.structural_change(app, limits) is None
 
 
@@ -170,8 +201,9 @@ def nested_topology() -> I.Topology:
     app = sample("application-nested-group.json")
     resolved = resolved_for_nested_app()
     specs = build_cluster_specs(app, "ap", resolved)
-    return I.Topology(I.groups_of(app, group_definitions(resolved)), [["np1"], ["np2"]],
-                      {s.cluster_id: ["np1", "np2"] for s in specs})
+    return I.Topology(
+        I.groups_of(app, group_definitions(resolved)), [["np1"], ["np2"]], {s.cluster_id: ["np1", "np2"] for s in specs}
+    )
 
 
 WEB_PHP = "nested-group-app.my-php-web.php.domain"
@@ -192,8 +224,12 @@ def test_group_scaling_adds_an_instance_of_the_innermost_scalable_group_then_bur
 
 
 @settings(max_examples=100, deadline=None)
-@given(st.lists(st.tuples(st.sampled_from([WEB_PHP, TOMCAT, "nested-group-app.my-php-app.php.domain"]),
-                          st.integers(1, 6)), max_size=25))
+@given(
+    st.lists(
+        st.tuples(st.sampled_from([WEB_PHP, TOMCAT, "nested-group-app.my-php-app.php.domain"]), st.integers(1, 6)),
+        max_size=25,
+    )
+)
 def test_instances_stay_within_group_limits_and_bursting_steps(asks):
     """Whatever the clusters ask, in any order: group instances within [max(1, min), max],
     bursting within the steps, and every cluster holds at least one instance."""
@@ -211,11 +247,15 @@ def test_instances_stay_within_group_limits_and_bursting_steps(asks):
         assert all(topology.instances(groups, burst).values())
 
 
-@given(st.lists(st.tuples(st.integers(0, 3), st.integers(0, 3), st.integers(0, 1)), min_size=1, max_size=6),
-       st.integers(0, 8))
+@given(
+    st.lists(st.tuples(st.integers(0, 3), st.integers(0, 3), st.integers(0, 1)), min_size=1, max_size=6),
+    st.integers(0, 8),
+)
 def test_members_go_to_the_lowest_tier_with_room_and_leave_the_highest_first(rows, count):
-    parts = [PartitionState(f"p{n}", max_, active=min(active, max_), tier=tier)
-             for n, (max_, active, tier) in enumerate(rows)]
+    parts = [
+        PartitionState(f"p{n}", max_, active=min(active, max_), tier=tier)
+        for n, (max_, active, tier) in enumerate(rows)
+    ]
     for algorithm in ("round-robin", "one-after-another"):
         spawned = choose_partitions_for_spawn(algorithm, parts, count)
         tier_of = {p.id: p.tier for p in parts}
@@ -238,8 +278,9 @@ def test_growing_then_shrinking_returns_to_the_start():
     down = I.plan_instances(topology, back.group_instances, 1, content, WEB_PHP)
     assert down.group_instances["my-web-group"] == 1
     # one cluster of the group still needing two instances holds the group instance
-    held = I.plan_instances(topology, back.group_instances, 1,
-                            {**content, "nested-group-app.my-php-app.php.domain": 2}, WEB_PHP)
+    held = I.plan_instances(
+        topology, back.group_instances, 1, {**content, "nested-group-app.my-php-app.php.domain": 2}, WEB_PHP
+    )
     assert held is None
 
 
@@ -247,21 +288,39 @@ def test_an_update_of_a_running_application_reaches_its_running_clusters():
     app, policy, resolved = _single_app()
     state = application.initial(f"{T}/application/{app['applicationId']}")
     from schemas.definitions import Application
+
     definition = Application.model_validate(app)
-    for event in [E.ApplicationAdded(definition=definition),
-                  E.ApplicationDeploymentRequested(application_policy_id=policy, needs=[])]:
+    for event in [
+        E.ApplicationAdded(definition=definition),
+        E.ApplicationDeploymentRequested(application_policy_id=policy, needs=[]),
+    ]:
         state = application.apply(state, event)
-    state = application.apply(state, E.ApplicationDeployed(
-        application_policy_id=policy, clusters=build_cluster_specs(app, policy, resolved)))
+    state = application.apply(
+        state, E.ApplicationDeployed(application_policy_id=policy, clusters=build_cluster_specs(app, policy, resolved))
+    )
     state = application.apply(state, E.ClustersStartRequested(clusters=list(state.clusters.values())))
     state = evolve(state, {"resolved": resolved, "status": ApplicationStatus.ACTIVE})
-    bigger = Application.model_validate({**app, "components": {**app["components"], "cartridges": [
-        {**app["components"]["cartridges"][0], "cartridgeMin": 3, "cartridgeMax": 5}]}})
+    bigger = Application.model_validate(
+        {
+            **app,
+            "components": {
+                **app["components"],
+                "cartridges": [{**app["components"]["cartridges"][0], "cartridgeMin": 3, "cartridgeMax": 5}],
+            },
+        }
+    )
     events = application.decide(state, C.UpdateApplication(definition=bigger), ctx())
     (limits,) = of(events, X.ApplicationLimitsUpdated)
     assert [(s.min, s.max) for s in limits.clusters] == [(3, 5)] and limits.running == [limits.clusters[0].cluster_id]
-    renamed = Application.model_validate({**app, "components": {**app["components"], "cartridges": [
-        {**app["components"]["cartridges"][0], "type": "tomcat"}]}})
+    renamed = Application.model_validate(
+        {
+            **app,
+            "components": {
+                **app["components"],
+                "cartridges": [{**app["components"]["cartridges"][0], "type": "tomcat"}],
+            },
+        }
+    )
     try:
         application.decide(state, C.UpdateApplication(definition=renamed), ctx())
         raise AssertionError("a changed cartridge type must be refused")
@@ -288,14 +347,18 @@ def test_the_simulator_bursts_and_scales_back_with_the_same_rules():
 
 
 @settings(max_examples=100, deadline=None)
-@given(st.lists(st.integers(0, 4), min_size=3, max_size=3), st.lists(st.sampled_from(["np1", "np2"]), min_size=1,
-                                                                     max_size=4),
-       st.integers(0, 2), st.integers(1, 3), st.lists(st.sampled_from(["p1", "p2", "q1"]), max_size=6))
+@given(
+    st.lists(st.integers(0, 4), min_size=3, max_size=3),
+    st.lists(st.sampled_from(["np1", "np2"]), min_size=1, max_size=4),
+    st.integers(0, 2),
+    st.integers(1, 3),
+    st.lists(st.sampled_from(["p1", "p2", "q1"]), max_size=6),
+)
 def test_network_partitions_stay_within_min_and_max_per_cluster_instance(held, instances, base_min, base_max, asked):
     """Whatever the partition algorithm asks: a network partition never gets more members than
     max per cluster instance there, and a scale-down never takes it below min per instance."""
     np_of = {"p1": "np1", "p2": "np1", "q1": "np2"}
-    parts = [PartitionState(pid, 3 * instances.count(np_of[pid]), active=n) for pid, n in zip(np_of, held)]
+    parts = [PartitionState(pid, 3 * instances.count(np_of[pid]), active=n) for pid, n in zip(np_of, held, strict=True)]
     before = {np: sum(p.members for p in parts if np_of[p.id] == np) for np in ("np1", "np2")}
 
     def after(moved: list[str], sign: int) -> dict[str, int]:

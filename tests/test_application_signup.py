@@ -1,9 +1,10 @@
 """Application sign-ups and domain mappings as pure rules of the application aggregate: given
 events, when a command, then events or a rejection. Each case says what would break without it."""
+
 from __future__ import annotations
 
 import itertools
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
 
@@ -22,7 +23,7 @@ from tests.examples import SPEC, definition
 OWNER = "carbon.super"
 APP = "app"
 AGGREGATE = f"{OWNER}/application/{APP}"
-NOW = datetime(2026, 1, 1, tzinfo=timezone.utc)
+NOW = datetime(2026, 1, 1, tzinfo=UTC)
 IDS = itertools.count(1)
 
 
@@ -35,8 +36,10 @@ def app_state(multi_tenant: bool = True, deployed: bool = True) -> application.A
     body = definition("application").model_copy(update={"applicationId": APP, "multiTenant": multi_tenant})
     events = [E.ApplicationAdded(definition=body)]
     if deployed:
-        events += [E.ApplicationDeploymentRequested(application_policy_id="ap", needs=[]),
-                   E.ApplicationDeployed(application_policy_id="ap", clusters=[SPEC])]
+        events += [
+            E.ApplicationDeploymentRequested(application_policy_id="ap", needs=[]),
+            E.ApplicationDeployed(application_policy_id="ap", clusters=[SPEC]),
+        ]
     state = application.initial(AGGREGATE)
     for event in events:
         state = application.apply(state, event)
@@ -59,8 +62,14 @@ def signup(tenant: str = "a.org", **repo) -> C.AddApplicationSignup:
 
 
 def mappings(tenant: str = "a.org", *names: str, alias: str = "php1") -> C.AddDomainMappings:
-    return C.AddDomainMappings(tenant=tenant, mappings=DomainMappings(domainMappings=[
-        {"cartridgeAlias": alias, "domainName": name, "contextPath": "/shop"} for name in names or ("a.com",)]))
+    return C.AddDomainMappings(
+        tenant=tenant,
+        mappings=DomainMappings(
+            domainMappings=[
+                {"cartridgeAlias": alias, "domainName": name, "contextPath": "/shop"} for name in names or ("a.com",)
+            ]
+        ),
+    )
 
 
 def rejected(state, command) -> Rejection:
@@ -73,9 +82,18 @@ def test_signup_resolves_each_repository_to_its_cluster():
     (added,), state = run(app_state(), signup())
     # without the cluster id the instances of php1 would never hear of the tenant's repository
     assert added == E.ApplicationSignupAdded(
-        tenant="a.org", clusters={"php1": SPEC.cluster_id},
-        artifact_repositories=[{"alias": "php1", "privateRepo": False, "repoUrl": "https://git.example.org/a.git",
-                                "repoUsername": "", "repoPassword": ""}])
+        tenant="a.org",
+        clusters={"php1": SPEC.cluster_id},
+        artifact_repositories=[
+            {
+                "alias": "php1",
+                "privateRepo": False,
+                "repoUrl": "https://git.example.org/a.git",
+                "repoUsername": "",
+                "repoPassword": "",
+            }
+        ],
+    )
     assert list(state.signups) == ["a.org"]
 
 
@@ -86,11 +104,15 @@ def test_the_stratos_sample_signup_is_refused_for_its_unknown_alias():
     assert problem.code == 400 and "'my-tomcat'" in problem.reason and problem.field == "artifactRepositories.alias"
 
 
-@pytest.mark.parametrize("state, code, words", [
-    (app_state(multi_tenant=False), 400, "single-tenant"),
-    (app_state(deployed=False), 400, "has not been deployed"),
-    (application.initial(AGGREGATE), 404, "not found"),
-], ids=["single-tenant application", "application not deployed", "unknown application"])
+@pytest.mark.parametrize(
+    "state, code, words",
+    [
+        (app_state(multi_tenant=False), 400, "single-tenant"),
+        (app_state(deployed=False), 400, "has not been deployed"),
+        (application.initial(AGGREGATE), 404, "not found"),
+    ],
+    ids=["single-tenant application", "application not deployed", "unknown application"],
+)
 def test_signup_needs_an_existing_deployed_multi_tenant_application(state, code, words):
     problem = rejected(state, signup())
     assert problem.code == code and words in problem.reason
@@ -105,32 +127,49 @@ def test_one_signup_per_tenant_and_application():
 
 
 def test_removing_a_signup_removes_that_tenants_mappings_only():
-    _, state = run(app_state(), signup("a.org"), signup("b.org"), mappings("a.org", "a.com"),
-                   mappings("b.org", "b.com"))
+    _, state = run(
+        app_state(), signup("a.org"), signup("b.org"), mappings("a.org", "a.com"), mappings("b.org", "b.com")
+    )
     events, state = run(state, C.RemoveApplicationSignup(tenant="a.org"))
     # a mapping left behind would keep routing a domain to a tenant that left
-    assert events == [E.DomainMappingRemoved(tenant="a.org", domain_name="a.com", cluster_id=SPEC.cluster_id),
-                      E.ApplicationSignupRemoved(tenant="a.org")]
+    assert events == [
+        E.DomainMappingRemoved(tenant="a.org", domain_name="a.com", cluster_id=SPEC.cluster_id),
+        E.ApplicationSignupRemoved(tenant="a.org"),
+    ]
     assert list(state.signups) == ["b.org"] and list(state.domain_mappings) == ["b.com"]
     assert rejected(state, C.RemoveApplicationSignup(tenant="a.org")).code == 404
 
 
 def test_mapping_routes_the_domain_to_the_aliases_cluster():
     (added,), state = run(app_state(), signup(), mappings("a.org", "a.com"))
-    assert added.mappings == [{"cartridgeAlias": "php1", "domainName": "a.com", "contextPath": "/shop",
-                               "clusterId": SPEC.cluster_id}]
+    assert added.mappings == [
+        {"cartridgeAlias": "php1", "domainName": "a.com", "contextPath": "/shop", "clusterId": SPEC.cluster_id}
+    ]
     assert state.domain_mappings["a.com"]["tenant"] == "a.org"
 
 
-@pytest.mark.parametrize("given, command, code, words", [
-    ([signup()], mappings("a.org", "a.com", alias="tomcat9"), 400, "'tomcat9' is not a cartridge alias"),
-    ([signup(), mappings("a.org", "a.com")], mappings("a.org", "a.com"), 409, "'a.com' is already mapped"),
-    ([signup("a.org"), signup("b.org"), mappings("a.org", "a.com")], mappings("b.org", "a.com"), 409,
-     "'a.com' is already mapped"),
-    ([signup()], mappings("a.org", "x.com", "x.com"), 409, "'x.com' is already mapped"),
-    ([], mappings("a.org", "a.com"), 400, "has not signed up"),
-], ids=["alias not in the application", "domain mapped twice", "domain taken by another tenant",
-        "domain twice in one request", "multi-tenant mapping without a signup"])
+@pytest.mark.parametrize(
+    "given, command, code, words",
+    [
+        ([signup()], mappings("a.org", "a.com", alias="tomcat9"), 400, "'tomcat9' is not a cartridge alias"),
+        ([signup(), mappings("a.org", "a.com")], mappings("a.org", "a.com"), 409, "'a.com' is already mapped"),
+        (
+            [signup("a.org"), signup("b.org"), mappings("a.org", "a.com")],
+            mappings("b.org", "a.com"),
+            409,
+            "'a.com' is already mapped",
+        ),
+        ([signup()], mappings("a.org", "x.com", "x.com"), 409, "'x.com' is already mapped"),
+        ([], mappings("a.org", "a.com"), 400, "has not signed up"),
+    ],
+    ids=[
+        "alias not in the application",
+        "domain mapped twice",
+        "domain taken by another tenant",
+        "domain twice in one request",
+        "multi-tenant mapping without a signup",
+    ],
+)
 def test_mapping_rules(given, command, code, words):
     _, state = run(app_state(), *given)
     problem = rejected(state, command)
@@ -164,5 +203,10 @@ def test_signup_reacts_with_artifact_updated_for_each_repository_cluster():
     record = envelope(EventRecord, added, AGGREGATE, tenant=OWNER)
     ((target, notice),) = react(record)
     assert target == f"{OWNER}/cluster/{SPEC.cluster_id}"
-    assert notice == ArtifactUpdated(cluster_id=SPEC.cluster_id, repo_url="https://git.example.org/a.git",
-                                     repo_username="git", repo_password="pw", tenant="a.org")
+    assert notice == ArtifactUpdated(
+        cluster_id=SPEC.cluster_id,
+        repo_url="https://git.example.org/a.git",
+        repo_username="git",
+        repo_password="pw",
+        tenant="a.org",
+    )

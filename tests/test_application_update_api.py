@@ -1,6 +1,7 @@
 """A live application update as a Stratos user makes it: `stratos update-application -p` and
 `PUT /api/applications` against the served API on the real broker (a node, no cloud: the
 cluster's limits are what is checked; tests/test_application_update.py runs the whole loop)."""
+
 from __future__ import annotations
 
 import copy
@@ -37,14 +38,26 @@ def test_update_application_changes_a_running_clusters_limits_and_refuses_struct
     raised["components"]["cartridges"][0].update(cartridgeMin=3, cartridgeMax=5)
     path = tmp_path / "app.json"
     path.write_text(json.dumps(raised))
-    env = {**os.environ, "STRATOS_URL": platform.url, "STRATOS_USERNAME": tenant.username,
-           "STRATOS_PASSWORD": "tenant-pw"}
-    updated = subprocess.run([sys.executable, "-m", "infra.cli", "update-application", "-p", str(path), "--json"],
-                             env=env, capture_output=True, text=True, timeout=120)
+    env = {
+        **os.environ,
+        "STRATOS_URL": platform.url,
+        "STRATOS_USERNAME": tenant.username,
+        "STRATOS_PASSWORD": "tenant-pw",
+    }
+    updated = subprocess.run(
+        [sys.executable, "-m", "infra.cli", "update-application", "-p", str(path), "--json"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert updated.returncode == 0, updated.stderr
     assert json.loads(updated.stdout)["message"] == f"Application updated successfully: [applicationId] {APP}"
-    wait_until(lambda: tenant.get(f"/cluster/{CLUSTER}").json()["minInstances"] == 3, timeout=30,
-               message="the running cluster's min 3")
+    wait_until(
+        lambda: tenant.get(f"/cluster/{CLUSTER}").json()["minInstances"] == 3,
+        timeout=30,
+        message="the running cluster's min 3",
+    )
     cluster = tenant.get(f"/cluster/{CLUSTER}").json()
     assert (cluster["maxInstances"], len(cluster["member"])) == (5, 3)  # two more members asked for
 

@@ -1,5 +1,6 @@
 """The embedded Kafka: starts on a free loopback port, keeps its log on disk across a restart,
 forms a three-node cluster whose active controller it can name; clear errors otherwise."""
+
 from __future__ import annotations
 
 import socket
@@ -74,6 +75,7 @@ def test_three_nodes_form_one_cluster_led_by_a_running_controller(tmp_path):
         assert leader in running
         # the controller killed, the two others elect one of themselves
         cluster.kill(leader)
+
         def new_leader():
             node = cluster.active_controller()
             return node if node != leader else None

@@ -3,6 +3,7 @@
 One broker restarted on its own data: what was answered before the kill is still history after.
 One broker of three lost for good (a plain broker, then the active controller): every command is
 answered, each decided once, and commands sent after the kill are answered too."""
+
 from __future__ import annotations
 
 import threading
@@ -74,8 +75,7 @@ def test_one_broker_killed_mid_burst_and_restarted_on_its_data_keeps_what_was_an
     offset commit that finds no broker ends it) and is then started again, as `stratos up`'s
     supervisor would: what is asserted is the log, not the node's survival."""
     broker = EmbeddedBroker(data_dir=tmp_path / "kafka").start()
-    settings = Settings(kafka_bootstrap=broker.bootstrap, topic_prefix="faults.", partitions=4,
-                        state_dir=tmp_path)
+    settings = Settings(kafka_bootstrap=broker.bootstrap, topic_prefix="faults.", partitions=4, state_dir=tmp_path)
     ensure_topics(settings)
     nodes = [start_node(settings)]
     client = CommandClient(settings)
@@ -98,8 +98,8 @@ def test_one_broker_killed_mid_burst_and_restarted_on_its_data_keeps_what_was_an
         assert sender.error is None and len(sender.sent) == 200
         wait_until(every_command_answered, timeout=120, message="a reply to every command sent")
         commits = commits_per_command(settings)
-        assert answered_before_kill <= set(commits)             # answered = durable history
-        assert {commits[c] for c in sender.sent} == {1}         # none lost, none decided twice
+        assert answered_before_kill <= set(commits)  # answered = durable history
+        assert {commits[c] for c in sender.sent} == {1}  # none lost, none decided twice
     finally:
         client.close()
         for node in nodes:
@@ -110,12 +110,20 @@ def test_one_broker_killed_mid_burst_and_restarted_on_its_data_keeps_what_was_an
 @pytest.mark.parametrize("victim", ["a plain broker", "the active controller"])
 def test_one_of_three_brokers_killed_every_command_answered_once(tmp_path, victim):
     with EmbeddedBroker(brokers=3, data_dir=tmp_path / "kafka") as cluster:
-        settings = Settings(kafka_bootstrap=cluster.bootstrap, topic_prefix="faults.", partitions=4,
-                            replication_factor=3, state_dir=tmp_path)
+        settings = Settings(
+            kafka_bootstrap=cluster.bootstrap,
+            topic_prefix="faults.",
+            partitions=4,
+            replication_factor=3,
+            state_dir=tmp_path,
+        )
         ensure_topics(settings)
         controller = wait_until(cluster.active_controller, timeout=30, message="a KRaft leader")
-        killed = controller if victim == "the active controller" else \
-            next(n.node_id for n in cluster.nodes if n.node_id != controller)
+        killed = (
+            controller
+            if victim == "the active controller"
+            else next(n.node_id for n in cluster.nodes if n.node_id != controller)
+        )
         node = start_node(settings)
         client = CommandClient(settings)
         try:
@@ -128,10 +136,11 @@ def test_one_of_three_brokers_killed_every_command_answered_once(tmp_path, victi
             sender.join(120)
             assert sender.error is None and len(sender.sent) == 300
             assert sent_before_kill < 300, "the kill came after the last command was sent"
-            wait_until(lambda: set(sender.sent) <= answered(client), timeout=120,
-                       message="a reply to every command sent")
+            wait_until(
+                lambda: set(sender.sent) <= answered(client), timeout=120, message="a reply to every command sent"
+            )
             commits = commits_per_command(settings)
-            assert {commits[c] for c in sender.sent} == {1}     # none lost, none decided twice
+            assert {commits[c] for c in sender.sent} == {1}  # none lost, none decided twice
             assert node.is_alive()
             assert isinstance(client.call(*network_partition(300), timeout=60), CommandAccepted)
             assert cluster.active_controller() not in (None, killed)

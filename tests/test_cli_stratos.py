@@ -1,4 +1,5 @@
 """The Stratos CLI verbs end to end: the `stratos` console script against the served API."""
+
 from __future__ import annotations
 
 import json
@@ -18,12 +19,18 @@ pytestmark = pytest.mark.integration
 def stratos(platform):
     """Run `stratos ARGS` as a tenant admin of a fresh tenant (credentials from the environment)."""
     domain = platform.new_tenant()
-    env = {**os.environ, "STRATOS_URL": platform.url, "STRATOS_USERNAME": f"admin@{domain}",
-           "STRATOS_PASSWORD": "tenant-pw"}
+    env = {
+        **os.environ,
+        "STRATOS_URL": platform.url,
+        "STRATOS_USERNAME": f"admin@{domain}",
+        "STRATOS_PASSWORD": "tenant-pw",
+    }
 
     def run(*args: str) -> subprocess.CompletedProcess:
-        return subprocess.run([sys.executable, "-m", "infra.cli", *args], env=env, capture_output=True,
-                              text=True, timeout=120)
+        return subprocess.run(
+            [sys.executable, "-m", "infra.cli", *args], env=env, capture_output=True, text=True, timeout=120
+        )
+
     return run
 
 
@@ -66,11 +73,14 @@ def test_deploy_and_describe_the_runtime(stratos, tmp_path):
         path = tmp_path / f"{extra}.json"
         path.write_text(json.dumps({**json.loads((SAMPLES / "network-partition.json").read_text()), "id": extra}))
         assert stratos("add-network-partition", "-p", str(path)).returncode == 0
-    for verb, name in (("add-network-partition", "network-partition.json"), ("add-cartridge", "php.json"),
-                       ("add-autoscaling-policy", "autoscaling-policy.json"),
-                       ("add-deployment-policy", "deployment-policy.json"),
-                       ("add-application-policy", "application-policy.json"),
-                       ("add-application", "application-single-cartridge.json")):
+    for verb, name in (
+        ("add-network-partition", "network-partition.json"),
+        ("add-cartridge", "php.json"),
+        ("add-autoscaling-policy", "autoscaling-policy.json"),
+        ("add-deployment-policy", "deployment-policy.json"),
+        ("add-application-policy", "application-policy.json"),
+        ("add-application", "application-single-cartridge.json"),
+    ):
         result = stratos(verb, "-p", str(SAMPLES / name))
         assert result.returncode == 0, f"{verb}: {result.stderr}"
     deployed = stratos("deploy-application", "-a", "single-cartridge-app", "-ap", "application-policy-1", "--json")
@@ -80,6 +90,7 @@ def test_deploy_and_describe_the_runtime(stratos, tmp_path):
         runtime = json.loads(stratos("describe-application-runtime", "single-cartridge-app", "--json").stdout)
         instances = runtime["applicationInstances"]
         return runtime if instances and instances[0]["clusterInstances"][0]["member"] else None
+
     runtime = wait_until(runtime_with_members, message="the deployed cluster's members")
     assert runtime["status"] == "Deployed"
     tree = stratos("describe-application-runtime", "single-cartridge-app")

@@ -1,6 +1,7 @@
 """The cloud controller on the real broker, with a node, a reactor and the mock IaaS (its own
 service over HTTP, reached by the libcloud `mock` driver) whose simulated instances play the
 cartridge agent."""
+
 from __future__ import annotations
 
 import secrets
@@ -18,7 +19,7 @@ from infra.cloud.mock.service import MockIaasService
 from schemas import commands as C
 from schemas.definitions import DEFINITION_KINDS
 from schemas.ids import aggregate_id
-from schemas.status import CommandAccepted, CommandRejected
+from schemas.status import CommandAccepted
 from tests.conftest import events_of, sample, wait_until
 from tests.test_runtime_flow import DEFINITIONS, add
 
@@ -35,12 +36,16 @@ class RunningCloud:
     def __init__(self, settings, controller: bool = True) -> None:
         self.settings = settings
         own = Path(tempfile.mkdtemp(prefix="mock-iaas-"))  # this test's cloud, whatever the state dir
-        self.service = MockIaasService(settings, cloud=MockCloud(own / "cloud.sqlite3"), port=free_port(),
-                                       key=secrets.token_urlsafe(16)).start()
+        self.service = MockIaasService(
+            settings, cloud=MockCloud(own / "cloud.sqlite3"), port=free_port(), key=secrets.token_urlsafe(16)
+        ).start()
         self.cloud = self.service.cloud
         self.agents = self.service.agents
-        self.http = httpx.Client(base_url=f"{self.service.url}/mock-iaas/api", timeout=10,
-                                 headers={"Authorization": f"Bearer {self.service.key}"})
+        self.http = httpx.Client(
+            base_url=f"{self.service.url}/mock-iaas/api",
+            timeout=10,
+            headers={"Authorization": f"Bearer {self.service.key}"},
+        )
         self.controller = None
         self.thread = None
         if controller:
@@ -74,8 +79,9 @@ class RunningCloud:
 
 @pytest.fixture
 def cloud_settings(settings):
-    return settings.model_copy(update={"cloud_reconcile_seconds": 0.3, "cloud_retry_seconds": 0.1,
-                                       "health_publish_seconds": 0.3})
+    return settings.model_copy(
+        update={"cloud_reconcile_seconds": 0.3, "cloud_retry_seconds": 0.1, "health_publish_seconds": 0.3}
+    )
 
 
 @pytest.fixture
@@ -126,23 +132,34 @@ def test_deploying_brings_cartridge_min_members_to_active_on_mock_nodes(cloud_se
     node = cloud.cloud.get(member)
     assert node is not None and node.agent_status == "Activated"
     initialized = member_events(cloud_settings, "MemberInitialized")[0].payload
-    assert (initialized.node_id, initialized.private_ip, initialized.public_ip) == \
-           (member, node.private_ip, node.public_ip)
+    assert (initialized.node_id, initialized.private_ip, initialized.public_ip) == (
+        member,
+        node.private_ip,
+        node.public_ip,
+    )
     order = [e.type for e in member_events(cloud_settings) if e.type.startswith("Member")]
     assert order == ["MemberSpawnRequested", "MemberInitialized", "MemberStarting", "MemberActivated"]
-    wait_until(lambda: any(e.type == "ApplicationStatusChanged" and e.payload.status == "Active"
-                           for e in events_of(cloud_settings, APP)), message="application Active")
+    wait_until(
+        lambda: any(
+            e.type == "ApplicationStatusChanged" and e.payload.status == "Active"
+            for e in events_of(cloud_settings, APP)
+        ),
+        message="application Active",
+    )
 
 
 def test_a_crashed_mock_instance_is_detected_and_the_member_replaced(cloud_settings, cloud, client):
     deploy(client)
     (first,) = wait_until(lambda: active_members(cloud_settings), timeout=40, message="an Active member")
     cloud.crash(first)
-    terminated = wait_until(lambda: [e for e in member_events(cloud_settings, "MemberTerminated")
-                                     if e.payload.member_id == first], message="the crash detected")
+    terminated = wait_until(
+        lambda: [e for e in member_events(cloud_settings, "MemberTerminated") if e.payload.member_id == first],
+        message="the crash detected",
+    )
     assert terminated[0].payload.reason == "node vanished"
-    replacement = wait_until(lambda: active_members(cloud_settings) - {first}, timeout=40,
-                             message="a replacement member Active")
+    replacement = wait_until(
+        lambda: active_members(cloud_settings) - {first}, timeout=40, message="a replacement member Active"
+    )
     assert len(replacement) == 1
     assert {i.node_id for i in cloud.cloud.all()} == replacement
 
@@ -152,12 +169,24 @@ def test_graceful_termination_follows_the_full_chain_in_order(cloud_settings, cl
     (member,) = wait_until(lambda: active_members(cloud_settings), timeout=40, message="an Active member")
     reply = client.call(CLUSTER, C.TerminateMember(member_id=member, graceful=True))
     assert isinstance(reply, CommandAccepted), reply
-    wait_until(lambda: any(e.type == "MemberTerminated" and e.payload.member_id == member
-                           for e in member_events(cloud_settings)), timeout=30, message="member terminated")
+    wait_until(
+        lambda: any(
+            e.type == "MemberTerminated" and e.payload.member_id == member for e in member_events(cloud_settings)
+        ),
+        timeout=30,
+        message="member terminated",
+    )
     chain = [e.type for e in member_events(cloud_settings) if getattr(e.payload, "member_id", None) == member]
-    assert chain == ["MemberSpawnRequested", "MemberInitialized", "MemberStarting", "MemberActivated",
-                     "MemberTerminationRequested", "MemberInMaintenance", "MemberReadyToShutdown",
-                     "MemberTerminated"]
+    assert chain == [
+        "MemberSpawnRequested",
+        "MemberInitialized",
+        "MemberStarting",
+        "MemberActivated",
+        "MemberTerminationRequested",
+        "MemberInMaintenance",
+        "MemberReadyToShutdown",
+        "MemberTerminated",
+    ]
     assert cloud.cloud.get(member) is None  # the node is gone from the IaaS
 
 
@@ -169,8 +198,9 @@ def test_restarted_controller_finds_the_node_it_created_and_starts_no_second(clo
     # what a controller killed between "node created" and "reported" leaves behind: a node named
     # after the member, created through the driver, and no report
     cloud.service.endpoint.driver().create_node(
-        name=member, ex_metadata={"memberId": member, "clusterId": spawn.payload.cluster_id,
-                                  "tenant": T, "cartridgeType": "php"})
+        name=member,
+        ex_metadata={"memberId": member, "clusterId": spawn.payload.cluster_id, "tenant": T, "cartridgeType": "php"},
+    )
     cloud.start_controller()
     wait_until(lambda: member in active_members(cloud_settings), timeout=40, message="the member Active")
     assert [i.node_id for i in cloud.cloud.all()] == [member]
@@ -196,8 +226,9 @@ def test_a_start_that_keeps_failing_gives_up_and_the_min_rule_tries_a_new_member
     deploy(client)
     gone = wait_until(lambda: member_events(cloud_settings, "MemberTerminated"), message="member given up")
     assert "start failed 3 times: image not found" in gone[0].payload.reason
-    wait_until(lambda: active_members(cloud_settings) - {gone[0].payload.member_id}, timeout=40,
-               message="a new member Active")
+    wait_until(
+        lambda: active_members(cloud_settings) - {gone[0].payload.member_id}, timeout=40, message="a new member Active"
+    )
 
 
 def test_unknown_iaas_provider_is_rejected_at_definition_time_naming_the_field():
@@ -223,8 +254,9 @@ def test_a_real_cloud_without_credentials_is_rejected_naming_them():
     assert "AKIDEXAMPLE" not in str(caught.value)  # the identity given is not echoed back
 
 
-def test_in_process_mode_each_member_is_an_agent_process_whose_http_port_answers(cloud_settings, running_node,
-                                                                                  client, tmp_path):
+def test_in_process_mode_each_member_is_an_agent_process_whose_http_port_answers(
+    cloud_settings, running_node, client, tmp_path
+):
     """The member's repository is private (git http-backend behind basic auth): its password is
     sealed in the log, re-sealed for the cluster in the node's payload, handed to the agent
     process in its environment and opened there, for git alone."""
@@ -238,8 +270,9 @@ def test_in_process_mode_each_member_is_an_agent_process_whose_http_port_answers
     server = GitServer(tmp_path / "git")
     url, _ = server.repository("php1", "deployer", "php1-repo-pw", "hello from php1")
     keys = SecretStr(",".join(secret_box(cloud_settings).keys))  # the parts share the platform key
-    settings = cloud_settings.model_copy(update={"mock_iaas_mode": "process", "state_dir": tmp_path,
-                                                 "secret_key": keys})
+    settings = cloud_settings.model_copy(
+        update={"mock_iaas_mode": "process", "state_dir": tmp_path, "secret_key": keys}
+    )
     running = RunningCloud(settings)
     try:
         deploy(client, repo_url=url, credentials=("deployer", "php1-repo-pw"))

@@ -1,6 +1,7 @@
 """Poison on the topics the cloud controller, the mock IaaS's simulated agents and the cartridge
 agent read: every bad record is dead-lettered with its reason, the reader stays alive and
 handles the next good record."""
+
 from __future__ import annotations
 
 import json
@@ -30,15 +31,29 @@ MEMBER = "php1.m1"
 
 def commit(aggregate: str, *events, seq: int = 1) -> bytes:
     """A commit record as a node appends it."""
-    return encode(envelope(LogRecord, Commit(command_type="Test", outcome="accepted", events=list(events)),
-                           aggregate, aggregate_seq=seq, tenant=T))
+    return encode(
+        envelope(
+            LogRecord,
+            Commit(command_type="Test", outcome="accepted", events=list(events)),
+            aggregate,
+            aggregate_seq=seq,
+            tenant=T,
+        )
+    )
 
 
 def spawn(member_id: str = MEMBER) -> E.MemberSpawnRequested:
     iaas = Cartridge.model_validate(sample("php.json")).iaasProvider[0].model_dump()
-    return E.MemberSpawnRequested(member_id=member_id, cluster_id=CLUSTER, application_id="app",
-                                  cartridge_type="php", network_partition_id="np1",
-                                  partition_id="p1", provider="mock", iaas=iaas)
+    return E.MemberSpawnRequested(
+        member_id=member_id,
+        cluster_id=CLUSTER,
+        application_id="app",
+        cartridge_type="php",
+        network_partition_id="np1",
+        partition_id="p1",
+        provider="mock",
+        iaas=iaas,
+    )
 
 
 class Topics:
@@ -68,8 +83,10 @@ class Topics:
 
     def dead_lettered(self) -> dict[tuple[str, int], str] | None:
         """Reason per poison record, once every one of them is in the dead-letter topic."""
-        letters = {(d.record.payload.source_topic, d.record.payload.source_offset): d.record.payload.reason
-                   for d in read_to_end(self.settings, "deadletter")}
+        letters = {
+            (d.record.payload.source_topic, d.record.payload.source_offset): d.record.payload.reason
+            for d in read_to_end(self.settings, "deadletter")
+        }
         found = {at: letters[at] for at in self.poison if at in letters}
         return found if len(found) == len(self.poison) else None
 
@@ -122,8 +139,10 @@ def test_cloud_controller_dead_letters_poison_and_starts_the_next_member(setting
         assert "key: not UTF-8" in reasons[topics.poison[0]]
         assert "null value" in reasons[topics.poison[1]]
         assert "aggregate id" in reasons[topics.poison[4]]
-        created = wait_until(lambda: [d.record for d in read_to_end(settings, "commands")
-                                      if d.record.type == "ReportNodeCreated"], message="the node reported")
+        created = wait_until(
+            lambda: [d.record for d in read_to_end(settings, "commands") if d.record.type == "ReportNodeCreated"],
+            message="the node reported",
+        )
         assert [c.payload.member_id for c in created] == [MEMBER] and created[0].aggregate_id == KEY
     finally:
         controller.stop()
@@ -136,19 +155,25 @@ def test_simulated_agents_dead_letter_poison_and_follow_the_next_member(settings
     try:
         cloud.create("bare", {})  # a node without the tags the agents need
         cloud.create(MEMBER, {"memberId": MEMBER, "clusterId": CLUSTER, "tenant": T})
-        topics.put("events", commit(KEY, E.MemberInitialized(member_id="php1.other", cluster_id=CLUSTER,
-                                                             node_id="php1.other")))
-        topics.put_undecodable("events", commit(KEY, E.MemberInitialized(member_id=MEMBER, cluster_id=CLUSTER,
-                                                                         node_id=MEMBER)))
-        topics.put_poison("events", commit(KEY, E.MemberInitialized(member_id="bare", cluster_id=CLUSTER,
-                                                                    node_id="bare")))
-        topics.put_undecodable("instance-notifier", encode(envelope(
-            NotifierRecord, InstanceCleanupMember(member_id=MEMBER, cluster_id=CLUSTER), KEY)))
+        topics.put(
+            "events", commit(KEY, E.MemberInitialized(member_id="php1.other", cluster_id=CLUSTER, node_id="php1.other"))
+        )
+        topics.put_undecodable(
+            "events", commit(KEY, E.MemberInitialized(member_id=MEMBER, cluster_id=CLUSTER, node_id=MEMBER))
+        )
+        topics.put_poison(
+            "events", commit(KEY, E.MemberInitialized(member_id="bare", cluster_id=CLUSTER, node_id="bare"))
+        )
+        topics.put_undecodable(
+            "instance-notifier",
+            encode(envelope(NotifierRecord, InstanceCleanupMember(member_id=MEMBER, cluster_id=CLUSTER), KEY)),
+        )
         topics.put_poison("instance-notifier", status_record(""))
-        topics.put("instance-notifier", encode(envelope(
-            NotifierRecord, InstanceCleanupMember(member_id="php1.other", cluster_id=CLUSTER), KEY)))
-        topics.put("events", commit(KEY, E.MemberInitialized(member_id=MEMBER, cluster_id=CLUSTER,
-                                                             node_id=MEMBER)))
+        topics.put(
+            "instance-notifier",
+            encode(envelope(NotifierRecord, InstanceCleanupMember(member_id="php1.other", cluster_id=CLUSTER), KEY)),
+        )
+        topics.put("events", commit(KEY, E.MemberInitialized(member_id=MEMBER, cluster_id=CLUSTER, node_id=MEMBER)))
         wait_until(lambda: ("InstanceStarted", MEMBER) in statuses(settings), message="the good member started")
         reasons = wait_until(topics.dead_lettered, message="every poison record dead-lettered")
         assert all(t.is_alive() for t in agents.threads)
@@ -163,21 +188,28 @@ def test_cartridge_agent_dead_letters_poison_on_events_and_notifier_and_goes_on(
     thread = threading.Thread(target=agent.run, daemon=True)
     thread.start()
     try:
-        topics.put("events", commit(KEY, E.MemberInitialized(member_id="php1.other", cluster_id=CLUSTER,
-                                                             node_id="php1.other")))
-        topics.put_undecodable("events", commit(KEY, E.MemberInitialized(member_id=MEMBER, cluster_id=CLUSTER,
-                                                                         node_id=MEMBER)))
-        topics.put("events", commit(KEY, E.MemberInitialized(member_id=MEMBER, cluster_id=CLUSTER,
-                                                             node_id=MEMBER)))
+        topics.put(
+            "events", commit(KEY, E.MemberInitialized(member_id="php1.other", cluster_id=CLUSTER, node_id="php1.other"))
+        )
+        topics.put_undecodable(
+            "events", commit(KEY, E.MemberInitialized(member_id=MEMBER, cluster_id=CLUSTER, node_id=MEMBER))
+        )
+        topics.put("events", commit(KEY, E.MemberInitialized(member_id=MEMBER, cluster_id=CLUSTER, node_id=MEMBER)))
         wait_until(lambda: statuses(settings), message="InstanceStarted")
         assert statuses(settings)[0] == ("InstanceStarted", MEMBER)
-        topics.put_undecodable("instance-notifier", encode(envelope(
-            NotifierRecord, InstanceCleanupMember(member_id=MEMBER, cluster_id=CLUSTER), KEY)))
+        topics.put_undecodable(
+            "instance-notifier",
+            encode(envelope(NotifierRecord, InstanceCleanupMember(member_id=MEMBER, cluster_id=CLUSTER), KEY)),
+        )
         topics.put_poison("instance-notifier", status_record(""))
-        topics.put("instance-notifier", encode(envelope(
-            NotifierRecord, InstanceCleanupMember(member_id="php1.other", cluster_id=CLUSTER), KEY)))
-        topics.put("instance-notifier", encode(envelope(
-            NotifierRecord, InstanceCleanupMember(member_id=MEMBER, cluster_id=CLUSTER), KEY)))
+        topics.put(
+            "instance-notifier",
+            encode(envelope(NotifierRecord, InstanceCleanupMember(member_id="php1.other", cluster_id=CLUSTER), KEY)),
+        )
+        topics.put(
+            "instance-notifier",
+            encode(envelope(NotifierRecord, InstanceCleanupMember(member_id=MEMBER, cluster_id=CLUSTER), KEY)),
+        )
         wait_until(lambda: statuses(settings)[-1][0] == "InstanceReadyToShutdown", message="ready to shut down")
         reasons = wait_until(topics.dead_lettered, message="every poison record dead-lettered")
         assert thread.is_alive() and all(reasons.values())

@@ -1,5 +1,6 @@
 """From a cartridge's iaasProvider entry to real libcloud driver calls, checked with libcloud's
 own test HTTP classes (recorded responses of each cloud's API), never with stubs of our code."""
+
 from __future__ import annotations
 
 from urllib.parse import parse_qsl, urlparse
@@ -9,13 +10,20 @@ from libcloud.compute.drivers.cloudstack import CloudStackNodeDriver
 from libcloud.compute.drivers.ec2 import EC2NodeDriver
 from libcloud.compute.providers import get_driver
 from libcloud.container.providers import get_driver as get_container_driver
-from libcloud.test.compute.test_cloudstack import CloudStackMockHttp
 from libcloud.test import MockHttp
+from libcloud.test.compute.test_cloudstack import CloudStackMockHttp
 from libcloud.test.file_fixtures import ComputeFileFixtures
 from libcloud.utils.py3 import httplib
 
+from infra.cloud.iaas.providers import (
+    CONTAINER_PROVIDERS,
+    PROVIDERS,
+    IaasConfigError,
+    IaasTarget,
+    build_driver,
+    create_options,
+)
 from infra.cloud.mock.cloud import register_mock_driver
-from infra.cloud.iaas.providers import CONTAINER_PROVIDERS, PROVIDERS, IaasConfigError, IaasTarget, build_driver, create_options
 from schemas.definitions import KNOWN_IAAS_PROVIDERS, Cartridge
 from tests.conftest import sample
 
@@ -97,8 +105,7 @@ def test_cloudstack_entry_maps_to_deploy_virtual_machine(monkeypatch):
     assert call["name"] == "php1.abc" and node.name
 
 
-@pytest.mark.parametrize("type_, missing", [("openstack", "authUrl"), ("gce", "projectId"),
-                                            ("cloudstack", "endpoint")])
+@pytest.mark.parametrize("type_, missing", [("openstack", "authUrl"), ("gce", "projectId"), ("cloudstack", "endpoint")])
 def test_a_missing_provider_property_is_named(type_, missing):
     target = IaasTarget.from_event(type_, iaas_entry(type_))
     with pytest.raises(IaasConfigError, match=f"'{missing}'"):

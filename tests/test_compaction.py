@@ -2,21 +2,24 @@
 checkpoints by several nodes, then the cleaner, then a rebuild that must equal the rebuild from
 the events alone. On a broker of its own whose cleaner runs every 200 ms; the rule itself is also
 checked with hypothesis against a model of the cleaner (the last record of each key survives)."""
+
 from __future__ import annotations
 
 import logging
 import uuid
 
 import pytest
-from hypothesis import given, settings as hypothesis_settings, strategies as st
+from hypothesis import given
+from hypothesis import settings as hypothesis_settings
+from hypothesis import strategies as st
 from kafka import KafkaAdminClient
 from kafka.admin import ConfigResource, ConfigResourceType
 
 from infra.broker import EmbeddedBroker
 from infra.log.bulk import iter_partition
-from infra.replay.inspect_log import digest_of
-from infra.log.kafka import Appender, envelope, ensure_topics
+from infra.log.kafka import Appender, ensure_topics, envelope
 from infra.log.recovery import CHECKPOINT, CLAIM, COVERS, checkpoint_key, choose_snapshots, claim_key, recover_partition
+from infra.replay.inspect_log import digest_of
 from infra.settings import Settings
 from schemas import commands as C
 from schemas.records import Snapshot, SnapshotRecord
@@ -41,8 +44,14 @@ def cleaning_broker():
 @pytest.fixture
 def one_partition(cleaning_broker, tmp_path):
     """One partition (every aggregate on it), snapshots compacted as soon as a segment rolls."""
-    made = Settings(kafka_bootstrap=cleaning_broker.bootstrap, topic_prefix=f"c{uuid.uuid4().hex[:8]}.",
-                    partitions=1, state_dir=tmp_path, snapshot_every=2, node_partitions=[0])
+    made = Settings(
+        kafka_bootstrap=cleaning_broker.bootstrap,
+        topic_prefix=f"c{uuid.uuid4().hex[:8]}.",
+        partitions=1,
+        state_dir=tmp_path,
+        snapshot_every=2,
+        node_partitions=[0],
+    )
     ensure_topics(made)
     admin = KafkaAdminClient(bootstrap_servers=made.kafka_bootstrap)
     try:
@@ -61,8 +70,16 @@ def compact(settings) -> None:
     appender = Appender(settings)
 
     def compacted() -> bool:
-        appender.append("snapshots", FILLER.decode(), envelope(SnapshotRecord, Snapshot(
-            aggregate_type="filler", events_partition=0, events_offset=-1, state={}), FILLER.decode()), partition=0)
+        appender.append(
+            "snapshots",
+            FILLER.decode(),
+            envelope(
+                SnapshotRecord,
+                Snapshot(aggregate_type="filler", events_partition=0, events_offset=-1, state={}),
+                FILLER.decode(),
+            ),
+            partition=0,
+        )
         keys = [k for k in keys_on(settings) if k != FILLER]
         return len(keys) == len(set(keys))
 
@@ -93,8 +110,11 @@ def test_after_takeovers_and_compaction_snapshots_of_earlier_owners_still_count(
     client = CommandClient(settings)
     try:
         serve(settings, client, [(np_aggregate(n), add_np(n)) for n in range(6)])
-        serve(settings, client, [(np_aggregate(n), C.UpdateNetworkPartition(definition=add_np(n, "second").definition))
-                                 for n in (0, 1)])
+        serve(
+            settings,
+            client,
+            [(np_aggregate(n), C.UpdateNetworkPartition(definition=add_np(n, "second").definition)) for n in (0, 1)],
+        )
         compact(settings)
         offsets = [offset for offset, _key, _value in iter_partition(settings, "snapshots", 0)]
         assert len(offsets) < offsets[-1] + 1, "the cleaner removed records"
@@ -116,9 +136,22 @@ def test_a_zombie_snapshot_newer_than_the_checkpoint_falls_back_to_the_events(on
     try:
         serve(settings, client, [(np_aggregate(n), add_np(n)) for n in range(4)])
         zombie = Appender(settings)  # a cut-off owner's late snapshot of np3 replaces the one vouched for
-        zombie.append("snapshots", np_aggregate(3), envelope(SnapshotRecord, Snapshot(
-            aggregate_type="networkPartition", events_partition=0, events_offset=10_000,
-            state={"not": "history"}, claim="zombie"), np_aggregate(3)), partition=0)
+        zombie.append(
+            "snapshots",
+            np_aggregate(3),
+            envelope(
+                SnapshotRecord,
+                Snapshot(
+                    aggregate_type="networkPartition",
+                    events_partition=0,
+                    events_offset=10_000,
+                    state={"not": "history"},
+                    claim="zombie",
+                ),
+                np_aggregate(3),
+            ),
+            partition=0,
+        )
         zombie.close()
         compact(settings)
         with caplog.at_level(logging.WARNING, logger="infra.log.recovery"):
@@ -138,10 +171,15 @@ def test_a_zombie_snapshot_newer_than_the_checkpoint_falls_back_to_the_events(on
 
 # --- the rule against a model of the cleaner -------------------------------------------------
 
+
 def _record(key: str, aggregate_type: str, events_offset: int, state: dict, claim: str | None) -> tuple[str, bytes]:
-    return key, envelope(SnapshotRecord, Snapshot(aggregate_type=aggregate_type, events_partition=0,
-                                                  events_offset=events_offset, state=state, claim=claim),
-                         key).model_dump_json().encode()
+    return key, envelope(
+        SnapshotRecord,
+        Snapshot(
+            aggregate_type=aggregate_type, events_partition=0, events_offset=events_offset, state=state, claim=claim
+        ),
+        key,
+    ).model_dump_json().encode()
 
 
 class _Model:
@@ -202,13 +240,17 @@ class _Model:
         self.log = [r for r in head if last[r[1]] == r[0]] + self.log[upto:]
 
 
-STEPS = st.lists(st.one_of(
-    st.tuples(st.just("commit"), st.integers(0, 5)),
-    st.tuples(st.just("checkpoint"), st.just(0)),
-    st.tuples(st.just("crash-mid-checkpoint"), st.just(0)),
-    st.tuples(st.just("take-over"), st.just(0)),
-    st.tuples(st.just("zombie"), st.integers(0, 5)),
-    st.tuples(st.just("clean"), st.integers(0, 100))), max_size=40)
+STEPS = st.lists(
+    st.one_of(
+        st.tuples(st.just("commit"), st.integers(0, 5)),
+        st.tuples(st.just("checkpoint"), st.just(0)),
+        st.tuples(st.just("crash-mid-checkpoint"), st.just(0)),
+        st.tuples(st.just("take-over"), st.just(0)),
+        st.tuples(st.just("zombie"), st.integers(0, 5)),
+        st.tuples(st.just("clean"), st.integers(0, 100)),
+    ),
+    max_size=40,
+)
 
 
 @hypothesis_settings(max_examples=150, deadline=None)

@@ -1,13 +1,14 @@
 """The web console in real headless Chromium (Debian's), served by the API over the real broker
 and a running node: login, the runtime tree with Active members, live updates without reload,
 the member/load chart and recent events. Screenshots go to test-artifacts/."""
+
 from __future__ import annotations
 
 import json
 import os
 import time
-from datetime import datetime, timezone
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
@@ -29,8 +30,16 @@ from tests.test_api_platform import define_samples
 
 pytestmark = pytest.mark.integration
 CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
 PASSWORD = "console-pw"
 APP = "single-cartridge-app"
@@ -42,8 +51,9 @@ BROWSER_WAIT_MS = 30_000
 @pytest.fixture
 def api(settings, running_node, tmp_path) -> Iterator[str]:
     """The API (and so the console) on a free port, over the test's topics and a running node."""
-    own = settings.model_copy(update={"admin_password": SecretStr(PASSWORD), "password_hash_rounds": 4,
-                                      "state_dir": tmp_path})
+    own = settings.model_copy(
+        update={"admin_password": SecretStr(PASSWORD), "password_hash_rounds": 4, "state_dir": tmp_path}
+    )
     server = ApiServer(create_app(own), port=free_port()).start()
     try:
         yield server.url
@@ -96,15 +106,17 @@ def deploy_sample(url: str) -> str:
         def first_member():
             members = client.get(f"/cluster/{CLUSTER}")
             return members.status_code == 200 and members.json()["member"]
+
         return wait_until(first_member, message="the cluster's first member")[0]["memberId"]
 
 
 def activate(client, member: str, private_ip: str) -> None:
     """What the cloud controller and the cartridge agent report for a member that came up."""
-    for command in (C.ReportNodeCreated(member_id=member, node_id=f"node-{member}", private_ip=private_ip,
-                                        public_ip="192.0.2.10"),
-                    C.ReportInstanceStatus(member_id=member, status="Started"),
-                    C.ReportInstanceStatus(member_id=member, status="Activated")):
+    for command in (
+        C.ReportNodeCreated(member_id=member, node_id=f"node-{member}", private_ip=private_ip, public_ip="192.0.2.10"),
+        C.ReportInstanceStatus(member_id=member, status="Started"),
+        C.ReportInstanceStatus(member_id=member, status="Activated"),
+    ):
         assert isinstance(client.call(CLUSTER_KEY, command), CommandAccepted)
 
 
@@ -113,8 +125,14 @@ def publish_load(settings, member: str, load: float) -> None:
     appender = Appender(settings)
     try:
         for metric, value in (("load_average", load), ("memory_consumption", 40.0)):
-            stat = HealthStat(cluster_id=CLUSTER, member_id=member, network_partition_id="network-partition-1",
-                              metric=metric, value=value, timestamp=time.time())
+            stat = HealthStat(
+                cluster_id=CLUSTER,
+                member_id=member,
+                network_partition_id="network-partition-1",
+                metric=metric,
+                value=value,
+                timestamp=time.time(),
+            )
             appender.append("health", CLUSTER_KEY, envelope(HealthRecord, stat, CLUSTER_KEY, tenant=SUPER_TENANT))
     finally:
         appender.close()
@@ -147,9 +165,12 @@ def test_console_shows_active_members_and_follows_a_new_member_live(settings, ap
     # (this page's steps took 1-2 s here), so that an instant inside it can be travelled to
     wait_until(lambda: time.time() - one_member_since >= 3, timeout=5, message="3 s of one member")
     one_member_until = time.time()
-    assert isinstance(client.call(CLUSTER_KEY, C.ScaleCluster(required=2, metric="load_average",
-                                                            reason="test load", figures={"load": 0.8})),
-                      CommandAccepted)
+    assert isinstance(
+        client.call(
+            CLUSTER_KEY, C.ScaleCluster(required=2, metric="load_average", reason="test load", figures={"load": 0.8})
+        ),
+        CommandAccepted,
+    )
     rows = page.locator("table.members tbody tr[data-member]")
     page.wait_for_function("() => document.querySelectorAll('table.members tbody tr[data-member]').length === 2")
     second = next(m for m in rows.evaluate_all("rows => rows.map(r => r.dataset.member)") if m != member)
@@ -185,13 +206,15 @@ def test_a_wrong_password_keeps_the_login_form_with_the_reason(api, page):
 
 
 def first_state(url: str, username: str, password: str) -> dict:
-    with httpx.Client(base_url=url, timeout=30) as anonymous:
-        with anonymous.stream("GET", "/api/console/stream", auth=(username, password)) as stream:
-            assert stream.status_code == 200
-            assert stream.headers["content-type"].startswith("text/event-stream")
-            for line in stream.iter_lines():
-                if line.startswith("data:"):
-                    return json.loads(line.removeprefix("data:"))
+    with (
+        httpx.Client(base_url=url, timeout=30) as anonymous,
+        anonymous.stream("GET", "/api/console/stream", auth=(username, password)) as stream,
+    ):
+        assert stream.status_code == 200
+        assert stream.headers["content-type"].startswith("text/event-stream")
+        for line in stream.iter_lines():
+            if line.startswith("data:"):
+                return json.loads(line.removeprefix("data:"))
     raise AssertionError("the stream ended before its first state")
 
 
@@ -202,20 +225,28 @@ def test_the_stream_needs_credentials_and_shows_only_the_callers_tenant(api):
 
     with rest(api) as admin:
         define_samples(admin)
-        reply = admin.post("/tenants", json={"tenantDomain": "other.org", "admin": "boss",
-                                             "adminPassword": "other-pw", "email": "boss@other.org"})
+        reply = admin.post(
+            "/tenants",
+            json={"tenantDomain": "other.org", "admin": "boss", "adminPassword": "other-pw", "email": "boss@other.org"},
+        )
         assert reply.status_code == 201, reply.text
     # the feed follows the events topic on its own: its first state shows them once it has read them
-    mine = wait_until(lambda: (state := first_state(api, "admin", PASSWORD)) and f"application/{APP}" in
-                      {e["aggregate"] for e in state["events"]} and state, timeout=30,
-                      message="the application's events in the console's first state")
+    mine = wait_until(
+        lambda: (
+            (state := first_state(api, "admin", PASSWORD))
+            and f"application/{APP}" in {e["aggregate"] for e in state["events"]}
+            and state
+        ),
+        timeout=30,
+        message="the application's events in the console's first state",
+    )
     assert [a["applicationId"] for a in mine["applications"]] == [APP]
     theirs = first_state(api, "boss@other.org", "other-pw")
     assert theirs == {**theirs, "applications": [], "clusters": [], "events": []}
 
     # replay and why are scoped the same way: the other tenant neither sees nor can explain ours
     event_id = next(e["id"] for e in mine["events"] if e["aggregate"] == f"application/{APP}")
-    now = datetime.now(timezone.utc).isoformat()
+    now = datetime.now(UTC).isoformat()
     with rest(api) as admin, rest(api, "boss@other.org", "other-pw") as boss:
         assert [a["applicationId"] for a in admin.get("/replay", params={"at": now}).json()["applications"]] == [APP]
         assert boss.get("/replay", params={"at": now}).json()["applications"] == []
@@ -233,8 +264,11 @@ def test_records_that_do_not_validate_on_the_health_topic_are_skipped_and_load_s
     appender = Appender(settings)
     try:
         appender.send_raw(settings.topic("health"), CLUSTER_KEY.encode(), b"{not json")
-        appender.send_raw(settings.topic("health"), CLUSTER_KEY.encode(), json.dumps(
-            {"type": "HealthStat", "payload": {"type": "HealthStat", "value": -1}}).encode())
+        appender.send_raw(
+            settings.topic("health"),
+            CLUSTER_KEY.encode(),
+            json.dumps({"type": "HealthStat", "payload": {"type": "HealthStat", "value": -1}}).encode(),
+        )
         appender.flush()
     finally:
         appender.close()
@@ -243,14 +277,17 @@ def test_records_that_do_not_validate_on_the_health_topic_are_skipped_and_load_s
     def loaded_chart():
         clusters = first_state(api, "admin", PASSWORD)["clusters"]
         return clusters and clusters[0]["points"][-1][1:4] == [1, 1, 1.5]
+
     wait_until(loaded_chart, message="the cluster's chart point with one active member and load 1.5")
 
 
 def test_the_server_stops_while_a_console_stream_is_open(settings, running_node):
     own = settings.model_copy(update={"admin_password": SecretStr(PASSWORD), "password_hash_rounds": 4})
     server = ApiServer(create_app(own), port=free_port()).start()
-    with httpx.Client(base_url=server.url, timeout=60) as viewer:
-        with viewer.stream("GET", "/api/console/stream", auth=("admin", PASSWORD)) as stream:
-            assert next(stream.iter_lines()) == "event: state"
-            server.stop()
-            assert not server.thread.is_alive()
+    with (
+        httpx.Client(base_url=server.url, timeout=60) as viewer,
+        viewer.stream("GET", "/api/console/stream", auth=("admin", PASSWORD)) as stream,
+    ):
+        assert next(stream.iter_lines()) == "event: state"
+        server.stop()
+        assert not server.thread.is_alive()

@@ -1,6 +1,7 @@
 """The console's log pane and usage chart in real headless Chromium: select a member in the
 runtime tree, its lines show in order and new ones arrive live; the usage chart shows the
 cluster's member-seconds. Screenshot in test-artifacts/console-logs.png."""
+
 from __future__ import annotations
 
 import httpx
@@ -8,8 +9,18 @@ import pytest
 from playwright.sync_api import expect
 
 from infra.observe.line_shipper import LogShipper, LogSource
-from tests.test_console import (APP, ARTIFACTS, PASSWORD, activate, api, chromium, deploy_sample,  # noqa: F401 - fixtures
-                                log_in, member_row, page)
+from tests.test_console import (  # noqa: F401 - fixtures
+    APP,
+    ARTIFACTS,
+    PASSWORD,
+    activate,
+    api,
+    chromium,
+    deploy_sample,
+    log_in,
+    member_row,
+    page,
+)
 
 pytestmark = pytest.mark.integration
 CLUSTER_ID = "single-cartridge-app.php1.php.domain"

@@ -3,6 +3,7 @@
 Pure file checks (no broker). The site itself is built by `make docs` (`mkdocs build --strict`,
 which also fails on a page missing from the nav or a broken anchor); `make test` runs it first.
 """
+
 from __future__ import annotations
 
 import re
@@ -67,8 +68,13 @@ def test_the_link_pattern_finds_links():
 
 
 def repository_files() -> list[Path]:
-    listed = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard"], cwd=ROOT,
-                            capture_output=True, text=True, check=True).stdout.split("\n")
+    listed = subprocess.run(
+        ["git", "ls-files", "--cached", "--others", "--exclude-standard"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split("\n")
     return [ROOT / name for name in listed if name and (ROOT / name).is_file()]
 
 

@@ -1,10 +1,11 @@
 """Every handled command leaves one commit, so that a repeat answers its original outcome —
 the retry sequence of issue 9, the deduplication window, and decisions too large to append
 (pure runtime: handle and fold_commit)."""
+
 from __future__ import annotations
 
 import itertools
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 from actors.base import Context
 from actors.runtime import DEDUP_MIN_IDS, DEDUP_MIN_SECONDS, Tracked, handle
@@ -15,7 +16,7 @@ from schemas.records import CommandRecord
 from tests.examples import SPEC
 
 NP = "carbon.super/networkPartition/np1"
-START = datetime(2026, 1, 1, tzinfo=timezone.utc)
+START = datetime(2026, 1, 1, tzinfo=UTC)
 IDS = itertools.count()
 
 
@@ -28,8 +29,9 @@ def command(payload, target: str = NP, command_id: str | None = None):
 
 
 def add_np():
-    return C.AddNetworkPartition(definition=NetworkPartition.model_validate(
-        {"id": "np1", "provider": "mock", "partitions": [{"id": "p1"}]}))
+    return C.AddNetworkPartition(
+        definition=NetworkPartition.model_validate({"id": "np1", "provider": "mock", "partitions": [{"id": "p1"}]})
+    )
 
 
 def rebuilt(log) -> Tracked:

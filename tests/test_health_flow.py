@@ -3,6 +3,7 @@
 Health statistics in, ScaleCluster commands and member faults out, and what the cluster makes
 of them. Short windows (3 s, hop 0.5 s, fault after 2 s) keep each test within seconds.
 """
+
 from __future__ import annotations
 
 import json
@@ -10,12 +11,12 @@ import time
 
 import pytest
 
+from infra.health.app import HealthWorkerThread
 from infra.log.kafka import Appender, envelope, read_to_end
 from schemas import commands as C
 from schemas.domain import ClusterSpec, PartitionSpec
 from schemas.records import HealthRecord
 from schemas.status import CommandAccepted, HealthStat
-from infra.health.app import HealthWorkerThread
 from streams.health_state import active_members, cluster_key
 from tests.conftest import events_of, wait_until
 
@@ -27,8 +28,14 @@ KEY = f"{T}/cluster/{CLUSTER}"
 
 @pytest.fixture
 def health_settings(settings, tmp_path):
-    return settings.model_copy(update={"health_window_seconds": 3.0, "health_hop_seconds": 0.5,
-                                       "member_fault_seconds": 2.0, "state_dir": tmp_path})
+    return settings.model_copy(
+        update={
+            "health_window_seconds": 3.0,
+            "health_hop_seconds": 0.5,
+            "member_fault_seconds": 2.0,
+            "state_dir": tmp_path,
+        }
+    )
 
 
 @pytest.fixture
@@ -47,11 +54,18 @@ def appender(settings):
 
 def create_cluster(client, min_count: int, max_count: int, thresholds: dict[str, float]) -> None:
     spec = ClusterSpec(
-        cluster_id=CLUSTER, application_id="app1", alias="php1", cartridge_type="php",
-        min=min_count, max=max_count, autoscaling_policy_id="as-1", deployment_policy_id="dp-1",
-        partition_algorithm="round-robin", thresholds=thresholds,
-        partitions=[PartitionSpec(id=p, network_partition_id="np1", provider="mock", max=3)
-                    for p in ("p1", "p2")])
+        cluster_id=CLUSTER,
+        application_id="app1",
+        alias="php1",
+        cartridge_type="php",
+        min=min_count,
+        max=max_count,
+        autoscaling_policy_id="as-1",
+        deployment_policy_id="dp-1",
+        partition_algorithm="round-robin",
+        thresholds=thresholds,
+        partitions=[PartitionSpec(id=p, network_partition_id="np1", provider="mock", max=3) for p in ("p1", "p2")],
+    )
     assert isinstance(client.call(KEY, C.CreateCluster(spec=spec)), CommandAccepted)
 
 
@@ -62,28 +76,38 @@ def spawned(settings) -> list[str]:
 def activate(client, member_ids: list[str], key: str = KEY) -> None:
     """What the cloud controller and the agent would report, in lifecycle order."""
     for member in member_ids:
-        for command in (C.ReportNodeCreated(member_id=member, node_id=member),
-                        C.ReportInstanceStatus(member_id=member, status="Started"),
-                        C.ReportInstanceStatus(member_id=member, status="Activated")):
+        for command in (
+            C.ReportNodeCreated(member_id=member, node_id=member),
+            C.ReportInstanceStatus(member_id=member, status="Started"),
+            C.ReportInstanceStatus(member_id=member, status="Activated"),
+        ):
             assert isinstance(client.call(key, command), CommandAccepted), command
 
 
-def active_cluster(settings, client, worker, count: int, thresholds: dict[str, float],
-                   max_count: int = 4) -> list[str]:
+def active_cluster(settings, client, worker, count: int, thresholds: dict[str, float], max_count: int = 4) -> list[str]:
     """A cluster with `count` Active members, known as such by the health worker."""
     create_cluster(client, count, max_count, thresholds)
-    members = wait_until(lambda: len(spawned(settings)) == count and spawned(settings),
-                         message="the min rule's spawns")
+    members = wait_until(lambda: len(spawned(settings)) == count and spawned(settings), message="the min rule's spawns")
     activate(client, members)
-    wait_until(lambda: (view := worker.service.clusters.get(KEY)) is not None
-               and sorted(active_members(view)) == sorted(members),
-               timeout=30, message="the health worker's view of the active members")
+    wait_until(
+        lambda: (
+            (view := worker.service.clusters.get(KEY)) is not None and sorted(active_members(view)) == sorted(members)
+        ),
+        timeout=30,
+        message="the health worker's view of the active members",
+    )
     return members
 
 
 def stat(member: str | None, metric: str, value: float, at: float | None = None) -> HealthStat:
-    return HealthStat(cluster_id=CLUSTER, network_partition_id="np1", member_id=member,
-                      metric=metric, value=value, timestamp=at or time.time())
+    return HealthStat(
+        cluster_id=CLUSTER,
+        network_partition_id="np1",
+        member_id=member,
+        metric=metric,
+        value=value,
+        timestamp=at or time.time(),
+    )
 
 
 def publish(appender, *stats: HealthStat) -> None:
@@ -135,8 +159,12 @@ def test_load_under_threshold_scales_down_only_on_the_fourth_request(settings, c
     wait_until(scaled_down, timeout=40, interval=0.3, message="a scale-down")
     # ceil(min 1 * 10 / 50) = 1 required, 2 active: asked three times, done on the fourth
     steps = [(d.reason, d.scale_down_requests, d.terminate) for d in decided(settings)]
-    assert steps == [("ScaleDownPending", 1, 0), ("ScaleDownPending", 2, 0),
-                     ("ScaleDownPending", 3, 0), ("ScaleDown", 0, 1)]
+    assert steps == [
+        ("ScaleDownPending", 1, 0),
+        ("ScaleDownPending", 2, 0),
+        ("ScaleDownPending", 3, 0),
+        ("ScaleDown", 0, 1),
+    ]
     leaving = [e.payload for e in events_of(settings, KEY) if e.type == "MemberTerminationRequested"]
     assert len(leaving) == 1 and leaving[0].graceful and leaving[0].member_id in members
 
@@ -145,11 +173,15 @@ def test_silent_active_member_is_faulted_once_and_replaced(settings, client, wor
     members = active_cluster(settings, client, worker, 1, {"load_average": 80.0})
     publish(appender, stat(members[0], "load_average", 20.0))  # heard once, then silent
 
-    obsoleted = wait_until(lambda: [e.payload for e in events_of(settings, KEY) if e.type == "MemberObsoleted"],
-                           timeout=30, message="the silent member made obsolete")
+    obsoleted = wait_until(
+        lambda: [e.payload for e in events_of(settings, KEY) if e.type == "MemberObsoleted"],
+        timeout=30,
+        message="the silent member made obsolete",
+    )
     assert obsoleted[0].member_id == members[0] and "silent" in obsoleted[0].reason
-    replacement = wait_until(lambda: [m for m in spawned(settings) if m != members[0]],
-                             message="the min rule's replacement")
+    replacement = wait_until(
+        lambda: [m for m in spawned(settings) if m != members[0]], message="the min rule's replacement"
+    )
     assert len(replacement) == 1
     faults = [d.record.payload for d in read_to_end(settings, "health") if d.record.type == "MemberFault"]
     assert [(f.member_id, f.cluster_id) for f in faults] == [(members[0], CLUSTER)]
@@ -163,9 +195,12 @@ def test_member_never_heard_from_is_not_faulted(settings, client, worker, append
         publish(appender, stat(members[0], "load_average", 20.0))
         return [d for d in read_to_end(settings, "health") if d.record.type == "MemberFault"]
 
-    wait_until(lambda: not heard_and_silent() and
-               len(commands_of(settings, "ScaleCluster")) >= 8, timeout=30, interval=0.3,
-               message="several hops with one member speaking")
+    wait_until(
+        lambda: not heard_and_silent() and len(commands_of(settings, "ScaleCluster")) >= 8,
+        timeout=30,
+        interval=0.3,
+        message="several hops with one member speaking",
+    )
     assert heard_and_silent() == []
 
 
@@ -199,8 +234,9 @@ def test_bad_health_records_go_to_dead_letters_and_good_ones_still_count(setting
     command = wait_until(scaled, timeout=30, interval=0.3, message="a decision from the good records")[0]
     # only the good records are in the window: ceil(1 * 40 / 25) = 2, average exactly 40
     assert command.payload.figures["load_average.average"] == pytest.approx(40.0)
-    found = wait_until(lambda: len(reasons()) == len(bad_records) and reasons(),
-                       message="every bad record in the dead-letter topic")
+    found = wait_until(
+        lambda: len(reasons()) == len(bad_records) and reasons(), message="every bad record in the dead-letter topic"
+    )
     text = "\n".join(found)
     assert "unknown member 'php1.nobody'" in text
     assert "unknown cluster 'no.such.cluster'" in text

@@ -2,6 +2,7 @@
 record of the last window (offsets-for-times), not from the offsets the old one committed, so
 its first decision already counts the samples sent before the restart. Fixtures and helpers of
 tests/test_health_flow.py; a window of a minute, longer than the restart takes."""
+
 from __future__ import annotations
 
 import time
@@ -29,8 +30,9 @@ pytestmark = pytest.mark.integration
 def handled_to_the_end(settings, partition: int) -> bool:
     """The worker's group has committed the health partition up to its end."""
     tp = TopicPartition(settings.topic("health"), partition)
-    consumer = KafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, group_id=settings.topic(HEALTH_GROUP),
-                             enable_auto_commit=False)
+    consumer = KafkaConsumer(
+        bootstrap_servers=settings.kafka_bootstrap, group_id=settings.topic(HEALTH_GROUP), enable_auto_commit=False
+    )
     try:
         return consumer.committed(tp) == consumer.end_offsets([tp])[tp]
     finally:
@@ -38,29 +40,42 @@ def handled_to_the_end(settings, partition: int) -> bool:
 
 
 def test_a_restarted_worker_decides_at_once_on_the_window_before_the_restart(
-        health_settings, running_node, client, appender, tmp_path):
+    health_settings, running_node, client, appender, tmp_path
+):
     # no member fault: the member stays Active while no worker hears it
     settings = health_settings.model_copy(update={"health_window_seconds": 60.0, "member_fault_seconds": 600.0})
     first = HealthWorkerThread(settings.model_copy(update={"state_dir": tmp_path / "first"})).start()
     try:
         members = active_cluster(settings, client, first, 1, {"load_average": 25.0})
         now = time.time()
-        publish(appender, *(stat(members[0], "load_average", value, at=now - 2 + n)
-                            for n, value in enumerate((40.0, 50.0, 60.0))))
-        wait_until(lambda: any(c.payload.figures.get("load_average.samples") == 3
-                               for c in commands_of(settings, "ScaleCluster")),
-                   timeout=30, message="the first worker's decision on the three samples")
+        publish(
+            appender,
+            *(stat(members[0], "load_average", value, at=now - 2 + n) for n, value in enumerate((40.0, 50.0, 60.0))),
+        )
+        wait_until(
+            lambda: any(
+                c.payload.figures.get("load_average.samples") == 3 for c in commands_of(settings, "ScaleCluster")
+            ),
+            timeout=30,
+            message="the first worker's decision on the three samples",
+        )
         partition = next(d.partition for d in read_to_end(settings, "health"))
-        wait_until(lambda: handled_to_the_end(settings, partition), timeout=30,
-                   message="the first worker's commit of the samples")
+        wait_until(
+            lambda: handled_to_the_end(settings, partition),
+            timeout=30,
+            message="the first worker's commit of the samples",
+        )
     finally:
         first.stop()
     before = len(commands_of(settings, "ScaleCluster"))
 
     second = HealthWorkerThread(settings.model_copy(update={"state_dir": tmp_path / "second"})).start()
     try:
-        command = wait_until(lambda: commands_of(settings, "ScaleCluster")[before:], timeout=60,
-                             message="the second worker's first decision")[0]
+        command = wait_until(
+            lambda: commands_of(settings, "ScaleCluster")[before:],
+            timeout=60,
+            message="the second worker's first decision",
+        )[0]
     finally:
         second.stop()
     assert command.aggregate_id == KEY

@@ -2,6 +2,7 @@
 bounds, poison records on the health and events topics, a cluster whose decision raises; and
 two workers sharing the health partitions. Short windows (3 s, hop 0.5 s) as in
 tests/test_health_flow.py, whose fixtures and helpers these tests reuse."""
+
 from __future__ import annotations
 
 import time
@@ -18,8 +19,8 @@ from tests.conftest import events_of, wait_until
 from tests.test_health_flow import (  # noqa: F401 - appender, health_settings, worker: fixtures
     KEY,
     T,
-    active_cluster,
     activate,
+    active_cluster,
     appender,
     commands_of,
     health_settings,
@@ -36,20 +37,29 @@ def reasons(settings) -> list[str]:
 
 
 def scale_commands(settings, key: str, required: int) -> list:
-    return [c for c in commands_of(settings, "ScaleCluster")
-            if c.aggregate_id == key and c.payload.required == required]
+    return [
+        c for c in commands_of(settings, "ScaleCluster") if c.aggregate_id == key and c.payload.required == required
+    ]
 
 
 def test_samples_stamped_out_of_bounds_are_dead_lettered_and_scaling_goes_on(settings, client, worker, appender):
     members = active_cluster(settings, client, worker, 1, {"load_average": 25.0})
     now = time.time()
-    publish(appender, stat(members[0], "load_average", 90.0, at=now + 3600),  # an hour ahead
-            stat(members[0], "load_average", 90.0, at=now - 3600))  # an hour old
+    publish(
+        appender,
+        stat(members[0], "load_average", 90.0, at=now + 3600),  # an hour ahead
+        stat(members[0], "load_average", 90.0, at=now - 3600),
+    )  # an hour old
 
-    found = wait_until(lambda: len(reasons(settings)) == 2 and reasons(settings), timeout=30,
-                       message="both samples in the dead-letter topic")
-    assert any(f"payload.timestamp: {now + 3600:.3f} is" in r and "s ahead of the worker's clock" in r
-               and "30 s skew" in r for r in found), found
+    found = wait_until(
+        lambda: len(reasons(settings)) == 2 and reasons(settings),
+        timeout=30,
+        message="both samples in the dead-letter topic",
+    )
+    assert any(
+        f"payload.timestamp: {now + 3600:.3f} is" in r and "s ahead of the worker's clock" in r and "30 s skew" in r
+        for r in found
+    ), found
     assert any(f"payload.timestamp: {now - 3600:.3f} is" in r and "300 s max age" in r for r in found), found
 
     def scaled():
@@ -68,8 +78,11 @@ def test_poison_on_the_health_topic_is_dead_lettered_and_the_worker_goes_on(sett
         appender.send_raw(topic, key, value)
     appender.flush()
 
-    found = wait_until(lambda: len(reasons(settings)) == 3 and reasons(settings), timeout=30,
-                       message="the three poison records in the dead-letter topic")
+    found = wait_until(
+        lambda: len(reasons(settings)) == 3 and reasons(settings),
+        timeout=30,
+        message="the three poison records in the dead-letter topic",
+    )
     assert any("key: not UTF-8" in r for r in found), found
     assert any("null value" in r for r in found), found
     assert any("Invalid JSON" in r for r in found), found
@@ -90,8 +103,9 @@ def test_poison_on_the_events_topic_leaves_the_views_following(settings, client,
     appender.flush()
     assert isinstance(client.call(KEY, C.UpdateClusterLimits(min=1, max=3)), CommandAccepted)
 
-    wait_until(lambda: worker.service.clusters[KEY].max == 3, timeout=30,
-               message="the next commit folded into the view")
+    wait_until(
+        lambda: worker.service.clusters[KEY].max == 3, timeout=30, message="the next commit folded into the view"
+    )
     assert worker.worker is not None and worker.thread.is_alive()
 
     def scaled():
@@ -103,10 +117,18 @@ def test_poison_on_the_events_topic_leaves_the_views_following(settings, client,
 
 def make_cluster(client, cid: str, thresholds: dict[str, float]) -> str:
     key = cluster_key(T, cid)
-    spec = ClusterSpec(cluster_id=cid, application_id=cid.split(".")[0], alias="php1", cartridge_type="php",
-                       min=1, max=4, autoscaling_policy_id="as-1", deployment_policy_id="dp-1",
-                       thresholds=thresholds,
-                       partitions=[PartitionSpec(id="p1", network_partition_id="np1", provider="mock", max=4)])
+    spec = ClusterSpec(
+        cluster_id=cid,
+        application_id=cid.split(".")[0],
+        alias="php1",
+        cartridge_type="php",
+        min=1,
+        max=4,
+        autoscaling_policy_id="as-1",
+        deployment_policy_id="dp-1",
+        thresholds=thresholds,
+        partitions=[PartitionSpec(id="p1", network_partition_id="np1", provider="mock", max=4)],
+    )
     assert isinstance(client.call(key, C.CreateCluster(spec=spec)), CommandAccepted)
     return key
 
@@ -115,18 +137,32 @@ def activate_all(settings, client, keys: list[str], workers) -> dict[str, str]:
     """key -> its one member, Active and seen so by every worker."""
     members = {}
     for key in keys:
-        members[key] = wait_until(lambda: [e.payload.member_id for e in events_of(settings, key)
-                                           if e.type == "MemberSpawnRequested"], message="the min rule's spawn")[0]
+        members[key] = wait_until(
+            lambda key=key: [e.payload.member_id for e in events_of(settings, key) if e.type == "MemberSpawnRequested"],
+            message="the min rule's spawn",
+        )[0]
         activate(client, [members[key]], key)
-    wait_until(lambda: all((v := w.service.clusters.get(k)) is not None and active_members(v) == [m]
-                           for w in workers for k, m in members.items()),
-               timeout=30, message="every worker's view of the active members")
+    wait_until(
+        lambda: all(
+            (v := w.service.clusters.get(k)) is not None and active_members(v) == [m]
+            for w in workers
+            for k, m in members.items()
+        ),
+        timeout=30,
+        message="every worker's view of the active members",
+    )
     return members
 
 
 def health_stat(key: str, member: str, value: float) -> HealthStat:
-    return HealthStat(cluster_id=key.rsplit("/", 1)[1], network_partition_id="np1", member_id=member,
-                      metric="load_average", value=value, timestamp=time.time())
+    return HealthStat(
+        cluster_id=key.rsplit("/", 1)[1],
+        network_partition_id="np1",
+        member_id=member,
+        metric="load_average",
+        value=value,
+        timestamp=time.time(),
+    )
 
 
 def test_a_cluster_whose_decision_raises_does_not_stop_another(settings, client, worker, appender):
@@ -145,9 +181,12 @@ def test_a_cluster_whose_decision_raises_does_not_stop_another(settings, client,
 
 
 def test_two_workers_share_the_health_partitions_and_decide_for_every_cluster(
-        health_settings, running_node, client, appender, tmp_path):
-    workers = [HealthWorkerThread(health_settings.model_copy(update={"state_dir": tmp_path / name})).start()
-               for name in ("a", "b")]
+    health_settings, running_node, client, appender, tmp_path
+):
+    workers = [
+        HealthWorkerThread(health_settings.model_copy(update={"state_dir": tmp_path / name})).start()
+        for name in ("a", "b")
+    ]
     try:
         # these keys hash to partitions 2, 2, 1, 2, 1, 3: every pair of partitions holds one
         keys = [make_cluster(client, f"two{n}.php1.php.domain", {"load_average": 25.0}) for n in range(6)]

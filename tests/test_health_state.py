@@ -2,6 +2,7 @@
 
 Worked examples by hand; each case says what would go wrong without the rule.
 """
+
 from __future__ import annotations
 
 import logging
@@ -24,18 +25,35 @@ NOW = 1100.0
 
 
 def spec(cid=CID, min_count=1, max_count=5, thresholds=None) -> ClusterSpec:
-    return ClusterSpec(cluster_id=cid, application_id="app", alias="php1", cartridge_type="php",
-                       min=min_count, max=max_count, autoscaling_policy_id="a", deployment_policy_id="d",
-                       partitions=[PartitionSpec(id="p1", network_partition_id="np1", provider="mock", max=5)],
-                       thresholds=thresholds if thresholds is not None else {"load_average": 25.0})
+    return ClusterSpec(
+        cluster_id=cid,
+        application_id="app",
+        alias="php1",
+        cartridge_type="php",
+        min=min_count,
+        max=max_count,
+        autoscaling_policy_id="a",
+        deployment_policy_id="d",
+        partitions=[PartitionSpec(id="p1", network_partition_id="np1", provider="mock", max=5)],
+        thresholds=thresholds if thresholds is not None else {"load_average": 25.0},
+    )
 
 
 def state(min_count=1, max_count=5, thresholds=None, active=("m1", "m2"), starting=(), cid=CID):
     """The cluster aggregate's state, folded by the cluster's own apply (the one fold)."""
     events = [E.ClusterCreated(spec=spec(cid, min_count, max_count, thresholds))]
-    events += [E.MemberSpawnRequested(member_id=m, cluster_id=cid, application_id="app",
-                                      cartridge_type="php", network_partition_id="np1",
-                                      partition_id="p1", provider="mock") for m in (*active, *starting)]
+    events += [
+        E.MemberSpawnRequested(
+            member_id=m,
+            cluster_id=cid,
+            application_id="app",
+            cartridge_type="php",
+            network_partition_id="np1",
+            partition_id="p1",
+            provider="mock",
+        )
+        for m in (*active, *starting)
+    ]
     events += [E.MemberActivated(member_id=m, cluster_id=cid) for m in active]
     return cluster.fold(cluster.initial(cluster_key(T, cid)), events, None)
 
@@ -49,9 +67,19 @@ def then(before, *events):
 
 
 def stat(member, value, ts, metric="load_average", np="np1", cluster=CID) -> HealthRecord:
-    return envelope(HealthRecord, HealthStat(cluster_id=cluster, network_partition_id=np, member_id=member,
-                                             metric=metric, value=value, timestamp=1000.0 + ts),
-                    cluster_key(T, cluster), tenant=T)
+    return envelope(
+        HealthRecord,
+        HealthStat(
+            cluster_id=cluster,
+            network_partition_id=np,
+            member_id=member,
+            metric=metric,
+            value=value,
+            timestamp=1000.0 + ts,
+        ),
+        cluster_key(T, cluster),
+        tenant=T,
+    )
 
 
 def book_with(views, records, received_at=0.0, window=60.0) -> HealthBook:
@@ -63,10 +91,13 @@ def book_with(views, records, received_at=0.0, window=60.0) -> HealthBook:
 
 # --- the cluster view: derived from the aggregate's state ------------------------------------
 
+
 def test_view_counts_only_active_members_not_leaving_ones():
-    folded = then(state(active=("m1", "m2", "m3"), starting=("m4",)),
-                  E.MemberTerminationRequested(member_id="m2", cluster_id=CID, graceful=True, reason="ScaleDown"),
-                  E.MemberTerminated(member_id="m3", cluster_id=CID))
+    folded = then(
+        state(active=("m1", "m2", "m3"), starting=("m4",)),
+        E.MemberTerminationRequested(member_id="m2", cluster_id=CID, graceful=True, reason="ScaleDown"),
+        E.MemberTerminated(member_id="m3", cluster_id=CID),
+    )
     # m4 is Starting (not ready), m2 is leaving, m3 is gone
     assert active_members(view_of(folded)) == ["m1"]
     assert set(view_of(folded).members) == {"m1", "m2", "m4"}
@@ -77,8 +108,11 @@ def test_view_follows_limit_updates_and_ends_with_the_cluster():
     assert (view_of(folded).min, view_of(folded).max) == (2, 7)
     assert view_of(folded).tenant == T and view_of(folded).cluster_id == CID
     # the cluster's commit that ends it: ClusterTerminated and its status
-    gone = then(folded, E.ClusterTerminated(application_id="app"),
-                E.ClusterStatusChanged(application_id="app", status="Terminated"))
+    gone = then(
+        folded,
+        E.ClusterTerminated(application_id="app"),
+        E.ClusterStatusChanged(application_id="app", status="Terminated"),
+    )
     assert view_of(gone) is None
     assert view_of(cluster.initial(KEY)) is None  # never created
 
@@ -95,13 +129,21 @@ def test_an_obsolete_member_is_not_active():
 
 # --- ingest: what is refused -----------------------------------------------------------------
 
-@pytest.mark.parametrize("record, named", [
-    pytest.param(stat("nobody", 10, 1.0), "unknown member 'nobody'", id="unknown member named"),
-    pytest.param(stat("m1", 10, 1.0, cluster="other.domain"), "unknown cluster 'other.domain'",
-                 id="unknown cluster named"),
-    pytest.param(stat(None, 10, 1.0), "payload.member_id: required for load_average",
-                 id="member metric without a member: the field named"),
-])
+
+@pytest.mark.parametrize(
+    "record, named",
+    [
+        pytest.param(stat("nobody", 10, 1.0), "unknown member 'nobody'", id="unknown member named"),
+        pytest.param(
+            stat("m1", 10, 1.0, cluster="other.domain"), "unknown cluster 'other.domain'", id="unknown cluster named"
+        ),
+        pytest.param(
+            stat(None, 10, 1.0),
+            "payload.member_id: required for load_average",
+            id="member metric without a member: the field named",
+        ),
+    ],
+)
 def test_records_that_do_not_match_the_platform_are_rejected_and_leave_windows_alone(record, named):
     views = {KEY: view()}
     book = book_with(views, [stat("m1", 40, 1.0)])
@@ -112,12 +154,14 @@ def test_records_that_do_not_match_the_platform_are_rejected_and_leave_windows_a
 
 def test_member_faults_on_the_health_topic_are_not_samples():
     views = {KEY: view()}
-    book = book_with(views, [envelope(HealthRecord, MemberFault(cluster_id=CID, member_id="m1",
-                                                                silent_seconds=61), KEY)])
+    book = book_with(
+        views, [envelope(HealthRecord, MemberFault(cluster_id=CID, member_id="m1", silent_seconds=61), KEY)]
+    )
     assert book.decide(views) == []
 
 
 # --- decide ----------------------------------------------------------------------------------
+
 
 def test_two_members_60_and_40_against_load_25_need_2_members():
     views = {KEY: view()}
@@ -164,8 +208,13 @@ def test_a_metric_without_news_does_not_vote_and_says_stale():
 
 def test_requests_in_flight_of_two_network_partitions_add_up():
     views = {KEY: view(thresholds={"requests_in_flight": 20.0})}
-    book = book_with(views, [stat(None, 30, 1.0, metric="requests_in_flight", np="np1"),
-                             stat(None, 25, 1.0, metric="requests_in_flight", np="np2")])
+    book = book_with(
+        views,
+        [
+            stat(None, 30, 1.0, metric="requests_in_flight", np="np1"),
+            stat(None, 25, 1.0, metric="requests_in_flight", np="np2"),
+        ],
+    )
     command = book.decide(views)[0].command
     # 55 requests in flight in total: ceil(55 / 20) = 3 (averaging the partitions would say 2)
     assert command.required == 3 and command.figures["requests_in_flight.average"] == 55.0
@@ -198,6 +247,7 @@ def test_a_terminated_cluster_is_forgotten():
 
 # --- faults ----------------------------------------------------------------------------------
 
+
 def test_fault_only_after_heard_once_and_once_per_silence():
     views = {KEY: view()}
     book = book_with(views, [stat("m1", 10, 1.0)], received_at=100.0)
@@ -213,8 +263,9 @@ def test_fault_only_after_heard_once_and_once_per_silence():
 def test_a_leaving_member_is_not_faulted():
     views = {KEY: view()}
     book = book_with(views, [stat("m1", 10, 1.0)], received_at=0.0)
-    views[KEY] = view_of(then(state(), E.MemberTerminationRequested(
-        member_id="m1", cluster_id=CID, graceful=True, reason="ScaleDown")))
+    views[KEY] = view_of(
+        then(state(), E.MemberTerminationRequested(member_id="m1", cluster_id=CID, graceful=True, reason="ScaleDown"))
+    )
     assert book.faults(views, now=1000.0) == []
 
 
@@ -227,13 +278,24 @@ def test_clusters_of_lost_partitions_are_forgotten_so_their_members_never_look_s
 
 # --- bounded input: the timestamp against the worker's clock ---------------------------------
 
-@pytest.mark.parametrize("ts, named", [
-    pytest.param(NOW - 1000.0 + 31.0, "payload.timestamp: 1131.000 is 31 s ahead of the worker's clock "
-                 "(1100.000), more than the 30 s skew allowed", id="31 s ahead: past the 30 s skew"),
-    pytest.param(1e9, "payload.timestamp: 1000001000.000 is", id="far future"),
-    pytest.param(NOW - 1000.0 - 301.0, "payload.timestamp: 799.000 is 301 s old (worker clock "
-                 "1100.000), older than the 300 s max age", id="301 s old: past the 300 s max age"),
-])
+
+@pytest.mark.parametrize(
+    "ts, named",
+    [
+        pytest.param(
+            NOW - 1000.0 + 31.0,
+            "payload.timestamp: 1131.000 is 31 s ahead of the worker's clock "
+            "(1100.000), more than the 30 s skew allowed",
+            id="31 s ahead: past the 30 s skew",
+        ),
+        pytest.param(1e9, "payload.timestamp: 1000001000.000 is", id="far future"),
+        pytest.param(
+            NOW - 1000.0 - 301.0,
+            "payload.timestamp: 799.000 is 301 s old (worker clock 1100.000), older than the 300 s max age",
+            id="301 s old: past the 300 s max age",
+        ),
+    ],
+)
 def test_a_sample_stamped_out_of_bounds_is_rejected_naming_its_timestamp(ts, named):
     views = {KEY: view()}
     book = book_with(views, [stat("m1", 40, 99.0)])
@@ -244,8 +306,7 @@ def test_a_sample_stamped_out_of_bounds_is_rejected_naming_its_timestamp(ts, nam
 
 def test_samples_within_the_skew_and_the_max_age_count():
     views = {KEY: view(active=("m1",))}
-    book = book_with(views, [stat("m1", 40, NOW - 1000.0 - 300.0), stat("m1", 60, NOW - 1000.0 + 30.0)],
-                     window=400.0)
+    book = book_with(views, [stat("m1", 40, NOW - 1000.0 - 300.0), stat("m1", 60, NOW - 1000.0 + 30.0)], window=400.0)
     assert book.decide(views)[0].command.figures["load_average.average"] == 50.0
 
 
@@ -283,7 +344,7 @@ def test_a_cluster_whose_fault_check_raises_does_not_hide_another_silence(monkey
     views = {KEY: view(), OTHER_KEY: view(cid=OTHER)}
     book = book_with(views, [stat("m1", 10, 1.0), stat("m1", 10, 1.0, cluster=OTHER)])
     broken = book.clusters[KEY]
-    broken.members = None  # type: ignore[assignment]  # stands for any bug in one cluster's state
+    broken.members = None  # stands for any bug in one cluster's state
     assert [f.key for f in book.faults(views, now=100.0)] == [OTHER_KEY]
     assert book.failures == {KEY: 1}
 

@@ -7,6 +7,7 @@ part's CPU time is measured over an idle window. The bound is far above what an 
 timing test: a part that polls without waiting, or a timer that fires continuously, uses a
 large share of a core even on a loaded machine, and fails it.
 """
+
 from __future__ import annotations
 
 import time
@@ -40,11 +41,19 @@ def cpu_seconds(process: psutil.Process) -> float:
 @pytest.mark.integration
 def test_no_part_of_an_idle_platform_spins(settings, tmp_path):
     port = free_port()
-    env = child_env(settings.kafka_bootstrap, {
-        "STRATOS_TOPIC_PREFIX": settings.topic_prefix, "STRATOS_PARTITIONS": str(settings.partitions),
-        "STRATOS_STATE_DIR": str(tmp_path), "STRATOS_ADMIN_PASSWORD": "idle-test",
-        # the mock IaaS's own free port: its default, the API's + 1, may be a client's port here
-        "STRATOS_API_PORT": str(port), "STRATOS_MOCK_API_PORT": str(free_port()), "STRATOS_LOG_LEVEL": "WARNING"})
+    env = child_env(
+        settings.kafka_bootstrap,
+        {
+            "STRATOS_TOPIC_PREFIX": settings.topic_prefix,
+            "STRATOS_PARTITIONS": str(settings.partitions),
+            "STRATOS_STATE_DIR": str(tmp_path),
+            "STRATOS_ADMIN_PASSWORD": "idle-test",
+            # the mock IaaS's own free port: its default, the API's + 1, may be a client's port here
+            "STRATOS_API_PORT": str(port),
+            "STRATOS_MOCK_API_PORT": str(free_port()),
+            "STRATOS_LOG_LEVEL": "WARNING",
+        },
+    )
     supervisor = Supervisor(env, tmp_path / "logs")
     for name, args in parts(port, demo=False).items():
         supervisor.add(name, *args)
@@ -52,8 +61,12 @@ def test_no_part_of_an_idle_platform_spins(settings, tmp_path):
         supervisor.start(child)
     try:
         load_sample(settings, Console(quiet=True))
-        wait_until(lambda: sum(isinstance(e.payload, MemberActivated) for e in read_events(settings)) >= 2,
-                   timeout=120, interval=1.0, message="the sample's members Active")
+        wait_until(
+            lambda: sum(isinstance(e.payload, MemberActivated) for e in read_events(settings)) >= 2,
+            timeout=120,
+            interval=1.0,
+            message="the sample's members Active",
+        )
         processes = {child.name: psutil.Process(child.process.pid) for child in supervisor.children}
         before = {name: cpu_seconds(p) for name, p in processes.items()}
         started = time.monotonic()
@@ -64,7 +77,9 @@ def test_no_part_of_an_idle_platform_spins(settings, tmp_path):
         exited = {c.name: c.process.returncode for c in supervisor.children if c.process.poll() is not None}
         assert not exited, f"parts exited while idle: {exited} (logs in {tmp_path / 'logs'})"
         spinning = {name: round(share, 3) for name, share in shares.items() if share > BOUND}
-        assert not spinning, (f"parts busy while idle (share of a core over {IDLE_SECONDS:g} s, bound "
-                              f"{BOUND}): {spinning}; all: { {n: round(s, 3) for n, s in shares.items()} }")
+        assert not spinning, (
+            f"parts busy while idle (share of a core over {IDLE_SECONDS:g} s, bound "
+            f"{BOUND}): {spinning}; all: { {n: round(s, 3) for n, s in shares.items()} }"
+        )
     finally:
         supervisor.stop()

@@ -12,6 +12,7 @@ edge to the module `pkg.name` when there is one, else to `pkg`. A package's `__i
 before its submodules is Python's doing, not an edge: a submodule importing its own package's
 `__init__` is one only when it says so.
 """
+
 from __future__ import annotations
 
 import ast
@@ -28,8 +29,22 @@ DOMAIN_LAYERS = {
     "streams": {"schemas", "actors", "streams"},
 }
 """What each domain package may import of ours."""
-FORBIDDEN = ("kafka", "aiokafka", "faust", "libcloud", "httpx", "requests", "aiohttp", "fastapi",
-             "starlette", "uvicorn", "urllib3", "http.client", "http.server", "urllib.request")
+FORBIDDEN = (
+    "kafka",
+    "aiokafka",
+    "faust",
+    "libcloud",
+    "httpx",
+    "requests",
+    "aiohttp",
+    "fastapi",
+    "starlette",
+    "uvicorn",
+    "urllib3",
+    "http.client",
+    "http.server",
+    "urllib.request",
+)
 """Neither Kafka, nor a cloud, nor HTTP in domain code."""
 ACTOR_RUNTIME = {"thespian": {"actors"}}
 """A third-party package allowed in some domain packages only."""
@@ -66,16 +81,22 @@ def imported_names(name: str, path: Path) -> list[tuple[str, int]]:
         elif isinstance(node, ast.ImportFrom):
             if node.level:
                 base_parts = package.split(".")
-                base_parts = base_parts[:len(base_parts) - (node.level - 1)]
+                base_parts = base_parts[: len(base_parts) - (node.level - 1)]
                 base = ".".join(base_parts + ([node.module] if node.module else []))
             else:
                 base = node.module or ""
             names.append((base, node.lineno))
             names += [(f"{base}.{alias.name}", node.lineno) for alias in node.names if alias.name != "*"]
-        elif (isinstance(node, ast.Call) and node.args and isinstance(node.args[0], ast.Constant)
-              and isinstance(node.args[0].value, str)
-              and ((isinstance(node.func, ast.Name) and node.func.id == "__import__")
-                   or (isinstance(node.func, ast.Attribute) and node.func.attr == "import_module"))):
+        elif (
+            isinstance(node, ast.Call)
+            and node.args
+            and isinstance(node.args[0], ast.Constant)
+            and isinstance(node.args[0].value, str)
+            and (
+                (isinstance(node.func, ast.Name) and node.func.id == "__import__")
+                or (isinstance(node.func, ast.Attribute) and node.func.attr == "import_module")
+            )
+        ):
             names.append((node.args[0].value, node.lineno))  # __import__("x.y"), importlib.import_module("x.y")
     return names
 
@@ -176,8 +197,10 @@ def test_every_module_is_read():
 def test_the_reader_sees_deferred_relative_and_string_imports(tmp_path):
     source = tmp_path / "infra" / "x" / "mod.py"
     source.parent.mkdir(parents=True)
-    source.write_text("from . import sibling\nfrom ..y import thing\n"
-                      "def f():\n    import infra.z\n    __import__('infra.w', fromlist=['v'])\n")
+    source.write_text(
+        "from . import sibling\nfrom ..y import thing\n"
+        "def f():\n    import infra.z\n    __import__('infra.w', fromlist=['v'])\n"
+    )
     names = {n for n, _ in imported_names("infra.x.mod", source)}
     assert {"infra.x.sibling", "infra.y.thing", "infra.z", "infra.w"} <= names
 
@@ -186,8 +209,10 @@ def test_no_import_cycle_between_modules():
     graph = edges()
     found = cycles(graph)
     # each module with the line of its import of the next: a:12 → b:30 → a
-    described = ["  " + " → ".join(f"{a}:{graph[a][b]}" for a, b in zip(cycle, cycle[1:])) + f" → {cycle[-1]}"
-                 for cycle in found]
+    described = [
+        "  " + " → ".join(f"{a}:{graph[a][b]}" for a, b in zip(cycle, cycle[1:], strict=False)) + f" → {cycle[-1]}"
+        for cycle in found
+    ]
     assert not found, "import cycles between modules:\n" + "\n".join(described)
 
 

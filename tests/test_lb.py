@@ -5,8 +5,10 @@ process mode (every member a `stratos agent` process serving HTTP with `X-Strato
 topology projector, the health worker (short windows) and `stratos lb`'s LoadBalancer. Proxy
 ports are free ports, so the tests never meet another platform on this machine.
 """
+
 from __future__ import annotations
 
+import contextlib
 import threading
 import uuid
 from collections import Counter
@@ -15,12 +17,12 @@ import httpx
 import pytest
 
 from infra.broker import free_port
-from infra.log.commands_client import CommandClient
-from infra.log.kafka import Appender, encode, envelope, ensure_topics, read_to_end
 from infra.lb import runtime
 from infra.lb.balancer import LoadBalancer, haproxy_binary
 from infra.lb.config import backend_name
 from infra.lb.topology import TopologyProjector
+from infra.log.commands_client import CommandClient
+from infra.log.kafka import Appender, encode, ensure_topics, envelope, read_to_end
 from infra.settings import Settings
 from schemas import commands as C
 from schemas.definitions import DomainMappings
@@ -30,8 +32,10 @@ from schemas.status import CommandAccepted
 from tests.conftest import RunningNode, events_of, sample, wait_until
 from tests.test_runtime_flow import add
 
-pytestmark = [pytest.mark.integration,
-              pytest.mark.skipif(not haproxy_binary(), reason="haproxy is not installed (make haproxy)")]
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.skipif(not haproxy_binary(), reason="haproxy is not installed (make haproxy)"),
+]
 T = "carbon.super"
 NP = "network-partition-1"
 
@@ -52,17 +56,34 @@ def cartridge(type_: str, proxy_port: int, category: str = "framework") -> dict:
 
 
 def application(app_id: str, subscriptions: list[tuple[str, str, int, int]]) -> dict:
-    return {"applicationId": app_id, "alias": app_id, "multiTenant": False, "components": {"cartridges": [
-        {"type": ctype, "cartridgeMin": low, "cartridgeMax": high,
-         "subscribableInfo": {"alias": alias, "autoscalingPolicy": "rif-policy",
-                              "deploymentPolicy": "deployment-policy-1"}}
-        for ctype, alias, low, high in subscriptions]}}
+    return {
+        "applicationId": app_id,
+        "alias": app_id,
+        "multiTenant": False,
+        "components": {
+            "cartridges": [
+                {
+                    "type": ctype,
+                    "cartridgeMin": low,
+                    "cartridgeMax": high,
+                    "subscribableInfo": {
+                        "alias": alias,
+                        "autoscalingPolicy": "rif-policy",
+                        "deploymentPolicy": "deployment-policy-1",
+                    },
+                }
+                for ctype, alias, low, high in subscriptions
+            ]
+        },
+    }
 
 
 def deploy(client, app: dict) -> None:
     assert isinstance(add(client, "application", app), CommandAccepted)
-    reply = client.call(aggregate_id(T, "application", app["applicationId"]),
-                        C.DeployApplication(application_policy_id="application-policy-1"))
+    reply = client.call(
+        aggregate_id(T, "application", app["applicationId"]),
+        C.DeployApplication(application_policy_id="application-policy-1"),
+    )
     assert isinstance(reply, CommandAccepted), reply
 
 
@@ -76,20 +97,23 @@ class Platform:
         self.cloud = RunningCloud(settings)
         self.projector = TopologyProjector(settings)
         self.lb = LoadBalancer(settings, workdir=settings.state_dir / "lb")
-        self.threads = [threading.Thread(target=self.projector.run, daemon=True),
-                        threading.Thread(target=self.lb.run, daemon=True)]
+        self.threads = [
+            threading.Thread(target=self.projector.run, daemon=True),
+            threading.Thread(target=self.lb.run, daemon=True),
+        ]
         for thread in self.threads:
             thread.start()
         self.health = HealthWorkerThread(settings).start()
         self.client = CommandClient(settings)
         wait_until(self.lb.ready.is_set, timeout=30, message="the load balancer's start")
         self.port = free_port()
-        for kind, body in [("networkPartition", sample("network-partition.json")),
-                           ("cartridge", cartridge("php", self.port)),
-                           ("autoscalingPolicy", {"id": "rif-policy",
-                                                  "loadThresholds": {"requestsInFlight": {"threshold": 5}}}),
-                           ("deploymentPolicy", sample("deployment-policy.json")),
-                           ("applicationPolicy", sample("application-policy.json"))]:
+        for kind, body in [
+            ("networkPartition", sample("network-partition.json")),
+            ("cartridge", cartridge("php", self.port)),
+            ("autoscalingPolicy", {"id": "rif-policy", "loadThresholds": {"requestsInFlight": {"threshold": 5}}}),
+            ("deploymentPolicy", sample("deployment-policy.json")),
+            ("applicationPolicy", sample("application-policy.json")),
+        ]:
             assert isinstance(add(self.client, kind, body), CommandAccepted), kind
         deploy(self.client, application("lb-app1", [("php", "php1", 2, 6)]))
 
@@ -122,11 +146,20 @@ class Platform:
 @pytest.fixture(scope="module")
 def platform(broker, tmp_path_factory):
     settings = Settings(
-        kafka_bootstrap=broker.bootstrap, topic_prefix=f"t{uuid.uuid4().hex[:8]}.", partitions=4,
-        state_dir=tmp_path_factory.mktemp("lb"), mock_iaas_mode="process",
-        cloud_reconcile_seconds=0.3, cloud_retry_seconds=0.1, health_publish_seconds=0.5,
-        health_window_seconds=3.0, health_hop_seconds=0.5, member_fault_seconds=60.0,
-        lb_stats_seconds=0.5, lb_drain_seconds=10.0)
+        kafka_bootstrap=broker.bootstrap,
+        topic_prefix=f"t{uuid.uuid4().hex[:8]}.",
+        partitions=4,
+        state_dir=tmp_path_factory.mktemp("lb"),
+        mock_iaas_mode="process",
+        cloud_reconcile_seconds=0.3,
+        cloud_retry_seconds=0.1,
+        health_publish_seconds=0.5,
+        health_window_seconds=3.0,
+        health_hop_seconds=0.5,
+        member_fault_seconds=60.0,
+        lb_stats_seconds=0.5,
+        lb_drain_seconds=10.0,
+    )
     ensure_topics(settings)
     running = Platform(settings)
     yield running
@@ -140,10 +173,14 @@ def members_answering(url: str, count: int, host: str | None = None) -> Counter:
 
 
 def test_requests_through_the_proxy_port_reach_every_active_member(platform):
-    members = wait_until(lambda: len(platform.active()) == 2 and platform.active(), timeout=60,
-                         message="two Active members")
-    seen = wait_until(lambda: set(members_answering(platform.url(), 12)) == members and True,
-                      timeout=20, message="answers from every Active member")
+    members = wait_until(
+        lambda: len(platform.active()) == 2 and platform.active(), timeout=60, message="two Active members"
+    )
+    seen = wait_until(
+        lambda: set(members_answering(platform.url(), 12)) == members and True,
+        timeout=20,
+        message="answers from every Active member",
+    )
     assert seen
 
 
@@ -186,13 +223,22 @@ def test_scale_out_and_in_follow_the_members_without_a_failed_request_or_a_reloa
     loop = RequestLoop(platform.url())
     try:
         platform.client.call(APP1, C.UpdateClusterLimits(min=3, max=6))
-        (third,) = wait_until(lambda: len(platform.active()) == 3 and platform.active() - before,
-                              timeout=60, message="a third Active member")
+        (third,) = wait_until(
+            lambda: len(platform.active()) == 3 and platform.active() - before,
+            timeout=60,
+            message="a third Active member",
+        )
         wait_until(lambda: loop.seen[third] > 0, timeout=20, message="traffic to the third member")
         platform.client.call(APP1, C.UpdateClusterLimits(min=2, max=6))
-        leaving = wait_until(lambda: {e.payload.member_id for e in events_of(platform.settings, APP1)
-                                      if e.type == "MemberTerminationRequested"}, timeout=60,
-                             message="the autoscaler's scale-down")
+        leaving = wait_until(
+            lambda: {
+                e.payload.member_id
+                for e in events_of(platform.settings, APP1)
+                if e.type == "MemberTerminationRequested"
+            },
+            timeout=60,
+            message="the autoscaler's scale-down",
+        )
         (gone,) = leaving
         name = f"{backend_name(APP1, platform.port)}/{gone}"
         wait_until(lambda: ("remove", name) in lb.actions, timeout=40, message="the leaving member removed")
@@ -209,29 +255,41 @@ def test_scale_out_and_in_follow_the_members_without_a_failed_request_or_a_reloa
 
 
 def test_a_crashed_member_leaves_the_rotation_and_its_replacement_joins(platform):
-    members = wait_until(lambda: len(platform.active()) == 2 and platform.active(), timeout=60,
-                         message="two Active members")
+    members = wait_until(
+        lambda: len(platform.active()) == 2 and platform.active(), timeout=60, message="two Active members"
+    )
     victim = sorted(members)[0]
     platform.cloud.crash(victim)  # DELETE /mock-iaas/api/instances/{id}
     wait_until(lambda: victim not in platform.servers(), timeout=30, message="the crashed member out of rotation")
-    replacement = wait_until(lambda: (now := platform.active() - members) and now, timeout=60,
-                             message="a replacement Active member")
+    replacement = wait_until(
+        lambda: (now := platform.active() - members) and now, timeout=60, message="a replacement Active member"
+    )
     (new,) = replacement
-    seen = wait_until(lambda: (c := members_answering(platform.url(), 12))[new] and c, timeout=20,
-                      message="traffic to the replacement")
+    seen = wait_until(
+        lambda: (c := members_answering(platform.url(), 12))[new] and c,
+        timeout=20,
+        message="traffic to the replacement",
+    )
     assert victim not in seen
 
 
 def test_domain_mappings_route_by_host_header(platform):
     deploy(platform.client, application("lb-app2", [("php", "php2", 1, 1)]))
     (member2,) = wait_until(lambda: platform.active(APP2), timeout=60, message="lb-app2's Active member")
-    mapping = C.AddDomainMappings(tenant=T, mappings=DomainMappings(domainMappings=[
-        {"cartridgeAlias": "php2", "domainName": "abc.com"}]))
+    mapping = C.AddDomainMappings(
+        tenant=T, mappings=DomainMappings(domainMappings=[{"cartridgeAlias": "php2", "domainName": "abc.com"}])
+    )
     app2 = aggregate_id(T, "application", "lb-app2")
-    wait_until(lambda: isinstance(platform.client.call(app2, mapping), CommandAccepted), timeout=20,
-               message="the mapping accepted once lb-app2 is deployed")
-    wait_until(lambda: set(members_answering(platform.url(), 3, host="abc.com:80")) == {member2}, timeout=20,
-               message="abc.com routed to lb-app2")
+    wait_until(
+        lambda: isinstance(platform.client.call(app2, mapping), CommandAccepted),
+        timeout=20,
+        message="the mapping accepted once lb-app2 is deployed",
+    )
+    wait_until(
+        lambda: set(members_answering(platform.url(), 3, host="abc.com:80")) == {member2},
+        timeout=20,
+        message="abc.com routed to lb-app2",
+    )
     plain = members_answering(platform.url(), 10)
     assert member2 not in plain and set(plain) <= platform.active()
 
@@ -262,24 +320,30 @@ def test_requests_in_flight_reach_the_health_topic_and_a_sustained_load_adds_mem
             for _ in range(200):  # bounded: 200 requests of 0.4 s each at most
                 if stopping.is_set():
                     return
-                try:
+                with contextlib.suppress(httpx.HTTPError):
                     http.get(platform.url("/_stratos/work/0.4"))
-                except httpx.HTTPError:
-                    pass
 
     workers = [threading.Thread(target=worker, daemon=True) for _ in range(24)]
     for thread in workers:
         thread.start()
     try:
-        wait_until(lambda: any(e.type == "ScalingDecided" and e.payload.metric == "requests_in_flight"
-                               and e.payload.spawn > 0 for e in events_of(platform.settings, APP1)),
-                   timeout=45, message="a scale-out on requests in flight")
+        wait_until(
+            lambda: any(
+                e.type == "ScalingDecided" and e.payload.metric == "requests_in_flight" and e.payload.spawn > 0
+                for e in events_of(platform.settings, APP1)
+            ),
+            timeout=45,
+            message="a scale-out on requests in flight",
+        )
     finally:
         stopping.set()
         for thread in workers:
             thread.join(20)
-    stats = [d.record.payload for d in read_to_end(platform.settings, "health")
-             if d.record.payload.type == "HealthStat" and d.record.payload.metric == "requests_in_flight"]
+    stats = [
+        d.record.payload
+        for d in read_to_end(platform.settings, "health")
+        if d.record.payload.type == "HealthStat" and d.record.payload.metric == "requests_in_flight"
+    ]
     mine = [s for s in stats if s.cluster_id == APP1.split("/")[-1]]
     assert mine and all(s.network_partition_id == NP and s.member_id is None for s in mine)
     assert max(s.value for s in mine) >= 10
@@ -303,29 +367,45 @@ def test_an_invalid_topology_record_keeps_the_last_good_configuration(platform):
         appender.flush()
     finally:
         appender.close()
-    wait_until(lambda: lb.counters.errors > errors and lb.feed.invalid > invalid, timeout=20,
-               message="the refused entry and the invalid record counted")
+    wait_until(
+        lambda: lb.counters.errors > errors and lb.feed.invalid > invalid,
+        timeout=20,
+        message="the refused entry and the invalid record counted",
+    )
     assert "x.com" not in lb.haproxy.config.read_text() and "x.com" not in config
     assert lb.accepted[APP1] != bad and not lb.accepted[APP1].domain_mappings
     assert any(APP1 in line and "domain_mappings.domain_name" in line for line in lb.counters.log)
     assert set(members_answering(platform.url(), 6)) <= platform.active()
-    assert any(d.record.payload.source_topic == platform.settings.topic("topology")
-               for d in read_to_end(platform.settings, "deadletter"))
+    assert any(
+        d.record.payload.source_topic == platform.settings.topic("topology")
+        for d in read_to_end(platform.settings, "deadletter")
+    )
     assert encode(bad)  # the refused entry is a valid record: only the load balancer refused it
 
 
 def test_a_load_balancer_cartridge_runs_stratos_lb_for_its_application(platform):
     port = free_port()
-    for kind, body in [("cartridge", cartridge("php3", port)),
-                       ("cartridge", cartridge("lb", free_port(), category="load-balancer"))]:
+    for kind, body in [
+        ("cartridge", cartridge("php3", port)),
+        ("cartridge", cartridge("lb", free_port(), category="load-balancer")),
+    ]:
         assert isinstance(add(platform.client, kind, body), CommandAccepted)
     deploy(platform.client, application("lb-app3", [("lb", "lb1", 1, 1), ("php3", "php3", 1, 1)]))
-    (lb_member,) = wait_until(lambda: platform.active(cluster_key("lb-app3", "lb1", "lb")), timeout=60,
-                              message="the load-balancer member Active (its `stratos lb` serving)")
-    (php3,) = wait_until(lambda: platform.active(cluster_key("lb-app3", "php3", "php3")), timeout=60,
-                         message="lb-app3's php3 member Active")
+    (lb_member,) = wait_until(
+        lambda: platform.active(cluster_key("lb-app3", "lb1", "lb")),
+        timeout=60,
+        message="the load-balancer member Active (its `stratos lb` serving)",
+    )
+    (php3,) = wait_until(
+        lambda: platform.active(cluster_key("lb-app3", "php3", "php3")),
+        timeout=60,
+        message="lb-app3's php3 member Active",
+    )
     url = f"http://127.0.0.1:{port}/"
-    wait_until(lambda: set(members_answering(url, 3)) == {php3}, timeout=30,
-               message="requests through the cartridge's load balancer")
+    wait_until(
+        lambda: set(members_answering(url, 3)) == {php3},
+        timeout=30,
+        message="requests through the cartridge's load balancer",
+    )
     assert not any("lb-app3" in b.name for b in platform.lb.plan.backends)  # the platform's does not serve it
     assert platform.cloud.agents.processes[lb_member].poll() is None

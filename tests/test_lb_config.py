@@ -1,13 +1,16 @@
 """The load balancer's pure parts: the plan and file from topology entries, the Runtime API
 changes between two plans, requests in flight from `show stat`, and the topology fold."""
+
 from __future__ import annotations
 
 import shutil
 import subprocess
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
-from hypothesis import given, settings as hsettings, strategies as st
+from hypothesis import given
+from hypothesis import settings as hsettings
+from hypothesis import strategies as st
 
 from actors.runtime import Tracked
 from actors.topology import Topology
@@ -21,18 +24,32 @@ from tests.examples import SPEC
 T = "carbon.super"
 
 
-def member(mid: str, port: int, status: str = "Active", in_service: bool = True, ip: str = "127.0.0.1",
-           np: str = "np1") -> TopologyMember:
-    return TopologyMember(member_id=mid, status=status, in_service=in_service, network_partition_id=np,
-                          partition_id="p1", private_ip=ip, ports={"http": port})
+def member(
+    mid: str, port: int, status: str = "Active", in_service: bool = True, ip: str = "127.0.0.1", np: str = "np1"
+) -> TopologyMember:
+    return TopologyMember(
+        member_id=mid,
+        status=status,
+        in_service=in_service,
+        network_partition_id=np,
+        partition_id="p1",
+        private_ip=ip,
+        ports={"http": port},
+    )
 
 
-def entry(cluster: str, members=(), proxy_port: int = 8280, domains=(), protocol: str = "http",
-          app: str = "app") -> TopologyEntry:
-    return TopologyEntry(cluster_id=cluster, application_id=app, cartridge_type="php", status="Active",
-                         port_mappings=[TopologyPort(protocol=protocol, port=80, proxy_port=proxy_port)],
-                         domain_mappings=[TopologyDomain(domain_name=d) for d in domains],
-                         members=list(members))
+def entry(
+    cluster: str, members=(), proxy_port: int = 8280, domains=(), protocol: str = "http", app: str = "app"
+) -> TopologyEntry:
+    return TopologyEntry(
+        cluster_id=cluster,
+        application_id=app,
+        cartridge_type="php",
+        status="Active",
+        port_mappings=[TopologyPort(protocol=protocol, port=80, proxy_port=proxy_port)],
+        domain_mappings=[TopologyDomain(domain_name=d) for d in domains],
+        members=list(members),
+    )
 
 
 def key(cluster: str) -> str:
@@ -40,9 +57,19 @@ def key(cluster: str) -> str:
 
 
 def test_a_backend_per_cluster_with_its_active_members_in_service_only():
-    made = plan({key("c1"): entry("c1", [member("m1", 4001), member("m2", 4002, status="Starting"),
-                                         member("m3", 4003, in_service=False),
-                                         member("m4", 4004, ip="10.11.0.7")])})
+    made = plan(
+        {
+            key("c1"): entry(
+                "c1",
+                [
+                    member("m1", 4001),
+                    member("m2", 4002, status="Starting"),
+                    member("m3", 4003, in_service=False),
+                    member("m4", 4004, ip="10.11.0.7"),
+                ],
+            )
+        }
+    )
     (backend,) = made.backends
     # Starting: not yet; leaving: drained; outside the member networks: never sent to
     assert [(s.name, s.port) for s in backend.servers] == [("m1", 4001)]
@@ -59,15 +86,25 @@ def test_domain_mappings_route_by_host_and_the_only_unmapped_cluster_is_the_defa
     assert f"use_backend be_{T}_c2_8280 if {{ req.hdr(host),field(1,:),lower -m str abc.com }}" in text
 
 
-@pytest.mark.parametrize("entries, field", [
-    ({key("c1"): entry("c1", domains=["bad host\n  bind :1"])}, "domain_mappings.domain_name"),
-    ({key("c1"): entry("c1", [member("m 1", 4001)])}, "members.member_id"),
-    ({key("c1"): entry("c1", [member("m1", 4001, ip="not-an-ip")])}, "private_ip"),
-    ({key("c1"): entry("c1"), key("c2"): entry("c2", protocol="tcp")}, "proxy_port 8280: wanted as tcp"),
-    ({key("c1"): entry("c1", protocol="tcp"), key("c2"): entry("c2", protocol="tcp")}, "a tcp port serves one"),
-    ({key("c1"): entry("c1", domains=["abc.com"]), key("c2"): entry("c2", domains=["ABC.com"])}, "routed on port"),
-], ids=["config-injection-in-a-domain", "server-name", "address", "http-and-tcp-on-one-port",
-        "two-clusters-on-a-tcp-port", "one-domain-two-clusters"])
+@pytest.mark.parametrize(
+    "entries, field",
+    [
+        ({key("c1"): entry("c1", domains=["bad host\n  bind :1"])}, "domain_mappings.domain_name"),
+        ({key("c1"): entry("c1", [member("m 1", 4001)])}, "members.member_id"),
+        ({key("c1"): entry("c1", [member("m1", 4001, ip="not-an-ip")])}, "private_ip"),
+        ({key("c1"): entry("c1"), key("c2"): entry("c2", protocol="tcp")}, "proxy_port 8280: wanted as tcp"),
+        ({key("c1"): entry("c1", protocol="tcp"), key("c2"): entry("c2", protocol="tcp")}, "a tcp port serves one"),
+        ({key("c1"): entry("c1", domains=["abc.com"]), key("c2"): entry("c2", domains=["ABC.com"])}, "routed on port"),
+    ],
+    ids=[
+        "config-injection-in-a-domain",
+        "server-name",
+        "address",
+        "http-and-tcp-on-one-port",
+        "two-clusters-on-a-tcp-port",
+        "one-domain-two-clusters",
+    ],
+)
 def test_an_entry_that_cannot_be_served_is_refused_naming_the_cluster_and_field(entries, field):
     """Without these checks the entry would reach HAProxy as a broken or ambiguous file."""
     with pytest.raises(InvalidEntry) as caught:
@@ -89,9 +126,13 @@ def test_member_changes_are_server_changes_and_structure_changes_are_not():
 
 @pytest.mark.skipif(not shutil.which("haproxy"), reason="haproxy is not installed (make haproxy)")
 def test_haproxy_accepts_the_generated_file(tmp_path):
-    made = plan({key("c1"): entry("c1", [member("m1", 4001)]),
-                 key("c2"): entry("c2", [member("m2", 4002)], domains=["abc.com"]),
-                 key("c3"): entry("c3", [member("m3", 4003)], proxy_port=8222, protocol="tcp")})
+    made = plan(
+        {
+            key("c1"): entry("c1", [member("m1", 4001)]),
+            key("c2"): entry("c2", [member("m2", 4002)], domains=["abc.com"]),
+            key("c3"): entry("c3", [member("m3", 4003)], proxy_port=8222, protocol="tcp"),
+        }
+    )
     path = tmp_path / "haproxy.cfg"
     path.write_text(render(made, Paths(str(tmp_path / "admin.sock"))))
     done = subprocess.run(["haproxy", "-c", "-f", str(path)], capture_output=True, text=True)
@@ -116,21 +157,30 @@ def test_server_changes_take_any_member_set_to_any_other(before, after):
 
 
 def test_requests_in_flight_by_column_name_per_cluster_and_network_partition():
-    text = ("# pxname,svname,scur,qcur,smax\n"
-            "fe_8280,FRONTEND,9,,9\n"
-            "be_x,m1,3,1,4\nbe_x,m2,4,0,4\nbe_x,m3,2,0,2\nbe_x,BACKEND,9,1,9\nother,z,50,0,5\n")
-    where = {("be_x", "m1"): (key("c1"), "np1"), ("be_x", "m2"): (key("c1"), "np1"),
-             ("be_x", "m3"): (key("c1"), "np2")}
+    text = (
+        "# pxname,svname,scur,qcur,smax\n"
+        "fe_8280,FRONTEND,9,,9\n"
+        "be_x,m1,3,1,4\nbe_x,m2,4,0,4\nbe_x,m3,2,0,2\nbe_x,BACKEND,9,1,9\nother,z,50,0,5\n"
+    )
+    where = {("be_x", "m1"): (key("c1"), "np1"), ("be_x", "m2"): (key("c1"), "np1"), ("be_x", "m3"): (key("c1"), "np2")}
     stats = requests_in_flight(parse_csv(text), where, now=1.7e9)
     assert [(k, s.network_partition_id, s.value, s.queued) for k, s in stats] == [
-        (key("c1"), "np1", 7.0, 1.0), (key("c1"), "np2", 2.0, 0.0)]
+        (key("c1"), "np1", 7.0, 1.0),
+        (key("c1"), "np2", 2.0, 0.0),
+    ]
     assert all(s.metric == "requests_in_flight" and s.member_id is None for _, s in stats)
 
 
 def _commit(aggregate: str, seq: int, *events, n: int = 0) -> LogRecord:
-    return LogRecord(id=f"c{seq}.{n}", type="Commit", aggregate_id=aggregate, aggregate_seq=seq,
-                     occurred_at=datetime(2026, 1, 1, tzinfo=timezone.utc), causation_id=f"cmd{aggregate}{seq}",
-                     payload=Commit(command_type="X", outcome="accepted", events=list(events)))
+    return LogRecord(
+        id=f"c{seq}.{n}",
+        type="Commit",
+        aggregate_id=aggregate,
+        aggregate_seq=seq,
+        occurred_at=datetime(2026, 1, 1, tzinfo=UTC),
+        causation_id=f"cmd{aggregate}{seq}",
+        payload=Commit(command_type="X", outcome="accepted", events=list(events)),
+    )
 
 
 def test_the_topology_fold_uses_the_clusters_own_fold_and_the_applications_domain_mappings():
@@ -138,18 +188,45 @@ def test_the_topology_fold_uses_the_clusters_own_fold_and_the_applications_domai
     app_key = f"{T}/application/{SPEC.application_id}"
     topology = Topology()
     cid = SPEC.cluster_id
-    changed, _ = topology.fold(_commit(cluster_key, 1, E.ClusterCreated(spec=SPEC.model_copy(update={
-        "ports": [{"protocol": "http", "port": "80", "proxyPort": "8280"}]})),
-        E.MemberSpawnRequested(member_id="m1", cluster_id=cid, application_id=SPEC.application_id,
-                               cartridge_type="php", network_partition_id="np1", partition_id="p1",
-                               provider="mock")))
+    changed, _ = topology.fold(
+        _commit(
+            cluster_key,
+            1,
+            E.ClusterCreated(
+                spec=SPEC.model_copy(update={"ports": [{"protocol": "http", "port": "80", "proxyPort": "8280"}]})
+            ),
+            E.MemberSpawnRequested(
+                member_id="m1",
+                cluster_id=cid,
+                application_id=SPEC.application_id,
+                cartridge_type="php",
+                network_partition_id="np1",
+                partition_id="p1",
+                provider="mock",
+            ),
+        )
+    )
     assert changed == {cluster_key}
-    topology.fold(_commit(cluster_key, 3, E.MemberInitialized(member_id="m1", cluster_id=cid, node_id="m1",
-                                                              private_ip="127.0.0.1", ports={"http": 4001}),
-                          E.MemberStarting(member_id="m1", cluster_id=cid),
-                          E.MemberActivated(member_id="m1", cluster_id=cid)))
-    changed, _ = topology.fold(_commit(app_key, 1, E.DomainMappingsAdded(tenant=T, mappings=[
-        {"domainName": "abc.com", "cartridgeAlias": SPEC.alias, "clusterId": cid}])))
+    topology.fold(
+        _commit(
+            cluster_key,
+            3,
+            E.MemberInitialized(
+                member_id="m1", cluster_id=cid, node_id="m1", private_ip="127.0.0.1", ports={"http": 4001}
+            ),
+            E.MemberStarting(member_id="m1", cluster_id=cid),
+            E.MemberActivated(member_id="m1", cluster_id=cid),
+        )
+    )
+    changed, _ = topology.fold(
+        _commit(
+            app_key,
+            1,
+            E.DomainMappingsAdded(
+                tenant=T, mappings=[{"domainName": "abc.com", "cartridgeAlias": SPEC.alias, "clusterId": cid}]
+            ),
+        )
+    )
     assert changed == {cluster_key}
     got = topology.entry(cluster_key)
     assert (got.port_mappings[0].port, got.port_mappings[0].proxy_port) == (80, 8280)

@@ -1,4 +1,5 @@
 """The Kafka adapter on the real broker: round trips, dead letters, groups and ordering."""
+
 from __future__ import annotations
 
 import json
@@ -6,7 +7,13 @@ import json
 import pytest
 
 from infra.log.kafka import (
-    Appender, DeadLetters, assigned_consumer, ensure_topics, envelope, group_consumer, read_to_end,
+    Appender,
+    DeadLetters,
+    assigned_consumer,
+    ensure_topics,
+    envelope,
+    group_consumer,
+    read_to_end,
     validated,
 )
 from schemas.records import TOPIC_RECORDS, Commit, EventRecord, HealthRecord, LogRecord
@@ -22,8 +29,9 @@ TOPIC_OF[EventRecord] = "events"  # events travel inside commits: see below
 def test_examples_cover_every_payload_type():
     """If a new event or command is added without an example, the round trip below misses it."""
     covered = {type(e) for e in EXAMPLES}
-    missing = {cls.__name__ for record in RECORD_TYPES for cls in union_members(record)} - \
-        {cls.__name__ for cls in covered}
+    missing = {cls.__name__ for record in RECORD_TYPES for cls in union_members(record)} - {
+        cls.__name__ for cls in covered
+    }
     assert not missing
 
 
@@ -34,8 +42,14 @@ def test_every_payload_type_round_trips_through_the_broker_unchanged(settings):
         record_type = next(r for r in RECORD_TYPES if type(payload) in union_members(r))
         if record_type is EventRecord:
             record_type, payload = LogRecord, Commit(command_type="X", outcome="accepted", events=[payload])
-        record = envelope(record_type, payload, f"carbon.super/cluster/c{n}", aggregate_seq=n + 1,
-                          correlation_id="corr", causation_id="cause")
+        record = envelope(
+            record_type,
+            payload,
+            f"carbon.super/cluster/c{n}",
+            aggregate_seq=n + 1,
+            correlation_id="corr",
+            causation_id="cause",
+        )
         appender.send(TOPIC_OF[record_type], record.aggregate_id, record)
         sent.append(record)
     appender.flush()
@@ -50,14 +64,19 @@ def test_every_payload_type_round_trips_through_the_broker_unchanged(settings):
 
 def test_a_malformed_record_goes_to_the_deadletter_topic_and_later_records_are_consumed(settings):
     appender = Appender(settings)
-    good = [envelope(HealthRecord, HealthStat(cluster_id="c", network_partition_id="np", metric="load_average",
-                                              value=v, timestamp=1.7e9 + v), "carbon.super/cluster/c")
-            for v in (1.0, 2.0)]
+    good = [
+        envelope(
+            HealthRecord,
+            HealthStat(cluster_id="c", network_partition_id="np", metric="load_average", value=v, timestamp=1.7e9 + v),
+            "carbon.super/cluster/c",
+        )
+        for v in (1.0, 2.0)
+    ]
     topic = settings.topic("health")
     appender.send("health", "k", good[0], partition=0)
-    appender.send_raw(topic, b"k", b'{"not": "an envelope"')                 # invalid JSON
+    appender.send_raw(topic, b"k", b'{"not": "an envelope"')  # invalid JSON
     bad_value = json.loads(good[0].model_dump_json())
-    bad_value["payload"]["value"] = -5                                        # breaks a rule
+    bad_value["payload"]["value"] = -5  # breaks a rule
     appender.producer.send(topic, key=b"k", value=json.dumps(bad_value).encode(), partition=0)
     appender.send("health", "k", good[1], partition=0)
     appender.flush()
@@ -65,16 +84,19 @@ def test_a_malformed_record_goes_to_the_deadletter_topic_and_later_records_are_c
     consumer = assigned_consumer(settings, "health", partitions=[0])
     letters = DeadLetters(appender)
     seen = []
+
     def consume():
         for raws in consumer.poll(timeout_ms=200).values():
             seen.extend(d.record.id for d in validated(settings, "health", raws, letters))
         return len(seen) >= 2
+
     wait_until(consume, message="the two valid records")
     consumer.close()
     appender.flush()
     assert seen == [good[0].id, good[1].id]
-    dead = sorted((d.record.payload for d in read_to_end(settings, "deadletter")),
-                  key=lambda letter: letter.source_offset)  # keyed apart: read order is not log order
+    dead = sorted(
+        (d.record.payload for d in read_to_end(settings, "deadletter")), key=lambda letter: letter.source_offset
+    )  # keyed apart: read order is not log order
     assert len(dead) == 2
     assert "Invalid JSON" in dead[0].reason or "EOF" in dead[0].reason
     assert dead[0].original == '{"not": "an envelope"'
@@ -108,9 +130,11 @@ def test_two_consumers_in_one_group_split_partitions_and_keyed_records_stay_in_o
         thread.start()
     try:
         # the group settles before any record exists: one member cannot read everything first
-        wait_until(lambda: all(c.assignment() for c in consumers)
-                   and sum(len(c.assignment()) for c in consumers) == 4, timeout=60,
-                   message="both members holding partitions")
+        wait_until(
+            lambda: all(c.assignment() for c in consumers) and sum(len(c.assignment()) for c in consumers) == 4,
+            timeout=60,
+            message="both members holding partitions",
+        )
         owners = [{tp.partition for tp in c.assignment()} for c in consumers]
         appender = Appender(settings)
         keys = [f"carbon.super/cluster/c{n}" for n in range(8)]
@@ -133,8 +157,9 @@ def test_two_consumers_in_one_group_split_partitions_and_keyed_records_stay_in_o
 
 
 def _created():
-    from tests.examples import SPEC
     from schemas.events import ClusterCreated
+    from tests.examples import SPEC
+
     return Commit(command_type="CreateCluster", outcome="accepted", events=[ClusterCreated(spec=SPEC)])
 
 

@@ -4,6 +4,7 @@ The format itself (checksummed blocks) is checked on files alone; the round trip
 node on the broker, exports, imports under a fresh topic prefix and compares what every reader
 rebuilds: the state digest, and a node-style recovery from the imported snapshots.
 """
+
 from __future__ import annotations
 
 import json
@@ -32,8 +33,10 @@ T = "carbon.super"
 
 
 def rows(n: int, start: int = 0):
-    return [(i, 1_700_000_000_000 + i, f"k{i}".encode(), json.dumps({"n": i}).encode(),
-             [("ce_id", f"id{i}".encode())]) for i in range(start, start + n)]
+    return [
+        (i, 1_700_000_000_000 + i, f"k{i}".encode(), json.dumps({"n": i}).encode(), [("ce_id", f"id{i}".encode())])
+        for i in range(start, start + n)
+    ]
 
 
 def write_archive(path, blocks: int, per_block: int = 100) -> None:
@@ -65,11 +68,11 @@ def test_a_truncated_archive_says_where_it_ends(tmp_path):
     path = tmp_path / "a.archive"
     write_archive(path, 4)
     offsets = [block.byte_offset for block in ArchiveReader(path)]
-    path.write_bytes(path.read_bytes()[:offsets[2] + 20])  # cut inside block 3's header
+    path.write_bytes(path.read_bytes()[: offsets[2] + 20])  # cut inside block 3's header
     reader, corrupt = scan(path)
     assert corrupt.block == 3 and corrupt.byte_offset == offsets[2] and "truncated" in corrupt.reason
     assert reader.records == 200 and not reader.complete
-    path.write_bytes(b"{\"partition\": 0}\n")
+    path.write_bytes(b'{"partition": 0}\n')
     with pytest.raises(ArchiveCorrupt, match="not a Stratos-ES log archive"):
         list(ArchiveReader(path))
 
@@ -81,8 +84,10 @@ def fresh(broker) -> Settings:
 
 
 def raw_records(settings, kind):
-    return sorted((r.partition, r.offset, r.key, r.value, tuple(r.headers))
-                  for r in read_to_end(settings, kind, decode_records=False))
+    return sorted(
+        (r.partition, r.offset, r.key, r.value, tuple(r.headers))
+        for r in read_to_end(settings, kind, decode_records=False)
+    )
 
 
 @pytest.fixture
@@ -94,19 +99,35 @@ def history(settings, client):
     try:
         define_all(client)
         app = aggregate_id(T, "application", "single-cartridge-app")
-        assert isinstance(client.call(app, C.DeployApplication(application_policy_id="application-policy-1")),
-                          CommandAccepted)
+        assert isinstance(
+            client.call(app, C.DeployApplication(application_policy_id="application-policy-1")), CommandAccepted
+        )
         cluster = aggregate_id(T, "cluster", "single-cartridge-app.php1.php.domain")
-        wait_until(lambda: any(e.type == "MemberSpawnRequested" for e in events_of(settings, cluster)),
-                   timeout=30, message="the cluster's first members")
+        wait_until(
+            lambda: any(e.type == "MemberSpawnRequested" for e in events_of(settings, cluster)),
+            timeout=30,
+            message="the cluster's first members",
+        )
         appender = Appender(settings)
-        appender.send("health", cluster, envelope(HealthRecord, HealthStat(
-            cluster_id="c", network_partition_id="np", metric="load_average", value=1, timestamp=1e9), cluster))
+        appender.send(
+            "health",
+            cluster,
+            envelope(
+                HealthRecord,
+                HealthStat(cluster_id="c", network_partition_id="np", metric="load_average", value=1, timestamp=1e9),
+                cluster,
+            ),
+        )
         appender.send_raw(settings.topic("commands"), b"x", b"not json")
         appender.flush()
         appender.close()
-        wait_until(lambda: read_to_end(settings, "deadletter", decode_records=False) and
-                   list(read_to_end(settings, "deadletter", decode_records=False)), message="the dead letter")
+        wait_until(
+            lambda: (
+                read_to_end(settings, "deadletter", decode_records=False)
+                and list(read_to_end(settings, "deadletter", decode_records=False))
+            ),
+            message="the dead letter",
+        )
     finally:
         running.stop()
     return settings
@@ -153,19 +174,26 @@ def test_a_truncated_archive_imports_its_prefix_and_reports_the_position(history
     archive.write_bytes(archive.read_bytes()[:cut_at])
     intact = offsets[:cut_block]
     target = fresh(broker)
-    env = {**os.environ, "STRATOS_KAFKA_BOOTSTRAP": target.kafka_bootstrap,
-           "STRATOS_TOPIC_PREFIX": target.topic_prefix}
-    run = subprocess.run([sys.executable, "-m", "infra.cli", "log", "import", str(archive), "--json"],
-                         env=env, capture_output=True, text=True, timeout=120)
+    env = {**os.environ, "STRATOS_KAFKA_BOOTSTRAP": target.kafka_bootstrap, "STRATOS_TOPIC_PREFIX": target.topic_prefix}
+    run = subprocess.run(
+        [sys.executable, "-m", "infra.cli", "log", "import", str(archive), "--json"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert run.returncode == 1, run.stderr
     answer = json.loads(run.stdout)
     assert answer["corrupt"]["block"] == cut_block + 1 and answer["corrupt"]["byte_offset"] == offsets[cut_block][0]
     assert answer["total"] == answer["corrupt"]["records_before"] == sum(n for _, _, n in intact)
     for kind in ("events", "snapshots"):
         assert len(raw_records(target, kind)) == sum(n for _, t, n in intact if t == kind)
-    plain = subprocess.run([sys.executable, "-m", "infra.cli", "log", "import", str(archive)],
-                           env={**env, "STRATOS_TOPIC_PREFIX": fresh(broker).topic_prefix},
-                           capture_output=True, text=True, timeout=120)
+    plain = subprocess.run(
+        [sys.executable, "-m", "infra.cli", "log", "import", str(archive)],
+        env={**env, "STRATOS_TOPIC_PREFIX": fresh(broker).topic_prefix},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert plain.returncode == 1 and f"block {cut_block + 1} at byte {offsets[cut_block][0]}" in plain.stdout
     assert "intact" in plain.stdout
-

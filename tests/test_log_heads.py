@@ -1,5 +1,6 @@
 """The events topic read as far as its envelope (infra/log/eventlog.py `decode_head`, `History.head`):
 it accepts and rejects what the pydantic envelope does, and a head's record is the full decode."""
+
 from __future__ import annotations
 
 import json
@@ -7,7 +8,9 @@ from datetime import datetime, timedelta, timezone
 
 import msgspec
 import pytest
-from hypothesis import HealthCheck, given, settings as hsettings, strategies as st
+from hypothesis import HealthCheck, given
+from hypothesis import settings as hsettings
+from hypothesis import strategies as st
 from pydantic import Field
 
 from actors.history import Fence
@@ -17,17 +20,32 @@ from schemas.events import Event
 from schemas.records import Claim, Commit, LogRecord
 from tests.examples import EXAMPLES
 
-EVENTS = [e for e in EXAMPLES if isinstance(e, Event.__origin__.__args__)]  # type: ignore[attr-defined]
+EVENTS = [e for e in EXAMPLES if isinstance(e, Event.__origin__.__args__)]
 FIELDS = [name for name in LogRecord.model_fields if name != "payload"]
 
 
-def record_bytes(n: int, events: int = 1, claim: str | None = None, entry: str = "Commit",
-                 at: datetime | None = None) -> bytes:
-    payload = (Claim(partition=n % 4, writer="w", generation=n) if entry == "Claim" else
-               Commit(command_type="Report", outcome="accepted", claim=claim, writer="w",
-                      events=[EVENTS[(n + i) % len(EVENTS)] for i in range(events)]))
-    record = envelope(LogRecord, payload, f"carbon.super/cluster/c{n % 7}", aggregate_seq=n,
-                      correlation_id=None if n % 2 else f"corr{n}", causation_id=f"cmd{n}")
+def record_bytes(
+    n: int, events: int = 1, claim: str | None = None, entry: str = "Commit", at: datetime | None = None
+) -> bytes:
+    payload = (
+        Claim(partition=n % 4, writer="w", generation=n)
+        if entry == "Claim"
+        else Commit(
+            command_type="Report",
+            outcome="accepted",
+            claim=claim,
+            writer="w",
+            events=[EVENTS[(n + i) % len(EVENTS)] for i in range(events)],
+        )
+    )
+    record = envelope(
+        LogRecord,
+        payload,
+        f"carbon.super/cluster/c{n % 7}",
+        aggregate_seq=n,
+        correlation_id=None if n % 2 else f"corr{n}",
+        causation_id=f"cmd{n}",
+    )
     if at is not None:
         record = record.model_copy(update={"occurred_at": at})
     return record.model_dump_json().encode()
@@ -36,8 +54,11 @@ def record_bytes(n: int, events: int = 1, claim: str | None = None, entry: str =
 def fields_of(head: LogHead) -> dict:
     """What a reader sees of a head: its envelope fields, the time as a datetime and its offset."""
     data = {name: getattr(head.envelope, name) for name in FIELDS if name != "occurred_at"}
-    return data | {"occurred_at": head.occurred_at, "utcoffset": head.occurred_at.utcoffset(),
-                   "entry": (head.envelope.payload.type, head.envelope.payload.claim)}
+    return data | {
+        "occurred_at": head.occurred_at,
+        "utcoffset": head.occurred_at.utcoffset(),
+        "entry": (head.envelope.payload.type, head.envelope.payload.claim),
+    }
 
 
 def outcome(decode, value):
@@ -88,22 +109,43 @@ def assert_same_acceptance(value) -> None:
 
 
 json_values = st.recursive(
-    st.none() | st.booleans() | st.integers(min_value=-2**70, max_value=2**70) |
-    st.floats(allow_nan=False) | st.text(max_size=8) |
-    st.sampled_from(["", "Commit", "Claim", "2026-12-01T18:33:05Z", "2026-12-01T18:33:05.1234567Z",
-                     "2026-12-01 18:33:05+02:00", "2026-12-01t18:33:05z", "2026-12-01", "1764613985",
-                     "2026-13-01T00:00:00Z", "2026-12-01T18:33:05+0200", "-1", "0"]),
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-(2**70), max_value=2**70)
+    | st.floats(allow_nan=False)
+    | st.text(max_size=8)
+    | st.sampled_from(
+        [
+            "",
+            "Commit",
+            "Claim",
+            "2026-12-01T18:33:05Z",
+            "2026-12-01T18:33:05.1234567Z",
+            "2026-12-01 18:33:05+02:00",
+            "2026-12-01t18:33:05z",
+            "2026-12-01",
+            "1764613985",
+            "2026-13-01T00:00:00Z",
+            "2026-12-01T18:33:05+0200",
+            "-1",
+            "0",
+        ]
+    ),
     lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner, max_size=3),
-    max_leaves=6)
+    max_leaves=6,
+)
 
 
 @st.composite
 def mutated(draw) -> bytes:
     """A valid record, then a few changes: a field dropped, set to another JSON value, a key
     added, in the envelope or its payload; or its bytes cut or spoilt."""
-    value = record_bytes(draw(st.integers(0, 50)), draw(st.integers(0, 3)),
-                         draw(st.none() | st.sampled_from(["c1", "c2"])),
-                         draw(st.sampled_from(["Commit", "Commit", "Claim"])))
+    value = record_bytes(
+        draw(st.integers(0, 50)),
+        draw(st.integers(0, 3)),
+        draw(st.none() | st.sampled_from(["c1", "c2"])),
+        draw(st.sampled_from(["Commit", "Commit", "Claim"])),
+    )
     data = json.loads(value)
     for _ in range(draw(st.integers(0, 3))):
         target = draw(st.sampled_from([data, data, data.get("payload")]))
@@ -120,10 +162,10 @@ def mutated(draw) -> bytes:
     text = json.dumps(data).encode()
     spoil = draw(st.sampled_from(["none"] * 6 + ["cut", "byte", "utf8", "dup"]))
     if spoil == "cut":
-        text = text[:draw(st.integers(0, len(text)))]
+        text = text[: draw(st.integers(0, len(text)))]
     elif spoil == "byte":
         at = draw(st.integers(0, len(text) - 1))
-        text = text[:at] + bytes([draw(st.integers(0, 255))]) + text[at + 1:]
+        text = text[:at] + bytes([draw(st.integers(0, 255))]) + text[at + 1 :]
     elif spoil == "utf8":
         text = text.replace(b'"carbon.super"', b'"carbon\xff.super"', 1)
     elif spoil == "dup":
@@ -137,27 +179,37 @@ def test_the_head_accepts_and_rejects_what_the_pydantic_envelope_does(value):
     assert_same_acceptance(value)
 
 
-@pytest.mark.parametrize("value", [
-    None, b"", b"null", b"[]", b"1", b'"x"', b"\xff\xfe", b"{}",
-    record_bytes(1).replace(b'"id":"', b'"id":"', 1).replace(b'"aggregate_seq":1', b'"aggregate_seq":-1'),
-    record_bytes(1).replace(b'"aggregate_seq":1', b'"aggregate_seq":"1"'),  # lax: pydantic reads it
-    record_bytes(1).replace(b'"aggregate_seq":1', b'"aggregate_seq":1.0'),
-    record_bytes(1).replace(b'"aggregate_seq":1', b'"aggregate_seq":true'),
-    record_bytes(1).replace(b'"tenant"', b'"extra":1,"tenant"'),
-    record_bytes(1).replace(b'"type":"Commit"', b'"type":"Claim"', 1),
-    record_bytes(1).replace(b'"command_type":"Report"', b'"command_type":5'),  # payload only
-    record_bytes(1).replace(b'"claim":null', b'"claim":7'),
-    record_bytes(1, at=datetime(2026, 12, 1, 18, 33, 5, 123456, tzinfo=timezone(timedelta(hours=-5)))),
-    record_bytes(1).replace(b'Z","tenant"', b'789Z","tenant"'),  # 9 fractional digits: truncated
-    record_bytes(1).replace(b'"writer":"w"', b'"writer":"w\x80"'),  # bad UTF-8 where msgspec skips
-    record_bytes(1).replace(b'"tenant":"carbon.super"', "\"tenant\":\"carbon.süper\"".encode()),
-    record_bytes(1).replace(b'"writer":"w"', b'"writer":' + b"[" * 300 + b"]" * 300),  # too deep
-    record_bytes(1).replace(b'"writer":"w"', b'"writer":' + b"[" * 198 + b"]" * 198),
-    record_bytes(1).replace(b'"code":null', b'"code":' + b"7" * 4301),  # longer than pydantic reads
-    record_bytes(1).replace(b'"writer":"w"', b'"writer":"' + b"w" * 5000 + b'"'),
-    record_bytes(1).replace(b'"aggregate_seq":1', b'"aggregate_seq":' + b"7" * 4301),
-    record_bytes(1).replace(b'"aggregate_seq":1', b'"aggregate_seq":' + b"7" * 30),  # beyond int64
-])
+@pytest.mark.parametrize(
+    "value",
+    [
+        None,
+        b"",
+        b"null",
+        b"[]",
+        b"1",
+        b'"x"',
+        b"\xff\xfe",
+        b"{}",
+        record_bytes(1).replace(b'"id":"', b'"id":"', 1).replace(b'"aggregate_seq":1', b'"aggregate_seq":-1'),
+        record_bytes(1).replace(b'"aggregate_seq":1', b'"aggregate_seq":"1"'),  # lax: pydantic reads it
+        record_bytes(1).replace(b'"aggregate_seq":1', b'"aggregate_seq":1.0'),
+        record_bytes(1).replace(b'"aggregate_seq":1', b'"aggregate_seq":true'),
+        record_bytes(1).replace(b'"tenant"', b'"extra":1,"tenant"'),
+        record_bytes(1).replace(b'"type":"Commit"', b'"type":"Claim"', 1),
+        record_bytes(1).replace(b'"command_type":"Report"', b'"command_type":5'),  # payload only
+        record_bytes(1).replace(b'"claim":null', b'"claim":7'),
+        record_bytes(1, at=datetime(2026, 12, 1, 18, 33, 5, 123456, tzinfo=timezone(timedelta(hours=-5)))),
+        record_bytes(1).replace(b'Z","tenant"', b'789Z","tenant"'),  # 9 fractional digits: truncated
+        record_bytes(1).replace(b'"writer":"w"', b'"writer":"w\x80"'),  # bad UTF-8 where msgspec skips
+        record_bytes(1).replace(b'"tenant":"carbon.super"', '"tenant":"carbon.süper"'.encode()),
+        record_bytes(1).replace(b'"writer":"w"', b'"writer":' + b"[" * 300 + b"]" * 300),  # too deep
+        record_bytes(1).replace(b'"writer":"w"', b'"writer":' + b"[" * 198 + b"]" * 198),
+        record_bytes(1).replace(b'"code":null', b'"code":' + b"7" * 4301),  # longer than pydantic reads
+        record_bytes(1).replace(b'"writer":"w"', b'"writer":"' + b"w" * 5000 + b'"'),
+        record_bytes(1).replace(b'"aggregate_seq":1', b'"aggregate_seq":' + b"7" * 4301),
+        record_bytes(1).replace(b'"aggregate_seq":1', b'"aggregate_seq":' + b"7" * 30),  # beyond int64
+    ],
+)
 def test_edge_cases_are_read_as_pydantic_reads_them(value):
     assert_same_acceptance(value)
 
@@ -172,8 +224,9 @@ def test_an_empty_id_is_refused_naming_the_field():
 def test_the_head_is_derived_from_the_envelope_fields():
     fields = msgspec.structs.fields(EnvelopeHead)
     assert [f.name for f in fields] == list(LogRecord.model_fields)
-    assert {f.name: f.default for f in fields if not f.required} == \
-        {n: i.default for n, i in LogRecord.model_fields.items() if not i.is_required()}
+    assert {f.name: f.default for f in fields if not f.required} == {
+        n: i.default for n, i in LogRecord.model_fields.items() if not i.is_required()
+    }
     assert EnvelopeHead.__struct_config__.forbid_unknown_fields
 
 
@@ -185,8 +238,13 @@ def test_a_constraint_the_head_cannot_mirror_stops_it_being_built():
         _envelope_head(Stricter)
 
 
-log_entries = st.lists(st.tuples(st.sampled_from(["Commit", "Commit", "Claim", "bad envelope", "bad payload"]),
-                                 st.sampled_from([None, "first", "last"])), max_size=25)
+log_entries = st.lists(
+    st.tuples(
+        st.sampled_from(["Commit", "Commit", "Claim", "bad envelope", "bad payload"]),
+        st.sampled_from([None, "first", "last"]),
+    ),
+    max_size=25,
+)
 
 
 @hsettings(max_examples=150, deadline=None)
@@ -210,8 +268,8 @@ def test_history_head_keeps_the_same_fences_and_commits_as_history_commit(entrie
         values.append(value)
     full, lazy = History(), History()
     for offset, value in enumerate(values):
-        record, error = outcome(lambda v: full.commit(0, offset, v), value)
-        head, head_error = outcome(lambda v: lazy.head(0, offset, v), value)
+        record, error = outcome(lambda v, offset=offset: full.commit(0, offset, v), value)
+        head, head_error = outcome(lambda v, offset=offset: lazy.head(0, offset, v), value)
         if record is not None:
             assert head is not None and head.record() == record
         elif error is None:
@@ -249,8 +307,13 @@ def test_lazily_read_payloads_equal_the_full_decode_for_every_event_type():
 
 
 def commit_of(aggregate_id: str, seq: int, event) -> bytes:
-    record = envelope(LogRecord, Commit(command_type="Report", outcome="accepted", events=[event]),
-                      aggregate_id, aggregate_seq=seq, causation_id=f"cmd-{aggregate_id}-{seq}")
+    record = envelope(
+        LogRecord,
+        Commit(command_type="Report", outcome="accepted", events=[event]),
+        aggregate_id,
+        aggregate_seq=seq,
+        causation_id=f"cmd-{aggregate_id}-{seq}",
+    )
     return record.model_dump_json().encode()
 
 
@@ -260,23 +323,31 @@ def test_history_and_state_decode_only_their_aggregates_commits(settings):
     full decode gives; a commit of another aggregate whose payload is invalid is not theirs to
     report, a record whose envelope is invalid is reported as before."""
     from infra.log.eventlog import read_history
-    from infra.replay.inspect_log import state_at
     from infra.log.kafka import Appender
     from infra.node.node import partition_for
+    from infra.replay.inspect_log import state_at
     from infra.replay.timetravel import timeline
     from schemas.events import MemberActivated
 
     mine = "carbon.super/cluster/app.php1"
-    other = next(f"carbon.super/cluster/other{n}" for n in range(200)
-                 if partition_for(f"carbon.super/cluster/other{n}", 4) == partition_for(mine, 4))
+    other = next(
+        f"carbon.super/cluster/other{n}"
+        for n in range(200)
+        if partition_for(f"carbon.super/cluster/other{n}", 4) == partition_for(mine, 4)
+    )
     bad_payload = commit_of(other, 2, MemberActivated(member_id="m", cluster_id="o")).replace(
-        b'"outcome":"accepted"', b'"outcome":"maybe"')
+        b'"outcome":"accepted"', b'"outcome":"maybe"'
+    )
     bad_envelope = commit_of(mine, 9, MemberActivated(member_id="m", cluster_id="c")).replace(
-        b'"aggregate_seq":9', b'"aggregate_seq":-9')
-    values = [(mine, commit_of(mine, 1, MemberActivated(member_id="m1", cluster_id="c"))),
-              (other, commit_of(other, 1, MemberActivated(member_id="o1", cluster_id="o"))),
-              (other, bad_payload), (mine, bad_envelope),
-              (mine, commit_of(mine, 2, MemberActivated(member_id="m2", cluster_id="c")))]
+        b'"aggregate_seq":9', b'"aggregate_seq":-9'
+    )
+    values = [
+        (mine, commit_of(mine, 1, MemberActivated(member_id="m1", cluster_id="c"))),
+        (other, commit_of(other, 1, MemberActivated(member_id="o1", cluster_id="o"))),
+        (other, bad_payload),
+        (mine, bad_envelope),
+        (mine, commit_of(mine, 2, MemberActivated(member_id="m2", cluster_id="c"))),
+    ]
     appender = Appender(settings)
     for key, value in values:
         appender.send_raw(settings.topic("events"), key.encode(), value)

@@ -3,6 +3,7 @@ rejection stays rejected across restarts, commands are routed to their aggregate
 poison never stops the node, a paused node's late writes are not history, and a node killed at
 random points of its write path never leaves half a decision, a gap, a repeat or a lost command.
 """
+
 from __future__ import annotations
 
 import random
@@ -12,11 +13,11 @@ from collections import Counter
 import pytest
 
 from infra.log.eventlog import History, read_history
-from infra.node.faults import POINTS
-from infra.replay.inspect_log import digest_all
-from infra.log.kafka import Appender, envelope, ensure_topics, read_to_end
-from infra.node.node import partition_for
+from infra.log.kafka import Appender, ensure_topics, envelope, read_to_end
 from infra.log.recovery import fence_before, recover_partition
+from infra.node.faults import POINTS
+from infra.node.node import partition_for
+from infra.replay.inspect_log import digest_all
 from infra.settings import Settings
 from schemas import commands as C
 from schemas.definitions import NetworkPartition
@@ -35,8 +36,11 @@ def np_aggregate(n: int) -> str:
 
 
 def add_np(n: int, description: str = "") -> C.AddNetworkPartition:
-    return C.AddNetworkPartition(definition=NetworkPartition.model_validate(
-        {"id": f"np{n}", "provider": "mock", "partitions": [{"id": "p1", "description": description}]}))
+    return C.AddNetworkPartition(
+        definition=NetworkPartition.model_validate(
+            {"id": f"np{n}", "provider": "mock", "partitions": [{"id": "p1", "description": description}]}
+        )
+    )
 
 
 def command(payload, target: str, command_id: str | None = None) -> CommandRecord:
@@ -51,6 +55,7 @@ def commits_by_command(settings) -> dict[str, list[LogRecord]]:
 
 
 # --- the retry sequence ---------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("restart_between", [False, True])
 def test_a_retried_rejected_command_leaves_the_definition_absent(settings, client, restart_between):
@@ -82,6 +87,7 @@ def test_a_retried_rejected_command_leaves_the_definition_absent(settings, clien
 
 # --- routing ----------------------------------------------------------------------------------
 
+
 def test_commands_without_their_key_or_off_their_partition_reach_their_aggregate_once(settings, running_node, client):
     target = np_aggregate(2)
     home = partition_for(target, settings.partitions)
@@ -106,6 +112,7 @@ def test_commands_without_their_key_or_off_their_partition_reach_their_aggregate
 
 # --- poison -----------------------------------------------------------------------------------
 
+
 def test_poison_on_the_commands_topic_is_dead_lettered_and_the_node_process_goes_on(settings, client):
     process = start_node(settings.model_copy(update={"node_partitions": list(range(settings.partitions))}))
     try:
@@ -119,15 +126,22 @@ def test_poison_on_the_commands_topic_is_dead_lettered_and_the_node_process_goes
             (b"\xff\xfe-not-utf8", command(C.RemoveNetworkPartition(id="np3"), target).model_dump_json().encode()),
             (target.encode(), None),
             (target.encode(), b"{not json"),
-            (target.encode(), b'{"id": "x", "type": "Nonsense", "aggregate_id": "a/b/c", "occurred_at": '
-                              b'"2026-01-01T00:00:00Z", "payload": {"type": "Nonsense"}}'),
+            (
+                target.encode(),
+                b'{"id": "x", "type": "Nonsense", "aggregate_id": "a/b/c", "occurred_at": '
+                b'"2026-01-01T00:00:00Z", "payload": {"type": "Nonsense"}}',
+            ),
             (target.encode(), b'{"id": "' + b"x" * 950_000),  # near the broker's limit: its letter must fit
         ]
         for key, value in poison:
             send(topic, key, value, partition=home)
         wrong_kind = command(add_np(3), cluster)  # a definition command sent to a cluster
-        send(topic, cluster.encode(), wrong_kind.model_dump_json().encode(),
-             partition=partition_for(cluster, settings.partitions))
+        send(
+            topic,
+            cluster.encode(),
+            wrong_kind.model_dump_json().encode(),
+            partition=partition_for(cluster, settings.partitions),
+        )
         after = client.call(target, C.UpdateNetworkPartition(definition=add_np(3, "after").definition))
         assert isinstance(after, CommandAccepted), "the next good command is handled"
         rejected = client.wait(wrong_kind.id)
@@ -135,8 +149,10 @@ def test_poison_on_the_commands_topic_is_dead_lettered_and_the_node_process_goes
         assert process.is_alive() and process.exitcode is None, "the same node process"
 
         def letters():
-            return [d.record.payload for d in read_to_end(settings, "deadletter")
-                    if d.record.payload.source_topic == topic]
+            return [
+                d.record.payload for d in read_to_end(settings, "deadletter") if d.record.payload.source_topic == topic
+            ]
+
         found = wait_until(lambda: (found := letters()) and len(found) >= 5 and found, message="dead letters")
         reasons = " | ".join(letter.reason for letter in found)
         assert "key: not UTF-8" in reasons and "null value" in reasons and "Invalid JSON" in reasons
@@ -147,6 +163,7 @@ def test_poison_on_the_commands_topic_is_dead_lettered_and_the_node_process_goes
 
 
 # --- fencing ----------------------------------------------------------------------------------
+
 
 def claims(settings) -> list[tuple[int, str, str]]:
     """(partition, claim id, writer) of every Claim, in log order per partition."""
@@ -167,8 +184,7 @@ def test_a_node_paused_past_its_session_timeout_writes_nothing_any_reader_accept
     zombie = start_node(settings, fault="before-append:1:stop")
     survivor = None
     try:
-        wait_until(lambda: len(claims(settings)) >= settings.partitions, timeout=40,
-                   message="the first node's claims")
+        wait_until(lambda: len(claims(settings)) >= settings.partitions, timeout=40, message="the first node's claims")
         zombie_writer = claims(settings)[-1][2]
         sent = command(add_np(4), target)
         client.appender.append("commands", target, sent)
@@ -183,6 +199,7 @@ def test_a_node_paused_past_its_session_timeout_writes_nothing_any_reader_accept
                 record = LogRecord.model_validate_json(raw.value)
                 if record.causation_id == sent.id and record.payload.writer == zombie_writer:
                     return raw.offset
+
         late = wait_until(zombie_commit, timeout=30, message="the zombie's late commit")
     finally:
         end(zombie)
@@ -194,12 +211,12 @@ def test_a_node_paused_past_its_session_timeout_writes_nothing_any_reader_accept
     rebuilt = recover_partition(settings, home)
     assert rebuilt.commits_fenced >= 1 and not rebuilt.problems
     resumed = History(lambda p, o: fence_before(settings, p, o))  # a group reader resuming there
-    raw = next(r for r in read_to_end(settings, "events", partitions=[home], decode_records=False)
-               if r.offset == late)
+    raw = next(r for r in read_to_end(settings, "events", partitions=[home], decode_records=False) if r.offset == late)
     assert resumed.commit(home, late, raw.value) is None
 
 
 # --- the crash-point suite --------------------------------------------------------------------
+
 
 def wave(n: int) -> list[CommandRecord]:
     """Commands of one wave, each with a fixed id: adds, a rejected re-add, updates, a remove,
@@ -207,12 +224,20 @@ def wave(n: int) -> list[CommandRecord]:
     made = []
     for k in range(3):
         target = np_aggregate(10 * n + k)
-        made += [command(add_np(10 * n + k), target, f"w{n}.{k}.add"),
-                 command(add_np(10 * n + k), target, f"w{n}.{k}.readd"),
-                 command(C.UpdateNetworkPartition(definition=add_np(10 * n + k, f"v{n}").definition), target,
-                         f"w{n}.{k}.update"),
-                 command(C.MarkDefinitionUsed(kind="networkPartition", id=f"np{10 * n + k}",
-                                              by=aggregate_id(T, "application", "a")), target, f"w{n}.{k}.use")]
+        made += [
+            command(add_np(10 * n + k), target, f"w{n}.{k}.add"),
+            command(add_np(10 * n + k), target, f"w{n}.{k}.readd"),
+            command(
+                C.UpdateNetworkPartition(definition=add_np(10 * n + k, f"v{n}").definition), target, f"w{n}.{k}.update"
+            ),
+            command(
+                C.MarkDefinitionUsed(
+                    kind="networkPartition", id=f"np{10 * n + k}", by=aggregate_id(T, "application", "a")
+                ),
+                target,
+                f"w{n}.{k}.use",
+            ),
+        ]
     made.append(command(C.RemoveNetworkPartition(id=f"np{10 * n + 2}"), np_aggregate(10 * n + 2), f"w{n}.remove"))
     if n:
         made.append(command(add_np(10 * (n - 1)), np_aggregate(10 * (n - 1)), f"w{n - 1}.0.readd"))
@@ -228,8 +253,7 @@ def test_a_node_killed_anywhere_in_its_write_path_leaves_exactly_the_crash_free_
 
     waves, crashes, runs, rng = 0, 0, 0, random.Random(9)
     # two partitions and no group: a restart costs a process and two claims, not a group join
-    settings = Settings(kafka_bootstrap=broker.bootstrap, topic_prefix=f"crash{uuid.uuid4().hex[:6]}.",
-                        partitions=2)
+    settings = Settings(kafka_bootstrap=broker.bootstrap, topic_prefix=f"crash{uuid.uuid4().hex[:6]}.", partitions=2)
     ensure_topics(settings)
     client = CommandClient(settings)
     fast = settings.model_copy(update={"snapshot_every": 4, "node_partitions": list(range(settings.partitions))})
@@ -244,8 +268,11 @@ def test_a_node_killed_anywhere_in_its_write_path_leaves_exactly_the_crash_free_
         client.appender.flush()
         point = rng.choice(POINTS)
         process = start_node(fast, fault=f"{point}:{rng.randint(1, 3)}")
-        wait_until(lambda: not process.is_alive() or _answered(client, sent), timeout=60,
-                   message="the node crashing or answering everything")
+        wait_until(
+            lambda process=process, sent=sent: not process.is_alive() or _answered(client, sent),
+            timeout=60,
+            message="the node crashing or answering everything",
+        )
         if process.is_alive():
             end(process)
         else:
@@ -259,8 +286,9 @@ def test_a_node_killed_anywhere_in_its_write_path_leaves_exactly_the_crash_free_
     print(f"\ncrash-point suite: {crashes} kills in {runs} runs, {len(sent)} commands")
     assert crashes >= 50
 
-    reference = Settings(kafka_bootstrap=broker.bootstrap, topic_prefix=f"ref{uuid.uuid4().hex[:6]}.",
-                         partitions=settings.partitions)
+    reference = Settings(
+        kafka_bootstrap=broker.bootstrap, topic_prefix=f"ref{uuid.uuid4().hex[:6]}.", partitions=settings.partitions
+    )
     ensure_topics(reference)
     appender = Appender(reference)
     for record in sent:
@@ -269,8 +297,11 @@ def test_a_node_killed_anywhere_in_its_write_path_leaves_exactly_the_crash_free_
     appender.close()
     calm = start_node(reference.model_copy(update={"node_partitions": list(range(reference.partitions))}))
     try:
-        wait_until(lambda: {d.record.payload.command_id for d in read_to_end(reference, "replies")}
-                   >= {c.id for c in sent}, timeout=60, message="the crash-free run")
+        wait_until(
+            lambda: {d.record.payload.command_id for d in read_to_end(reference, "replies")} >= {c.id for c in sent},
+            timeout=60,
+            message="the crash-free run",
+        )
     finally:
         end(calm)
 
@@ -278,7 +309,8 @@ def test_a_node_killed_anywhere_in_its_write_path_leaves_exactly_the_crash_free_
     assert set(crashed) == set(calm_history) == {c.id for c in sent}
     for command_id, commits in crashed.items():
         assert len(commits) == 1, f"{command_id} decided {len(commits)} times: " + "; ".join(
-            f"{c.id} seq {c.aggregate_seq} claim {c.payload.claim} by {c.payload.writer}" for c in commits)
+            f"{c.id} seq {c.aggregate_seq} claim {c.payload.claim} by {c.payload.writer}" for c in commits
+        )
         mine, theirs = commits[0].payload, calm_history[command_id][0].payload
         assert (mine.outcome, [e.type for e in mine.events]) == (theirs.outcome, [e.type for e in theirs.events])
     assert digest_all(settings) == digest_all(reference)
@@ -286,8 +318,9 @@ def test_a_node_killed_anywhere_in_its_write_path_leaves_exactly_the_crash_free_
         with_snapshots = recover_partition(settings, partition)
         cold = recover_partition(settings, partition, use_snapshots=False)
         assert with_snapshots.problems == [] and cold.problems == [], "no gap, no repeat"
-        assert {k: t.state for k, t in with_snapshots.aggregates.items()} == \
-               {k: t.state for k, t in cold.aggregates.items()}
+        assert {k: t.state for k, t in with_snapshots.aggregates.items()} == {
+            k: t.state for k, t in cold.aggregates.items()
+        }
     seqs = Counter()
     for _p, _o, commit in read_history(settings):
         for n, _event in enumerate(commit.payload.events):
@@ -295,18 +328,24 @@ def test_a_node_killed_anywhere_in_its_write_path_leaves_exactly_the_crash_free_
     assert max(seqs.values()) == 1
 
 
-
 def test_poison_on_the_reactors_inputs_and_the_events_topic_stops_neither_reactor_nor_read_model(
-        settings, running_node, client):
+    settings, running_node, client
+):
     from infra.api.read_model import ReadModel
 
     read_model = ReadModel(settings).start()
     appender = client.appender  # signed: each is refused for its own fault, not for being unsigned
-    empty_cluster = (b'{"id": "s1", "type": "InstanceStarted", "aggregate_id": "carbon.super/cluster/x", '
-                     b'"occurred_at": "2026-01-01T00:00:00Z", "payload": {"type": "InstanceStarted", '
-                     b'"member_id": "m", "cluster_id": "", "network_partition_id": "np"}}')
-    poison = {"events": [b"{not json", None], "replies": [b"{not json"],
-              "instance-status": [empty_cluster, None], "health": [b'{"MemberFault": 1']}
+    empty_cluster = (
+        b'{"id": "s1", "type": "InstanceStarted", "aggregate_id": "carbon.super/cluster/x", '
+        b'"occurred_at": "2026-01-01T00:00:00Z", "payload": {"type": "InstanceStarted", '
+        b'"member_id": "m", "cluster_id": "", "network_partition_id": "np"}}'
+    )
+    poison = {
+        "events": [b"{not json", None],
+        "replies": [b"{not json"],
+        "instance-status": [empty_cluster, None],
+        "health": [b'{"MemberFault": 1'],
+    }
     for kind, values in poison.items():
         for value in values:
             for partition in range(settings.partitions):
@@ -315,8 +354,10 @@ def test_poison_on_the_reactors_inputs_and_the_events_topic_stops_neither_reacto
     try:
         target = np_aggregate(5)
         assert isinstance(client.call(target, add_np(5)), CommandAccepted)
-        used = command(C.MarkDefinitionUsed(kind="networkPartition", id="np5",
-                                            by=aggregate_id(T, "application", "nowhere")), target)
+        used = command(
+            C.MarkDefinitionUsed(kind="networkPartition", id="np5", by=aggregate_id(T, "application", "nowhere")),
+            target,
+        )
         client.appender.append("commands", target, used)
         client.wait(used.id)
         commit = commits_by_command(settings)[used.id][0]
@@ -325,12 +366,17 @@ def test_poison_on_the_reactors_inputs_and_the_events_topic_stops_neither_reacto
         wait_until(lambda: read_model.get(T, "networkPartition", "np5"), message="the read model following")
         assert all(thread.is_alive() for thread in running_node.threads)
         assert read_model.thread.is_alive()
+
         def every_poison_dead_lettered() -> bool:
             letters = [d.record.payload for d in read_to_end(settings, "deadletter")]
             by_topic = Counter(letter.source_topic.removeprefix(settings.topic_prefix) for letter in letters)
             return all(by_topic[kind] >= len(values) * settings.partitions for kind, values in poison.items())
 
-        wait_until(every_poison_dead_lettered, timeout=30, interval=0.5,
-                   message="every poison record dead-lettered with its reason")
+        wait_until(
+            every_poison_dead_lettered,
+            timeout=30,
+            interval=0.5,
+            message="every poison record dead-lettered with its reason",
+        )
     finally:
         read_model.stop()

@@ -1,14 +1,17 @@
 """The logging service's pure rules: the per-member token bucket, levels, durations."""
+
 from __future__ import annotations
 
 import pytest
-from hypothesis import given, strategies as st
+from hypothesis import given
+from hypothesis import strategies as st
 
 from streams.logrules import TokenBucket, at_least, level_name, parse_duration
 
 
-@given(st.floats(1, 1000), st.integers(1, 5000),
-       st.lists(st.tuples(st.floats(0, 5), st.integers(0, 3000)), max_size=40))
+@given(
+    st.floats(1, 1000), st.integers(1, 5000), st.lists(st.tuples(st.floats(0, 5), st.integers(0, 3000)), max_size=40)
+)
 def test_a_bucket_passes_at_most_its_burst_plus_its_rate_and_counts_every_refusal(rate, burst, calls):
     bucket, now, asked, passed = TokenBucket(rate, burst), 0.0, 0, 0
     for gap, count in calls:
@@ -27,8 +30,11 @@ def test_a_quiet_member_always_gets_its_burst_after_waiting_long_enough(rate, bu
     assert bucket.take(burst / rate + 0.001, burst) == burst
 
 
-@pytest.mark.parametrize("text, seconds", [("90", 90), ("90s", 90), ("10m", 600), ("2h", 7200), ("1.5d", 129600)],
-                         ids=["bare", "s", "m", "h", "fraction"])
+@pytest.mark.parametrize(
+    "text, seconds",
+    [("90", 90), ("90s", 90), ("10m", 600), ("2h", 7200), ("1.5d", 129600)],
+    ids=["bare", "s", "m", "h", "fraction"],
+)
 def test_durations(text, seconds):
     assert parse_duration(text) == seconds
 

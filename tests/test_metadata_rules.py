@@ -1,4 +1,5 @@
 """The metadata service's rules (actors/metadata.py) and its member tokens, as pure functions."""
+
 from __future__ import annotations
 
 import stat
@@ -13,8 +14,15 @@ from actors.base import Rejection
 from infra.api.metadata_token import MemberTokens, load_key
 from schemas import events as E
 from schemas.domain import ApplicationStatus
-from schemas.metadata import (AddMetadataProperties, MetadataCleared, MetadataProperty, MetadataPropertyRemoved,
-                              MetadataPropertySet, RemoveMetadataProperties, RemoveMetadataProperty)
+from schemas.metadata import (
+    AddMetadataProperties,
+    MetadataCleared,
+    MetadataProperty,
+    MetadataPropertyRemoved,
+    MetadataPropertySet,
+    RemoveMetadataProperties,
+    RemoveMetadataProperty,
+)
 
 DEPLOYED = ApplicationStatus.DEPLOYED
 ALIASES = {"php1", "mysql1"}
@@ -58,9 +66,15 @@ def test_removing_a_value_then_the_last_value_removes_the_property():
     assert events == [MetadataPropertyRemoved(key="restart")] and md == {}
 
 
-@pytest.mark.parametrize("command", [RemoveMetadataProperty(key="nope"), RemoveMetadataProperty(key="k", value="x"),
-                                     RemoveMetadataProperties(alias="php1")],
-                         ids=["unknown property", "unknown value", "empty cluster"])
+@pytest.mark.parametrize(
+    "command",
+    [
+        RemoveMetadataProperty(key="nope"),
+        RemoveMetadataProperty(key="k", value="x"),
+        RemoveMetadataProperties(alias="php1"),
+    ],
+    ids=["unknown property", "unknown value", "empty cluster"],
+)
 def test_removing_what_is_not_there_is_accepted_and_writes_nothing(command):
     """Stratos answered 200: an agent's clean-up hook that removes its value twice must not fail."""
     _, md = run({}, add("k", "v"))
@@ -74,8 +88,9 @@ def test_removing_the_application_properties_removes_its_clusters_too_as_stratos
     assert events == [MetadataCleared(everything=True)] and md == {}
 
 
-@pytest.mark.parametrize("status", [ApplicationStatus.CREATED, ApplicationStatus.DEPLOYING,
-                                    ApplicationStatus.UNDEPLOYING])
+@pytest.mark.parametrize(
+    "status", [ApplicationStatus.CREATED, ApplicationStatus.DEPLOYING, ApplicationStatus.UNDEPLOYING]
+)
 def test_publishing_needs_a_deployed_application(status):
     with pytest.raises(Rejection, match="its metadata exists only while it is deployed"):
         M.decide("app", status, ALIASES, {}, add("k", "v"))
@@ -94,8 +109,12 @@ def test_an_unknown_cluster_alias_is_404_naming_it_and_the_aliases():
 
 
 def test_undeploying_removes_the_metadata_in_the_application_fold():
-    state = ApplicationState(aggregate_id="carbon.super/application/app", kind="application",
-                             status=ApplicationStatus.UNDEPLOYING, metadata={"": {"k": ["v"]}})
+    state = ApplicationState(
+        aggregate_id="carbon.super/application/app",
+        kind="application",
+        status=ApplicationStatus.UNDEPLOYING,
+        metadata={"": {"k": ["v"]}},
+    )
     assert apply(state, E.ApplicationUndeployed(release=[])).metadata == {}
 
 
@@ -140,7 +159,7 @@ def test_a_token_names_its_member_and_any_change_breaks_it(tmp_path):
     token = tokens.token("example.org", "app", "php1.abc")
     claim = tokens.check(token)
     assert (claim.tenant, claim.application_id, claim.member_id) == ("example.org", "app", "php1.abc")
-    body, mac = token[len("stm1."):].split(".")
+    body, mac = token[len("stm1.") :].split(".")
     other = tokens.token("example.org", "other-app", "php1.abc")
     assert tokens.check(f"stm1.{other.split('.')[1]}.{mac}") is None  # another body under this mac
     assert tokens.check(token[:-2] + ("AA" if token[-2:] != "AA" else "BB")) is None

@@ -2,6 +2,7 @@
 simulated instances) and the API: the round trip Stratos's cartridge agent makes with the TOKEN
 of its payload, other members' tokens refused (401), another tenant's application not found
 (404), and undeploying removing the properties."""
+
 from __future__ import annotations
 
 import json
@@ -37,7 +38,7 @@ class StratosAgentMetadata:
         self.token = payload["TOKEN"]
 
     def _open(self, request: urllib.request.Request, data: bytes | None = None):
-        request.add_header("Authorization", "Bearer %s" % self.token)
+        request.add_header("Authorization", f"Bearer {self.token}")
         request.add_header("Content-Type", "application/json")
         return urllib.request.urlopen(request, data, timeout=30)
 
@@ -64,10 +65,17 @@ class MDSPutRequest:
 @pytest.fixture(scope="module")
 def running(broker, tmp_path_factory):
     api_port = free_port()
-    settings = Settings(kafka_bootstrap=broker.bootstrap, topic_prefix=f"t{uuid.uuid4().hex[:8]}.",
-                        partitions=4, admin_password=ADMIN_PASSWORD, password_hash_rounds=4,
-                        api_port=api_port, state_dir=tmp_path_factory.mktemp("metadata"),
-                        cloud_reconcile_seconds=0.5, health_publish_seconds=0.5)
+    settings = Settings(
+        kafka_bootstrap=broker.bootstrap,
+        topic_prefix=f"t{uuid.uuid4().hex[:8]}.",
+        partitions=4,
+        admin_password=ADMIN_PASSWORD,
+        password_hash_rounds=4,
+        api_port=api_port,
+        state_dir=tmp_path_factory.mktemp("metadata"),
+        cloud_reconcile_seconds=0.5,
+        health_publish_seconds=0.5,
+    )
     ensure_topics(settings)
     node = RunningNode(settings)
     cloud = RunningCloud(settings)
@@ -89,14 +97,16 @@ def deploy(client: httpx.Client, application: dict) -> None:
 
 def payload_of(cloud: RunningCloud, application_id: str) -> dict:
     """The payload of one of the application's instances, as its node carries it."""
+
     def found():
         controller = cloud.controller
-        for member_id, spawn in list(controller.book.spawns.items()):
+        for _member_id, spawn in list(controller.book.spawns.items()):
             if spawn.metadata.get("APPLICATION_ID") == application_id and controller.book.state(spawn):
                 node = controller.find_node(spawn)
                 if node is not None:  # the cloud's own record: its API masks the payload's secrets
                     return cloud.cloud.get(node.id).metadata
         return None
+
     return wait_until(found, timeout=60, message=f"an instance of {application_id} with its payload")
 
 
@@ -119,8 +129,17 @@ def test_the_agents_round_trip_with_the_token_of_its_payload(running, tenant_app
     agent = StratosAgentMetadata(payload)
     assert agent.put({"key": "wka", "values": ["10.0.0.1"]}, app=True) == 201
     assert agent.put({"key": "wka", "values": "10.0.0.2"}, app=True) == 201  # a bare string, as plugins send
-    assert agent.put(MDSPutRequest([{"key": "CALLBACK_URL", "values": "https://php/saml"},
-                                    {"key": "SSO_ISSUER", "values": ["travelocity.com"]}])) == 201
+    assert (
+        agent.put(
+            MDSPutRequest(
+                [
+                    {"key": "CALLBACK_URL", "values": "https://php/saml"},
+                    {"key": "SSO_ISSUER", "values": ["travelocity.com"]},
+                ]
+            )
+        )
+        == 201
+    )
     assert agent.get(app=True) == {"wka": ["10.0.0.1", "10.0.0.2"]}
     assert agent.get() == {"CALLBACK_URL": ["https://php/saml"], "SSO_ISSUER": ["travelocity.com"]}
     assert agent.delete_property_value("wka", "10.0.0.1") == 200
@@ -134,10 +153,12 @@ def test_the_agents_round_trip_with_the_token_of_its_payload(running, tenant_app
     assert reply.json() == {"key": "SSO_ISSUER", "values": ["travelocity.com"]}
     assert user.delete(f"{base}/clusters/php1/properties/CALLBACK_URL").status_code == 200
     assert user.get(f"{base}/clusters/php1/properties").json() == {
-        "properties": [{"key": "SSO_ISSUER", "values": ["travelocity.com"]}]}
+        "properties": [{"key": "SSO_ISSUER", "values": ["travelocity.com"]}]
+    }
     missing = user.get(f"{base}/properties/nope")
-    assert missing.status_code == 404 and missing.json()["message"] == \
-        f"property 'nope' not found in application '{APP}'"
+    assert (
+        missing.status_code == 404 and missing.json()["message"] == f"property 'nope' not found in application '{APP}'"
+    )
 
 
 def test_another_members_token_forged_tokens_and_no_token_are_refused_401(running, tenant_apps):
@@ -146,8 +167,9 @@ def test_another_members_token_forged_tokens_and_no_token_are_refused_401(runnin
     url = f"{platform.url}/metadata/api/applications/{APP}/properties"
     refused = httpx.get(url, headers={"Authorization": f"Bearer {other['TOKEN']}"})
     assert refused.status_code == 401
-    assert refused.json()["message"] == (f"the token of member {other['memberId']!r} is valid for "
-                                         f"application '{OTHER}' only, not '{APP}'")
+    assert refused.json()["message"] == (
+        f"the token of member {other['memberId']!r} is valid for application '{OTHER}' only, not '{APP}'"
+    )
     forged = payload["TOKEN"][:-4] + ("AAAA" if not payload["TOKEN"].endswith("AAAA") else "BBBB")
     assert httpx.get(url, headers={"Authorization": f"Bearer {forged}"}).status_code == 401
     assert httpx.post(url, json={"key": "k", "values": ["v"]}).status_code == 401
@@ -162,8 +184,9 @@ def test_another_tenants_application_is_not_found(running, tenant_apps):
     with platform.client(f"admin@{stranger}", "tenant-pw") as client:
         reply = client.get(f"{platform.url}/metadata/api/applications/{APP}/properties")
         assert reply.status_code == 404 and reply.json()["message"] == f"application '{APP}' not found"
-        posted = client.post(f"{platform.url}/metadata/api/applications/{APP}/properties",
-                             json={"key": "k", "values": ["v"]})
+        posted = client.post(
+            f"{platform.url}/metadata/api/applications/{APP}/properties", json={"key": "k", "values": ["v"]}
+        )
         assert posted.status_code == 404
 
 
@@ -185,8 +208,11 @@ def test_undeploying_removes_the_properties_and_ends_the_members_tokens(running,
     agent = StratosAgentMetadata(other)
     assert agent.put({"key": "db", "values": ["10.0.0.9"]}, app=True) == 201
     assert user.post(f"/applications/{OTHER}/undeploy").status_code == 202
-    wait_until(lambda: user.get(f"/applications/{OTHER}").json()["status"] == "Created", timeout=60,
-               message=f"{OTHER} undeployed")
+    wait_until(
+        lambda: user.get(f"/applications/{OTHER}").json()["status"] == "Created",
+        timeout=60,
+        message=f"{OTHER} undeployed",
+    )
     reply = user.get(f"{platform.url}/metadata/api/applications/{OTHER}/properties")
     assert reply.status_code == 200 and reply.json() == {"properties": []}
     with pytest.raises(urllib.error.HTTPError) as caught:
@@ -203,7 +229,9 @@ def test_cli_verbs_add_list_remove_and_name_errors(running, tenant_apps):
     domain = tenant_apps[0]
     login = ["--url", platform.url, "--username", f"admin@{domain}", "--password", "tenant-pw"]
     runner = CliRunner()
-    added = runner.invoke(app, ["add-metadata", APP, "-c", "php1", "-k", "db", "-v", "10.0.0.5", "-v", "10.0.0.6", *login])
+    added = runner.invoke(
+        app, ["add-metadata", APP, "-c", "php1", "-k", "db", "-v", "10.0.0.5", "-v", "10.0.0.6", *login]
+    )
     assert added.exit_code == 0 and f"Properties added: [application-id] {APP} [cluster] php1" in added.output
     listed = runner.invoke(app, ["list-metadata", APP, "-c", "php1", "--json", *login])
     assert {"key": "db", "values": ["10.0.0.5", "10.0.0.6"]} in json.loads(listed.output)["properties"]

@@ -1,10 +1,13 @@
 """The metering fold (actors/metering.py) as a pure function of cluster histories: property tests
 on generated member lifecycles (given events, then usage)."""
+
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
-from hypothesis import HealthCheck, given, settings as hsettings, strategies as st
+from hypothesis import HealthCheck, given
+from hypothesis import settings as hsettings
+from hypothesis import strategies as st
 
 from actors.metering import Meter, periods, usage
 from schemas import events as E
@@ -20,17 +23,24 @@ def cluster_key(tenant: str) -> str:
 
 
 def commit(tenant: str, seq: int, at: float, events: list, n: int) -> LogRecord:
-    return LogRecord(id=f"c{tenant}{n}", type="Commit", aggregate_id=cluster_key(tenant), aggregate_seq=seq,
-                     occurred_at=datetime.fromtimestamp(at, timezone.utc), tenant=tenant,
-                     causation_id=f"cmd-{tenant}-{n}",
-                     payload=Commit(command_type="Test", outcome="accepted", events=events))
+    return LogRecord(
+        id=f"c{tenant}{n}",
+        type="Commit",
+        aggregate_id=cluster_key(tenant),
+        aggregate_seq=seq,
+        occurred_at=datetime.fromtimestamp(at, UTC),
+        tenant=tenant,
+        causation_id=f"cmd-{tenant}-{n}",
+        payload=Commit(command_type="Test", outcome="accepted", events=events),
+    )
 
 
 member_life = st.tuples(
-    st.sampled_from(TENANTS), st.sampled_from(["p1", "p2"]),
-    st.integers(0, 1000),                       # spawned at
+    st.sampled_from(TENANTS),
+    st.sampled_from(["p1", "p2"]),
+    st.integers(0, 1000),  # spawned at
     st.one_of(st.none(), st.integers(1, 500)),  # pending for (None: never active)
-    st.one_of(st.none(), st.integers(1, 2000)), # then terminated after (None: still there)
+    st.one_of(st.none(), st.integers(1, 2000)),  # then terminated after (None: still there)
 )
 
 
@@ -41,9 +51,22 @@ def history(lives) -> list[LogRecord]:
     for n, (tenant, partition, spawned, pending, running) in enumerate(lives):
         mid = f"php1.m{n}"
         ids = dict(member_id=mid, cluster_id=SPEC.cluster_id)
-        timeline.append((spawned, tenant, [E.MemberSpawnRequested(
-            **ids, application_id="app", cartridge_type="php", network_partition_id="np1",
-            partition_id=partition, provider="mock")]))
+        timeline.append(
+            (
+                spawned,
+                tenant,
+                [
+                    E.MemberSpawnRequested(
+                        **ids,
+                        application_id="app",
+                        cartridge_type="php",
+                        network_partition_id="np1",
+                        partition_id=partition,
+                        provider="mock",
+                    )
+                ],
+            )
+        )
         if pending is None:
             if running is not None:
                 timeline.append((spawned + running, tenant, [E.MemberTerminated(**ids)]))
@@ -136,9 +159,11 @@ def test_pending_time_is_counted_apart_and_a_repeated_commit_counts_once():
 def test_scaling_actions_count_decisions_that_spawned_or_terminated():
     spec = SPEC.model_copy(update={"iaas": IAAS})
     decided = dict(required=3, active=1, pending=0, scale_down_requests=0, reason="AboveThreshold", metric="load")
-    commits = [commit("acme.org", 1, 10, [E.ClusterCreated(spec=spec)], 0),
-               commit("acme.org", 2, 20, [E.ScalingDecided(**decided, spawn=2, terminate=0)], 1),
-               commit("acme.org", 3, 30, [E.ScalingDecided(**decided, spawn=0, terminate=0)], 2)]
+    commits = [
+        commit("acme.org", 1, 10, [E.ClusterCreated(spec=spec)], 0),
+        commit("acme.org", 2, 20, [E.ScalingDecided(**decided, spawn=2, terminate=0)], 1),
+        commit("acme.org", 3, 30, [E.ScalingDecided(**decided, spawn=0, terminate=0)], 2),
+    ]
     [row] = usage(folded(commits), "acme.org", 0, 100, "application")
     assert row == {**row, "application": "app", "scaling_actions": 1, "member_seconds": 0.0}
 

@@ -1,4 +1,5 @@
 """The mock IaaS: its cloud (durable), its libcloud driver over HTTP, health patterns, and its API."""
+
 from __future__ import annotations
 
 import pytest
@@ -93,15 +94,23 @@ def test_the_cloud_keeps_nodes_ids_cursors_patterns_and_failures_across_a_restar
     cloud.create("m2", {"tenant": "t1"})
     cloud.destroy("m2")
     cloud.set_agent_status(first, "Activated")
-    cloud.replace_patterns("php", CartridgePatterns.model_validate(
-        {"load-average": {"sampleValues": [70], "sampleDuration": 30, "mode": "continue"}}))
+    cloud.replace_patterns(
+        "php",
+        CartridgePatterns.model_validate(
+            {"load-average": {"sampleValues": [70], "sampleDuration": 30, "mode": "continue"}}
+        ),
+    )
     cloud.fail_next_starts(1, "quota exceeded")
     cloud.close()
 
     again = MockCloud(path)
     (kept,) = again.all()
-    assert (kept.node_id, kept.private_ip, kept.agent_status, kept.metadata) == \
-           ("m1", first.private_ip, "Activated", {"tenant": "t1"})
+    assert (kept.node_id, kept.private_ip, kept.agent_status, kept.metadata) == (
+        "m1",
+        first.private_ip,
+        "Activated",
+        {"tenant": "t1"},
+    )
     assert again.patterns.values("php") == {"load_average": 70}
     with pytest.raises(LibcloudError, match="quota exceeded"):
         again.create("m3", {})
@@ -123,20 +132,33 @@ def test_a_freed_address_is_handed_out_again_only_when_no_live_node_holds_it():
 
 def test_patterns_from_a_file_do_not_override_patterns_replaced_at_run_time(tmp_path):
     path = tmp_path / "patterns.yaml"
-    path.write_text("php:\n  load-average: {sampleValues: [20], sampleDuration: 10}\n"
-                    "tomcat:\n  load-average: {sampleValues: [30], sampleDuration: 10}\n")
+    path.write_text(
+        "php:\n  load-average: {sampleValues: [20], sampleDuration: 10}\n"
+        "tomcat:\n  load-average: {sampleValues: [30], sampleDuration: 10}\n"
+    )
     cloud = MockCloud()
-    cloud.replace_patterns("php", CartridgePatterns.model_validate(
-        {"load-average": {"sampleValues": [90], "sampleDuration": 10}}))
+    cloud.replace_patterns(
+        "php", CartridgePatterns.model_validate({"load-average": {"sampleValues": [90], "sampleDuration": 10}})
+    )
     assert cloud.load_patterns(path) == ["tomcat"]
     assert cloud.patterns.values("php") == {"load_average": 90}
 
 
-@pytest.mark.parametrize("mode, elapsed, expected", [
-    ("loop", 0.0, 10), ("loop", 1.9, 10), ("loop", 2.0, 50), ("loop", 4.0, 90),
-    ("loop", 6.5, 10), ("continue", 6.5, 90), ("continue", 600, 90), ("stop", 5.9, 90),
-    ("stop", 6.0, None),
-], ids=lambda v: str(v))
+@pytest.mark.parametrize(
+    "mode, elapsed, expected",
+    [
+        ("loop", 0.0, 10),
+        ("loop", 1.9, 10),
+        ("loop", 2.0, 50),
+        ("loop", 4.0, 90),
+        ("loop", 6.5, 10),
+        ("continue", 6.5, 90),
+        ("continue", 600, 90),
+        ("stop", 5.9, 90),
+        ("stop", 6.0, None),
+    ],
+    ids=lambda v: str(v),
+)
 def test_pattern_holds_each_value_for_its_duration_then_follows_its_mode(mode, elapsed, expected):
     pattern = SamplePattern(sampleValues=[10, 50, 90], sampleDuration=2, mode=mode)
     assert pattern.value_at(elapsed) == expected
@@ -146,8 +168,10 @@ def test_patterns_restart_their_timeline_when_replaced_and_stop_goes_silent(tmp_
     now = [1000.0]
     patterns = HealthPatterns(clock=lambda: now[0])
     path = tmp_path / "patterns.yaml"
-    path.write_text("php:\n  load-average: {sampleValues: [20, 80], sampleDuration: 10, mode: stop}\n"
-                    "  memory-consumption: {sampleValues: [40], sampleDuration: 5, mode: continue}\n")
+    path.write_text(
+        "php:\n  load-average: {sampleValues: [20, 80], sampleDuration: 10, mode: stop}\n"
+        "  memory-consumption: {sampleValues: [40], sampleDuration: 5, mode: continue}\n"
+    )
     assert patterns.load(path) == ["php"]
     assert patterns.values("php") == {"load_average": 20, "memory_consumption": 40}
     now[0] += 25
@@ -191,10 +215,12 @@ def test_rest_view_replaces_health_patterns_and_rejects_bad_ones_naming_the_fiel
     body = {"load-average": {"sampleValues": [70, 90], "sampleDuration": 30, "mode": "continue"}}
     assert http.put("/mock-iaas/api/health-patterns/php", json=body).status_code == 200
     assert http.get("/mock-iaas/api/health-patterns/php").json() == {
-        "load-average": {"sampleValues": [70.0, 90.0], "sampleDuration": 30.0, "mode": "continue"}}
+        "load-average": {"sampleValues": [70.0, 90.0], "sampleDuration": 30.0, "mode": "continue"}
+    }
     assert served.cloud.patterns.values("php") == {"load_average": 70}
-    bad = http.put("/mock-iaas/api/health-patterns/php",
-                   json={"load-average": {"sampleValues": [1], "sampleDuration": 0}})
+    bad = http.put(
+        "/mock-iaas/api/health-patterns/php", json={"load-average": {"sampleValues": [1], "sampleDuration": 0}}
+    )
     assert bad.status_code == 400 and "load-average.sampleDuration" in bad.json()["message"]
     unknown = http.put("/mock-iaas/api/health-patterns/php", json={"cpu": {"sampleValues": [1], "sampleDuration": 1}})
     assert unknown.status_code == 400 and "cpu" in unknown.json()["message"]
@@ -218,8 +244,10 @@ def test_active_mock_instances_publish_health_from_the_pattern_put_at_run_time(c
     deploy(client)
     (member,) = wait_until(lambda: active_members(cloud_settings), timeout=40, message="an Active member")
     http = cloud.http
-    body = {"memory-consumption": {"sampleValues": [42], "sampleDuration": 60, "mode": "continue"},
-            "requests-in-flight": {"sampleValues": [7], "sampleDuration": 60, "mode": "continue"}}
+    body = {
+        "memory-consumption": {"sampleValues": [42], "sampleDuration": 60, "mode": "continue"},
+        "requests-in-flight": {"sampleValues": [7], "sampleDuration": 60, "mode": "continue"},
+    }
     assert http.put("/health-patterns/php", json=body).status_code == 200
 
     def stats():
@@ -237,9 +265,16 @@ def test_active_mock_instances_publish_health_from_the_pattern_put_at_run_time(c
 
 def test_stratos_paths_a_tenant_sees_and_crashes_only_its_own_and_changes_nothing(api):
     http, served = api
-    started = http.post("/mock-iaas/api/instances", json={
-        "memberId": "php1.t1", "clusterId": "c1", "applicationId": "app", "networkPartitionId": "np1",
-        "metadata": {"tenant": "t1.com"}})
+    started = http.post(
+        "/mock-iaas/api/instances",
+        json={
+            "memberId": "php1.t1",
+            "clusterId": "c1",
+            "applicationId": "app",
+            "networkPartitionId": "np1",
+            "metadata": {"tenant": "t1.com"},
+        },
+    )
     assert started.status_code == 201, started.text
     assert (started.json()["instanceId"], started.json()["clusterId"]) == ("php1.t1", "c1")
     served.driver.create_node(name="php1.super", ex_metadata={"tenant": "carbon.super"})
@@ -260,16 +295,20 @@ def test_stratos_paths_a_tenant_sees_and_crashes_only_its_own_and_changes_nothin
     assert http.get("/mock-iaas/api/instances", headers={"Authorization": "Bearer wrong"}).status_code == 401
 
 
-@pytest.mark.parametrize("event, agent_status, expected", [
-    ("MemberInitialized", None, ("InstanceStarted", "Started")),
-    ("MemberInitialized", "Created", ("InstanceStarted", "Started")),
-    ("MemberInitialized", "Started", None),
-    ("MemberInitialized", "Activated", None),
-    ("MemberStarting", "Started", ("InstanceActivated", "Activated")),
-    ("MemberStarting", "Activated", None),
-    ("MemberInMaintenance", "MaintenanceMode", ("InstanceReadyToShutdown", "ReadyToShutdown")),
-    ("MemberInMaintenance", "ReadyToShutdown", None),
-], ids=lambda v: str(v))
+@pytest.mark.parametrize(
+    "event, agent_status, expected",
+    [
+        ("MemberInitialized", None, ("InstanceStarted", "Started")),
+        ("MemberInitialized", "Created", ("InstanceStarted", "Started")),
+        ("MemberInitialized", "Started", None),
+        ("MemberInitialized", "Activated", None),
+        ("MemberStarting", "Started", ("InstanceActivated", "Activated")),
+        ("MemberStarting", "Activated", None),
+        ("MemberInMaintenance", "MaintenanceMode", ("InstanceReadyToShutdown", "ReadyToShutdown")),
+        ("MemberInMaintenance", "ReadyToShutdown", None),
+    ],
+    ids=lambda v: str(v),
+)
 def test_an_agent_says_only_what_moves_it_forward(event, agent_status, expected):
     """Without the rule, a mock IaaS reading its members' events again after a restart would
     say Started again for every Active node (a rejected command each)."""
@@ -297,15 +336,24 @@ def test_restarted_agents_carry_on_a_half_started_node_and_repeat_nothing(settin
     cloud.set_agent_status(cloud.get("done"), "Activated")
     appender = Appender(settings)
     for seq, member in enumerate(("half", "done", "marker"), start=1):
-        commit = Commit(command_type="Test", outcome="accepted",
-                        events=[E.MemberInitialized(member_id=member, cluster_id="c1", node_id=member)])
-        appender.send_raw(settings.topic("events"), key.encode(),
-                          encode(envelope(LogRecord, commit, key, aggregate_seq=seq, tenant="carbon.super")),
-                          partition=0).get(timeout=10)
+        commit = Commit(
+            command_type="Test",
+            outcome="accepted",
+            events=[E.MemberInitialized(member_id=member, cluster_id="c1", node_id=member)],
+        )
+        appender.send_raw(
+            settings.topic("events"),
+            key.encode(),
+            encode(envelope(LogRecord, commit, key, aggregate_seq=seq, tenant="carbon.super")),
+            partition=0,
+        ).get(timeout=10)
     appender.close()
     agents = SimulatedAgents(settings, cloud).start()
     try:
-        said = lambda: [(d.record.type, d.record.payload.member_id) for d in read_to_end(settings, "instance-status")]
+
+        def said():
+            return [(d.record.type, d.record.payload.member_id) for d in read_to_end(settings, "instance-status")]
+
         wait_until(lambda: ("InstanceStarted", "marker") in said(), timeout=30, message="the marker answered")
         assert said() == [("InstanceStarted", "half"), ("InstanceStarted", "marker")]
         assert cloud.get("half").agent_status == "Started" and cloud.get("done").agent_status == "Activated"

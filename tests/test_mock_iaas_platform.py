@@ -6,6 +6,7 @@ Stratos's smoke test, through `/mock-iaas/api` on the API's port: in-use removal
 deploy, kill every member with DELETE, the application heals, undeploy, the mock IaaS holds no
 instance, and every removal then succeeds. And who may see and crash what.
 """
+
 from __future__ import annotations
 
 import uuid
@@ -38,15 +39,23 @@ DEFINED = [  # what the sample application needs, in the order its references ne
 
 class Stack:
     def __init__(self, broker, state_dir) -> None:
-        settings = Settings(kafka_bootstrap=broker.bootstrap, topic_prefix=f"t{uuid.uuid4().hex[:8]}.",
-                            partitions=4, admin_password=ADMIN_PASSWORD, password_hash_rounds=4,
-                            state_dir=state_dir, cloud_reconcile_seconds=0.3, cloud_retry_seconds=0.1,
-                            health_publish_seconds=0.5)
+        settings = Settings(
+            kafka_bootstrap=broker.bootstrap,
+            topic_prefix=f"t{uuid.uuid4().hex[:8]}.",
+            partitions=4,
+            admin_password=ADMIN_PASSWORD,
+            password_hash_rounds=4,
+            state_dir=state_dir,
+            cloud_reconcile_seconds=0.3,
+            cloud_retry_seconds=0.1,
+            health_publish_seconds=0.5,
+        )
         ensure_topics(settings)
         self.node = RunningNode(settings)
         self.cloud = RunningCloud(settings)
-        self.settings = settings.model_copy(update={"mock_iaas_url": self.cloud.service.url,
-                                                    "mock_iaas_key": SecretStr(self.cloud.service.key)})
+        self.settings = settings.model_copy(
+            update={"mock_iaas_url": self.cloud.service.url, "mock_iaas_key": SecretStr(self.cloud.service.key)}
+        )
         self.server = ApiServer(create_app(self.settings), port=free_port()).start()
         self.url = self.server.url
 
@@ -57,8 +66,15 @@ class Stack:
     def new_tenant(self) -> str:
         domain = f"t{uuid.uuid4().hex[:8]}.org"
         with self.client() as admin:
-            reply = admin.post("/api/tenants", json={"tenantDomain": domain, "admin": "admin",
-                                                     "adminPassword": "tenant-pw", "email": f"admin@{domain}"})
+            reply = admin.post(
+                "/api/tenants",
+                json={
+                    "tenantDomain": domain,
+                    "admin": "admin",
+                    "adminPassword": "tenant-pw",
+                    "email": f"admin@{domain}",
+                },
+            )
         assert reply.status_code == 201, reply.text
         return domain
 
@@ -89,8 +105,13 @@ def define(client: httpx.Client) -> None:
 
 def active_members(client: httpx.Client) -> set[str]:
     runtime = client.get(f"/api/applications/{APP}/runtime").json()
-    return {m["memberId"] for instance in runtime.get("applicationInstances") or []
-            for cluster in instance["clusterInstances"] for m in cluster["member"] if m["status"] == "Active"}
+    return {
+        m["memberId"]
+        for instance in runtime.get("applicationInstances") or []
+        for cluster in instance["clusterInstances"]
+        for m in cluster["member"]
+        if m["status"] == "Active"
+    }
 
 
 def instances(client: httpx.Client) -> list[str]:
@@ -113,24 +134,36 @@ def test_stratos_smoke_test_through_the_mock_iaas_on_the_api_port(stack):
         for member in first:  # kill every member
             crashed = tenant.delete(f"/mock-iaas/api/instances/{member}")
             assert crashed.status_code == 200 and crashed.json()["status"] == "success", crashed.text
-        healed = wait_until(lambda: (now := active_members(tenant)) and not now & first and now,
-                            timeout=60, message="the application healed with new members")
+        healed = wait_until(
+            lambda: (now := active_members(tenant)) and not now & first and now,
+            timeout=60,
+            message="the application healed with new members",
+        )
         assert len(healed) == len(first) and instances(tenant) == sorted(healed)
 
         assert tenant.post(f"/api/applications/{APP}/undeploy").status_code == 202
         wait_until(lambda: instances(tenant) == [], timeout=60, message="the mock IaaS empty")
         for path, _name, definition_id in reversed(DEFINED):  # every removal now succeeds
-            wait_until(lambda: tenant.delete(f"/api/{path}/{definition_id}").status_code == 200,
-                       timeout=30, message=f"{path}/{definition_id} removed")
+            wait_until(
+                lambda path=path, definition_id=definition_id: (
+                    tenant.delete(f"/api/{path}/{definition_id}").status_code == 200
+                ),
+                timeout=30,
+                message=f"{path}/{definition_id} removed",
+            )
         assert tenant.get(f"/api/applications/{APP}").status_code == 404
 
 
 def test_who_may_see_crash_and_change_what_on_the_mock_iaas(stack):
     owner, other = stack.new_tenant(), stack.new_tenant()
     node = stack.cloud.service.endpoint.driver().create_node(
-        name=f"php1.{uuid.uuid4().hex[:6]}", ex_metadata={"tenant": owner, "clusterId": "c1"})
-    with stack.client(f"admin@{other}", "tenant-pw") as stranger, \
-            stack.client(f"admin@{owner}", "tenant-pw") as admin, stack.client() as super_admin:
+        name=f"php1.{uuid.uuid4().hex[:6]}", ex_metadata={"tenant": owner, "clusterId": "c1"}
+    )
+    with (
+        stack.client(f"admin@{other}", "tenant-pw") as stranger,
+        stack.client(f"admin@{owner}", "tenant-pw") as admin,
+        stack.client() as super_admin,
+    ):
         assert node.id not in instances(stranger)
         assert stranger.delete(f"/mock-iaas/api/instances/{node.id}").status_code == 404
         assert stranger.get("/mock-iaas/api/status").json()["instances"] == 0
@@ -146,8 +179,14 @@ def test_who_may_see_crash_and_change_what_on_the_mock_iaas(stack):
         assert status["durable"] is True and status["listings"]["count"] >= 1  # the controller reconciles
         assert admin.delete(f"/mock-iaas/api/instances/{node.id}").status_code == 200
         assert node.id not in instances(super_admin)
-    user = {"userName": "viewer", "role": "user", "credential": "viewer-pw", "firstName": "V",
-            "lastName": "W", "email": "v@example.org"}
+    user = {
+        "userName": "viewer",
+        "role": "user",
+        "credential": "viewer-pw",
+        "firstName": "V",
+        "lastName": "W",
+        "email": "v@example.org",
+    }
     with stack.client(f"admin@{owner}", "tenant-pw") as admin:
         assert admin.post("/api/users", json=user).status_code == 201
     with stack.client(f"viewer@{owner}", "viewer-pw") as viewer:

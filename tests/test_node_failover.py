@@ -1,4 +1,5 @@
 """Real node processes: kill -9 while commands flow, and two nodes sharing the partitions."""
+
 from __future__ import annotations
 
 import os
@@ -21,11 +22,16 @@ T = "carbon.super"
 
 
 def start_node(settings, tmp_path, name: str) -> subprocess.Popen:
-    env = {**os.environ, "STRATOS_KAFKA_BOOTSTRAP": settings.kafka_bootstrap,
-           "STRATOS_TOPIC_PREFIX": settings.topic_prefix, "STRATOS_SNAPSHOT_EVERY": "40"}
-    log = open(tmp_path / f"{name}.log", "ab")
-    return subprocess.Popen([sys.executable, "-m", "infra.cli", "node"], env=env, stdout=log,
-                            stderr=subprocess.STDOUT)
+    env = {
+        **os.environ,
+        "STRATOS_KAFKA_BOOTSTRAP": settings.kafka_bootstrap,
+        "STRATOS_TOPIC_PREFIX": settings.topic_prefix,
+        "STRATOS_SNAPSHOT_EVERY": "40",
+    }
+    with open(tmp_path / f"{name}.log", "ab") as log:  # the node holds its own copy
+        return subprocess.Popen(
+            [sys.executable, "-m", "infra.cli", "node"], env=env, stdout=log, stderr=subprocess.STDOUT
+        )
 
 
 def cartridge_command(n: int):
@@ -48,11 +54,10 @@ def test_kill_9_while_commands_flow_loses_nothing_and_applies_nothing_twice(sett
         first.send_signal(signal.SIGKILL)
         first.wait()
         second = start_node(settings, tmp_path, "second")
-        wait_until(lambda: all(c in client.replies for c in sent), timeout=90,
-                   message="a reply to every command")
+        wait_until(lambda: all(c in client.replies for c in sent), timeout=90, message="a reply to every command")
         added = Counter(e.payload.definition.type for e in events_of(settings) if e.type == "CartridgeAdded")
         assert sorted(added) == sorted(f"php{n}" for n in range(300))  # none lost
-        assert set(added.values()) == {1}                              # none twice
+        assert set(added.values()) == {1}  # none twice
         # the new node rebuilt the same state the log says: every cartridge exists there
         digest, count = digest_all(settings)
         assert count == 300

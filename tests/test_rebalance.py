@@ -2,6 +2,7 @@
 owner only (a node keeps the partitions it is assigned again), and a rebuild slower than
 max.poll.interval.ms does not cost the node its membership. Every adoption writes a Claim, so the
 Claims on the events topic count the rebuilds."""
+
 from __future__ import annotations
 
 from collections import Counter
@@ -67,17 +68,22 @@ def test_a_node_joining_or_leaving_makes_only_the_moved_partitions_rebuilt(setti
             before, counted = owners(settings), Counter(p for p, _c, _w in claims(settings))
             if change == "join":
                 third = start_node(settings)
-                wait_until(lambda: len(writers_owning(settings)) == 3, timeout=60, message="the third node's partitions")
+                wait_until(
+                    lambda: len(writers_owning(settings)) == 3, timeout=60, message="the third node's partitions"
+                )
             else:
                 end(third)
-                wait_until(lambda: len(writers_owning(settings)) == 2, timeout=60, message="the third node's partitions taken")
+                wait_until(
+                    lambda: len(writers_owning(settings)) == 2, timeout=60, message="the third node's partitions taken"
+                )
             answer_everywhere(settings, client, 1 if change == "join" else 2)
             after, recounted = owners(settings), Counter(p for p, _c, _w in claims(settings))
             moved = {p for p in after if after[p] != before[p]}
             assert moved, f"the {change} moved a partition"
             for partition in after:
-                assert recounted[partition] == counted[partition] + (partition in moved), \
+                assert recounted[partition] == counted[partition] + (partition in moved), (
                     f"{change}: partition {partition} claimed {recounted[partition] - counted[partition]} times"
+                )
     finally:
         for process in (first, second, third):
             if process is not None:
@@ -88,7 +94,9 @@ def test_a_rebuild_slower_than_the_poll_interval_keeps_the_node_in_its_group(set
     fast = start_node(settings)
     slow = None
     try:
-        wait_until(lambda: len(writers_owning(settings)) == 1, timeout=60, message="the first node owning every partition")
+        wait_until(
+            lambda: len(writers_owning(settings)) == 1, timeout=60, message="the first node owning every partition"
+        )
         data = settings.model_dump(exclude={"fault", "admin_password"})
         slow = CONTEXT.Process(target=_slow_node_main, args=(data, SLOW_REBUILD_SECONDS), daemon=True)
         slow.start()

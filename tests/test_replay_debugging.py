@@ -5,6 +5,7 @@ worker; short windows) takes a cluster 1 -> 2 -> 4 -> 1; then `replay --at` each
 `history`, `diff`, `why` on a terminated member, `why --effects` on the deploy command, and
 `replay --what-if` with a higher threshold are run as separate processes, as a user would.
 """
+
 from __future__ import annotations
 
 import json
@@ -12,17 +13,26 @@ import math
 import os
 import subprocess
 import sys
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
 from typer.testing import CliRunner
 
 from infra.cli.main import app
 from infra.settings import get_settings
-
 from tests.conftest import wait_until
-from tests.test_scaling_acceptance import (APP, CALM_FAULT_SECONDS, CLUSTER, active, cluster_events,  # noqa: F401
-                                           deploy, mock_iaas, platform, put_pattern, short_loop_settings)
+from tests.test_scaling_acceptance import (  # noqa: F401
+    APP,
+    CALM_FAULT_SECONDS,
+    CLUSTER,
+    active,
+    cluster_events,
+    deploy,
+    mock_iaas,
+    platform,
+    put_pattern,
+    short_loop_settings,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -36,12 +46,21 @@ def loop_settings(settings, tmp_path):
 def stratos(settings, *args: str, expect: int = 0, process: bool = False):
     """Run a `stratos` verb: in this process through the same typer app (quick), or as the
     console script in its own process (`process=True`, as a user's shell runs it)."""
-    env = {"STRATOS_KAFKA_BOOTSTRAP": settings.kafka_bootstrap,
-           "STRATOS_TOPIC_PREFIX": settings.topic_prefix, "STRATOS_STATE_DIR": str(settings.state_dir),
-           "STRATOS_HEALTH_WINDOW_SECONDS": str(settings.health_window_seconds), "COLUMNS": "250"}
+    env = {
+        "STRATOS_KAFKA_BOOTSTRAP": settings.kafka_bootstrap,
+        "STRATOS_TOPIC_PREFIX": settings.topic_prefix,
+        "STRATOS_STATE_DIR": str(settings.state_dir),
+        "STRATOS_HEALTH_WINDOW_SECONDS": str(settings.health_window_seconds),
+        "COLUMNS": "250",
+    }
     if process:
-        done = subprocess.run([sys.executable, "-m", "infra.cli", *args], env={**os.environ, **env},
-                              capture_output=True, text=True, timeout=120)
+        done = subprocess.run(
+            [sys.executable, "-m", "infra.cli", *args],
+            env={**os.environ, **env},
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
         assert done.returncode == expect, (args, done.stdout, done.stderr)
         assert "Traceback" not in done.stderr
         return done.stdout
@@ -61,7 +80,7 @@ def members_at(settings, at: str) -> dict[str, dict]:
 
 
 def now() -> str:
-    return datetime.now(timezone.utc).isoformat()
+    return datetime.now(UTC).isoformat()
 
 
 def test_replay_history_why_and_what_if_on_a_cluster_scaled_1_2_4_1(loop_settings, platform, mock_iaas, client):
@@ -73,12 +92,18 @@ def test_replay_history_why_and_what_if_on_a_cluster_scaled_1_2_4_1(loop_setting
     phases = []
     for load, count in ((10, 1), (30, 2), (76, 4)):
         put_pattern(mock_iaas, load=load, memory=5)
-        wait_until(lambda: len(active(settings)) == count, timeout=60, message=f"{count} Active")
+        wait_until(lambda count=count: len(active(settings)) == count, timeout=60, message=f"{count} Active")
         phases.append((now(), count))
     put_pattern(mock_iaas, load=10, memory=5)
-    wait_until(lambda: len(active(settings)) == 1 and
-               len(cluster_events(settings, "MemberTerminated")) == len(cluster_events(settings, "MemberSpawnRequested")) - 1,
-               timeout=90, message="back to 1")
+    wait_until(
+        lambda: (
+            len(active(settings)) == 1
+            and len(cluster_events(settings, "MemberTerminated"))
+            == len(cluster_events(settings, "MemberSpawnRequested")) - 1
+        ),
+        timeout=90,
+        message="back to 1",
+    )
     phases.append((now(), 1))
 
     # replay --at: each phase's members in service, all Active (a member found silent on this
@@ -91,8 +116,9 @@ def test_replay_history_why_and_what_if_on_a_cluster_scaled_1_2_4_1(loop_setting
     # that member is only requested
     first = json.loads(stratos(settings, "history", CLUSTER, "--json"))[0]
     assert first["type"] == "ClusterCreated"
-    by_offset = json.loads(stratos(settings, "replay", "--at", f"{first['partition']}:{first['offset']}",
-                                   "--aggregate", CLUSTER, "--json"))
+    by_offset = json.loads(
+        stratos(settings, "replay", "--at", f"{first['partition']}:{first['offset']}", "--aggregate", CLUSTER, "--json")
+    )
     assert [m["status"] for m in by_offset["state"]["members"].values()] == ["Created"]
 
     # history: one line per event, with the command that caused it
@@ -106,16 +132,19 @@ def test_replay_history_why_and_what_if_on_a_cluster_scaled_1_2_4_1(loop_setting
     assert "MemberTerminated" in stratos(settings, "history", CLUSTER)
 
     # diff between the 4-member phase and the end: three members gone
-    changes = json.loads(stratos(settings, "diff", CLUSTER, "--from", phases[2][0], "--to", phases[3][0],
-                                 "--json"))["changes"]
+    changes = json.loads(stratos(settings, "diff", CLUSTER, "--from", phases[2][0], "--to", phases[3][0], "--json"))[
+        "changes"
+    ]
     removed = {c["path"][1] for c in changes if c["path"][0] == "members" and c["kind"] == "removed"}
     assert len(removed) == len(members_at(settings, phases[2][0])) - 1
 
     # why: the terminated member's chain goes down to the health sample that fed the window
-    scaled_in = {e["figures"]["member_id"] for e in timeline
-                 if e["type"] == "MemberTerminationRequested" and e["command"]["type"] == "ScaleCluster"}
-    terminated = next(e for e in timeline if e["type"] == "MemberTerminated"
-                      and e["figures"]["member_id"] in scaled_in)
+    scaled_in = {
+        e["figures"]["member_id"]
+        for e in timeline
+        if e["type"] == "MemberTerminationRequested" and e["command"]["type"] == "ScaleCluster"
+    }
+    terminated = next(e for e in timeline if e["type"] == "MemberTerminated" and e["figures"]["member_id"] in scaled_in)
     chain = json.loads(stratos(settings, "why", terminated["id"], "--json"))["chain"]
     kinds = [link["type"] for link in chain]
     assert kinds[0] == "MemberTerminated"
@@ -134,8 +163,11 @@ def test_replay_history_why_and_what_if_on_a_cluster_scaled_1_2_4_1(loop_setting
     assert "ScaleCluster" in printed and "HealthStat" in printed
 
     # why --effects on the deploy command reaches the cluster's members
-    deploy_command = next(e for e in json.loads(stratos(settings, "history", APP, "--json"))
-                          if e["command"]["type"] == "DeployApplication" and e["command"]["outcome"] == "accepted")
+    deploy_command = next(
+        e
+        for e in json.loads(stratos(settings, "history", APP, "--json"))
+        if e["command"]["type"] == "DeployApplication" and e["command"]["outcome"] == "accepted"
+    )
     tree = json.loads(stratos(settings, "why", deploy_command["command"]["id"], "--effects", "--json"))
     reached: set[str] = set()
 
@@ -149,15 +181,21 @@ def test_replay_history_why_and_what_if_on_a_cluster_scaled_1_2_4_1(loop_setting
 
     # what-if: a higher load threshold on the same recorded period makes fewer scale-ups
     policy = settings.state_dir / "lenient.json"
-    policy.write_text(json.dumps({"id": "lenient", "loadThresholds": {
-        "memoryConsumption": {"threshold": 30}, "loadAverage": {"threshold": 100}}}))
-    result = json.loads(stratos(settings, "replay", "--what-if", str(policy), "--aggregate", CLUSTER,
-                                "--json"))
+    policy.write_text(
+        json.dumps(
+            {
+                "id": "lenient",
+                "loadThresholds": {"memoryConsumption": {"threshold": 30}, "loadAverage": {"threshold": 100}},
+            }
+        )
+    )
+    result = json.loads(stratos(settings, "replay", "--what-if", str(policy), "--aggregate", CLUSTER, "--json"))
     totals = result["totals"]
     assert totals["recorded_scale_ups"] == len(scale_ups)
     assert totals["what_if_scale_ups"] < totals["recorded_scale_ups"]
-    assert f"scale-ups recorded {len(scale_ups)}" in stratos(settings, "replay", "--what-if", str(policy),
-                                             "--aggregate", CLUSTER)
+    assert f"scale-ups recorded {len(scale_ups)}" in stratos(
+        settings, "replay", "--what-if", str(policy), "--aggregate", CLUSTER
+    )
 
 
 def test_bad_positions_and_unknown_ids_get_one_clear_line(settings, tmp_path):
@@ -169,8 +207,7 @@ def test_bad_positions_and_unknown_ids_get_one_clear_line(settings, tmp_path):
     assert "is not of the form" in stratos(settings, "history", "bad-id", expect=2)
     policy = tmp_path / "p.json"
     policy.write_text("{not json")
-    assert "not JSON" in stratos(settings, "replay", "--what-if", str(policy), "--aggregate",
-                                 CLUSTER, expect=2)
+    assert "not JSON" in stratos(settings, "replay", "--what-if", str(policy), "--aggregate", CLUSTER, expect=2)
 
 
 def test_an_invalid_chosen_snapshot_costs_only_itself(settings):
@@ -187,14 +224,25 @@ def test_an_invalid_chosen_snapshot_costs_only_itself(settings):
         appender.append("snapshots", key, envelope(SnapshotRecord, snapshot, key), partition=0)
 
     send(f"{CLAIM}/0", Snapshot(aggregate_type=CLAIM, events_partition=0, events_offset=-1, state={}, claim="c1"))
-    send(aggregate, Snapshot(aggregate_type="cartridge", events_partition=0, events_offset=3,
-                             state={"version": 1}, claim="c1"))
-    send(f"{CHECKPOINT}/0", Snapshot(aggregate_type=CHECKPOINT, events_partition=0, events_offset=3, state={}, claim="c1"))
-    good = envelope(SnapshotRecord, Snapshot(aggregate_type="cartridge", events_partition=0, events_offset=9,
-                                             state={"version": 2}, claim="c1"), aggregate).model_dump_json()
+    send(
+        aggregate,
+        Snapshot(aggregate_type="cartridge", events_partition=0, events_offset=3, state={"version": 1}, claim="c1"),
+    )
+    send(
+        f"{CHECKPOINT}/0",
+        Snapshot(aggregate_type=CHECKPOINT, events_partition=0, events_offset=3, state={}, claim="c1"),
+    )
+    good = envelope(
+        SnapshotRecord,
+        Snapshot(aggregate_type="cartridge", events_partition=0, events_offset=9, state={"version": 2}, claim="c1"),
+        aggregate,
+    ).model_dump_json()
     broken = good.replace('"events_offset":9', '"events_offset":"nine"')  # its tail still looks right
     appender.send_raw(settings.topic("snapshots"), aggregate.encode(), broken.encode(), partition=0)
-    send(f"{CHECKPOINT}/0", Snapshot(aggregate_type=CHECKPOINT, events_partition=0, events_offset=9, state={}, claim="c1"))
+    send(
+        f"{CHECKPOINT}/0",
+        Snapshot(aggregate_type=CHECKPOINT, events_partition=0, events_offset=9, state={}, claim="c1"),
+    )
     appender.flush()
     appender.close()
 

@@ -1,11 +1,14 @@
 """Replay is the recovery path: the state rebuilt from the log equals the live state, and a
 snapshot plus the tail equals a full replay (pure runtime, property-based)."""
+
 from __future__ import annotations
 
 import itertools
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
-from hypothesis import given, settings as hsettings, strategies as st
+from hypothesis import given
+from hypothesis import settings as hsettings
+from hypothesis import strategies as st
 
 from actors.base import Context
 from actors.runtime import Tracked, handle
@@ -16,7 +19,7 @@ from schemas.records import CommandRecord
 from tests.examples import SPEC
 
 CLUSTER = "carbon.super/cluster/" + SPEC.cluster_id
-START = datetime(2026, 1, 1, tzinfo=timezone.utc)
+START = datetime(2026, 1, 1, tzinfo=UTC)
 
 member_ref = st.integers(0, 7)
 command_specs = st.one_of(
@@ -33,8 +36,13 @@ command_specs = st.one_of(
 )
 
 
-NEXT_STEP = {"Created": None, "Initialized": "Started", "Starting": "Activated",
-             "Active": "MaintenanceMode", "In_Maintenance": "ReadyToShutdown"}
+NEXT_STEP = {
+    "Created": None,
+    "Initialized": "Started",
+    "Starting": "Activated",
+    "Active": "MaintenanceMode",
+    "In_Maintenance": "ReadyToShutdown",
+}
 
 
 def advance(member_state) -> Message:
@@ -65,19 +73,24 @@ def run_live(specs):
 
     send(C.CreateCluster(spec=SPEC))
     for verb, n in specs:
-        members = sorted(tracked.state.members)
-        member = members[n % len(members)] if members else "nobody"
-        send({
-            "scale": lambda: C.ScaleCluster(required=n),
-            "created": lambda: C.ReportNodeCreated(member_id=member, node_id=member),
-            "destroyed": lambda: C.ReportNodeDestroyed(member_id=member),
-            "fault": lambda: C.ReportMemberFault(member_id=member),
-            "terminate": lambda: C.TerminateMember(member_id=member),
-            "timeouts": lambda: C.CheckTimeouts(),
-            "limits": lambda: C.UpdateClusterLimits(min=n, max=n + 3),
-            "advance": lambda: advance(tracked.state.members[member]) if members else C.CheckTimeouts(),
-        }.get(verb, lambda: C.ReportInstanceStatus(member_id=member, status=verb))())
+        send(command_for(tracked, verb, n))
     return tracked, log
+
+
+def command_for(tracked, verb: str, n: int):
+    """The command `verb` names, for the member `n` picks among the cluster's (else "nobody")."""
+    members = sorted(tracked.state.members)
+    member = members[n % len(members)] if members else "nobody"
+    return {
+        "scale": lambda: C.ScaleCluster(required=n),
+        "created": lambda: C.ReportNodeCreated(member_id=member, node_id=member),
+        "destroyed": lambda: C.ReportNodeDestroyed(member_id=member),
+        "fault": lambda: C.ReportMemberFault(member_id=member),
+        "terminate": lambda: C.TerminateMember(member_id=member),
+        "timeouts": lambda: C.CheckTimeouts(),
+        "limits": lambda: C.UpdateClusterLimits(min=n, max=n + 3),
+        "advance": lambda: advance(tracked.state.members[member]) if members else C.CheckTimeouts(),
+    }.get(verb, lambda: C.ReportInstanceStatus(member_id=member, status=verb))()
 
 
 def replay(log, start: Tracked | None = None):
@@ -128,11 +141,15 @@ def test_replay_reports_a_gap_and_skips_a_repeat():
 def test_a_rejection_echoes_the_command_without_its_secrets():
     from schemas.definitions import Tenant
 
-    tenant = Tenant(tenantDomain="a.com", admin="boss", adminPassword="s3cret", firstName="A",
-                    lastName="B", email="boss@a.com")
+    tenant = Tenant(
+        tenantDomain="a.com", admin="boss", adminPassword="s3cret", firstName="A", lastName="B", email="boss@a.com"
+    )
     target = "carbon.super/tenant/b.com"  # the id does not match the body: rejected
-    outcome = handle(Tracked.new(target), envelope(CommandRecord, C.AddTenant(definition=tenant), target),
-                     Context(now=START, new_id=lambda: "1" * 32))
+    outcome = handle(
+        Tracked.new(target),
+        envelope(CommandRecord, C.AddTenant(definition=tenant), target),
+        Context(now=START, new_id=lambda: "1" * 32),
+    )
     assert outcome.reply.type == "CommandRejected"
     assert outcome.reply.command["definition"]["adminPassword"] == "********"
     assert "s3cret" not in outcome.reply.model_dump_json()

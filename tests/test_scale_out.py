@@ -1,6 +1,7 @@
 """Three node processes share the command partitions of one broker; when one leaves (SIGTERM)
 or dies (kill -9), its aggregates are served by the others, no command lost or decided twice.
 The takeover times are printed (bench/takeover.py measures their medians)."""
+
 from __future__ import annotations
 
 import os
@@ -43,11 +44,14 @@ def test_three_nodes_share_the_partitions_and_take_over_a_stopped_or_killed_one(
         process = start_node(settings)
         nodes[process.pid] = process
     try:
-        wait_until(lambda: len(set(owners(settings).values())) == 3 and len(owners(settings)) == 4,
-                   timeout=60, message="three nodes owning the four partitions")
+        wait_until(
+            lambda: len(set(owners(settings).values())) == 3 and len(owners(settings)) == 4,
+            timeout=60,
+            message="three nodes owning the four partitions",
+        )
         targets = one_per_partition(settings)
         sent = []
-        for partition, target in targets.items():
+        for _partition, target in targets.items():
             record = command(add_np(int(target.rsplit("np", 1)[1])), target)
             client.appender.append("commands", target, record)
             sent.append(record)
@@ -64,13 +68,18 @@ def test_three_nodes_share_the_partitions_and_take_over_a_stopped_or_killed_one(
             for partition in victim_partitions:
                 target = targets[partition]
                 description = f"after {how} {uuid.uuid4().hex[:4]}"
-                probe = command(C.UpdateNetworkPartition(definition=add_np(int(target.rsplit("np", 1)[1]),
-                                                                           description).definition), target)
+                probe = command(
+                    C.UpdateNetworkPartition(definition=add_np(int(target.rsplit("np", 1)[1]), description).definition),
+                    target,
+                )
                 client.appender.append("commands", target, probe)
                 probes.append(probe)
                 sent.append(probe)
-            wait_until(lambda: all(p.id in client.replies for p in probes), timeout=40,
-                       message=f"the victim's aggregates answered after {how}")
+            wait_until(
+                lambda probes=probes: all(p.id in client.replies for p in probes),
+                timeout=40,
+                message=f"the victim's aggregates answered after {how}",
+            )
             taken[how] = time.monotonic() - started
             assert all(isinstance(client.replies[p.id], CommandAccepted) for p in probes)
             assert all(w.split(":")[1] != str(victim_pid) for w in owners(settings).values())

@@ -6,14 +6,16 @@ worker. Short windows (3 s, hop 0.5 s, samples every 0.5 s) keep each test well 
 What is checked is what a user reads in the cluster's event log: the members spawned and let
 go, in which partitions, in which order, and the cluster's status changes.
 """
+
 from __future__ import annotations
 
 import pytest
+
+from infra.health.app import HealthWorkerThread
 from infra.log.kafka import read_to_end
 from schemas import commands as C
 from schemas.ids import aggregate_id
 from schemas.status import CommandAccepted
-from infra.health.app import HealthWorkerThread
 from tests.conftest import events_of, sample, wait_until
 from tests.test_cloud_controller import RunningCloud
 from tests.test_runtime_flow import add
@@ -29,10 +31,17 @@ LEAVING = ("MemberTerminationRequested", "MemberObsoleted", "MemberTerminated")
 
 def short_loop_settings(settings, tmp_path, member_fault_seconds: float = 3.0):
     """Short windows, hops and retries, so that a whole scaling loop runs in seconds."""
-    return settings.model_copy(update={
-        "health_window_seconds": 3.0, "health_hop_seconds": 0.5, "health_publish_seconds": 0.5,
-        "member_fault_seconds": member_fault_seconds, "cloud_reconcile_seconds": 0.5,
-        "cloud_retry_seconds": 0.1, "state_dir": tmp_path})
+    return settings.model_copy(
+        update={
+            "health_window_seconds": 3.0,
+            "health_hop_seconds": 0.5,
+            "health_publish_seconds": 0.5,
+            "member_fault_seconds": member_fault_seconds,
+            "cloud_reconcile_seconds": 0.5,
+            "cloud_retry_seconds": 0.1,
+            "state_dir": tmp_path,
+        }
+    )
 
 
 CALM_FAULT_SECONDS = 60.0
@@ -62,8 +71,10 @@ def mock_iaas(platform):
 
 
 def put_pattern(http, load: float, memory: float, mode: str = "continue", duration: float = 60.0) -> None:
-    body = {factor: {"sampleValues": [value], "sampleDuration": duration, "mode": mode}
-            for factor, value in (("load-average", load), ("memory-consumption", memory))}
+    body = {
+        factor: {"sampleValues": [value], "sampleDuration": duration, "mode": mode}
+        for factor, value in (("load-average", load), ("memory-consumption", memory))
+    }
     answer = http.put("/health-patterns/php", json=body)
     assert answer.status_code == 200, answer.text
 
@@ -72,17 +83,24 @@ def deploy(client, min_count: int, max_count: int, algorithm: str = "round-robin
     """Stratos's scaling set-up: two partitions of partitionMax 3, thresholds memory 30, load 25."""
     deployment = sample("deployment-policy.json")
     deployment["networkPartitions"][0]["partitionAlgo"] = algorithm
-    autoscaling = {"id": "scaling-policy", "loadThresholds": {
-        "memoryConsumption": {"threshold": 30}, "loadAverage": {"threshold": 25}}}
+    autoscaling = {
+        "id": "scaling-policy",
+        "loadThresholds": {"memoryConsumption": {"threshold": 30}, "loadAverage": {"threshold": 25}},
+    }
     application = sample("application-single-cartridge.json")
     application.update(applicationId=APP_ID, alias=APP_ID)
     cartridge = application["components"]["cartridges"][0]
     cartridge.update(cartridgeMin=min_count, cartridgeMax=max_count)
     cartridge["subscribableInfo"].pop("artifactRepository")  # tests reach nothing off this machine
     cartridge["subscribableInfo"]["autoscalingPolicy"] = "scaling-policy"
-    for kind, body in (("networkPartition", sample("network-partition.json")), ("cartridge", sample("php.json")),
-                       ("autoscalingPolicy", autoscaling), ("deploymentPolicy", deployment),
-                       ("applicationPolicy", sample("application-policy.json")), ("application", application)):
+    for kind, body in (
+        ("networkPartition", sample("network-partition.json")),
+        ("cartridge", sample("php.json")),
+        ("autoscalingPolicy", autoscaling),
+        ("deploymentPolicy", deployment),
+        ("applicationPolicy", sample("application-policy.json")),
+        ("application", application),
+    ):
         assert isinstance(add(client, kind, body), CommandAccepted), kind
     reply = client.call(APP, C.DeployApplication(application_policy_id="application-policy-1"))
     assert isinstance(reply, CommandAccepted), reply
@@ -147,8 +165,11 @@ def check_single_cluster_log(events) -> None:
     assert [d.terminate for d in downs] == [1, 1, 1]
     assert all(d.reason == "ScaleDown" for d in downs)
     # every scale-down waited for the 4th request in a row
-    pending = [e.payload.scale_down_requests for e in events
-               if e.type == "ScalingDecided" and e.payload.reason == "ScaleDownPending"]
+    pending = [
+        e.payload.scale_down_requests
+        for e in events
+        if e.type == "ScalingDecided" and e.payload.reason == "ScaleDownPending"
+    ]
     assert pending.count(3) >= 3
     leaving = [e.payload for e in events if e.type == "MemberTerminationRequested"]
     assert len(leaving) == 3 and all(m.graceful for m in leaving)
@@ -164,17 +185,19 @@ def active(settings) -> set[str]:
 
 def heard_both(settings) -> bool:
     """The worker has decided on figures from two Active members (so it knows both speak)."""
-    return any(d.record.type == "ScaleCluster" and d.record.aggregate_id == CLUSTER
-               and d.record.payload.figures.get("load_average.windows") == 2
-               for d in read_to_end(settings, "commands"))
+    return any(
+        d.record.type == "ScaleCluster"
+        and d.record.aggregate_id == CLUSTER
+        and d.record.payload.figures.get("load_average.windows") == 2
+        for d in read_to_end(settings, "commands")
+    )
 
 
 def statuses(settings) -> list[str]:
     return [e.payload.status for e in cluster_events(settings, "ClusterStatusChanged")]
 
 
-def test_single_cluster_scales_above_min_then_down_one_at_a_time_balanced(loop_settings, platform,
-                                                                          mock_iaas, client):
+def test_single_cluster_scales_above_min_then_down_one_at_a_time_balanced(loop_settings, platform, mock_iaas, client):
     """Stratos's single-cluster test: min 2, max 6, load 60 then 10."""
     put_pattern(mock_iaas, load=60, memory=60)
     deploy(client, min_count=2, max_count=6)
@@ -182,18 +205,24 @@ def test_single_cluster_scales_above_min_then_down_one_at_a_time_balanced(loop_s
     wait_until(lambda: len(active(loop_settings)) == 5, timeout=40, message="5 Active members")
     put_pattern(mock_iaas, load=10, memory=10)
     # load: ceil(2 * 10 / 25) = 1; memory below 30: min - 1 = 1 -> down to min, one at a time
-    wait_until(lambda: len(active(loop_settings)) == 2 and
-               len(cluster_events(loop_settings, "MemberTerminated")) == 3, timeout=45,
-               message="back to 2 members, 3 terminated")
+    wait_until(
+        lambda: len(active(loop_settings)) == 2 and len(cluster_events(loop_settings, "MemberTerminated")) == 3,
+        timeout=45,
+        message="back to 2 members, 3 terminated",
+    )
 
     check_single_cluster_log(cluster_events(loop_settings))
     assert len(platform.cloud.all()) == 2  # the IaaS holds exactly the members left
 
 
-@pytest.mark.parametrize("algorithm, expected", [
-    ("round-robin", ["partition-1", "partition-2", "partition-1", "partition-2"]),
-    ("one-after-another", ["partition-1", "partition-1", "partition-1", "partition-2"]),
-], ids=["round-robin-alternates", "one-after-another-fills-the-first-partition"])
+@pytest.mark.parametrize(
+    "algorithm, expected",
+    [
+        ("round-robin", ["partition-1", "partition-2", "partition-1", "partition-2"]),
+        ("one-after-another", ["partition-1", "partition-1", "partition-1", "partition-2"]),
+    ],
+    ids=["round-robin-alternates", "one-after-another-fills-the-first-partition"],
+)
 def test_partition_algorithm_places_new_members(loop_settings, platform, mock_iaas, client, algorithm, expected):
     put_pattern(mock_iaas, load=80, memory=10)
     deploy(client, min_count=1, max_count=6, algorithm=algorithm)
@@ -206,14 +235,18 @@ def test_partition_algorithm_places_new_members(loop_settings, platform, mock_ia
 def test_silent_members_are_faulted_and_replaced_inactive_then_active(loop_settings, platform, mock_iaas, client):
     put_pattern(mock_iaas, load=10, memory=10, mode="loop")
     deploy(client, min_count=2, max_count=6)
-    first = wait_until(lambda: len(active(loop_settings)) == 2 and active(loop_settings), timeout=40,
-                       message="2 Active members")
+    first = wait_until(
+        lambda: len(active(loop_settings)) == 2 and active(loop_settings), timeout=40, message="2 Active members"
+    )
     wait_until(lambda: statuses(loop_settings) == ["Active"], message="the cluster Active")
     wait_until(lambda: heard_both(loop_settings), timeout=20, message="both members heard by the worker")
     put_pattern(mock_iaas, load=10, memory=10, mode="stop", duration=0.5)  # silent after 0.5 s
 
-    wait_until(lambda: statuses(loop_settings)[-2:] == ["Inactive", "Active"], timeout=45,
-               message="Inactive, then Active again")
+    wait_until(
+        lambda: statuses(loop_settings)[-2:] == ["Inactive", "Active"],
+        timeout=45,
+        message="Inactive, then Active again",
+    )
     obsoleted = {e.payload.member_id: e.payload.reason for e in cluster_events(loop_settings, "MemberObsoleted")}
     assert set(obsoleted) == first and all("silent" in reason for reason in obsoleted.values())
     replacements = active(loop_settings)
@@ -247,32 +280,55 @@ def deploy_nested(client) -> None:
     """tests/samples/stratos/application-nested-group.json with its group definition; the
     artifact repositories are dropped (tests reach nothing off this machine)."""
     dp1 = sample("deployment-policy.json")
-    dp2 = {**dp1, "id": "deployment-policy-2",
-           "networkPartitions": [{**dp1["networkPartitions"][0], "partitionAlgo": "one-after-another"}]}
+    dp2 = {
+        **dp1,
+        "id": "deployment-policy-2",
+        "networkPartitions": [{**dp1["networkPartitions"][0], "partitionAlgo": "one-after-another"}],
+    }
     application = nested_application()
-    for kind, body in (("networkPartition", sample("network-partition.json")), ("cartridge", sample("php.json")),
-                       ("cartridge", sample("tomcat.json")), ("cartridgeGroup", sample("cartridge-group-nested.json")),
-                       ("autoscalingPolicy", sample("autoscaling-policy.json")), ("deploymentPolicy", dp1),
-                       ("deploymentPolicy", dp2), ("applicationPolicy", sample("application-policy.json")),
-                       ("application", application)):
+    for kind, body in (
+        ("networkPartition", sample("network-partition.json")),
+        ("cartridge", sample("php.json")),
+        ("cartridge", sample("tomcat.json")),
+        ("cartridgeGroup", sample("cartridge-group-nested.json")),
+        ("autoscalingPolicy", sample("autoscaling-policy.json")),
+        ("deploymentPolicy", dp1),
+        ("deploymentPolicy", dp2),
+        ("applicationPolicy", sample("application-policy.json")),
+        ("application", application),
+    ):
         assert isinstance(add(client, kind, body), CommandAccepted), kind
-    reply = client.call(aggregate_id(T, "application", NESTED_APP),
-                        C.DeployApplication(application_policy_id="application-policy-1"))
+    reply = client.call(
+        aggregate_id(T, "application", NESTED_APP), C.DeployApplication(application_policy_id="application-policy-1")
+    )
     assert isinstance(reply, CommandAccepted), reply
 
 
 def first_event(settings, cluster_id: str, type_: str, status: str | None = None):
-    return next((e for e in events_of(settings, aggregate_id(T, "cluster", cluster_id))
-                 if e.type == type_ and (status is None or e.payload.status == status)), None)
+    return next(
+        (
+            e
+            for e in events_of(settings, aggregate_id(T, "cluster", cluster_id))
+            if e.type == type_ and (status is None or e.payload.status == status)
+        ),
+        None,
+    )
 
 
 def test_nested_groups_start_in_declared_order(loop_settings, platform, client):
     deploy_nested(client)
     # app-group: php-app, then tomcat-app; web-group: app-group, then php-web; app: web-group, then tomcat
-    order = [nested_cluster("my-php-app", "php"), nested_cluster("my-tomcat-app", "tomcat"),
-             nested_cluster("my-php-web", "php"), nested_cluster("my-tomcat", "tomcat")]
-    wait_until(lambda: all(first_event(loop_settings, c, "ClusterStatusChanged", "Active") for c in order),
-               timeout=50, message="every cluster Active")
+    order = [
+        nested_cluster("my-php-app", "php"),
+        nested_cluster("my-tomcat-app", "tomcat"),
+        nested_cluster("my-php-web", "php"),
+        nested_cluster("my-tomcat", "tomcat"),
+    ]
+    wait_until(
+        lambda: all(first_event(loop_settings, c, "ClusterStatusChanged", "Active") for c in order),
+        timeout=50,
+        message="every cluster Active",
+    )
     created = [first_event(loop_settings, c, "ClusterCreated").occurred_at for c in order]
     active_at = [first_event(loop_settings, c, "ClusterStatusChanged", "Active").occurred_at for c in order]
     assert created == sorted(created)
@@ -288,17 +344,25 @@ def test_siblings_without_an_order_start_in_parallel(loop_settings, platform, cl
     first["subscribableInfo"].pop("artifactRepository")
     second = {**first, "subscribableInfo": {**first["subscribableInfo"], "alias": "php2"}}
     application["components"]["cartridges"].append(second)
-    for kind, body in (("networkPartition", sample("network-partition.json")), ("cartridge", sample("php.json")),
-                       ("autoscalingPolicy", sample("autoscaling-policy.json")),
-                       ("deploymentPolicy", sample("deployment-policy.json")),
-                       ("applicationPolicy", sample("application-policy.json")), ("application", application)):
+    for kind, body in (
+        ("networkPartition", sample("network-partition.json")),
+        ("cartridge", sample("php.json")),
+        ("autoscalingPolicy", sample("autoscaling-policy.json")),
+        ("deploymentPolicy", sample("deployment-policy.json")),
+        ("applicationPolicy", sample("application-policy.json")),
+        ("application", application),
+    ):
         assert isinstance(add(client, kind, body), CommandAccepted), kind
     app = aggregate_id(T, "application", application["applicationId"])
-    assert isinstance(client.call(app, C.DeployApplication(application_policy_id="application-policy-1")),
-                      CommandAccepted)
+    assert isinstance(
+        client.call(app, C.DeployApplication(application_policy_id="application-policy-1")), CommandAccepted
+    )
     clusters = [f"{application['applicationId']}.{alias}.php.domain" for alias in ("php1", "php2")]
-    wait_until(lambda: all(first_event(loop_settings, c, "ClusterStatusChanged", "Active") for c in clusters),
-               timeout=40, message="both clusters Active")
+    wait_until(
+        lambda: all(first_event(loop_settings, c, "ClusterStatusChanged", "Active") for c in clusters),
+        timeout=40,
+        message="both clusters Active",
+    )
     (start,) = [e.payload for e in events_of(loop_settings, app) if e.type == "ClustersStartRequested"]
     assert sorted(s.cluster_id for s in start.clusters) == clusters  # asked for together
     created = [first_event(loop_settings, c, "ClusterCreated").occurred_at for c in clusters]
@@ -310,9 +374,13 @@ def test_scaling_dependents_scale_by_the_same_factor(loop_settings, platform, mo
     """php (min 1) and tomcat (min 2) listed together in scalingDependents: php's load asks
     for 2 = 2 x its min, so tomcat, idle itself, keeps 2 x 2 = 4."""
     put_pattern(mock_iaas, load=50, memory=10)  # php: ceil(1 * 50 / 25) = 2
-    answer = mock_iaas.put("/health-patterns/tomcat", json={
-        factor: {"sampleValues": [10], "sampleDuration": 60, "mode": "continue"}
-        for factor in ("load-average", "memory-consumption")})  # tomcat alone: 1, below its min
+    answer = mock_iaas.put(
+        "/health-patterns/tomcat",
+        json={
+            factor: {"sampleValues": [10], "sampleDuration": 60, "mode": "continue"}
+            for factor in ("load-average", "memory-consumption")
+        },
+    )  # tomcat alone: 1, below its min
     assert answer.status_code == 200
     application = sample("application-single-cartridge.json")
     application.update(applicationId="dependents-app", alias="dependents-app")
@@ -320,21 +388,34 @@ def test_scaling_dependents_scale_by_the_same_factor(loop_settings, platform, mo
     php.update(cartridgeMin=1, cartridgeMax=4)
     php["subscribableInfo"].pop("artifactRepository")
     php["subscribableInfo"]["autoscalingPolicy"] = "scaling-policy"
-    tomcat = {"type": "tomcat", "cartridgeMin": 2, "cartridgeMax": 6, "subscribableInfo": {
-        **php["subscribableInfo"], "alias": "tomcat1"}}
+    tomcat = {
+        "type": "tomcat",
+        "cartridgeMin": 2,
+        "cartridgeMax": 6,
+        "subscribableInfo": {**php["subscribableInfo"], "alias": "tomcat1"},
+    }
     application["components"]["cartridges"].append(tomcat)
     application["components"]["dependencies"] = {
-        "scalingDependents": [{"aliases": ["cartridge.php1", "cartridge.tomcat1"]}]}
-    autoscaling = {"id": "scaling-policy", "loadThresholds": {
-        "memoryConsumption": {"threshold": 30}, "loadAverage": {"threshold": 25}}}
-    for kind, body in (("networkPartition", sample("network-partition.json")), ("cartridge", sample("php.json")),
-                       ("cartridge", sample("tomcat.json")), ("autoscalingPolicy", autoscaling),
-                       ("deploymentPolicy", sample("deployment-policy.json")),
-                       ("applicationPolicy", sample("application-policy.json")), ("application", application)):
+        "scalingDependents": [{"aliases": ["cartridge.php1", "cartridge.tomcat1"]}]
+    }
+    autoscaling = {
+        "id": "scaling-policy",
+        "loadThresholds": {"memoryConsumption": {"threshold": 30}, "loadAverage": {"threshold": 25}},
+    }
+    for kind, body in (
+        ("networkPartition", sample("network-partition.json")),
+        ("cartridge", sample("php.json")),
+        ("cartridge", sample("tomcat.json")),
+        ("autoscalingPolicy", autoscaling),
+        ("deploymentPolicy", sample("deployment-policy.json")),
+        ("applicationPolicy", sample("application-policy.json")),
+        ("application", application),
+    ):
         assert isinstance(add(client, kind, body), CommandAccepted), kind
     app = aggregate_id(T, "application", "dependents-app")
-    assert isinstance(client.call(app, C.DeployApplication(application_policy_id="application-policy-1")),
-                      CommandAccepted)
+    assert isinstance(
+        client.call(app, C.DeployApplication(application_policy_id="application-policy-1")), CommandAccepted
+    )
     php_key = aggregate_id(T, "cluster", "dependents-app.php1.php.domain")
     tomcat_key = aggregate_id(T, "cluster", "dependents-app.tomcat1.tomcat.domain")
 
@@ -347,16 +428,22 @@ def test_scaling_dependents_scale_by_the_same_factor(loop_settings, platform, mo
                 members.discard(event.payload.member_id)
         return members
 
-    wait_until(lambda: len(active_in(php_key)) == 2 and len(active_in(tomcat_key)) == 4, timeout=45,
-               message="php at 2, tomcat at 4")
+    wait_until(
+        lambda: len(active_in(php_key)) == 2 and len(active_in(tomcat_key)) == 4,
+        timeout=45,
+        message="php at 2, tomcat at 4",
+    )
     (announced,) = [e.payload for e in events_of(loop_settings, php_key) if e.type == "DependentScalingRequested"]
     assert (announced.factor, announced.clusters) == (2.0, ["dependents-app.tomcat1.tomcat.domain"])
     (floor,) = [e.payload for e in events_of(loop_settings, tomcat_key) if e.type == "DependentFloorChanged"]
     assert (floor.factor, floor.required) == (2.0, 4)
 
     def tomcat_decisions() -> int:
-        return sum(1 for d in read_to_end(loop_settings, "commands")
-                   if d.record.type == "ScaleCluster" and d.record.aggregate_id == tomcat_key)
+        return sum(
+            1
+            for d in read_to_end(loop_settings, "commands")
+            if d.record.type == "ScaleCluster" and d.record.aggregate_id == tomcat_key
+        )
 
     seen = tomcat_decisions()
     # tomcat's own figures keep asking for 1; more than 4 of them must not take it below 4
@@ -369,15 +456,24 @@ def test_terminate_all_takes_the_whole_group_when_one_cluster_fails(loop_setting
     deploy_nested(client)
     app_group = [nested_cluster("my-php-app", "php"), nested_cluster("my-tomcat-app", "tomcat")]
     others = [nested_cluster("my-php-web", "php"), nested_cluster("my-tomcat", "tomcat")]
-    wait_until(lambda: all(first_event(loop_settings, c, "ClusterStatusChanged", "Active")
-                           for c in app_group + others), timeout=50, message="every cluster Active")
+    wait_until(
+        lambda: all(first_event(loop_settings, c, "ClusterStatusChanged", "Active") for c in app_group + others),
+        timeout=50,
+        message="every cluster Active",
+    )
     (victim,) = [i.node_id for i in platform.cloud.all() if i.metadata["clusterId"] == app_group[0]]
     assert platform.cloud.destroy(victim)  # a crash in app-group, whose behaviour is terminate-all
-    wait_until(lambda: all(first_event(loop_settings, c, "ClusterTerminated") for c in app_group), timeout=40,
-               message="both clusters of app-group terminated")
+    wait_until(
+        lambda: all(first_event(loop_settings, c, "ClusterTerminated") for c in app_group),
+        timeout=40,
+        message="both clusters of app-group terminated",
+    )
     app = aggregate_id(T, "application", NESTED_APP)
     (request,) = [e.payload for e in events_of(loop_settings, app) if e.type == "GroupTerminationRequested"]
-    assert (request.cluster_id, request.behaviour, sorted(request.clusters)) == \
-        (app_group[0], "terminate-all", sorted(app_group))
+    assert (request.cluster_id, request.behaviour, sorted(request.clusters)) == (
+        app_group[0],
+        "terminate-all",
+        sorted(app_group),
+    )
     assert all(first_event(loop_settings, c, "ClusterTerminating") is None for c in others)
     assert not [i for i in platform.cloud.all() if i.metadata["clusterId"] in app_group]

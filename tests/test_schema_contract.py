@@ -1,15 +1,17 @@
 """The client contract's schemas: the AsyncAPI document validates against the official AsyncAPI
 3.0 JSON Schema, the models stay compatible with the published baseline (docs/schemas/), and
 the checker catches each kind of breaking change while accepting additive optional fields."""
+
 from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, Literal, Optional, Union
+from typing import Annotated, Literal
 
 import jsonschema
 import pytest
-from hypothesis import given, strategies as st
+from hypothesis import given
+from hypothesis import strategies as st
 from pydantic import BaseModel, ConfigDict, Field, create_model
 
 from schemas.asyncapi import asyncapi_document
@@ -76,9 +78,14 @@ class NarrowA(_Model):
 
 
 DROP = object()
-OLD = {"id": (str, ...), "value": (float, ...), "mode": (Literal["fast", "slow"], ...),
-       "note": (Optional[str], None), "name": (Annotated[str, Field(max_length=50)], ...),
-       "payload": (Annotated[Union[A, B], Field(discriminator="type")], ...)}
+OLD = {
+    "id": (str, ...),
+    "value": (float, ...),
+    "mode": (Literal["fast", "slow"], ...),
+    "note": (str | None, None),
+    "name": (Annotated[str, Field(max_length=50)], ...),
+    "payload": (Annotated[A | B, Field(discriminator="type")], ...),
+}
 
 
 def model(**changes):
@@ -94,10 +101,10 @@ RequiredAdded = model(owner=(str, ...))
 EnumValueRemoved = model(mode=(Literal["fast", "medium"], ...))
 BoundTightened = model(name=(Annotated[str, Field(max_length=10)], ...))
 VariantRemoved = model(payload=(A, ...))
-NestedChange = model(payload=(Annotated[Union[NarrowA, B], Field(discriminator="type")], ...))
-Widened = model(value=(Optional[float], ...))
-OptionalAdded = model(comment=(Optional[str], None), tags=(list[str], []))
-VariantAdded = model(payload=(Annotated[Union[A, B, C], Field(discriminator="type")], ...))
+NestedChange = model(payload=(Annotated[NarrowA | B, Field(discriminator="type")], ...))
+Widened = model(value=(float | None, ...))
+OptionalAdded = model(comment=(str | None, None), tags=(list[str], []))
+VariantAdded = model(payload=(Annotated[A | B | C, Field(discriminator="type")], ...))
 IdRemoved = model(id=DROP)
 
 
@@ -105,27 +112,40 @@ def schema(model) -> dict:
     return model.model_json_schema(mode="validation")
 
 
-@pytest.mark.parametrize("new, mode, expected", [
-    (FieldRemoved, BACKWARD, "record.note: field removed"),
-    (TypeNarrowed, BACKWARD, "record.value: type narrowed (number -> integer)"),
-    (RequiredAdded, BACKWARD, "record.owner: required field added"),
-    (EnumValueRemoved, BACKWARD, "record.mode: enum value ['slow'] removed"),
-    (BoundTightened, BACKWARD, "record.name: maxLength lowered to 10 (was 50)"),
-    (VariantRemoved, BACKWARD, "record.payload"),
-    (NestedChange, BACKWARD, "record.payload<A>.size: type narrowed (integer -> string)"),
-    (Widened, FORWARD, "record.value: type widened"),
-    (EnumValueRemoved, FORWARD, "record.mode: enum value ['medium'] added"),
-], ids=["field-removed", "type-narrowed", "required-added", "enum-value-removed", "bound-tightened",
-        "variant-removed", "nested-type-narrowed", "type-widened-breaks-old-readers",
-        "new-enum-value-breaks-old-readers"])
+@pytest.mark.parametrize(
+    "new, mode, expected",
+    [
+        (FieldRemoved, BACKWARD, "record.note: field removed"),
+        (TypeNarrowed, BACKWARD, "record.value: type narrowed (number -> integer)"),
+        (RequiredAdded, BACKWARD, "record.owner: required field added"),
+        (EnumValueRemoved, BACKWARD, "record.mode: enum value ['slow'] removed"),
+        (BoundTightened, BACKWARD, "record.name: maxLength lowered to 10 (was 50)"),
+        (VariantRemoved, BACKWARD, "record.payload"),
+        (NestedChange, BACKWARD, "record.payload<A>.size: type narrowed (integer -> string)"),
+        (Widened, FORWARD, "record.value: type widened"),
+        (EnumValueRemoved, FORWARD, "record.mode: enum value ['medium'] added"),
+    ],
+    ids=[
+        "field-removed",
+        "type-narrowed",
+        "required-added",
+        "enum-value-removed",
+        "bound-tightened",
+        "variant-removed",
+        "nested-type-narrowed",
+        "type-widened-breaks-old-readers",
+        "new-enum-value-breaks-old-readers",
+    ],
+)
 def test_checker_catches_each_breaking_change(new, mode, expected):
     problems = check(schema(Old), schema(new), mode)
     assert any(expected in p for p in problems), problems
     assert all(p.startswith(mode) for p in problems)
 
 
-@pytest.mark.parametrize("new", [Old, OptionalAdded, VariantAdded], ids=["unchanged", "optional-fields-added",
-                                                                         "record-type-added"])
+@pytest.mark.parametrize(
+    "new", [Old, OptionalAdded, VariantAdded], ids=["unchanged", "optional-fields-added", "record-type-added"]
+)
 def test_checker_accepts_compatible_changes(new):
     assert check(schema(Old), schema(new), FULL) == []
 
@@ -143,8 +163,12 @@ NAMES = st.text("abcdefgh", min_size=1, max_size=6)
 def object_schemas(draw):
     props = draw(st.dictionaries(NAMES, TYPES, min_size=1, max_size=6))
     required = sorted(draw(st.sets(st.sampled_from(sorted(props)))))
-    return {"type": "object", "additionalProperties": False, "required": required,
-            "properties": {name: {"type": kind} for name, kind in props.items()}}
+    return {
+        "type": "object",
+        "additionalProperties": False,
+        "required": required,
+        "properties": {name: {"type": kind} for name, kind in props.items()},
+    }
 
 
 @given(object_schemas())
@@ -163,6 +187,9 @@ def test_an_added_optional_property_is_fully_compatible(old, name, kind):
 @given(object_schemas(), st.data())
 def test_removing_any_property_of_a_closed_schema_breaks_backward(old, data):
     name = data.draw(st.sampled_from(sorted(old["properties"])))
-    new = {**old, "properties": {k: v for k, v in old["properties"].items() if k != name},
-           "required": [r for r in old["required"] if r != name]}
+    new = {
+        **old,
+        "properties": {k: v for k, v in old["properties"].items() if k != name},
+        "required": [r for r in old["required"] if r != name],
+    }
     assert f"BACKWARD record.{name}: field removed" in check(old, new, BACKWARD)

@@ -1,5 +1,6 @@
 """Sealing secrets: keys outside the log, key ids, rotation, the one walk that seals, opens and
 masks, the instances' cartridge keys, and the environment of child processes."""
+
 from __future__ import annotations
 
 import stat
@@ -8,9 +9,17 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from infra.auth.secrets import (
+    SecretBox,
+    SecretError,
+    key_id,
+    load_or_create_keys,
+    new_key,
+    open_for_instance,
+    rotate_key_file,
+    secret_box,
+)
 from infra.platform.child_env import minimal_env, part_env
-from infra.auth.secrets import (SecretBox, SecretError, key_id, load_or_create_keys, new_key, open_for_instance,
-                                rotate_key_file, secret_box)
 from infra.settings import Settings
 from schemas import commands as C
 from schemas.base import MASK, is_sealed, masked, without_clear_secrets, without_secrets
@@ -24,10 +33,19 @@ secret_text = st.text(min_size=4, max_size=40).filter(lambda s: s.strip() == s a
 
 def cartridge(identity: str = "AKIDEXAMPLE", credential: str = "wJalrXUtnFEMI") -> Cartridge:
     body = sample("php.json")
-    body["iaasProvider"] = [{"type": "ec2", "provider": "ec2", "imageId": "ami-1", "identity": identity,
-                             "credential": credential,
-                             "property": [{"name": "instanceType", "value": "m1.small"},
-                                          {"name": "apiToken", "value": "t0ken-value", "secret": True}]}]
+    body["iaasProvider"] = [
+        {
+            "type": "ec2",
+            "provider": "ec2",
+            "imageId": "ami-1",
+            "identity": identity,
+            "credential": credential,
+            "property": [
+                {"name": "instanceType", "value": "m1.small"},
+                {"name": "apiToken", "value": "t0ken-value", "secret": True},
+            ],
+        }
+    ]
     return Cartridge.model_validate(body)
 
 
@@ -115,14 +133,23 @@ def test_an_instance_opens_only_what_is_sealed_for_its_cluster_even_after_a_rota
         with pytest.raises(SecretError):
             open_for_instance(notice, box.cartridge_key(CLUSTER_B))
     # a member started after the rotation holds the new cartridge key
-    assert open_for_instance(rotated.for_instances(rotated.seal("git-pw"), CLUSTER_A),
-                             rotated.cartridge_key(CLUSTER_A)) == "git-pw"
+    assert (
+        open_for_instance(rotated.for_instances(rotated.seal("git-pw"), CLUSTER_A), rotated.cartridge_key(CLUSTER_A))
+        == "git-pw"
+    )
     assert open_for_instance("clear-from-an-old-platform", None) == "clear-from-an-old-platform"
 
 
 def test_children_get_the_basics_and_only_the_secrets_their_part_uses():
-    source = {"PATH": "/bin", "HOME": "/root", "LC_ALL": "C", "AWS_SECRET_ACCESS_KEY": "x",
-              "STRATOS_ADMIN_PASSWORD": "admin-pw", "STRATOS_SECRET_KEY": OLD, "STRATOS_TOPIC_PREFIX": "p."}
+    source = {
+        "PATH": "/bin",
+        "HOME": "/root",
+        "LC_ALL": "C",
+        "AWS_SECRET_ACCESS_KEY": "x",
+        "STRATOS_ADMIN_PASSWORD": "admin-pw",
+        "STRATOS_SECRET_KEY": OLD,
+        "STRATOS_TOPIC_PREFIX": "p.",
+    }
     assert minimal_env({"A": "1"}, source=source) == {"PATH": "/bin", "HOME": "/root", "LC_ALL": "C", "A": "1"}
     assert "STRATOS_ADMIN_PASSWORD" in part_env("api", source)
     for part in ("node", "cloud", "reactor", "health", "lb", "topology"):
@@ -149,9 +176,18 @@ def test_a_process_mode_instance_inherits_nothing_of_the_platform(monkeypatch, t
     cloud = MockCloud()
     instances = processes.ProcessInstances(settings, cloud)
     box = secret_box(settings)
-    cloud.create("php1.m1", {"clusterId": "a.domain", "tenant": "carbon.super", "ports": "http:80",
-                             "cartridgeKey": box.cartridge_key(CLUSTER_A), "repoUrl": "http://git/x.git",
-                             "repoUsername": "u", "repoPassword": box.for_instances(box.seal("pw"), CLUSTER_A)})
+    cloud.create(
+        "php1.m1",
+        {
+            "clusterId": "a.domain",
+            "tenant": "carbon.super",
+            "ports": "http:80",
+            "cartridgeKey": box.cartridge_key(CLUSTER_A),
+            "repoUrl": "http://git/x.git",
+            "repoUsername": "u",
+            "repoPassword": box.for_instances(box.seal("pw"), CLUSTER_A),
+        },
+    )
     instances.processes.clear()
     env, command = started["env"], " ".join(started["command"])
     assert "STRATOS_ADMIN_PASSWORD" not in env and "STRATOS_SECRET_KEY" not in env
@@ -161,12 +197,21 @@ def test_a_process_mode_instance_inherits_nothing_of_the_platform(monkeypatch, t
     assert open_for_instance(env["STRATOS_AGENT_REPO_PASSWORD"], env["STRATOS_AGENT_CARTRIDGE_KEY"]) == "pw"
 
 
-@pytest.mark.parametrize("command, holds", [
-    (C.AddCartridge, True), (C.AddTenant, True), (C.AddApplicationSignup, True),
-    (C.RecordDependencyResolved, True), (C.AddDeploymentPolicy, True),  # a property may be marked secret
-    (C.ScaleCluster, False), (C.ReportInstanceStatus, False), (C.ReportNodeCreated, False),
-    (C.AddAutoscalingPolicy, False),
-], ids=lambda value: getattr(value, "__name__", str(value)))
+@pytest.mark.parametrize(
+    "command, holds",
+    [
+        (C.AddCartridge, True),
+        (C.AddTenant, True),
+        (C.AddApplicationSignup, True),
+        (C.RecordDependencyResolved, True),
+        (C.AddDeploymentPolicy, True),  # a property may be marked secret
+        (C.ScaleCluster, False),
+        (C.ReportInstanceStatus, False),
+        (C.ReportNodeCreated, False),
+        (C.AddAutoscalingPolicy, False),
+    ],
+    ids=lambda value: getattr(value, "__name__", str(value)),
+)
 def test_commands_that_cannot_hold_a_secret_skip_the_walk(command, holds):
     """The hot path (health-driven ScaleCluster, agents' reports) pays nothing for sealing."""
     from schemas.base import may_hold_secrets

@@ -9,17 +9,16 @@ every GET route (streams included), every topic's raw bytes (the instance notifi
 an exported archive, the platform's log lines and the CLI's output. The cloud controller's
 driver alone gets the account in the clear. Then the key is rotated: old records still open,
 new ones are sealed with the new key."""
+
 from __future__ import annotations
 
 import json
 import logging
 import os
-import re
 import subprocess
 import sys
 import time
 import uuid
-from pathlib import Path
 
 import httpx
 import pytest
@@ -27,14 +26,14 @@ from pydantic import SecretStr
 
 import infra.cloud.controller
 from infra.api.app import create_app
-from infra.api.server import ApiServer
-from infra.log.archive import export_log
 from infra.api.identity import hash_password
+from infra.api.server import ApiServer
+from infra.auth.secrets import key_id, new_key, open_for_instance, secret_box
 from infra.broker import free_port
+from infra.log.archive import export_log
+from infra.log.archive_format import ArchiveReader
 from infra.log.commands_client import CommandClient
 from infra.log.kafka import Appender, DeadLetters, ensure_topics, read_to_end
-from infra.log.archive_format import ArchiveReader
-from infra.auth.secrets import key_id, new_key, open_for_instance, secret_box
 from infra.settings import Settings
 from schemas import commands as C
 from schemas.base import MASK
@@ -48,9 +47,14 @@ pytestmark = pytest.mark.integration
 APP = "single-cartridge-app"
 CLUSTER = f"{APP}.php1.php.domain"
 SECRETS = {
-    "identity": "AKID-session-identity", "credential": "session-iaas-credential",
-    "property": "session-api-token", "repo": "session-repo-password", "tenant": "session-tenant-admin-pw",
-    "user": "session-reader-pw", "super_user": "session-super-reader-pw", "signup": "session-signup-pw",
+    "identity": "AKID-session-identity",
+    "credential": "session-iaas-credential",
+    "property": "session-api-token",
+    "repo": "session-repo-password",
+    "tenant": "session-tenant-admin-pw",
+    "user": "session-reader-pw",
+    "super_user": "session-super-reader-pw",
+    "signup": "session-signup-pw",
 }
 SECRET_BYTES = [s.encode() for s in SECRETS.values()] + [b"$2b$"]  # bcrypt hashes are sealed too
 
@@ -99,11 +103,19 @@ def assert_no_secret(where: str, data: bytes | str) -> None:
 @pytest.fixture(scope="module")
 def session(broker, tmp_path_factory):
     state = tmp_path_factory.mktemp("state")
-    settings = Settings(kafka_bootstrap=broker.bootstrap, topic_prefix=f"t{uuid.uuid4().hex[:8]}.",
-                        partitions=4, admin_password=ADMIN_PASSWORD, password_hash_rounds=4,
-                        snapshot_every=1, state_dir=state, cloud_reconcile_seconds=0.5,
-                        node_partitions=[0, 1, 2, 3],
-                        cloud_retry_seconds=0.1, health_publish_seconds=0.3)
+    settings = Settings(
+        kafka_bootstrap=broker.bootstrap,
+        topic_prefix=f"t{uuid.uuid4().hex[:8]}.",
+        partitions=4,
+        admin_password=ADMIN_PASSWORD,
+        password_hash_rounds=4,
+        snapshot_every=1,
+        state_dir=state,
+        cloud_reconcile_seconds=0.5,
+        node_partitions=[0, 1, 2, 3],
+        cloud_retry_seconds=0.1,
+        health_publish_seconds=0.3,
+    )
     ensure_topics(settings)
     captured = Captured()
     root = logging.getLogger()
@@ -122,8 +134,17 @@ def session(broker, tmp_path_factory):
     infra.cloud.controller.build_driver = recording
     node = RunningNode(settings)
     cloud = RunningCloud(settings)
-    server = ApiServer(create_app(settings.model_copy(update={  # /mock-iaas/api reaches this test's cloud
-        "mock_iaas_url": cloud.service.url, "mock_iaas_key": SecretStr(cloud.service.key)})), port=free_port()).start()
+    server = ApiServer(
+        create_app(
+            settings.model_copy(
+                update={  # /mock-iaas/api reaches this test's cloud
+                    "mock_iaas_url": cloud.service.url,
+                    "mock_iaas_key": SecretStr(cloud.service.key),
+                }
+            )
+        ),
+        port=free_port(),
+    ).start()
     try:
         script(settings, server.url)
         yield settings, server.url, cloud, captured, accounts
@@ -133,7 +154,7 @@ def session(broker, tmp_path_factory):
         node.stop()
         infra.cloud.controller.build_driver = original
         root.removeHandler(captured)
-        for logger, level in zip(ours, levels):
+        for logger, level in zip(ours, levels, strict=True):
             logger.setLevel(level)
 
 
@@ -153,36 +174,85 @@ def script(settings, url: str) -> None:
         application = sample("application-single-cartridge.json")
         application["multiTenant"] = True
         application["components"]["cartridges"][0]["subscribableInfo"]["artifactRepository"] = {
-            "privateRepo": True, "repoUrl": "http://127.0.0.1:9/site.git", "repoUsername": "deployer",
-            "repoPassword": SECRETS["repo"]}
+            "privateRepo": True,
+            "repoUrl": "http://127.0.0.1:9/site.git",
+            "repoUsername": "deployer",
+            "repoPassword": SECRETS["repo"],
+        }
         assert admin.put("/applications", json=application).status_code == 200
         assert admin.post(f"/applications/{APP}/deploy/application-policy-1").status_code == 202
-        assert admin.post("/tenants", json={"tenantDomain": "session.org", "admin": "boss",
-                                            "adminPassword": SECRETS["tenant"]}).status_code == 201
-        assert admin.post("/users", json={"userName": "sreader", "credential": SECRETS["super_user"],
-                                          "role": "user"}).status_code == 201
-        wait_until(lambda: admin.get(f"/cluster/{CLUSTER}").status_code == 200 and any(
-            m["status"] == "Active" for m in admin.get(f"/cluster/{CLUSTER}").json()["member"]),
-            timeout=60, message="an Active member")
-        assert admin.post("/repo/notify", json={"repository": {"url": "http://127.0.0.1:9/site.git"},
-                                                "after": "abc123"}).status_code == 200
+        assert (
+            admin.post(
+                "/tenants", json={"tenantDomain": "session.org", "admin": "boss", "adminPassword": SECRETS["tenant"]}
+            ).status_code
+            == 201
+        )
+        assert (
+            admin.post(
+                "/users", json={"userName": "sreader", "credential": SECRETS["super_user"], "role": "user"}
+            ).status_code
+            == 201
+        )
+        wait_until(
+            lambda: (
+                admin.get(f"/cluster/{CLUSTER}").status_code == 200
+                and any(m["status"] == "Active" for m in admin.get(f"/cluster/{CLUSTER}").json()["member"])
+            ),
+            timeout=60,
+            message="an Active member",
+        )
+        assert (
+            admin.post(
+                "/repo/notify", json={"repository": {"url": "http://127.0.0.1:9/site.git"}, "after": "abc123"}
+            ).status_code
+            == 200
+        )
     with client(url, "boss@session.org", SECRETS["tenant"]) as boss:  # the sealed hash checks
-        assert boss.post("/users", json={"userName": "reader", "credential": SECRETS["user"],
-                                         "role": "user"}).status_code == 201
-        reply = boss.post(f"/applications/{APP}/signup", json={"artifactRepositories": [
-            {"alias": "php1", "repoUrl": "http://127.0.0.1:9/tenant.git", "repoUsername": "boss",
-             "repoPassword": SECRETS["signup"]}]})
+        assert (
+            boss.post("/users", json={"userName": "reader", "credential": SECRETS["user"], "role": "user"}).status_code
+            == 201
+        )
+        reply = boss.post(
+            f"/applications/{APP}/signup",
+            json={
+                "artifactRepositories": [
+                    {
+                        "alias": "php1",
+                        "repoUrl": "http://127.0.0.1:9/tenant.git",
+                        "repoUsername": "boss",
+                        "repoPassword": SECRETS["signup"],
+                    }
+                ]
+            },
+        )
         assert reply.status_code == 201, reply.text
-    wait_until(lambda: sum(b"ArtifactUpdated" in raw.value for raw in read_to_end(
-        settings, "instance-notifier", decode_records=False)) >= 2, message="both artifact updates")
+    wait_until(
+        lambda: (
+            sum(
+                b"ArtifactUpdated" in raw.value
+                for raw in read_to_end(settings, "instance-notifier", decode_records=False)
+            )
+            >= 2
+        ),
+        message="both artifact updates",
+    )
 
 
 def get_paths(app, record_id: str) -> list[str]:
     """Every GET route of the API with its parameters filled in with the session's ids."""
-    ids = {"cartridges": "php", "applications": APP, "users": "reader", "tenants": "session.org",
-           "networkPartitions": "network-partition-1", "autoscalingPolicies": "autoscale-policy-1",
-           "deploymentPolicies": "deployment-policy-1", "applicationPolicies": "application-policy-1",
-           "cartridgeGroups": "group1", "kubernetesClusters": "kubernetes-cluster-1"}
+    ids = {
+        "cartridges": "php",
+        "applications": APP,
+        "users": "reader",
+        "tenants": "session.org",
+        "networkPartitions": "network-partition-1",
+        "autoscalingPolicies": "autoscale-policy-1",
+        "deploymentPolicies": "deployment-policy-1",
+        "applicationPolicies": "application-policy-1",
+        "cartridgeGroups": "group1",
+        "kubernetesClusters": "kubernetes-cluster-1",
+    }
+
     def routes(found, prefix=""):
         for route in found:
             if hasattr(route, "original_router"):  # FastAPI's included router
@@ -206,8 +276,11 @@ def test_readers_see_no_secret_on_any_get_route(session):
     notice = next(d.record for d in read_to_end(settings, "instance-notifier") if d.record.type == "ArtifactUpdated")
     paths = get_paths(app, notice.id)  # `why` of a record that carries a sealed password
     assert len(paths) >= 25 and "/api/cartridges/php" in paths and "/api/console/stream" in paths
-    for user, password in (("sreader", SECRETS["super_user"]), ("reader@session.org", SECRETS["user"]),
-                           ("boss@session.org", SECRETS["tenant"])):
+    for user, password in (
+        ("sreader", SECRETS["super_user"]),
+        ("reader@session.org", SECRETS["user"]),
+        ("boss@session.org", SECRETS["tenant"]),
+    ):
         with httpx.Client(base_url=url, auth=(user, password), timeout=60) as reader:
             for path in paths:
                 if path.endswith("/stream"):
@@ -221,8 +294,9 @@ def test_readers_see_no_secret_on_any_get_route(session):
         shown = reader.get("/cartridges/php").json()["iaasProvider"][0]
         assert (shown["identity"], shown["credential"]) == (MASK, MASK)
         assert {"name": "apiToken", "value": MASK, "secret": True} in shown["property"]
-        repository = reader.get(f"/applications/{APP}").json()["components"]["cartridges"][0][
-            "subscribableInfo"]["artifactRepository"]
+        repository = reader.get(f"/applications/{APP}").json()["components"]["cartridges"][0]["subscribableInfo"][
+            "artifactRepository"
+        ]
         assert repository["repoPassword"] == MASK and repository["repoUsername"] == "deployer"
         assert reader.post("/cartridges", json=sample("php.json")).status_code == 403  # read-only
 
@@ -236,11 +310,13 @@ def test_no_topic_holds_a_secret_in_the_clear_and_the_notifier_only_what_its_clu
         assert_no_secret(f"topic {kind}", data)
     box = secret_box(settings)
     cluster_key = f"carbon.super/cluster/{CLUSTER}"
-    notices = [d.record.payload for d in read_to_end(settings, "instance-notifier")
-               if d.record.type == "ArtifactUpdated"]
+    notices = [
+        d.record.payload for d in read_to_end(settings, "instance-notifier") if d.record.type == "ArtifactUpdated"
+    ]
     member_key = box.cartridge_key(cluster_key)  # what a member of the cluster holds
-    assert sorted(open_for_instance(n.repo_password, member_key) for n in notices) == \
-        sorted([SECRETS["repo"], SECRETS["signup"]])
+    assert sorted(open_for_instance(n.repo_password, member_key) for n in notices) == sorted(
+        [SECRETS["repo"], SECRETS["signup"]]
+    )
     with pytest.raises(ValueError):
         open_for_instance(notices[0].repo_password, box.cartridge_key("carbon.super/cluster/other.domain"))
     spawns = [e.payload for e in events_of(settings) if e.type == "MemberSpawnRequested"]
@@ -269,13 +345,18 @@ def test_log_lines_and_the_cli_show_no_secret_and_replay_shows_them_masked(sessi
     settings, *_, captured, _ = session
     assert captured.lines
     assert_no_secret("the platform's log lines", "\n".join(captured.lines))
-    env = {**os.environ, "STRATOS_KAFKA_BOOTSTRAP": settings.kafka_bootstrap,
-           "STRATOS_TOPIC_PREFIX": settings.topic_prefix, "STRATOS_STATE_DIR": str(settings.state_dir)}
+    env = {
+        **os.environ,
+        "STRATOS_KAFKA_BOOTSTRAP": settings.kafka_bootstrap,
+        "STRATOS_TOPIC_PREFIX": settings.topic_prefix,
+        "STRATOS_STATE_DIR": str(settings.state_dir),
+    }
     stratos = [sys.executable, "-c", "from infra.cli.main import main; main()"]
     outputs = []
-    for args in (["replay", "--at", "2099-01-01T00:00:00+00:00", "--aggregate",
-                  f"carbon.super/application/{APP}", "--json"],
-                 ["state", f"carbon.super/cluster/{CLUSTER}"]):
+    for args in (
+        ["replay", "--at", "2099-01-01T00:00:00+00:00", "--aggregate", f"carbon.super/application/{APP}", "--json"],
+        ["state", f"carbon.super/cluster/{CLUSTER}"],
+    ):
         done = subprocess.run(stratos + args, env=env, capture_output=True, text=True, timeout=120)
         assert done.returncode == 0, (args, done.stderr)
         assert_no_secret(" ".join(args), done.stdout + done.stderr)
@@ -285,8 +366,7 @@ def test_log_lines_and_the_cli_show_no_secret_and_replay_shows_them_masked(sessi
 
 def test_a_dead_letter_masks_the_clear_secrets_of_a_raw_record(settings):
     appender = Appender(settings)
-    raw = json.dumps({"type": "AddUser", "payload": {"definition": {"userName": "x",
-                                                                     "credential": SECRETS["user"]}}})
+    raw = json.dumps({"type": "AddUser", "payload": {"definition": {"userName": "x", "credential": SECRETS["user"]}}})
     assert DeadLetters(appender).send("somewhere", 0, 7, b"key", raw.encode() + b"{broken", "not a record")
     appender.close()
     (letter,) = [d.record.payload for d in read_to_end(settings, "deadletter")]
@@ -295,9 +375,15 @@ def test_a_dead_letter_masks_the_clear_secrets_of_a_raw_record(settings):
 
 def test_after_rotating_the_key_old_records_open_and_new_ones_use_the_new_key(broker, tmp_path):
     old, new = new_key(), new_key()
-    base = dict(kafka_bootstrap=broker.bootstrap, topic_prefix=f"t{uuid.uuid4().hex[:8]}.", partitions=4,
-                admin_password=ADMIN_PASSWORD, password_hash_rounds=4, state_dir=tmp_path,
-                node_partitions=[0, 1, 2, 3])  # no group join: the node starts at once
+    base = dict(
+        kafka_bootstrap=broker.bootstrap,
+        topic_prefix=f"t{uuid.uuid4().hex[:8]}.",
+        partitions=4,
+        admin_password=ADMIN_PASSWORD,
+        password_hash_rounds=4,
+        state_dir=tmp_path,
+        node_partitions=[0, 1, 2, 3],
+    )  # no group join: the node starts at once
     before = Settings(**base, secret_key=old)
     ensure_topics(before)
     node = RunningNode(before)
@@ -315,21 +401,37 @@ def test_after_rotating_the_key_old_records_open_and_new_ones_use_the_new_key(br
         with client(server.url, "boss@old.org", "old-tenant-pw") as boss:  # an old record opens
             assert boss.get("/whoami").status_code == 200
         with client(server.url, "admin", ADMIN_PASSWORD) as admin:
-            assert admin.post("/tenants", json={"tenantDomain": "new.org", "admin": "boss",
-                                                "adminPassword": "new-tenant-pw"}).status_code == 201
+            assert (
+                admin.post(
+                    "/tenants", json={"tenantDomain": "new.org", "admin": "boss", "adminPassword": "new-tenant-pw"}
+                ).status_code
+                == 201
+            )
         with client(server.url, "boss@new.org", "new-tenant-pw") as boss:
             assert boss.get("/whoami").status_code == 200
     finally:
         server.stop()
         node.stop()
     box = secret_box(after)
-    sealed = {e.payload.definition.tenantDomain: e.payload.definition.adminPassword
-              for e in events_of(after) if e.type == "TenantAdded"}
+    sealed = {
+        e.payload.definition.tenantDomain: e.payload.definition.adminPassword
+        for e in events_of(after)
+        if e.type == "TenantAdded"
+    }
     assert box.sealed_with(sealed["old.org"]) == key_id(old)
     assert box.sealed_with(sealed["new.org"]) == key_id(new)
-    env = {**os.environ, "STRATOS_KAFKA_BOOTSTRAP": broker.bootstrap, "STRATOS_TOPIC_PREFIX": base["topic_prefix"],
-           "STRATOS_SECRET_KEY": f"{new},{old}"}
-    done = subprocess.run([sys.executable, "-m", "infra.cli", "secrets", "usage", "--json"],
-                          env=env, capture_output=True, text=True, timeout=120)
+    env = {
+        **os.environ,
+        "STRATOS_KAFKA_BOOTSTRAP": broker.bootstrap,
+        "STRATOS_TOPIC_PREFIX": base["topic_prefix"],
+        "STRATOS_SECRET_KEY": f"{new},{old}",
+    }
+    done = subprocess.run(
+        [sys.executable, "-m", "infra.cli", "secrets", "usage", "--json"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout) == {key_id(old): 1, key_id(new): 1}

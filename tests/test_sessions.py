@@ -1,6 +1,7 @@
 """Sessions end: a token is refused on every API process once its user is removed, its password
 or role changed or its tenant deactivated; tokens expire; the console stream checks its caller
 again; failed logins are throttled per user and per address with a 429."""
+
 from __future__ import annotations
 
 import os
@@ -26,17 +27,31 @@ ADMIN_PASSWORD = "sessions-admin-pw"
 @pytest.fixture(scope="module")
 def apis(broker) -> Iterator[tuple[Settings, list[str]]]:
     """A node, one API in this process and a second `stratos api` process, on one log."""
-    settings = Settings(kafka_bootstrap=broker.bootstrap, topic_prefix=f"t{uuid.uuid4().hex[:8]}.",
-                        partitions=4, admin_password=ADMIN_PASSWORD, password_hash_rounds=4)
+    settings = Settings(
+        kafka_bootstrap=broker.bootstrap,
+        topic_prefix=f"t{uuid.uuid4().hex[:8]}.",
+        partitions=4,
+        admin_password=ADMIN_PASSWORD,
+        password_hash_rounds=4,
+    )
     ensure_topics(settings)
     node = RunningNode(settings)
     first = ApiServer(create_app(settings), port=free_port()).start()
     port = free_port()
-    env = {**os.environ, "PYTHONPATH": os.getcwd(), "STRATOS_KAFKA_BOOTSTRAP": settings.kafka_bootstrap,
-           "STRATOS_TOPIC_PREFIX": settings.topic_prefix, "STRATOS_ADMIN_PASSWORD": ADMIN_PASSWORD,
-           "STRATOS_PASSWORD_HASH_ROUNDS": "4"}
-    second = subprocess.Popen([sys.executable, "-m", "infra.cli", "api", "--port", str(port)], env=env,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.getcwd(),
+        "STRATOS_KAFKA_BOOTSTRAP": settings.kafka_bootstrap,
+        "STRATOS_TOPIC_PREFIX": settings.topic_prefix,
+        "STRATOS_ADMIN_PASSWORD": ADMIN_PASSWORD,
+        "STRATOS_PASSWORD_HASH_ROUNDS": "4",
+    }
+    second = subprocess.Popen(
+        [sys.executable, "-m", "infra.cli", "api", "--port", str(port)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     url = f"http://127.0.0.1:{port}"
 
     def answers() -> bool:
@@ -62,8 +77,10 @@ def admin(url: str, user: str = "admin", password: str = ADMIN_PASSWORD) -> http
 def new_tenant(url: str) -> str:
     domain = f"t{uuid.uuid4().hex[:8]}.org"
     with admin(url) as client:
-        reply = client.post("/tenants", json={"tenantDomain": domain, "admin": "boss", "adminPassword": "boss-pw",
-                                              "email": f"boss@{domain}"})
+        reply = client.post(
+            "/tenants",
+            json={"tenantDomain": domain, "admin": "boss", "adminPassword": "boss-pw", "email": f"boss@{domain}"},
+        )
     assert reply.status_code == 201, reply.text
     return domain
 
@@ -99,25 +116,37 @@ def change(url: str, domain: str, case: str) -> None:
     assert reply.status_code == 200, reply.text
 
 
-@pytest.mark.parametrize("case, reason", [
-    ("removal", "was removed or its tenant deactivated"),
-    ("password", "password of 'carol@{domain}' changed"),
-    ("role", "role of 'carol@{domain}' changed"),
-    ("deactivation", "was removed or its tenant deactivated"),
-])
+@pytest.mark.parametrize(
+    "case, reason",
+    [
+        ("removal", "was removed or its tenant deactivated"),
+        ("password", "password of 'carol@{domain}' changed"),
+        ("role", "role of 'carol@{domain}' changed"),
+        ("deactivation", "was removed or its tenant deactivated"),
+    ],
+)
 def test_a_token_is_revoked_on_every_api_process(apis, case, reason):
     _, urls = apis
     domain = new_tenant(urls[0])
     with admin(urls[0], f"boss@{domain}", "boss-pw") as boss:
-        assert boss.post("/users", json={"userName": "carol", "credential": "carol-pw", "role": "admin",
-                                         "email": "carol@example.org"}).status_code == 201
+        assert (
+            boss.post(
+                "/users",
+                json={"userName": "carol", "credential": "carol-pw", "role": "admin", "email": "carol@example.org"},
+            ).status_code
+            == 201
+        )
     token = token_for(urls[1], f"carol@{domain}", "carol-pw")  # issued by the second process
     for url in urls:  # and good on both
-        good = wait_until(lambda: (r := whoami(url, token)).status_code == 200 and r, timeout=30)
+        good = wait_until(lambda url=url: (r := whoami(url, token)).status_code == 200 and r, timeout=30)
         assert good.json()["username"] == f"carol@{domain}"
     change(urls[0], domain, case)
-    messages = wait_until(lambda: refused_everywhere(urls, token), timeout=30, interval=0.05,
-                          message=f"the token refused on both API processes after the {case}")
+    messages = wait_until(
+        lambda: refused_everywhere(urls, token),
+        timeout=30,
+        interval=0.05,
+        message=f"the token refused on both API processes after the {case}",
+    )
     assert all("the bearer token was revoked" in m and reason.format(domain=domain) in m for m in messages), messages
     if case == "password":
         assert whoami(urls[1], token_for(urls[0], f"carol@{domain}", "new-pw")).status_code == 200
@@ -127,12 +156,15 @@ def test_tokens_expire_on_every_api_process(apis):
     settings, urls = apis
     short = ApiServer(create_app(settings.model_copy(update={"token_ttl_seconds": 1.0})), port=free_port()).start()
     try:
-        issued = httpx.post(f"{short.url}/api/token", json={"username": "admin", "password": ADMIN_PASSWORD}, timeout=60)
+        issued = httpx.post(
+            f"{short.url}/api/token", json={"username": "admin", "password": ADMIN_PASSWORD}, timeout=60
+        )
         assert issued.json()["expires_in"] == 1.0
         token = issued.json()["access_token"]
         assert whoami(urls[1], token).status_code == 200  # any process takes it while it lasts
-        messages = wait_until(lambda: refused_everywhere([short.url, *urls], token), timeout=30,
-                              message="the token expired")
+        messages = wait_until(
+            lambda: refused_everywhere([short.url, *urls], token), timeout=30, message="the token expired"
+        )
         assert all("has expired" in m for m in messages)
     finally:
         short.stop()
@@ -143,8 +175,9 @@ def test_the_console_stream_ends_when_its_callers_token_is_revoked(apis):
     domain = new_tenant(urls[0])
     token = token_for(urls[0], f"boss@{domain}", "boss-pw")
     seen = []
-    with httpx.stream("GET", f"{urls[0]}/api/console/stream", headers={"Authorization": f"Bearer {token}"},
-                      timeout=60) as stream:
+    with httpx.stream(
+        "GET", f"{urls[0]}/api/console/stream", headers={"Authorization": f"Bearer {token}"}, timeout=60
+    ) as stream:
         assert stream.status_code == 200
         for line in stream.iter_lines():
             seen.append(line)
@@ -160,6 +193,7 @@ def test_failed_logins_are_throttled_per_user_and_address_with_a_429(apis):
     strict = settings.model_copy(update={"login_failures": 3, "login_lockout_seconds": 3.0})
     server = ApiServer(create_app(strict), port=free_port()).start()
     try:
+
         def login(password: str, user: str = "admin") -> httpx.Response:
             return httpx.post(f"{server.url}/api/token", json={"username": user, "password": password}, timeout=60)
 
@@ -169,7 +203,11 @@ def test_failed_logins_are_throttled_per_user_and_address_with_a_429(apis):
         assert 1 <= int(throttled.headers["Retry-After"]) <= 4
         basic = httpx.get(f"{server.url}/api/whoami", auth=("someone-else", "x"), timeout=60)
         assert basic.status_code == 429  # the same address, another user name
-        wait_until(lambda: login(ADMIN_PASSWORD).status_code == 200, timeout=30, interval=0.5,
-                   message="logins accepted again after the window")
+        wait_until(
+            lambda: login(ADMIN_PASSWORD).status_code == 200,
+            timeout=30,
+            interval=0.5,
+            message="logins accepted again after the window",
+        )
     finally:
         server.stop()

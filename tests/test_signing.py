@@ -1,5 +1,6 @@
 """The pure rules of who sent a record and what a user may send: signatures, member keys,
 tokens and their revocation, the command rule, the login throttle, the secret file."""
+
 from __future__ import annotations
 
 import json
@@ -15,11 +16,17 @@ from hypothesis import strategies as st
 
 from infra.api.identity import LoginThrottle
 from infra.auth.access import Principal, TokenRefused, Tokens, command_denied
+from infra.auth.signing import (
+    PLATFORM,
+    Signer,
+    Unauthenticated,
+    Verifier,
+    _read_or_create,
+    member_credentials,
+    platform_secret,
+)
 from infra.log.kafka import encode, envelope
 from infra.settings import Settings
-from infra.auth.signing import (
-    PLATFORM, Signer, Unauthenticated, Verifier, _read_or_create, member_credentials, platform_secret,
-)
 from schemas import commands as C
 from schemas.definitions import DEFINITION_KINDS
 from schemas.envelope import SUPER_TENANT
@@ -31,8 +38,12 @@ SECRET = b"s" * 32
 text = st.text(min_size=1, max_size=20)
 
 
-@given(kind=st.sampled_from(["commands", "health", "instance-status"]), key=st.binary(max_size=40),
-       value=st.binary(max_size=200), flip=st.integers(min_value=0, max_value=2))
+@given(
+    kind=st.sampled_from(["commands", "health", "instance-status"]),
+    key=st.binary(max_size=40),
+    value=st.binary(max_size=200),
+    flip=st.integers(min_value=0, max_value=2),
+)
 def test_a_signature_verifies_only_for_its_own_topic_key_and_value(kind, key, value, flip):
     verifier = Verifier(SECRET)
     headers = Signer(PLATFORM, SECRET).headers(kind, key, value)
@@ -55,21 +66,33 @@ def test_a_member_key_signs_as_exactly_that_member(tenant, cluster, member):
 
 
 def status(member: str, cluster: str = "c1", tenant: str = "t.org", kind: str = "InstanceActivated"):
-    return envelope(InstanceStatusRecord, InstanceStatus(type=kind, member_id=member, cluster_id=cluster),
-                    f"{tenant}/cluster/{cluster}", tenant=tenant)
+    return envelope(
+        InstanceStatusRecord,
+        InstanceStatus(type=kind, member_id=member, cluster_id=cluster),
+        f"{tenant}/cluster/{cluster}",
+        tenant=tenant,
+    )
 
 
-@pytest.mark.parametrize("record, wrong", [
-    (status("m1"), None),
-    (status("m2"), "member 'm2' (signed by 'm1')"),                       # another member
-    (status("m1", cluster="c2"), "cluster 'c2' (signed by 'c1')"),         # another cluster
-    (status("m1", tenant="u.org"), "tenant 'u.org' (signed by 't.org')"),  # another tenant
-], ids=["own", "other-member", "other-cluster", "other-tenant"])
+@pytest.mark.parametrize(
+    "record, wrong",
+    [
+        (status("m1"), None),
+        (status("m2"), "member 'm2' (signed by 'm1')"),  # another member
+        (status("m1", cluster="c2"), "cluster 'c2' (signed by 'c1')"),  # another cluster
+        (status("m1", tenant="u.org"), "tenant 'u.org' (signed by 't.org')"),  # another tenant
+    ],
+    ids=["own", "other-member", "other-cluster", "other-tenant"],
+)
 def test_a_member_may_speak_only_of_itself(record, wrong):
     signer = Signer.member("t.org", "c1", "m1", member_credentials(SECRET, "t.org", "c1", "m1")["signingKey"])
     value = encode(record)
-    sender = Verifier(SECRET).sender("instance-status", record.aggregate_id.encode(), value,
-                                     signer.headers("instance-status", record.aggregate_id.encode(), value))
+    sender = Verifier(SECRET).sender(
+        "instance-status",
+        record.aggregate_id.encode(),
+        value,
+        signer.headers("instance-status", record.aggregate_id.encode(), value),
+    )
     if wrong is None:
         Verifier.require_signed("instance-status", sender, record)
     else:
@@ -102,12 +125,16 @@ class Users:
         return None
 
 
-@pytest.mark.parametrize("change, reason", [
-    (lambda u: setattr(u, "user", None), "was removed or its tenant deactivated"),
-    (lambda u: u.user.update(credential="$2b$second"), "password of 'carol@t.org' changed"),
-    (lambda u: u.user.update(role="user"), "role of 'carol@t.org' changed"),
-    (lambda u: u.tenant.update(active=False), "was removed or its tenant deactivated"),
-], ids=["removed", "password", "role", "tenant-deactivated"])
+@pytest.mark.parametrize(
+    "change, reason",
+    [
+        (lambda u: setattr(u, "user", None), "was removed or its tenant deactivated"),
+        (lambda u: u.user.update(credential="$2b$second"), "password of 'carol@t.org' changed"),
+        (lambda u: u.user.update(role="user"), "role of 'carol@t.org' changed"),
+        (lambda u: u.tenant.update(active=False), "was removed or its tenant deactivated"),
+    ],
+    ids=["removed", "password", "role", "tenant-deactivated"],
+)
 def test_a_token_lasts_as_long_as_the_user_it_was_issued_to(change, reason):
     users = Users()
     tokens = Tokens(SECRET, users, "admin", "admin-pw", 60.0)
@@ -134,8 +161,11 @@ def test_a_token_expires_and_a_forged_one_is_refused():
 
 # --- what a user may send --------------------------------------------------------------------
 def add_user(credential: str = "$2b$" + "x" * 56):
-    return C.AddUser(definition=DEFINITION_KINDS["user"].model_validate(
-        {"userName": "u", "credential": credential, "role": "user", "email": "u@example.org"}))
+    return C.AddUser(
+        definition=DEFINITION_KINDS["user"].model_validate(
+            {"userName": "u", "credential": credential, "role": "user", "email": "u@example.org"}
+        )
+    )
 
 
 ADMIN = Principal(username="admin", tenant=SUPER_TENANT, role="admin")
@@ -143,17 +173,29 @@ BOSS = Principal(username="boss@t.org", tenant="t.org", role="admin")
 READER = Principal(username="r@t.org", tenant="t.org", role="user")
 
 
-@pytest.mark.parametrize("principal, target, command, code, reason", [
-    (ADMIN, "carbon.super/user/u", add_user(), None, None),
-    (BOSS, "t.org/user/u", add_user(), None, None),
-    (BOSS, "carbon.super/user/u", add_user(), 403, "may not change the resources of tenant 'carbon.super'"),
-    (READER, "t.org/user/u", add_user(), 403, "may read but not change"),
-    (BOSS, "carbon.super/tenant/x", C.RemoveTenant(id="x"), 403, "only the super tenant's admin manages tenants"),
-    (ADMIN, "carbon.super/user/u", add_user("plain"), 400, "definition.credential: a bcrypt hash is expected"),
-    (ADMIN, "carbon.super/cluster/c", C.ReportNodeDestroyed(member_id="m"), 403, "platform's own parts only"),
-    (BOSS, "carbon.super/application/a", C.RemoveApplicationSignup(tenant="u.org"), 403, "only its own tenant"),
-], ids=["super-admin-adds-user", "tenant-admin-own-tenant", "tenant-admin-super-tenant", "reader-writes",
-        "tenant-admin-tenants", "plain-password", "platform-fact", "signup-for-another-tenant"])
+@pytest.mark.parametrize(
+    "principal, target, command, code, reason",
+    [
+        (ADMIN, "carbon.super/user/u", add_user(), None, None),
+        (BOSS, "t.org/user/u", add_user(), None, None),
+        (BOSS, "carbon.super/user/u", add_user(), 403, "may not change the resources of tenant 'carbon.super'"),
+        (READER, "t.org/user/u", add_user(), 403, "may read but not change"),
+        (BOSS, "carbon.super/tenant/x", C.RemoveTenant(id="x"), 403, "only the super tenant's admin manages tenants"),
+        (ADMIN, "carbon.super/user/u", add_user("plain"), 400, "definition.credential: a bcrypt hash is expected"),
+        (ADMIN, "carbon.super/cluster/c", C.ReportNodeDestroyed(member_id="m"), 403, "platform's own parts only"),
+        (BOSS, "carbon.super/application/a", C.RemoveApplicationSignup(tenant="u.org"), 403, "only its own tenant"),
+    ],
+    ids=[
+        "super-admin-adds-user",
+        "tenant-admin-own-tenant",
+        "tenant-admin-super-tenant",
+        "reader-writes",
+        "tenant-admin-tenants",
+        "plain-password",
+        "platform-fact",
+        "signup-for-another-tenant",
+    ],
+)
 def test_a_command_is_allowed_as_its_rest_call_would_be(principal, target, command, code, reason):
     denied = command_denied(principal, parse_aggregate_id(target), command)
     if code is None:
@@ -169,7 +211,7 @@ def test_failed_logins_are_counted_per_user_and_per_address_over_a_window():
         assert throttle.retry_after("carol", "10.0.0.1") is None
         throttle.failed("carol", "10.0.0.1")
     assert throttle.retry_after("carol", "10.0.0.9") == pytest.approx(10.0)  # the user, from anywhere
-    assert throttle.retry_after("dave", "10.0.0.1") == pytest.approx(10.0)   # the address, for anyone
+    assert throttle.retry_after("dave", "10.0.0.1") == pytest.approx(10.0)  # the address, for anyone
     assert throttle.retry_after("dave", "10.0.0.2") is None
     now[0] = 10.01
     assert throttle.retry_after("carol", "10.0.0.1") is None
@@ -199,18 +241,26 @@ def test_member_key_prints_the_key_the_cloud_controller_gives_that_member():
 
     get_settings.cache_clear()
     try:
-        done = CliRunner().invoke(app, ["member-key", "--tenant", "t.org", "--cluster", "c1", "--member", "m1", "--json"])
+        done = CliRunner().invoke(
+            app, ["member-key", "--tenant", "t.org", "--cluster", "c1", "--member", "m1", "--json"]
+        )
     finally:
         get_settings.cache_clear()
     assert done.exit_code == 0, done.output
     printed = json.loads(done.output)
     secret = platform_secret(Settings())
-    assert printed == {"signer": "member/t.org/c1/m1",
-                       "signingKey": member_credentials(secret, "t.org", "c1", "m1")["signingKey"]}
+    assert printed == {
+        "signer": "member/t.org/c1/m1",
+        "signingKey": member_credentials(secret, "t.org", "c1", "m1")["signingKey"],
+    }
 
 
-@given(key=st.binary(min_size=1, max_size=100), topic=st.sampled_from(["health", "commands"]),
-       record_key=st.binary(max_size=50), value=st.binary(max_size=300))
+@given(
+    key=st.binary(min_size=1, max_size=100),
+    topic=st.sampled_from(["health", "commands"]),
+    record_key=st.binary(max_size=50),
+    value=st.binary(max_size=300),
+)
 def test_the_signature_is_standard_hmac_sha256_so_any_language_can_make_it(key, topic, record_key, value):
     import hashlib
     import hmac

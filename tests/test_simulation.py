@@ -1,6 +1,7 @@
 """The load simulator: the platform's own code on simulated time, the SPEC RG figures, the
 report, compare mode and scenario errors. Pure (no broker): the live mode's test is in
 tests/test_simulation_live.py."""
+
 from __future__ import annotations
 
 import json
@@ -8,7 +9,9 @@ import shutil
 from pathlib import Path
 
 import pytest
-from hypothesis import given, settings as hsettings, strategies as st
+from hypothesis import given
+from hypothesis import settings as hsettings
+from hypothesis import strategies as st
 from typer.testing import CliRunner
 
 from actors.topology_plan import build_cluster_specs
@@ -32,6 +35,7 @@ def simulate(*args: str) -> dict:
 
 # --- determinism ------------------------------------------------------------------------------
 
+
 def test_same_seed_gives_byte_identical_metrics_and_timeline_another_seed_differs(tmp_path):
     scenario = str(SCENARIOS / "flash-crowd.yaml")
     simulate(scenario, "--out", str(tmp_path / "a"))
@@ -49,6 +53,7 @@ def test_same_seed_gives_byte_identical_metrics_and_timeline_another_seed_differ
 
 
 # --- the same decisions as the live acceptance test ---------------------------------------------
+
 
 def test_single_cluster_scenario_makes_the_live_acceptance_tests_decisions():
     """examples/scenarios/stratos-single-cluster.yaml is tests/test_scaling_acceptance.py's
@@ -71,6 +76,7 @@ def test_single_cluster_scenario_makes_the_live_acceptance_tests_decisions():
 
 # --- the figures on a hand-computed trace -------------------------------------------------------
 
+
 def test_figures_on_a_hand_computed_trace():
     """Six samples 60 s apart (T = 360 s, 0.1 h):
 
@@ -87,8 +93,15 @@ def test_figures_on_a_hand_computed_trace():
     SLO violation: supply below need at k=1,2 -> 2/6; cost: 20 members x 60 s = 1200
     member-seconds = 1/3 member-hour; reaction: demand rises at k=1 to 4, supply reaches 4 at
     k=3 -> 120 s."""
-    f = el.figures(demand=[2, 4, 4, 4, 2, 2], supply=[2, 2, 3, 4, 4, 2], need=[1, 4, 4, 4, 1, 1],
-                   billed=[2, 4, 4, 4, 4, 2], dt=60.0, scaling_actions=3, cap=6)
+    f = el.figures(
+        demand=[2, 4, 4, 4, 2, 2],
+        supply=[2, 2, 3, 4, 4, 2],
+        need=[1, 4, 4, 4, 1, 1],
+        billed=[2, 4, 4, 4, 4, 2],
+        dt=60.0,
+        scaling_actions=3,
+        cap=6,
+    )
     assert f["accuracy_U"] == pytest.approx(0.5) and f["accuracy_O"] == pytest.approx(1 / 3)
     assert (f["timeshare_U"], f["timeshare_O"]) == (pytest.approx(2 / 6), pytest.approx(1 / 6))
     assert f["instability"] == 1.0
@@ -101,10 +114,18 @@ def test_figures_on_a_hand_computed_trace():
 
 # --- stabilisation on the noisy load, in compare mode ------------------------------------------
 
+
 def test_stabilisation_cuts_scaling_actions_on_the_noisy_load_and_the_compare_report_shows_it(tmp_path):
     out = tmp_path / "noisy"
-    answer = simulate(str(SCENARIOS / "noisy-load.yaml"), "--out", str(out),
-                      "--policy", str(POLICIES / "stratos-default.json"), "--policy", str(POLICIES / "hpa-like.json"))
+    answer = simulate(
+        str(SCENARIOS / "noisy-load.yaml"),
+        "--out",
+        str(out),
+        "--policy",
+        str(POLICIES / "stratos-default.json"),
+        "--policy",
+        str(POLICIES / "hpa-like.json"),
+    )
     doc = json.loads((out / "metrics.json").read_text())
     default, hpa = (doc["policies"][p]["total"] for p in ("stratos-default", "hpa-like"))
     assert hpa["scaling_actions"] < default["scaling_actions"] * 0.75, (hpa, default)
@@ -124,8 +145,12 @@ def test_stabilisation_cuts_scaling_actions_on_the_noisy_load_and_the_compare_re
 def test_policy_options_reach_the_cluster_spec_that_the_live_autoscaler_reads():
     hpa = json.loads((POLICIES / "hpa-like.json").read_text())
     defs = {f"autoscalingPolicy/{hpa['id']}": hpa}
-    for kind, name in (("cartridge", "php.json"), ("deploymentPolicy", "deployment-policy.json"),
-                       ("networkPartition", "network-partition.json"), ("applicationPolicy", "application-policy.json")):
+    for kind, name in (
+        ("cartridge", "php.json"),
+        ("deploymentPolicy", "deployment-policy.json"),
+        ("networkPartition", "network-partition.json"),
+        ("applicationPolicy", "application-policy.json"),
+    ):
         body = json.loads((EXAMPLES / "definitions" / name).read_text())
         defs[f"{kind}/{body.get('id') or body.get('type')}"] = body
     application = json.loads((EXAMPLES / "definitions" / "application-scaling.json").read_text())
@@ -134,6 +159,7 @@ def test_policy_options_reach_the_cluster_spec_that_the_live_autoscaler_reads():
 
 
 # --- malformed scenarios ----------------------------------------------------------------------
+
 
 def _scenario(tmp_path: Path, text: str) -> Path:
     for folder in ("definitions", "policies"):
@@ -147,17 +173,27 @@ def _scenario(tmp_path: Path, text: str) -> Path:
 GOOD = (SCENARIOS / "flash-crowd.yaml").read_text()
 
 
-@pytest.mark.parametrize("old, new, expected", [
-    ("peak: 300", "peak: lots", ":25: load.0.spike.peak: Input should be a valid number"),
-    ("duration: 2h", "duration: two hours", ":6: duration: Value error, 'two hours' is not a duration"),
-    ("    model: shared", "    model: shared\n    shape: square", ":25: load.0.shape: Extra inputs are not permitted"),
-    ("  - cluster: web", "  - cluster: nosuch", ":22: load.0.cluster: no cluster with alias or id 'nosuch'"),
-    ("[../definitions/php.json]", "[../definitions/missing.json]", ":10: definitions.cartridges.0: file"),
-    ("[../definitions/deployment-policy-large.json]",
-     "[../definitions/deployment-policy-large.json, ../definitions/deployment-policy-large.json]",
-     ":12: definitions.deploymentPolicies.1: AddDeploymentPolicy rejected: deploymentPolicy "
-     "'deployment-policy-large' already exists"),
-], ids=["bad-number", "bad-duration", "unknown-field", "unknown-cluster", "missing-file", "rejected-definition"])
+@pytest.mark.parametrize(
+    "old, new, expected",
+    [
+        ("peak: 300", "peak: lots", ":25: load.0.spike.peak: Input should be a valid number"),
+        ("duration: 2h", "duration: two hours", ":6: duration: Value error, 'two hours' is not a duration"),
+        (
+            "    model: shared",
+            "    model: shared\n    shape: square",
+            ":25: load.0.shape: Extra inputs are not permitted",
+        ),
+        ("  - cluster: web", "  - cluster: nosuch", ":22: load.0.cluster: no cluster with alias or id 'nosuch'"),
+        ("[../definitions/php.json]", "[../definitions/missing.json]", ":10: definitions.cartridges.0: file"),
+        (
+            "[../definitions/deployment-policy-large.json]",
+            "[../definitions/deployment-policy-large.json, ../definitions/deployment-policy-large.json]",
+            ":12: definitions.deploymentPolicies.1: AddDeploymentPolicy rejected: deploymentPolicy "
+            "'deployment-policy-large' already exists",
+        ),
+    ],
+    ids=["bad-number", "bad-duration", "unknown-field", "unknown-cluster", "missing-file", "rejected-definition"],
+)
 def test_malformed_scenario_error_names_its_line_and_field(tmp_path, old, new, expected):
     assert old in GOOD
     path = _scenario(tmp_path, GOOD.replace(old, new))
@@ -175,8 +211,11 @@ def test_invalid_yaml_names_its_line(tmp_path):
 
 # --- properties of the elasticity figures --------------------------------------------------------
 
-curves = st.integers(min_value=1, max_value=60).flatmap(lambda n: st.tuples(
-    st.lists(st.integers(0, 20), min_size=n, max_size=n), st.lists(st.integers(0, 20), min_size=n, max_size=n)))
+curves = st.integers(min_value=1, max_value=60).flatmap(
+    lambda n: st.tuples(
+        st.lists(st.integers(0, 20), min_size=n, max_size=n), st.lists(st.integers(0, 20), min_size=n, max_size=n)
+    )
+)
 
 
 @hsettings(max_examples=150, deadline=None)
@@ -205,9 +244,12 @@ def test_perfect_supply_scores_zero_everywhere(demand, dt):
 @hsettings(max_examples=150, deadline=None)
 @given(st.lists(st.integers(0, 10), min_size=2, max_size=40), st.integers(0, 5))
 def test_supply_lagging_demand_reacts_after_the_lag(demand, lag):
-    supply = [demand[0]] * lag + demand[:len(demand) - lag] if lag < len(demand) else [demand[0]] * len(demand)
-    for k, reaction in zip([k for k in range(1, len(demand)) if demand[k] > demand[k - 1]],
-                           el.reaction_times(demand, supply, 15.0)):
+    supply = [demand[0]] * lag + demand[: len(demand) - lag] if lag < len(demand) else [demand[0]] * len(demand)
+    for k, reaction in zip(
+        [k for k in range(1, len(demand)) if demand[k] > demand[k - 1]],
+        el.reaction_times(demand, supply, 15.0),
+        strict=False,
+    ):
         if reaction is not None:
             assert reaction <= lag * 15.0
             assert supply[k + int(reaction // 15)] >= demand[k]
@@ -225,8 +267,11 @@ def test_instability_and_jitter_are_shares_and_counts(pair):
 
 
 @hsettings(max_examples=100, deadline=None)
-@given(st.dictionaries(st.text("abc", min_size=1, max_size=3),
-                       st.tuples(st.floats(0, 100), st.floats(0, 1)), min_size=1, max_size=6))
+@given(
+    st.dictionaries(
+        st.text("abc", min_size=1, max_size=3), st.tuples(st.floats(0, 100), st.floats(0, 1)), min_size=1, max_size=6
+    )
+)
 def test_pareto_front_is_undominated_and_ranking_is_a_total_order(points):
     totals = {name: {"cost_member_hours": c, "slo_violation_share": v} for name, (c, v) in points.items()}
     front = el.pareto_front(totals)
@@ -236,7 +281,7 @@ def test_pareto_front_is_undominated_and_ranking_is_a_total_order(points):
     for p in set(totals) - set(front):
         assert any(el.dominates(totals[q], totals[p], el.PARETO_AXES) for q in front)
     order = el.ranking(totals)
-    assert sorted(order) == sorted(totals) and set(order[:len(front)]) == set(front)
+    assert sorted(order) == sorted(totals) and set(order[: len(front)]) == set(front)
 
 
 def test_start_failures_and_crashes_go_through_the_platforms_own_recovery():
@@ -246,8 +291,9 @@ def test_start_failures_and_crashes_go_through_the_platforms_own_recovery():
     from dataclasses import replace
 
     base = load_scenario(SCENARIOS / "flash-crowd.yaml").setup
-    setup = replace(base, duration=3600.0, instances=replace(base.instances, start_failure_rate=0.5,
-                                                            crash_rate_per_hour=1.0))
+    setup = replace(
+        base, duration=3600.0, instances=replace(base.instances, start_failure_rate=0.5, crash_rate_per_hour=1.0)
+    )
     result = Simulation(setup, keep_log=True).run()
     reasons = [e.payload.reason for e in result.log if e.type == "MemberTerminated"]
     failed = [e.payload.attempt for e in result.log if e.type == "MemberStartFailed"]

@@ -3,13 +3,14 @@ simulated mock IaaS and a faust health worker on the test's topics (short window
 tests/test_scaling_acceptance.py). `stratos simulate --live` deploys Stratos's single-cluster
 scenario, publishes its load on the health topic at twice real time, and writes the report from
 the events it observed; the report's member counts are the runtime API's."""
+
 from __future__ import annotations
 
 import json
 
 import pytest
-from pydantic import SecretStr
 from fastapi.testclient import TestClient
+from pydantic import SecretStr
 from rich.console import Console
 
 from infra.api.app import create_app
@@ -45,10 +46,19 @@ load:
 @pytest.fixture
 def live_settings(settings, tmp_path):
     # no fault detection within the run: once the run stops publishing, nothing may change
-    return settings.model_copy(update={
-        "health_window_seconds": 3.0, "health_hop_seconds": 0.5, "health_publish_seconds": 0.5,
-        "member_fault_seconds": 600.0, "cloud_reconcile_seconds": 0.5, "cloud_retry_seconds": 0.1,
-        "state_dir": tmp_path, "admin_password": SecretStr("pw"), "password_hash_rounds": 4})
+    return settings.model_copy(
+        update={
+            "health_window_seconds": 3.0,
+            "health_hop_seconds": 0.5,
+            "health_publish_seconds": 0.5,
+            "member_fault_seconds": 600.0,
+            "cloud_reconcile_seconds": 0.5,
+            "cloud_retry_seconds": 0.1,
+            "state_dir": tmp_path,
+            "admin_password": SecretStr("pw"),
+            "password_hash_rounds": 4,
+        }
+    )
 
 
 def test_live_mode_report_matches_the_runtime_api(live_settings, tmp_path):
@@ -64,8 +74,16 @@ def test_live_mode_report_matches_the_runtime_api(live_settings, tmp_path):
     try:
         path = tmp_path / "live.yaml"
         path.write_text(SCENARIO)
-        doc = run_live(load_scenario(path), None, tmp_path / "out", None, 2.0, Console(quiet=True),
-                       quiet=True, settings=live_settings)
+        doc = run_live(
+            load_scenario(path),
+            None,
+            tmp_path / "out",
+            None,
+            2.0,
+            Console(quiet=True),
+            quiet=True,
+            settings=live_settings,
+        )
         metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())
         assert metrics == json.loads(json.dumps(doc)) and metrics["scenario"]["mode"] == "live"
         rows = [r.split(",") for r in (tmp_path / "out" / "timeline.csv").read_text().splitlines()[1:]]
@@ -75,12 +93,16 @@ def test_live_mode_report_matches_the_runtime_api(live_settings, tmp_path):
         assert decisions.count("ScaleDown:-1") == 3 and "ScaleUp:+3" in decisions
 
         with TestClient(create_app(live_settings)) as api:
+
             def runtime_members():
                 tree = api.get(f"/api/applications/{APP_ID}/runtime", auth=("admin", "pw")).json()
-                clusters = tree["applicationInstances"][0]["clusterInstances"] if tree.get("applicationInstances") else []
+                clusters = (
+                    tree["applicationInstances"][0]["clusterInstances"] if tree.get("applicationInstances") else []
+                )
                 members = clusters[0]["member"] if clusters else []
                 active = [m for m in members if m["status"] == "Active"]
                 return active if len(active) == supply[-1] else None
+
             active = wait_until(runtime_members, timeout=20, message="the runtime API's Active members")
         assert len(active) == supply[-1] == 2
         cluster = metrics["policies"]["scenario"]["clusters"][f"{APP_ID}.php1.php.domain"]

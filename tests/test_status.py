@@ -1,6 +1,7 @@
 """Platform status on the real broker: `stratos node` and `stratos reactor` as real processes
 with their heartbeats, the API's `/api/health` and `stratos status`: a stopped part is named,
 with the lag of its consumer group on the topics it reads."""
+
 from __future__ import annotations
 
 import json
@@ -19,21 +20,27 @@ from infra.broker import free_port
 from infra.cli.main import app as stratos
 from infra.log.commands_client import CommandClient
 from schemas import commands as C
+from schemas.definitions import DEFINITION_KINDS
 from schemas.envelope import SUPER_TENANT
 from schemas.ids import aggregate_id
 from tests.conftest import sample, wait_until
-from schemas.definitions import DEFINITION_KINDS
 
 pytestmark = pytest.mark.integration
 PASSWORD = "status-pw"
 
 
 def part(settings, name: str) -> subprocess.Popen:
-    env = {**os.environ, "PYTHONPATH": os.getcwd(), "STRATOS_KAFKA_BOOTSTRAP": settings.kafka_bootstrap,
-           "STRATOS_TOPIC_PREFIX": settings.topic_prefix, "STRATOS_HEARTBEAT_SECONDS": "0.5",
-           "STRATOS_LOG_TO_KAFKA": "1"}
-    return subprocess.Popen([sys.executable, "-m", "infra.cli", name], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.getcwd(),
+        "STRATOS_KAFKA_BOOTSTRAP": settings.kafka_bootstrap,
+        "STRATOS_TOPIC_PREFIX": settings.topic_prefix,
+        "STRATOS_HEARTBEAT_SECONDS": "0.5",
+        "STRATOS_LOG_TO_KAFKA": "1",
+    }
+    return subprocess.Popen(
+        [sys.executable, "-m", "infra.cli", name], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
 
 
 def status(url: str) -> dict:
@@ -49,21 +56,29 @@ def test_status_names_a_stopped_part_and_its_lag(settings, monkeypatch):
     client = CommandClient(own)
     partition = DEFINITION_KINDS["networkPartition"].model_validate(sample("network-partition.json"))
     try:
-        wait_until(lambda: status(server.url)["node"]["state"] == "running" and
-                   status(server.url)["reactor"]["state"] == "running", timeout=60, message="node and reactor running")
+        wait_until(
+            lambda: (
+                status(server.url)["node"]["state"] == "running" and status(server.url)["reactor"]["state"] == "running"
+            ),
+            timeout=60,
+            message="node and reactor running",
+        )
         # the node handles one command (its group commits an offset), then stops
         key = aggregate_id(SUPER_TENANT, "networkPartition", "np-status")
         client.call(key, C.AddNetworkPartition(definition=partition.model_copy(update={"id": "np-status"})), timeout=60)
         node.send_signal(signal.SIGTERM)
         node.wait(30)
         for n in range(3):
-            client.send(aggregate_id(SUPER_TENANT, "networkPartition", f"np-after-{n}"),
-                        C.AddNetworkPartition(definition=partition.model_copy(update={"id": f"np-after-{n}"})))
+            client.send(
+                aggregate_id(SUPER_TENANT, "networkPartition", f"np-after-{n}"),
+                C.AddNetworkPartition(definition=partition.model_copy(update={"id": f"np-after-{n}"})),
+            )
         client.appender.flush()
 
         def stopped_with_lag():
             parts = status(server.url)
             return parts["node"]["state"] == "stopped" and parts["node"]["lag"].get("commands", 0) >= 3 and parts
+
         parts = wait_until(stopped_with_lag, timeout=30, message="the node stopped with 3 commands of lag")
         assert parts["node"]["groups"] == [own.topic("nodes")]
         assert parts["reactor"]["state"] == "running" and parts["broker"]["state"] == "running"
@@ -75,6 +90,7 @@ def test_status_names_a_stopped_part_and_its_lag(settings, monkeypatch):
 
         # with the API down, --direct reads the broker itself
         from infra.settings import get_settings
+
         monkeypatch.setenv("STRATOS_KAFKA_BOOTSTRAP", own.kafka_bootstrap)
         monkeypatch.setenv("STRATOS_TOPIC_PREFIX", own.topic_prefix)
         get_settings.cache_clear()
@@ -87,8 +103,11 @@ def test_status_names_a_stopped_part_and_its_lag(settings, monkeypatch):
 
         # the parts' own lines went to the logs topic too (STRATOS_LOG_TO_KAFKA=1)
         def platform_lines():
-            logs = CliRunner().invoke(stratos, ["logs", "platform", "--json", "--url", server.url, "--password", PASSWORD])
+            logs = CliRunner().invoke(
+                stratos, ["logs", "platform", "--json", "--url", server.url, "--password", PASSWORD]
+            )
             return logs.exit_code == 0 and logs.output
+
         members = {json.loads(line)["member"].split("@")[0] for line in wait_until(platform_lines).splitlines()}
         assert "node" in members
     finally:
@@ -105,6 +124,7 @@ def test_the_platform_health_is_the_super_admins(settings):
     server = ApiServer(create_app(own), port=free_port()).start()
     try:
         import httpx
+
         assert httpx.get(f"{server.url}/api/health", timeout=30).status_code == 401
         shown = CliRunner().invoke(stratos, ["status", "--url", server.url, "--password", "wrong"])
         assert shown.exit_code == 1 and "wrong user name or password" in shown.output

@@ -1,7 +1,8 @@
 """Pure rules of the replay tools: state diffs, record figures, causation walks, positions."""
+
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
 from hypothesis import given, settings
@@ -13,10 +14,11 @@ from infra.replay.timetravel import PositionError, parse_position, parse_time
 from schemas import commands as C
 
 json_leaf = st.one_of(st.integers(), st.text(max_size=5), st.booleans())
-documents = st.recursive(st.dictionaries(st.text("abc.", min_size=1, max_size=3), json_leaf, max_size=4),
-                         lambda inner: st.dictionaries(st.text("abc.", min_size=1, max_size=3),
-                                                       st.one_of(json_leaf, inner), max_size=4),
-                         max_leaves=12)
+documents = st.recursive(
+    st.dictionaries(st.text("abc.", min_size=1, max_size=3), json_leaf, max_size=4),
+    lambda inner: st.dictionaries(st.text("abc.", min_size=1, max_size=3), st.one_of(json_leaf, inner), max_size=4),
+    max_leaves=12,
+)
 
 
 def patch(document: dict, changes) -> dict:
@@ -52,11 +54,21 @@ def test_diff_keeps_ids_with_dots_whole():
 
 
 def test_figures_keep_scalars_and_flat_maps_and_drop_documents():
-    command = C.ScaleCluster(required=3, metric="load_average", reason="AboveMax: …",
-                             figures={"load_average.predicted": 61.5}, member_load={"m1": 40.0})
+    command = C.ScaleCluster(
+        required=3,
+        metric="load_average",
+        reason="AboveMax: …",
+        figures={"load_average.predicted": 61.5},
+        member_load={"m1": 40.0},
+    )
     values = figures(command)
-    assert values == {"required": 3, "metric": "load_average", "reason": "AboveMax: …",
-                      "figures": {"load_average.predicted": 61.5}, "member_load": {"m1": 40.0}}
+    assert values == {
+        "required": 3,
+        "metric": "load_average",
+        "reason": "AboveMax: …",
+        "figures": {"load_average.predicted": 61.5},
+        "member_load": {"m1": 40.0},
+    }
     assert "figures.load_average.predicted=61.5" in one_line(values)
     assert len(figures({"reason": "x" * 500})["reason"]) <= 120
 
@@ -84,8 +96,12 @@ def test_causes_name_a_cause_outside_the_log_and_survive_a_cycle():
 
 
 def test_effects_are_the_reverse_of_causes_and_bounded():
-    records = {"cmd": {"id": "cmd", "cause": None}, "e1": {"id": "e1", "cause": "cmd"},
-               "e2": {"id": "e2", "cause": "cmd"}, "r1": {"id": "r1", "cause": "e1"}}
+    records = {
+        "cmd": {"id": "cmd", "cause": None},
+        "e1": {"id": "e1", "cause": "cmd"},
+        "e2": {"id": "e2", "cause": "cmd"},
+        "r1": {"id": "r1", "cause": "e1"},
+    }
 
     def children(record_id):
         return [r for r in records.values() if r["cause"] == record_id]
@@ -97,9 +113,9 @@ def test_effects_are_the_reverse_of_causes_and_bounded():
 
 
 def test_positions_are_times_or_offset_vectors():
-    assert parse_position("2026-12-01T09:30:00Z").time == datetime(2026, 12, 1, 9, 30, tzinfo=timezone.utc)
-    assert parse_time("2026-12-01T10:30:00+01:00") == datetime(2026, 12, 1, 9, 30, tzinfo=timezone.utc)
-    assert parse_time("2026-12-01T09:30:00").tzinfo == timezone.utc
+    assert parse_position("2026-12-01T09:30:00Z").time == datetime(2026, 12, 1, 9, 30, tzinfo=UTC)
+    assert parse_time("2026-12-01T10:30:00+01:00") == datetime(2026, 12, 1, 9, 30, tzinfo=UTC)
+    assert parse_time("2026-12-01T09:30:00").tzinfo == UTC
     assert parse_position("0:120, 1:55").offsets == {0: 120, 1: 55}
     for bad in ("", "0:", "a:1", "yesterday", "2026-99-01T00:00:00Z"):
         with pytest.raises(PositionError):

@@ -1,5 +1,6 @@
 """Timers: an actor's wakeupAfter becomes a logged CheckTimeouts command, and a member that
 stays pending past its timeout is made obsolete and replaced."""
+
 from __future__ import annotations
 
 import pytest
@@ -19,8 +20,11 @@ def test_a_member_pending_past_its_timeout_is_obsoleted_and_replaced(settings, c
     try:
         cluster = aggregate_id("carbon.super", "cluster", SPEC.cluster_id)
         client.call(cluster, C.CreateCluster(spec=SPEC))
-        obsoleted = wait_until(lambda: [e for e in events_of(settings, cluster) if e.type == "MemberObsoleted"],
-                               timeout=30, message="a pending-timeout obsoletion")
+        obsoleted = wait_until(
+            lambda: [e for e in events_of(settings, cluster) if e.type == "MemberObsoleted"],
+            timeout=30,
+            message="a pending-timeout obsoletion",
+        )
         assert obsoleted[0].payload.reason == "pending timeout"
         log = events_of(settings, cluster)
         cause = next(e for e in log if e.id == obsoleted[0].id).causation_id

@@ -1,6 +1,7 @@
 """HTTPS (`stratos up --tls`, STRATOS_API_TLS=1): the certificate made on first start (or given
 by path), the API and the mock IaaS served over it, and the clients (the CLI verbs, the libcloud
 driver, the API's view of the mock IaaS) trusting it."""
+
 from __future__ import annotations
 
 import json
@@ -15,11 +16,11 @@ from typer.testing import CliRunner
 
 from infra.api.app import create_app
 from infra.api.server import ApiServer
+from infra.auth.tls import TlsConfigError, generate_self_signed, server_certificate, tls_options, trusted_ca
 from infra.broker import free_port
 from infra.cli.main import app
-from infra.settings import get_settings
 from infra.cloud.mock.service import MockIaasService
-from infra.auth.tls import TlsConfigError, generate_self_signed, server_certificate, tls_options, trusted_ca
+from infra.settings import get_settings
 
 
 def test_a_self_signed_certificate_is_made_once_into_the_state_dir_with_an_owner_only_key(settings, tmp_path):
@@ -38,8 +39,14 @@ def test_a_self_signed_certificate_is_made_once_into_the_state_dir_with_an_owner
 
 def test_a_certificate_given_by_path_is_used_and_a_half_given_one_is_refused_naming_both(settings, tmp_path):
     generate_self_signed(tmp_path / "mine.pem", tmp_path / "mine.key", ["stratos.example.org"])
-    given = settings.model_copy(update={"api_tls": True, "state_dir": tmp_path / "state",
-                                        "api_tls_cert": tmp_path / "mine.pem", "api_tls_key": tmp_path / "mine.key"})
+    given = settings.model_copy(
+        update={
+            "api_tls": True,
+            "state_dir": tmp_path / "state",
+            "api_tls_cert": tmp_path / "mine.pem",
+            "api_tls_key": tmp_path / "mine.key",
+        }
+    )
     assert tls_options(given) == {"ssl_certfile": str(tmp_path / "mine.pem"), "ssl_keyfile": str(tmp_path / "mine.key")}
     assert not (tmp_path / "state" / "tls").exists()
     with pytest.raises(TlsConfigError, match="STRATOS_API_TLS_CERT and STRATOS_API_TLS_KEY"):
@@ -62,8 +69,14 @@ def stratos(monkeypatch, env: dict[str, str], *args: str):
 
 @pytest.mark.integration
 def test_the_api_cli_and_mock_iaas_over_https_trusting_the_generated_certificate(settings, tmp_path, monkeypatch):
-    tls = settings.model_copy(update={"api_tls": True, "state_dir": tmp_path, "admin_password": SecretStr("tls-pw"),
-                                      "password_hash_rounds": 4})
+    tls = settings.model_copy(
+        update={
+            "api_tls": True,
+            "state_dir": tmp_path,
+            "admin_password": SecretStr("tls-pw"),
+            "password_hash_rounds": 4,
+        }
+    )
     mock = MockIaasService(tls, port=free_port()).start()
     api_settings = tls.model_copy(update={"mock_iaas_url": mock.url, "mock_iaas_key": SecretStr(mock.key)})
     api = ApiServer(create_app(api_settings), port=free_port(), **tls_options(tls)).start()
@@ -80,14 +93,19 @@ def test_the_api_cli_and_mock_iaas_over_https_trusting_the_generated_certificate
         with pytest.raises(httpx.ConnectError, match="CERTIFICATE_VERIFY_FAILED"):
             httpx.get(f"{api.url}/api/cartridges", timeout=10)  # not trusted by default
 
-        env = {"STRATOS_URL": api.url, "STRATOS_USERNAME": "admin", "STRATOS_PASSWORD": "tls-pw",
-               "STRATOS_STATE_DIR": str(tmp_path)}
+        env = {
+            "STRATOS_URL": api.url,
+            "STRATOS_USERNAME": "admin",
+            "STRATOS_PASSWORD": "tls-pw",
+            "STRATOS_STATE_DIR": str(tmp_path),
+        }
         listed = stratos(monkeypatch, env, "list-cartridges", "--json")
         assert listed.exit_code == 0, listed.stderr
         assert json.loads(listed.stdout) == []
         generate_self_signed(tmp_path / "other.pem", tmp_path / "other.key")
-        distrusted = stratos(monkeypatch, {**env, "STRATOS_API_CA": str(tmp_path / "other.pem")},
-                             "list-cartridges", "--json")
+        distrusted = stratos(
+            monkeypatch, {**env, "STRATOS_API_CA": str(tmp_path / "other.pem")}, "list-cartridges", "--json"
+        )
         assert distrusted.exit_code == 1 and "CERTIFICATE_VERIFY_FAILED" in distrusted.stderr
         assert distrusted.exception is None or isinstance(distrusted.exception, SystemExit)
     finally:

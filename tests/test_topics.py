@@ -3,6 +3,7 @@
 The events topic is the only store of state: it is created to keep history forever, and a part
 that rebuilds from it refuses to start once its head is gone or when the partition counts of
 the topics a node owns by partition differ. `stratos status` names dangerous configs."""
+
 from __future__ import annotations
 
 import os
@@ -31,10 +32,15 @@ def _configs(settings: Settings, kind: str) -> dict[str, str]:
 
 
 def _stratos(settings: Settings, *args: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "STRATOS_KAFKA_BOOTSTRAP": settings.kafka_bootstrap,
-           "STRATOS_TOPIC_PREFIX": settings.topic_prefix, "STRATOS_STATE_DIR": str(settings.state_dir)}
-    return subprocess.run([sys.executable, "-m", "infra.cli", *args], env=env, capture_output=True,
-                          text=True, timeout=120)
+    env = {
+        **os.environ,
+        "STRATOS_KAFKA_BOOTSTRAP": settings.kafka_bootstrap,
+        "STRATOS_TOPIC_PREFIX": settings.topic_prefix,
+        "STRATOS_STATE_DIR": str(settings.state_dir),
+    }
+    return subprocess.run(
+        [sys.executable, "-m", "infra.cli", *args], env=env, capture_output=True, text=True, timeout=120
+    )
 
 
 def test_history_is_kept_forever_and_snapshots_are_compacted(settings):
@@ -65,8 +71,10 @@ def test_a_deleted_head_of_history_is_an_error_naming_topic_partition_and_offset
         admin.close()
 
     errors, _warnings = check_topics(settings)
-    assert errors == [f"{settings.topic('events')} partition 1 starts at offset 2: its history "
-                      "before 2 was deleted (retention?) and cannot be rebuilt"]
+    assert errors == [
+        f"{settings.topic('events')} partition 1 starts at offset 2: its history "
+        "before 2 was deleted (retention?) and cannot be rebuilt"
+    ]
     refused = _stratos(settings, "node")
     assert refused.returncode == 3
     assert f"{settings.topic('events')} partition 1 starts at offset 2" in " ".join(refused.stdout.split())
@@ -76,19 +84,21 @@ def test_a_deleted_head_of_history_is_an_error_naming_topic_partition_and_offset
 
 
 def test_partition_counts_that_differ_refuse_the_node(broker, tmp_path):
-    settings = Settings(kafka_bootstrap=broker.bootstrap, topic_prefix="mismatch.", partitions=4,
-                        state_dir=tmp_path)
+    settings = Settings(kafka_bootstrap=broker.bootstrap, topic_prefix="mismatch.", partitions=4, state_dir=tmp_path)
     admin = KafkaAdminClient(bootstrap_servers=broker.bootstrap)
     try:  # created elsewhere with another count, before the platform's first start
-        admin.create_topics([NewTopic(settings.topic("snapshots"), 2, 1,
-                                      topic_configs=topic_config("snapshots", settings))])
+        admin.create_topics(
+            [NewTopic(settings.topic("snapshots"), 2, 1, topic_configs=topic_config("snapshots", settings))]
+        )
     finally:
         admin.close()
     ensure_topics(settings)
 
     errors, _ = check_topics(settings)
-    assert errors == ["partition counts differ: mismatch.commands has 4, mismatch.events has 4, "
-                      "mismatch.snapshots has 2 (they must be equal: partition p of each belongs to one node)"]
+    assert errors == [
+        "partition counts differ: mismatch.commands has 4, mismatch.events has 4, "
+        "mismatch.snapshots has 2 (they must be equal: partition p of each belongs to one node)"
+    ]
     refused = _stratos(settings, "node")
     assert refused.returncode == 3 and "mismatch.snapshots has 2" in " ".join(refused.stdout.split())
 
@@ -96,19 +106,30 @@ def test_partition_counts_that_differ_refuse_the_node(broker, tmp_path):
 def test_status_reports_retention_on_history_and_snapshots_not_compacted(settings):
     admin = KafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
     try:
-        admin.alter_configs([
-            ConfigResource(ConfigResourceType.TOPIC, settings.topic("events"),
-                           configs={"cleanup.policy": "delete", "retention.ms": "604800000", "retention.bytes": "-1",
-                                    "min.insync.replicas": "1"}),
-            ConfigResource(ConfigResourceType.TOPIC, settings.topic("snapshots"),
-                           configs={"cleanup.policy": "delete", "min.insync.replicas": "1"}),
-        ])
+        admin.alter_configs(
+            [
+                ConfigResource(
+                    ConfigResourceType.TOPIC,
+                    settings.topic("events"),
+                    configs={
+                        "cleanup.policy": "delete",
+                        "retention.ms": "604800000",
+                        "retention.bytes": "-1",
+                        "min.insync.replicas": "1",
+                    },
+                ),
+                ConfigResource(
+                    ConfigResourceType.TOPIC,
+                    settings.topic("snapshots"),
+                    configs={"cleanup.policy": "delete", "min.insync.replicas": "1"},
+                ),
+            ]
+        )
     finally:
         admin.close()
 
     # a config change reaches every broker's view shortly after it is accepted
-    errors, warnings = wait_until(lambda: (found := check_topics(settings))[1] and found,
-                                  message="the altered configs")
+    errors, warnings = wait_until(lambda: (found := check_topics(settings))[1] and found, message="the altered configs")
     assert errors == []
     assert any(w.startswith(f"{settings.topic('events')}: retention.ms=604800000 deletes history") for w in warnings)
     assert f"{settings.topic('snapshots')}: cleanup.policy=delete (compact expected)" in warnings

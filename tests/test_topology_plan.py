@@ -1,4 +1,5 @@
 """From an application and its definitions to cluster specs: startup order, groups, policies."""
+
 from __future__ import annotations
 
 import pytest
@@ -11,14 +12,23 @@ APP = "nested-group-app"
 
 def resolved_for_nested_app() -> dict[str, dict]:
     dp1 = sample("deployment-policy.json")
-    dp2 = {**dp1, "id": "deployment-policy-2", "networkPartitions": [
-        {**dp1["networkPartitions"][0], "partitionAlgo": "one-after-another"}]}
+    dp2 = {
+        **dp1,
+        "id": "deployment-policy-2",
+        "networkPartitions": [{**dp1["networkPartitions"][0], "partitionAlgo": "one-after-another"}],
+    }
     return {
-        "applicationPolicy/ap": {"id": "ap", "algorithm": "one-after-another", "networkPartitions": ["network-partition-1"]},
-        "cartridge/php": sample("php.json"), "cartridge/tomcat": sample("tomcat.json"),
+        "applicationPolicy/ap": {
+            "id": "ap",
+            "algorithm": "one-after-another",
+            "networkPartitions": ["network-partition-1"],
+        },
+        "cartridge/php": sample("php.json"),
+        "cartridge/tomcat": sample("tomcat.json"),
         "cartridgeGroup/web-group": sample("cartridge-group-nested.json"),
         "autoscalingPolicy/autoscaling-policy-1": sample("autoscaling-policy.json"),
-        "deploymentPolicy/deployment-policy-1": dp1, "deploymentPolicy/deployment-policy-2": dp2,
+        "deploymentPolicy/deployment-policy-1": dp1,
+        "deploymentPolicy/deployment-policy-2": dp2,
         "networkPartition/network-partition-1": sample("network-partition.json"),
     }
 
@@ -28,8 +38,10 @@ def cid(alias: str, cartridge: str) -> str:
 
 
 def test_every_subscription_becomes_a_cluster_with_its_policies_resolved():
-    specs = {s.alias: s for s in build_cluster_specs(sample("application-nested-group.json"), "ap",
-                                                     resolved_for_nested_app())}
+    specs = {
+        s.alias: s
+        for s in build_cluster_specs(sample("application-nested-group.json"), "ap", resolved_for_nested_app())
+    }
     assert set(specs) == {"my-tomcat", "my-php-web", "my-tomcat-app", "my-php-app"}
     tomcat = specs["my-tomcat"]
     assert (tomcat.cluster_id, tomcat.min, tomcat.max) == (cid("my-tomcat", "tomcat"), 2, 6)
@@ -61,13 +73,17 @@ def test_startup_order_comes_from_the_group_definitions_and_the_application():
 
 def test_siblings_without_an_order_start_together():
     app = sample("application-single-cartridge.json")
-    second = {**app["components"]["cartridges"][0], "subscribableInfo": {
-        **app["components"]["cartridges"][0]["subscribableInfo"], "alias": "php2"}}
+    second = {
+        **app["components"]["cartridges"][0],
+        "subscribableInfo": {**app["components"]["cartridges"][0]["subscribableInfo"], "alias": "php2"},
+    }
     app["components"]["cartridges"].append(second)
-    resolved = {"applicationPolicy/ap": {"id": "ap", "networkPartitions": []},
-                "cartridge/php": sample("php.json"),
-                "autoscalingPolicy/autoscaling-policy-1": sample("autoscaling-policy.json"),
-                "deploymentPolicy/deployment-policy-1": sample("deployment-policy.json")}
+    resolved = {
+        "applicationPolicy/ap": {"id": "ap", "networkPartitions": []},
+        "cartridge/php": sample("php.json"),
+        "autoscalingPolicy/autoscaling-policy-1": sample("autoscaling-policy.json"),
+        "deploymentPolicy/deployment-policy-1": sample("deployment-policy.json"),
+    }
     specs = {s.cluster_id: s for s in build_cluster_specs(app, "ap", resolved)}
     assert len(clusters_ready_to_start(specs, {}, ())) == 2
 

@@ -1,6 +1,7 @@
 """Metering on the real platform parts: a node and reactor, the cloud controller with simulated
 instances (which also write their agents' log lines), the API; a deployment scripted 1 -> 3 -> 1.
 Then the `stratos.usage` export (idempotent ids) and the OTLP exporter against a local receiver."""
+
 from __future__ import annotations
 
 import csv
@@ -8,7 +9,7 @@ import http.server
 import io
 import threading
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import httpx
 import pytest
@@ -68,16 +69,26 @@ def active_intervals(settings, end: float) -> float:
 
 
 def test_a_deployment_scaled_1_3_1_is_metered_per_tenant_exported_and_its_instances_logged(
-        settings, running_node, monkeypatch):
-    own = settings.model_copy(update={"admin_password": SecretStr(PASSWORD), "password_hash_rounds": 4,
-                                      "cloud_reconcile_seconds": 0.3, "cloud_retry_seconds": 0.1,
-                                      "health_publish_seconds": 0.3, "log_batch_seconds": 0.2,
-                                      "usage_period_seconds": 2.0, "usage_grace_seconds": 0.0})
+    settings, running_node, monkeypatch
+):
+    own = settings.model_copy(
+        update={
+            "admin_password": SecretStr(PASSWORD),
+            "password_hash_rounds": 4,
+            "cloud_reconcile_seconds": 0.3,
+            "cloud_retry_seconds": 0.1,
+            "health_publish_seconds": 0.3,
+            "log_batch_seconds": 0.2,
+            "usage_period_seconds": 2.0,
+            "usage_grace_seconds": 0.0,
+        }
+    )
     cloud = RunningCloud(own)
     server = ApiServer(create_app(own), port=free_port()).start()
     url = server.url
     admin = httpx.Client(base_url=f"{url}/api", auth=("admin", PASSWORD), timeout=60)
     from infra.log.commands_client import CommandClient
+
     commands = CommandClient(own)
     try:
         define_samples(admin)
@@ -91,11 +102,12 @@ def test_a_deployment_scaled_1_3_1_is_metered_per_tenant_exported_and_its_instan
             if len(gone) < 2:
                 commands.call(CLUSTER, C.ScaleCluster(required=1, metric="load_average", reason="test: down"))
             return len(gone) == 2 and len(active_members(own)) == 1
+
         wait_until(scaled_down, timeout=90, interval=0.3, message="back to one member, two terminated")
         end = time.time()
         expected = active_intervals(own, end)
 
-        at = datetime.fromtimestamp(end, timezone.utc).isoformat()
+        at = datetime.fromtimestamp(end, UTC).isoformat()
         body = admin.get("/usage", params={"to": at}).json()
         [row] = body["rows"]
         assert row["cluster"] == CLUSTER_ID and row["application"] == APP and row["cartridge"] == "php"
@@ -108,8 +120,13 @@ def test_a_deployment_scaled_1_3_1_is_metered_per_tenant_exported_and_its_instan
         assert admin.get("/usage", params={"to": at}).json()["rows"] == body["rows"]
 
         domain = f"t{int(time.time() * 1000)}.org"
-        assert admin.post("/tenants", json={"tenantDomain": domain, "admin": "boss", "adminPassword": "boss-pw",
-                                            "email": f"boss@{domain}"}).status_code == 201
+        assert (
+            admin.post(
+                "/tenants",
+                json={"tenantDomain": domain, "admin": "boss", "adminPassword": "boss-pw", "email": f"boss@{domain}"},
+            ).status_code
+            == 201
+        )
         with httpx.Client(base_url=f"{url}/api", auth=(f"boss@{domain}", "boss-pw"), timeout=60) as other:
             assert other.get("/usage").json()["rows"] == []
             refused = other.get("/usage", params={"tenant": "carbon.super"})
@@ -124,7 +141,9 @@ def test_a_deployment_scaled_1_3_1_is_metered_per_tenant_exported_and_its_instan
         assert shown.exit_code == 0, shown.output
         [csv_row] = list(csv.DictReader(io.StringIO(shown.output)))
         assert float(csv_row["member_seconds"]) == row["member_seconds"] and csv_row["cluster"] == CLUSTER_ID
-        by_app = runner.invoke(stratos, ["usage", "--by", "application", "--json", "--url", url, "--password", PASSWORD])
+        by_app = runner.invoke(
+            stratos, ["usage", "--by", "application", "--json", "--url", url, "--password", PASSWORD]
+        )
         assert '"application": "single-cartridge-app"' in by_app.output
 
         # the instances' log lines, as their agents would write them, in order
@@ -133,10 +152,16 @@ def test_a_deployment_scaled_1_3_1_is_metered_per_tenant_exported_and_its_instan
         def logged():
             found = runner.invoke(stratos, ["logs", gone, "--json", "--url", url, "--password", PASSWORD])
             return found.exit_code == 0 and "clean hook done" in found.output and found.output
-        messages = [__import__("json").loads(l)["message"] for l in wait_until(logged, message="its lines").splitlines()]
+
+        messages = [
+            __import__("json").loads(line)["message"] for line in wait_until(logged, message="its lines").splitlines()
+        ]
         assert [m for m in messages if m.startswith("published")] == [
-            "published InstanceStarted", "published InstanceActivated", "published InstanceMaintenanceMode",
-            "published InstanceReadyToShutdown"]
+            "published InstanceStarted",
+            "published InstanceActivated",
+            "published InstanceMaintenanceMode",
+            "published InstanceReadyToShutdown",
+        ]
         assert messages[0].startswith("cartridge agent started: member " + gone)
 
         # export: one record per period and cluster, ids stable, nothing written twice
@@ -164,10 +189,18 @@ def test_a_deployment_scaled_1_3_1_is_metered_per_tenant_exported_and_its_instan
         wait_until(again.fold.caught_up.is_set, message="a second fold caught up")
         provider = otel_exporter(again.fold, interval_seconds=0.5)
         try:
+
             def exported():
-                names = {m.name: m for path, request in OtlpReceiver.received if path == "/v1/metrics"
-                         for rm in request.resource_metrics for sm in rm.scope_metrics for m in sm.metrics}
+                names = {
+                    m.name: m
+                    for path, request in OtlpReceiver.received
+                    if path == "/v1/metrics"
+                    for rm in request.resource_metrics
+                    for sm in rm.scope_metrics
+                    for m in sm.metrics
+                }
                 return "stratos.member_seconds" in names and names
+
             names = wait_until(exported, message="metrics received over OTLP")
         finally:
             provider.shutdown()

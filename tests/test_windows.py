@@ -1,4 +1,5 @@
 """Window maths (streams/windows.py): worked examples by hand, then properties."""
+
 from __future__ import annotations
 
 import random
@@ -14,22 +15,45 @@ approx = lambda x: pytest.approx(x, rel=1e-9, abs=1e-9)  # noqa: E731
 
 # (samples, average, gradient, second_derivative)
 CASES = [
-    pytest.param([(0, 10), (15, 20), (30, 30), (45, 40), (60, 50)], 30.0, 40 / 60, 0.0,
-                 id="linear every 15 s: avg 150/5=30, grad (50-10)/60=0.667, sd 0"),
-    pytest.param([(0, 0), (10, 1), (20, 4)], 5 / 3, 0.2, 0.02,
-                 id="v=0.01t^2: grad (4-0)/20=0.2, halves 0.1 and 0.3 placed 10 s apart -> "
-                    "sd 0.02=2a (dividing by the whole span would halve it)"),
-    pytest.param([(100.0, 5), (100.2, 7)], 6.0, 2.0, 0.0,
-                 id="dt 0.2 s floored to 1 s: grad (7-5)/1=2, not 10 (no spike from twin stamps)"),
-    pytest.param([(5, 42)], 42.0, 0.0, 0.0,
-                 id="one sample: no slope, no curvature"),
-    pytest.param([(0, 10), (15, 70)], 40.0, 4.0, 0.0,
-                 id="two samples: grad 60/15=4, sd needs 3 samples so 0"),
-    pytest.param([(30, 30), (0, 10), (60, 50), (15, 20), (45, 40)], 30.0, 40 / 60, 0.0,
-                 id="late records: ordered by their own timestamps, not arrival"),
-    pytest.param([(0, 50), (15, 60), (30, 60), (45, 50)], 55.0, 0.0, -1 / 22.5,
-                 id="rise then fall: first/last grad 0 hides it, halves share (30,60): "
-                    "(60-50)/30=1/3 and (50-60)/15=-2/3, sd (-2/3-1/3)/22.5=-0.0444"),
+    pytest.param(
+        [(0, 10), (15, 20), (30, 30), (45, 40), (60, 50)],
+        30.0,
+        40 / 60,
+        0.0,
+        id="linear every 15 s: avg 150/5=30, grad (50-10)/60=0.667, sd 0",
+    ),
+    pytest.param(
+        [(0, 0), (10, 1), (20, 4)],
+        5 / 3,
+        0.2,
+        0.02,
+        id="v=0.01t^2: grad (4-0)/20=0.2, halves 0.1 and 0.3 placed 10 s apart -> "
+        "sd 0.02=2a (dividing by the whole span would halve it)",
+    ),
+    pytest.param(
+        [(100.0, 5), (100.2, 7)],
+        6.0,
+        2.0,
+        0.0,
+        id="dt 0.2 s floored to 1 s: grad (7-5)/1=2, not 10 (no spike from twin stamps)",
+    ),
+    pytest.param([(5, 42)], 42.0, 0.0, 0.0, id="one sample: no slope, no curvature"),
+    pytest.param([(0, 10), (15, 70)], 40.0, 4.0, 0.0, id="two samples: grad 60/15=4, sd needs 3 samples so 0"),
+    pytest.param(
+        [(30, 30), (0, 10), (60, 50), (15, 20), (45, 40)],
+        30.0,
+        40 / 60,
+        0.0,
+        id="late records: ordered by their own timestamps, not arrival",
+    ),
+    pytest.param(
+        [(0, 50), (15, 60), (30, 60), (45, 50)],
+        55.0,
+        0.0,
+        -1 / 22.5,
+        id="rise then fall: first/last grad 0 hides it, halves share (30,60): "
+        "(60-50)/30=1/3 and (50-60)/15=-2/3, sd (-2/3-1/3)/22.5=-0.0444",
+    ),
 ]
 
 
@@ -49,17 +73,21 @@ def test_empty_window_is_none_not_zero_load():
     assert compute_window([]) is None
 
 
-@pytest.mark.parametrize("avg, grad, sd, t, expected", [
-    pytest.param(50, 2, 4, 1.0, 54.0, id="t=1: 50+2+0.5*4=54 (Stratos's one-step look-ahead)"),
-    pytest.param(50, 2, 4, 2.0, 62.0, id="t=2: 50+4+0.5*4*4=62 (curvature grows with t^2)"),
-    pytest.param(50, -3, 0, 1.0, 47.0, id="falling trend lowers the prediction: 50-3=47"),
-])
+@pytest.mark.parametrize(
+    "avg, grad, sd, t, expected",
+    [
+        pytest.param(50, 2, 4, 1.0, 54.0, id="t=1: 50+2+0.5*4=54 (Stratos's one-step look-ahead)"),
+        pytest.param(50, 2, 4, 2.0, 62.0, id="t=2: 50+4+0.5*4*4=62 (curvature grows with t^2)"),
+        pytest.param(50, -3, 0, 1.0, 47.0, id="falling trend lowers the prediction: 50-3=47"),
+    ],
+)
 def test_predicted(avg, grad, sd, t, expected):
     assert predicted(avg, grad, sd, t) == approx(expected)
     assert WindowFigures(avg, grad, sd, 3, 0, 1).predicted(t) == approx(expected)
 
 
 # --- SlidingWindow ---------------------------------------------------------------------------
+
 
 def test_sliding_window_add_evict_figures():
     w = SlidingWindow()
@@ -118,8 +146,7 @@ def _times(start: float, gap_list: list[float]) -> list[float]:
 
 
 @given(start=st.floats(0, 1e6), gap_list=gaps, slope=coef, intercept=coef)
-def test_gradient_of_linear_series_is_its_slope_and_curvature_zero(start, gap_list, slope,
-                                                                   intercept):
+def test_gradient_of_linear_series_is_its_slope_and_curvature_zero(start, gap_list, slope, intercept):
     times = _times(start, gap_list)
     f = compute_window([(t, intercept + slope * (t - start)) for t in times])
     assert f.gradient == pytest.approx(slope, rel=1e-6, abs=1e-6)
@@ -134,9 +161,10 @@ def test_second_derivative_of_quadratic_is_2a(start, gap_list, a, b):
         assert f.second_derivative == pytest.approx(2 * a, rel=1e-6, abs=1e-6)
 
 
-@given(st.lists(st.tuples(st.floats(0, 1e6), st.floats(-1e6, 1e6)), min_size=1, max_size=50,
-                unique_by=lambda s: s[0]),
-       st.randoms(use_true_random=False))
+@given(
+    st.lists(st.tuples(st.floats(0, 1e6), st.floats(-1e6, 1e6)), min_size=1, max_size=50, unique_by=lambda s: s[0]),
+    st.randoms(use_true_random=False),
+)
 def test_order_of_arrival_does_not_change_figures_and_average_is_bounded(samples, rnd):
     """Distinct stamps: with equal ones, arrival order is the only order there is."""
     shuffled = list(samples)
@@ -148,10 +176,15 @@ def test_order_of_arrival_does_not_change_figures_and_average_is_bounded(samples
 
 
 @settings(max_examples=200)
-@given(st.lists(st.one_of(
-    st.tuples(st.just("add"), st.floats(0, 1000), st.floats(-100, 100)),
-    st.tuples(st.just("evict"), st.floats(0, 1000), st.just(0.0)),
-), max_size=60))
+@given(
+    st.lists(
+        st.one_of(
+            st.tuples(st.just("add"), st.floats(0, 1000), st.floats(-100, 100)),
+            st.tuples(st.just("evict"), st.floats(0, 1000), st.just(0.0)),
+        ),
+        max_size=60,
+    )
+)
 def test_sliding_window_matches_recomputing_from_scratch(ops):
     """Model test: the incremental window equals compute_window over the samples it should
     hold, whatever the order of adds (late ones included) and evictions."""

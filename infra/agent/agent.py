@@ -12,6 +12,7 @@ that does not decode, or whose handling raises, is dead-lettered with the reason
 Its log lines go to `<prefix>logs` (infra/observe/line_shipper.py): its own, git's, the clean hook's output and
 the lines appended to the files of `log_file_paths` (the cartridge's `property` list).
 """
+
 from __future__ import annotations
 
 import functools
@@ -56,12 +57,14 @@ class AgentPayload(BaseModel):
     repo_url: str | None = None
     repo_username: str | None = None
     repo_password: str | None = Field(None, repr=False, description="sealed for this cluster")
-    cartridge_key: str | None = Field(None, repr=False, description="opens what is sealed for "
-                                      "this cluster (infra/auth/secrets.py)")
+    cartridge_key: str | None = Field(
+        None, repr=False, description="opens what is sealed for this cluster (infra/auth/secrets.py)"
+    )
     application_id: str = ""
     log_file_paths: list[Path] = Field(default_factory=list, description="files whose lines are shipped")
-    signing_key: SecretStr | None = Field(None, description="hex key its status and health are signed "
-                                                            "with (`signingKey` of the payload)")
+    signing_key: SecretStr | None = Field(
+        None, description="hex key its status and health are signed with (`signingKey` of the payload)"
+    )
 
     @property
     def cluster_key(self) -> str:
@@ -82,8 +85,10 @@ class AgentPayload(BaseModel):
 def host_health() -> dict[str, float]:
     """Stratos's figures for this host: memory percent and 1-minute load per core, in percent."""
     load_1m = psutil.getloadavg()[0]
-    return {"memory_consumption": psutil.virtual_memory().percent,
-            "load_average": load_1m / (psutil.cpu_count() or 1) * 100}
+    return {
+        "memory_consumption": psutil.virtual_memory().percent,
+        "load_average": load_1m / (psutil.cpu_count() or 1) * 100,
+    }
 
 
 class ArtifactError(RuntimeError):
@@ -92,8 +97,10 @@ class ArtifactError(RuntimeError):
 
 GIT_PROTOCOLS = "http:https:ssh:git:file"
 """Transports git may use for a tenant-given URL (never `ext::`, which runs commands)."""
-CREDENTIAL_HELPER = ('!f() { test "$1" = get && printf "username=%s\\npassword=%s\\n" '
-                     '"$STRATOS_GIT_USERNAME" "$STRATOS_GIT_PASSWORD"; }; f')
+CREDENTIAL_HELPER = (
+    '!f() { test "$1" = get && printf "username=%s\\npassword=%s\\n" '
+    '"$STRATOS_GIT_USERNAME" "$STRATOS_GIT_PASSWORD"; }; f'
+)
 """A constant helper: the credentials reach git as data in its environment, never in a URL,
 an argument or a file."""
 _USERINFO = re.compile(r"(://[^/@:\s]*):[^/@\s]*@")
@@ -110,8 +117,14 @@ def _option_free(name: str, value: str) -> str:
     return value
 
 
-def checkout(repo_url: str, workdir: Path, commit: str | None = None, output=None,
-             username: str | None = None, password: str | None = None) -> str:
+def checkout(
+    repo_url: str,
+    workdir: Path,
+    commit: str | None = None,
+    output=None,
+    username: str | None = None,
+    password: str | None = None,
+) -> str:
     """Clone or fetch `repo_url` into `workdir` and check out `commit` (default: the remote's
     HEAD); returns the revision now checked out. `output(level, line)` gets git's lines.
 
@@ -120,14 +133,27 @@ def checkout(repo_url: str, workdir: Path, commit: str | None = None, output=Non
     _option_free("repoUrl", repo_url)
     if commit:
         _option_free("commit", commit)
-    env = minimal_env({"GIT_TERMINAL_PROMPT": "0", "GIT_ALLOW_PROTOCOL": GIT_PROTOCOLS,
-                       "GIT_CONFIG_NOSYSTEM": "1", "STRATOS_GIT_USERNAME": username or "",
-                       "STRATOS_GIT_PASSWORD": password or ""})
+    env = minimal_env(
+        {
+            "GIT_TERMINAL_PROMPT": "0",
+            "GIT_ALLOW_PROTOCOL": GIT_PROTOCOLS,
+            "GIT_CONFIG_NOSYSTEM": "1",
+            "STRATOS_GIT_USERNAME": username or "",
+            "STRATOS_GIT_PASSWORD": password or "",
+        }
+    )
     helper = ["-c", "credential.helper=", "-c", f"credential.helper={CREDENTIAL_HELPER}"] if password else []
 
     def git(*args: str, cwd: Path | None = workdir) -> str:
-        done = subprocess.run(["git", *helper, *args], cwd=cwd, capture_output=True, text=True,
-                              timeout=300, env=env, stdin=subprocess.DEVNULL)
+        done = subprocess.run(
+            ["git", *helper, *args],
+            cwd=cwd,
+            capture_output=True,
+            text=True,
+            timeout=300,
+            env=env,
+            stdin=subprocess.DEVNULL,
+        )
         if output is not None:
             output("INFO", shown("git " + " ".join(args)))
             for line in (done.stdout + done.stderr).splitlines():
@@ -175,7 +201,7 @@ class MemberHandler(http.server.SimpleHTTPRequestHandler):
         load balancer; anything else is a file of the artifacts."""
         if self.path.startswith(WORK_PATH):
             try:
-                seconds = min(max(float(self.path[len(WORK_PATH):]), 0.0), 10.0)
+                seconds = min(max(float(self.path[len(WORK_PATH) :]), 0.0), 10.0)
             except ValueError:
                 self.send_error(400, "work: seconds expected, e.g. /_stratos/work/0.5")
                 return
@@ -200,17 +226,22 @@ class _Server(http.server.ThreadingHTTPServer):
 def serve_directory(directory: Path, port: int, member_id: str = "") -> http.server.ThreadingHTTPServer:
     """The instance's cartridge for http ports: the checked-out artifacts, on a loopback port."""
     directory.mkdir(parents=True, exist_ok=True)
-    handler = functools.partial(type("Handler", (MemberHandler,), {"member_id": member_id}),
-                                directory=str(directory))
+    handler = functools.partial(type("Handler", (MemberHandler,), {"member_id": member_id}), directory=str(directory))
     server = _Server(("127.0.0.1", port), handler)
     threading.Thread(target=server.serve_forever, name="cartridge-http", daemon=True).start()
     return server
 
 
 class CartridgeAgent:
-    def __init__(self, settings: Settings, payload: AgentPayload, workdir: Path,
-                 clean_hook: str | None = None, wait_initialized: bool = True,
-                 ready: Callable[[], bool] | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        payload: AgentPayload,
+        workdir: Path,
+        clean_hook: str | None = None,
+        wait_initialized: bool = True,
+        ready: Callable[[], bool] | None = None,
+    ) -> None:
         self.settings = settings
         self.payload = payload
         self.workdir = workdir
@@ -243,8 +274,9 @@ class CartridgeAgent:
                 return
             self.say("InstanceStarted")
             if self.payload.repo_url:
-                self.update_artifacts(self.payload.repo_url, None, self.payload.repo_username,
-                                      self.payload.repo_password)
+                self.update_artifacts(
+                    self.payload.repo_url, None, self.payload.repo_username, self.payload.repo_password
+                )
             next_health = 0.0
             while not self.stopping.is_set():
                 for raws in self.notices.poll(timeout_ms=200).values():
@@ -312,23 +344,32 @@ class CartridgeAgent:
             events.close()
 
     def ports_answer(self) -> bool:
-        return all(port_is_open("127.0.0.1", port) for port in self.payload.ports) and \
-            (self.ready is None or self.ready())
+        return all(port_is_open("127.0.0.1", port) for port in self.payload.ports) and (
+            self.ready is None or self.ready()
+        )
 
     # --- what it reacts to --------------------------------------------------------------------
     def on_notice(self, record) -> None:
         notice = record.payload
         if isinstance(notice, ArtifactUpdated) and notice.cluster_id == self.payload.cluster_id:
-            self.update_artifacts(notice.repo_url, notice.commit, notice.repo_username,
-                                  notice.repo_password, notice.tenant)
+            self.update_artifacts(
+                notice.repo_url, notice.commit, notice.repo_username, notice.repo_password, notice.tenant
+            )
             if self.activated:
                 self.say("InstanceActivated", cause=record.id)  # the same status, now with the revision
-        elif (isinstance(notice, InstanceCleanupMember) and notice.member_id == self.payload.member_id) or \
-                (isinstance(notice, InstanceCleanupCluster) and notice.cluster_id == self.payload.cluster_id):
+        elif (isinstance(notice, InstanceCleanupMember) and notice.member_id == self.payload.member_id) or (
+            isinstance(notice, InstanceCleanupCluster) and notice.cluster_id == self.payload.cluster_id
+        ):
             self.clean_up(cause=record.id)
 
-    def update_artifacts(self, repo_url: str, commit: str | None = None, username: str | None = None,
-                         sealed_password: str | None = None, tenant: str | None = None) -> None:
+    def update_artifacts(
+        self,
+        repo_url: str,
+        commit: str | None = None,
+        username: str | None = None,
+        sealed_password: str | None = None,
+        tenant: str | None = None,
+    ) -> None:
         """Check out the member's repository, or a signed-up tenant's into that tenant's own
         directory, with that repository's credentials (opened here, with the cartridge key)."""
         mine = tenant is None or tenant == self.payload.tenant
@@ -336,8 +377,14 @@ class CartridgeAgent:
         try:
             password = open_for_instance(sealed_password, self.payload.cartridge_key)
             workdir = self.workdir if mine else tenant_workdir(self.workdir, tenant)  # type: ignore[arg-type]
-            revision = checkout(repo_url, workdir, commit, lambda level, text: self.line(level, text, "git"),
-                                username=username, password=password)
+            revision = checkout(
+                repo_url,
+                workdir,
+                commit,
+                lambda level, text: self.line(level, text, "git"),
+                username=username,
+                password=password,
+            )
         except (ArtifactError, SecretError, subprocess.TimeoutExpired) as exc:
             log.error("artifact update of %s failed: %s", self.payload.member_id, exc)
             self.line("ERROR", f"{whose}: update failed: {exc}")
@@ -355,9 +402,14 @@ class CartridgeAgent:
         self.say("InstanceMaintenanceMode", cause)
         if self.clean_hook:
             # the operator's own command (not tenant input); it never sees the agent's keys
-            done = subprocess.run(self.clean_hook, shell=True, cwd=self.workdir if self.workdir.exists() else None,
-                                  env=minimal_env({"STRATOS_MEMBER_ID": self.payload.member_id}),
-                                  capture_output=True, text=True)
+            done = subprocess.run(
+                self.clean_hook,
+                shell=True,
+                cwd=self.workdir if self.workdir.exists() else None,
+                env=minimal_env({"STRATOS_MEMBER_ID": self.payload.member_id}),
+                capture_output=True,
+                text=True,
+            )
             for text in done.stdout.splitlines():
                 self.line("INFO", text, "clean-hook")
             for text in done.stderr.splitlines():
@@ -371,19 +423,30 @@ class CartridgeAgent:
     def say(self, status_type: str, cause: str | None = None) -> None:
         """Publish a status; `cause`: the notice it answers, so that `stratos why` follows."""
         self.line("INFO", f"published {status_type}")
-        status = InstanceStatus(type=status_type, member_id=self.payload.member_id,
-                                cluster_id=self.payload.cluster_id,
-                                network_partition_id=self.payload.network_partition_id,
-                                revision=self.revision)
+        status = InstanceStatus(
+            type=status_type,
+            member_id=self.payload.member_id,
+            cluster_id=self.payload.cluster_id,
+            network_partition_id=self.payload.network_partition_id,
+            revision=self.revision,
+        )
         key = self.payload.cluster_key
-        self.appender.append("instance-status", key, envelope(InstanceStatusRecord, status, key,
-                                                              tenant=self.payload.tenant, causation_id=cause))
+        self.appender.append(
+            "instance-status",
+            key,
+            envelope(InstanceStatusRecord, status, key, tenant=self.payload.tenant, causation_id=cause),
+        )
 
     def publish_health(self) -> None:
         key, now = self.payload.cluster_key, time.time()
         for metric, value in host_health().items():
-            stat = HealthStat(cluster_id=self.payload.cluster_id, member_id=self.payload.member_id,
-                              network_partition_id=self.payload.network_partition_id,
-                              metric=metric, value=value, timestamp=now)
+            stat = HealthStat(
+                cluster_id=self.payload.cluster_id,
+                member_id=self.payload.member_id,
+                network_partition_id=self.payload.network_partition_id,
+                metric=metric,
+                value=value,
+                timestamp=now,
+            )
             self.appender.send("health", key, envelope(HealthRecord, stat, key, tenant=self.payload.tenant))
         self.appender.flush()

@@ -1,4 +1,5 @@
 """`stratos agent`: the cartridge agent of one instance."""
+
 from __future__ import annotations
 
 import signal
@@ -13,21 +14,24 @@ def register(app: typer.Typer) -> None:
     app.command()(agent)
 
 
-def agent(member_id: str = typer.Option(..., envvar="STRATOS_AGENT_MEMBER_ID"),
-          cluster_id: str = typer.Option(..., envvar="STRATOS_AGENT_CLUSTER_ID"),
-          network_partition_id: str = typer.Option("default", envvar="STRATOS_AGENT_NETWORK_PARTITION_ID"),
-          tenant: str = typer.Option("carbon.super", envvar="STRATOS_AGENT_TENANT"),
-          port: list[int] = typer.Option([], help="a port that must answer before Activated (repeat)"),
-          repo_url: str = typer.Option(None, envvar="STRATOS_AGENT_REPO_URL"),
-          repo_username: str = typer.Option(None, envvar="STRATOS_AGENT_REPO_USERNAME"),
-          workdir: Path = typer.Option(Path("app"), help="where the artifacts are checked out"),
-          serve_http: int = typer.Option(None, help="serve the artifacts over HTTP on this loopback port"),
-          clean_hook: str = typer.Option(None, help="shell command run on cleanup, before shutdown"),
-          wait_initialized: bool = typer.Option(True, help="say Started only once the member is Initialized"),
-          load_balancer: str = typer.Option(None, help="a load-balancer cartridge: run `stratos lb` "
-                                                       "for this application's clusters"),
-          application_id: str = typer.Option("", envvar="STRATOS_AGENT_APPLICATION_ID"),
-          log_file: list[Path] = typer.Option([], help="a file whose lines are shipped to <prefix>logs (repeat)")) -> None:
+def agent(
+    member_id: str = typer.Option(..., envvar="STRATOS_AGENT_MEMBER_ID"),
+    cluster_id: str = typer.Option(..., envvar="STRATOS_AGENT_CLUSTER_ID"),
+    network_partition_id: str = typer.Option("default", envvar="STRATOS_AGENT_NETWORK_PARTITION_ID"),
+    tenant: str = typer.Option("carbon.super", envvar="STRATOS_AGENT_TENANT"),
+    port: list[int] = typer.Option([], help="a port that must answer before Activated (repeat)"),
+    repo_url: str = typer.Option(None, envvar="STRATOS_AGENT_REPO_URL"),
+    repo_username: str = typer.Option(None, envvar="STRATOS_AGENT_REPO_USERNAME"),
+    workdir: Path = typer.Option(Path("app"), help="where the artifacts are checked out"),
+    serve_http: int = typer.Option(None, help="serve the artifacts over HTTP on this loopback port"),
+    clean_hook: str = typer.Option(None, help="shell command run on cleanup, before shutdown"),
+    wait_initialized: bool = typer.Option(True, help="say Started only once the member is Initialized"),
+    load_balancer: str = typer.Option(
+        None, help="a load-balancer cartridge: run `stratos lb` for this application's clusters"
+    ),
+    application_id: str = typer.Option("", envvar="STRATOS_AGENT_APPLICATION_ID"),
+    log_file: list[Path] = typer.Option([], help="a file whose lines are shipped to <prefix>logs (repeat)"),
+) -> None:
     """Run the cartridge agent of one instance (payload from options or STRATOS_AGENT_* variables;
     its secrets only from STRATOS_AGENT_CARTRIDGE_KEY, STRATOS_AGENT_REPO_PASSWORD and
     STRATOS_AGENT_SIGNING_KEY (the key its status and health are signed with), taken out
@@ -42,17 +46,23 @@ def agent(member_id: str = typer.Option(..., envvar="STRATOS_AGENT_MEMBER_ID"),
     setup_logging()
     settings = require_bootstrap()
     try:
-        payload = AgentPayload(member_id=member_id, cluster_id=cluster_id, tenant=tenant,
-                               network_partition_id=network_partition_id, repo_url=repo_url,
-                               repo_username=repo_username,
-                               repo_password=os.environ.pop("STRATOS_AGENT_REPO_PASSWORD", None) or None,
-                               cartridge_key=os.environ.pop("STRATOS_AGENT_CARTRIDGE_KEY", None) or None,
-                               signing_key=os.environ.pop("STRATOS_AGENT_SIGNING_KEY", None) or None,
-                               application_id=application_id, log_file_paths=log_file,
-                               ports=[*port, *([serve_http] if serve_http else [])])
+        payload = AgentPayload(
+            member_id=member_id,
+            cluster_id=cluster_id,
+            tenant=tenant,
+            network_partition_id=network_partition_id,
+            repo_url=repo_url,
+            repo_username=repo_username,
+            repo_password=os.environ.pop("STRATOS_AGENT_REPO_PASSWORD", None) or None,
+            cartridge_key=os.environ.pop("STRATOS_AGENT_CARTRIDGE_KEY", None) or None,
+            signing_key=os.environ.pop("STRATOS_AGENT_SIGNING_KEY", None) or None,
+            application_id=application_id,
+            log_file_paths=log_file,
+            ports=[*port, *([serve_http] if serve_http else [])],
+        )
     except ValidationError as exc:
         console.print(f"[red]error:[/] {rejection_reason(exc)}")
-        raise typer.Exit(2)
+        raise typer.Exit(2) from exc
     if serve_http:
         serve_directory(workdir, serve_http, member_id)
     balancer = ready = None

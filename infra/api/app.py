@@ -3,6 +3,7 @@
 Every error is a ResponseMessageBean (`{"status": "error", "message": ...}`) with the code
 Stratos used: invalid JSON and bodies that break a rule answer 400 naming the field path.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -12,7 +13,6 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 
 import anyio
-
 from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
@@ -23,19 +23,19 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from infra.api.console.routes import router as console_router
 from infra.api.definitions import definition_routers
+from infra.api.identity import Identity, Principal, basic_scheme, client_address, current_principal, unauthorized
 from infra.api.logs import router as logs_router
 from infra.api.metadata import router as metadata_router
 from infra.api.mock_iaas import router as mock_iaas_router
-from infra.api.usage import router as usage_router
-from infra.api.identity import Identity, Principal, basic_scheme, client_address, current_principal, unauthorized
 from infra.api.read_model import ReadModel
+from infra.api.replay import router as replay_router
 from infra.api.responses import ERROR_RESPONSES, MaskedJSONResponse, Writer, answer
 from infra.api.runtime import router as runtime_router
 from infra.api.signups import router as signups_router
-from infra.api.replay import router as replay_router
+from infra.api.usage import router as usage_router
 from infra.auth.access import DEMO_PASSWORD
-from infra.log.commands_client import CommandClient
 from infra.auth.secrets import secret_box
+from infra.log.commands_client import CommandClient
 from infra.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -52,10 +52,15 @@ def admin_password(settings: Settings, demo: bool) -> str:
     if settings.admin_password is not None:
         return settings.admin_password.get_secret_value()
     if not demo:
-        raise ConfigurationError("STRATOS_ADMIN_PASSWORD is not set: the API needs the bootstrap "
-                                 f"admin's password (user {settings.admin_username!r})")
-    log.warning("embedded demo: bootstrap admin %r has the password %r; set STRATOS_ADMIN_PASSWORD "
-                "for anything else", settings.admin_username, DEMO_PASSWORD)
+        raise ConfigurationError(
+            "STRATOS_ADMIN_PASSWORD is not set: the API needs the bootstrap "
+            f"admin's password (user {settings.admin_username!r})"
+        )
+    log.warning(
+        "embedded demo: bootstrap admin %r has the password %r; set STRATOS_ADMIN_PASSWORD for anything else",
+        settings.admin_username,
+        DEMO_PASSWORD,
+    )
     return DEMO_PASSWORD
 
 
@@ -85,11 +90,15 @@ class Token(BaseModel):
 def _token_router() -> APIRouter:
     router = APIRouter(tags=["Identity"], responses=ERROR_RESPONSES)
 
-    @router.post("/token", response_model=Token,
-                 summary="A bearer token, for basic credentials or a JSON {username, password}; "
-                         "429 after too many failed logins for the user or from the address")
-    def token(request: Request, body: TokenRequest | None = None,
-              basic: HTTPBasicCredentials | None = Depends(basic_scheme)) -> Token:
+    @router.post(
+        "/token",
+        response_model=Token,
+        summary="A bearer token, for basic credentials or a JSON {username, password}; "
+        "429 after too many failed logins for the user or from the address",
+    )
+    def token(
+        request: Request, body: TokenRequest | None = None, basic: HTTPBasicCredentials | None = Depends(basic_scheme)
+    ) -> Token:
         identity: Identity = request.app.state.identity
         login = (body.username, body.password) if body else (basic.username, basic.password) if basic else None
         if login is None:
@@ -97,19 +106,29 @@ def _token_router() -> APIRouter:
         principal = identity.authenticate(*login, address=client_address(request))
         if principal is None:
             raise unauthorized("wrong user name or password")
-        return Token(access_token=identity.issue_token(principal),
-                     expires_in=request.app.state.settings.token_ttl_seconds)
+        return Token(
+            access_token=identity.issue_token(principal), expires_in=request.app.state.settings.token_ttl_seconds
+        )
 
     @router.get("/whoami", summary="The caller's user name, tenant and role")
     def whoami(principal: Principal = Depends(current_principal)) -> dict:
-        return {"username": principal.username, "tenant": principal.tenant, "role": principal.role,
-                "superAdmin": principal.is_super_admin}
+        return {
+            "username": principal.username,
+            "tenant": principal.tenant,
+            "role": principal.role,
+            "superAdmin": principal.is_super_admin,
+        }
 
     return router
 
 
-def create_app(settings: Settings, *, demo: bool = False, read_model: ReadModel | None = None,
-               commands: CommandClient | None = None) -> FastAPI:
+def create_app(
+    settings: Settings,
+    *,
+    demo: bool = False,
+    read_model: ReadModel | None = None,
+    commands: CommandClient | None = None,
+) -> FastAPI:
     """The API on `settings`' broker. Pass a running read model / command client to share them;
     otherwise the app starts its own on startup and closes them on shutdown."""
     password = admin_password(settings, demo)
@@ -123,9 +142,9 @@ def create_app(settings: Settings, *, demo: bool = False, read_model: ReadModel 
         app.state.settings = settings
         app.state.read_model = model
         app.state.commands = client
-        app.state.writer = Writer(settings, client, model)
+        app.state.writer = Writer(settings, client, model)  # type: ignore[arg-type]
         app.state.secrets = secret_box(settings)
-        app.state.identity = await run_in_threadpool(Identity, settings, model, password)
+        app.state.identity = await run_in_threadpool(Identity, settings, model, password)  # type: ignore[arg-type]
         app.state.runtime_views = {}
         app.state.runtime_build = asyncio.Lock()
         # the state read so far is long-lived: keep it out of the cyclic collector, whose full
@@ -139,14 +158,20 @@ def create_app(settings: Settings, *, demo: bool = False, read_model: ReadModel 
             if (proxy := getattr(app.state, "mock_iaas", None)) is not None:
                 await proxy.close()
             if own_commands:
-                client.close()
+                client.close()  # type: ignore[union-attr]
             if own_read_model:
-                model.stop()
+                model.stop()  # type: ignore[union-attr]
 
-    app = FastAPI(title="Stratos-ES", version="4.1", lifespan=lifespan,
-                  description="Apache Stratos 4.1's REST API on an event-sourced control plane.",
-                  openapi_url="/api/openapi.json", docs_url="/api/docs", redoc_url=None,
-                  default_response_class=MaskedJSONResponse)
+    app = FastAPI(
+        title="Stratos-ES",
+        version="4.1",
+        lifespan=lifespan,
+        description="Apache Stratos 4.1's REST API on an event-sourced control plane.",
+        openapi_url="/api/openapi.json",
+        docs_url="/api/docs",
+        redoc_url=None,
+        default_response_class=MaskedJSONResponse,
+    )
 
     @app.exception_handler(RequestValidationError)
     async def invalid_request(request: Request, exc: RequestValidationError):
@@ -166,8 +191,11 @@ def create_app(settings: Settings, *, demo: bool = False, read_model: ReadModel 
         return answer(500, "internal error; the server log has the details", "error")
 
     # the runtime routes first: polled most, they are matched before the ~50 definition routes
-    for router in [runtime_router] + definition_routers() + [signups_router, replay_router, _token_router(),
-                                                             logs_router, usage_router]:
+    for router in (
+        [runtime_router]
+        + definition_routers()
+        + [signups_router, replay_router, _token_router(), logs_router, usage_router]
+    ):
         app.include_router(router, prefix="/api")
     app.include_router(mock_iaas_router)
     app.include_router(console_router)

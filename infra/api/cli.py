@@ -1,4 +1,5 @@
 """`stratos api`: serve the REST API and the console."""
+
 from __future__ import annotations
 
 import typer
@@ -10,8 +11,10 @@ def register(app: typer.Typer) -> None:
     app.command()(api)
 
 
-def api(port: int = typer.Option(None, help="port; default STRATOS_API_PORT (9443)"),
-        demo: bool = typer.Option(False, "--demo", help="admin/admin when STRATOS_ADMIN_PASSWORD is unset")) -> None:
+def api(
+    port: int = typer.Option(None, help="port; default STRATOS_API_PORT (9443)"),
+    demo: bool = typer.Option(False, "--demo", help="admin/admin when STRATOS_ADMIN_PASSWORD is unset"),
+) -> None:
     """Serve the REST API (Stratos 4.1 paths under /api) with uvicorn until Ctrl-C."""
     from infra.api.app import ConfigurationError, create_app
     from infra.api.server import serve
@@ -24,6 +27,11 @@ def api(port: int = typer.Option(None, help="port; default STRATOS_API_PORT (944
         tls_options(settings)
     except (ConfigurationError, TlsConfigError) as exc:
         console.print(f"[red]error:[/] {exc}")
-        raise typer.Exit(2)
-    serve(application, host=settings.api_host, port=port or settings.api_port, log_level="warning",
-          **tls_options(settings))
+        raise typer.Exit(2) from exc
+    serve(
+        application,
+        host=settings.api_host,
+        port=port or settings.api_port,
+        log_level="warning",
+        **tls_options(settings),
+    )

@@ -5,6 +5,7 @@ change it, which field is a password) is data in `Resource`. Bodies are the Stra
 of `schemas.definitions`, so validation errors name the field and OpenAPI shows the shapes.
 (No `from __future__ import annotations` here: FastAPI reads the body annotations at runtime.)
 """
+
 from dataclasses import dataclass
 from urllib.parse import quote
 
@@ -16,8 +17,8 @@ from infra.api.read_model import ReadModel
 from infra.api.references import in_use_problem, reference_problem
 from infra.api.responses import ERROR_RESPONSES, ResponseMessage, Writer
 from schemas import commands as C
-from schemas.definitions import DEFINITION_KINDS, RegisteredDefinition
 from schemas.base import masked
+from schemas.definitions import DEFINITION_KINDS, RegisteredDefinition
 from schemas.envelope import SUPER_TENANT
 from schemas.ids import aggregate_id
 
@@ -64,15 +65,15 @@ def public_body(resource: Resource, state) -> dict:
     return body
 
 
-def check_references(read_model: ReadModel, tenant: str, resource: Resource,
-                     definition: RegisteredDefinition) -> None:
+def check_references(read_model: ReadModel, tenant: str, resource: Resource, definition: RegisteredDefinition) -> None:
     """Stratos refuses a definition that names unknown definitions: 400 naming them."""
     if problem := reference_problem(read_model, tenant, resource.kind, definition):
         raise HTTPException(400, problem)
 
 
-def with_hashed_secret(resource: Resource, definition: RegisteredDefinition, request: Request,
-                       existing) -> RegisteredDefinition:
+def with_hashed_secret(
+    resource: Resource, definition: RegisteredDefinition, request: Request, existing
+) -> RegisteredDefinition:
     """Passwords are hashed before they are logged; an update without one keeps the old hash."""
     if not resource.secret:
         return definition
@@ -116,34 +117,56 @@ def definition_router(resource: Resource) -> APIRouter:
         return public_body(resource, state)
 
     @router.post("", status_code=201, response_model=ResponseMessage, summary=f"Add a {resource.label.lower()}")
-    async def add_one(body: model, request: Request, principal: Principal = Depends(changer),  # type: ignore[valid-type]
-                      wait: bool = Query(True, description="false: answer 202 once the command is logged")):
+    async def add_one(
+        body: model,  # type: ignore[valid-type]
+        request: Request,
+        principal: Principal = Depends(changer),
+        wait: bool = Query(True, description="false: answer 202 once the command is logged"),
+    ):
         tenant = resource.tenant_for(principal)
         definition = await hashed(body, request, None)
         check_references(request.app.state.read_model, tenant, resource, definition)
         id = definition.definition_id
         return await writer(request).write_async(
-            aggregate_id(tenant, resource.kind, id), add(definition=definition), tenant,
-            f"{resource.label} added successfully: [{resource.id_name}] {id}", 201, wait,
-            headers={"Location": f"/api/{resource.path}/{quote(id, safe='')}"})
+            aggregate_id(tenant, resource.kind, id),
+            add(definition=definition),
+            tenant,
+            f"{resource.label} added successfully: [{resource.id_name}] {id}",
+            201,
+            wait,
+            headers={"Location": f"/api/{resource.path}/{quote(id, safe='')}"},
+        )
 
     @router.put("", response_model=ResponseMessage, summary=f"Update a {resource.label.lower()}")
-    async def update_one(body: model, request: Request, principal: Principal = Depends(changer),  # type: ignore[valid-type]
-                         wait: bool = Query(True, description="false: answer 202 once the command is logged")):
+    async def update_one(
+        body: model,  # type: ignore[valid-type]
+        request: Request,
+        principal: Principal = Depends(changer),
+        wait: bool = Query(True, description="false: answer 202 once the command is logged"),
+    ):
         tenant = resource.tenant_for(principal)
-        id = body.definition_id
+        id = body.definition_id  # type: ignore[attr-defined]
         existing = request.app.state.read_model.get(tenant, resource.kind, id)
         if existing is None:
             raise HTTPException(404, f"{resource.kind} '{id}' not found")
         definition = await hashed(body, request, existing)
         check_references(request.app.state.read_model, tenant, resource, definition)
         return await writer(request).write_async(
-            aggregate_id(tenant, resource.kind, id), update(definition=definition), tenant,
-            f"{resource.label} updated successfully: [{resource.id_name}] {id}", 200, wait)
+            aggregate_id(tenant, resource.kind, id),
+            update(definition=definition),
+            tenant,
+            f"{resource.label} updated successfully: [{resource.id_name}] {id}",
+            200,
+            wait,
+        )
 
     @router.delete("/{id}", response_model=ResponseMessage, summary=f"Remove a {resource.label.lower()}")
-    async def remove_one(id: str, request: Request, principal: Principal = Depends(changer),
-                         wait: bool = Query(True, description="false: answer 202 once the command is logged")):
+    async def remove_one(
+        id: str,
+        request: Request,
+        principal: Principal = Depends(changer),
+        wait: bool = Query(True, description="false: answer 202 once the command is logged"),
+    ):
         tenant = resource.tenant_for(principal)
         read_model: ReadModel = request.app.state.read_model
         if read_model.get(tenant, resource.kind, id) is None:
@@ -151,8 +174,13 @@ def definition_router(resource: Resource) -> APIRouter:
         if problem := in_use_problem(read_model, tenant, resource.kind, id):
             raise HTTPException(400, problem)
         return await writer(request).write_async(
-            aggregate_id(tenant, resource.kind, id), remove(id=id), tenant,
-            f"{resource.label} removed successfully: [{resource.id_name}] {id}", 200, wait)
+            aggregate_id(tenant, resource.kind, id),
+            remove(id=id),
+            tenant,
+            f"{resource.label} removed successfully: [{resource.id_name}] {id}",
+            200,
+            wait,
+        )
 
     return router
 

@@ -5,6 +5,7 @@ convention). Roles: the super tenant's admin manages tenants; a tenant's admin (
 `admin`, or a user with role `admin`) changes that tenant's resources; any other user reads them.
 Tenants are definitions under the super tenant; users are definitions under their own tenant.
 """
+
 from __future__ import annotations
 
 import base64
@@ -22,9 +23,9 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBasic, HTTPBasicCredentials, HTTPBearer
 
 from infra.api.read_model import ReadModel
-from infra.auth.access import Principal, Tokens, TokenRefused, candidate
-from infra.auth.signing import platform_secret
+from infra.auth.access import Principal, TokenRefused, Tokens, candidate
 from infra.auth.secrets import secret_box
+from infra.auth.signing import platform_secret
 from infra.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -64,8 +65,11 @@ class LoginThrottle:
         """Seconds until `login` from `address` may try again, or None when it may now."""
         now = self.clock()
         with self.lock:
-            waits = [found[0] + self.window - now for key in (f"user:{login}", f"address:{address}")
-                     if len(found := self._recent(key, now)) >= self.limit]
+            waits = [
+                found[0] + self.window - now
+                for key in (f"user:{login}", f"address:{address}")
+                if len(found := self._recent(key, now)) >= self.limit
+            ]
         return max(waits) if waits else None
 
     def failed(self, login: str, address: str) -> None:
@@ -86,8 +90,14 @@ class Identity:
         self.admin_hash = hash_password(admin_password, settings.password_hash_rounds)
         self.box = secret_box(settings)
         """Password hashes are sealed in the log like every secret: opened here, where checked."""
-        self.tokens = Tokens(platform_secret(settings), read_model, settings.admin_username, admin_password,
-                             settings.token_ttl_seconds, open_secret=self.box.open)
+        self.tokens = Tokens(
+            platform_secret(settings),
+            read_model,
+            settings.admin_username,
+            admin_password,
+            settings.token_ttl_seconds,
+            open_secret=self.box.open,
+        )
         self.tokens.admin_hash = self.admin_hash
         self.throttle = LoginThrottle(settings.login_failures, settings.login_lockout_seconds)
         self.lock = threading.Lock()
@@ -122,8 +132,11 @@ class Identity:
 
     def check_throttle(self, login: str, address: str) -> None:
         if (wait := self.throttle.retry_after(login, address)) is not None:
-            raise HTTPException(429, f"too many failed logins for {login!r} or from {address}: "
-                                     f"try again in {int(wait) + 1} s", headers={"Retry-After": str(int(wait) + 1)})
+            raise HTTPException(
+                429,
+                f"too many failed logins for {login!r} or from {address}: try again in {int(wait) + 1} s",
+                headers={"Retry-After": str(int(wait) + 1)},
+            )
 
     def authenticate(self, login: str, password: str, address: str = "") -> Principal | None:
         """The principal for these credentials, or None (counted as a failure); raises 429 while
@@ -181,9 +194,11 @@ def unauthorized(message: str) -> HTTPException:
     return HTTPException(401, message, headers={"WWW-Authenticate": 'Basic realm="stratos"'})
 
 
-async def current_principal(request: Request,
-                            basic: HTTPBasicCredentials | None = Depends(basic_scheme),
-                            bearer: HTTPAuthorizationCredentials | None = Depends(bearer_scheme)) -> Principal:
+async def current_principal(
+    request: Request,
+    basic: HTTPBasicCredentials | None = Depends(basic_scheme),
+    bearer: HTTPAuthorizationCredentials | None = Depends(bearer_scheme),
+) -> Principal:
     """On the event loop (no worker-thread hop per request); only a bcrypt check leaves it."""
     identity: Identity = request.app.state.identity
     if bearer is not None:
@@ -208,13 +223,17 @@ def client_address(request: Request) -> str:
 async def tenant_admin(principal: Principal = Depends(current_principal)) -> Principal:
     """Changes to a tenant's resources need its admin."""
     if principal.role != "admin":
-        raise HTTPException(403, f"user {principal.username!r} may read but not change the "
-                                 f"resources of tenant {principal.tenant!r}")
+        raise HTTPException(
+            403, f"user {principal.username!r} may read but not change the resources of tenant {principal.tenant!r}"
+        )
     return principal
 
 
 async def super_admin(principal: Principal = Depends(current_principal)) -> Principal:
     if not principal.is_super_admin:
-        raise HTTPException(403, f"only the super tenant's admin manages tenants "
-                                 f"(user {principal.username!r} of tenant {principal.tenant!r})")
+        raise HTTPException(
+            403,
+            f"only the super tenant's admin manages tenants "
+            f"(user {principal.username!r} of tenant {principal.tenant!r})",
+        )
     return principal

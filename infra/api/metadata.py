@@ -15,6 +15,7 @@ tenant's application is not found (404). The rules themselves (deployed, known a
 add / set semantics) are the application aggregate's (`actors/metadata.py`): the routes find
 the application, check the caller and send the command.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -27,11 +28,10 @@ from pydantic import ValidationError
 
 from actors.metadata import properties
 from infra.api.identity import Principal, basic_scheme, bearer_scheme, current_principal
+from infra.api.metadata_token import MemberTokens, is_member_token
 from infra.api.read_model import ReadModel
 from infra.api.responses import ERROR_RESPONSES, Writer
-from infra.api.metadata_token import MemberTokens, is_member_token
-from schemas.metadata import (AddMetadataProperties, MetadataProperty, RemoveMetadataProperties,
-                              RemoveMetadataProperty)
+from schemas.metadata import AddMetadataProperties, MetadataProperty, RemoveMetadataProperties, RemoveMetadataProperty
 
 router = APIRouter(prefix="/metadata/api", tags=["Metadata service"], responses=ERROR_RESPONSES)
 MEMBER_GRACE_SECONDS = 3.0
@@ -65,23 +65,30 @@ def _member_in_service(read_model: ReadModel, tenant: str, application_id: str, 
     return False
 
 
-async def caller(request: Request, application_id: str,
-                 basic: HTTPBasicCredentials | None = Depends(basic_scheme),
-                 bearer: HTTPAuthorizationCredentials | None = Depends(bearer_scheme)) -> Caller:
+async def caller(
+    request: Request,
+    application_id: str,
+    basic: HTTPBasicCredentials | None = Depends(basic_scheme),
+    bearer: HTTPAuthorizationCredentials | None = Depends(bearer_scheme),
+) -> Caller:
     """An instance by its payload's TOKEN, or a user by the API's own credentials."""
     if bearer is not None and is_member_token(bearer.credentials):
         claim = _tokens(request).check(bearer.credentials)
         if claim is None:
             raise refused("the metadata token is not valid")
         if claim.application_id != application_id:
-            raise refused(f"the token of member {claim.member_id!r} is valid for application "
-                          f"{claim.application_id!r} only, not {application_id!r}")
+            raise refused(
+                f"the token of member {claim.member_id!r} is valid for application "
+                f"{claim.application_id!r} only, not {application_id!r}"
+            )
         read_model: ReadModel = request.app.state.read_model
         deadline = asyncio.get_running_loop().time() + MEMBER_GRACE_SECONDS
         while not _member_in_service(read_model, claim.tenant, application_id, claim.member_id):
             if asyncio.get_running_loop().time() > deadline:
-                raise refused(f"member {claim.member_id!r} is not in service in application "
-                              f"{application_id!r}: its token is no longer valid")
+                raise refused(
+                    f"member {claim.member_id!r} is not in service in application "
+                    f"{application_id!r}: its token is no longer valid"
+                )
             await asyncio.sleep(0.05)  # a member just spawned: the read model is a moment behind
         return Caller(claim.tenant, claim.member_id, True)
     principal: Principal = await current_principal(request, basic, bearer)
@@ -97,8 +104,7 @@ def _application(request: Request, who: Caller, application_id: str):
 
 def _writer(who: Caller) -> None:
     if not who.may_write:
-        raise HTTPException(403, f"user {who.name!r} may read but not change the metadata of tenant "
-                                 f"{who.tenant!r}")
+        raise HTTPException(403, f"user {who.name!r} may read but not change the metadata of tenant {who.tenant!r}")
 
 
 async def _send(request: Request, who: Caller, application_id: str, command, done: str, code: int):
@@ -136,8 +142,7 @@ def _one(found: list[dict], name: str, application_id: str, alias: str | None) -
     raise HTTPException(404, f"property '{name}' not found in {where}")
 
 
-def _remove(request: Request, who: Caller, application_id: str, alias: str | None, name: str,
-            value: str | None = None):
+def _remove(request: Request, who: Caller, application_id: str, alias: str | None, name: str, value: str | None = None):
     """One property, or one of its values; 200 also when it was not there (Stratos's answer)."""
     where = f"[application-id] {application_id}" + (f" [cluster] {alias}" if alias else "") + f" [property] {name}"
     done = f"Property value removed: {where} [value] {value}" if value is not None else f"Property removed: {where}"
@@ -146,79 +151,110 @@ def _remove(request: Request, who: Caller, application_id: str, alias: str | Non
 
 # --- application properties ---------------------------------------------------------------------
 
+
 @router.get("/applications/{application_id}/properties", summary="The application's properties")
 async def get_application_properties(application_id: str, request: Request, who: Caller = Depends(caller)) -> dict:
     return {"properties": properties(_application(request, who, application_id).metadata, None)}
 
 
-@router.post("/applications/{application_id}/properties", status_code=201,
-             summary="Publish properties: each gains the values it lacks")
+@router.post(
+    "/applications/{application_id}/properties",
+    status_code=201,
+    summary="Publish properties: each gains the values it lacks",
+)
 async def add_application_properties(application_id: str, request: Request, who: Caller = Depends(caller)):
     command = AddMetadataProperties(properties=await _published(request), by=who.name)
-    return await _send(request, who, application_id, command,
-                       f"Properties added: [application-id] {application_id}", 201)
+    return await _send(
+        request, who, application_id, command, f"Properties added: [application-id] {application_id}", 201
+    )
 
 
 @router.delete("/applications/{application_id}/properties", summary="Remove all the application's metadata")
 async def remove_application_properties(application_id: str, request: Request, who: Caller = Depends(caller)):
-    return await _send(request, who, application_id, RemoveMetadataProperties(),
-                       f"Properties removed: [application-id] {application_id}", 200)
+    return await _send(
+        request,
+        who,
+        application_id,
+        RemoveMetadataProperties(),
+        f"Properties removed: [application-id] {application_id}",
+        200,
+    )
 
 
 @router.get("/applications/{application_id}/properties/{name}", summary="One application property")
-async def get_application_property(application_id: str, name: str, request: Request,
-                                   who: Caller = Depends(caller)) -> dict:
+async def get_application_property(
+    application_id: str, name: str, request: Request, who: Caller = Depends(caller)
+) -> dict:
     found = properties(_application(request, who, application_id).metadata, None)
     return _one(found, name, application_id, None)
 
 
 @router.delete("/applications/{application_id}/properties/{name}", summary="Remove one application property")
-async def remove_application_property(application_id: str, name: str, request: Request,
-                                      who: Caller = Depends(caller)):
+async def remove_application_property(application_id: str, name: str, request: Request, who: Caller = Depends(caller)):
     return await _remove(request, who, application_id, None, name)
 
 
-@router.delete("/applications/{application_id}/properties/{name}/value/{value}",
-               summary="Remove one value of an application property")
-async def remove_application_property_value(application_id: str, name: str, value: str, request: Request,
-                                            who: Caller = Depends(caller)):
+@router.delete(
+    "/applications/{application_id}/properties/{name}/value/{value}",
+    summary="Remove one value of an application property",
+)
+async def remove_application_property_value(
+    application_id: str, name: str, value: str, request: Request, who: Caller = Depends(caller)
+):
     return await _remove(request, who, application_id, None, name, value)
 
 
 # --- cluster (cartridge alias) properties -----------------------------------------------------------
 
+
 @router.get("/applications/{application_id}/clusters/{alias}/properties", summary="A cluster's properties")
-async def get_cluster_properties(application_id: str, alias: str, request: Request,
-                                 who: Caller = Depends(caller)) -> dict:
+async def get_cluster_properties(
+    application_id: str, alias: str, request: Request, who: Caller = Depends(caller)
+) -> dict:
     return {"properties": properties(_application(request, who, application_id).metadata, alias)}
 
 
-@router.post("/applications/{application_id}/clusters/{alias}/properties", status_code=201,
-             summary="Publish cluster properties: each is set to the values given")
+@router.post(
+    "/applications/{application_id}/clusters/{alias}/properties",
+    status_code=201,
+    summary="Publish cluster properties: each is set to the values given",
+)
 async def add_cluster_properties(application_id: str, alias: str, request: Request, who: Caller = Depends(caller)):
     command = AddMetadataProperties(alias=alias, properties=await _published(request), by=who.name)
-    return await _send(request, who, application_id, command,
-                       f"Properties added: [application-id] {application_id} [cluster] {alias}", 201)
+    return await _send(
+        request,
+        who,
+        application_id,
+        command,
+        f"Properties added: [application-id] {application_id} [cluster] {alias}",
+        201,
+    )
 
 
 @router.get("/applications/{application_id}/clusters/{alias}/properties/{name}", summary="One cluster property")
 @router.get("/applications/{application_id}/cluster/{alias}/properties/{name}", include_in_schema=False)
-async def get_cluster_property(application_id: str, alias: str, name: str, request: Request,
-                               who: Caller = Depends(caller)) -> dict:
+async def get_cluster_property(
+    application_id: str, alias: str, name: str, request: Request, who: Caller = Depends(caller)
+) -> dict:
     """(Stratos 4.1 served this one at `.../cluster/{id}/...`, singular: both paths answer.)"""
     found = properties(_application(request, who, application_id).metadata, alias)
     return _one(found, name, application_id, alias)
 
 
-@router.delete("/applications/{application_id}/clusters/{alias}/properties/{name}",
-               summary="Remove one cluster property")
-async def remove_cluster_property(application_id: str, alias: str, name: str, request: Request,
-                                  who: Caller = Depends(caller)):
+@router.delete(
+    "/applications/{application_id}/clusters/{alias}/properties/{name}", summary="Remove one cluster property"
+)
+async def remove_cluster_property(
+    application_id: str, alias: str, name: str, request: Request, who: Caller = Depends(caller)
+):
     return await _remove(request, who, application_id, alias, name)
 
 
-@router.delete("/applications/{application_id}/clusters/{alias}/properties/{name}/value/{value}",
-               summary="Remove one value of a cluster property")
-async def remove_cluster_property_value(application_id: str, alias: str, name: str, value: str,
-                                        request: Request, who: Caller = Depends(caller)):
+@router.delete(
+    "/applications/{application_id}/clusters/{alias}/properties/{name}/value/{value}",
+    summary="Remove one value of a cluster property",
+)
+async def remove_cluster_property_value(
+    application_id: str, alias: str, name: str, value: str, request: Request, who: Caller = Depends(caller)
+):
     return await _remove(request, who, application_id, alias, name, value)

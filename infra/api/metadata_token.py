@@ -9,6 +9,7 @@ can make one.
 
     stm1.<base64url of JSON [tenant, application, member]>.<base64url of the HMAC>
 """
+
 from __future__ import annotations
 
 import base64
@@ -62,8 +63,10 @@ def load_key(state_dir: Path) -> bytes:
         path.chmod(0o600)
     text = path.read_text().strip()
     if len(text) < 2 * KEY_BYTES:
-        raise ValueError(f"{path}: the metadata token secret is truncated; remove it to make a new one "
-                         f"(tokens of running members then stop working)")
+        raise ValueError(
+            f"{path}: the metadata token secret is truncated; remove it to make a new one "
+            f"(tokens of running members then stop working)"
+        )
     return bytes.fromhex(text)
 
 
@@ -74,7 +77,7 @@ class MemberTokens:
         self.key = key
 
     @classmethod
-    def in_state_dir(cls, state_dir: Path) -> "MemberTokens":
+    def in_state_dir(cls, state_dir: Path) -> MemberTokens:
         return cls(load_key(state_dir))
 
     def _mac(self, body: str) -> bytes:
@@ -88,7 +91,7 @@ class MemberTokens:
         """The claim of a genuine token; None for anything else (forged, altered, malformed)."""
         if not token.startswith(PREFIX):
             return None
-        body, _, mac = token[len(PREFIX):].partition(".")
+        body, _, mac = token[len(PREFIX) :].partition(".")
         try:
             if not hmac.compare_digest(_unb64(mac), self._mac(body)):
                 return None

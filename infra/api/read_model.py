@@ -6,6 +6,7 @@ the same apply functions the node uses, so the API shows what the aggregates dec
 nothing else. Writers wait on it so that an answered write is
 already visible to the next read.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -15,10 +16,10 @@ from collections import OrderedDict, defaultdict
 
 from pydantic import ValidationError
 
-from infra.log.eventlog import History
 from actors.base import State
 from actors.runtime import Tracked
 from infra.log.commands_client import Wake, waker
+from infra.log.eventlog import History
 from infra.log.kafka import IDLE_POLL_MS, assigned_consumer, rejection_reason
 from infra.settings import Settings
 from schemas.definitions import DEFINITION_KINDS
@@ -54,12 +55,13 @@ class ReadModel:
         self.thread = threading.Thread(target=self._run, name="read-model", daemon=True)
 
     # --- lifecycle ------------------------------------------------------------------------
-    def start(self, timeout: float = 60.0) -> "ReadModel":
+    def start(self, timeout: float = 60.0) -> ReadModel:
         """Start following the log; returns once everything logged so far is applied."""
         self.thread.start()
         if not self.ready.wait(timeout):
-            raise TimeoutError(f"read model did not catch up with the events log in {timeout}s: "
-                               f"{self.failure or 'still reading'}")
+            raise TimeoutError(
+                f"read model did not catch up with the events log in {timeout}s: {self.failure or 'still reading'}"
+            )
         return self
 
     def stop(self) -> None:
@@ -114,8 +116,7 @@ class ReadModel:
                 tracked = Tracked.new(record.aggregate_id)
             problem = tracked.fold_commit(record)
         except (ValidationError, ValueError, KeyError, TypeError) as exc:
-            log.warning("read model skips %s[%d]@%d: %s", raw.topic, raw.partition, raw.offset,
-                        rejection_reason(exc))
+            log.warning("read model skips %s[%d]@%d: %s", raw.topic, raw.partition, raw.offset, rejection_reason(exc))
             return
         if problem:
             log.warning("read model: %s", problem)
@@ -124,7 +125,7 @@ class ReadModel:
         self.by_kind[(ref.tenant, ref.kind)][ref.id] = tracked
         self._index_references(record.aggregate_id, ref, tracked.state)
         if record.causation_id:
-            self.caused[record.causation_id] = len(record.payload.events)
+            self.caused[record.causation_id] = len(record.payload.events)  # type: ignore[union-attr]
             self.caused.move_to_end(record.causation_id)
             if len(self.caused) > CAUSES_REMEMBERED:
                 self.caused.popitem(last=False)

@@ -1,6 +1,7 @@
 """The rules of references between definitions, over a read model: what a definition names
 must exist, and a definition others name cannot be removed. The REST routes and the node's
 check of commands from Kafka clients (`infra.auth.gate`) both apply them."""
+
 from __future__ import annotations
 
 from schemas.definitions import Application, CartridgeGroup, RegisteredDefinition
@@ -15,8 +16,11 @@ def missing_references(read_model, tenant: str, definition: RegisteredDefinition
     if isinstance(definition, CartridgeGroup):
         groups.append(definition)
     inline = {nested.name for group in groups for nested in list(group.walk())[1:]}
-    return [f"{kind} '{id}'" for kind, id in definition.references()
-            if read_model.get(tenant, kind, id) is None and not (kind == "cartridgeGroup" and id in inline)]
+    return [
+        f"{kind} '{id}'"
+        for kind, id in definition.references()
+        if read_model.get(tenant, kind, id) is None and not (kind == "cartridgeGroup" and id in inline)
+    ]
 
 
 def reference_problem(read_model, tenant: str, kind: str, definition: RegisteredDefinition) -> str | None:
@@ -26,8 +30,10 @@ def reference_problem(read_model, tenant: str, kind: str, definition: Registered
     if missing:
         return f"{kind} '{definition.definition_id}' uses {', '.join(missing)}, which does not exist"
     if isinstance(definition, Application):
-        groups = {s.definition["name"]: CartridgeGroup.model_validate(s.definition)
-                  for s in read_model.all(tenant, "cartridgeGroup")}
+        groups = {
+            s.definition["name"]: CartridgeGroup.model_validate(s.definition)
+            for s in read_model.all(tenant, "cartridgeGroup")
+        }
         if problems := definition.group_dependency_errors(groups):
             return "; ".join(problems)
     return None

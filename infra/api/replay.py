@@ -4,6 +4,7 @@ happened (the same rebuild and causation index as `stratos replay` and `stratos 
 Tenant-scoped like every runtime route: a tenant sees its own aggregates; a causation chain
 stops where it would enter another tenant's records (the super tenant's admin sees all).
 """
+
 from __future__ import annotations
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request
@@ -24,14 +25,16 @@ def _visible(principal: Principal, link: dict) -> bool:
     return principal.is_super_admin or parse_aggregate_id(link["aggregate"]).tenant == principal.tenant
 
 
-@router.get("/replay", summary="The caller's applications as they were at a past instant",
-            responses=ERROR_RESPONSES)
-async def replay_at(request: Request, at: str = Query(..., description="ISO 8601 time"),
-                    principal: Principal = Depends(current_principal)) -> dict:
+@router.get("/replay", summary="The caller's applications as they were at a past instant", responses=ERROR_RESPONSES)
+async def replay_at(
+    request: Request,
+    at: str = Query(..., description="ISO 8601 time"),
+    principal: Principal = Depends(current_principal),
+) -> dict:
     try:
         instant = parse_time(at)
     except PositionError as exc:
-        raise HTTPException(400, f"at: {exc}")
+        raise HTTPException(400, f"at: {exc}") from exc
     found = await run_in_threadpool(platform_at, request.app.state.settings, Position(time=instant))
     tenant = principal.tenant
 
@@ -39,15 +42,25 @@ async def replay_at(request: Request, at: str = Query(..., description="ISO 8601
         tracked = found.get(aggregate_id(tenant, "cluster", cluster_id))
         return tracked.state if tracked else None
 
-    applications = [application_runtime(t.state, cluster) for key, t in found.items()  # type: ignore[arg-type]
-                    if key.startswith(f"{tenant}/application/") and t.state.exists]
+    applications = [
+        application_runtime(t.state, cluster)  # type: ignore[arg-type]
+        for key, t in found.items()
+        if key.startswith(f"{tenant}/application/") and t.state.exists
+    ]
     return {"at": instant.isoformat(), "applications": applications}
 
 
-@router.get("/why/{record_id}", summary="What caused a record (or, with effects=true, what it led to)",
-            responses=ERROR_RESPONSES)
-async def why(request: Request, record_id: str, effects_of: bool = Query(False, alias="effects"),
-              principal: Principal = Depends(current_principal)) -> dict:
+@router.get(
+    "/why/{record_id}",
+    summary="What caused a record (or, with effects=true, what it led to)",
+    responses=ERROR_RESPONSES,
+)
+async def why(
+    request: Request,
+    record_id: str,
+    effects_of: bool = Query(False, alias="effects"),
+    principal: Principal = Depends(current_principal),
+) -> dict:
     def walk() -> dict:
         index = CausalIndex(request.app.state.settings)
         try:
@@ -57,8 +70,9 @@ async def why(request: Request, record_id: str, effects_of: bool = Query(False, 
                 raise HTTPException(404, f"record '{record_id}' not found")
             if effects_of:
                 return effects(lambda rid: [c for c in index.children(rid) if _visible(principal, c)], record_id)
-            chain, missing = causes(lambda rid: (link if (link := index.lookup(rid)) and _visible(principal, link)
-                                                 else None), record_id)
+            chain, missing = causes(
+                lambda rid: link if (link := index.lookup(rid)) and _visible(principal, link) else None, record_id
+            )
             return {"chain": chain, "missing_cause": missing}
         finally:
             index.close()

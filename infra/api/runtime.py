@@ -1,4 +1,5 @@
 """Deployment and runtime: deploy / undeploy, the runtime tree, clusters, git hooks, providers."""
+
 from __future__ import annotations
 
 import json
@@ -11,11 +12,11 @@ from infra.api.identity import Principal, current_principal, tenant_admin
 from infra.api.read_model import ReadModel
 from infra.api.responses import ERROR_RESPONSES, ResponseMessage, Writer, answer
 from infra.api.views import application_runtime, cluster_bean
+from infra.auth.secrets import notice_for_instances
 from infra.log.kafka import envelope
 from schemas import commands as C
 from schemas.ids import aggregate_id
 from schemas.records import NotifierRecord
-from infra.auth.secrets import notice_for_instances
 from schemas.status import ArtifactUpdated
 
 router = APIRouter(tags=["Runtime"], responses=ERROR_RESPONSES)
@@ -33,37 +34,65 @@ def _application(request: Request, tenant: str, application_id: str):
     return state
 
 
-@router.post("/applications/{application_id}/deploy/{application_policy_id}", status_code=202,
-             response_model=ResponseMessage, summary="Deploy an application with an application policy")
-async def deploy(application_id: str, application_policy_id: str, request: Request,
-                 principal: Principal = Depends(tenant_admin), wait: bool = WAIT):
+@router.post(
+    "/applications/{application_id}/deploy/{application_policy_id}",
+    status_code=202,
+    response_model=ResponseMessage,
+    summary="Deploy an application with an application policy",
+)
+async def deploy(
+    application_id: str,
+    application_policy_id: str,
+    request: Request,
+    principal: Principal = Depends(tenant_admin),
+    wait: bool = WAIT,
+):
     _application(request, principal.tenant, application_id)
     if _read_model(request).get(principal.tenant, "applicationPolicy", application_policy_id) is None:
         raise HTTPException(404, f"applicationPolicy '{application_policy_id}' not found")
     writer: Writer = request.app.state.writer
-    return await writer.write_async(aggregate_id(principal.tenant, "application", application_id),
-                                    C.DeployApplication(application_policy_id=application_policy_id),
-                                    principal.tenant, f"Application deployed successfully: [application] "
-                                                      f"{application_id}", 202, wait)
+    return await writer.write_async(
+        aggregate_id(principal.tenant, "application", application_id),
+        C.DeployApplication(application_policy_id=application_policy_id),
+        principal.tenant,
+        f"Application deployed successfully: [application] {application_id}",
+        202,
+        wait,
+    )
 
 
-@router.post("/applications/{application_id}/undeploy", status_code=202, response_model=ResponseMessage,
-             summary="Undeploy an application (force: terminate members without cleanup)")
-async def undeploy(application_id: str, request: Request, principal: Principal = Depends(tenant_admin),
-                   force: bool = Query(False), wait: bool = WAIT):
+@router.post(
+    "/applications/{application_id}/undeploy",
+    status_code=202,
+    response_model=ResponseMessage,
+    summary="Undeploy an application (force: terminate members without cleanup)",
+)
+async def undeploy(
+    application_id: str,
+    request: Request,
+    principal: Principal = Depends(tenant_admin),
+    force: bool = Query(False),
+    wait: bool = WAIT,
+):
     _application(request, principal.tenant, application_id)
     writer: Writer = request.app.state.writer
-    return await writer.write_async(aggregate_id(principal.tenant, "application", application_id),
-                                    C.UndeployApplication(force=force), principal.tenant,
-                                    f"Application undeployed successfully: [application] {application_id}",
-                                    202, wait)
+    return await writer.write_async(
+        aggregate_id(principal.tenant, "application", application_id),
+        C.UndeployApplication(force=force),
+        principal.tenant,
+        f"Application undeployed successfully: [application] {application_id}",
+        202,
+        wait,
+    )
 
 
-@router.get("/applications/{application_id}/runtime", response_class=Response,
-            responses={200: {"content": {"application/json": {}}}},
-            summary="The runtime tree: application -> group instances -> cluster instances -> members")
-async def runtime(application_id: str, request: Request,
-                  principal: Principal = Depends(current_principal)) -> Response:
+@router.get(
+    "/applications/{application_id}/runtime",
+    response_class=Response,
+    responses={200: {"content": {"application/json": {}}}},
+    summary="The runtime tree: application -> group instances -> cluster instances -> members",
+)
+async def runtime(application_id: str, request: Request, principal: Principal = Depends(current_principal)) -> Response:
     """Built once per read-model version and application, off the event loop and by one request
     at a time; polling clients get the cached bytes straight from the loop."""
     read_model = _read_model(request)
@@ -77,8 +106,10 @@ async def runtime(application_id: str, request: Request,
             if cached is None or cached[0] != version:
                 state = _application(request, principal.tenant, application_id)
                 body = await run_in_threadpool(
-                    lambda: json.dumps(application_runtime(
-                        state, lambda cid: read_model.get(principal.tenant, "cluster", cid))).encode())
+                    lambda: json.dumps(
+                        application_runtime(state, lambda cid: read_model.get(principal.tenant, "cluster", cid))  # type: ignore[arg-type, return-value]
+                    ).encode()
+                )
                 cached = (version, body)
                 cache[key] = cached
     return Response(cached[1], media_type="application/json")
@@ -89,7 +120,7 @@ def cluster(cluster_id: str, request: Request, principal: Principal = Depends(cu
     state = _read_model(request).get(principal.tenant, "cluster", cluster_id)
     if state is None:
         raise HTTPException(404, f"cluster '{cluster_id}' not found")
-    return cluster_bean(state)
+    return cluster_bean(state)  # type: ignore[arg-type]
 
 
 class GitRepository(BaseModel):
@@ -108,29 +139,43 @@ class GitNotification(BaseModel):
 def _same_repository(a: str, b: str) -> bool:
     def norm(url: str) -> str:
         return url.strip().rstrip("/").removesuffix(".git").lower()
+
     return norm(a) == norm(b)
 
 
-@router.post("/repo/notify", response_model=ResponseMessage,
-             summary="Git hook: the clusters using this repository update their artifacts")
-def repo_notify(payload: GitNotification, request: Request,
-                principal: Principal = Depends(tenant_admin)):
+@router.post(
+    "/repo/notify",
+    response_model=ResponseMessage,
+    summary="Git hook: the clusters using this repository update their artifacts",
+)
+def repo_notify(payload: GitNotification, request: Request, principal: Principal = Depends(tenant_admin)):
     read_model = _read_model(request)
-    clusters = [s.spec for s in read_model.all(principal.tenant, "cluster")
-                if s.spec is not None and s.spec.repo_url and s.status.value != "Terminated"
-                and _same_repository(s.spec.repo_url, payload.repository.url)]
+    clusters = [
+        s.spec  # type: ignore[attr-defined]
+        for s in read_model.all(principal.tenant, "cluster")
+        if s.spec is not None  # type: ignore[attr-defined]
+        and s.spec.repo_url  # type: ignore[attr-defined]
+        and s.status.value != "Terminated"  # type: ignore[attr-defined]
+        and _same_repository(s.spec.repo_url, payload.repository.url)  # type: ignore[attr-defined]
+    ]
     appender = request.app.state.commands.appender
     for spec in clusters:
         target = aggregate_id(principal.tenant, "cluster", spec.cluster_id)
-        notice = notice_for_instances(request.app.state.secrets, ArtifactUpdated(
-            cluster_id=spec.cluster_id, repo_url=spec.repo_url or "", repo_username=spec.repo_username,
-            repo_password=spec.repo_password, commit=payload.after), target)
-        appender.send("instance-notifier", target, envelope(NotifierRecord, notice, target,
-                                                            tenant=principal.tenant))
+        notice = notice_for_instances(
+            request.app.state.secrets,
+            ArtifactUpdated(
+                cluster_id=spec.cluster_id,
+                repo_url=spec.repo_url or "",
+                repo_username=spec.repo_username,
+                repo_password=spec.repo_password,
+                commit=payload.after,
+            ),
+            target,
+        )
+        appender.send("instance-notifier", target, envelope(NotifierRecord, notice, target, tenant=principal.tenant))
     appender.flush()
     names = ", ".join(s.cluster_id for s in clusters) or "none"
-    return answer(200, f"Repository notification sent: [repoUrl] {payload.repository.url} "
-                       f"[clusters] {names}")
+    return answer(200, f"Repository notification sent: [repoUrl] {payload.repository.url} [clusters] {names}")
 
 
 @router.get("/iaasProviders", summary="IaaS providers the cloud controller serves")

@@ -1,7 +1,9 @@
 """Serve the API with uvicorn: in the foreground (`stratos api`) or on a thread (platform, tests)."""
+
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 import time
 
@@ -25,10 +27,8 @@ class QuietServer(uvicorn.Server):
         should_exit = await self.on_tick(counter)
         while not should_exit:
             counter = (counter + TICKS_PER_SECOND) % 864000
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), 1.0)
-            except TimeoutError:
-                pass
             should_exit = await self.on_tick(counter)
 
     def exit(self) -> None:
@@ -51,12 +51,13 @@ class ApiServer:
 
     def __init__(self, app: FastAPI, host: str = "127.0.0.1", port: int = 9443, **config) -> None:
         """`config`: more uvicorn options, e.g. infra.auth.tls.tls_options(settings) for HTTPS."""
-        self.server = QuietServer(uvicorn.Config(app, host=host, port=port, log_level="warning",
-                                                    access_log=False, **config))
+        self.server = QuietServer(
+            uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False, **config)
+        )
         self.url = f"{'https' if config.get('ssl_certfile') else 'http'}://{host}:{port}"
         self.thread = threading.Thread(target=self.server.run, name="api", daemon=True)
 
-    def start(self, timeout: float = 60.0) -> "ApiServer":
+    def start(self, timeout: float = 60.0) -> ApiServer:
         self.thread.start()
         deadline = time.monotonic() + timeout
         while not self.server.started:

@@ -7,6 +7,7 @@ The rules (deployed, multi-tenant, one sign-up per tenant, known aliases, unique
 the aggregate's: these routes only find the application and send the command.
 (No `from __future__ import annotations` here: FastAPI reads the body annotations at runtime.)
 """
+
 from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -29,7 +30,7 @@ def find_application(request: Request, tenant: str, application_id: str) -> Appl
     state = read_model.get(tenant, "application", application_id)
     if state is None and tenant != SUPER_TENANT:
         offered = read_model.get(SUPER_TENANT, "application", application_id)
-        if offered is not None and (offered.definition or {}).get("multiTenant"):
+        if offered is not None and (offered.definition or {}).get("multiTenant"):  # type: ignore[attr-defined]
             state = offered
     if state is None:
         raise HTTPException(404, f"application '{application_id}' not found")
@@ -44,22 +45,39 @@ def send(request: Request, state: ApplicationState, command: BaseModel, done: st
 
 def signup_bean(application_id: str, tenant: str, signup: dict) -> dict:
     """Stratos's ApplicationSignUpBean; repository passwords never leave the server."""
-    repositories = [{k: v for k, v in repo.items() if k != "repoPassword"}
-                    for repo in signup["artifactRepositories"]]
-    return {"applicationId": application_id, "tenantDomain": tenant, "artifactRepositories": repositories,
-            "clusterIds": sorted(set(signup["clusters"].values()))}
+    repositories = [{k: v for k, v in repo.items() if k != "repoPassword"} for repo in signup["artifactRepositories"]]
+    return {
+        "applicationId": application_id,
+        "tenantDomain": tenant,
+        "artifactRepositories": repositories,
+        "clusterIds": sorted(set(signup["clusters"].values())),
+    }
 
 
-@router.post("/applications/{application_id}/signup", status_code=201, response_model=ResponseMessage,
-             summary="Sign the caller's tenant up for a deployed multi-tenant application")
-def add_signup(application_id: str, body: ApplicationSignup, request: Request,
-               principal: Principal = Depends(tenant_admin), wait: bool = WAIT):
+@router.post(
+    "/applications/{application_id}/signup",
+    status_code=201,
+    response_model=ResponseMessage,
+    summary="Sign the caller's tenant up for a deployed multi-tenant application",
+)
+def add_signup(
+    application_id: str,
+    body: ApplicationSignup,
+    request: Request,
+    principal: Principal = Depends(tenant_admin),
+    wait: bool = WAIT,
+):
     if body.applicationId not in (None, application_id):
-        raise HTTPException(400, f"applicationId: '{body.applicationId}' does not match the path's "
-                                 f"'{application_id}'")
+        raise HTTPException(400, f"applicationId: '{body.applicationId}' does not match the path's '{application_id}'")
     state = find_application(request, principal.tenant, application_id)
-    return send(request, state, C.AddApplicationSignup(tenant=principal.tenant, signup=body),
-                f"Successfully added application signup: [application-id] {application_id}", 201, wait)
+    return send(
+        request,
+        state,
+        C.AddApplicationSignup(tenant=principal.tenant, signup=body),
+        f"Successfully added application signup: [application-id] {application_id}",
+        201,
+        wait,
+    )
 
 
 @router.get("/applications/{application_id}/signup", summary="The caller's tenant's sign-up")
@@ -71,32 +89,61 @@ def get_signup(application_id: str, request: Request, principal: Principal = Dep
     return signup_bean(application_id, principal.tenant, signup)
 
 
-@router.delete("/applications/{application_id}/signup", response_model=ResponseMessage,
-               summary="Remove the caller's tenant's sign-up and its domain mappings")
-def remove_signup(application_id: str, request: Request, principal: Principal = Depends(tenant_admin),
-                  wait: bool = WAIT):
+@router.delete(
+    "/applications/{application_id}/signup",
+    response_model=ResponseMessage,
+    summary="Remove the caller's tenant's sign-up and its domain mappings",
+)
+def remove_signup(
+    application_id: str, request: Request, principal: Principal = Depends(tenant_admin), wait: bool = WAIT
+):
     state = find_application(request, principal.tenant, application_id)
-    return send(request, state, C.RemoveApplicationSignup(tenant=principal.tenant),
-                f"Application signup removed successfully: [application-id] {application_id}", 200, wait)
+    return send(
+        request,
+        state,
+        C.RemoveApplicationSignup(tenant=principal.tenant),
+        f"Application signup removed successfully: [application-id] {application_id}",
+        200,
+        wait,
+    )
 
 
-@router.post("/applications/{application_id}/domainMappings", status_code=201, response_model=ResponseMessage,
-             summary="Map domain names to cartridge aliases of the application")
-def add_domain_mappings(application_id: str, body: DomainMappings, request: Request,
-                        principal: Principal = Depends(tenant_admin), wait: bool = WAIT):
+@router.post(
+    "/applications/{application_id}/domainMappings",
+    status_code=201,
+    response_model=ResponseMessage,
+    summary="Map domain names to cartridge aliases of the application",
+)
+def add_domain_mappings(
+    application_id: str,
+    body: DomainMappings,
+    request: Request,
+    principal: Principal = Depends(tenant_admin),
+    wait: bool = WAIT,
+):
     if not body.domainMappings:
         raise HTTPException(400, "domainMappings: at least one mapping is required")
     state = find_application(request, principal.tenant, application_id)
-    return send(request, state, C.AddDomainMappings(tenant=principal.tenant, mappings=body),
-                f"Domain mappings added successfully: [application-id] {application_id}", 201, wait)
+    return send(
+        request,
+        state,
+        C.AddDomainMappings(tenant=principal.tenant, mappings=body),
+        f"Domain mappings added successfully: [application-id] {application_id}",
+        201,
+        wait,
+    )
 
 
 @router.get("/applications/{application_id}/domainMappings", summary="The caller's tenant's domain mappings")
-def list_domain_mappings(application_id: str, request: Request,
-                         principal: Principal = Depends(current_principal)) -> list[dict]:
+def list_domain_mappings(
+    application_id: str, request: Request, principal: Principal = Depends(current_principal)
+) -> list[dict]:
     state = find_application(request, principal.tenant, application_id)
-    return [{k: v for k, v in m.items() if k != "tenant"} for _, m in sorted(state.domain_mappings.items())
-            if m["tenant"] == principal.tenant]
+    return [
+        {k: v for k, v in m.items() if k != "tenant"}
+        for _, m in sorted(state.domain_mappings.items())
+        if m["tenant"] == principal.tenant
+    ]
 
 
 class DomainName(BaseModel):
@@ -112,20 +159,41 @@ class DomainNames(BaseModel):
 
 def _remove(request: Request, principal: Principal, application_id: str, names: list[str], wait: bool):
     state = find_application(request, principal.tenant, application_id)
-    return send(request, state, C.RemoveDomainMappings(tenant=principal.tenant, domain_names=names),
-                f"Domain mappings removed successfully: [application-id] {application_id} "
-                f"[domain-names] {', '.join(names)}", 200, wait)
+    return send(
+        request,
+        state,
+        C.RemoveDomainMappings(tenant=principal.tenant, domain_names=names),
+        f"Domain mappings removed successfully: [application-id] {application_id} [domain-names] {', '.join(names)}",
+        200,
+        wait,
+    )
 
 
-@router.delete("/applications/{application_id}/domainMappings", response_model=ResponseMessage,
-               summary="Remove domain mappings named in a mappings body")
-def remove_domain_mappings(application_id: str, body: DomainNames, request: Request,
-                           principal: Principal = Depends(tenant_admin), wait: bool = WAIT):
+@router.delete(
+    "/applications/{application_id}/domainMappings",
+    response_model=ResponseMessage,
+    summary="Remove domain mappings named in a mappings body",
+)
+def remove_domain_mappings(
+    application_id: str,
+    body: DomainNames,
+    request: Request,
+    principal: Principal = Depends(tenant_admin),
+    wait: bool = WAIT,
+):
     return _remove(request, principal, application_id, [m.domainName for m in body.domainMappings], wait)
 
 
-@router.delete("/applications/{application_id}/domainMappings/{domain_name}", response_model=ResponseMessage,
-               summary="Remove one domain mapping")
-def remove_domain_mapping(application_id: str, domain_name: str, request: Request,
-                          principal: Principal = Depends(tenant_admin), wait: bool = WAIT):
+@router.delete(
+    "/applications/{application_id}/domainMappings/{domain_name}",
+    response_model=ResponseMessage,
+    summary="Remove one domain mapping",
+)
+def remove_domain_mapping(
+    application_id: str,
+    domain_name: str,
+    request: Request,
+    principal: Principal = Depends(tenant_admin),
+    wait: bool = WAIT,
+):
     return _remove(request, principal, application_id, [domain_name], wait)

@@ -1,10 +1,11 @@
 """`GET /api/usage`: what a tenant used (member-seconds by instance type and partition, pending
 seconds, scaling actions), folded from the events log by actors/metering.py. A tenant sees only
 its own usage; the super tenant's admin may ask for any tenant's."""
+
 from __future__ import annotations
 
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request
 
@@ -15,7 +16,6 @@ from infra.observe.follower import follower_lifespan
 from infra.observe.usage import UsageFold
 from streams.logrules import parse_duration
 
-
 router = APIRouter(tags=["Usage"], responses=ERROR_RESPONSES, lifespan=follower_lifespan("usage_fold", UsageFold))
 
 
@@ -23,8 +23,11 @@ def instant(value: str | None, name: str, now: float, default: float) -> float:
     """An ISO-8601 time, epoch seconds, or a duration back from now (`24h`)."""
     if not value:
         return default
-    for parse in (lambda v: datetime.fromisoformat(v.replace("Z", "+00:00")).timestamp(), float,
-                  lambda v: now - parse_duration(v)):
+    for parse in (
+        lambda v: datetime.fromisoformat(v.replace("Z", "+00:00")).timestamp(),
+        float,
+        lambda v: now - parse_duration(v),
+    ):
         try:
             return parse(value)
         except ValueError:
@@ -33,15 +36,22 @@ def instant(value: str | None, name: str, now: float, default: float) -> float:
 
 
 def iso(epoch: float) -> str:
-    return datetime.fromtimestamp(epoch, timezone.utc).isoformat()
+    return datetime.fromtimestamp(epoch, UTC).isoformat()
 
 
 @router.get("/usage", summary="Usage of a tenant in [from, to), grouped by application, cluster or cartridge")
-def get_usage(request: Request, principal: Principal = Depends(current_principal),
-              tenant: str | None = Query(None, description="default: the caller's tenant"),
-              from_: str | None = Query(None, alias="from", description="ISO-8601, epoch seconds or a duration back (24h); default: the start of the log"),
-              to: str | None = Query(None, description="same forms; default: now"),
-              groupBy: str = Query("cluster", description=" | ".join(GROUPINGS))) -> dict:
+def get_usage(
+    request: Request,
+    principal: Principal = Depends(current_principal),
+    tenant: str | None = Query(None, description="default: the caller's tenant"),
+    from_: str | None = Query(
+        None,
+        alias="from",
+        description="ISO-8601, epoch seconds or a duration back (24h); default: the start of the log",
+    ),
+    to: str | None = Query(None, description="same forms; default: now"),
+    groupBy: str = Query("cluster", description=" | ".join(GROUPINGS)),
+) -> dict:
     wanted = tenant or principal.tenant
     if wanted != principal.tenant and not principal.is_super_admin:
         raise HTTPException(403, f"user {principal.username!r} sees only the usage of tenant {principal.tenant!r}")
@@ -65,6 +75,9 @@ def get_health(request: Request, principal: Principal = Depends(current_principa
     from infra.observe.status import platform_status
 
     if not principal.is_super_admin:
-        raise HTTPException(403, f"only the super tenant's admin sees the platform's health "
-                                 f"(user {principal.username!r} of tenant {principal.tenant!r})")
+        raise HTTPException(
+            403,
+            f"only the super tenant's admin sees the platform's health "
+            f"(user {principal.username!r} of tenant {principal.tenant!r})",
+        )
     return platform_status(request.app.state.settings)

@@ -12,6 +12,7 @@ are events on the log, and every process that follows the log stops accepting th
 soon as it has applied them (well within a second). Tokens also expire
 (`STRATOS_TOKEN_TTL_SECONDS`).
 """
+
 from __future__ import annotations
 
 import base64
@@ -71,8 +72,9 @@ def _clear(value):
     return value
 
 
-def candidate(read_model, admin_username: str, admin_hash: str, login: str,
-              open_secret=_clear) -> tuple[Principal, str] | None:
+def candidate(
+    read_model, admin_username: str, admin_hash: str, login: str, open_secret=_clear
+) -> tuple[Principal, str] | None:
     """Who `login` is now, and the password hash to check (`open_secret` opens it: the log
     holds it sealed, infra/auth/secrets.py); None if no such active login."""
     name, tenant = split_login(login, lambda d: read_model.get(SUPER_TENANT, "tenant", d))
@@ -87,8 +89,10 @@ def candidate(read_model, admin_username: str, admin_hash: str, login: str,
     user = read_model.get(tenant, "user", name)
     if user is None:
         return None
-    return (Principal(username=login, tenant=tenant, role=role_of(user.definition)),
-            open_secret(user.definition.get("credential")) or "")
+    return (
+        Principal(username=login, tenant=tenant, role=role_of(user.definition)),
+        open_secret(user.definition.get("credential")) or "",
+    )
 
 
 # --- tokens ------------------------------------------------------------------------------------
@@ -103,8 +107,16 @@ def _unb64(text: str) -> bytes:
 class Tokens:
     """Issues and checks tokens against a read model of users and tenants."""
 
-    def __init__(self, secret: bytes, read_model, admin_username: str, admin_password: str,
-                 ttl_seconds: float, clock=time.time, open_secret=_clear) -> None:
+    def __init__(
+        self,
+        secret: bytes,
+        read_model,
+        admin_username: str,
+        admin_password: str,
+        ttl_seconds: float,
+        clock=time.time,
+        open_secret=_clear,
+    ) -> None:
         self.key = derive(secret, "bearer-token")
         self.read_model = read_model
         self.open_secret = open_secret
@@ -126,9 +138,15 @@ class Tokens:
 
     def issue(self, principal: Principal, hashed: str) -> str:
         now = self.clock()
-        claims = {"sub": principal.username, "ten": principal.tenant, "rol": principal.role,
-                  "fp": self.fingerprint(principal, hashed), "iat": round(now, 3),
-                  "exp": round(now + self.ttl_seconds, 3), "jti": secrets.token_urlsafe(9)}
+        claims = {
+            "sub": principal.username,
+            "ten": principal.tenant,
+            "rol": principal.role,
+            "fp": self.fingerprint(principal, hashed),
+            "iat": round(now, 3),
+            "exp": round(now + self.ttl_seconds, 3),
+            "jti": secrets.token_urlsafe(9),
+        }
         body = _b64(json.dumps(claims, separators=(",", ":")).encode())
         return f"{TOKEN_PREFIX}.{body}.{self._mac(body)}"
 
@@ -154,8 +172,9 @@ class Tokens:
         claims = self.claims(token)
         found = candidate(self.read_model, self.admin_username, self.admin_hash or "", claims["sub"], self.open_secret)
         if found is None or found[0].tenant != claims["ten"]:
-            raise TokenRefused(f"the bearer token was revoked: user {claims['sub']!r} was removed "
-                               f"or its tenant deactivated")
+            raise TokenRefused(
+                f"the bearer token was revoked: user {claims['sub']!r} was removed or its tenant deactivated"
+            )
         principal, hashed = found
         if principal.role != claims["rol"]:
             raise TokenRefused(f"the bearer token was revoked: the role of {claims['sub']!r} changed")
@@ -168,8 +187,9 @@ class Tokens:
 SIGNUP_COMMANDS = {"AddApplicationSignup", "RemoveApplicationSignup", "AddDomainMappings", "RemoveDomainMappings"}
 """Sent by a tenant's admin for its own tenant (`tenant` field), to its own or to a super-tenant
 (multi-tenant) application."""
-USER_COMMANDS = {c.__name__ for c in DEFINITION_COMMANDS} | {"DeployApplication", "UndeployApplication"} \
-    | SIGNUP_COMMANDS
+USER_COMMANDS = (
+    {c.__name__ for c in DEFINITION_COMMANDS} | {"DeployApplication", "UndeployApplication"} | SIGNUP_COMMANDS
+)
 """Commands the REST API sends for a user; every other command is a fact or a reaction that
 only the platform's parts send."""
 
@@ -186,20 +206,27 @@ def command_denied(principal: Principal, ref: AggregateRef, command) -> tuple[in
     if kind not in USER_COMMANDS:
         return 403, f"{kind} is sent by the platform's own parts only"
     if principal.role != "admin":
-        return 403, (f"user {principal.username!r} may read but not change the resources of "
-                     f"tenant {principal.tenant!r}")
+        return 403, (
+            f"user {principal.username!r} may read but not change the resources of tenant {principal.tenant!r}"
+        )
     if kind in SIGNUP_COMMANDS:
         if command.tenant != principal.tenant or ref.tenant not in (principal.tenant, SUPER_TENANT):
-            return 403, (f"user {principal.username!r} of tenant {principal.tenant!r} may sign up "
-                         f"only its own tenant (not {command.tenant!r} on {ref.tenant!r})")
+            return 403, (
+                f"user {principal.username!r} of tenant {principal.tenant!r} may sign up "
+                f"only its own tenant (not {command.tenant!r} on {ref.tenant!r})"
+            )
         return None
     if ref.kind in SUPER_TENANT_KINDS:
         if not principal.is_super_admin:
-            return 403, (f"only the super tenant's admin manages {ref.kind}s (user "
-                         f"{principal.username!r} of tenant {principal.tenant!r})")
+            return 403, (
+                f"only the super tenant's admin manages {ref.kind}s (user "
+                f"{principal.username!r} of tenant {principal.tenant!r})"
+            )
     elif ref.tenant != principal.tenant:
-        return 403, (f"user {principal.username!r} of tenant {principal.tenant!r} may not change "
-                     f"the resources of tenant {ref.tenant!r}")
+        return 403, (
+            f"user {principal.username!r} of tenant {principal.tenant!r} may not change "
+            f"the resources of tenant {ref.tenant!r}"
+        )
     field = SECRET_FIELDS.get(ref.kind)
     body = getattr(command, "definition", None)
     if field and body is not None and not is_hash(getattr(body, field, None)):

@@ -5,6 +5,7 @@ starts an agent or a health client outside the platform asks for it here. It nee
 secret (`STRATOS_PLATFORM_SECRET` or the state directory's `platform.secret`): run it where the
 platform runs.
 """
+
 from __future__ import annotations
 
 import json
@@ -15,10 +16,12 @@ from infra.auth.signing import member_credentials, member_signer_name, platform_
 from infra.settings import get_settings
 
 
-def member_key(tenant: str = typer.Option("carbon.super", help="the member's tenant"),
-               cluster: str = typer.Option(..., help="its cluster id"),
-               member: str = typer.Option(..., help="its member id"),
-               as_json: bool = typer.Option(False, "--json", help="print JSON")) -> None:
+def member_key(
+    tenant: str = typer.Option("carbon.super", help="the member's tenant"),
+    cluster: str = typer.Option(..., help="its cluster id"),
+    member: str = typer.Option(..., help="its member id"),
+    as_json: bool = typer.Option(False, "--json", help="print JSON"),
+) -> None:
     """Print the member's signing key (hex): STRATOS_AGENT_SIGNING_KEY for its agent."""
     key = member_credentials(platform_secret(get_settings()), tenant, cluster, member)["signingKey"]
     if as_json:

@@ -6,14 +6,15 @@ it mirrors would be (`infra.auth.access.command_denied`, then the routes' refere
 `infra.api.references`). Anything else is refused with 401/403 (400 for a reference) in its
 reply, and dead-lettered with the same reason: it never reaches its aggregate.
 """
+
 from __future__ import annotations
 
 import logging
 
-from infra.auth.access import DEMO_PASSWORD, SIGNUP_COMMANDS, Tokens, TokenRefused, command_denied
+from infra.auth.access import DEMO_PASSWORD, SIGNUP_COMMANDS, TokenRefused, Tokens, command_denied
+from infra.auth.secrets import secret_box
 from infra.auth.signing import MEMBER, PLATFORM, TOKEN, Verifier, platform_secret
 from infra.log.kafka import Delivered
-from infra.auth.secrets import secret_box
 from infra.settings import Settings
 from schemas.definitions import DEFINITION_KINDS
 from schemas.ids import parse_aggregate_id
@@ -39,8 +40,14 @@ class CommandGate:
         model = ReadModel(self.settings, kinds=set(DEFINITION_KINDS))
         model.thread.start()
         password = self.settings.admin_password.get_secret_value() if self.settings.admin_password else DEMO_PASSWORD
-        self.tokens = Tokens(platform_secret(self.settings), model, self.settings.admin_username, password,
-                             self.settings.token_ttl_seconds, open_secret=secret_box(self.settings).open)
+        self.tokens = Tokens(
+            platform_secret(self.settings),
+            model,
+            self.settings.admin_username,
+            password,
+            self.settings.token_ttl_seconds,
+            open_secret=secret_box(self.settings).open,
+        )
 
     def stop(self) -> None:
         if self.tokens is not None:
@@ -54,8 +61,9 @@ class CommandGate:
         if sender.kind == MEMBER:
             return 403, f"member {sender.member_id!r} may not send commands"
         if sender.kind != "token" or not sender.token:
-            return 401, (f"unauthenticated command: a {TOKEN} header with a bearer token from "
-                         f"POST /api/token is required")
+            return 401, (
+                f"unauthenticated command: a {TOKEN} header with a bearer token from POST /api/token is required"
+            )
         if self.tokens is None:
             self.start()
         assert self.tokens is not None
@@ -67,7 +75,7 @@ class CommandGate:
             return 401, str(exc)
         command = delivered.record
         ref = parse_aggregate_id(command.aggregate_id)
-        if command.tenant != ref.tenant and command.payload.type not in SIGNUP_COMMANDS:
+        if command.tenant != ref.tenant and command.payload.type not in SIGNUP_COMMANDS:  # type: ignore[attr-defined]
             return 403, f"envelope tenant {command.tenant!r} is not the aggregate's tenant {ref.tenant!r}"
         if (denied := command_denied(principal, ref, command.payload)) is not None:
             return denied

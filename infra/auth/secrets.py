@@ -13,6 +13,7 @@ per cluster aggregate id, as Stratos's CARTRIDGE_KEY in the payload); what the i
 carries for a cluster is sealed with that cluster's cartridge keys, so the agents of other
 clusters read only ciphertext.
 """
+
 from __future__ import annotations
 
 import base64
@@ -54,8 +55,10 @@ def parse_keys(text: str) -> list[str]:
         try:
             Fernet(key)
         except (ValueError, TypeError):
-            raise SecretError(f"secret key {key_id(key)} is not a Fernet key (32 url-safe base64 "
-                              "bytes; make one with `stratos secrets new-key`)") from None
+            raise SecretError(
+                f"secret key {key_id(key)} is not a Fernet key (32 url-safe base64 "
+                "bytes; make one with `stratos secrets new-key`)"
+            ) from None
     return keys
 
 
@@ -98,8 +101,7 @@ def rotate_key_file(state_dir: Path) -> str:
 
 def _derived(key: str, cluster_key: str) -> str:
     raw = base64.urlsafe_b64decode(key.encode())
-    hkdf = HKDF(algorithm=hashes.SHA256(), length=32, salt=None,
-                info=b"stratos cartridge key\0" + cluster_key.encode())
+    hkdf = HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=b"stratos cartridge key\0" + cluster_key.encode())
     return base64.urlsafe_b64encode(hkdf.derive(raw)).decode()
 
 
@@ -113,7 +115,7 @@ def _parts(value: str) -> list[tuple[str, str]]:
     for part in value.split():
         if not is_sealed(part):
             raise SecretError("not a sealed secret")
-        kid, _, token = part[len(SEALED_PREFIX):].partition(":")
+        kid, _, token = part[len(SEALED_PREFIX) :].partition(":")
         found.append((kid, token))
     return found
 
@@ -131,8 +133,10 @@ def open_for_instance(value: str | None, cartridge_key: str | None) -> str | Non
             try:
                 return Fernet(key).decrypt(token.encode()).decode()
             except InvalidToken:
-                raise SecretError(f"secret sealed for cartridge key c{kid} does not open with this "
-                                  "instance's key (another cluster's?)") from None
+                raise SecretError(
+                    f"secret sealed for cartridge key c{kid} does not open with this "
+                    "instance's key (another cluster's?)"
+                ) from None
     raise SecretError(f"no part of the secret is sealed for this instance's cartridge key c{kid}")
 
 
@@ -155,8 +159,10 @@ class SecretBox:
         for key in self.keys:
             if key_id(key) == kid:
                 return key
-        raise SecretError(f"secret sealed with key {kid}, which is not among the keys of {self.source} "
-                          f"({', '.join(self.key_ids)}): keep old keys after a rotation")
+        raise SecretError(
+            f"secret sealed with key {kid}, which is not among the keys of {self.source} "
+            f"({', '.join(self.key_ids)}): keep old keys after a rotation"
+        )
 
     # --- one value ----------------------------------------------------------------------------
     def seal(self, text: str) -> str:
@@ -166,7 +172,7 @@ class SecretBox:
         """The clear secret; a value that is not sealed (an old record) is returned as is."""
         if not value or not is_sealed(value):
             return value
-        (kid, token), = _parts(value)
+        ((kid, token),) = _parts(value)
         try:
             return Fernet(self._key(kid)).decrypt(token.encode()).decode()
         except InvalidToken:
@@ -220,8 +226,9 @@ def secret_box(settings) -> SecretBox:
             if configured:
                 _BOXES[cache_key] = SecretBox(tuple(parse_keys(configured)), "STRATOS_SECRET_KEY")
             else:
-                _BOXES[cache_key] = SecretBox(tuple(load_or_create_keys(settings.state_dir)),
-                                              str(key_file(settings.state_dir)))
+                _BOXES[cache_key] = SecretBox(
+                    tuple(load_or_create_keys(settings.state_dir)), str(key_file(settings.state_dir))
+                )
         return _BOXES[cache_key]
 
 

@@ -7,6 +7,7 @@
 - `stratos secrets usage [--json]`: how many secrets in the events topic each key sealed, so an
   old key is dropped only when nothing needs it.
 """
+
 from __future__ import annotations
 
 import json
@@ -20,8 +21,7 @@ from infra.settings import get_settings
 from schemas.base import is_sealed, map_secrets
 
 console = Console()
-app = typer.Typer(help="Keys that seal secrets in the log: status, new key, rotation, usage.",
-                  no_args_is_help=True)
+app = typer.Typer(help="Keys that seal secrets in the log: status, new key, rotation, usage.", no_args_is_help=True)
 
 
 def _box():
@@ -30,7 +30,7 @@ def _box():
         return settings, secret_box(settings)
     except SecretError as exc:
         console.print(f"[red]error:[/] {exc}")
-        raise typer.Exit(2)
+        raise typer.Exit(2) from exc
 
 
 @app.command()
@@ -41,8 +41,10 @@ def status(as_json: bool = typer.Option(False, "--json")) -> None:
     if as_json:
         typer.echo(json.dumps(found))
         return
-    console.print(f"keys from [bold]{box.source}[/]: {', '.join(box.key_ids)}; "
-                  f"new secrets are sealed with [bold]{box.primary_id}[/]")
+    console.print(
+        f"keys from [bold]{box.source}[/]: {', '.join(box.key_ids)}; "
+        f"new secrets are sealed with [bold]{box.primary_id}[/]"
+    )
 
 
 @app.command("new-key")
@@ -60,19 +62,24 @@ def rotate(as_json: bool = typer.Option(False, "--json")) -> None:
         fresh = new_key()
         value = ",".join([fresh, *box.keys])
         if as_json:
-            typer.echo(json.dumps({"source": "STRATOS_SECRET_KEY", "sealing_key": key_id(fresh),
-                                   "STRATOS_SECRET_KEY": value}))
+            typer.echo(
+                json.dumps({"source": "STRATOS_SECRET_KEY", "sealing_key": key_id(fresh), "STRATOS_SECRET_KEY": value})
+            )
             return
-        console.print("STRATOS_SECRET_KEY is set: set it to this value (new key first) and restart "
-                      "the platform's parts:", soft_wrap=True)
+        console.print(
+            "STRATOS_SECRET_KEY is set: set it to this value (new key first) and restart the platform's parts:",
+            soft_wrap=True,
+        )
         typer.echo(value)
         return
     kid = rotate_key_file(settings.state_dir)
     if as_json:
         typer.echo(json.dumps({"source": box.source, "sealing_key": kid}))
         return
-    console.print(f"new key [bold]{kid}[/] first in {box.source}; restart the platform's parts "
-                  "to seal with it (the old keys stay, to open old records)")
+    console.print(
+        f"new key [bold]{kid}[/] first in {box.source}; restart the platform's parts "
+        "to seal with it (the old keys stay, to open old records)"
+    )
 
 
 @app.command()

@@ -17,6 +17,7 @@ bytes, so it is checked before the value is parsed and a record signed for one t
 not valid on another. Headers other than these two are not covered: the platform writes whole
 envelopes, so the CloudEvents headers are never what a record's meaning rests on.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -87,8 +88,7 @@ def _read_or_create(path: Path) -> bytes:
         log.info("platform secret created in %s (owner-only)", path)
     mode = path.stat().st_mode & 0o077
     if mode:
-        raise PermissionError(f"{path} is readable by others (mode {oct(path.stat().st_mode & 0o777)}): "
-                              f"chmod 600 it")
+        raise PermissionError(f"{path} is readable by others (mode {oct(path.stat().st_mode & 0o777)}): chmod 600 it")
     secret = path.read_text().strip()
     if len(secret) < 32:
         raise ValueError(f"{path}: the platform secret is shorter than 32 characters")
@@ -144,11 +144,11 @@ class Signer:
         return [(SIGNER, self.name.encode()), (SIGNATURE, signature(self.key, topic_kind, record_key, value))]
 
     @classmethod
-    def platform(cls, settings) -> "Signer":
+    def platform(cls, settings) -> Signer:
         return cls(PLATFORM, platform_secret(settings))
 
     @classmethod
-    def member(cls, tenant: str, cluster_id: str, member_id: str, key_hex: str) -> "Signer":
+    def member(cls, tenant: str, cluster_id: str, member_id: str, key_hex: str) -> Signer:
         """An instance's signer, from the key its payload carries (hex)."""
         try:
             key = bytes.fromhex(key_hex)
@@ -157,7 +157,7 @@ class Signer:
         return cls(member_signer_name(tenant, cluster_id, member_id), key)
 
     @classmethod
-    def for_instance(cls, metadata: dict[str, str]) -> "Signer | None":
+    def for_instance(cls, metadata: dict[str, str]) -> Signer | None:
         """The signer of an instance from its node's metadata (what the cloud controller
         tagged it with); None when it has no key (a node made before keys existed)."""
         key = metadata.get("signingKey")
@@ -197,9 +197,10 @@ class Sender:
 
 
 ANONYMOUS = Sender("anonymous")
-MEMBER_RECORDS = {"instance-status": {"InstanceStarted", "InstanceActivated", "InstanceMaintenanceMode",
-                                      "InstanceReadyToShutdown"},
-                  "health": {"HealthStat"}}
+MEMBER_RECORDS = {
+    "instance-status": {"InstanceStarted", "InstanceActivated", "InstanceMaintenanceMode", "InstanceReadyToShutdown"},
+    "health": {"HealthStat"},
+}
 """What a member may say, per topic: its own status and its own health samples."""
 
 
@@ -223,7 +224,7 @@ class Verifier:
         self.member_keys: dict[bytes, tuple[bytes, Sender]] = {}
 
     @classmethod
-    def of(cls, settings) -> "Verifier":
+    def of(cls, settings) -> Verifier:
         return cls(platform_secret(settings))
 
     def sender(self, topic_kind: str, record_key: bytes | None, value: bytes | None, headers) -> Sender:
@@ -235,15 +236,16 @@ class Verifier:
             token = found.get(TOKEN)
             return Sender("token", token=token.decode("utf-8", "replace")) if token else ANONYMOUS
         if not name or not sig:
-            raise Unauthenticated(f"record has {SIGNER if name else SIGNATURE} but not "
-                                  f"{SIGNATURE if name else SIGNER}")
+            raise Unauthenticated(f"record has {SIGNER if name else SIGNATURE} but not {SIGNATURE if name else SIGNER}")
         if name == PLATFORM.encode():
             key, sender = self.secret, Sender(PLATFORM)
         else:
             key, sender = self._member(name)
         if not hmac.compare_digest(sig, signature(key, topic_kind, record_key, value)):
-            raise Unauthenticated(f"signature of {name.decode('utf-8', 'replace')!r} does not verify for "
-                                  f"this {topic_kind} record (wrong key, or altered key or value)")
+            raise Unauthenticated(
+                f"signature of {name.decode('utf-8', 'replace')!r} does not verify for "
+                f"this {topic_kind} record (wrong key, or altered key or value)"
+            )
         return sender
 
     def _member(self, name: bytes) -> tuple[bytes, Sender]:
@@ -251,11 +253,12 @@ class Verifier:
             return known
         parts = name.decode("utf-8", "replace").split("/")
         if len(parts) != 4 or parts[0] != MEMBER or not all(parts[1:]):
-            raise Unauthenticated(f"unknown signer {name.decode('utf-8', 'replace')!r} "
-                                  f"(expected {PLATFORM!r} or member/<tenant>/<cluster>/<member>)")
+            raise Unauthenticated(
+                f"unknown signer {name.decode('utf-8', 'replace')!r} "
+                f"(expected {PLATFORM!r} or member/<tenant>/<cluster>/<member>)"
+            )
         tenant, cluster_id, member_id = (unquote(p) for p in parts[1:])
-        found = (member_key(self.secret, tenant, cluster_id, member_id),
-                 Sender(MEMBER, tenant, cluster_id, member_id))
+        found = (member_key(self.secret, tenant, cluster_id, member_id), Sender(MEMBER, tenant, cluster_id, member_id))
         if len(self.member_keys) > 100_000:
             self.member_keys.clear()
         self.member_keys[name] = found
@@ -270,19 +273,31 @@ class Verifier:
         if sender.kind != MEMBER:
             if topic_kind not in MEMBER_RECORDS:
                 raise Unauthenticated(f"unsigned {topic_kind} record: only the platform's parts write {topic_kind}")
-            raise Unauthenticated(f"unsigned {topic_kind} record: instances sign theirs with the key "
-                                  f"of their payload ({SIGNER}/{SIGNATURE} headers)")
+            raise Unauthenticated(
+                f"unsigned {topic_kind} record: instances sign theirs with the key "
+                f"of their payload ({SIGNER}/{SIGNATURE} headers)"
+            )
         payload = record.payload
         if payload.type not in MEMBER_RECORDS.get(topic_kind, ()):
             raise Unauthenticated(f"member {sender.member_id!r} may not send {payload.type} on {topic_kind}")
-        if (record.tenant == sender.tenant and payload.cluster_id == sender.cluster_id
-                and payload.member_id == sender.member_id
-                and record.aggregate_id == f"{sender.tenant}/cluster/{sender.cluster_id}"):
+        if (
+            record.tenant == sender.tenant
+            and payload.cluster_id == sender.cluster_id
+            and payload.member_id == sender.member_id
+            and record.aggregate_id == f"{sender.tenant}/cluster/{sender.cluster_id}"
+        ):
             return
-        said = {"tenant": record.tenant, "cluster": payload.cluster_id,
-                "member": payload.member_id, "key": record.aggregate_id}
-        signed = {"tenant": sender.tenant, "cluster": sender.cluster_id, "member": sender.member_id,
-                  "key": f"{sender.tenant}/cluster/{sender.cluster_id}"}
+        said = {
+            "tenant": record.tenant,
+            "cluster": payload.cluster_id,
+            "member": payload.member_id,
+            "key": record.aggregate_id,
+        }
+        signed = {
+            "tenant": sender.tenant,
+            "cluster": sender.cluster_id,
+            "member": sender.member_id,
+            "key": f"{sender.tenant}/cluster/{sender.cluster_id}",
+        }
         wrong = [f"{what} {said[what]!r} (signed by {signed[what]!r})" for what in said if said[what] != signed[what]]
-        raise Unauthenticated(f"{payload.type} from member {sender.member_id!r} is about another "
-                              f"{', '.join(wrong)}")
+        raise Unauthenticated(f"{payload.type} from member {sender.member_id!r} is about another {', '.join(wrong)}")

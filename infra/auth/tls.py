@@ -6,6 +6,7 @@ key (owner-only file), valid ten years for localhost, 127.0.0.1, ::1 and this ho
 Clients trust STRATOS_API_CA when set, else that generated certificate when it exists, else
 the system's CAs (`trusted_ca`, `verify_for`).
 """
+
 from __future__ import annotations
 
 import datetime
@@ -31,7 +32,10 @@ def server_certificate(settings: Settings) -> tuple[Path, Path]:
     if settings.api_tls_cert or settings.api_tls_key:
         if not (settings.api_tls_cert and settings.api_tls_key):
             raise TlsConfigError("STRATOS_API_TLS_CERT and STRATOS_API_TLS_KEY go together: set both")
-        for name, path in (("STRATOS_API_TLS_CERT", settings.api_tls_cert), ("STRATOS_API_TLS_KEY", settings.api_tls_key)):
+        for name, path in (
+            ("STRATOS_API_TLS_CERT", settings.api_tls_cert),
+            ("STRATOS_API_TLS_KEY", settings.api_tls_key),
+        ):
             if not path.is_file():
                 raise TlsConfigError(f"{name}: no file at {path}")
         return settings.api_tls_cert, settings.api_tls_key
@@ -50,22 +54,32 @@ def generate_self_signed(cert_path: Path, key_path: Path, hostnames: list[str] |
 
     names = hostnames or sorted({"localhost", socket.gethostname()})
     key = ec.generate_private_key(ec.SECP256R1())
-    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "Stratos-ES"),
-                         x509.NameAttribute(NameOID.ORGANIZATION_NAME, "Stratos-ES (self-signed)")])
-    now = datetime.datetime.now(datetime.timezone.utc)
+    subject = x509.Name(
+        [
+            x509.NameAttribute(NameOID.COMMON_NAME, "Stratos-ES"),
+            x509.NameAttribute(NameOID.ORGANIZATION_NAME, "Stratos-ES (self-signed)"),
+        ]
+    )
+    now = datetime.datetime.now(datetime.UTC)
     alt = [x509.DNSName(n) for n in names] + [x509.IPAddress(ipaddress.ip_address(a)) for a in ("127.0.0.1", "::1")]
-    certificate = (x509.CertificateBuilder().subject_name(subject).issuer_name(subject)
-                   .public_key(key.public_key()).serial_number(x509.random_serial_number())
-                   .not_valid_before(now - datetime.timedelta(minutes=5))
-                   .not_valid_after(now + datetime.timedelta(days=3650))
-                   .add_extension(x509.SubjectAlternativeName(alt), critical=False)
-                   .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-                   .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
-                   .sign(key, hashes.SHA256()))
+    certificate = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=3650))
+        .add_extension(x509.SubjectAlternativeName(alt), critical=False)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+        .sign(key, hashes.SHA256())
+    )
     cert_path.parent.mkdir(parents=True, exist_ok=True)
     os.chmod(cert_path.parent, 0o700)
-    key_pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                serialization.NoEncryption())
+    key_pem = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
     _write(key_path, key_pem, 0o600)
     _write(cert_path, certificate.public_bytes(serialization.Encoding.PEM), 0o644)
 

@@ -6,6 +6,7 @@ runs one `kafka.Kafka` JVM per node. Data lives on disk (`data_dir`), so a resta
 where it was. `brokers=3` gives a three-node cluster (every node a voter), the test bed for the
 loss of a broker or of the active controller. Why each setting: docs/kafka.md.
 """
+
 from __future__ import annotations
 
 import base64
@@ -65,11 +66,12 @@ def kafka_libs() -> Path:
 def java_binary() -> str:
     """A Java 17 or newer (`JAVA_HOME` first, then PATH); BrokerError naming what is missing."""
     home = os.environ.get("JAVA_HOME")
-    java = str(Path(home) / "bin" / "java") if home and (Path(home) / "bin" / "java").exists() \
-        else shutil.which("java")
+    java = str(Path(home) / "bin" / "java") if home and (Path(home) / "bin" / "java").exists() else shutil.which("java")
     if not java:
-        raise BrokerError("java is not installed: the embedded Kafka needs Java 17 or newer "
-                          "(Debian: apt-get install -y openjdk-17-jre-headless)")
+        raise BrokerError(
+            "java is not installed: the embedded Kafka needs Java 17 or newer "
+            "(Debian: apt-get install -y openjdk-17-jre-headless)"
+        )
     version = subprocess.run([java, "-version"], capture_output=True, text=True).stderr
     match = re.search(r'version "(\d+)', version)
     if not match or int(match.group(1)) < 17:
@@ -80,14 +82,15 @@ def java_binary() -> str:
 def classpath() -> str:
     libs = kafka_libs()
     if not any(libs.glob(f"kafka_2.13-{KAFKA_VERSION}.jar")):
-        raise BrokerError(f"Kafka {KAFKA_VERSION} is not in {libs}: run `make install` "
-                          "(it needs Maven: apt-get install -y maven)")
+        raise BrokerError(
+            f"Kafka {KAFKA_VERSION} is not in {libs}: run `make install` (it needs Maven: apt-get install -y maven)"
+        )
     return f"{libs}/*"
 
 
 JVM_OPTIONS = [
-    "-XX:+UseSerialGC",          # one GC thread: two cores are shared with the whole platform
-    "-XX:TieredStopAtLevel=1",   # C1 only: starts in half the time, idles on less CPU
+    "-XX:+UseSerialGC",  # one GC thread: two cores are shared with the whole platform
+    "-XX:TieredStopAtLevel=1",  # C1 only: starts in half the time, idles on less CPU
     "-XX:+ExitOnOutOfMemoryError",
     "-Djava.awt.headless=true",
     f"-Dlog4j2.configurationFile={LOG4J_CONFIG}",
@@ -105,7 +108,7 @@ def _failure_in(log_path: Path | None) -> str:
         return "(no log)"
     lines = log_path.read_text(errors="replace").splitlines()
     errors = [i for i, line in enumerate(lines) if "ERROR" in line]
-    chosen = lines[errors[0]:errors[0] + 3] if errors else lines[-5:]
+    chosen = lines[errors[0] : errors[0] + 3] if errors else lines[-5:]
     return " | ".join(line.strip() for line in chosen)[:1200] + f" (log: {log_path})"
 
 
@@ -133,9 +136,15 @@ class EmbeddedBroker:
     `data_dir` keeps the log across starts (None: a temporary directory removed at stop).
     `overrides` are extra broker settings (tests that need the log cleaner at work)."""
 
-    def __init__(self, port: int | None = None, data_dir: Path | None = None, brokers: int = 1,
-                 log_path: Path | None = None, heap_mb: int | None = None,
-                 overrides: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        port: int | None = None,
+        data_dir: Path | None = None,
+        brokers: int = 1,
+        log_path: Path | None = None,
+        heap_mb: int | None = None,
+        overrides: dict[str, str] | None = None,
+    ) -> None:
         if brokers < 1:
             raise BrokerError("--brokers must be 1 or more")
         self._temporary = data_dir is None
@@ -154,8 +163,11 @@ class EmbeddedBroker:
         ports: list[tuple[int, int]] = []
         if saved.exists():
             known = [tuple(pair) for pair in json.loads(saved.read_text())]
-            if len(known) == brokers and (port is None or known[0][0] == port) and not any(
-                    port_is_open("127.0.0.1", p) for pair in known for p in pair):
+            if (
+                len(known) == brokers
+                and (port is None or known[0][0] == port)
+                and not any(port_is_open("127.0.0.1", p) for pair in known for p in pair)
+            ):
                 ports = known
         return ports or [(port or free_port() if i == 0 else free_port(), free_port()) for i in range(brokers)]
 
@@ -233,37 +245,56 @@ class EmbeddedBroker:
             config = self._write_config(node)
             if (node.directory / "data" / "meta.properties").exists():
                 continue
-            formatting.append((node, subprocess.Popen(
-                [java, *JVM_OPTIONS, "-Xmx256m", "-cp", cp, "kafka.tools.StorageTool", "format",
-                 f"--cluster-id={cluster_id}", "-c", str(config)],  # an id may start with '-'
-                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)))
+            formatting.append(
+                (
+                    node,
+                    subprocess.Popen(
+                        [
+                            java,
+                            *JVM_OPTIONS,
+                            "-Xmx256m",
+                            "-cp",
+                            cp,
+                            "kafka.tools.StorageTool",
+                            "format",
+                            f"--cluster-id={cluster_id}",
+                            "-c",
+                            str(config),
+                        ],  # an id may start with '-'
+                        stdout=subprocess.PIPE,
+                        stderr=subprocess.STDOUT,
+                        text=True,
+                    ),
+                )
+            )
         for node, process in formatting:
             output, _ = process.communicate(timeout=120)
             if process.returncode != 0:
-                raise BrokerError(f"formatting Kafka storage of node {node.node_id} failed: "
-                                  f"{output.strip()[-800:]}")
+                raise BrokerError(f"formatting Kafka storage of node {node.node_id} failed: {output.strip()[-800:]}")
 
     # --- life -----------------------------------------------------------------------------
     def _lock_data_dir(self) -> None:
         """Hold `<data_dir>/.stratos-lock` while running: a second Kafka on the same data would
         join the running one's KRaft quorum from the same files before failing on its log lock."""
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        self._lock = open(self.data_dir / ".stratos-lock", "a+")
+        self._lock = open(self.data_dir / ".stratos-lock", "a+")  # type: ignore[assignment]  # noqa: SIM115 - held (locked) while running
         try:
-            fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)  # type: ignore[arg-type]
         except BlockingIOError:
-            self._lock.seek(0)
-            holder = self._lock.read().strip() or "?"
-            self._lock.close()
+            self._lock.seek(0)  # type: ignore[attr-defined]
+            holder = self._lock.read().strip() or "?"  # type: ignore[attr-defined]
+            self._lock.close()  # type: ignore[attr-defined]
             self._lock = None
-            raise BrokerError(f"{self.data_dir} is in use by another embedded Kafka (pid {holder}): "
-                              "stop it first, or give another --data / --state-dir") from None
-        self._lock.seek(0)
-        self._lock.truncate()
-        self._lock.write(str(os.getpid()))
-        self._lock.flush()
+            raise BrokerError(
+                f"{self.data_dir} is in use by another embedded Kafka (pid {holder}): "
+                "stop it first, or give another --data / --state-dir"
+            ) from None
+        self._lock.seek(0)  # type: ignore[attr-defined]
+        self._lock.truncate()  # type: ignore[attr-defined]
+        self._lock.write(str(os.getpid()))  # type: ignore[attr-defined]
+        self._lock.flush()  # type: ignore[attr-defined]
 
-    def start(self, timeout: float = 90.0) -> "EmbeddedBroker":
+    def start(self, timeout: float = 90.0) -> EmbeddedBroker:
         self._lock_data_dir()
         for node in self.nodes:
             if port_is_open("127.0.0.1", node.port):
@@ -280,16 +311,32 @@ class EmbeddedBroker:
     def _launch(self, node: KafkaNode, java: str | None = None, cp: str | None = None) -> None:
         java, cp = java or java_binary(), cp or classpath()
         config = self._write_config(node)  # ports may differ from the last start
-        node.log_path = self.log_path if len(self.nodes) == 1 and self.log_path else \
-            (self.log_path.with_name(f"{self.log_path.stem}-{node.node_id}{self.log_path.suffix}")
-             if self.log_path else node.directory / "kafka.log")
+        node.log_path = (
+            self.log_path
+            if len(self.nodes) == 1 and self.log_path
+            else (
+                self.log_path.with_name(f"{self.log_path.stem}-{node.node_id}{self.log_path.suffix}")
+                if self.log_path
+                else node.directory / "kafka.log"
+            )
+        )
         node.log_path.parent.mkdir(parents=True, exist_ok=True)
         with open(node.log_path, "ab") as log:
             node.process = subprocess.Popen(
-                [java, f"-Xmx{self.heap_mb}m", f"-Xms{min(self.heap_mb, 128)}m", *JVM_OPTIONS,
-                 "-cp", cp, "kafka.Kafka", str(config)],
-                stdout=log, stderr=subprocess.STDOUT,
-                start_new_session=True)  # Ctrl-C stops the platform's parts first, then the broker
+                [
+                    java,
+                    f"-Xmx{self.heap_mb}m",
+                    f"-Xms{min(self.heap_mb, 128)}m",
+                    *JVM_OPTIONS,
+                    "-cp",
+                    cp,
+                    "kafka.Kafka",
+                    str(config),
+                ],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )  # Ctrl-C stops the platform's parts first, then the broker
 
     def wait_ready(self, timeout: float = 90.0) -> None:
         """Until every running node's listener answers and the cluster metadata names them all."""
@@ -300,8 +347,9 @@ class EmbeddedBroker:
             while not port_is_open("127.0.0.1", node.port):
                 if (code := node.process.poll()) is not None:
                     self.stop()
-                    raise BrokerError(f"Kafka node {node.node_id} exited at start with code {code}: "
-                                      f"{_failure_in(node.log_path)}")
+                    raise BrokerError(
+                        f"Kafka node {node.node_id} exited at start with code {code}: {_failure_in(node.log_path)}"
+                    )
                 if time.monotonic() > deadline:
                     self.stop()
                     raise BrokerError(f"Kafka did not answer on {node.address} in {timeout:.0f}s")
@@ -314,8 +362,9 @@ class EmbeddedBroker:
         running = ",".join(n.address for n in self.nodes if n.running)
         while True:
             try:
-                admin = KafkaAdminClient(bootstrap_servers=running, client_id="stratos-broker-check",
-                                         request_timeout_ms=5000)
+                admin = KafkaAdminClient(
+                    bootstrap_servers=running, client_id="stratos-broker-check", request_timeout_ms=5000
+                )
                 try:
                     brokers = admin.describe_cluster()["brokers"]
                     if sum(not b.get("is_fenced", False) for b in brokers) >= count:
@@ -354,8 +403,9 @@ class EmbeddedBroker:
         if not running:
             return None
         try:
-            admin = KafkaAdminClient(bootstrap_servers=running, client_id="stratos-broker-check",
-                                     request_timeout_ms=5000)
+            admin = KafkaAdminClient(
+                bootstrap_servers=running, client_id="stratos-broker-check", request_timeout_ms=5000
+            )
             try:
                 quorum = admin.describe_metadata_quorum()
             finally:
@@ -383,7 +433,7 @@ class EmbeddedBroker:
         if self._temporary:
             shutil.rmtree(self.data_dir, ignore_errors=True)
 
-    def __enter__(self) -> "EmbeddedBroker":
+    def __enter__(self) -> EmbeddedBroker:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:

@@ -1,4 +1,5 @@
 """`stratos broker` (the embedded Apache Kafka) and `stratos topics`."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -14,11 +15,15 @@ def register(app: typer.Typer) -> None:
     app.command()(topics)
 
 
-def broker(port: int = typer.Option(0, help="loopback port of the (first) broker; 0 picks a free one"),
-           data: Path = typer.Option(None, "--data", help="where Kafka keeps its log; unset = a "
-                                     "temporary directory removed at exit"),
-           brokers: int = typer.Option(1, "--brokers", min=1, help="KRaft nodes (each broker and "
-                                       "controller); 3 gives replication factor 3, min ISR 2")) -> None:
+def broker(
+    port: int = typer.Option(0, help="loopback port of the (first) broker; 0 picks a free one"),
+    data: Path = typer.Option(
+        None, "--data", help="where Kafka keeps its log; unset = a temporary directory removed at exit"
+    ),
+    brokers: int = typer.Option(
+        1, "--brokers", min=1, help="KRaft nodes (each broker and controller); 3 gives replication factor 3, min ISR 2"
+    ),
+) -> None:
     """Start the embedded Apache Kafka (KRaft), create the topics, run until Ctrl-C."""
     from infra.broker import BrokerError, EmbeddedBroker
     from infra.log.kafka import TopicsError, ensure_topics, require_sound_topics
@@ -33,15 +38,19 @@ def broker(port: int = typer.Option(0, help="loopback port of the (first) broker
             settings.kafka_bootstrap = embedded.bootstrap
             created = ensure_topics(settings)
             require_sound_topics(settings)
-            console.print(f"[green]broker[/] listening on [bold]{embedded.bootstrap}[/]"
-                          f" ({len(created)} topics created, prefix {settings.topic_prefix!r},"
-                          f" data in {embedded.data_dir})")
-            console.print(f"use it with: export STRATOS_KAFKA_BOOTSTRAP={embedded.bootstrap}"
-                          + (f" STRATOS_REPLICATION_FACTOR={settings.replication_factor}" if brokers > 1 else ""))
+            console.print(
+                f"[green]broker[/] listening on [bold]{embedded.bootstrap}[/]"
+                f" ({len(created)} topics created, prefix {settings.topic_prefix!r},"
+                f" data in {embedded.data_dir})"
+            )
+            console.print(
+                f"use it with: export STRATOS_KAFKA_BOOTSTRAP={embedded.bootstrap}"
+                + (f" STRATOS_REPLICATION_FACTOR={settings.replication_factor}" if brokers > 1 else "")
+            )
             wait_for_interrupt()
     except (BrokerError, TopicsError) as exc:
         console.print(f"[red]error:[/] {exc}")
-        raise typer.Exit(1)
+        raise typer.Exit(1) from exc
 
 
 def topics() -> None:

@@ -1,6 +1,7 @@
 """What every part's verbs share: the console, logging, the Kafka bootstrap check, the heartbeats
 of a supervised part, waiting for Ctrl-C. Imports nothing of the parts (each part's `cli` module
 imports this one, `infra.cli.main` imports those)."""
+
 from __future__ import annotations
 
 import logging
@@ -16,8 +17,7 @@ console = Console()
 
 
 def setup_logging() -> None:
-    logging.basicConfig(level=get_settings().log_level,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(level=get_settings().log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     for noisy in ("kafka", "aiokafka"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
@@ -45,7 +45,6 @@ def as_part(settings, name: str):
 def require_bootstrap():
     settings = get_settings()
     if not settings.kafka_bootstrap:
-        console.print("[red]error:[/] STRATOS_KAFKA_BOOTSTRAP is not set (start `stratos broker` "
-                      "or `stratos up`)")
+        console.print("[red]error:[/] STRATOS_KAFKA_BOOTSTRAP is not set (start `stratos broker` or `stratos up`)")
         raise typer.Exit(2)
     return settings

@@ -2,6 +2,7 @@
 
 Each part registers its own verbs (`infra/<part>/cli.py`); they are registered here in the order
 `stratos --help` lists them."""
+
 from __future__ import annotations
 
 import typer
@@ -27,8 +28,9 @@ from infra.replay.cli import register as register_replay
 from infra.replay.cli import register_inspection
 from infra.simulation.cli import register as register_simulation
 
-app = typer.Typer(help="Stratos-ES: a PaaS control plane on an event log.", no_args_is_help=True,
-                  pretty_exceptions_enable=False)
+app = typer.Typer(
+    help="Stratos-ES: a PaaS control plane on an event log.", no_args_is_help=True, pretty_exceptions_enable=False
+)
 
 register_schemas(app)
 register_simulation(app)

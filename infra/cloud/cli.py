@@ -1,4 +1,5 @@
 """`stratos cloud`: the cloud controller."""
+
 from __future__ import annotations
 
 import signal

@@ -15,6 +15,7 @@ members it knows are folded, from the whole log on start, by the cluster aggrega
 `apply` (the one fold of member status), so that a reconciler can list the nodes periodically
 and report a member whose node vanished, and the min rule replaces it.
 """
+
 from __future__ import annotations
 
 import logging
@@ -41,8 +42,16 @@ from infra.cloud.iaas.mock_driver import MockEndpoint
 from infra.cloud.iaas.providers import IaasConfigError, IaasTarget, build_driver, create_options, node_name
 from infra.cloud.mock.account import mock_endpoint
 from infra.log.eventlog import History, read_history
-from infra.log.kafka import (IDLE_POLL_MS, Appender, DeadLetters, decode_key, encode, envelope,
-                             group_consumer, rejection_reason)
+from infra.log.kafka import (
+    IDLE_POLL_MS,
+    Appender,
+    DeadLetters,
+    decode_key,
+    encode,
+    envelope,
+    group_consumer,
+    rejection_reason,
+)
 from infra.log.recovery import fence_before
 from infra.settings import Settings
 from schemas import commands as C
@@ -72,8 +81,13 @@ class MemberBook:
     """The controller's read model: cluster states folded by the cluster aggregate's own
     `apply`, and each member's spawn request."""
 
-    def __init__(self, box: SecretBox, payload: dict[str, str] | None = None,
-                 tokens: MemberTokens | None = None, signing_secret: bytes | None = None) -> None:
+    def __init__(
+        self,
+        box: SecretBox,
+        payload: dict[str, str] | None = None,
+        tokens: MemberTokens | None = None,
+        signing_secret: bytes | None = None,
+    ) -> None:
         self.payload = payload or {}
         """Payload parameters every member gets (the metadata service's URL...)."""
         self.tokens = tokens
@@ -90,7 +104,7 @@ class MemberBook:
             problem = tracked.fold_commit(commit)
             self.clusters[commit.aggregate_id] = tracked
             spec = getattr(tracked.state, "spec", None)
-            for e in commit.payload.events:
+            for e in commit.payload.events:  # type: ignore[union-attr]
                 if isinstance(e, E.MemberSpawnRequested) and e.member_id not in self.spawns:
                     self.spawns[e.member_id] = self._spawn(e, commit, spec)
         if problem:
@@ -115,13 +129,22 @@ class MemberBook:
                     metadata["repoPassword"] = self.box.for_instances(spec.repo_password, commit.aggregate_id) or ""
                 except SecretError as exc:  # the member still starts; its checkout will say it cannot log in
                     log.error("member %s: repository password not passed on: %s", event.member_id, exc)
-        return Spawn(member_id=event.member_id, cluster_id=event.cluster_id, cluster_key=commit.aggregate_id,
-                     tenant=commit.tenant, target=IaasTarget.from_event(event.provider, iaas), metadata=metadata)
+        return Spawn(
+            member_id=event.member_id,
+            cluster_id=event.cluster_id,
+            cluster_key=commit.aggregate_id,
+            tenant=commit.tenant,
+            target=IaasTarget.from_event(event.provider, iaas),
+            metadata=metadata,
+        )
 
     def _member_payload(self, event: E.MemberSpawnRequested, tenant: str) -> dict[str, str]:
         """Stratos's payload parameters for the cartridge agent's metadata client (mdsclient)."""
-        payload = {**self.payload, "APPLICATION_ID": event.application_id,
-                   "CARTRIDGE_ALIAS": event.member_id.rpartition(".")[0] or event.cluster_id}
+        payload = {
+            **self.payload,
+            "APPLICATION_ID": event.application_id,
+            "CARTRIDGE_ALIAS": event.member_id.rpartition(".")[0] or event.cluster_id,
+        }
         if self.tokens is not None:
             payload["TOKEN"] = self.tokens.token(tenant, event.application_id, event.member_id)
         return payload
@@ -133,13 +156,17 @@ class MemberBook:
     def state(self, spawn: Spawn) -> MemberState | None:
         """The member as its cluster has it; None once it is terminated."""
         with self.lock:
-            return self.clusters[spawn.cluster_key].state.members.get(spawn.member_id)
+            return self.clusters[spawn.cluster_key].state.members.get(spawn.member_id)  # type: ignore[attr-defined]
 
     def with_nodes(self) -> list[Spawn]:
         """Members in service that have a node: the ones whose node must still exist."""
         with self.lock:
-            return [self.spawns[m.member_id] for tracked in self.clusters.values()
-                    for m in tracked.state.members.values() if node_expected(m)]
+            return [
+                self.spawns[m.member_id]
+                for tracked in self.clusters.values()
+                for m in tracked.state.members.values()  # type: ignore[attr-defined]
+                if node_expected(m)
+            ]
 
 
 def _with_secrets(member_iaas: dict, cluster_iaas: dict | None) -> dict:
@@ -148,18 +175,25 @@ def _with_secrets(member_iaas: dict, cluster_iaas: dict | None) -> dict:
     if not cluster_iaas:
         return member_iaas
     secret_properties = {p.get("name"): p for p in cluster_iaas.get("property") or [] if "value" in p}
-    properties = [p if "value" in p else secret_properties.get(p.get("name"), p)
-                  for p in member_iaas.get("property") or []]
+    properties = [
+        p if "value" in p else secret_properties.get(p.get("name"), p) for p in member_iaas.get("property") or []
+    ]
     return {**cluster_iaas, **member_iaas, "property": properties or cluster_iaas.get("property") or []}
 
 
 def _metadata(event: E.MemberSpawnRequested, tenant: str) -> dict[str, str]:
     """Tags on the node: who it is for (the mock IaaS's agents read them too)."""
-    tags = {"memberId": event.member_id, "clusterId": event.cluster_id, "tenant": tenant,
-            "applicationId": event.application_id, "cartridgeType": event.cartridge_type,
-            "category": event.category or "",
-            "networkPartitionId": event.network_partition_id, "partitionId": event.partition_id,
-            "ports": ",".join(f"{p.get('protocol', '')}:{p.get('port', '')}" for p in event.ports)}
+    tags = {
+        "memberId": event.member_id,
+        "clusterId": event.cluster_id,
+        "tenant": tenant,
+        "applicationId": event.application_id,
+        "cartridgeType": event.cartridge_type,
+        "category": event.category or "",
+        "networkPartitionId": event.network_partition_id,
+        "partitionId": event.partition_id,
+        "ports": ",".join(f"{p.get('protocol', '')}:{p.get('port', '')}" for p in event.ports),
+    }
     if event.repo_url:
         tags["repoUrl"] = event.repo_url
     return tags
@@ -190,7 +224,7 @@ def _failure(exc: BaseException) -> Future:
 
 
 class _Rebalance(ConsumerRebalanceListener):
-    def __init__(self, controller: "CloudController", consumer) -> None:
+    def __init__(self, controller: CloudController, consumer) -> None:
         self.controller, self.consumer = controller, consumer
 
     def on_partitions_revoked(self, revoked):
@@ -209,13 +243,18 @@ class CloudController:
         self.settings = settings
         self.mock = mock or mock_endpoint(settings)
         self.box = secret_box(settings)
-        self.book = MemberBook(self.box, {"METADATA_SERVICE_URL": settings.metadata_url},
-                               MemberTokens.in_state_dir(settings.state_dir), platform_secret(settings))
+        self.book = MemberBook(
+            self.box,
+            {"METADATA_SERVICE_URL": settings.metadata_url},
+            MemberTokens.in_state_dir(settings.state_dir),
+            platform_secret(settings),
+        )
         self.history = History(lambda partition, offset: fence_before(settings, partition, offset))
         self.appender = Appender(settings, source="cloud")
         self.dead_letters = DeadLetters(self.appender)
-        self.lanes = [ThreadPoolExecutor(1, thread_name_prefix=f"cloud-lane-{n}")
-                      for n in range(settings.cloud_workers)]
+        self.lanes = [
+            ThreadPoolExecutor(1, thread_name_prefix=f"cloud-lane-{n}") for n in range(settings.cloud_workers)
+        ]
         self.folded_until: dict[int, int] = {}
         """Per events partition, the offset after the last commit folded into the book."""
         self.in_flight: dict[TopicPartition, deque[Work]] = {}
@@ -311,8 +350,9 @@ class CloudController:
             except Exception as exc:  # noqa: BLE001 - a record is never allowed to stop the loop
                 if not isinstance(exc, ValueError):
                     log.exception("cannot handle events %d@%d", raw.partition, raw.offset)
-                self.dead_letters.send(raw.topic, raw.partition, raw.offset, raw.key, raw.value,
-                                       rejection_reason(exc), exc)
+                self.dead_letters.send(
+                    raw.topic, raw.partition, raw.offset, raw.key, raw.value, rejection_reason(exc), exc
+                )
         except KafkaError as exc:
             work.append(_failure(exc))
         return work
@@ -334,9 +374,12 @@ class CloudController:
         plan = iaas_work(event, self.book.state(spawn))
         if plan is None:
             return None
-        work = {START: (self.start_node, spawn, record), CLEANUP: (self.ask_cleanup, spawn, record),
-                DESTROY: (self.destroy_and_report, spawn, record, plan.reason),
-                DESTROY_LEFTOVER: (self.destroy_leftover, spawn)}[plan.action]
+        work = {
+            START: (self.start_node, spawn, record),
+            CLEANUP: (self.ask_cleanup, spawn, record),
+            DESTROY: (self.destroy_and_report, spawn, record, plan.reason),
+            DESTROY_LEFTOVER: (self.destroy_leftover, spawn),
+        }[plan.action]
         lane = self.lanes[zlib.crc32(spawn.member_id.encode()) % len(self.lanes)]
         return lane.submit(self._guarded, raw, record, *work)
 
@@ -349,23 +392,37 @@ class CloudController:
             raise
         except Exception as exc:  # noqa: BLE001 - one event's failure must not stop its lane
             log.exception("cloud work for event %s failed", record.id)
-            self.dead_letters.send(raw.topic, raw.partition, raw.offset, raw.key, encode(record),
-                                   f"cloud work failed: {rejection_reason(exc)}", exc)
+            self.dead_letters.send(
+                raw.topic,
+                raw.partition,
+                raw.offset,
+                raw.key,
+                encode(record),
+                f"cloud work failed: {rejection_reason(exc)}",
+                exc,
+            )
 
     # --- IaaS work (on the member's lane) -------------------------------------------------------
     def driver(self, target: IaasTarget) -> NodeDriver:
         """One driver per thread and account: libcloud connections are not shared across threads."""
         cache = self.local.__dict__.setdefault("drivers", {})
         if target.driver_key not in cache:
-            cache[target.driver_key] = build_driver(replace(  # the one place the account is opened
-                target, identity=self.box.open(target.identity) or "",
-                credential=self.box.open(target.credential) or ""), self.mock)
+            cache[target.driver_key] = build_driver(
+                replace(  # the one place the account is opened
+                    target,
+                    identity=self.box.open(target.identity) or "",
+                    credential=self.box.open(target.credential) or "",
+                ),
+                self.mock,
+            )
         return cache[target.driver_key]
 
     def find_node(self, spawn: Spawn) -> Node | None:
         name = node_name(spawn.target, spawn.member_id)
-        return next((n for n in self.driver(spawn.target).list_nodes()
-                     if n.name == name and n.state != NodeState.TERMINATED), None)
+        return next(
+            (n for n in self.driver(spawn.target).list_nodes() if n.name == name and n.state != NodeState.TERMINATED),
+            None,
+        )
 
     def start_node(self, spawn: Spawn, record: EventRecord) -> None:
         attempts, delay = self.settings.cloud_start_attempts, self.settings.cloud_retry_seconds
@@ -375,34 +432,56 @@ class CloudController:
             try:
                 driver = self.driver(spawn.target)
                 node = self.find_node(spawn) or driver.create_node(
-                    **create_options(spawn.target, driver, spawn.member_id, spawn.metadata))
+                    **create_options(spawn.target, driver, spawn.member_id, spawn.metadata)
+                )
             except Exception as exc:  # every IaaS failure is reported on the member, with its reason
                 final = attempt >= attempts or isinstance(exc, IaasConfigError)
                 reason = str(getattr(exc, "value", None) or exc) or type(exc).__name__
                 log.warning("member %s: start attempt %d failed: %s", spawn.member_id, attempt, reason)
-                self.report(spawn, record, f"failed.{attempt}", C.ReportNodeStartFailed(
-                    member_id=spawn.member_id, reason=reason, attempt=attempt, final=final))
+                self.report(
+                    spawn,
+                    record,
+                    f"failed.{attempt}",
+                    C.ReportNodeStartFailed(member_id=spawn.member_id, reason=reason, attempt=attempt, final=final),
+                )
                 if final or self.stopping.wait(delay):
                     return
                 delay *= 2
                 continue
-            self.report(spawn, record, "created", C.ReportNodeCreated(
-                member_id=spawn.member_id, node_id=node.id, private_ip=_first(node.private_ips),
-                public_ip=_first(node.public_ips), ports=_local_ports(node)))
+            self.report(
+                spawn,
+                record,
+                "created",
+                C.ReportNodeCreated(
+                    member_id=spawn.member_id,
+                    node_id=node.id,
+                    private_ip=_first(node.private_ips),
+                    public_ip=_first(node.public_ips),
+                    ports=_local_ports(node),
+                ),
+            )
             return
 
     def ask_cleanup(self, spawn: Spawn, record: EventRecord) -> None:
         """Graceful termination: the instance cleans up, then says it is ready to shut down."""
         notice = InstanceCleanupMember(member_id=spawn.member_id, cluster_id=spawn.cluster_id)
-        self.appender.append("instance-notifier", spawn.cluster_key, envelope(
-            NotifierRecord, notice, spawn.cluster_key, tenant=spawn.tenant,
-            record_id=f"{record.id}.cleanup", causation_id=record.id,
-            correlation_id=record.correlation_id or record.id))
+        self.appender.append(
+            "instance-notifier",
+            spawn.cluster_key,
+            envelope(
+                NotifierRecord,
+                notice,
+                spawn.cluster_key,
+                tenant=spawn.tenant,
+                record_id=f"{record.id}.cleanup",
+                causation_id=record.id,
+                correlation_id=record.correlation_id or record.id,
+            ),
+        )
 
     def destroy_and_report(self, spawn: Spawn, record: EventRecord, reason: str) -> None:
         self.destroy_leftover(spawn)
-        self.report(spawn, record, "destroyed", C.ReportNodeDestroyed(member_id=spawn.member_id,
-                                                                      reason=reason))
+        self.report(spawn, record, "destroyed", C.ReportNodeDestroyed(member_id=spawn.member_id, reason=reason))
 
     def destroy_leftover(self, spawn: Spawn) -> None:
         """A member terminated by the domain (timeout, failed start) must not keep a node."""
@@ -411,10 +490,19 @@ class CloudController:
 
     def report(self, spawn: Spawn, cause: EventRecord | None, suffix: str, command: BaseModel) -> None:
         record_id = f"{cause.id}.{suffix}" if cause else f"{spawn.member_id}.{suffix}"
-        self.appender.append("commands", spawn.cluster_key, envelope(
-            CommandRecord, command, spawn.cluster_key, tenant=spawn.tenant, record_id=record_id,
-            causation_id=cause.id if cause else None,
-            correlation_id=(cause.correlation_id or cause.id) if cause else None))
+        self.appender.append(
+            "commands",
+            spawn.cluster_key,
+            envelope(
+                CommandRecord,
+                command,
+                spawn.cluster_key,
+                tenant=spawn.tenant,
+                record_id=record_id,
+                causation_id=cause.id if cause else None,
+                correlation_id=(cause.correlation_id or cause.id) if cause else None,
+            ),
+        )
 
     # --- reconciliation -----------------------------------------------------------------------
     def _reconcile_loop(self) -> None:
@@ -422,8 +510,7 @@ class CloudController:
             try:
                 self.reconcile()
             except Exception:
-                log.exception("reconciliation failed; trying again in %.0fs",
-                              self.settings.cloud_reconcile_seconds)
+                log.exception("reconciliation failed; trying again in %.0fs", self.settings.cloud_reconcile_seconds)
 
     def reconcile(self) -> list[str]:
         """Report members whose node is gone from the IaaS; returns their ids. A report repeated
@@ -433,12 +520,15 @@ class CloudController:
             by_account.setdefault(spawn.target.driver_key, []).append(spawn)
         vanished = []
         for spawns in by_account.values():
-            names = {n.name for n in self.driver(spawns[0].target).list_nodes()
-                     if n.state != NodeState.TERMINATED}
+            names = {n.name for n in self.driver(spawns[0].target).list_nodes() if n.state != NodeState.TERMINATED}
             for spawn in spawns:
                 if node_name(spawn.target, spawn.member_id) not in names:
-                    self.report(spawn, None, "vanished", C.ReportNodeDestroyed(
-                        member_id=spawn.member_id, reason="node vanished"))
+                    self.report(
+                        spawn,
+                        None,
+                        "vanished",
+                        C.ReportNodeDestroyed(member_id=spawn.member_id, reason="node vanished"),
+                    )
                     vanished.append(spawn.member_id)
         if vanished:
             log.warning("nodes vanished: %s", ", ".join(vanished))

@@ -9,6 +9,7 @@ No record and no cluster stops an agent: invalid health records go to dead lette
 events are skipped (``infra.health.views``), and a hop that fails for one cluster or one send
 is logged and the rest of it goes on (a dead agent would stop the autoscaler for everyone).
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -22,8 +23,16 @@ from pydantic import BaseModel
 from infra.auth.signing import Signer, Verifier
 from infra.health import HEALTH_GROUP
 from infra.health.service import HealthService
-from infra.log.kafka import (GROUP_TIMINGS, ce_headers, decode, decode_key, encode, envelope, partitions_of,
-                             rejection_reason)
+from infra.log.kafka import (
+    GROUP_TIMINGS,
+    ce_headers,
+    decode,
+    decode_key,
+    encode,
+    envelope,
+    partitions_of,
+    rejection_reason,
+)
 from infra.settings import Settings
 from schemas.envelope import Envelope
 from schemas.records import CommandRecord, HealthRecord
@@ -52,9 +61,13 @@ def register(service: HealthService) -> None:
     async def follow_cluster_views():
         """Fold every partition of the events topic, from its beginning, into the views: no
         group, so no rebalance and no changelog."""
-        consumer = AIOKafkaConsumer(bootstrap_servers=service.settings.kafka_bootstrap, group_id=None,
-                                    enable_auto_commit=False, fetch_max_bytes=16 << 20,
-                                    fetch_max_wait_ms=service.settings.fetch_wait_ms)
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=service.settings.kafka_bootstrap,
+            group_id=None,
+            enable_auto_commit=False,
+            fetch_max_bytes=16 << 20,
+            fetch_max_wait_ms=service.settings.fetch_wait_ms,
+        )
         await consumer.start()
         try:
             tps = await _assign_all(consumer, service.settings, "events")
@@ -81,10 +94,14 @@ def register(service: HealthService) -> None:
         loop = asyncio.get_running_loop()
         await service.views_ready.wait()
         consumer = AIOKafkaConsumer(
-            bootstrap_servers=service.settings.kafka_bootstrap, group_id=service.settings.topic(HEALTH_GROUP),
-            enable_auto_commit=False, auto_offset_reset="earliest", fetch_max_bytes=16 << 20,
+            bootstrap_servers=service.settings.kafka_bootstrap,
+            group_id=service.settings.topic(HEALTH_GROUP),
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            fetch_max_bytes=16 << 20,
             fetch_max_wait_ms=min(service.settings.fetch_wait_ms, HEALTH_FETCH_WAIT_MS),
-            **GROUP_TIMINGS)
+            **GROUP_TIMINGS,
+        )
         consumer.subscribe([service.settings.topic("health")], listener=_KeepPartitions(service, consumer))
         await consumer.start()
         try:
@@ -102,8 +119,17 @@ def register(service: HealthService) -> None:
                         except Exception as exc:  # ValueError: invalid; anything else costs one record
                             if not isinstance(exc, ValueError):
                                 log.exception("health record %d@%d raised", raw.partition, raw.offset)
-                            loop.run_in_executor(None, service.dead_letters.send, raw.topic, raw.partition,
-                                                 raw.offset, raw.key, raw.value, rejection_reason(exc), exc)
+                            loop.run_in_executor(
+                                None,
+                                service.dead_letters.send,
+                                raw.topic,
+                                raw.partition,
+                                raw.offset,
+                                raw.key,
+                                raw.value,
+                                rejection_reason(exc),
+                                exc,
+                            )
                 if batch:
                     await _commit(consumer, {tp: records[-1].offset + 1 for tp, records in batch.items()})
                 await asyncio.sleep(0)  # a long backlog never holds the loop (the hop, heartbeats)
@@ -115,9 +141,17 @@ def register(service: HealthService) -> None:
         """Every hop: a ScaleCluster per cluster with fresh figures, a MemberFault per silence."""
         hop_index = int(time.time() // service.settings.health_hop_seconds)
         for decision in book.decide(views.clusters):
-            await _send(topics.commands, signer, "commands", CommandRecord, decision.command, decision.key,
-                        tenant=decision.tenant, causation_id=decision.causation_id,
-                        record_id=decision.command_id(hop_index))
+            await _send(
+                topics.commands,
+                signer,
+                "commands",
+                CommandRecord,
+                decision.command,
+                decision.key,
+                tenant=decision.tenant,
+                causation_id=decision.causation_id,
+                record_id=decision.command_id(hop_index),
+            )
         for fault in book.faults(views.clusters, time.monotonic()):
             await _send(topics.health, signer, "health", HealthRecord, fault.fault, fault.key, tenant=fault.tenant)
 
@@ -145,15 +179,15 @@ class _KeepPartitions(ConsumerRebalanceListener):
             self.service.reading.set()
 
 
-async def _rewind_one_window(consumer: AIOKafkaConsumer, partitions: set[TopicPartition],
-                             window_seconds: float) -> None:
+async def _rewind_one_window(
+    consumer: AIOKafkaConsumer, partitions: set[TopicPartition], window_seconds: float
+) -> None:
     """Read each partition from its first record of the last window, or from its committed
     offset if that is earlier (records nobody read yet are still read: the invalid ones go to
     dead letters). Where every record is older than a window, from the committed offset, or
     from the end without one: a new group does not fold the whole topic."""
     ends = await consumer.end_offsets(list(partitions))  # before the times: no record falls between
-    since = await consumer.offsets_for_times(
-        {tp: int((time.time() - window_seconds) * 1000) for tp in partitions})
+    since = await consumer.offsets_for_times({tp: int((time.time() - window_seconds) * 1000) for tp in partitions})
     for tp in partitions:
         window_start = since[tp].offset if since.get(tp) is not None else ends[tp]
         committed = await consumer.committed(tp)
@@ -170,14 +204,18 @@ async def _commit(consumer: AIOKafkaConsumer, offsets: dict) -> None:
         log.warning("health offsets not committed (a rebalance): %s", exc)
 
 
-async def _send(topic, signer: Signer, kind: str, record_type: type[Envelope], payload: BaseModel, key: str,
-                **fields) -> None:
+async def _send(
+    topic, signer: Signer, kind: str, record_type: type[Envelope], payload: BaseModel, key: str, **fields
+) -> None:
     """Wrap, sign and send one record keyed by its aggregate; a failure is logged and costs only it."""
     try:
         record = envelope(record_type, payload, key, **fields)
         value = encode(record)
-        await topic.send(key=key.encode(), value=value,
-                         headers=ce_headers(record, HEALTH_SOURCE) + signer.headers(kind, key.encode(), value))
+        await topic.send(
+            key=key.encode(),
+            value=value,
+            headers=ce_headers(record, HEALTH_SOURCE) + signer.headers(kind, key.encode(), value),
+        )
     except Exception:
         log.exception("sending %s for %s failed", payload.type, key)  # type: ignore[attr-defined]
 

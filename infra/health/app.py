@@ -13,9 +13,11 @@ its own so that the agents need not import this one). ``HealthWorker`` is faust'
 also runs off the main thread (tests and benchmarks run it beside the node); ``stratos health``
 runs it in the foreground.
 """
+
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import threading
 
@@ -51,9 +53,15 @@ def create_app(settings: Settings) -> HealthService:
         datadir=str(datadir),
     )
     service = HealthService(
-        app=app, settings=settings, topics=declare_topics(app, settings),
-        book=HealthBook(settings.health_window_seconds, settings.member_fault_seconds,
-                        settings.health_max_skew_seconds, settings.health_max_age_seconds),
+        app=app,
+        settings=settings,
+        topics=declare_topics(app, settings),
+        book=HealthBook(
+            settings.health_window_seconds,
+            settings.member_fault_seconds,
+            settings.health_max_skew_seconds,
+            settings.health_max_age_seconds,
+        ),
         dead_letters=DeadLetters(Appender(settings, source="health")),
     )
     register(service)
@@ -84,7 +92,7 @@ class HealthWorkerThread:
         self.built = threading.Event()
         self.thread = threading.Thread(target=self._run, name="health-worker", daemon=True)
 
-    def start(self) -> "HealthWorkerThread":
+    def start(self) -> HealthWorkerThread:
         self.thread.start()
         self.built.wait(30)
         return self
@@ -93,13 +101,10 @@ class HealthWorkerThread:
         loop = asyncio.new_event_loop()
         asyncio.set_event_loop(loop)
         self.service = create_app(self.settings)
-        self.worker = HealthWorker(self.service.app, loop=loop, loglevel="WARNING",
-                                   override_logging=False, quiet=True)
+        self.worker = HealthWorker(self.service.app, loop=loop, loglevel="WARNING", override_logging=False, quiet=True)
         self.built.set()
-        try:
+        with contextlib.suppress(SystemExit):  # the worker's normal way to end
             self.worker.execute_from_commandline()
-        except SystemExit:
-            pass  # the worker's normal way to end
 
     def stop(self, timeout: float = 20.0) -> None:
         if self.worker is not None and self.thread.is_alive():

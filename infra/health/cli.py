@@ -1,4 +1,5 @@
 """`stratos health`: the health worker."""
+
 from __future__ import annotations
 
 import logging
@@ -20,9 +21,11 @@ def health() -> None:
 
     settings = as_part(require_bootstrap(), "health")
     service = create_app(settings)
-    console.print(f"[green]health worker[/] on {settings.topic('health')}: window "
-                  f"{settings.health_window_seconds:g}s, hop {settings.health_hop_seconds:g}s, "
-                  f"fault after {settings.member_fault_seconds:g}s")
+    console.print(
+        f"[green]health worker[/] on {settings.topic('health')}: window "
+        f"{settings.health_window_seconds:g}s, hop {settings.health_hop_seconds:g}s, "
+        f"fault after {settings.member_fault_seconds:g}s"
+    )
     # faust's logging setup clears the root handlers: give it ours (the heartbeat's last error, the logs topic)
     service.app.conf.loghandlers = list(logging.getLogger().handlers)
     HealthWorker(service.app, loglevel=settings.log_level).execute_from_commandline()

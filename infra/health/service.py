@@ -1,5 +1,6 @@
 """What the health app's agents share: the faust app, the settings, the topics, the health book,
 the dead letters and the cluster views (`HealthService`), built by ``infra.health.app.create_app``."""
+
 from __future__ import annotations
 
 import asyncio

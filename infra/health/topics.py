@@ -1,4 +1,5 @@
 """The topics of the health app, declared on an app (never at import)."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -20,8 +21,14 @@ def raw_topic(app: faust.App, settings: Settings, kind: str) -> faust.TopicT:
     """A platform topic read as bytes: records are validated with their pydantic envelope by
     the agent itself, so that an invalid one reaches the dead-letter topic with its reason
     instead of failing inside faust's deserialiser."""
-    return app.topic(settings.topic(kind), key_type=bytes, value_type=bytes,
-                     key_serializer="raw", value_serializer="raw", partitions=settings.partitions)
+    return app.topic(
+        settings.topic(kind),
+        key_type=bytes,
+        value_type=bytes,
+        key_serializer="raw",
+        value_serializer="raw",
+        partitions=settings.partitions,
+    )
 
 
 def declare_topics(app: faust.App, settings: Settings) -> HealthTopics:

@@ -5,6 +5,7 @@ Each cluster's state is folded by ``actors.runtime.Tracked.fold_commit``, the no
 history; the view the windows read is derived from that state (``streams.health_state.view_of``)
 after each commit. Every events partition is read from its beginning, without a group.
 """
+
 from __future__ import annotations
 
 import logging

@@ -13,6 +13,7 @@
 - Every `STRATOS_LB_STATS_SECONDS` it reads `show stat` and publishes `requests_in_flight` per
   cluster and network partition on the health topic, for the autoscaler.
 """
+
 from __future__ import annotations
 
 import json
@@ -28,12 +29,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from actors.topology import LOAD_BALANCER
-from infra.log.kafka import Appender, DeadLetters, envelope
 from infra.lb import runtime
 from infra.lb.config import InvalidEntry, Paths, Plan, plan, render, server_args, server_changes
 from infra.lb.runtime import HaproxyError
 from infra.lb.stats import requests_in_flight
 from infra.lb.topology import TopologyFeed
+from infra.log.kafka import Appender, DeadLetters, envelope
 from infra.settings import Settings
 from schemas.ids import parse_aggregate_id
 from schemas.records import HealthRecord, TopologyEntry
@@ -65,8 +66,9 @@ class Haproxy:
         """Write `text` beside the file and ask `haproxy -c`; None when valid, else its words."""
         candidate = self.config.with_suffix(".new")
         candidate.write_text(text)
-        done = subprocess.run([self.binary, "-c", "-q", "-f", str(candidate)], capture_output=True,
-                              text=True, timeout=30)
+        done = subprocess.run(
+            [self.binary, "-c", "-q", "-f", str(candidate)], capture_output=True, text=True, timeout=30
+        )
         return None if done.returncode == 0 else (done.stderr or done.stdout).strip()[-2000:]
 
     def install(self) -> None:
@@ -89,10 +91,14 @@ class Haproxy:
     def start(self, timeout: float = 15.0) -> int:
         """Start the master on the installed file; returns the first worker's PID."""
         self.end_leftover()
-        output = open(self.workdir / "haproxy.log", "ab")
-        self.process = subprocess.Popen(
-            [self.binary, "-W", "-S", f"{self.master},mode,600", "-f", str(self.config)],
-            stdout=output, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
+        with open(self.workdir / "haproxy.log", "ab") as output:  # the master holds its own copy
+            self.process = subprocess.Popen(
+                [self.binary, "-W", "-S", f"{self.master},mode,600", "-f", str(self.config)],
+                stdout=output,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+            )
         (self.workdir / "haproxy.pid").write_text(str(self.process.pid))
         deadline = time.monotonic() + timeout
         while True:
@@ -100,8 +106,9 @@ class Haproxy:
                 return runtime.worker_pid(self.admin)
             except HaproxyError:
                 if self.process.poll() is not None or time.monotonic() > deadline:
-                    raise HaproxyError(f"haproxy did not start (exit {self.process.poll()}); "
-                                       f"see {self.workdir / 'haproxy.log'}") from None
+                    raise HaproxyError(
+                        f"haproxy did not start (exit {self.process.poll()}); see {self.workdir / 'haproxy.log'}"
+                    ) from None
                 time.sleep(0.05)
 
     @property
@@ -125,8 +132,7 @@ class Haproxy:
             except HaproxyError:
                 pass
             time.sleep(0.05)
-        raise HaproxyError(f"haproxy reload: no new worker after {timeout:g}s; see "
-                           f"{self.workdir / 'haproxy.log'}")
+        raise HaproxyError(f"haproxy reload: no new worker after {timeout:g}s; see {self.workdir / 'haproxy.log'}")
 
     def stop(self) -> None:
         if self.alive():
@@ -160,8 +166,9 @@ class Counters:
 
 
 class LoadBalancer:
-    def __init__(self, settings: Settings, application: str | None = None, workdir: Path | None = None,
-                 binary: str | None = None) -> None:
+    def __init__(
+        self, settings: Settings, application: str | None = None, workdir: Path | None = None, binary: str | None = None
+    ) -> None:
         self.settings = settings
         self.application = application
         self.workdir = (workdir or settings.state_dir / "lb" / (application or "platform")).absolute()
@@ -192,9 +199,13 @@ class LoadBalancer:
         the platform's, those of applications that have no load-balancer cartridge of their own.
         A load balancer's own cluster is never served."""
         own_lb = {e.application_id for e in entries.values() if e.category == LOAD_BALANCER and not e.removed}
-        return {k: e for k, e in entries.items()
-                if e.category != LOAD_BALANCER and not e.removed
-                and (e.application_id == self.application if self.application else e.application_id not in own_lb)}
+        return {
+            k: e
+            for k, e in entries.items()
+            if e.category != LOAD_BALANCER
+            and not e.removed
+            and (e.application_id == self.application if self.application else e.application_id not in own_lb)
+        }
 
     def _error(self, message: str) -> None:
         self.counters.errors += 1
@@ -269,8 +280,10 @@ class LoadBalancer:
                 continue
             runtime.command(sock, f"set server {name} state drain")
             self.draining[(be, server.name)] = Draining(
-                new.backend(be).cluster_key if new.backend(be) else "", server.network_partition_id,  # type: ignore[union-attr]
-                time.monotonic() + self.settings.lb_drain_seconds)
+                new.backend(be).cluster_key if new.backend(be) else "",  # type: ignore[union-attr]
+                server.network_partition_id,
+                time.monotonic() + self.settings.lb_drain_seconds,
+            )
             self.counters.runtime_changes += 1
             self.actions.append(("drain", name))
             log.info("draining %s", name)
@@ -329,13 +342,14 @@ class LoadBalancer:
 
     # --- requests in flight ---------------------------------------------------------------------
     def where(self) -> dict[tuple[str, str], tuple[str, str]]:
-        found = {(be.name, s.name): (be.cluster_key, s.network_partition_id)
-                 for be in self.plan.backends for s in be.servers}
+        found = {
+            (be.name, s.name): (be.cluster_key, s.network_partition_id) for be in self.plan.backends for s in be.servers
+        }
         found.update({k: (d.cluster_key, d.network_partition_id) for k, d in self.draining.items() if d.cluster_key})
         return found
 
     def publish_stats(self, rows: list[dict[str, str]]) -> int:
-        stats = requests_in_flight(rows, self.where(), time.time())
+        stats = requests_in_flight(rows, self.where(), time.time())  # type: ignore[arg-type]
         for key, stat in stats:
             tenant = parse_aggregate_id(key).tenant
             self.appender.send("health", key, envelope(HealthRecord, stat, key, tenant=tenant))
@@ -362,8 +376,13 @@ class LoadBalancer:
         self.plan, self.accepted = first, chosen
         self.write_status()
         self.ready.set()
-        log.info("haproxy master %s, worker %s: %d frontends, %d backends", self.haproxy.master_pid,
-                 self.first_worker, len(first.frontends), len(first.backends))
+        log.info(
+            "haproxy master %s, worker %s: %d frontends, %d backends",
+            self.haproxy.master_pid,
+            self.first_worker,
+            len(first.frontends),
+            len(first.backends),
+        )
 
     def run(self) -> None:
         try:
@@ -405,17 +424,26 @@ class LoadBalancer:
     # --- what it tells --------------------------------------------------------------------------
     def status(self) -> dict:
         c = self.counters
-        return {"application": self.application, "config": str(self.haproxy.config),
-                "admin_socket": self.haproxy.admin, "master_pid": self.haproxy.master_pid,
-                "frontends": [{"port": f.port, "mode": f.mode, "routes": dict(f.routes),
-                               "default_backend": f.default_backend} for f in self.plan.frontends],
-                "backends": {b.name: [f"{s.name}@{s.address}:{s.port}" for s in b.servers]
-                             for b in self.plan.backends},
-                "draining": [f"{be}/{s}" for be, s in self.draining],
-                "reloads": c.reloads, "runtime_changes": c.runtime_changes, "errors": c.errors,
-                "last_error": c.last_error, "rejected": dict(c.rejected),
-                "invalid_records": self.feed.invalid if self.feed else 0,
-                "stats_published": c.stats_published, "restarts": c.restarts}
+        return {
+            "application": self.application,
+            "config": str(self.haproxy.config),
+            "admin_socket": self.haproxy.admin,
+            "master_pid": self.haproxy.master_pid,
+            "frontends": [
+                {"port": f.port, "mode": f.mode, "routes": dict(f.routes), "default_backend": f.default_backend}
+                for f in self.plan.frontends
+            ],
+            "backends": {b.name: [f"{s.name}@{s.address}:{s.port}" for s in b.servers] for b in self.plan.backends},
+            "draining": [f"{be}/{s}" for be, s in self.draining],
+            "reloads": c.reloads,
+            "runtime_changes": c.runtime_changes,
+            "errors": c.errors,
+            "last_error": c.last_error,
+            "rejected": dict(c.rejected),
+            "invalid_records": self.feed.invalid if self.feed else 0,
+            "stats_published": c.stats_published,
+            "restarts": c.restarts,
+        }
 
     def write_status(self) -> None:
         path = self.workdir / "status.json"

@@ -1,4 +1,5 @@
 """`stratos topology`, `stratos lb` and `stratos lb-status`."""
+
 from __future__ import annotations
 
 import json
@@ -29,9 +30,12 @@ def start_balancer_process(application: str, workdir: Path):
     status = workdir / "status.json"
     status.unlink(missing_ok=True)
     with open(workdir / "lb.log", "ab") as output:
-        process = subprocess.Popen([*stratos_command(), "lb", "--application", application,
-                                    "--workdir", str(workdir)], stdout=output, stderr=subprocess.STDOUT,
-                                   stdin=subprocess.DEVNULL)
+        process = subprocess.Popen(
+            [*stratos_command(), "lb", "--application", application, "--workdir", str(workdir)],
+            stdout=output,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+        )
     return process, lambda: process.poll() is None and status.exists()
 
 
@@ -51,9 +55,12 @@ def topology() -> None:
         projector.stop()
 
 
-def lb(application: str = typer.Option(None, help="serve only this application's clusters (a "
-                                                    "load-balancer cartridge's instance)"),
-       workdir: Path = typer.Option(None, help="config, log and status (default <state>/lb/<application>)")) -> None:
+def lb(
+    application: str = typer.Option(
+        None, help="serve only this application's clusters (a load-balancer cartridge's instance)"
+    ),
+    workdir: Path = typer.Option(None, help="config, log and status (default <state>/lb/<application>)"),
+) -> None:
     """Run HAProxy (master-worker) following the topology: frontends per proxy port on
     STRATOS_LB_BIND, a backend per cluster with its Active members, host routing for domain
     mappings, member changes through the Runtime API, requests in flight onto the health topic."""
@@ -69,19 +76,23 @@ def lb(application: str = typer.Option(None, help="serve only this application's
         balancer.start()
     except HaproxyError as exc:
         console.print(f"[red]error:[/] {exc}")
-        raise typer.Exit(2)
+        raise typer.Exit(2) from exc
     ports = ", ".join(f"{settings.lb_bind}:{f.port} ({f.mode})" for f in balancer.plan.frontends) or "none yet"
-    console.print(f"[green]load balancer[/] haproxy master {balancer.haproxy.master_pid}: {ports}; "
-                  f"status in {balancer.workdir / 'status.json'}")
+    console.print(
+        f"[green]load balancer[/] haproxy master {balancer.haproxy.master_pid}: {ports}; "
+        f"status in {balancer.workdir / 'status.json'}"
+    )
     try:
         balancer.run()
     except KeyboardInterrupt:
         balancer.stop()
 
 
-def lb_status(application: str = typer.Option(None, help="the load balancer of this application"),
-              workdir: Path = typer.Option(None, help="its work directory"),
-              as_json: bool = typer.Option(False, "--json", help="print JSON")) -> None:
+def lb_status(
+    application: str = typer.Option(None, help="the load balancer of this application"),
+    workdir: Path = typer.Option(None, help="its work directory"),
+    as_json: bool = typer.Option(False, "--json", help="print JSON"),
+) -> None:
     """Show what a running `stratos lb` serves: frontends, backends with their servers, draining
     servers, reloads, runtime changes and errors (entries refused, invalid records)."""
     from infra.settings import get_settings
@@ -101,6 +112,8 @@ def lb_status(application: str = typer.Option(None, help="the load balancer of t
     for f in status["frontends"]:
         console.print(f"  :{f['port']} {f['mode']} routes {f['routes'] or '-'} default {f['default_backend'] or '-'}")
     console.print(table)
-    console.print(f"reloads {status['reloads']}, runtime changes {status['runtime_changes']}, errors "
-                  f"{status['errors']}, invalid records {status['invalid_records']}"
-                  + (f"; last error: {status['last_error']}" if status["last_error"] else ""))
+    console.print(
+        f"reloads {status['reloads']}, runtime changes {status['runtime_changes']}, errors "
+        f"{status['errors']}, invalid records {status['invalid_records']}"
+        + (f"; last error: {status['last_error']}" if status["last_error"] else "")
+    )

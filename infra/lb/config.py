@@ -8,6 +8,7 @@ so the caller keeps its last good plan. `render` writes the plan as a configurat
 servers' lines are the arguments of the Runtime API's `add server` too (`server_args`), so a
 file rewritten in step rebuilds on reload the state the Runtime API made.
 """
+
 from __future__ import annotations
 
 import ipaddress
@@ -19,8 +20,10 @@ from schemas.ids import parse_aggregate_id
 from schemas.records import TopologyEntry
 
 NAME = re.compile(r"^[A-Za-z0-9._:-]{1,200}$")
-DOMAIN = re.compile(r"^(?=.{1,253}$)[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
-                    r"(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$")
+DOMAIN = re.compile(
+    r"^(?=.{1,253}$)[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+    r"(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$"
+)
 HTTP = "http"
 CHECK = "check inter 1s fall 2 rise 1"
 
@@ -63,7 +66,7 @@ class Plan:
     frontends: tuple[Frontend, ...] = ()
     backends: tuple[Backend, ...] = ()
 
-    def structure(self) -> "Plan":
+    def structure(self) -> Plan:
         """The plan without servers: what only a reload can change."""
         return replace(self, backends=tuple(replace(b, servers=()) for b in self.backends))
 
@@ -98,8 +101,7 @@ def _servers(key: str, entry: TopologyEntry, mapping, networks) -> tuple[Server,
         try:
             ip = ipaddress.ip_address(address)
         except ValueError:
-            raise InvalidEntry(key, f"members[{member.member_id}].private_ip {address!r}: "
-                                    "not an IP address") from None
+            raise InvalidEntry(key, f"members[{member.member_id}].private_ip {address!r}: not an IP address") from None
         if not any(ip in n for n in networks):
             continue  # not a network this load balancer may send to (STRATOS_LB_MEMBER_NETWORKS)
         if member.ports:  # the member says where it listens: a protocol it does not serve is skipped
@@ -136,28 +138,42 @@ def plan(entries: Mapping[str, TopologyEntry], member_networks: Iterable[str] = 
             mode = mode_of(mapping.protocol)
             slot = ports.setdefault(mapping.proxy_port, {"mode": mode, "routes": {}, "plain": []})
             if slot["mode"] != mode:
-                raise InvalidEntry(key, f"port_mappings.proxy_port {mapping.proxy_port}: wanted as "
-                                        f"{mode}, already {slot['mode']} for another cluster")
+                raise InvalidEntry(
+                    key,
+                    f"port_mappings.proxy_port {mapping.proxy_port}: wanted as "
+                    f"{mode}, already {slot['mode']} for another cluster",
+                )
             name = backend_name(key, mapping.proxy_port)
             if any(b.name == name for b in backends):
                 raise InvalidEntry(key, f"port_mappings.proxy_port {mapping.proxy_port}: mapped twice")
             if mode != HTTP and (slot["plain"] or slot["routes"]):
-                raise InvalidEntry(key, f"port_mappings.proxy_port {mapping.proxy_port}: a {mode} "
-                                        "port serves one cluster, and another has it")
+                raise InvalidEntry(
+                    key,
+                    f"port_mappings.proxy_port {mapping.proxy_port}: a {mode} "
+                    "port serves one cluster, and another has it",
+                )
             backends.append(Backend(name, key, mode, _servers(key, entry, mapping, networks)))
             if mode == HTTP and entry.domain_mappings:
                 for domain in entry.domain_mappings:
                     host = domain.domain_name.lower()
                     if host in slot["routes"]:
-                        raise InvalidEntry(key, f"domain_mappings.domain_name {host!r}: routed on port "
-                                                f"{mapping.proxy_port} to another cluster already")
+                        raise InvalidEntry(
+                            key,
+                            f"domain_mappings.domain_name {host!r}: routed on port "
+                            f"{mapping.proxy_port} to another cluster already",
+                        )
                     slot["routes"][host] = name
             else:
                 slot["plain"].append(name)
     frontends = tuple(
-        Frontend(port, slot["mode"], tuple(sorted(slot["routes"].items())),
-                 slot["plain"][0] if len(slot["plain"]) == 1 else None)
-        for port, slot in sorted(ports.items()))
+        Frontend(
+            port,
+            slot["mode"],
+            tuple(sorted(slot["routes"].items())),
+            slot["plain"][0] if len(slot["plain"]) == 1 else None,
+        )
+        for port, slot in sorted(ports.items())
+    )
     return Plan(frontends, tuple(backends))
 
 

@@ -1,5 +1,6 @@
 """HAProxy's Runtime API over its UNIX sockets: the worker's admin (stats) socket and the
 master's CLI socket (master-worker mode, `-W -S`). One connection per command."""
+
 from __future__ import annotations
 
 import csv
@@ -25,16 +26,33 @@ def send(path: str, command: str, timeout: float = 5.0) -> str:
     return b"".join(chunks).decode(errors="replace")
 
 
-FAILURE_WORDS = ("No such", "Unknown", "not found", "cannot", "Cannot", "error", "Error", "failed",
-                 "Require", "invalid", "Invalid", "already exists", "not supported")
+FAILURE_WORDS = (
+    "No such",
+    "Unknown",
+    "not found",
+    "cannot",
+    "Cannot",
+    "error",
+    "Error",
+    "failed",
+    "Require",
+    "invalid",
+    "Invalid",
+    "already exists",
+    "not supported",
+)
 
 
 def command(path: str, line: str) -> str:
     """Send a command whose success HAProxy answers with nothing or an acknowledgement; raise
     with HAProxy's own words otherwise."""
     answer = send(path, line).strip()
-    if answer and any(word in answer for word in FAILURE_WORDS) and "Server deleted" not in answer \
-            and "New server registered" not in answer:
+    if (
+        answer
+        and any(word in answer for word in FAILURE_WORDS)
+        and "Server deleted" not in answer
+        and "New server registered" not in answer
+    ):
         raise HaproxyError(f"haproxy refused {line!r}: {answer}")
     return answer
 

@@ -5,6 +5,7 @@ and `qcur`, the requests queued for it; summed over the servers of a cluster's b
 sit in one network partition. (Stratos's extension summed other counters.) Columns are found
 by name in the CSV header, never by position.
 """
+
 from __future__ import annotations
 
 from collections.abc import Mapping
@@ -23,8 +24,9 @@ def _number(row: Mapping[str, str], column: str) -> float:
         return 0.0
 
 
-def requests_in_flight(rows: list[Mapping[str, str]], where: Mapping[tuple[str, str], tuple[str, str]],
-                       now: float) -> list[tuple[str, HealthStat]]:
+def requests_in_flight(
+    rows: list[Mapping[str, str]], where: Mapping[tuple[str, str], tuple[str, str]], now: float
+) -> list[tuple[str, HealthStat]]:
     """`where` maps (backend, server) to (cluster key, network partition id); servers it does
     not know (another proxy's) are not counted. Returns (cluster key, stat) pairs, one per
     cluster and network partition that has servers."""
@@ -37,6 +39,17 @@ def requests_in_flight(rows: list[Mapping[str, str]], where: Mapping[tuple[str, 
             continue
         totals[found][0] += _number(row, "scur")
         totals[found][1] += _number(row, "qcur")
-    return [(key, HealthStat(cluster_id=parse_aggregate_id(key).id, network_partition_id=np,
-                             metric=REQUESTS_IN_FLIGHT, value=scur, queued=qcur, timestamp=now))
-            for (key, np), (scur, qcur) in sorted(totals.items())]
+    return [
+        (
+            key,
+            HealthStat(
+                cluster_id=parse_aggregate_id(key).id,
+                network_partition_id=np,
+                metric=REQUESTS_IN_FLIGHT,
+                value=scur,
+                queued=qcur,
+                timestamp=now,
+            ),
+        )
+        for (key, np), (scur, qcur) in sorted(totals.items())
+    ]

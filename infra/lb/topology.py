@@ -13,6 +13,7 @@ Stratos's "complete topology" event) and then follows it, keeping the last valid
 (the broker may not compact): a record that does not validate is dead-lettered and counted, and
 the entry before it stays.
 """
+
 from __future__ import annotations
 
 import logging
@@ -20,8 +21,17 @@ import threading
 
 from actors.topology import Topology
 from infra.log.eventlog import History
-from infra.log.kafka import (IDLE_POLL_MS, Appender, DeadLetters, assigned_consumer, decode, decode_key,
-                             envelope, read_to_end, rejection_reason)
+from infra.log.kafka import (
+    IDLE_POLL_MS,
+    Appender,
+    DeadLetters,
+    assigned_consumer,
+    decode,
+    decode_key,
+    envelope,
+    read_to_end,
+    rejection_reason,
+)
 from infra.settings import Settings
 from schemas.ids import parse_aggregate_id
 from schemas.records import TopologyEntry, TopologyRecord
@@ -47,8 +57,9 @@ class TopologyProjector:
 
     def read_written(self) -> None:
         for delivered in read_to_end(self.settings, "topology"):
-            self.written[delivered.key or delivered.record.aggregate_id] = \
-                delivered.record.payload.model_dump(mode="json")
+            self.written[delivered.key or delivered.record.aggregate_id] = delivered.record.payload.model_dump(
+                mode="json"
+            )
 
     def feed(self, raw) -> set[str]:
         """Fold one raw events record; an invalid one is logged and skipped (the reactor
@@ -57,8 +68,7 @@ class TopologyProjector:
             decode_key(raw.key)
             commit = self.history.commit(raw.partition, raw.offset, raw.value)
         except ValueError as exc:
-            log.warning("skipping invalid event record %d@%d: %s", raw.partition, raw.offset,
-                        rejection_reason(exc))
+            log.warning("skipping invalid event record %d@%d: %s", raw.partition, raw.offset, rejection_reason(exc))
             return set()
         if commit is None:
             return set()
@@ -80,8 +90,7 @@ class TopologyProjector:
             data = entry.model_dump(mode="json")
             if self.written.get(key) == data:
                 continue
-            appender.send("topology", key, envelope(TopologyRecord, entry, key,
-                                                    tenant=parse_aggregate_id(key).tenant))
+            appender.send("topology", key, envelope(TopologyRecord, entry, key, tenant=parse_aggregate_id(key).tenant))
             self.written[key] = data
             sent += 1
         if sent:
@@ -108,8 +117,11 @@ class TopologyProjector:
                     self.publish(appender, dirty)
                     dirty = set()
                 if not self.ready.is_set():
-                    log.info("topology rebuilt from the log: %d clusters, %d entries written",
-                             len(self.topology.clusters), self.writes)
+                    log.info(
+                        "topology rebuilt from the log: %d clusters, %d entries written",
+                        len(self.topology.clusters),
+                        self.writes,
+                    )
                     self.ready.set()
         finally:
             consumer.close()
@@ -145,8 +157,9 @@ class TopologyFeed:
                         raise ValueError("key: missing (the key of a topology record is its cluster's aggregate id)")
                 except ValueError as exc:
                     self.invalid += 1
-                    self.dead_letters.send(raw.topic, raw.partition, raw.offset, raw.key, raw.value,
-                                           rejection_reason(exc))
+                    self.dead_letters.send(
+                        raw.topic, raw.partition, raw.offset, raw.key, raw.value, rejection_reason(exc)
+                    )
                     continue
                 if self.entries.get(key) != record.payload:
                     self.entries[key] = record.payload

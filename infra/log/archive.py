@@ -16,6 +16,7 @@ controller, health worker) at its end, so a platform started on the copy does no
 the commands again, react again or start machines for old spawns (`reread=True` leaves them
 unset).
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -33,8 +34,16 @@ from infra.settings import Settings
 
 log = logging.getLogger(__name__)
 
-HISTORY_TOPICS = ("events", "snapshots", "commands", "replies", "instance-status", "health",
-                  "instance-notifier", "deadletter")
+HISTORY_TOPICS = (
+    "events",
+    "snapshots",
+    "commands",
+    "replies",
+    "instance-status",
+    "health",
+    "instance-notifier",
+    "deadletter",
+)
 """What `stratos log export` archives by default, in this order (the log first: a truncated
 archive keeps the most important prefix)."""
 PIPELINED_BATCHES = 16
@@ -65,12 +74,18 @@ class Transfer:
         return sum(self.records.values())
 
     def as_dict(self) -> dict:
-        return {"records": self.records, "total": self.total, "blocks": self.blocks, "bytes": self.bytes,
-                "seconds": round(self.seconds, 3),
-                "records_per_second": round(self.total / self.seconds) if self.seconds else None,
-                "complete": self.complete, "offset_mismatches": self.offset_mismatches,
-                "consumer_groups_at_end": self.groups_marked,
-                "corrupt": self.corrupt.as_dict() if self.corrupt else None}
+        return {
+            "records": self.records,
+            "total": self.total,
+            "blocks": self.blocks,
+            "bytes": self.bytes,
+            "seconds": round(self.seconds, 3),
+            "records_per_second": round(self.total / self.seconds) if self.seconds else None,
+            "complete": self.complete,
+            "offset_mismatches": self.offset_mismatches,
+            "consumer_groups_at_end": self.groups_marked,
+            "corrupt": self.corrupt.as_dict() if self.corrupt else None,
+        }
 
 
 def _partitions(settings: Settings, kinds) -> dict[str, list[int]]:
@@ -97,8 +112,7 @@ def export_log(settings: Settings, path: Path, topics=HISTORY_TOPICS) -> Transfe
         for kind, partitions in _partitions(settings, topics).items():
             count = 0
             for partition in partitions:
-                count += writer.write_partition(kind, partition,
-                                                iter_batches(settings, kind, partition, row=_row))
+                count += writer.write_partition(kind, partition, iter_batches(settings, kind, partition, row=_row))
             result.records[kind] = count
         writer.write_end({"records": result.records})
         result.blocks, result.bytes = writer.blocks, out.tell()
@@ -116,14 +130,15 @@ def check_empty(settings: Settings, kinds) -> None:
             tps = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())]
             for tp, end in consumer.end_offsets(tps).items():
                 if end:
-                    raise ImportRefused(f"{topic} partition {tp.partition} already holds records (end offset "
-                                        f"{end}): import into a fresh broker or another STRATOS_TOPIC_PREFIX")
+                    raise ImportRefused(
+                        f"{topic} partition {tp.partition} already holds records (end offset "
+                        f"{end}): import into a fresh broker or another STRATOS_TOPIC_PREFIX"
+                    )
     finally:
         consumer.close()
 
 
-def import_log(settings: Settings, path: Path, topics=None, check: bool = True,
-               reread: bool = True) -> Transfer:
+def import_log(settings: Settings, path: Path, topics=None, check: bool = True, reread: bool = True) -> Transfer:
     """Write the archive's records back (only `topics`, if given), each partition's records in
     order at their original offsets. A corrupt or truncated archive imports its intact prefix;
     the returned Transfer's `corrupt` says where it stopped. Unless `reread`, the platform's
@@ -143,8 +158,12 @@ def platform_groups(settings: Settings) -> dict[str, tuple[str, ...]]:
     from infra.node.node import NODE_GROUP
     from infra.reactor.reactor import REACTOR_GROUP, SOURCES
 
-    return {settings.topic(NODE_GROUP): ("commands",), settings.topic(REACTOR_GROUP): tuple(SOURCES),
-            settings.topic(CLOUD_GROUP): ("events",), settings.topic(HEALTH_GROUP): ("health",)}
+    return {
+        settings.topic(NODE_GROUP): ("commands",),
+        settings.topic(REACTOR_GROUP): tuple(SOURCES),
+        settings.topic(CLOUD_GROUP): ("events",),
+        settings.topic(HEALTH_GROUP): ("health",),
+    }
 
 
 def mark_handled(settings: Settings, ends: dict[tuple[str, int], int]) -> list[str]:
@@ -154,12 +173,14 @@ def mark_handled(settings: Settings, ends: dict[tuple[str, int], int]) -> list[s
 
     marked = []
     for group, kinds in platform_groups(settings).items():
-        offsets = {TopicPartition(settings.topic(kind), partition): OffsetAndMetadata(end, "", -1)
-                   for (kind, partition), end in ends.items() if kind in kinds}
+        offsets = {
+            TopicPartition(settings.topic(kind), partition): OffsetAndMetadata(end, "", -1)
+            for (kind, partition), end in ends.items()
+            if kind in kinds
+        }
         if not offsets:
             continue
-        consumer = KafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, group_id=group,
-                                 enable_auto_commit=False)
+        consumer = KafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, group_id=group, enable_auto_commit=False)
         try:
             consumer.assign(list(offsets))
             consumer.commit(offsets)
@@ -175,9 +196,13 @@ async def _import(settings: Settings, path: Path, topics: set[str] | None) -> Tr
     # one batch in flight per partition (aiokafka mutes a partition until its batch is
     # answered) keeps the order; idempotence keeps a retried batch from landing twice, which
     # would shift every offset after it
-    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, enable_idempotence=True,
-                                max_batch_size=BATCH_BYTES,
-                                max_request_size=8 * BATCH_BYTES, linger_ms=0)
+    producer = AIOKafkaProducer(
+        bootstrap_servers=settings.kafka_bootstrap,
+        enable_idempotence=True,
+        max_batch_size=BATCH_BYTES,
+        max_request_size=8 * BATCH_BYTES,
+        linger_ms=0,
+    )
     await producer.start()
     pending: list[tuple[asyncio.Future, int, str]] = []
 
@@ -187,8 +212,12 @@ async def _import(settings: Settings, path: Path, topics: set[str] | None) -> Tr
             meta = await future
             if meta.offset != expected:
                 result.offset_mismatches += 1
-                log.warning("import: %s's batch from offset %d landed at %d (the topic was not empty?)",
-                            where, expected, meta.offset)
+                log.warning(
+                    "import: %s's batch from offset %d landed at %d (the topic was not empty?)",
+                    where,
+                    expected,
+                    meta.offset,
+                )
 
     reader = ArchiveReader(path)
     try:
@@ -198,19 +227,19 @@ async def _import(settings: Settings, path: Path, topics: set[str] | None) -> Tr
             topic, where = settings.topic(block.topic), f"{block.topic}[{block.partition}]"
             batch, first = producer.create_batch(), block.rows[0][0] if block.rows else 0
             for offset, timestamp, key, value, headers in block.rows:
-                record = dict(key=key, value=value, timestamp=timestamp if timestamp >= 0 else None,
-                              headers=list(headers))  # aiokafka's batch builder takes a list
+                record = dict(
+                    key=key, value=value, timestamp=timestamp if timestamp >= 0 else None, headers=list(headers)
+                )  # aiokafka's batch builder takes a list
                 if batch.append(**record) is None:  # full: it goes, the record opens the next
-                    pending.append((await producer.send_batch(batch, topic, partition=block.partition),
-                                    first, where))
+                    pending.append((await producer.send_batch(batch, topic, partition=block.partition), first, where))
                     batch, first = producer.create_batch(), offset
                     batch.append(**record)
             pending.append((await producer.send_batch(batch, topic, partition=block.partition), first, where))
             result.records[block.topic] = result.records.get(block.topic, 0) + len(block.rows)
-            where = (block.topic, block.partition)
-            result.partitions[where] = result.partitions.get(where, 0) + len(block.rows)
+            where = (block.topic, block.partition)  # type: ignore[assignment]
+            result.partitions[where] = result.partitions.get(where, 0) + len(block.rows)  # type: ignore[call-overload, index]
             if block.rows:
-                result.ends[where] = block.rows[-1][0] + 1
+                result.ends[where] = block.rows[-1][0] + 1  # type: ignore[index]
             await settle(PIPELINED_BATCHES)
         result.complete = reader.complete
     except ArchiveCorrupt as exc:
@@ -223,4 +252,3 @@ async def _import(settings: Settings, path: Path, topics: set[str] | None) -> Tr
     result.blocks, result.bytes = reader.blocks, reader.valid_bytes
     result.seconds = time.monotonic() - started
     return result
-

@@ -22,6 +22,7 @@ records that do not add up stop the reading with `ArchiveCorrupt`, which names t
 byte offset, the topic partition and offset it starts at; every block before it is intact and
 has been handed out (its "valid prefix"). Memory is one block at a time, whatever the length.
 """
+
 from __future__ import annotations
 
 import json
@@ -53,22 +54,35 @@ Row = tuple  # (offset, timestamp_ms, key, value, headers: list[tuple[str, bytes
 class ArchiveCorrupt(Exception):
     """Where an archive stops being readable: everything before `byte_offset` was valid."""
 
-    def __init__(self, reason: str, *, block: int, byte_offset: int, records_before: int,
-                 topic: str | None = None, partition: int | None = None,
-                 first_offset: int | None = None) -> None:
+    def __init__(
+        self,
+        reason: str,
+        *,
+        block: int,
+        byte_offset: int,
+        records_before: int,
+        topic: str | None = None,
+        partition: int | None = None,
+        first_offset: int | None = None,
+    ) -> None:
         self.reason, self.block, self.byte_offset = reason, block, byte_offset
         self.records_before, self.topic, self.partition = records_before, topic, partition
         self.first_offset = first_offset
         where = f"block {block} at byte {byte_offset}"
         if topic is not None:
             where += f" ({topic} partition {partition} from offset {first_offset})"
-        super().__init__(f"archive corrupt at {where}: {reason}; "
-                         f"the {records_before} records before it are intact")
+        super().__init__(f"archive corrupt at {where}: {reason}; the {records_before} records before it are intact")
 
     def as_dict(self) -> dict:
-        return {"reason": self.reason, "block": self.block, "byte_offset": self.byte_offset,
-                "records_before": self.records_before, "topic": self.topic,
-                "partition": self.partition, "first_offset": self.first_offset}
+        return {
+            "reason": self.reason,
+            "block": self.block,
+            "byte_offset": self.byte_offset,
+            "records_before": self.records_before,
+            "topic": self.topic,
+            "partition": self.partition,
+            "first_offset": self.first_offset,
+        }
 
 
 @dataclass
@@ -90,8 +104,9 @@ def encode_rows(rows: list[Row]) -> tuple[bytes, int]:
 def decode_rows(raw: bytes, count: int) -> list[Row]:
     rows = msgpack.unpackb(raw, use_list=False)
     if not isinstance(rows, tuple) or len(rows) != count:
-        raise ValueError(f"the block holds {len(rows) if isinstance(rows, tuple) else 'no'} records, "
-                         f"its header says {count}")
+        raise ValueError(
+            f"the block holds {len(rows) if isinstance(rows, tuple) else 'no'} records, its header says {count}"
+        )
     return list(rows)
 
 
@@ -106,12 +121,10 @@ class ArchiveWriter:
         self.records = 0
         self.blocks = 0
 
-    def _block(self, kind: int, topic: str, partition: int, first_offset: int, count: int,
-               raw: bytes) -> None:
+    def _block(self, kind: int, topic: str, partition: int, first_offset: int, count: int, raw: bytes) -> None:
         packed = self.compressor.compress(raw)
         name = topic.encode()
-        head = _BLOCK.pack(BLOCK_MAGIC, kind, len(name), partition, first_offset, count, len(raw),
-                           len(packed))
+        head = _BLOCK.pack(BLOCK_MAGIC, kind, len(name), partition, first_offset, count, len(raw), len(packed))
         crc = zlib.crc32(packed, zlib.crc32(name, zlib.crc32(head)))
         self.out.write(b"".join((head, name, packed, _CRC.pack(crc))))
         self.blocks += 1
@@ -129,7 +142,7 @@ class ArchiveWriter:
         written = 0
         for batch in batches:
             for start in range(0, len(batch), BLOCK_RECORDS):
-                self.write_rows(topic, partition, batch[start:start + BLOCK_RECORDS])
+                self.write_rows(topic, partition, batch[start : start + BLOCK_RECORDS])
             written += len(batch)
         return written
 
@@ -156,11 +169,16 @@ class ArchiveReader:
         with self.path.open("rb") as source:
             header = source.read(len(FILE_HEADER))
             if len(header) < len(FILE_HEADER) or not header.startswith(FILE_MAGIC):
-                raise ArchiveCorrupt("not a Stratos-ES log archive (bad file header)", block=0,
-                                     byte_offset=0, records_before=0)
+                raise ArchiveCorrupt(
+                    "not a Stratos-ES log archive (bad file header)", block=0, byte_offset=0, records_before=0
+                )
             if header[len(FILE_MAGIC)] != FORMAT_VERSION:
-                raise ArchiveCorrupt(f"format version {header[len(FILE_MAGIC)]}, this reader knows "
-                                     f"{FORMAT_VERSION}", block=0, byte_offset=0, records_before=0)
+                raise ArchiveCorrupt(
+                    f"format version {header[len(FILE_MAGIC)]}, this reader knows {FORMAT_VERSION}",
+                    block=0,
+                    byte_offset=0,
+                    records_before=0,
+                )
             position = self.valid_bytes = len(FILE_HEADER)
             index = 0
             while True:
@@ -169,9 +187,11 @@ class ArchiveReader:
                     return
                 index += 1
 
-                def corrupt(reason: str, **where) -> ArchiveCorrupt:
-                    return ArchiveCorrupt(reason, block=index, byte_offset=position,
-                                          records_before=self.records, **where)
+                # this block's number and offset, bound now (both change only after its last check)
+                def corrupt(reason: str, *, _index: int = index, _position: int = position, **where) -> ArchiveCorrupt:
+                    return ArchiveCorrupt(
+                        reason, block=_index, byte_offset=_position, records_before=self.records, **where
+                    )
 
                 if len(head) < _BLOCK.size:
                     raise corrupt(f"truncated: {len(head)} of the block header's {_BLOCK.size} bytes")
@@ -184,8 +204,11 @@ class ArchiveReader:
                 packed = source.read(packed_len)
                 crc = source.read(_CRC.size)
                 if len(name) < name_len or len(packed) < packed_len or len(crc) < _CRC.size:
-                    raise corrupt(f"truncated: the block needs {_BLOCK.size + name_len + packed_len + 4} "
-                                  f"bytes, the file ends before", **where)
+                    raise corrupt(
+                        f"truncated: the block needs {_BLOCK.size + name_len + packed_len + 4} "
+                        f"bytes, the file ends before",
+                        **where,
+                    )
                 if zlib.crc32(packed, zlib.crc32(name, zlib.crc32(head))) != _CRC.unpack(crc)[0]:
                     raise corrupt("checksum mismatch", **where)
                 try:

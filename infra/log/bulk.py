@@ -3,9 +3,11 @@
 kafka-python reads tens of thousands of records per second here, aiokafka several hundred
 thousand; the sync callers (node recovery, replay tools) iterate batches through a queue.
 """
+
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import queue
 import threading
 from collections.abc import Iterator
@@ -20,11 +22,18 @@ BULK_FETCH_WAIT_MS = 20
 partition's tail waits its whole wait when nothing more comes."""
 
 
-async def _produce_batches(settings: Settings, topic: str, partition: int, start: int,
-                           out: queue.Queue, stop: threading.Event, row=None) -> None:
-    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, group_id=None,
-                                enable_auto_commit=False, auto_offset_reset="earliest", fetch_max_bytes=64 << 20,
-                                max_partition_fetch_bytes=32 << 20, fetch_max_wait_ms=BULK_FETCH_WAIT_MS)
+async def _produce_batches(
+    settings: Settings, topic: str, partition: int, start: int, out: queue.Queue, stop: threading.Event, row=None
+) -> None:
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=settings.kafka_bootstrap,
+        group_id=None,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        fetch_max_bytes=64 << 20,
+        max_partition_fetch_bytes=32 << 20,
+        fetch_max_wait_ms=BULK_FETCH_WAIT_MS,
+    )
     await consumer.start()
     try:
         tp = TopicPartition(topic, partition)
@@ -39,22 +48,21 @@ async def _produce_batches(settings: Settings, topic: str, partition: int, start
             batch = await consumer.getmany(tp, timeout_ms=500, max_records=20_000)
             records = batch.get(tp, [])
             if records:
-                out.put([(r.offset, r.key, r.value) for r in records] if row is None
-                        else [row(r) for r in records])
+                out.put([(r.offset, r.key, r.value) for r in records] if row is None else [row(r) for r in records])
     finally:
         await consumer.stop()
 
 
-def iter_partition(settings: Settings, topic_kind: str, partition: int, start: int = 0
-                   ) -> Iterator[tuple[int, bytes | None, bytes]]:
+def iter_partition(
+    settings: Settings, topic_kind: str, partition: int, start: int = 0
+) -> Iterator[tuple[int, bytes | None, bytes]]:
     """(offset, key, value) of one partition from `start` (or from its beginning, if retention
     deleted the records before `start`) to its end as it is now."""
     for batch in iter_batches(settings, topic_kind, partition, start):
         yield from batch
 
 
-def iter_batches(settings: Settings, topic_kind: str, partition: int, start: int = 0, row=None
-                 ) -> Iterator[list]:
+def iter_batches(settings: Settings, topic_kind: str, partition: int, start: int = 0, row=None) -> Iterator[list]:
     """`iter_partition` a fetch at a time (a list each, at most 32 MB), each record as
     `row(record)` of the aiokafka ConsumerRecord if given (the archive keeps timestamps and
     headers): no per-record hand-over between the threads."""
@@ -78,10 +86,8 @@ def iter_batches(settings: Settings, topic_kind: str, partition: int, start: int
     finally:
         stop.set()
         while reader.is_alive():
-            try:
+            with contextlib.suppress(queue.Empty):
                 out.get(timeout=0.1)
-            except queue.Empty:
-                pass
         reader.join()
     if failure:
         raise failure[0]

@@ -1,5 +1,6 @@
 """`stratos log export/import`, `stratos deadletter list/replay`, `stratos schemas export /
 asyncapi / check / baseline`: the archive and the client contract."""
+
 from __future__ import annotations
 
 import json
@@ -11,10 +12,13 @@ from rich.table import Table
 
 from infra.cli.common import console, require_bootstrap
 
-log_app = typer.Typer(help="Archive the log: export every topic that carries history, import it "
-                           "into a fresh broker.", no_args_is_help=True)
-deadletter_app = typer.Typer(help="Records the platform refused: list them, re-send corrected ones.",
-                             no_args_is_help=True)
+log_app = typer.Typer(
+    help="Archive the log: export every topic that carries history, import it into a fresh broker.",
+    no_args_is_help=True,
+)
+deadletter_app = typer.Typer(
+    help="Records the platform refused: list them, re-send corrected ones.", no_args_is_help=True
+)
 schemas_app = typer.Typer(help="JSON Schemas of every topic record.")
 BASELINE = Path(__file__).resolve().parents[2] / "docs" / "schemas"
 """The published schemas (the compatibility baseline), checked in."""
@@ -65,11 +69,13 @@ def _topics(text: str | None):
 
 # --- log export / import ----------------------------------------------------------------------
 
+
 @log_app.command("export")
-def log_export(file: Path = typer.Argument(..., help="archive to write (replaced if it exists)"),
-               topics: str = typer.Option(None, help="comma-separated topics (default: "
-                                                     "every topic but topology)"),
-               as_json: bool = typer.Option(False, "--json")) -> None:
+def log_export(
+    file: Path = typer.Argument(..., help="archive to write (replaced if it exists)"),
+    topics: str = typer.Option(None, help="comma-separated topics (default: every topic but topology)"),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
     """Write every record of the topics that carry history to a compressed, checksummed archive."""
     from infra.log.archive import HISTORY_TOPICS, export_log
 
@@ -81,17 +87,25 @@ def log_export(file: Path = typer.Argument(..., help="archive to write (replaced
         print(json.dumps({"file": str(file), **result.as_dict()}))
         return
     counts = ", ".join(f"{t} {n:,}" for t, n in result.records.items())
-    console.print(f"exported {result.total:,} records ({counts}) to {file}: {result.bytes:,} bytes, "
-                  f"{result.blocks} blocks, {result.seconds:.1f}s")
+    console.print(
+        f"exported {result.total:,} records ({counts}) to {file}: {result.bytes:,} bytes, "
+        f"{result.blocks} blocks, {result.seconds:.1f}s"
+    )
 
 
 @log_app.command("import")
-def log_import(file: Path = typer.Argument(..., exists=True, dir_okay=False, help="an archive written by export"),
-               topics: str = typer.Option(None, help="only these topics of the archive (comma-separated)"),
-               reread: bool = typer.Option(False, "--reread", help="leave the platform's consumer groups "
-                                           "without offsets: a platform started on the copy handles every "
-                                           "imported record again"),
-               as_json: bool = typer.Option(False, "--json")) -> None:
+def log_import(
+    file: Path = typer.Argument(..., exists=True, dir_okay=False, help="an archive written by export"),
+    topics: str = typer.Option(None, help="only these topics of the archive (comma-separated)"),
+    reread: bool = typer.Option(
+        False,
+        "--reread",
+        help="leave the platform's consumer groups "
+        "without offsets: a platform started on the copy handles every "
+        "imported record again",
+    ),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
     """Write an archive back into empty topics (a fresh broker or STRATOS_TOPIC_PREFIX), each record
     at its original offset, and mark it handled for the platform's consumer groups. A corrupt or
     truncated archive imports its intact prefix, says where it stops, and exits 1."""
@@ -110,12 +124,15 @@ def log_import(file: Path = typer.Argument(..., exists=True, dir_okay=False, hel
         print(json.dumps({"file": str(file), **result.as_dict()}))
     else:
         counts = ", ".join(f"{t} {n:,}" for t, n in result.records.items()) or "nothing"
-        console.print(f"imported {result.total:,} records ({counts}) in {result.seconds:.1f}s"
-                      + (f"; consumer groups {', '.join(result.groups_marked)} start after them"
-                         if result.groups_marked else ""))
+        console.print(
+            f"imported {result.total:,} records ({counts}) in {result.seconds:.1f}s"
+            + (f"; consumer groups {', '.join(result.groups_marked)} start after them" if result.groups_marked else "")
+        )
         if result.offset_mismatches:
-            console.print(f"[yellow]warning:[/] {result.offset_mismatches} batches landed at other offsets "
-                          f"than archived (snapshots name events offsets)")
+            console.print(
+                f"[yellow]warning:[/] {result.offset_mismatches} batches landed at other offsets "
+                f"than archived (snapshots name events offsets)"
+            )
         if result.corrupt:
             console.print(f"[red]error:[/] {result.corrupt}")
         elif not result.complete:
@@ -126,10 +143,13 @@ def log_import(file: Path = typer.Argument(..., exists=True, dir_okay=False, hel
 
 # --- dead letters -----------------------------------------------------------------------------
 
+
 @deadletter_app.command("list")
-def deadletter_list(since: str = typer.Option(None, help="only newer ones: 10m, 2h, 1d or an ISO 8601 time"),
-                    topic: str = typer.Option(None, help="only those refused from this topic (e.g. commands)"),
-                    as_json: bool = typer.Option(False, "--json")) -> None:
+def deadletter_list(
+    since: str = typer.Option(None, help="only newer ones: 10m, 2h, 1d or an ISO 8601 time"),
+    topic: str = typer.Option(None, help="only those refused from this topic (e.g. commands)"),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
     """Dead letters with their id (PARTITION:OFFSET), time, source, reason, Connect headers and
     the original record."""
     from infra.log.deadletters import DeadLetterError, list_letters, parse_since
@@ -148,18 +168,26 @@ def deadletter_list(since: str = typer.Option(None, help="only newer ones: 10m, 
     for letter in letters:
         item = letter.as_dict()
         original = item["original"] if len(item["original"]) <= 120 else item["original"][:117] + "..."
-        table.add_row(item["id"], f"{letter.record.occurred_at:%Y-%m-%d %H:%M:%S}",
-                      f"{item['source_topic']}[{item['source_partition']}]@{item['source_offset']}",
-                      item["reason"], (item["exception_class"] or "").rsplit(".", 1)[-1], original)
+        table.add_row(
+            item["id"],
+            f"{letter.record.occurred_at:%Y-%m-%d %H:%M:%S}",
+            f"{item['source_topic']}[{item['source_partition']}]@{item['source_offset']}",
+            item["reason"],
+            (item["exception_class"] or "").rsplit(".", 1)[-1],
+            original,
+        )
     console.print(table)
     console.print(f"{len(letters)} dead letters")
 
 
 @deadletter_app.command("replay")
-def deadletter_replay(letter_id: str = typer.Argument(..., metavar="ID", help="PARTITION:OFFSET from `deadletter list`"),
-                      value: str = typer.Option(None, help="the corrected record: a JSON file, or - for stdin "
-                                                           "(default: the original, as it was)"),
-                      as_json: bool = typer.Option(False, "--json")) -> None:
+def deadletter_replay(
+    letter_id: str = typer.Argument(..., metavar="ID", help="PARTITION:OFFSET from `deadletter list`"),
+    value: str = typer.Option(
+        None, help="the corrected record: a JSON file, or - for stdin (default: the original, as it was)"
+    ),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
     """Re-send a dead letter's record (or a corrected one, validated first) to its source topic."""
     from infra.log.deadletters import DeadLetterError, replay
 
@@ -179,13 +207,17 @@ def deadletter_replay(letter_id: str = typer.Argument(..., metavar="ID", help="P
     except _broker_errors() as exc:
         _fail(f"replay of {letter_id}: {exc}", 1)
     if as_json:
-        print(json.dumps({"id": letter_id, "topic": topic, "partition": partition, "offset": offset,
-                          "record_id": record_id}))
+        print(
+            json.dumps(
+                {"id": letter_id, "topic": topic, "partition": partition, "offset": offset, "record_id": record_id}
+            )
+        )
     else:
         console.print(f"re-sent dead letter {letter_id} as record {record_id} to {topic}[{partition}]@{offset}")
 
 
 # --- schemas ----------------------------------------------------------------------------------
+
 
 def schemas_export(directory: Path) -> None:
     """Write one JSON Schema per topic record type into DIRECTORY."""
@@ -201,16 +233,19 @@ def schemas_asyncapi(file: Path = typer.Argument(..., help="where to write the A
     from schemas.asyncapi import asyncapi_document
 
     settings = get_settings()
-    document = asyncapi_document(settings.topic_prefix, settings.partitions,
-                                 bootstrap=settings.kafka_bootstrap or "127.0.0.1:9092")
+    document = asyncapi_document(
+        settings.topic_prefix, settings.partitions, bootstrap=settings.kafka_bootstrap or "127.0.0.1:9092"
+    )
     file.parent.mkdir(parents=True, exist_ok=True)
     file.write_text(json.dumps(document, indent=2) + "\n")
-    console.print(f"wrote {file}: {len(document['channels'])} channels, "
-                  f"{len(document['components']['messages'])} messages")
+    console.print(
+        f"wrote {file}: {len(document['channels'])} channels, {len(document['components']['messages'])} messages"
+    )
 
 
-def schemas_check(baseline: Path = typer.Option(BASELINE, help="the published schemas"),
-                  as_json: bool = typer.Option(False, "--json")) -> None:
+def schemas_check(
+    baseline: Path = typer.Option(BASELINE, help="the published schemas"), as_json: bool = typer.Option(False, "--json")
+) -> None:
     """Compare the models with the published schemas under Confluent's compatibility rules
     (BACKWARD for topics clients write, FULL for the rest); exit 1 on a break."""
     from schemas.compat import check_all
@@ -225,8 +260,11 @@ def schemas_check(baseline: Path = typer.Option(BASELINE, help="the published sc
     else:
         for problem in problems:
             console.print(f"[red]break:[/] {problem}")
-        console.print("compatible with the published schemas" if not problems else
-                      f"{len(problems)} breaking changes against {baseline}")
+        console.print(
+            "compatible with the published schemas"
+            if not problems
+            else f"{len(problems)} breaking changes against {baseline}"
+        )
     if problems:
         raise typer.Exit(1)
 

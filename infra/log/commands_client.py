@@ -1,4 +1,5 @@
 """Send commands and wait for their replies: the path REST, CLI and tests write through."""
+
 from __future__ import annotations
 
 import asyncio
@@ -38,7 +39,7 @@ async def settled(future):
 def waker(event: asyncio.Event) -> Wake:
     """Sets `event` on its own loop from any thread."""
     loop = asyncio.get_running_loop()
-    return lambda: loop.call_soon_threadsafe(event.set)
+    return lambda: loop.call_soon_threadsafe(event.set)  # type: ignore[return-value]
 
 
 class CommandClient:
@@ -84,19 +85,24 @@ class CommandClient:
         if wake is not None:
             wake()
 
-    def send(self, aggregate_id: str, command: BaseModel, tenant: str = SUPER_TENANT,
-             correlation_id: str | None = None) -> str:
-        record = envelope(CommandRecord, self.box.seal_model(command), aggregate_id, tenant=tenant,
-                          correlation_id=correlation_id, record_id=new_id())
+    def send(
+        self, aggregate_id: str, command: BaseModel, tenant: str = SUPER_TENANT, correlation_id: str | None = None
+    ) -> str:
+        record = envelope(
+            CommandRecord,
+            self.box.seal_model(command),
+            aggregate_id,
+            tenant=tenant,
+            correlation_id=correlation_id,
+            record_id=new_id(),
+        )
         self.appender.append("commands", aggregate_id, record)
         return record.id
 
     async def send_async(self, aggregate_id: str, command: BaseModel, tenant: str = SUPER_TENANT) -> str:
         """`send` for the API's event loop: awaits the broker's ack without holding a thread."""
-        record = envelope(CommandRecord, self.box.seal_model(command), aggregate_id, tenant=tenant,
-                          record_id=new_id())
-        await asyncio.wait_for(settled(self.appender.send("commands", aggregate_id, record)),
-                               APPEND_TIMEOUT_SECONDS)
+        record = envelope(CommandRecord, self.box.seal_model(command), aggregate_id, tenant=tenant, record_id=new_id())
+        await asyncio.wait_for(settled(self.appender.send("commands", aggregate_id, record)), APPEND_TIMEOUT_SECONDS)
         return record.id
 
     def _reply_or_waiting(self, command_id: str, wake: Wake) -> BaseModel | None:
@@ -133,8 +139,9 @@ class CommandClient:
             reply = self._stop_waiting(command_id, wake)
         return reply
 
-    def call(self, aggregate_id: str, command: BaseModel, tenant: str = SUPER_TENANT,
-             timeout: float = 20.0) -> BaseModel | None:
+    def call(
+        self, aggregate_id: str, command: BaseModel, tenant: str = SUPER_TENANT, timeout: float = 20.0
+    ) -> BaseModel | None:
         return self.wait(self.send(aggregate_id, command, tenant), timeout)
 
     def close(self) -> None:

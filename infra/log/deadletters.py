@@ -4,18 +4,26 @@ A dead letter's ID is `PARTITION:OFFSET` of its record on `<prefix>deadletter`: 
 and printed by `deadletter list`. Replaying re-sends the original record (or a corrected one)
 to the topic it came from, validated first as that topic's record type.
 """
+
 from __future__ import annotations
 
 import re
 import time
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 from kafka import TopicPartition
 from pydantic import ValidationError
 
-from infra.log.kafka import (CONNECT_ERRORS, Appender, assigned_consumer, decode, read_to_end,
-                             rejection_reason, topic_kind_of)
+from infra.log.kafka import (
+    CONNECT_ERRORS,
+    Appender,
+    assigned_consumer,
+    decode,
+    read_to_end,
+    rejection_reason,
+    topic_kind_of,
+)
 from infra.settings import Settings
 from schemas.records import TOPIC_RECORDS, DeadLetterRecord
 
@@ -43,24 +51,32 @@ class Letter:
 
     def as_dict(self) -> dict:
         letter = self.record.payload
-        return {"id": self.id, "occurred_at": self.record.occurred_at.isoformat(),
-                "source_topic": letter.source_topic, "source_partition": letter.source_partition,
-                "source_offset": letter.source_offset, "reason": letter.reason,
-                "exception_class": self.headers.get(CONNECT_ERRORS + "exception.class.name"),
-                "headers": self.headers, "original_key": letter.original_key, "original": letter.original}
+        return {
+            "id": self.id,
+            "occurred_at": self.record.occurred_at.isoformat(),
+            "source_topic": letter.source_topic,
+            "source_partition": letter.source_partition,
+            "source_offset": letter.source_offset,
+            "reason": letter.reason,
+            "exception_class": self.headers.get(CONNECT_ERRORS + "exception.class.name"),
+            "headers": self.headers,
+            "original_key": letter.original_key,
+            "original": letter.original,
+        }
 
 
 def parse_since(text: str, now: datetime | None = None) -> datetime:
     """`10m`, `2h`, `30s`, `1d`, or an ISO 8601 time (`2026-12-01T09:30:00Z`)."""
-    now = now or datetime.now(timezone.utc)
+    now = now or datetime.now(UTC)
     if match := _DURATION.match(text.strip()):
         return now - timedelta(seconds=float(match[1]) * _UNITS[match[2]])
     try:
         moment = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
     except ValueError:
-        raise DeadLetterError(f"--since {text!r}: neither a duration (10m, 2h, 30s, 1d) nor an ISO 8601 "
-                              f"time (2026-12-01T09:30:00Z)") from None
-    return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
+        raise DeadLetterError(
+            f"--since {text!r}: neither a duration (10m, 2h, 30s, 1d) nor an ISO 8601 time (2026-12-01T09:30:00Z)"
+        ) from None
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 def _letter(raw) -> Letter | None:
@@ -92,8 +108,10 @@ def list_letters(settings: Settings, since: datetime | None = None, topic: str |
 def find_letter(settings: Settings, letter_id: str, timeout: float = 10.0) -> Letter:
     match = re.fullmatch(r"(\d+):(\d+)", letter_id.strip())
     if not match:
-        raise DeadLetterError(f"dead letter id {letter_id!r}: expected PARTITION:OFFSET as printed by "
-                              f"`stratos deadletter list` (e.g. 2:17)")
+        raise DeadLetterError(
+            f"dead letter id {letter_id!r}: expected PARTITION:OFFSET as printed by "
+            f"`stratos deadletter list` (e.g. 2:17)"
+        )
     partition, offset = int(match[1]), int(match[2])
     consumer = assigned_consumer(settings, "deadletter", from_beginning=True)
     try:
@@ -112,8 +130,9 @@ def find_letter(settings: Settings, letter_id: str, timeout: float = 10.0) -> Le
                     return letter
                 if raw.offset > offset:
                     break
-        raise DeadLetterError(f"dead letter {letter_id}: no record at offset {offset} of {tp.topic} "
-                              f"partition {partition}", 1)
+        raise DeadLetterError(
+            f"dead letter {letter_id}: no record at offset {offset} of {tp.topic} partition {partition}", 1
+        )
     finally:
         consumer.close()
 
@@ -125,24 +144,35 @@ def replay(settings: Settings, letter_id: str, value: bytes | None = None) -> tu
     source = letter.record.payload.source_topic
     kind = topic_kind_of(settings, source)
     if kind not in TOPIC_RECORDS or not source.startswith(settings.topic_prefix):
-        raise DeadLetterError(f"dead letter {letter_id} came from {source}, not a topic of this platform "
-                              f"(prefix {settings.topic_prefix!r})")
+        raise DeadLetterError(
+            f"dead letter {letter_id} came from {source}, not a topic of this platform "
+            f"(prefix {settings.topic_prefix!r})"
+        )
     if kind not in REPLAYABLE:
-        raise DeadLetterError(f"dead letter {letter_id} came from {source}: its records are written by the "
-                              f"platform only; replay goes to {', '.join(REPLAYABLE)}")
+        raise DeadLetterError(
+            f"dead letter {letter_id} came from {source}: its records are written by the "
+            f"platform only; replay goes to {', '.join(REPLAYABLE)}"
+        )
     raw = value if value is not None else letter.record.payload.original.encode()
     try:
         record = decode(kind, raw)
     except ValidationError as exc:
-        raise DeadLetterError(f"the {'corrected' if value is not None else 'original'} record is not a valid "
-                              f"{TOPIC_RECORDS[kind].__name__}: {rejection_reason(exc)}") from None
+        raise DeadLetterError(
+            f"the {'corrected' if value is not None else 'original'} record is not a valid "
+            f"{TOPIC_RECORDS[kind].__name__}: {rejection_reason(exc)}"
+        ) from None
     except ValueError as exc:
-        raise DeadLetterError(f"the {'corrected' if value is not None else 'original'} record is not JSON: "
-                              f"{exc}") from None
+        raise DeadLetterError(
+            f"the {'corrected' if value is not None else 'original'} record is not JSON: {exc}"
+        ) from None
     appender = Appender(settings, source="deadletter-replay")
     try:
-        meta = appender.send(kind, record.aggregate_id, record, headers=[
-            (REPLAYED_FROM, f"{settings.topic('deadletter')}:{letter.id}".encode())]).get(timeout=30)
+        meta = appender.send(
+            kind,
+            record.aggregate_id,
+            record,
+            headers=[(REPLAYED_FROM, f"{settings.topic('deadletter')}:{letter.id}".encode())],
+        ).get(timeout=30)
     finally:
         appender.close()
     return meta.topic, meta.partition, meta.offset, record.id

@@ -6,6 +6,7 @@ before that offset, then the claims after it: see `infra.log.recovery.fence_befo
 Two decodes, one rule: `decode_log` validates a record in full (pydantic); `decode_head` reads
 its envelope as strictly, with msgspec, and leaves the payload to `LogHead.record()`.
 """
+
 from __future__ import annotations
 
 import logging
@@ -57,9 +58,15 @@ def _entry_head() -> type[msgspec.Struct]:
     claim = Commit.model_fields["claim"]
     if claim.annotation not in _PLAIN or claim.metadata:
         raise TypeError(f"Commit.claim: {claim.annotation} cannot be read by the fast path")
-    return msgspec.defstruct("EntryHead", [("type", Literal[entry_types]),  # type: ignore[valid-type]
-                                           ("claim", claim.annotation, claim.default)],
-                             kw_only=True, frozen=True)
+    return msgspec.defstruct(
+        "EntryHead",
+        [
+            ("type", Literal[entry_types]),
+            ("claim", claim.annotation, claim.default),
+        ],
+        kw_only=True,
+        frozen=True,
+    )
 
 
 EntryHead = _entry_head()
@@ -70,8 +77,12 @@ def _envelope_head(model: type[LogRecord]) -> type[msgspec.Struct]:
     if model.model_config.get("extra") != "forbid":
         raise TypeError(f"{model.__name__}: the fast path mirrors extra='forbid' only")
     decorators = model.__pydantic_decorators__
-    if set(decorators.model_validators) != {"_type_matches_payload"} or decorators.field_validators \
-            or decorators.validators or decorators.root_validators:
+    if (
+        set(decorators.model_validators) != {"_type_matches_payload"}
+        or decorators.field_validators
+        or decorators.validators
+        or decorators.root_validators
+    ):
         raise TypeError(f"{model.__name__}: a validator the fast path does not mirror")
     fields = []
     for name, info in model.model_fields.items():
@@ -89,16 +100,15 @@ def _envelope_head(model: type[LogRecord]) -> type[msgspec.Struct]:
                 raise TypeError(f"{model.__name__}.{name}: constraint {item!r} cannot be read by the fast path")
             constraints[_CONSTRAINTS[type(item)]] = getattr(item, _CONSTRAINTS[type(item)])
         if info.annotation is int:  # longer integers: pydantic decides (it refuses > 4,300 digits)
-            constraints = {"ge": -2**63, "le": 2**63 - 1} | constraints
+            constraints = {"ge": -(2**63), "le": 2**63 - 1} | constraints
         if constraints:
             annotation = Annotated[annotation, msgspec.Meta(**constraints)]
         fields.append((name, annotation, msgspec.NODEFAULT if info.is_required() else info.default))
-    return msgspec.defstruct(f"{model.__name__}Head", fields, kw_only=True, frozen=True,
-                             forbid_unknown_fields=True)
+    return msgspec.defstruct(f"{model.__name__}Head", fields, kw_only=True, frozen=True, forbid_unknown_fields=True)
 
 
 EnvelopeHead = _envelope_head(LogRecord)
-_time = TypeAdapter(LogRecord.model_fields["occurred_at"].annotation).validator.validate_python
+_time = TypeAdapter(LogRecord.model_fields["occurred_at"].annotation).validator.validate_python  # type: ignore[arg-type, maybe-unrecognized-str-typeform]
 """pydantic-core's datetime parser, as the envelope's field uses it (msgspec's rounds digits past
 the microsecond where pydantic truncates them)."""
 _decode_head = msgspec.json.Decoder(EnvelopeHead).decode
@@ -111,8 +121,7 @@ class LogHead:
 
     __slots__ = ("envelope", "occurred_at", "_value", "_record")
 
-    def __init__(self, envelope, occurred_at: datetime, value: bytes | None,
-                 record: LogRecord | None = None) -> None:
+    def __init__(self, envelope, occurred_at: datetime, value: bytes | None, record: LogRecord | None = None) -> None:
         self.envelope, self.occurred_at, self._value, self._record = envelope, occurred_at, value, record
 
     def record(self) -> LogRecord:
@@ -130,8 +139,8 @@ def decode_head(value: bytes | None) -> LogHead:
             if not value.isascii():
                 value.decode()  # UnicodeDecodeError: msgspec skips the payload's strings unchecked
             head = _decode_head(value)
-            if head.type == head.payload.type:  # else: pydantic's error for the mismatch
-                return LogHead(head, _time(head.occurred_at), value)
+            if head.type == head.payload.type:  # type: ignore[attr-defined]  # else: pydantic's error for the mismatch
+                return LogHead(head, _time(head.occurred_at), value)  # type: ignore[attr-defined]
         except (msgspec.ValidationError, msgspec.DecodeError, ValueError):
             pass
     return head_of(decode_log(value))
@@ -140,17 +149,21 @@ def decode_head(value: bytes | None) -> LogHead:
 def head_of(record: LogRecord) -> LogHead:
     """The head of a record decoded in full (what the fast path gives for the same bytes)."""
     entry = record.payload
-    envelope = EnvelopeHead(**{name: getattr(record, name) for name in EnvelopeHead.__struct_fields__
-                               if name not in ("occurred_at", "payload")},
-                            occurred_at=record.occurred_at.isoformat(),
-                            payload=EntryHead(type=entry.type, claim=getattr(entry, "claim", None)))
+    envelope = EnvelopeHead(
+        **{
+            name: getattr(record, name)
+            for name in EnvelopeHead.__struct_fields__
+            if name not in ("occurred_at", "payload")
+        },
+        occurred_at=record.occurred_at.isoformat(),
+        payload=EntryHead(type=entry.type, claim=getattr(entry, "claim", None)),
+    )
     return LogHead(envelope, record.occurred_at, None, record)
 
 
 def _from_start(partition: int, offset: int) -> Fence:
     if offset != 0:
-        raise ValueError(f"events partition {partition}: a reader without fence_at must start at 0, "
-                         f"not {offset}")
+        raise ValueError(f"events partition {partition}: a reader without fence_at must start at 0, not {offset}")
     return Fence()
 
 
@@ -196,8 +209,9 @@ class History:
             self.fences.pop(partition, None)
 
 
-def read_history(settings, partitions=None, where: Callable[[LogHead], bool] | None = None
-                 ) -> Iterator[tuple[int, int, LogRecord]]:
+def read_history(
+    settings, partitions=None, where: Callable[[LogHead], bool] | None = None
+) -> Iterator[tuple[int, int, LogRecord]]:
     """Every commit that is history, (partition, offset, commit), from the beginning of the
     events topic to its current end; invalid records are logged and skipped (the reactor
     dead-letters them). With `where`, only the commits whose head it accepts, and only those
@@ -211,8 +225,7 @@ def read_history(settings, partitions=None, where: Callable[[LogHead], bool] | N
                 head = history.head(raw.partition, raw.offset, raw.value)
                 commit = head.record() if head is not None and where(head) else None
         except ValueError as exc:
-            log.warning("skipping invalid event record %d@%d: %s", raw.partition, raw.offset,
-                        rejection_reason(exc))
+            log.warning("skipping invalid event record %d@%d: %s", raw.partition, raw.offset, rejection_reason(exc))
             continue
         if commit is not None:
             yield raw.partition, raw.offset, commit
@@ -232,8 +245,7 @@ def history_events(history: History, raws, dead_letters: DeadLetters) -> Iterato
             decode_key(raw.key)
             events = history.events(raw.partition, raw.offset, raw.value)
         except ValueError as exc:
-            dead_letters.send(raw.topic, raw.partition, raw.offset, raw.key, raw.value,
-                              rejection_reason(exc), exc)
+            dead_letters.send(raw.topic, raw.partition, raw.offset, raw.key, raw.value, rejection_reason(exc), exc)
             continue
         for event in events:
             yield event, raw

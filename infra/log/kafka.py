@@ -3,8 +3,10 @@
 Every record is a pydantic envelope serialised as JSON. A record that does not validate goes
 to `<prefix>deadletter` with the reason and the original bytes; the reader carries on.
 """
+
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import logging
@@ -12,7 +14,8 @@ import os
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
+from typing import Literal, overload
 
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.admin import NewTopic
@@ -23,7 +26,22 @@ from infra.auth.signing import Sender, Signer, Verifier
 from infra.settings import Settings
 from schemas.base import without_clear_secrets
 from schemas.envelope import SUPER_TENANT, Envelope
-from schemas.records import TOPIC_RECORDS, DeadLetter, DeadLetterRecord
+from schemas.records import (  # type: ignore[attr-defined]
+    TOPIC_RECORDS,
+    CommandRecord,
+    DeadLetter,
+    DeadLetterRecord,
+    HealthRecord,
+    HeartbeatRecord,
+    InstanceStatusRecord,
+    LogBatchRecord,
+    LogRecord,
+    NotifierRecord,
+    ReplyRecord,
+    SnapshotRecord,
+    TopologyRecord,
+    UsageRecord,
+)
 
 log = logging.getLogger(__name__)
 PLATFORM_SIGNER = object()
@@ -52,7 +70,7 @@ new_id = _Ids()
 
 
 def utcnow() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 HISTORY_TOPICS = ("events",)
@@ -73,14 +91,19 @@ def ensure_topics(settings: Settings, names: Iterable[str] = TOPIC_RECORDS) -> l
         existing = set(admin.list_topics())
         missing = [t for t in wanted if t not in existing]
         if missing:
-            try:
-                admin.create_topics([
-                    NewTopic(t, settings.partitions, settings.replication_factor,
-                             topic_configs=topic_config(topic_kind_of(settings, t), settings))
-                    for t in missing
-                ])
-            except TopicAlreadyExistsError:
-                pass  # created by a concurrent caller: that is the state we want
+            # TopicAlreadyExistsError: created by a concurrent caller, that is the state we want
+            with contextlib.suppress(TopicAlreadyExistsError):
+                admin.create_topics(
+                    [
+                        NewTopic(
+                            t,
+                            settings.partitions,
+                            settings.replication_factor,
+                            topic_configs=topic_config(topic_kind_of(settings, t), settings),
+                        )
+                        for t in missing
+                    ]
+                )
         _wait_for_metadata(settings, wanted)
         return missing
     finally:
@@ -93,15 +116,20 @@ def topic_config(kind: str, settings: Settings) -> dict[str, str]:
     config = {"min.insync.replicas": str(min(min_isr, settings.replication_factor))}
     transient = str(int(settings.transient_retention_hours * 3_600_000))
     if kind in HISTORY_TOPICS:
-        return config | {"cleanup.policy": "delete", "retention.ms": str(settings.events_retention_ms),
-                         "retention.bytes": "-1"}
+        return config | {
+            "cleanup.policy": "delete",
+            "retention.ms": str(settings.events_retention_ms),
+            "retention.bytes": "-1",
+        }
     if kind in COMPACTED_TOPICS:
         # segments roll hourly so that the cleaner can compact them (it never touches the active one)
         return config | {"cleanup.policy": "compact", "segment.ms": "3600000"}
     if kind == "logs":  # bounded: by age and by size per partition
-        return config | {"cleanup.policy": "delete",
-                         "retention.ms": str(int(settings.logs_retention_hours * 3_600_000)),
-                         "retention.bytes": str(settings.logs_retention_bytes)}
+        return config | {
+            "cleanup.policy": "delete",
+            "retention.ms": str(int(settings.logs_retention_hours * 3_600_000)),
+            "retention.bytes": str(settings.logs_retention_bytes),
+        }
     return config | {"cleanup.policy": "delete", "retention.ms": transient}
 
 
@@ -126,26 +154,33 @@ def check_topics(settings: Settings) -> tuple[list[str], list[str]]:
         counts = {kind: len(consumer.partitions_for_topic(settings.topic(kind)) or ()) for kind in ALIGNED_TOPICS}
         present = {kind: n for kind, n in counts.items() if n}
         if len(set(present.values())) > 1:
-            errors.append("partition counts differ: " + ", ".join(
-                f"{settings.topic(k)} has {n}" for k, n in present.items())
-                + " (they must be equal: partition p of each belongs to one node)")
+            errors.append(
+                "partition counts differ: "
+                + ", ".join(f"{settings.topic(k)} has {n}" for k, n in present.items())
+                + " (they must be equal: partition p of each belongs to one node)"
+            )
         if counts["events"]:
             events = settings.topic("events")
             starts = consumer.beginning_offsets([TopicPartition(events, p) for p in range(counts["events"])])
             for tp, start in sorted(starts.items(), key=lambda item: item[0].partition):
                 if start > 0:
-                    errors.append(f"{events} partition {tp.partition} starts at offset {start}: its "
-                                  f"history before {start} was deleted (retention?) and cannot be rebuilt")
+                    errors.append(
+                        f"{events} partition {tp.partition} starts at offset {start}: its "
+                        f"history before {start} was deleted (retention?) and cannot be rebuilt"
+                    )
         kinds = [k for k in (*HISTORY_TOPICS, *COMPACTED_TOPICS) if consumer.partitions_for_topic(settings.topic(k))]
         if kinds:
-            described = admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, settings.topic(k))
-                                                for k in kinds])
-            for kind, config in zip(kinds, _topic_configs(described, [settings.topic(k) for k in kinds])):
+            described = admin.describe_configs(
+                [ConfigResource(ConfigResourceType.TOPIC, settings.topic(k)) for k in kinds]
+            )
+            for kind, config in zip(kinds, _topic_configs(described, [settings.topic(k) for k in kinds]), strict=True):
                 name = settings.topic(kind)
                 if kind in HISTORY_TOPICS:
                     if "delete" in config.get("cleanup.policy", "") and config.get("retention.ms") not in ("-1", None):
-                        warnings.append(f"{name}: retention.ms={config['retention.ms']} deletes history "
-                                        "(set -1: kafka-configs --alter --add-config retention.ms=-1)")
+                        warnings.append(
+                            f"{name}: retention.ms={config['retention.ms']} deletes history "
+                            "(set -1: kafka-configs --alter --add-config retention.ms=-1)"
+                        )
                     if "compact" in config.get("cleanup.policy", ""):
                         warnings.append(f"{name}: cleanup.policy={config['cleanup.policy']} removes commits")
                 elif "compact" not in config.get("cleanup.policy", ""):
@@ -188,6 +223,33 @@ def encode(record: BaseModel) -> bytes:
     return record.model_dump_json().encode()
 
 
+# each topic kind decodes to its record type (TOPIC_RECORDS)
+@overload
+def decode(topic_kind: Literal["commands"], raw: bytes | None, headers=None) -> CommandRecord: ...
+@overload
+def decode(topic_kind: Literal["events"], raw: bytes | None, headers=None) -> LogRecord: ...
+@overload
+def decode(topic_kind: Literal["replies"], raw: bytes | None, headers=None) -> ReplyRecord: ...
+@overload
+def decode(topic_kind: Literal["snapshots"], raw: bytes | None, headers=None) -> SnapshotRecord: ...
+@overload
+def decode(topic_kind: Literal["topology"], raw: bytes | None, headers=None) -> TopologyRecord: ...
+@overload
+def decode(topic_kind: Literal["health"], raw: bytes | None, headers=None) -> HealthRecord: ...
+@overload
+def decode(topic_kind: Literal["instance-status"], raw: bytes | None, headers=None) -> InstanceStatusRecord: ...
+@overload
+def decode(topic_kind: Literal["instance-notifier"], raw: bytes | None, headers=None) -> NotifierRecord: ...
+@overload
+def decode(topic_kind: Literal["deadletter"], raw: bytes | None, headers=None) -> DeadLetterRecord: ...
+@overload
+def decode(topic_kind: Literal["logs"], raw: bytes | None, headers=None) -> LogBatchRecord: ...
+@overload
+def decode(topic_kind: Literal["usage"], raw: bytes | None, headers=None) -> UsageRecord: ...
+@overload
+def decode(topic_kind: Literal["heartbeats"], raw: bytes | None, headers=None) -> HeartbeatRecord: ...
+@overload
+def decode(topic_kind: str, raw: bytes | None, headers=None) -> Envelope: ...
 def decode(topic_kind: str, raw: bytes | None, headers=None) -> Envelope:
     """Validate raw bytes as the record type of a topic; raises ValidationError or ValueError.
 
@@ -213,19 +275,30 @@ a health record's decode."""
 # --- CloudEvents binary mode (Kafka protocol binding 1.0) --------------------------------------
 CE_PREFIX = "ce_"
 CE_TYPE_PREFIX = "stratos."
-_CE_FIELDS = {"id": "id", "subject": "aggregate_id", "time": "occurred_at", "tenant": "tenant",
-              "correlationid": "correlation_id", "causationid": "causation_id"}
+_CE_FIELDS = {
+    "id": "id",
+    "subject": "aggregate_id",
+    "time": "occurred_at",
+    "tenant": "tenant",
+    "correlationid": "correlation_id",
+    "causationid": "causation_id",
+}
 """CloudEvents attribute -> envelope field, for records that clients complete with headers."""
 
 
 def ce_headers(record: Envelope, source: bytes) -> list[tuple[str, bytes]]:
     """The CloudEvents binary-mode headers of one record: built in one place for every record
     the platform writes (a few microseconds: plain encodes, no JSON)."""
-    headers = [("ce_specversion", b"1.0"), ("ce_id", record.id.encode()), ("ce_source", source),
-               ("ce_type", (CE_TYPE_PREFIX + record.type).encode()),
-               ("ce_time", record.occurred_at.isoformat().encode()),
-               ("ce_subject", record.aggregate_id.encode()), ("ce_tenant", record.tenant.encode()),
-               ("content-type", b"application/json")]
+    headers = [
+        ("ce_specversion", b"1.0"),
+        ("ce_id", record.id.encode()),
+        ("ce_source", source),
+        ("ce_type", (CE_TYPE_PREFIX + record.type).encode()),
+        ("ce_time", record.occurred_at.isoformat().encode()),
+        ("ce_subject", record.aggregate_id.encode()),
+        ("ce_tenant", record.tenant.encode()),
+        ("content-type", b"application/json"),
+    ]
     if record.correlation_id:
         headers.append(("ce_correlationid", record.correlation_id.encode()))
     if record.causation_id:
@@ -241,7 +314,7 @@ def ce_attributes(headers) -> dict[str, str]:
         if isinstance(name, bytes):
             name = name.decode("utf-8", "replace")
         if name.startswith(CE_PREFIX) and value is not None:
-            found[name[len(CE_PREFIX):]] = value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
+            found[name[len(CE_PREFIX) :]] = value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
     return found
 
 
@@ -263,17 +336,30 @@ def from_cloudevent(raw: bytes, attributes: dict[str, str]) -> dict:
     return data
 
 
-def envelope(record_type: type[Envelope], payload: BaseModel, aggregate_id: str, *,
-             aggregate_seq: int = 0, correlation_id: str | None = None,
-             causation_id: str | None = None, tenant: str | None = None,
-             record_id: str | None = None, occurred_at: datetime | None = None,
-             trusted: bool = False) -> Envelope:
+def envelope(
+    record_type: type[Envelope],
+    payload: BaseModel,
+    aggregate_id: str,
+    *,
+    aggregate_seq: int = 0,
+    correlation_id: str | None = None,
+    causation_id: str | None = None,
+    tenant: str | None = None,
+    record_id: str | None = None,
+    occurred_at: datetime | None = None,
+    trusted: bool = False,
+) -> Envelope:
     """Wrap a payload. `trusted`: every part is already validated (the node's own replies), so
     the envelope is constructed without validating it again (a hot path)."""
     fields = dict(
-        id=record_id or new_id(), type=payload.type, aggregate_id=aggregate_id,  # type: ignore[attr-defined]
-        aggregate_seq=aggregate_seq, occurred_at=occurred_at or utcnow(),
-        correlation_id=correlation_id, causation_id=causation_id, payload=payload,
+        id=record_id or new_id(),
+        type=payload.type,  # type: ignore[attr-defined]
+        aggregate_id=aggregate_id,
+        aggregate_seq=aggregate_seq,
+        occurred_at=occurred_at or utcnow(),
+        correlation_id=correlation_id,
+        causation_id=causation_id,
+        payload=payload,
     )
     if tenant:
         fields["tenant"] = tenant
@@ -314,15 +400,27 @@ class Appender:
         """Who signs what this appender sends (`infra.auth.signing`): the platform's parts by default;
         an instance passes its member signer; None sends unsigned (refused where it matters)."""
         options = dict(
-            bootstrap_servers=settings.kafka_bootstrap, acks="all", enable_idempotence=True,
-            linger_ms=2, max_in_flight_requests_per_connection=5, retries=float("inf"),
-            delivery_timeout_ms=self.DELIVERY_TIMEOUT_MS, request_timeout_ms=self.REQUEST_TIMEOUT_MS,
+            bootstrap_servers=settings.kafka_bootstrap,
+            acks="all",
+            enable_idempotence=True,
+            linger_ms=2,
+            max_in_flight_requests_per_connection=5,
+            retries=float("inf"),
+            delivery_timeout_ms=self.DELIVERY_TIMEOUT_MS,
+            request_timeout_ms=self.REQUEST_TIMEOUT_MS,
         )
         options.update(overrides)
         self.producer = KafkaProducer(**options)
 
-    def send(self, topic_kind: str, key: str | None, record: BaseModel, partition: int | None = None,
-             headers: list[tuple[str, bytes]] | None = None, signer: Signer | None = None):
+    def send(
+        self,
+        topic_kind: str,
+        key: str | None,
+        record: BaseModel,
+        partition: int | None = None,
+        headers: list[tuple[str, bytes]] | None = None,
+        signer: Signer | None = None,
+    ):
         """Send without waiting; returns kafka-python's future of RecordMetadata.
 
         `partition` pins the record next to the command it answers (co-location does not then
@@ -334,29 +432,42 @@ class Appender:
         key_bytes, value = key.encode() if key else None, encode(record)
         if (signer := signer or self.signer) is not None:
             all_headers += signer.headers(topic_kind, key_bytes, value)
-        return self.producer.send(self.settings.topic(topic_kind), key=key_bytes, value=value,
-                                  partition=partition, headers=all_headers or None)
+        return self.producer.send(
+            self.settings.topic(topic_kind),
+            key=key_bytes,
+            value=value,
+            partition=partition,
+            headers=all_headers or None,
+        )
 
-    def append(self, topic_kind: str, key: str | None, record: BaseModel, timeout: float = 30.0,
-               partition: int | None = None):
+    def append(
+        self, topic_kind: str, key: str | None, record: BaseModel, timeout: float = 30.0, partition: int | None = None
+    ):
         """Send and wait until the broker has it; returns (partition, offset)."""
         meta = self.send(topic_kind, key, record, partition).get(timeout=timeout)
         return meta.partition, meta.offset
 
-    def append_many(self, topic_kind: str, items: Iterable[tuple[str | None, BaseModel]],
-                    timeout: float = 30.0) -> list[tuple[int, int]]:
+    def append_many(
+        self, topic_kind: str, items: Iterable[tuple[str | None, BaseModel]], timeout: float = 30.0
+    ) -> list[tuple[int, int]]:
         futures = [self.send(topic_kind, key, record) for key, record in items]
         self.producer.flush(timeout)
         return [(m.partition, m.offset) for m in (f.get(timeout=timeout) for f in futures)]
 
-    def send_raw(self, topic: str, key: bytes | None, value: bytes, partition: int | None = None,
-                 record: Envelope | None = None, headers: list[tuple[str, bytes]] | None = None):
+    def send_raw(
+        self,
+        topic: str,
+        key: bytes | None,
+        value: bytes,
+        partition: int | None = None,
+        record: Envelope | None = None,
+        headers: list[tuple[str, bytes]] | None = None,
+    ):
         """Send bytes already encoded; `record` (what they encode) gives the CloudEvents headers."""
         all_headers = (ce_headers(record, self.source) if record is not None else []) + (headers or [])
         if self.signer is not None:
             all_headers += self.signer.headers(topic_kind_of(self.settings, topic), key, value)
-        return self.producer.send(topic, key=key, value=value, partition=partition,
-                                  headers=all_headers or None)
+        return self.producer.send(topic, key=key, value=value, partition=partition, headers=all_headers or None)
 
     def flush(self, timeout: float = 30.0) -> None:
         self.producer.flush(timeout)
@@ -396,13 +507,16 @@ def exception_class_name(exception: BaseException | str | None) -> str:
     return f"{kind.__module__}.{kind.__qualname__}"
 
 
-def connect_error_headers(topic: str, partition: int, offset: int, reason: str,
-                          exception: BaseException | str | None) -> list[tuple[str, bytes]]:
-    return [(CONNECT_ERRORS + "topic", topic.encode()),
-            (CONNECT_ERRORS + "partition", str(partition).encode()),
-            (CONNECT_ERRORS + "offset", str(offset).encode()),
-            (CONNECT_ERRORS + "exception.class.name", exception_class_name(exception).encode()),
-            (CONNECT_ERRORS + "exception.message", reason.encode())]
+def connect_error_headers(
+    topic: str, partition: int, offset: int, reason: str, exception: BaseException | str | None
+) -> list[tuple[str, bytes]]:
+    return [
+        (CONNECT_ERRORS + "topic", topic.encode()),
+        (CONNECT_ERRORS + "partition", str(partition).encode()),
+        (CONNECT_ERRORS + "offset", str(offset).encode()),
+        (CONNECT_ERRORS + "exception.class.name", exception_class_name(exception).encode()),
+        (CONNECT_ERRORS + "exception.message", reason.encode()),
+    ]
 
 
 class DeadLetters:
@@ -413,29 +527,45 @@ class DeadLetters:
     def __init__(self, appender: Appender) -> None:
         self.appender = appender
 
-    def send(self, topic: str, partition: int, offset: int, key: bytes | None, raw: bytes | None,
-             reason: str, exception: BaseException | str | None = None) -> bool:
+    def send(
+        self,
+        topic: str,
+        partition: int,
+        offset: int,
+        key: bytes | None,
+        raw: bytes | None,
+        reason: str,
+        exception: BaseException | str | None = None,
+    ) -> bool:
         """Write the dead letter and wait for the broker's ack; a failure is logged as an error
         naming the record (it is lost to the dead letters) and answered False, never raised:
         the reader goes on."""
         log.warning("dead-letter %s[%d]@%d: %s", topic, partition, offset, reason)
-        original = (raw or b"")
+        original = raw or b""
         if len(original) > DEAD_LETTER_ORIGINAL_BYTES:
             reason += f" (original of {len(original)} bytes, first {DEAD_LETTER_ORIGINAL_BYTES} kept)"
             original = original[:DEAD_LETTER_ORIGINAL_BYTES]
         letter = DeadLetter(
-            source_topic=topic, source_partition=partition, source_offset=offset, reason=reason,
+            source_topic=topic,
+            source_partition=partition,
+            source_offset=offset,
+            reason=reason,
             original=without_clear_secrets(original.decode("utf-8", "replace")),
             original_key=key[:1000].decode("utf-8", "replace") if key else None,
         )
         record = envelope(DeadLetterRecord, letter, aggregate_id=f"{topic}:{partition}:{offset}")
-        future = self.appender.send("deadletter", record.aggregate_id, record,
-                                    headers=connect_error_headers(topic, partition, offset, reason, exception))
+        future = self.appender.send(
+            "deadletter",
+            record.aggregate_id,
+            record,
+            headers=connect_error_headers(topic, partition, offset, reason, exception),
+        )
         try:
             future.get(timeout=DEAD_LETTER_SEND_SECONDS)
         except Exception as exc:  # noqa: BLE001 - any failed send is reported the same way
-            log.error("dead letter for %s[%d]@%d NOT written (%s); reason was: %s",
-                      topic, partition, offset, exc, reason)
+            log.error(
+                "dead letter for %s[%d]@%d NOT written (%s); reason was: %s", topic, partition, offset, exc, reason
+            )
             return False
         return True
 
@@ -444,12 +574,25 @@ class DeadLetters:
         on. `source` is where it came from (a raw ConsumerRecord or a Delivered)."""
         log.error("handling %s@%d failed", source.topic, source.offset, exc_info=exc)
         key = source.key.encode() if isinstance(source.key, str) else source.key
-        self.send(source.topic, source.partition, source.offset, key, encode(record),
-                  f"handling failed: {rejection_reason(exc)}", exc)
+        self.send(
+            source.topic,
+            source.partition,
+            source.offset,
+            key,
+            encode(record),
+            f"handling failed: {rejection_reason(exc)}",
+            exc,
+        )
 
 
-def validated(settings: Settings, topic_kind: str, raw_records, dead_letters: DeadLetters,
-              verifier: Verifier | None = None, signed_only: bool = False) -> Iterator[Delivered]:
+def validated(
+    settings: Settings,
+    topic_kind: str,
+    raw_records,
+    dead_letters: DeadLetters,
+    verifier: Verifier | None = None,
+    signed_only: bool = False,
+) -> Iterator[Delivered]:
     """Decode kafka-python ConsumerRecords (key, value and all); a record that does not decode
     goes to the dead-letter topic with the reason, and the reader carries on.
 
@@ -463,10 +606,9 @@ def validated(settings: Settings, topic_kind: str, raw_records, dead_letters: De
                 sender = verifier.sender(topic_kind, raw.key, raw.value, raw.headers)
             key, record = decode_key(raw.key), decode(topic_kind, raw.value, raw.headers)
             if signed_only:
-                Verifier.require_signed(topic_kind, sender, record)
+                Verifier.require_signed(topic_kind, sender, record)  # type: ignore[arg-type]
         except ValueError as exc:  # pydantic's ValidationError and UnicodeDecodeError are ValueErrors
-            dead_letters.send(raw.topic, raw.partition, raw.offset, raw.key, raw.value,
-                              rejection_reason(exc), exc)
+            dead_letters.send(raw.topic, raw.partition, raw.offset, raw.key, raw.value, rejection_reason(exc), exc)
             continue
         yield Delivered(raw.topic, raw.partition, raw.offset, key, record, sender)
 
@@ -505,9 +647,13 @@ def group_consumer(settings: Settings, group_id: str, topic_kinds: list[str], **
     The group id carries the topic prefix (`stratos.nodes`): platforms that share a Kafka
     cluster under different prefixes never share, or wait on, each other's groups."""
     options = dict(
-        bootstrap_servers=settings.kafka_bootstrap, group_id=settings.topic(group_id),
-        enable_auto_commit=False, auto_offset_reset="earliest",
-        **GROUP_TIMINGS, max_poll_records=500, fetch_max_wait_ms=settings.fetch_wait_ms,
+        bootstrap_servers=settings.kafka_bootstrap,
+        group_id=settings.topic(group_id),
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        **GROUP_TIMINGS,
+        max_poll_records=500,
+        fetch_max_wait_ms=settings.fetch_wait_ms,
     )
     options.update(overrides)
     consumer = KafkaConsumer(**options)
@@ -515,8 +661,13 @@ def group_consumer(settings: Settings, group_id: str, topic_kinds: list[str], **
     return consumer
 
 
-def assigned_consumer(settings: Settings, topic_kind: str, from_beginning: bool = True,
-                      partitions: Iterable[int] | None = None, **overrides) -> KafkaConsumer:
+def assigned_consumer(
+    settings: Settings,
+    topic_kind: str,
+    from_beginning: bool = True,
+    partitions: Iterable[int] | None = None,
+    **overrides,
+) -> KafkaConsumer:
     """A group-less reader of every (or the given) partition: no rebalance pauses."""
     consumer = _reader(settings, overrides)
     topic = settings.topic(topic_kind)
@@ -535,8 +686,11 @@ def topics_consumer(settings: Settings, from_beginning: dict[str, bool], **overr
     """One group-less reader of every partition of several topics (topic kind -> from its
     beginning, or from its end as it is now): one fetch and one idle wait for all of them."""
     consumer = _reader(settings, overrides)
-    starts = {TopicPartition(settings.topic(kind), p): beginning for kind, beginning in from_beginning.items()
-              for p in _partitions_for(consumer, settings.topic(kind))}
+    starts = {
+        TopicPartition(settings.topic(kind), p): beginning
+        for kind, beginning in from_beginning.items()
+        for p in _partitions_for(consumer, settings.topic(kind))
+    }
     consumer.assign(list(starts))
     consumer.seek_to_beginning(*[tp for tp, beginning in starts.items() if beginning])
     if ends := [tp for tp, beginning in starts.items() if not beginning]:
@@ -547,8 +701,13 @@ def topics_consumer(settings: Settings, from_beginning: dict[str, bool], **overr
 
 
 def _reader(settings: Settings, overrides: dict) -> KafkaConsumer:
-    options = dict(bootstrap_servers=settings.kafka_bootstrap, enable_auto_commit=False,
-                   group_id=None, max_poll_records=2000, fetch_max_wait_ms=settings.fetch_wait_ms)
+    options = dict(
+        bootstrap_servers=settings.kafka_bootstrap,
+        enable_auto_commit=False,
+        group_id=None,
+        max_poll_records=2000,
+        fetch_max_wait_ms=settings.fetch_wait_ms,
+    )
     options.update(overrides)
     return KafkaConsumer(**options)
 
@@ -571,8 +730,13 @@ def partitions_of(settings: Settings, topic_kind: str) -> int:
         consumer.close()
 
 
-def read_to_end(settings: Settings, topic_kind: str, dead_letters: DeadLetters | None = None,
-                partitions: Iterable[int] | None = None, decode_records: bool = True):
+def read_to_end(
+    settings: Settings,
+    topic_kind: str,
+    dead_letters: DeadLetters | None = None,
+    partitions: Iterable[int] | None = None,
+    decode_records: bool = True,
+):
     """Read a topic from its beginning to its current end (for replay and tools).
 
     A partition is read once the reader's position reaches its end offset: the position, not
@@ -592,11 +756,15 @@ def read_to_end(settings: Settings, topic_kind: str, dead_letters: DeadLetters |
                     if dead_letters is None:
                         for raw in raws:
                             try:
-                                yield Delivered(raw.topic, raw.partition, raw.offset,
-                                                decode_key(raw.key), decode(topic_kind, raw.value))
+                                yield Delivered(
+                                    raw.topic,
+                                    raw.partition,
+                                    raw.offset,
+                                    decode_key(raw.key),
+                                    decode(topic_kind, raw.value),
+                                )
                             except ValueError as exc:
-                                log.warning("skipping invalid record %s@%d: %s", tp, raw.offset,
-                                            rejection_reason(exc))
+                                log.warning("skipping invalid record %s@%d: %s", tp, raw.offset, rejection_reason(exc))
                     else:
                         yield from validated(settings, topic_kind, raws, dead_letters)
                 else:

@@ -10,6 +10,7 @@ surviving unless its key is unique (claim markers) or it is the newest of its ke
 names the snapshot of every aggregate it covers (its manifest), and a rebuild whose manifest
 lost a snapshot to the cleaner starts from an older checkpoint, or from offset 0 (docs/log.md).
 """
+
 from __future__ import annotations
 
 import gc
@@ -88,8 +89,10 @@ class Recovered:
 _CLAIM_AT_END = re.compile(rb'"claim":(?:null|"([^"\\]*)")\}\}\s*$')
 """The tail of a snapshot record as this platform writes it (`claim` is the payload's last
 field, the payload the envelope's last): its claim can be read without decoding the state."""
-_EVENTS_OFFSET = re.compile(rb',"payload":\{"type":"Snapshot","aggregate_type":"(?:[^"\\]|\\.)*",'
-                            rb'"events_partition":-?\d+,"events_offset":(-?\d+),"state":')
+_EVENTS_OFFSET = re.compile(
+    rb',"payload":\{"type":"Snapshot","aggregate_type":"(?:[^"\\]|\\.)*",'
+    rb'"events_partition":-?\d+,"events_offset":(-?\d+),"state":'
+)
 """The head of a snapshot's payload as this platform writes it (quotes inside strings are
 escaped, so only the payload itself matches): its events offset, read without decoding."""
 _MARKER_KEYS = (f"{CHECKPOINT}/".encode(), f"{CLAIM}/".encode())
@@ -115,16 +118,20 @@ class _Checkpoint:
     covers: dict[str, int]
 
 
-def load_snapshots(settings: Settings, partition: int, before: int | None = None,
-                   not_after: datetime | None = None, lazy: bool = True) -> Snapshots:
+def load_snapshots(
+    settings: Settings, partition: int, before: int | None = None, not_after: datetime | None = None, lazy: bool = True
+) -> Snapshots:
     """`choose_snapshots` over the snapshots partition as the broker has it now."""
-    return choose_snapshots(iter_partition(settings, "snapshots", partition), partition, before,
-                            not_after, lazy)
+    return choose_snapshots(iter_partition(settings, "snapshots", partition), partition, before, not_after, lazy)
 
 
-def choose_snapshots(records: Iterable[tuple[int, bytes | None, bytes | None]], partition: int,
-                     before: int | None = None, not_after: datetime | None = None,
-                     lazy: bool = True) -> Snapshots:
+def choose_snapshots(
+    records: Iterable[tuple[int, bytes | None, bytes | None]],
+    partition: int,
+    before: int | None = None,
+    not_after: datetime | None = None,
+    lazy: bool = True,
+) -> Snapshots:
     """The snapshots of the newest valid checkpoint whose manifest is whole (each snapshot it
     names is still there: any record of that aggregate at that events offset, whoever wrote
     it), among the checkpoints whose events offset is below `before` and that were written at
@@ -156,8 +163,9 @@ def choose_snapshots(records: Iterable[tuple[int, bytes | None, bytes | None]], 
             try:
                 record = decode("snapshots", value)
             except ValueError as exc:
-                log.warning("partition %d: ignoring invalid snapshot at %d: %s", partition, position,
-                            rejection_reason(exc))
+                log.warning(
+                    "partition %d: ignoring invalid snapshot at %d: %s", partition, position, rejection_reason(exc)
+                )
                 continue
             snapshot = record.payload
             if snapshot.aggregate_type == CLAIM:
@@ -167,17 +175,23 @@ def choose_snapshots(records: Iterable[tuple[int, bytes | None, bytes | None]], 
             if snapshot.aggregate_type == CHECKPOINT:
                 if snapshot.claim != claim:
                     continue  # written by a node that had lost the partition
-                if (before is not None and snapshot.events_offset >= before) or \
-                        (not_after is not None and record.occurred_at > not_after):
+                if (before is not None and snapshot.events_offset >= before) or (
+                    not_after is not None and record.occurred_at > not_after
+                ):
                     break
                 manifest = snapshot.state.get(COVERS)
-                checkpoint = _Checkpoint(snapshot.events_offset, snapshot.claim,
-                                         manifest if isinstance(manifest, dict) else
-                                         {**previous_covers, **since_checkpoint})
+                checkpoint = _Checkpoint(
+                    snapshot.events_offset,
+                    snapshot.claim,
+                    manifest if isinstance(manifest, dict) else {**previous_covers, **since_checkpoint},
+                )
                 previous_covers = checkpoint.covers
                 since_checkpoint = {}
-                lost = "(a marker before manifests, after compaction)" if manifest is None and removed \
+                lost = (
+                    "(a marker before manifests, after compaction)"
+                    if manifest is None and removed
                     else next((a for a, at in checkpoint.covers.items() if at not in candidates.get(a, ())), None)
+                )
                 if lost is None:
                     chosen, broken = checkpoint, None
                     candidates = {a: {at: candidates[a][at]} for a, at in checkpoint.covers.items()}
@@ -185,21 +199,31 @@ def choose_snapshots(records: Iterable[tuple[int, bytes | None, bytes | None]], 
                     broken = (checkpoint, lost)
                 continue
             if key is None or record.aggregate_id != key.decode("utf-8", "replace"):
-                log.warning("partition %d: ignoring the snapshot at %d: aggregate %r under key %r",
-                            partition, position, record.aggregate_id, key)
+                log.warning(
+                    "partition %d: ignoring the snapshot at %d: aggregate %r under key %r",
+                    partition,
+                    position,
+                    record.aggregate_id,
+                    key,
+                )
                 continue
             head = (record.aggregate_id, snapshot.events_offset, snapshot.claim)
-            value = record
+            value = record  # type: ignore[assignment]
         aggregate_id, events_offset, writer_claim = head
-        candidates.setdefault(aggregate_id, {})[events_offset] = (position, value)
+        candidates.setdefault(aggregate_id, {})[events_offset] = (position, value)  # type: ignore[assignment]
         newest[aggregate_id] = position
         if writer_claim == claim:
             since_checkpoint[aggregate_id] = events_offset
     if broken is not None:
         checkpoint, lost = broken
-        log.warning("partition %d: the checkpoint at events offset %d lacks the snapshot of %s "
-                    "(compacted away?): rebuilding from %s", partition, checkpoint.events_offset, lost,
-                    f"the checkpoint at {chosen.events_offset}" if chosen else "events offset 0")
+        log.warning(
+            "partition %d: the checkpoint at events offset %d lacks the snapshot of %s "
+            "(compacted away?): rebuilding from %s",
+            partition,
+            checkpoint.events_offset,
+            lost,
+            f"the checkpoint at {chosen.events_offset}" if chosen else "events offset 0",
+        )
     return _loaded(chosen, candidates, newest, partition) if chosen is not None else Snapshots()
 
 
@@ -213,8 +237,13 @@ def _loaded(chosen: _Checkpoint, candidates: dict, newest: dict[str, int], parti
             if record.aggregate_id != aggregate_id:
                 raise ValueError(f"aggregate_id: {record.aggregate_id!r} under key {aggregate_id!r}")
         except ValueError as exc:
-            log.warning("partition %d: the snapshot of %s at %d is invalid (%s): rebuilding from "
-                        "events offset 0", partition, aggregate_id, position, rejection_reason(exc))
+            log.warning(
+                "partition %d: the snapshot of %s at %d is invalid (%s): rebuilding from events offset 0",
+                partition,
+                aggregate_id,
+                position,
+                rejection_reason(exc),
+            )
             return Snapshots()
         found.latest[aggregate_id] = record
         if newest[aggregate_id] > position:
@@ -278,8 +307,13 @@ def history_start(settings: Settings, partition: int) -> int:
         consumer.close()
 
 
-def recover_partition(settings: Settings, partition: int, use_snapshots: bool = True,
-                      until: int | None = None, until_time: datetime | None = None) -> Recovered:
+def recover_partition(
+    settings: Settings,
+    partition: int,
+    use_snapshots: bool = True,
+    until: int | None = None,
+    until_time: datetime | None = None,
+) -> Recovered:
     """Every aggregate of one partition as the log says it is (up to offset `until`, inclusive,
     and up to the last commit that occurred at or before `until_time`). Raises HistoryGap when
     that needs commits the partition no longer holds: a rebuild never skips history."""
@@ -287,17 +321,18 @@ def recover_partition(settings: Settings, partition: int, use_snapshots: bool = 
     covered: dict[str, int] = {}
     snapshots = Snapshots()
     if use_snapshots:
-        snapshots = load_snapshots(settings, partition, None if until is None else until + 1,
-                                   until_time)
+        snapshots = load_snapshots(settings, partition, None if until is None else until + 1, until_time)
         for aggregate_id, record in snapshots.latest.items():
             result.aggregates[aggregate_id] = Tracked.from_snapshot(aggregate_id, record.payload.state)
             covered[aggregate_id] = record.payload.events_offset
         result.snapshots_loaded = len(snapshots.latest)
         result.dirty = dict(snapshots.exposed)
     if (start := history_start(settings, partition)) > snapshots.replay_from:
-        raise HistoryGap(f"{settings.topic('events')} partition {partition} starts at offset {start}: "
-                         f"rebuilding it needs the commits from offset {snapshots.replay_from}, which "
-                         "were deleted (retention?)")
+        raise HistoryGap(
+            f"{settings.topic('events')} partition {partition} starts at offset {start}: "
+            f"rebuilding it needs the commits from offset {snapshots.replay_from}, which "
+            "were deleted (retention?)"
+        )
     result.next_offset = snapshots.replay_from
     history = History(lambda _p, _o: Fence(snapshots.claim))
     with _gc_paused():
@@ -325,7 +360,7 @@ def recover_partition(settings: Settings, partition: int, use_snapshots: bool = 
             result.dirty[commit.aggregate_id] = offset
             if problem:
                 result.problems.append(f"offset {offset}: {problem}")
-            result.events_replayed += len(commit.payload.events)
+            result.events_replayed += len(commit.payload.events)  # type: ignore[union-attr]
     result.covers = {a: at for a, at in covered.items() if a not in result.dirty}
     result.fence = history.fences.get(partition) or Fence(snapshots.claim)
     for problem in result.problems[:20]:

@@ -1,4 +1,5 @@
 """`stratos node`."""
+
 from __future__ import annotations
 
 import signal
@@ -12,8 +13,10 @@ def register(app: typer.Typer) -> None:
     app.command()(node)
 
 
-def node(base: str = typer.Option("simpleSystemBase", help="thespian system base"),
-         timer_seconds: float = typer.Option(30.0, help="how often timeouts are checked")) -> None:
+def node(
+    base: str = typer.Option("simpleSystemBase", help="thespian system base"),
+    timer_seconds: float = typer.Option(30.0, help="how often timeouts are checked"),
+) -> None:
     """Run a node: claims command partitions, rebuilds their aggregates, handles commands."""
     from infra.log.kafka import TopicsError, require_sound_topics
     from infra.node.node import Node
@@ -24,7 +27,7 @@ def node(base: str = typer.Option("simpleSystemBase", help="thespian system base
         require_sound_topics(settings)  # the node rebuilds from history: it must all be there
     except TopicsError as exc:
         console.print(f"[red]error:[/] the node refuses to start: {exc}")
-        raise typer.Exit(3)
+        raise typer.Exit(3) from exc
     as_part(settings, "node")
     node_ = Node(settings, base=base, timer_seconds=timer_seconds)
     signal.signal(signal.SIGTERM, lambda *_: node_.stop())

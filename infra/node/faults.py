@@ -1,13 +1,13 @@
 """Fault injection for the crash-point tests: `STRATOS_FAULT=point:N` kills the process with
 SIGKILL the Nth time it passes `point` (no cleanup, no flush: what a power cut leaves);
 `point:N:stop` stops it with SIGSTOP instead (a process paused past its session timeout)."""
+
 from __future__ import annotations
 
 import os
 import signal
 
-POINTS = ("before-append", "after-send", "after-append", "after-reply", "after-offset-commit",
-          "mid-checkpoint")
+POINTS = ("before-append", "after-send", "after-append", "after-reply", "after-offset-commit", "mid-checkpoint")
 """Where the node's write path can be cut: deciding → sending the commit → acknowledged →
 replies sent → command offsets committed; and between a checkpoint's snapshots and marker."""
 

@@ -13,6 +13,7 @@ commands are read again. Every `snapshot_every` commits of a partition it writes
 the aggregates that changed, then, once the broker has them all, a checkpoint marker naming the
 snapshot of every aggregate of the partition (`infra.log.recovery`).
 """
+
 from __future__ import annotations
 
 import logging
@@ -22,7 +23,7 @@ import socket
 import threading
 from collections import defaultdict
 from concurrent.futures import Future, ThreadPoolExecutor
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from kafka import ConsumerRebalanceListener, OffsetAndMetadata, TopicPartition
 from kafka.errors import KafkaError
@@ -31,8 +32,17 @@ from thespian.actors import ActorExitRequest, ActorSystem
 
 from actors.base import Context, Timeouts
 from actors.runtime import (
-    AggregateActor, Handle, Outcome, Rebuild, StartTicking, TakeSnapshot, Tick, TickerActor, Tracked,
-    needs_timer, timeouts_command_id,
+    AggregateActor,
+    Handle,
+    Outcome,
+    Rebuild,
+    StartTicking,
+    TakeSnapshot,
+    Tick,
+    TickerActor,
+    Tracked,
+    needs_timer,
+    timeouts_command_id,
 )
 from infra.auth.gate import CommandGate
 from infra.auth.secrets import secret_box
@@ -55,8 +65,9 @@ ADOPTING_POLL_MS = 50
 
 
 def timeouts_from(settings: Settings) -> Timeouts:
-    return Timeouts(settings.pending_timeout_seconds, settings.termination_timeout_seconds,
-                    settings.obsolete_timeout_seconds)
+    return Timeouts(
+        settings.pending_timeout_seconds, settings.termination_timeout_seconds, settings.obsolete_timeout_seconds
+    )
 
 
 class ActorHost:
@@ -132,7 +143,7 @@ class _Rebalance(ConsumerRebalanceListener):
     kafka-python runs these callbacks on the consumer's own loop: a rebuild here would hold up
     heartbeats and the next poll, and a poll later than max.poll.interval.ms evicts the node."""
 
-    def __init__(self, node: "Node", consumer) -> None:
+    def __init__(self, node: Node, consumer) -> None:
         self.node, self.consumer = node, consumer
 
     def on_partitions_revoked(self, revoked):
@@ -142,8 +153,7 @@ class _Rebalance(ConsumerRebalanceListener):
     def on_partitions_assigned(self, assigned):
         self.consumer.pause(*assigned)
         generation = getattr(getattr(self.consumer, "_coordinator", None), "_generation", None)
-        self.node.assignments.put(({tp.partition for tp in assigned},
-                                   getattr(generation, "generation_id", -1)))
+        self.node.assignments.put(({tp.partition for tp in assigned}, getattr(generation, "generation_id", -1)))
 
 
 def partition_for(aggregate_id: str, partitions: int) -> int:
@@ -153,10 +163,11 @@ def partition_for(aggregate_id: str, partitions: int) -> int:
 
 
 class Node:
-    def __init__(self, settings: Settings, base: str = "simpleSystemBase",
-                 timer_seconds: float = 30.0, clock=None) -> None:
+    def __init__(
+        self, settings: Settings, base: str = "simpleSystemBase", timer_seconds: float = 30.0, clock=None
+    ) -> None:
         self.settings = settings
-        self.clock = clock or (lambda: datetime.now(timezone.utc))
+        self.clock = clock or (lambda: datetime.now(UTC))
         # actors first: a thespian base that starts processes does so before any Kafka client runs threads
         self.host = ActorHost(base, timer_seconds)
         self.timer_seconds = timer_seconds
@@ -213,7 +224,7 @@ class Node:
             consumer.resume(*(self._commands_partition(p) for p in kept))
             log.info("partitions %s kept (generation %d): nothing appended since", kept, self.generation)
         for partition in sorted(partitions - set(kept) - set(self.adopting)):
-            self.adopting[partition] = self.adopter.submit(self._claim_and_rebuild, partition, self.generation)
+            self.adopting[partition] = self.adopter.submit(self._claim_and_rebuild, partition, self.generation)  # type: ignore[union-attr]
         if not self.adopting:
             self.ready.set()
 
@@ -246,7 +257,7 @@ class Node:
         for partition, (claim, recovered) in results.items():
             if partition in claimed_since:
                 log.warning("partition %d: claimed by another node while rebuilding; claiming it again", partition)
-                self.adopting[partition] = self.adopter.submit(self._claim_and_rebuild, partition, self.generation)
+                self.adopting[partition] = self.adopter.submit(self._claim_and_rebuild, partition, self.generation)  # type: ignore[union-attr]
                 continue
             self._install(partition, claim, recovered)
             consumer.resume(self._commands_partition(partition))
@@ -256,8 +267,9 @@ class Node:
     def _untouched_since_claim(self, consumer, results: dict[int, tuple[str, Recovered]]) -> list[int]:
         events = self.settings.topic("events")
         ends = consumer.end_offsets([TopicPartition(events, p) for p in results])
-        return [p for p, (_claim, recovered) in results.items()
-                if ends[TopicPartition(events, p)] == recovered.next_offset]
+        return [
+            p for p, (_claim, recovered) in results.items() if ends[TopicPartition(events, p)] == recovered.next_offset
+        ]
 
     def _install(self, partition: int, claim: str, recovered: Recovered) -> None:
         for tracked in recovered.aggregates.values():
@@ -267,24 +279,57 @@ class Node:
         self.covers[partition] = dict(recovered.covers)
         self.claims[partition] = claim
         self.last_event_offset[partition] = recovered.next_offset - 1
-        log.info("partition %d claimed (generation %d): %d aggregates rebuilt (%d snapshots, "
-                 "%d events, %d fenced commits ignored)%s", partition, self.generation,
-                 len(recovered.aggregates), recovered.snapshots_loaded, recovered.events_replayed,
-                 recovered.commits_fenced, f", {len(recovered.problems)} problems" if recovered.problems else "")
+        log.info(
+            "partition %d claimed (generation %d): %d aggregates rebuilt (%d snapshots, "
+            "%d events, %d fenced commits ignored)%s",
+            partition,
+            self.generation,
+            len(recovered.aggregates),
+            recovered.snapshots_loaded,
+            recovered.events_replayed,
+            recovered.commits_fenced,
+            f", {len(recovered.problems)} problems" if recovered.problems else "",
+        )
 
     def claim(self, partitions: list[int], generation: int) -> dict[int, tuple[str, int]]:
         """Take events partitions: the snapshots markers first, then the Claims (see
         `infra.log.recovery`). Returns each partition's claim id and its Claim's offset."""
         claims = {p: new_id() for p in partitions}
-        markers = [self.appender.send("snapshots", claim_key(p, claims[p]), envelope(
-            SnapshotRecord, Snapshot(aggregate_type=CLAIM, events_partition=p, events_offset=-1,
-                                     state={"writer": self.writer}, claim=claims[p]),
-            claim_key(p, claims[p])), partition=p) for p in partitions]
+        markers = [
+            self.appender.send(
+                "snapshots",
+                claim_key(p, claims[p]),
+                envelope(
+                    SnapshotRecord,
+                    Snapshot(
+                        aggregate_type=CLAIM,
+                        events_partition=p,
+                        events_offset=-1,
+                        state={"writer": self.writer},
+                        claim=claims[p],
+                    ),
+                    claim_key(p, claims[p]),
+                ),
+                partition=p,
+            )
+            for p in partitions
+        ]
         for future in markers:
             future.get(timeout=30)
-        sent = {p: self.appender.send("events", f"{CLAIM}/{p}", envelope(
-            LogRecord, Claim(partition=p, writer=self.writer, generation=generation), f"{CLAIM}/{p}",
-            record_id=claims[p]), partition=p) for p in partitions}
+        sent = {
+            p: self.appender.send(
+                "events",
+                f"{CLAIM}/{p}",
+                envelope(
+                    LogRecord,
+                    Claim(partition=p, writer=self.writer, generation=generation),
+                    f"{CLAIM}/{p}",
+                    record_id=claims[p],
+                ),
+                partition=p,
+            )
+            for p in partitions
+        }
         return {p: (claims[p], future.get(timeout=30).offset) for p, future in sent.items()}
 
     def release(self, partitions: list[int]) -> None:
@@ -297,8 +342,13 @@ class Node:
     def run(self) -> None:
         # a partition resumed after its takeover is fetched only once the fetch in flight for the
         # others returns: a short wait keeps a takeover from waiting out an idle poll
-        consumer = group_consumer(self.settings, NODE_GROUP, ["commands"], max_poll_records=500,
-                                  fetch_max_wait_ms=min(self.settings.fetch_wait_ms, TAKEOVER_FETCH_WAIT_MS))
+        consumer = group_consumer(
+            self.settings,
+            NODE_GROUP,
+            ["commands"],
+            max_poll_records=500,
+            fetch_max_wait_ms=min(self.settings.fetch_wait_ms, TAKEOVER_FETCH_WAIT_MS),
+        )
         consumer.unsubscribe()
         topic = self.settings.topic("commands")
         self.partition_count = len(consumer.partitions_for_topic(topic) or ()) or self.settings.partitions
@@ -342,16 +392,19 @@ class Node:
                     written.append((tp, raws[0].offset, delivered.record, refused, None))
                     continue
                 if (moved := self._reroute(delivered, tp.partition)) is not None:
-                    written.append((tp, raws[0].offset, delivered.record, None, moved))
+                    written.append((tp, raws[0].offset, delivered.record, None, moved))  # type: ignore[arg-type]
                     continue
                 outcome = self._decide(tp.partition, delivered)
                 future = None
                 if outcome.commit is not None:
                     self.crash.passing("before-append")
-                    future = self.appender.send_raw(self.settings.topic("events"),
-                                                    outcome.commit.aggregate_id.encode(),
-                                                    outcome.encoded, partition=tp.partition,
-                                                    record=outcome.commit)
+                    future = self.appender.send_raw(
+                        self.settings.topic("events"),
+                        outcome.commit.aggregate_id.encode(),
+                        outcome.encoded,  # type: ignore[arg-type]
+                        partition=tp.partition,
+                        record=outcome.commit,
+                    )
                     self.crash.passing("after-send")
                 written.append((tp, raws[0].offset, delivered.record, outcome, future))
             offsets[tp] = OffsetAndMetadata(raws[-1].offset + 1, "", -1)
@@ -364,15 +417,20 @@ class Node:
                 try:
                     offset = future.get(timeout=30).offset
                 except Exception as exc:  # noqa: BLE001 - any failed append is handled the same way
-                    log.error("append of %s's decision failed (%s); partition %d is rebuilt from "
-                              "the log and its commands read again", command.aggregate_id, exc, tp.partition)
+                    log.error(
+                        "append of %s's decision failed (%s); partition %d is rebuilt from "
+                        "the log and its commands read again",
+                        command.aggregate_id,
+                        exc,
+                        tp.partition,
+                    )
                     failed[tp] = first_offset
                     continue
                 if outcome is None:  # a moved command: nothing more to do here
                     continue
                 self.crash.passing("after-append")
                 self._appended(tp.partition, command.aggregate_id, offset, outcome)
-            self._reply(tp.partition, command, outcome)
+            self._reply(tp.partition, command, outcome)  # type: ignore[arg-type]
         self.appender.flush()
         self.crash.passing("after-reply")
         for tp, first_offset in failed.items():
@@ -400,11 +458,20 @@ class Node:
             return None
         code, reason = refused
         command = delivered.record
-        self.dead_letters.send(self.settings.topic("commands"), partition, delivered.offset,
-                               (delivered.key or "").encode(), command.model_dump_json().encode(),
-                               f"refused ({code}): {reason}", "stratos.Unauthorized")
-        return Outcome(commit=None, encoded=None, reply=CommandRejected(
-            command_id=command.id, command_type=command.type, reason=reason, code=code))
+        self.dead_letters.send(
+            self.settings.topic("commands"),
+            partition,
+            delivered.offset,
+            (delivered.key or "").encode(),
+            command.model_dump_json().encode(),
+            f"refused ({code}): {reason}",
+            "stratos.Unauthorized",
+        )
+        return Outcome(
+            commit=None,
+            encoded=None,
+            reply=CommandRejected(command_id=command.id, command_type=command.type, reason=reason, code=code),
+        )
 
     def _reroute(self, delivered, partition: int):
         """A command keyed by something else than its aggregate id, or on another partition than
@@ -416,15 +483,26 @@ class Node:
         if delivered.key == command.aggregate_id and partition == home:
             return None
         self.rerouted += 1
-        log.warning("command %s for %s arrived on partition %d with key %r: moved to partition %d",
-                    command.id, command.aggregate_id, partition, delivered.key, home)
+        log.warning(
+            "command %s for %s arrived on partition %d with key %r: moved to partition %d",
+            command.id,
+            command.aggregate_id,
+            partition,
+            delivered.key,
+            home,
+        )
         return self.appender.send("commands", command.aggregate_id, command, partition=home)
 
     def _decide(self, partition: int, delivered) -> Outcome:
         command = self._sealed(delivered.record)
-        ctx = Context(now=self.clock(), new_id=new_id, timeouts=self.timeouts,
-                      claim=self.claims.get(partition), writer=self.writer,
-                      max_record_bytes=self.settings.max_record_bytes)
+        ctx = Context(
+            now=self.clock(),
+            new_id=new_id,
+            timeouts=self.timeouts,
+            claim=self.claims.get(partition),
+            writer=self.writer,
+            max_record_bytes=self.settings.max_record_bytes,
+        )
         try:
             outcome = self.host.handle(command, ctx)
         except Exception:  # noqa: BLE001 - the actor itself failed (not the domain)
@@ -432,9 +510,15 @@ class Node:
             self._rebuild_partition(partition)
             outcome = self.host.handle(command, ctx)  # a second failure is the node's, and fatal
         if outcome.failure:
-            self.dead_letters.send(self.settings.topic("commands"), partition, delivered.offset,
-                                   (delivered.key or "").encode(), command.model_dump_json().encode(),
-                                   f"handling failed: {outcome.failure}", "stratos.HandlingFailed")
+            self.dead_letters.send(
+                self.settings.topic("commands"),
+                partition,
+                delivered.offset,
+                (delivered.key or "").encode(),
+                command.model_dump_json().encode(),
+                f"handling failed: {outcome.failure}",
+                "stratos.HandlingFailed",
+            )
         self.owned.setdefault(partition, set()).add(command.aggregate_id)
         return outcome
 
@@ -449,9 +533,15 @@ class Node:
         self.since_checkpoint[partition] += 1
 
     def _reply(self, partition: int, command: CommandRecord, outcome: Outcome) -> None:
-        reply = envelope(ReplyRecord, outcome.reply, command.aggregate_id, tenant=command.tenant,
-                         correlation_id=command.correlation_id or command.id, causation_id=command.id,
-                         trusted=True)
+        reply = envelope(
+            ReplyRecord,
+            outcome.reply,
+            command.aggregate_id,
+            tenant=command.tenant,
+            correlation_id=command.correlation_id or command.id,
+            causation_id=command.id,
+            trusted=True,
+        )
         self.appender.send("replies", command.aggregate_id, reply, partition=partition)
 
     def _rebuild_partition(self, partition: int) -> None:
@@ -473,8 +563,9 @@ class Node:
             return
         period = int(self.clock().timestamp() // self.timer_seconds)
         for aggregate_id in due:
-            command = envelope(CommandRecord, CheckTimeouts(), aggregate_id,
-                               record_id=timeouts_command_id(aggregate_id, period))
+            command = envelope(
+                CommandRecord, CheckTimeouts(), aggregate_id, record_id=timeouts_command_id(aggregate_id, period)
+            )
             self.appender.send("commands", aggregate_id, command)
 
     def checkpoint(self, partition: int) -> None:
@@ -487,29 +578,50 @@ class Node:
         sent = []
         for aggregate_id, offset in dirty.items():
             state = self.host.ask_snapshot(aggregate_id)
-            snapshot = Snapshot(aggregate_type=state["state"].get("kind") or "aggregate",
-                                events_partition=partition, events_offset=offset, state=state, claim=claim)
-            sent.append(self.appender.send("snapshots", aggregate_id,
-                                           envelope(SnapshotRecord, snapshot, aggregate_id), partition=partition))
+            snapshot = Snapshot(
+                aggregate_type=state["state"].get("kind") or "aggregate",
+                events_partition=partition,
+                events_offset=offset,
+                state=state,
+                claim=claim,
+            )
+            sent.append(
+                self.appender.send(
+                    "snapshots", aggregate_id, envelope(SnapshotRecord, snapshot, aggregate_id), partition=partition
+                )
+            )
         try:
             for future in sent:
                 future.get(timeout=30)
         except Exception as exc:  # noqa: BLE001 - any failed snapshot is handled the same way
-            log.error("partition %d: a snapshot was not written (%s): no checkpoint marker; the next "
-                      "checkpoint tries again", partition, exc)
+            log.error(
+                "partition %d: a snapshot was not written (%s): no checkpoint marker; the next checkpoint tries again",
+                partition,
+                exc,
+            )
             self.dirty[partition] = {**dirty, **self.dirty.get(partition, {})}
             return
         self.crash.passing("mid-checkpoint")
         covers = self.covers.setdefault(partition, {})
         covers.update(dirty)
-        marker = Snapshot(aggregate_type=CHECKPOINT, events_partition=partition,
-                          events_offset=self.last_event_offset.get(partition, -1),
-                          state={COVERS: dict(covers)}, claim=claim)
+        marker = Snapshot(
+            aggregate_type=CHECKPOINT,
+            events_partition=partition,
+            events_offset=self.last_event_offset.get(partition, -1),
+            state={COVERS: dict(covers)},
+            claim=claim,
+        )
         try:
-            self.appender.append("snapshots", checkpoint_key(partition, claim),
-                                 envelope(SnapshotRecord, marker, checkpoint_key(partition, claim)),
-                                 partition=partition)
+            self.appender.append(
+                "snapshots",
+                checkpoint_key(partition, claim),
+                envelope(SnapshotRecord, marker, checkpoint_key(partition, claim)),
+                partition=partition,
+            )
         except Exception as exc:  # noqa: BLE001 - too large a manifest, or the broker: the same either way
-            log.error("partition %d: checkpoint marker not written (%s): rebuilds start from an "
-                      "earlier checkpoint", partition, exc)
+            log.error(
+                "partition %d: checkpoint marker not written (%s): rebuilds start from an earlier checkpoint",
+                partition,
+                exc,
+            )
         self.since_checkpoint[partition] = 0

@@ -1,6 +1,7 @@
 """A reader that follows one topic on its own thread: every partition from its start, without a
 group (no rebalance pauses), like the API's read model; `caught_up` is set once it has read what
 the topic held when it started. Subclasses say what to do with each partition's records."""
+
 from __future__ import annotations
 
 import logging
@@ -35,7 +36,7 @@ class Follower(ABC):
     def on_records(self, raws) -> None:
         """One partition's records, in offset order (raw kafka-python ConsumerRecords)."""
 
-    def closed(self) -> None:
+    def closed(self) -> None:  # noqa: B027 - an optional hook, a no-op unless a follower overrides it
         """The reader has stopped."""
 
     def _run(self) -> None:
@@ -71,4 +72,5 @@ def follower_lifespan(attribute: str, factory):
             yield
         finally:
             await run_in_threadpool(follower.stop)
+
     return lifespan

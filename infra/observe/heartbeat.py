@@ -3,13 +3,14 @@ every `heartbeat_seconds`, keyed by part and process, with the consumer groups i
 the last ERROR it logged (a logging.Handler counts them). `stratos status` reads them back
 (infra/observe/status.py): a part whose heartbeat stopped is reported stopped, with its group's lag.
 """
+
 from __future__ import annotations
 
 import logging
 import os
 import socket
 import threading
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from infra.health import HEALTH_GROUP
 from infra.log.kafka import Appender, envelope
@@ -21,8 +22,12 @@ log = logging.getLogger(__name__)
 
 PART_GROUPS = {"node": ["nodes"], "reactor": ["reactor"], "cloud": ["cloud"], "health": [HEALTH_GROUP]}
 """Consumer groups (without the topic prefix) each part reads with; the others read without one."""
-PART_TOPICS = {"node": ["commands"], "reactor": ["events", "replies", "instance-status", "health"],
-               "cloud": ["events"], "health": ["health"]}
+PART_TOPICS = {
+    "node": ["commands"],
+    "reactor": ["events", "replies", "instance-status", "health"],
+    "cloud": ["events"],
+    "health": ["health"],
+}
 """The topics those groups read (a partition the group never committed counts from its start)."""
 
 
@@ -43,7 +48,7 @@ class LastError(logging.Handler):
         if record.exc_info and record.exc_info[1] is not None:
             text += f": {type(record.exc_info[1]).__name__}: {record.exc_info[1]}"
         self.message = f"{record.name}: {text}"[:2000]
-        self.at = datetime.fromtimestamp(record.created, timezone.utc)
+        self.at = datetime.fromtimestamp(record.created, UTC)
 
 
 class Heartbeats:
@@ -52,7 +57,7 @@ class Heartbeats:
         self.part = part
         self.process = f"{socket.gethostname()}:{os.getpid()}"
         self.groups = [settings.topic(g) for g in (PART_GROUPS.get(part, []) if groups is None else groups)]
-        self.started_at = datetime.now(timezone.utc)
+        self.started_at = datetime.now(UTC)
         self.errors = LastError()
         logging.getLogger().addHandler(self.errors)
         self.appender = Appender(settings)
@@ -63,16 +68,23 @@ class Heartbeats:
     def key(self) -> str:
         return f"{self.part}/{self.process}"
 
-    def start(self) -> "Heartbeats":
+    def start(self) -> Heartbeats:
         self.thread.start()
         return self
 
     def beat(self, stopping: bool = False) -> None:
-        beat = Heartbeat(part=self.part, process=self.process, started_at=self.started_at,
-                         interval_seconds=self.settings.heartbeat_seconds, groups=self.groups,
-                         topics=PART_TOPICS.get(self.part, []) if self.groups else [],
-                         errors=self.errors.count, last_error=self.errors.message,
-                         last_error_at=self.errors.at, stopping=stopping)
+        beat = Heartbeat(
+            part=self.part,
+            process=self.process,
+            started_at=self.started_at,
+            interval_seconds=self.settings.heartbeat_seconds,
+            groups=self.groups,
+            topics=PART_TOPICS.get(self.part, []) if self.groups else [],
+            errors=self.errors.count,
+            last_error=self.errors.message,
+            last_error_at=self.errors.at,
+            stopping=stopping,
+        )
         self.appender.send("heartbeats", self.key, envelope(HeartbeatRecord, beat, self.key))
         self.appender.flush(10)
 

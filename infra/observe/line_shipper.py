@@ -7,6 +7,7 @@ lines, counted, and the next batch says how many (`dropped`, plus a WARNING line
 others' lines go out as before. `KafkaLogHandler` is a `logging.Handler` over a shipper; with
 `STRATOS_LOG_TO_KAFKA=1` every part of `stratos up` logs through one (`install_platform_logging`).
 """
+
 from __future__ import annotations
 
 import atexit
@@ -17,7 +18,7 @@ import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from infra.log.kafka import Appender, envelope
 from infra.settings import Settings
@@ -65,19 +66,22 @@ class LogShipper:
         self.thread = threading.Thread(target=self._run, name="log-shipper", daemon=True)
         self.thread.start()
 
-    def emit(self, source: LogSource, level: str, message: str, origin: str = "agent",
-             at: datetime | None = None) -> bool:
+    def emit(
+        self, source: LogSource, level: str, message: str, origin: str = "agent", at: datetime | None = None
+    ) -> bool:
         """Queue one line (long lines are cut); False when the member's rate limit refused it."""
         now = time.monotonic()
         with self.lock:
             lane = self.lanes.get(source)
             if lane is None:
-                lane = self.lanes[source] = _Lane(source, TokenBucket(
-                    self.settings.log_lines_per_second, self.settings.log_burst_lines))
+                lane = self.lanes[source] = _Lane(
+                    source, TokenBucket(self.settings.log_lines_per_second, self.settings.log_burst_lines)
+                )
             if not lane.bucket.take(now):
                 return False
-            lane.lines.append(LogLine(at=at or datetime.now(timezone.utc), level=level,
-                                      source=origin[:200], message=message[:MAX_LINE_CHARS]))
+            lane.lines.append(
+                LogLine(at=at or datetime.now(UTC), level=level, source=origin[:200], message=message[:MAX_LINE_CHARS])
+            )
             return True
 
     def refused(self, member_id: str) -> int:
@@ -93,9 +97,14 @@ class LogShipper:
                     continue
                 lines = [lane.lines.popleft() for _ in range(min(MAX_BATCH_LINES, len(lane.lines)))]
                 if dropped:
-                    lines.append(LogLine(at=datetime.now(timezone.utc), level="WARNING", source="log-shipper",
-                                         message=f"{dropped} lines dropped by the rate limit "
-                                                 f"({lane.bucket.refused} in all)"))
+                    lines.append(
+                        LogLine(
+                            at=datetime.now(UTC),
+                            level="WARNING",
+                            source="log-shipper",
+                            message=f"{dropped} lines dropped by the rate limit ({lane.bucket.refused} in all)",
+                        )
+                    )
                     lane.reported = lane.bucket.refused
                 out.append((lane.source, lines, dropped))
         return out
@@ -105,11 +114,19 @@ class LogShipper:
         sent = 0
         while batches := self._batches():
             for source, lines, dropped in batches:
-                batch = LogBatch(member_id=source.member_id, cluster_id=source.cluster_id,
-                                 application_id=source.application_id, lines=lines, dropped=dropped)
+                batch = LogBatch(
+                    member_id=source.member_id,
+                    cluster_id=source.cluster_id,
+                    application_id=source.application_id,
+                    lines=lines,
+                    dropped=dropped,
+                )
                 try:
-                    self.appender.send("logs", source.member_id,
-                                       envelope(LogBatchRecord, batch, source.member_id, tenant=source.tenant))
+                    self.appender.send(
+                        "logs",
+                        source.member_id,
+                        envelope(LogBatchRecord, batch, source.member_id, tenant=source.tenant),
+                    )
                 except Exception:  # noqa: BLE001 - a broker outage must not stop the instance
                     log.warning("log shipper: %d lines of %s not sent", len(lines), source.member_id)
                     continue
@@ -139,8 +156,9 @@ class KafkaLogHandler(logging.Handler):
     """A logging.Handler that ships records through a LogShipper (kafka's own loggers and the
     shipper's thread excluded: a line about sending lines must not send more lines)."""
 
-    def __init__(self, shipper: LogShipper, source: LogSource, level: int = logging.INFO,
-                 exclude: tuple[str, ...] = ()) -> None:
+    def __init__(
+        self, shipper: LogShipper, source: LogSource, level: int = logging.INFO, exclude: tuple[str, ...] = ()
+    ) -> None:
         super().__init__(level)
         self.exclude = ("kafka", "aiokafka", "infra.observe.line_shipper", *exclude)
         self.shipper = shipper
@@ -148,13 +166,16 @@ class KafkaLogHandler(logging.Handler):
         self.setFormatter(logging.Formatter("%(message)s"))  # the logger name is the line's source
 
     def emit(self, record: logging.LogRecord) -> None:
-        if record.name.startswith(self.exclude) or \
-                threading.current_thread() is self.shipper.thread:
+        if record.name.startswith(self.exclude) or threading.current_thread() is self.shipper.thread:
             return
         try:
-            self.shipper.emit(self.source, record.levelname if record.levelname in _LEVELS else "INFO",
-                              self.format(record), origin=record.name,
-                              at=datetime.fromtimestamp(record.created, timezone.utc))
+            self.shipper.emit(
+                self.source,
+                record.levelname if record.levelname in _LEVELS else "INFO",
+                self.format(record),
+                origin=record.name,
+                at=datetime.fromtimestamp(record.created, UTC),
+            )
         except Exception:  # noqa: BLE001 - logging never raises into the caller
             self.handleError(record)
 
@@ -163,8 +184,12 @@ _LEVELS = {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}
 
 
 def platform_source(part: str) -> LogSource:
-    return LogSource(member_id=f"{part}@{socket.gethostname()}:{os.getpid()}", cluster_id=PLATFORM_CLUSTER,
-                     application_id="stratos", tenant=SUPER_TENANT)
+    return LogSource(
+        member_id=f"{part}@{socket.gethostname()}:{os.getpid()}",
+        cluster_id=PLATFORM_CLUSTER,
+        application_id="stratos",
+        tenant=SUPER_TENANT,
+    )
 
 
 def install_platform_logging(settings: Settings, part: str) -> KafkaLogHandler | None:

@@ -6,6 +6,7 @@ keeps its last `log_ring_lines` lines; a member shipping faster than twice the s
 holds the lines of the others back or fills the memory. Lines get a sequence number in the order
 read (per member, the order they were written), used as the paging and follow cursor.
 """
+
 from __future__ import annotations
 
 import logging
@@ -13,6 +14,7 @@ import threading
 import time
 from collections import OrderedDict, deque
 from dataclasses import dataclass
+from datetime import UTC
 
 from infra.log.kafka import Appender, DeadLetters, validated
 from infra.observe.follower import Follower
@@ -37,11 +39,18 @@ class StoredLine:
     message: str
 
     def as_json(self) -> dict:
-        from datetime import datetime, timezone
+        from datetime import datetime
 
-        return {"seq": self.seq, "at": datetime.fromtimestamp(self.at, timezone.utc).isoformat(),
-                "level": self.level, "member": self.member, "cluster": self.cluster,
-                "application": self.application, "source": self.source, "message": self.message}
+        return {
+            "seq": self.seq,
+            "at": datetime.fromtimestamp(self.at, UTC).isoformat(),
+            "level": self.level,
+            "member": self.member,
+            "cluster": self.cluster,
+            "application": self.application,
+            "source": self.source,
+            "message": self.message,
+        }
 
 
 @dataclass
@@ -87,9 +96,13 @@ class LogStore(Follower):
             member = self.members.get(key)
             if member is None:
                 member = self.members[key] = _Member(
-                    batch.member_id, batch.cluster_id, batch.application_id, record.tenant,
+                    batch.member_id,
+                    batch.cluster_id,
+                    batch.application_id,
+                    record.tenant,
                     deque(maxlen=self.settings.log_ring_lines),
-                    TokenBucket(self.settings.log_lines_per_second * 2, self.settings.log_burst_lines * 2))
+                    TokenBucket(self.settings.log_lines_per_second * 2, self.settings.log_burst_lines * 2),
+                )
             self.members.move_to_end(key)
             while len(self.members) > MAX_MEMBERS:
                 self.members.popitem(last=False)
@@ -97,26 +110,52 @@ class LogStore(Follower):
             allowed = member.bucket.take(now, len(batch.lines))
             for line in batch.lines[:allowed]:
                 self.seq += 1
-                member.lines.append(StoredLine(self.seq, line.at.timestamp(), line.level, batch.member_id,
-                                               member.cluster, member.application, record.tenant,
-                                               line.source, line.message))
+                member.lines.append(
+                    StoredLine(
+                        self.seq,
+                        line.at.timestamp(),
+                        line.level,
+                        batch.member_id,
+                        member.cluster,
+                        member.application,
+                        record.tenant,
+                        line.source,
+                        line.message,
+                    )
+                )
             if allowed:
                 self.changed.notify_all()
             return allowed
 
     def _matching(self, tenant: str, target: str | None) -> list[_Member]:
-        return [m for (owner, mid), m in self.members.items() if owner == tenant and
-                (target is None or target in (mid, m.cluster, m.application))]
+        return [
+            m
+            for (owner, mid), m in self.members.items()
+            if owner == tenant and (target is None or target in (mid, m.cluster, m.application))
+        ]
 
-    def query(self, tenant: str, target: str | None = None, since: float | None = None,
-              level: str | None = None, after: int = 0, before: int | None = None,
-              limit: int = 200) -> list[StoredLine]:
+    def query(
+        self,
+        tenant: str,
+        target: str | None = None,
+        since: float | None = None,
+        level: str | None = None,
+        after: int = 0,
+        before: int | None = None,
+        limit: int = 200,
+    ) -> list[StoredLine]:
         """The last `limit` lines of the tenant's members matching `target` (a member, cluster or
         application id), oldest first, with seq in (after, before)."""
         with self.changed:
-            lines = [line for m in self._matching(tenant, target) for line in m.lines
-                     if line.seq > after and (before is None or line.seq < before)
-                     and (since is None or line.at >= since) and at_least(line.level, level)]
+            lines = [
+                line
+                for m in self._matching(tenant, target)
+                for line in m.lines
+                if line.seq > after
+                and (before is None or line.seq < before)
+                and (since is None or line.at >= since)
+                and at_least(line.level, level)
+            ]
         lines.sort(key=lambda line: line.seq)
         return lines[-limit:] if limit else lines
 
@@ -127,8 +166,11 @@ class LogStore(Follower):
     def dropped(self, tenant: str, target: str | None = None) -> dict[str, dict[str, int]]:
         """Per member: lines refused by its shipper and by this read side."""
         with self.changed:
-            return {m.member: {"shipper": m.dropped_by_shipper, "readSide": m.bucket.refused}
-                    for m in self._matching(tenant, target) if m.dropped_by_shipper or m.bucket.refused}
+            return {
+                m.member: {"shipper": m.dropped_by_shipper, "readSide": m.bucket.refused}
+                for m in self._matching(tenant, target)
+                if m.dropped_by_shipper or m.bucket.refused
+            }
 
     def wait_newer(self, seq: int, timeout: float) -> bool:
         with self.changed:

@@ -10,10 +10,11 @@ on the topics it reads and its last error.
   offsets of its topics. A stopped part's lag grows as records arrive for it.
 - The broker: reachable or not, from a metadata request.
 """
+
 from __future__ import annotations
 
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
 
@@ -40,8 +41,9 @@ def group_lag(settings: Settings, groups: dict[str, list[str]]) -> dict[str, dic
     topics it reads (a partition it never committed counts from its beginning)."""
     if not groups:
         return {}
-    admin = KafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap, client_id="stratos-status",
-                             request_timeout_ms=10_000)
+    admin = KafkaAdminClient(
+        bootstrap_servers=settings.kafka_bootstrap, client_id="stratos-status", request_timeout_ms=10_000
+    )
     consumer = KafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, group_id=None)
     try:
         out: dict[str, dict[str, int]] = {}
@@ -70,24 +72,32 @@ def group_lag(settings: Settings, groups: dict[str, list[str]]) -> dict[str, dic
 def broker_status(settings: Settings) -> dict:
     started = time.monotonic()
     try:
-        consumer = KafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, group_id=None,
-                                 request_timeout_ms=5000)
+        consumer = KafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, group_id=None, request_timeout_ms=5000)
         try:
             topics = [t for t in consumer.topics() if t.startswith(settings.topic_prefix)]
         finally:
             consumer.close()
     except Exception as exc:  # noqa: BLE001 - reported, not raised: that is the answer
-        return {"part": "broker", "state": "unreachable", "address": settings.kafka_bootstrap,
-                "lastError": f"{type(exc).__name__}: {exc}"}
+        return {
+            "part": "broker",
+            "state": "unreachable",
+            "address": settings.kafka_bootstrap,
+            "lastError": f"{type(exc).__name__}: {exc}",
+        }
     answered = round((time.monotonic() - started) * 1000, 1)
-    report = {"part": "broker", "state": "running", "address": settings.kafka_bootstrap,
-              "topics": len(topics), "answeredInMs": answered}
+    report = {
+        "part": "broker",
+        "state": "running",
+        "address": settings.kafka_bootstrap,
+        "topics": len(topics),
+        "answeredInMs": answered,
+    }
     try:
         errors, warnings = check_topics(settings)
     except Exception as exc:  # noqa: BLE001 - a broker too old for DescribeConfigs: say so
         errors, warnings = [], [f"topic configs not checked: {type(exc).__name__}: {exc}"]
     if errors or warnings:
-        report["topicProblems"] = errors + warnings
+        report["topicProblems"] = errors + warnings  # type: ignore[assignment]
         report["lastError"] = "; ".join(errors + warnings)
     if errors:
         report["state"] = "unsafe"
@@ -102,7 +112,7 @@ def platform_status(settings: Settings, now: float | None = None) -> dict:
     beats = heartbeats(settings)
     by_part: dict[str, list] = {}
     for record in beats.values():
-        by_part.setdefault(record.payload.part, []).append(record)
+        by_part.setdefault(record.payload.part, []).append(record)  # type: ignore[attr-defined]
     groups: dict[str, list[str]] = {}
     for records in by_part.values():
         for r in records:
@@ -113,12 +123,13 @@ def platform_status(settings: Settings, now: float | None = None) -> dict:
     except Exception as exc:  # noqa: BLE001
         lags, lag_error = {}, f"{type(exc).__name__}: {exc}"
     else:
-        lag_error = None
+        lag_error = None  # type: ignore[assignment]
     parts = [broker]
     for name in [*PARTS, *sorted(set(by_part) - set(PARTS))]:
         parts.append(_part(name, by_part.get(name, []), lags, lag_error, now))
-    healthy = all(p["state"] in ("running", "not seen") for p in parts) and \
-        any(p["part"] == "node" and p["state"] == "running" for p in parts)
+    healthy = all(p["state"] in ("running", "not seen") for p in parts) and any(
+        p["part"] == "node" and p["state"] == "running" for p in parts
+    )
     return {"healthy": healthy, "parts": parts, "at": _iso(now)}
 
 
@@ -130,10 +141,17 @@ def _part(name: str, records: list, lags: dict, lag_error: str | None, now: floa
         beat = record.payload
         age = now - record.occurred_at.timestamp()
         state = "stopped" if beat.stopping or age > MISSED_BEATS * beat.interval_seconds else "running"
-        processes.append({"process": beat.process, "state": state, "lastBeatSecondsAgo": round(age, 1),
-                          "startedAt": beat.started_at.isoformat(), "errors": beat.errors,
-                          "lastError": beat.last_error,
-                          "lastErrorAt": beat.last_error_at.isoformat() if beat.last_error_at else None})
+        processes.append(
+            {
+                "process": beat.process,
+                "state": state,
+                "lastBeatSecondsAgo": round(age, 1),
+                "startedAt": beat.started_at.isoformat(),
+                "errors": beat.errors,
+                "lastError": beat.last_error,
+                "lastErrorAt": beat.last_error_at.isoformat() if beat.last_error_at else None,
+            }
+        )
     running_now = [p for p in processes if p["state"] == "running"]
     processes = running_now + [p for p in processes if p["state"] != "running"][-STOPPED_SHOWN:]
     latest = max(records, key=lambda r: r.occurred_at).payload
@@ -143,12 +161,18 @@ def _part(name: str, records: list, lags: dict, lag_error: str | None, now: floa
             lag[topic] = lag.get(topic, 0) + count
     errored = [p for p in processes if p["lastError"]]
     last = max(errored, key=lambda p: p["lastErrorAt"] or "") if errored else None
-    return {"part": name, "state": "running" if running_now else "stopped", "running": len(running_now),
-            "processes": processes, "groups": latest.groups, "lag": lag,
-            "lagError": lag_error if latest.groups else None,
-            "lastError": last["lastError"] if last else None,
-            "lastErrorAt": last["lastErrorAt"] if last else None}
+    return {
+        "part": name,
+        "state": "running" if running_now else "stopped",
+        "running": len(running_now),
+        "processes": processes,
+        "groups": latest.groups,
+        "lag": lag,
+        "lagError": lag_error if latest.groups else None,
+        "lastError": last["lastError"] if last else None,
+        "lastErrorAt": last["lastErrorAt"] if last else None,
+    }
 
 
 def _iso(epoch: float) -> str:
-    return datetime.fromtimestamp(epoch, timezone.utc).isoformat()
+    return datetime.fromtimestamp(epoch, UTC).isoformat()

@@ -5,18 +5,19 @@ optional OpenTelemetry OTLP metrics exporter (when OTEL_EXPORTER_OTLP_ENDPOINT i
 `UsageFold` reads every events partition from its start without a group and folds each commit
 that is history (`infra.log.eventlog.History`: the fence every reader applies).
 """
+
 from __future__ import annotations
 
 import logging
 import os
 import threading
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from actors.metering import Meter, periods, usage
 from infra.log.eventlog import History
-from infra.observe.follower import Follower
 from infra.log.kafka import Appender, envelope, read_to_end, rejection_reason
+from infra.observe.follower import Follower
 from infra.settings import Settings
 from schemas.observability import UsageHour, UsageRecord
 
@@ -67,7 +68,7 @@ class UsageFold(Follower):
 
 
 def usage_id(tenant: str, cluster: str, period_start: float) -> str:
-    return f"usage:{tenant}/{cluster}:{datetime.fromtimestamp(period_start, timezone.utc):%Y-%m-%dT%H:%M:%SZ}"
+    return f"usage:{tenant}/{cluster}:{datetime.fromtimestamp(period_start, UTC):%Y-%m-%dT%H:%M:%SZ}"
 
 
 def period_records(fold: UsageFold, start: float, end: float) -> list[UsageRecord]:
@@ -75,17 +76,30 @@ def period_records(fold: UsageFold, start: float, end: float) -> list[UsageRecor
     records = []
     for tenant in sorted(fold.tenants()):
         for row in fold.usage(tenant, start, end, "cluster"):
-            hour = UsageHour(cluster_id=row["cluster"], application_id=row["application"],
-                             cartridge_type=row["cartridge"],
-                             period_start=datetime.fromtimestamp(start, timezone.utc),
-                             period_end=datetime.fromtimestamp(end, timezone.utc),
-                             member_seconds=row["member_seconds"], pending_seconds=row["pending_seconds"],
-                             by_instance_type=row["by_instance_type"], by_partition=row["by_partition"],
-                             scaling_actions=row["scaling_actions"], requests_served=row["requests_served"])
-            records.append(envelope(UsageRecord, hour, f"{tenant}/cluster/{row['cluster']}", tenant=tenant,
-                                    record_id=usage_id(tenant, row["cluster"], start),
-                                    occurred_at=datetime.fromtimestamp(end, timezone.utc)))
-    return records
+            hour = UsageHour(
+                cluster_id=row["cluster"],
+                application_id=row["application"],
+                cartridge_type=row["cartridge"],
+                period_start=datetime.fromtimestamp(start, UTC),
+                period_end=datetime.fromtimestamp(end, UTC),
+                member_seconds=row["member_seconds"],
+                pending_seconds=row["pending_seconds"],
+                by_instance_type=row["by_instance_type"],
+                by_partition=row["by_partition"],
+                scaling_actions=row["scaling_actions"],
+                requests_served=row["requests_served"],
+            )
+            records.append(
+                envelope(
+                    UsageRecord,
+                    hour,
+                    f"{tenant}/cluster/{row['cluster']}",
+                    tenant=tenant,
+                    record_id=usage_id(tenant, row["cluster"], start),
+                    occurred_at=datetime.fromtimestamp(end, UTC),
+                )
+            )
+    return records  # type: ignore[return-value]
 
 
 class UsageExporter:
@@ -153,8 +167,9 @@ def otel_exporter(fold: UsageFold, interval_seconds: float | None = None):
         from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
         from opentelemetry.sdk.resources import Resource
     except ImportError:
-        log.error("OTEL_EXPORTER_OTLP_ENDPOINT is set but the OpenTelemetry SDK is missing: "
-                  "pip install 'stratos-es[otel]'")
+        log.error(
+            "OTEL_EXPORTER_OTLP_ENDPOINT is set but the OpenTelemetry SDK is missing: pip install 'stratos-es[otel]'"
+        )
         return None
     millis = int((interval_seconds or float(os.environ.get("OTEL_METRIC_EXPORT_INTERVAL", "60000")) / 1000) * 1000)
     reader = PeriodicExportingMetricReader(OTLPMetricExporter(), export_interval_millis=millis)
@@ -167,22 +182,40 @@ def otel_exporter(fold: UsageFold, interval_seconds: float | None = None):
             out = []
             for tenant in sorted(fold.tenants()):
                 for row in fold.usage(tenant, 0.0, now, "cluster"):
-                    base = {"tenant": tenant, "application": row["application"], "cluster": row["cluster"],
-                            "cartridge": row["cartridge"]}
+                    base = {
+                        "tenant": tenant,
+                        "application": row["application"],
+                        "cluster": row["cluster"],
+                        "cartridge": row["cartridge"],
+                    }
                     if kind == "member_seconds":
-                        for (itype, partition), seconds in _by_type_and_partition(fold, tenant, row["cluster"], now).items():
+                        for (itype, partition), seconds in _by_type_and_partition(
+                            fold, tenant, row["cluster"], now
+                        ).items():
                             out.append(Observation(seconds, {**base, "instance_type": itype, "partition": partition}))
                     else:
                         out.append(Observation(row[kind], base))
             return out
+
         return callback
 
-    meter.create_observable_counter("stratos.member_seconds", [observe("member_seconds")], unit="s",
-                                    description="instance seconds from Active to Terminated")
-    meter.create_observable_counter("stratos.pending_seconds", [observe("pending_seconds")], unit="s",
-                                    description="instance seconds from spawn request to Active")
-    meter.create_observable_counter("stratos.scaling_actions", [observe("scaling_actions")],
-                                    description="scaling decisions that spawned or terminated members")
+    meter.create_observable_counter(
+        "stratos.member_seconds",
+        [observe("member_seconds")],
+        unit="s",
+        description="instance seconds from Active to Terminated",
+    )
+    meter.create_observable_counter(
+        "stratos.pending_seconds",
+        [observe("pending_seconds")],
+        unit="s",
+        description="instance seconds from spawn request to Active",
+    )
+    meter.create_observable_counter(
+        "stratos.scaling_actions",
+        [observe("scaling_actions")],
+        description="scaling decisions that spawned or terminated members",
+    )
     return provider
 
 

@@ -5,27 +5,42 @@ load-balancer cartridge's `stratos lb`) is given an environment built here inste
 its parent's: the basics a program needs to run (PATH, HOME, locale, Python's path) plus what
 the caller names. A secret reaches a part only if the part is listed for it in `PART_SECRETS`.
 """
+
 from __future__ import annotations
 
 import os
 from collections.abc import Iterable, Mapping
 
-BASICS = ("PATH", "HOME", "USER", "LOGNAME", "LANG", "LANGUAGE", "TZ", "TMPDIR", "PYTHONPATH",
-          "VIRTUAL_ENV", "SSL_CERT_FILE", "SSL_CERT_DIR")
+BASICS = (
+    "PATH",
+    "HOME",
+    "USER",
+    "LOGNAME",
+    "LANG",
+    "LANGUAGE",
+    "TZ",
+    "TMPDIR",
+    "PYTHONPATH",
+    "VIRTUAL_ENV",
+    "SSL_CERT_FILE",
+    "SSL_CERT_DIR",
+)
 BASIC_PREFIXES = ("LC_",)
 
 PART_SECRETS: dict[str, frozenset[str]] = {
     "STRATOS_ADMIN_PASSWORD": frozenset({"api"}),
     "STRATOS_SECRET_KEY": frozenset({"api", "node", "reactor", "cloud"}),
-    "STRATOS_PLATFORM_SECRET": frozenset({"api", "node", "reactor", "cloud", "health", "topology", "lb",
-                                          "usage-export", "mock-iaas"}),  # every part signs (infra/auth/signing.py)
+    "STRATOS_PLATFORM_SECRET": frozenset(
+        {"api", "node", "reactor", "cloud", "health", "topology", "lb", "usage-export", "mock-iaas"}
+    ),  # every part signs (infra/auth/signing.py)
     "STRATOS_MOCK_IAAS_KEY": frozenset({"mock-iaas", "cloud", "api"}),
 }
 """Secret settings, and the supervised parts that use them (the rest never see them)."""
 
 
-def minimal_env(extra: Mapping[str, str] | None = None, keep: Iterable[str] = (),
-                source: Mapping[str, str] | None = None) -> dict[str, str]:
+def minimal_env(
+    extra: Mapping[str, str] | None = None, keep: Iterable[str] = (), source: Mapping[str, str] | None = None
+) -> dict[str, str]:
     """The basics from `source` (default: this process's environment), the variables named in
     `keep` if set there, and `extra`."""
     source = os.environ if source is None else source

@@ -4,6 +4,7 @@ The embedded broker runs in this process's care; every other part (node, cloud c
 health worker, API) is a `stratos <part>` child process that is restarted when it exits, with
 its output in `<state-dir>/logs/<part>.log`. Ctrl-C stops them all.
 """
+
 from __future__ import annotations
 
 import logging
@@ -38,14 +39,20 @@ class Supervisor:
     stopping: threading.Event = field(default_factory=threading.Event)
 
     def add(self, name: str, *args: str) -> None:
-        self.children.append(Child(name, [sys.executable, "-m", "infra.cli", *args],
-                                   log_path=self.log_dir / f"{name}.log"))
+        self.children.append(
+            Child(name, [sys.executable, "-m", "infra.cli", *args], log_path=self.log_dir / f"{name}.log")
+        )
 
     def start(self, child: Child) -> None:
         self.log_dir.mkdir(parents=True, exist_ok=True)
-        out = open(child.log_path, "ab")  # type: ignore[arg-type]
-        child.process = subprocess.Popen(child.argv, stdout=out, stderr=subprocess.STDOUT,
-                                         env=part_env(child.name, self.env), start_new_session=True)
+        with open(child.log_path, "ab") as out:  # type: ignore[arg-type]  # the child holds its own copy
+            child.process = subprocess.Popen(
+                child.argv,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                env=part_env(child.name, self.env),
+                start_new_session=True,
+            )
         child.started_at = time.monotonic()
 
     def run(self, poll_seconds: float = 0.5) -> None:
@@ -60,8 +67,9 @@ class Supervisor:
                 if time.monotonic() - child.started_at < backoff:
                     continue
                 child.restarts += 1
-                log.warning("%s exited with code %s; restart #%d (log: %s)", child.name, code,
-                            child.restarts, child.log_path)
+                log.warning(
+                    "%s exited with code %s; restart #%d (log: %s)", child.name, code, child.restarts, child.log_path
+                )
                 self.start(child)
 
     def stop(self) -> None:
@@ -80,5 +88,12 @@ class Supervisor:
 def child_env(bootstrap: str, extra: dict[str, str] | None = None) -> dict[str, str]:
     """The parts' environment: the basics and the STRATOS_* settings (secrets included; each
     part gets only the secrets it uses, `part_env`), not the rest of the caller's environment."""
-    return minimal_env({**platform_settings(), **{k: os.environ[k] for k in PART_SECRETS if k in os.environ},
-                        "STRATOS_KAFKA_BOOTSTRAP": bootstrap, "PYTHONUNBUFFERED": "1", **(extra or {})})
+    return minimal_env(
+        {
+            **platform_settings(),
+            **{k: os.environ[k] for k in PART_SECRETS if k in os.environ},
+            "STRATOS_KAFKA_BOOTSTRAP": bootstrap,
+            "PYTHONUNBUFFERED": "1",
+            **(extra or {}),
+        }
+    )

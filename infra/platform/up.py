@@ -1,4 +1,5 @@
 """Wiring of `stratos up`: broker, topics, supervised parts, the sample."""
+
 from __future__ import annotations
 
 import json
@@ -20,9 +21,12 @@ from infra.settings import get_settings
 log = logging.getLogger(__name__)
 
 SAMPLE_ORDER = [
-    ("networkPartition", "network-partition.json"), ("cartridge", "php.json"),
-    ("autoscalingPolicy", "autoscaling-policy.json"), ("deploymentPolicy", "deployment-policy.json"),
-    ("applicationPolicy", "application-policy.json"), ("application", "application-single-cartridge.json"),
+    ("networkPartition", "network-partition.json"),
+    ("cartridge", "php.json"),
+    ("autoscalingPolicy", "autoscaling-policy.json"),
+    ("deploymentPolicy", "deployment-policy.json"),
+    ("applicationPolicy", "application-policy.json"),
+    ("application", "application-single-cartridge.json"),
 ]
 
 
@@ -63,8 +67,10 @@ def load_sample(settings, console: Console) -> None:
                 console.print(f"[red]sample {name}:[/] {reply.reason}")
             if kind == "application":
                 app_id = model.definition_id
-        reply = client.call(aggregate_id(SUPER_TENANT, "application", app_id),
-                            C.DeployApplication(application_policy_id="application-policy-1"))
+        reply = client.call(
+            aggregate_id(SUPER_TENANT, "application", app_id),  # type: ignore[arg-type]
+            C.DeployApplication(application_policy_id="application-policy-1"),
+        )
         if isinstance(reply, CommandRejected) and reply.code != 409:
             console.print(f"[red]deploy {app_id}:[/] {reply.reason}")
         else:
@@ -73,8 +79,16 @@ def load_sample(settings, console: Console) -> None:
         client.close()
 
 
-def run_platform(bootstrap: str | None, api_port: int, sample: bool, state_dir: Path,
-                 console: Console, process: bool = False, tls: bool = False, brokers: int = 1) -> int:
+def run_platform(
+    bootstrap: str | None,
+    api_port: int,
+    sample: bool,
+    state_dir: Path,
+    console: Console,
+    process: bool = False,
+    tls: bool = False,
+    brokers: int = 1,
+) -> int:
     from infra.cli.common import wait_for_interrupt
 
     settings = get_settings()
@@ -86,10 +100,12 @@ def run_platform(bootstrap: str | None, api_port: int, sample: bool, state_dir: 
         if bootstrap or settings.kafka_bootstrap:
             settings.kafka_bootstrap = bootstrap or settings.kafka_bootstrap
         else:
-            console.print(f"starting Apache Kafka ({brokers} node{'s' if brokers > 1 else ''}, "
-                          f"data in {state_dir / 'kafka'}) ...")
-            broker = EmbeddedBroker(data_dir=state_dir / "kafka", brokers=brokers,
-                                    log_path=state_dir / "logs" / "kafka.log").start()
+            console.print(
+                f"starting Apache Kafka ({brokers} node{'s' if brokers > 1 else ''}, data in {state_dir / 'kafka'}) ..."
+            )
+            broker = EmbeddedBroker(
+                data_dir=state_dir / "kafka", brokers=brokers, log_path=state_dir / "logs" / "kafka.log"
+            ).start()
             settings.kafka_bootstrap = broker.bootstrap
             settings.replication_factor = min(brokers, 3)
         ensure_topics(settings)
@@ -100,25 +116,35 @@ def run_platform(bootstrap: str | None, api_port: int, sample: bool, state_dir: 
         if tls:
             cert, _key = server_certificate(here)
             console.print(f"HTTPS with {cert} (clients trust it: STRATOS_API_CA={trusted_ca(here)})")
-        extra = {"STRATOS_API_PORT": str(api_port), "STRATOS_STATE_DIR": str(state_dir.absolute()),
-                 "STRATOS_REPLICATION_FACTOR": str(settings.replication_factor),
-                 **({"STRATOS_MOCK_IAAS_MODE": "process"} if process else {}),
-                 **({"STRATOS_API_TLS": "1"} if tls else {})}
-        supervisor = Supervisor(child_env(settings.kafka_bootstrap, extra), state_dir / "logs")
+        extra = {
+            "STRATOS_API_PORT": str(api_port),
+            "STRATOS_STATE_DIR": str(state_dir.absolute()),
+            "STRATOS_REPLICATION_FACTOR": str(settings.replication_factor),
+            **({"STRATOS_MOCK_IAAS_MODE": "process"} if process else {}),
+            **({"STRATOS_API_TLS": "1"} if tls else {}),
+        }
+        supervisor = Supervisor(child_env(settings.kafka_bootstrap, extra), state_dir / "logs")  # type: ignore[arg-type]
         demo = not settings.admin_password
         for name, args in parts(api_port, demo).items():
             supervisor.add(name, *args)
         threading.Thread(target=supervisor.run, name="supervisor", daemon=True).start()
-        console.print(f"[green]Stratos-ES[/] on Kafka [bold]{settings.kafka_bootstrap}[/]"
-                      f"{' (embedded broker)' if broker else ''}; logs in {state_dir / 'logs'}")
-        user = f"{settings.admin_username} / {'admin (demo only: set STRATOS_ADMIN_PASSWORD)' if demo else '<STRATOS_ADMIN_PASSWORD>'}"
+        console.print(
+            f"[green]Stratos-ES[/] on Kafka [bold]{settings.kafka_bootstrap}[/]"
+            f"{' (embedded broker)' if broker else ''}; logs in {state_dir / 'logs'}"
+        )
+        password = "admin (demo only: set STRATOS_ADMIN_PASSWORD)" if demo else "<STRATOS_ADMIN_PASSWORD>"
+        user = f"{settings.admin_username} / {password}"
         base = f"{'https' if tls else 'http'}://127.0.0.1:{api_port}"
         console.print(f"console:  {base}/   REST API: {base}/api   user {user}")
-        console.print(f"mock IaaS: {base}/mock-iaas/api/instances (state in {state_dir / 'mock-iaas'})"
-                      f"{' (process mode: every member a real process)' if process else ''}")
-        console.print(f"load balancer: HAProxy on {settings.lb_bind}, proxy ports of the cartridges "
-                      "(`stratos lb-status`)" if haproxy_binary() else
-                      "load balancer: [yellow]not started[/]: haproxy is not on PATH (apt-get install -y haproxy)")
+        console.print(
+            f"mock IaaS: {base}/mock-iaas/api/instances (state in {state_dir / 'mock-iaas'})"
+            f"{' (process mode: every member a real process)' if process else ''}"
+        )
+        console.print(
+            f"load balancer: HAProxy on {settings.lb_bind}, proxy ports of the cartridges (`stratos lb-status`)"
+            if haproxy_binary()
+            else "load balancer: [yellow]not started[/]: haproxy is not on PATH (apt-get install -y haproxy)"
+        )
         if sample:
             load_sample(settings, console)
         console.print("running; Ctrl-C stops everything")

@@ -1,4 +1,5 @@
 """`stratos reactor`."""
+
 from __future__ import annotations
 
 import signal

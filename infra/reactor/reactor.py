@@ -7,6 +7,7 @@ as history (`infra.log.eventlog.History`): a fenced writer's commits cause nothi
 supervised part of its own (`stratos reactor`); no record can stop it: one that does not
 decode, or whose reaction fails, goes to the dead-letter topic with the reason.
 """
+
 from __future__ import annotations
 
 import logging
@@ -58,15 +59,16 @@ class Reactor:
     def run(self) -> None:
         consumer = group_consumer(self.settings, REACTOR_GROUP, SOURCES)
         consumer.unsubscribe()
-        consumer.subscribe([self.settings.topic(k) for k in SOURCES],
-                           listener=_ForgetFences(self.history, self.settings.topic("events")))
+        consumer.subscribe(
+            [self.settings.topic(k) for k in SOURCES],
+            listener=_ForgetFences(self.history, self.settings.topic("events")),
+        )
         try:
             while not self.stopping.is_set():
                 batch = consumer.poll(timeout_ms=IDLE_POLL_MS)
                 if not batch:
                     continue
-                sent = {tp: self.react_to(topic_kind_of(self.settings, tp.topic), raws)
-                        for tp, raws in batch.items()}
+                sent = {tp: self.react_to(topic_kind_of(self.settings, tp.topic), raws) for tp, raws in batch.items()}
                 self.appender.flush()
                 offsets = {}
                 for tp, futures in sent.items():
@@ -94,8 +96,10 @@ class Reactor:
                 # statistics (and dead-letters the bad ones): skip them unparsed
                 raws = [raw for raw in raws if raw.value and b"MemberFault" in raw.value]
             # instance status and health: the member's own or the platform's; replies: the platform's
-            records = ((d.record, d) for d in validated(self.settings, kind, raws, self.dead_letters,
-                                                          self.verifier, signed_only=True))
+            records = (
+                (d.record, d)  # type: ignore[misc]
+                for d in validated(self.settings, kind, raws, self.dead_letters, self.verifier, signed_only=True)
+            )
         for record, source in records:
             try:
                 futures += self.send_reactions(record)
@@ -109,9 +113,21 @@ class Reactor:
             kind, record_type = NOTIFIER if isinstance(message, NOTIFICATIONS) else ("commands", CommandRecord)
             if kind == "instance-notifier":
                 message = notice_for_instances(self.box, message, target)
-            futures.append(self.appender.send(kind, target, envelope(
-                record_type, message, target, tenant=record.tenant, record_id=f"{record.id}.{n}",
-                correlation_id=record.correlation_id or record.id, causation_id=record.id)))
+            futures.append(
+                self.appender.send(
+                    kind,
+                    target,
+                    envelope(
+                        record_type,
+                        message,
+                        target,
+                        tenant=record.tenant,
+                        record_id=f"{record.id}.{n}",
+                        correlation_id=record.correlation_id or record.id,
+                        causation_id=record.id,
+                    ),
+                )
+            )
         return futures
 
     def stop(self) -> None:

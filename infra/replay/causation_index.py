@@ -8,6 +8,7 @@ commands, health statistics, instance status and notifications from their valida
 was indexed (a fresh broker under the same prefix) is indexed again from its start; `stratos
 why --reindex` starts the whole index again.
 """
+
 from __future__ import annotations
 
 import json
@@ -75,8 +76,9 @@ class CausalIndex:
         return _link(row) if row else None
 
     def children(self, record_id: str) -> list[dict[str, Any]]:
-        rows = self.db.execute("SELECT * FROM rec WHERE cause = ? ORDER BY at, topic, part, off, id",
-                               (record_id,)).fetchall()
+        rows = self.db.execute(
+            "SELECT * FROM rec WHERE cause = ? ORDER BY at, topic, part, off, id", (record_id,)
+        ).fetchall()
         return [_link(r) for r in rows]
 
     def count(self) -> int:
@@ -105,8 +107,11 @@ class CausalIndex:
     def _end_offsets(self) -> dict[tuple[str, int], int]:
         consumer = KafkaConsumer(bootstrap_servers=self.settings.kafka_bootstrap, group_id=None)
         try:
-            tps = {TopicPartition(self.settings.topic(kind), p): kind for kind in CAUSAL_TOPICS
-                   for p in consumer.partitions_for_topic(self.settings.topic(kind)) or ()}
+            tps = {
+                TopicPartition(self.settings.topic(kind), p): kind
+                for kind in CAUSAL_TOPICS
+                for p in consumer.partitions_for_topic(self.settings.topic(kind)) or ()
+            }
             return {(tps[tp], tp.partition): end for tp, end in consumer.end_offsets(list(tps)).items()}
         finally:
             consumer.close()
@@ -126,37 +131,78 @@ class CausalIndex:
     def _fence_at(self, partition: int, offset: int):
         return fence_before(self.settings, partition, offset)
 
-    def _index_rows(self, kind: str, partition: int, offset: int, value: bytes | None,
-                    history: History | None) -> Iterator[tuple]:
+    def _index_rows(
+        self, kind: str, partition: int, offset: int, value: bytes | None, history: History | None
+    ) -> Iterator[tuple]:
         if history is None:
             record = decode(kind, value)
-            yield (record.id, kind, partition, offset, record.type, record.aggregate_id,
-                   record.occurred_at.isoformat(), record.causation_id, None, None, None,
-                   json.dumps(figures(record.payload)))
+            yield (
+                record.id,
+                kind,
+                partition,
+                offset,
+                record.type,
+                record.aggregate_id,
+                record.occurred_at.isoformat(),
+                record.causation_id,
+                None,
+                None,
+                None,
+                json.dumps(figures(record.payload)),
+            )
             return
-        record = history.commit(partition, offset, value)
+        record = history.commit(partition, offset, value)  # type: ignore[assignment]
         if record is None:
             return
         commit: Commit = record.payload  # type: ignore[assignment]
         at, where = record.occurred_at.isoformat(), (kind, partition, offset)
         decision = (commit.command_type, commit.outcome, record.id)
         if not commit.events:  # rejected, or accepted with nothing to say: the commit stands for it
-            yield (record.id, *where, f"{commit.outcome} {commit.command_type}", record.aggregate_id, at,
-                   record.causation_id, *decision,
-                   json.dumps({k: v for k, v in (("reason", commit.reason), ("field", commit.field),
-                                                 ("code", commit.code)) if v is not None}))
+            yield (
+                record.id,
+                *where,
+                f"{commit.outcome} {commit.command_type}",
+                record.aggregate_id,
+                at,
+                record.causation_id,
+                *decision,
+                json.dumps(
+                    {
+                        k: v
+                        for k, v in (("reason", commit.reason), ("field", commit.field), ("code", commit.code))
+                        if v is not None
+                    }
+                ),
+            )
             return
         first = event_id(record.id, 0)
         explains = commit.events[0].type in EXPLAINING
         for n, event in enumerate(commit.events):
-            yield (event_id(record.id, n), *where, event.type, record.aggregate_id, at,  # type: ignore[attr-defined]
-                   first if n and explains else record.causation_id, *decision, json.dumps(figures(event)))
+            yield (
+                event_id(record.id, n),
+                *where,
+                event.type,
+                record.aggregate_id,
+                at,
+                first if n and explains else record.causation_id,
+                *decision,
+                json.dumps(figures(event)),
+            )
 
 
 def _link(row: tuple) -> dict[str, Any]:
     record_id, topic, part, off, type_, aggregate, at, cause, command_type, outcome, commit, detail = row
-    link = {"id": record_id, "topic": topic, "partition": part, "offset": off, "type": type_,
-            "aggregate": aggregate, "at": at, "cause": cause, "figures": json.loads(detail)}
+    link = {
+        "id": record_id,
+        "topic": topic,
+        "partition": part,
+        "offset": off,
+        "type": type_,
+        "aggregate": aggregate,
+        "at": at,
+        "cause": cause,
+        "figures": json.loads(detail),
+    }
     if commit is not None:
         link.update(command_type=command_type, outcome=outcome, commit=commit)
     return link

@@ -3,6 +3,7 @@
 Every one of them reads the log without a consumer group and writes nothing: run them against
 a live platform as often as you like.
 """
+
 from __future__ import annotations
 
 import json
@@ -46,9 +47,9 @@ def _guarded(run: Callable[[], Any]) -> Any:
     try:
         return run()
     except ValidationError as exc:
-        raise _fail(rejection_reason(exc))
+        raise _fail(rejection_reason(exc)) from exc
     except (ValueError, TimeoutError) as exc:
-        raise _fail(str(exc))
+        raise _fail(str(exc)) from exc
 
 
 def _time(text: str | None, option: str) -> datetime | None:
@@ -59,21 +60,27 @@ def _time(text: str | None, option: str) -> datetime | None:
     try:
         return parse_time(text)
     except PositionError as exc:
-        raise _fail(f"{option}: {exc}")
+        raise _fail(f"{option}: {exc}") from exc
 
 
 def _print_json(value: Any) -> None:
     typer.echo(json.dumps(masked(value), indent=2, sort_keys=True, default=str))
 
 
-def replay(at: str = typer.Option(None, "--at", help="ISO 8601 time, or PARTITION:OFFSET,… (inclusive; "
-                                                      "partitions not named are read to their end)"),
-           aggregate: str = typer.Option(None, help="only this aggregate (printed in full)"),
-           what_if: Path = typer.Option(None, "--what-if", help="an autoscaling policy JSON: replay the "
-                                                                "cluster's recorded health through it"),
-           since: str = typer.Option(None, "--from", help="what-if: first hop compared (ISO 8601)"),
-           until: str = typer.Option(None, "--to", help="what-if: last hop compared (ISO 8601)"),
-           as_json: bool = typer.Option(False, "--json")) -> None:
+def replay(
+    at: str = typer.Option(
+        None,
+        "--at",
+        help="ISO 8601 time, or PARTITION:OFFSET,… (inclusive; partitions not named are read to their end)",
+    ),
+    aggregate: str = typer.Option(None, help="only this aggregate (printed in full)"),
+    what_if: Path = typer.Option(
+        None, "--what-if", help="an autoscaling policy JSON: replay the cluster's recorded health through it"
+    ),
+    since: str = typer.Option(None, "--from", help="what-if: first hop compared (ISO 8601)"),
+    until: str = typer.Option(None, "--to", help="what-if: last hop compared (ISO 8601)"),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
     """The whole platform (or one aggregate) as it was at a past instant, rebuilt from snapshots
     plus the log; or, with --what-if, what a changed policy would have decided."""
     if what_if is not None:
@@ -89,8 +96,11 @@ def replay(at: str = typer.Option(None, "--at", help="ISO 8601 time, or PARTITIO
         if aggregate not in found:
             raise _fail(f"aggregate {aggregate!r} has no events at or before {position}", 1)
         state = found[aggregate].state.model_dump(mode="json")
-        return _print_json({"at": str(position), "aggregate": aggregate, "state": state}) if as_json \
+        return (
+            _print_json({"at": str(position), "aggregate": aggregate, "state": state})
+            if as_json
             else console.print_json(json.dumps(masked(state), default=str))
+        )
     view = platform_view(t.state for t in found.values())
     if as_json:
         return _print_json({"at": str(position), **view})
@@ -101,12 +111,19 @@ def replay(at: str = typer.Option(None, "--at", help="ISO 8601 time, or PARTITIO
 def _print_view(view: dict) -> None:
     apps = Table("application", "status", "clusters", title="applications")
     for app_id, app in view["applications"].items():
-        apps.add_row(app_id, str(app["status"]), ", ".join(f"{c.split('/')[-1]}={s}" for c, s in app["clusters"].items()))
+        apps.add_row(
+            app_id, str(app["status"]), ", ".join(f"{c.split('/')[-1]}={s}" for c, s in app["clusters"].items())
+        )
     console.print(apps)
     clusters = Table("cluster", "status", "min/max", "members", title="clusters")
     for cluster_id, cluster in view["clusters"].items():
-        members = "\n".join(f"{m} {s['status']}{' (leaving)' if s['leaving'] else ''} {s['ip'] or ''}".rstrip()
-                            for m, s in cluster["members"].items()) or "-"
+        members = (
+            "\n".join(
+                f"{m} {s['status']}{' (leaving)' if s['leaving'] else ''} {s['ip'] or ''}".rstrip()
+                for m, s in cluster["members"].items()
+            )
+            or "-"
+        )
         clusters.add_row(cluster_id, str(cluster["status"]), f"{cluster['min']}/{cluster['max']}", members)
     console.print(clusters)
     for kind, ids in sorted(view["definitions"].items()):
@@ -121,56 +138,76 @@ def _what_if(policy_path: Path, aggregate: str | None, since, until, as_json: bo
     try:
         policy = json.loads(policy_path.read_text())
     except OSError as exc:
-        raise _fail(f"--what-if {policy_path}: {exc.strerror or exc}")
+        raise _fail(f"--what-if {policy_path}: {exc.strerror or exc}") from exc
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise _fail(f"--what-if {policy_path}: not JSON: {exc}")
+        raise _fail(f"--what-if {policy_path}: not JSON: {exc}") from exc
     result = _guarded(lambda: what_if_from_log(_settings(), aggregate, policy, since, until))
     if as_json:
-        return _print_json({"cluster": aggregate, "policy": policy.get("id"), "totals": result.totals(),
-                            "samples_used": result.samples_used, "samples_skipped": result.samples_skipped,
-                            "verdicts": [v.as_json() for v in result.verdicts]})
-    table = Table("time", "recorded", "what-if", "", title=f"{aggregate}: recorded vs policy "
-                                                            f"{policy.get('id', policy_path.name)}")
+        return _print_json(
+            {
+                "cluster": aggregate,
+                "policy": policy.get("id"),
+                "totals": result.totals(),
+                "samples_used": result.samples_used,
+                "samples_skipped": result.samples_skipped,
+                "verdicts": [v.as_json() for v in result.verdicts],
+            }
+        )
+    table = Table(
+        "time", "recorded", "what-if", "", title=f"{aggregate}: recorded vs policy {policy.get('id', policy_path.name)}"
+    )
     for v in result.verdicts:
-        table.add_row(f"{v.at:%H:%M:%S}",
-                      f"req {v.recorded_required} +{v.recorded_spawn} -{v.recorded_terminate}\n{v.recorded_reason}",
-                      f"req {v.what_if_required} +{v.what_if_spawn} -{v.what_if_terminate}\n{v.what_if_reason}",
-                      "[yellow]≠[/]" if v.differs else "")
+        table.add_row(
+            f"{v.at:%H:%M:%S}",
+            f"req {v.recorded_required} +{v.recorded_spawn} -{v.recorded_terminate}\n{v.recorded_reason}",
+            f"req {v.what_if_required} +{v.what_if_spawn} -{v.what_if_terminate}\n{v.what_if_reason}",
+            "[yellow]≠[/]" if v.differs else "",
+        )
     console.print(table)
     totals = result.totals()
-    console.print(f"{totals['hops']} hops: scale-ups recorded {totals['recorded_scale_ups']}, what-if "
-                  f"{totals['what_if_scale_ups']}; scale-downs recorded {totals['recorded_scale_downs']}, "
-                  f"what-if {totals['what_if_scale_downs']}; {totals['differing_hops']} hops differ "
-                  f"(nothing was sent)")
+    console.print(
+        f"{totals['hops']} hops: scale-ups recorded {totals['recorded_scale_ups']}, what-if "
+        f"{totals['what_if_scale_ups']}; scale-downs recorded {totals['recorded_scale_downs']}, "
+        f"what-if {totals['what_if_scale_downs']}; {totals['differing_hops']} hops differ "
+        f"(nothing was sent)"
+    )
 
 
-def history(aggregate: str = typer.Argument(..., help="aggregate id, e.g. carbon.super/cluster/app.php1.php.domain"),
-            since: str = typer.Option(None, "--since", help="ISO 8601"),
-            until: str = typer.Option(None, "--until", help="ISO 8601"),
-            as_json: bool = typer.Option(False, "--json")) -> None:
+def history(
+    aggregate: str = typer.Argument(..., help="aggregate id, e.g. carbon.super/cluster/app.php1.php.domain"),
+    since: str = typer.Option(None, "--since", help="ISO 8601"),
+    until: str = typer.Option(None, "--until", help="ISO 8601"),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
     """An aggregate's timeline: one line per event (and per rejected command) with its figures
     and the command that caused it."""
     from infra.replay.timetravel import timeline
 
     problems: list[str] = []
-    entries = _guarded(lambda: timeline(_settings(), aggregate, _time(since, "--since"),
-                                        _time(until, "--until"), problems))
+    entries = _guarded(
+        lambda: timeline(_settings(), aggregate, _time(since, "--since"), _time(until, "--until"), problems)
+    )
     if as_json:
         return _print_json([e.as_json() for e in entries])
     if not entries:
         raise _fail(f"no events for aggregate {aggregate!r} in that period", 1)
     for e in entries:
         style = "red" if e.outcome == "rejected" else "cyan"
-        console.print(f"{e.at:%Y-%m-%d %H:%M:%S.%f}"[:-3] + f" [{style}]{e.type}[/] {one_line(e.figures)}"
-                      f" [dim]← {e.command_type} {e.command_id} · {e.id}[/]", highlight=False)
+        console.print(
+            f"{e.at:%Y-%m-%d %H:%M:%S.%f}"[:-3] + f" [{style}]{e.type}[/] {one_line(e.figures)}"
+            f" [dim]← {e.command_type} {e.command_id} · {e.id}[/]",
+            highlight=False,
+        )
     for problem in problems:
         console.print(f"[yellow]warning:[/] {problem}")
 
 
-def diff(aggregate: str = typer.Argument(..., help="aggregate id"),
-         since: str = typer.Option(..., "--from", help="ISO 8601 time or PARTITION:OFFSET,…"),
-         until: str = typer.Option(..., "--to", help="ISO 8601 time or PARTITION:OFFSET,…"),
-         as_json: bool = typer.Option(False, "--json")) -> None:
+def diff(
+    aggregate: str = typer.Argument(..., help="aggregate id"),
+    since: str = typer.Option(..., "--from", help="ISO 8601 time or PARTITION:OFFSET,…"),
+    until: str = typer.Option(..., "--to", help="ISO 8601 time or PARTITION:OFFSET,…"),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
     """What changed in an aggregate's state between two instants."""
     from infra.replay.timetravel import parse_position, platform_at, state_json
 
@@ -185,9 +222,16 @@ def diff(aggregate: str = typer.Argument(..., help="aggregate id"),
         raise _fail(f"aggregate {aggregate!r} has no events at either instant", 1)
     changes = diff_states(before or {}, after or {})
     if as_json:
-        return _print_json({"aggregate": aggregate, "from": str(before_at), "to": str(after_at),
-                            "changes": [{"path": list(c.path), "kind": c.kind, "before": c.before, "after": c.after}
-                                        for c in changes]})
+        return _print_json(
+            {
+                "aggregate": aggregate,
+                "from": str(before_at),
+                "to": str(after_at),
+                "changes": [
+                    {"path": list(c.path), "kind": c.kind, "before": c.before, "after": c.after} for c in changes
+                ],
+            }
+        )
     if not changes:
         console.print("no change")
     for c in changes:
@@ -200,11 +244,16 @@ def _brief(value: Any) -> str:
     return text if len(text) <= 100 else text[:99] + "…"
 
 
-def why(record_id: str = typer.Argument(..., help="an event, command or health record id"),
-        show_effects: bool = typer.Option(False, "--effects", help="what it led to, instead of its causes"),
-        reindex: bool = typer.Option(False, "--reindex", help="build the causation index again from the "
-                                                               "topics' start (after pointing at another broker)"),
-        as_json: bool = typer.Option(False, "--json")) -> None:
+def why(
+    record_id: str = typer.Argument(..., help="an event, command or health record id"),
+    show_effects: bool = typer.Option(False, "--effects", help="what it led to, instead of its causes"),
+    reindex: bool = typer.Option(
+        False,
+        "--reindex",
+        help="build the causation index again from the topics' start (after pointing at another broker)",
+    ),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
     """Follow causation ids back to the root across topics and aggregates (or forward with
     --effects)."""
     from infra.replay.causation_index import CausalIndex
@@ -215,7 +264,7 @@ def why(record_id: str = typer.Argument(..., help="an event, command or health r
         if show_effects:
             if index.lookup(record_id) is None and not index.children(record_id):
                 raise _fail(f"no record {record_id!r} in the log (events, commands, health, status)", 1)
-            tree = effects(index.children, record_id)
+            tree = effects(index.children, record_id)  # type: ignore[arg-type]
             if as_json:
                 return _print_json(tree)
             root = Tree(f"[bold]{record_id}[/]")
@@ -230,20 +279,25 @@ def why(record_id: str = typer.Argument(..., help="an event, command or health r
         if as_json:
             return _print_json({"chain": chain, "missing_cause": missing})
         for depth, link in enumerate(chain):
-            console.print(("  " * depth) + ("← " if depth else "") + _describe(link), highlight=False)
+            console.print(("  " * depth) + ("← " if depth else "") + _describe(link), highlight=False)  # type: ignore[arg-type]
         if missing:
-            console.print(("  " * len(chain)) + f"← [yellow]{missing}[/] (not in the log: outside its "
-                                                "retention, or sent by a client that does not log)")
+            console.print(
+                ("  " * len(chain)) + f"← [yellow]{missing}[/] (not in the log: outside its "
+                "retention, or sent by a client that does not log)"
+            )
     finally:
         index.close()
 
 
 def _describe(link: dict) -> str:
     figures = one_line(link.get("figures", {}))
-    decision = f" [dim](commit {link['commit']}, {link['outcome']} {link['command_type']})[/]" \
-        if "commit" in link else ""
-    return (f"[cyan]{link['type']}[/] {link['at'][11:23]} [dim]{link['topic']} {link['aggregate']}[/] "
-            f"{figures}{decision} [dim]{link['id']}[/]")
+    decision = (
+        f" [dim](commit {link['commit']}, {link['outcome']} {link['command_type']})[/]" if "commit" in link else ""
+    )
+    return (
+        f"[cyan]{link['type']}[/] {link['at'][11:23]} [dim]{link['topic']} {link['aggregate']}[/] "
+        f"{figures}{decision} [dim]{link['id']}[/]"
+    )
 
 
 def _grow(node: Tree, children: list[dict]) -> None:
@@ -262,9 +316,11 @@ def register(app: typer.Typer) -> None:
         app.command()(command)
 
 
-def state(aggregate: str = typer.Argument(..., help="aggregate id, e.g. carbon.super/cluster/app.php1.php.domain"),
-          until: str = typer.Option(None, help="stop after this event id (inclusive)"),
-          events: bool = typer.Option(False, help="also list the events folded")) -> None:
+def state(
+    aggregate: str = typer.Argument(..., help="aggregate id, e.g. carbon.super/cluster/app.php1.php.domain"),
+    until: str = typer.Option(None, help="stop after this event id (inclusive)"),
+    events: bool = typer.Option(False, help="also list the events folded"),
+) -> None:
     """Replay one aggregate from the log and print its state (at a past event with --until)."""
     from infra.replay.inspect_log import state_at
     from schemas.ids import parse_aggregate_id
@@ -274,15 +330,17 @@ def state(aggregate: str = typer.Argument(..., help="aggregate id, e.g. carbon.s
         parse_aggregate_id(aggregate)
     except ValueError as exc:
         console.print(f"[red]error:[/] {exc}")
-        raise typer.Exit(2)
+        raise typer.Exit(2) from exc
     tracked, folded = state_at(settings, aggregate, until_event=until)
     if not folded:
         console.print(f"[red]error:[/] no events for aggregate {aggregate!r}")
         raise typer.Exit(1)
     if events:
         for record in folded:
-            console.print(f"{record.aggregate_seq:>5} {record.occurred_at:%H:%M:%S} {record.type} "
-                          f"[dim]{record.id} cause={record.causation_id}[/]")
+            console.print(
+                f"{record.aggregate_seq:>5} {record.occurred_at:%H:%M:%S} {record.type} "
+                f"[dim]{record.id} cause={record.causation_id}[/]"
+            )
     console.print_json(json.dumps(masked(tracked.state.model_dump(mode="json"))))
 
 

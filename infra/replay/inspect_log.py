@@ -3,6 +3,7 @@
 "What did the cluster know when it decided this?" — `stratos state <aggregate> --until <event id>`
 folds the aggregate's events up to and including that event with the aggregates' own `apply`.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -15,8 +16,9 @@ from infra.log.eventlog import read_history
 from infra.settings import Settings
 
 
-def state_at(settings: Settings, aggregate_id: str, until_event: str | None = None,
-             before: datetime | None = None) -> tuple[Tracked, list]:
+def state_at(
+    settings: Settings, aggregate_id: str, until_event: str | None = None, before: datetime | None = None
+) -> tuple[Tracked, list]:
     """Fold one aggregate's decisions (up to the one holding an event or commit id, or up to a
     time); returns it and its events."""
     tracked = Tracked.new(aggregate_id)
@@ -48,6 +50,5 @@ def digest_all(settings: Settings) -> tuple[str, int]:
 
 
 def digest_of(aggregates: dict[str, Tracked]) -> str:
-    canonical = json.dumps({k: t.state.model_dump(mode="json") for k, t in sorted(aggregates.items())},
-                           sort_keys=True)
+    canonical = json.dumps({k: t.state.model_dump(mode="json") for k, t in sorted(aggregates.items())}, sort_keys=True)
     return hashlib.sha256(canonical.encode()).hexdigest()

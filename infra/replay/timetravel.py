@@ -6,11 +6,12 @@ platform never notices. States are rebuilt with the node's own recovery (latest 
 or before the instant, then the fenced commits after it), so what is printed is exactly what an
 owner of the partition would have had in memory then.
 """
+
 from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from actors.history import events_of
@@ -51,7 +52,7 @@ def parse_time(text: str) -> datetime:
         value = datetime.fromisoformat(text.strip().replace("Z", "+00:00").replace("z", "+00:00"))
     except ValueError:
         raise PositionError(f"{text!r} is not an ISO 8601 time (e.g. 2026-12-01T09:30:00Z)") from None
-    return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
 def parse_position(text: str) -> Position:
@@ -86,8 +87,7 @@ def platform_at(settings: Settings, at: Position, aggregate_id: str | None = Non
             raise PositionError(f"partition {partition}: the events topic has partitions 0-{known - 1}")
 
     def rebuild(partition: int) -> dict[str, Tracked]:
-        return recover_partition(settings, partition, until=at.offsets.get(partition),
-                                 until_time=at.time).aggregates
+        return recover_partition(settings, partition, until=at.offsets.get(partition), until_time=at.time).aggregates
 
     with ThreadPoolExecutor(max_workers=min(4, len(partitions))) as pool:
         found: dict[str, Tracked] = {}
@@ -114,13 +114,25 @@ class Entry:
     outcome: str
 
     def as_json(self) -> dict[str, Any]:
-        return {"id": self.id, "type": self.type, "time": self.at.isoformat(), "seq": self.seq,
-                "partition": self.partition, "offset": self.offset, "figures": self.figures,
-                "command": {"type": self.command_type, "id": self.command_id, "outcome": self.outcome}}
+        return {
+            "id": self.id,
+            "type": self.type,
+            "time": self.at.isoformat(),
+            "seq": self.seq,
+            "partition": self.partition,
+            "offset": self.offset,
+            "figures": self.figures,
+            "command": {"type": self.command_type, "id": self.command_id, "outcome": self.outcome},
+        }
 
 
-def timeline(settings: Settings, aggregate_id: str, since: datetime | None = None,
-             until: datetime | None = None, problems: list[str] | None = None) -> list[Entry]:
+def timeline(
+    settings: Settings,
+    aggregate_id: str,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    problems: list[str] | None = None,
+) -> list[Entry]:
     """The aggregate's events (and rejected commands) in log order, from its own partition."""
     entries: list[Entry] = []
     for partition, offset, record in commits_of(settings, aggregate_id, problems):
@@ -128,16 +140,37 @@ def timeline(settings: Settings, aggregate_id: str, since: datetime | None = Non
             break
         if since is not None and record.occurred_at < since:
             continue
-        commit: Commit = record.payload  # type: ignore[assignment]
+        commit: Commit = record.payload
         if commit.outcome == "rejected":
-            entries.append(Entry(record.occurred_at, partition, offset, record.id,
-                                 f"rejected {commit.command_type}", record.aggregate_seq,
-                                 {"reason": commit.reason, "field": commit.field, "code": commit.code},
-                                 commit.command_type, record.causation_id, commit.outcome))
+            entries.append(
+                Entry(
+                    record.occurred_at,
+                    partition,
+                    offset,
+                    record.id,
+                    f"rejected {commit.command_type}",
+                    record.aggregate_seq,
+                    {"reason": commit.reason, "field": commit.field, "code": commit.code},
+                    commit.command_type,
+                    record.causation_id,
+                    commit.outcome,
+                )
+            )
         for event in events_of(record):
-            entries.append(Entry(event.occurred_at, partition, offset, event.id, event.type,
-                                 event.aggregate_seq, figures(event.payload), commit.command_type,
-                                 record.causation_id, commit.outcome))
+            entries.append(
+                Entry(
+                    event.occurred_at,
+                    partition,
+                    offset,
+                    event.id,
+                    event.type,
+                    event.aggregate_seq,
+                    figures(event.payload),
+                    commit.command_type,
+                    record.causation_id,
+                    commit.outcome,
+                )
+            )
     return entries
 
 
@@ -181,18 +214,19 @@ def commits_of(settings: Settings, aggregate_id: str, problems: list[str] | None
         yield partition, offset, record
 
 
-def what_if_from_log(settings: Settings, cluster_key: str, policy: dict, since: datetime | None = None,
-                     until: datetime | None = None) -> WhatIf:
+def what_if_from_log(
+    settings: Settings, cluster_key: str, policy: dict, since: datetime | None = None, until: datetime | None = None
+) -> WhatIf:
     """The recorded period of one cluster through the scaling rules with `policy` (an
     autoscaling policy in Stratos's JSON, validated as the API validates it)."""
     if parse_aggregate_id(cluster_key).kind != "cluster":
-        raise ValueError(f"--aggregate: {cluster_key!r} is not a cluster aggregate id "
-                         f"(<tenant>/cluster/<cluster id>)")
+        raise ValueError(f"--aggregate: {cluster_key!r} is not a cluster aggregate id (<tenant>/cluster/<cluster id>)")
     AutoscalingPolicy.model_validate(policy)
     commits = [c for _p, _o, c in commits_of(settings, cluster_key)]
     if not commits:
         raise ValueError(f"--aggregate: no events for cluster {cluster_key!r}")
     samples = _records_of(settings, "health", cluster_key, ("HealthStat",))
     hops = _records_of(settings, "commands", cluster_key, ("ScaleCluster",))
-    return what_if(cluster_key, commits, samples, hops, scaling_settings(policy),
-                   settings.health_window_seconds, since, until)
+    return what_if(
+        cluster_key, commits, samples, hops, scaling_settings(policy), settings.health_window_seconds, since, until
+    )

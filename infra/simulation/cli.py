@@ -1,4 +1,5 @@
 """`stratos simulate SCENARIO.yaml --out DIR [--seed N] [--policy FILE …] [--live …] [--json]`."""
+
 from __future__ import annotations
 
 import json
@@ -14,14 +15,21 @@ from infra.simulation.report import PolicyRun, series_of, write_report
 from infra.simulation.scenario import Scenario, ScenarioFileError, load_policy, load_scenario
 from streams.simulation import ScenarioError, Simulation
 
-SUMMARY = {"cost_member_hours": "cost h", "slo_violation_share": "SLO viol.", "scaling_actions": "actions",
-           "accuracy_U": "acc. U", "accuracy_O": "acc. O", "instability": "instab.", "jitter": "jitter/h",
-           "reaction_time_mean_s": "react. s"}
-
+SUMMARY = {
+    "cost_member_hours": "cost h",
+    "slo_violation_share": "SLO viol.",
+    "scaling_actions": "actions",
+    "accuracy_U": "acc. U",
+    "accuracy_O": "acc. O",
+    "instability": "instab.",
+    "jitter": "jitter/h",
+    "reaction_time_mean_s": "react. s",
+}
 
 
 def register(app: typer.Typer) -> None:
     app.command("simulate")(simulate)
+
 
 def policy_setups(scenario: Scenario, policies: list[Path]) -> list[tuple[str, object]]:
     """(name, setup) per policy file (its file name; the scenario's own policies when none)."""
@@ -34,34 +42,53 @@ def policy_setups(scenario: Scenario, policies: list[Path]) -> list[tuple[str, o
             name += "'"
         seen.add(name)
         named.append((name, scenario.with_policy(load_policy(path))))
-    return named
+    return named  # type: ignore[return-value]
 
 
 def scenario_info(scenario: Scenario, mode: str) -> dict:
     s = scenario.setup
-    return {"name": scenario.name, "description": scenario.model.description, "seed": s.seed,
-            "duration_s": s.duration, "step_s": s.step, "mode": mode}
+    return {
+        "name": scenario.name,
+        "description": scenario.model.description,
+        "seed": s.seed,
+        "duration_s": s.duration,
+        "step_s": s.step,
+        "mode": mode,
+    }
 
 
-def run_simulated(scenario: Scenario, policies: list[Path], out: Path, quiet: bool,
-                  console: Console) -> tuple[dict, float]:
+def run_simulated(
+    scenario: Scenario, policies: list[Path], out: Path, quiet: bool, console: Console
+) -> tuple[dict, float]:
     """Every policy on the scenario's load and seed; writes the report, returns (metrics, sim wall s)."""
     setups = policy_setups(scenario, policies)
     runs, wall = [], 0.0
-    with Progress(TextColumn("[bold]{task.description}"), BarColumn(), TextColumn("{task.percentage:>3.0f}%"),
-                  TimeElapsedColumn(), console=console, disable=quiet, transient=True) as progress:
+    with Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        TextColumn("{task.percentage:>3.0f}%"),
+        TimeElapsedColumn(),
+        console=console,
+        disable=quiet,
+        transient=True,
+    ) as progress:
         for name, setup in setups:
             task = progress.add_task(name, total=setup.steps)  # type: ignore[attr-defined]
             started = time.perf_counter()
             try:
                 result = Simulation(setup, policy=name).run(  # type: ignore[arg-type]
-                    lambda done, total, task=task: progress.update(task, completed=done))
+                    lambda done, total, task=task: progress.update(task, completed=done)  # type: ignore[misc]
+                )
             except ScenarioError as exc:
                 raise scenario.error(exc) from None
             wall += time.perf_counter() - started
-            runs.append(PolicyRun(name, series_of(result), {
-                "commands": result.commands, "rejected": result.rejected,
-                "dead_letters": result.dead_letters}))
+            runs.append(
+                PolicyRun(
+                    name,
+                    series_of(result),
+                    {"commands": result.commands, "rejected": result.rejected, "dead_letters": result.dead_letters},
+                )
+            )
     doc = write_report(out, scenario_info(scenario, "simulated"), runs, scenario.setup.step)
     return doc, wall
 
@@ -85,11 +112,17 @@ def simulate(
     seed: int | None = typer.Option(None, "--seed", help="overrides the scenario's seed"),
     policy: list[Path] = typer.Option([], "--policy", help="autoscaling policy file; repeat to compare"),
     live: bool = typer.Option(False, "--live", help="drive a running platform instead of simulating"),
-    bootstrap: str | None = typer.Option(None, "--bootstrap", help="live: Kafka bootstrap (default STRATOS_KAFKA_BOOTSTRAP)"),
+    bootstrap: str | None = typer.Option(
+        None, "--bootstrap", help="live: Kafka bootstrap (default STRATOS_KAFKA_BOOTSTRAP)"
+    ),
     speed: float = typer.Option(1.0, "--speed", min=0.01, help="live: scenario seconds per wall second"),
-    mock_api: str | None = typer.Option(None, "--mock-api", help="live: the platform API's URL with an admin's credentials, "
-                                        "where the mock IaaS answers (e.g. http://admin:admin@127.0.0.1:9443): "
-                                        "silence its patterns for the scenario's cartridges, play crashes"),
+    mock_api: str | None = typer.Option(
+        None,
+        "--mock-api",
+        help="live: the platform API's URL with an admin's credentials, "
+        "where the mock IaaS answers (e.g. http://admin:admin@127.0.0.1:9443): "
+        "silence its patterns for the scenario's cartridges, play crashes",
+    ),
     as_json: bool = typer.Option(False, "--json", help="print the summary as JSON"),
 ) -> None:
     """Run a load scenario through the platform's own scaling code, on simulated time (or
@@ -103,23 +136,38 @@ def simulate(
             from infra.simulation.live import run_live
 
             started = time.perf_counter()
-            doc = run_live(scenario, policy[0] if policy else None, out, bootstrap, speed, console, quiet=as_json,
-                           mock_api=mock_api)
+            doc = run_live(
+                scenario,
+                policy[0] if policy else None,
+                out,
+                bootstrap,
+                speed,
+                console,
+                quiet=as_json,
+                mock_api=mock_api,
+            )
             wall = time.perf_counter() - started
         else:
             doc, wall = run_simulated(scenario, policy, out, as_json, console)
     except ScenarioFileError as exc:
         console.print(f"error: {exc}", style="red", highlight=False, markup=False, soft_wrap=True)
-        raise typer.Exit(2)
+        raise typer.Exit(2) from exc
     simulated = scenario.setup.duration * len(doc["policies"])
-    answer = {"out": str(out), "report": str(out / "report.html"), "metrics": str(out / "metrics.json"),
-              "ranking": doc["ranking"], "pareto_front": doc["pareto_front"],
-              "totals": {n: p["total"] for n, p in doc["policies"].items()},
-              "wall_seconds": round(wall, 3),
-              "sim_seconds_per_wall_second": round(simulated / wall, 1) if wall > 0 else None}
+    answer = {
+        "out": str(out),
+        "report": str(out / "report.html"),
+        "metrics": str(out / "metrics.json"),
+        "ranking": doc["ranking"],
+        "pareto_front": doc["pareto_front"],
+        "totals": {n: p["total"] for n, p in doc["policies"].items()},
+        "wall_seconds": round(wall, 3),
+        "sim_seconds_per_wall_second": round(simulated / wall, 1) if wall > 0 else None,
+    }
     if as_json:
         print(json.dumps(answer, sort_keys=True))
         return
     Console().print(summary_table(doc))
-    Console().print(f"report: {out / 'report.html'}  ({simulated:g} simulated seconds in {wall:.2f} s"
-                    + (f", {simulated / wall:,.0f}x real time)" if wall > 0 else ")"))
+    Console().print(
+        f"report: {out / 'report.html'}  ({simulated:g} simulated seconds in {wall:.2f} s"
+        + (f", {simulated / wall:,.0f}x real time)" if wall > 0 else ")")
+    )

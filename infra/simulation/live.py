@@ -15,6 +15,7 @@ Instance start-up, start failures and timeouts are the platform's and its IaaS's
 platform's windows run on the wall clock, so at ``--speed 4`` a 60 s window spans 240 scenario
 seconds.
 """
+
 from __future__ import annotations
 
 import random
@@ -26,11 +27,11 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 from actors.runtime import Tracked
+from infra.auth.tls import verify_for
 from infra.log.commands_client import CommandClient
 from infra.log.eventlog import History
 from infra.log.kafka import Appender, assigned_consumer, envelope
 from infra.settings import Settings, get_settings
-from infra.auth.tls import verify_for
 from infra.simulation.report import PolicyRun, write_report
 from infra.simulation.scenario import Scenario, ScenarioFileError, load_policy
 from schemas import commands as C
@@ -43,8 +44,7 @@ from streams.simulation import ClusterTrack, ScenarioError, SimulationSetup, att
 
 
 class LiveRun:
-    def __init__(self, settings: Settings, setup: SimulationSetup, speed: float,
-                 mock_api: str | None = None) -> None:
+    def __init__(self, settings: Settings, setup: SimulationSetup, speed: float, mock_api: str | None = None) -> None:
         self.settings, self.setup, self.speed, self.mock_api = settings, setup, speed, mock_api
         self.history = History()
         self.clusters: dict[str, Tracked] = {}
@@ -67,7 +67,7 @@ class LiveRun:
                 continue
             ref = parse_aggregate_id(commit.aggregate_id)
             if ref.kind == "application" and ref.id in self.app_ids:
-                for event in commit.payload.events:  # type: ignore[attr-defined]
+                for event in commit.payload.events:  # type: ignore[union-attr]
                     if isinstance(event, E.ApplicationDeployed):
                         self._tracks_for(event, commit.tenant)
             elif ref.kind == "cluster":
@@ -78,15 +78,14 @@ class LiveRun:
                 if track is not None and commit.occurred_at.timestamp() >= self.started_at:
                     self.commits += 1
                     k = self.step_of(commit.occurred_at.timestamp())
-                    for event in commit.payload.events:  # type: ignore[attr-defined]
+                    for event in commit.payload.events:  # type: ignore[union-attr]
                         if isinstance(event, E.ScalingDecided):
                             track.note(k, event)
 
     def _tracks_for(self, deployed: E.ApplicationDeployed, tenant: str) -> None:
         for spec in deployed.clusters:
             key = aggregate_id(tenant, "cluster", spec.cluster_id)
-            self.tracks[key] = ClusterTrack(key, spec.cluster_id, spec.alias, spec.min, spec.max,
-                                            dict(spec.thresholds))
+            self.tracks[key] = ClusterTrack(key, spec.cluster_id, spec.alias, spec.min, spec.max, dict(spec.thresholds))
 
     def step_of(self, wall: float) -> int:
         return min(max(0, int((wall - self.started_at) * self.speed // self.setup.step)), self.setup.steps - 1)
@@ -103,14 +102,18 @@ class LiveRun:
             if isinstance(reply, CommandRejected) and reply.code != 409:  # 409: already defined, kept
                 raise ScenarioFileError(f"{command.type} {model.definition_id}: {reply.reason}")
         for app_id, policy_id in self.setup.deploy:
-            reply = client.call(aggregate_id(tenant, "application", app_id),
-                                C.DeployApplication(application_policy_id=policy_id), tenant=tenant, timeout=30)
+            reply = client.call(
+                aggregate_id(tenant, "application", app_id),
+                C.DeployApplication(application_policy_id=policy_id),
+                tenant=tenant,
+                timeout=30,
+            )
             if not reply or isinstance(reply, CommandRejected):
                 raise ScenarioFileError(f"deploying {app_id}: {getattr(reply, 'reason', 'no answer')}")
 
     def silence_mock_patterns(self) -> None:
         types = {body["type"] for kind, body in self.setup.definitions if kind == "cartridge"}
-        with httpx.Client(base_url=self.mock_api, timeout=10, verify=verify_for(self.mock_api, self.settings)) as http:
+        with httpx.Client(base_url=self.mock_api, timeout=10, verify=verify_for(self.mock_api, self.settings)) as http:  # type: ignore[arg-type]
             for cartridge_type in sorted(types):
                 http.put(f"/mock-iaas/api/health-patterns/{cartridge_type}", json={}).raise_for_status()
 
@@ -125,10 +128,15 @@ class LiveRun:
                 continue
             tenant = parse_aggregate_id(key).tenant
             for metric, value, per_member in sample_values(track, k, len(active)):
-                for member in (active if per_member else active[:1]):
-                    stat = HealthStat(cluster_id=track.cluster_id, network_partition_id=member.network_partition_id,
-                                      member_id=member.member_id if per_member else None, metric=metric,
-                                      value=value, timestamp=now)
+                for member in active if per_member else active[:1]:
+                    stat = HealthStat(
+                        cluster_id=track.cluster_id,
+                        network_partition_id=member.network_partition_id,
+                        member_id=member.member_id if per_member else None,
+                        metric=metric,
+                        value=value,
+                        timestamp=now,
+                    )
                     appender.send("health", key, envelope(HealthRecord, stat, key, tenant=tenant))
                     self.health_sent += 1
         appender.flush()
@@ -154,15 +162,25 @@ class LiveRun:
             track.record(track.need_at(k), active, pending, len(members) - active - pending)
 
 
-def run_live(scenario: Scenario, policy: Path | None, out: Path, bootstrap: str | None, speed: float,
-             console: Console, quiet: bool = False, settings: Settings | None = None,
-             mock_api: str | None = None) -> dict:
+def run_live(
+    scenario: Scenario,
+    policy: Path | None,
+    out: Path,
+    bootstrap: str | None,
+    speed: float,
+    console: Console,
+    quiet: bool = False,
+    settings: Settings | None = None,
+    mock_api: str | None = None,
+) -> dict:
     settings = settings or get_settings()
     if bootstrap:
         settings = settings.model_copy(update={"kafka_bootstrap": bootstrap})
     if not settings.kafka_bootstrap:
-        raise ScenarioFileError("--live drives a running platform: give --bootstrap HOST:PORT or set "
-                                "STRATOS_KAFKA_BOOTSTRAP (see `stratos up`)")
+        raise ScenarioFileError(
+            "--live drives a running platform: give --bootstrap HOST:PORT or set "
+            "STRATOS_KAFKA_BOOTSTRAP (see `stratos up`)"
+        )
     setup = scenario.with_policy(load_policy(policy)) if policy else scenario.setup
     run = LiveRun(settings, setup, speed, mock_api)
     client, appender = CommandClient(settings), Appender(settings)
@@ -184,8 +202,15 @@ def run_live(scenario: Scenario, policy: Path | None, out: Path, bootstrap: str 
         except ScenarioError as exc:
             raise scenario.error(exc) from None
         run.started_at = time.time()
-        with Progress(TextColumn("[bold]live"), BarColumn(), TextColumn("{task.percentage:>3.0f}%"),
-                      TimeElapsedColumn(), console=console, disable=quiet, transient=True) as progress:
+        with Progress(
+            TextColumn("[bold]live"),
+            BarColumn(),
+            TextColumn("{task.percentage:>3.0f}%"),
+            TimeElapsedColumn(),
+            console=console,
+            disable=quiet,
+            transient=True,
+        ) as progress:
             task = progress.add_task("live", total=setup.steps)
             for k in range(setup.steps):
                 due = run.started_at + k * setup.step / speed
@@ -210,13 +235,22 @@ def run_live(scenario: Scenario, policy: Path | None, out: Path, bootstrap: str 
             http.close()
     name = policy.stem if policy else "scenario"
     info = {**_info(scenario), "mode": "live", "speed": speed}
-    extra = {"observed_commits": run.commits, "health_records_sent": run.health_sent,
-             "crashed_instances": len(run.crashed)}
-    return write_report(out, info, [PolicyRun(name, dict(sorted((t.cluster_id, t) for t in run.tracks.values())),
-                                              extra)], setup.step)
+    extra = {
+        "observed_commits": run.commits,
+        "health_records_sent": run.health_sent,
+        "crashed_instances": len(run.crashed),
+    }
+    return write_report(
+        out, info, [PolicyRun(name, dict(sorted((t.cluster_id, t) for t in run.tracks.values())), extra)], setup.step
+    )
 
 
 def _info(scenario: Scenario) -> dict:
     s = scenario.setup
-    return {"name": scenario.name, "description": scenario.model.description, "seed": s.seed,
-            "duration_s": s.duration, "step_s": s.step}
+    return {
+        "name": scenario.name,
+        "description": scenario.model.description,
+        "seed": s.seed,
+        "duration_s": s.duration,
+        "step_s": s.step,
+    }

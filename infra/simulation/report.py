@@ -4,6 +4,7 @@ self-contained report.html (plots embedded as data URIs).
 metrics.json and timeline.csv hold only what the run computed (no wall-clock time, no paths),
 so the same scenario and seed give the same bytes.
 """
+
 from __future__ import annotations
 
 import base64
@@ -11,9 +12,9 @@ import csv
 import html
 import io
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
 import matplotlib
 
@@ -25,9 +26,20 @@ from streams.simulation import ClusterTrack  # noqa: E402
 
 PLOTTED_CLUSTERS = 6
 """Plots show the first clusters (by id); the figures and the timeline hold every cluster."""
-TABLE_FIGURES = ("accuracy_U", "accuracy_O", "timeshare_U", "timeshare_O", "instability", "jitter",
-                 "scaling_actions", "slo_violation_share", "cost_member_seconds", "cost_member_hours",
-                 "reaction_time_mean_s", "reaction_time_max_s")
+TABLE_FIGURES = (
+    "accuracy_U",
+    "accuracy_O",
+    "timeshare_U",
+    "timeshare_O",
+    "instability",
+    "jitter",
+    "scaling_actions",
+    "slo_violation_share",
+    "cost_member_seconds",
+    "cost_member_hours",
+    "reaction_time_mean_s",
+    "reaction_time_max_s",
+)
 
 
 @dataclass
@@ -47,13 +59,19 @@ def metrics(scenario: dict, runs: Sequence[PolicyRun], step: float) -> dict:
     policies = {}
     for run in runs:
         per_cluster = {cid: c.figures(step) for cid, c in sorted(run.clusters.items())}
-        policies[run.name] = {"total": elasticity.combine(list(per_cluster.values())),
-                              "clusters": per_cluster, **run.extra}
+        policies[run.name] = {
+            "total": elasticity.combine(list(per_cluster.values())),
+            "clusters": per_cluster,
+            **run.extra,
+        }
     totals = {name: p["total"] for name, p in policies.items()}
-    return {"scenario": scenario, "policies": policies,
-            "ranking": elasticity.ranking(totals) if totals else [],
-            "pareto_front": elasticity.pareto_front(totals) if totals else [],
-            "pairwise_wins": elasticity.pairwise_wins(totals)}
+    return {
+        "scenario": scenario,
+        "policies": policies,
+        "ranking": elasticity.ranking(totals) if totals else [],
+        "pareto_front": elasticity.pareto_front(totals) if totals else [],
+        "pairwise_wins": elasticity.pairwise_wins(totals),
+    }
 
 
 def write_timeline(path: Path, runs: Sequence[PolicyRun], step: float) -> None:
@@ -63,11 +81,22 @@ def write_timeline(path: Path, runs: Sequence[PolicyRun], step: float) -> None:
         for run in runs:
             for cid, c in sorted(run.clusters.items()):
                 for k in range(len(c.supply)):
-                    writer.writerow([f"{k * step:g}", cid, c.demand[k], c.supply[k], c.pending[k],
-                                     c.terminating[k], ";".join(c.decisions.get(k, ())), run.name])
+                    writer.writerow(
+                        [
+                            f"{k * step:g}",
+                            cid,
+                            c.demand[k],
+                            c.supply[k],
+                            c.pending[k],
+                            c.terminating[k],
+                            ";".join(c.decisions.get(k, ())),
+                            run.name,
+                        ]
+                    )
 
 
 # --- plots --------------------------------------------------------------------------------
+
 
 def _png(fig) -> bytes:
     buffer = io.BytesIO()
@@ -84,7 +113,7 @@ def _per_cluster(run: PolicyRun, step: float, title: str, ylabel: str, draw) -> 
     """One panel per shown cluster, minutes on the x axis; ``draw(ax, cluster, minutes)``."""
     shown = _shown(run)
     fig, axes = plt.subplots(len(shown), 1, figsize=(10, 2.6 * len(shown)), squeeze=False, sharex=True)
-    for ax, c in zip(axes[:, 0], shown):
+    for ax, c in zip(axes[:, 0], shown, strict=True):
         draw(ax, c, [k * step / 60 for k in range(len(c.supply))])
         ax.set_title(c.cluster_id, fontsize=9)
         ax.set_ylabel(ylabel)
@@ -98,15 +127,22 @@ def _per_cluster(run: PolicyRun, step: float, title: str, ylabel: str, draw) -> 
 
 def _draw_load(ax, c: ClusterTrack, minutes: list[float]) -> None:
     for metric, model, values in c.loads:
-        line, = ax.plot(minutes, values[:len(minutes)], lw=1, label=f"{metric} ({model})")
+        (line,) = ax.plot(minutes, values[: len(minutes)], lw=1, label=f"{metric} ({model})")
         if metric in c.thresholds:
             ax.axhline(c.thresholds[metric], ls="--", lw=0.8, color=line.get_color(), label=f"{metric} threshold")
 
 
 def _draw_members(ax, c: ClusterTrack, minutes: list[float]) -> None:
-    ax.stackplot(minutes, c.supply, c.pending, c.terminating, step="post",
-                 labels=["Active (supply)", "pending", "terminating"],
-                 colors=["#4c9f70", "#f2c14e", "#d1495b"], alpha=0.8)
+    ax.stackplot(
+        minutes,
+        c.supply,
+        c.pending,
+        c.terminating,
+        step="post",
+        labels=["Active (supply)", "pending", "terminating"],
+        colors=["#4c9f70", "#f2c14e", "#d1495b"],
+        alpha=0.8,
+    )
     ax.step(minutes, c.demand, where="post", color="black", lw=1.2, label="demand")
 
 
@@ -130,7 +166,7 @@ def plot_decisions(run: PolicyRun, step: float) -> bytes:
                     style = dict(marker="v", color="#d1495b")
                 else:
                     style = dict(marker=".", color="#999999")
-                ax.plot(k * step / 60, row, ls="none", markersize=7, **style)
+                ax.plot(k * step / 60, row, ls="none", markersize=7, **style)  # type: ignore[arg-type]
     ax.set_yticks(range(len(shown)), [c.cluster_id for c in shown], fontsize=7)
     ax.set_xlabel("minutes")
     ax.set_title(f"scaling decisions: {run.name} (▲ scale up, ▼ scale down, · no change)", fontsize=9)
@@ -160,6 +196,7 @@ def plot_pareto(doc: dict) -> bytes:
 
 # --- html ---------------------------------------------------------------------------------
 
+
 def _fmt(value) -> str:
     if value is None:
         return "–"
@@ -187,8 +224,11 @@ def write_report(out: Path, scenario: dict, runs: Sequence[PolicyRun], step: flo
     images: dict[str, list[tuple[str, bytes]]] = {}
     for run in runs:
         slug = "".join(ch if ch.isalnum() or ch in "-_" else "-" for ch in run.name)
-        pngs = [(f"load-{slug}.png", plot_load(run, step)), (f"members-{slug}.png", plot_members(run, step)),
-                (f"decisions-{slug}.png", plot_decisions(run, step))]
+        pngs = [
+            (f"load-{slug}.png", plot_load(run, step)),
+            (f"members-{slug}.png", plot_members(run, step)),
+            (f"decisions-{slug}.png", plot_decisions(run, step)),
+        ]
         for name, png in pngs:
             (out / name).write_bytes(png)
         images[run.name] = pngs
@@ -201,22 +241,30 @@ def write_report(out: Path, scenario: dict, runs: Sequence[PolicyRun], step: flo
 
 def _html(doc: dict, images: dict, pareto: bytes | None, runs: Sequence[PolicyRun]) -> str:
     s = doc["scenario"]
-    parts = [f"<h1>{html.escape(str(s.get('name')))}</h1>",
-             f"<p>{html.escape(str(s.get('description') or ''))}</p>",
-             f"<p>mode {html.escape(str(s.get('mode', 'simulated')))}, seed {s.get('seed')}, "
-             f"{_fmt(s.get('duration_s'))} s at {_fmt(s.get('step_s'))} s steps; "
-             f"demand = fewest members keeping the metric within its threshold, supply = Active members.</p>"]
+    parts = [
+        f"<h1>{html.escape(str(s.get('name')))}</h1>",
+        f"<p>{html.escape(str(s.get('description') or ''))}</p>",
+        f"<p>mode {html.escape(str(s.get('mode', 'simulated')))}, seed {s.get('seed')}, "
+        f"{_fmt(s.get('duration_s'))} s at {_fmt(s.get('step_s'))} s steps; "
+        f"demand = fewest members keeping the metric within its threshold, supply = Active members.</p>",
+    ]
     totals = [(name, *[doc["policies"][name]["total"].get(f) for f in TABLE_FIGURES]) for name in doc["ranking"]]
-    parts += ["<h2>Policies, best first</h2>",
-              "<p>Ranked by Pareto layer on cost against SLO violation, then by pairwise wins. "
-              f"Pareto front: {html.escape(', '.join(doc['pareto_front']))}.</p>",
-              _table(["policy", *TABLE_FIGURES], totals)]
+    parts += [
+        "<h2>Policies, best first</h2>",
+        "<p>Ranked by Pareto layer on cost against SLO violation, then by pairwise wins. "
+        f"Pareto front: {html.escape(', '.join(doc['pareto_front']))}.</p>",
+        _table(["policy", *TABLE_FIGURES], totals),
+    ]
     if len(doc["policies"]) > 1:
         wins = doc["pairwise_wins"]
         names = doc["ranking"]
-        parts += ["<h2>Pairwise wins</h2>",
-                  "<p>Row beats column on that many of: " + html.escape(", ".join(elasticity.FIGURES_LOWER_IS_BETTER)) + ".</p>",
-                  _table(["", *names], [(a, *[("" if a == b else wins[a][b]) for b in names]) for a in names])]
+        parts += [
+            "<h2>Pairwise wins</h2>",
+            "<p>Row beats column on that many of: "
+            + html.escape(", ".join(elasticity.FIGURES_LOWER_IS_BETTER))
+            + ".</p>",
+            _table(["", *names], [(a, *[("" if a == b else wins[a][b]) for b in names]) for a in names]),
+        ]
         if pareto is not None:
             parts.append(_img(pareto, "Pareto front"))
     for run in runs:
@@ -229,8 +277,12 @@ def _html(doc: dict, images: dict, pareto: bytes | None, runs: Sequence[PolicyRu
         if len(run.clusters) > PLOTTED_CLUSTERS:
             parts.append(f"<p>Plots show the first {PLOTTED_CLUSTERS} of {len(run.clusters)} clusters.</p>")
         parts += [_img(png, name) for name, png in images[run.name]]
-    style = ("body{font-family:sans-serif;margin:2em;max-width:1200px}table{border-collapse:collapse;"
-             "font-size:12px;margin:1em 0}td,th{border:1px solid #ccc;padding:3px 6px;text-align:right}"
-             "th{background:#f3f3f3}td:first-child{text-align:left}img{max-width:100%;display:block;margin:1em 0}")
-    return (f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(str(s.get('name')))}</title>"
-            f"<style>{style}</style></head><body>{''.join(parts)}</body></html>\n")
+    style = (
+        "body{font-family:sans-serif;margin:2em;max-width:1200px}table{border-collapse:collapse;"
+        "font-size:12px;margin:1em 0}td,th{border:1px solid #ccc;padding:3px 6px;text-align:right}"
+        "th{background:#f3f3f3}td:first-child{text-align:left}img{max-width:100%;display:block;margin:1em 0}"
+    )
+    return (
+        f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(str(s.get('name')))}</title>"
+        f"<style>{style}</style></head><body>{''.join(parts)}</body></html>\n"
+    )

@@ -6,6 +6,7 @@
 PyYAML's composer keeps the position of every node, so the loader builds the plain data and a
 map from each field path to its line; pydantic's error locations are looked up in that map.
 """
+
 from __future__ import annotations
 
 import csv
@@ -102,7 +103,7 @@ class LoadModel(_Strict):
     trace: str | None = Field(None, description="CSV file time_s,value (relative to the scenario)")
 
     @model_validator(mode="after")
-    def _some_shape(self) -> "LoadModel":
+    def _some_shape(self) -> LoadModel:
         if all(getattr(self, name) is None for name in SHAPE_FIELDS):
             raise ValueError(f"a load needs a shape: one or more of {', '.join(SHAPE_FIELDS)}")
         return self
@@ -136,9 +137,13 @@ class DeployModel(_Strict):
 
 
 DEFINITION_SECTIONS = {
-    "networkPartitions": "networkPartition", "autoscalingPolicies": "autoscalingPolicy",
-    "deploymentPolicies": "deploymentPolicy", "applicationPolicies": "applicationPolicy",
-    "cartridges": "cartridge", "cartridgeGroups": "cartridgeGroup", "applications": "application",
+    "networkPartitions": "networkPartition",
+    "autoscalingPolicies": "autoscalingPolicy",
+    "deploymentPolicies": "deploymentPolicy",
+    "applicationPolicies": "applicationPolicy",
+    "cartridges": "cartridge",
+    "cartridgeGroups": "cartridgeGroup",
+    "applications": "application",
 }
 """Scenario section (Stratos's REST collection name) -> definition kind, in the order added."""
 
@@ -167,7 +172,7 @@ class ScenarioModel(_Strict):
     load: list[LoadModel] = []
 
     @model_validator(mode="after")
-    def _step_fits(self) -> "ScenarioModel":
+    def _step_fits(self) -> ScenarioModel:
         if self.step > self.duration:
             raise ValueError(f"step {self.step:g}s is longer than the duration {self.duration:g}s")
         return self
@@ -178,6 +183,7 @@ class ScenarioFileError(ValueError):
 
 
 # --- YAML with line numbers ----------------------------------------------------------------
+
 
 def _lines(node: yaml.Node, path: tuple, lines: dict[tuple, int]) -> None:
     lines[path] = node.start_mark.line + 1
@@ -240,6 +246,7 @@ def _validation_message(exc: ValidationError, source: str, lines: dict[tuple, in
 
 # --- from the model to the engine's setup ---------------------------------------------------
 
+
 def _read_json(path: Path, where: str) -> dict:
     try:
         return json.loads(path.read_text())
@@ -285,8 +292,8 @@ def _shapes(load: LoadModel, base: Path, where: str) -> tuple[shapes.Shape, ...]
         s = load.sine
         found.append(shapes.Sine(s.mean, s.amplitude, s.period, s.phase))
     if load.spike is not None:
-        s = load.spike
-        found.append(shapes.Spike(s.base, s.peak, s.at, s.duration, s.rise, s.fall))
+        s = load.spike  # type: ignore[assignment]
+        found.append(shapes.Spike(s.base, s.peak, s.at, s.duration, s.rise, s.fall))  # type: ignore[attr-defined]
     if load.walk is not None:
         w = load.walk
         found.append(shapes.Walk(w.start, w.sigma, w.min, w.max))
@@ -300,8 +307,14 @@ def _shapes(load: LoadModel, base: Path, where: str) -> tuple[shapes.Shape, ...]
 class Scenario:
     """A checked scenario file: its model, the engine's setup, and where each field is."""
 
-    def __init__(self, source: str, model: ScenarioModel, setup: SimulationSetup, lines: dict[tuple, int],
-                 definition_paths: list[tuple] | None = None) -> None:
+    def __init__(
+        self,
+        source: str,
+        model: ScenarioModel,
+        setup: SimulationSetup,
+        lines: dict[tuple, int],
+        definition_paths: list[tuple] | None = None,
+    ) -> None:
         self.source, self.model, self.setup, self.lines = source, model, setup, lines
         self.definition_paths = definition_paths or []
         """The YAML path of each of ``setup.definitions``."""
@@ -313,8 +326,12 @@ class Scenario:
     def error(self, exc: ScenarioError) -> ScenarioFileError:
         """The engine's complaint about a field, with the line it is on."""
         path = exc.path
-        if len(path) == 2 and path[0] == "definitions" and isinstance(path[1], int) \
-                and path[1] < len(self.definition_paths):
+        if (
+            len(path) == 2
+            and path[0] == "definitions"
+            and isinstance(path[1], int)
+            and path[1] < len(self.definition_paths)
+        ):
             path = self.definition_paths[path[1]]
         field = ".".join(str(p) for p in path)
         return ScenarioFileError(f"{_where(self.source, self.lines, path)}: {field}: {exc.message}")
@@ -322,8 +339,10 @@ class Scenario:
     def with_policy(self, body: dict) -> SimulationSetup:
         """This scenario with every autoscaling policy replaced by ``body`` (keeping each id):
         the compare mode's way to run several policies on the same load and seed."""
-        replaced = tuple((kind, {**body, "id": definition["id"]} if kind == "autoscalingPolicy" else definition)
-                         for kind, definition in self.setup.definitions)
+        replaced = tuple(
+            (kind, {**body, "id": definition["id"]} if kind == "autoscalingPolicy" else definition)
+            for kind, definition in self.setup.definitions
+        )
         return SimulationSetup(**{**self.setup.__dict__, "definitions": replaced})
 
 
@@ -353,27 +372,44 @@ def load_scenario(path: Path, seed: int | None = None) -> Scenario:
             try:
                 DEFINITION_KINDS[kind].model_validate(body)
             except ValidationError as exc:
-                inner = "; ".join(f"{'.'.join(str(p) for p in e['loc']) or kind}: {e['msg']}"
-                                  for e in exc.errors(include_url=False)[:3])
+                inner = "; ".join(
+                    f"{'.'.join(str(p) for p in e['loc']) or kind}: {e['msg']}"
+                    for e in exc.errors(include_url=False)[:3]
+                )
                 if isinstance(entry, dict):
                     raise ScenarioFileError(_validation_message(exc, source, lines, at)) from None
                 raise ScenarioFileError(f"{where}: {field} ({entry}): {inner}") from None
             definitions.append((kind, body))
             paths.append(at)
-    loads = tuple(LoadSpec(load.cluster, load.metric, load.model,
-                           _shapes(load, base, f"{_where(source, lines, ('load', n, 'trace'))}: load.{n}.trace"))
-                  for n, load in enumerate(model.load))
+    loads = tuple(
+        LoadSpec(
+            load.cluster,
+            load.metric,
+            load.model,
+            _shapes(load, base, f"{_where(source, lines, ('load', n, 'trace'))}: load.{n}.trace"),
+        )
+        for n, load in enumerate(model.load)
+    )
     p = model.platform
     setup = SimulationSetup(
-        seed=model.seed if seed is None else seed, duration=model.duration, step=model.step,
-        definitions=tuple(definitions), deploy=tuple((d.application, d.policy) for d in model.deploy),
-        loads=loads, tenant=model.tenant,
+        seed=model.seed if seed is None else seed,
+        duration=model.duration,
+        step=model.step,
+        definitions=tuple(definitions),
+        deploy=tuple((d.application, d.policy) for d in model.deploy),
+        loads=loads,
+        tenant=model.tenant,
         instances=InstanceModel(**model.instances.model_dump()),
         platform=PlatformModel(
-            health_window_seconds=p.health_window, member_fault_seconds=p.member_fault,
-            timer_seconds=p.timer, reconcile_seconds=p.reconcile, start_attempts=p.start_attempts,
-            retry_seconds=p.retry, timeouts=Timeouts(p.pending_timeout, p.termination_timeout,
-                                                     p.obsolete_timeout, p.start_attempts)))
+            health_window_seconds=p.health_window,
+            member_fault_seconds=p.member_fault,
+            timer_seconds=p.timer,
+            reconcile_seconds=p.reconcile,
+            start_attempts=p.start_attempts,
+            retry_seconds=p.retry,
+            timeouts=Timeouts(p.pending_timeout, p.termination_timeout, p.obsolete_timeout, p.start_attempts),
+        ),
+    )
     return Scenario(source, model, setup, lines, paths)
 
 
@@ -386,7 +422,7 @@ def load_policy(path: Path) -> dict:
         raise ScenarioFileError(f"{source}: cannot read: {exc.strerror or exc}") from None
     if path.suffix == ".json":
         try:
-            data, lines = json.loads(text), {}
+            data, lines = json.loads(text), {}  # type: ignore[var-annotated]
         except json.JSONDecodeError as exc:
             raise ScenarioFileError(f"{source}:{exc.lineno}: not valid JSON: {exc.msg}") from None
     else:

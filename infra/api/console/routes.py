@@ -9,6 +9,7 @@ like the read model reads the events log.
 The page logs in like any API client (POST /api/token) and reads the stream with `fetch`
 so that the token travels in the Authorization header, never in a URL.
 """
+
 from __future__ import annotations
 
 import json
@@ -76,7 +77,7 @@ class ConsoleFeed:
         self.stopping = threading.Event()
         self.thread = threading.Thread(target=self._run, name="console-feed", daemon=True)
 
-    def start(self) -> "ConsoleFeed":
+    def start(self) -> ConsoleFeed:
         self.thread.start()
         return self
 
@@ -117,11 +118,13 @@ class ConsoleFeed:
         """Invalid records are logged and skipped: the topic's own consumers dead-letter them.
         Events are read as history (a tail starts mid-partition: its fence is looked up)."""
         try:
-            records = (self.events_history.events(raw.partition, raw.offset, raw.value) if kind == "events"
-                       else [decode(kind, raw.value)])
+            records = (
+                self.events_history.events(raw.partition, raw.offset, raw.value)
+                if kind == "events"
+                else [decode(kind, raw.value)]
+            )
         except ValueError as exc:
-            log.warning("console skips %s[%d]@%d: %s", raw.topic, raw.partition, raw.offset,
-                        rejection_reason(exc))
+            log.warning("console skips %s[%d]@%d: %s", raw.topic, raw.partition, raw.offset, rejection_reason(exc))
             return
         for record in records:
             try:
@@ -139,9 +142,15 @@ class ConsoleFeed:
         payload = record.payload
         detail = one_line(figures(payload))
         with self.lock:
-            self.recent[record.tenant].append({
-                "id": record.id, "at": record.occurred_at.isoformat(), "type": payload.type,
-                "aggregate": record.aggregate_id.split("/", 1)[-1], "detail": detail[:200]})
+            self.recent[record.tenant].append(
+                {
+                    "id": record.id,
+                    "at": record.occurred_at.isoformat(),
+                    "type": payload.type,
+                    "aggregate": record.aggregate_id.split("/", 1)[-1],
+                    "detail": detail[:200],
+                }
+            )
 
     def _mean(self, cluster_key: str, metric: str, members: set[str], now: float) -> float | None:
         """The mean of the members' fresh samples; stale ones are forgotten here."""
@@ -155,12 +164,19 @@ class ConsoleFeed:
         """One chart point per existing cluster: members in service, active ones, load, memory."""
         for tenant in self.read_model.tenants_with("cluster"):
             for state in self.read_model.all(tenant, "cluster"):
-                serving = {m.member_id for m in state.members.values()
-                           if m.in_service and m.status != MemberStatus.TERMINATED}
+                serving = {
+                    m.member_id
+                    for m in state.members.values()  # type: ignore[attr-defined]
+                    if m.in_service and m.status != MemberStatus.TERMINATED
+                }
                 with self.lock:
-                    point = [round(now, 1), len(serving), state.active,
-                             self._mean(state.aggregate_id, "load_average", serving, now),
-                             self._mean(state.aggregate_id, "memory_consumption", serving, now)]
+                    point = [
+                        round(now, 1),
+                        len(serving),
+                        state.active,  # type: ignore[attr-defined]
+                        self._mean(state.aggregate_id, "load_average", serving, now),
+                        self._mean(state.aggregate_id, "memory_consumption", serving, now),
+                    ]
                     self.history.setdefault(state.aggregate_id, deque(maxlen=HISTORY_POINTS)).append(point)
         with self.lock:
             self.samples += 1
@@ -172,20 +188,29 @@ class ConsoleFeed:
         if cached is not None and cached[0] == versions:
             return cached[1]
         model = self.read_model
-        applications = [application_runtime(state, lambda cid: model.get(tenant, "cluster", cid))
-                        for state in model.all(tenant, "application")]
+        applications = [
+            application_runtime(state, lambda cid: model.get(tenant, "cluster", cid))  # type: ignore[arg-type, return-value]
+            for state in model.all(tenant, "application")
+        ]
         clusters = []
         with self.lock:
             for key, points in self.history.items():
                 ref = parse_aggregate_id(key)
                 state = model.get(tenant, "cluster", ref.id) if ref.tenant == tenant else None
-                if state is not None and state.spec is not None:
-                    clusters.append({"clusterId": ref.id, "applicationId": state.spec.application_id,
-                                     "alias": state.spec.alias, "status": state.status.value,
-                                     "points": list(points)})
+                if state is not None and state.spec is not None:  # type: ignore[attr-defined]
+                    clusters.append(
+                        {
+                            "clusterId": ref.id,
+                            "applicationId": state.spec.application_id,  # type: ignore[attr-defined]
+                            "alias": state.spec.alias,  # type: ignore[attr-defined]
+                            "status": state.status.value,  # type: ignore[attr-defined]
+                            "points": list(points),
+                        }
+                    )
             events = list(reversed(self.recent.get(tenant, ())))
-        body = json.dumps({"applications": applications, "clusters": clusters, "events": events,
-                           "sampleSeconds": SAMPLE_SECONDS})
+        body = json.dumps(
+            {"applications": applications, "clusters": clusters, "events": events, "sampleSeconds": SAMPLE_SECONDS}
+        )
         self.views[tenant] = (versions, body)
         return body
 
@@ -219,8 +244,9 @@ def page() -> HTMLResponse:
 def static_file(name: str) -> Response:
     if name not in STATIC_TYPES:
         raise HTTPException(404, f"console file '{name}' not found")
-    return Response(STATIC.joinpath(name).read_text(), media_type=STATIC_TYPES[name],
-                    headers={"Cache-Control": "no-cache"})
+    return Response(
+        STATIC.joinpath(name).read_text(), media_type=STATIC_TYPES[name], headers={"Cache-Control": "no-cache"}
+    )
 
 
 @router.get("/api/console/stream", response_class=EventSourceResponse)
@@ -235,8 +261,10 @@ async def stream(request: Request, principal: Principal = Depends(current_princi
     while True:
         now = await run_in_threadpool(identity.caller_now, authorization)
         if isinstance(now, str) or now != principal:
-            yield ServerSentEvent(event="refused", data={"reason": now if isinstance(now, str) else
-                                                         f"the role of {principal.username!r} changed"})
+            yield ServerSentEvent(
+                event="refused",
+                data={"reason": now if isinstance(now, str) else f"the role of {principal.username!r} changed"},
+            )
             return
         body = await run_in_threadpool(feed.view, principal.tenant)
         if body != sent:

@@ -14,6 +14,7 @@ Docker: one container per member through libcloud's `DockerContainerDriver`, wit
 environment and the member and cluster as labels (plain Docker has no Service; its load balancer
 follows the topology as for VMs).
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -51,7 +52,7 @@ def dns_name(text: str, limit: int = 253) -> str:
     name = re.sub(r"[^a-z0-9.-]+", "-", text.lower()).strip(".-") or "x"
     if len(name) > limit:
         digest = hashlib.sha1(text.encode()).hexdigest()[:10]
-        name = f"{name[:limit - 11].rstrip('.-')}-{digest}"
+        name = f"{name[: limit - 11].rstrip('.-')}-{digest}"
     return name
 
 
@@ -77,7 +78,7 @@ def env_name(key: str) -> str:
 
 def payload_env(metadata: dict[str, str], properties: dict[str, str]) -> dict[str, str]:
     env = {env_name(k): str(v) for k, v in metadata.items()}
-    env.update({k[len(PAYLOAD_PREFIX):]: v for k, v in properties.items() if k.startswith(PAYLOAD_PREFIX)})
+    env.update({k[len(PAYLOAD_PREFIX) :]: v for k, v in properties.items() if k.startswith(PAYLOAD_PREFIX)})
     return env
 
 
@@ -118,12 +119,13 @@ class KubernetesEndpoint:
     start_seconds: float
 
     @classmethod
-    def of(cls, properties: dict[str, str]) -> "KubernetesEndpoint":
+    def of(cls, properties: dict[str, str]) -> KubernetesEndpoint:
         host = properties.get("kubernetesMasterHost")
         if not host:
             raise ContainerConfigError(
                 "iaasProvider 'kubernetes' needs its partition's property 'cluster' to name a "
-                "registered kubernetesCluster (the master's address comes from it)")
+                "registered kubernetesCluster (the master's address comes from it)"
+            )
         port = properties.get("kubernetesMasterPort") or MASTER_PORT
         if not port.isdigit():
             raise ContainerConfigError(f"KUBERNETES_MASTER_PORT {port!r} is not a port number")
@@ -132,13 +134,20 @@ class KubernetesEndpoint:
             raise ContainerConfigError(f"KUBERNETES_MASTER_PROTOCOL {protocol!r}: http or https")
         ca_cert = properties.get("kubernetesMasterCaCert") or None
         if protocol == "https" and not ca_cert:
-            raise ContainerConfigError("KUBERNETES_MASTER_PROTOCOL https needs KUBERNETES_MASTER_CA_CERT (the "
-                                       "path of the cluster's CA certificate): without it libcloud would not "
-                                       "verify the master's certificate")
-        return cls(host=host, port=int(port), secure=protocol == "https", ca_cert=ca_cert,
-                   namespace=properties.get("namespace") or "default",
-                   service_type=properties.get("serviceType") or "ClusterIP",
-                   start_seconds=float(properties.get("podStartSeconds") or 60))
+            raise ContainerConfigError(
+                "KUBERNETES_MASTER_PROTOCOL https needs KUBERNETES_MASTER_CA_CERT (the "
+                "path of the cluster's CA certificate): without it libcloud would not "
+                "verify the master's certificate"
+            )
+        return cls(
+            host=host,
+            port=int(port),
+            secure=protocol == "https",
+            ca_cert=ca_cert,
+            namespace=properties.get("namespace") or "default",
+            service_type=properties.get("serviceType") or "ClusterIP",
+            start_seconds=float(properties.get("podStartSeconds") or 60),
+        )
 
 
 class KubernetesNodes(NodeDriver):
@@ -154,17 +163,23 @@ class KubernetesNodes(NodeDriver):
         self.properties = properties
         token_only = bool(credential) and not identity
         if token_only and not self.endpoint.secure:
-            raise ContainerConfigError("a Kubernetes bearer token (iaasProvider credential without identity) "
-                                       "is sent over https only: set KUBERNETES_MASTER_PROTOCOL https")
+            raise ContainerConfigError(
+                "a Kubernetes bearer token (iaasProvider credential without identity) "
+                "is sent over https only: set KUBERNETES_MASTER_PROTOCOL https"
+            )
         with warnings.catch_warnings():  # "no CA: verification disabled" is about https; plain http has none
             warnings.simplefilter("ignore" if not self.endpoint.secure else "default")
             # secret "" rather than None: libcloud drops a None secret from the connection's
             # positional arguments, which shifts host and port (to "https://<port>")
             self.k8s = KubernetesContainerDriver(
                 key=credential if token_only else identity,
-                secret=None if token_only else credential, secure=self.endpoint.secure,
-                host=self.endpoint.host, port=self.endpoint.port, ca_cert=self.endpoint.ca_cert,
-                ex_token_bearer_auth=token_only)
+                secret=None if token_only else credential,
+                secure=self.endpoint.secure,
+                host=self.endpoint.host,
+                port=self.endpoint.port,
+                ca_cert=self.endpoint.ca_cert,
+                ex_token_bearer_auth=token_only,
+            )
         self.connection = self.k8s.connection
 
     def _path(self, kind: str, name: str = "") -> str:
@@ -175,30 +190,47 @@ class KubernetesNodes(NodeDriver):
         try:
             return self.connection.request(path, method=method, data=data, params=params).object or {}
         except BaseHTTPError as exc:  # the reason the member's start failed: short and readable
-            raise BaseHTTPError(exc.code, f"Kubernetes API {method} {path}: {exc.code} "
-                                          f"{_status_message(exc.message)}") from None
+            raise BaseHTTPError(
+                exc.code, f"Kubernetes API {method} {path}: {exc.code} {_status_message(exc.message)}"
+            ) from None
 
     # --- the NodeDriver calls the cloud controller makes -------------------------------------------
     def list_nodes(self) -> list[Node]:
         found = self._request(self._path("pods"), params={"labelSelector": f"{MANAGED_BY}=stratos"})
         return [self._node(pod) for pod in found.get("items") or []]
 
-    def create_node(self, name: str, image: NodeImage, ex_metadata: dict[str, str] | None = None,
-                    **_kwargs) -> Node:
+    def create_node(self, name: str, image: NodeImage, ex_metadata: dict[str, str] | None = None, **_kwargs) -> Node:  # type: ignore[override]
         metadata = ex_metadata or {}
         cluster_id = metadata.get("clusterId") or name
         ports = cartridge_ports(metadata)
         if ports:
             self._ensure_service(cluster_id, ports)
-        pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {
-            "name": name,
-            "labels": {MANAGED_BY: "stratos", CLUSTER_LABEL: label_value(cluster_id),
-                       MEMBER_LABEL: label_value(metadata.get("memberId", name))},
-            "annotations": {MEMBER_ANNOTATION: metadata.get("memberId", name), CLUSTER_ANNOTATION: cluster_id}},
-            "spec": {"restartPolicy": "Always", "containers": [{
-                "name": "cartridge", "image": image.id,
-                "env": [{"name": k, "value": v} for k, v in payload_env(metadata, self.properties).items()],
-                "ports": [{"containerPort": port, "protocol": _transport(protocol)} for protocol, port in ports]}]}}
+        pod = {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {
+                "name": name,
+                "labels": {
+                    MANAGED_BY: "stratos",
+                    CLUSTER_LABEL: label_value(cluster_id),
+                    MEMBER_LABEL: label_value(metadata.get("memberId", name)),
+                },
+                "annotations": {MEMBER_ANNOTATION: metadata.get("memberId", name), CLUSTER_ANNOTATION: cluster_id},
+            },
+            "spec": {
+                "restartPolicy": "Always",
+                "containers": [
+                    {
+                        "name": "cartridge",
+                        "image": image.id,
+                        "env": [{"name": k, "value": v} for k, v in payload_env(metadata, self.properties).items()],
+                        "ports": [
+                            {"containerPort": port, "protocol": _transport(protocol)} for protocol, port in ports
+                        ],
+                    }
+                ],
+            },
+        }
         created = self._request(self._path("pods"), "POST", pod)
         return self._node(self._scheduled(name) or created)
 
@@ -210,9 +242,15 @@ class KubernetesNodes(NodeDriver):
                 raise
         cluster = (node.extra.get("labels") or {}).get(CLUSTER_LABEL)
         cluster_id = (node.extra.get("annotations") or {}).get(CLUSTER_ANNOTATION)
-        if cluster and cluster_id and not any(
+        if (
+            cluster
+            and cluster_id
+            and not any(
                 n.name != node.name and (n.extra.get("labels") or {}).get(CLUSTER_LABEL) == cluster
-                for n in self.list_nodes() if n.state != NodeState.TERMINATED):
+                for n in self.list_nodes()
+                if n.state != NodeState.TERMINATED
+            )
+        ):
             self._remove_service(cluster_id)  # the cluster's last member: its Service goes too
         return True
 
@@ -241,13 +279,28 @@ class KubernetesNodes(NodeDriver):
         except BaseHTTPError as exc:
             if not _missing(exc):
                 raise
-        service = {"apiVersion": "v1", "kind": "Service", "metadata": {
-            "name": name, "labels": {MANAGED_BY: "stratos", CLUSTER_LABEL: label_value(cluster_id)},
-            "annotations": {CLUSTER_ANNOTATION: cluster_id}},
-            "spec": {"type": self.endpoint.service_type,
-                     "selector": {CLUSTER_LABEL: label_value(cluster_id)},
-                     "ports": [{"name": f"{protocol.lower()}-{port}", "protocol": _transport(protocol),
-                                "port": port, "targetPort": port} for protocol, port in ports]}}
+        service = {
+            "apiVersion": "v1",
+            "kind": "Service",
+            "metadata": {
+                "name": name,
+                "labels": {MANAGED_BY: "stratos", CLUSTER_LABEL: label_value(cluster_id)},
+                "annotations": {CLUSTER_ANNOTATION: cluster_id},
+            },
+            "spec": {
+                "type": self.endpoint.service_type,
+                "selector": {CLUSTER_LABEL: label_value(cluster_id)},
+                "ports": [
+                    {
+                        "name": f"{protocol.lower()}-{port}",
+                        "protocol": _transport(protocol),
+                        "port": port,
+                        "targetPort": port,
+                    }
+                    for protocol, port in ports
+                ],
+            },
+        }
         try:
             self._request(self._path("services"), "POST", service)
         except BaseHTTPError as exc:
@@ -269,10 +322,21 @@ class KubernetesNodes(NodeDriver):
         else:
             state = NodeState.RUNNING if phase == "Running" else NodeState.PENDING
         ip = status.get("podIP")
-        return Node(id=meta.get("uid") or meta.get("name"), name=meta.get("name"), state=state,
-                    public_ips=[], private_ips=[ip] if ip else [], driver=self,
-                    extra={"namespace": meta.get("namespace"), "phase": phase, "hostIP": status.get("hostIP"),
-                           "labels": meta.get("labels") or {}, "annotations": meta.get("annotations") or {}})
+        return Node(
+            id=meta.get("uid") or meta.get("name"),  # type: ignore[arg-type]
+            name=meta.get("name"),  # type: ignore[arg-type]
+            state=state,
+            public_ips=[],
+            private_ips=[ip] if ip else [],
+            driver=self,
+            extra={
+                "namespace": meta.get("namespace"),
+                "phase": phase,
+                "hostIP": status.get("hostIP"),
+                "labels": meta.get("labels") or {},
+                "annotations": meta.get("annotations") or {},
+            },
+        )
 
 
 class DockerNodes(NodeDriver):
@@ -288,25 +352,31 @@ class DockerNodes(NodeDriver):
         scheme, _, rest = endpoint.rpartition("://")
         host, _, port = rest.partition(":")
         if not host or (port and not port.isdigit()):
-            raise ContainerConfigError(f"iaasProvider 'docker' property 'endpoint' {endpoint!r}: "
-                                       f"expected http(s)://host:port")
+            raise ContainerConfigError(
+                f"iaasProvider 'docker' property 'endpoint' {endpoint!r}: expected http(s)://host:port"
+            )
         self.properties = properties
-        self.docker = DockerContainerDriver(key=identity, secret=credential, secure=scheme == "https",
-                                            host=host, port=int(port or 2375))
+        self.docker = DockerContainerDriver(
+            key=identity, secret=credential, secure=scheme == "https", host=host, port=int(port or 2375)
+        )
         self.connection = self.docker.connection
 
     def list_nodes(self) -> list[Node]:
         return [self._node(c) for c in self.docker.list_containers(all=True)]
 
-    def create_node(self, name: str, image: NodeImage, ex_metadata: dict[str, str] | None = None,
-                    **_kwargs) -> Node:
+    def create_node(self, name: str, image: NodeImage, ex_metadata: dict[str, str] | None = None, **_kwargs) -> Node:  # type: ignore[override]
         metadata = ex_metadata or {}
         ports = cartridge_ports(metadata)
-        options = dict(environment=[f"{k}={v}" for k, v in payload_env(metadata, self.properties).items()],
-                       labels={MANAGED_BY: "stratos", MEMBER_ANNOTATION: metadata.get("memberId", name),
-                               CLUSTER_ANNOTATION: metadata.get("clusterId", "")},
-                       ports={f"{port}/{_transport(protocol).lower()}": {} for protocol, port in ports})
-        container_image = ContainerImage(id=None, name=image.id, path=image.id, version=None, driver=self.docker)
+        options = dict(
+            environment=[f"{k}={v}" for k, v in payload_env(metadata, self.properties).items()],
+            labels={
+                MANAGED_BY: "stratos",
+                MEMBER_ANNOTATION: metadata.get("memberId", name),
+                CLUSTER_ANNOTATION: metadata.get("clusterId", ""),
+            },
+            ports={f"{port}/{_transport(protocol).lower()}": {} for protocol, port in ports},
+        )
+        container_image = ContainerImage(id=None, name=image.id, path=image.id, version=None, driver=self.docker)  # type: ignore[arg-type]
         try:
             container = self.docker.deploy_container(name, container_image, **options)
         except DockerException as exc:
@@ -330,6 +400,12 @@ class DockerNodes(NodeDriver):
     def _node(self, container, address: str | None = None) -> Node:
         # an exited container is a crashed member: STOPPED (it still exists, so it is destroyed)
         state = NodeState.RUNNING if container.state == ContainerState.RUNNING else NodeState.STOPPED
-        return Node(id=container.id, name=container.name, state=state, public_ips=[],
-                    private_ips=[address] if address else [], driver=self,
-                    extra={"image": container.image.name, "status": (container.extra or {}).get("status")})
+        return Node(
+            id=container.id,
+            name=container.name,
+            state=state,
+            public_ips=[],
+            private_ips=[address] if address else [],
+            driver=self,
+            extra={"image": container.image.name, "status": (container.extra or {}).get("status")},
+        )

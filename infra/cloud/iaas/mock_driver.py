@@ -6,6 +6,7 @@ The driver keeps nothing: the nodes are the mock IaaS's (`stratos mock-iaas`, in
 libcloud's own `dummy` driver reuses ids after a destroy, so the platform registers this one
 with `set_driver` (guarded against registering it twice).
 """
+
 from __future__ import annotations
 
 import json
@@ -26,7 +27,7 @@ class MockIaasHttpError(LibcloudError):
     """The mock IaaS refused a call; `value` is its message, `status` the HTTP code."""
 
     def __init__(self, value: str, status: int) -> None:
-        super().__init__(value, driver=MockNodeDriver)
+        super().__init__(value, driver=MockNodeDriver)  # type: ignore[arg-type]
         self.status = status
 
 
@@ -41,7 +42,7 @@ class MockIaasResponse(JsonResponse):
             body = {}
         message = (body.get("message") if isinstance(body, dict) else None) or self.body or self.error
         if self.status == 401:
-            raise InvalidCredsError(message)
+            raise InvalidCredsError(message)  # type: ignore[arg-type]
         raise MockIaasHttpError(str(message), self.status)
 
 
@@ -64,7 +65,7 @@ class MockIaasConnection(ConnectionKey):
     def connect(self, host=None, port=None, base_url=None, **kwargs):
         super().connect(host=host, port=port, base_url=base_url, **kwargs)
         if self.ca_cert and self.secure:
-            self.connection.ca_cert = self.ca_cert
+            self.connection.ca_cert = self.ca_cert  # type: ignore[union-attr]
 
 
 class MockNodeDriver(NodeDriver):
@@ -76,9 +77,17 @@ class MockNodeDriver(NodeDriver):
     connectionCls = MockIaasConnection
     features = {"create_node": []}
 
-    def __init__(self, key: str, secret: str | None = None, secure: bool = False,
-                 host: str = "127.0.0.1", port: int | None = None, ca_cert: str | None = None,
-                 timeout: float = 30.0, **kwargs) -> None:
+    def __init__(
+        self,
+        key: str,
+        secret: str | None = None,
+        secure: bool = False,
+        host: str = "127.0.0.1",
+        port: int | None = None,
+        ca_cert: str | None = None,
+        timeout: float = 30.0,
+        **kwargs,
+    ) -> None:
         self._timeout, self._ca_cert = timeout, ca_cert
         super().__init__(key, secret, secure=secure, host=host, port=port or (443 if secure else 80), **kwargs)
 
@@ -91,25 +100,40 @@ class MockNodeDriver(NodeDriver):
 
     def _node(self, view: dict) -> Node:
         metadata = dict(view.get("metadata") or {})
-        return Node(id=view["id"], name=view["id"], state=NodeState.RUNNING,
-                    public_ips=[view["publicIp"]] if view.get("publicIp") else [],
-                    private_ips=[view["privateIp"]] if view.get("privateIp") else [],
-                    driver=self, created_at=None,
-                    extra={**metadata, "localPorts": dict(view.get("localPorts") or {}),
-                           "agentStatus": view.get("agentStatus")})
+        return Node(
+            id=view["id"],
+            name=view["id"],
+            state=NodeState.RUNNING,
+            public_ips=[view["publicIp"]] if view.get("publicIp") else [],
+            private_ips=[view["privateIp"]] if view.get("privateIp") else [],
+            driver=self,
+            created_at=None,
+            extra={
+                **metadata,
+                "localPorts": dict(view.get("localPorts") or {}),
+                "agentStatus": view.get("agentStatus"),
+            },
+        )
 
     def list_nodes(self) -> list[Node]:
         return [self._node(view) for view in self._call("GET", "/instances")]
 
-    def create_node(self, name: str, size: NodeSize | None = None, image: NodeImage | None = None,
-                    location: NodeLocation | None = None, auth=None,
-                    ex_metadata: dict[str, str] | None = None, **kwargs) -> Node:
+    def create_node(
+        self,
+        name: str,
+        size: NodeSize | None = None,
+        image: NodeImage | None = None,
+        location: NodeLocation | None = None,
+        auth=None,
+        ex_metadata: dict[str, str] | None = None,
+        **kwargs,
+    ) -> Node:
         return self._node(self._call("POST", "/instances", {"name": name, "metadata": ex_metadata or {}}))
 
     def _on_node(self, method: str, node: Node) -> bool:
         """A call on one node; False when the cloud does not have it (404)."""
         try:
-            self._call(method, f"/instances/{quote(node.id, safe='')}")
+            self._call(method, f"/instances/{quote(node.id, safe='')}")  # type: ignore[arg-type]
         except MockIaasHttpError as exc:
             if exc.status == 404:
                 return False
@@ -149,8 +173,13 @@ class MockEndpoint:
         register_mock_driver()
         parts = urlsplit(self.url)
         secure = parts.scheme == "https"
-        return get_driver(MOCK_PROVIDER)(self.key, secure=secure, host=parts.hostname or "127.0.0.1",
-                                         port=parts.port or (443 if secure else 80), ca_cert=self.ca_cert)
+        return get_driver(MOCK_PROVIDER)(  # type: ignore[return-value]
+            self.key,
+            secure=secure,
+            host=parts.hostname or "127.0.0.1",
+            port=parts.port or (443 if secure else 80),
+            ca_cert=self.ca_cert,
+        )
 
 
 def register_mock_driver() -> None:
@@ -160,4 +189,4 @@ def register_mock_driver() -> None:
             return
     except AttributeError:
         pass  # not registered yet
-    set_driver(MOCK_PROVIDER, __name__, MockNodeDriver.__name__)
+    set_driver(MOCK_PROVIDER, __name__, MockNodeDriver.__name__)  # type: ignore[arg-type]

@@ -5,6 +5,7 @@ securityGroups / region properties, networkInterfaces) to that driver's construc
 `create_node` keywords. Credentials come from the definition and are handed to the driver only:
 nothing here logs them, and `IaasTarget`'s repr hides them.
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -33,14 +34,17 @@ class IaasTarget:
     network_ids: tuple[str, ...] = ()
 
     @classmethod
-    def from_event(cls, provider: str, iaas: dict) -> "IaasTarget":
-        properties = {p["name"]: str(p.get("value", "")) for p in iaas.get("property") or []
-                      if p.get("name")}
-        networks = tuple(n["networkUuid"] for n in iaas.get("networkInterfaces") or []
-                         if n.get("networkUuid"))
-        return cls(type=(iaas.get("type") or provider).lower(), image_id=iaas.get("imageId"),
-                   identity=iaas.get("identity") or "", credential=iaas.get("credential") or "",
-                   properties=properties, network_ids=networks)
+    def from_event(cls, provider: str, iaas: dict) -> IaasTarget:
+        properties = {p["name"]: str(p.get("value", "")) for p in iaas.get("property") or [] if p.get("name")}
+        networks = tuple(n["networkUuid"] for n in iaas.get("networkInterfaces") or [] if n.get("networkUuid"))
+        return cls(
+            type=(iaas.get("type") or provider).lower(),
+            image_id=iaas.get("imageId"),
+            identity=iaas.get("identity") or "",
+            credential=iaas.get("credential") or "",
+            properties=properties,
+            network_ids=networks,
+        )
 
     def required(self, name: str) -> str:
         value = self.properties.get(name)
@@ -57,7 +61,7 @@ class IaasTarget:
 def _image(target: IaasTarget, driver: NodeDriver) -> NodeImage:
     if not target.image_id:
         raise IaasConfigError(f"iaasProvider {target.type!r} needs imageId")
-    return NodeImage(id=target.image_id, name=None, driver=driver)
+    return NodeImage(id=target.image_id, name=None, driver=driver)  # type: ignore[arg-type]
 
 
 def _size(target: IaasTarget, driver: NodeDriver) -> NodeSize:
@@ -80,15 +84,15 @@ def _mock_node(target: IaasTarget, driver: NodeDriver, name: str, metadata: dict
 
 
 def _ec2_driver(target: IaasTarget, _mock: MockEndpoint) -> NodeDriver:
-    return get_driver("ec2")(target.identity, target.credential,
-                             region=target.properties.get("region", "us-east-1"))
+    return get_driver("ec2")(target.identity, target.credential, region=target.properties.get("region", "us-east-1"))
 
 
 def _ec2_node(target: IaasTarget, driver: NodeDriver, name: str, metadata: dict) -> dict:
     from libcloud.compute.drivers.ec2 import EC2NetworkSubnet
 
-    options = dict(name=name, image=_image(target, driver), size=_size(target, driver),
-                   ex_metadata=metadata, ex_clienttoken=name)  # EC2's own idempotency key
+    options = dict(
+        name=name, image=_image(target, driver), size=_size(target, driver), ex_metadata=metadata, ex_clienttoken=name
+    )  # EC2's own idempotency key
     if key_pair := target.properties.get("keyPair"):
         options["ex_keyname"] = key_pair
     if groups := _groups(target):
@@ -100,42 +104,44 @@ def _ec2_node(target: IaasTarget, driver: NodeDriver, name: str, metadata: dict)
 
 def _openstack_driver(target: IaasTarget, _mock: MockEndpoint) -> NodeDriver:
     return get_driver("openstack")(
-        target.identity, target.credential,
+        target.identity,
+        target.credential,
         ex_force_auth_url=target.required("authUrl"),
         ex_force_auth_version=target.properties.get("authVersion", "3.x_password"),
         ex_tenant_name=target.properties.get("tenantName"),
-        ex_force_service_region=target.properties.get("region"))
+        ex_force_service_region=target.properties.get("region"),
+    )
 
 
 def _openstack_node(target: IaasTarget, driver: NodeDriver, name: str, metadata: dict) -> dict:
     from libcloud.compute.drivers.openstack import OpenStackNetwork, OpenStackSecurityGroup
 
-    options = dict(name=name, image=_image(target, driver), size=_size(target, driver),
-                   ex_metadata=metadata)
+    options = dict(name=name, image=_image(target, driver), size=_size(target, driver), ex_metadata=metadata)
     if key_pair := target.properties.get("keyPair"):
         options["ex_keyname"] = key_pair
     if groups := _groups(target):
-        options["ex_security_groups"] = [
-            OpenStackSecurityGroup(None, None, g, "", driver=driver) for g in groups]
+        options["ex_security_groups"] = [OpenStackSecurityGroup(None, None, g, "", driver=driver) for g in groups]
     if target.network_ids:
         options["networks"] = [OpenStackNetwork(n, None, None, driver) for n in target.network_ids]
     return options
 
 
 def _gce_driver(target: IaasTarget, _mock: MockEndpoint) -> NodeDriver:
-    return get_driver("gce")(target.identity, target.credential,
-                             project=target.required("projectId"),
-                             datacenter=target.properties.get("zone"))
+    return get_driver("gce")(
+        target.identity,
+        target.credential,
+        project=target.required("projectId"),
+        datacenter=target.properties.get("zone"),
+    )
 
 
 def _gce_node(target: IaasTarget, driver: NodeDriver, name: str, metadata: dict) -> dict:
     # GCE names are lower-case letters, digits and dashes: member ids contain dots
-    options = dict(name=gce_name(name), image=target.image_id, size=_size(target, driver).id,
-                   ex_metadata=metadata)
+    options = dict(name=gce_name(name), image=target.image_id, size=_size(target, driver).id, ex_metadata=metadata)
     if target.network_ids:
         options["ex_network"] = target.network_ids[0]
     if groups := _groups(target):
-        options["ex_tags"] = groups
+        options["ex_tags"] = groups  # type: ignore[assignment]
     return options
 
 
@@ -144,8 +150,7 @@ def gce_name(member_id: str) -> str:
 
 
 def _cloudstack_driver(target: IaasTarget, _mock: MockEndpoint) -> NodeDriver:
-    return get_driver("cloudstack")(target.identity, target.credential,
-                                    url=target.required("endpoint"))
+    return get_driver("cloudstack")(target.identity, target.credential, url=target.required("endpoint"))
 
 
 def _cloudstack_node(target: IaasTarget, driver: NodeDriver, name: str, metadata: dict) -> dict:
@@ -157,9 +162,10 @@ def _cloudstack_node(target: IaasTarget, driver: NodeDriver, name: str, metadata
     if groups := _groups(target):
         options["ex_security_groups"] = groups
     if target.network_ids:
-        options["networks"] = [CloudStackNetwork(displaytext=None, name=None, networkofferingid=None,
-                                                 id=n, zoneid=None, driver=driver)
-                               for n in target.network_ids]
+        options["networks"] = [
+            CloudStackNetwork(displaytext=None, name=None, networkofferingid=None, id=n, zoneid=None, driver=driver)
+            for n in target.network_ids
+        ]
     return options
 
 
@@ -169,6 +175,7 @@ def _container_driver(nodes: type) -> Callable[[IaasTarget, MockEndpoint], NodeD
             return nodes(target.identity, target.credential, target.properties)
         except ContainerConfigError as exc:  # final: retrying cannot help
             raise IaasConfigError(str(exc)) from None
+
     return build
 
 
@@ -194,8 +201,9 @@ def _builder(target: IaasTarget) -> Builder:
     try:
         return PROVIDERS[target.type]
     except KeyError:
-        raise IaasConfigError(f"iaasProvider type {target.type!r} is not supported "
-                              f"(supported: {', '.join(sorted(PROVIDERS))})") from None
+        raise IaasConfigError(
+            f"iaasProvider type {target.type!r} is not supported (supported: {', '.join(sorted(PROVIDERS))})"
+        ) from None
 
 
 def build_driver(target: IaasTarget, mock: MockEndpoint) -> NodeDriver:

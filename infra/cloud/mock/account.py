@@ -1,5 +1,6 @@
 """The mock IaaS account: where it answers and its access key (shared by the mock IaaS part,
 the cloud controller's driver and the platform API's view of it)."""
+
 from __future__ import annotations
 
 import os
@@ -30,7 +31,7 @@ def access_key(settings: Settings) -> str:
             if key := path.read_text().strip():
                 return key
             time.sleep(0.02)
-        raise RuntimeError(f"{path} is empty: delete it and start again")
+        raise RuntimeError(f"{path} is empty: delete it and start again") from None
     key = secrets.token_urlsafe(32)
     with os.fdopen(fd, "w") as file:
         file.write(key)

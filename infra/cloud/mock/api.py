@@ -12,6 +12,7 @@ port for its users (infra/api/mock_iaas.py). A caller that names a tenant (`X-St
 what the platform API sends for a tenant's admin) sees, and crashes, only that tenant's
 instances, and may neither start nodes nor change patterns or failures.
 """
+
 from __future__ import annotations
 
 import hmac
@@ -63,8 +64,9 @@ class InstanceRequest(BaseModel):
 
 
 def message(status_code: int, text: str) -> JSONResponse:
-    return JSONResponse({"status": "success" if status_code < 400 else "error", "message": text},
-                        status_code=status_code)
+    return JSONResponse(
+        {"status": "success" if status_code < 400 else "error", "message": text}, status_code=status_code
+    )
 
 
 async def _body(request: Request, model: type[BaseModel]) -> BaseModel | JSONResponse:
@@ -92,12 +94,12 @@ class Refused(Exception):
         self.status, self.text = status, text
 
 
-def mock_iaas_router(cloud_of: Callable[[], MockCloud], key: str | None = None,
-                     mode: str = "simulated") -> APIRouter:
+def mock_iaas_router(cloud_of: Callable[[], MockCloud], key: str | None = None, mode: str = "simulated") -> APIRouter:
     """The routes over `cloud_of()`; with `key`, every call must carry it as a bearer token."""
 
-    def caller(authorization: str | None = Header(None),
-               tenant: str | None = Header(None, alias=TENANT_HEADER)) -> Caller:
+    def caller(
+        authorization: str | None = Header(None), tenant: str | None = Header(None, alias=TENANT_HEADER)
+    ) -> Caller:
         if key is not None:
             scheme, _, given = (authorization or "").partition(" ")
             if scheme.lower() != "bearer" or not hmac.compare_digest(given.encode(), key.encode()):
@@ -106,8 +108,9 @@ def mock_iaas_router(cloud_of: Callable[[], MockCloud], key: str | None = None,
 
     def owner(who: Caller = Depends(caller)) -> Caller:
         if who.tenant is not None:
-            raise Refused(403, "only the super tenant's admin changes the mock IaaS's health "
-                               "patterns, start failures and nodes")
+            raise Refused(
+                403, "only the super tenant's admin changes the mock IaaS's health patterns, start failures and nodes"
+            )
         return who
 
     router = APIRouter(prefix=PREFIX, tags=["mock-iaas"])
@@ -118,18 +121,23 @@ def mock_iaas_router(cloud_of: Callable[[], MockCloud], key: str | None = None,
     def status(who: Caller = Depends(caller)) -> dict:
         cloud = cloud_of()
         seen = [i for i in cloud.all() if who.sees(i)]
-        body = {"status": "running", "mode": mode, "instances": len(seen),
-                "active": sum(i.agent_status == "Activated" for i in seen)}
+        body = {
+            "status": "running",
+            "mode": mode,
+            "instances": len(seen),
+            "active": sum(i.agent_status == "Activated" for i in seen),
+        }
         if who.tenant is None:
-            body.update(pendingStartFailures=cloud.pending_failures(), durable=cloud.path is not None,
-                        listings=dict(listings))
+            body.update(
+                pendingStartFailures=cloud.pending_failures(), durable=cloud.path is not None, listings=dict(listings)
+            )
         return body
 
     @router.get("/instances")
     def list_instances(who: Caller = Depends(caller)) -> list[dict]:
         found = [instance.view() for instance in cloud_of().all() if who.sees(instance)]
         if who.tenant is None:
-            listings.update(count=listings["count"] + 1, lastAt=time.time())
+            listings.update(count=listings["count"] + 1, lastAt=time.time())  # type: ignore[call-overload, operator]
         return found
 
     @router.post("/instances", status_code=201)
@@ -137,11 +145,11 @@ def mock_iaas_router(cloud_of: Callable[[], MockCloud], key: str | None = None,
         body = await _body(request, InstanceRequest)
         if isinstance(body, JSONResponse):
             return body
-        name = body.node_name()
+        name = body.node_name()  # type: ignore[attr-defined]
         if not name:
             return message(400, "name: required (or Stratos's memberId)")
         try:
-            instance = await run_in_threadpool(cloud_of().create, name, body.tags())
+            instance = await run_in_threadpool(cloud_of().create, name, body.tags())  # type: ignore[attr-defined]
         except MockIaasError as exc:
             return message(exc.status, str(exc.value))
         return JSONResponse(instance.view(), status_code=201)
@@ -151,7 +159,7 @@ def mock_iaas_router(cloud_of: Callable[[], MockCloud], key: str | None = None,
         instance = cloud_of().get(instance_id)
         if not who.sees(instance):
             return message(404, f"instance '{instance_id}' not found")
-        return instance.view()
+        return instance.view()  # type: ignore[union-attr]
 
     @router.post("/instances/{instance_id}/allocateIpAddress")
     def allocate_ip_address(instance_id: str, who: Caller = Depends(caller)):
@@ -183,7 +191,7 @@ def mock_iaas_router(cloud_of: Callable[[], MockCloud], key: str | None = None,
         patterns = await _body(request, CartridgePatterns)
         if isinstance(patterns, JSONResponse):
             return patterns
-        await run_in_threadpool(cloud_of().replace_patterns, cartridge_type, patterns)
+        await run_in_threadpool(cloud_of().replace_patterns, cartridge_type, patterns)  # type: ignore[arg-type]
         return message(200, f"health pattern of cartridge type '{cartridge_type}' replaced")
 
     @router.post("/start-failures")
@@ -191,8 +199,8 @@ def mock_iaas_router(cloud_of: Callable[[], MockCloud], key: str | None = None,
         failures = await _body(request, StartFailures)
         if isinstance(failures, JSONResponse):
             return failures
-        await run_in_threadpool(cloud_of().fail_next_starts, failures.count, failures.reason)
-        return message(200, f"the next {failures.count} node start(s) will fail: {failures.reason}")
+        await run_in_threadpool(cloud_of().fail_next_starts, failures.count, failures.reason)  # type: ignore[attr-defined]
+        return message(200, f"the next {failures.count} node start(s) will fail: {failures.reason}")  # type: ignore[attr-defined]
 
     return router
 

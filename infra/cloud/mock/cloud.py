@@ -7,6 +7,7 @@ cloud in `<state dir>/mock-iaas/cloud.sqlite3` and serves it over HTTP (infra/cl
 the libcloud `mock` driver (infra/cloud/iaas/mock_driver.py) reaches it there. `MockCloud()` without a
 path keeps the same tables in memory (unit tests, the simulator's throw-away clouds).
 """
+
 from __future__ import annotations
 
 import ipaddress
@@ -42,7 +43,7 @@ class MockIaasError(LibcloudError):
     """A refusal of the mock cloud (ids reused, an injected failure, pools exhausted)."""
 
     def __init__(self, value: str, status: int = 400) -> None:
-        super().__init__(value, driver=MockNodeDriver)
+        super().__init__(value, driver=MockNodeDriver)  # type: ignore[arg-type]
         self.status = status
 
 
@@ -68,33 +69,44 @@ class MockInstance:
         """The JSON of an instance: Stratos's MockInstanceMetadata fields (instanceId,
         defaultPrivateIp, defaultPublicIp), ours, and the tags it was started with (flat and under
         `metadata`), its payload's secrets masked and its signing key left out."""
-        return masked({"instanceId": self.node_id, "defaultPrivateIp": self.private_ip,
-                       "defaultPublicIp": self.public_ip, "id": self.node_id, "privateIp": self.private_ip,
-                       "publicIp": self.public_ip, "createdAt": self.created_at, "agentStatus": self.agent_status,
-                       "localPorts": self.local_ports, **public_metadata(self.metadata),
-                       "metadata": public_metadata(self.metadata)})
+        return masked(
+            {
+                "instanceId": self.node_id,
+                "defaultPrivateIp": self.private_ip,
+                "defaultPublicIp": self.public_ip,
+                "id": self.node_id,
+                "privateIp": self.private_ip,
+                "publicIp": self.public_ip,
+                "createdAt": self.created_at,
+                "agentStatus": self.agent_status,
+                "localPorts": self.local_ports,
+                **public_metadata(self.metadata),
+                "metadata": public_metadata(self.metadata),
+            }
+        )
 
 
 class MockCloud:
     """The mock IaaS's state, in SQLite (a file, or memory when `path` is None); every change is
     one transaction, so a crash leaves the cloud as it was before or after it."""
 
-    def __init__(self, path: Path | None = None, private_pool: str = PRIVATE_POOL,
-                 public_pool: str = PUBLIC_POOL) -> None:
+    def __init__(
+        self, path: Path | None = None, private_pool: str = PRIVATE_POOL, public_pool: str = PUBLIC_POOL
+    ) -> None:
         self.path = path
         if path is not None:  # owner-only: nodes carry their payload (tokens, keys) as a cloud's user data does
             path.parent.mkdir(parents=True, exist_ok=True)
             os.chmod(path.parent, 0o700)
         self.lock = threading.RLock()
-        self.db = sqlite3.connect(str(path) if path else ":memory:", check_same_thread=False,
-                                  isolation_level=None)
+        self.db = sqlite3.connect(str(path) if path else ":memory:", check_same_thread=False, isolation_level=None)
         if path is not None:
             os.chmod(path, 0o600)
             self.db.execute("PRAGMA journal_mode=WAL")
         self.db.executescript(SCHEMA)
         self.pools = {"private": ipaddress.ip_network(private_pool), "public": ipaddress.ip_network(public_pool)}
         self.instances: dict[str, MockInstance] = {
-            row[0]: MockInstance(**json.loads(row[1])) for row in self.db.execute("SELECT id, body FROM instances")}
+            row[0]: MockInstance(**json.loads(row[1])) for row in self.db.execute("SELECT id, body FROM instances")
+        }
         self.patterns = HealthPatterns()
         for cartridge_type, body, started in self.db.execute("SELECT cartridge_type, body, started FROM patterns"):
             self.patterns.replace(cartridge_type, CartridgePatterns.model_validate_json(body), started=started)
@@ -119,8 +131,10 @@ class MockCloud:
 
     @staticmethod
     def _row(instance: MockInstance) -> tuple[str, tuple]:
-        return "INSERT OR REPLACE INTO instances (id, body) VALUES (?, ?)", \
-            (instance.node_id, json.dumps(asdict(instance)))
+        return "INSERT OR REPLACE INTO instances (id, body) VALUES (?, ?)", (
+            instance.node_id,
+            json.dumps(asdict(instance)),
+        )
 
     def fail_next_starts(self, count: int, reason: str) -> None:
         """The next `count` create calls fail with `reason` (quota, image missing, ...)."""
@@ -137,9 +151,12 @@ class MockCloud:
             private, private_next = self._address("private")
             public, public_next = self._address("public")
             instance = MockInstance(name, private, public, {str(k): str(v) for k, v in metadata.items()})
-            self._write(("INSERT INTO used_ids (id) VALUES (?)", (name,)), self._row(instance),
-                        ("INSERT OR REPLACE INTO cursors (pool, next) VALUES ('private', ?)", (private_next,)),
-                        ("INSERT OR REPLACE INTO cursors (pool, next) VALUES ('public', ?)", (public_next,)))
+            self._write(
+                ("INSERT INTO used_ids (id) VALUES (?)", (name,)),
+                self._row(instance),
+                ("INSERT OR REPLACE INTO cursors (pool, next) VALUES ('private', ?)", (private_next,)),
+                ("INSERT OR REPLACE INTO cursors (pool, next) VALUES ('public', ?)", (public_next,)),
+            )
             self.instances[name] = instance
         self._notify("created", instance)
         return instance
@@ -181,8 +198,12 @@ class MockCloud:
     def replace_patterns(self, cartridge_type: str, patterns: CartridgePatterns) -> None:
         with self.lock:
             self.patterns.replace(cartridge_type, patterns)
-            self._write(("INSERT OR REPLACE INTO patterns (cartridge_type, body, started) VALUES (?, ?, ?)",
-                         (cartridge_type, patterns.model_dump_json(), self.patterns.started[cartridge_type])))
+            self._write(
+                (
+                    "INSERT OR REPLACE INTO patterns (cartridge_type, body, started) VALUES (?, ?, ?)",
+                    (cartridge_type, patterns.model_dump_json(), self.patterns.started[cartridge_type]),
+                )
+            )
 
     def load_patterns(self, path: Path) -> list[str]:
         """Take the patterns of a YAML/JSON file for the cartridge types this cloud has none for

@@ -4,6 +4,7 @@ A pattern is Stratos's mock-IaaS one: `sampleValues` each held `sampleDuration` 
 `loop` (start again), `continue` (stay on the last value) or `stop` (go silent, which the fault
 detector then sees). Patterns load from a YAML or JSON file and can be replaced at run time.
 """
+
 from __future__ import annotations
 
 import json
@@ -54,8 +55,7 @@ class PatternFile(RootModel[dict[str, CartridgePatterns]]):
 class HealthPatterns:
     """The patterns in force; each cartridge's timeline restarts when its patterns are replaced."""
 
-    def __init__(self, patterns: dict[str, CartridgePatterns] | None = None,
-                 clock=time.time) -> None:
+    def __init__(self, patterns: dict[str, CartridgePatterns] | None = None, clock=time.time) -> None:
         self.clock = clock
         self.lock = threading.Lock()
         self.patterns: dict[str, CartridgePatterns] = {}

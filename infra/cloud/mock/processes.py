@@ -9,6 +9,7 @@ When the mock IaaS starts again, every node it kept gets its process back, on th
 (a rebooted host): its agent finds its member Initialized and reports again (the cluster refuses
 those steps back; the member stays Active).
 """
+
 from __future__ import annotations
 
 import logging
@@ -41,7 +42,7 @@ class ProcessInstances:
         self.processes: dict[str, subprocess.Popen] = {}
         cloud.listeners.append(self.on_change)
 
-    def start(self) -> "ProcessInstances":
+    def start(self) -> ProcessInstances:
         """Boot the nodes the cloud kept from before (none on a fresh cloud)."""
         for instance in self.cloud.all():
             if instance.node_id not in self.processes:
@@ -59,10 +60,20 @@ class ProcessInstances:
         meta = instance.metadata
         protocols = [p.partition(":")[0] for p in meta.get("ports", "").split(",") if p]
         instance.private_ip = "127.0.0.1"
-        command = [*stratos_command(), "agent", "--member-id", instance.node_id,
-                   "--cluster-id", meta["clusterId"], "--tenant", meta["tenant"],
-                   "--network-partition-id", meta.get("networkPartitionId") or "default",
-                   "--workdir", str(self.settings.state_dir / "instances" / instance.node_id)]
+        command = [
+            *stratos_command(),
+            "agent",
+            "--member-id",
+            instance.node_id,
+            "--cluster-id",
+            meta["clusterId"],
+            "--tenant",
+            meta["tenant"],
+            "--network-partition-id",
+            meta.get("networkPartitionId") or "default",
+            "--workdir",
+            str(self.settings.state_dir / "instances" / instance.node_id),
+        ]
         if meta.get("category") == LOAD_BALANCER:  # a load-balancer cartridge: `stratos lb` for its application
             command += ["--load-balancer", meta["applicationId"]]
         elif HTTP_PROTOCOLS & set(protocols):
@@ -78,18 +89,28 @@ class ProcessInstances:
             command += ["--repo-username", meta["repoUsername"]]
         # an instance's environment: the basics and its payload, never the platform's secrets;
         # its own secrets by environment, not argv (which `ps` shows to every local user)
-        env = minimal_env({"STRATOS_KAFKA_BOOTSTRAP": self.settings.kafka_bootstrap or "",
-                           "STRATOS_TOPIC_PREFIX": self.settings.topic_prefix,
-                           "STRATOS_HEALTH_PUBLISH_SECONDS": str(self.settings.health_publish_seconds),
-                           **{name: meta[key] for name, key in (("STRATOS_AGENT_CARTRIDGE_KEY", "cartridgeKey"),
-                                                                ("STRATOS_AGENT_REPO_PASSWORD", "repoPassword"),
-                                                                ("STRATOS_AGENT_SIGNING_KEY", "signingKey"))
-                              if meta.get(key)}})
+        env = minimal_env(
+            {
+                "STRATOS_KAFKA_BOOTSTRAP": self.settings.kafka_bootstrap or "",
+                "STRATOS_TOPIC_PREFIX": self.settings.topic_prefix,
+                "STRATOS_HEALTH_PUBLISH_SECONDS": str(self.settings.health_publish_seconds),
+                **{
+                    name: meta[key]
+                    for name, key in (
+                        ("STRATOS_AGENT_CARTRIDGE_KEY", "cartridgeKey"),
+                        ("STRATOS_AGENT_REPO_PASSWORD", "repoPassword"),
+                        ("STRATOS_AGENT_SIGNING_KEY", "signingKey"),
+                    )
+                    if meta.get(key)
+                },
+            }
+        )
         log_path = self.settings.state_dir / "instances" / f"{instance.node_id}.log"
         log_path.parent.mkdir(parents=True, exist_ok=True)
         with self.lock, open(log_path, "ab") as output:
             self.processes[instance.node_id] = subprocess.Popen(
-                command, env=env, stdin=subprocess.DEVNULL, stdout=output, stderr=subprocess.STDOUT)
+                command, env=env, stdin=subprocess.DEVNULL, stdout=output, stderr=subprocess.STDOUT
+            )
         log.info("instance %s started as process %d", instance.node_id, self.processes[instance.node_id].pid)
 
     def end(self, node_id: str) -> None:

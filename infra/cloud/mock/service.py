@@ -9,6 +9,7 @@ HTTP API on a loopback port (STRATOS_MOCK_API_PORT, default the API's port + 1),
 platform's certificate when STRATOS_API_TLS is set; callers hold the cloud's access key
 (STRATOS_MOCK_IAAS_KEY, else `<state dir>/mock-iaas/access-key`, made owner-only on first use).
 """
+
 from __future__ import annotations
 
 import logging
@@ -32,8 +33,14 @@ log = logging.getLogger(__name__)
 class MockIaasService:
     """The cloud, its instances' agents and its HTTP API (on a thread; `run` blocks)."""
 
-    def __init__(self, settings: Settings, cloud: MockCloud | None = None, port: int | None = None,
-                 patterns: Path | None = None, key: str | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        cloud: MockCloud | None = None,
+        port: int | None = None,
+        patterns: Path | None = None,
+        key: str | None = None,
+    ) -> None:
         from infra.cloud.mock.processes import ProcessInstances
         from infra.cloud.mock.simulator import SimulatedAgents
 
@@ -46,12 +53,21 @@ class MockIaasService:
         if settings.mock_iaas_mode == "simulated":
             self.agents = SimulatedAgents(settings, self.cloud)
         else:
-            self.agents = ProcessInstances(settings, self.cloud)
+            self.agents = ProcessInstances(settings, self.cloud)  # type: ignore[assignment]
         tls = tls_options(settings)
         self.url = f"{'https' if tls else 'http'}://127.0.0.1:{self.port}"
         app = mock_iaas_app(lambda: self.cloud, self.key, settings.mock_iaas_mode)
-        self.server = QuietServer(uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning",
-                                                    access_log=False, timeout_graceful_shutdown=2, **tls))
+        self.server = QuietServer(
+            uvicorn.Config(
+                app,
+                host="127.0.0.1",
+                port=self.port,
+                log_level="warning",
+                access_log=False,
+                timeout_graceful_shutdown=2,
+                **tls,  # type: ignore[arg-type]
+            )
+        )
         self.thread = threading.Thread(target=self.server.run, name="mock-iaas-api", daemon=True)
 
     @property
@@ -59,7 +75,7 @@ class MockIaasService:
         ca = trusted_ca(self.settings) if self.settings.api_tls else None
         return MockEndpoint(self.url, self.key, str(ca) if ca else None)
 
-    def start(self, timeout: float = 60.0) -> "MockIaasService":
+    def start(self, timeout: float = 60.0) -> MockIaasService:
         self.agents.start()
         self.thread.start()
         deadline = time.monotonic() + timeout

@@ -15,6 +15,7 @@ that does not decode, or whose handling raises, is dead-lettered.
 Each simulated instance also writes the log lines its agent would (started, artifacts checked
 out, activated, cleanup, ready to shut down) to `<prefix>logs`, through the same shipper.
 """
+
 from __future__ import annotations
 
 import logging
@@ -36,12 +37,16 @@ from schemas.status import HealthStat, InstanceCleanupCluster, InstanceCleanupMe
 log = logging.getLogger(__name__)
 
 AGENT_LINES = {
-    "InstanceStarted": [("INFO", "cartridge agent started: member {member} of cluster {cluster}"),
-                        ("INFO", "published InstanceStarted")],
+    "InstanceStarted": [
+        ("INFO", "cartridge agent started: member {member} of cluster {cluster}"),
+        ("INFO", "published InstanceStarted"),
+    ],
     "InstanceActivated": [("INFO", "ports {ports} open"), ("INFO", "published InstanceActivated")],
-    "InstanceMaintenanceMode": [("INFO", "cleanup requested: entering maintenance mode"),
-                                ("INFO", "published InstanceMaintenanceMode"),
-                                ("INFO", "running the clean hook")],
+    "InstanceMaintenanceMode": [
+        ("INFO", "cleanup requested: entering maintenance mode"),
+        ("INFO", "published InstanceMaintenanceMode"),
+        ("INFO", "running the clean hook"),
+    ],
     "InstanceReadyToShutdown": [("INFO", "clean hook done"), ("INFO", "published InstanceReadyToShutdown")],
 }
 """What a simulated instance's agent writes when it says each status."""
@@ -63,10 +68,12 @@ class SimulatedAgents:
         self.history = History(lambda partition, offset: fence_before(settings, partition, offset))
         self.stopping = threading.Event()
         self.consumer = topics_consumer(settings, {"events": True, "instance-notifier": False})
-        self.threads = [threading.Thread(target=self._follow, name="mock-agents", daemon=True),
-                        threading.Thread(target=self._publish_health, name="mock-health", daemon=True)]
+        self.threads = [
+            threading.Thread(target=self._follow, name="mock-agents", daemon=True),
+            threading.Thread(target=self._publish_health, name="mock-health", daemon=True),
+        ]
 
-    def start(self) -> "SimulatedAgents":
+    def start(self) -> SimulatedAgents:
         for thread in self.threads:
             thread.start()
         return self
@@ -108,8 +115,9 @@ class SimulatedAgents:
                 self._say(instance, *answer, cause=record.id)
         elif isinstance(payload, InstanceCleanupCluster):
             for instance in self.cloud.all():
-                if instance.metadata.get("clusterId") == payload.cluster_id \
-                        and (answer := cleanup_answer(instance.agent_status)):
+                if instance.metadata.get("clusterId") == payload.cluster_id and (
+                    answer := cleanup_answer(instance.agent_status)
+                ):
                     self._say(instance, *answer, cause=record.id)
 
     def lines(self, instance: MockInstance, status_type: str) -> None:
@@ -119,20 +127,29 @@ class SimulatedAgents:
         if status_type == "InstanceStarted" and meta.get("repoUrl"):
             say += [("INFO", f"git clone {meta['repoUrl']}"), ("INFO", "artifacts checked out")]
         for level, text in say:
-            self.shipper.emit(source, level, text.format(member=instance.node_id, cluster=meta["clusterId"],
-                                                         ports=meta.get("ports") or "none"), "agent")
+            self.shipper.emit(
+                source,
+                level,
+                text.format(member=instance.node_id, cluster=meta["clusterId"], ports=meta.get("ports") or "none"),
+                "agent",
+            )
 
-    def _say(self, instance: MockInstance, status_type: str, agent_status: str,
-             cause: str | None = None) -> None:
+    def _say(self, instance: MockInstance, status_type: str, agent_status: str, cause: str | None = None) -> None:
         self.lines(instance, status_type)
         self.cloud.set_agent_status(instance, agent_status)
-        status = InstanceStatus(type=status_type, member_id=instance.node_id,
-                                cluster_id=instance.metadata["clusterId"],
-                                network_partition_id=instance.metadata.get("networkPartitionId"))
+        status = InstanceStatus(
+            type=status_type,
+            member_id=instance.node_id,
+            cluster_id=instance.metadata["clusterId"],
+            network_partition_id=instance.metadata.get("networkPartitionId"),
+        )
         key = cluster_aggregate(instance)
-        self.appender.send("instance-status", key, envelope(
-            InstanceStatusRecord, status, key, tenant=instance.metadata["tenant"], causation_id=cause),
-            signer=Signer.for_instance(instance.metadata))
+        self.appender.send(
+            "instance-status",
+            key,
+            envelope(InstanceStatusRecord, status, key, tenant=instance.metadata["tenant"], causation_id=cause),
+            signer=Signer.for_instance(instance.metadata),
+        )
 
     # --- health -------------------------------------------------------------------------------
     def _publish_health(self) -> None:
@@ -151,13 +168,21 @@ class SimulatedAgents:
                 per_cluster = metric == "requests_in_flight"
                 if per_cluster and cluster in clusters_done:
                     continue
-                stat = HealthStat(cluster_id=cluster,
-                                  network_partition_id=instance.metadata.get("networkPartitionId") or "default",
-                                  member_id=None if per_cluster else instance.node_id,
-                                  metric=metric, value=value, timestamp=now)
+                stat = HealthStat(
+                    cluster_id=cluster,
+                    network_partition_id=instance.metadata.get("networkPartitionId") or "default",
+                    member_id=None if per_cluster else instance.node_id,
+                    metric=metric,
+                    value=value,
+                    timestamp=now,
+                )
                 key = cluster_aggregate(instance)
-                self.appender.send("health", key, envelope(HealthRecord, stat, key, tenant=instance.metadata["tenant"]),
-                                   signer=None if per_cluster else Signer.for_instance(instance.metadata))
+                self.appender.send(
+                    "health",
+                    key,
+                    envelope(HealthRecord, stat, key, tenant=instance.metadata["tenant"]),
+                    signer=None if per_cluster else Signer.for_instance(instance.metadata),
+                )
                 sent += 1
             clusters_done.add(cluster)
         self.appender.flush()
