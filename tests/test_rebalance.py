@@ -116,3 +116,33 @@ def test_a_rebuild_slower_than_the_poll_interval_keeps_the_node_in_its_group(set
         end(fast)
         if slow is not None:
             end(slow)
+
+
+def test_a_claim_that_fails_on_the_broker_is_made_again_and_the_node_serves(settings, client, monkeypatch):
+    """A claim whose append times out (brokers lost or overloaded at a takeover) is made again:
+    the node does not stop, and it answers for the partition once its claim is written."""
+    from kafka.errors import KafkaTimeoutError
+
+    from infra.node.node import Node
+    from schemas.status import CommandAccepted
+    from tests.conftest import RunningNode
+    from tests.test_broker_faults import network_partition
+
+    claim, failed = Node.claim, []
+
+    def claim_failing_once(self, partitions, generation):
+        if not failed:
+            failed.append(partitions)
+            raise KafkaTimeoutError("injected: the claim's append was not acknowledged in time")
+        return claim(self, partitions, generation)
+
+    monkeypatch.setattr(Node, "claim", claim_failing_once)
+    running = RunningNode(settings)
+    try:
+        assert failed, "the injected failure was met"
+        for n in range(settings.partitions * 2):  # aggregates on every partition, the failed one's too
+            assert isinstance(client.call(*network_partition(n), timeout=30), CommandAccepted)
+        assert running.node.stopping.is_set() is False and all(t.is_alive() for t in running.threads)
+        assert set(running.node.owned) == set(range(settings.partitions))
+    finally:
+        running.stop()

@@ -47,7 +47,16 @@ from actors.runtime import (
 from infra.auth.gate import CommandGate
 from infra.auth.secrets import secret_box
 from infra.log.kafka import IDLE_POLL_MS, Appender, DeadLetters, envelope, group_consumer, new_id, validated
-from infra.log.recovery import CHECKPOINT, CLAIM, COVERS, Recovered, checkpoint_key, claim_key, recover_partition
+from infra.log.recovery import (
+    CHECKPOINT,
+    CLAIM,
+    COVERS,
+    HistoryGap,
+    Recovered,
+    checkpoint_key,
+    claim_key,
+    recover_partition,
+)
 from infra.node.faults import CrashPoints
 from infra.settings import Settings
 from schemas.commands import CheckTimeouts
@@ -248,11 +257,23 @@ class Node:
     def install_adopted(self, consumer) -> None:
         """Install the partitions rebuilt meanwhile and resume them, unless another node claimed
         one after this node did (its rebuild would miss those records): that one is claimed
-        again. A failed claim or rebuild (a HistoryGap) stops the node."""
+        again. A claim or rebuild that failed on the broker (a timeout while brokers are lost or
+        overloaded) is tried again; deleted history (HistoryGap) stops the node."""
         done = [p for p, future in self.adopting.items() if future.done()]
         if not done:
             return
-        results = {p: self.adopting.pop(p).result() for p in done}
+        results = {}
+        for partition in done:
+            future = self.adopting.pop(partition)
+            try:
+                results[partition] = future.result()
+            except HistoryGap:
+                raise
+            except Exception as exc:  # noqa: BLE001 - the broker's error: the claim is simply made again
+                log.warning("partition %d: claim or rebuild failed (%s); trying again", partition, exc)
+                self.adopting[partition] = self.adopter.submit(self._claim_and_rebuild, partition, self.generation)  # type: ignore[union-attr]
+        if not results:
+            return
         claimed_since = set(done) - set(self._untouched_since_claim(consumer, results))
         for partition, (claim, recovered) in results.items():
             if partition in claimed_since:
