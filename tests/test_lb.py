@@ -217,7 +217,9 @@ class RequestLoop:
 
 def test_scale_out_and_in_follow_the_members_without_a_failed_request_or_a_reload(platform):
     lb, admin = platform.lb, platform.lb.haproxy.admin
-    before = platform.active()
+    before = wait_until(  # the deployment's two members, whether or not an earlier test waited for them
+        lambda: len(platform.active()) == 2 and platform.active(), timeout=60, message="two Active members"
+    )
     wait_until(lambda: platform.servers() == before, timeout=20, message="the servers of the Active members")
     worker, master, reloads = runtime.worker_pid(admin), lb.haproxy.master_pid, lb.counters.reloads
     loop = RequestLoop(platform.url())
