@@ -125,6 +125,12 @@ def test_stratos_smoke_test_through_the_mock_iaas_on_the_api_port(stack):
     with stack.client(f"admin@{domain}", "tenant-pw") as tenant:
         define(tenant)
         assert tenant.post(f"/api/applications/{APP}/deploy/application-policy-1").status_code == 202
+        # 202: accepted for processing; the deployment is in force once the application says so
+        wait_until(
+            lambda: tenant.get(f"/api/applications/{APP}").json().get("status") != "Created",
+            timeout=30,
+            message="the deployment applied",
+        )
         for path, _name, definition_id in DEFINED:  # in use by the deployed application
             refused = tenant.delete(f"/api/{path}/{definition_id}")
             assert refused.status_code == 400, f"{path}/{definition_id}: {refused.text}"
