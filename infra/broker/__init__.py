@@ -21,8 +21,10 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 KAFKA_VERSION = "4.4.0"
 HERE = Path(__file__).parent
@@ -356,21 +358,23 @@ class EmbeddedBroker:
                 time.sleep(0.05)
         self._await_brokers(sum(n.running for n in self.nodes), deadline)
 
-    def _await_brokers(self, count: int, deadline: float) -> None:
+    def _ask_running_nodes(self, question: Callable[[Any], Any]) -> Any:
+        """`question(admin)` on an admin client of the running nodes, closed afterwards."""
         from kafka import KafkaAdminClient
 
         running = ",".join(n.address for n in self.nodes if n.running)
+        admin = KafkaAdminClient(bootstrap_servers=running, client_id="stratos-broker-check", request_timeout_ms=5000)
+        try:
+            return question(admin)
+        finally:
+            admin.close()
+
+    def _await_brokers(self, count: int, deadline: float) -> None:
         while True:
             try:
-                admin = KafkaAdminClient(
-                    bootstrap_servers=running, client_id="stratos-broker-check", request_timeout_ms=5000
-                )
-                try:
-                    brokers = admin.describe_cluster()["brokers"]
-                    if sum(not b.get("is_fenced", False) for b in brokers) >= count:
-                        return
-                finally:
-                    admin.close()
+                brokers = self._ask_running_nodes(lambda admin: admin.describe_cluster()["brokers"])
+                if sum(not b.get("is_fenced", False) for b in brokers) >= count:
+                    return
             except Exception as exc:  # noqa: BLE001 - not up yet: try again until the deadline
                 if time.monotonic() > deadline:
                     raise BrokerError(f"Kafka's cluster did not form: {exc}") from exc
@@ -396,20 +400,12 @@ class EmbeddedBroker:
 
     def active_controller(self) -> int | None:
         """The node that leads the KRaft quorum (DescribeQuorum), or None when none answers."""
-        from kafka import KafkaAdminClient
         from kafka.errors import KafkaError
 
-        running = ",".join(n.address for n in self.nodes if n.running)
-        if not running:
+        if not any(n.running for n in self.nodes):
             return None
         try:
-            admin = KafkaAdminClient(
-                bootstrap_servers=running, client_id="stratos-broker-check", request_timeout_ms=5000
-            )
-            try:
-                quorum = admin.describe_metadata_quorum()
-            finally:
-                admin.close()
+            quorum = self._ask_running_nodes(lambda admin: admin.describe_metadata_quorum())
         except KafkaError:  # a node just killed is still in the metadata until it is fenced
             return None
         leader = quorum["topics"][0]["partitions"][0]["leader_id"]
