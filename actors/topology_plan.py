@@ -10,8 +10,8 @@ from collections.abc import Iterator
 from itertools import pairwise
 from typing import Any
 
-from schemas.definitions import KUBERNETES_CLUSTER_PROPERTY
-from schemas.domain import ClusterSpec, PartitionSpec
+from schemas.definitions import KUBERNETES_CLUSTER_PROPERTY, PredictiveScaling
+from schemas.domain import ClusterSpec, ForecastSpec, PartitionSpec
 from schemas.ids import cluster_id_for
 
 THRESHOLD_METRICS = {
@@ -32,7 +32,22 @@ def scaling_settings(autoscaling_policy: dict[str, Any]) -> dict[str, Any]:
         "tolerance": float(autoscaling_policy.get("tolerance") or 0.0),
         "scale_down_stabilisation_seconds": float(autoscaling_policy.get("scaleDownStabilisationSeconds") or 0.0),
         "scale_down_after": int(autoscaling_policy.get("scaleDownAfter") or 4),
+        "forecast": forecast_spec(autoscaling_policy.get("predictive")),
     }
+
+
+def forecast_spec(predictive: dict[str, Any] | None) -> ForecastSpec | None:
+    """A policy's ``predictive`` block (Stratos JSON, defaults filled in) as the cluster holds it."""
+    if not predictive:
+        return None
+    p = PredictiveScaling.model_validate(predictive)
+    return ForecastSpec(
+        mode=p.mode,
+        horizon=p.horizonSeconds,
+        buffer=p.schedulingBufferSeconds,
+        season=p.seasonSeconds,
+        bucket=p.bucketSeconds,
+    )
 
 
 def _subscriptions(

@@ -474,6 +474,37 @@ class LoadThresholds(_StratosJson):
     loadAverage: Threshold | None = None
 
 
+FORECAST_MODES = ("forecast-only", "forecast-and-scale")
+
+
+class PredictiveScaling(_StratosJson):
+    """Opt-in predictive scaling (not in Stratos 4.1): a forecast of the cluster's requests in
+    flight from its recorded history (docs/predictive-scaling.md)."""
+
+    mode: Literal["forecast-only", "forecast-and-scale"] = Field(
+        description="forecast-only: show what the forecast would do; forecast-and-scale: also scale out ahead of it"
+    )
+    horizonSeconds: float = Field(
+        3600.0, gt=0, description="how far each forecast reaches; a new one is fitted when it runs out"
+    )
+    schedulingBufferSeconds: float = Field(
+        300.0, ge=0, description="members are asked for this long before the forecast load (their start-up time)"
+    )
+    seasonSeconds: float = Field(86400.0, gt=0, description="the load's cycle (a day)")
+    bucketSeconds: float = Field(300.0, gt=0, description="the history's resolution")
+
+    @model_validator(mode="after")
+    def _fits(self) -> PredictiveScaling:
+        if self.schedulingBufferSeconds > self.horizonSeconds:
+            raise ValueError(
+                f"schedulingBufferSeconds {self.schedulingBufferSeconds:g} "
+                f"is past horizonSeconds {self.horizonSeconds:g}"
+            )
+        if self.seasonSeconds < 2 * self.bucketSeconds:
+            raise ValueError(f"seasonSeconds {self.seasonSeconds:g} must hold two buckets of {self.bucketSeconds:g}")
+        return self
+
+
 class AutoscalingPolicy(RegisteredDefinition):
     _id_field = "id"
 
@@ -500,6 +531,9 @@ class AutoscalingPolicy(RegisteredDefinition):
     )
     scaleDownAfter: int | None = Field(
         None, ge=1, description=("scale down only on this many consecutive scale-down requests; unset = Stratos's 4")
+    )
+    predictive: PredictiveScaling | None = Field(
+        None, description="a forecast of the load, shown or acted on ahead of time; unset = none"
     )
 
 

@@ -50,6 +50,16 @@ class PartitionSpec(Value):
     properties: dict[str, str] = {}
 
 
+class ForecastSpec(Value):
+    """An autoscaling policy's predictive settings as a cluster holds them (seconds)."""
+
+    mode: str = Field(description="forecast-only | forecast-and-scale")
+    horizon: float = Field(gt=0)
+    buffer: float = Field(ge=0)
+    season: float = Field(gt=0)
+    bucket: float = Field(gt=0)
+
+
 class ClusterSpec(Value):
     """Everything a cluster needs, resolved from the application and its definitions when the
     application is deployed, so the cluster never reads another aggregate."""
@@ -79,6 +89,7 @@ class ClusterSpec(Value):
     tolerance: float = Field(0.0, ge=0, lt=1, description="the autoscaling policy's tolerance band")
     scale_down_stabilisation_seconds: float = Field(0.0, ge=0)
     scale_down_after: int = Field(4, ge=1, description="consecutive scale-down requests needed")
+    forecast: ForecastSpec | None = Field(None, description="predictive scaling; None: off")
     scaling_dependents: list[str] = Field(default_factory=list, description="cluster ids")
     startup_after: list[str] = Field(default_factory=list, description="cluster ids started first")
     log_file_paths: list[str] = Field(default_factory=list, description="files the agent ships to the logs topic")

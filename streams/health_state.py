@@ -30,10 +30,11 @@ from dataclasses import dataclass, field
 from actors.cluster import ClusterState
 from actors.member import MemberState
 from schemas import commands as C
-from schemas.domain import ClusterStatus
+from schemas.domain import ClusterStatus, ForecastSpec
 from schemas.envelope import Envelope
 from schemas.ids import aggregate_id, parse_aggregate_id
 from schemas.status import HealthStat, MemberFault
+from streams.forecast import Forecaster, Outlook, combined_required, outlook_figures
 from streams.scaling_rules import (
     LOAD_AVERAGE,
     MEMORY_CONSUMPTION,
@@ -68,6 +69,8 @@ class ClusterView:
     members: Mapping[str, MemberState]
     tolerance: float = 0.0
     """The autoscaling policy's tolerance band (``ScalingInputs.tolerance``)."""
+    forecast: ForecastSpec | None = None
+    """The policy's predictive scaling (``streams.forecast``); None: off."""
 
 
 def view_of(state: ClusterState) -> ClusterView | None:
@@ -83,6 +86,7 @@ def view_of(state: ClusterState) -> ClusterView | None:
         spec.thresholds,
         state.members,
         spec.tolerance,
+        spec.forecast,
     )
 
 
@@ -128,6 +132,8 @@ class ClusterWindows:
     decided: dict[str, float] = field(default_factory=dict)
     """metric -> newest sample timestamp the previous decision saw (the reset rule)."""
     last_record_id: str | None = None
+    forecaster: Forecaster | None = None
+    """The load history and forecast, while the policy asks for one."""
 
     def evict(self, span: float) -> None:
         """Drop samples older than one window before the cluster's newest sample (event time:
@@ -287,15 +293,41 @@ class HealthBook:
         stale = {m: "Stale" for m in METRICS if m not in fresh and per_metric[m] and m in view.thresholds}
         requirement = requirement.model_copy(update={"ignored": {**requirement.ignored, **stale}})
         partitions = set(book.requests) | {view.members[m].network_partition_id for m in active if m in book.members}
+        outlook = self._outlook(book, view, requests if REQUESTS_IN_FLIGHT in fresh else None)
+        required = combined_required(requirement.required, outlook)
+        figures = figures_of(requirement, {m: per_metric[m] for m in fresh}, view.thresholds, len(active))
+        reason = explain(requirement, view.thresholds)
+        if outlook is not None:
+            figures |= outlook_figures(outlook, required > requirement.required)
+            reason += (
+                f"; {outlook.mode}: {outlook.predicted:.4g} in flight due within "
+                f"{outlook.buffer:g} s needs {outlook.required}"
+            )
         command = C.ScaleCluster(
             network_partition_id=next(iter(partitions)) if len(partitions) == 1 else None,
-            required=requirement.required,
+            required=required,
             metric=requirement.metric,
-            reason=explain(requirement, view.thresholds),
-            figures=figures_of(requirement, {m: per_metric[m] for m in fresh}, view.thresholds, len(active)),
+            reason=reason,
+            figures=figures,
             member_load=member_load(book, active),
         )
         return Decision(key, book.tenant, command, book.last_record_id, requirement)
+
+    @staticmethod
+    def _outlook(book: ClusterWindows, view: ClusterView, requests: WindowFigures | None) -> Outlook | None:
+        """The policy's forecast at this hop (``streams.forecast``), its history fed with the
+        cluster's total requests in flight; None when the policy asks for none or it cannot
+        tell yet (less than two seasons of history)."""
+        threshold = view.thresholds.get(REQUESTS_IN_FLIGHT)
+        if view.forecast is None or threshold is None:
+            book.forecaster = None
+            return None
+        if book.forecaster is None or book.forecaster.spec != view.forecast:
+            book.forecaster = Forecaster.of(view.forecast)
+        if requests is not None:
+            book.forecaster.observe(requests.last_ts, requests.average)
+        now = max(book.newest.values())
+        return book.forecaster.outlook(now, threshold)
 
     def faults(self, views: Mapping[str, ClusterView], now: float) -> list[Fault]:
         """Active members heard from once and silent for longer than the fault time; one fault

@@ -123,7 +123,12 @@ def what_if(
             skipped += kind == 1
             continue
         views = {
-            cluster_key: dataclasses.replace(view, thresholds=dict(policy["thresholds"]), tolerance=policy["tolerance"])
+            cluster_key: dataclasses.replace(
+                view,
+                thresholds=dict(policy["thresholds"]),
+                tolerance=policy["tolerance"],
+                forecast=policy.get("forecast"),
+            )
         }
         if kind == 1:
             try:
