@@ -364,6 +364,14 @@ def _announce(state: ClusterState, command: C.ScaleCluster) -> list[BaseModel]:
     ]
 
 
+def scaling_changes(state: ClusterState, command: C.ScaleCluster, now: datetime) -> bool:
+    """Whether deciding this ScaleCluster would record anything. A verdict that changes nothing
+    (Stable or AtMin with no scale-down count to reset, no dependent or instance demand) is
+    decided to no event; a sender that asks first (the health worker) keeps it to itself, so a
+    steady cluster costs no command, commit or reply per hop. The answer is `decide`'s own."""
+    return bool(decide(state, command, Context(now=now, new_id=lambda: "unsent")))
+
+
 def _scale_as_dependent(state: ClusterState, command: C.ScaleAsDependent, ctx: Context) -> list[BaseModel]:
     """Keep ``ceil(factor * min)`` members (at most max) while the source's factor holds."""
     if state.status in (ClusterStatus.TERMINATING, ClusterStatus.TERMINATED):

@@ -9,7 +9,10 @@ Three pieces, each fed by the faust agents in ``infra.health.agents``:
   in flight, from the load balancer) and per member (load average, memory), on the records'
   own timestamps, so a replay of the health topic gives the same figures;
 - ``HealthBook.decide`` / ``HealthBook.faults``, called on every hop: the ``ScaleCluster``
-  verdicts (through ``streams.scaling_rules.decide_required``) and the silent members.
+  verdicts (through ``streams.scaling_rules.decide_required``) and the silent members. A verdict
+  the cluster would decide to no event (``actors.cluster.scaling_changes``: Stable, AtMin) is not
+  sent, so a steady cluster leaves no command, commit or reply; ``HealthBook.latest`` keeps
+  every cluster's last verdict, sent or not (docs/adr/0007-verdicts-that-change-nothing.md).
 
 Silence is the one thing measured on the worker's own clock (``received_at``/``now`` passed
 in): it is the absence of records, which no replay can show, and measuring it by when the
@@ -26,8 +29,10 @@ import math
 from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 
-from actors.cluster import ClusterState
+from actors.base import Rejection
+from actors.cluster import ClusterState, scaling_changes
 from actors.member import MemberState
 from schemas import commands as C
 from schemas.domain import ClusterStatus, ForecastSpec
@@ -67,6 +72,8 @@ class ClusterView:
     max: int
     thresholds: Mapping[str, float]
     members: Mapping[str, MemberState]
+    state: ClusterState
+    """The aggregate's state itself: what the cluster would make of a verdict is asked of it."""
     tolerance: float = 0.0
     """The autoscaling policy's tolerance band (``ScalingInputs.tolerance``)."""
     forecast: ForecastSpec | None = None
@@ -85,6 +92,7 @@ def view_of(state: ClusterState) -> ClusterView | None:
         state.max,
         spec.thresholds,
         state.members,
+        state,
         spec.tolerance,
         spec.forecast,
     )
@@ -134,6 +142,11 @@ class ClusterWindows:
     last_record_id: str | None = None
     forecaster: Forecaster | None = None
     """The load history and forecast, while the policy asks for one."""
+    settled: bool = True
+    """The cluster holds what the last verdict sent to it asked (or none was sent by this worker,
+    whose view is caught up when it starts): a verdict that changes nothing need not be sent.
+    After a verdict that changed something, the next one is sent even if this worker's view
+    says it changes nothing, so a scale-down count the view has not seen yet is reset."""
 
     def evict(self, span: float) -> None:
         """Drop samples older than one window before the cluster's newest sample (event time:
@@ -155,6 +168,8 @@ class Decision:
     command: C.ScaleCluster
     causation_id: str | None
     requirement: ScalingRequirement
+    send: bool = True
+    """False: the cluster would decide it to no event (kept in ``HealthBook.latest`` only)."""
 
     def command_id(self, hop_index: int) -> str:
         """The ScaleCluster's id names the cluster, the latest sample and the hop: a hop sent
@@ -189,6 +204,8 @@ class HealthBook:
         self.max_age = max_age
         self.clusters: dict[str, ClusterWindows] = {}
         self.failures: Counter[str] = Counter()
+        self.latest: dict[str, Decision] = {}
+        """cluster key -> its last verdict, sent or not: what the cluster rests on now."""
 
     def ingest(
         self, record: Envelope, views: Mapping[str, ClusterView], partition: int, received_at: float, now: float
@@ -243,21 +260,28 @@ class HealthBook:
             )
         return member
 
-    def decide(self, views: Mapping[str, ClusterView]) -> list[Decision]:
-        """One verdict per cluster with fresh figures; none where nothing new arrived."""
+    def decide(self, views: Mapping[str, ClusterView], now: float) -> list[Decision]:
+        """The verdicts to send this hop: those of clusters with fresh figures that the cluster
+        would act on (``now``: the worker's epoch seconds, for the scale-down stabilisation)."""
+        return [decision for decision in self.assess(views, now) if decision.send]
+
+    def assess(self, views: Mapping[str, ClusterView], now: float) -> list[Decision]:
+        """One verdict per cluster with fresh figures, sent or not; none where nothing new arrived."""
         decisions = []
         for key, book in list(self.clusters.items()):
             view = views.get(key)
             if view is None:  # terminated (or never created): nothing left to scale
                 del self.clusters[key]
+                self.latest.pop(key, None)
                 continue
             try:
                 book.evict(self.window_seconds)
-                decision = self._decide(key, book, view)
+                decision = self._decide(key, book, view, now)
             except Exception:
                 self._failed(key, "decision")
                 continue
             if decision is not None:
+                self.latest[key] = decision
                 decisions.append(decision)
         return decisions
 
@@ -265,7 +289,7 @@ class HealthBook:
         self.failures[key] += 1
         log.exception("%s of cluster %s failed (%d so far); the other clusters go on", what, key, self.failures[key])
 
-    def _decide(self, key: str, book: ClusterWindows, view: ClusterView) -> Decision | None:
+    def _decide(self, key: str, book: ClusterWindows, view: ClusterView, now: float) -> Decision | None:
         for gone in set(book.members) - set(view.members):
             del book.members[gone]
         active = active_members(view)
@@ -311,7 +335,9 @@ class HealthBook:
             figures=figures,
             member_load=member_load(book, active),
         )
-        return Decision(key, book.tenant, command, book.last_record_id, requirement)
+        changes = _changes(view.state, command, now)
+        send, book.settled = changes or not book.settled, not changes
+        return Decision(key, book.tenant, command, book.last_record_id, requirement, send)
 
     @staticmethod
     def _outlook(book: ClusterWindows, view: ClusterView, requests: WindowFigures | None) -> Outlook | None:
@@ -366,6 +392,16 @@ class HealthBook:
         for them now; their members must not look silent here)."""
         for key in [k for k, b in self.clusters.items() if b.partition not in partitions]:
             del self.clusters[key]
+            self.latest.pop(key, None)
+
+
+def _changes(state: ClusterState, command: C.ScaleCluster, now: float) -> bool:
+    """The cluster's own answer (``actors.cluster.scaling_changes``); a verdict it would
+    reject is sent, so that the rejection is the cluster's, with its reason."""
+    try:
+        return scaling_changes(state, command, datetime.fromtimestamp(now, UTC))
+    except Rejection:
+        return True
 
 
 def explain(requirement: ScalingRequirement, thresholds: Mapping[str, float]) -> str:

@@ -661,7 +661,7 @@ class Simulation:
 
     def _hop(self) -> None:
         hop_index = int(self.epoch() // self.setup.step)
-        for decision in self.book.decide(self.views):
+        for decision in self.book.decide(self.views, self.epoch()):
             self.queue.append(
                 built(
                     CommandRecord,

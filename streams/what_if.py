@@ -137,7 +137,7 @@ def what_if(
             except Rejected:
                 skipped += 1  # a member the cluster did not know yet (or any more)
             continue
-        decision = next((d for d in book.decide(views) if d.key == cluster_key), None)
+        decision = next((d for d in book.assess(views, at.timestamp()) if d.key == cluster_key), None)
         if (since and at < since) or (until and at > until):
             continue
         verdicts.append(_verdict(tracked, policy, record, by_cause.get(record.id), decision, at, ids))

@@ -10,9 +10,12 @@ import json
 import time
 
 import pytest
+from typer.testing import CliRunner
 
+from infra.cli.main import app
 from infra.health.app import HealthWorkerThread
 from infra.log.kafka import Appender, envelope, read_to_end
+from infra.settings import get_settings
 from schemas import commands as C
 from schemas.domain import ClusterSpec, PartitionSpec
 from schemas.records import HealthRecord
@@ -24,6 +27,9 @@ pytestmark = pytest.mark.integration
 T = "carbon.super"
 CLUSTER = "app1.php1.php.domain"
 KEY = f"{T}/cluster/{CLUSTER}"
+HOP = 0.5
+"""Seconds between the health worker's decisions in these tests."""
+LOG_TOPICS = ("commands", "events", "replies")
 
 
 @pytest.fixture
@@ -31,7 +37,7 @@ def health_settings(settings, tmp_path):
     return settings.model_copy(
         update={
             "health_window_seconds": 3.0,
-            "health_hop_seconds": 0.5,
+            "health_hop_seconds": HOP,
             "member_fault_seconds": 2.0,
             "state_dir": tmp_path,
         }
@@ -120,6 +126,16 @@ def commands_of(settings, type_: str) -> list:
     return [d.record for d in read_to_end(settings, "commands") if d.record.type == type_]
 
 
+def verdict_seen(worker, at: float) -> bool:
+    """The worker's last verdict on the cluster (sent or not) rests on a sample stamped ``at`` or later."""
+    latest = worker.service.book.latest.get(KEY)
+    return latest is not None and latest.command.figures.get("load_average.last_ts", 0.0) >= at
+
+
+def record_counts(settings) -> dict[str, int]:
+    return {kind: sum(1 for _ in read_to_end(settings, kind, decode_records=False)) for kind in LOG_TOPICS}
+
+
 def decided(settings) -> list:
     return [e.payload for e in events_of(settings, KEY) if e.type == "ScalingDecided"]
 
@@ -195,8 +211,9 @@ def test_member_never_heard_from_is_not_faulted(settings, client, worker, append
         publish(appender, stat(members[0], "load_average", 20.0))
         return [d for d in read_to_end(settings, "health") if d.record.type == "MemberFault"]
 
+    start = time.time()
     wait_until(
-        lambda: not heard_and_silent() and len(commands_of(settings, "ScaleCluster")) >= 8,
+        lambda: not heard_and_silent() and verdict_seen(worker, start + 8 * HOP),
         timeout=30,
         interval=0.3,
         message="several hops with one member speaking",
@@ -243,3 +260,52 @@ def test_bad_health_records_go_to_dead_letters_and_good_ones_still_count(setting
     assert text.count("payload.HealthStat.value: Input should be greater than or equal to 0") == 2  # NaN, -5
     assert "payload.HealthStat.value: Input should be a valid number" in text
     assert "Invalid JSON" in text or "json_invalid" in text
+
+
+def test_a_steady_cluster_writes_nothing_and_a_change_of_load_scales_on_the_next_hop(
+    settings, client, worker, appender
+):
+    [member] = active_cluster(settings, client, worker, 1, {"load_average": 25.0})
+    publish(appender, stat(member, "load_average", 1.0))
+    wait_until(lambda: KEY in worker.service.book.latest, message="a first verdict")
+    before, start = record_counts(settings), time.time()
+
+    def steady():
+        publish(appender, stat(member, "load_average", 1.0))
+        return verdict_seen(worker, start + 10 * HOP)
+
+    wait_until(steady, timeout=30, interval=HOP / 2, message="ten hops of steady load")
+    # load 1 against 25 on the one member min allows: the cluster would decide Stable, so no
+    # command is sent and nothing is committed or answered; the verdict is still known
+    assert record_counts(settings) == before
+    latest = worker.service.book.latest[KEY]
+    assert (latest.send, latest.command.required) == (False, 1)
+    assert latest.command.figures["load_average.average"] == pytest.approx(1.0)
+
+    burst = time.time()
+    publish(appender, stat(member, "load_average", 200.0, at=burst))
+    scale = wait_until(lambda: commands_of(settings, "ScaleCluster"), message="a ScaleCluster")[0].payload
+    # the first hop that saw the burst sent it: the verdict rests on that very sample
+    assert scale.figures["load_average.last_ts"] == pytest.approx(burst) and scale.required >= 2
+    decision = wait_until(lambda: [d for d in decided(settings) if d.spawn], message="the scale-up")[0]
+    assert decision.reason in ("ScaleUp", "ScaleUpLimitedByMax")
+
+    # why: the current size (a member spawned by that decision) names the decision and its figures
+    new_member = next(
+        e for e in events_of(settings, KEY) if e.type == "MemberSpawnRequested" and e.payload.member_id != member
+    )
+    get_settings.cache_clear()
+    try:
+        result = CliRunner().invoke(
+            app,
+            ["why", new_member.id, "--json"],
+            env={"STRATOS_KAFKA_BOOTSTRAP": settings.kafka_bootstrap, "STRATOS_TOPIC_PREFIX": settings.topic_prefix},
+        )
+    finally:
+        get_settings.cache_clear()
+    assert result.exit_code == 0, result.output
+    chain = json.loads(result.output)["chain"]
+    kinds = [link["type"] for link in chain]
+    assert kinds.index("ScalingDecided") + 1 == kinds.index("ScaleCluster")
+    assert chain[kinds.index("ScalingDecided")]["figures"]["reason"] == decision.reason
+    assert chain[kinds.index("ScaleCluster")]["figures"]["figures"]["load_average.last_ts"] == pytest.approx(burst)

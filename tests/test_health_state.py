@@ -6,6 +6,7 @@ Worked examples by hand; each case says what would go wrong without the rule.
 from __future__ import annotations
 
 import logging
+from datetime import UTC, datetime
 
 import pytest
 
@@ -149,7 +150,7 @@ def test_records_that_do_not_match_the_platform_are_rejected_and_leave_windows_a
     book = book_with(views, [stat("m1", 40, 1.0)])
     with pytest.raises(Rejected, match=named):
         book.ingest(record, views, partition=0, received_at=0.0, now=NOW)
-    assert book.decide(views)[0].command.figures["load_average.average"] == 40.0
+    assert book.assess(views, NOW)[0].command.figures["load_average.average"] == 40.0
 
 
 def test_member_faults_on_the_health_topic_are_not_samples():
@@ -157,7 +158,7 @@ def test_member_faults_on_the_health_topic_are_not_samples():
     book = book_with(
         views, [envelope(HealthRecord, MemberFault(cluster_id=CID, member_id="m1", silent_seconds=61), KEY)]
     )
-    assert book.decide(views) == []
+    assert book.assess(views, NOW) == []
 
 
 # --- decide ----------------------------------------------------------------------------------
@@ -166,7 +167,7 @@ def test_member_faults_on_the_health_topic_are_not_samples():
 def test_two_members_60_and_40_against_load_25_need_2_members():
     views = {KEY: view()}
     book = book_with(views, [stat("m1", 60, 1.0), stat("m2", 40, 1.0)])
-    [decision] = book.decide(views)
+    [decision] = book.assess(views, NOW)
     command = decision.command
     # mean of the members' predictions 50; ceil(min 1 * 50 / 25) = 2
     assert (command.required, command.metric) == (2, "load_average")
@@ -183,25 +184,25 @@ def test_a_member_not_yet_active_stays_out_of_the_average():
     views = {KEY: view(active=("m1",), starting=("m2",))}
     book = book_with(views, [stat("m1", 20, 1.0), stat("m2", 100, 1.0)])
     # with m2 counted the mean would be 60 -> 3 members; without it 20 -> 1
-    assert book.decide(views)[0].command.required == 1
+    assert book.assess(views, NOW)[0].command.required == 1
 
 
 def test_nothing_fresh_means_no_command_the_reset_rule():
     views = {KEY: view()}
     book = book_with(views, [stat("m1", 60, 1.0)])
-    assert len(book.decide(views)) == 1
+    assert len(book.assess(views, NOW)) == 1
     # Stratos kept deciding on the same figures until new data came
-    assert book.decide(views) == []
+    assert book.assess(views, NOW) == []
     book.ingest(stat("m1", 60, 2.0), views, partition=0, received_at=0.0, now=NOW)
-    assert len(book.decide(views)) == 1
+    assert len(book.assess(views, NOW)) == 1
 
 
 def test_a_metric_without_news_does_not_vote_and_says_stale():
     views = {KEY: view(thresholds={"load_average": 25.0, "memory_consumption": 50.0})}
     book = book_with(views, [stat("m1", 90, 1.0, metric="memory_consumption"), stat("m1", 10, 1.0)])
-    book.decide(views)
+    book.assess(views, NOW)
     book.ingest(stat("m1", 10, 2.0), views, partition=0, received_at=0.0, now=NOW)  # only load is new
-    [decision] = book.decide(views)
+    [decision] = book.assess(views, NOW)
     assert decision.requirement.ignored["memory_consumption"] == "Stale"
     assert decision.command.metric == "load_average"
 
@@ -215,7 +216,7 @@ def test_requests_in_flight_of_two_network_partitions_add_up():
             stat(None, 25, 1.0, metric="requests_in_flight", np="np2"),
         ],
     )
-    command = book.decide(views)[0].command
+    command = book.assess(views, NOW)[0].command
     # 55 requests in flight in total: ceil(55 / 20) = 3 (averaging the partitions would say 2)
     assert command.required == 3 and command.figures["requests_in_flight.average"] == 55.0
     assert command.network_partition_id is None
@@ -223,9 +224,9 @@ def test_requests_in_flight_of_two_network_partitions_add_up():
 
 def test_figures_come_from_record_timestamps_whatever_the_arrival_order():
     records = [stat("m1", v, ts) for ts, v in [(0, 10), (15, 20), (30, 30), (45, 40), (60, 50)]]
-    in_order = book_with({KEY: view(active=("m1",))}, records).decide({KEY: view(active=("m1",))})
+    in_order = book_with({KEY: view(active=("m1",))}, records).assess({KEY: view(active=("m1",))}, NOW)
     shuffled = [records[i] for i in (3, 0, 4, 2, 1)]
-    replayed = book_with({KEY: view(active=("m1",))}, shuffled).decide({KEY: view(active=("m1",))})
+    replayed = book_with({KEY: view(active=("m1",))}, shuffled).assess({KEY: view(active=("m1",))}, NOW)
     # avg 30, gradient (50-10)/60 on event time: replay gives the same verdict
     assert in_order[0].command.figures == replayed[0].command.figures
     assert in_order[0].command.figures["load_average.gradient"] == pytest.approx(40 / 60)
@@ -235,14 +236,14 @@ def test_a_silent_member_leaves_the_average_once_its_samples_age_out():
     views = {KEY: view()}
     book = book_with(views, [stat("m1", 90, 0.0), stat("m2", 10, 0.0), stat("m2", 10, 61.0)], window=60)
     # m1's only sample is 61 s older than the cluster's newest: out of the 60 s window
-    command = book.decide(views)[0].command
+    command = book.assess(views, NOW)[0].command
     assert command.figures["load_average.average"] == 10.0 and set(command.member_load) == {"m2"}
 
 
 def test_a_terminated_cluster_is_forgotten():
     views = {KEY: view()}
     book = book_with(views, [stat("m1", 60, 1.0)])
-    assert book.decide({}) == [] and book.clusters == {}
+    assert book.assess({}, NOW) == [] and book.clusters == {}
 
 
 # --- faults ----------------------------------------------------------------------------------
@@ -273,7 +274,7 @@ def test_clusters_of_lost_partitions_are_forgotten_so_their_members_never_look_s
     views = {KEY: view()}
     book = book_with(views, [stat("m1", 10, 1.0)], received_at=0.0)
     book.keep_partitions({1, 2})
-    assert book.faults(views, now=1000.0) == [] and book.decide(views) == []
+    assert book.faults(views, now=1000.0) == [] and book.assess(views, NOW) == []
 
 
 # --- bounded input: the timestamp against the worker's clock ---------------------------------
@@ -301,13 +302,13 @@ def test_a_sample_stamped_out_of_bounds_is_rejected_naming_its_timestamp(ts, nam
     book = book_with(views, [stat("m1", 40, 99.0)])
     with pytest.raises(Rejected, match=named.replace("(", r"\(").replace(")", r"\)")):
         book.ingest(stat("m1", 90, ts), views, partition=0, received_at=0.0, now=NOW)
-    assert book.decide(views)[0].command.figures["load_average.average"] == 40.0
+    assert book.assess(views, NOW)[0].command.figures["load_average.average"] == 40.0
 
 
 def test_samples_within_the_skew_and_the_max_age_count():
     views = {KEY: view(active=("m1",))}
     book = book_with(views, [stat("m1", 40, NOW - 1000.0 - 300.0), stat("m1", 60, NOW - 1000.0 + 30.0)], window=400.0)
-    assert book.decide(views)[0].command.figures["load_average.average"] == 50.0
+    assert book.assess(views, NOW)[0].command.figures["load_average.average"] == 50.0
 
 
 def test_one_far_future_sample_never_evicts_the_windows():
@@ -316,7 +317,7 @@ def test_one_far_future_sample_never_evicts_the_windows():
     with pytest.raises(Rejected):
         book.ingest(stat("m1", 10, 1e7), views, partition=0, received_at=0.0, now=NOW)
     # had it been taken, every sample would be one window older than it and evicted
-    command = book.decide(views)[0].command
+    command = book.assess(views, NOW)[0].command
     assert command.figures["load_average.windows"] == 2 and command.figures["load_average.average"] == 50.0
 
 
@@ -331,12 +332,12 @@ def test_a_cluster_whose_decision_raises_is_logged_counted_and_the_others_decide
     views = {KEY: view(thresholds={"load_average": 0.0}), OTHER_KEY: view(cid=OTHER)}
     book = book_with(views, [stat("m1", 60, 1.0), stat("m1", 60, 1.0, cluster=OTHER)])
     with caplog.at_level(logging.ERROR, logger="streams.health_state"):
-        decisions = book.decide(views)
+        decisions = book.assess(views, NOW)
     assert [d.key for d in decisions] == [OTHER_KEY] and decisions[0].command.required == 3
     assert book.failures == {KEY: 1}
     assert f"decision of cluster {KEY} failed" in caplog.text
     book.ingest(stat("m1", 60, 2.0, cluster=OTHER), views, partition=0, received_at=0.0, now=NOW)
-    assert [d.key for d in book.decide(views)] == [OTHER_KEY]  # and on the next hop too
+    assert [d.key for d in book.assess(views, NOW)] == [OTHER_KEY]  # and on the next hop too
     assert book.failures == {KEY: 2}
 
 
@@ -352,6 +353,71 @@ def test_a_cluster_whose_fault_check_raises_does_not_hide_another_silence(monkey
 def test_an_infinite_threshold_which_a_policy_accepts_scales_on_and_sends_no_infinity():
     views = {KEY: view(thresholds={"load_average": float("inf"), "memory_consumption": 80.0})}
     book = book_with(views, [stat("m1", 60, 1.0), stat("m1", 90, 1.0, metric="memory_consumption")])
-    command = book.decide(views)[0].command
+    command = book.assess(views, NOW)[0].command
     assert command.figures["load_average.required"] == 0 and "load_average.threshold" not in command.figures
     assert type(command).model_validate_json(command.model_dump_json()) == command
+
+
+# --- verdicts that change nothing are not sent -------------------------------------------------
+
+
+def one_member(min_count=1):
+    """One Active member (m1) of a cluster with min ``min_count``, load threshold 25."""
+    return {KEY: view(min_count=min_count, active=("m1",))}
+
+
+def next_hop(book, views, ts, value=1.0, member="m1"):
+    book.ingest(stat(member, value, ts), views, partition=0, received_at=0.0, now=NOW)
+    return book.decide(views, NOW)
+
+
+def test_a_steady_cluster_at_its_min_sends_nothing_hop_after_hop_yet_keeps_its_verdict():
+    views = one_member()
+    book = book_with(views, [])
+    for ts in range(1, 30):
+        # load 1 against 25 asks for no member: the cluster would answer AtMin and record nothing
+        assert next_hop(book, views, float(ts)) == []
+    latest = book.latest[KEY]
+    assert (latest.send, latest.command.required) == (False, 1) and latest.command.figures["load_average.average"] == 1
+    assert latest.command.reason.startswith("WithinRange: load_average predicted 1")
+
+
+def test_a_change_of_load_is_sent_on_the_next_hop():
+    views = one_member()
+    book = book_with(views, [])
+    assert next_hop(book, views, 1.0) == []
+    [decision] = next_hop(book, views, 2.0, value=200.0)
+    # mean 100.5 and gradient 199/s: predicted 299.5 against 25 asks for 12 members
+    assert decision.command.required == 12 and decision.send
+
+
+def test_the_first_quiet_verdict_after_one_that_acted_is_sent_to_reset_the_count():
+    views = {KEY: view(min_count=1, active=("m1", "m2"))}
+    book = book_with(views, [stat("m2", 1.0, 1.0)])
+    # load 1 on two members: one is enough, a scale-down request (the cluster counts 1)
+    assert [d.command.required for d in next_hop(book, views, 1.0)] == [1]
+    # 99 s later (the window is 60 s) the load is 40 on each: two members, Stable. The view has
+    # not folded the count and says Stable changes nothing; the verdict is sent all the same, so
+    # the cluster's count goes back to 0 and a later scale-down waits its scale_down_after requests
+    book.ingest(stat("m2", 40.0, 100.0), views, partition=0, received_at=0.0, now=NOW)
+    [decision] = next_hop(book, views, 100.0, value=40.0)
+    assert decision.command.required == 2 and decision.send
+    book.ingest(stat("m2", 40.0, 101.0), views, partition=0, received_at=0.0, now=NOW)
+    assert next_hop(book, views, 101.0, value=40.0) == []  # settled: nothing more to say
+    assert book.latest[KEY].command.required == 2
+
+
+def test_a_scale_down_count_the_view_has_seen_is_reset_by_a_sent_verdict():
+    before = state(min_count=1, active=("m1", "m2"))
+    counted = then(
+        before,
+        E.ScalingDecided(
+            required=1, active=2, pending=0, spawn=0, terminate=0, scale_down_requests=2, reason="ScaleDownPending"
+        ),
+    )
+    views = {KEY: view_of(counted)}
+    book = book_with(views, [stat("m1", 40.0, 1.0), stat("m2", 40.0, 1.0)])
+    # two members needed: Stable, but the cluster counts 2 scale-down requests in a row to reset
+    [decision] = book.decide(views, NOW)
+    assert decision.command.required == 2
+    assert cluster.scaling_changes(counted, decision.command, datetime.fromtimestamp(NOW, UTC))

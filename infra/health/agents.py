@@ -138,9 +138,11 @@ def register(service: HealthService) -> None:
 
     @app.timer(service.settings.health_hop_seconds, name="health-hop")
     async def hop():
-        """Every hop: a ScaleCluster per cluster with fresh figures, a MemberFault per silence."""
-        hop_index = int(time.time() // service.settings.health_hop_seconds)
-        for decision in book.decide(views.clusters):
+        """Every hop: a ScaleCluster per cluster with fresh figures that would change it, a
+        MemberFault per silence."""
+        now = time.time()
+        hop_index = int(now // service.settings.health_hop_seconds)
+        for decision in book.decide(views.clusters, now):
             await _send(
                 topics.commands,
                 signer,
