@@ -118,7 +118,7 @@ def _hops(forecast: ForecastSpec | None, cycles: int = 4) -> list[tuple[float, i
     out = []
     for ts in range(0, int(600 * cycles), 15):
         book.ingest(stat(None, wave(ts), ts, metric="requests_in_flight"), {KEY: v}, 0, 0.0, 0.0)
-        (decision,) = book.decide({KEY: v})
+        (decision,) = book.assess({KEY: v}, float(ts))
         out.append((ts, decision.command.required, decision.command.figures))
     return out
 
