@@ -16,6 +16,21 @@ class Settings(BaseSettings):
     kafka_bootstrap: str | None = Field(
         None, description="bootstrap servers of an external Kafka; unset = embedded broker"
     )
+    kafka_security_protocol: Literal["PLAINTEXT", "SASL_SSL"] = Field(
+        "PLAINTEXT",
+        description="how every Kafka client of the platform connects: SASL_SSL authenticates "
+        "(STRATOS_KAFKA_USERNAME/PASSWORD) over TLS (STRATOS_KAFKA_CA), as `stratos broker --secure` asks",
+    )
+    kafka_sasl_mechanism: Literal["SCRAM-SHA-512", "SCRAM-SHA-256", "PLAIN"] = Field(
+        "SCRAM-SHA-512", description="SASL mechanism with SASL_SSL"
+    )
+    kafka_username: str | None = Field(None, description="the Kafka principal's name with SASL_SSL")
+    kafka_password: SecretStr | None = Field(None, description="its password (SCRAM credential)")
+    kafka_ca: Path | None = Field(
+        None,
+        description="PEM certificate(s) the Kafka clients trust with SASL_SSL; unset = "
+        "<state dir>/kafka-tls/ca.pem when it exists, else the system's CAs",
+    )
     topic_prefix: str = "stratos."
     partitions: int = Field(4, ge=1, description="partitions of each topic created")
     replication_factor: int = Field(1, ge=1, description="replicas of each topic the platform creates")

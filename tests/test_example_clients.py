@@ -254,11 +254,12 @@ def test_example_clients_scale_a_cluster_and_their_bad_records_are_dead_letters(
         command_letter["id"],
         "--value",
         "-",
+        "--sign",  # a status report is a fact only the platform sends: the operator vouches for it
         "--json",
         stdin=json.dumps(corrected),
     )
     assert replayed.returncode == 0, replayed.stdout + replayed.stderr
-    assert json.loads(replayed.stdout)["record_id"] == "bad-1"
+    assert json.loads(replayed.stdout)["record_id"] == "bad-1" and json.loads(replayed.stdout)["signed_by_platform"]
     wait_until(
         lambda: any(d.record.payload.command_id == "bad-1" for d in read_to_end(loop_settings, "replies")),
         timeout=30,

@@ -241,3 +241,35 @@ def test_cli_verbs_add_list_remove_and_name_errors(running, tenant_apps):
     assert "10.0.0.6" in listed.output and "10.0.0.5" not in listed.output
     unknown = runner.invoke(app, ["list-metadata", "nope", *login])
     assert unknown.exit_code == 1 and "application 'nope' not found (HTTP 404)" in unknown.output
+
+
+def test_a_terminating_members_token_is_refused(running, tenant_apps):
+    """From its termination's request on, a member's token no longer opens the service (the
+    cloud controller is held off, so the member stays terminating, not yet gone)."""
+    from infra.log.commands_client import CommandClient
+    from schemas import commands as C
+    from schemas.ids import aggregate_id
+    from schemas.status import CommandAccepted
+
+    platform, cloud = running
+    domain, _, payload, _ = tenant_apps
+    agent = StratosAgentMetadata(payload)
+    assert agent.put({"key": "leaving", "values": ["soon"]}, app=True) == 201
+    cloud.stop_controller()
+    commands = CommandClient(platform.settings)
+    try:
+        cluster = aggregate_id(domain, "cluster", payload["clusterId"])
+        reply = commands.call(cluster, C.TerminateMember(member_id=payload["memberId"]))
+        assert isinstance(reply, CommandAccepted), reply
+
+        def refused() -> bool:
+            try:
+                agent.get(app=True)
+            except urllib.error.HTTPError as exc:
+                return exc.code == 401
+            return False
+
+        wait_until(refused, timeout=30, message="the terminating member's token refused")
+    finally:
+        commands.close()
+        cloud.start_controller()

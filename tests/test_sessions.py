@@ -203,11 +203,55 @@ def test_failed_logins_are_throttled_per_user_and_address_with_a_429(apis):
         assert 1 <= int(throttled.headers["Retry-After"]) <= 4
         basic = httpx.get(f"{server.url}/api/whoami", auth=("someone-else", "x"), timeout=60)
         assert basic.status_code == 429  # the same address, another user name
+        # the same user from another address is not locked out by failures it did not make
+        elsewhere = httpx.Client(transport=httpx.HTTPTransport(local_address="127.0.0.2"), timeout=60)
+        with elsewhere:
+            assert (
+                elsewhere.post(
+                    f"{server.url}/api/token", json={"username": "admin", "password": ADMIN_PASSWORD}
+                ).status_code
+                == 200
+            )
         wait_until(
             lambda: login(ADMIN_PASSWORD).status_code == 200,
             timeout=30,
             interval=0.5,
             message="logins accepted again after the window",
         )
+    finally:
+        server.stop()
+
+
+def test_a_login_this_process_cannot_check_answers_503_naming_the_key(apis):
+    """An API given another STRATOS_SECRET_KEY than the one that sealed a tenant's password
+    (a rotation that dropped the old key) says so with 503, not a 500."""
+    from cryptography.fernet import Fernet
+    from pydantic import SecretStr
+
+    settings, urls = apis
+    domain = new_tenant(urls[0])
+    stranger = settings.model_copy(
+        update={"secret_key": SecretStr(Fernet.generate_key().decode()), "login_failures": 10_000}
+    )
+    server = ApiServer(create_app(stranger), port=free_port()).start()
+    try:
+        answer = wait_until(
+            lambda: (
+                (
+                    reply := httpx.post(
+                        f"{server.url}/api/token",
+                        json={"username": f"boss@{domain}", "password": "boss-pw"},
+                        timeout=60,
+                    )
+                ).status_code
+                != 401
+                and reply
+            ),
+            timeout=30,
+            message="the tenant read by the new API process",
+        )
+        assert answer.status_code == 503, answer.text
+        assert "cannot check passwords" in answer.json()["message"]
+        assert "keep old keys after a rotation" in answer.json()["message"]
     finally:
         server.stop()

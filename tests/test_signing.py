@@ -204,17 +204,28 @@ def test_a_command_is_allowed_as_its_rest_call_would_be(principal, target, comma
         assert denied[0] == code and reason in denied[1]
 
 
-def test_failed_logins_are_counted_per_user_and_per_address_over_a_window():
+def test_failed_logins_are_counted_per_user_from_an_address_and_per_address_over_a_window():
     now = [0.0]
     throttle = LoginThrottle(3, 10.0, clock=lambda: now[0])
     for _ in range(3):
         assert throttle.retry_after("carol", "10.0.0.1") is None
         throttle.failed("carol", "10.0.0.1")
-    assert throttle.retry_after("carol", "10.0.0.9") == pytest.approx(10.0)  # the user, from anywhere
+    assert throttle.retry_after("carol", "10.0.0.1") == pytest.approx(10.0)
     assert throttle.retry_after("dave", "10.0.0.1") == pytest.approx(10.0)  # the address, for anyone
+    assert throttle.retry_after("carol", "10.0.0.9") is None  # failing carol's logins does not lock her out
     assert throttle.retry_after("dave", "10.0.0.2") is None
     now[0] = 10.01
     assert throttle.retry_after("carol", "10.0.0.1") is None
+
+
+def test_failures_spread_over_addresses_never_lock_a_user_out_of_another():
+    now = [0.0]
+    throttle = LoginThrottle(3, 60.0, clock=lambda: now[0])
+    for attacker in range(50):
+        for _ in range(3):
+            throttle.failed("carol", f"198.51.100.{attacker}")
+    assert throttle.retry_after("carol", "10.0.0.7") is None
+    assert throttle.retry_after("carol", "198.51.100.3") is not None
 
 
 def test_the_platform_secret_file_is_created_once_owner_only(tmp_path):

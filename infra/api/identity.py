@@ -24,7 +24,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBasic, HTTPBasicC
 
 from infra.api.read_model import ReadModel
 from infra.auth.access import Principal, TokenRefused, Tokens, candidate
-from infra.auth.secrets import secret_box
+from infra.auth.secrets import SecretError, secret_box
 from infra.auth.signing import platform_secret
 from infra.settings import Settings
 
@@ -43,16 +43,18 @@ def is_hashed(value: str) -> bool:
 
 
 class LoginThrottle:
-    """Failed logins counted per user name and per client address over a sliding window: past
-    `limit` failures either one is refused with 429 until its oldest failure leaves the window
-    (a correct password does not get through meanwhile: that is the point)."""
+    """Failed logins counted per user name from one client address, and per address, over a
+    sliding window: past `limit` failures either one is refused with 429 until its oldest
+    failure leaves the window (a correct password does not get through meanwhile: that is the
+    point). Never per user name alone: failing someone's logins from one address must not lock
+    them out of theirs from another."""
 
     def __init__(self, limit: int, window_seconds: float, clock=time.monotonic) -> None:
         self.limit, self.window, self.clock = limit, window_seconds, clock
-        self.failures: dict[str, deque[float]] = {}
+        self.failures: dict[tuple[str, ...], deque[float]] = {}
         self.lock = threading.Lock()
 
-    def _recent(self, key: str, now: float) -> deque[float]:
+    def _recent(self, key: tuple[str, ...], now: float) -> deque[float]:
         found = self.failures.get(key)
         while found and found[0] <= now - self.window:
             found.popleft()
@@ -61,13 +63,17 @@ class LoginThrottle:
             return deque()
         return found if found is not None else deque()
 
+    @staticmethod
+    def _keys(login: str, address: str) -> tuple[tuple[str, ...], ...]:
+        return (("login", login, address), ("address", address))
+
     def retry_after(self, login: str, address: str) -> float | None:
         """Seconds until `login` from `address` may try again, or None when it may now."""
         now = self.clock()
         with self.lock:
             waits = [
                 found[0] + self.window - now
-                for key in (f"user:{login}", f"address:{address}")
+                for key in self._keys(login, address)
                 if len(found := self._recent(key, now)) >= self.limit
             ]
         return max(waits) if waits else None
@@ -75,7 +81,7 @@ class LoginThrottle:
     def failed(self, login: str, address: str) -> None:
         now = self.clock()
         with self.lock:
-            for key in (f"user:{login}", f"address:{address}"):
+            for key in self._keys(login, address):
                 self.failures.setdefault(key, self._recent(key, now)).append(now)
 
 
@@ -96,13 +102,26 @@ class Identity:
             settings.admin_username,
             admin_password,
             settings.token_ttl_seconds,
-            open_secret=self.box.open,
+            open_secret=self.open_hash,
         )
         self.tokens.admin_hash = self.admin_hash
         self.throttle = LoginThrottle(settings.login_failures, settings.login_lockout_seconds)
         self.lock = threading.Lock()
         self.verified: dict[bytes, float] = {}
         self.cache_key = secrets.token_bytes(32)
+
+    def open_hash(self, sealed: str | None) -> str | None:
+        """A stored password hash, opened; 503 naming the key when this process lacks the key
+        that sealed it (a configuration fault of the server, not the caller's wrong password)."""
+        try:
+            return self.box.open(sealed)
+        except SecretError as exc:
+            log.error("a password hash cannot be opened: %s", exc)
+            raise HTTPException(
+                503,
+                f"this API process cannot check passwords: {exc} (STRATOS_SECRET_KEY must hold "
+                "the key that sealed them: keep old keys after a rotation)",
+            ) from None
 
     def _digest(self, password: str, hashed: str) -> bytes:
         return hmac.new(self.cache_key, f"{hashed}\0{password}".encode(), hashlib.sha256).digest()
@@ -128,13 +147,13 @@ class Identity:
 
     def candidate(self, login: str) -> tuple[Principal, str] | None:
         """Who `login` would be, and the password hash to check; None if no such active login."""
-        return candidate(self.read_model, self.admin_username, self.admin_hash, login, self.box.open)
+        return candidate(self.read_model, self.admin_username, self.admin_hash, login, self.open_hash)
 
     def check_throttle(self, login: str, address: str) -> None:
         if (wait := self.throttle.retry_after(login, address)) is not None:
             raise HTTPException(
                 429,
-                f"too many failed logins for {login!r} or from {address}: try again in {int(wait) + 1} s",
+                f"too many failed logins for {login!r} from {address}: try again in {int(wait) + 1} s",
                 headers={"Retry-After": str(int(wait) + 1)},
             )
 

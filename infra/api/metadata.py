@@ -31,9 +31,12 @@ from infra.api.identity import Principal, basic_scheme, bearer_scheme, current_p
 from infra.api.metadata_token import MemberTokens, is_member_token
 from infra.api.read_model import ReadModel
 from infra.api.responses import ERROR_RESPONSES, Writer
+from schemas.domain import MemberStatus
 from schemas.metadata import AddMetadataProperties, MetadataProperty, RemoveMetadataProperties, RemoveMetadataProperty
 
 router = APIRouter(prefix="/metadata/api", tags=["Metadata service"], responses=ERROR_RESPONSES)
+LEAVING = (MemberStatus.READY_TO_SHUTDOWN, MemberStatus.TERMINATED)
+"""Statuses of a member that is leaving: its token no longer opens the metadata service."""
 MEMBER_GRACE_SECONDS = 3.0
 """How long a new member's token waits for the API's read model to show its member."""
 
@@ -57,11 +60,14 @@ def _tokens(request: Request) -> MemberTokens:
 
 
 def _member_in_service(read_model: ReadModel, tenant: str, application_id: str, member_id: str) -> bool:
+    """The member is in one of the application's clusters and not on its way out: from its
+    termination's request on (graceful or not) its token is refused, as once it is gone."""
     app = read_model.get(tenant, "application", application_id)
     for cluster_id in getattr(app, "clusters", {}) or {}:
         cluster = read_model.get(tenant, "cluster", cluster_id)
-        if cluster is not None and member_id in getattr(cluster, "members", {}):
-            return True
+        member = getattr(cluster, "members", {}).get(member_id) if cluster is not None else None
+        if member is not None:
+            return member.termination_requested_at is None and member.status not in LEAVING
     return False
 
 

@@ -3,15 +3,22 @@ happened (the same rebuild and causation index as `stratos replay` and `stratos 
 
 Tenant-scoped like every runtime route: a tenant sees its own aggregates; a causation chain
 stops where it would enter another tenant's records (the super tenant's admin sees all).
+
+A replay rebuilds partitions from the log, so it is for a tenant's admins only, rebuilds only
+the partitions holding that tenant's applications and clusters, runs one at a time per API
+process (429 meanwhile), and leaves the process's garbage collector alone (`pause_gc=False`:
+the server keeps answering while it runs).
 """
 
 from __future__ import annotations
+
+import threading
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from fastapi.concurrency import run_in_threadpool
 
 from actors.causality import causes, effects
-from infra.api.identity import Principal, current_principal
+from infra.api.identity import Principal, current_principal, tenant_admin
 from infra.api.responses import ERROR_RESPONSES
 from infra.api.views import application_runtime
 from infra.replay.causation_index import CausalIndex
@@ -19,24 +26,52 @@ from infra.replay.timetravel import Position, PositionError, parse_time, platfor
 from schemas.ids import aggregate_id, parse_aggregate_id
 
 router = APIRouter(tags=["Replay"])
+REPLAY_RETRY_SECONDS = 2
+_replaying = threading.Lock()
+"""One replay at a time per API process: each rebuilds partitions from the log."""
 
 
 def _visible(principal: Principal, link: dict) -> bool:
     return principal.is_super_admin or parse_aggregate_id(link["aggregate"]).tenant == principal.tenant
 
 
-@router.get("/replay", summary="The caller's applications as they were at a past instant", responses=ERROR_RESPONSES)
+def tenant_aggregates(read_model, tenant: str) -> list[str]:
+    """The tenant's applications and their clusters, as the API knows them now: what a replay
+    of that tenant rebuilds (only their partitions)."""
+    applications = read_model.all(tenant, "application")
+    return [a.aggregate_id for a in applications] + [
+        aggregate_id(tenant, "cluster", cluster_id) for a in applications for cluster_id in a.clusters
+    ]
+
+
+@router.get(
+    "/replay",
+    summary="The caller's applications as they were at a past instant (the tenant's admins)",
+    responses=ERROR_RESPONSES,
+)
 async def replay_at(
     request: Request,
     at: str = Query(..., description="ISO 8601 time"),
-    principal: Principal = Depends(current_principal),
+    principal: Principal = Depends(tenant_admin),
 ) -> dict:
     try:
         instant = parse_time(at)
     except PositionError as exc:
         raise HTTPException(400, f"at: {exc}") from exc
-    found = await run_in_threadpool(platform_at, request.app.state.settings, Position(time=instant))
     tenant = principal.tenant
+    wanted = tenant_aggregates(request.app.state.read_model, tenant)
+    if not _replaying.acquire(blocking=False):
+        raise HTTPException(
+            429,
+            "a replay is running on this API process: try again in a moment",
+            headers={"Retry-After": str(REPLAY_RETRY_SECONDS)},
+        )
+    try:
+        found = await run_in_threadpool(
+            platform_at, request.app.state.settings, Position(time=instant), only=wanted, pause_gc=False
+        )
+    finally:
+        _replaying.release()
 
     def cluster(cluster_id: str):
         tracked = found.get(aggregate_id(tenant, "cluster", cluster_id))

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 
-from infra.auth.access import DEMO_PASSWORD, SIGNUP_COMMANDS, TokenRefused, Tokens, command_denied
+from infra.auth.access import SIGNUP_COMMANDS, TokenRefused, Tokens, command_denied
 from infra.auth.secrets import secret_box
 from infra.auth.signing import MEMBER, PLATFORM, TOKEN, Verifier, platform_secret
 from infra.log.kafka import Delivered
@@ -39,7 +39,9 @@ class CommandGate:
 
         model = ReadModel(self.settings, kinds=set(DEFINITION_KINDS))
         model.thread.start()
-        password = self.settings.admin_password.get_secret_value() if self.settings.admin_password else DEMO_PASSWORD
+        # the bootstrap admin's password is the API's alone (`stratos up` gives it no other part):
+        # without it, the admin's tokens are checked by their platform-keyed mac and expiry
+        password = self.settings.admin_password.get_secret_value() if self.settings.admin_password else None
         self.tokens = Tokens(
             platform_secret(self.settings),
             model,

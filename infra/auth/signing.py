@@ -195,6 +195,11 @@ class Sender:
     def trusted(self) -> bool:
         return self.kind == PLATFORM
 
+    def headers(self) -> list[tuple[str, bytes]]:
+        """What of its record's headers can be sent again as they were: a client's token (a
+        signature covers the original bytes only, which a refused command is not kept as)."""
+        return [(TOKEN, self.token.encode())] if self.token else []
+
 
 ANONYMOUS = Sender("anonymous")
 MEMBER_RECORDS = {

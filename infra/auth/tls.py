@@ -123,3 +123,28 @@ def verify_for(url: str, settings: Settings) -> ssl.SSLContext | bool:
 
 def scheme(settings: Settings) -> str:
     return "https" if settings.api_tls else "http"
+
+
+# --- Kafka over TLS (`stratos broker --secure`) -------------------------------------------------
+def kafka_tls_dir(settings: Settings) -> Path:
+    return settings.state_dir / "kafka-tls"
+
+
+def kafka_ca(settings: Settings) -> Path | None:
+    """What the platform's Kafka clients trust: STRATOS_KAFKA_CA, else the certificate
+    `stratos broker --secure` made in the state dir, else None (the system's CAs)."""
+    if settings.kafka_ca:
+        return settings.kafka_ca
+    made = kafka_tls_dir(settings) / "ca.pem"
+    return made if made.is_file() else None
+
+
+def kafka_broker_certificate(settings: Settings) -> tuple[Path, Path]:
+    """(certificate, key) of the embedded broker's TLS listener, made once into
+    `<state dir>/kafka-tls/` (self-signed for localhost and 127.0.0.1: the clients trust it as
+    `ca.pem`); the key file is owner-only."""
+    directory = kafka_tls_dir(settings)
+    cert, key = directory / "ca.pem", directory / "broker-key.pem"
+    if not (cert.is_file() and key.is_file()):
+        generate_self_signed(cert, key, ["localhost"])
+    return cert, key

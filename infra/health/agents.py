@@ -30,6 +30,7 @@ from infra.log.kafka import (
     decode_key,
     encode,
     envelope,
+    kafka_client_options,
     partitions_of,
     rejection_reason,
 )
@@ -62,7 +63,7 @@ def register(service: HealthService) -> None:
         """Fold every partition of the events topic, from its beginning, into the views: no
         group, so no rebalance and no changelog."""
         consumer = AIOKafkaConsumer(
-            bootstrap_servers=service.settings.kafka_bootstrap,
+            **kafka_client_options(service.settings, "aiokafka"),
             group_id=None,
             enable_auto_commit=False,
             fetch_max_bytes=16 << 20,
@@ -94,7 +95,7 @@ def register(service: HealthService) -> None:
         loop = asyncio.get_running_loop()
         await service.views_ready.wait()
         consumer = AIOKafkaConsumer(
-            bootstrap_servers=service.settings.kafka_bootstrap,
+            **kafka_client_options(service.settings, "aiokafka"),
             group_id=service.settings.topic(HEALTH_GROUP),
             enable_auto_commit=False,
             auto_offset_reset="earliest",

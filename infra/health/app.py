@@ -26,9 +26,22 @@ import faust
 from infra.health.agents import register
 from infra.health.service import HealthService
 from infra.health.topics import declare_topics
-from infra.log.kafka import GROUP_TIMINGS, Appender, DeadLetters
+from infra.log.kafka import GROUP_TIMINGS, Appender, DeadLetters, kafka_client_options
 from infra.settings import Settings
 from streams.health_state import HealthBook
+
+
+def faust_credentials(settings: Settings) -> faust.SASLCredentials | None:
+    """The platform's Kafka security options (`kafka_client_options`) in faust's form."""
+    options = kafka_client_options(settings, "aiokafka")
+    if "security_protocol" not in options:
+        return None
+    return faust.SASLCredentials(
+        username=options["sasl_plain_username"],
+        password=options["sasl_plain_password"],
+        ssl_context=options["ssl_context"],
+        mechanism=options["sasl_mechanism"],
+    )
 
 
 def create_app(settings: Settings) -> HealthService:
@@ -37,6 +50,7 @@ def create_app(settings: Settings) -> HealthService:
     app = faust.App(
         settings.topic("health-worker"),
         broker=f"kafka://{settings.kafka_bootstrap}",
+        broker_credentials=faust_credentials(settings),
         store="memory://",
         autodiscover=False,
         web_enabled=False,

@@ -28,8 +28,10 @@ from pathlib import Path
 from aiokafka import AIOKafkaProducer
 from kafka import KafkaConsumer, TopicPartition
 
+from infra.auth.signing import TOKEN
 from infra.log.archive_format import ArchiveCorrupt, ArchiveReader, ArchiveWriter
 from infra.log.bulk import iter_batches
+from infra.log.kafka import ORIGINAL_HEADERS, kafka_client_options
 from infra.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -89,15 +91,21 @@ class Transfer:
 
 
 def _partitions(settings: Settings, kinds) -> dict[str, list[int]]:
-    consumer = KafkaConsumer(bootstrap_servers=settings.kafka_bootstrap)
+    consumer = KafkaConsumer(**kafka_client_options(settings))
     try:
         return {kind: sorted(consumer.partitions_for_topic(settings.topic(kind)) or ()) for kind in kinds}
     finally:
         consumer.close()
 
 
+BEARER_HEADERS = {TOKEN, ORIGINAL_HEADERS + TOKEN}
+"""Headers an archive never keeps: a user's bearer token is a credential (valid until it expires
+or is revoked), not history; the platform's check of it is in the reply and the dead letter."""
+
+
 def _row(record) -> tuple:
-    return (record.offset, record.timestamp, record.key, record.value, record.headers)
+    headers = [(name, value) for name, value in record.headers or () if name not in BEARER_HEADERS]
+    return (record.offset, record.timestamp, record.key, record.value, headers)
 
 
 def export_log(settings: Settings, path: Path, topics=HISTORY_TOPICS) -> Transfer:
@@ -123,7 +131,7 @@ def export_log(settings: Settings, path: Path, topics=HISTORY_TOPICS) -> Transfe
 
 def check_empty(settings: Settings, kinds) -> None:
     """Refuse an import into topics that hold records: offsets would shift."""
-    consumer = KafkaConsumer(bootstrap_servers=settings.kafka_bootstrap)
+    consumer = KafkaConsumer(**kafka_client_options(settings))
     try:
         for kind in kinds:
             topic = settings.topic(kind)
@@ -180,7 +188,7 @@ def mark_handled(settings: Settings, ends: dict[tuple[str, int], int]) -> list[s
         }
         if not offsets:
             continue
-        consumer = KafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, group_id=group, enable_auto_commit=False)
+        consumer = KafkaConsumer(**kafka_client_options(settings), group_id=group, enable_auto_commit=False)
         try:
             consumer.assign(list(offsets))
             consumer.commit(offsets)
@@ -197,7 +205,7 @@ async def _import(settings: Settings, path: Path, topics: set[str] | None) -> Tr
     # answered) keeps the order; idempotence keeps a retried batch from landing twice, which
     # would shift every offset after it
     producer = AIOKafkaProducer(
-        bootstrap_servers=settings.kafka_bootstrap,
+        **kafka_client_options(settings, "aiokafka"),
         enable_idempotence=True,
         max_batch_size=BATCH_BYTES,
         max_request_size=8 * BATCH_BYTES,

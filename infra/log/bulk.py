@@ -14,6 +14,7 @@ from collections.abc import Iterator
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
+from infra.log.kafka import kafka_client_options
 from infra.settings import Settings
 
 _DONE = object()
@@ -26,7 +27,7 @@ async def _produce_batches(
     settings: Settings, topic: str, partition: int, start: int, out: queue.Queue, stop: threading.Event, row=None
 ) -> None:
     consumer = AIOKafkaConsumer(
-        bootstrap_servers=settings.kafka_bootstrap,
+        **kafka_client_options(settings, "aiokafka"),
         group_id=None,
         enable_auto_commit=False,
         auto_offset_reset="earliest",

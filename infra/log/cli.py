@@ -186,9 +186,16 @@ def deadletter_replay(
     value: str = typer.Option(
         None, help="the corrected record: a JSON file, or - for stdin (default: the original, as it was)"
     ),
+    sign: bool = typer.Option(
+        False,
+        "--sign",
+        help="sign it as the platform (it is then taken as the platform's own: only for a record "
+        "you have read); by default it goes out unsigned, with its sender's own headers",
+    ),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
-    """Re-send a dead letter's record (or a corrected one, validated first) to its source topic."""
+    """Re-send a dead letter's record (or a corrected one, validated first) to its source topic,
+    as its sender sent it (its token or signature, checked again) unless --sign."""
     from infra.log.deadletters import DeadLetterError, replay
 
     settings = _settings()
@@ -201,7 +208,7 @@ def deadletter_replay(
     except OSError as exc:
         _fail(f"--value {value}: {exc.strerror or exc}")
     try:
-        topic, partition, offset, record_id = replay(settings, letter_id, body)
+        sent = replay(settings, letter_id, body, sign=sign)
     except DeadLetterError as exc:
         _fail(str(exc), exc.code)
     except _broker_errors() as exc:
@@ -209,11 +216,29 @@ def deadletter_replay(
     if as_json:
         print(
             json.dumps(
-                {"id": letter_id, "topic": topic, "partition": partition, "offset": offset, "record_id": record_id}
+                {
+                    "id": letter_id,
+                    "topic": sent.topic,
+                    "partition": sent.partition,
+                    "offset": sent.offset,
+                    "record_id": sent.record_id,
+                    "signed_by_platform": sent.signed,
+                    "sender_headers": list(sent.headers),
+                }
             )
         )
-    else:
-        console.print(f"re-sent dead letter {letter_id} as record {record_id} to {topic}[{partition}]@{offset}")
+        return
+    how = (
+        "[yellow]signed as the platform[/] (--sign): it is taken as the platform's own"
+        if sent.signed
+        else "unsigned, with its sender's headers ("
+        + (", ".join(sent.headers) or "none")
+        + "): checked as its sender's again"
+    )
+    console.print(
+        f"re-sent dead letter {letter_id} as record {sent.record_id} to "
+        f"{sent.topic}[{sent.partition}]@{sent.offset}, {how}"
+    )
 
 
 # --- schemas ----------------------------------------------------------------------------------

@@ -2,7 +2,10 @@
 
 A dead letter's ID is `PARTITION:OFFSET` of its record on `<prefix>deadletter`: unique, stable,
 and printed by `deadletter list`. Replaying re-sends the original record (or a corrected one)
-to the topic it came from, validated first as that topic's record type.
+to the topic it came from, validated first as that topic's record type, with the headers its
+sender gave it (a client's token, a member's signature) and unsigned: the platform checks it as
+its sender's again, so replaying a refused forgery is refused again. `sign=True` (the
+operator's `--sign`) signs it as the platform instead: it is then taken as the platform's own.
 """
 
 from __future__ import annotations
@@ -15,8 +18,11 @@ from datetime import UTC, datetime, timedelta
 from kafka import TopicPartition
 from pydantic import ValidationError
 
+from infra.auth.signing import SIGNATURE, SIGNER, TOKEN, Signer
 from infra.log.kafka import (
+    CE_PREFIX,
     CONNECT_ERRORS,
+    ORIGINAL_HEADERS,
     Appender,
     assigned_consumer,
     decode,
@@ -49,6 +55,15 @@ class Letter:
     record: DeadLetterRecord
     headers: dict[str, str]
 
+    @property
+    def original_headers(self) -> list[tuple[str, str]]:
+        """The refused record's own headers, as the dead letter kept them."""
+        return [
+            (name.removeprefix(ORIGINAL_HEADERS), value)
+            for name, value in self.headers.items()
+            if name.startswith(ORIGINAL_HEADERS)
+        ]
+
     def as_dict(self) -> dict:
         letter = self.record.payload
         return {
@@ -59,10 +74,15 @@ class Letter:
             "source_offset": letter.source_offset,
             "reason": letter.reason,
             "exception_class": self.headers.get(CONNECT_ERRORS + "exception.class.name"),
-            "headers": self.headers,
+            "headers": {name: _shown(name, value) for name, value in self.headers.items()},
             "original_key": letter.original_key,
             "original": letter.original,
         }
+
+
+def _shown(name: str, value: str) -> str:
+    """A header as listings print it: a bearer token masked (it is its user's credential)."""
+    return "********" if name.removeprefix(ORIGINAL_HEADERS) == TOKEN else value
 
 
 def parse_since(text: str, now: datetime | None = None) -> datetime:
@@ -137,9 +157,35 @@ def find_letter(settings: Settings, letter_id: str, timeout: float = 10.0) -> Le
         consumer.close()
 
 
-def replay(settings: Settings, letter_id: str, value: bytes | None = None) -> tuple[str, int, int, str]:
-    """Re-send the dead letter's original record, or `value` instead, to its source topic.
-    Returns (topic, partition, offset, record id) of the record sent."""
+@dataclass(frozen=True)
+class Replayed:
+    topic: str
+    partition: int
+    offset: int
+    record_id: str
+    signed: bool
+    """Signed as the platform (`--sign`): taken as the platform's own record."""
+    headers: tuple[str, ...]
+    """The sender's headers sent again (its token, its signature)."""
+
+
+def resent_headers(letter: Letter, corrected: bool, sign: bool) -> list[tuple[str, bytes]]:
+    """The original's headers to send again: not the CloudEvents ones (made afresh from the
+    record); not its signature when the value was corrected (it would not verify) or when the
+    platform signs; not its token when the platform signs (the signature decides then)."""
+    dropped = {SIGNER, SIGNATURE} if corrected or sign else set()
+    if sign:
+        dropped.add(TOKEN)
+    return [
+        (name, value.encode())
+        for name, value in letter.original_headers
+        if name not in dropped and not name.startswith(CE_PREFIX)
+    ]
+
+
+def replay(settings: Settings, letter_id: str, value: bytes | None = None, sign: bool = False) -> Replayed:
+    """Re-send the dead letter's original record, or `value` instead, to its source topic: with
+    its sender's headers and unsigned, or signed as the platform when `sign`."""
     letter = find_letter(settings, letter_id)
     source = letter.record.payload.source_topic
     kind = topic_kind_of(settings, source)
@@ -165,14 +211,17 @@ def replay(settings: Settings, letter_id: str, value: bytes | None = None) -> tu
         raise DeadLetterError(
             f"the {'corrected' if value is not None else 'original'} record is not JSON: {exc}"
         ) from None
-    appender = Appender(settings, source="deadletter-replay")
+    headers = resent_headers(letter, corrected=value is not None, sign=sign)
+    key = letter.record.payload.original_key if value is None else None
+    appender = Appender(settings, source="deadletter-replay", signer=Signer.platform(settings) if sign else None)
     try:
-        meta = appender.send(
-            kind,
-            record.aggregate_id,
-            record,
-            headers=[(REPLAYED_FROM, f"{settings.topic('deadletter')}:{letter.id}".encode())],
+        meta = appender.send_raw(
+            source,
+            (key or record.aggregate_id).encode(),
+            raw,
+            record=record,
+            headers=[*headers, (REPLAYED_FROM, f"{settings.topic('deadletter')}:{letter.id}".encode())],
         ).get(timeout=30)
     finally:
         appender.close()
-    return meta.topic, meta.partition, meta.offset, record.id
+    return Replayed(meta.topic, meta.partition, meta.offset, record.id, sign, tuple(name for name, _ in headers))

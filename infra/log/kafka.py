@@ -73,6 +73,42 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+class KafkaSecurityError(ValueError):
+    """The Kafka security settings cannot work (the message names the setting)."""
+
+
+def kafka_client_options(settings: Settings, flavour: Literal["kafka-python", "aiokafka"] = "kafka-python") -> dict:
+    """The bootstrap servers and the security options of a Kafka client of the platform: the one
+    place they are built from `STRATOS_KAFKA_*` (every kafka-python and aiokafka client takes
+    them; faust gets them as credentials, `infra.health.app`). With SASL_SSL the client
+    authenticates as STRATOS_KAFKA_USERNAME over TLS, trusting STRATOS_KAFKA_CA (else the
+    certificate `stratos broker --secure` made in the state dir, else the system's CAs)."""
+    options: dict = {"bootstrap_servers": settings.kafka_bootstrap}
+    if settings.kafka_security_protocol == "PLAINTEXT":
+        return options
+    if not settings.kafka_username or settings.kafka_password is None:
+        raise KafkaSecurityError(
+            f"STRATOS_KAFKA_SECURITY_PROTOCOL={settings.kafka_security_protocol} needs "
+            "STRATOS_KAFKA_USERNAME and STRATOS_KAFKA_PASSWORD (the principal's SCRAM credentials)"
+        )
+    from infra.auth.tls import kafka_ca
+
+    ca = kafka_ca(settings)
+    options |= {
+        "security_protocol": settings.kafka_security_protocol,
+        "sasl_mechanism": settings.kafka_sasl_mechanism,
+        "sasl_plain_username": settings.kafka_username,
+        "sasl_plain_password": settings.kafka_password.get_secret_value(),
+    }
+    if flavour == "aiokafka":
+        import ssl
+
+        options["ssl_context"] = ssl.create_default_context(cafile=str(ca) if ca else None)
+    else:
+        options |= {"ssl_cafile": str(ca) if ca else None, "ssl_check_hostname": True}
+    return options
+
+
 HISTORY_TOPICS = ("events",)
 """Topics whose every record is history: kept forever unless the operator says otherwise."""
 COMPACTED_TOPICS = ("snapshots", "topology", "usage", "heartbeats")
@@ -85,7 +121,7 @@ def ensure_topics(settings: Settings, names: Iterable[str] = TOPIC_RECORDS) -> l
     """Create the topics that are missing, each with its configs set on purpose (`topic_config`);
     safe to call again (idempotent). Existing topics are left as they are: `check_topics` says
     what is wrong with them."""
-    admin = KafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap, client_id="stratos-admin")
+    admin = KafkaAdminClient(**kafka_client_options(settings), client_id="stratos-admin")
     try:
         wanted = [settings.topic(n) for n in names]
         existing = set(admin.list_topics())
@@ -148,8 +184,8 @@ def check_topics(settings: Settings) -> tuple[list[str], list[str]]:
 
     errors: list[str] = []
     warnings: list[str] = []
-    consumer = KafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, group_id=None, enable_auto_commit=False)
-    admin = KafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap, client_id="stratos-admin")
+    consumer = KafkaConsumer(**kafka_client_options(settings), group_id=None, enable_auto_commit=False)
+    admin = KafkaAdminClient(**kafka_client_options(settings), client_id="stratos-admin")
     try:
         counts = {kind: len(consumer.partitions_for_topic(settings.topic(kind)) or ()) for kind in ALIGNED_TOPICS}
         present = {kind: n for kind, n in counts.items() if n}
@@ -208,7 +244,7 @@ def require_sound_topics(settings: Settings) -> None:
 
 
 def _wait_for_metadata(settings: Settings, topics: list[str], timeout: float = 15.0) -> None:
-    consumer = KafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, enable_auto_commit=False)
+    consumer = KafkaConsumer(**kafka_client_options(settings), enable_auto_commit=False)
     try:
         deadline = time.monotonic() + timeout
         while any(not consumer.partitions_for_topic(t) for t in topics):
@@ -400,7 +436,7 @@ class Appender:
         """Who signs what this appender sends (`infra.auth.signing`): the platform's parts by default;
         an instance passes its member signer; None sends unsigned (refused where it matters)."""
         options = dict(
-            bootstrap_servers=settings.kafka_bootstrap,
+            **kafka_client_options(settings),
             acks="all",
             enable_idempotence=True,
             linger_ms=2,
@@ -495,6 +531,9 @@ DEAD_LETTER_ORIGINAL_BYTES = 256_000
 
 CONNECT_ERRORS = "__connect.errors."
 """Kafka Connect's dead-letter header prefix: tools that read Connect's DLQs read ours."""
+ORIGINAL_HEADERS = "stratos.original."
+"""A dead letter keeps the refused record's own headers under this prefix (its sender's token or
+signature): a replay re-sends them, so the record is checked as its sender's again."""
 DEAD_LETTER_SEND_SECONDS = 30.0
 
 
@@ -536,10 +575,11 @@ class DeadLetters:
         raw: bytes | None,
         reason: str,
         exception: BaseException | str | None = None,
+        original_headers=None,
     ) -> bool:
         """Write the dead letter and wait for the broker's ack; a failure is logged as an error
         naming the record (it is lost to the dead letters) and answered False, never raised:
-        the reader goes on."""
+        the reader goes on. `original_headers` (the record's own) are kept, prefixed."""
         log.warning("dead-letter %s[%d]@%d: %s", topic, partition, offset, reason)
         original = raw or b""
         if len(original) > DEAD_LETTER_ORIGINAL_BYTES:
@@ -558,7 +598,8 @@ class DeadLetters:
             "deadletter",
             record.aggregate_id,
             record,
-            headers=connect_error_headers(topic, partition, offset, reason, exception),
+            headers=connect_error_headers(topic, partition, offset, reason, exception)
+            + [(ORIGINAL_HEADERS + name, value) for name, value in original_headers or () if value is not None],
         )
         try:
             future.get(timeout=DEAD_LETTER_SEND_SECONDS)
@@ -608,7 +649,9 @@ def validated(
             if signed_only:
                 Verifier.require_signed(topic_kind, sender, record)  # type: ignore[arg-type]
         except ValueError as exc:  # pydantic's ValidationError and UnicodeDecodeError are ValueErrors
-            dead_letters.send(raw.topic, raw.partition, raw.offset, raw.key, raw.value, rejection_reason(exc), exc)
+            dead_letters.send(
+                raw.topic, raw.partition, raw.offset, raw.key, raw.value, rejection_reason(exc), exc, raw.headers
+            )
             continue
         yield Delivered(raw.topic, raw.partition, raw.offset, key, record, sender)
 
@@ -647,7 +690,7 @@ def group_consumer(settings: Settings, group_id: str, topic_kinds: list[str], **
     The group id carries the topic prefix (`stratos.nodes`): platforms that share a Kafka
     cluster under different prefixes never share, or wait on, each other's groups."""
     options = dict(
-        bootstrap_servers=settings.kafka_bootstrap,
+        **kafka_client_options(settings),
         group_id=settings.topic(group_id),
         enable_auto_commit=False,
         auto_offset_reset="earliest",
@@ -702,7 +745,7 @@ def topics_consumer(settings: Settings, from_beginning: dict[str, bool], **overr
 
 def _reader(settings: Settings, overrides: dict) -> KafkaConsumer:
     options = dict(
-        bootstrap_servers=settings.kafka_bootstrap,
+        **kafka_client_options(settings),
         enable_auto_commit=False,
         group_id=None,
         max_poll_records=2000,
@@ -723,7 +766,7 @@ def _partitions_for(consumer: KafkaConsumer, topic: str, timeout: float = 10.0) 
 
 def partitions_of(settings: Settings, topic_kind: str) -> int:
     """How many partitions the topic has on the broker (it may predate STRATOS_PARTITIONS)."""
-    consumer = KafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, group_id=None)
+    consumer = KafkaConsumer(**kafka_client_options(settings), group_id=None)
     try:
         return len(_partitions_for(consumer, settings.topic(topic_kind)))
     finally:

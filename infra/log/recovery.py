@@ -18,7 +18,7 @@ import logging
 import re
 import threading
 from collections.abc import Iterable
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -28,7 +28,7 @@ from actors.history import Fence
 from actors.runtime import Tracked
 from infra.log.bulk import iter_partition
 from infra.log.eventlog import History
-from infra.log.kafka import decode, rejection_reason
+from infra.log.kafka import decode, kafka_client_options, rejection_reason
 from infra.settings import Settings
 from schemas.records import SnapshotRecord
 
@@ -299,7 +299,7 @@ def _gc_paused():
 
 def history_start(settings: Settings, partition: int) -> int:
     """The first offset an events partition still holds (above 0 once retention deleted some)."""
-    consumer = KafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, group_id=None, enable_auto_commit=False)
+    consumer = KafkaConsumer(**kafka_client_options(settings), group_id=None, enable_auto_commit=False)
     try:
         tp = TopicPartition(settings.topic("events"), partition)
         return consumer.beginning_offsets([tp])[tp]
@@ -313,10 +313,12 @@ def recover_partition(
     use_snapshots: bool = True,
     until: int | None = None,
     until_time: datetime | None = None,
+    pause_gc: bool = True,
 ) -> Recovered:
     """Every aggregate of one partition as the log says it is (up to offset `until`, inclusive,
     and up to the last commit that occurred at or before `until_time`). Raises HistoryGap when
-    that needs commits the partition no longer holds: a rebuild never skips history."""
+    that needs commits the partition no longer holds: a rebuild never skips history.
+    `pause_gc=False` leaves the collector alone (a server answering requests meanwhile)."""
     result = Recovered(partition)
     covered: dict[str, int] = {}
     snapshots = Snapshots()
@@ -335,7 +337,7 @@ def recover_partition(
         )
     result.next_offset = snapshots.replay_from
     history = History(lambda _p, _o: Fence(snapshots.claim))
-    with _gc_paused():
+    with _gc_paused() if pause_gc else nullcontext():
         for offset, _key, value in iter_partition(settings, "events", partition, snapshots.replay_from):
             if until is not None and offset > until:
                 break

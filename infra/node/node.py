@@ -487,6 +487,7 @@ class Node:
             command.model_dump_json().encode(),
             f"refused ({code}): {reason}",
             "stratos.Unauthorized",
+            delivered.sender.headers() if delivered.sender else None,
         )
         return Outcome(
             commit=None,

@@ -18,7 +18,7 @@ from datetime import UTC, datetime
 
 from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
 
-from infra.log.kafka import check_topics, read_to_end
+from infra.log.kafka import check_topics, kafka_client_options, read_to_end
 from infra.settings import Settings
 
 PARTS = ("node", "reactor", "mock-iaas", "cloud", "health", "api", "topology", "lb", "usage-export")
@@ -41,10 +41,8 @@ def group_lag(settings: Settings, groups: dict[str, list[str]]) -> dict[str, dic
     topics it reads (a partition it never committed counts from its beginning)."""
     if not groups:
         return {}
-    admin = KafkaAdminClient(
-        bootstrap_servers=settings.kafka_bootstrap, client_id="stratos-status", request_timeout_ms=10_000
-    )
-    consumer = KafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, group_id=None)
+    admin = KafkaAdminClient(**kafka_client_options(settings), client_id="stratos-status", request_timeout_ms=10_000)
+    consumer = KafkaConsumer(**kafka_client_options(settings), group_id=None)
     try:
         out: dict[str, dict[str, int]] = {}
         for group, kinds in groups.items():
@@ -72,7 +70,7 @@ def group_lag(settings: Settings, groups: dict[str, list[str]]) -> dict[str, dic
 def broker_status(settings: Settings) -> dict:
     started = time.monotonic()
     try:
-        consumer = KafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, group_id=None, request_timeout_ms=5000)
+        consumer = KafkaConsumer(**kafka_client_options(settings), group_id=None, request_timeout_ms=5000)
         try:
             topics = [t for t in consumer.topics() if t.startswith(settings.topic_prefix)]
         finally:

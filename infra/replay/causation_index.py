@@ -24,7 +24,7 @@ from actors.history import event_id
 from actors.timeline import figures
 from infra.log.bulk import iter_partition
 from infra.log.eventlog import History
-from infra.log.kafka import decode, rejection_reason
+from infra.log.kafka import decode, kafka_client_options, rejection_reason
 from infra.log.recovery import fence_before
 from infra.settings import Settings
 from schemas.records import Commit
@@ -105,7 +105,7 @@ class CausalIndex:
         return added
 
     def _end_offsets(self) -> dict[tuple[str, int], int]:
-        consumer = KafkaConsumer(bootstrap_servers=self.settings.kafka_bootstrap, group_id=None)
+        consumer = KafkaConsumer(**kafka_client_options(self.settings), group_id=None)
         try:
             tps = {
                 TopicPartition(self.settings.topic(kind), p): kind

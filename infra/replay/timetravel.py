@@ -9,6 +9,7 @@ owner of the partition would have had in memory then.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -76,18 +77,33 @@ def _partitions(settings: Settings, aggregate_id: str | None, count: int | None 
     return [partition_for(aggregate_id, count)] if aggregate_id else list(range(count))
 
 
-def platform_at(settings: Settings, at: Position, aggregate_id: str | None = None) -> dict[str, Tracked]:
-    """Every aggregate (or the one named) as it was at `at`, from snapshots plus the log."""
+def platform_at(
+    settings: Settings,
+    at: Position,
+    aggregate_id: str | None = None,
+    *,
+    only: Iterable[str] | None = None,
+    pause_gc: bool = True,
+) -> dict[str, Tracked]:
+    """Every aggregate (or the one named) as it was at `at`, from snapshots plus the log.
+    `only`: just the partitions holding these aggregates are rebuilt (a tenant's, for the API,
+    which also keeps the collector running: `pause_gc=False`)."""
     if aggregate_id:
         parse_aggregate_id(aggregate_id)
     known = partitions_of(settings, "events")  # one metadata round trip for both uses
-    partitions = _partitions(settings, aggregate_id, known)
+    partitions = (
+        _partitions(settings, aggregate_id, known) if only is None else sorted({partition_for(a, known) for a in only})
+    )
+    if not partitions:
+        return {}
     for partition in at.offsets:
         if partition >= known:
             raise PositionError(f"partition {partition}: the events topic has partitions 0-{known - 1}")
 
     def rebuild(partition: int) -> dict[str, Tracked]:
-        return recover_partition(settings, partition, until=at.offsets.get(partition), until_time=at.time).aggregates
+        return recover_partition(
+            settings, partition, until=at.offsets.get(partition), until_time=at.time, pause_gc=pause_gc
+        ).aggregates
 
     with ThreadPoolExecutor(max_workers=min(4, len(partitions))) as pool:
         found: dict[str, Tracked] = {}
