@@ -14,7 +14,7 @@ from pydantic import BaseModel
 
 from actors import definitions, metadata
 from actors import instances as I
-from actors.base import Context, Rejection, evolve, not_found
+from actors.base import Context, Rejection, evolve, folded, not_found
 from actors.topology_plan import (
     build_cluster_specs,
     clusters_ready_to_start,
@@ -519,3 +519,18 @@ def apply(state: ApplicationState, event: BaseModel, at: datetime | None = None)
             },
         )
     return definitions.apply(state, event)  # type: ignore[return-value]
+
+
+def fold(
+    state: ApplicationState, events: list[BaseModel], at: datetime | None, in_place: bool = False
+) -> ApplicationState:
+    """`state` after `events` (`in_place` is the cluster's saving; these states hold no large
+    containers, so every fold here copies)."""
+    return folded(apply, state, events, at)
+
+
+def decide_and_fold(
+    state: ApplicationState, command: BaseModel, ctx: Context
+) -> tuple[list[BaseModel], ApplicationState]:
+    events = decide(state, command, ctx)
+    return events, fold(state, events, ctx.now)

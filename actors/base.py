@@ -7,9 +7,10 @@ pure: the clock and the id generator come in through `Context`.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from functools import cache
 from typing import Any, TypeVar
 
 from pydantic import BaseModel, ConfigDict
@@ -75,6 +76,46 @@ def built(cls: type[M], fields: dict[str, Any]) -> M:
     object.__setattr__(new, "__pydantic_extra__", None)
     object.__setattr__(new, "__pydantic_private__", None)
     return new
+
+
+@cache
+def _defaults(cls: type[BaseModel]) -> tuple[dict[str, Any], dict[str, Callable[[], Any]], frozenset[str]]:
+    """(plain defaults, default factories, required names) of a model's fields."""
+    plain: dict[str, Any] = {}
+    factories: dict[str, Callable[[], Any]] = {}
+    for name, info in cls.model_fields.items():
+        if info.default_factory is not None:
+            factories[name] = info.default_factory  # type: ignore[assignment]
+        elif not info.is_required():
+            plain[name] = info.default
+    return plain, factories, frozenset(cls.model_fields) - plain.keys() - factories.keys()
+
+
+def made(cls: type[M], **fields: Any) -> M:
+    """A message a rule builds from values it already holds with the right types (its state, a
+    validated command): defaults filled in, no validation. Validation happens where data enters
+    (REST, Kafka clients, the log on read); re-validating what a rule made cost ~60 % of a
+    decision here. A missing required field is a bug in the rule: TypeError, at once."""
+    plain, factories, required = _defaults(cls)
+    if not required <= fields.keys():
+        raise TypeError(f"{cls.__name__}: missing {sorted(required - fields.keys())}")
+    values = {**plain, **fields}
+    for name, factory in factories.items():
+        if name not in fields:
+            values[name] = factory()
+    return built(cls, values)
+
+
+S_ = TypeVar("S_", bound="State")
+
+
+def folded(
+    apply: Callable[[S_, Any, datetime | None], S_], state: S_, events: Sequence[Any], at: datetime | None
+) -> S_:
+    """`state` after `events`, one `apply` each: the fold of aggregates without one of their own."""
+    for event in events:
+        state = apply(state, event, at)
+    return state
 
 
 class State(BaseModel):

@@ -11,12 +11,12 @@ from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field, model_validator
 
 from actors import instances as I
 from actors.autoscale import ScalingPolicy, decide_scaling, max_rule
-from actors.base import Context, Rejection, State, evolve, not_found
-from actors.member import MemberState, check_move
+from actors.base import Context, Rejection, State, evolve, made, not_found
+from actors.member import PENDING, MemberState, check_move
 from actors.partitions import PartitionState, choose_member_to_remove, choose_partitions_for_spawn
 from schemas import app_scaling as X
 from schemas import commands as C
@@ -63,6 +63,14 @@ class ClusterState(State):
     reported_wanted: int | None = None
     """Cluster instances last asked of the application (None: content with what it holds)."""
     scale_in_requests: int = 0
+    in_transition: int = Field(0, exclude=True)
+    """Members pending, leaving or obsolete (`timed`): kept by the fold so that the node asks
+    whether the cluster needs its timer in O(1). Not in snapshots: counted when one is loaded."""
+
+    @model_validator(mode="after")
+    def _count_in_transition(self) -> ClusterState:
+        object.__setattr__(self, "in_transition", sum(1 for m in self.members.values() if timed(m)))
+        return self
 
     @property
     def per_instance(self) -> tuple[int, int]:
@@ -113,6 +121,11 @@ class ClusterState(State):
         return sum(1 for m in self.members.values() if m.is_pending)
 
 
+def timed(member: MemberState) -> bool:
+    """A member whose timeouts the cluster checks: pending, asked to leave, or obsolete."""
+    return member.status in PENDING or not member.in_service
+
+
 def initial(aggregate_id: str) -> ClusterState:
     return ClusterState(aggregate_id=aggregate_id)
 
@@ -127,7 +140,8 @@ def _spawn(
     for pid in partition_ids:
         part = by_id[pid]
         events.append(
-            E.MemberSpawnRequested(
+            made(
+                E.MemberSpawnRequested,
                 member_id=f"{spec.alias}.{ctx.new_id()}",
                 cluster_id=spec.cluster_id,
                 application_id=spec.application_id,
@@ -156,7 +170,8 @@ def with_partition(iaas: dict[str, Any], partition: PartitionSpec) -> dict[str, 
 
 def _terminate(state: ClusterState, member: MemberState, reason: str, graceful: bool = True) -> BaseModel:
     assert state.spec is not None
-    return E.MemberTerminationRequested(
+    return made(
+        E.MemberTerminationRequested,
         member_id=member.member_id,
         cluster_id=state.spec.cluster_id,
         graceful=graceful and member.status == S.ACTIVE,
@@ -194,15 +209,16 @@ def _status_after(before: ClusterState, after: ClusterState) -> list[BaseModel]:
     live = [m for m in after.members.values() if m.status != S.TERMINATED]
     if after.status == ClusterStatus.TERMINATING and not live:
         return [
-            E.ClusterTerminated(application_id=app),
-            E.ClusterStatusChanged(application_id=app, status=ClusterStatus.TERMINATED.value),
+            made(E.ClusterTerminated, application_id=app),
+            made(E.ClusterStatusChanged, application_id=app, status=ClusterStatus.TERMINATED.value),
         ]
     if after.status in (ClusterStatus.CREATED, ClusterStatus.INACTIVE) and after.active >= after.min:
-        return [E.ClusterStatusChanged(application_id=app, status=ClusterStatus.ACTIVE.value)]
+        return [made(E.ClusterStatusChanged, application_id=app, status=ClusterStatus.ACTIVE.value)]
     if after.status == ClusterStatus.ACTIVE and after.active < min(after.min, before.active):
         # a member lost below min (a raised min or a new cluster instance is not a fault)
         return [
-            E.ClusterStatusChanged(
+            made(
+                E.ClusterStatusChanged,
                 application_id=app,
                 status=ClusterStatus.INACTIVE.value,
                 reason=f"{after.active} active members, min {after.min}",
@@ -211,19 +227,25 @@ def _status_after(before: ClusterState, after: ClusterState) -> list[BaseModel]:
     return []
 
 
-def _with_consequences(state: ClusterState, events: list[BaseModel], ctx: Context) -> list[BaseModel]:
+Decided = tuple[list[BaseModel], ClusterState]
+"""A decision's events and the state they lead to: the rules fold as they decide (status and the
+min rule read the state after the events), so the runtime takes that state instead of folding
+the same events again."""
+
+
+def _with_consequences(state: ClusterState, events: list[BaseModel], ctx: Context) -> Decided:
     """Append what follows from `events`: status changes and the min rule."""
     after = fold(state, events, ctx.now)
+    mine = after.members is not state.members  # the fold copied them: later folds may write in place
     follow = _status_after(state, after)
-    after = fold(after, follow, ctx.now)
+    after = fold(after, follow, ctx.now, in_place=mine)
     healing = _min_rule(after, ctx)
-    return events + follow + healing
+    return events + follow + healing, fold(after, healing, ctx.now, in_place=mine)
 
 
-def fold(state: ClusterState, events: list[BaseModel], at: datetime | None) -> ClusterState:
-    for event in events:
-        state = apply(state, event, at)
-    return state
+def _plain(state: ClusterState, events: list[BaseModel], ctx: Context) -> Decided:
+    """Events with no consequence to look for (none, or a member step that changes no count)."""
+    return events, fold(state, events, ctx.now)
 
 
 def _member(state: ClusterState, member_id: str) -> MemberState:
@@ -234,14 +256,19 @@ def _member(state: ClusterState, member_id: str) -> MemberState:
 
 
 def decide(state: ClusterState, command: BaseModel, ctx: Context) -> list[BaseModel]:
+    return decide_and_fold(state, command, ctx)[0]
+
+
+def decide_and_fold(state: ClusterState, command: BaseModel, ctx: Context) -> Decided:
+    """The events `command` leads to and the state after them (`decide` and `fold` in one pass)."""
     if isinstance(command, C.CreateCluster):
         if state.exists and state.status != ClusterStatus.TERMINATED:  # a Terminated one starts afresh
             if state.spec == command.spec:
-                return []
+                return [], state
             raise Rejection(
                 f"cluster {command.spec.cluster_id!r} already exists", code=409, field=command.spec.cluster_id
             )
-        return _with_consequences(state, [E.ClusterCreated(spec=command.spec)], ctx)
+        return _with_consequences(state, [made(E.ClusterCreated, spec=command.spec)], ctx)
     if not state.exists or state.spec is None:
         raise not_found("cluster", state.aggregate_id)
     spec = state.spec
@@ -255,10 +282,10 @@ def decide(state: ClusterState, command: BaseModel, ctx: Context) -> list[BaseMo
         return decide_limits(state, command, ctx)
     if isinstance(command, C.TerminateCluster):
         if state.status in (ClusterStatus.TERMINATING, ClusterStatus.TERMINATED):
-            return []
+            return [], state
         events: list[BaseModel] = [
-            E.ClusterTerminating(application_id=spec.application_id, force=command.force),
-            E.ClusterStatusChanged(application_id=spec.application_id, status=ClusterStatus.TERMINATING.value),
+            made(E.ClusterTerminating, application_id=spec.application_id, force=command.force),
+            made(E.ClusterStatusChanged, application_id=spec.application_id, status=ClusterStatus.TERMINATING.value),
         ]
         events += [
             _terminate(state, m, "cluster terminating", graceful=not command.force)
@@ -273,47 +300,52 @@ def decide(state: ClusterState, command: BaseModel, ctx: Context) -> list[BaseMo
     mid = member.member_id
     if isinstance(command, C.ReportNodeCreated):
         check_move(mid, member.status, S.INITIALIZED)
-        return [
-            E.MemberInitialized(
+        initialized = made(
+            E.MemberInitialized,
+            member_id=mid,
+            cluster_id=cid,
+            node_id=command.node_id,
+            private_ip=command.private_ip,
+            public_ip=command.public_ip,
+            ports=command.ports,
+        )
+        return _plain(state, [initialized], ctx)
+    if isinstance(command, C.ReportNodeStartFailed):
+        failed = made(
+            E.MemberStartFailed, member_id=mid, cluster_id=cid, reason=command.reason, attempt=command.attempt
+        )
+        if command.final or command.attempt >= ctx.timeouts.start_attempts:
+            gone = made(
+                E.MemberTerminated,
                 member_id=mid,
                 cluster_id=cid,
-                node_id=command.node_id,
-                private_ip=command.private_ip,
-                public_ip=command.public_ip,
-                ports=command.ports,
-            )
-        ]
-    if isinstance(command, C.ReportNodeStartFailed):
-        failed = E.MemberStartFailed(member_id=mid, cluster_id=cid, reason=command.reason, attempt=command.attempt)
-        if command.final or command.attempt >= ctx.timeouts.start_attempts:
-            gone = E.MemberTerminated(
-                member_id=mid, cluster_id=cid, reason=f"start failed {command.attempt} times: {command.reason}"
+                reason=f"start failed {command.attempt} times: {command.reason}",
             )
             return _with_consequences(state, [failed, gone], ctx)
-        return [failed]
+        return _plain(state, [failed], ctx)
     if isinstance(command, C.ReportInstanceStatus):
         target = AGENT_STATUS[command.status]
         if member.status == target:
-            return []
+            return [], state
         check_move(mid, member.status, target)
-        return _with_consequences(state, [STATUS_EVENT[target](member_id=mid, cluster_id=cid)], ctx)
+        return _with_consequences(state, [made(STATUS_EVENT[target], member_id=mid, cluster_id=cid)], ctx)
     if isinstance(command, C.ReportNodeDestroyed):
         reason = command.reason or ("terminated" if member.termination_requested_at else "node vanished")
-        return _with_consequences(state, [E.MemberTerminated(member_id=mid, cluster_id=cid, reason=reason)], ctx)
+        return _with_consequences(state, [made(E.MemberTerminated, member_id=mid, cluster_id=cid, reason=reason)], ctx)
     if isinstance(command, C.ReportMemberFault):
         if member.obsolete_since is not None:
-            return []
+            return [], state
         return _with_consequences(
             state,
             [
-                E.MemberObsoleted(member_id=mid, cluster_id=cid, reason=f"fault: {command.reason}"),
+                made(E.MemberObsoleted, member_id=mid, cluster_id=cid, reason=f"fault: {command.reason}"),
                 _terminate(state, member, f"fault: {command.reason}", graceful=False),
             ],
             ctx,
         )
     if isinstance(command, C.TerminateMember):
         if member.termination_requested_at is not None:
-            return []
+            return [], state
         return _with_consequences(state, [_terminate(state, member, "requested", command.graceful)], ctx)
     raise Rejection(f"command {command.type} does not apply to a cluster")  # type: ignore[attr-defined]
 
@@ -328,19 +360,22 @@ def _timeouts(state: ClusterState, ctx: Context) -> list[BaseModel]:
         if m.obsolete_since is not None:
             if (ctx.now - m.obsolete_since).total_seconds() > t.obsolete_seconds:
                 events.append(
-                    E.MemberTerminated(
-                        member_id=m.member_id, cluster_id=cid, reason="obsolete timeout: forced termination"
+                    made(
+                        E.MemberTerminated,
+                        member_id=m.member_id,
+                        cluster_id=cid,
+                        reason="obsolete timeout: forced termination",
                     )
                 )
         elif m.termination_requested_at is not None:
             if (ctx.now - m.termination_requested_at).total_seconds() > t.termination_seconds:
                 events += [
-                    E.MemberObsoleted(member_id=m.member_id, cluster_id=cid, reason="termination timeout"),
+                    made(E.MemberObsoleted, member_id=m.member_id, cluster_id=cid, reason="termination timeout"),
                     _terminate(state, m, "termination timeout", graceful=False),
                 ]
         elif m.is_pending and (ctx.now - m.created_at).total_seconds() > t.pending_seconds:
             events += [
-                E.MemberObsoleted(member_id=m.member_id, cluster_id=cid, reason="pending timeout"),
+                made(E.MemberObsoleted, member_id=m.member_id, cluster_id=cid, reason="pending timeout"),
                 _terminate(state, m, "pending timeout", graceful=False),
             ]
     return events
@@ -358,8 +393,12 @@ def _announce(state: ClusterState, command: C.ScaleCluster) -> list[BaseModel]:
     if factor == state.announced_factor:
         return []
     return [
-        E.DependentScalingRequested(
-            factor=factor, required=required, min=state.min, clusters=list(state.spec.scaling_dependents)
+        made(
+            E.DependentScalingRequested,
+            factor=factor,
+            required=required,
+            min=state.min,
+            clusters=list(state.spec.scaling_dependents),
         )
     ]
 
@@ -372,28 +411,30 @@ def scaling_changes(state: ClusterState, command: C.ScaleCluster, now: datetime)
     return bool(decide(state, command, Context(now=now, new_id=lambda: "unsent")))
 
 
-def _scale_as_dependent(state: ClusterState, command: C.ScaleAsDependent, ctx: Context) -> list[BaseModel]:
+def _scale_as_dependent(state: ClusterState, command: C.ScaleAsDependent, ctx: Context) -> Decided:
     """Keep ``ceil(factor * min)`` members (at most max) while the source's factor holds."""
     if state.status in (ClusterStatus.TERMINATING, ClusterStatus.TERMINATED):
-        return []
+        return [], state
     required = min(state.max, math.ceil(command.factor * state.min - 1e-9))
     if state.dependent_floors.get(command.source_cluster_id) == required:
-        return []
-    floor = E.DependentFloorChanged(
-        source_cluster_id=command.source_cluster_id, factor=command.factor, required=required
+        return [], state
+    floor = made(
+        E.DependentFloorChanged, source_cluster_id=command.source_cluster_id, factor=command.factor, required=required
     )
-    scale = C.ScaleCluster(
+    scale = made(
+        C.ScaleCluster,
         required=required,
         metric=DEPENDENT,
         reason=f"ScalingDependent: {command.source_cluster_id} scaled by factor {command.factor:g}",
     )
-    return [floor, *_scale(apply(state, floor, ctx.now), scale, ctx)]
+    events, after = _scale(apply(state, floor, ctx.now), scale, ctx)
+    return [floor, *events], after
 
 
-def _scale(state: ClusterState, command: C.ScaleCluster, ctx: Context) -> list[BaseModel]:
+def _scale(state: ClusterState, command: C.ScaleCluster, ctx: Context) -> Decided:
     assert state.spec is not None
     if state.status in (ClusterStatus.TERMINATING, ClusterStatus.TERMINATED):
-        return []
+        return [], state
     now = ctx.now.timestamp()
     announced = _announce(state, command)
     floor = max(state.dependent_floors.values(), default=0)
@@ -424,7 +465,8 @@ def _scale(state: ClusterState, command: C.ScaleCluster, ctx: Context) -> list[B
         spawn = I.fit_maximums(partitions, np_of, base_max, held, plan.spawn)
     leaving = _leaving(state, leave_from, command.member_load)
     demand = _demand(state, partitions, required, plan.past_max)
-    decided = E.ScalingDecided(
+    decided = made(
+        E.ScalingDecided,
         network_partition_id=command.network_partition_id,
         required=required,
         active=state.active,
@@ -442,7 +484,7 @@ def _scale(state: ClusterState, command: C.ScaleCluster, ctx: Context) -> list[B
         and not leaving
         and plan.reason in ("Stable", "AtMin")
     ):
-        return announced + demand  # nothing changes and nothing to explain beyond the previous decision
+        return _plain(state, announced + demand, ctx)  # nothing to explain beyond the previous decision
     events: list[BaseModel] = [*announced, decided, *demand, *_spawn(state, spawn, ctx, plan.reason)]
     events += [_terminate(state, m, plan.reason) for m in leaving]
     return _with_consequences(state, events, ctx)
@@ -463,20 +505,22 @@ def _leaving(state: ClusterState, partition_ids: Iterable[str], member_load: dic
     return leaving
 
 
-def decide_limits(state: ClusterState, command: BaseModel, ctx: Context) -> list[BaseModel]:
+def decide_limits(state: ClusterState, command: BaseModel, ctx: Context) -> Decided:
     """New limits per cluster instance (a live application update) or new cluster instances
     (group scaling, bursting): the min rule starts what is missing, the max rule lets the
     surplus go through the graceful termination path."""
     assert state.spec is not None
     if state.status in (ClusterStatus.TERMINATING, ClusterStatus.TERMINATED):
-        return []
+        return [], state
     if isinstance(command, C.UpdateClusterLimits):
         if command.min > command.max:
             raise Rejection(f"min {command.min} is above max {command.max}", field="min")
         dependents = command.scaling_dependents
         if (command.min, command.max) == state.per_instance and dependents in (None, state.spec.scaling_dependents):
-            return []
-        changed: BaseModel = E.ClusterLimitsUpdated(min=command.min, max=command.max, scaling_dependents=dependents)
+            return [], state
+        changed: BaseModel = made(
+            E.ClusterLimitsUpdated, min=command.min, max=command.max, scaling_dependents=dependents
+        )
     else:
         assert isinstance(command, X.SetClusterInstances)
         known = I.network_partitions_of(state.spec.partitions)
@@ -488,8 +532,8 @@ def decide_limits(state: ClusterState, command: BaseModel, ctx: Context) -> list
                 field="network_partitions",
             )
         if tuple(command.network_partitions) == state.cluster_instances:
-            return []
-        changed = X.ClusterInstancesChanged(network_partitions=command.network_partitions, reason=command.reason)
+            return [], state
+        changed = made(X.ClusterInstancesChanged, network_partitions=command.network_partitions, reason=command.reason)
     after = apply(state, changed, ctx.now)
     low, high = after.min, after.max
     shed = max_rule(
@@ -508,14 +552,14 @@ def _demand(state: ClusterState, partitions: list[PartitionState], required: int
     wanted = I.wanted_instances(required, past_max, ceiling // n, n)
     reported = state.reported_wanted
     if wanted == reported:
-        return [X.InstanceScaleInCounted(requests=0)] if state.scale_in_requests else []
-    ask = X.ClusterInstancesWanted(application_id=state.spec.application_id, wanted=wanted, instances=n)
+        return [made(X.InstanceScaleInCounted, requests=0)] if state.scale_in_requests else []
+    ask = made(X.ClusterInstancesWanted, application_id=state.spec.application_id, wanted=wanted, instances=n)
     if wanted > n or (wanted == n and reported is not None):
         return [ask]
     if wanted == n:
-        return [X.InstanceScaleInCounted(requests=0)] if state.scale_in_requests else []
+        return [made(X.InstanceScaleInCounted, requests=0)] if state.scale_in_requests else []
     count = state.scale_in_requests + 1
-    return [ask] if count >= state.spec.scale_down_after else [X.InstanceScaleInCounted(requests=count)]
+    return [ask] if count >= state.spec.scale_down_after else [made(X.InstanceScaleInCounted, requests=count)]
 
 
 def _apply_scaling(state: ClusterState, event: BaseModel) -> ClusterState:
@@ -565,6 +609,29 @@ SCALING_EVENTS = (E.ClusterLimitsUpdated, X.ClusterInstancesChanged, X.ClusterIn
 
 
 def apply(state: ClusterState, event: BaseModel, at: datetime | None = None) -> ClusterState:
+    return fold(state, [event], at)
+
+
+def fold(state: ClusterState, events: list[BaseModel], at: datetime | None, in_place: bool = False) -> ClusterState:
+    """`state` after `events`. The members dict is copied once per fold, at its first member
+    event (not once per event); with `in_place` the caller owns `state.members` (a rebuild, or
+    a state its own decision made) and member events change it without a copy. Either way the
+    other fields go through `evolve`, which copies no container."""
+    members = state.members if in_place else None
+    for event in events:
+        if isinstance(event, E.MEMBER_EVENTS):
+            if members is None:
+                members = dict(state.members)
+                state = evolve(state, {"members": members})
+            state = _apply_member(state, members, event, at)
+        else:
+            state = _apply_cluster(state, event, at)
+            if members is not None and state.members is not members:
+                members = None  # created afresh: the next member event copies the new dict
+    return state
+
+
+def _apply_cluster(state: ClusterState, event: BaseModel, at: datetime | None) -> ClusterState:
     if isinstance(event, E.ClusterCreated):  # afresh: a Terminated cluster may be created again
         spec = event.spec
         instances = tuple(spec.instances) or tuple(I.network_partitions_of(spec.partitions)[:1])
@@ -597,29 +664,32 @@ def apply(state: ClusterState, event: BaseModel, at: datetime | None = None) -> 
         return evolve(state, {"announced_factor": event.factor})
     if isinstance(event, E.DependentFloorChanged):
         return evolve(state, {"dependent_floors": {**state.dependent_floors, event.source_cluster_id: event.required}})
-    if isinstance(event, (E.ClusterTerminating, E.ClusterTerminated)):
-        return state
-    return _apply_member(state, event, at)
+    return state  # ClusterTerminating, ClusterTerminated: facts for the others
 
 
-def _apply_member(state: ClusterState, event: BaseModel, at: datetime | None) -> ClusterState:
+def _apply_member(
+    state: ClusterState, members: dict[str, MemberState], event: BaseModel, at: datetime | None
+) -> ClusterState:
+    """One member event, written into `members` (the fold's own dict, `state.members`)."""
     when = at or datetime.fromtimestamp(0).astimezone()
     if isinstance(event, E.MemberSpawnRequested):
-        spawned = MemberState(
+        spawned = made(
+            MemberState,
             member_id=event.member_id,
             partition_id=event.partition_id,
             network_partition_id=event.network_partition_id,
             created_at=when,
             status_since=when,
         )
-        return evolve(state, {"members": {**state.members, event.member_id: spawned}})
-    member = state.members.get(getattr(event, "member_id", ""))
+        replaced = members.get(event.member_id)
+        members[event.member_id] = spawned
+        return _counted(state, replaced, spawned)
+    member = members.get(getattr(event, "member_id", ""))
     if member is None:
         return state
     if isinstance(event, E.MemberTerminated):
-        members = dict(state.members)
         del members[member.member_id]
-        return evolve(state, {"members": members})
+        return _counted(state, member, None)
     if isinstance(event, E.MemberInitialized):
         changed = evolve(
             member,
@@ -641,4 +711,11 @@ def _apply_member(state: ClusterState, event: BaseModel, at: datetime | None) ->
     else:
         target = next(s for s, cls in STATUS_EVENT.items() if isinstance(event, cls))
         changed = evolve(member, {"status": target, "status_since": when})
-    return evolve(state, {"members": {**state.members, member.member_id: changed}})
+    members[member.member_id] = changed
+    return _counted(state, member, changed)
+
+
+def _counted(state: ClusterState, before: MemberState | None, after: MemberState | None) -> ClusterState:
+    """`state` with its count of members in transition moved by one member's change."""
+    delta = (after is not None and timed(after)) - (before is not None and timed(before))
+    return evolve(state, {"in_transition": state.in_transition + delta}) if delta else state

@@ -11,7 +11,7 @@ from typing import Any, cast
 
 from pydantic import BaseModel
 
-from actors.base import Context, Rejection, State, evolve, not_found
+from actors.base import Context, Rejection, State, evolve, folded, not_found
 from schemas import commands as C
 from schemas import events as E
 from schemas.ids import parse_aggregate_id
@@ -96,3 +96,18 @@ def apply(state: DefinitionState, event: BaseModel, at: datetime | None = None) 
     if isinstance(event, E.DefinitionReleased):
         return evolve(state, {"used_by": tuple(b for b in state.used_by if b != event.by)})
     return state
+
+
+def fold(
+    state: DefinitionState, events: list[BaseModel], at: datetime | None, in_place: bool = False
+) -> DefinitionState:
+    """`state` after `events` (`in_place` is the cluster's saving; these states hold no large
+    containers, so every fold here copies)."""
+    return folded(apply, state, events, at)
+
+
+def decide_and_fold(
+    state: DefinitionState, command: BaseModel, ctx: Context
+) -> tuple[list[BaseModel], DefinitionState]:
+    events = decide(state, command, ctx)
+    return events, fold(state, events, ctx.now)

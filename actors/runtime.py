@@ -119,9 +119,13 @@ class Tracked:
                 break
             self.handled.popitem(last=False)
 
-    def fold_commit(self, record: LogRecord) -> str | None:
+    def fold_commit(self, record: LogRecord, after: State | None = None, in_place: bool = False) -> str | None:
         """Apply one commit of the log. Returns a problem report when it repeats a handled
-        command (skipped) or its events do not continue the aggregate's sequence."""
+        command (skipped) or its events do not continue the aggregate's sequence.
+
+        `after`: the state the decision already folded its events into (`handle`: a decision is
+        applied once). `in_place`: this Tracked's state is seen by no one else (a rebuild), so
+        the fold may write into its containers (`actors.cluster.fold`)."""
         commit: Commit = record.payload  # type: ignore[assignment]
         if record.causation_id and record.causation_id in self.handled:
             return f"{record.aggregate_id}: command {record.causation_id} handled twice: repeat skipped"
@@ -132,10 +136,9 @@ class Tracked:
                 problem = f"{record.aggregate_id}: expected seq {expected}, found {record.aggregate_seq} ({record.id})"
                 if record.aggregate_seq < expected:
                     return problem + ": repeat skipped"
-            state = self.state
-            for event in commit.events:
-                state = self.module.apply(state, event, record.occurred_at)
-            self.state = evolve(state, {"seq": record.aggregate_seq + len(commit.events) - 1})
+            if after is None:
+                after = self.module.fold(self.state, commit.events, record.occurred_at, in_place)
+            self.state = evolve(after, {"seq": record.aggregate_seq + len(commit.events) - 1})
         detail = (
             [e.type for e in commit.events]
             if commit.outcome == "accepted"
@@ -215,13 +218,8 @@ def handle(tracked: Tracked, command: Envelope, ctx: Context) -> Outcome:
     echo = failure = None
     try:
         check_addressee(command.aggregate_id, payload)
-        commit = _commit(
-            tracked,
-            command,
-            ctx,
-            tracked.module.decide(tracked.state, payload, ctx),
-            outcome="accepted",
-        )
+        events, after = tracked.module.decide_and_fold(tracked.state, payload, ctx)
+        commit = _commit(tracked, command, ctx, events, outcome="accepted")
         encoded = commit.model_dump_json().encode()
         if len(encoded) > ctx.max_record_bytes:
             raise Rejection(
@@ -229,7 +227,7 @@ def handle(tracked: Tracked, command: Envelope, ctx: Context) -> Outcome:
                 f"than the {ctx.max_record_bytes} a record may hold",
                 code=413,
             )
-        tracked.fold_commit(commit)  # apply() runs here: a bug in it leaves the state unchanged
+        tracked.fold_commit(commit, after)  # the state changes here, once the decision stands
     except Rejection as rejection:
         echo = redacted(payload)
         commit = _commit(
@@ -293,10 +291,9 @@ class Tick:
 
 
 def needs_timer(state: State) -> bool:
-    members: dict[str, Any] = getattr(state, "members", None) or {}
-    return bool(members) and any(
-        m.is_pending or m.termination_requested_at or m.obsolete_since for m in members.values()
-    )
+    """Whether the aggregate has members in transition (`actors.cluster.timed`): O(1), the
+    cluster's fold keeps the count."""
+    return getattr(state, "in_transition", 0) > 0
 
 
 def timeouts_command_id(aggregate_id: str, period: int) -> str:

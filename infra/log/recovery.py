@@ -358,7 +358,7 @@ def recover_partition(
             tracked = result.aggregates.get(commit.aggregate_id)
             if tracked is None:
                 tracked = result.aggregates[commit.aggregate_id] = Tracked.new(commit.aggregate_id)
-            problem = tracked.fold_commit(commit)
+            problem = tracked.fold_commit(commit, in_place=True)  # the rebuild owns its states
             result.dirty[commit.aggregate_id] = offset
             if problem:
                 result.problems.append(f"offset {offset}: {problem}")
