@@ -51,7 +51,7 @@ class EventWatcher:
 
     def __init__(self, settings) -> None:
         self.consumer = assigned_consumer(settings, "events", from_beginning=True)
-        self.history = History()
+        self.history = History.of(settings)
         self.first_event_at: dict[str, float] = {}
         self.members: dict[str, list[str]] = {}
         self.stopping = threading.Event()
@@ -63,7 +63,7 @@ class EventWatcher:
             for raws in self.consumer.poll(timeout_ms=50).values():
                 now = time.perf_counter()
                 for raw in raws:
-                    commit = self.history.commit(raw.partition, raw.offset, raw.value)
+                    commit = self.history.commit(raw)
                     if commit is None:
                         continue
                     self.first_event_at.setdefault(commit.causation_id, now)
@@ -85,9 +85,9 @@ def append_to_commit_ms(settings, command_ids: set[str]) -> list[tuple[int, floa
         if record.id in command_ids:
             appended[record.id] = raw.timestamp
     committed = {}
-    history = History()
+    history = History.of(settings)
     for raw in read_to_end(settings, "events", decode_records=False):
-        commit = history.commit(raw.partition, raw.offset, raw.value)
+        commit = history.commit(raw)
         if commit is not None and commit.causation_id in appended:
             committed.setdefault(commit.causation_id, raw.timestamp)
     return [(t, float(committed[c] - t)) for c, t in appended.items() if c in committed]

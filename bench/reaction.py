@@ -48,7 +48,7 @@ class Watch:
     requiring more than one member, and first scale-up ScalingDecided, per cluster key."""
 
     def __init__(self, settings) -> None:
-        self.history = History(lambda partition, offset: fence_before(settings, partition, offset))
+        self.history = History.of(settings, lambda partition, offset: fence_before(settings, partition, offset))
         self.first_scale: dict[str, float] = {}
         self.first_decided: dict[str, float] = {}
         self.stopping = threading.Event()
@@ -67,7 +67,7 @@ class Watch:
                         if kind == "commands":
                             self._see(decode(kind, raw.value))
                         else:  # the events of each commit that is history
-                            for event in self.history.events(raw.partition, raw.offset, raw.value):
+                            for event in self.history.events(raw):
                                 self._see(event)
 
     def _see(self, record) -> None:

@@ -30,6 +30,7 @@ from common import bench_settings, finish
 
 from actors.base import Context
 from actors.runtime import Tracked, handle
+from infra.auth.signing import Signer
 from infra.log.bulk import iter_partition
 from infra.log.eventlog import decode_log
 from infra.log.kafka import envelope
@@ -108,6 +109,7 @@ async def append_all(settings, clusters: int, rounds: int) -> tuple[int, int]:
     from aiokafka import AIOKafkaProducer
 
     template, events_each = template_history(rounds)
+    signer = Signer.platform(settings)
     producer = AIOKafkaProducer(
         bootstrap_servers=settings.kafka_bootstrap, linger_ms=20, max_batch_size=512 * 1024, acks="all"
     )
@@ -122,8 +124,9 @@ async def append_all(settings, clusters: int, rounds: int) -> tuple[int, int]:
                 f"{CLAIM}/{partition}",
                 record_id=claim_id(partition),
             )
+            value, key = claim.model_dump_json().encode(), f"{CLAIM}/{partition}".encode()
             await producer.send(
-                topic, claim.model_dump_json().encode(), key=f"{CLAIM}/{partition}".encode(), partition=partition
+                topic, value, key=key, partition=partition, headers=signer.headers("events", key, value)
             )
         targets = []
         for n in range(clusters):
@@ -135,11 +138,9 @@ async def append_all(settings, clusters: int, rounds: int) -> tuple[int, int]:
         tag, name, claim_tag = ID_TAG.encode(), f"app{TEMPLATE_N}.".encode(), CLAIM_TAG.encode()
         for value in template:
             for key, partition, ids, cluster, claim in targets:
+                commit = value.replace(tag, ids).replace(name, cluster).replace(claim_tag, claim)
                 await producer.send(
-                    topic,
-                    value.replace(tag, ids).replace(name, cluster).replace(claim_tag, claim),
-                    key=key,
-                    partition=partition,
+                    topic, commit, key=key, partition=partition, headers=signer.headers("events", key, commit)
                 )
                 count += 1
         await producer.flush()
@@ -196,14 +197,16 @@ async def write_snapshots(settings, recovered_all) -> None:
 
     producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, linger_ms=20, max_batch_size=512 * 1024)
     await producer.start()
-    topic = settings.topic("snapshots")
+    topic, signer = settings.topic("snapshots"), Signer.platform(settings)
 
     async def send(key: str, snapshot: Snapshot, partition: int) -> None:
+        value = envelope(SnapshotRecord, snapshot, key).model_dump_json().encode()
         await producer.send(
             topic,
-            envelope(SnapshotRecord, snapshot, key).model_dump_json().encode(),
+            value,
             key=key.encode(),
             partition=partition,
+            headers=signer.headers("snapshots", key.encode(), value),
         )
 
     try:

@@ -30,7 +30,8 @@ from replay import START, append_all, template_history
 from actors.causality import causes
 from actors.history import events_of
 from actors.runtime import Tracked
-from infra.log.bulk import iter_partition
+from infra.auth.signing import Signer
+from infra.log.bulk import iter_records
 from infra.log.eventlog import History
 from infra.log.kafka import envelope
 from infra.log.recovery import CHECKPOINT, CLAIM, recover_partition
@@ -46,20 +47,23 @@ async def write_checkpoints(settings, every: int) -> tuple[int, list[str]]:
 
     producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, linger_ms=20, max_batch_size=512 * 1024)
     await producer.start()
-    topic = settings.topic("snapshots")
+    topic, signer = settings.topic("snapshots"), Signer.platform(settings)
     written, event_ids = 0, []
     rng = random.Random(7)
 
     async def send(key: str, snapshot: Snapshot, partition: int, at) -> None:
         record = envelope(SnapshotRecord, snapshot, key, occurred_at=at)
-        await producer.send(topic, record.model_dump_json().encode(), key=key.encode(), partition=partition)
+        value = record.model_dump_json().encode()
+        headers = signer.headers("snapshots", key.encode(), value)
+        await producer.send(topic, value, key=key.encode(), partition=partition, headers=headers)
 
     try:
         for partition in range(settings.partitions):
-            history, aggregates, changed = History(), {}, set()
+            history, aggregates, changed = History.of(settings), {}, set()
             since, last_at, claim = 0, None, None
-            for offset, _key, value in iter_partition(settings, "events", partition):
-                commit = history.commit(partition, offset, value)
+            for raw in iter_records(settings, "events", partition):
+                offset = raw.offset
+                commit = history.commit(raw)
                 if claim is None and history.fences[partition].claim:
                     claim = history.fences[partition].claim
                     await send(

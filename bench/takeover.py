@@ -68,7 +68,7 @@ class Log:
         self.claims: dict[int, list[tuple[float, int | None]]] = {}
         """partition -> (record timestamp in epoch seconds, claimant pid) of every Claim"""
         self.writers: dict[str, list[int | None]] = {}
-        self.history = History()
+        self.history = History.of(settings)
         self.read_upto: dict[int, int] = {}
 
     def refresh(self) -> None:
@@ -82,7 +82,7 @@ class Log:
                 self.claims.setdefault(raw.partition, []).append(
                     (raw.timestamp / 1000, writer_pid(record.payload.writer))
                 )
-            commit = self.history.commit(raw.partition, raw.offset, raw.value)
+            commit = self.history.commit(raw)
             if commit is not None and commit.causation_id:
                 self.writers.setdefault(commit.causation_id, []).append(writer_pid(commit.payload.writer))
 

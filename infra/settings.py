@@ -94,6 +94,11 @@ class Settings(BaseSettings):
         description="the key the platform's parts sign records and tokens with; "
         "unset = <state_dir>/platform.secret, created owner-only",
     )
+    platform_secret_previous: SecretStr | None = Field(
+        None,
+        description="retired platform secrets, comma-separated, newest first: history they signed "
+        "still verifies (with the file: its lines after the first)",
+    )
     login_failures: int = Field(5, ge=1, description="failed logins per user and per address before 429")
     login_lockout_seconds: float = Field(60.0, gt=0, description="how long those failures are counted")
     iaas_providers: list[str] = Field(["mock"], description="providers the cloud controller serves")

@@ -13,6 +13,7 @@ from schemas import events as E
 from schemas.domain import ClusterSpec, PartitionSpec
 from schemas.records import Claim, Commit, EventRecord, LogRecord
 from streams.health_state import active_members, cluster_key
+from tests.signed_history import history, signed
 
 T = "carbon.super"
 CID = "app.php1.php.domain"
@@ -68,14 +69,14 @@ class Log:
 
 def fed(views: ClusterViews, *values, partition: int = 0) -> ClusterViews:
     for offset, value in enumerate(values):
-        views.feed(partition, offset, value)
+        views.feed(signed(partition, offset, value))
     return views
 
 
 def test_the_view_is_the_aggregate_folded_by_its_own_apply():
     log = Log()
     views = fed(
-        ClusterViews(),
+        ClusterViews(history()),
         log.commit(E.ClusterCreated(spec=spec()), spawn("m1"), spawn("m2")),
         log.commit(E.MemberActivated(member_id="m1", cluster_id=CID)),
         log.commit(E.MemberActivated(member_id="m2", cluster_id=CID)),
@@ -91,7 +92,7 @@ def test_the_view_is_the_aggregate_folded_by_its_own_apply():
 def test_a_terminated_cluster_leaves_the_views():
     log = Log()
     views = fed(
-        ClusterViews(),
+        ClusterViews(history()),
         log.commit(E.ClusterCreated(spec=spec())),
         log.commit(
             E.ClusterTerminated(application_id="app"), E.ClusterStatusChanged(application_id="app", status="Terminated")
@@ -104,7 +105,7 @@ def test_poison_records_are_skipped_and_the_next_commit_folded():
     log = Log()
     stray_event = encode(envelope(EventRecord, E.ClusterCreated(spec=spec()), KEY, tenant=T))
     views = fed(
-        ClusterViews(),
+        ClusterViews(history()),
         log.commit(E.ClusterCreated(spec=spec()), spawn("m1")),
         b"{not json",
         None,
@@ -119,14 +120,14 @@ def test_fenced_commits_and_repeated_commands_are_not_folded():
     claim = envelope(LogRecord, Claim(partition=0, writer="node-b"), "claim", tenant=T)
     live, fenced = Log(claim=claim.id), Log(claim="an-older-claim")
     views = fed(
-        ClusterViews(),
+        ClusterViews(history()),
         encode(claim),
         live.commit(E.ClusterCreated(spec=spec()), spawn("m1")),
         fenced.commit(E.ClusterLimitsUpdated(min=3, max=9)),
         live.commit(E.MemberActivated(member_id="m1", cluster_id=CID), command_id="c1"),
     )
     live.seq -= 1  # the node re-appending the same command after a crash
-    views.feed(0, 4, live.commit(E.MemberActivated(member_id="m1", cluster_id=CID), command_id="c1"))
+    views.feed(signed(0, 4, live.commit(E.MemberActivated(member_id="m1", cluster_id=CID), command_id="c1")))
     view = views.clusters[KEY]
     assert (view.min, view.max) == (1, 200) and active_members(view) == ["m1"]
 
@@ -134,7 +135,7 @@ def test_fenced_commits_and_repeated_commands_are_not_folded():
 def test_other_aggregates_are_not_folded():
     key = f"{T}/application/app"
     record = envelope(LogRecord, Commit(command_type="X", outcome="rejected", reason="no"), key, tenant=T)
-    views = fed(ClusterViews(), encode(record))
+    views = fed(ClusterViews(history()), encode(record))
     assert views.tracked == {} and views.clusters == {}
 
 
@@ -148,7 +149,7 @@ def test_folding_100_clusters_of_100_members_is_quick():
         records.append(log.commit(E.ClusterCreated(spec=spec(cid)), *(spawn(f"c{c}.m{m}", cid) for m in range(100))))
         records += [log.commit(E.MemberActivated(member_id=f"c{c}.m{m}", cluster_id=cid)) for m in range(100)]
     started = time.perf_counter()
-    views = fed(ClusterViews(), *records)
+    views = fed(ClusterViews(history()), *records)
     elapsed = time.perf_counter() - started
     assert sum(len(active_members(v)) for v in views.clusters.values()) == 10_000
     assert elapsed < 10, f"{len(records)} commits folded in {elapsed:.1f} s"

@@ -14,11 +14,12 @@ from hypothesis import strategies as st
 from pydantic import Field
 
 from actors.history import Fence
-from infra.log.eventlog import EnvelopeHead, History, LogHead, _envelope_head, decode_head, decode_log, head_of
+from infra.log.eventlog import EnvelopeHead, LogHead, _envelope_head, decode_head, decode_log, head_of
 from infra.log.kafka import envelope
 from schemas.events import Event
 from schemas.records import Claim, Commit, LogRecord
 from tests.examples import EXAMPLES
+from tests.signed_history import history, signed
 
 EVENTS = [e for e in EXAMPLES if isinstance(e, Event.__origin__.__args__)]
 FIELDS = [name for name in LogRecord.model_fields if name != "payload"]
@@ -266,10 +267,10 @@ def test_history_head_keeps_the_same_fences_and_commits_as_history_commit(entrie
             elif kind == "bad payload":
                 value = value.replace(b'"outcome":"accepted"', b'"outcome":"maybe"')
         values.append(value)
-    full, lazy = History(), History()
+    full, lazy = history(), history()
     for offset, value in enumerate(values):
-        record, error = outcome(lambda v, offset=offset: full.commit(0, offset, v), value)
-        head, head_error = outcome(lambda v, offset=offset: lazy.head(0, offset, v), value)
+        record, error = outcome(lambda v, offset=offset: full.commit(signed(0, offset, v)), value)
+        head, head_error = outcome(lambda v, offset=offset: lazy.head(signed(0, offset, v)), value)
         if record is not None:
             assert head is not None and head.record() == record
         elif error is None:
@@ -286,10 +287,10 @@ def test_history_head_keeps_the_same_fences_and_commits_as_history_commit(entrie
 
 def test_a_claim_with_an_invalid_payload_does_not_move_the_fence():
     value = record_bytes(1, entry="Claim").replace(b'"writer":"w"', b'"writer":null')
-    history = History(lambda _p, _o: Fence("before"))
+    reader = history(lambda _p, _o: Fence("before"))
     with pytest.raises(ValueError, match="payload.Claim.writer"):
-        history.head(0, 5, value)
-    assert history.fences[0].claim == "before"
+        reader.head(signed(0, 5, value))
+    assert reader.fences[0].claim == "before"
 
 
 def test_a_tombstone_is_refused_as_decode_log_refuses_it():

@@ -210,9 +210,9 @@ def test_a_node_paused_past_its_session_timeout_writes_nothing_any_reader_accept
     assert history[0].payload.claim == new_claim
     rebuilt = recover_partition(settings, home)
     assert rebuilt.commits_fenced >= 1 and not rebuilt.problems
-    resumed = History(lambda p, o: fence_before(settings, p, o))  # a group reader resuming there
+    resumed = History.of(settings, lambda p, o: fence_before(settings, p, o))  # a group reader resuming there
     raw = next(r for r in read_to_end(settings, "events", partitions=[home], decode_records=False) if r.offset == late)
-    assert resumed.commit(home, late, raw.value) is None
+    assert resumed.commit(raw) is None
 
 
 # --- the crash-point suite --------------------------------------------------------------------

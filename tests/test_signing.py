@@ -22,8 +22,10 @@ from infra.auth.signing import (
     Unauthenticated,
     Verifier,
     _read_or_create,
+    key_id,
     member_credentials,
     platform_secret,
+    platform_secrets,
 )
 from infra.log.kafka import encode, envelope
 from infra.settings import Settings
@@ -51,6 +53,43 @@ def test_a_signature_verifies_only_for_its_own_topic_key_and_value(kind, key, va
     changed = [("other", key, value), (kind, key + b"x", value), (kind, key, value + b"x")][flip]
     with pytest.raises(Unauthenticated, match="does not verify"):
         verifier.sender(*changed, headers)
+
+
+OLD, NEW = b"o" * 32, b"n" * 32
+
+
+def test_history_signed_before_a_rotation_verifies_while_its_secret_is_in_the_keyring():
+    old = Signer(PLATFORM, OLD, key_id(OLD)).headers("events", b"k", b"v")
+    before_key_ids = Signer(PLATFORM, OLD).headers("events", b"k", b"v")
+    rotated = Verifier(NEW, [OLD])
+    rotated.platform("events", b"k", b"v", old)
+    rotated.platform("events", b"k", b"v", before_key_ids)
+    rotated.platform("events", b"k", b"v", Signer(PLATFORM, NEW, key_id(NEW)).headers("events", b"k", b"v"))
+    with pytest.raises(Unauthenticated, match=f"platform key '{key_id(OLD)}', which is not in this part's keyring"):
+        Verifier(NEW).platform("events", b"k", b"v", old)
+    with pytest.raises(Unauthenticated, match="does not verify"):
+        Verifier(NEW).platform("events", b"k", b"v", before_key_ids)
+
+
+def test_only_the_platform_signature_counts_on_its_own_topics():
+    member = Signer.member("t", "c", "m1", member_credentials(SECRET, "t", "c", "m1")["signingKey"])
+    with pytest.raises(Unauthenticated, match="signed by member 'm1' of cluster 'c': only the platform's"):
+        Verifier(SECRET).platform("events", b"k", b"v", member.headers("events", b"k", b"v"))
+    with pytest.raises(Unauthenticated, match="unsigned snapshots record"):
+        Verifier(SECRET).platform("snapshots", b"k", b"v", [])
+
+
+def test_the_keyring_is_the_current_secret_then_the_previous_ones(tmp_path):
+    from pydantic import SecretStr
+
+    (tmp_path / "platform.secret").write_text(f"{NEW.decode()}\n{OLD.decode()}\n")
+    os.chmod(tmp_path / "platform.secret", 0o600)
+    from_file = Settings(state_dir=tmp_path, platform_secret=None, platform_secret_previous=None)
+    assert platform_secrets(from_file) == [NEW, OLD] and platform_secret(from_file) == NEW
+    from_env = Settings(
+        platform_secret=SecretStr(NEW.decode()), platform_secret_previous=SecretStr(f"{OLD.decode()}, ")
+    )
+    assert platform_secrets(from_env) == [NEW, OLD]
 
 
 @given(tenant=text, cluster=text, member=text)
@@ -231,9 +270,9 @@ def test_failures_spread_over_addresses_never_lock_a_user_out_of_another():
 def test_the_platform_secret_file_is_created_once_owner_only(tmp_path):
     path = tmp_path / "state" / "platform.secret"
     with ThreadPoolExecutor(8) as pool:
-        secrets = set(pool.map(lambda _: _read_or_create(path), range(8)))
+        secrets = set(pool.map(lambda _: tuple(_read_or_create(path)), range(8)))
     assert len(secrets) == 1 and stat.S_IMODE(path.stat().st_mode) == 0o600
-    assert platform_secret(Settings(state_dir=tmp_path / "state", platform_secret=None)) == secrets.pop()
+    assert platform_secret(Settings(state_dir=tmp_path / "state", platform_secret=None)) == secrets.pop()[0]
     os.chmod(path, 0o644)
     with pytest.raises(PermissionError, match="chmod 600"):
         _read_or_create(path)

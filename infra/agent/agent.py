@@ -331,7 +331,7 @@ class CartridgeAgent:
 
     def _initialized(self) -> bool:
         """Wait for our MemberInitialized event (the IaaS call has returned); False if stopped."""
-        events, history = assigned_consumer(self.settings, "events"), History()
+        events, history = assigned_consumer(self.settings, "events"), History.of(self.settings)
         try:
             while not self.stopping.is_set():
                 for raws in events.poll(timeout_ms=200).values():

@@ -48,7 +48,7 @@ class ReadModel:
         self.caused: OrderedDict[str, int] = OrderedDict()
         self.command_waiters: dict[str, list[tuple[int, Wake]]] = {}
         """Writers waiting for a command's events, woken one by one rather than all per batch."""
-        self.history = History()
+        self.history = History.of(settings)
         self.ready = threading.Event()
         self.stopping = threading.Event()
         self.failure: BaseException | None = None
@@ -108,7 +108,7 @@ class ReadModel:
         """Apply one record; a record that does not validate or fold is logged and skipped
         (the reactor, which reads the same topic, sends it to the dead-letter topic)."""
         try:
-            record = self.history.commit(raw.partition, raw.offset, raw.value)
+            record = self.history.commit(raw)
             if record is None:
                 return
             tracked = self.aggregates.get(record.aggregate_id)

@@ -14,8 +14,13 @@ Three kinds of sender, named by the `stratos-signer` header:
 
 The signature (`stratos-signature`) is HMAC-SHA256 over the topic kind, the key and the value
 bytes, so it is checked before the value is parsed and a record signed for one topic or key is
-not valid on another. Headers other than these two are not covered: the platform writes whole
+not valid on another. Headers other than these are not covered: the platform writes whole
 envelopes, so the CloudEvents headers are never what a record's meaning rests on.
+
+Rotation: the platform signs with its current secret and names it in `stratos-key-id` (a
+fingerprint, `key_id`); earlier secrets stay in the keyring (`STRATOS_PLATFORM_SECRET_PREVIOUS`,
+or the lines after the first of `platform.secret`) so that history signed with them still
+verifies. A record without a key id (signed before key ids existed) is tried against each.
 """
 
 from __future__ import annotations
@@ -36,10 +41,12 @@ log = logging.getLogger(__name__)
 SIGNER = "stratos-signer"
 SIGNATURE = "stratos-signature"
 TOKEN = "stratos-token"
+KEY_ID = "stratos-key-id"
 PLATFORM = "platform"
 MEMBER = "member"
 SECRET_FILE = "platform.secret"
 MEMBER_KEY_PURPOSE = "member-signing-key"
+KEY_ID_PURPOSE = "key-id"
 
 
 class Unauthenticated(ValueError):
@@ -54,25 +61,42 @@ def derive(secret: bytes, purpose: str, *parts: str) -> bytes:
     return hmac.new(secret, message, hashlib.sha256).digest()
 
 
-_SECRETS: dict[str, bytes] = {}
+_SECRETS: dict[str, list[bytes]] = {}
 _SECRETS_LOCK = threading.Lock()
 
 
 def platform_secret(settings) -> bytes:
-    """`STRATOS_PLATFORM_SECRET`, else the state directory's `platform.secret` (created on
-    first use, mode 0600, by an atomic link so that parts starting together agree)."""
+    """The secret the platform signs with now: the first of `platform_secrets`."""
+    return platform_secrets(settings)[0]
+
+
+def platform_secrets(settings) -> list[bytes]:
+    """The platform's keyring, current secret first: `STRATOS_PLATFORM_SECRET` and
+    `STRATOS_PLATFORM_SECRET_PREVIOUS` (comma-separated, newest first), else the lines of the
+    state directory's `platform.secret` (created on first use, mode 0600, by an atomic link so
+    that parts starting together agree)."""
+    previous = [
+        s.strip().encode()
+        for s in (
+            settings.platform_secret_previous.get_secret_value() if settings.platform_secret_previous else ""
+        ).split(",")
+        if s.strip()
+    ]
     if settings.platform_secret is not None:
-        return settings.platform_secret.get_secret_value().encode()
+        return [settings.platform_secret.get_secret_value().encode(), *previous]
     path = (Path(settings.state_dir) / SECRET_FILE).absolute()
     with _SECRETS_LOCK:
-        if (known := _SECRETS.get(str(path))) is not None:
-            return known
-        secret = _read_or_create(path)
-        _SECRETS[str(path)] = secret
-        return secret
+        if (known := _SECRETS.get(str(path))) is None:
+            known = _SECRETS[str(path)] = _read_or_create(path)
+    return [*known, *previous]
 
 
-def _read_or_create(path: Path) -> bytes:
+def key_id(secret: bytes) -> str:
+    """A platform secret's public name (`stratos-key-id`): 8 hex digits derived from it."""
+    return derive(secret, KEY_ID_PURPOSE).hex()[:8]
+
+
+def _read_or_create(path: Path) -> list[bytes]:
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
         temporary = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}")
@@ -89,10 +113,10 @@ def _read_or_create(path: Path) -> bytes:
     mode = path.stat().st_mode & 0o077
     if mode:
         raise PermissionError(f"{path} is readable by others (mode {oct(path.stat().st_mode & 0o777)}): chmod 600 it")
-    secret = path.read_text().strip()
-    if len(secret) < 32:
-        raise ValueError(f"{path}: the platform secret is shorter than 32 characters")
-    return secret.encode()
+    keyring = [line.strip() for line in path.read_text().splitlines() if line.strip()]
+    if not keyring or any(len(secret) < 32 for secret in keyring):
+        raise ValueError(f"{path}: a platform secret (one per line, current first) is shorter than 32 characters")
+    return [secret.encode() for secret in keyring]
 
 
 def member_signer_name(tenant: str, cluster_id: str, member_id: str) -> str:
@@ -139,13 +163,17 @@ class Signer:
 
     name: str
     key: bytes = field(repr=False)
+    key_id: str | None = None
+    """The platform secret's id (`stratos-key-id`), for the platform's signer."""
 
     def headers(self, topic_kind: str, record_key: bytes | None, value: bytes | None) -> list[tuple[str, bytes]]:
-        return [(SIGNER, self.name.encode()), (SIGNATURE, signature(self.key, topic_kind, record_key, value))]
+        found = [(SIGNER, self.name.encode()), (SIGNATURE, signature(self.key, topic_kind, record_key, value))]
+        return found + [(KEY_ID, self.key_id.encode())] if self.key_id else found
 
     @classmethod
     def platform(cls, settings) -> Signer:
-        return cls(PLATFORM, platform_secret(settings))
+        secret = platform_secret(settings)
+        return cls(PLATFORM, secret, key_id(secret))
 
     @classmethod
     def member(cls, tenant: str, cluster_id: str, member_id: str, key_hex: str) -> Signer:
@@ -205,8 +233,9 @@ ANONYMOUS = Sender("anonymous")
 MEMBER_RECORDS = {
     "instance-status": {"InstanceStarted", "InstanceActivated", "InstanceMaintenanceMode", "InstanceReadyToShutdown"},
     "health": {"HealthStat"},
+    "logs": {"LogBatch"},
 }
-"""What a member may say, per topic: its own status and its own health samples."""
+"""What a member may say, per topic: its own status, its own health samples and its own lines."""
 
 
 def header_map(headers) -> dict[str, bytes]:
@@ -218,19 +247,24 @@ def header_map(headers) -> dict[str, bytes]:
     return found
 
 
-_OURS = {n: n for n in (SIGNER, SIGNATURE, TOKEN)} | {n.encode(): n for n in (SIGNER, SIGNATURE, TOKEN)}
+_OURS = {n: n for n in (SIGNER, SIGNATURE, TOKEN, KEY_ID)} | {n.encode(): n for n in (SIGNER, SIGNATURE, TOKEN, KEY_ID)}
 
 
 class Verifier:
-    """Checks records against the platform secret; one per reading part (keys are cached)."""
+    """Checks records against the platform's keyring; one per reading part (keys are cached)."""
 
-    def __init__(self, secret: bytes) -> None:
+    def __init__(self, secret: bytes, previous: list[bytes] | tuple[bytes, ...] = ()) -> None:
         self.secret = secret
-        self.member_keys: dict[bytes, tuple[bytes, Sender]] = {}
+        self.keyring: dict[str, bytes] = {}
+        """key id -> platform secret, the current one first."""
+        for known in (secret, *previous):
+            self.keyring.setdefault(key_id(known), known)
+        self.member_keys: dict[tuple[bytes, bytes], tuple[bytes, Sender]] = {}
 
     @classmethod
     def of(cls, settings) -> Verifier:
-        return cls(platform_secret(settings))
+        current, *previous = platform_secrets(settings)
+        return cls(current, previous)
 
     def sender(self, topic_kind: str, record_key: bytes | None, value: bytes | None, headers) -> Sender:
         """Who signed this record (checked on the raw bytes, before any parsing); raises
@@ -242,19 +276,46 @@ class Verifier:
             return Sender("token", token=token.decode("utf-8", "replace")) if token else ANONYMOUS
         if not name or not sig:
             raise Unauthenticated(f"record has {SIGNER if name else SIGNATURE} but not {SIGNATURE if name else SIGNER}")
-        if name == PLATFORM.encode():
-            key, sender = self.secret, Sender(PLATFORM)
-        else:
-            key, sender = self._member(name)
-        if not hmac.compare_digest(sig, signature(key, topic_kind, record_key, value)):
-            raise Unauthenticated(
-                f"signature of {name.decode('utf-8', 'replace')!r} does not verify for "
-                f"this {topic_kind} record (wrong key, or altered key or value)"
-            )
-        return sender
+        for secret in self._secrets(found.get(KEY_ID)):
+            key, sender = (secret, Sender(PLATFORM)) if name == PLATFORM.encode() else self._member(name, secret)
+            if hmac.compare_digest(sig, signature(key, topic_kind, record_key, value)):
+                return sender
+        raise Unauthenticated(
+            f"signature of {name.decode('utf-8', 'replace')!r} does not verify for "
+            f"this {topic_kind} record (wrong key, or altered key or value)"
+        )
 
-    def _member(self, name: bytes) -> tuple[bytes, Sender]:
-        if (known := self.member_keys.get(name)) is not None:
+    def platform(self, topic_kind: str, record_key: bytes | None, value: bytes | None, headers) -> None:
+        """Raises Unauthenticated unless the platform signed this record: what a record of the
+        platform's own topics (events, snapshots, read-side checkpoints) must prove to count.
+        A member's key is not enough: it is given to instances."""
+        sender = self.sender(topic_kind, record_key, value, headers)
+        if sender.kind == PLATFORM:
+            return
+        if sender.kind == MEMBER:
+            raise Unauthenticated(
+                f"{topic_kind} record signed by member {sender.member_id!r} of cluster {sender.cluster_id!r}: "
+                f"only the platform's signature counts on {topic_kind}"
+            )
+        raise Unauthenticated(
+            f"unsigned {topic_kind} record: only the platform's parts write {topic_kind} "
+            f"(no {SIGNER}/{SIGNATURE} headers)"
+        )
+
+    def _secrets(self, wanted: bytes | None) -> list[bytes]:
+        """The secrets to try: the one the record names, or each (records before key ids)."""
+        if wanted is None:
+            return list(self.keyring.values())
+        secret = self.keyring.get(wanted.decode("utf-8", "replace"))
+        if secret is None:
+            raise Unauthenticated(
+                f"signed with platform key {wanted.decode('utf-8', 'replace')!r}, which is not in this part's keyring "
+                f"({', '.join(sorted(self.keyring))}: STRATOS_PLATFORM_SECRET_PREVIOUS keeps retired secrets)"
+            )
+        return [secret]
+
+    def _member(self, name: bytes, secret: bytes) -> tuple[bytes, Sender]:
+        if (known := self.member_keys.get((name, secret))) is not None:
             return known
         parts = name.decode("utf-8", "replace").split("/")
         if len(parts) != 4 or parts[0] != MEMBER or not all(parts[1:]):
@@ -263,16 +324,18 @@ class Verifier:
                 f"(expected {PLATFORM!r} or member/<tenant>/<cluster>/<member>)"
             )
         tenant, cluster_id, member_id = (unquote(p) for p in parts[1:])
-        found = (member_key(self.secret, tenant, cluster_id, member_id), Sender(MEMBER, tenant, cluster_id, member_id))
+        found = (member_key(secret, tenant, cluster_id, member_id), Sender(MEMBER, tenant, cluster_id, member_id))
         if len(self.member_keys) > 100_000:
             self.member_keys.clear()
-        self.member_keys[name] = found
+        self.member_keys[(name, secret)] = found
         return found
 
     @staticmethod
     def require_signed(topic_kind: str, sender: Sender, record) -> None:
         """A record on an instance topic must come from the platform or from the member it is
-        about, in its own cluster and tenant; raises Unauthenticated naming the mismatch."""
+        about, in its own cluster and tenant; raises Unauthenticated naming the mismatch. (So a
+        line on `logs` belongs to its signer: a member cannot put lines under another tenant,
+        cluster or member, whatever its envelope says.)"""
         if sender.kind == PLATFORM:
             return
         if sender.kind != MEMBER:
@@ -285,13 +348,6 @@ class Verifier:
         payload = record.payload
         if payload.type not in MEMBER_RECORDS.get(topic_kind, ()):
             raise Unauthenticated(f"member {sender.member_id!r} may not send {payload.type} on {topic_kind}")
-        if (
-            record.tenant == sender.tenant
-            and payload.cluster_id == sender.cluster_id
-            and payload.member_id == sender.member_id
-            and record.aggregate_id == f"{sender.tenant}/cluster/{sender.cluster_id}"
-        ):
-            return
         said = {
             "tenant": record.tenant,
             "cluster": payload.cluster_id,
@@ -302,7 +358,10 @@ class Verifier:
             "tenant": sender.tenant,
             "cluster": sender.cluster_id,
             "member": sender.member_id,
-            "key": f"{sender.tenant}/cluster/{sender.cluster_id}",
+            # a member's lines are keyed by the member, its status and health by its cluster
+            "key": sender.member_id if topic_kind == "logs" else f"{sender.tenant}/cluster/{sender.cluster_id}",
         }
+        if said == signed:
+            return
         wrong = [f"{what} {said[what]!r} (signed by {signed[what]!r})" for what in said if said[what] != signed[what]]
         raise Unauthenticated(f"{payload.type} from member {sender.member_id!r} is about another {', '.join(wrong)}")

@@ -37,7 +37,7 @@ from actors.member import MemberState
 from actors.runtime import Tracked
 from infra.api.metadata_token import MemberTokens
 from infra.auth.secrets import SecretBox, SecretError, secret_box
-from infra.auth.signing import member_credentials, platform_secret
+from infra.auth.signing import Unauthenticated, member_credentials, platform_secret
 from infra.cloud.iaas.mock_driver import MockEndpoint
 from infra.cloud.iaas.providers import IaasConfigError, IaasTarget, build_driver, create_options, node_name
 from infra.cloud.mock.account import mock_endpoint
@@ -249,7 +249,7 @@ class CloudController:
             MemberTokens.in_state_dir(settings.state_dir),
             platform_secret(settings),
         )
-        self.history = History(lambda partition, offset: fence_before(settings, partition, offset))
+        self.history = History.of(settings, lambda partition, offset: fence_before(settings, partition, offset))
         self.appender = Appender(settings, source="cloud")
         self.dead_letters = DeadLetters(self.appender)
         self.lanes = [
@@ -342,7 +342,7 @@ class CloudController:
         try:
             try:
                 decode_key(raw.key)
-                commit = self.history.commit(raw.partition, raw.offset, raw.value)
+                commit = self.history.commit(raw)
                 if commit is not None and _is_cluster(commit):
                     self.handle(raw, commit, work)
             except KafkaError:
@@ -350,6 +350,8 @@ class CloudController:
             except Exception as exc:  # noqa: BLE001 - a record is never allowed to stop the loop
                 if not isinstance(exc, ValueError):
                     log.exception("cannot handle events %d@%d", raw.partition, raw.offset)
+                if isinstance(exc, Unauthenticated):
+                    return work  # dead-lettered by the history's rejections
                 self.dead_letters.send(
                     raw.topic, raw.partition, raw.offset, raw.key, raw.value, rejection_reason(exc), exc
                 )

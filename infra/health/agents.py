@@ -80,7 +80,7 @@ def register(service: HealthService) -> None:
                     service.views_ready.set()
                 for records in (await consumer.getmany(timeout_ms=1000, max_records=EVENTS_BATCH)).values():
                     for raw in records:
-                        views.feed(raw.partition, raw.offset, raw.value)
+                        views.feed(raw)
                 await asyncio.sleep(0)  # a long backlog never holds the loop (heartbeats)
         finally:
             await consumer.stop()

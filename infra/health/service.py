@@ -11,6 +11,7 @@ import faust
 
 from infra.health.topics import HealthTopics
 from infra.health.views import ClusterViews
+from infra.log.eventlog import History
 from infra.log.kafka import DeadLetters
 from infra.settings import Settings
 from streams.health_state import ClusterView, HealthBook
@@ -25,13 +26,16 @@ class HealthService:
     topics: HealthTopics
     book: HealthBook
     dead_letters: DeadLetters
-    views: ClusterViews = field(default_factory=ClusterViews)
+    views: ClusterViews = field(init=False)
     views_ready: asyncio.Event = field(default_factory=asyncio.Event)
     """Set once the views hold the events topic up to its end as it was at start: health
     records are read only then (else their clusters would look unknown)."""
     reading: threading.Event = field(default_factory=threading.Event)
     """Set once the health reader holds its partitions (its group joined): load started before
     that waits for the join (a few seconds: the group's first rebalance)."""
+
+    def __post_init__(self) -> None:
+        self.views = ClusterViews(History.of(self.settings))
 
     @property
     def clusters(self) -> dict[str, ClusterView]:

@@ -22,21 +22,21 @@ log = logging.getLogger(__name__)
 class ClusterViews:
     """Every cluster's state and view; feed it each events partition's records in offset order."""
 
-    def __init__(self) -> None:
-        self.history = History()
+    def __init__(self, history: History) -> None:
+        self.history = history
         self.tracked: dict[str, Tracked] = {}
         self.clusters: dict[str, ClusterView] = {}
         """cluster aggregate id -> its view, for every live cluster of the platform."""
 
-    def feed(self, partition: int, offset: int, value: bytes | None) -> None:
+    def feed(self, raw) -> None:
         """Fold one record. An invalid one is logged and skipped (the reactor dead-letters it);
         a fold that raises costs that commit, never the reader."""
         try:
-            commit = self.history.commit(partition, offset, value)
+            commit = self.history.commit(raw)
             if commit is None or parse_aggregate_id(commit.aggregate_id).kind != "cluster":
                 return
         except ValueError as exc:
-            log.warning("skipping invalid event record %d@%d: %s", partition, offset, rejection_reason(exc))
+            log.warning("skipping invalid event record %d@%d: %s", raw.partition, raw.offset, rejection_reason(exc))
             return
         key = commit.aggregate_id
         tracked = self.tracked.get(key)
@@ -45,7 +45,7 @@ class ClusterViews:
         try:
             problem = tracked.fold_commit(commit)
         except Exception:
-            log.exception("folding commit %s of %s failed (%d@%d)", commit.id, key, partition, offset)
+            log.exception("folding commit %s of %s failed (%d@%d)", commit.id, key, raw.partition, raw.offset)
             return
         if problem:
             log.warning("%s", problem)

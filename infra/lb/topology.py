@@ -47,7 +47,7 @@ class TopologyProjector:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.topology = Topology()
-        self.history = History()
+        self.history = History.of(settings)
         self.written: dict[str, dict] = {}
         """key -> the entry last on the topic (as JSON data)."""
         self.writes = 0
@@ -66,7 +66,7 @@ class TopologyProjector:
         dead-letters it), and a fold that raises costs that commit, never the projector."""
         try:
             decode_key(raw.key)
-            commit = self.history.commit(raw.partition, raw.offset, raw.value)
+            commit = self.history.commit(raw)
         except ValueError as exc:
             log.warning("skipping invalid event record %d@%d: %s", raw.partition, raw.offset, rejection_reason(exc))
             return set()

@@ -63,6 +63,17 @@ def iter_partition(
         yield from batch
 
 
+def iter_records(settings: Settings, topic_kind: str, partition: int, start: int = 0) -> Iterator:
+    """`iter_partition` as aiokafka's ConsumerRecords (topic, partition, offset, key, value,
+    headers): what a reader that verifies signatures needs."""
+    for batch in iter_batches(settings, topic_kind, partition, start, row=_itself):
+        yield from batch
+
+
+def _itself(record):
+    return record
+
+
 def iter_batches(settings: Settings, topic_kind: str, partition: int, start: int = 0, row=None) -> Iterator[list]:
     """`iter_partition` a fetch at a time (a list each, at most 32 MB), each record as
     `row(record)` of the aiokafka ConsumerRecord if given (the archive keeps timestamps and

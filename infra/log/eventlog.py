@@ -1,4 +1,11 @@
-"""The events topic read as history, by every reader: commits decoded, fenced per partition.
+"""The events topic read as history, by every reader: commits verified, decoded, fenced per partition.
+
+Only the platform writes history: a record counts (a Claim moves the fence, a Commit is folded)
+only when its platform signature verifies (`infra.auth.signing.Verifier.platform`), checked on
+the raw bytes before anything else. Any other record (unsigned, signed by a member's key, or
+altered) is dead-lettered once per process with the reason (`Rejections`) and never moves the
+fence. Every reader goes through `History`, so node recovery, read models, the cloud controller,
+health views, reactor, agents, LB, usage and the replay tools apply the same rule.
 
 A reader that starts a partition at offset 0 knows every claim; one that resumes mid-way (a
 consumer group member) learns the claim in force there from `fence_at` (the last checkpoint
@@ -10,6 +17,7 @@ its envelope as strictly, with msgspec, and leaves the payload to `LogHead.recor
 from __future__ import annotations
 
 import logging
+import threading
 import typing
 from collections.abc import Callable, Iterator
 from datetime import datetime
@@ -20,11 +28,14 @@ import msgspec
 from pydantic import TypeAdapter
 
 from actors.history import Fence, events_of
-from infra.log.kafka import DeadLetters, decode_key, read_to_end, rejection_reason
+from infra.auth.signing import Unauthenticated, Verifier
+from infra.log.bulk import iter_records
+from infra.log.kafka import Appender, DeadLetters, decode_key, read_to_end, rejection_reason
 from schemas.records import Commit, EventRecord, LogEntry, LogRecord
 
 log = logging.getLogger(__name__)
 FenceAt = Callable[[int, int], Fence]
+EVENTS = "events"
 
 
 def decode_log(value: bytes | None) -> LogRecord:
@@ -167,31 +178,98 @@ def _from_start(partition: int, offset: int) -> Fence:
     return Fence()
 
 
-class History:
-    """Per-partition fences over the events topic; feed it records in offset order."""
+class Rejections:
+    """Records of the platform's own topics that fail their signature: each dead-lettered once
+    per process (every reader of a topic meets the same record; `stratos status` counts them
+    by position), and logged."""
 
-    def __init__(self, fence_at: FenceAt = _from_start) -> None:
+    REMEMBERED = 100_000
+    _shared: typing.ClassVar[dict[tuple[str | None, str], Rejections]] = {}
+    _lock = threading.Lock()
+
+    def __init__(self, settings) -> None:
+        self.settings = settings
+        self.sent: dict[tuple[str, int, int], None] = {}
+        self.dead_letters: DeadLetters | None = None
+
+    @classmethod
+    def of(cls, settings) -> Rejections:
+        """The process's rejections for this platform (one dead-letter producer, made on first use)."""
+        with cls._lock:
+            found = cls._shared.get((settings.kafka_bootstrap, settings.topic_prefix))
+            if found is None:
+                found = cls._shared[(settings.kafka_bootstrap, settings.topic_prefix)] = cls(settings)
+            return found
+
+    def __call__(self, raw, exc: Exception) -> None:
+        """Dead-letter `raw` (a consumer record) with why, unless this process already did."""
+        position = (raw.topic, raw.partition, raw.offset)
+        with self._lock:
+            if position in self.sent:
+                return
+            self.sent[position] = None
+            if len(self.sent) > self.REMEMBERED:
+                del self.sent[next(iter(self.sent))]
+            if self.dead_letters is None:
+                self.dead_letters = DeadLetters(Appender(self.settings, source="verifier"))
+        self.dead_letters.send(raw.topic, raw.partition, raw.offset, raw.key, raw.value, str(exc), exc)
+
+
+def _logged(raw, exc: Exception) -> None:
+    log.warning("rejected %s[%d]@%d: %s", raw.topic, raw.partition, raw.offset, exc)
+
+
+class History:
+    """Per-partition fences over the events topic; feed it records in offset order.
+
+    Records are consumer records (kafka-python's or aiokafka's: topic, partition, offset, key,
+    value, headers). Each must carry the platform's signature; one that does not raises
+    Unauthenticated (a ValueError, as an undecodable record raises) after `rejected` saw it."""
+
+    def __init__(
+        self,
+        verifier: Verifier,
+        fence_at: FenceAt = _from_start,
+        rejected: Callable[[object, Exception], None] = _logged,
+    ) -> None:
+        self.verifier = verifier
         self.fence_at = fence_at
+        self.rejected = rejected
         self.fences: dict[int, Fence] = {}
 
-    def commit(self, partition: int, offset: int, value: bytes | None) -> LogRecord | None:
+    @classmethod
+    def of(cls, settings, fence_at: FenceAt = _from_start) -> History:
+        """A reader's history: the platform's keyring, forged records dead-lettered."""
+        return cls(Verifier.of(settings), fence_at, Rejections.of(settings))
+
+    def commit(self, raw) -> LogRecord | None:
         """The commit at this position if it is history; None for a claim or a fenced commit.
-        Raises ValueError for bytes that are not a log record (the fence is unchanged)."""
-        fence = self._fence(partition, offset)
-        record = decode_log(value)
+        Raises ValueError for a record that is not the platform's or not a log record (the
+        fence is unchanged)."""
+        fence = self._fence(raw.partition, raw.offset)
+        self._authentic(raw)
+        record = decode_log(raw.value)
         return record if fence.admit(record) else None
 
-    def head(self, partition: int, offset: int, value: bytes | None) -> LogHead | None:
+    def head(self, raw) -> LogHead | None:
         """`commit` for readers that filter on the envelope first: the commit's head if it is
         history, None for a claim or a fenced commit. Claims are decoded in full (they move the
         fence); a commit's payload is validated when `record()` is called, so an invalid
         payload raises there, and not at all for a commit the reader passes over."""
-        fence = self._fence(partition, offset)
-        head = decode_head(value)
+        fence = self._fence(raw.partition, raw.offset)
+        self._authentic(raw)
+        head = decode_head(raw.value)
         if head.envelope.type != _COMMIT:
             fence.admit(head.record())
             return None
         return head if fence.admits(head.envelope.payload.claim) else None
+
+    def _authentic(self, raw) -> None:
+        try:
+            self.verifier.platform(EVENTS, raw.key, raw.value, raw.headers)
+        except Unauthenticated as exc:
+            self.rejected(raw, exc)
+            raise
 
     def _fence(self, partition: int, offset: int) -> Fence:
         fence = self.fences.get(partition)
@@ -199,8 +277,8 @@ class History:
             fence = self.fences[partition] = self.fence_at(partition, offset)
         return fence
 
-    def events(self, partition: int, offset: int, value: bytes | None) -> list[EventRecord]:
-        commit = self.commit(partition, offset, value)
+    def events(self, raw) -> list[EventRecord]:
+        commit = self.commit(raw)
         return events_of(commit) if commit is not None else []
 
     def forget(self, partitions) -> None:
@@ -209,20 +287,34 @@ class History:
             self.fences.pop(partition, None)
 
 
+def signed_rows(settings, topic_kind: str, partition: int, start: int = 0) -> Iterator[tuple[int, bytes | None, bytes]]:
+    """`iter_partition` of a topic only the platform writes (snapshots, markers), without the
+    records it did not sign: those are dead-lettered with the reason (`Rejections`)."""
+    verifier, rejected = Verifier.of(settings), Rejections.of(settings)
+    for raw in iter_records(settings, topic_kind, partition, start):
+        try:
+            verifier.platform(topic_kind, raw.key, raw.value, raw.headers)
+        except Unauthenticated as exc:
+            rejected(raw, exc)
+            continue
+        yield raw.offset, raw.key, raw.value
+
+
 def read_history(
     settings, partitions=None, where: Callable[[LogHead], bool] | None = None
 ) -> Iterator[tuple[int, int, LogRecord]]:
     """Every commit that is history, (partition, offset, commit), from the beginning of the
     events topic to its current end; invalid records are logged and skipped (the reactor
-    dead-letters them). With `where`, only the commits whose head it accepts, and only those
-    have their payload decoded (the others' envelopes are still checked)."""
-    history = History()
+    dead-letters them; forged ones are dead-lettered here). With `where`, only the commits
+    whose head it accepts, and only those have their payload decoded (the others' envelopes
+    are still checked)."""
+    history = History.of(settings)
     for raw in read_to_end(settings, "events", partitions=partitions, decode_records=False):
         try:
             if where is None:
-                commit = history.commit(raw.partition, raw.offset, raw.value)
+                commit = history.commit(raw)
             else:
-                head = history.head(raw.partition, raw.offset, raw.value)
+                head = history.head(raw)
                 commit = head.record() if head is not None and where(head) else None
         except ValueError as exc:
             log.warning("skipping invalid event record %d@%d: %s", raw.partition, raw.offset, rejection_reason(exc))
@@ -239,11 +331,14 @@ def read_events(settings, partitions=None) -> Iterator[EventRecord]:
 
 def history_events(history: History, raws, dead_letters: DeadLetters) -> Iterator[tuple[EventRecord, object]]:
     """The events of the raw records that are history, each with its source record; a record
-    that is not a valid log record (key included) is dead-lettered with the reason."""
+    that is not a valid log record (key included) is dead-lettered with the reason (a forged
+    one by the history's `rejected`)."""
     for raw in raws:
         try:
             decode_key(raw.key)
-            events = history.events(raw.partition, raw.offset, raw.value)
+            events = history.events(raw)
+        except Unauthenticated:
+            continue
         except ValueError as exc:
             dead_letters.send(raw.topic, raw.partition, raw.offset, raw.key, raw.value, rejection_reason(exc), exc)
             continue

@@ -26,8 +26,8 @@ from kafka import KafkaConsumer, TopicPartition
 
 from actors.history import Fence
 from actors.runtime import Tracked
-from infra.log.bulk import iter_partition
-from infra.log.eventlog import History
+from infra.log.bulk import iter_records
+from infra.log.eventlog import History, signed_rows
 from infra.log.kafka import decode, kafka_client_options, rejection_reason
 from infra.settings import Settings
 from schemas.records import SnapshotRecord
@@ -121,8 +121,9 @@ class _Checkpoint:
 def load_snapshots(
     settings: Settings, partition: int, before: int | None = None, not_after: datetime | None = None, lazy: bool = True
 ) -> Snapshots:
-    """`choose_snapshots` over the snapshots partition as the broker has it now."""
-    return choose_snapshots(iter_partition(settings, "snapshots", partition), partition, before, not_after, lazy)
+    """`choose_snapshots` over the snapshots partition as the broker has it now (what the
+    platform signed: a forged snapshot or marker is dead-lettered, never chosen)."""
+    return choose_snapshots(signed_rows(settings, "snapshots", partition), partition, before, not_after, lazy)
 
 
 def choose_snapshots(
@@ -257,13 +258,13 @@ def fence_before(settings: Settings, partition: int, offset: int) -> Fence:
     if offset <= 0:
         return Fence()
     snapshots = load_snapshots(settings, partition, before=offset)
-    history = History(lambda _p, _o: Fence(snapshots.claim))
-    for at, _key, value in iter_partition(settings, "events", partition, snapshots.replay_from):
-        if at >= offset:
+    history = History.of(settings, lambda _p, _o: Fence(snapshots.claim))
+    for raw in iter_records(settings, "events", partition, snapshots.replay_from):
+        if raw.offset >= offset:
             break
-        if value and b'"Claim"' in value:  # cheap filter: only claims move a fence
+        if raw.value and b'"Claim"' in raw.value:  # cheap filter: only claims move a fence
             try:
-                history.commit(partition, at, value)
+                history.commit(raw)
             except ValueError:
                 continue
     return history.fences.get(partition) or Fence(snapshots.claim)
@@ -336,14 +337,15 @@ def recover_partition(
             "were deleted (retention?)"
         )
     result.next_offset = snapshots.replay_from
-    history = History(lambda _p, _o: Fence(snapshots.claim))
+    history = History.of(settings, lambda _p, _o: Fence(snapshots.claim))
     with _gc_paused() if pause_gc else nullcontext():
-        for offset, _key, value in iter_partition(settings, "events", partition, snapshots.replay_from):
+        for raw in iter_records(settings, "events", partition, snapshots.replay_from):
+            offset, value = raw.offset, raw.value
             if until is not None and offset > until:
                 break
             result.next_offset = offset + 1
             try:
-                commit = history.commit(partition, offset, value)
+                commit = history.commit(raw)
             except ValueError as exc:
                 result.problems.append(f"offset {offset}: invalid record: {rejection_reason(exc)}")
                 continue

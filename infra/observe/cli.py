@@ -252,3 +252,8 @@ def _status_table(body: dict) -> None:
             escape(part.get("lastError") or ""),
         )
     console.print(table)
+    for kind, rejected in body.get("rejected", {}).items():
+        console.print(
+            f"[yellow]{rejected['records']} {kind} record(s) refused for their signature[/] "
+            f"(dead-lettered; `stratos deadletter list --topic {kind}`), the latest: {escape(rejected['lastReason'])}"
+        )

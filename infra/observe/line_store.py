@@ -16,6 +16,7 @@ from collections import OrderedDict, deque
 from dataclasses import dataclass
 from datetime import UTC
 
+from infra.auth.signing import Verifier
 from infra.log.kafka import Appender, DeadLetters, validated
 from infra.observe.follower import Follower
 from infra.settings import Settings
@@ -77,9 +78,14 @@ class LogStore(Follower):
         self.changed = threading.Condition()
         self.appender = Appender(settings)
         self.dead_letters = DeadLetters(self.appender)
+        self.verifier = Verifier.of(settings)
 
     def on_records(self, raws) -> None:
-        for delivered in validated(self.settings, "logs", raws, self.dead_letters):
+        """Lines signed by the platform (its parts, simulated members) or by the member they
+        are about (`Verifier.require_signed`): anything else is dead-lettered with why."""
+        for delivered in validated(
+            self.settings, "logs", raws, self.dead_letters, verifier=self.verifier, signed_only=True
+        ):
             try:
                 self.add(delivered.record, time.monotonic())
             except Exception as exc:  # noqa: BLE001 - one record must not stop the store

@@ -9,6 +9,9 @@ on the topics it reads and its last error.
   `<prefix>reactor`, `<prefix>health-windows`: group ids carry the topic prefix) against the end
   offsets of its topics. A stopped part's lag grows as records arrive for it.
 - The broker: reachable or not, from a metadata request.
+- Rejected records: records dead-lettered because their signature did not prove a sender allowed
+  to write them (`infra.auth.signing.Unauthenticated`: unsigned, signed by a member where only
+  the platform counts, altered), per source topic, each counted once however many readers met it.
 """
 
 from __future__ import annotations
@@ -18,7 +21,8 @@ from datetime import UTC, datetime
 
 from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
 
-from infra.log.kafka import check_topics, kafka_client_options, read_to_end
+from infra.auth.signing import Unauthenticated
+from infra.log.kafka import CONNECT_ERRORS, check_topics, exception_class_name, kafka_client_options, read_to_end
 from infra.settings import Settings
 
 PARTS = ("node", "reactor", "mock-iaas", "cloud", "health", "api", "topology", "lb", "usage-export")
@@ -34,6 +38,27 @@ def heartbeats(settings: Settings) -> dict[str, object]:
     for delivered in read_to_end(settings, "heartbeats"):
         latest[delivered.key or delivered.record.id] = delivered.record
     return latest
+
+
+REJECTED = exception_class_name(Unauthenticated("")).encode()
+
+
+def rejected_records(settings: Settings) -> dict[str, dict]:
+    """topic kind -> {"records": how many distinct records were refused for their signature,
+    "lastReason": the latest reason}, from the dead-letter topic."""
+    seen: dict[str, dict[tuple[int, int], str]] = {}
+    for raw in read_to_end(settings, "deadletter", decode_records=False):
+        headers = dict(raw.headers or ())
+        if headers.get(CONNECT_ERRORS + "exception.class.name") != REJECTED:
+            continue
+        topic = headers.get(CONNECT_ERRORS + "topic", b"").decode("utf-8", "replace")
+        position = tuple(int(headers.get(CONNECT_ERRORS + n, b"-1") or -1) for n in ("partition", "offset"))
+        reason = headers.get(CONNECT_ERRORS + "exception.message", b"").decode("utf-8", "replace")
+        seen.setdefault(topic.removeprefix(settings.topic_prefix), {})[position] = reason  # type: ignore[index]
+    return {
+        kind: {"records": len(positions), "lastReason": list(positions.values())[-1]}
+        for kind, positions in sorted(seen.items())
+    }
 
 
 def group_lag(settings: Settings, groups: dict[str, list[str]]) -> dict[str, dict[str, int]]:
@@ -128,7 +153,7 @@ def platform_status(settings: Settings, now: float | None = None) -> dict:
     healthy = all(p["state"] in ("running", "not seen") for p in parts) and any(
         p["part"] == "node" and p["state"] == "running" for p in parts
     )
-    return {"healthy": healthy, "parts": parts, "at": _iso(now)}
+    return {"healthy": healthy, "parts": parts, "rejected": rejected_records(settings), "at": _iso(now)}
 
 
 def _part(name: str, records: list, lags: dict, lag_error: str | None, now: float) -> dict:

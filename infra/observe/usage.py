@@ -31,7 +31,7 @@ class UsageFold(Follower):
     def __init__(self, settings: Settings) -> None:
         super().__init__(settings)
         self.meter = Meter()
-        self.history = History()
+        self.history = History.of(settings)
         self.lock = threading.Lock()
 
     def on_records(self, raws) -> None:
@@ -43,7 +43,7 @@ class UsageFold(Follower):
         """Invalid records are skipped (the reactor dead-letters them); a fold that raises costs
         that commit, never the reader."""
         try:
-            commit = self.history.commit(raw.partition, raw.offset, raw.value)
+            commit = self.history.commit(raw)
         except ValueError as exc:
             log.warning("usage skips %d@%d: %s", raw.partition, raw.offset, rejection_reason(exc))
             return

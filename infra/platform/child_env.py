@@ -33,6 +33,9 @@ PART_SECRETS: dict[str, frozenset[str]] = {
     "STRATOS_PLATFORM_SECRET": frozenset(
         {"api", "node", "reactor", "cloud", "health", "topology", "lb", "usage-export", "mock-iaas"}
     ),  # every part signs (infra/auth/signing.py)
+    "STRATOS_PLATFORM_SECRET_PREVIOUS": frozenset(
+        {"api", "node", "reactor", "cloud", "health", "topology", "lb", "usage-export", "mock-iaas"}
+    ),  # and verifies history signed before a rotation
     "STRATOS_MOCK_IAAS_KEY": frozenset({"mock-iaas", "cloud", "api"}),
 }
 """Secret settings, and the supervised parts that use them (the rest never see them)."""

@@ -53,7 +53,7 @@ class Reactor:
         self.dead_letters = DeadLetters(self.appender)
         self.box = secret_box(settings)
         self.verifier = Verifier.of(settings)
-        self.history = History(lambda partition, offset: fence_before(settings, partition, offset))
+        self.history = History.of(settings, lambda partition, offset: fence_before(settings, partition, offset))
         self.stopping = threading.Event()
 
     def run(self) -> None:

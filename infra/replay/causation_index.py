@@ -22,7 +22,7 @@ from kafka import KafkaConsumer, TopicPartition
 
 from actors.history import event_id
 from actors.timeline import figures
-from infra.log.bulk import iter_partition
+from infra.log.bulk import iter_records
 from infra.log.eventlog import History
 from infra.log.kafka import decode, kafka_client_options, rejection_reason
 from infra.log.recovery import fence_before
@@ -119,23 +119,22 @@ class CausalIndex:
     def _rows(self, kind: str, partition: int, start: int) -> tuple[list[tuple], int]:
         rows: list[tuple] = []
         next_offset = start
-        history = History(self._fence_at) if kind == "events" else None
-        for offset, _key, value in iter_partition(self.settings, kind, partition, start):
-            next_offset = offset + 1
+        history = History.of(self.settings, self._fence_at) if kind == "events" else None
+        for raw in iter_records(self.settings, kind, partition, start):
+            next_offset = raw.offset + 1
             try:
-                rows += list(self._index_rows(kind, partition, offset, value, history))
+                rows += list(self._index_rows(kind, raw, history))
             except ValueError as exc:
-                self.problems.append(f"{kind} {partition}:{offset}: {rejection_reason(exc)}")
+                self.problems.append(f"{kind} {partition}:{raw.offset}: {rejection_reason(exc)}")
         return rows, next_offset
 
     def _fence_at(self, partition: int, offset: int):
         return fence_before(self.settings, partition, offset)
 
-    def _index_rows(
-        self, kind: str, partition: int, offset: int, value: bytes | None, history: History | None
-    ) -> Iterator[tuple]:
+    def _index_rows(self, kind: str, raw, history: History | None) -> Iterator[tuple]:
+        partition, offset = raw.partition, raw.offset
         if history is None:
-            record = decode(kind, value)
+            record = decode(kind, raw.value)
             yield (
                 record.id,
                 kind,
@@ -151,7 +150,7 @@ class CausalIndex:
                 json.dumps(figures(record.payload)),
             )
             return
-        record = history.commit(partition, offset, value)  # type: ignore[assignment]
+        record = history.commit(raw)  # type: ignore[assignment]
         if record is None:
             return
         commit: Commit = record.payload  # type: ignore[assignment]

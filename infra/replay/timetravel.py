@@ -19,7 +19,7 @@ from actors.history import events_of
 from actors.runtime import Tracked
 from actors.timeline import figures
 from actors.topology_plan import scaling_settings
-from infra.log.bulk import iter_partition
+from infra.log.bulk import iter_partition, iter_records
 from infra.log.eventlog import History
 from infra.log.kafka import decode, partitions_of, rejection_reason
 from infra.log.recovery import recover_partition
@@ -216,10 +216,11 @@ def commits_of(settings: Settings, aggregate_id: str, problems: list[str] | None
     """(partition, offset, commit) of one aggregate's history, from its own partition."""
     parse_aggregate_id(aggregate_id)
     partition = _partitions(settings, aggregate_id)[0]
-    history = History()
-    for offset, _key, value in iter_partition(settings, "events", partition):
+    history = History.of(settings)
+    for raw in iter_records(settings, "events", partition):
+        offset = raw.offset
         try:  # the payloads of the other aggregates' commits are not decoded (infra/log/eventlog.py)
-            head = history.head(partition, offset, value)
+            head = history.head(raw)
             if head is None or head.envelope.aggregate_id != aggregate_id:
                 continue
             record = head.record()

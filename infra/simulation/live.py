@@ -46,7 +46,7 @@ from streams.simulation import ClusterTrack, ScenarioError, SimulationSetup, att
 class LiveRun:
     def __init__(self, settings: Settings, setup: SimulationSetup, speed: float, mock_api: str | None = None) -> None:
         self.settings, self.setup, self.speed, self.mock_api = settings, setup, speed, mock_api
-        self.history = History()
+        self.history = History.of(settings)
         self.clusters: dict[str, Tracked] = {}
         self.tracks: dict[str, ClusterTrack] = {}
         self.app_ids = {a for a, _ in setup.deploy}
@@ -60,7 +60,7 @@ class LiveRun:
     def feed(self, raws) -> None:
         for raw in raws:
             try:
-                commit = self.history.commit(raw.partition, raw.offset, raw.value)
+                commit = self.history.commit(raw)
             except ValueError:
                 continue  # the platform's own readers dead-letter it
             if commit is None:

@@ -33,6 +33,7 @@ from actors.timeline import figures, one_line
 from infra.api.identity import Principal, current_principal
 from infra.api.read_model import ReadModel
 from infra.api.views import application_runtime
+from infra.auth.signing import Verifier
 from infra.log.eventlog import History
 from infra.log.kafka import decode, rejection_reason, topic_kind_of, topics_consumer
 from infra.log.recovery import fence_before
@@ -67,7 +68,7 @@ class ConsoleFeed:
         self.settings = settings
         self.read_model = read_model
         self.lock = threading.Lock()
-        self.events_history = History(lambda partition, offset: fence_before(settings, partition, offset))
+        self.events_history = History.of(settings, lambda partition, offset: fence_before(settings, partition, offset))
         self.health: dict[str, dict[str, dict[str, tuple[float, float]]]] = defaultdict(lambda: defaultdict(dict))
         """cluster aggregate id -> metric -> member id -> (timestamp, value)"""
         self.history: dict[str, deque] = {}
@@ -116,13 +117,17 @@ class ConsoleFeed:
 
     def _decoded(self, kind: str, raw, note) -> None:
         """Invalid records are logged and skipped: the topic's own consumers dead-letter them.
-        Events are read as history (a tail starts mid-partition: its fence is looked up)."""
+        Events are read as history (a tail starts mid-partition: its fence is looked up); a
+        health sample counts only when signed by the platform or the member it is about."""
         try:
-            records = (
-                self.events_history.events(raw.partition, raw.offset, raw.value)
-                if kind == "events"
-                else [decode(kind, raw.value)]
-            )
+            records: list = []
+            if kind == "events":
+                records = self.events_history.events(raw)
+            else:
+                sender = self.events_history.verifier.sender(kind, raw.key, raw.value, raw.headers)
+                sample = decode(kind, raw.value)
+                Verifier.require_signed(kind, sender, sample)
+                records = [sample]
         except ValueError as exc:
             log.warning("console skips %s[%d]@%d: %s", raw.topic, raw.partition, raw.offset, rejection_reason(exc))
             return

@@ -65,7 +65,7 @@ class SimulatedAgents:
         self.appender = Appender(settings, source="mock-iaas")
         self.dead_letters = DeadLetters(self.appender)
         self.shipper = LogShipper(settings)
-        self.history = History(lambda partition, offset: fence_before(settings, partition, offset))
+        self.history = History.of(settings, lambda partition, offset: fence_before(settings, partition, offset))
         self.stopping = threading.Event()
         self.consumer = topics_consumer(settings, {"events": True, "instance-notifier": False})
         self.threads = [
