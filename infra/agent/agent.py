@@ -29,7 +29,7 @@ import psutil
 from pydantic import BaseModel, Field, SecretStr
 
 from infra.auth.secrets import SecretError, open_for_instance
-from infra.auth.signing import Signer
+from infra.auth.signing import Signer, Verifier
 from infra.broker import port_is_open
 from infra.log.eventlog import History, history_events
 from infra.log.kafka import Appender, DeadLetters, assigned_consumer, envelope, validated
@@ -80,6 +80,16 @@ class AgentPayload(BaseModel):
     @property
     def log_source(self) -> LogSource:
         return LogSource(self.member_id, self.cluster_id, self.application_id, self.tenant)
+
+
+class _Unchecked(Verifier):
+    """What an instance can check of the platform's signatures: nothing (it has no secret)."""
+
+    def __init__(self) -> None:
+        super().__init__(b"")
+
+    def platform(self, topic_kind: str, record_key: bytes | None, value: bytes | None, headers) -> None:
+        return None
 
 
 def host_health() -> dict[str, float]:
@@ -330,8 +340,13 @@ class CartridgeAgent:
                 return
 
     def _initialized(self) -> bool:
-        """Wait for our MemberInitialized event (the IaaS call has returned); False if stopped."""
-        events, history = assigned_consumer(self.settings, "events"), History.of(self.settings)
+        """Wait for our MemberInitialized event (the IaaS call has returned); False if stopped.
+
+        An instance holds no platform secret, and the platform's signatures are HMACs made with
+        it: the instance cannot check them (`_Unchecked`). This wait is only when to start: a
+        forged MemberInitialized could make this instance say Started early, which changes
+        nothing the platform shows (the node, which checks, folds only the platform's history)."""
+        events, history = assigned_consumer(self.settings, "events"), History(_Unchecked())
         try:
             while not self.stopping.is_set():
                 for raws in events.poll(timeout_ms=200).values():

@@ -36,6 +36,9 @@ from schemas.records import Commit, EventRecord, LogEntry, LogRecord
 log = logging.getLogger(__name__)
 FenceAt = Callable[[int, int], Fence]
 EVENTS = "events"
+WRONG_KEYRING = 100
+"""Refused records, with none verified before them, after which a reader stops dead-lettering:
+its own keyring is wrong (a tool run without the platform's secret), not the whole log."""
 
 
 def decode_log(value: bytes | None) -> LogRecord:
@@ -236,6 +239,7 @@ class History:
         self.fence_at = fence_at
         self.rejected = rejected
         self.fences: dict[int, Fence] = {}
+        self.verified = self.refused = 0
 
     @classmethod
     def of(cls, settings, fence_at: FenceAt = _from_start) -> History:
@@ -268,8 +272,19 @@ class History:
         try:
             self.verifier.platform(EVENTS, raw.key, raw.value, raw.headers)
         except Unauthenticated as exc:
-            self.rejected(raw, exc)
+            self.refused += 1
+            if self.verified or self.refused <= WRONG_KEYRING:
+                self.rejected(raw, exc)
+            elif self.refused == WRONG_KEYRING + 1:
+                log.error(
+                    "none of the first %d records of events verifies with this process's platform keyring "
+                    "(key ids %s): wrong STRATOS_PLATFORM_SECRET or state directory? Refusing further "
+                    "ones without dead letters",
+                    WRONG_KEYRING,
+                    ", ".join(self.verifier.keyring),
+                )
             raise
+        self.verified += 1
 
     def _fence(self, partition: int, offset: int) -> Fence:
         fence = self.fences.get(partition)
