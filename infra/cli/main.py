@@ -27,6 +27,7 @@ from infra.reactor.cli import register as register_reactor
 from infra.replay.cli import register as register_replay
 from infra.replay.cli import register_inspection
 from infra.simulation.cli import register as register_simulation
+from infra.simulation.scenario_cli import register as register_scenario
 
 app = typer.Typer(
     help="Stratos-ES: a PaaS control plane on an event log.", no_args_is_help=True, pretty_exceptions_enable=False
@@ -34,6 +35,7 @@ app = typer.Typer(
 
 register_schemas(app)
 register_simulation(app)
+register_scenario(app)
 register_broker(app)
 register_node(app)
 register_reactor(app)
