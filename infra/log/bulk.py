@@ -1,7 +1,10 @@
-"""Bulk reads where raw speed matters (replay, recovery): aiokafka on a helper thread.
+"""Bulk reads and writes where raw speed matters (replay, recovery, generated histories):
+aiokafka on a helper thread.
 
 kafka-python reads tens of thousands of records per second here, aiokafka several hundred
 thousand; the sync callers (node recovery, replay tools) iterate batches through a queue.
+Writing, kafka-python's producer costs about 150 us a record in the caller's thread;
+`BulkAppender` hands whole record batches to aiokafka instead.
 """
 
 from __future__ import annotations
@@ -11,11 +14,18 @@ import contextlib
 import queue
 import threading
 from collections.abc import Iterator
+from concurrent.futures import Future
+from dataclasses import dataclass
 
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from kafka import KafkaConsumer
+from kafka import TopicPartition as SyncTopicPartition
+from pydantic import BaseModel
 
-from infra.log.kafka import kafka_client_options
+from infra.auth.signing import Signer
+from infra.log.kafka import ce_headers, encode, kafka_client_options, topic_kind_of
 from infra.settings import Settings
+from schemas.envelope import Envelope
 
 _DONE = object()
 BULK_FETCH_WAIT_MS = 20
@@ -103,3 +113,167 @@ def iter_batches(settings: Settings, topic_kind: str, partition: int, start: int
         reader.join()
     if failure:
         raise failure[0]
+
+
+BULK_BATCH_RECORDS = 2000
+BULK_BATCH_BYTES = 900_000
+"""Below the broker's default message.max.bytes (1 MB): a record batch is one message to it."""
+
+
+class OffsetMoved(RuntimeError):
+    """A bulk batch landed elsewhere than expected: another writer appended to the partition."""
+
+
+@dataclass
+class Appended:
+    """Where a record sent through `BulkAppender` is; `get` waits until the broker has it."""
+
+    appender: BulkAppender
+    topic: str
+    partition: int
+    offset: int
+
+    def get(self, timeout: float = 60.0) -> Appended:
+        self.appender._wait_for(self.topic, self.partition, self.offset, timeout)
+        return self
+
+
+class BulkAppender:
+    """The Appender's `send` / `send_raw` / `flush` for one writer appending much: the same
+    records with the same CloudEvents headers and signature (the platform's), sent a record
+    batch at a time (idempotent, one batch in flight per partition: the order holds).
+
+    Each send returns at once with the record's offset (the partition's end when first
+    written to, plus what this appender sent there since): it must be the partitions' only
+    writer meanwhile, and a batch that lands elsewhere raises `OffsetMoved`."""
+
+    def __init__(self, settings: Settings, source: str = "node") -> None:
+        self.settings = settings
+        self.source = f"/stratos-es/{source}".encode()
+        self.signer = Signer.platform(settings)
+        self.rows: dict[tuple[str, int], list] = {}
+        self.next: dict[tuple[str, int], int] = {}
+        self.shipped: dict[tuple[str, int], list[tuple[int, Future]]] = {}
+        """Per partition: (the offset after the batch, its future), in order."""
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, name="bulk-appender", daemon=True)
+        self.thread.start()
+        self.locks: dict[tuple[str, int], asyncio.Lock] = {}
+        self.producer: AIOKafkaProducer = self._run(self._start()).result(60)
+        self.ends = KafkaConsumer(**kafka_client_options(settings), group_id=None)
+
+    async def _start(self) -> AIOKafkaProducer:
+        producer = AIOKafkaProducer(  # made on the loop that runs it
+            **kafka_client_options(self.settings, "aiokafka"),
+            enable_idempotence=True,
+            max_batch_size=BULK_BATCH_BYTES,
+            max_request_size=2 * BULK_BATCH_BYTES,
+            linger_ms=0,
+        )
+        await producer.start()
+        return producer
+
+    def _run(self, coroutine) -> Future:
+        return asyncio.run_coroutine_threadsafe(coroutine, self.loop)
+
+    def send(
+        self,
+        topic_kind: str,
+        key: str | None,
+        record: BaseModel,
+        partition: int | None = None,
+        headers: list[tuple[str, bytes]] | None = None,
+        timestamp_ms: int | None = None,
+    ) -> Appended:
+        if partition is None:
+            raise ValueError("partition: a bulk append names the partition of every record")
+        return self.send_raw(
+            self.settings.topic(topic_kind),
+            key.encode() if key else None,
+            encode(record),
+            partition,
+            record if isinstance(record, Envelope) else None,
+            headers,
+            timestamp_ms,
+        )
+
+    def send_raw(
+        self,
+        topic: str,
+        key: bytes | None,
+        value: bytes,
+        partition: int | None = None,
+        record: Envelope | None = None,
+        headers: list[tuple[str, bytes]] | None = None,
+        timestamp_ms: int | None = None,
+    ) -> Appended:
+        if partition is None:
+            raise ValueError("partition: a bulk append names the partition of every record")
+        all_headers = (ce_headers(record, self.source) if record is not None else []) + (headers or [])
+        all_headers += self.signer.headers(topic_kind_of(self.settings, topic), key, value)
+        where = (topic, partition)
+        if where not in self.next:
+            tp = SyncTopicPartition(topic, partition)
+            self.next[where] = self.ends.end_offsets([tp])[tp]
+            self.rows[where], self.shipped[where] = [], []
+        offset = self.next[where]
+        self.next[where] = offset + 1
+        rows = self.rows[where]
+        rows.append((timestamp_ms, key, value, all_headers))
+        if len(rows) >= BULK_BATCH_RECORDS:
+            self._ship(where)
+        return Appended(self, topic, partition, offset)
+
+    def _ship(self, where: tuple[str, int]) -> None:
+        rows, self.rows[where] = self.rows[where], []
+        shipped = self.shipped[where]
+        while shipped and shipped[0][1].done():
+            shipped.pop(0)[1].result()  # a failed batch raises here
+        if rows:
+            end = self.next[where]
+            self.shipped[where].append((end, self._run(self._send(where, rows, end - len(rows)))))
+
+    async def _send(self, where: tuple[str, int], rows: list, first: int) -> None:
+        topic, partition = where
+        lock = self.locks.setdefault(where, asyncio.Lock())
+        async with lock:  # batches of a partition go in the order they were made
+            sent, batch, at, count = [], self.producer.create_batch(), first, 0
+            for timestamp, key, value, headers in rows:
+                if batch.append(timestamp=timestamp, key=key, value=value, headers=headers) is None:
+                    sent.append((await self.producer.send_batch(batch, topic, partition=partition), at))
+                    batch, at, count = self.producer.create_batch(), at + count, 0
+                    batch.append(timestamp=timestamp, key=key, value=value, headers=headers)
+                count += 1
+            sent.append((await self.producer.send_batch(batch, topic, partition=partition), at))
+        for future, expected in sent:
+            meta = await future
+            if meta.offset != expected:
+                raise OffsetMoved(
+                    f"{topic}[{partition}]: a batch expected at offset {expected} landed at {meta.offset}"
+                )
+
+    def _wait_for(self, topic: str, partition: int, offset: int, timeout: float) -> None:
+        where = (topic, partition)
+        if offset >= self.next[where] - len(self.rows[where]):
+            self._ship(where)
+        for end, future in self.shipped[where]:
+            if offset < end:
+                future.result(timeout)
+                return
+
+    def flush(self, timeout: float = 60.0) -> None:
+        for where in list(self.rows):
+            self._ship(where)
+        for shipped in self.shipped.values():
+            for _end, future in shipped:
+                future.result(timeout)
+            shipped.clear()
+
+    def close(self) -> None:
+        try:
+            self.flush()
+        finally:
+            self._run(self.producer.stop()).result(60)
+            self.loop.call_soon_threadsafe(self.loop.stop)
+            self.thread.join()
+            self.ends.close()

@@ -141,6 +141,104 @@ def log_import(
         raise typer.Exit(1)
 
 
+@log_app.command("generate")
+def log_generate(
+    records: int = typer.Option(2_000_000, min=1, help="commits to append to the events topic"),
+    clusters: int = typer.Option(1000, min=1, help="clusters of the simulated platform"),
+    tenants: int = typer.Option(20, min=1, help="tenants (each with its definitions)"),
+    days: float = typer.Option(7.0, min=0.001, help="the history's span: it ends now"),
+    takeovers: int = typer.Option(8, min=0, help="times a partition changes hands along the history"),
+    snapshot_every: int = typer.Option(
+        None, min=1, help="commits of a partition between checkpoints (default STRATOS_SNAPSHOT_EVERY)"
+    ),
+    seed: int = typer.Option(7),
+    workers: int = typer.Option(2, min=1, help="processes, each writing its own partitions"),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """Append a long, realistic history, decided and written as the node does it (docs/log.md):
+    for measuring restarts, takeovers and time travel on an old log."""
+    import time
+    from datetime import timedelta
+
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    from infra.log.generate import HistoryNotEmpty, generate_log
+    from infra.log.kafka import ensure_topics
+
+    settings = _settings()
+    started = time.perf_counter()
+    with Progress(
+        TextColumn("[bold]commits"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[rate]}"),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        console=console,
+        disable=as_json,
+        transient=True,
+    ) as progress:
+        task = progress.add_task("commits", total=records, rate="")
+
+        def advance(done: int) -> None:
+            rate = done / max(time.perf_counter() - started, 1e-6)
+            progress.update(task, completed=done, rate=f"{rate:,.0f}/s")
+
+        try:
+            ensure_topics(settings)
+            result = generate_log(
+                settings,
+                records,
+                clusters=clusters,
+                tenants=tenants,
+                span=timedelta(days=days),
+                takeovers=takeovers,
+                seed=seed,
+                snapshot_every=snapshot_every,
+                workers=workers,
+                progress=advance,
+            )
+        except HistoryNotEmpty as exc:
+            _fail(str(exc))
+        except _broker_errors() as exc:
+            _fail(f"generating the log: {exc}", 1)
+    seconds = time.perf_counter() - started
+    sizes = sorted(result.snapshots.snapshot_bytes) or [0]
+    summary = {
+        "commits": result.commits,
+        "events": result.events,
+        "rejected": result.rejected,
+        "duplicates": result.duplicates,
+        "aggregates": result.aggregates,
+        "claims": result.claims,
+        "checkpoints": result.checkpoints,
+        "snapshots": result.snapshots.snapshots,
+        "snapshot_bytes_median": sizes[len(sizes) // 2],
+        "snapshot_bytes_max": sizes[-1],
+        "snapshots_oversized": result.snapshots.oversized,
+        "first": result.first.isoformat() if result.first else None,
+        "last": result.last.isoformat() if result.last else None,
+        "seconds": round(seconds, 1),
+    }
+    if as_json:
+        print(json.dumps(summary))
+        return
+    console.print(
+        f"appended {result.commits:,} commits ({result.events:,} events, {result.rejected:,} rejected; "
+        f"{result.duplicates:,} duplicates answered from the dedup window) for {result.aggregates:,} aggregates, "
+        f"{result.claims} claims, {result.checkpoints} checkpoints ({result.snapshots.snapshots:,} snapshots, "
+        f"median {summary['snapshot_bytes_median']:,} bytes, largest {summary['snapshot_bytes_max']:,}), "
+        f"from {summary['first']} to {summary['last']}, in {seconds:.0f}s ({result.commits / seconds:,.0f} commits/s)"
+    )
+
+
 # --- dead letters -----------------------------------------------------------------------------
 
 

@@ -456,12 +456,15 @@ class Appender:
         partition: int | None = None,
         headers: list[tuple[str, bytes]] | None = None,
         signer: Signer | None = None,
+        timestamp_ms: int | None = None,
     ):
         """Send without waiting; returns kafka-python's future of RecordMetadata.
 
         `partition` pins the record next to the command it answers (co-location does not then
         depend on every client hashing keys alike); `headers` come after the CloudEvents ones;
-        `signer` signs this record instead of the appender's own (a simulated instance's)."""
+        `signer` signs this record instead of the appender's own (a simulated instance's);
+        `timestamp_ms` is the record's Kafka time (a generated history's; the producer's now
+        by default)."""
         all_headers = ce_headers(record, self.source) if isinstance(record, Envelope) else []
         if headers:
             all_headers += headers
@@ -474,6 +477,7 @@ class Appender:
             value=value,
             partition=partition,
             headers=all_headers or None,
+            timestamp_ms=timestamp_ms,
         )
 
     def append(
@@ -498,12 +502,15 @@ class Appender:
         partition: int | None = None,
         record: Envelope | None = None,
         headers: list[tuple[str, bytes]] | None = None,
+        timestamp_ms: int | None = None,
     ):
         """Send bytes already encoded; `record` (what they encode) gives the CloudEvents headers."""
         all_headers = (ce_headers(record, self.source) if record is not None else []) + (headers or [])
         if self.signer is not None:
             all_headers += self.signer.headers(topic_kind_of(self.settings, topic), key, value)
-        return self.producer.send(topic, key=key, value=value, partition=partition, headers=all_headers or None)
+        return self.producer.send(
+            topic, key=key, value=value, partition=partition, headers=all_headers or None, timestamp_ms=timestamp_ms
+        )
 
     def flush(self, timeout: float = 30.0) -> None:
         self.producer.flush(timeout)

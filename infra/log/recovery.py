@@ -17,7 +17,7 @@ import gc
 import logging
 import re
 import threading
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -26,11 +26,11 @@ from kafka import KafkaConsumer, TopicPartition
 
 from actors.history import Fence
 from actors.runtime import Tracked
-from infra.log.bulk import iter_records
+from infra.log.bulk import BulkAppender, iter_records
 from infra.log.eventlog import History, signed_rows
-from infra.log.kafka import decode, kafka_client_options, rejection_reason
+from infra.log.kafka import Appender, decode, envelope, kafka_client_options, new_id, rejection_reason
 from infra.settings import Settings
-from schemas.records import SnapshotRecord
+from schemas.records import Claim, LogRecord, Snapshot, SnapshotRecord
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +51,174 @@ def claim_key(partition: int, claim: str) -> str:
 def checkpoint_key(partition: int, claim: str | None) -> str:
     """A checkpoint marker's key: the cleaner keeps the newest checkpoint of each claim."""
     return f"{CHECKPOINT}/{partition}/{claim}"
+
+
+# --- writing: claims and checkpoints, as the node writes them ---------------------------------
+def claim_partitions(
+    appender: Appender | BulkAppender, writer: str, partitions: list[int], generation: int, at: datetime | None = None
+) -> dict[int, tuple[str, int]]:
+    """Take events partitions: the snapshots markers first, then the Claims (see the module's
+    docstring). Returns each partition's claim id and its Claim's offset. `at`: the records'
+    time (a generated history's; now by default)."""
+    claims = {p: new_id() for p in partitions}
+    timestamp = _millis(at)
+    markers = [
+        appender.send(
+            "snapshots",
+            claim_key(p, claims[p]),
+            envelope(
+                SnapshotRecord,
+                Snapshot(
+                    aggregate_type=CLAIM,
+                    events_partition=p,
+                    events_offset=-1,
+                    state={"writer": writer},
+                    claim=claims[p],
+                ),
+                claim_key(p, claims[p]),
+                occurred_at=at,
+            ),
+            partition=p,
+            timestamp_ms=timestamp,
+        )
+        for p in partitions
+    ]
+    for future in markers:
+        future.get(timeout=30)
+    sent = {
+        p: appender.send(
+            "events",
+            f"{CLAIM}/{p}",
+            envelope(
+                LogRecord,
+                Claim(partition=p, writer=writer, generation=generation),
+                f"{CLAIM}/{p}",
+                record_id=claims[p],
+                occurred_at=at,
+            ),
+            partition=p,
+            timestamp_ms=timestamp,
+        )
+        for p in partitions
+    }
+    return {p: (claims[p], future.get(timeout=30).offset) for p, future in sent.items()}
+
+
+class SnapshotTooLarge(ValueError):
+    """An aggregate's snapshot would not fit in one record (`STRATOS_MAX_RECORD_BYTES`)."""
+
+
+@dataclass
+class CheckpointStats:
+    """What checkpoints wrote, for logs and benchmarks (bytes are the snapshots' encoded sizes)."""
+
+    snapshots: int = 0
+    snapshot_bytes: list[int] = field(default_factory=list)
+    oversized: int = 0
+    """Snapshots refused as too large: each one kept its partition's checkpoint from being written."""
+
+
+def write_checkpoint(
+    appender: Appender | BulkAppender,
+    partition: int,
+    claim: str | None,
+    dirty: dict[str, int],
+    covers: dict[str, int],
+    events_offset: int,
+    snapshot_of: Callable[[str], dict],
+    max_bytes: int,
+    at: datetime | None = None,
+    stats: CheckpointStats | None = None,
+    before_marker: Callable[[], None] | None = None,
+) -> bool:
+    """Snapshot every aggregate of `dirty` (aggregate -> the events offset of its state), then,
+    once the broker has every one of them, the marker with the manifest: `covers` (updated
+    here) plus the dirty ones, each with the events offset of its snapshot, up to
+    `events_offset`. A snapshot not written (refused by the broker, or larger than `max_bytes`:
+    an error naming it, counted in `stats.oversized`) means no marker, and False (the caller
+    keeps them dirty): a marker must never name a snapshot that is not there. A marker that
+    fails is only logged (rebuilds start from an earlier checkpoint); True either way then.
+
+    `snapshot_of(aggregate)`: its snapshot state (`Tracked.snapshot`); `at`: the records' time
+    (a generated history's; now by default); `before_marker`: the node's crash point."""
+    timestamp = _millis(at)
+    sent = []
+    try:
+        for aggregate_id, offset in dirty.items():
+            state = snapshot_of(aggregate_id)
+            record = envelope(
+                SnapshotRecord,
+                Snapshot(
+                    aggregate_type=state["state"].get("kind") or "aggregate",
+                    events_partition=partition,
+                    events_offset=offset,
+                    state=state,
+                    claim=claim,
+                ),
+                aggregate_id,
+                occurred_at=at,
+            )
+            value = record.model_dump_json().encode()
+            if len(value) > max_bytes:
+                if stats is not None:
+                    stats.oversized += 1
+                raise SnapshotTooLarge(
+                    f"the snapshot of {aggregate_id} takes {len(value):,} bytes, more than the "
+                    f"{max_bytes:,} a record may hold (STRATOS_MAX_RECORD_BYTES)"
+                )
+            if stats is not None:
+                stats.snapshots += 1
+                stats.snapshot_bytes.append(len(value))
+            sent.append(
+                appender.send_raw(
+                    appender.settings.topic("snapshots"),
+                    aggregate_id.encode(),
+                    value,
+                    partition=partition,
+                    record=record,
+                    timestamp_ms=timestamp,
+                )
+            )
+        for future in sent:
+            future.get(timeout=30)
+    except Exception as exc:  # noqa: BLE001 - too large, or the broker: no marker either way
+        log.error(
+            "partition %d: a snapshot was not written (%s): no checkpoint marker; the next checkpoint tries again",
+            partition,
+            exc,
+        )
+        return False
+    if before_marker is not None:
+        before_marker()
+    covers.update(dirty)
+    key = checkpoint_key(partition, claim)
+    marker = Snapshot(
+        aggregate_type=CHECKPOINT,
+        events_partition=partition,
+        events_offset=events_offset,
+        state={COVERS: dict(covers)},
+        claim=claim,
+    )
+    try:
+        appender.send(
+            "snapshots",
+            key,
+            envelope(SnapshotRecord, marker, key, occurred_at=at),
+            partition=partition,
+            timestamp_ms=timestamp,
+        ).get(timeout=30)
+    except Exception as exc:  # noqa: BLE001 - too large a manifest, or the broker: the same either way
+        log.error(
+            "partition %d: checkpoint marker not written (%s): rebuilds start from an earlier checkpoint",
+            partition,
+            exc,
+        )
+    return True
+
+
+def _millis(at: datetime | None) -> int | None:
+    """A record's Kafka timestamp for a given time (None: the producer's now)."""
+    return None if at is None else int(at.timestamp() * 1000)
 
 
 class HistoryGap(RuntimeError):

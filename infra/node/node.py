@@ -48,19 +48,17 @@ from infra.auth.gate import CommandGate
 from infra.auth.secrets import secret_box
 from infra.log.kafka import IDLE_POLL_MS, Appender, DeadLetters, envelope, group_consumer, new_id, validated
 from infra.log.recovery import (
-    CHECKPOINT,
-    CLAIM,
-    COVERS,
+    CheckpointStats,
     HistoryGap,
     Recovered,
-    checkpoint_key,
-    claim_key,
+    claim_partitions,
     recover_partition,
+    write_checkpoint,
 )
 from infra.node.faults import CrashPoints
 from infra.settings import Settings
 from schemas.commands import CheckTimeouts
-from schemas.records import Claim, CommandRecord, LogRecord, ReplyRecord, Snapshot, SnapshotRecord
+from schemas.records import CommandRecord, ReplyRecord
 from schemas.status import CommandRejected
 
 log = logging.getLogger(__name__)
@@ -201,6 +199,7 @@ class Node:
         self.adopter: ThreadPoolExecutor | None = None
         self.generation = -1
         self.since_checkpoint: dict[int, int] = defaultdict(int)
+        self.checkpoint_stats = CheckpointStats()
         self.last_event_offset: dict[int, int] = {}
         self.rerouted = 0
         self.partition_count = settings.partitions
@@ -313,45 +312,9 @@ class Node:
         )
 
     def claim(self, partitions: list[int], generation: int) -> dict[int, tuple[str, int]]:
-        """Take events partitions: the snapshots markers first, then the Claims (see
-        `infra.log.recovery`). Returns each partition's claim id and its Claim's offset."""
-        claims = {p: new_id() for p in partitions}
-        markers = [
-            self.appender.send(
-                "snapshots",
-                claim_key(p, claims[p]),
-                envelope(
-                    SnapshotRecord,
-                    Snapshot(
-                        aggregate_type=CLAIM,
-                        events_partition=p,
-                        events_offset=-1,
-                        state={"writer": self.writer},
-                        claim=claims[p],
-                    ),
-                    claim_key(p, claims[p]),
-                ),
-                partition=p,
-            )
-            for p in partitions
-        ]
-        for future in markers:
-            future.get(timeout=30)
-        sent = {
-            p: self.appender.send(
-                "events",
-                f"{CLAIM}/{p}",
-                envelope(
-                    LogRecord,
-                    Claim(partition=p, writer=self.writer, generation=generation),
-                    f"{CLAIM}/{p}",
-                    record_id=claims[p],
-                ),
-                partition=p,
-            )
-            for p in partitions
-        }
-        return {p: (claims[p], future.get(timeout=30).offset) for p, future in sent.items()}
+        """Take events partitions (`infra.log.recovery.claim_partitions`): each one's claim id
+        and its Claim's offset."""
+        return claim_partitions(self.appender, self.writer, partitions, generation)
 
     def release(self, partitions: list[int]) -> None:
         for partition in partitions:
@@ -591,59 +554,23 @@ class Node:
             self.appender.send("commands", aggregate_id, command)
 
     def checkpoint(self, partition: int) -> None:
-        """Snapshot every aggregate changed since the last checkpoint, then, once the broker
-        has every one of them, the marker with the manifest: each aggregate of the partition
-        and the events offset of its snapshot. A snapshot not written means no marker (the
-        next checkpoint tries again): a marker must never name a snapshot that is not there."""
-        claim = self.claims.get(partition)
+        """Snapshot every aggregate changed since the last checkpoint, then the marker
+        (`infra.log.recovery.write_checkpoint`); a snapshot not written keeps them dirty (no
+        marker: the next checkpoint tries again)."""
         dirty = self.dirty.pop(partition, {})
-        sent = []
-        for aggregate_id, offset in dirty.items():
-            state = self.host.ask_snapshot(aggregate_id)
-            snapshot = Snapshot(
-                aggregate_type=state["state"].get("kind") or "aggregate",
-                events_partition=partition,
-                events_offset=offset,
-                state=state,
-                claim=claim,
-            )
-            sent.append(
-                self.appender.send(
-                    "snapshots", aggregate_id, envelope(SnapshotRecord, snapshot, aggregate_id), partition=partition
-                )
-            )
-        try:
-            for future in sent:
-                future.get(timeout=30)
-        except Exception as exc:  # noqa: BLE001 - any failed snapshot is handled the same way
-            log.error(
-                "partition %d: a snapshot was not written (%s): no checkpoint marker; the next checkpoint tries again",
-                partition,
-                exc,
-            )
+        written = write_checkpoint(
+            self.appender,
+            partition,
+            self.claims.get(partition),
+            dirty,
+            self.covers.setdefault(partition, {}),
+            self.last_event_offset.get(partition, -1),
+            self.host.ask_snapshot,
+            self.settings.max_record_bytes,
+            stats=self.checkpoint_stats,
+            before_marker=lambda: self.crash.passing("mid-checkpoint"),
+        )
+        if not written:
             self.dirty[partition] = {**dirty, **self.dirty.get(partition, {})}
             return
-        self.crash.passing("mid-checkpoint")
-        covers = self.covers.setdefault(partition, {})
-        covers.update(dirty)
-        marker = Snapshot(
-            aggregate_type=CHECKPOINT,
-            events_partition=partition,
-            events_offset=self.last_event_offset.get(partition, -1),
-            state={COVERS: dict(covers)},
-            claim=claim,
-        )
-        try:
-            self.appender.append(
-                "snapshots",
-                checkpoint_key(partition, claim),
-                envelope(SnapshotRecord, marker, checkpoint_key(partition, claim)),
-                partition=partition,
-            )
-        except Exception as exc:  # noqa: BLE001 - too large a manifest, or the broker: the same either way
-            log.error(
-                "partition %d: checkpoint marker not written (%s): rebuilds start from an earlier checkpoint",
-                partition,
-                exc,
-            )
         self.since_checkpoint[partition] = 0
