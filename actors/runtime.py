@@ -86,7 +86,7 @@ def pack_handled(handled: OrderedDict[str, Handled]) -> str:
     """The dedup window in a snapshot, compactly: columns (ids, times as float64, an index into
     the distinct outcomes) in msgpack, deflated, base64. 10,000 ids of 32 characters take about
     250 KB this way, against about 1.2 MB as JSON rows, so a snapshot stays within a record."""
-    outcomes: dict[tuple, int] = {}
+    outcomes: dict[tuple[Any, ...], int] = {}
     which = array("I")
     for _at, command_type, outcome, detail in handled.values():
         which.append(outcomes.setdefault((command_type, outcome, *detail), len(outcomes)))

@@ -39,16 +39,18 @@ from infra.settings import Settings
 from schemas import commands as C
 from schemas.definitions import DEFINITION_KINDS
 from schemas.domain import ClusterSpec, MemberStatus, PartitionSpec
+from schemas.envelope import Envelope
 from schemas.records import CommandRecord
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "definitions"
 DEFINITIONS = {
-    "networkPartition": "network-partition.json",
-    "autoscalingPolicy": "autoscaling-policy-1.json",
-    "deploymentPolicy": "deployment-policy.json",
-    "cartridge": "php.json",
+    "networkPartition": ("network-partition.json", "network-partition-1"),
+    "autoscalingPolicy": ("autoscaling-policy-1.json", "autoscaling-policy-1"),
+    "deploymentPolicy": ("deployment-policy.json", "deployment-policy-1"),
+    "cartridge": ("php.json", "php"),
 }
-"""The definitions each simulated tenant registers (and updates now and then), from examples/."""
+"""The definitions each simulated tenant registers (and updates now and then), from examples/:
+kind -> (file, id); the clusters use them."""
 NEXT_STEP = {
     MemberStatus.CREATED: "created",
     MemberStatus.INITIALIZED: "Started",
@@ -76,8 +78,9 @@ class Generated:
     snapshots: CheckpointStats = field(default_factory=CheckpointStats)
 
 
-def _definition(kind: str, definition_id: str, revision: int) -> BaseModel:
-    data = json.loads((EXAMPLES / DEFINITIONS[kind]).read_text())
+def _definition(kind: str, revision: int) -> BaseModel:
+    file, definition_id = DEFINITIONS[kind]
+    data = json.loads((EXAMPLES / file).read_text())
     data["type" if kind == "cartridge" else "id"] = definition_id
     if kind != "cartridge":
         data["description"] = f"revision {revision}"
@@ -114,14 +117,14 @@ class World:
         """`owned`: only the aggregates of these partitions (of `partitions`), all by default."""
         self.rng = rng
         self.tenants = ["carbon.super", *(f"tenant{t}.example.com" for t in range(1, tenants))]
-        self.specs = {}
+        self.specs: dict[str, ClusterSpec] = {}
         for n in range(clusters):
             tenant = self.tenants[n % len(self.tenants)]
             self.specs[f"{tenant}/cluster/app{n}.php.php.domain"] = _spec(n % len(self.tenants), n, rng)
         self.definitions = {
-            f"{tenant}/{kind}/{_definition(kind, 'x', 0).definition_id if kind == 'cartridge' else kind}": kind
+            f"{tenant}/{kind}/{definition_id}": kind
             for tenant in self.tenants
-            for kind in DEFINITIONS
+            for kind, (_file, definition_id) in DEFINITIONS.items()
         }
         if owned is not None:
             mine = lambda a: partition_for(a, partitions) in owned  # noqa: E731
@@ -129,7 +132,7 @@ class World:
             self.definitions = {a: kind for a, kind in self.definitions.items() if mine(a)}
         self.clusters = list(self.specs)
         self.revisions: dict[str, int] = {}
-        self.last_sent: dict[str, CommandRecord] = {}
+        self.last_sent: dict[str, Envelope] = {}
 
     def aggregate_ids(self) -> list[str]:
         return [*self.definitions, *self.clusters]
@@ -148,12 +151,10 @@ class World:
     def _definition_command(self, tracked: Tracked) -> BaseModel:
         aggregate_id = tracked.state.aggregate_id
         kind = self.definitions[aggregate_id]
-        definition_id = aggregate_id.rsplit("/", 1)[1]
         revision = self.revisions[aggregate_id] = self.revisions.get(aggregate_id, -1) + 1
-        verb = "Update" if tracked.state.exists else "Add"  # type: ignore[attr-defined]
+        verb = "Update" if tracked.state.exists else "Add"
         command = getattr(C, f"{verb}{C._pascal(kind)}")
-        definition_id = "deployment-policy-1" if kind == "deploymentPolicy" else definition_id
-        return command(definition=_definition(kind, definition_id, revision))
+        return command(definition=_definition(kind, revision))
 
     def _cluster_command(self, aggregate_id: str, state) -> BaseModel:
         rng = self.rng
@@ -174,7 +175,7 @@ class World:
                 )
             if step == "destroyed":
                 return C.ReportNodeDestroyed(member_id=mid, reason="terminated")
-            return C.ReportInstanceStatus(member_id=mid, status=step)  # type: ignore[arg-type]
+            return C.ReportInstanceStatus(member_id=mid, status=step)
         roll = rng.random()
         spec = state.spec
         if roll < 0.50:
