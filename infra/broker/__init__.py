@@ -22,7 +22,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -132,11 +132,93 @@ class KafkaNode:
         return self.process is not None and self.process.poll() is None
 
 
+BROKER_PRINCIPAL = "broker"
+"""The nodes' own principal (between brokers, and to the controllers): a super user."""
+SECURE_MARKER = "secure"
+"""A file in the data dir of a broker formatted with `--secure` (its SCRAM users are in its
+metadata from the start): a data dir is started the way it was formatted."""
+
+
+@dataclass(frozen=True)
+class BrokerSecurity:
+    """What `stratos broker --secure` runs with: every client listener is SASL_SSL with
+    SCRAM-SHA-512 (plaintext is refused), the controller listener SASL_SSL with PLAIN for the
+    nodes' own principal, and the StandardAuthorizer with `super_users` (nothing is allowed to
+    anyone else without an ACL). `users` (name -> password) get SCRAM-SHA-512 credentials when
+    the storage is formatted (`kafka-storage format --add-scram`)."""
+
+    cert: Path
+    key: Path
+    broker_password: str = field(repr=False)
+    users: dict[str, str] = field(repr=False)
+    super_users: tuple[str, ...]
+
+    def keystore(self, directory: Path) -> Path:
+        """Kafka's PEM keystore: the key, then the certificate, in one owner-only file."""
+        path = directory / "keystore.pem"
+        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(descriptor, "w") as out:
+            out.write(self.key.read_text() + self.cert.read_text())
+        return path
+
+    def properties(self, node: KafkaNode) -> dict[str, str]:
+        scram = (
+            "org.apache.kafka.common.security.scram.ScramLoginModule required "
+            f'username="{BROKER_PRINCIPAL}" password="{self.broker_password}";'
+        )
+        plain = (
+            "org.apache.kafka.common.security.plain.PlainLoginModule required "
+            f'username="{BROKER_PRINCIPAL}" password="{self.broker_password}" '
+            f'user_{BROKER_PRINCIPAL}="{self.broker_password}";'
+        )
+        return {
+            "listeners": f"SASL_SSL://127.0.0.1:{node.port},CONTROLLER://127.0.0.1:{node.controller_port}",
+            "advertised.listeners": f"SASL_SSL://127.0.0.1:{node.port}",
+            "inter.broker.listener.name": "SASL_SSL",
+            "listener.security.protocol.map": "SASL_SSL:SASL_SSL,CONTROLLER:SASL_SSL",
+            "sasl.enabled.mechanisms": "SCRAM-SHA-512",
+            "sasl.mechanism.inter.broker.protocol": "SCRAM-SHA-512",
+            "listener.name.sasl_ssl.sasl.enabled.mechanisms": "SCRAM-SHA-512",
+            "listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config": scram,
+            # SCRAM credentials live in the metadata log, which a controller has not read when
+            # the nodes first reach it: the controller listener uses PLAIN (over TLS) instead
+            "sasl.mechanism.controller.protocol": "PLAIN",
+            "listener.name.controller.sasl.enabled.mechanisms": "PLAIN",
+            "listener.name.controller.plain.sasl.jaas.config": plain,
+            "ssl.keystore.type": "PEM",
+            "ssl.keystore.location": str(self.keystore(node.directory)),
+            "ssl.truststore.type": "PEM",
+            "ssl.truststore.location": str(self.cert),
+            "authorizer.class.name": "org.apache.kafka.metadata.authorizer.StandardAuthorizer",
+            "super.users": ";".join(f"User:{name}" for name in (BROKER_PRINCIPAL, *self.super_users)),
+            "allow.everyone.if.no.acl.found": "false",
+        }
+
+    def format_arguments(self) -> list[str]:
+        users = {BROKER_PRINCIPAL: self.broker_password, **self.users}
+        return [
+            argument
+            for name, password in users.items()
+            for argument in ("--add-scram", f"SCRAM-SHA-512=[name={name},password={password}]")
+        ]
+
+    def client_options(self) -> dict[str, Any]:
+        """kafka-python options of the nodes' own principal (the readiness checks)."""
+        return {
+            "security_protocol": "SASL_SSL",
+            "sasl_mechanism": "SCRAM-SHA-512",
+            "sasl_plain_username": BROKER_PRINCIPAL,
+            "sasl_plain_password": self.broker_password,
+            "ssl_cafile": str(self.cert),
+        }
+
+
 class EmbeddedBroker:
     """Apache Kafka on 127.0.0.1, one JVM per node; a context manager that stops it on exit.
 
     `data_dir` keeps the log across starts (None: a temporary directory removed at stop).
-    `overrides` are extra broker settings (tests that need the log cleaner at work)."""
+    `overrides` are extra broker settings (tests that need the log cleaner at work);
+    `security` makes every listener authenticate over TLS (`stratos broker --secure`)."""
 
     def __init__(
         self,
@@ -146,9 +228,11 @@ class EmbeddedBroker:
         log_path: Path | None = None,
         heap_mb: int | None = None,
         overrides: dict[str, str] | None = None,
+        security: BrokerSecurity | None = None,
     ) -> None:
         if brokers < 1:
             raise BrokerError("--brokers must be 1 or more")
+        self.security = security
         self._temporary = data_dir is None
         self._lock = None
         self.data_dir = Path(data_dir) if data_dir else Path(tempfile.mkdtemp(prefix="stratos-kafka-"))
@@ -226,6 +310,7 @@ class EmbeddedBroker:
             # acks=all stall that long when a broker of three dies
             "broker.session.timeout.ms": "4000",
             "broker.heartbeat.interval.ms": "1000",
+            **(self.security.properties(node) if self.security else {}),
             **self.overrides,
         }
 
@@ -242,6 +327,7 @@ class EmbeddedBroker:
             self.data_dir.mkdir(parents=True, exist_ok=True)
             id_file.write_text(new_cluster_id())
         cluster_id = id_file.read_text().strip()
+        self._check_secure_marker()
         formatting = []
         for node in self.nodes:
             config = self._write_config(node)
@@ -262,6 +348,7 @@ class EmbeddedBroker:
                             f"--cluster-id={cluster_id}",
                             "-c",
                             str(config),
+                            *(self.security.format_arguments() if self.security else []),
                         ],  # an id may start with '-'
                         stdout=subprocess.PIPE,
                         stderr=subprocess.STDOUT,
@@ -272,7 +359,20 @@ class EmbeddedBroker:
         for node, process in formatting:
             output, _ = process.communicate(timeout=120)
             if process.returncode != 0:
+                output = output.replace(self.security.broker_password, "********") if self.security else output
                 raise BrokerError(f"formatting Kafka storage of node {node.node_id} failed: {output.strip()[-800:]}")
+        if formatting and self.security:
+            (self.data_dir / SECURE_MARKER).write_text("formatted with SASL_SSL and SCRAM users\n")
+
+    def _check_secure_marker(self) -> None:
+        """A data dir runs the way it was formatted: its SCRAM users exist only if it was."""
+        formatted = any((n.directory / "data" / "meta.properties").exists() for n in self.nodes)
+        marked = (self.data_dir / SECURE_MARKER).exists()
+        if formatted and marked != bool(self.security):
+            raise BrokerError(
+                f"{self.data_dir} was formatted {'with' if marked else 'without'} --secure: "
+                f"start it {'with' if marked else 'without'} --secure, or use another --data"
+            )
 
     # --- life -----------------------------------------------------------------------------
     def _lock_data_dir(self) -> None:
@@ -363,7 +463,12 @@ class EmbeddedBroker:
         from kafka import KafkaAdminClient
 
         running = ",".join(n.address for n in self.nodes if n.running)
-        admin = KafkaAdminClient(bootstrap_servers=running, client_id="stratos-broker-check", request_timeout_ms=5000)
+        admin = KafkaAdminClient(
+            bootstrap_servers=running,
+            client_id="stratos-broker-check",
+            request_timeout_ms=5000,
+            **(self.security.client_options() if self.security else {}),
+        )
         try:
             return question(admin)
         finally:

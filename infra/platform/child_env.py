@@ -31,12 +31,15 @@ PART_SECRETS: dict[str, frozenset[str]] = {
     "STRATOS_ADMIN_PASSWORD": frozenset({"api"}),
     "STRATOS_SECRET_KEY": frozenset({"api", "node", "reactor", "cloud"}),
     "STRATOS_PLATFORM_SECRET": frozenset(
-        {"api", "node", "reactor", "cloud", "health", "topology", "lb", "usage-export", "mock-iaas"}
+        {"api", "node", "reactor", "cloud", "health", "topology", "lb", "usage-export", "mock-iaas", "tenant-replies"}
     ),  # every part signs (infra/auth/signing.py)
     "STRATOS_PLATFORM_SECRET_PREVIOUS": frozenset(
         {"api", "node", "reactor", "cloud", "health", "topology", "lb", "usage-export", "mock-iaas"}
     ),  # and verifies history signed before a rotation
     "STRATOS_MOCK_IAAS_KEY": frozenset({"mock-iaas", "cloud", "api"}),
+    "STRATOS_KAFKA_PASSWORD": frozenset(
+        {"api", "node", "reactor", "cloud", "health", "topology", "lb", "usage-export", "mock-iaas", "tenant-replies"}
+    ),  # every part talks to Kafka; instances never get the platform's principal
 }
 """Secret settings, and the supervised parts that use them (the rest never see them)."""
 

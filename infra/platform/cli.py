@@ -28,6 +28,12 @@ def up(
         help="HTTPS (as STRATOS_API_TLS=1): a self-signed certificate "
         "made into the state dir, or STRATOS_API_TLS_CERT/_KEY",
     ),
+    secure: bool = typer.Option(
+        False,
+        "--secure",
+        help="the embedded Kafka authenticates every client (SASL_SSL, SCRAM-SHA-512, ACLs) and "
+        "the parts connect as the platform's principal (docs/security.md)",
+    ),
 ) -> None:
     """Start the whole platform (embedded broker by default) until Ctrl-C."""
     from infra.platform.up import run_platform
@@ -43,5 +49,6 @@ def up(
             process=process,
             tls=tls,
             brokers=brokers,
+            secure=secure,
         )
     )

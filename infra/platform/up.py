@@ -11,7 +11,14 @@ from pathlib import Path
 from rich.console import Console
 
 from infra.auth.tls import TlsConfigError, server_certificate, trusted_ca
-from infra.broker import BrokerError, EmbeddedBroker
+from infra.broker import BrokerError, EmbeddedBroker, acls
+from infra.broker.secure import (
+    PLATFORM_PRINCIPAL,
+    SECURE_FIELDS,
+    as_platform_principal,
+    broker_security,
+    platform_client_env,
+)
 from infra.cloud.mock.account import access_key
 from infra.lb.balancer import haproxy_binary
 from infra.log.kafka import TopicsError, ensure_topics, require_sound_topics
@@ -30,7 +37,7 @@ SAMPLE_ORDER = [
 ]
 
 
-def parts(api_port: int, demo: bool) -> dict[str, list[str]]:
+def parts(api_port: int, demo: bool, secure: bool = False) -> dict[str, list[str]]:
     """Each supervised part and its `stratos` arguments."""
     patterns = resources.files("infra") / "samples" / "health-patterns.yaml"
     return {
@@ -43,6 +50,7 @@ def parts(api_port: int, demo: bool) -> dict[str, list[str]]:
         "topology": ["topology"],
         **({"lb": ["lb"]} if haproxy_binary() else {}),
         "usage-export": ["usage-export"],
+        **({"tenant-replies": ["tenant-replies"]} if secure else {}),
     }
 
 
@@ -88,6 +96,7 @@ def run_platform(
     process: bool = False,
     tls: bool = False,
     brokers: int = 1,
+    secure: bool = False,
 ) -> int:
     from infra.cli.common import wait_for_interrupt
 
@@ -96,20 +105,47 @@ def run_platform(
     state_dir.mkdir(parents=True, exist_ok=True)
     broker = None
     supervisor = None
+    kafka_env: dict[str, str] = {}
     try:
+        if secure and (bootstrap or settings.kafka_bootstrap):
+            raise BrokerError(
+                "--secure starts the embedded Kafka with SASL_SSL; for a Kafka of your own set "
+                "STRATOS_KAFKA_SECURITY_PROTOCOL, _USERNAME, _PASSWORD and _CA instead"
+            )
+        if secure and process:
+            raise BrokerError(
+                "--secure with --process: process-mode instances have no Kafka principal of their "
+                "own yet (docs/security.md); use simulated instances"
+            )
         if bootstrap or settings.kafka_bootstrap:
             settings.kafka_bootstrap = bootstrap or settings.kafka_bootstrap
         else:
             console.print(
-                f"starting Apache Kafka ({brokers} node{'s' if brokers > 1 else ''}, data in {state_dir / 'kafka'}) ..."
+                f"starting Apache Kafka ({brokers} node{'s' if brokers > 1 else ''}, data in {state_dir / 'kafka'})"
+                + (", SASL_SSL with SCRAM-SHA-512 and ACLs" if secure else "")
+                + " ..."
             )
             broker = EmbeddedBroker(
-                data_dir=state_dir / "kafka", brokers=brokers, log_path=state_dir / "logs" / "kafka.log"
+                data_dir=state_dir / "kafka",
+                brokers=brokers,
+                log_path=state_dir / "logs" / "kafka.log",
+                security=broker_security(settings) if secure else None,
             ).start()
             settings.kafka_bootstrap = broker.bootstrap
             settings.replication_factor = min(brokers, 3)
+            if secure:  # this process (topics, the sample) and every part: the platform's principal
+                kafka_env = platform_client_env(settings)
+                for name, value in as_platform_principal(settings).model_dump(include=SECURE_FIELDS).items():
+                    setattr(settings, name, value)
         ensure_topics(settings)
         require_sound_topics(settings)
+        if secure:
+            grants = acls.plan(settings, acls.known_tenants(settings))
+            acls.apply(settings, grants)
+            console.print(
+                f"Kafka ACLs for {', '.join(acls.principals(grants))} applied "
+                "(`stratos kafka-acls --apply` again after adding tenants)"
+            )
         tls = tls or settings.api_tls
         here = settings.model_copy(update={"api_tls": tls, "state_dir": state_dir.absolute()})
         access_key(here)  # the mock IaaS's key and the certificate: made once, before the parts start
@@ -122,15 +158,17 @@ def run_platform(
             "STRATOS_REPLICATION_FACTOR": str(settings.replication_factor),
             **({"STRATOS_MOCK_IAAS_MODE": "process"} if process else {}),
             **({"STRATOS_API_TLS": "1"} if tls else {}),
+            **kafka_env,
         }
         supervisor = Supervisor(child_env(settings.kafka_bootstrap, extra), state_dir / "logs")  # type: ignore[arg-type]
         demo = not settings.admin_password
-        for name, args in parts(api_port, demo).items():
+        for name, args in parts(api_port, demo, secure).items():
             supervisor.add(name, *args)
         threading.Thread(target=supervisor.run, name="supervisor", daemon=True).start()
         console.print(
             f"[green]Stratos-ES[/] on Kafka [bold]{settings.kafka_bootstrap}[/]"
-            f"{' (embedded broker)' if broker else ''}; logs in {state_dir / 'logs'}"
+            f"{' (embedded broker)' if broker else ''}"
+            f"{' over SASL_SSL as principal ' + PLATFORM_PRINCIPAL if secure else ''}; logs in {state_dir / 'logs'}"
         )
         password = "admin (demo only: set STRATOS_ADMIN_PASSWORD)" if demo else "<STRATOS_ADMIN_PASSWORD>"
         user = f"{settings.admin_username} / {password}"

@@ -1,0 +1,276 @@
+"""The outer wall: Kafka authenticates every client over TLS and its authorizer decides.
+
+Real processes: `stratos up --secure` runs the whole platform (embedded Kafka with a SASL_SSL
+listener only, SCRAM-SHA-512, the StandardAuthorizer) with the sample deployed through it; a
+plaintext client, a wrong password and a principal without ACLs are refused by the broker."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import uuid
+from pathlib import Path
+
+import httpx
+import pytest
+from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
+from kafka.admin import UserScramCredentialUpsertion
+from kafka.errors import KafkaError, TopicAuthorizationFailedError
+from pydantic import SecretStr
+
+from infra.broker import EmbeddedBroker, free_port
+from infra.broker.acls import INSTANCES, apply, client_principal, plan
+from infra.broker.fanout import TenantReplies
+from infra.broker.secure import as_platform_principal, broker_security, password
+from infra.log.kafka import decode, encode, ensure_topics, envelope, kafka_client_options, new_id, read_to_end
+from infra.settings import Settings
+from schemas import commands as C
+from schemas.ids import aggregate_id
+from schemas.records import CommandRecord
+from schemas.status import CommandRejected
+from tests.conftest import RunningNode, wait_until
+
+pytestmark = pytest.mark.integration
+PASSWORD = "secure-admin-pw"
+APP = "single-cartridge-app"
+
+
+@pytest.fixture(scope="module")
+def secure(tmp_path_factory):
+    """A secure embedded broker and the platform's settings on it (its own principal)."""
+    state = tmp_path_factory.mktemp("secure")
+    base = Settings(state_dir=state, topic_prefix=f"t{uuid.uuid4().hex[:8]}.", partitions=2)
+    broker = EmbeddedBroker(security=broker_security(base), log_path=state / "kafka.log").start()
+    platform = as_platform_principal(base).model_copy(update={"kafka_bootstrap": broker.bootstrap})
+    ensure_topics(platform)
+    try:
+        yield broker, platform
+    finally:
+        broker.stop()
+
+
+def as_user(platform: Settings, name: str, password: str) -> Settings:
+    return platform.model_copy(update={"kafka_username": name, "kafka_password": SecretStr(password)})
+
+
+def add_user(platform: Settings, name: str, password: str) -> Settings:
+    """A SCRAM principal made by the platform's (a super user), without any ACL."""
+    admin = KafkaAdminClient(**kafka_client_options(platform))
+    try:
+        assert admin.alter_user_scram_credentials([UserScramCredentialUpsertion(name, "SCRAM-SHA-512", password)]) == {
+            name: None
+        }
+    finally:
+        admin.close()
+    return as_user(platform, name, password)
+
+
+def test_plaintext_and_wrong_passwords_are_refused(secure):
+    broker, platform = secure
+    with pytest.raises(KafkaError):
+        KafkaProducer(bootstrap_servers=broker.bootstrap, request_timeout_ms=3000, max_block_ms=3000)
+    assert wait_until(
+        lambda: "SSL handshake failed" in Path(broker.log_path).read_text(),
+        message="the broker's log of the plaintext attempt",
+    )
+    with pytest.raises(KafkaError):
+        KafkaProducer(**kafka_client_options(as_user(platform, "stratos", "not-the-password")), max_block_ms=5000)
+    assert wait_until(
+        lambda: re.search(r"Failed authentication .*Authentication failed", Path(broker.log_path).read_text()),
+        message="the broker's log of the failed SCRAM authentication",
+    )
+
+
+def test_a_principal_without_acls_is_refused_by_the_authorizer(secure):
+    _, platform = secure
+    nobody = add_user(platform, "nobody", "nobody-pw")
+    producer = KafkaProducer(**kafka_client_options(nobody), max_block_ms=10_000)
+    try:
+        with pytest.raises(TopicAuthorizationFailedError):
+            producer.send(platform.topic("events"), b"{}").get(timeout=10)
+    finally:
+        producer.close()
+    assert refused_read(nobody, "snapshots")
+
+
+def refused_read(settings: Settings, kind: str) -> bool:
+    """The broker refuses this principal a read of the topic (TopicAuthorizationFailed, not
+    merely nothing to read): asked for its offsets, as every reader does first, then fetched."""
+    consumer = KafkaConsumer(**kafka_client_options(settings), group_id=None)
+    try:
+        partition = TopicPartition(settings.topic(kind), 0)
+        consumer.assign([partition])
+        try:
+            consumer.end_offsets([partition])  # needs DESCRIBE (which WRITE implies)
+            consumer.seek_to_beginning(partition)
+            for _ in range(3):  # the fetch itself needs READ
+                consumer.poll(timeout_ms=1000)
+        except TopicAuthorizationFailedError:
+            return True
+        return False
+    finally:
+        consumer.close()
+
+
+def principal(platform: Settings, name: str) -> Settings:
+    return as_user(platform, name, password(platform, name))
+
+
+def send(settings: Settings, kind: str, value: bytes = b"{}", key: bytes = b"k"):
+    producer = KafkaProducer(**kafka_client_options(settings), max_block_ms=10_000)
+    try:
+        return producer.send(settings.topic(kind), value, key=key).get(timeout=10)
+    finally:
+        producer.close()
+
+
+def test_instances_and_each_tenants_clients_get_exactly_their_acls(secure):
+    _, platform = secure
+    apply(platform, plan(platform, ["a.org", "b.org"]))
+    instances, client_a = principal(platform, INSTANCES), principal(platform, client_principal("a.org"))
+    for kind in ("instance-status", "health", "logs"):
+        assert send(instances, kind).topic == platform.topic(kind)
+    for kind in ("events", "snapshots", "commands", "replies", "instance-notifier"):
+        with pytest.raises(TopicAuthorizationFailedError):
+            send(instances, kind)
+    for kind in ("replies", "replies.a.org", "snapshots", "commands", "deadletter"):
+        assert refused_read(instances, kind), kind
+    assert not refused_read(instances, "instance-notifier")
+
+    assert send(client_a, "commands").topic == platform.topic("commands")
+    for kind in ("events", "snapshots", "replies", "instance-status", "health"):
+        with pytest.raises(TopicAuthorizationFailedError):
+            send(client_a, kind)
+    for kind in ("replies", "replies.b.org", "events", "snapshots", "instance-notifier", "commands"):
+        assert refused_read(client_a, kind), kind
+    assert not refused_read(client_a, "replies.a.org")
+
+
+def test_a_tenants_client_reads_its_own_replies_and_no_other_tenants(secure):
+    """A client of a.org sends a command (no token: the node answers 401); the reply reaches
+    a.org's topic, which b.org's client may not read; the platform runs as its own principal."""
+    _, platform = secure
+    apply(platform, plan(platform, ["a.org", "b.org"]))
+    client_a, client_b = (principal(platform, client_principal(t)) for t in ("a.org", "b.org"))
+    node = RunningNode(platform)
+    fanout = TenantReplies(platform)
+    thread = threading.Thread(target=fanout.run, daemon=True)
+    thread.start()
+    try:
+        command = envelope(
+            CommandRecord,
+            C.RemoveUser(id="someone"),
+            aggregate_id("a.org", "user", "someone"),
+            tenant="a.org",
+            record_id=new_id(),
+        )
+        send(client_a, "commands", encode(command), command.aggregate_id.encode())
+
+        def replied():
+            found = [
+                reply.payload
+                for raw in read_to_end(client_a, "replies.a.org", decode_records=False)
+                if (reply := decode("replies", raw.value)).payload.command_id == command.id
+            ]
+            return found and found[0]
+
+        reply = wait_until(replied, timeout=60, message="a.org's reply on its own topic")
+        assert isinstance(reply, CommandRejected) and reply.code == 401
+        assert refused_read(client_b, "replies.a.org") and refused_read(client_b, "replies")
+        assert not list(read_to_end(platform, "replies.b.org", decode_records=False))
+    finally:
+        fanout.stop()
+        thread.join(15)
+        node.stop()
+
+
+class SecureUp:
+    """`stratos up --secure` as a user runs it; `stop` is Ctrl-C."""
+
+    def __init__(self, state_dir: Path) -> None:
+        self.api_port = free_port()
+        env = {
+            **{k: v for k, v in os.environ.items() if not k.startswith("STRATOS_")},
+            "PYTHONPATH": os.getcwd(),
+            "STRATOS_ADMIN_PASSWORD": PASSWORD,
+            "STRATOS_PASSWORD_HASH_ROUNDS": "4",
+            "STRATOS_MOCK_API_PORT": str(free_port()),
+            "STRATOS_CLOUD_RECONCILE_SECONDS": "0.5",
+            "STRATOS_HEALTH_PUBLISH_SECONDS": "0.5",
+            "COLUMNS": "300",
+        }
+        self.output = state_dir.parent / "up.txt"
+        with open(self.output, "wb") as out:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "infra.cli", "up", "--secure", "--api-port", str(self.api_port)]
+                + ["--state-dir", str(state_dir)],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                env=env,
+                start_new_session=True,
+            )
+        self.state_dir = state_dir
+        self.http = httpx.Client(base_url=f"http://127.0.0.1:{self.api_port}", auth=("admin", PASSWORD), timeout=30)
+
+    def bootstrap(self) -> str | None:
+        assert self.process.poll() is None, self.output.read_text()
+        found = re.search(r"on Kafka (\S+)", self.output.read_text())
+        return found.group(1) if found else None
+
+    def active(self) -> list[str]:
+        try:
+            runtime = self.http.get(f"/api/applications/{APP}/runtime").json()
+        except (httpx.HTTPError, ValueError):
+            return []
+        return [
+            m["memberId"]
+            for instance in runtime.get("applicationInstances") or []
+            for cluster in instance["clusterInstances"]
+            for m in cluster["member"]
+            if m["status"] == "Active"
+        ]
+
+    def stop(self) -> int:
+        self.http.close()
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGINT)
+            try:
+                self.process.wait(60)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait()
+        return self.process.returncode
+
+
+def test_stratos_up_secure_runs_the_whole_platform_as_its_own_principal(tmp_path):
+    state_dir = tmp_path / "state"
+    up = SecureUp(state_dir)
+    try:
+        bootstrap = wait_until(up.bootstrap, timeout=120, interval=0.2, message="`stratos up --secure` on its broker")
+        members = wait_until(
+            lambda: len(found := up.active()) == 2 and found,
+            timeout=180,
+            interval=0.5,
+            message="the sample's two members Active through node, reactor, cloud controller and API",
+        )
+        platform = as_platform_principal(Settings(state_dir=state_dir)).model_copy(
+            update={"kafka_bootstrap": bootstrap}
+        )
+        wait_until(
+            lambda: set(members) <= {d.record.payload.member_id for d in read_to_end(platform, "health")},
+            timeout=60,
+            interval=0.5,
+            message="health samples of both members (the faust worker's topics)",
+        )
+        log = (state_dir / "logs" / "kafka.log").read_text()
+        assert "Failed authentication" not in log and "Principal = User:ANONYMOUS" not in log
+        with pytest.raises(KafkaError):
+            KafkaProducer(bootstrap_servers=bootstrap, request_timeout_ms=3000, max_block_ms=3000)
+    finally:
+        code = up.stop()
+    assert code == 0, up.output.read_text()[-3000:]
+    assert "STRATOS_KAFKA_PASSWORD" not in up.output.read_text()
