@@ -273,4 +273,6 @@ def test_stratos_up_secure_runs_the_whole_platform_as_its_own_principal(tmp_path
     finally:
         code = up.stop()
     assert code == 0, up.output.read_text()[-3000:]
-    assert "STRATOS_KAFKA_PASSWORD" not in up.output.read_text()
+    secret = (state_dir / "kafka-tls" / "stratos.password").read_text().strip()
+    logs = [path for path in (state_dir / "logs").rglob("*") if path.is_file()]
+    assert logs and all(secret not in path.read_text(errors="replace") for path in [up.output, *logs])
