@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 KAFKA_LIBS := $(VENV)/kafka/libs
 
-.PHONY: install browser haproxy run test unit lint lock bench docs clean
+.PHONY: install browser haproxy console-assets run test unit lint lock bench docs clean
 
 # what `make lint` checks: ruff (lint + format) and mypy, with the settings of pyproject.toml
 # (mypy strict on actors/, streams/, schemas/ and the example clients, checked on the rest:
@@ -16,6 +16,20 @@ install: $(VENV)/.installed
 # Debian's chromium, for the web console's tests in a real headless browser (root, as in CI)
 browser:
 	command -v chromium >/dev/null || (apt-get update -qq && apt-get install -y -qq chromium)
+
+# the web console's third-party front-end code, from npm at the versions and checksums of
+# infra/api/console/package-lock.json (`npm ci`), copied where the API serves it (/console/vendor):
+# the Monaco editor (the definitions' JSON editor) and axe-core (the console tests' accessibility check)
+CONSOLE := infra/api/console
+console-assets: $(CONSOLE)/vendor/.copied
+
+$(CONSOLE)/vendor/.copied: $(CONSOLE)/package.json $(CONSOLE)/package-lock.json
+	command -v npm >/dev/null || (apt-get update -qq && apt-get install -y -qq npm)
+	npm ci --prefix $(CONSOLE) --ignore-scripts --no-audit --no-fund --loglevel=error
+	rm -rf $(CONSOLE)/vendor && mkdir -p $(CONSOLE)/vendor/monaco $(CONSOLE)/vendor/axe-core
+	cp -r $(CONSOLE)/node_modules/monaco-editor/min/vs $(CONSOLE)/node_modules/monaco-editor/LICENSE $(CONSOLE)/vendor/monaco/
+	cp $(CONSOLE)/node_modules/axe-core/axe.min.js $(CONSOLE)/node_modules/axe-core/LICENSE $(CONSOLE)/vendor/axe-core/
+	touch $@
 
 # Debian's HAProxy (2.6: Runtime API `add server` / `del server`), for `stratos lb` and its tests
 haproxy:
@@ -37,12 +51,12 @@ $(KAFKA_LIBS)/.fetched: infra/broker/pom.xml
 		-DincludeScope=runtime -DoutputDirectory=$(abspath $(KAFKA_LIBS))
 	touch $@
 
-run: install
+run: install console-assets
 	$(BIN)/stratos up
 
 # three workers, one test file each at a time: most tests wait on a broker, a process or a
 # browser, so two cores run three files at once (each worker has its own embedded broker)
-test: install browser haproxy docs lint
+test: install browser haproxy console-assets docs lint
 	$(BIN)/python -m pytest -q -n 3 --dist loadfile
 
 lint: install

@@ -21,6 +21,7 @@ from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from infra.api.console.routes import VENDOR as CONSOLE_VENDOR
 from infra.api.console.routes import router as console_router
 from infra.api.definitions import definition_routers
 from infra.api.identity import Identity, Principal, basic_scheme, client_address, current_principal, unauthorized
@@ -199,6 +200,8 @@ def create_app(
         app.include_router(router, prefix="/api")
     app.include_router(mock_iaas_router)
     app.include_router(console_router)
+    if CONSOLE_VENDOR.is_dir():  # the console's editor (make console-assets); without, a text area
+        app.mount("/console/vendor", StaticFiles(directory=CONSOLE_VENDOR), name="console-vendor")
     app.include_router(metadata_router)  # Stratos's /metadata/api, beside /api
     if DOCS_SITE.is_dir():  # only in a checkout where `make docs` ran: static pages, no login
         app.mount("/docs", StaticFiles(directory=DOCS_SITE, html=True), name="docs")

@@ -13,22 +13,43 @@ the server keeps answering while it runs).
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import datetime
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from fastapi.concurrency import run_in_threadpool
+from pydantic import BaseModel, Field
 
 from actors.causality import causes, effects
 from infra.api.identity import Principal, current_principal, tenant_admin
 from infra.api.responses import ERROR_RESPONSES
 from infra.api.views import application_runtime
 from infra.replay.causation_index import CausalIndex
-from infra.replay.timetravel import Position, PositionError, parse_time, platform_at
+from infra.replay.timetravel import Position, PositionError, parse_time, platform_at, timeline, what_if_from_log
+from schemas.definitions import AutoscalingPolicy
 from schemas.ids import aggregate_id, parse_aggregate_id
 
 router = APIRouter(tags=["Replay"])
 REPLAY_RETRY_SECONDS = 2
 _replaying = threading.Lock()
 """One replay at a time per API process: each rebuilds partitions from the log."""
+
+
+@contextmanager
+def one_replay() -> Iterator[None]:
+    """Holds the process's one replay (a rebuild, a history, a what-if read the log); 429 while
+    another runs."""
+    if not _replaying.acquire(blocking=False):
+        raise HTTPException(
+            429,
+            "a replay is running on this API process: try again in a moment",
+            headers={"Retry-After": str(REPLAY_RETRY_SECONDS)},
+        )
+    try:
+        yield
+    finally:
+        _replaying.release()
 
 
 def _visible(principal: Principal, link: dict) -> bool:
@@ -60,18 +81,10 @@ async def replay_at(
         raise HTTPException(400, f"at: {exc}") from exc
     tenant = principal.tenant
     wanted = tenant_aggregates(request.app.state.read_model, tenant)
-    if not _replaying.acquire(blocking=False):
-        raise HTTPException(
-            429,
-            "a replay is running on this API process: try again in a moment",
-            headers={"Retry-After": str(REPLAY_RETRY_SECONDS)},
-        )
-    try:
+    with one_replay():
         found = await run_in_threadpool(
             platform_at, request.app.state.settings, Position(time=instant), only=wanted, pause_gc=False
         )
-    finally:
-        _replaying.release()
 
     def cluster(cluster_id: str):
         tracked = found.get(aggregate_id(tenant, "cluster", cluster_id))
@@ -113,3 +126,64 @@ async def why(
             index.close()
 
     return await run_in_threadpool(walk)
+
+
+def _instant(text: str | None, name: str) -> datetime | None:
+    try:
+        return parse_time(text) if text else None
+    except PositionError as exc:
+        raise HTTPException(400, f"{name}: {exc}") from exc
+
+
+@router.get(
+    "/cluster/{cluster_id}/history",
+    summary="A cluster's events (its scaling decisions with their figures) in log order, as `stratos history`",
+    responses=ERROR_RESPONSES,
+)
+async def cluster_history(
+    cluster_id: str,
+    request: Request,
+    since: str | None = Query(None, description="ISO 8601 time"),
+    until: str | None = Query(None, description="ISO 8601 time"),
+    principal: Principal = Depends(current_principal),
+) -> dict:
+    key = aggregate_id(principal.tenant, "cluster", cluster_id)  # the caller's own, gone or not
+    start, end = _instant(since, "since"), _instant(until, "until")
+    problems: list[str] = []
+    with one_replay():
+        entries = await run_in_threadpool(timeline, request.app.state.settings, key, start, end, problems)
+    return {"clusterId": cluster_id, "entries": [e.as_json() for e in entries], "problems": problems}
+
+
+class WhatIfRequest(BaseModel):
+    policy: AutoscalingPolicy = Field(description="the autoscaling policy to try, in Stratos's JSON")
+    since: str | None = Field(None, alias="from", description="first decision compared (ISO 8601)")
+    until: str | None = Field(None, alias="to", description="last decision compared (ISO 8601)")
+
+
+@router.post(
+    "/cluster/{cluster_id}/whatif",
+    summary="What another autoscaling policy would have decided over the cluster's recorded period, "
+    "decision by recorded decision (as `stratos replay --what-if`; nothing is sent; the tenant's admins)",
+    responses=ERROR_RESPONSES,
+)
+async def cluster_what_if(
+    cluster_id: str, body: WhatIfRequest, request: Request, principal: Principal = Depends(tenant_admin)
+) -> dict:
+    """It reads the health and commands topics through: like a replay, for the tenant's admins."""
+    key = aggregate_id(principal.tenant, "cluster", cluster_id)
+    start, end = _instant(body.since, "from"), _instant(body.until, "to")
+    policy = body.policy.model_dump(by_alias=True, exclude_none=True)
+    try:
+        with one_replay():
+            result = await run_in_threadpool(what_if_from_log, request.app.state.settings, key, policy, start, end)
+    except ValueError as exc:  # the cluster has no events yet
+        raise HTTPException(404, str(exc).removeprefix("--aggregate: ")) from exc
+    return {
+        "clusterId": cluster_id,
+        "policy": body.policy.definition_id,
+        "verdicts": [v.as_json() for v in result.verdicts],
+        "totals": result.totals(),
+        "samplesUsed": result.samples_used,
+        "samplesSkipped": result.samples_skipped,
+    }

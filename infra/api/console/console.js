@@ -41,6 +41,7 @@ function showLogin(message = "") {
   sessionStorage.removeItem(MEMBER_KEY);
   clearInterval(usageTimer);
   $("#console").hidden = true;
+  $("#pages").hidden = true;
   $("#logout").hidden = true;
   $("#who").textContent = "";
   $("#login").hidden = false;
@@ -77,7 +78,8 @@ async function start() {
                                           : `The API answered HTTP ${reply.status}: try again.`);
   }
   const me = await reply.json();
-  $("#who").textContent = `${me.username} · tenant ${me.tenant}`;
+  $("#who").textContent = `${me.username} · tenant ${me.tenant}` + (me.role === "admin" ? "" : " · read-only");
+  setupOperations(me);
   $("#login").hidden = true;
   $("#console").hidden = false;
   $("#logout").hidden = false;
@@ -223,10 +225,13 @@ function dispatch(block) {
 }
 
 function render(state) {
+  const treeChanged = !lastState || JSON.stringify(lastState.applications) !== JSON.stringify(state.applications);
   lastState = state;
-  if (pastAt === null) renderApplications(state.applications);
+  // redrawn only when it changed: a reader's focus and place in the tree stay put
+  if (pastAt === null && treeChanged) renderApplications(state.applications);
+  if (treeChanged) followApplications(state.applications);
   renderCharts(state.clusters);
-  renderEvents(state.events);
+  if (JSON.stringify(state.events) !== renderedEvents) renderEvents(state.events);
 }
 
 // --- runtime tree: application -> instance -> groups -> clusters -> members ---------------
@@ -241,7 +246,7 @@ function memberTable(members) {
   if (!members.length) return el("p", {class: "empty"}, "no members");
   const rows = members.map((m) => el("tr", {"data-member": m.memberId, "data-status": m.status,
                                             class: m.memberId === selectedMember ? "selected" : null,
-                                            title: "show this member's logs"},
+                                            title: "show this member's logs", tabindex: 0},
     el("td", {class: "id"}, m.memberId), el("td", {}, badge(m.status)),
     el("td", {}, m.defaultPrivateIP || "–"), el("td", {}, m.defaultPublicIP || "–"),
     el("td", {}, m.partitionId), el("td", {}, m.networkPartitionId)));
@@ -384,12 +389,17 @@ function backToLive() {
 }
 
 // --- recent events, and why each happened (GET /api/why/{id}) -------------------------------
+let renderedEvents = null;
+
 function renderEvents(events) {
+  renderedEvents = JSON.stringify(events);
   const rows = events.slice(0, EVENTS_SHOWN).map((e) => {
-    const row = el("tr", {"data-event": e.type, "data-id": e.id, class: "clickable", title: "why did it happen?"},
+    const row = el("tr", {"data-event": e.type, "data-id": e.id, class: "clickable", title: "why did it happen?",
+                          tabindex: 0},
       el("td", {}, new Date(e.at).toLocaleTimeString()), el("td", {}, e.type),
       el("td", {class: "id"}, e.aggregate), el("td", {class: "detail"}, e.detail));
     row.addEventListener("click", () => explain(e.id));
+    row.addEventListener("keydown", (event) => { if (event.key === "Enter") explain(e.id); });
     return row;
   });
   $("#events tbody").replaceChildren(...rows);
@@ -427,6 +437,10 @@ document.addEventListener("DOMContentLoaded", () => {
   $("#applications").addEventListener("click", (event) => {
     const row = event.target.closest("tr[data-member]");
     if (row) selectMember(row.dataset.member);
+  });
+  $("#applications").addEventListener("keydown", (event) => {
+    const row = event.target.closest("tr[data-member]");
+    if (row && event.key === "Enter") selectMember(row.dataset.member);
   });
   if (token) start(); else showLogin();
   // the documentation site is served at /docs once `make docs` has built it: link it only then

@@ -6,6 +6,11 @@ built from the API's read model), a short history of member count and load per c
 the latest events. Health figures come from `<prefix>health`, tailed without a consumer group
 like the read model reads the events log.
 
+The page's actions (definitions, deploy, limits, tenants and users, history and what-if) are
+plain calls of the REST API with the caller's token: what a role may not do, the API refuses.
+Its JSON editor (Monaco, served from `VENDOR`) validates and completes against the body schemas
+of /api/openapi.json; without `make console-assets` a plain text area stands in.
+
 The page logs in like any API client (POST /api/token) and reads the stream with `fetch`
 so that the token travels in the Authorization header, never in a URL.
 """
@@ -20,6 +25,7 @@ from collections import defaultdict, deque
 from collections.abc import AsyncIterable
 from contextlib import asynccontextmanager
 from importlib.resources import files
+from pathlib import Path
 from statistics import fmean
 
 import anyio
@@ -45,7 +51,14 @@ from schemas.status import HealthStat
 log = logging.getLogger(__name__)
 
 STATIC = files("infra.api.console")
-STATIC_TYPES = {"console.js": "text/javascript", "console.css": "text/css"}
+STATIC_TYPES = {
+    "console.js": "text/javascript",
+    "operate.js": "text/javascript",
+    "debugging.js": "text/javascript",
+    "console.css": "text/css",
+}
+VENDOR = Path(str(STATIC.joinpath("vendor")))
+"""Third-party front-end code (the Monaco editor, axe-core), copied from npm by `make console-assets`."""
 SAMPLE_SECONDS = 1.0
 """One chart point per cluster this often."""
 HISTORY_POINTS = 300
