@@ -262,12 +262,13 @@ def test_an_admin_defines_deploys_scales_debugs_undeploys_and_removes_from_the_c
         )
     go(page, "debugging")
     page.select_option("#debug-cluster", CLUSTER)
-    page.evaluate(
-        """(from) => { const local = (d) => new Date(d.getTime() - d.getTimezoneOffset() * 60000).toISOString().slice(0, 19);
-                      document.querySelector('#debug-from').value = local(new Date(Date.parse(from) - 1000));
-                      document.querySelector('#debug-to').value = local(new Date(Date.now() + 1000)); }""",
+    # the period: from just before the deployment until now, typed as the page shows local time
+    since, until = page.evaluate(
+        "(from) => [localInput(new Date(Date.parse(from) - 1000)), localInput(new Date(Date.now() + 1000))]",
         period_from,
     )
+    page.fill("#debug-from", since)
+    page.fill("#debug-to", until)
     page.click("#history-show")
     expect(page.locator('#history tr[data-event="ScalingDecided"]').first).to_be_visible()
     expect(page.locator('#history tr[data-event="ClusterCreated"]')).to_have_count(1)
@@ -343,7 +344,7 @@ def test_tenants_users_a_read_only_user_and_an_invalid_definition(platform, page
     expect(page.locator('#editor-errors li[data-field="category"]')).to_contain_text("Input should be 'framework'")
     expect(page.locator('#editor-errors li[data-field="portMapping.0.port"]')).to_contain_text("valid integer")
     # beside the fields themselves, on their lines in the editor
-    lines = page.locator("#editor .view-line").all_inner_texts()
+    lines = [line.replace("\xa0", " ") for line in page.locator("#editor .view-line").all_inner_texts()]
     category = next(line for line in lines if '"category"' in line)
     assert "← Input should be 'framework'" in category, lines
     port = next(line for line in lines if '"eighty"' in line)

@@ -349,7 +349,8 @@ function showErrors(errors) {
       const line = model.getPositionAt(e.spot.start).lineNumber;
       const end = model.getLineMaxColumn(line);
       return {range: {startLineNumber: line, startColumn: end, endLineNumber: line, endColumn: end},
-              options: {after: {content: `  ← ${e.message}`, inlineClassName: "api-error-inline"}}};
+              options: {description: "api-error", showIfCollapsed: true,
+                        after: {content: `  ← ${e.message}`, inlineClassName: "api-error-inline"}}};
     }));
     if (located.length) reveal(located[0].line);
   }
