@@ -368,7 +368,9 @@ def test_tenants_users_a_read_only_user_and_an_invalid_definition(platform, page
     expect(page.locator("#editor-title")).to_have_text("user viewer")
     expect(page.locator("#editor-save")).to_be_hidden()
     go(page, "debugging")
-    expect(page.locator("#whatif-run")).to_be_visible()  # reading is every user's
+    expect(page.locator("#history-show")).to_be_visible()  # a cluster's history is every user's
+    expect(page.locator("#whatif-run")).to_be_hidden()  # a what-if, like a replay, its admins'
+    expect(page.locator("#timetravel")).to_be_hidden()
     visible_actions = page.locator(
         "#deploy:visible, #undeploy:visible, #update-limits:visible, #def-new:visible, button[data-remove]:visible"
     )
@@ -377,6 +379,8 @@ def test_tenants_users_a_read_only_user_and_an_invalid_definition(platform, page
     no_serious_accessibility_issue(page, "the read-only user's pages")
     with platform.client(f"viewer@{domain}", "viewer-pw") as reader:  # and the API refuses anyway
         refused = reader.post("/api/cartridges", json=json.loads((SAMPLES / "php.json").read_text()))
+        assert refused.status_code == 403, refused.text
+        refused = reader.post(f"/api/cluster/{CLUSTER}/whatif", json={"policy": LAZY})
         assert refused.status_code == 403, refused.text
 
 

@@ -61,6 +61,9 @@ function setupOperations(whoami) {
   document.body.classList.toggle("read-only", me.role !== "admin");
   $("#pages").hidden = false;
   $("#app-actions").hidden = me.role !== "admin";
+  // a replay and a what-if read the log through: the API lets a tenant's admins alone run them
+  $("#timetravel").hidden = me.role !== "admin";
+  document.querySelectorAll(".whatif-control").forEach((node) => { node.hidden = me.role !== "admin"; });
   $("#def-new").hidden = true;
   document.querySelectorAll("[data-new-kind]").forEach((b) => { b.hidden = !canChange(kindOf(b.dataset.newKind)); });
   $("#tenants-panel").hidden = !me.superAdmin;
