@@ -74,6 +74,7 @@ from streams.scaling_rules import (
     required_by_memory,
     required_by_requests_in_flight,
 )
+from streams.steady import Inputs, Parked, fingerprint, quiet, woken
 
 PER_MEMBER, SHARED = "per-member", "shared"
 EPOCH = datetime(2026, 1, 1, tzinfo=UTC)
@@ -157,6 +158,13 @@ class SeededIds:
     def __call__(self) -> str:
         return f"{self._bits(64):016x}"
 
+    def last_of(self, n: int) -> str:
+        """The n-th id from here (n >= 1); the ones before it are drawn and dropped unformatted:
+        the ids a sleeping cluster's samples would have taken, so every later id is the same."""
+        for _ in range(n - 1):
+            self._bits(64)
+        return self()
+
 
 @dataclass
 class Instance:
@@ -194,6 +202,11 @@ class ClusterTrack:
     scaling_actions: int = 0
     spawned: int = 0
     terminated: int = 0
+    counted_state: Any = None
+    counts: tuple[int, int, int] = (0, 0, 0)
+    """The state last counted and its (active, pending, other) members: a state is immutable."""
+    _need: tuple[Any, int] | None = None
+    """(the loads, min and max it was computed for, need): one step's need, kept for the next."""
 
     def record(self, need: int, active: int, pending: int, terminating: int) -> None:
         self.need.append(need)
@@ -204,6 +217,14 @@ class ClusterTrack:
 
     def need_at(self, k: int) -> int:
         """The fewest members the load of step ``k`` needs, over the metrics with a threshold."""
+        inputs = (tuple(series[k] for _metric, _model, series in self.loads), self.min, self.max)
+        if self._need is not None and self._need[0] == inputs:
+            return self._need[1]
+        need = self._need_at(k)
+        self._need = (inputs, need)
+        return need
+
+    def _need_at(self, k: int) -> int:
         need = 0
         for metric, model, series in self.loads:
             threshold = self.thresholds.get(metric)
@@ -276,6 +297,23 @@ def sample_values(track: ClusterTrack, k: int, serving: int) -> list[tuple[str, 
     return out
 
 
+def counts_of(state: Any) -> tuple[int, int, int]:
+    """(active, pending, other) members of a cluster's state."""
+    members = getattr(state, "members", {})
+    active = pending = 0
+    for m in members.values():
+        if m.is_active:
+            active += 1
+        elif m.is_pending:
+            pending += 1
+    return active, pending, len(members) - active - pending
+
+
+def samples_per_step(track: ClusterTrack, serving: int) -> int:
+    """How many health records `Simulation._sample` publishes for a cluster in one step."""
+    return sum(1 if metric == REQUESTS_IN_FLIGHT else serving for metric, _model, _series in track.loads)
+
+
 def need_of(metric: str, model: str, value: float, threshold: float, min_count: int, max_count: int) -> int:
     """The fewest members that keep the metric within its threshold. With a shared load
     (a total spread over the members) that is ``ceil(total / threshold)``; with a per-member
@@ -291,7 +329,9 @@ def need_of(metric: str, model: str, value: float, threshold: float, min_count: 
 class Simulation:
     """One run of a setup; ``run()`` returns what the report needs."""
 
-    def __init__(self, setup: SimulationSetup, policy: str = "scenario", keep_log: bool = False) -> None:
+    def __init__(
+        self, setup: SimulationSetup, policy: str = "scenario", keep_log: bool = False, event_driven: bool = True
+    ) -> None:
         self.setup = setup
         self.policy = policy
         self.new_id = SeededIds(setup.seed)
@@ -320,6 +360,24 @@ class Simulation:
         self.nodes: dict[str, dict[str, Instance]] = {}
         """cluster key -> its instances that have a node (what the IaaS holds)."""
         self.first_rejections: list[CommandRejected] = []
+        self.event_driven = event_driven and float(setup.step).is_integer()
+        """Steady clusters sleep (`streams.steady`); only for whole-second steps, whose times
+        move by exact additions."""
+        self.parked: dict[str, Parked] = {}
+        self.slept = 0
+        self.nodeless: dict[str, set[str]] = {}
+        """cluster key -> its members whose instance has no node (what the reconciler looks at)."""
+        self.touched: set[str] = set()
+        """Parked clusters whose state, nodes or agents changed: woken at the next step."""
+        self.wakes: list[tuple[int, str]] = []
+        """(step, cluster key): when a parked cluster's load changes."""
+        """Cluster-steps not re-decided (the cluster was parked)."""
+        self.steady: dict[str, tuple[Inputs, tuple[Any, ...] | None]] = {}
+        """cluster key -> its inputs at the previous step and, when they were the same as the
+        step before, the fingerprint of its windows then."""
+        self.book_rank: dict[str, int] = {}
+        """The health book's clusters in the order it first heard of them (its decisions, and so
+        every id drawn after them, follow that order: a woken cluster goes back to its place)."""
 
     # --- time -------------------------------------------------------------------------------
     def epoch(self, t: float | None = None) -> float:
@@ -403,6 +461,8 @@ class Simulation:
             )
         if outcome.commit is None or not cast(Commit, outcome.commit.payload).events:
             return
+        if key in self.parked:
+            self.touched.add(key)
         if parse_aggregate_id(key).kind == "cluster":
             view = view_of(tracked.state)  # type: ignore[arg-type]
             if view is None:
@@ -441,6 +501,7 @@ class Simulation:
                 event.network_partition_id,
                 random.Random(f"{self.setup.seed}:instance:{member_id}"),
             )
+            self.nodeless.setdefault(key, set()).add(member_id)
             if (track := self.tracks.get(key)) is not None:
                 track.spawned += 1
         elif isinstance(event, E.MemberTerminated) and (track := self.tracks.get(key)) is not None:
@@ -461,8 +522,8 @@ class Simulation:
                 self.at(self.t + self.setup.instances.shutdown_delay, self._say, instance, *answer, record.id)
             else:
                 self._say(instance, *answer, record.id)
-        if isinstance(event, E.MemberTerminated):
-            self.instances.pop(member_id, None)
+        if isinstance(event, E.MemberTerminated) and self.instances.pop(member_id, None) is not None:
+            self.nodeless[key].discard(member_id)
 
     def _note_decision(self, key: str, event: E.ScalingDecided) -> None:
         track = self.tracks.get(key)
@@ -489,7 +550,13 @@ class Simulation:
             self._node(instance, False)
 
     def _node(self, instance: Instance, exists: bool) -> None:
+        self._instances_changed(instance)
         instance.node = exists
+        nodeless = self.nodeless.setdefault(instance.cluster_key, set())
+        if exists:
+            nodeless.discard(instance.member_id)
+        elif self.instances.get(instance.member_id) is instance:
+            nodeless.add(instance.member_id)
         nodes = self.nodes.setdefault(instance.cluster_key, {})
         if exists:
             nodes[instance.member_id] = instance
@@ -530,6 +597,7 @@ class Simulation:
         if not instance.node or instance.crashed:
             return
         instance.agent_status = agent_status
+        self._instances_changed(instance)
         self.queue.append(
             built(
                 InstanceStatusRecord,
@@ -579,9 +647,11 @@ class Simulation:
     def _reconcile(self) -> None:
         """The cloud controller's reconciler: members whose node must exist but vanished."""
         for key, tracked in self.aggregates.items():
+            nodeless = self.nodeless.get(key)
+            if not nodeless:
+                continue
             for member in getattr(tracked.state, "members", {}).values():
-                instance = self.instances.get(member.member_id)
-                if instance is not None and not instance.node and node_expected(member):
+                if member.member_id in nodeless and node_expected(member):
                     self.send(
                         key,
                         C.ReportNodeDestroyed(member_id=member.member_id, reason="node vanished"),
@@ -595,7 +665,12 @@ class Simulation:
         for track in self.tracks.values():
             if not track.loads:
                 continue
-            serving = [i for i in self.nodes.get(track.key, {}).values() if i.agent_status == "Activated"]
+            parked = self.parked.get(track.key)
+            if parked is not None:
+                parked.last_record_id = self.new_id.last_of(parked.records)
+                self.slept += 1
+                continue
+            serving = self._serving(track.key)
             if not serving:
                 continue
             tenant = parse_aggregate_id(track.key).tenant
@@ -637,6 +712,14 @@ class Simulation:
                             ),
                         ),
                     )
+
+    def _instances_changed(self, instance: Instance) -> None:
+        """A node or an agent status of the instance's cluster changed (a sleeping cluster wakes)."""
+        if instance.cluster_key in self.parked:
+            self.touched.add(instance.cluster_key)
+
+    def _serving(self, key: str) -> list[Instance]:
+        return [i for i in self.nodes.get(key, {}).values() if i.agent_status == "Activated"]
 
     def _ingest(self, track: ClusterTrack, tenant: str, stat: HealthStat) -> None:
         record = built(
@@ -705,6 +788,83 @@ class Simulation:
             if needs_timer(tracked.state):
                 self.send(key, C.CheckTimeouts(), record_id=timeouts_command_id(key, period))
 
+    # --- discrete events: steady clusters sleep (streams.steady) -----------------------------
+    def _inputs(self, track: ClusterTrack, k: int) -> Inputs:
+        return Inputs(
+            self.aggregates[track.key].state,
+            tuple(i.member_id for i in self._serving(track.key)),
+            tuple(series[k] for _metric, _model, series in track.loads),
+        )
+
+    def _settle(self, k: int) -> None:
+        """Park the clusters this step left as the previous one did, moved on by one step."""
+        clusters, latest = self.book.clusters, self.book.latest
+        for key, track in self.tracks.items():
+            book = clusters.get(key)
+            tracked = self.aggregates.get(key)
+            if book is None or tracked is None or needs_timer(tracked.state) or not quiet(book, latest.get(key)):
+                self.steady.pop(key, None)
+                continue
+            inputs = self._inputs(track, k)
+            before = self.steady.get(key)
+            if before is None or not inputs.same(before[0]):
+                self.steady[key] = (inputs, None)
+                continue
+            now = fingerprint(book, self.epoch(), self.t)
+            if now != before[1]:
+                self.steady[key] = (inputs, now)
+                continue
+            records = samples_per_step(track, len(self._serving(key)))
+            del clusters[key], self.steady[key]
+            self.parked[key] = Parked(book, k, inputs, latest[key], book.last_record_id, records)
+            heapq.heappush(self.wakes, (self._load_changes(track, k), key))
+
+    def _wake(self, k: int) -> None:
+        """Put back, as stepping would have left them, the windows of parked clusters whose
+        inputs changed (before this step's samples): their state or instances (`touched`), or
+        their load (due at `Parked.wake_at`)."""
+        due = self.touched
+        while self.wakes and self.wakes[0][0] <= k:
+            due.add(heapq.heappop(self.wakes)[1])  # maybe a cluster parked again since: woken early, still exact
+        woken_keys = [key for key in due if key in self.parked]
+        due.clear()
+        if not woken_keys:
+            return
+        clusters = self.book.clusters
+        for key in woken_keys:
+            parked = self.parked.pop(key)
+            clusters[key], self.book.latest[key] = woken(
+                parked, k - 1 - parked.step, self._later, parked.last_record_id
+            )
+        ordered = sorted(clusters.items(), key=lambda item: self.book_rank[item[0]])
+        clusters.clear()
+        clusters.update(ordered)
+
+    def _load_changes(self, track: ClusterTrack, k: int) -> int:
+        """The first step after ``k`` whose load differs from step ``k``'s (or the run's end)."""
+        load = tuple(series[k] for _metric, _model, series in track.loads)
+        end = self.setup.steps
+        j = k + 1
+        while j < end and tuple(series[j] for _metric, _model, series in track.loads) == load:
+            j += 1
+        return j
+
+    def _later(self, at: float, steps: int, epoch: bool = True) -> float:
+        """A step's time (epoch seconds, else simulated) `steps` steps later, computed as the
+        step loop computes it."""
+        base, step = (EPOCH.timestamp() if epoch else 0.0), self.setup.step
+        return base + (round((at - base) / step) + steps) * step
+
+    def _rank(self) -> None:
+        """Keep `book_rank` in step with the book: new clusters last, forgotten ones dropped."""
+        clusters = self.book.clusters
+        if len(clusters) + len(self.parked) == len(self.book_rank) and all(k in self.book_rank for k in clusters):
+            return
+        present = clusters.keys() | self.parked.keys()
+        kept = [k for k in sorted(self.book_rank, key=self.book_rank.__getitem__) if k in present]
+        kept += [k for k in clusters if k not in self.book_rank]
+        self.book_rank = {k: n for n, k in enumerate(kept)}
+
     # --- the run ----------------------------------------------------------------------------
     def _define_and_deploy(self) -> None:
         tenant = self.setup.tenant
@@ -748,17 +908,13 @@ class Simulation:
         k = self.step_index
         for track in self.tracks.values():
             state = self.aggregates[track.key].state if track.key in self.aggregates else None
-            members = getattr(state, "members", {})
-            if isinstance(state, ClusterState) and state.spec is not None:
-                # the cluster's own limits (live updates, group instances, bursting: actors.instances)
-                track.min, track.max = state.min, state.max
-            active = pending = 0
-            for m in members.values():
-                if m.is_active:
-                    active += 1
-                elif m.is_pending:
-                    pending += 1
-            track.record(track.need_at(k), active, pending, len(members) - active - pending)
+            if state is not track.counted_state or state is None:
+                track.counted_state, track.counts = state, counts_of(state)
+                if isinstance(state, ClusterState) and state.spec is not None:
+                    # the cluster's own limits (live updates, group instances, bursting: actors.instances)
+                    track.min, track.max = state.min, state.max
+            # a parked cluster's load and limits are those of the step before
+            track.record(track.need[-1] if track.key in self.parked else track.need_at(k), *track.counts)
 
     def run(self, progress: Callable[[int, int], None] | None = None) -> RunResult:
         setup, p = self.setup, self.setup.platform
@@ -773,8 +929,12 @@ class Simulation:
                 action(*args)
                 self.drain()
             self.t, self.step_index = t, k
+            if self.touched or (self.wakes and self.wakes[0][0] <= k):
+                self._wake(k)
             self._sample()
+            self._rank()
             self._hop()
+            self._rank()
             if t >= next_timer:
                 self._timers()
                 while next_timer <= t:
@@ -785,6 +945,8 @@ class Simulation:
                     next_reconcile += p.reconcile_seconds
             self.drain()
             self._record()
+            if self.event_driven:
+                self._settle(k)
             if progress is not None and (k % 240 == 0 or k == total - 1):
                 progress(k + 1, total)
         return RunResult(

@@ -58,7 +58,7 @@ def scenario_info(scenario: Scenario, mode: str) -> dict:
 
 
 def run_simulated(
-    scenario: Scenario, policies: list[Path], out: Path, quiet: bool, console: Console
+    scenario: Scenario, policies: list[Path], out: Path, quiet: bool, console: Console, stepped: bool = False
 ) -> tuple[dict, float]:
     """Every policy on the scenario's load and seed; writes the report, returns (metrics, sim wall s)."""
     setups = policy_setups(scenario, policies)
@@ -76,7 +76,7 @@ def run_simulated(
             task = progress.add_task(name, total=setup.steps)  # type: ignore[attr-defined]
             started = time.perf_counter()
             try:
-                result = Simulation(setup, policy=name).run(  # type: ignore[arg-type]
+                result = Simulation(setup, policy=name, event_driven=not stepped).run(  # type: ignore[arg-type]
                     lambda done, total, task=task: progress.update(task, completed=done)  # type: ignore[misc]
                 )
             except ScenarioError as exc:
@@ -123,6 +123,12 @@ def simulate(
         "where the mock IaaS answers (e.g. http://admin:admin@127.0.0.1:9443): "
         "silence its patterns for the scenario's cartridges, play crashes",
     ),
+    stepped: bool = typer.Option(
+        False,
+        "--stepped",
+        help="decide every cluster at every step (steady clusters are otherwise skipped until an "
+        "input changes; the results are the same, byte for byte)",
+    ),
     as_json: bool = typer.Option(False, "--json", help="print the summary as JSON"),
 ) -> None:
     """Run a load scenario through the platform's own scaling code, on simulated time (or
@@ -148,7 +154,7 @@ def simulate(
             )
             wall = time.perf_counter() - started
         else:
-            doc, wall = run_simulated(scenario, policy, out, as_json, console)
+            doc, wall = run_simulated(scenario, policy, out, as_json, console, stepped)
     except ScenarioFileError as exc:
         console.print(f"error: {exc}", style="red", highlight=False, markup=False, soft_wrap=True)
         raise typer.Exit(2) from exc
