@@ -100,4 +100,4 @@ docs: install
 	$(BIN)/python docs/gen_reference.py && $(BIN)/mkdocs build --strict
 
 clean:
-	rm -rf $(VENV) .pytest_cache build *.egg-info
+	rm -rf $(VENV) .pytest_cache build *.egg-info $(CONSOLE)/node_modules $(CONSOLE)/vendor

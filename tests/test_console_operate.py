@@ -352,16 +352,33 @@ def test_tenants_users_a_read_only_user_and_an_invalid_definition(platform, page
     shot(page, "invalid-definition")
     with platform.client(f"boss@{domain}", "boss-pw") as boss:
         assert boss.get("/api/cartridges").json() == []
+    paste_into_editor(page, (SAMPLES / "php.json").read_text())  # corrected: saved, the errors gone
+    expect(errors).to_have_count(0)
+    page.click("#editor-save")
+    expect(page.locator("#def-result")).to_contain_text("added successfully", timeout=WRITE_WAIT_MS)
     page.click("#logout")
 
     # the read-only user sees every page, and no action
     log_in(page, platform.url, f"viewer@{domain}", "viewer-pw")
     expect(page.locator("#who")).to_contain_text("read-only")
     expect(page.locator("#app-actions")).to_be_hidden()
-    go(page, "definitions")
-    page.click('#def-kinds button[data-kind="cartridges"]')
+    # by keyboard alone: a page button, a kind, a row's View, Escape closes the editor
+    page.focus('#pages button[data-page="definitions"]')
+    page.keyboard.press("Enter")
+    expect(page.locator("#page-definitions")).to_be_visible()
+    page.focus('#def-kinds button[data-kind="cartridges"]')
+    page.keyboard.press("Enter")
+    expect(page.locator("#def-kind-title")).to_have_text("Cartridges")
+    expect(page.locator('#def-list tr[data-id="php"] button')).to_have_text(["View"])  # no Remove
     expect(page.locator("#def-new")).to_be_hidden()
-    go(page, "people")
+    page.focus('#pages button[data-page="people"]')
+    page.keyboard.press("Enter")
+    expect(page.locator("#page-people")).to_be_visible()
+    page.focus('#user-list tr[data-id="viewer"] button[data-edit]')
+    page.keyboard.press("Enter")
+    expect(page.locator('#editor-panel[aria-busy="false"]')).to_be_visible()
+    page.keyboard.press("Escape")
+    expect(page.locator("#editor-panel")).to_be_hidden()
     expect(page.locator('#user-list tr[data-id="viewer"]')).to_be_visible()
     expect(page.locator('#user-list button[data-remove], [data-new-kind="users"]:visible')).to_have_count(0)
     page.click('#user-list tr[data-id="viewer"] button[data-edit]')

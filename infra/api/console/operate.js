@@ -51,6 +51,7 @@ function showPage(name) {
     b.dataset.page === name ? b.setAttribute("aria-current", "page") : b.removeAttribute("aria-current"));
   document.querySelectorAll("main .page").forEach((p) => { p.hidden = p.id !== `page-${name}`; });
   closeEditor();
+  if (name === "runtime" && me.role === "admin") { refreshPolicies(); refreshSubscriptions(); }
   if (name === "definitions") selectKind(currentKind);
   if (name === "people") refreshPeople();
   if (name === "debugging") prepareDebugging();
