@@ -253,7 +253,7 @@ def test_stratos_up_secure_runs_the_whole_platform_as_its_own_principal(tmp_path
         bootstrap = wait_until(up.bootstrap, timeout=120, interval=0.2, message="`stratos up --secure` on its broker")
         members = wait_until(
             lambda: len(found := up.active()) == 2 and found,
-            timeout=180,
+            timeout=300,  # the whole platform starting on a machine it shares
             interval=0.5,
             message="the sample's two members Active through node, reactor, cloud controller and API",
         )

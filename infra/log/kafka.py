@@ -622,6 +622,9 @@ class DeadLetters:
         on. `source` is where it came from (a raw ConsumerRecord or a Delivered)."""
         log.error("handling %s@%d failed", source.topic, source.offset, exc_info=exc)
         key = source.key.encode() if isinstance(source.key, str) else source.key
+        original_headers = getattr(source, "headers", None)  # a raw record's own
+        if original_headers is None and getattr(source, "sender", None) is not None:
+            original_headers = source.sender.headers()  # a Delivered's: what its sender proved
         self.send(
             source.topic,
             source.partition,
@@ -630,6 +633,7 @@ class DeadLetters:
             encode(record),
             f"handling failed: {rejection_reason(exc)}",
             exc,
+            original_headers,
         )
 
 

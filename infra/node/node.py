@@ -503,6 +503,7 @@ class Node:
                 command.model_dump_json().encode(),
                 f"handling failed: {outcome.failure}",
                 "stratos.HandlingFailed",
+                delivered.sender.headers() if delivered.sender else None,
             )
         self.owned.setdefault(partition, set()).add(command.aggregate_id)
         return outcome

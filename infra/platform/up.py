@@ -24,6 +24,7 @@ from infra.lb.balancer import haproxy_binary
 from infra.log.kafka import TopicsError, ensure_topics, require_sound_topics
 from infra.platform.supervisor import Supervisor, child_env
 from infra.settings import get_settings
+from schemas.envelope import SUPER_TENANT
 
 log = logging.getLogger(__name__)
 
@@ -139,12 +140,12 @@ def run_platform(
                     setattr(settings, name, value)
         ensure_topics(settings)
         require_sound_topics(settings)
-        if secure:
-            grants = acls.plan(settings, acls.known_tenants(settings))
+        if secure:  # the super tenant's clients and the instances; other tenants' by kafka-acls
+            grants = acls.plan(settings, [SUPER_TENANT])
             acls.apply(settings, grants)
             console.print(
-                f"Kafka ACLs for {', '.join(acls.principals(grants))} applied "
-                "(`stratos kafka-acls --apply` again after adding tenants)"
+                f"Kafka ACLs for {', '.join(acls.principals(grants))} applied; a tenant's Kafka "
+                "clients: `stratos kafka-acls --tenant DOMAIN --apply`"
             )
         tls = tls or settings.api_tls
         here = settings.model_copy(update={"api_tls": tls, "state_dir": state_dir.absolute()})
