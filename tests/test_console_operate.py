@@ -292,6 +292,16 @@ def test_an_admin_defines_deploys_scales_debugs_undeploys_and_removes_from_the_c
     assert drawn > 0  # the would-have-decided line is on the canvas
     shot(page, "what-if")
     no_serious_accessibility_issue(page, "debugging with a what-if chart")
+    with platform.client() as admin:  # the API behind it names what it refuses
+        bad_policy = {"id": "x", "loadThresholds": {"loadAverage": {"threshold": "high"}}}
+        refused = admin.post(f"/api/cluster/{CLUSTER}/whatif", json={"policy": bad_policy})
+        assert refused.status_code == 400
+        assert refused.json()["message"].startswith("policy.loadThresholds.loadAverage.threshold: "), refused.text
+        refused = admin.post(f"/api/cluster/{CLUSTER}/whatif", json={"policy": LAZY, "from": "yesterday"})
+        assert refused.status_code == 400 and refused.json()["message"].startswith("from: "), refused.text
+        unknown = admin.post("/api/cluster/no-such-cluster/whatif", json={"policy": LAZY})
+        assert unknown.status_code == 404 and "no-such-cluster" in unknown.json()["message"], unknown.text
+        assert admin.get(f"/api/cluster/{CLUSTER}/history", params={"until": "soon"}).status_code == 400
 
     # undeploy: the members leave the tree; then every definition goes, from the console
     go(page, "runtime")
