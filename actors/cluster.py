@@ -63,14 +63,20 @@ class ClusterState(State):
     reported_wanted: int | None = None
     """Cluster instances last asked of the application (None: content with what it holds)."""
     scale_in_requests: int = 0
-    in_transition: int = Field(0, exclude=True)
-    """Members pending, leaving or obsolete (`timed`): kept by the fold so that the node asks
-    whether the cluster needs its timer in O(1). Not in snapshots: counted when one is loaded."""
+    tally: tuple[int, int, int] = Field((0, 0, 0), exclude=True)
+    """(active, pending, in transition) members (`tally_of`), kept by the fold so that the
+    rules' counts and the node's timer question cost O(1), not a pass over every member. Not in
+    snapshots: counted when one is loaded."""
 
     @model_validator(mode="after")
-    def _count_in_transition(self) -> ClusterState:
-        object.__setattr__(self, "in_transition", sum(1 for m in self.members.values() if timed(m)))
+    def _count(self) -> ClusterState:
+        counts = [tally_of(m) for m in self.members.values()]
+        object.__setattr__(self, "tally", tuple(sum(c[i] for c in counts) for i in range(3)))
         return self
+
+    @property
+    def in_transition(self) -> int:
+        return self.tally[2]
 
     @property
     def per_instance(self) -> tuple[int, int]:
@@ -114,16 +120,21 @@ class ClusterState(State):
 
     @property
     def active(self) -> int:
-        return sum(1 for m in self.members.values() if m.is_active)
+        return self.tally[0]
 
     @property
     def pending(self) -> int:
-        return sum(1 for m in self.members.values() if m.is_pending)
+        return self.tally[1]
 
 
 def timed(member: MemberState) -> bool:
     """A member whose timeouts the cluster checks: pending, asked to leave, or obsolete."""
     return member.status in PENDING or not member.in_service
+
+
+def tally_of(member: MemberState) -> tuple[int, int, int]:
+    """What one member adds to `ClusterState.tally`: (active, pending, in transition)."""
+    return int(member.is_active), int(member.is_pending), int(timed(member))
 
 
 def initial(aggregate_id: str) -> ClusterState:
@@ -206,8 +217,7 @@ def _status_after(before: ClusterState, after: ClusterState) -> list[BaseModel]:
     """Cluster status follows its members: Active at min, Inactive below, Terminated when empty."""
     assert after.spec is not None
     app = after.spec.application_id
-    live = [m for m in after.members.values() if m.status != S.TERMINATED]
-    if after.status == ClusterStatus.TERMINATING and not live:
+    if after.status == ClusterStatus.TERMINATING and all(m.status == S.TERMINATED for m in after.members.values()):
         return [
             made(E.ClusterTerminated, application_id=app),
             made(E.ClusterStatusChanged, application_id=app, status=ClusterStatus.TERMINATED.value),
@@ -716,6 +726,9 @@ def _apply_member(
 
 
 def _counted(state: ClusterState, before: MemberState | None, after: MemberState | None) -> ClusterState:
-    """`state` with its count of members in transition moved by one member's change."""
-    delta = (after is not None and timed(after)) - (before is not None and timed(before))
-    return evolve(state, {"in_transition": state.in_transition + delta}) if delta else state
+    """`state` with its tally moved by one member's change."""
+    old = tally_of(before) if before is not None else (0, 0, 0)
+    new = tally_of(after) if after is not None else (0, 0, 0)
+    if old == new:
+        return state
+    return evolve(state, {"tally": tuple(t + n - o for t, n, o in zip(state.tally, new, old, strict=True))})

@@ -20,7 +20,7 @@ from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 
 from actors.base import Context
-from actors.cluster import timed
+from actors.cluster import tally_of, timed
 from actors.runtime import Tracked, handle, needs_timer
 from infra.log.eventlog import decode_log
 from infra.log.kafka import envelope
@@ -148,6 +148,8 @@ def test_the_live_fold_and_the_in_place_rebuild_equal_the_validated_fold(history
         assert tracked.snapshot() == validated.snapshot()
     members = validated.state.members  # type: ignore[attr-defined]
     assert needs_timer(fast.state) == needs_timer(live.state) == any(timed(m) for m in members.values())
+    scanned = tuple(sum(column) for column in zip((0, 0, 0), *(tally_of(m) for m in members.values()), strict=False))
+    assert fast.state.tally == live.state.tally == scanned  # type: ignore[attr-defined]
     assert Tracked.from_snapshot(CLUSTER, fast.snapshot()).state == validated.state
 
 
