@@ -94,6 +94,12 @@ class Settings(BaseSettings):
         description="the key the platform's parts sign records and tokens with; "
         "unset = <state_dir>/platform.secret, created owner-only",
     )
+    projection_checkpoint_records: int = Field(
+        100_000, ge=1, description="events records a read side folds between two of its checkpoints"
+    )
+    projection_checkpoint_seconds: float = Field(
+        300.0, gt=0, description="longest time between a read side's checkpoints while records arrive"
+    )
     platform_secret_previous: SecretStr | None = Field(
         None,
         description="retired platform secrets, comma-separated, newest first: history they signed "

@@ -4,7 +4,8 @@ It reads all partitions without a consumer group (no rebalance pauses) and folds
 that is history (`infra.log.eventlog.History`: fenced writers ignored) with `actors.runtime.Tracked`,
 the same apply functions the node uses, so the API shows what the aggregates decided and
 nothing else. Writers wait on it so that an answered write is
-already visible to the next read.
+already visible to the next read. It starts from its own checkpoint and folds only what follows
+(`infra.log.projection`), so its start costs the same at any age of the log.
 """
 
 from __future__ import annotations
@@ -19,11 +20,12 @@ from pydantic import ValidationError
 from actors.base import State
 from actors.runtime import Tracked
 from infra.log.commands_client import Wake, waker
-from infra.log.eventlog import History
-from infra.log.kafka import IDLE_POLL_MS, assigned_consumer, rejection_reason
+from infra.log.kafka import IDLE_POLL_MS, Appender, assigned_consumer, rejection_reason
+from infra.log.projection import Projection
 from infra.settings import Settings
 from schemas.definitions import DEFINITION_KINDS
 from schemas.ids import AggregateRef, parse_aggregate_id
+from schemas.records import LogRecord
 
 log = logging.getLogger(__name__)
 
@@ -34,8 +36,12 @@ CAUSES_REMEMBERED = 100_000
 class ReadModel:
     """Aggregates by id and by (tenant, kind), with the offsets applied per partition."""
 
+    format_version = "1"
+    """Of the checkpoint's format (`Tracked.snapshot` per aggregate)."""
+
     def __init__(self, settings: Settings, kinds: set[str] | None = None) -> None:
         self.settings = settings
+        self.name = "api-read-model" if kinds is None else "api-read-model:" + ",".join(sorted(kinds))
         self.kinds = {k.encode() for k in kinds} if kinds is not None else None
         """Only these aggregate kinds are folded (a node's users and tenants); None = all."""
         self.changed = threading.Condition()
@@ -48,7 +54,7 @@ class ReadModel:
         self.caused: OrderedDict[str, int] = OrderedDict()
         self.command_waiters: dict[str, list[tuple[int, Wake]]] = {}
         """Writers waiting for a command's events, woken one by one rather than all per batch."""
-        self.history = History.of(settings)
+        self.projection = Projection(settings, self)
         self.ready = threading.Event()
         self.stopping = threading.Event()
         self.failure: BaseException | None = None
@@ -75,26 +81,38 @@ class ReadModel:
             self.failure = exc
             log.exception("read model could not open the events topic")
             return
+        appender = Appender(self.settings, source="api")
         try:
-            ends = {tp.partition: end for tp, end in consumer.end_offsets(list(consumer.assignment())).items()}
-            self._mark_ready_if_caught_up(ends)
+            if self.projection.restore() is not None:
+                self.applied = dict(self.projection.positions)
+                self.projection.seek(consumer)
+            if not self.projection.catch_up(consumer, appender, self.stopping.is_set, self._fold_batch):
+                return
+            self.ready.set()
             while not self.stopping.is_set():
                 for tp, raws in consumer.poll(timeout_ms=IDLE_POLL_MS).items():
                     self._fold_batch(tp.partition, raws)
-                if not self.ready.is_set():
-                    self._mark_ready_if_caught_up(ends)
+                if self.projection.due():
+                    self.projection.checkpoint(appender)
+        except Exception as exc:
+            self.failure = exc
+            log.exception("read model stopped")
         finally:
+            try:
+                if self.projection.due() or (self.stopping.is_set() and self.projection.read):
+                    self.projection.checkpoint(appender)
+            except Exception:  # noqa: BLE001 - the next start folds a little more
+                log.exception("read model: the checkpoint at stop was not written")
             consumer.close()
-
-    def _mark_ready_if_caught_up(self, ends: dict[int, int]) -> None:
-        if all(self.applied.get(p, 0) >= end for p, end in ends.items()):
-            self.ready.set()
+            appender.close()
 
     def _fold_batch(self, partition: int, raws) -> None:
         with self.changed:
             for raw in raws:
                 if self.kinds is None or self._wanted(raw.key):
                     self._fold_one(raw)
+                else:
+                    self.projection.skip(raw)
                 self.applied[partition] = raw.offset + 1
             self.version += 1
             self.changed.notify_all()
@@ -108,16 +126,16 @@ class ReadModel:
         """Apply one record; a record that does not validate or fold is logged and skipped
         (the reactor, which reads the same topic, sends it to the dead-letter topic)."""
         try:
-            record = self.history.commit(raw)
-            if record is None:
-                return
-            tracked = self.aggregates.get(record.aggregate_id)
-            if tracked is None:
-                tracked = Tracked.new(record.aggregate_id)
-            problem = tracked.fold_commit(record)
+            self.projection.feed(raw)
         except (ValidationError, ValueError, KeyError, TypeError) as exc:
             log.warning("read model skips %s[%d]@%d: %s", raw.topic, raw.partition, raw.offset, rejection_reason(exc))
-            return
+
+    def fold(self, record: LogRecord, raw) -> None:
+        """One commit that is history, by the aggregate's own apply (`Tracked.fold_commit`)."""
+        tracked = self.aggregates.get(record.aggregate_id)
+        if tracked is None:
+            tracked = Tracked.new(record.aggregate_id)
+        problem = tracked.fold_commit(record)
         if problem:
             log.warning("read model: %s", problem)
         ref = parse_aggregate_id(record.aggregate_id)
@@ -142,6 +160,16 @@ class ReadModel:
                 waiting.append((needed, wake))
         if waiting:
             self.command_waiters[command_id] = waiting
+
+    def checkpoint_state(self) -> dict:
+        return {"aggregates": {aggregate_id: t.snapshot() for aggregate_id, t in self.aggregates.items()}}
+
+    def restore(self, state: dict) -> None:
+        for aggregate_id, snapshot in state["aggregates"].items():
+            tracked = self.aggregates[aggregate_id] = Tracked.from_snapshot(aggregate_id, snapshot)
+            ref = parse_aggregate_id(aggregate_id)
+            self.by_kind[(ref.tenant, ref.kind)][ref.id] = tracked
+            self._index_references(aggregate_id, ref, tracked.state)
 
     def _index_references(self, aggregate_id: str, ref: AggregateRef, state: State) -> None:
         model = DEFINITION_KINDS.get(ref.kind)

@@ -111,7 +111,7 @@ def kafka_client_options(settings: Settings, flavour: Literal["kafka-python", "a
 
 HISTORY_TOPICS = ("events",)
 """Topics whose every record is history: kept forever unless the operator says otherwise."""
-COMPACTED_TOPICS = ("snapshots", "topology", "usage", "heartbeats")
+COMPACTED_TOPICS = ("snapshots", "topology", "usage", "heartbeats", "projections")
 """Topics read as the latest record per key."""
 ALIGNED_TOPICS = ("commands", "events", "snapshots")
 """Topics whose partition p belongs to one node: their partition counts must agree."""
