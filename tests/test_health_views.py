@@ -9,6 +9,7 @@ import time
 
 from infra.health.views import ClusterViews
 from infra.log.kafka import encode, envelope
+from infra.settings import Settings
 from schemas import events as E
 from schemas.domain import ClusterSpec, PartitionSpec
 from schemas.records import Claim, Commit, EventRecord, LogRecord
@@ -76,7 +77,7 @@ def fed(views: ClusterViews, *values, partition: int = 0) -> ClusterViews:
 def test_the_view_is_the_aggregate_folded_by_its_own_apply():
     log = Log()
     views = fed(
-        ClusterViews(history()),
+        ClusterViews(Settings(), history()),
         log.commit(E.ClusterCreated(spec=spec()), spawn("m1"), spawn("m2")),
         log.commit(E.MemberActivated(member_id="m1", cluster_id=CID)),
         log.commit(E.MemberActivated(member_id="m2", cluster_id=CID)),
@@ -92,7 +93,7 @@ def test_the_view_is_the_aggregate_folded_by_its_own_apply():
 def test_a_terminated_cluster_leaves_the_views():
     log = Log()
     views = fed(
-        ClusterViews(history()),
+        ClusterViews(Settings(), history()),
         log.commit(E.ClusterCreated(spec=spec())),
         log.commit(
             E.ClusterTerminated(application_id="app"), E.ClusterStatusChanged(application_id="app", status="Terminated")
@@ -105,7 +106,7 @@ def test_poison_records_are_skipped_and_the_next_commit_folded():
     log = Log()
     stray_event = encode(envelope(EventRecord, E.ClusterCreated(spec=spec()), KEY, tenant=T))
     views = fed(
-        ClusterViews(history()),
+        ClusterViews(Settings(), history()),
         log.commit(E.ClusterCreated(spec=spec()), spawn("m1")),
         b"{not json",
         None,
@@ -120,7 +121,7 @@ def test_fenced_commits_and_repeated_commands_are_not_folded():
     claim = envelope(LogRecord, Claim(partition=0, writer="node-b"), "claim", tenant=T)
     live, fenced = Log(claim=claim.id), Log(claim="an-older-claim")
     views = fed(
-        ClusterViews(history()),
+        ClusterViews(Settings(), history()),
         encode(claim),
         live.commit(E.ClusterCreated(spec=spec()), spawn("m1")),
         fenced.commit(E.ClusterLimitsUpdated(min=3, max=9)),
@@ -135,7 +136,7 @@ def test_fenced_commits_and_repeated_commands_are_not_folded():
 def test_other_aggregates_are_not_folded():
     key = f"{T}/application/app"
     record = envelope(LogRecord, Commit(command_type="X", outcome="rejected", reason="no"), key, tenant=T)
-    views = fed(ClusterViews(history()), encode(record))
+    views = fed(ClusterViews(Settings(), history()), encode(record))
     assert views.tracked == {} and views.clusters == {}
 
 
@@ -149,7 +150,7 @@ def test_folding_100_clusters_of_100_members_is_quick():
         records.append(log.commit(E.ClusterCreated(spec=spec(cid)), *(spawn(f"c{c}.m{m}", cid) for m in range(100))))
         records += [log.commit(E.MemberActivated(member_id=f"c{c}.m{m}", cluster_id=cid)) for m in range(100)]
     started = time.perf_counter()
-    views = fed(ClusterViews(history()), *records)
+    views = fed(ClusterViews(Settings(), history()), *records)
     elapsed = time.perf_counter() - started
     assert sum(len(active_members(v)) for v in views.clusters.values()) == 10_000
     assert elapsed < 10, f"{len(records)} commits folded in {elapsed:.1f} s"

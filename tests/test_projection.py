@@ -4,10 +4,13 @@ ends; a forged or unusable checkpoint is not used."""
 
 from __future__ import annotations
 
+import threading
+
 import pytest
 from kafka import KafkaProducer
 
 from infra.api.read_model import ReadModel
+from infra.lb.topology import TopologyProjector
 from infra.log.kafka import read_to_end
 from infra.log.projection import TOPIC, load_checkpoint
 from tests.conftest import sample, wait_until
@@ -74,3 +77,29 @@ def test_a_checkpoint_not_signed_by_the_platform_is_not_used(settings, running_n
         message="the forged checkpoint dead-lettered",
     )
     assert "unsigned projections record" in letters[0]
+
+
+def run_until_ready(projector: TopologyProjector) -> threading.Thread:
+    thread = threading.Thread(target=projector.run, daemon=True)
+    thread.start()
+    wait_until(projector.ready.is_set, timeout=60, message="the topology projector caught up")
+    return thread
+
+
+def test_the_topology_projector_resumes_from_its_checkpoint(settings, running_node, client):
+    define_all(client)
+    first = TopologyProjector(settings)
+    thread = run_until_ready(first)
+    first.stop()
+    thread.join(30)
+    covered = dict(first.projection.positions)
+    assert add(client, "cartridge", {**sample("php.json"), "type": "php9"}).event_types == ["CartridgeAdded"]
+    again = TopologyProjector(settings)
+    thread = run_until_ready(again)
+    try:
+        assert again.projection.restored_from is not None
+        assert again.projection.read == sum(end - covered.get(p, 0) for p, end in events_end(settings).items()) > 0
+        assert again.writes == 0  # nothing differs from what the first one wrote
+    finally:
+        again.stop()
+        thread.join(30)

@@ -60,8 +60,11 @@ def register(service: HealthService) -> None:
 
     @app.task
     async def follow_cluster_views():
-        """Fold every partition of the events topic, from its beginning, into the views: no
-        group, so no rebalance and no changelog."""
+        """Fold every partition of the events topic into the views, from their own checkpoint
+        (`infra.log.projection`): no group, so no rebalance and no changelog."""
+        loop = asyncio.get_running_loop()
+        projection = views.projection
+        restored = await loop.run_in_executor(None, projection.restore)
         consumer = AIOKafkaConsumer(
             **kafka_client_options(service.settings, "aiokafka"),
             group_id=None,
@@ -72,6 +75,10 @@ def register(service: HealthService) -> None:
         await consumer.start()
         try:
             tps = await _assign_all(consumer, service.settings, "events")
+            if restored is not None:
+                for tp in tps:
+                    if tp.partition in projection.positions:
+                        consumer.seek(tp, projection.positions[tp.partition])
             ends = await consumer.end_offsets(tps)
             behind = set(tps)
             while True:
@@ -81,6 +88,9 @@ def register(service: HealthService) -> None:
                 for records in (await consumer.getmany(timeout_ms=1000, max_records=EVENTS_BATCH)).values():
                     for raw in records:
                         views.feed(raw)
+                if projection.due():  # the state captured here, sent beside the loop
+                    checkpoint = projection.capture()
+                    await loop.run_in_executor(None, projection.write, service.dead_letters.appender, checkpoint)
                 await asyncio.sleep(0)  # a long backlog never holds the loop (heartbeats)
         finally:
             await consumer.stop()

@@ -11,7 +11,6 @@ import faust
 
 from infra.health.topics import HealthTopics
 from infra.health.views import ClusterViews
-from infra.log.eventlog import History
 from infra.log.kafka import DeadLetters
 from infra.settings import Settings
 from streams.health_state import ClusterView, HealthBook
@@ -35,7 +34,7 @@ class HealthService:
     that waits for the join (a few seconds: the group's first rebalance)."""
 
     def __post_init__(self) -> None:
-        self.views = ClusterViews(History.of(self.settings))
+        self.views = ClusterViews(self.settings)
 
     @property
     def clusters(self) -> dict[str, ClusterView]:

@@ -3,7 +3,8 @@
 Each cluster's state is folded by ``actors.runtime.Tracked.fold_commit``, the node's own fold
 (the cluster's ``apply``, repeats skipped), from the commits ``infra.log.eventlog.History`` says are
 history; the view the windows read is derived from that state (``streams.health_state.view_of``)
-after each commit. Every events partition is read from its beginning, without a group.
+after each commit. Every events partition is read without a group, from the views' own
+checkpoint (``infra.log.projection``: the cluster states and the offsets they cover).
 """
 
 from __future__ import annotations
@@ -13,7 +14,10 @@ import logging
 from actors.runtime import Tracked
 from infra.log.eventlog import History
 from infra.log.kafka import rejection_reason
+from infra.log.projection import Projection
+from infra.settings import Settings
 from schemas.ids import parse_aggregate_id
+from schemas.records import LogRecord
 from streams.health_state import ClusterView, view_of
 
 log = logging.getLogger(__name__)
@@ -22,8 +26,11 @@ log = logging.getLogger(__name__)
 class ClusterViews:
     """Every cluster's state and view; feed it each events partition's records in offset order."""
 
-    def __init__(self, history: History) -> None:
-        self.history = history
+    name = "health-views"
+    format_version = "1"
+
+    def __init__(self, settings: Settings, history: History | None = None) -> None:
+        self.projection = Projection(settings, self, history=history)
         self.tracked: dict[str, Tracked] = {}
         self.clusters: dict[str, ClusterView] = {}
         """cluster aggregate id -> its view, for every live cluster of the platform."""
@@ -32,11 +39,20 @@ class ClusterViews:
         """Fold one record. An invalid one is logged and skipped (the reactor dead-letters it);
         a fold that raises costs that commit, never the reader."""
         try:
-            commit = self.history.commit(raw)
-            if commit is None or parse_aggregate_id(commit.aggregate_id).kind != "cluster":
-                return
+            self.projection.feed(raw)
         except ValueError as exc:
             log.warning("skipping invalid event record %d@%d: %s", raw.partition, raw.offset, rejection_reason(exc))
+
+    def checkpoint_state(self) -> dict:
+        return {"clusters": {key: tracked.snapshot() for key, tracked in self.tracked.items()}}
+
+    def restore(self, state: dict) -> None:
+        for key, snapshot in state["clusters"].items():
+            tracked = self.tracked[key] = Tracked.from_snapshot(key, snapshot)
+            self._view(key, tracked)
+
+    def fold(self, commit: LogRecord, raw) -> None:
+        if parse_aggregate_id(commit.aggregate_id).kind != "cluster":
             return
         key = commit.aggregate_id
         tracked = self.tracked.get(key)
@@ -49,6 +65,9 @@ class ClusterViews:
             return
         if problem:
             log.warning("%s", problem)
+        self._view(key, tracked)
+
+    def _view(self, key: str, tracked: Tracked) -> None:
         view = view_of(tracked.state)  # type: ignore[arg-type]
         if view is None:
             self.clusters.pop(key, None)

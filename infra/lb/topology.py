@@ -1,12 +1,12 @@
 """The topology topic: the projector that writes it and the feed every load balancer reads.
 
 `TopologyProjector` (`stratos topology`, a supervised part of `stratos up`) folds the events
-topic from offset 0 of every partition (no group: no rebalance pauses), through the log's fence
-(`infra.log.eventlog.History`) and the aggregates' own fold (`actors.topology.Topology`), into one
-`TopologyEntry` per cluster on the compacted `<prefix>topology` topic, key = the cluster's
-aggregate id. Before writing it reads what the topic already holds, and once it has caught up
-with the log it writes only the entries that differ: a restarted projector rebuilds everything
-from the log and writes nothing that was already there.
+topic (no group: no rebalance pauses), through the log's fence (`infra.log.eventlog.History`) and
+the aggregates' own fold (`actors.topology.Topology`), into one `TopologyEntry` per cluster on the
+compacted `<prefix>topology` topic, key = the cluster's aggregate id. It starts from its own
+checkpoint (`infra.log.projection`) and folds only the records after it. Before writing it reads
+what the topic already holds, and once it has caught up with the log it writes only the entries
+that differ: a restarted projector writes nothing that was already there.
 
 `TopologyFeed` reads the topic from the beginning (the complete topology for a late joiner, as
 Stratos's "complete topology" event) and then follows it, keeping the last valid entry per key
@@ -19,8 +19,8 @@ from __future__ import annotations
 import logging
 import threading
 
+from actors.runtime import Tracked
 from actors.topology import Topology
-from infra.log.eventlog import History
 from infra.log.kafka import (
     IDLE_POLL_MS,
     Appender,
@@ -32,9 +32,10 @@ from infra.log.kafka import (
     read_to_end,
     rejection_reason,
 )
+from infra.log.projection import Projection
 from infra.settings import Settings
 from schemas.ids import parse_aggregate_id
-from schemas.records import TopologyEntry, TopologyRecord
+from schemas.records import LogRecord, TopologyEntry, TopologyRecord
 
 log = logging.getLogger(__name__)
 
@@ -44,10 +45,16 @@ def _caught_up(consumer, ends) -> bool:
 
 
 class TopologyProjector:
+    """The topology read side: starts from its own checkpoint (`infra.log.projection`)."""
+
+    name = "lb-topology"
+    format_version = "1"
+
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.topology = Topology()
-        self.history = History.of(settings)
+        self.projection = Projection(settings, self)
+        self.changed: set[str] = set()
         self.written: dict[str, dict] = {}
         """key -> the entry last on the topic (as JSON data)."""
         self.writes = 0
@@ -64,22 +71,34 @@ class TopologyProjector:
     def feed(self, raw) -> set[str]:
         """Fold one raw events record; an invalid one is logged and skipped (the reactor
         dead-letters it), and a fold that raises costs that commit, never the projector."""
+        self.changed = set()
         try:
             decode_key(raw.key)
-            commit = self.history.commit(raw)
         except ValueError as exc:
             log.warning("skipping invalid event record %d@%d: %s", raw.partition, raw.offset, rejection_reason(exc))
-            return set()
-        if commit is None:
+            self.projection.skip(raw)
             return set()
         try:
-            changed, problem = self.topology.fold(commit)
+            self.projection.feed(raw)
         except Exception:  # noqa: BLE001 - one commit must not stop the projection
-            log.exception("folding commit %s of %s failed", commit.id, commit.aggregate_id)
+            log.exception("folding the commit at %d@%d failed", raw.partition, raw.offset)
             return set()
+        return self.changed
+
+    def fold(self, commit: LogRecord, raw) -> None:
+        self.changed, problem = self.topology.fold(commit)
         if problem:
             log.warning("%s", problem)
-        return changed
+
+    def checkpoint_state(self) -> dict:
+        return {
+            kind: {key: tracked.snapshot() for key, tracked in found.items()}
+            for kind, found in (("clusters", self.topology.clusters), ("applications", self.topology.applications))
+        }
+
+    def restore(self, state: dict) -> None:
+        self.topology.clusters = {k: Tracked.from_snapshot(k, v) for k, v in state["clusters"].items()}
+        self.topology.applications = {k: Tracked.from_snapshot(k, v) for k, v in state["applications"].items()}
 
     def publish(self, appender: Appender, keys: set[str]) -> int:
         sent = 0
@@ -102,9 +121,13 @@ class TopologyProjector:
         self.read_written()
         appender = Appender(self.settings, source="topology")
         consumer = assigned_consumer(self.settings, "events")
+        if self.projection.restore() is not None:
+            self.projection.seek(consumer)
         ends = consumer.end_offsets(list(consumer.assignment()))
         dirty: set[str] = set()
         try:
+            if not self.projection.catch_up(consumer, appender, self.stopping.is_set, self._feed_batch):
+                return
             while not self.stopping.is_set():
                 for raws in consumer.poll(timeout_ms=IDLE_POLL_MS, max_records=2000).values():
                     for raw in raws:
@@ -123,9 +146,21 @@ class TopologyProjector:
                         self.writes,
                     )
                     self.ready.set()
+                if self.projection.due():
+                    self.projection.checkpoint(appender)
         finally:
+            try:
+                if self.projection.due() or (self.stopping.is_set() and self.projection.read):
+                    self.projection.checkpoint(appender)
+            except Exception:  # noqa: BLE001 - the next start folds a little more
+                log.exception("topology: the checkpoint at stop was not written")
             consumer.close()
             appender.close()
+
+    def _feed_batch(self, _partition: int, raws) -> None:
+        """A rebuild's batch: once it is done every cluster's entry is compared anyway."""
+        for raw in raws:
+            self.feed(raw)
 
     def stop(self) -> None:
         self.stopping.set()

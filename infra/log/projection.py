@@ -86,8 +86,9 @@ class Projection:
     side: ReadSide
     every_records: int | None = None
     every_seconds: float | None = None
+    history: History | None = None
+    """The history it reads through (default: the platform's keyring, forged records dead-lettered)."""
     positions: dict[int, int] = field(default_factory=dict)
-    history: History = field(init=False)
     read: int = 0
     """Records read by this process (checkpoint restores not counted): what a start cost."""
     folded_total: int = 0
@@ -99,7 +100,8 @@ class Projection:
     def __post_init__(self) -> None:
         self.every_records = self.every_records or self.settings.projection_checkpoint_records
         self.every_seconds = self.every_seconds or self.settings.projection_checkpoint_seconds
-        self.history = History.of(self.settings)
+        if self.history is None:
+            self.history = History.of(self.settings)
 
     # --- start ------------------------------------------------------------------------------
     def restore(self) -> Checkpoint | None:
@@ -141,7 +143,7 @@ class Projection:
         dead-lettered by the history). Returns the commit folded, if any."""
         self.skip(raw)
         try:
-            commit = self.history.commit(raw)
+            commit = self.history.commit(raw)  # type: ignore[union-attr]
         except ValueError:
             return None
         if commit is not None:
@@ -163,18 +165,29 @@ class Projection:
 
     def checkpoint(self, appender: Appender) -> None:
         """Write the read side's checkpoint now (on the thread that folds: a consistent state)."""
-        claims = {p: fence.claim for p, fence in self.history.fences.items()}
+        self.write(appender, self.capture())
+
+    def capture(self) -> Checkpoint:
+        """The read side's state and position now; call it where the read side folds."""
+        claims = {p: fence.claim for p, fence in self.history.fences.items()}  # type: ignore[union-attr]
         if self.restored_from is not None:
             claims = {**self.restored_from.claims, **claims}
-        checkpoint = Checkpoint(
+        self._since_checkpoint, self._checkpointed_at = 0, time.monotonic()
+        return Checkpoint(
             dict(self.positions),
             {p: claims.get(p) for p in self.positions},
             self.side.checkpoint_state(),
             self.folded_total,
             datetime.now(UTC).isoformat(),
         )
-        self._slot = write_checkpoint(appender, self.side.name, self.side.format_version, checkpoint, self._slot)
-        self._since_checkpoint, self._checkpointed_at = 0, time.monotonic()
+
+    def write(self, appender: Appender, checkpoint: Checkpoint) -> None:
+        """Send a captured checkpoint (may run on another thread than the fold); a failure is
+        logged, never raised: the next start then folds a little more."""
+        try:
+            self._slot = write_checkpoint(appender, self.side.name, self.side.format_version, checkpoint, self._slot)
+        except Exception:  # noqa: BLE001 - see above
+            log.exception("%s: checkpoint not written", self.side.name)
 
     def catch_up(
         self, consumer, appender: Appender | None, stopping: Callable[[], bool], batch: Callable | None = None
