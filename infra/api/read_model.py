@@ -21,7 +21,7 @@ from actors.base import State
 from actors.runtime import Tracked
 from infra.log.commands_client import Wake, waker
 from infra.log.kafka import IDLE_POLL_MS, Appender, assigned_consumer, rejection_reason
-from infra.log.projection import Projection
+from infra.log.projection import Projection, states_of, tracked_of
 from infra.settings import Settings
 from schemas.definitions import DEFINITION_KINDS
 from schemas.ids import AggregateRef, parse_aggregate_id
@@ -37,7 +37,7 @@ class ReadModel:
     """Aggregates by id and by (tenant, kind), with the offsets applied per partition."""
 
     format_version = "1"
-    """Of the checkpoint's format (`Tracked.snapshot` per aggregate)."""
+    """Of the checkpoint's format (`infra.log.projection.states_of`)."""
 
     def __init__(self, settings: Settings, kinds: set[str] | None = None) -> None:
         self.settings = settings
@@ -162,11 +162,11 @@ class ReadModel:
             self.command_waiters[command_id] = waiting
 
     def checkpoint_state(self) -> dict:
-        return {"aggregates": {aggregate_id: t.snapshot() for aggregate_id, t in self.aggregates.items()}}
+        return {"aggregates": states_of(self.aggregates)}
 
     def restore(self, state: dict) -> None:
-        for aggregate_id, snapshot in state["aggregates"].items():
-            tracked = self.aggregates[aggregate_id] = Tracked.from_snapshot(aggregate_id, snapshot)
+        for aggregate_id, tracked in tracked_of(state["aggregates"]).items():
+            self.aggregates[aggregate_id] = tracked
             ref = parse_aggregate_id(aggregate_id)
             self.by_kind[(ref.tenant, ref.kind)][ref.id] = tracked
             self._index_references(aggregate_id, ref, tracked.state)

@@ -41,17 +41,19 @@ from infra.auth.signing import Unauthenticated, member_credentials, platform_sec
 from infra.cloud.iaas.mock_driver import MockEndpoint
 from infra.cloud.iaas.providers import IaasConfigError, IaasTarget, build_driver, create_options, node_name
 from infra.cloud.mock.account import mock_endpoint
-from infra.log.eventlog import History, read_history
+from infra.log.eventlog import History
 from infra.log.kafka import (
     IDLE_POLL_MS,
     Appender,
     DeadLetters,
+    assigned_consumer,
     decode_key,
     encode,
     envelope,
     group_consumer,
     rejection_reason,
 )
+from infra.log.projection import Projection, states_of, tracked_of
 from infra.log.recovery import fence_before
 from infra.settings import Settings
 from schemas import commands as C
@@ -96,6 +98,9 @@ class MemberBook:
         self.lock = threading.Lock()
         self.clusters: dict[str, Tracked] = {}
         self.spawns: dict[str, Spawn] = {}
+        self.requests: dict[str, tuple[E.MemberSpawnRequested, str, str]] = {}
+        """member id -> its spawn request, tenant and cluster key: what a checkpoint keeps of a
+        spawn (its payload, with keys and tokens, is derived again on restore, never stored)."""
         self.box = box
 
     def fold(self, commit: LogRecord) -> None:
@@ -106,19 +111,42 @@ class MemberBook:
             spec = getattr(tracked.state, "spec", None)
             for e in commit.payload.events:  # type: ignore[union-attr]
                 if isinstance(e, E.MemberSpawnRequested) and e.member_id not in self.spawns:
-                    self.spawns[e.member_id] = self._spawn(e, commit, spec)
+                    self.spawns[e.member_id] = self._spawn(e, commit.tenant, commit.aggregate_id, spec)
+                    self.requests[e.member_id] = (e, commit.tenant, commit.aggregate_id)
         if problem:
             log.debug("cloud read model: %s", problem)
 
-    def _spawn(self, event: E.MemberSpawnRequested, commit: LogRecord, spec) -> Spawn:
+    def checkpoint_state(self) -> dict:
+        """The clusters, and the spawn requests of the members they still have."""
+        with self.lock:
+            return {
+                "clusters": states_of(self.clusters),
+                "spawns": [
+                    {"event": event.model_dump(mode="json"), "tenant": tenant, "cluster": key}
+                    for member_id, (event, tenant, key) in self.requests.items()
+                    if member_id in getattr(self.clusters[key].state, "members", {})
+                ],
+            }
+
+    def restore(self, state: dict) -> None:
+        with self.lock:
+            self.clusters = tracked_of(state["clusters"])
+            for request in state["spawns"]:
+                event = E.MemberSpawnRequested.model_validate(request["event"])
+                tenant, key = request["tenant"], request["cluster"]
+                spec = getattr(self.clusters[key].state, "spec", None)
+                self.spawns[event.member_id] = self._spawn(event, tenant, key, spec)
+                self.requests[event.member_id] = (event, tenant, key)
+
+    def _spawn(self, event: E.MemberSpawnRequested, tenant: str, cluster_key: str, spec) -> Spawn:
         """The member event names its cluster; the account's secrets (sealed) come from the
         cluster's spec, and the payload gets the cluster's cartridge key, never the platform's."""
         iaas = _with_secrets(event.iaas, spec.iaas.get(event.provider) if spec is not None else None)
-        metadata = _metadata(event, commit.tenant)
-        metadata["cartridgeKey"] = self.box.cartridge_key(commit.aggregate_id)
+        metadata = _metadata(event, tenant)
+        metadata["cartridgeKey"] = self.box.cartridge_key(cluster_key)
         if self.signing_secret is not None:  # its status and health are signed with it: a key of its own
-            metadata.update(member_credentials(self.signing_secret, commit.tenant, event.cluster_id, event.member_id))
-        metadata.update(self._member_payload(event, commit.tenant))
+            metadata.update(member_credentials(self.signing_secret, tenant, event.cluster_id, event.member_id))
+        metadata.update(self._member_payload(event, tenant))
         if spec is not None:
             if spec.log_file_paths:
                 metadata["logFilePaths"] = ",".join(spec.log_file_paths)
@@ -126,14 +154,14 @@ class MemberBook:
                 metadata["repoUsername"] = spec.repo_username
             if spec.repo_password:
                 try:
-                    metadata["repoPassword"] = self.box.for_instances(spec.repo_password, commit.aggregate_id) or ""
+                    metadata["repoPassword"] = self.box.for_instances(spec.repo_password, cluster_key) or ""
                 except SecretError as exc:  # the member still starts; its checkout will say it cannot log in
                     log.error("member %s: repository password not passed on: %s", event.member_id, exc)
         return Spawn(
             member_id=event.member_id,
             cluster_id=event.cluster_id,
-            cluster_key=commit.aggregate_id,
-            tenant=commit.tenant,
+            cluster_key=cluster_key,
+            tenant=tenant,
             target=IaasTarget.from_event(event.provider, iaas),
             metadata=metadata,
         )
@@ -250,6 +278,7 @@ class CloudController:
             platform_secret(settings),
         )
         self.history = History.of(settings, lambda partition, offset: fence_before(settings, partition, offset))
+        self.projection = Projection(settings, self)
         self.appender = Appender(settings, source="cloud")
         self.dead_letters = DeadLetters(self.appender)
         self.lanes = [
@@ -264,14 +293,34 @@ class CloudController:
 
     # --- the loop -----------------------------------------------------------------------------
     def rebuild(self) -> None:
-        """Fold every commit so far into the read model (the log is the only state)."""
-        for partition, offset, commit in read_history(self.settings):
-            try:
-                if _is_cluster(commit):
-                    self.book.fold(commit)
-            except Exception as exc:  # noqa: BLE001 - the group consumer dead-letters it
-                log.warning("cannot fold %d@%d: %s", partition, offset, rejection_reason(exc))
-            self.folded_until[partition] = offset + 1
+        """Fold every commit so far into the read model (the log is the only state), from its
+        own checkpoint on (`infra.log.projection`), and checkpoint where it ends: the next start
+        folds only what was written after this one's rebuild."""
+        consumer = assigned_consumer(self.settings, "events")
+        try:
+            if self.projection.restore() is not None:
+                self.projection.seek(consumer)
+            self.projection.catch_up(consumer, self.appender, self.stopping.is_set)
+        finally:
+            consumer.close()
+        self.folded_until = dict(self.projection.positions)
+
+    # --- the read side of the runner (infra.log.projection) ----------------------------------
+    name = "cloud-controller"
+    format_version = "1"
+
+    def fold(self, commit: LogRecord, raw) -> None:
+        try:
+            if _is_cluster(commit):
+                self.book.fold(commit)
+        except Exception as exc:  # noqa: BLE001 - the group consumer dead-letters it
+            log.warning("cannot fold %d@%d: %s", raw.partition, raw.offset, rejection_reason(exc))
+
+    def checkpoint_state(self) -> dict:
+        return self.book.checkpoint_state()
+
+    def restore(self, state: dict) -> None:
+        self.book.restore(state)
 
     def run(self) -> None:
         self.rebuild()

@@ -83,7 +83,10 @@ def register(service: HealthService) -> None:
             behind = set(tps)
             while True:
                 behind = {tp for tp in behind if await consumer.position(tp) < ends[tp]}
-                if not behind:
+                if not behind and not service.views_ready.is_set():
+                    if projection.read:  # where the next start begins
+                        checkpoint = projection.capture()
+                        await loop.run_in_executor(None, projection.write, service.dead_letters.appender, checkpoint)
                     service.views_ready.set()
                 for records in (await consumer.getmany(timeout_ms=1000, max_records=EVENTS_BATCH)).values():
                     for raw in records:

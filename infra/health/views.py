@@ -14,7 +14,7 @@ import logging
 from actors.runtime import Tracked
 from infra.log.eventlog import History
 from infra.log.kafka import rejection_reason
-from infra.log.projection import Projection
+from infra.log.projection import Projection, states_of, tracked_of
 from infra.settings import Settings
 from schemas.ids import parse_aggregate_id
 from schemas.records import LogRecord
@@ -44,11 +44,11 @@ class ClusterViews:
             log.warning("skipping invalid event record %d@%d: %s", raw.partition, raw.offset, rejection_reason(exc))
 
     def checkpoint_state(self) -> dict:
-        return {"clusters": {key: tracked.snapshot() for key, tracked in self.tracked.items()}}
+        return {"clusters": states_of(self.tracked)}
 
     def restore(self, state: dict) -> None:
-        for key, snapshot in state["clusters"].items():
-            tracked = self.tracked[key] = Tracked.from_snapshot(key, snapshot)
+        for key, tracked in tracked_of(state["clusters"]).items():
+            self.tracked[key] = tracked
             self._view(key, tracked)
 
     def fold(self, commit: LogRecord, raw) -> None:

@@ -19,7 +19,6 @@ from __future__ import annotations
 import logging
 import threading
 
-from actors.runtime import Tracked
 from actors.topology import Topology
 from infra.log.kafka import (
     IDLE_POLL_MS,
@@ -32,7 +31,7 @@ from infra.log.kafka import (
     read_to_end,
     rejection_reason,
 )
-from infra.log.projection import Projection
+from infra.log.projection import Projection, states_of, tracked_of
 from infra.settings import Settings
 from schemas.ids import parse_aggregate_id
 from schemas.records import LogRecord, TopologyEntry, TopologyRecord
@@ -91,14 +90,11 @@ class TopologyProjector:
             log.warning("%s", problem)
 
     def checkpoint_state(self) -> dict:
-        return {
-            kind: {key: tracked.snapshot() for key, tracked in found.items()}
-            for kind, found in (("clusters", self.topology.clusters), ("applications", self.topology.applications))
-        }
+        return {"clusters": states_of(self.topology.clusters), "applications": states_of(self.topology.applications)}
 
     def restore(self, state: dict) -> None:
-        self.topology.clusters = {k: Tracked.from_snapshot(k, v) for k, v in state["clusters"].items()}
-        self.topology.applications = {k: Tracked.from_snapshot(k, v) for k, v in state["applications"].items()}
+        self.topology.clusters = tracked_of(state["clusters"])
+        self.topology.applications = tracked_of(state["applications"])
 
     def publish(self, appender: Appender, keys: set[str]) -> int:
         sent = 0

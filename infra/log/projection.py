@@ -15,8 +15,8 @@ aggregates' own `apply` through `Tracked`; the runner gives it what every read s
   folds a record as history (`infra.log.eventlog.History`: signature, fence) and counts it.
 - **A rebuild that shows progress and can be interrupted**: `catch_up` reads to the end offsets
   of the start with a `rich` progress bar (records, rate, ETA; a log line every 10 s when the
-  output is not a terminal), checkpointing every `projection_checkpoint_records` on the way, so
-  a rebuild stopped halfway resumes from there. Read sides use no consumer group while they
+  output is not a terminal), checkpointing every `projection_checkpoint_records` on the way (so
+  a rebuild stopped halfway resumes from there) and where it ends. Read sides use no consumer group while they
   rebuild, so no group waits on them past its poll interval.
 """
 
@@ -37,6 +37,7 @@ from typing import Protocol
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from actors.history import Fence
+from actors.runtime import Tracked
 from infra.auth.signing import Unauthenticated, Verifier
 from infra.log.eventlog import History, Rejections
 from infra.log.kafka import Appender, ensure_topics, read_to_end
@@ -234,7 +235,24 @@ class Projection:
                     last_log = now
                 if appender is not None and self._since_checkpoint >= (self.every_records or 0):
                     self.checkpoint(appender)
+        if appender is not None and self._since_checkpoint:
+            self.checkpoint(appender)  # where the next start begins, even if this one is killed
         return True
+
+
+def states_of(aggregates: dict[str, Tracked]) -> dict[str, dict]:
+    """Aggregates as a read side's checkpoint keeps them: their states, without the dedup window
+    the node keeps (a read side needs none: a repeated commit with events fails the sequence
+    check of `Tracked.fold_commit`, one without events changes nothing), so that a checkpoint is
+    as large as the platform is now, whatever the age of its log."""
+    return {
+        aggregate_id: {"state": tracked.state.model_dump(mode="json")} for aggregate_id, tracked in aggregates.items()
+    }
+
+
+def tracked_of(states: dict[str, dict]) -> dict[str, Tracked]:
+    """`states_of` undone."""
+    return {aggregate_id: Tracked.from_snapshot(aggregate_id, data) for aggregate_id, data in states.items()}
 
 
 # --- the checkpoint records -----------------------------------------------------------------------
