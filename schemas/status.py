@@ -33,6 +33,7 @@ class CommandRejected(Message):
 Reply = Annotated[CommandAccepted | CommandRejected, Field(discriminator="type")]
 
 HealthMetric = Literal["load_average", "memory_consumption", "requests_in_flight"]
+MemberMetric = Literal["load_average", "memory_consumption"]
 
 
 class HealthStat(Message):
@@ -60,6 +61,28 @@ class HealthStat(Message):
         return value
 
 
+class MemberHealth(Message):
+    """One member's samples of one publish, every metric measured at one instant in one record:
+    the health worker's cost is mostly per record (fetch, decode, signature), so a member's
+    publish costs one record, not one per metric. ``HealthStat`` is still read."""
+
+    type: Literal["MemberHealth"] = "MemberHealth"
+    cluster_id: str = Field(min_length=1)
+    network_partition_id: str = Field(min_length=1)
+    cluster_instance_id: str | None = None
+    member_id: str = Field(min_length=1)
+    metrics: dict[MemberMetric, Annotated[float, Field(ge=0)]] = Field(min_length=1)
+    timestamp: float = Field(gt=0, description="epoch seconds when measured")
+
+    @field_validator("metrics")
+    @classmethod
+    def _finite(cls, metrics: dict[str, float]) -> dict[str, float]:
+        for metric, value in metrics.items():
+            if not math.isfinite(value):
+                raise ValueError(f"{metric} must be a finite number")
+        return metrics
+
+
 class MemberFault(Message):
     type: Literal["MemberFault"] = "MemberFault"
     cluster_id: str
@@ -67,7 +90,7 @@ class MemberFault(Message):
     silent_seconds: float
 
 
-Health = Annotated[HealthStat | MemberFault, Field(discriminator="type")]
+Health = Annotated[HealthStat | MemberHealth | MemberFault, Field(discriminator="type")]
 
 
 class InstanceStatus(Message):

@@ -38,7 +38,7 @@ from schemas import commands as C
 from schemas.domain import ClusterStatus, ForecastSpec
 from schemas.envelope import Envelope
 from schemas.ids import aggregate_id, parse_aggregate_id
-from schemas.status import HealthStat, MemberFault
+from schemas.status import HealthStat, MemberFault, MemberHealth
 from streams.forecast import Forecaster, Outlook, combined_required, outlook_figures
 from streams.scaling_rules import (
     LOAD_AVERAGE,
@@ -210,11 +210,13 @@ class HealthBook:
     def ingest(
         self, record: Envelope, views: Mapping[str, ClusterView], partition: int, received_at: float, now: float
     ) -> None:
-        """Add one valid HealthRecord's sample; raises Rejected naming the unknown id, the
-        missing field or the timestamp out of bounds (``now``: the worker's epoch seconds).
-        MemberFault records (this app's own output) are not samples."""
+        """Add one valid HealthRecord's samples (a ``HealthStat``: one metric; a ``MemberHealth``:
+        every metric of one member's publish); raises Rejected naming the unknown id, the
+        missing field or the timestamp out of bounds (``now``: the worker's epoch seconds), and
+        then adds none of the record's samples. MemberFault records (this app's own output) are
+        not samples."""
         stat = record.payload
-        if not isinstance(stat, HealthStat):
+        if not isinstance(stat, HealthStat | MemberHealth):
             return
         self._check_time(stat.timestamp, now)
         key = cluster_key(record.tenant, stat.cluster_id)
@@ -224,16 +226,24 @@ class HealthBook:
         book = self.clusters.get(key)
         if book is None:
             book = self.clusters[key] = ClusterWindows(record.tenant, stat.cluster_id, partition)
-        if stat.metric == REQUESTS_IN_FLIGHT:
-            window = book.requests.get(stat.network_partition_id)
-            if window is None:
-                window = book.requests[stat.network_partition_id] = SlidingWindow(self.window_seconds)
-        else:
-            member = self._member(book, view, stat)
+        ts, newest = stat.timestamp, book.newest
+        if isinstance(stat, MemberHealth):
+            member = self._member(book, view, stat.member_id, stat.cluster_id, "MemberHealth")
             member.heard_at, member.faulted = received_at, False
-            window = member.windows[stat.metric]
-        window.add(stat.timestamp, stat.value)
-        book.newest[stat.metric] = max(stat.timestamp, book.newest.get(stat.metric, stat.timestamp))
+            for metric, value in stat.metrics.items():
+                member.windows[metric].add(ts, value)
+                newest[metric] = max(ts, newest.get(metric, ts))
+        else:
+            if stat.metric == REQUESTS_IN_FLIGHT:
+                window = book.requests.get(stat.network_partition_id)
+                if window is None:
+                    window = book.requests[stat.network_partition_id] = SlidingWindow(self.window_seconds)
+            else:
+                member = self._member(book, view, stat.member_id, stat.cluster_id, stat.metric)
+                member.heard_at, member.faulted = received_at, False
+                window = member.windows[stat.metric]
+            window.add(ts, stat.value)
+            newest[stat.metric] = max(ts, newest.get(stat.metric, ts))
         book.partition, book.last_record_id = partition, record.id
 
     def _check_time(self, ts: float, now: float) -> None:
@@ -248,14 +258,16 @@ class HealthBook:
                 f"{now:.3f}), older than the {self.max_age:g} s max age"
             )
 
-    def _member(self, book: ClusterWindows, view: ClusterView, stat: HealthStat) -> MemberWindows:
-        if stat.member_id is None:
-            raise Rejected(f"payload.member_id: required for {stat.metric}")
-        if stat.member_id not in view.members:
-            raise Rejected(f"payload.member_id: unknown member {stat.member_id!r} of cluster {stat.cluster_id!r}")
-        member = book.members.get(stat.member_id)
+    def _member(
+        self, book: ClusterWindows, view: ClusterView, member_id: str | None, cluster_id: str, what: str
+    ) -> MemberWindows:
+        if member_id is None:
+            raise Rejected(f"payload.member_id: required for {what}")
+        if member_id not in view.members:
+            raise Rejected(f"payload.member_id: unknown member {member_id!r} of cluster {cluster_id!r}")
+        member = book.members.get(member_id)
         if member is None:
-            member = book.members[stat.member_id] = MemberWindows(
+            member = book.members[member_id] = MemberWindows(
                 {m: SlidingWindow(self.window_seconds) for m in MEMBER_METRICS}
             )
         return member

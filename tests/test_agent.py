@@ -124,14 +124,15 @@ def test_agent_is_activated_only_once_its_port_answers_then_publishes_host_healt
         server = serve_directory(tmp_path / "app", port)
         try:
             wait_until(lambda: ("InstanceActivated", None) in running.statuses(), message="activated")
-            stats = wait_until(
-                lambda: {d.record.payload.metric: d.record.payload for d in read_to_end(settings, "health")} or None,
-                message="health published",
+            published = wait_until(
+                lambda: [d.record.payload for d in read_to_end(settings, "health")], message="health published"
             )
         finally:
             server.shutdown()
     finally:
         running.stop()
-    assert set(stats) == {"memory_consumption", "load_average"}
-    assert 0 < stats["memory_consumption"].value <= 100
-    assert stats["load_average"].member_id == "php1.m1" and stats["load_average"].cluster_id == CLUSTER
+    # one record per publish carries every metric of the host
+    sample = published[0]
+    assert sample.type == "MemberHealth" and set(sample.metrics) == {"memory_consumption", "load_average"}
+    assert 0 < sample.metrics["memory_consumption"] <= 100
+    assert sample.member_id == "php1.m1" and sample.cluster_id == CLUSTER

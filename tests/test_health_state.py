@@ -15,7 +15,7 @@ from infra.log.kafka import envelope
 from schemas import events as E
 from schemas.domain import ClusterSpec, PartitionSpec
 from schemas.records import HealthRecord
-from schemas.status import HealthStat, MemberFault
+from schemas.status import HealthStat, MemberFault, MemberHealth
 from streams.health_state import HealthBook, Rejected, active_members, cluster_key, view_of
 
 T = "carbon.super"
@@ -421,3 +421,33 @@ def test_a_scale_down_count_the_view_has_seen_is_reset_by_a_sent_verdict():
     [decision] = book.decide(views, NOW)
     assert decision.command.required == 2
     assert cluster.scaling_changes(counted, decision.command, datetime.fromtimestamp(NOW, UTC))
+
+
+# --- one record per member publish ---------------------------------------------------------------
+
+
+def member_health(member, ts, **metrics) -> HealthRecord:
+    sample = MemberHealth(
+        cluster_id=CID, network_partition_id="np1", member_id=member, metrics=metrics, timestamp=1000.0 + ts
+    )
+    return envelope(HealthRecord, sample, KEY, tenant=T)
+
+
+def test_a_member_publish_in_one_record_gives_the_figures_of_one_record_per_metric():
+    views = {KEY: view(thresholds={"load_average": 25.0, "memory_consumption": 50.0})}
+    per_metric = [stat("m1", 60, 1.0), stat("m1", 70, 1.0, metric="memory_consumption"), stat("m2", 40, 2.0)]
+    batched = [
+        member_health("m1", 1.0, load_average=60, memory_consumption=70),
+        member_health("m2", 2.0, load_average=40),
+    ]
+    [old] = book_with(views, per_metric).assess(views, NOW)
+    [new] = book_with(views, batched).assess(views, NOW)
+    assert new.command == old.command and new.command.figures["memory_consumption.average"] == 70.0
+
+
+def test_a_member_publish_about_an_unknown_member_is_rejected_whole():
+    views = {KEY: view()}
+    book = book_with(views, [])
+    with pytest.raises(Rejected, match="unknown member 'm9'"):
+        book.ingest(member_health("m9", 1.0, load_average=60), views, partition=0, received_at=0.0, now=NOW)
+    assert book.clusters[KEY].members == {} and book.assess(views, NOW) == []

@@ -41,7 +41,14 @@ from schemas.base import MASK
 from schemas.envelope import SUPER_TENANT
 from schemas.ids import aggregate_id
 from schemas.records import HealthRecord, InstanceStatusRecord
-from schemas.status import ArtifactUpdated, HealthStat, InstanceCleanupCluster, InstanceCleanupMember, InstanceStatus
+from schemas.status import (
+    ArtifactUpdated,
+    InstanceCleanupCluster,
+    InstanceCleanupMember,
+    InstanceStatus,
+    MemberHealth,
+    MemberMetric,
+)
 
 log = logging.getLogger(__name__)
 
@@ -92,7 +99,7 @@ class _Unchecked(Verifier):
         return None
 
 
-def host_health() -> dict[str, float]:
+def host_health() -> dict[MemberMetric, float]:
     """Stratos's figures for this host: memory percent and 1-minute load per core, in percent."""
     load_1m = psutil.getloadavg()[0]
     return {
@@ -453,15 +460,15 @@ class CartridgeAgent:
         )
 
     def publish_health(self) -> None:
-        key, now = self.payload.cluster_key, time.time()
-        for metric, value in host_health().items():
-            stat = HealthStat(
-                cluster_id=self.payload.cluster_id,
-                member_id=self.payload.member_id,
-                network_partition_id=self.payload.network_partition_id,
-                metric=metric,
-                value=value,
-                timestamp=now,
-            )
-            self.appender.send("health", key, envelope(HealthRecord, stat, key, tenant=self.payload.tenant))
+        """Every metric of this publish in one record (`MemberHealth`): the health worker's cost
+        is per record."""
+        key = self.payload.cluster_key
+        sample = MemberHealth(
+            cluster_id=self.payload.cluster_id,
+            member_id=self.payload.member_id,
+            network_partition_id=self.payload.network_partition_id,
+            metrics=host_health(),
+            timestamp=time.time(),
+        )
+        self.appender.send("health", key, envelope(HealthRecord, sample, key, tenant=self.payload.tenant))
         self.appender.flush()

@@ -232,7 +232,7 @@ class Sender:
 ANONYMOUS = Sender("anonymous")
 MEMBER_RECORDS = {
     "instance-status": {"InstanceStarted", "InstanceActivated", "InstanceMaintenanceMode", "InstanceReadyToShutdown"},
-    "health": {"HealthStat"},
+    "health": {"HealthStat", "MemberHealth"},
     "logs": {"LogBatch"},
 }
 """What a member may say, per topic: its own status, its own health samples and its own lines."""

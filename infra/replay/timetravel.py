@@ -242,7 +242,7 @@ def what_if_from_log(
     commits = [c for _p, _o, c in commits_of(settings, cluster_key)]
     if not commits:
         raise ValueError(f"--aggregate: no events for cluster {cluster_key!r}")
-    samples = _records_of(settings, "health", cluster_key, ("HealthStat",))
+    samples = _records_of(settings, "health", cluster_key, ("HealthStat", "MemberHealth"))
     hops = _records_of(settings, "commands", cluster_key, ("ScaleCluster",))
     return what_if(
         cluster_key, commits, samples, hops, scaling_settings(policy), settings.health_window_seconds, since, until

@@ -46,7 +46,7 @@ from infra.log.recovery import fence_before
 from infra.settings import Settings
 from schemas.domain import MemberStatus
 from schemas.ids import parse_aggregate_id
-from schemas.status import HealthStat
+from schemas.status import HealthStat, MemberHealth
 
 log = logging.getLogger(__name__)
 
@@ -155,6 +155,10 @@ class ConsoleFeed:
         if isinstance(stat, HealthStat):
             with self.lock:
                 self.health[record.aggregate_id][stat.metric][stat.member_id or ""] = (stat.timestamp, stat.value)
+        elif isinstance(stat, MemberHealth):  # every metric of one member's publish
+            with self.lock:
+                for metric, value in stat.metrics.items():
+                    self.health[record.aggregate_id][metric][stat.member_id] = (stat.timestamp, value)
 
     def _note_event(self, record) -> None:
         payload = record.payload
