@@ -6,6 +6,7 @@ plaintext client, a wrong password and a principal without ACLs are refused by t
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -276,3 +277,53 @@ def test_stratos_up_secure_runs_the_whole_platform_as_its_own_principal(tmp_path
     secret = (state_dir / "kafka-tls" / "stratos.password").read_text().strip()
     logs = [path for path in (state_dir / "logs").rglob("*") if path.is_file()]
     assert logs and all(secret not in path.read_text(errors="replace") for path in [up.output, *logs])
+
+
+def test_stratos_broker_secure_prints_what_the_platforms_tools_need(tmp_path):
+    """`stratos broker --secure` as an operator runs it, then `stratos kafka-acls --apply` with the
+    settings it printed."""
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("STRATOS_")},
+        "PYTHONPATH": os.getcwd(),
+        "STRATOS_STATE_DIR": str(tmp_path / "state"),
+        "STRATOS_TOPIC_PREFIX": "ops.",
+        "COLUMNS": "400",
+    }
+    output = tmp_path / "broker.txt"
+    with open(output, "wb") as out:
+        broker = subprocess.Popen(
+            [sys.executable, "-m", "infra.cli", "broker", "--secure"],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=env,
+            start_new_session=True,
+        )
+    try:
+        printed = wait_until(
+            lambda: (
+                (broker.poll() is None or pytest.fail(output.read_text()))
+                and re.search(r"STRATOS_KAFKA_BOOTSTRAP=(\S+)", output.read_text())
+                and "STRATOS_KAFKA_PASSWORD" in output.read_text()
+                and output.read_text()
+            ),
+            timeout=120,
+            interval=0.2,
+            message="the secure broker's settings",
+        )
+        settings = dict(re.findall(r"(STRATOS_KAFKA_[A-Z_]+)=(\S+)", printed))
+        password_file = re.search(r'STRATOS_KAFKA_PASSWORD="\$\(cat (\S+)\)"', printed)[1]
+        tools = {**env, **settings, "STRATOS_KAFKA_PASSWORD": Path(password_file).read_text().strip()}
+        applied = subprocess.run(
+            [sys.executable, "-m", "infra.cli", "kafka-acls", "--tenant", "t.org", "--apply", "--json"],
+            env=tools,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert applied.returncode == 0, applied.stdout + applied.stderr
+        answer = json.loads(applied.stdout.strip().splitlines()[-1])
+        assert answer["applied"] and Path(answer["password_files"]["client.t.org"]).stat().st_mode & 0o077 == 0
+    finally:
+        broker.send_signal(signal.SIGINT)
+        broker.wait(60)
+    assert broker.returncode == 0, output.read_text()[-2000:]

@@ -45,13 +45,14 @@ def broker(
     settings = get_settings()
     settings.replication_factor = min(brokers, 3)
     try:
+        embedded = EmbeddedBroker(
+            port or None, data_dir=data, brokers=brokers, security=broker_security(settings) if secure else None
+        )
         with console.status(
             f"starting Apache Kafka ({brokers} node{'s' if brokers > 1 else ''}{', SASL_SSL' if secure else ''}) ..."
         ):
-            embedded = EmbeddedBroker(
-                port or None, data_dir=data, brokers=brokers, security=broker_security(settings) if secure else None
-            ).start()
-        with embedded:
+            embedded.start()  # once: entering the broker as a context would start it again
+        try:
             settings.kafka_bootstrap = embedded.bootstrap
             if secure:
                 for name, value in as_platform_principal(settings).model_dump(include=SECURE_FIELDS).items():
@@ -75,6 +76,8 @@ def broker(
                     f'STRATOS_KAFKA_USERNAME=stratos STRATOS_KAFKA_PASSWORD="$(cat {tls / "stratos.password"})"'
                 )
             wait_for_interrupt()
+        finally:
+            embedded.stop()
     except (BrokerError, TopicsError) as exc:
         console.print(f"[red]error:[/] {exc}")
         raise typer.Exit(1) from exc
