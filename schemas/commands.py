@@ -35,6 +35,11 @@ def _definition_commands() -> list[type[Message]]:
     for kind, model in DEFINITION_KINDS.items():
         name = _pascal(kind)
         for verb, body in (("Add", model), ("Update", model)):
+            note: dict[str, Any] = (
+                {"note": (str | None, Field(None, max_length=500, description="why (e.g. the tuning run behind it)"))}
+                if verb == "Update"
+                else {}
+            )
             made.append(
                 create_model(
                     f"{verb}{name}",
@@ -42,6 +47,7 @@ def _definition_commands() -> list[type[Message]]:
                     __module__=__name__,
                     type=(_literal(f"{verb}{name}"), f"{verb}{name}"),
                     definition=(body, ...),
+                    **note,
                 )
             )
         made.append(

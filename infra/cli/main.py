@@ -28,6 +28,7 @@ from infra.replay.cli import register as register_replay
 from infra.replay.cli import register_inspection
 from infra.simulation.cli import register as register_simulation
 from infra.simulation.scenario_cli import register as register_scenario
+from infra.tune.cli import register as register_tune
 
 app = typer.Typer(
     help="Stratos-ES: a PaaS control plane on an event log.", no_args_is_help=True, pretty_exceptions_enable=False
@@ -36,6 +37,7 @@ app = typer.Typer(
 register_schemas(app)
 register_simulation(app)
 register_scenario(app)
+register_tune(app)
 register_broker(app)
 register_node(app)
 register_reactor(app)

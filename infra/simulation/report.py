@@ -277,12 +277,19 @@ def _html(doc: dict, images: dict, pareto: bytes | None, runs: Sequence[PolicyRu
         if len(run.clusters) > PLOTTED_CLUSTERS:
             parts.append(f"<p>Plots show the first {PLOTTED_CLUSTERS} of {len(run.clusters)} clusters.</p>")
         parts += [_img(png, name) for name, png in images[run.name]]
-    style = (
-        "body{font-family:sans-serif;margin:2em;max-width:1200px}table{border-collapse:collapse;"
-        "font-size:12px;margin:1em 0}td,th{border:1px solid #ccc;padding:3px 6px;text-align:right}"
-        "th{background:#f3f3f3}td:first-child{text-align:left}img{max-width:100%;display:block;margin:1em 0}"
-    )
+    return page(str(s.get("name")), parts)
+
+
+STYLE = (
+    "body{font-family:sans-serif;margin:2em;max-width:1200px}table{border-collapse:collapse;"
+    "font-size:12px;margin:1em 0}td,th{border:1px solid #ccc;padding:3px 6px;text-align:right}"
+    "th{background:#f3f3f3}td:first-child{text-align:left}img{max-width:100%;display:block;margin:1em 0}"
+)
+
+
+def page(title: str, parts: Sequence[str]) -> str:
+    """A self-contained HTML page of the reports' style (`stratos tune` writes one too)."""
     return (
-        f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(str(s.get('name')))}</title>"
-        f"<style>{style}</style></head><body>{''.join(parts)}</body></html>\n"
+        f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
+        f"<style>{STYLE}</style></head><body>{''.join(parts)}</body></html>\n"
     )
