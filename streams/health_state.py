@@ -469,3 +469,24 @@ def member_load(book: ClusterWindows, active: list[str]) -> dict[str, float]:
         if known:
             loads[member_id] = sum(known) / len(known)
     return loads
+
+
+def verdict_now(
+    state: ClusterState, samples: list[Envelope], window_seconds: float, now: float
+) -> tuple[ClusterView, Decision | None]:
+    """A cluster's verdict at ``now`` from its state and its health records, by the worker's own
+    rules: what a steady cluster rests on, though no verdict of it was sent. The samples of
+    the last window count (older ones, and those of members the cluster no longer has, do
+    not). Raises ValueError when the cluster does not exist (or no longer does)."""
+    view = view_of(state)
+    if view is None:
+        raise ValueError(f"cluster {state.aggregate_id!r} does not exist (never created, or terminated)")
+    views = {state.aggregate_id: view}
+    book = HealthBook(window_seconds, math.inf, max_skew=math.inf, max_age=window_seconds)
+    for record in samples:
+        try:
+            book.ingest(record, views, 0, now, now)
+        except Rejected:
+            continue  # out of the window, or about a member gone: it no longer counts
+    verdicts = book.assess(views, now)
+    return view, verdicts[0] if verdicts else None

@@ -309,3 +309,38 @@ def test_a_steady_cluster_writes_nothing_and_a_change_of_load_scales_on_the_next
     assert kinds.index("ScalingDecided") + 1 == kinds.index("ScaleCluster")
     assert chain[kinds.index("ScalingDecided")]["figures"]["reason"] == decision.reason
     assert chain[kinds.index("ScaleCluster")]["figures"]["figures"]["load_average.last_ts"] == pytest.approx(burst)
+
+
+def why_cluster(settings) -> dict:
+    get_settings.cache_clear()
+    try:
+        result = CliRunner().invoke(
+            app,
+            ["why", "--cluster", KEY, "--json"],
+            env={"STRATOS_KAFKA_BOOTSTRAP": settings.kafka_bootstrap, "STRATOS_TOPIC_PREFIX": settings.topic_prefix},
+        )
+    finally:
+        get_settings.cache_clear()
+    assert result.exit_code == 0, result.output
+    return json.loads(result.output)
+
+
+def test_why_explains_a_steady_cluster_by_its_last_change_and_its_verdict_now(settings, client, worker, appender):
+    [member] = active_cluster(settings, client, worker, 1, {"load_average": 25.0})
+    publish(appender, stat(member, "load_average", 1.0))
+    wait_until(lambda: KEY in worker.service.book.latest, message="a first verdict")
+    explained = why_cluster(settings)
+    # nothing was sent, and yet the cluster is explained: no scaling change yet, load 1 of 25
+    assert commands_of(settings, "ScaleCluster") == []
+    assert explained["members"] == {"active": 1, "pending": 0, "min": 1, "max": 4}
+    assert explained["last_change"] is None
+    verdict = explained["verdict"]
+    assert (verdict["required"], verdict["changes_cluster"]) == (1, False)
+    assert verdict["figures"]["load_average.average"] == pytest.approx(1.0)
+    assert verdict == {**verdict, "reason": worker.service.book.latest[KEY].command.reason}
+
+    publish(appender, stat(member, "load_average", 200.0))
+    wait_until(lambda: [d for d in decided(settings) if d.spawn], message="the scale-up")
+    explained = why_cluster(settings)
+    assert explained["last_change"]["reason"] in ("ScaleUp", "ScaleUpLimitedByMax")
+    assert explained["last_change"]["figures"]["load_average.threshold"] == 25.0

@@ -16,7 +16,7 @@ from schemas import events as E
 from schemas.domain import ClusterSpec, PartitionSpec
 from schemas.records import HealthRecord
 from schemas.status import HealthStat, MemberFault, MemberHealth
-from streams.health_state import HealthBook, Rejected, active_members, cluster_key, view_of
+from streams.health_state import HealthBook, Rejected, active_members, cluster_key, verdict_now, view_of
 
 T = "carbon.super"
 CID = "app.php1.php.domain"
@@ -451,3 +451,14 @@ def test_a_member_publish_about_an_unknown_member_is_rejected_whole():
     with pytest.raises(Rejected, match="unknown member 'm9'"):
         book.ingest(member_health("m9", 1.0, load_average=60), views, partition=0, received_at=0.0, now=NOW)
     assert book.clusters[KEY].members == {} and book.assess(views, NOW) == []
+
+
+def test_verdict_now_is_the_worker_s_verdict_from_the_log_alone():
+    folded = state(active=("m1",))
+    samples = [member_health("m1", ts, load_average=1.0) for ts in (1.0, 50.0, 90.0)]
+    # the one at 1.0 is older than the window (60 s before NOW): it no longer counts
+    shown, verdict = verdict_now(folded, samples, 60.0, NOW)
+    assert shown.min == 1 and verdict is not None
+    assert verdict.command.figures["load_average.samples"] == 2 and not verdict.send
+    with pytest.raises(ValueError, match="does not exist"):
+        verdict_now(cluster.initial(KEY), samples, 60.0, NOW)

@@ -99,6 +99,23 @@ async def replay_at(
 
 
 @router.get(
+    "/why/cluster/{cluster_id}",
+    summary="Why a cluster of the caller has its members: the last change, its figures, the verdict now",
+    responses=ERROR_RESPONSES,
+)
+async def why_cluster(request: Request, cluster_id: str, principal: Principal = Depends(current_principal)) -> dict:
+    from infra.health.verdict import cluster_explained
+
+    def explain() -> dict:
+        try:
+            return cluster_explained(request.app.state.settings, aggregate_id(principal.tenant, "cluster", cluster_id))
+        except ValueError as exc:
+            raise HTTPException(404, f"cluster '{cluster_id}' not found: {exc}") from exc
+
+    return await run_in_threadpool(explain)
+
+
+@router.get(
     "/why/{record_id}",
     summary="What caused a record (or, with effects=true, what it led to)",
     responses=ERROR_RESPONSES,

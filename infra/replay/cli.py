@@ -245,7 +245,13 @@ def _brief(value: Any) -> str:
 
 
 def why(
-    record_id: str = typer.Argument(..., help="an event, command or health record id"),
+    record_id: str | None = typer.Argument(None, help="an event, command or health record id"),
+    cluster: str | None = typer.Option(
+        None,
+        "--cluster",
+        help="a cluster aggregate id (<tenant>/cluster/<id>) instead: its members, the last decision "
+        "that changed it with its figures, and the verdict of its health now",
+    ),
     show_effects: bool = typer.Option(False, "--effects", help="what it led to, instead of its causes"),
     reindex: bool = typer.Option(
         False,
@@ -255,7 +261,11 @@ def why(
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """Follow causation ids back to the root across topics and aggregates (or forward with
-    --effects)."""
+    --effects); with --cluster, why a cluster has the members it has."""
+    if cluster is not None and record_id is None:
+        return _why_cluster(cluster, as_json)
+    if record_id is None or cluster is not None:
+        raise _fail("give a record id or --cluster <tenant>/cluster/<id> (one of them)")
     from infra.replay.causation_index import CausalIndex
 
     index = CausalIndex(_settings(), fresh=reindex)
@@ -287,6 +297,39 @@ def why(
             )
     finally:
         index.close()
+
+
+def _why_cluster(cluster_key: str, as_json: bool) -> None:
+    from infra.health.verdict import cluster_explained
+
+    found = _guarded(lambda: cluster_explained(_settings(), cluster_key))
+    if as_json:
+        return _print_json(found)
+    members, change, verdict = found["members"], found["last_change"], found["verdict"]
+    console.print(
+        f"[bold]{cluster_key}[/] {found['status']}: {members['active']} active, {members['pending']} pending "
+        f"(min {members['min']}, max {members['max']})",
+        highlight=False,
+    )
+    if change is None:
+        console.print("last change: none by the autoscaler (the min rule and limits only)")
+    else:
+        console.print(
+            f"last change: [cyan]{change['reason']}[/] {change['at'][:19]} required {change['required']}, "
+            f"spawn {change['spawn']}, terminate {change['terminate']}: {one_line(change['figures'])} "
+            f"[dim](commit {change['commit']}: stratos why follows it)[/]",
+            highlight=False,
+            soft_wrap=True,
+        )
+    if verdict is None:
+        console.print("verdict now: none (no health sample in the last window)")
+    else:
+        acts = "the cluster would act on it" if verdict["changes_cluster"] else "changes nothing: not sent"
+        console.print(
+            f"verdict now: {verdict['reason']} ({acts}): {one_line(verdict['figures'])}",
+            highlight=False,
+            soft_wrap=True,
+        )
 
 
 def _describe(link: dict) -> str:
