@@ -23,7 +23,7 @@ from kafka.admin import UserScramCredentialUpsertion
 from kafka.errors import KafkaError, TopicAuthorizationFailedError
 from pydantic import SecretStr
 
-from infra.broker import EmbeddedBroker, free_port
+from infra.broker import BrokerError, EmbeddedBroker, free_port
 from infra.broker.acls import INSTANCES, apply, client_principal, plan
 from infra.broker.fanout import TenantReplies
 from infra.broker.secure import as_platform_principal, broker_security, password
@@ -327,3 +327,15 @@ def test_stratos_broker_secure_prints_what_the_platforms_tools_need(tmp_path):
         broker.send_signal(signal.SIGINT)
         broker.wait(60)
     assert broker.returncode == 0, output.read_text()[-2000:]
+
+
+def test_a_secure_data_dir_restarts_secure_and_refuses_to_start_plain(tmp_path):
+    settings = Settings(state_dir=tmp_path / "state", topic_prefix="restart.", partitions=1)
+    for _ in range(2):  # the principals made at format time are there after a restart
+        broker = EmbeddedBroker(data_dir=tmp_path / "kafka", security=broker_security(settings)).start()
+        try:
+            ensure_topics(as_platform_principal(settings).model_copy(update={"kafka_bootstrap": broker.bootstrap}))
+        finally:
+            broker.stop()
+    with pytest.raises(BrokerError, match="was formatted with --secure: start it with --secure"):
+        EmbeddedBroker(data_dir=tmp_path / "kafka").start()

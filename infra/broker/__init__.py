@@ -327,7 +327,6 @@ class EmbeddedBroker:
             self.data_dir.mkdir(parents=True, exist_ok=True)
             id_file.write_text(new_cluster_id())
         cluster_id = id_file.read_text().strip()
-        self._check_secure_marker()
         formatting = []
         for node in self.nodes:
             config = self._write_config(node)
@@ -397,6 +396,7 @@ class EmbeddedBroker:
         self._lock.flush()  # type: ignore[attr-defined]
 
     def start(self, timeout: float = 90.0) -> EmbeddedBroker:
+        self._check_secure_marker()
         self._lock_data_dir()
         for node in self.nodes:
             if port_is_open("127.0.0.1", node.port):
