@@ -26,8 +26,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from common import finish  # noqa: E402
+
 from actors.topology_plan import forecast_spec, scaling_settings  # noqa: E402
-from bench.common import finish  # noqa: E402
 from infra.simulation.scenario import load_scenario  # noqa: E402
 from infra.tune.search import COST, SLO, evaluate, parameters_of, parse_bounds, tune  # noqa: E402
 from streams.forecast import LoadHistory, fit  # noqa: E402

@@ -168,3 +168,44 @@ def test_compare_matches_the_same_change_within_one_hop_and_names_each_differenc
 def test_a_difference_before_the_members_start_is_the_warm_up():
     (difference,) = compare([Move(1.0, 2, 0, 0, "r")], [], hop=0.5, warm_up=60.0)[1]
     assert difference.cause.startswith("warm-up")
+
+
+def test_traces_total_requests_over_partitions_load_over_members_and_mean_memory():
+    """Per step: requests in flight summed over network partitions, load average summed over the
+    members (shared), memory their mean (per-member); a MemberHealth record carries both."""
+    from infra.log.kafka import envelope
+    from infra.simulation.export import _traces
+    from schemas.records import HealthRecord
+    from schemas.status import HealthStat, MemberHealth
+
+    since = datetime(2026, 12, 1, tzinfo=UTC)
+    t0 = since.timestamp()
+
+    def record(payload):
+        return envelope(HealthRecord, payload, f"carbon.super/cluster/{CLUSTER}", tenant="carbon.super")
+
+    samples = [
+        record(
+            HealthStat(
+                cluster_id=CLUSTER, network_partition_id=np, metric="requests_in_flight", value=v, timestamp=t0 + 1
+            )
+        )
+        for np, v in (("np1", 30.0), ("np2", 12.0))
+    ] + [
+        record(
+            MemberHealth(
+                cluster_id=CLUSTER,
+                network_partition_id="np1",
+                member_id=m,
+                metrics={"load_average": load, "memory_consumption": memory},
+                timestamp=t0 + 2,
+            )
+        )
+        for m, load, memory in (("m1", 10.0, 40.0), ("m2", 30.0, 60.0))
+    ]
+    traces = _traces(samples, since, since + timedelta(seconds=60), step=5.0)
+    assert traces == {
+        "requests_in_flight": [(0.0, 42.0)],
+        "load_average": [(0.0, 40.0)],
+        "memory_consumption": [(0.0, 50.0)],
+    }

@@ -37,6 +37,7 @@ from infra.settings import Settings
 from infra.simulation.scenario import DEFINITION_SECTIONS
 from schemas import events as E
 from schemas.ids import aggregate_id
+from schemas.status import MemberHealth
 from streams.scaling_rules import LOAD_AVERAGE, MEMORY_CONSUMPTION, REQUESTS_IN_FLIGHT
 from streams.simulation import EPOCH, RunResult
 
@@ -132,8 +133,12 @@ def _traces(samples: Sequence[Any], since: datetime, until: datetime, step: floa
         stat = record.payload
         if not start <= stat.timestamp <= end:
             continue
-        source = stat.member_id or stat.network_partition_id
-        cells[(stat.metric, int((stat.timestamp - start) // step))][source].append(stat.value)
+        k = int((stat.timestamp - start) // step)
+        if isinstance(stat, MemberHealth):  # one member's publish, every metric in one record
+            for name, value in stat.metrics.items():
+                cells[(name, k)][stat.member_id].append(value)
+            continue
+        cells[(stat.metric, k)][stat.member_id or stat.network_partition_id].append(stat.value)
     traces: dict[str, list[tuple[float, float]]] = defaultdict(list)
     for (metric, k), sources in sorted(cells.items()):
         means = [sum(v) / len(v) for v in sources.values()]
@@ -170,7 +175,7 @@ def read_period(settings: Settings, tenant: str, cluster_id: str, since: datetim
         raise ExportError(
             f"--cluster: no cluster {cluster_id!r} of tenant {tenant!r} in the log by {until.isoformat()}"
         )
-    samples = _records_of(settings, "health", key, ("HealthStat",))
+    samples = _records_of(settings, "health", key, ("HealthStat", "MemberHealth"))
     step = settings.health_hop_seconds
     traces = _traces(samples, since, until, step)
     if not traces:
