@@ -1,6 +1,8 @@
 """CPU per command of the cluster aggregate's decide + apply (`actors.runtime.handle`: decide,
 the commit, its JSON for the size check, the fold, the timer flag), by cluster size.
 
+Also a cold fold of one cluster's history (decode alone, decode + fold), without the broker.
+
 A cluster holds N members (folded from N MemberSpawnRequested); then members are started one
 command at a time as the IaaS and the agents report them (ReportNodeCreated, Started,
 Activated: each folds one member event, Activated also checks status and the min rule). The
@@ -14,6 +16,7 @@ this code's CPU per command to that code's.
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import os
 import statistics
@@ -87,20 +90,60 @@ def measure(members: int, commands: int) -> float:
     return 1e6 * (time.process_time() - cpu) / len(records)
 
 
-def in_tree(tree: Path, members: list[int], commands: int, repeat: int) -> dict[int, float]:
-    """The median of `repeat` runs of `measure` for each size, in a subprocess importing the
-    code of `tree`."""
+def replay_rates(rounds: int, repeat: int) -> dict[str, float]:
+    """A cold rebuild's fold without the broker: one cluster's commits (bench/replay.py's
+    template: 10 members replaced round after round) read as the log is read (`decode_log`),
+    decoded alone and decoded then folded as a rebuild folds them; events/s of each (medians)."""
+    import inspect
+
+    from replay import template_history
+
+    from actors.runtime import Tracked
+    from infra.log.eventlog import decode_log
+
+    commits, events = template_history(rounds)
+    key = decode_log(commits[0]).aggregate_id
+    owned = {"in_place": True} if "in_place" in inspect.signature(Tracked.fold_commit).parameters else {}
+
+    def decode() -> None:
+        for value in commits:
+            decode_log(value)
+
+    def rebuild() -> None:
+        tracked = Tracked.new(key)
+        for value in commits:
+            tracked.fold_commit(decode_log(value), **owned)
+
+    rates = {}
+    gc.disable()  # as infra.log.recovery pauses the collector during a rebuild
+    try:
+        for name, run in (("decode", decode), ("rebuild", rebuild)):
+            times = []
+            for _ in range(repeat):
+                cpu = time.process_time()
+                run()
+                times.append(time.process_time() - cpu)
+            rates[name] = events / statistics.median(times)
+    finally:
+        gc.enable()
+    return rates
+
+
+def in_tree(tree: Path, members: list[int], commands: int, repeat: int, rounds: int) -> dict:
+    """The medians of `repeat` runs of `measure` for each size and of `replay_rates`, in a
+    subprocess importing the code of `tree`."""
     env = {**os.environ, "PYTHONPATH": str(tree)}
     out = subprocess.run(
         [sys.executable, __file__, "--inner", "--members", *map(str, members), "--commands", str(commands)]
-        + ["--repeat", str(repeat)],
+        + ["--repeat", str(repeat), "--rounds", str(rounds)],
         env=env,
         cwd=tree,
         check=True,
         capture_output=True,
         text=True,
     ).stdout
-    return {int(k): v for k, v in json.loads(out.strip().splitlines()[-1]).items()}
+    found = json.loads(out.strip().splitlines()[-1])
+    return {"per_command": {int(k): v for k, v in found["per_command"].items()}, "replay": found["replay"]}
 
 
 def main() -> None:
@@ -109,27 +152,35 @@ def main() -> None:
     parser.add_argument("--commands", type=int, default=900, help="commands timed per size")
     parser.add_argument("--repeat", type=int, default=3, help="runs per size and code (the median is quoted)")
     parser.add_argument("--baseline-ref", default="1aa7694", help="git ref of the baseline code")
+    parser.add_argument("--rounds", type=int, default=12, help="rounds of the replayed history (bench/replay.py)")
     parser.add_argument("--inner", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.inner:
-        print(
-            json.dumps(
-                {n: statistics.median(measure(n, args.commands) for _ in range(args.repeat)) for n in args.members}
-            )
-        )
+        sys.path.insert(0, str(Path.cwd() / "bench"))
+        per_command = {
+            n: statistics.median(measure(n, args.commands) for _ in range(args.repeat)) for n in args.members
+        }
+        print(json.dumps({"per_command": per_command, "replay": replay_rates(args.rounds, args.repeat)}))
         return
     with tempfile.TemporaryDirectory() as tmp:
         base = Path(tmp) / "baseline"
         git = ["git", "-C", str(ROOT), "worktree"]
         subprocess.run([*git, "add", "--detach", str(base), args.baseline_ref], check=True, capture_output=True)
         try:
-            before = in_tree(base, args.members, args.commands, args.repeat)
-            after = in_tree(ROOT, args.members, args.commands, args.repeat)
+            old = in_tree(base, args.members, args.commands, args.repeat, args.rounds)
+            new = in_tree(ROOT, args.members, args.commands, args.repeat, args.rounds)
         finally:
             subprocess.run([*git, "remove", "--force", str(base)], check=True)
+    before, after = old["per_command"], new["per_command"]
     print(f"CPU per command (decide + apply, handle), baseline {args.baseline_ref} vs this code:")
     for n in args.members:
         print(f"  {n:>6,} members: {before[n]:8.1f} µs -> {after[n]:8.1f} µs  (ratio {after[n] / before[n]:.3f})")
+    print("cold fold of one cluster's commits, no broker (events/s of CPU; rebuild = decode + fold):")
+    for name, rates in (("baseline", old["replay"]), ("this code", new["replay"])):
+        print(
+            f"  {name:>9}: decode {rates['decode']:,.0f}/s, rebuild {rates['rebuild']:,.0f}/s "
+            f"(ratio to decode {rates['rebuild'] / rates['decode']:.2f})"
+        )
     print(
         json.dumps(
             {
@@ -140,6 +191,10 @@ def main() -> None:
                 "us_per_command_before": {str(n): round(before[n], 1) for n in args.members},
                 "us_per_command_after": {str(n): round(after[n], 1) for n in args.members},
                 "ratio": {str(n): round(after[n] / before[n], 3) for n in args.members},
+                "replay_before": {k: round(v) for k, v in old["replay"].items()},
+                "replay_after": {k: round(v) for k, v in new["replay"].items()},
+                "replay_rebuild_ratio_to_decode_before": round(old["replay"]["rebuild"] / old["replay"]["decode"], 3),
+                "replay_rebuild_ratio_to_decode_after": round(new["replay"]["rebuild"] / new["replay"]["decode"], 3),
             }
         )
     )
