@@ -8,14 +8,14 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from pydantic import BaseModel, Field, model_validator
 
 from actors import instances as I
 from actors.autoscale import ScalingPolicy, decide_scaling, max_rule
-from actors.base import Context, Rejection, State, evolve, made, not_found
+from actors.base import Context, Rejection, State, Timeouts, evolve, made, not_found
 from actors.member import PENDING, MemberState, check_move
 from actors.partitions import PartitionState, choose_member_to_remove, choose_partitions_for_spawn
 from schemas import app_scaling as X
@@ -360,30 +360,48 @@ def decide_and_fold(state: ClusterState, command: BaseModel, ctx: Context) -> De
     raise Rejection(f"command {command.type} does not apply to a cluster")  # type: ignore[attr-defined]
 
 
+def _deadline(m: MemberState, t: Timeouts) -> datetime | None:
+    """When a member in transition times out (None: it is not in transition); `_timeouts`
+    acts on it once the clock has passed it, and the node sends CheckTimeouts only then."""
+    if m.status == S.TERMINATED:
+        return None
+    if m.obsolete_since is not None:
+        return m.obsolete_since + timedelta(seconds=t.obsolete_seconds)
+    if m.termination_requested_at is not None:
+        return m.termination_requested_at + timedelta(seconds=t.termination_seconds)
+    if m.is_pending:
+        return m.created_at + timedelta(seconds=t.pending_seconds)
+    return None
+
+
+def next_timeout(state: ClusterState, timeouts: Timeouts) -> datetime | None:
+    """The earliest time a CheckTimeouts would change this cluster (None: nothing will)."""
+    return min(filter(None, (_deadline(m, timeouts) for m in state.members.values())), default=None)
+
+
 def _timeouts(state: ClusterState, ctx: Context) -> list[BaseModel]:
     assert state.spec is not None
     cid, t = state.spec.cluster_id, ctx.timeouts
     events: list[BaseModel] = []
     for m in state.members.values():
-        if m.status == S.TERMINATED:
+        deadline = _deadline(m, t)
+        if deadline is None or ctx.now <= deadline:
             continue
         if m.obsolete_since is not None:
-            if (ctx.now - m.obsolete_since).total_seconds() > t.obsolete_seconds:
-                events.append(
-                    made(
-                        E.MemberTerminated,
-                        member_id=m.member_id,
-                        cluster_id=cid,
-                        reason="obsolete timeout: forced termination",
-                    )
+            events.append(
+                made(
+                    E.MemberTerminated,
+                    member_id=m.member_id,
+                    cluster_id=cid,
+                    reason="obsolete timeout: forced termination",
                 )
+            )
         elif m.termination_requested_at is not None:
-            if (ctx.now - m.termination_requested_at).total_seconds() > t.termination_seconds:
-                events += [
-                    made(E.MemberObsoleted, member_id=m.member_id, cluster_id=cid, reason="termination timeout"),
-                    _terminate(state, m, "termination timeout", graceful=False),
-                ]
-        elif m.is_pending and (ctx.now - m.created_at).total_seconds() > t.pending_seconds:
+            events += [
+                made(E.MemberObsoleted, member_id=m.member_id, cluster_id=cid, reason="termination timeout"),
+                _terminate(state, m, "termination timeout", graceful=False),
+            ]
+        else:
             events += [
                 made(E.MemberObsoleted, member_id=m.member_id, cluster_id=cid, reason="pending timeout"),
                 _terminate(state, m, "pending timeout", graceful=False),

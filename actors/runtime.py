@@ -13,7 +13,10 @@ import logging
 import zlib
 from array import array
 from collections import OrderedDict
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
+from datetime import datetime
 from types import ModuleType
 from typing import Any, TypeAlias, cast
 
@@ -22,7 +25,7 @@ from pydantic import BaseModel
 from thespian.actors import Actor, ActorExitRequest, WakeupMessage
 
 from actors import application, cluster, definitions
-from actors.base import Context, Rejection, State, built, evolve
+from actors.base import Context, Rejection, State, Timeouts, built, evolve
 from schemas import commands as C
 from schemas.app_scaling import SetClusterInstances
 from schemas.base import redacted
@@ -130,6 +133,11 @@ class Tracked:
 
     state: State
     handled: OrderedDict[str, Handled] = field(default_factory=OrderedDict)
+    stopped: str | None = None
+    """Why the aggregate takes no more commits or commands: its history has a gap (a commit
+    whose sequence number skips some), so no state folded past it could be trusted."""
+    _undo: list[tuple[str, Handled | None]] | None = field(default=None, repr=False, compare=False)
+    """While `all_or_nothing` runs: the ids it remembered (None) and those it forgot (their value)."""
 
     @property
     def module(self) -> ModuleType:
@@ -143,30 +151,60 @@ class Tracked:
         if not command_id:
             return
         self.handled[command_id] = handled
+        if self._undo is not None:
+            self._undo.append((command_id, None))
         horizon = handled[0] - DEDUP_MIN_SECONDS
         while len(self.handled) > DEDUP_MIN_IDS:
             oldest = next(iter(self.handled.values()))
             if oldest[0] >= horizon and len(self.handled) <= DEDUP_MAX_IDS:
                 break
-            self.handled.popitem(last=False)
+            forgotten = self.handled.popitem(last=False)
+            if self._undo is not None:
+                self._undo.append(forgotten)
+
+    @contextmanager
+    def all_or_nothing(self) -> Iterator[None]:
+        """Commands handled inside count together or not at all: when something raises, the
+        state and the handled ids are put back as they were before (an actor restarted after a
+        failure starts from its last state, never from half a batch)."""
+        state, stopped, self._undo = self.state, self.stopped, []
+        try:
+            yield
+        except BaseException:
+            for command_id, forgotten in reversed(self._undo):
+                if forgotten is None:
+                    del self.handled[command_id]
+                else:
+                    self.handled[command_id] = forgotten
+                    self.handled.move_to_end(command_id, last=False)
+            self.state, self.stopped = state, stopped
+            raise
+        finally:
+            self._undo = None
 
     def fold_commit(self, record: LogRecord, after: State | None = None, in_place: bool = False) -> str | None:
         """Apply one commit of the log. Returns a problem report when it repeats a handled
-        command (skipped) or its events do not continue the aggregate's sequence.
+        command or an earlier sequence number (skipped), or skips sequence numbers: then the
+        aggregate stops (`stopped`), since every state folded past a gap would be wrong.
 
         `after`: the state the decision already folded its events into (`handle`: a decision is
         applied once). `in_place`: this Tracked's state is seen by no one else (a rebuild), so
         the fold may write into its containers (`actors.cluster.fold`)."""
         commit: Commit = record.payload  # type: ignore[assignment]
+        if self.stopped:
+            return f"{record.aggregate_id}: stopped ({self.stopped}): {record.id} not folded"
         if record.causation_id and record.causation_id in self.handled:
             return f"{record.aggregate_id}: command {record.causation_id} handled twice: repeat skipped"
-        problem = None
         if commit.events:
             expected = self.state.seq + 1
             if record.aggregate_seq != expected:
                 problem = f"{record.aggregate_id}: expected seq {expected}, found {record.aggregate_seq} ({record.id})"
                 if record.aggregate_seq < expected:
                     return problem + ": repeat skipped"
+                self.stopped = (
+                    f"history gap: expected seq {expected}, found {record.aggregate_seq} in commit {record.id}"
+                )
+                return problem + ": aggregate stopped"
             if after is None:
                 after = self.module.fold(self.state, commit.events, record.occurred_at, in_place)
             self.state = evolve(after, {"seq": record.aggregate_seq + len(commit.events) - 1})
@@ -178,10 +216,14 @@ class Tracked:
         self.remember(
             record.causation_id, (record.occurred_at.timestamp(), commit.command_type, commit.outcome, detail)
         )
-        return problem
+        return None
 
     def snapshot(self) -> dict[str, Any]:
-        return {"state": self.state.model_dump(mode="json"), "dedup": pack_handled(self.handled)}
+        return {
+            "state": self.state.model_dump(mode="json"),
+            "dedup": pack_handled(self.handled),
+            **({"stopped": self.stopped} if self.stopped else {}),
+        }
 
     @classmethod
     def from_snapshot(cls, aggregate_id: str, data: dict[str, Any]) -> Tracked:
@@ -192,7 +234,7 @@ class Tracked:
             handled = unpack_handled(data["dedup"])
         else:
             handled = OrderedDict((row[0], cast(Handled, tuple(row[1:]))) for row in data.get("handled", []))
-        return cls(state_cls.model_validate(data["state"]), handled)
+        return cls(state_cls.model_validate(data["state"]), handled, data.get("stopped"))
 
 
 @dataclass(frozen=True)
@@ -201,8 +243,8 @@ class Outcome:
     """The decision to append (None for a duplicate: nothing to write)."""
     encoded: bytes | None
     reply: BaseModel
-    needs_timer: bool = False
-    """The aggregate has members in transition: its timeouts must be checked periodically."""
+    next_timeout: datetime | None = None
+    """When a CheckTimeouts would next change the aggregate (None: no timeout pending)."""
     failure: str | None = None
     """Deciding or applying raised: the command is poison (rejected with code 500)."""
 
@@ -247,7 +289,8 @@ def handle(tracked: Tracked, command: Envelope, ctx: Context) -> Outcome:
     payload = command.payload
     if command.id in tracked.handled:
         return Outcome(None, None, reply_for(command.id, tracked.handled[command.id], duplicate=True))
-    echo = failure = None
+    if tracked.stopped:
+        return Outcome(None, None, stopped_reply(tracked, command))
     try:
         check_addressee(command.aggregate_id, payload)
         events, after = tracked.module.decide_and_fold(tracked.state, payload, ctx)
@@ -261,36 +304,57 @@ def handle(tracked: Tracked, command: Envelope, ctx: Context) -> Outcome:
             )
         tracked.fold_commit(commit, after)  # the state changes here, once the decision stands
     except Rejection as rejection:
-        echo = redacted(payload)
-        commit = _commit(
+        return _rejected(
             tracked,
             command,
             ctx,
-            [],
-            outcome="rejected",
+            redacted(payload),
             reason=rejection.reason,
             field=rejection.field,
             code=rejection.code,
         )
     except Exception as exc:  # noqa: BLE001 - a poison command must not stop its aggregate
-        failure = f"{type(exc).__name__}: {exc}"
-        log.exception("%s on %s failed", payload.type, command.aggregate_id)  # type: ignore[attr-defined]
-        commit = _commit(
-            tracked,
-            command,
-            ctx,
-            [],
-            outcome="rejected",
-            code=500,
-            reason=f"internal error while handling {payload.type}: {failure}",  # type: ignore[attr-defined]
-        )
-    if cast(Commit, commit.payload).outcome == "rejected":
-        encoded = commit.model_dump_json().encode()
-        tracked.fold_commit(commit)
+        return failed(tracked, command, ctx, exc)
+    reply = reply_for(command.id, tracked.handled[command.id], duplicate=False)
+    return Outcome(commit, encoded, reply, next_timeout(tracked.state, ctx.timeouts))
+
+
+def failed(tracked: Tracked, command: Envelope, ctx: Context, exc: BaseException) -> Outcome:
+    """A command whose handling raised (a bug, not a rule): rejected durably with code 500,
+    `failure` telling the node to dead-letter it; its aggregate goes on."""
+    failure = f"{type(exc).__name__}: {exc}"
+    log.error("%s on %s failed: %s", command.payload.type, command.aggregate_id, failure, exc_info=exc)  # type: ignore[attr-defined]
+    reason = f"internal error while handling {command.payload.type}: {failure}"  # type: ignore[attr-defined]
+    return _rejected(tracked, command, ctx, None, failure=failure, reason=reason, code=500)
+
+
+def _rejected(
+    tracked: Tracked,
+    command: Envelope,
+    ctx: Context,
+    echo: dict[str, Any] | None,
+    failure: str | None = None,
+    **why: Any,
+) -> Outcome:
+    commit = _commit(tracked, command, ctx, [], outcome="rejected", **why)
+    encoded = commit.model_dump_json().encode()
+    tracked.fold_commit(commit)
     reply = reply_for(command.id, tracked.handled[command.id], duplicate=False)
     if echo is not None:
         reply = reply.model_copy(update={"command": echo})
-    return Outcome(commit, encoded, reply, needs_timer(tracked.state), failure)
+    return Outcome(commit, encoded, reply, next_timeout(tracked.state, ctx.timeouts), failure)
+
+
+def stopped_reply(tracked: Tracked, command: Envelope) -> CommandRejected:
+    """What a stopped aggregate answers, deciding nothing and writing no commit: a retry after
+    the history is repaired is decided then."""
+    return CommandRejected(
+        command_id=command.id,
+        command_type=command.payload.type,  # type: ignore[attr-defined]
+        reason=f"aggregate {tracked.state.aggregate_id} is stopped, its history cannot be trusted: {tracked.stopped}",
+        field="aggregate_id",
+        code=503,
+    )
 
 
 # --- the actor --------------------------------------------------------------------------
@@ -302,9 +366,34 @@ class Rebuild:
 
 
 @dataclass(frozen=True)
-class Handle:
-    command: Envelope
+class HandleBatch:
+    """The commands of one poll for one aggregate, in log order: one message, one answer
+    (`Decided`). `isolate` handles each on its own after the batch failed as a whole (a
+    restarted actor): one that raises again is rejected (`failed`), the others go on.
+    `poison` names commands whose handling raises (fault injection: STRATOS_FAULT=actor-raises)."""
+
+    aggregate_id: str
+    commands: Sequence[Envelope]
     ctx: Context
+    isolate: bool = False
+    poison: frozenset[str] = frozenset()
+
+
+@dataclass(frozen=True)
+class Decided:
+    """An actor's answer to a HandleBatch: one outcome per command, in order."""
+
+    aggregate_id: str
+    outcomes: list[Outcome]
+
+
+@dataclass(frozen=True)
+class Surrender:
+    """Ask an actor for its Tracked (answered with it), before it is replaced."""
+
+
+class InjectedFault(RuntimeError):
+    """Raised by an actor on a command named in `HandleBatch.poison`."""
 
 
 @dataclass(frozen=True)
@@ -328,6 +417,13 @@ def needs_timer(state: State) -> bool:
     return getattr(state, "in_transition", 0) > 0
 
 
+def next_timeout(state: State, timeouts: Timeouts) -> datetime | None:
+    """When a CheckTimeouts would next change this aggregate: the node sends none before."""
+    if not needs_timer(state):
+        return None
+    return cluster.next_timeout(state, timeouts)  # type: ignore[arg-type]  # only clusters have members
+
+
 def timeouts_command_id(aggregate_id: str, period: int) -> str:
     """CheckTimeouts names the aggregate and the timer period: a resend within the period (a
     node restarted) is a duplicate."""
@@ -335,7 +431,12 @@ def timeouts_command_id(aggregate_id: str, period: int) -> str:
 
 
 class AggregateActor(Actor):  # type: ignore[misc]  # thespian ships no type hints
-    """A thin shell: holds one aggregate, runs `handle`, answers with the outcome."""
+    """One aggregate: runs `handle` on each batch of its commands, all or nothing.
+
+    A batch that raises (not a rule's rejection: `handle` answers those) leaves the aggregate
+    as it was before the batch and the exception to thespian, which tries the batch once more
+    and then hands it back to the node as a PoisonMessage; the node restarts the actor from
+    this last state and sends the batch again, isolated (`HandleBatch.isolate`)."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -344,12 +445,33 @@ class AggregateActor(Actor):  # type: ignore[misc]  # thespian ships no type hin
     def receiveMessage(self, message: Any, sender: Any) -> None:  # noqa: N802 - thespian's API
         if isinstance(message, Rebuild):
             self.tracked = message.tracked
-        elif isinstance(message, Handle) and self.tracked is not None:
-            self.send(sender, handle(self.tracked, message.command, message.ctx))
+        elif isinstance(message, HandleBatch) and self.tracked is not None:
+            self.send(sender, Decided(message.aggregate_id, self._batch(self.tracked, message)))
         elif isinstance(message, TakeSnapshot) and self.tracked is not None:
             self.send(sender, self.tracked.snapshot())
+        elif isinstance(message, Surrender):
+            self.send(sender, self.tracked)
         elif isinstance(message, ActorExitRequest):
             self.tracked = None
+
+    @staticmethod
+    def _batch(tracked: Tracked, batch: HandleBatch) -> list[Outcome]:
+        def one(command: Envelope) -> Outcome:
+            if command.id in batch.poison and command.id not in tracked.handled:
+                raise InjectedFault(f"fault injected while handling {command.id}")
+            return handle(tracked, command, batch.ctx)
+
+        if not batch.isolate:
+            with tracked.all_or_nothing():
+                return [one(command) for command in batch.commands]
+        outcomes = []
+        for command in batch.commands:
+            try:
+                with tracked.all_or_nothing():
+                    outcomes.append(one(command))
+            except Exception as exc:  # noqa: BLE001 - failing twice: this command is the poison
+                outcomes.append(failed(tracked, command, batch.ctx, exc))
+        return outcomes
 
 
 class TickerActor(Actor):  # type: ignore[misc]  # thespian ships no type hints

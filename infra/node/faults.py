@@ -1,15 +1,34 @@
 """Fault injection for the crash-point tests: `STRATOS_FAULT=point:N` kills the process with
 SIGKILL the Nth time it passes `point` (no cleanup, no flush: what a power cut leaves);
-`point:N:stop` stops it with SIGSTOP instead (a process paused past its session timeout)."""
+`point:N:stop` stops it with SIGSTOP instead (a process paused past its session timeout).
+
+Two faults leave the process running: `append-timeout:N` makes the Nth commit's append end in
+a timeout although the record still lands (later: the broker answered too slowly), and
+`actor-raises:N` makes the actor handling the Nth command raise on it, every time."""
 
 from __future__ import annotations
 
 import os
 import signal
+import threading
+from collections.abc import Callable
+
+from kafka.errors import KafkaTimeoutError
 
 POINTS = ("before-append", "after-send", "after-append", "after-reply", "after-offset-commit", "mid-checkpoint")
 """Where the node's write path can be cut: deciding → sending the commit → acknowledged →
 replies sent → command offsets committed; and between a checkpoint's snapshots and marker."""
+FAULTS = ("append-timeout", "actor-raises")
+"""What the node survives: an append whose outcome is unknown, an actor that fails."""
+LATE_SECONDS = 3.0
+"""How much later than its timeout an `append-timeout` record lands: after the node went on."""
+
+
+class Unanswered:
+    """The future of an append whose answer never came in time."""
+
+    def get(self, timeout: float | None = None):
+        raise KafkaTimeoutError(f"no answer from the broker within {timeout}s (injected: append-timeout)")
 
 
 class CrashPoints:
@@ -18,14 +37,26 @@ class CrashPoints:
         if spec:
             point, _, rest = spec.partition(":")
             count, _, action = rest.partition(":")
-            if point not in POINTS:
-                raise ValueError(f"STRATOS_FAULT: unknown point {point!r} (one of {', '.join(POINTS)})")
+            if point not in POINTS + FAULTS:
+                raise ValueError(f"STRATOS_FAULT: unknown point {point!r} (one of {', '.join(POINTS + FAULTS)})")
             self.point, self.remaining = point, int(count or 1)
             self.signal = signal.SIGSTOP if action == "stop" else signal.SIGKILL
 
     def passing(self, point: str) -> None:
-        if point != self.point:
-            return
-        self.remaining -= 1
-        if self.remaining == 0:
+        if self.fires(point) and point in POINTS:
             os.kill(os.getpid(), self.signal)
+
+    def fires(self, point: str) -> bool:
+        """Whether this pass through `point` is the one the fault names."""
+        if point != self.point:
+            return False
+        self.remaining -= 1
+        return self.remaining == 0
+
+    @staticmethod
+    def late(send: Callable[[], object]) -> Unanswered:
+        """Send after LATE_SECONDS; the caller sees a timeout now (an append whose outcome is unknown)."""
+        timer = threading.Timer(LATE_SECONDS, send)
+        timer.daemon = True
+        timer.start()
+        return Unanswered()

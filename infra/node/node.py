@@ -16,6 +16,7 @@ snapshot of every aggregate of the partition (`infra.log.recovery`).
 
 from __future__ import annotations
 
+import heapq
 import logging
 import os
 import queue
@@ -23,30 +24,44 @@ import socket
 import threading
 from collections import defaultdict
 from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
+from functools import partial
+from typing import Any
 
 from kafka import ConsumerRebalanceListener, OffsetAndMetadata, TopicPartition
 from kafka.errors import KafkaError
 from kafka.partitioner.default import murmur2
-from thespian.actors import ActorExitRequest, ActorSystem
+from thespian.actors import ActorExitRequest, ActorSystem, PoisonMessage
 
 from actors.base import Context, Timeouts
 from actors.runtime import (
     AggregateActor,
-    Handle,
+    Decided,
+    HandleBatch,
     Outcome,
     Rebuild,
     StartTicking,
+    Surrender,
     TakeSnapshot,
     Tick,
     TickerActor,
     Tracked,
-    needs_timer,
+    next_timeout,
     timeouts_command_id,
 )
 from infra.auth.gate import CommandGate
 from infra.auth.secrets import secret_box
-from infra.log.kafka import IDLE_POLL_MS, Appender, DeadLetters, envelope, group_consumer, new_id, validated
+from infra.log.kafka import (
+    IDLE_POLL_MS,
+    Appender,
+    DeadLetters,
+    Delivered,
+    envelope,
+    group_consumer,
+    new_id,
+    validated,
+)
 from infra.log.recovery import (
     CheckpointStats,
     HistoryGap,
@@ -58,6 +73,7 @@ from infra.log.recovery import (
 from infra.node.faults import CrashPoints
 from infra.settings import Settings
 from schemas.commands import CheckTimeouts
+from schemas.envelope import Envelope
 from schemas.records import CommandRecord, ReplyRecord
 from schemas.status import CommandRejected
 
@@ -67,6 +83,9 @@ NODE_GROUP = "nodes"
 TAKEOVER_FETCH_WAIT_MS = 500
 """The node's longest fetch wait (bench/takeover.py: a takeover after SIGTERM took 13.9 s with the
 platform's 5 s wait, 2.8 s with 500 ms)."""
+APPEND_WAIT_SECONDS = 30.0
+"""How long the node waits for the broker's answer to an append before it takes the outcome
+for unknown (the producer's delivery timeout is shorter: `Appender`)."""
 ADOPTING_POLL_MS = 50
 """The loop's poll while partitions are being rebuilt: a rebuilt one is installed that soon."""
 
@@ -78,47 +97,101 @@ def timeouts_from(settings: Settings) -> Timeouts:
 
 
 class ActorHost:
-    """The actors of one node, on a thespian system created before any Kafka client."""
+    """The actors of one node, on a thespian system created before any Kafka client.
+
+    Each aggregate is an actor that takes a poll's commands for it in one message; the host
+    keeps, per aggregate, when its timeouts are next due (a heap: the ticker's check is O(1)
+    when nothing is due)."""
+
+    ANSWER_SECONDS = 30.0
 
     def __init__(self, base: str = "simpleSystemBase", timer_seconds: float = 30.0) -> None:
         self.system = ActorSystem(base, logDefs=False)
         self.actors: dict[str, object] = {}
-        self.timed: set[str] = set()
+        self.due: dict[str, datetime] = {}
+        self.due_heap: list[tuple[datetime, str]] = []
         self.ticks = 0
+        self.restarts = 0
+        self.poison: set[str] = set()
+        """Command ids whose handling raises (fault injection: `actor-raises`)."""
         self.system.tell(self.system.createActor(TickerActor), StartTicking(timer_seconds))
 
-    def install(self, tracked: Tracked) -> None:
+    def install(self, tracked: Tracked, timeouts: Timeouts) -> None:
         aggregate_id = tracked.state.aggregate_id
         address = self.actors.get(aggregate_id) or self.system.createActor(AggregateActor)
         self.actors[aggregate_id] = address
         self.system.tell(address, Rebuild(tracked))
-        self._time(aggregate_id, needs_timer(tracked.state))
+        self._time(aggregate_id, next_timeout(tracked.state, timeouts))
 
-    def _time(self, aggregate_id: str, needed: bool) -> None:
-        if needed:
-            self.timed.add(aggregate_id)
-        else:
-            self.timed.discard(aggregate_id)
+    def _time(self, aggregate_id: str, due: datetime | None) -> None:
+        if due is None:
+            self.due.pop(aggregate_id, None)
+        elif self.due.get(aggregate_id) != due:
+            self.due[aggregate_id] = due
+            heapq.heappush(self.due_heap, (due, aggregate_id))
 
     def _ask(self, address, message):
         """Ask an actor; a Tick arriving meanwhile is counted, not taken for the answer."""
-        reply = self.system.ask(address, message, 30)
+        reply = self.system.ask(address, message, self.ANSWER_SECONDS)
         while isinstance(reply, Tick):
             self.ticks += 1
-            reply = self.system.listen(30)
+            reply = self.system.listen(self.ANSWER_SECONDS)
         return reply
 
-    def handle(self, command: CommandRecord, ctx: Context) -> Outcome:
-        if command.aggregate_id not in self.actors:
-            self.install(Tracked.new(command.aggregate_id))
-        reply = self._ask(self.actors[command.aggregate_id], Handle(command, ctx))
-        if not isinstance(reply, Outcome):
-            raise RuntimeError(f"actor for {command.aggregate_id} did not answer: {reply!r}")
-        self._time(command.aggregate_id, reply.needs_timer)
-        return reply
+    def _answer(self):
+        """The next message for the node. simpleSystemBase runs an actor inside `tell`, so its
+        answer is there at once (and a listen with a timeout would wait all of it out when
+        nothing more is pending); other bases answer from other processes, later."""
+        return self.system.listen(0) or self.system.listen(self.ANSWER_SECONDS)
 
-    def due_for_timeouts(self) -> set[str]:
-        """Aggregates whose timeouts should be checked now (the ticker fired since last time).
+    def handle(self, batches: dict[str, tuple[list[Envelope], Context]], timeouts: Timeouts):
+        """Every aggregate's commands of one poll, one message to each actor (all sent before
+        any answer is awaited: actors in other processes decide side by side). Returns the
+        outcomes per aggregate, in the order of its commands. An actor whose batch failed (a
+        PoisonMessage from thespian, after its own retry) is restarted from its last state and
+        given the batch again, isolated."""
+        for aggregate_id, (commands, ctx) in batches.items():
+            if aggregate_id not in self.actors:
+                self.install(Tracked.new(aggregate_id), timeouts)
+            poison = frozenset(c.id for c in commands if c.id in self.poison)
+            self.system.tell(self.actors[aggregate_id], HandleBatch(aggregate_id, commands, ctx, poison=poison))
+        decided: dict[str, list[Outcome]] = {}
+        while len(decided) < len(batches):
+            message = self._answer()
+            if isinstance(message, Decided):
+                decided[message.aggregate_id] = message.outcomes
+                self._time(message.aggregate_id, message.outcomes[-1].next_timeout)
+            elif isinstance(message, PoisonMessage) and isinstance(message.poisonMessage, HandleBatch):
+                batch = message.poisonMessage
+                log.error(
+                    "actor of %s failed twice on a batch of %d commands; restarted from its last state: %s",
+                    batch.aggregate_id,
+                    len(batch.commands),
+                    (message.details or "").strip().splitlines()[-1:],
+                )
+                self.restart(batch.aggregate_id, timeouts)
+                self.system.tell(self.actors[batch.aggregate_id], replace(batch, isolate=True))
+            elif isinstance(message, Tick):
+                self.ticks += 1
+            elif message is None:
+                missing = sorted(set(batches) - set(decided))
+                raise RuntimeError(f"no answer within {self.ANSWER_SECONDS}s from the actors of {missing[:5]}")
+        return decided
+
+    def restart(self, aggregate_id: str, timeouts: Timeouts) -> None:
+        """A new actor for the aggregate, from the state its failed one kept (a failed batch
+        changes nothing: `Tracked.all_or_nothing`)."""
+        old = self.actors.pop(aggregate_id)
+        tracked = self._ask(old, Surrender())
+        if not isinstance(tracked, Tracked):
+            raise RuntimeError(f"the failed actor of {aggregate_id} gave no state back: {tracked!r}")
+        self.system.tell(old, ActorExitRequest())
+        self.restarts += 1
+        self.install(tracked, timeouts)
+
+    def due_for_timeouts(self, now: datetime) -> list[str]:
+        """Aggregates whose next timeout has passed, once the ticker fired: each is taken off
+        the book (the decision of its CheckTimeouts books its next one).
 
         simpleSystemBase runs due wakeups only inside a listen with a timeout (listen(0) does
         not), hence the millisecond."""
@@ -126,9 +199,15 @@ class ActorHost:
             if isinstance(message, Tick):
                 self.ticks += 1
         if not self.ticks:
-            return set()
+            return []
         self.ticks = 0
-        return set(self.timed)
+        found = []
+        while self.due_heap and self.due_heap[0][0] < now:
+            due, aggregate_id = heapq.heappop(self.due_heap)
+            if self.due.get(aggregate_id) == due:
+                del self.due[aggregate_id]
+                found.append(aggregate_id)
+        return found
 
     def ask_snapshot(self, aggregate_id: str) -> dict:
         return self._ask(self.actors[aggregate_id], TakeSnapshot())
@@ -136,12 +215,24 @@ class ActorHost:
     def drop(self, aggregate_ids) -> None:
         for aggregate_id in aggregate_ids:
             address = self.actors.pop(aggregate_id, None)
-            self.timed.discard(aggregate_id)
+            self.due.pop(aggregate_id, None)
             if address is not None:
                 self.system.tell(address, ActorExitRequest())
 
     def shutdown(self) -> None:
         self.system.shutdown()
+
+
+@dataclass
+class _Item:
+    """One command of a poll on its way through `Node._process`: its outcome (decided, or
+    refused at the gate) and the future of its append (its commit, or its move elsewhere)."""
+
+    delivered: Delivered
+    command: Envelope | None = None
+    """The command as its actor got it (sealed); None when refused or moved."""
+    outcome: Outcome | None = None
+    future: Any = None
 
 
 class _Rebalance(ConsumerRebalanceListener):
@@ -293,7 +384,7 @@ class Node:
 
     def _install(self, partition: int, claim: str, recovered: Recovered) -> None:
         for tracked in recovered.aggregates.values():
-            self.host.install(tracked)
+            self.host.install(tracked, self.timeouts)
         self.owned[partition] = set(recovered.aggregates)
         self.dirty[partition] = dict(recovered.dirty)
         self.covers[partition] = dict(recovered.covers)
@@ -365,74 +456,136 @@ class Node:
         self.stopping.set()
 
     def _process(self, consumer, batch) -> None:
-        offsets, written = {}, []
+        """One poll's commands: each aggregate's handed to its actor in one message, every
+        commit sent, then one flush and every append confirmed; only then the replies, and
+        the command offsets once the replies are sent. A partition where an append's outcome
+        is unknown (a timeout: the record may still land) answers nothing more: it is given
+        up and adopted again (`_appended_unknown`), its commands read again."""
+        offsets, handled = {}, defaultdict(list)
+        batches: dict[str, tuple[list[Envelope], Context]] = {}
         for tp, raws in batch.items():
             if tp.partition not in self.owned:  # fetched before it was paused: read again once adopted
                 if tp in consumer.assignment():
                     consumer.seek(tp, raws[0].offset)
                 continue
+            ctx = self._context(tp.partition)
             for delivered in validated(self.settings, "commands", raws, self.dead_letters, self.gate.verifier):
+                item = _Item(delivered)
+                handled[tp].append(item)
                 if (refused := self._refused(tp.partition, delivered)) is not None:
-                    written.append((tp, raws[0].offset, delivered.record, refused, None))
-                    continue
-                if (moved := self._reroute(delivered, tp.partition)) is not None:
-                    written.append((tp, raws[0].offset, delivered.record, None, moved))  # type: ignore[arg-type]
-                    continue
-                outcome = self._decide(tp.partition, delivered)
-                future = None
-                if outcome.commit is not None:
-                    self.crash.passing("before-append")
-                    future = self.appender.send_raw(
-                        self.settings.topic("events"),
-                        outcome.commit.aggregate_id.encode(),
-                        outcome.encoded,  # type: ignore[arg-type]
-                        partition=tp.partition,
-                        record=outcome.commit,
-                    )
-                    self.crash.passing("after-send")
-                written.append((tp, raws[0].offset, delivered.record, outcome, future))
-            offsets[tp] = OffsetAndMetadata(raws[-1].offset + 1, "", -1)
+                    item.outcome = refused
+                elif (moved := self._reroute(delivered, tp.partition)) is not None:
+                    item.future = moved
+                else:
+                    item.command = self._sealed(delivered.record)
+                    if self.crash.fires("actor-raises"):
+                        self.host.poison.add(item.command.id)
+                    batches.setdefault(item.command.aggregate_id, ([], ctx))[0].append(item.command)
+            offsets[tp] = (raws[0].offset, OffsetAndMetadata(raws[-1].offset + 1, "", -1))
+        decided = {a: iter(o) for a, o in (self.host.handle(batches, self.timeouts) if batches else {}).items()}
+        for tp, items in handled.items():
+            for item in items:
+                if item.command is not None:
+                    item.outcome = next(decided[item.command.aggregate_id])
+                    self._decided(tp.partition, item)
         self.appender.flush()
-        failed: dict[TopicPartition, int] = {}
-        for tp, first_offset, command, outcome, future in written:
-            if tp in failed:
-                continue
-            if future is not None:
-                try:
-                    offset = future.get(timeout=30).offset
-                except Exception as exc:  # noqa: BLE001 - any failed append is handled the same way
-                    log.error(
-                        "append of %s's decision failed (%s); partition %d is rebuilt from "
-                        "the log and its commands read again",
-                        command.aggregate_id,
-                        exc,
-                        tp.partition,
-                    )
-                    failed[tp] = first_offset
-                    continue
-                if outcome is None:  # a moved command: nothing more to do here
-                    continue
-                self.crash.passing("after-append")
-                self._appended(tp.partition, command.aggregate_id, offset, outcome)
-            self._reply(tp.partition, command, outcome)  # type: ignore[arg-type]
+        unknown = {tp for tp, items in handled.items() if not self._confirmed(tp, items)}
+        for tp, items in handled.items():
+            if tp not in unknown:
+                for item in items:
+                    if item.outcome is not None:
+                        self._reply(tp.partition, item.delivered.record, item.outcome)
         self.appender.flush()
         self.crash.passing("after-reply")
-        for tp, first_offset in failed.items():
-            offsets.pop(tp, None)
-            self._rebuild_partition(tp.partition)
-            consumer.seek(tp, first_offset)
+        for tp in unknown:
+            first_offset, _ = offsets.pop(tp)
+            self._appended_unknown(consumer, tp, first_offset)
         for partition in list(self.since_checkpoint):
             if self.since_checkpoint[partition] >= self.settings.snapshot_every:
                 self.checkpoint(partition)
         if offsets:
             try:
-                consumer.commit(offsets)
+                consumer.commit({tp: offset for tp, (_first, offset) in offsets.items()})
             except KafkaError as exc:
                 # Out of the group (a slow batch, a rebalance) or the coordinator unreachable (a
                 # broker lost): these commands are redelivered, where their ids make them
                 # duplicates. Not fatal.
                 log.warning("offset commit failed, commands will be redelivered: %s", exc)
             self.crash.passing("after-offset-commit")
+
+    def _context(self, partition: int) -> Context:
+        return Context(
+            now=self.clock(),
+            new_id=new_id,
+            timeouts=self.timeouts,
+            claim=self.claims.get(partition),
+            writer=self.writer,
+            max_record_bytes=self.settings.max_record_bytes,
+        )
+
+    def _decided(self, partition: int, item: _Item) -> None:
+        """A decision made: a poison command dead-lettered, a commit sent (not yet confirmed)."""
+        outcome, command = item.outcome, item.command
+        assert outcome is not None and command is not None
+        if outcome.failure:
+            self.dead_letters.send(
+                self.settings.topic("commands"),
+                partition,
+                item.delivered.offset,
+                (item.delivered.key or "").encode(),
+                command.model_dump_json().encode(),
+                f"handling failed: {outcome.failure}",
+                "stratos.HandlingFailed",
+                item.delivered.sender.headers() if item.delivered.sender else None,
+            )
+        self.owned.setdefault(partition, set()).add(command.aggregate_id)
+        if outcome.commit is None:
+            return
+        self.crash.passing("before-append")
+        send = partial(
+            self.appender.send_raw,
+            self.settings.topic("events"),
+            outcome.commit.aggregate_id.encode(),
+            outcome.encoded,  # type: ignore[arg-type]  # set with every commit
+            partition=partition,
+            record=outcome.commit,
+        )
+        item.future = self.crash.late(send) if self.crash.fires("append-timeout") else send()
+        self.crash.passing("after-send")
+
+    def _confirmed(self, tp: TopicPartition, items: list[_Item]) -> bool:
+        """Wait for the broker's answer to every append of one partition; False at the first
+        that did not come (a failure or a timeout: the record may still land)."""
+        for item in items:
+            if item.future is None:
+                continue
+            try:
+                offset = item.future.get(timeout=APPEND_WAIT_SECONDS).offset
+            except Exception as exc:  # noqa: BLE001 - failed or timed out: the outcome is unknown either way
+                log.error(
+                    "append of %s's decision on partition %d did not confirm (%s): its outcome is "
+                    "unknown; the partition is claimed again and rebuilt up to that claim before "
+                    "anything more is decided there",
+                    item.delivered.record.aggregate_id,
+                    tp.partition,
+                    exc,
+                )
+                return False
+            if item.command is not None:  # not a moved command
+                self.crash.passing("after-append")
+                self._appended(tp.partition, item.command.aggregate_id, offset)
+        return True
+
+    def _appended_unknown(self, consumer, tp: TopicPartition, first_offset: int) -> None:
+        """Give the partition up and adopt it again: a new claim goes to the events partition
+        after every append this node sent there, so the rebuild up to that claim holds the
+        record if it landed before it, and the fence makes it no commit if it lands later.
+        Either way the command is decided once. Its commands are read again from the first of
+        this poll (those answered are duplicates by then)."""
+        consumer.pause(tp)
+        consumer.seek(tp, first_offset)
+        self.release([tp.partition])
+        self.adopting[tp.partition] = self.adopter.submit(self._claim_and_rebuild, tp.partition, self.generation)  # type: ignore[union-attr]
 
     def _refused(self, partition: int, delivered) -> Outcome | None:
         """A command whose sender may not send it (`infra.auth.gate`): answered with 401/403
@@ -478,47 +631,17 @@ class Node:
         )
         return self.appender.send("commands", command.aggregate_id, command, partition=home)
 
-    def _decide(self, partition: int, delivered) -> Outcome:
-        command = self._sealed(delivered.record)
-        ctx = Context(
-            now=self.clock(),
-            new_id=new_id,
-            timeouts=self.timeouts,
-            claim=self.claims.get(partition),
-            writer=self.writer,
-            max_record_bytes=self.settings.max_record_bytes,
-        )
-        try:
-            outcome = self.host.handle(command, ctx)
-        except Exception:  # noqa: BLE001 - the actor itself failed (not the domain)
-            log.exception("actor of %s failed on %s; rebuilding it from the log", command.aggregate_id, command.id)
-            self._rebuild_partition(partition)
-            outcome = self.host.handle(command, ctx)  # a second failure is the node's, and fatal
-        if outcome.failure:
-            self.dead_letters.send(
-                self.settings.topic("commands"),
-                partition,
-                delivered.offset,
-                (delivered.key or "").encode(),
-                command.model_dump_json().encode(),
-                f"handling failed: {outcome.failure}",
-                "stratos.HandlingFailed",
-                delivered.sender.headers() if delivered.sender else None,
-            )
-        self.owned.setdefault(partition, set()).add(command.aggregate_id)
-        return outcome
-
-    def _sealed(self, command: CommandRecord) -> CommandRecord:
+    def _sealed(self, command: Envelope) -> Envelope:
         """A raw client's clear secrets are sealed here, before a decision writes them to the
         events (the platform's own clients seal before they send: infra/log/commands_client.py)."""
         return self.box.seal_model(command)
 
-    def _appended(self, partition: int, aggregate_id: str, offset: int, outcome: Outcome) -> None:
+    def _appended(self, partition: int, aggregate_id: str, offset: int) -> None:
         self.last_event_offset[partition] = max(self.last_event_offset.get(partition, -1), offset)
         self.dirty[partition][aggregate_id] = offset
         self.since_checkpoint[partition] += 1
 
-    def _reply(self, partition: int, command: CommandRecord, outcome: Outcome) -> None:
+    def _reply(self, partition: int, command: Envelope, outcome: Outcome) -> None:
         reply = envelope(
             ReplyRecord,
             outcome.reply,
@@ -530,24 +653,15 @@ class Node:
         )
         self.appender.send("replies", command.aggregate_id, reply, partition=partition)
 
-    def _rebuild_partition(self, partition: int) -> None:
-        """Back to what the log holds: a failed append left actors ahead of it."""
-        recovered = recover_partition(self.settings, partition)
-        self.host.drop(self.owned.get(partition, set()) - set(recovered.aggregates))
-        for tracked in recovered.aggregates.values():
-            self.host.install(tracked)
-        self.owned[partition] = set(recovered.aggregates)
-        self.dirty[partition] = {**recovered.dirty, **self.dirty.get(partition, {})}
-        self.covers[partition] = dict(recovered.covers)
-        self.last_event_offset[partition] = recovered.next_offset - 1
-
     def _fire_timers(self) -> None:
-        """CheckTimeouts for aggregates with members in transition; the id names the aggregate
-        and the timer period, so a resend after a crash in the same period is a duplicate."""
-        due = self.host.due_for_timeouts()
+        """CheckTimeouts for the aggregates whose next timeout has passed, and for no other (a
+        check with nothing due would decide nothing); the id names the aggregate and the timer
+        period, so a resend after a crash in the same period is a duplicate."""
+        now = self.clock()
+        due = self.host.due_for_timeouts(now)
         if not due:
             return
-        period = int(self.clock().timestamp() // self.timer_seconds)
+        period = int(now.timestamp() // self.timer_seconds)
         for aggregate_id in due:
             command = envelope(
                 CommandRecord, CheckTimeouts(), aggregate_id, record_id=timeouts_command_id(aggregate_id, period)
