@@ -27,8 +27,8 @@ LATE_SECONDS = 3.0
 class Unanswered:
     """The future of an append whose answer never came in time."""
 
-    def get(self, timeout: float | None = None):
-        raise KafkaTimeoutError(f"no answer from the broker within {timeout}s (injected: append-timeout)")
+    def get(self, timeout: float | None = None):  # noqa: ARG002 - the signature of a producer future
+        raise KafkaTimeoutError("injected (append-timeout): no answer from the broker in time")
 
 
 class CrashPoints:

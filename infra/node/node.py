@@ -111,7 +111,10 @@ class ActorHost:
         self.due: dict[str, datetime] = {}
         self.due_heap: list[tuple[datetime, str]] = []
         self.ticks = 0
+        self.checks = 0
+        """Timer checks made (the ticker fired), whether or not a timeout was due."""
         self.restarts = 0
+        """Actors restarted after a failed batch."""
         self.poison: set[str] = set()
         """Command ids whose handling raises (fault injection: `actor-raises`)."""
         self.system.tell(self.system.createActor(TickerActor), StartTicking(timer_seconds))
@@ -201,6 +204,7 @@ class ActorHost:
         if not self.ticks:
             return []
         self.ticks = 0
+        self.checks += 1
         found = []
         while self.due_heap and self.due_heap[0][0] < now:
             due, aggregate_id = heapq.heappop(self.due_heap)
