@@ -5,9 +5,11 @@ A `stratos node` process owns every partition. After the clusters are created, c
 rate. Each command is timed from its record's timestamp (set when the sender appended it) to
 the timestamp of its commit (the one record of the events topic whose causation_id is the
 command id, set when the node appended it): both clocks are this machine's, and no reader's
-lag enters the figure. Prints p50/p99 and the node's peak RSS; one JSON line.
-Usage: python bench/commands.py [--clusters 1000] [--rate 1000] [--seconds 30] [--node-profile FILE]
-(--node-profile runs the node under cProfile and prints where its time went.)
+lag enters the figure. Prints p50/p99, the node's CPU per command (psutil) and peak RSS; one
+JSON line. With --baseline DIR (a `git worktree add DIR <commit>`), the node of that code is
+measured first on the same broker, and the ratios after/before are printed.
+Usage: python bench/commands.py [--clusters 1000] [--rate 1000] [--seconds 30] [--baseline DIR]
+  [--node-profile FILE]   (runs the node under cProfile and prints where its time went)
 """
 
 from __future__ import annotations
@@ -18,14 +20,15 @@ import subprocess
 import sys
 import threading
 import time
+from pathlib import Path
 
 import psutil
-from common import bench_settings, finish, percentile
+from common import ROOT, bench_settings, finish, percentile
 
 from actors.history import events_of
 from infra.log.commands_client import CommandClient
 from infra.log.eventlog import History
-from infra.log.kafka import assigned_consumer, envelope, read_to_end
+from infra.log.kafka import assigned_consumer, ensure_topics, envelope, read_to_end
 from schemas import commands as C
 from schemas.domain import ClusterSpec, PartitionSpec
 from schemas.records import CommandRecord
@@ -105,81 +108,78 @@ def worst_seconds(timed: list[tuple[int, float]], count: int = 3) -> list[tuple[
     return sorted(worst.items(), key=lambda item: -item[1])[:count]
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--clusters", type=int, default=1000)
-    parser.add_argument("--rate", type=int, default=1000)
-    parser.add_argument("--seconds", type=int, default=30)
-    parser.add_argument("--node-profile", help="run the node under cProfile, writing this file")
-    args = parser.parse_args()
-    with bench_settings() as settings:
-        env = {
-            **os.environ,
-            "STRATOS_KAFKA_BOOTSTRAP": settings.kafka_bootstrap,
-            "STRATOS_TOPIC_PREFIX": settings.topic_prefix,
-            "STRATOS_LOG_LEVEL": "WARNING",
-        }
-        profile = ["-m", "cProfile", "-o", args.node_profile] if args.node_profile else []
-        node = subprocess.Popen([sys.executable, *profile, "-m", "infra.cli", "node"], env=env)
-        client = CommandClient(settings)
-        watcher = EventWatcher(settings)
-        try:
-            created = [
-                client.send(f"carbon.super/cluster/{spec(n).cluster_id}", C.CreateCluster(spec=spec(n)))
-                for n in range(args.clusters)
-            ]
-            deadline = time.monotonic() + 300
-            while sum(len(m) for m in watcher.members.values()) < args.clusters * 10:
-                if time.monotonic() > deadline or node.poll() is not None:
-                    raise SystemExit("the clusters were not created in time")
-                time.sleep(0.1)
-            print(f"{args.clusters} clusters with {args.clusters * 10} members created ({len(created)} commands)")
-            facts = [
-                (cluster, C.ReportNodeCreated(member_id=m, node_id=m))
-                for cluster, ms in watcher.members.items()
-                for m in ms
-            ]
-            facts += [
-                (cluster, C.ReportInstanceStatus(member_id=m, status="Started"))
-                for cluster, ms in watcher.members.items()
-                for m in ms
-            ]
-            facts += [
-                (cluster, C.ReportInstanceStatus(member_id=m, status="Activated"))
-                for cluster, ms in watcher.members.items()
-                for m in ms
-            ]
-            total = min(len(facts), args.rate * args.seconds)
-            acked_at: dict[str, float] = {}  # command id -> when the broker acknowledged it
-            started = time.perf_counter()
-            node_process = psutil.Process(node.pid)
-            rss_mb = 0.0
-            cpu_before = sum(node_process.cpu_times()[:2])
-            for n, (cluster, command) in enumerate(facts[:total]):
-                due = started + n / args.rate
-                while (pause := due - time.perf_counter()) > 0:
-                    time.sleep(pause)
-                record = envelope(CommandRecord, command, cluster)
-                future = client.appender.send("commands", cluster, record)
-                future.add_callback(lambda _meta, cid=record.id: acked_at.__setitem__(cid, time.perf_counter()))
-                if n % args.rate == 0:
-                    rss_mb = max(rss_mb, node_process.memory_info().rss / 2**20)
-            client.appender.flush()
-            sent_s = time.perf_counter() - started
-            deadline = time.monotonic() + 300
-            while len([c for c in acked_at if c in watcher.first_event_at]) < total and time.monotonic() < deadline:
-                time.sleep(0.2)
+def measure(settings, args, code: Path) -> dict:
+    """One run: a node from the code tree `code` (its own topics), the clusters created, then
+    the facts sent at the rate; the node's figures."""
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(code),
+        "STRATOS_KAFKA_BOOTSTRAP": settings.kafka_bootstrap,
+        "STRATOS_TOPIC_PREFIX": settings.topic_prefix,
+        "STRATOS_STATE_DIR": str(Path(settings.state_dir).resolve()),
+        "STRATOS_LOG_LEVEL": "WARNING",
+    }
+    profile = ["-m", "cProfile", "-o", args.node_profile] if args.node_profile else []
+    node = subprocess.Popen([sys.executable, *profile, "-m", "infra.cli", "node"], env=env, cwd=code)
+    client = CommandClient(settings)
+    watcher = EventWatcher(settings)
+    try:
+        created = [
+            client.send(f"carbon.super/cluster/{spec(n).cluster_id}", C.CreateCluster(spec=spec(n)))
+            for n in range(args.clusters)
+        ]
+        deadline = time.monotonic() + 300
+        while sum(len(m) for m in watcher.members.values()) < args.clusters * 10:
+            if time.monotonic() > deadline or node.poll() is not None:
+                raise SystemExit("the clusters were not created in time")
+            time.sleep(0.1)
+        print(f"{args.clusters} clusters with {args.clusters * 10} members created ({len(created)} commands)")
+        facts = [
+            (cluster, C.ReportNodeCreated(member_id=m, node_id=m))
+            for cluster, ms in watcher.members.items()
+            for m in ms
+        ]
+        facts += [
+            (cluster, C.ReportInstanceStatus(member_id=m, status="Started"))
+            for cluster, ms in watcher.members.items()
+            for m in ms
+        ]
+        facts += [
+            (cluster, C.ReportInstanceStatus(member_id=m, status="Activated"))
+            for cluster, ms in watcher.members.items()
+            for m in ms
+        ]
+        total = min(len(facts), args.rate * args.seconds)
+        acked_at: dict[str, float] = {}  # command id -> when the broker acknowledged it
+        started = time.perf_counter()
+        node_process = psutil.Process(node.pid)
+        rss_mb = 0.0
+        cpu_before = sum(node_process.cpu_times()[:2])
+        for n, (cluster, command) in enumerate(facts[:total]):
+            due = started + n / args.rate
+            while (pause := due - time.perf_counter()) > 0:
+                time.sleep(pause)
+            record = envelope(CommandRecord, command, cluster)
+            future = client.appender.send("commands", cluster, record)
+            future.add_callback(lambda _meta, cid=record.id: acked_at.__setitem__(cid, time.perf_counter()))
+            if n % args.rate == 0:
                 rss_mb = max(rss_mb, node_process.memory_info().rss / 2**20)
-            node_cpu_s = sum(node_process.cpu_times()[:2]) - cpu_before
-            busy_s = time.perf_counter() - started
-            load = os.getloadavg()[0]
-            timed = append_to_commit_ms(settings, set(acked_at))
-            latencies = [latency for _, latency in timed]
-        finally:
-            watcher.stop()
-            client.close()
-            node.terminate()
-            node.wait(15)
+        client.appender.flush()
+        sent_s = time.perf_counter() - started
+        deadline = time.monotonic() + 300
+        while len([c for c in acked_at if c in watcher.first_event_at]) < total and time.monotonic() < deadline:
+            time.sleep(0.2)
+            rss_mb = max(rss_mb, node_process.memory_info().rss / 2**20)
+        node_cpu_s = sum(node_process.cpu_times()[:2]) - cpu_before
+        busy_s = time.perf_counter() - started
+        load = os.getloadavg()[0]
+        timed = append_to_commit_ms(settings, set(acked_at))
+        latencies = [latency for _, latency in timed]
+    finally:
+        watcher.stop()
+        client.close()
+        node.terminate()
+        node.wait(15)
     p50, p99 = percentile(latencies, 0.5), percentile(latencies, 0.99)
     print(f"{total} commands in {sent_s:.1f}s ({total / sent_s:,.0f}/s), {len(latencies)} committed")
     print(f"command appended -> its commit appended: p50 {p50:.1f} ms, p99 {p99:.1f} ms")
@@ -189,25 +189,57 @@ def main() -> None:
     )
     print(f"node RSS: {rss_mb:.0f} MB (peak sampled)")
     print(
-        f"node CPU: {node_cpu_s / total * 1000:.2f} ms per command, {node_cpu_s / busy_s:.0%} of a core over "
+        f"node CPU: {node_cpu_s / total * 1000:.3f} ms per command, {node_cpu_s / busy_s:.0%} of a core over "
         f"{busy_s:.0f}s; host load average {load:.1f} on {os.cpu_count()} cores"
     )
     if args.node_profile:
         import pstats
 
         pstats.Stats(args.node_profile).sort_stats("tottime").print_stats(20)
-    finish(
-        {
-            "bench": "commands",
-            "commands": total,
-            "rate_per_s": round(total / sent_s),
-            "p50_ms": round(p50, 1),
-            "p99_ms": round(p99, 1),
-            "rss_mb": round(rss_mb),
-            "node_cpu_ms_per_command": round(node_cpu_s / total * 1000, 3),
-            "load_average": round(load, 2),
-        }
+    return {
+        "commands": total,
+        "committed": len(latencies),
+        "rate_per_s": round(total / sent_s),
+        "p50_ms": round(p50, 1),
+        "p99_ms": round(p99, 1),
+        "rss_mb": round(rss_mb),
+        "node_cpu_ms_per_command": round(node_cpu_s / total * 1000, 3),
+        "load_average": round(load, 2),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--clusters", type=int, default=1000)
+    parser.add_argument("--rate", type=int, default=1000)
+    parser.add_argument("--seconds", type=int, default=30)
+    parser.add_argument(
+        "--baseline",
+        type=Path,
+        help="a checkout of earlier code (git worktree add DIR COMMIT): its node is measured first, same broker",
     )
+    parser.add_argument("--node-profile", help="run the node under cProfile, writing this file")
+    args = parser.parse_args()
+    runs = [("before", args.baseline.resolve())] if args.baseline else []
+    runs.append(("after", ROOT))
+    figures = {}
+    with bench_settings() as first:
+        for n, (label, code) in enumerate(runs):
+            settings = first if n == 0 else first.model_copy(update={"topic_prefix": f"{first.topic_prefix}{label}."})
+            ensure_topics(settings)
+            print(f"== {label}: the node of {code}")
+            figures[label] = measure(settings, args, code)
+    result = {"bench": "commands", **figures["after"]}
+    if "before" in figures:
+        before, after = figures["before"], figures["after"]
+        for key in ("p50_ms", "p99_ms", "node_cpu_ms_per_command"):
+            result[f"{key}_before"] = before[key]
+            result[f"{key}_ratio"] = round(after[key] / before[key], 3) if before[key] else None
+        print(
+            "after / before: "
+            + ", ".join(f"{k} {result[f'{k}_ratio']}" for k in ("p50_ms", "p99_ms", "node_cpu_ms_per_command"))
+        )
+    finish(result)
 
 
 if __name__ == "__main__":
