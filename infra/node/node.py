@@ -90,6 +90,10 @@ ADOPTING_POLL_MS = 50
 """The loop's poll while partitions are being rebuilt: a rebuilt one is installed that soon."""
 
 
+ACTOR_PROCESS_LOGGING = {"version": 1, "disable_existing_loggers": False, "root": {"level": "WARNING"}}
+"""Logging of actors in processes of their own (thespian's multiproc bases need a dict)."""
+
+
 def timeouts_from(settings: Settings) -> Timeouts:
     return Timeouts(
         settings.pending_timeout_seconds, settings.termination_timeout_seconds, settings.obsolete_timeout_seconds
@@ -106,7 +110,7 @@ class ActorHost:
     ANSWER_SECONDS = 30.0
 
     def __init__(self, base: str = "simpleSystemBase", timer_seconds: float = 30.0) -> None:
-        self.system = ActorSystem(base, logDefs=False)
+        self.system = ActorSystem(base, logDefs=False if base == "simpleSystemBase" else ACTOR_PROCESS_LOGGING)
         self.actors: dict[str, object] = {}
         self.due: dict[str, datetime] = {}
         self.due_heap: list[tuple[datetime, str]] = []
