@@ -33,7 +33,7 @@ from actors.base import Context
 from actors.runtime import Tracked, handle
 from infra.log.bulk import BulkAppender
 from infra.log.kafka import envelope, kafka_client_options, new_id
-from infra.log.recovery import CheckpointStats, claim_partitions, write_checkpoint
+from infra.log.recovery import FULL_CHECKPOINT_EVERY, CheckpointStats, claim_partitions, write_checkpoint
 from infra.node.node import partition_for, timeouts_from
 from infra.settings import Settings
 from schemas import commands as C
@@ -339,6 +339,7 @@ def _generate(
             settings.max_record_bytes,
             at=at,
             stats=done.snapshots,
+            full_every=FULL_CHECKPOINT_EVERY * every,
         ):
             dirty[partition] = {}
             done.checkpoints += 1

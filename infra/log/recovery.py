@@ -104,6 +104,11 @@ def claim_partitions(
     return {p: (claims[p], future.get(timeout=30).offset) for p, future in sent.items()}
 
 
+FULL_CHECKPOINT_EVERY = 10
+"""Every aggregate is snapshotted again about every 10 checkpoints of a partition (`full_every`
+is this many times STRATOS_SNAPSHOT_EVERY events)."""
+
+
 class SnapshotTooLarge(ValueError):
     """An aggregate's snapshot would not fit in one record (`STRATOS_MAX_RECORD_BYTES`)."""
 
@@ -130,6 +135,7 @@ def write_checkpoint(
     at: datetime | None = None,
     stats: CheckpointStats | None = None,
     before_marker: Callable[[], None] | None = None,
+    full_every: int = 0,
 ) -> bool:
     """Snapshot every aggregate of `dirty` (aggregate -> the events offset of its state), then,
     once the broker has every one of them, the marker with the manifest: `covers` (updated
@@ -139,9 +145,17 @@ def write_checkpoint(
     keeps them dirty): a marker must never name a snapshot that is not there. A marker that
     fails is only logged (rebuilds start from an earlier checkpoint); True either way then.
 
+    Full checkpoints: when `events_offset` crossed a multiple of `full_every` since the newest
+    snapshot the manifest names, every aggregate of the partition is snapshotted again (an
+    unchanged one at its same events offset), so that a checkpoint's snapshots always lie
+    within the last `full_every` or so events' worth of the snapshots partition (time travel
+    reads that range, not the partition from its start: `infra.replay.checkpoint_index`).
+
     `snapshot_of(aggregate)`: its snapshot state (`Tracked.snapshot`); `at`: the records' time
     (a generated history's; now by default); `before_marker`: the node's crash point."""
     timestamp = _millis(at)
+    if full_every and covers and events_offset // full_every > max(covers.values()) // full_every:
+        dirty = {**covers, **dirty}
     sent = []
     try:
         for aggregate_id, offset in dirty.items():
@@ -235,6 +249,8 @@ class Snapshots:
     exposed: dict[str, int] = field(default_factory=dict)
     """Chosen snapshots (aggregate -> events offset) that a newer record of the same key may
     make the cleaner remove: the next checkpoint must write them again."""
+    records_read: int = 0
+    """Records of the snapshots partition read to choose them."""
 
 
 @dataclass
@@ -243,6 +259,7 @@ class Recovered:
     aggregates: dict[str, Tracked] = field(default_factory=dict)
     next_offset: int = 0
     events_replayed: int = 0
+    commits_replayed: int = 0
     commits_fenced: int = 0
     snapshots_loaded: int = 0
     fence: Fence = field(default_factory=Fence)
@@ -252,6 +269,12 @@ class Recovered:
     """Aggregates the next checkpoint must snapshot, with the offset their state is at: folded
     past the checkpoint (their last commit's offset), or loaded from an exposed snapshot."""
     problems: list[str] = field(default_factory=list)
+    snapshot_records_read: int = 0
+    """Records of the snapshots partition read to find the snapshots (time travel: few)."""
+
+
+SnapshotFinder = Callable[[int, int | None, datetime | None], Snapshots | None]
+"""(partition, before, not_after) -> the snapshots to start from, or None for `load_snapshots`."""
 
 
 _CLAIM_AT_END = re.compile(rb'"claim":(?:null|"([^"\\]*)")\}\}\s*$')
@@ -266,9 +289,9 @@ escaped, so only the payload itself matches): its events offset, read without de
 _MARKER_KEYS = (f"{CHECKPOINT}/".encode(), f"{CLAIM}/".encode())
 
 
-def _cheap_head(key: bytes | None, value: bytes | None) -> tuple[str, int, str | None] | None:
+def snapshot_head(key: bytes | None, value: bytes | None) -> tuple[str, int, str | None] | None:
     """(aggregate id, events offset, claim) of an aggregate's snapshot read cheaply, or None (a
-    marker, or a record of another shape: decode it)."""
+    marker, or a record of another shape: decode it). Also the checkpoint index's."""
     if not key or not value or key.startswith(_MARKER_KEYS):
         return None
     head = _EVENTS_OFFSET.search(value)
@@ -324,10 +347,11 @@ def choose_snapshots(
     previous_covers: dict[str, int] = {}
     chosen: _Checkpoint | None = None
     broken: tuple[_Checkpoint, str] | None = None
-    removed, expected = False, 0
+    removed, expected, read = False, 0, 0
     for position, key, value in records:
+        read += 1
         removed, expected = removed or position != expected, position + 1
-        head = _cheap_head(key, value) if lazy else None
+        head = snapshot_head(key, value) if lazy else None
         if head is None:
             try:
                 record = decode("snapshots", value)
@@ -393,7 +417,9 @@ def choose_snapshots(
             lost,
             f"the checkpoint at {chosen.events_offset}" if chosen else "events offset 0",
         )
-    return _loaded(chosen, candidates, newest, partition) if chosen is not None else Snapshots()
+    found = _loaded(chosen, candidates, newest, partition) if chosen is not None else Snapshots()
+    found.records_read = read
+    return found
 
 
 def _loaded(chosen: _Checkpoint, candidates: dict, newest: dict[str, int], partition: int) -> Snapshots:
@@ -483,16 +509,22 @@ def recover_partition(
     until: int | None = None,
     until_time: datetime | None = None,
     pause_gc: bool = True,
+    find_snapshots: SnapshotFinder | None = None,
 ) -> Recovered:
     """Every aggregate of one partition as the log says it is (up to offset `until`, inclusive,
     and up to the last commit that occurred at or before `until_time`). Raises HistoryGap when
     that needs commits the partition no longer holds: a rebuild never skips history.
-    `pause_gc=False` leaves the collector alone (a server answering requests meanwhile)."""
+    `pause_gc=False` leaves the collector alone (a server answering requests meanwhile);
+    `find_snapshots` finds the checkpoint to start from without reading the snapshots
+    partition from its start (time travel's index), `load_snapshots` when it finds none."""
     result = Recovered(partition)
     covered: dict[str, int] = {}
     snapshots = Snapshots()
     if use_snapshots:
-        snapshots = load_snapshots(settings, partition, None if until is None else until + 1, until_time)
+        before = None if until is None else until + 1
+        found = find_snapshots(partition, before, until_time) if find_snapshots is not None else None
+        snapshots = found or load_snapshots(settings, partition, before, until_time)
+        result.snapshot_records_read = snapshots.records_read
         for aggregate_id, record in snapshots.latest.items():
             result.aggregates[aggregate_id] = Tracked.from_snapshot(aggregate_id, record.payload.state)
             covered[aggregate_id] = record.payload.events_offset
@@ -533,6 +565,7 @@ def recover_partition(
             if problem:
                 result.problems.append(f"offset {offset}: {problem}")
             result.events_replayed += len(commit.payload.events)  # type: ignore[union-attr]
+            result.commits_replayed += 1
     result.covers = {a: at for a, at in covered.items() if a not in result.dirty}
     result.fence = history.fences.get(partition) or Fence(snapshots.claim)
     for problem in result.problems[:20]:

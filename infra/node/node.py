@@ -63,6 +63,7 @@ from infra.log.kafka import (
     validated,
 )
 from infra.log.recovery import (
+    FULL_CHECKPOINT_EVERY,
     CheckpointStats,
     HistoryGap,
     Recovered,
@@ -692,6 +693,7 @@ class Node:
             self.settings.max_record_bytes,
             stats=self.checkpoint_stats,
             before_marker=lambda: self.crash.passing("mid-checkpoint"),
+            full_every=FULL_CHECKPOINT_EVERY * self.settings.snapshot_every,
         )
         if not written:
             self.dirty[partition] = {**dirty, **self.dirty.get(partition, {})}

@@ -24,6 +24,7 @@ from infra.log.eventlog import History
 from infra.log.kafka import decode, partitions_of, rejection_reason
 from infra.log.recovery import recover_partition
 from infra.node.node import partition_for
+from infra.replay.checkpoint_index import CheckpointIndex
 from infra.settings import Settings
 from schemas.definitions import AutoscalingPolicy
 from schemas.ids import parse_aggregate_id
@@ -85,7 +86,8 @@ def platform_at(
     only: Iterable[str] | None = None,
     pause_gc: bool = True,
 ) -> dict[str, Tracked]:
-    """Every aggregate (or the one named) as it was at `at`, from snapshots plus the log.
+    """Every aggregate (or the one named) as it was at `at`, from the checkpoint before it (found
+    with the checkpoint index: `infra.replay.checkpoint_index`) plus the commits after it.
     `only`: just the partitions holding these aggregates are rebuilt (a tenant's, for the API,
     which also keeps the collector running: `pause_gc=False`)."""
     if aggregate_id:
@@ -100,9 +102,16 @@ def platform_at(
         if partition >= known:
             raise PositionError(f"partition {partition}: the events topic has partitions 0-{known - 1}")
 
+    index = CheckpointIndex(settings)
+
     def rebuild(partition: int) -> dict[str, Tracked]:
         return recover_partition(
-            settings, partition, until=at.offsets.get(partition), until_time=at.time, pause_gc=pause_gc
+            settings,
+            partition,
+            until=at.offsets.get(partition),
+            until_time=at.time,
+            pause_gc=pause_gc,
+            find_snapshots=index.snapshots,
         ).aggregates
 
     with ThreadPoolExecutor(max_workers=min(4, len(partitions))) as pool:
