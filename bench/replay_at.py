@@ -1,127 +1,45 @@
-"""Time travel on a large log: the whole platform at random past instants, and `why` on random
-events.
+"""Time travel on an old log: the whole platform at random past instants, against a cold rebuild
+of everything in the same run; snapshot sizes per aggregate; `why` on random events.
 
-The log is bench/replay.py's (1,000 clusters' lives by the real decide path, interleaved, one
-Claim per partition); checkpoints are then written along it as a node writes them (every
-`--snapshot-every` events of a partition: a snapshot of each aggregate changed since the last
-checkpoint, then the marker, stamped with the time of the last commit it covers). Timed in the
-same run:
-- baseline: a cold rebuild of the whole log (what a replay without snapshots costs);
-- `platform_at` at `--instants` random past instants (snapshots plus the log's tail);
-- the causation index brought up to date from nothing (records/s), then `causes` on
-  `--whys` random event ids.
-Usage: python bench/replay_at.py [--events 1000000] [--instants 20] [--whys 100]
+The log is `stratos log generate`'s (infra/log/generate.py: a simulated platform's commands
+decided by the node's `handle`, appended and checkpointed as the node does it, stamped over the
+past week), written in this run, or an existing one (`--bootstrap` and `--prefix`, e.g. a log
+generated once with `stratos log generate --records 2000000`). Timed in the same run:
+- the checkpoint index brought up to date from nothing (`infra/replay/checkpoint_index.py`,
+  once per log; a later query reads only what was added);
+- `platform_at` at `--instants` random past instants (the index, the nearest checkpoint's
+  snapshots, the commits after it), with the records each read;
+- the previous way at `--scans` of those instants: the snapshots partitions read from their
+  start to the instant (`load_snapshots`);
+- baseline: a cold rebuild of the whole log without snapshots;
+- with `--whys`, the causation index from nothing and `causes` on random event ids.
+Snapshot bytes per aggregate: each aggregate's newest snapshot record, largest and median.
+Usage: python bench/replay_at.py [--commits 200000 | --bootstrap HOST:PORT --prefix aged.]
+       [--instants 20] [--scans 3] [--whys 0]
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
-import math
 import random
 import tempfile
 import time
-from datetime import timedelta
+from contextlib import contextmanager
+from datetime import UTC, datetime
 from pathlib import Path
 
 from common import bench_settings, finish, median, percentile
-from replay import START, append_all, template_history
+from kafka import KafkaConsumer, TopicPartition
 
 from actors.causality import causes
-from actors.history import events_of
-from actors.runtime import Tracked
-from infra.auth.signing import Signer
-from infra.log.bulk import iter_records
-from infra.log.eventlog import History
-from infra.log.kafka import envelope
-from infra.log.recovery import CHECKPOINT, CLAIM, recover_partition
+from infra.log.bulk import iter_partition
+from infra.log.generate import generate_log
+from infra.log.kafka import kafka_client_options, partitions_of
+from infra.log.recovery import recover_partition, snapshot_head
 from infra.replay.causation_index import CausalIndex
+from infra.replay.checkpoint_index import CheckpointIndex
 from infra.replay.timetravel import Position, platform_at
-from schemas.records import Snapshot, SnapshotRecord
-
-
-async def write_checkpoints(settings, every: int) -> tuple[int, list[str]]:
-    """Fold each partition once, writing checkpoints along it; returns how many, and a sample
-    of event ids (for the `why` queries)."""
-    from aiokafka import AIOKafkaProducer
-
-    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, linger_ms=20, max_batch_size=512 * 1024)
-    await producer.start()
-    topic, signer = settings.topic("snapshots"), Signer.platform(settings)
-    written, event_ids = 0, []
-    rng = random.Random(7)
-
-    async def send(key: str, snapshot: Snapshot, partition: int, at) -> None:
-        record = envelope(SnapshotRecord, snapshot, key, occurred_at=at)
-        value = record.model_dump_json().encode()
-        headers = signer.headers("snapshots", key.encode(), value)
-        await producer.send(topic, value, key=key.encode(), partition=partition, headers=headers)
-
-    try:
-        for partition in range(settings.partitions):
-            history, aggregates, changed = History.of(settings), {}, set()
-            since, last_at, claim = 0, None, None
-            for raw in iter_records(settings, "events", partition):
-                offset = raw.offset
-                commit = history.commit(raw)
-                if claim is None and history.fences[partition].claim:
-                    claim = history.fences[partition].claim
-                    await send(
-                        f"{CLAIM}/{partition}",
-                        Snapshot(
-                            aggregate_type=CLAIM,
-                            events_partition=partition,
-                            events_offset=-1,
-                            state={"writer": "bench-node"},
-                            claim=claim,
-                        ),
-                        partition,
-                        START,
-                    )
-                if commit is None:
-                    continue
-                tracked = aggregates.get(commit.aggregate_id)
-                if tracked is None:
-                    tracked = aggregates[commit.aggregate_id] = Tracked.new(commit.aggregate_id)
-                tracked.fold_commit(commit)
-                changed.add(commit.aggregate_id)
-                events = events_of(commit)
-                since += len(events)
-                last_at = commit.occurred_at
-                if events and rng.random() < 0.01:
-                    event_ids.append(rng.choice(events).id)
-                if since >= every:
-                    for aggregate_id in changed:
-                        await send(
-                            aggregate_id,
-                            Snapshot(
-                                aggregate_type="cluster",
-                                events_partition=partition,
-                                events_offset=offset,
-                                state=aggregates[aggregate_id].snapshot(),
-                                claim=claim,
-                            ),
-                            partition,
-                            last_at,
-                        )
-                    await send(
-                        f"{CHECKPOINT}/{partition}",
-                        Snapshot(
-                            aggregate_type=CHECKPOINT,
-                            events_partition=partition,
-                            events_offset=offset,
-                            state={},
-                            claim=claim,
-                        ),
-                        partition,
-                        last_at,
-                    )
-                    written, since = written + 1, 0
-                    changed.clear()
-        await producer.flush()
-    finally:
-        await producer.stop()
-    return written, event_ids
+from infra.settings import Settings
 
 
 def timed(fn):
@@ -130,74 +48,147 @@ def timed(fn):
     return value, time.perf_counter() - started
 
 
+@contextmanager
+def log_settings(args):
+    """Settings on the given log, or on a fresh one generated here."""
+    with tempfile.TemporaryDirectory() as state_dir:
+        if args.bootstrap:
+            settings = Settings(kafka_bootstrap=args.bootstrap, topic_prefix=args.prefix, state_dir=Path(state_dir))
+            yield settings.model_copy(update={"partitions": partitions_of(settings, "events")})
+            return
+        with bench_settings() as settings:
+            settings = settings.model_copy(update={"state_dir": Path(state_dir)})
+            started = time.perf_counter()
+            done = generate_log(settings, args.commits, workers=args.workers)
+            print(f"log generated: {done.commits:,} commits in {time.perf_counter() - started:.0f}s")
+            yield settings
+
+
+def times_of(settings: Settings) -> tuple[datetime, datetime]:
+    """The log's first and last record times (their Kafka timestamps: the generator stamps each
+    record with its time)."""
+    consumer = KafkaConsumer(**kafka_client_options(settings), group_id=None, enable_auto_commit=False)
+    try:
+        tps = [TopicPartition(settings.topic("events"), p) for p in range(settings.partitions)]
+        starts, ends = consumer.beginning_offsets(tps), consumer.end_offsets(tps)
+        stamps = []
+        for tp in tps:
+            for offset in {starts[tp], ends[tp] - 1}:
+                consumer.assign([tp])
+                consumer.seek(tp, offset)
+                stamps += [r.timestamp for r in consumer.poll(timeout_ms=5000, max_records=1).get(tp, [])]
+        return (datetime.fromtimestamp(min(stamps) / 1000, UTC), datetime.fromtimestamp(max(stamps) / 1000, UTC))
+    finally:
+        consumer.close()
+
+
+def snapshot_sizes(settings: Settings) -> list[int]:
+    """Each aggregate's newest snapshot record, in bytes."""
+    newest: dict[str, int] = {}
+    for partition in range(settings.partitions):
+        for _offset, key, value in iter_partition(settings, "snapshots", partition):
+            if (head := snapshot_head(key, value)) is not None:
+                newest[head[0]] = len(value)
+    return sorted(newest.values())
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--events", type=int, default=1_000_000)
-    parser.add_argument("--rounds", type=int, default=12)
-    parser.add_argument("--snapshot-every", type=int, default=5000, help="as STRATOS_SNAPSHOT_EVERY")
+    parser.add_argument("--commits", type=int, default=200_000, help="the log to generate (without --bootstrap)")
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--bootstrap", help="an existing log's broker")
+    parser.add_argument("--prefix", default="aged.", help="an existing log's STRATOS_TOPIC_PREFIX")
     parser.add_argument("--instants", type=int, default=20)
-    parser.add_argument("--whys", type=int, default=100)
+    parser.add_argument("--scans", type=int, default=3, help="instants also timed the previous way")
+    parser.add_argument("--whys", type=int, default=0)
     args = parser.parse_args()
-    _, events_each = template_history(args.rounds)
-    clusters = max(1, math.ceil(args.events / events_each))
-    with bench_settings() as settings, tempfile.TemporaryDirectory() as state_dir:
-        settings = settings.model_copy(update={"state_dir": Path(state_dir)})
-        commits, total = asyncio.run(append_all(settings, clusters, args.rounds))
-        checkpoints, event_ids = asyncio.run(write_checkpoints(settings, args.snapshot_every))
+    rng = random.Random(11)
+    with log_settings(args) as settings:
+        partitions = range(settings.partitions)
+        cold_runs, cold_s = timed(lambda: [recover_partition(settings, p, use_snapshots=False) for p in partitions])
+        commits = sum(r.commits_replayed for r in cold_runs)
+        events = sum(r.events_replayed for r in cold_runs)
+        aggregates = sum(len(r.aggregates) for r in cold_runs)
+        del cold_runs
         print(
-            f"log: {clusters:,} clusters, {commits:,} commits, {total:,} events, "
-            f"{checkpoints} checkpoints (every {args.snapshot_every:,} events of a partition)"
+            f"baseline, cold rebuild of everything: {aggregates:,} aggregates, {commits:,} commits, "
+            f"{events:,} events in {cold_s:.1f}s"
         )
-        cold, cold_s = timed(
-            lambda: sum(
-                len(recover_partition(settings, p, use_snapshots=False).aggregates) for p in range(settings.partitions)
-            )
-        )
-        print(f"baseline, cold rebuild of everything: {cold:,} aggregates in {cold_s:.2f}s")
+        first, last = times_of(settings)
+        index = CheckpointIndex(settings)
+        indexed, index_s = timed(lambda: sum(index.refresh(p) for p in partitions))
+        print(f"checkpoint index from nothing: {indexed:,} snapshots records in {index_s:.1f}s (once per log)")
 
-        span = commits // clusters * 5  # the template's commits are 5 ms apart
-        rng = random.Random(11)
+        instants = [first + (last - first) * rng.uniform(0.05, 1.0) for _ in range(args.instants)]
         at_times = []
-        for _ in range(args.instants):
-            at = START + timedelta(milliseconds=rng.uniform(0, span))
+        for at in instants:
             found, seconds = timed(lambda at=at: platform_at(settings, Position(time=at)))
             at_times.append(seconds)
+        reads = [  # what the timed calls read, at three of the instants
+            sum(
+                recover_partition(settings, p, until_time=at, find_snapshots=index.snapshots).snapshot_records_read
+                for p in partitions
+            )
+            for at in instants[:3]
+        ]
         print(
             f"platform at {args.instants} random instants: p50 {median(at_times):.3f}s, "
-            f"p95 {percentile(at_times, 0.95):.3f}s (aim <= 1 s; {len(found):,} aggregates at the last)"
+            f"p95 {percentile(at_times, 0.95):.3f}s (aim <= 1 s; {len(found):,} aggregates at the last; "
+            f"snapshots records read per instant {', '.join(f'{r:,}' for r in reads)}); "
+            f"p95 / cold rebuild {percentile(at_times, 0.95) / cold_s:.3f}"
         )
-
-        index = CausalIndex(settings)
-        indexed, index_s = timed(index.refresh)
-        print(f"causation index from nothing: {indexed:,} records in {index_s:.1f}s = {indexed / index_s:,.0f}/s")
-        why_times = []
-        for event_id in rng.sample(event_ids, min(args.whys, len(event_ids))):
-            (chain, _missing), seconds = timed(lambda event_id=event_id: causes(index.lookup, event_id))
-            assert chain and chain[0]["id"] == event_id
-            why_times.append(seconds)
-        refresh_s = timed(index.refresh)[1]
-        index.close()
+        scan_times, scan_reads = [], []
+        for at in instants[: args.scans]:
+            runs, seconds = timed(lambda at=at: [recover_partition(settings, p, until_time=at) for p in partitions])
+            scan_times.append(seconds)
+            scan_reads.append(sum(r.snapshot_records_read for r in runs))
+        if scan_times:
+            print(
+                f"the previous way (snapshots read from their start) at {len(scan_times)} of them: median "
+                f"{median(scan_times):.3f}s, snapshots records read {', '.join(f'{r:,}' for r in scan_reads)}"
+            )
+        sizes = snapshot_sizes(settings)
         print(
-            f"why on {len(why_times)} random events: p50 {median(why_times) * 1000:.2f} ms, "
-            f"p95 {percentile(why_times, 0.95) * 1000:.2f} ms (aim <= 200 ms); "
-            f"an up-to-date index refreshes in {refresh_s * 1000:.0f} ms"
+            f"snapshot bytes per aggregate (its newest): median {median(sizes):,.0f}, largest {sizes[-1]:,} "
+            f"({len(sizes):,} aggregates)"
         )
-    finish(
-        {
+        result = {
             "bench": "replay_at",
-            "events": total,
             "commits": commits,
-            "checkpoints": checkpoints,
+            "events": events,
+            "aggregates": aggregates,
             "cold_rebuild_s": round(cold_s, 3),
+            "checkpoint_index_build_s": round(index_s, 3),
             "replay_at_p50_s": round(median(at_times), 3),
             "replay_at_p95_s": round(percentile(at_times, 0.95), 3),
-            "replay_at_p95_to_cold_ratio": round(percentile(at_times, 0.95) / cold_s, 3),
-            "index_records_per_s": round(indexed / index_s),
-            "why_p50_ms": round(median(why_times) * 1000, 2),
-            "why_p95_ms": round(percentile(why_times, 0.95) * 1000, 2),
-            "index_refresh_ms": round(refresh_s * 1000),
+            "replay_at_p95_to_cold_ratio": round(percentile(at_times, 0.95) / cold_s, 4),
+            "snapshot_records_read_per_instant": reads,
+            "scan_median_s": round(median(scan_times), 3) if scan_times else None,
+            "scan_snapshot_records_read": scan_reads,
+            "snapshot_bytes_median": int(median(sizes)),
+            "snapshot_bytes_largest": sizes[-1],
         }
-    )
+        if args.whys:
+            causal = CausalIndex(settings)
+            indexed_records, causal_s = timed(causal.refresh)
+            ids = [
+                row[0]
+                for row in causal.db.execute(
+                    "SELECT id FROM rec WHERE topic = 'events' ORDER BY random() LIMIT ?", (args.whys,)
+                )
+            ]
+            why_times = [timed(lambda i=i: causes(causal.lookup, i))[1] for i in ids]
+            causal.close()
+            print(
+                f"why on {len(why_times)} random events: p50 {median(why_times) * 1000:.2f} ms, p95 "
+                f"{percentile(why_times, 0.95) * 1000:.2f} ms (index from nothing: {indexed_records:,} "
+                f"records in {causal_s:.0f}s)"
+            )
+            result |= {
+                "why_p50_ms": round(median(why_times) * 1000, 2),
+                "why_p95_ms": round(percentile(why_times, 0.95) * 1000, 2),
+            }
+    finish(result)
 
 
 if __name__ == "__main__":
