@@ -14,7 +14,7 @@ generated once with `stratos log generate --records 2000000`). Timed in the same
 - baseline: a cold rebuild of the whole log without snapshots;
 - with `--whys`, the causation index from nothing and `causes` on random event ids.
 Snapshot bytes per aggregate: each aggregate's newest snapshot record, largest and median.
-Usage: python bench/replay_at.py [--commits 200000 | --bootstrap HOST:PORT --prefix aged.]
+Usage: python bench/replay_at.py [--commits 200000 | --bootstrap HOST:PORT --prefix aged. --state-dir DIR]
        [--instants 20] [--scans 3] [--whys 0]
 """
 
@@ -37,7 +37,7 @@ from infra.log.generate import generate_log
 from infra.log.kafka import kafka_client_options, partitions_of
 from infra.log.recovery import recover_partition, snapshot_head
 from infra.replay.causation_index import CausalIndex
-from infra.replay.checkpoint_index import CheckpointIndex
+from infra.replay.checkpoint_index import CheckpointIndex, index_path
 from infra.replay.timetravel import Position, platform_at
 from infra.settings import Settings
 
@@ -53,7 +53,9 @@ def log_settings(args):
     """Settings on the given log, or on a fresh one generated here."""
     with tempfile.TemporaryDirectory() as state_dir:
         if args.bootstrap:
-            settings = Settings(kafka_bootstrap=args.bootstrap, topic_prefix=args.prefix, state_dir=Path(state_dir))
+            # the generator's state dir: its platform secret signed the log
+            settings = Settings(kafka_bootstrap=args.bootstrap, topic_prefix=args.prefix, state_dir=args.state_dir)
+            index_path(settings).unlink(missing_ok=True)  # a cache: the run builds it from nothing
             yield settings.model_copy(update={"partitions": partitions_of(settings, "events")})
             return
         with bench_settings() as settings:
@@ -98,6 +100,7 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--bootstrap", help="an existing log's broker")
     parser.add_argument("--prefix", default="aged.", help="an existing log's STRATOS_TOPIC_PREFIX")
+    parser.add_argument("--state-dir", type=Path, help="an existing log's state dir (its platform secret)")
     parser.add_argument("--instants", type=int, default=20)
     parser.add_argument("--scans", type=int, default=3, help="instants also timed the previous way")
     parser.add_argument("--whys", type=int, default=0)
