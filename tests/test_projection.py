@@ -63,7 +63,7 @@ def test_a_checkpoint_not_signed_by_the_platform_is_not_used(settings, running_n
     try:  # the manifest again, unsigned: it must not replace the signed one
         manifest = next(r for r in read_to_end(settings, TOPIC, decode_records=False) if r.key == b"api-read-model")
         forged = manifest.value.replace(b'"records":', b'"records":1', 1)
-        raw.send(settings.topic(TOPIC), key=manifest.key, value=forged).get(timeout=10)
+        raw.send(settings.topic(TOPIC), key=manifest.key, value=forged, partition=manifest.partition).get(timeout=10)
     finally:
         raw.close()
     checkpoint, _slot = load_checkpoint(settings, "api-read-model", ReadModel.format_version)

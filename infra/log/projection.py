@@ -40,7 +40,7 @@ from actors.history import Fence
 from actors.runtime import Tracked
 from infra.auth.signing import Unauthenticated, Verifier
 from infra.log.eventlog import History, Rejections
-from infra.log.kafka import Appender, ensure_topics, read_to_end
+from infra.log.kafka import Appender, assigned_consumer, ensure_topics, partitions_of
 from infra.settings import Settings
 from schemas.records import LogRecord
 
@@ -266,9 +266,9 @@ def write_checkpoint(appender: Appender, name: str, version: str, checkpoint: Ch
     generation = secrets.token_hex(8).encode()
     body = zlib.compress(json.dumps(checkpoint.state, separators=(",", ":")).encode(), 1)
     parts = [body[i : i + PART_BYTES] for i in range(0, len(body), PART_BYTES)] or [b""]
-    topic = appender.settings.topic(TOPIC)
+    topic, partition = appender.settings.topic(TOPIC), partition_of(appender.settings, name)
     sent = [
-        appender.send_raw(topic, _part_key(name, slot, n).encode(), generation + b"\n" + part)
+        appender.send_raw(topic, _part_key(name, slot, n).encode(), generation + b"\n" + part, partition)
         for n, part in enumerate(parts)
     ]
     for future in sent:
@@ -284,27 +284,78 @@ def write_checkpoint(appender: Appender, name: str, version: str, checkpoint: Ch
         "records": checkpoint.records,
         "writtenAt": checkpoint.written_at,
     }
-    appender.send_raw(topic, name.encode(), json.dumps(manifest).encode()).get(timeout=30)
+    appender.send_raw(topic, name.encode(), json.dumps(manifest).encode(), partition).get(timeout=30)
     log.info("%s: checkpoint written (%d bytes compressed, %d parts, slot %s)", name, len(body), len(parts), slot)
     return slot
+
+
+def partition_of(settings: Settings, name: str) -> int:
+    """The projections partition that holds a read side's records: one partition per name, so
+    that a start reads its own checkpoints only."""
+    topic = (settings.kafka_bootstrap, settings.topic(TOPIC))
+    if topic not in _PARTITIONS:
+        _PARTITIONS[topic] = partitions_of(settings, TOPIC)
+    return zlib.crc32(name.encode()) % _PARTITIONS[topic]
+
+
+_PARTITIONS: dict[tuple[str | None, str], int] = {}
+
+
+WINDOWS = (256, 4096, None)
+"""Records read back from the end of a read side's partition to find its newest checkpoint
+(its manifest is written last, its parts just before): widened when not found, then the whole
+partition (until the cleaner compacts, the partition also holds older checkpoints)."""
 
 
 def load_checkpoint(settings: Settings, name: str, version: str) -> tuple[Checkpoint, str] | None:
     """The read side's checkpoint (and its slot) if one is there, signed by the platform, whole
     and of this version; None otherwise (the reason logged)."""
     ensure_topics(settings, [TOPIC])
+    partition = partition_of(settings, name)
+    consumer = assigned_consumer(settings, TOPIC, partitions=[partition])
+    try:
+        tp = next(iter(consumer.assignment()))
+        begin, end = consumer.beginning_offsets([tp])[tp], consumer.end_offsets([tp])[tp]
+        problem = "none written"
+        for window in WINDOWS:
+            start = begin if window is None else max(begin, end - window)
+            latest = _latest(settings, consumer, tp, start, end, name)
+            try:
+                found = _assembled(latest, name, version)
+            except ValueError as exc:
+                problem = str(exc)
+                found = None
+            if found is not None or start == begin:
+                break
+    finally:
+        consumer.close()
+    if found is None and problem != "none written":
+        log.warning("%s: checkpoint unusable (%s): folding from offset 0", name, problem)
+    return found
+
+
+def _latest(settings: Settings, consumer, tp, start: int, end: int, name: str) -> dict[bytes, bytes]:
+    """key -> the newest value signed by the platform, of this read side's records in [start, end)."""
     verifier, rejected = Verifier.of(settings), Rejections.of(settings)
     prefix = f"{name}/".encode()
     latest: dict[bytes, bytes] = {}
-    for raw in read_to_end(settings, TOPIC, decode_records=False):
-        if raw.key != name.encode() and not (raw.key or b"").startswith(prefix):
-            continue
-        try:
-            verifier.platform(TOPIC, raw.key, raw.value, raw.headers)
-        except Unauthenticated as exc:
-            rejected(raw, exc)
-            continue
-        latest[raw.key] = raw.value
+    consumer.seek(tp, start)
+    while consumer.position(tp) < end:
+        for raw in consumer.poll(timeout_ms=500).get(tp, []):
+            if raw.offset >= end or (raw.key != name.encode() and not (raw.key or b"").startswith(prefix)):
+                continue
+            try:
+                verifier.platform(TOPIC, raw.key, raw.value, raw.headers)
+            except Unauthenticated as exc:
+                rejected(raw, exc)
+                continue
+            latest[raw.key] = raw.value
+    return latest
+
+
+def _assembled(latest: dict[bytes, bytes], name: str, version: str) -> tuple[Checkpoint, str] | None:
+    """The checkpoint its manifest names, from these records; None without a manifest (or of
+    another version); raises ValueError naming what is missing or wrong."""
     if name.encode() not in latest:
         return None
     try:
@@ -324,14 +375,13 @@ def load_checkpoint(settings: Settings, name: str, version: str) -> tuple[Checkp
         if hashlib.sha256(body).hexdigest() != manifest["sha256"]:
             raise ValueError("the parts do not add up to the manifest's digest")
         state = json.loads(zlib.decompress(body))
-    except (ValueError, KeyError, TypeError, zlib.error) as exc:
-        log.warning("%s: checkpoint unusable (%s): folding from offset 0", name, exc)
-        return None
-    checkpoint = Checkpoint(
-        {int(p): o for p, o in manifest["offsets"].items()},
-        {int(p): c for p, c in manifest["claims"].items()},
-        state,
-        manifest.get("records", 0),
-        manifest.get("writtenAt", ""),
-    )
+        checkpoint = Checkpoint(
+            {int(p): o for p, o in manifest["offsets"].items()},
+            {int(p): c for p, c in manifest["claims"].items()},
+            state,
+            manifest.get("records", 0),
+            manifest.get("writtenAt", ""),
+        )
+    except (KeyError, TypeError, zlib.error) as exc:
+        raise ValueError(f"{type(exc).__name__}: {exc}") from None
     return checkpoint, manifest["slot"]
