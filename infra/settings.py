@@ -55,6 +55,13 @@ class Settings(BaseSettings):
     )
     state_dir: Path = Path("state")
     snapshot_every: int = Field(5000, ge=1, description="commits of a partition between snapshot checkpoints")
+    time_travel_hours: float = Field(
+        0.0,
+        ge=0,
+        description="min.compaction.lag.ms of <prefix>snapshots, in hours: checkpoints younger "
+        "than this survive the cleaner, so `replay --at` within it starts from the nearest one "
+        "(0: only each claim's newest checkpoint survives compaction)",
+    )
     health_window_seconds: float = Field(60.0, gt=0)
     health_hop_seconds: float = Field(5.0, gt=0)
     health_publish_seconds: float = Field(15.0, gt=0)

@@ -20,7 +20,7 @@ from kafka import KafkaProducer
 from actors.runtime import DEDUP_MAX_IDS, Tracked, pack_handled, unpack_handled
 from infra.log.bulk import iter_partition
 from infra.log.generate import generate_log
-from infra.log.kafka import Appender, encode, envelope, read_to_end
+from infra.log.kafka import Appender, encode, envelope, read_to_end, topic_config
 from infra.log.recovery import (
     CheckpointStats,
     claim_partitions,
@@ -30,6 +30,7 @@ from infra.log.recovery import (
 )
 from infra.replay.checkpoint_index import CheckpointIndex
 from infra.replay.timetravel import Position, platform_at
+from infra.settings import Settings
 from schemas.records import Snapshot, SnapshotRecord
 from tests.conftest import wait_until
 
@@ -215,6 +216,13 @@ def test_a_forged_snapshot_is_never_chosen_and_is_dead_lettered(settings, histor
         return None
 
     assert "unsigned snapshots record" in wait_until(letter, timeout=30, message="the forged snapshot dead-lettered")
+
+
+def test_the_time_travel_horizon_keeps_checkpoints_from_the_cleaner():
+    assert "min.compaction.lag.ms" not in topic_config("snapshots", Settings(kafka_bootstrap="x"))
+    horizon = Settings(kafka_bootstrap="x", time_travel_hours=24)
+    assert topic_config("snapshots", horizon)["min.compaction.lag.ms"] == str(24 * 3_600_000)
+    assert "min.compaction.lag.ms" not in topic_config("topology", horizon)
 
 
 @hsettings(max_examples=100, deadline=None)

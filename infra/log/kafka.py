@@ -159,7 +159,10 @@ def topic_config(kind: str, settings: Settings) -> dict[str, str]:
         }
     if kind in COMPACTED_TOPICS:
         # segments roll hourly so that the cleaner can compact them (it never touches the active one)
-        return config | {"cleanup.policy": "compact", "segment.ms": "3600000"}
+        config |= {"cleanup.policy": "compact", "segment.ms": "3600000"}
+        if kind == "snapshots" and settings.time_travel_hours:  # time travel's horizon (docs/replay.md)
+            config["min.compaction.lag.ms"] = str(int(settings.time_travel_hours * 3_600_000))
+        return config
     if kind == "logs":  # bounded: by age and by size per partition
         return config | {
             "cleanup.policy": "delete",
