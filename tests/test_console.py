@@ -279,6 +279,13 @@ def test_records_that_do_not_validate_on_the_health_topic_are_skipped_and_load_s
         return clusters and clusters[0]["points"][-1][1:4] == [1, 1, 1.5]
 
     wait_until(loaded_chart, message="the cluster's chart point with one active member and load 1.5")
+    # why a cluster has its members, on request (no verdict of a steady cluster is in the log)
+    with rest(api) as admin:
+        explained = admin.get(f"/why/cluster/{CLUSTER}").json()
+        unknown = admin.get("/why/cluster/no.such.cluster")
+    assert explained["cluster"] == CLUSTER_KEY and explained["members"]["active"] == 1
+    assert explained["verdict"]["required"] >= 1 and "changes_cluster" in explained["verdict"]
+    assert unknown.status_code == 404 and "no.such.cluster" in unknown.json()["message"]
 
 
 def test_the_server_stops_while_a_console_stream_is_open(settings, running_node):
