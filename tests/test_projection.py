@@ -11,8 +11,8 @@ from kafka import KafkaProducer
 
 from infra.api.read_model import ReadModel
 from infra.lb.topology import TopologyProjector
-from infra.log.kafka import read_to_end
-from infra.log.projection import TOPIC, load_checkpoint
+from infra.log.kafka import Appender, ensure_topics, read_to_end
+from infra.log.projection import TOPIC, Checkpoint, load_checkpoint, write_checkpoint
 from tests.conftest import sample, wait_until
 from tests.test_runtime_flow import T, add, define_all
 
@@ -103,3 +103,22 @@ def test_the_topology_projector_resumes_from_its_checkpoint(settings, running_no
     finally:
         again.stop()
         thread.join(30)
+
+
+def test_a_checkpoint_past_the_end_of_the_log_is_not_used(settings, running_node, client):
+    """A log recreated under the same topics: its read sides fold it from offset 0."""
+    define_all(client)
+    ensure_topics(settings, [TOPIC])
+    appender = Appender(settings)
+    try:
+        state = Checkpoint({0: 10**9}, {0: None}, {"aggregates": {}})
+        write_checkpoint(appender, "api-read-model", ReadModel.format_version, state, None)
+    finally:
+        appender.close()
+    model = ReadModel(settings).start()
+    try:
+        assert model.projection.restored_from is None
+        assert model.projection.read == sum(events_end(settings).values())
+        assert model.get(T, "cartridge", "php") is not None
+    finally:
+        model.stop()

@@ -111,6 +111,16 @@ class Projection:
         if found is None:
             return None
         checkpoint, self._slot = found
+        ends = events_ends(self.settings)
+        if beyond := {p: at for p, at in checkpoint.offsets.items() if at > ends.get(p, 0)}:
+            log.warning(
+                "%s: its checkpoint covers events offsets %s that the topic does not hold (ends %s: "
+                "recreated?): folding from offset 0",
+                self.side.name,
+                beyond,
+                ends,
+            )
+            return None
         try:
             self.side.restore(checkpoint.state)
         except Exception:  # noqa: BLE001 - a state this code cannot read: fold from 0 instead
@@ -253,6 +263,15 @@ def states_of(aggregates: dict[str, Tracked]) -> dict[str, dict]:
 def tracked_of(states: dict[str, dict]) -> dict[str, Tracked]:
     """`states_of` undone."""
     return {aggregate_id: Tracked.from_snapshot(aggregate_id, data) for aggregate_id, data in states.items()}
+
+
+def events_ends(settings: Settings) -> dict[int, int]:
+    """partition -> the end offset of the events topic now."""
+    consumer = assigned_consumer(settings, "events", from_beginning=False)
+    try:
+        return {tp.partition: end for tp, end in consumer.end_offsets(list(consumer.assignment())).items()}
+    finally:
+        consumer.close()
 
 
 # --- the checkpoint records -----------------------------------------------------------------------
