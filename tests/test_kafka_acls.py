@@ -1,12 +1,13 @@
 """The ACL plan of `stratos kafka-acls` as a pure rule: each principal gets exactly its topics,
-every grant an exact topic name, and no tenant's clients any grant on another tenant's replies."""
+every grant an exact topic name, and no tenant's clients or instances any grant on another
+tenant's topics (nor on the events or notifier topics)."""
 
 from __future__ import annotations
 
 from hypothesis import given
 from hypothesis import strategies as st
 
-from infra.broker.acls import INSTANCES, client_principal, plan
+from infra.broker.acls import client_principal, instance_principal, plan
 from infra.settings import Settings
 
 SETTINGS = Settings(kafka_bootstrap="x", topic_prefix="stratos.")
@@ -19,12 +20,11 @@ def grants_of(grants, principal: str) -> set[tuple[str, str]]:
 
 def test_instances_and_clients_get_exactly_their_topics():
     grants = plan(SETTINGS, ["a.org"])
-    assert grants_of(grants, INSTANCES) == {
+    assert grants_of(grants, instance_principal("a.org")) == {
         ("WRITE", "stratos.instance-status"),
         ("WRITE", "stratos.health"),
         ("WRITE", "stratos.logs"),
-        ("READ", "stratos.instance-notifier"),
-        ("READ", "stratos.events"),
+        ("READ", "stratos.instances.a.org"),
     }
     assert grants_of(grants, client_principal("a.org")) == {
         ("WRITE", "stratos.commands"),
@@ -36,9 +36,13 @@ def test_instances_and_clients_get_exactly_their_topics():
 
 
 @given(st.lists(domains, min_size=2, max_size=5, unique=True))
-def test_no_tenants_clients_reach_another_tenants_replies(tenants):
+def test_no_tenants_clients_or_instances_reach_another_tenants_topics(tenants):
     grants = plan(SETTINGS, [*tenants, *tenants])  # named twice: granted once
-    assert len(grants) == len(set(grants)) == 5 + 2 * len(tenants)
+    assert len(grants) == len(set(grants)) == 6 * len(tenants)
     for tenant in tenants:
-        reads = {topic for operation, topic in grants_of(grants, client_principal(tenant)) if operation == "READ"}
-        assert reads == {f"stratos.replies.{tenant}"}
+        for principal, topic in (
+            (client_principal(tenant), f"stratos.replies.{tenant}"),
+            (instance_principal(tenant), f"stratos.instances.{tenant}"),
+        ):
+            reads = {name for operation, name in grants_of(grants, principal) if operation == "READ"}
+            assert reads == {topic}

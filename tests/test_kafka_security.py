@@ -23,16 +23,27 @@ from kafka.admin import UserScramCredentialUpsertion
 from kafka.errors import KafkaError, TopicAuthorizationFailedError
 from pydantic import SecretStr
 
+from infra.agent.agent import AgentPayload, CartridgeAgent
 from infra.broker import BrokerError, EmbeddedBroker, free_port
-from infra.broker.acls import INSTANCES, apply, client_principal, plan
+from infra.broker.acls import COPIED_FROM, apply, client_principal, instance_principal, plan
 from infra.broker.fanout import TenantReplies
 from infra.broker.secure import as_platform_principal, broker_security, password
-from infra.log.kafka import decode, encode, ensure_topics, envelope, kafka_client_options, new_id, read_to_end
+from infra.log.kafka import (
+    Appender,
+    decode,
+    encode,
+    ensure_topics,
+    envelope,
+    kafka_client_options,
+    new_id,
+    read_to_end,
+)
 from infra.settings import Settings
 from schemas import commands as C
+from schemas import events as E
 from schemas.ids import aggregate_id
-from schemas.records import CommandRecord
-from schemas.status import CommandRejected
+from schemas.records import Claim, CommandRecord, Commit, LogRecord, NotifierRecord
+from schemas.status import CommandRejected, InstanceCleanupMember
 from tests.conftest import RunningNode, wait_until
 
 pytestmark = pytest.mark.integration
@@ -132,15 +143,15 @@ def send(settings: Settings, kind: str, value: bytes = b"{}", key: bytes = b"k")
 def test_instances_and_each_tenants_clients_get_exactly_their_acls(secure):
     _, platform = secure
     apply(platform, plan(platform, ["a.org", "b.org"]))
-    instances, client_a = principal(platform, INSTANCES), principal(platform, client_principal("a.org"))
+    instance_a = principal(platform, instance_principal("a.org"))
+    client_a = principal(platform, client_principal("a.org"))
     for kind in ("instance-status", "health", "logs"):
-        assert send(instances, kind).topic == platform.topic(kind)
-    for kind in ("events", "snapshots", "commands", "replies", "instance-notifier"):
+        assert send(instance_a, kind).topic == platform.topic(kind)
+    for kind in ("events", "snapshots", "commands", "replies", "instance-notifier", "instances.a.org"):
         with pytest.raises(TopicAuthorizationFailedError):
-            send(instances, kind)
+            send(instance_a, kind)
     for kind in ("replies", "replies.a.org", "snapshots", "commands", "deadletter"):
-        assert refused_read(instances, kind), kind
-    assert not refused_read(instances, "instance-notifier")
+        assert refused_read(instance_a, kind), kind
 
     assert send(client_a, "commands").topic == platform.topic("commands")
     for kind in ("events", "snapshots", "replies", "instance-status", "health"):
@@ -187,6 +198,92 @@ def test_a_tenants_client_reads_its_own_replies_and_no_other_tenants(secure):
         fanout.stop()
         thread.join(15)
         node.stop()
+
+
+def test_an_instances_credentials_cannot_read_another_tenants_records(secure):
+    """Issue 26: a.org's instance principal is refused by the broker on b.org's instance topic,
+    the events topic and the notifier topic; it reads its own tenant's instance topic."""
+    _, platform = secure
+    apply(platform, plan(platform, ["a.org", "b.org"]))
+    instance_a = principal(platform, instance_principal("a.org"))
+    for kind in ("instances.b.org", "events", "instance-notifier", "replies.b.org"):
+        assert refused_read(instance_a, kind), kind
+    assert not refused_read(instance_a, "instances.a.org")
+
+
+def committed(appender: Appender, tenant: str, cluster: str, *events) -> None:
+    """A claim, then a commit under it, as a node writes them, on one events partition."""
+    claim = envelope(LogRecord, Claim(partition=0, writer="test-node"), f"claim/{new_id()}", tenant=tenant)
+    appender.append("events", claim.aggregate_id, claim, partition=0)
+    key = aggregate_id(tenant, "cluster", cluster)
+    commit = envelope(
+        LogRecord,
+        Commit(command_type="Test", outcome="accepted", events=list(events), claim=claim.id),
+        key,
+        tenant=tenant,
+        aggregate_seq=1,
+    )
+    appender.append("events", key, commit, partition=0)
+
+
+def test_an_agent_on_the_secure_broker_reads_only_its_tenants_copies(secure, tmp_path):
+    """The feed copies a.org's member initialisation and notice to `instances.a.org` (and
+    b.org's to b.org's topic only); an agent running as a.org's instance principal, which may
+    read neither the events nor the notifier topic, starts its member and cleans up on notice."""
+    _, platform = secure
+    apply(platform, plan(platform, ["a.org", "b.org"]))
+    instance_a = principal(platform, instance_principal("a.org"))
+    member, cluster = f"m-{new_id()[:8]}", "app.php.php.domain"
+    feed = TenantReplies(platform)
+    feeding = threading.Thread(target=feed.run, daemon=True)
+    feeding.start()
+    agent = CartridgeAgent(
+        instance_a, AgentPayload(member_id=member, cluster_id=cluster, tenant="a.org"), tmp_path / "work"
+    )
+    running = threading.Thread(target=agent.run, daemon=True)
+    running.start()
+    platform_log = Appender(platform, source="test")
+    key = aggregate_id("a.org", "cluster", cluster)
+    try:
+        committed(
+            platform_log,
+            "b.org",
+            cluster,
+            E.MemberInitialized(member_id="member-of-b.org", cluster_id=cluster, node_id="n"),
+        )
+        committed(
+            platform_log, "a.org", cluster, E.MemberInitialized(member_id=member, cluster_id=cluster, node_id="n")
+        )
+
+        def statuses() -> list[str]:
+            return [
+                status.payload.type
+                for raw in read_to_end(platform, "instance-status", decode_records=False)
+                if raw.key == key.encode()  # not the other tests' bare records
+                and (status := decode("instance-status", raw.value)).payload.member_id == member
+            ]
+
+        assert wait_until(lambda: "InstanceStarted" in statuses(), timeout=60, message="the agent's InstanceStarted")
+        notice = envelope(
+            NotifierRecord, InstanceCleanupMember(member_id=member, cluster_id=cluster), key, tenant="a.org"
+        )
+        platform_log.append("instance-notifier", key, notice)
+        assert wait_until(
+            lambda: "InstanceReadyToShutdown" in statuses(), timeout=60, message="the agent's clean-up on notice"
+        )
+        copies_a = list(read_to_end(platform, "instances.a.org", decode_records=False))
+        assert {dict(raw.headers)[COPIED_FROM] for raw in copies_a} == {b"events", b"instance-notifier"}
+        assert all(raw.key.decode().startswith("a.org/") for raw in copies_a)
+        assert b"member-of-b.org" not in b"".join(raw.value for raw in copies_a)
+        assert any(
+            b"member-of-b.org" in raw.value for raw in read_to_end(platform, "instances.b.org", decode_records=False)
+        )
+    finally:
+        agent.stop()
+        running.join(15)
+        feed.stop()
+        feeding.join(15)
+        platform_log.close()
 
 
 class SecureUp:

@@ -9,6 +9,11 @@ for its cluster it checks out the new commit and reports the revision; on Instan
 ready-to-shutdown. kafka-python reconnects by itself, so a broker restart is waited out. A record
 that does not decode, or whose handling raises, is dead-lettered with the reason.
 
+On a secure broker (`STRATOS_KAFKA_SECURITY_PROTOCOL=SASL_SSL`, as its tenant's `instance.<tenant>`
+principal) it reads neither the notifier nor the events topic, which its credentials may not
+read, but `<prefix>instances.<tenant>`: the copy of its tenant's notices and member
+initialisations (`infra.broker.fanout`), each marked with the topic it was copied from.
+
 Its log lines go to `<prefix>logs` (infra/observe/line_shipper.py): its own, git's, the clean hook's output and
 the lines appended to the files of `log_file_paths` (the cartridge's `property` list).
 """
@@ -22,17 +27,19 @@ import re
 import subprocess
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import psutil
 from pydantic import BaseModel, Field, SecretStr
 
+from actors.history import events_of
 from infra.auth.secrets import SecretError, open_for_instance
 from infra.auth.signing import Signer, Verifier
 from infra.broker import port_is_open
-from infra.log.eventlog import History, history_events
-from infra.log.kafka import Appender, DeadLetters, assigned_consumer, envelope, validated
+from infra.broker.acls import COPIED_FROM, tenant_instances
+from infra.log.eventlog import History, decode_log, history_events
+from infra.log.kafka import Appender, DeadLetters, assigned_consumer, envelope, rejection_reason, validated
 from infra.observe.line_shipper import KafkaLogHandler, LogShipper, LogSource
 from infra.platform.child_env import minimal_env
 from infra.settings import Settings
@@ -40,7 +47,7 @@ from schemas import events as E
 from schemas.base import MASK
 from schemas.envelope import SUPER_TENANT
 from schemas.ids import aggregate_id
-from schemas.records import HealthRecord, InstanceStatusRecord
+from schemas.records import EventRecord, HealthRecord, InstanceStatusRecord
 from schemas.status import (
     ArtifactUpdated,
     InstanceCleanupCluster,
@@ -272,7 +279,7 @@ class CartridgeAgent:
         self.log_handler = KafkaLogHandler(self.shipper, payload.log_source, exclude=(__name__,))
         """the process's other loggers; the agent's own lines are shipped by `line` directly"""
         self.tails = {path: 0 for path in payload.log_file_paths}
-        self.notices = assigned_consumer(settings, "instance-notifier", from_beginning=False)
+        self.notices = assigned_consumer(settings, self._topic_of("instance-notifier"), from_beginning=False)
         for tp in self.notices.assignment():
             self.notices.position(tp)  # from now on: nothing published after start is missed
         self.revision: str | None = None
@@ -297,7 +304,8 @@ class CartridgeAgent:
             next_health = 0.0
             while not self.stopping.is_set():
                 for raws in self.notices.poll(timeout_ms=200).values():
-                    for delivered in validated(self.settings, "instance-notifier", raws, self.dead_letters):
+                    notices = self._copied_from("instance-notifier", raws)
+                    for delivered in validated(self.settings, "instance-notifier", notices, self.dead_letters):
                         try:
                             self.on_notice(delivered.record)
                         except Exception as exc:  # noqa: BLE001 - one notice must not stop the agent
@@ -353,17 +361,47 @@ class CartridgeAgent:
         it: the instance cannot check them (`_Unchecked`). This wait is only when to start: a
         forged MemberInitialized could make this instance say Started early, which changes
         nothing the platform shows (the node, which checks, folds only the platform's history)."""
-        events, history = assigned_consumer(self.settings, "events"), History(_Unchecked())
+        events, history = assigned_consumer(self.settings, self._topic_of("events")), History(_Unchecked())
         try:
             while not self.stopping.is_set():
                 for raws in events.poll(timeout_ms=200).values():
-                    for record, _source in history_events(history, raws, self.dead_letters):
+                    for record in self._events(history, raws):
                         event = record.payload
                         if isinstance(event, E.MemberInitialized) and event.member_id == self.payload.member_id:
                             return True
             return False
         finally:
             events.close()
+
+    @property
+    def tenant_topic(self) -> bool:
+        """On a secure broker the agent reads its tenant's instance topic, the only one its
+        principal may read; on a plain one the notifier and events topics themselves."""
+        return self.settings.kafka_security_protocol != "PLAINTEXT"
+
+    def _topic_of(self, kind: str) -> str:
+        return tenant_instances(self.payload.tenant) if self.tenant_topic else kind
+
+    def _copied_from(self, kind: str, raws: list) -> list:
+        """The records of `kind`: on the tenant topic, those copied from that topic."""
+        if not self.tenant_topic:
+            return raws
+        wanted = kind.encode()
+        return [raw for raw in raws if dict(raw.headers or ()).get(COPIED_FROM) == wanted]
+
+    def _events(self, history: History, raws: list) -> Iterator[EventRecord]:
+        """The events of these records: on the tenant topic, of the commits the platform copied
+        there (fenced by it already: they are history); else of the events topic's history."""
+        if not self.tenant_topic:
+            yield from (record for record, _source in history_events(history, raws, self.dead_letters))
+            return
+        for raw in self._copied_from("events", raws):
+            try:
+                yield from events_of(decode_log(raw.value))
+            except ValueError as exc:
+                self.dead_letters.send(
+                    raw.topic, raw.partition, raw.offset, raw.key, raw.value, rejection_reason(exc), exc, raw.headers
+                )
 
     def ports_answer(self) -> bool:
         return all(port_is_open("127.0.0.1", port) for port in self.payload.ports) and (

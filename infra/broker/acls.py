@@ -4,15 +4,17 @@ Principals of a platform with topic prefix P (docs/security.md, ADR 0008):
 
 - `stratos`, the platform's parts, and `broker`, the nodes: super users (`super.users`); they
   need no ACL. Nobody else writes events, snapshots, replies, the notifier or the topology.
-- `instances`: write `P instance-status`, `P health` and `P logs` (each record signed with the
-  member's own key, checked by the platform); read `P instance-notifier` and `P events` (an
-  agent waits there for its member's initialisation). Nothing else.
+- `instance.<tenant>`, the instances of one tenant's clusters: write `P instance-status`,
+  `P health` and `P logs` (each record signed with the member's own key, checked by the
+  platform); read `P instances.<tenant>` only, the copy of what that tenant's agents need: its
+  notifier notices and its members' initialisations (`infra.broker.fanout`). Not the notifier,
+  not the events, not another tenant's copy.
 - `client.<tenant>`, one per tenant's outside Kafka clients: write `P commands` (each with a
   user's token, checked by the node) and read `P replies.<tenant>`, the copy of that tenant's
   replies (`infra.broker.fanout`). Not the shared replies topic, not another tenant's copy.
 
 Every grant is LITERAL (an exact topic name): a prefixed grant on `P replies.a.org` would also
-match a tenant named `a.org.example`.
+match a tenant named `a.org.example` (and one on `P instances.ten` a tenant `tenant2`).
 """
 
 from __future__ import annotations
@@ -22,10 +24,15 @@ from typing import Literal
 
 from infra.settings import Settings
 
-INSTANCES = "instances"
+INSTANCE = "instance."
 CLIENT = "client."
 TENANT_REPLIES = "replies."
 """Topic kind of a tenant's replies: `replies.<tenant domain>`."""
+TENANT_INSTANCES = "instances."
+"""Topic kind of what a tenant's instances read: `instances.<tenant domain>`."""
+TENANT_TOPICS = (TENANT_REPLIES, TENANT_INSTANCES)
+COPIED_FROM = "stratos-copied-from"
+"""Header of a record on `instances.<tenant>`: the topic kind it was copied from."""
 
 Operation = Literal["READ", "WRITE"]
 
@@ -34,9 +41,18 @@ def client_principal(tenant: str) -> str:
     return f"{CLIENT}{tenant}"
 
 
+def instance_principal(tenant: str) -> str:
+    return f"{INSTANCE}{tenant}"
+
+
 def tenant_replies(tenant: str) -> str:
     """The topic kind (name without the prefix) of a tenant's copy of its replies."""
     return f"{TENANT_REPLIES}{tenant}"
+
+
+def tenant_instances(tenant: str) -> str:
+    """The topic kind of what a tenant's instances read (notices and member initialisations)."""
+    return f"{TENANT_INSTANCES}{tenant}"
 
 
 @dataclass(frozen=True)
@@ -72,10 +88,12 @@ class Grant:
 def plan(settings: Settings, tenants: list[str]) -> list[Grant]:
     """Every ACL of the platform's outside principals, for these tenants."""
     topic = settings.topic
-    grants = [Grant(INSTANCES, "WRITE", topic(kind)) for kind in ("instance-status", "health", "logs")]
-    grants += [Grant(INSTANCES, "READ", topic(kind)) for kind in ("instance-notifier", "events")]
+    grants = []
     for tenant in sorted(set(tenants)):
+        instance = instance_principal(tenant)
+        grants += [Grant(instance, "WRITE", topic(kind)) for kind in ("instance-status", "health", "logs")]
         grants += [
+            Grant(instance, "READ", topic(tenant_instances(tenant))),
             Grant(client_principal(tenant), "WRITE", topic("commands")),
             Grant(client_principal(tenant), "READ", topic(tenant_replies(tenant))),
         ]
@@ -87,7 +105,7 @@ def principals(grants: list[Grant]) -> list[str]:
 
 
 def apply(settings: Settings, grants: list[Grant]) -> dict[str, str]:
-    """Create the tenants' reply topics, a SCRAM-SHA-512 credential for each principal that has
+    """Create the tenants' reply and instance topics, a SCRAM-SHA-512 credential for each principal that has
     none yet (its password made into `<state dir>/kafka-tls/<principal>.password`) and the ACLs
     (creating one that exists changes nothing). Returns principal -> its password file."""
     from kafka import KafkaAdminClient
@@ -97,7 +115,7 @@ def apply(settings: Settings, grants: list[Grant]) -> dict[str, str]:
     from infra.broker.secure import password
     from infra.log.kafka import ensure_topics, kafka_client_options
 
-    kinds = [g.topic.removeprefix(settings.topic_prefix) for g in grants if TENANT_REPLIES in g.topic]
+    kinds = [kind for g in grants if (kind := g.topic.removeprefix(settings.topic_prefix)).startswith(TENANT_TOPICS)]
     ensure_topics(settings, kinds)
     admin = KafkaAdminClient(**kafka_client_options(settings), client_id="stratos-acls")
     try:
