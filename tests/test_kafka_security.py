@@ -25,7 +25,7 @@ from pydantic import SecretStr
 
 from infra.agent.agent import AgentPayload, CartridgeAgent
 from infra.broker import BrokerError, EmbeddedBroker, free_port
-from infra.broker.acls import COPIED_FROM, apply, client_principal, instance_principal, plan
+from infra.broker.acls import COPIED_FROM, apply, client_principal, instance_credentials, instance_principal, plan
 from infra.broker.fanout import TenantReplies
 from infra.broker.secure import as_platform_principal, broker_security, password
 from infra.log.kafka import (
@@ -232,7 +232,8 @@ def test_an_agent_on_the_secure_broker_reads_only_its_tenants_copies(secure, tmp
     read neither the events nor the notifier topic, starts its member and cleans up on notice."""
     _, platform = secure
     apply(platform, plan(platform, ["a.org", "b.org"]))
-    instance_a = principal(platform, instance_principal("a.org"))
+    username, handed = instance_credentials(platform, "a.org")  # what the cloud controller hands it
+    instance_a = as_user(platform, username, handed)
     member, cluster = f"m-{new_id()[:8]}", "app.php.php.domain"
     feed = TenantReplies(platform)
     feeding = threading.Thread(target=feed.run, daemon=True)

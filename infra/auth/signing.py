@@ -194,7 +194,7 @@ class Signer:
         return cls.member(metadata["tenant"], metadata["clusterId"], metadata["memberId"], key)
 
 
-PAYLOAD_SECRETS = {"signingKey"}
+PAYLOAD_SECRETS = {"signingKey", "kafkaPassword"}
 """Node metadata only the instance itself may see (never in a listing of nodes)."""
 
 
@@ -202,9 +202,16 @@ def public_metadata(metadata: dict[str, str]) -> dict[str, str]:
     return {k: v for k, v in metadata.items() if k not in PAYLOAD_SECRETS}
 
 
-def member_credentials(secret: bytes, tenant: str, cluster_id: str, member_id: str) -> dict[str, str]:
-    """What a member's payload gets so that it can sign: its key, hex (tag `signingKey`)."""
-    return {"signingKey": member_key(secret, tenant, cluster_id, member_id).hex()}
+def member_credentials(
+    secret: bytes, tenant: str, cluster_id: str, member_id: str, kafka: tuple[str, str] | None = None
+) -> dict[str, str]:
+    """What a member's payload gets so that it can sign: its key, hex (tag `signingKey`); on a
+    secure broker also its tenant's instance principal and password (`kafka`: tags
+    `kafkaUsername`, `kafkaPassword`), which may read only that tenant's instance topic."""
+    found = {"signingKey": member_key(secret, tenant, cluster_id, member_id).hex()}
+    if kafka is not None:
+        found["kafkaUsername"], found["kafkaPassword"] = kafka
+    return found
 
 
 # --- verifying ---------------------------------------------------------------------------------

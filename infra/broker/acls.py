@@ -45,6 +45,15 @@ def instance_principal(tenant: str) -> str:
     return f"{INSTANCE}{tenant}"
 
 
+def instance_credentials(settings: Settings, tenant: str) -> tuple[str, str]:
+    """The principal and password the cloud controller hands a tenant's instances on a secure
+    broker (the password made on first use; `apply` gives the principal that same password)."""
+    from infra.broker.secure import password
+
+    name = instance_principal(tenant)
+    return name, password(settings, name)
+
+
 def tenant_replies(tenant: str) -> str:
     """The topic kind (name without the prefix) of a tenant's copy of its replies."""
     return f"{TENANT_REPLIES}{tenant}"

@@ -18,10 +18,12 @@ and report a member whose node vanished, and the min rule replaces it.
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 import zlib
 from collections import deque
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, replace
 
@@ -38,6 +40,7 @@ from actors.runtime import Tracked
 from infra.api.metadata_token import MemberTokens
 from infra.auth.secrets import SecretBox, SecretError, secret_box
 from infra.auth.signing import Unauthenticated, member_credentials, platform_secret
+from infra.broker.acls import instance_credentials
 from infra.cloud.iaas.mock_driver import MockEndpoint
 from infra.cloud.iaas.providers import IaasConfigError, IaasTarget, build_driver, create_options, node_name
 from infra.cloud.mock.account import mock_endpoint
@@ -89,12 +92,15 @@ class MemberBook:
         payload: dict[str, str] | None = None,
         tokens: MemberTokens | None = None,
         signing_secret: bytes | None = None,
+        kafka_credentials: Callable[[str], tuple[str, str]] | None = None,
     ) -> None:
         self.payload = payload or {}
         """Payload parameters every member gets (the metadata service's URL...)."""
         self.tokens = tokens
         self.signing_secret = signing_secret
         """The platform secret, from which each member's signing key is derived (`infra.auth.signing`)."""
+        self.kafka_credentials = kafka_credentials
+        """On a secure broker: a tenant -> its instance principal and password (`infra.broker.acls`)."""
         self.lock = threading.Lock()
         self.clusters: dict[str, Tracked] = {}
         self.spawns: dict[str, Spawn] = {}
@@ -145,7 +151,8 @@ class MemberBook:
         metadata = _metadata(event, tenant)
         metadata["cartridgeKey"] = self.box.cartridge_key(cluster_key)
         if self.signing_secret is not None:  # its status and health are signed with it: a key of its own
-            metadata.update(member_credentials(self.signing_secret, tenant, event.cluster_id, event.member_id))
+            kafka = self.kafka_credentials(tenant) if self.kafka_credentials else None
+            metadata.update(member_credentials(self.signing_secret, tenant, event.cluster_id, event.member_id, kafka))
         metadata.update(self._member_payload(event, tenant))
         if spec is not None:
             if spec.log_file_paths:
@@ -276,6 +283,9 @@ class CloudController:
             {"METADATA_SERVICE_URL": settings.metadata_url},
             MemberTokens.in_state_dir(settings.state_dir),
             platform_secret(settings),
+            None
+            if settings.kafka_security_protocol == "PLAINTEXT"
+            else functools.partial(instance_credentials, settings),
         )
         self.history = History.of(settings, lambda partition, offset: fence_before(settings, partition, offset))
         self.projection = Projection(settings, self)
