@@ -14,7 +14,11 @@ generated once with `stratos log generate --records 2000000`). Timed in the same
 - baseline: a cold rebuild of the whole log without snapshots;
 - with `--whys`, the causation index from nothing and `causes` on random event ids.
 Snapshot bytes per aggregate: each aggregate's newest snapshot record, largest and median.
-Usage: python bench/replay_at.py [--commits 200000 | --bootstrap HOST:PORT --prefix aged. --state-dir DIR]
+The snapshots topic is compacted once its hourly segments close (by record time): on an older
+history only each claim's newest checkpoint survives and instants before it replay from offset
+0 (docs/replay.md); the generated history spans `--hours` (45 minutes) so that none is.
+Usage: python bench/replay_at.py [--commits 200000 [--hours 0.75]
+       | --bootstrap HOST:PORT --prefix aged. --state-dir DIR]
        [--instants 20] [--scans 3] [--whys 0]
 """
 
@@ -25,7 +29,7 @@ import random
 import tempfile
 import time
 from contextlib import contextmanager
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from common import bench_settings, finish, median, percentile
@@ -61,7 +65,7 @@ def log_settings(args):
         with bench_settings() as settings:
             settings = settings.model_copy(update={"state_dir": Path(state_dir)})
             started = time.perf_counter()
-            done = generate_log(settings, args.commits, workers=args.workers)
+            done = generate_log(settings, args.commits, span=timedelta(hours=args.hours), workers=args.workers)
             print(f"log generated: {done.commits:,} commits in {time.perf_counter() - started:.0f}s")
             yield settings
 
@@ -98,6 +102,9 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--commits", type=int, default=200_000, help="the log to generate (without --bootstrap)")
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument(
+        "--hours", type=float, default=0.75, help="the generated history's span (under an hour: no segment compacted)"
+    )
     parser.add_argument("--bootstrap", help="an existing log's broker")
     parser.add_argument("--prefix", default="aged.", help="an existing log's STRATOS_TOPIC_PREFIX")
     parser.add_argument("--state-dir", type=Path, help="an existing log's state dir (its platform secret)")
