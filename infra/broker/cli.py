@@ -94,15 +94,15 @@ def topics() -> None:
 
 def kafka_acls(
     tenant: list[str] = typer.Option(
-        None, "--tenant", help="only these tenants' client principals (default: every tenant in the log)"
+        None, "--tenant", help="only these tenants' instance and client principals (default: every tenant in the log)"
     ),
     apply: bool = typer.Option(
-        False, "--apply", help="create them: the tenants' reply topics, SCRAM credentials, the ACLs"
+        False, "--apply", help="create them: the tenants' reply and instance topics, SCRAM credentials, the ACLs"
     ),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
-    """The broker's ACLs of the platform's outside principals (instances, each tenant's clients);
-    the platform's own principal is a super user. Prints them, or applies them with --apply."""
+    """The broker's ACLs of the platform's outside principals (each tenant's instances and
+    clients); the platform's own principal is a super user. Prints them, or applies them with --apply."""
     from kafka.errors import KafkaError
 
     from infra.broker import acls
@@ -128,7 +128,8 @@ def kafka_acls(
 
 
 def tenant_replies() -> None:
-    """Copy each tenant's replies to its own topic (`<prefix>replies.<tenant>`), until Ctrl-C."""
+    """Copy each tenant's replies to its own topic (`<prefix>replies.<tenant>`), and what its
+    instances need (notices, member initialisations) to `<prefix>instances.<tenant>`, until Ctrl-C."""
     from infra.broker.fanout import TenantReplies
 
     setup_logging()

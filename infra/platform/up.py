@@ -140,12 +140,12 @@ def run_platform(
                     setattr(settings, name, value)
         ensure_topics(settings)
         require_sound_topics(settings)
-        if secure:  # the super tenant's clients and the instances; other tenants' by kafka-acls
+        if secure:  # the super tenant's instances and clients; other tenants' by kafka-acls
             grants = acls.plan(settings, [SUPER_TENANT])
             acls.apply(settings, grants)
             console.print(
                 f"Kafka ACLs for {', '.join(acls.principals(grants))} applied; a tenant's Kafka "
-                "clients: `stratos kafka-acls --tenant DOMAIN --apply`"
+                "instances and clients: `stratos kafka-acls --tenant DOMAIN --apply`"
             )
         tls = tls or settings.api_tls
         here = settings.model_copy(update={"api_tls": tls, "state_dir": state_dir.absolute()})
