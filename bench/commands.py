@@ -7,7 +7,8 @@ the timestamp of its commit (the one record of the events topic whose causation_
 command id, set when the node appended it): both clocks are this machine's, and no reader's
 lag enters the figure. Prints p50/p99, the node's CPU per command (psutil) and peak RSS; one
 JSON line. With --baseline DIR (a `git worktree add DIR <commit>`), the node of that code is
-measured first on the same broker, and the ratios after/before are printed.
+measured first (its own bench/commands.py, whose client speaks that code's schemas) on the same
+broker, and the ratios after/before are printed.
 Usage: python bench/commands.py [--clusters 1000] [--rate 1000] [--seconds 30] [--baseline DIR]
   [--node-profile FILE]   (runs the node under cProfile and prints where its time went)
 """
@@ -15,6 +16,7 @@ Usage: python bench/commands.py [--clusters 1000] [--rate 1000] [--seconds 30] [
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import subprocess
 import sys
@@ -28,7 +30,7 @@ from common import ROOT, bench_settings, finish, percentile
 from actors.history import events_of
 from infra.log.commands_client import CommandClient
 from infra.log.eventlog import History
-from infra.log.kafka import assigned_consumer, ensure_topics, envelope, read_to_end
+from infra.log.kafka import assigned_consumer, envelope, read_to_end
 from schemas import commands as C
 from schemas.domain import ClusterSpec, PartitionSpec
 from schemas.records import CommandRecord
@@ -208,6 +210,18 @@ def measure(settings, args, code: Path) -> dict:
     }
 
 
+def measure_baseline(settings, args) -> dict:
+    """The earlier checkout's own benchmark (its client speaks that code's schemas), on this
+    broker with topics of its own; its closing JSON line."""
+    code = args.baseline.resolve()
+    env = {**os.environ, "PYTHONPATH": str(code), "STRATOS_KAFKA_BOOTSTRAP": settings.kafka_bootstrap}
+    run = [sys.executable, str(code / "bench" / "commands.py"), "--clusters", str(args.clusters)]
+    run += ["--rate", str(args.rate), "--seconds", str(args.seconds)]
+    out = subprocess.run(run, env=env, cwd=code, capture_output=True, text=True, check=True)
+    print("\n".join(line for line in out.stdout.splitlines()[:-1]))
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--clusters", type=int, default=1000)
@@ -220,15 +234,13 @@ def main() -> None:
     )
     parser.add_argument("--node-profile", help="run the node under cProfile, writing this file")
     args = parser.parse_args()
-    runs = [("before", args.baseline.resolve())] if args.baseline else []
-    runs.append(("after", ROOT))
     figures = {}
-    with bench_settings() as first:
-        for n, (label, code) in enumerate(runs):
-            settings = first if n == 0 else first.model_copy(update={"topic_prefix": f"{first.topic_prefix}{label}."})
-            ensure_topics(settings)
-            print(f"== {label}: the node of {code}")
-            figures[label] = measure(settings, args, code)
+    with bench_settings() as settings:
+        if args.baseline:
+            print(f"== before: {args.baseline}'s own bench/commands.py and node, same broker")
+            figures["before"] = measure_baseline(settings, args)
+        print(f"== after: the node of {ROOT}")
+        figures["after"] = measure(settings, args, ROOT)
     result = {"bench": "commands", **figures["after"]}
     if "before" in figures:
         before, after = figures["before"], figures["after"]
