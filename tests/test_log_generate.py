@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
 from datetime import timedelta
 
 import pytest
@@ -49,3 +53,24 @@ def test_the_generated_history_is_signed_stamped_in_the_past_and_rebuilds_alike(
 def test_a_topic_that_holds_a_history_is_refused(settings, generated):
     with pytest.raises(HistoryNotEmpty, match="already holds"):
         generate_log(settings, 10, clusters=2, workers=1)
+
+
+def test_the_generate_verb_prints_its_summary_and_refuses_a_topic_with_a_history(settings):
+    env = {
+        **os.environ,
+        "STRATOS_KAFKA_BOOTSTRAP": settings.kafka_bootstrap,
+        "STRATOS_TOPIC_PREFIX": settings.topic_prefix,
+        "STRATOS_STATE_DIR": str(settings.state_dir),
+    }
+
+    def generate(*args: str) -> subprocess.CompletedProcess:
+        command = [sys.executable, "-m", "infra.cli", "log", "generate", "--records", "300", "--clusters", "5", *args]
+        return subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+
+    done = generate("--workers", "1", "--json")
+    assert done.returncode == 0, done.stderr
+    summary = json.loads(done.stdout)
+    assert summary["commits"] == 300 and summary["claims"] == settings.partitions + 8
+    refused = generate()
+    assert refused.returncode == 2
+    assert "already holds" in refused.stdout and "Traceback" not in refused.stderr
