@@ -290,7 +290,7 @@ def test_an_agent_on_the_secure_broker_reads_only_its_tenants_copies(secure, tmp
 class SecureUp:
     """`stratos up --secure` as a user runs it; `stop` is Ctrl-C."""
 
-    def __init__(self, state_dir: Path) -> None:
+    def __init__(self, state_dir: Path, *options: str) -> None:
         self.api_port = free_port()
         env = {
             **{k: v for k, v in os.environ.items() if not k.startswith("STRATOS_")},
@@ -305,7 +305,7 @@ class SecureUp:
         self.output = state_dir.parent / "up.txt"
         with open(self.output, "wb") as out:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "infra.cli", "up", "--secure", "--api-port", str(self.api_port)]
+                [sys.executable, "-m", "infra.cli", "up", "--secure", *options, "--api-port", str(self.api_port)]
                 + ["--state-dir", str(state_dir)],
                 stdout=out,
                 stderr=subprocess.STDOUT,
@@ -375,6 +375,30 @@ def test_stratos_up_secure_runs_the_whole_platform_as_its_own_principal(tmp_path
     secret = (state_dir / "kafka-tls" / "stratos.password").read_text().strip()
     logs = [path for path in (state_dir / "logs").rglob("*") if path.is_file()]
     assert logs and all(secret not in path.read_text(errors="replace") for path in [up.output, *logs])
+
+
+def test_stratos_up_secure_process_runs_real_agents_as_their_tenants_instance_principal(tmp_path):
+    """`--process`: every member a real `stratos agent`, connecting with the instance principal
+    and password the cloud controller put in its payload; they reach Active, which they can only
+    through `instances.<tenant>` (their principal may not read the events or the notifier)."""
+    state_dir = tmp_path / "state"
+    up = SecureUp(state_dir, "--process")
+    try:
+        wait_until(up.bootstrap, timeout=120, interval=0.2, message="`stratos up --secure --process` on its broker")
+        wait_until(
+            lambda: len(found := up.active()) == 2 and found,
+            timeout=300,
+            interval=0.5,
+            message="the sample's two members Active, said by real agents on the secure broker",
+        )
+        log = (state_dir / "logs" / "kafka.log").read_text()
+        assert "Failed authentication" not in log
+    finally:
+        code = up.stop()
+    assert code == 0, up.output.read_text()[-3000:]
+    secrets = [path.read_text().strip() for path in (state_dir / "kafka-tls").glob("instance.*.password")]
+    outputs = [up.output, *(path for path in state_dir.rglob("*.log") if path.is_file())]
+    assert secrets and all(secret not in path.read_text(errors="replace") for secret in secrets for path in outputs)
 
 
 def test_stratos_broker_secure_prints_what_the_platforms_tools_need(tmp_path):

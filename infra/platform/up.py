@@ -113,11 +113,6 @@ def run_platform(
                 "--secure starts the embedded Kafka with SASL_SSL; for a Kafka of your own set "
                 "STRATOS_KAFKA_SECURITY_PROTOCOL, _USERNAME, _PASSWORD and _CA instead"
             )
-        if secure and process:
-            raise BrokerError(
-                "--secure with --process: process-mode instances have no Kafka principal of their "
-                "own yet (docs/security.md); use simulated instances"
-            )
         if bootstrap or settings.kafka_bootstrap:
             settings.kafka_bootstrap = bootstrap or settings.kafka_bootstrap
         else:

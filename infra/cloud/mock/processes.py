@@ -19,6 +19,7 @@ import threading
 from pathlib import Path
 
 from actors.topology import LOAD_BALANCER
+from infra.auth.tls import kafka_ca
 from infra.broker import free_port, stop_process
 from infra.cloud.mock.cloud import MockCloud, MockInstance
 from infra.platform.child_env import minimal_env
@@ -103,6 +104,7 @@ class ProcessInstances:
                     )
                     if meta.get(key)
                 },
+                **self._kafka_env(meta),
             }
         )
         log_path = self.settings.state_dir / "instances" / f"{instance.node_id}.log"
@@ -112,6 +114,20 @@ class ProcessInstances:
                 command, env=env, stdin=subprocess.DEVNULL, stdout=output, stderr=subprocess.STDOUT
             )
         log.info("instance %s started as process %d", instance.node_id, self.processes[instance.node_id].pid)
+
+    def _kafka_env(self, meta: dict[str, str]) -> dict[str, str]:
+        """On a secure broker: the instance principal and password of the member's tenant that the
+        cloud controller put in its payload (`infra.broker.acls`), and how to reach the broker."""
+        if self.settings.kafka_security_protocol == "PLAINTEXT" or not meta.get("kafkaPassword"):
+            return {}
+        ca = kafka_ca(self.settings)
+        return {
+            "STRATOS_KAFKA_SECURITY_PROTOCOL": self.settings.kafka_security_protocol,
+            "STRATOS_KAFKA_SASL_MECHANISM": self.settings.kafka_sasl_mechanism,
+            "STRATOS_KAFKA_USERNAME": meta["kafkaUsername"],
+            "STRATOS_KAFKA_PASSWORD": meta["kafkaPassword"],
+            **({"STRATOS_KAFKA_CA": str(Path(ca).absolute())} if ca else {}),
+        }
 
     def end(self, node_id: str) -> None:
         with self.lock:
