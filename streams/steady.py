@@ -14,13 +14,29 @@ cluster (tests/test_simulation_steady.py compares metrics.json on every shipped 
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields, replace
 from typing import Any
 
 from pydantic import BaseModel
 
-from streams.health_state import ClusterWindows, Decision
+from streams.health_state import ClusterWindows, Decision, MemberWindows
 from streams.windows import SlidingWindow
+
+UNDERSTOOD = {f.name for f in fields(ClusterWindows)} == {
+    "tenant",
+    "cluster_id",
+    "partition",
+    "requests",
+    "members",
+    "newest",
+    "decided",
+    "last_record_id",
+    "forecaster",
+    "settled",
+} and {f.name for f in fields(MemberWindows)} == {"windows", "heard_at", "faulted"}
+"""The health book's per-cluster state is what `fingerprint` and `woken` know of, field for
+field. A field added there is not in the fingerprint, so nothing sleeps (stepping, still exact)
+until this module learns it."""
 
 
 @dataclass(frozen=True)
@@ -84,7 +100,8 @@ def quiet(book: ClusterWindows, verdict: Decision | None) -> bool:
     """This step's verdict was made now, changes nothing and was kept (not sent); no forecast
     (a forecaster learns from every hop)."""
     return (
-        verdict is not None
+        UNDERSTOOD
+        and verdict is not None
         and verdict.causation_id == book.last_record_id
         and not verdict.send
         and book.settled
