@@ -5,8 +5,6 @@ aggregates as the node folds them (Tracked.fold_commit over History), from raw l
 
 from __future__ import annotations
 
-import time
-
 from infra.health.views import ClusterViews
 from infra.log.kafka import encode, envelope
 from infra.settings import Settings
@@ -140,17 +138,14 @@ def test_other_aggregates_are_not_folded():
     assert views.tracked == {} and views.clusters == {}
 
 
-def test_folding_100_clusters_of_100_members_is_quick():
-    """The bench/health.py shape: the fold is the node's (one dict copy per member event), the
-    view costs nothing more per commit."""
+def test_folding_100_clusters_of_100_members_counts_every_active_member():
+    """The bench/health.py shape (its timing is the bench's to measure, not a test's)."""
     records = []
     for c in range(100):
         cid = f"c{c}.php1.php.domain"
         log = Log(cluster_key(T, cid))
         records.append(log.commit(E.ClusterCreated(spec=spec(cid)), *(spawn(f"c{c}.m{m}", cid) for m in range(100))))
         records += [log.commit(E.MemberActivated(member_id=f"c{c}.m{m}", cluster_id=cid)) for m in range(100)]
-    started = time.perf_counter()
     views = fed(ClusterViews(Settings(), history()), *records)
-    elapsed = time.perf_counter() - started
+    assert len(views.clusters) == 100
     assert sum(len(active_members(v)) for v in views.clusters.values()) == 10_000
-    assert elapsed < 10, f"{len(records)} commits folded in {elapsed:.1f} s"
