@@ -26,7 +26,7 @@ from kafka import KafkaAdminClient
 from actors.history import events_of
 from infra.auth.signing import SIGNATURE, SIGNER, Unauthenticated, Verifier
 from infra.broker.acls import COPIED_FROM, tenant_instances, tenant_replies
-from infra.log.eventlog import History
+from infra.log.eventlog import ForgetFences, History
 from infra.log.kafka import (
     IDLE_POLL_MS,
     Appender,
@@ -114,7 +114,12 @@ class TenantReplies:
         return True
 
     def run(self) -> None:
-        consumer = group_consumer(self.settings, GROUP, ["replies", *FOR_INSTANCES], fetch_max_wait_ms=IDLE_POLL_MS)
+        kinds = ["replies", *FOR_INSTANCES]
+        consumer = group_consumer(self.settings, GROUP, kinds, fetch_max_wait_ms=IDLE_POLL_MS)
+        consumer.unsubscribe()
+        consumer.subscribe(
+            [self.settings.topic(k) for k in kinds], listener=ForgetFences(self.history, self.settings.topic("events"))
+        )
         try:
             while not self.stopping.is_set():
                 batch = consumer.poll(timeout_ms=IDLE_POLL_MS)

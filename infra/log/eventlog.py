@@ -25,6 +25,7 @@ from typing import Annotated, Literal
 
 import annotated_types
 import msgspec
+from kafka import ConsumerRebalanceListener
 from pydantic import TypeAdapter
 
 from actors.history import Fence, events_of
@@ -300,6 +301,19 @@ class History:
         """Partitions no longer read (revoked): a later resume asks `fence_at` again."""
         for partition in partitions:
             self.fences.pop(partition, None)
+
+
+class ForgetFences(ConsumerRebalanceListener):
+    """A group reader's events partitions taken away: a later resume asks its `fence_at` again."""
+
+    def __init__(self, history: History, events_topic: str) -> None:
+        self.history, self.events_topic = history, events_topic
+
+    def on_partitions_revoked(self, revoked):
+        self.history.forget([tp.partition for tp in revoked if tp.topic == self.events_topic])
+
+    def on_partitions_assigned(self, assigned):
+        """Fences are learnt lazily, at the first record read of each partition."""
 
 
 def signed_rows(settings, topic_kind: str, partition: int, start: int = 0) -> Iterator[tuple[int, bytes | None, bytes]]:

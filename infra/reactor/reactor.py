@@ -14,13 +14,13 @@ import logging
 import threading
 import typing
 
-from kafka import ConsumerRebalanceListener, OffsetAndMetadata
+from kafka import OffsetAndMetadata
 from kafka.errors import CommitFailedError
 
 from actors.reactions import react
 from infra.auth.secrets import notice_for_instances, secret_box
 from infra.auth.signing import Verifier
-from infra.log.eventlog import History, history_events
+from infra.log.eventlog import ForgetFences, History, history_events
 from infra.log.kafka import IDLE_POLL_MS, Appender, DeadLetters, envelope, group_consumer, topic_kind_of, validated
 from infra.log.recovery import fence_before
 from infra.settings import Settings
@@ -33,17 +33,6 @@ SOURCES = ["events", "replies", "instance-status", "health"]
 NOTIFICATIONS = typing.get_args(typing.get_args(Notification)[0])
 """Reactions of these types go to the instances, on the instance notifier; the rest are commands."""
 NOTIFIER = ("instance-notifier", NotifierRecord)
-
-
-class _ForgetFences(ConsumerRebalanceListener):
-    def __init__(self, history: History, events_topic: str) -> None:
-        self.history, self.events_topic = history, events_topic
-
-    def on_partitions_revoked(self, revoked):
-        self.history.forget([tp.partition for tp in revoked if tp.topic == self.events_topic])
-
-    def on_partitions_assigned(self, assigned):
-        """Fences are learnt lazily, at the first record read of each partition."""
 
 
 class Reactor:
@@ -61,7 +50,7 @@ class Reactor:
         consumer.unsubscribe()
         consumer.subscribe(
             [self.settings.topic(k) for k in SOURCES],
-            listener=_ForgetFences(self.history, self.settings.topic("events")),
+            listener=ForgetFences(self.history, self.settings.topic("events")),
         )
         try:
             while not self.stopping.is_set():
