@@ -182,6 +182,13 @@ _EXPLICIT = [
         value=42.0,
         timestamp=1.7e9,
     ),
+    S.MemberHealth(
+        cluster_id=SPEC.cluster_id,
+        network_partition_id="np1",
+        member_id="php1.abc",
+        metrics={"load_average": 42.0, "memory_consumption": 61.5},
+        timestamp=1.7e9,
+    ),
     S.MemberFault(cluster_id=SPEC.cluster_id, member_id="php1.abc", silent_seconds=61),
     S.InstanceStatus(type="InstanceActivated", **MEMBER, network_partition_id="np1", revision="abc"),
     S.ArtifactUpdated(cluster_id=SPEC.cluster_id, repo_url="https://git/x", commit="abc"),
