@@ -35,7 +35,7 @@ from infra.log.bulk import iter_partition
 from infra.log.eventlog import decode_log
 from infra.log.kafka import envelope
 from infra.log.recovery import CHECKPOINT, CLAIM, recover_partition
-from infra.node.node import ActorHost, partition_for
+from infra.node.node import ActorHost, partition_for, timeouts_from
 from schemas import commands as C
 from schemas.domain import ClusterSpec, PartitionSpec
 from schemas.records import Claim, CommandRecord, LogRecord, Snapshot, SnapshotRecord
@@ -181,7 +181,7 @@ def rebuild(settings, use_snapshots: bool) -> tuple[int, int, list]:
             if recovered.problems:
                 raise SystemExit(f"partition {partition}: {recovered.problems[:3]}")
             for tracked in recovered.aggregates.values():
-                host.install(tracked)
+                host.install(tracked, timeouts_from(settings))
             aggregates += len(recovered.aggregates)
             events += recovered.events_replayed
             recovered_all.append(recovered)

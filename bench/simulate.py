@@ -156,7 +156,7 @@ def main() -> None:
     base_steps = args.baseline_clusters * base_setup.steps
     _, stepped, stepped_wall, stepped_cpu = timed_run(base_setup, event_driven=False)
     _, evented, _, evented_cpu = timed_run(base_setup, event_driven=True)
-    if evented.figures() != stepped.figures() or evented.commands != stepped.commands:  # type: ignore[attr-defined]
+    if evented.figures() != stepped.figures() or evented.commands != stepped.commands:
         raise SystemExit("the event-driven run differs from the stepped run on the baseline slice")
     stepped_us, slice_us = 1e6 * stepped_cpu / base_steps, 1e6 * evented_cpu / base_steps
 
@@ -167,7 +167,7 @@ def main() -> None:
     simulated = full.duration * args.clusters
     rate = full.duration / wall
     rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    members = sum(sum(t.supply) for t in result.clusters.values()) / max(full.steps, 1)  # type: ignore[attr-defined]
+    members = sum(sum(t.supply) for t in result.clusters.values()) / max(full.steps, 1)
     aim_rate = full.duration / (AIM_SECONDS * args.clusters / 1000 * args.hours / 24) if args.hours else 0
     slept = simulation.slept / cluster_steps
     print(
@@ -177,7 +177,7 @@ def main() -> None:
     )
     print(
         f"  {rate:,.0f} simulated seconds per wall second ({simulated / wall:,.0f} cluster-seconds/s); "
-        f"{result.commands:,} commands handled, mean {members:.0f} Active members"  # type: ignore[attr-defined]
+        f"{result.commands:,} commands handled, mean {members:.0f} Active members"
     )
     print(
         f"  baseline, same run, {args.baseline_clusters} clusters x {args.hours:g} h: stepped "
@@ -215,7 +215,7 @@ def main() -> None:
                 "cluster_seconds_per_wall_second": round(simulated / wall),
                 "ratio_to_aim": round(rate / aim_rate, 4),
                 "projected_1000x24h_s": round(projected),
-                "commands": result.commands,  # type: ignore[attr-defined]
+                "commands": result.commands,
                 "peak_rss_mb": round(rss_mb),
                 "profile_share": {k: round(v / total, 3) for k, v in parts.items()},
             }

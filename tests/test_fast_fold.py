@@ -76,11 +76,11 @@ steps = st.one_of(
 
 
 def command_for(tracked: Tracked, verb: str, n: int):
-    members = sorted(tracked.state.members)  # type: ignore[attr-defined]
+    members = sorted(tracked.state.members)
     member = members[n % len(members)] if members else "nobody"
     return {
         "scale": lambda: C.ScaleCluster(required=n, metric="load_average", figures={"load_average.average": n * 1.5}),
-        "advance": lambda: advance(tracked.state.members[member]) if members else C.CheckTimeouts(),  # type: ignore[attr-defined]
+        "advance": lambda: advance(tracked.state.members[member]) if members else C.CheckTimeouts(),
         "destroyed": lambda: C.ReportNodeDestroyed(member_id=member),
         "start_failed": lambda: C.ReportNodeStartFailed(member_id=member, reason="quota", attempt=n),
         "fault": lambda: C.ReportMemberFault(member_id=member, reason="silent"),
@@ -114,7 +114,7 @@ def run_live(history: list[tuple[str, int, int]]) -> tuple[Tracked, list[bytes]]
         assert before.model_dump() == as_it_was  # a decision never writes into the state it read
         assert outcome.encoded is not None and outcome.commit is not None
         # what a rule built unvalidated is what validation makes of its bytes
-        assert decode_log(outcome.encoded).payload.events == outcome.commit.payload.events  # type: ignore[union-attr]
+        assert decode_log(outcome.encoded).payload.events == outcome.commit.payload.events
         log.append(outcome.encoded)
 
     send(C.CreateCluster(spec=SPEC))
@@ -146,10 +146,10 @@ def test_the_live_fold_and_the_in_place_rebuild_equal_the_validated_fold(history
         assert tracked.state == validated.state
         assert tracked.handled == validated.handled
         assert tracked.snapshot() == validated.snapshot()
-    members = validated.state.members  # type: ignore[attr-defined]
+    members = validated.state.members
     assert needs_timer(fast.state) == needs_timer(live.state) == any(timed(m) for m in members.values())
     scanned = tuple(sum(column) for column in zip((0, 0, 0), *(tally_of(m) for m in members.values()), strict=False))
-    assert fast.state.tally == live.state.tally == scanned  # type: ignore[attr-defined]
+    assert fast.state.tally == live.state.tally == scanned
     assert Tracked.from_snapshot(CLUSTER, fast.snapshot()).state == validated.state
 
 
@@ -180,7 +180,7 @@ def test_events_a_rule_builds_unvalidated_read_back_equal_from_the_log():
     seen: set[str] = set()
     for value in log:
         record = decode_log(value)
-        seen.update(e.type for e in record.payload.events)  # type: ignore[union-attr]
+        seen.update(e.type for e in record.payload.events)
     assert rebuilt(log, in_place=True).state == rebuilt(log, in_place=False).state == live.state
     cluster_events = {
         cls.model_fields["type"].default

@@ -7,7 +7,7 @@ Each base runs in a fresh interpreter: the node's ActorHost creates one actor pe
 base, the time to create the actors, wall and CPU (all processes of the run) per command, the
 number of processes and their memory (USS, so memory shared after fork counts once), and the
 ratios multiproc / simple measured in the same run; one JSON line.
-Usage: python bench/actors.py [--aggregates 20] [--rounds 20]
+Usage: python bench/actor_bases.py [--aggregates 20] [--rounds 20]
 """
 
 from __future__ import annotations
@@ -119,7 +119,7 @@ def main() -> None:
     print(f"host load average {psutil.getloadavg()[0]:.1f} on {psutil.cpu_count()} cores (shared machine)")
     finish(
         {
-            "bench": "actors",
+            "bench": "actor_bases",
             "aggregates": args.aggregates,
             "rounds": args.rounds,
             "simple": simple,
