@@ -108,7 +108,7 @@ def test_a_timer_with_nothing_due_sends_no_command(settings, client):
     running = RunningNode(settings, timer_seconds=0.2)
     try:
         cluster = aggregate_id("carbon.super", "cluster", SPEC.cluster_id)
-        assert isinstance(client.call(cluster, C.CreateCluster(spec=SPEC)), CommandAccepted)
+        assert isinstance(client.call(cluster, C.CreateCluster(spec=SPEC), timeout=60), CommandAccepted)
         assert running.node.host.due, "the cluster's pending members have a timeout booked"
         checks = running.node.host.checks
         wait_until(lambda: running.node.host.checks >= checks + 5, timeout=30, message="five timer checks")
