@@ -119,6 +119,15 @@ def test_invalid_body_is_400_naming_the_field_path(tenant, path, body, field):
     assert tenant.get(path).json() == []
 
 
+def test_a_password_longer_than_bcrypt_reads_is_400_naming_the_field_and_nothing_is_stored(tenant):
+    forty_characters_eighty_bytes = "é" * 40
+    reply = tenant.post("/users", json={"userName": "longpass", "credential": forty_characters_eighty_bytes})
+    assert reply.status_code == 400, reply.text
+    assert reply.json()["message"].startswith("credential: at most 72 bytes"), reply.json()
+    assert tenant.get("/users/longpass").status_code == 404
+    assert tenant.post("/users", json={"userName": "longpass", "credential": "é" * 36}).status_code == 201
+
+
 def test_a_reference_to_an_unknown_definition_is_400_naming_it(tenant):
     define_samples(tenant)
     reply = tenant.post("/applications", json=sample("application-nested-group.json"))

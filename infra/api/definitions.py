@@ -12,7 +12,15 @@ from urllib.parse import quote
 from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from fastapi.concurrency import run_in_threadpool
 
-from infra.api.identity import Principal, current_principal, hash_password, is_hashed, super_admin, tenant_admin
+from infra.api.identity import (
+    MAX_PASSWORD_BYTES,
+    Principal,
+    current_principal,
+    hash_password,
+    is_hashed,
+    super_admin,
+    tenant_admin,
+)
 from infra.api.read_model import ReadModel
 from infra.api.references import in_use_problem, reference_problem
 from infra.api.responses import ERROR_RESPONSES, ResponseMessage, Writer
@@ -83,6 +91,8 @@ def with_hashed_secret(
             raise HTTPException(400, f"{resource.secret}: a password is required")
         value = existing.definition.get(resource.secret, "")
     elif not is_hashed(value):
+        if len(value.encode()) > MAX_PASSWORD_BYTES:
+            raise HTTPException(400, f"{resource.secret}: at most {MAX_PASSWORD_BYTES} bytes (UTF-8) are allowed")
         value = hash_password(value, request.app.state.settings.password_hash_rounds)
     return definition.model_copy(update={resource.secret: value})
 

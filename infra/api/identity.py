@@ -34,6 +34,11 @@ VERIFIED_TTL_SECONDS = 300.0
 """How long a checked (password, hash) pair is trusted without running bcrypt again."""
 
 
+MAX_PASSWORD_BYTES = 72
+"""bcrypt reads no further than 72 bytes (and bcrypt 5 refuses longer input): a longer password
+is refused where it is set, with its field named, rather than cut silently."""
+
+
 def hash_password(password: str, rounds: int) -> str:
     return bcrypt.hashpw(password.encode(), bcrypt.gensalt(rounds)).decode()
 
