@@ -117,7 +117,7 @@ def recorded(settings, tmp_path):
 @pytest.mark.integration
 def test_a_recorded_run_exported_and_simulated_makes_the_same_decisions_within_one_hop(recorded, tmp_path):
     live, start, end = recorded
-    out = tmp_path / "exported.yaml"
+    out = tmp_path / "not-yet-made" / "exported.yaml"  # its directory is made
     answer = json.loads(
         stratos(
             live,
@@ -161,6 +161,9 @@ def test_a_recorded_run_exported_and_simulated_makes_the_same_decisions_within_o
         output = stratos(live, "scenario", "export", *args, "-o", str(tmp_path / "bad.yaml"), expect=2)
         lines = [line for line in output.splitlines() if line.strip()]
         assert len(lines) == 1 and lines[0].startswith("error:") and named in lines[0], output
+    period = ("--cluster", CLUSTER, "--from", start.isoformat(), "--to", end.isoformat())
+    output = stratos(live, "scenario", "export", *period, "-o", "/proc/no-such-dir/x.yaml", expect=2)
+    assert output.strip().startswith("error: -o: cannot write /proc/no-such-dir/x.yaml"), output
 
 
 def test_compare_matches_the_same_change_within_one_hop_and_names_each_difference():

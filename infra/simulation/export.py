@@ -237,6 +237,10 @@ def write_scenario(recorded: Recorded, path: Path) -> list[Path]:
     """The scenario file and its traces beside it (``<stem>.<metric>.csv``); the paths written."""
     written = []
     loads = []
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ExportError(f"-o: cannot write {path}: {exc.strerror}") from None
     for metric, points in sorted(recorded.traces.items()):
         trace = path.with_name(f"{path.stem}.{metric}.csv")
         trace.write_text("time_s,value\n" + "".join(f"{t:g},{v:.6g}\n" for t, v in points))
