@@ -243,8 +243,6 @@ class Outcome:
     """The decision to append (None for a duplicate: nothing to write)."""
     encoded: bytes | None
     reply: BaseModel
-    next_timeout: datetime | None = None
-    """When a CheckTimeouts would next change the aggregate (None: no timeout pending)."""
     failure: str | None = None
     """Deciding or applying raised: the command is poison (rejected with code 500)."""
 
@@ -316,7 +314,7 @@ def handle(tracked: Tracked, command: Envelope, ctx: Context) -> Outcome:
     except Exception as exc:  # noqa: BLE001 - a poison command must not stop its aggregate
         return failed(tracked, command, ctx, exc)
     reply = reply_for(command.id, tracked.handled[command.id], duplicate=False)
-    return Outcome(commit, encoded, reply, next_timeout(tracked.state, ctx.timeouts))
+    return Outcome(commit, encoded, reply)
 
 
 def failed(tracked: Tracked, command: Envelope, ctx: Context, exc: BaseException) -> Outcome:
@@ -342,7 +340,7 @@ def _rejected(
     reply = reply_for(command.id, tracked.handled[command.id], duplicate=False)
     if echo is not None:
         reply = reply.model_copy(update={"command": echo})
-    return Outcome(commit, encoded, reply, next_timeout(tracked.state, ctx.timeouts), failure)
+    return Outcome(commit, encoded, reply, failure)
 
 
 def stopped_reply(tracked: Tracked, command: Envelope) -> CommandRejected:
@@ -381,10 +379,13 @@ class HandleBatch:
 
 @dataclass(frozen=True)
 class Decided:
-    """An actor's answer to a HandleBatch: one outcome per command, in order."""
+    """An actor's answer to a HandleBatch: one outcome per command, in order, and when a
+    CheckTimeouts would next change the aggregate (None: no timeout pending), reckoned once
+    for the batch: it depends on the state after it only."""
 
     aggregate_id: str
     outcomes: list[Outcome]
+    next_timeout: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -446,7 +447,9 @@ class AggregateActor(Actor):  # type: ignore[misc]  # thespian ships no type hin
         if isinstance(message, Rebuild):
             self.tracked = message.tracked
         elif isinstance(message, HandleBatch) and self.tracked is not None:
-            self.send(sender, Decided(message.aggregate_id, self._batch(self.tracked, message)))
+            outcomes = self._batch(self.tracked, message)
+            due = next_timeout(self.tracked.state, message.ctx.timeouts)
+            self.send(sender, Decided(message.aggregate_id, outcomes, due))
         elif isinstance(message, TakeSnapshot) and self.tracked is not None:
             self.send(sender, self.tracked.snapshot())
         elif isinstance(message, Surrender):
