@@ -80,9 +80,11 @@ def module_for(aggregate_id: str) -> ModuleType:
     return definitions
 
 
-Handled: TypeAlias = tuple[float, str, str, list[Any]]
+Handled: TypeAlias = tuple[float, str, str, tuple[Any, ...]]
 """(epoch seconds, command type, outcome, detail): detail is the event types of an accepted
-command or [reason, field, code] of a rejected one. Plain JSON in snapshots."""
+command or (reason, field, code) of a rejected one. Tuples of plain values all through, which
+Python's cycle collector stops tracking: a node's dedup windows (up to 1,000 ids per aggregate)
+were most of what each of its full collections walked."""
 
 
 def pack_handled(handled: OrderedDict[str, Handled]) -> str:
@@ -108,7 +110,7 @@ def unpack_handled(text: str) -> OrderedDict[str, Handled]:
     which.frombytes(which_raw)
     if not len(ids) == len(times) == len(which):
         raise ValueError(f"dedup window: {len(ids)} ids, {len(times)} times, {len(which)} outcomes")
-    kinds = [(command_type, outcome, detail) for command_type, outcome, detail in outcomes]
+    kinds = [(command_type, outcome, tuple(detail)) for command_type, outcome, detail in outcomes]
     return OrderedDict(zip(ids, [(at, *kinds[k]) for at, k in zip(times, which, strict=True)], strict=True))
 
 
@@ -209,9 +211,9 @@ class Tracked:
                 after = self.module.fold(self.state, commit.events, record.occurred_at, in_place)
             self.state = evolve(after, {"seq": record.aggregate_seq + len(commit.events) - 1})
         detail = (
-            [e.type for e in commit.events]
+            tuple(e.type for e in commit.events)
             if commit.outcome == "accepted"
-            else [commit.reason, commit.field, commit.code]
+            else (commit.reason, commit.field, commit.code)
         )
         self.remember(
             record.causation_id, (record.occurred_at.timestamp(), commit.command_type, commit.outcome, detail)
@@ -233,7 +235,9 @@ class Tracked:
         if "dedup" in data:
             handled = unpack_handled(data["dedup"])
         else:
-            handled = OrderedDict((row[0], cast(Handled, tuple(row[1:]))) for row in data.get("handled", []))
+            handled = OrderedDict(
+                (row[0], cast(Handled, (*row[1:4], tuple(row[4])))) for row in data.get("handled", [])
+            )
         return cls(state_cls.model_validate(data["state"]), handled, data.get("stopped"))
 
 

@@ -112,7 +112,7 @@ def full_window(id_length: int) -> Tracked:
     tracked = Tracked.new("carbon.super/cartridge/busy")
     for n in range(DEDUP_MAX_IDS):
         command_id = (os.urandom(id_length // 2).hex() + f"{n:x}")[-id_length:]
-        tracked.handled[command_id] = (1.7e9 + n / 10, "UpdateCartridge", "accepted", ["CartridgeUpdated"])
+        tracked.handled[command_id] = (1.7e9 + n / 10, "UpdateCartridge", "accepted", ("CartridgeUpdated",))
     return tracked
 
 
@@ -253,6 +253,6 @@ def test_the_time_travel_horizon_keeps_checkpoints_from_the_cleaner():
 def test_the_packed_dedup_window_round_trips(rows):
     window = OrderedDict()
     for command_id, at, command_type, (outcome, detail) in rows:
-        window[command_id] = (at, command_type, outcome, list(detail))
+        window[command_id] = (at, command_type, outcome, tuple(detail))
     assert unpack_handled(pack_handled(window)) == window
     assert list(unpack_handled(pack_handled(window))) == list(window)  # the order: oldest first
