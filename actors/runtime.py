@@ -25,7 +25,7 @@ from pydantic import BaseModel
 from thespian.actors import Actor, ActorExitRequest, WakeupMessage
 
 from actors import application, cluster, definitions
-from actors.base import Context, Rejection, State, Timeouts, built, evolve
+from actors.base import Context, Rejection, State, Timeouts, built, evolve, made
 from schemas import commands as C
 from schemas.app_scaling import SetClusterInstances
 from schemas.base import redacted
@@ -115,15 +115,26 @@ def unpack_handled(text: str) -> OrderedDict[str, Handled]:
 
 
 def reply_for(command_id: str, handled: Handled, duplicate: bool) -> BaseModel:
-    """The answer to a command from its durable trace (the original outcome on a repeat)."""
+    """The answer to a command from its durable trace (the original outcome on a repeat), made
+    from values the trace holds with the right types: not validated again."""
     _at, command_type, outcome, detail = handled
     if outcome == "accepted":
-        return CommandAccepted(
-            command_id=command_id, command_type=command_type, event_types=list(detail), duplicate=duplicate
+        return made(
+            CommandAccepted,
+            command_id=command_id,
+            command_type=command_type,
+            event_types=list(detail),
+            duplicate=duplicate,
         )
     reason, field_, code = detail
-    return CommandRejected(
-        command_id=command_id, command_type=command_type, reason=reason, field=field_, code=code, duplicate=duplicate
+    return made(
+        CommandRejected,
+        command_id=command_id,
+        command_type=command_type,
+        reason=reason,
+        field=field_,
+        code=code,
+        duplicate=duplicate,
     )
 
 
