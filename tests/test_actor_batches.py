@@ -19,10 +19,13 @@ from actors.runtime import (
     Tracked,
     handle,
     next_timeout,
+    reply_for,
 )
+from infra.log.kafka import decode, encode, envelope
 from infra.replay.inspect_log import digest_of
 from schemas import commands as C
 from schemas.definitions import NetworkPartition
+from schemas.records import ReplyRecord
 from tests.examples import SPEC
 from tests.test_durable_outcomes import NP, START, add_np, command, ctx
 
@@ -74,6 +77,9 @@ def test_a_batch_decides_what_the_same_commands_decide_one_at_a_time(drawn, batc
     assert in_batches == one_by_one
     assert digest_of({NP: batched}) == digest_of({NP: alone})
     assert batched.handled.keys() == alone.handled.keys()
+    for command_id in batched.handled:  # a reply is made, not validated: it reads back from its bytes as made
+        reply = envelope(ReplyRecord, reply_for(command_id, batched.handled[command_id], True), NP, trusted=True)
+        assert decode("replies", encode(reply)) == reply
 
 
 def test_a_batch_that_raises_leaves_the_aggregate_as_it_was_even_its_forgotten_ids():
