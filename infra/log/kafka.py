@@ -391,7 +391,7 @@ def envelope(
 ) -> Envelope:
     """Wrap a payload. `trusted`: every part is already validated (the node's own replies), so
     the envelope is made without validating it again (a hot path: pydantic's `model_construct`
-    took 34 µs a reply, `made` 3)."""
+    took 34 µs a reply, `made` 16)."""
     fields = dict(
         id=record_id or new_id(),
         type=payload.type,  # type: ignore[attr-defined]
