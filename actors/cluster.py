@@ -39,6 +39,7 @@ STATUS_EVENT = {
     S.IN_MAINTENANCE: E.MemberInMaintenance,
     S.READY_TO_SHUTDOWN: E.MemberReadyToShutdown,
 }
+STATUS_OF_EVENT = {event: status for status, event in STATUS_EVENT.items()}
 
 
 class ClusterState(State):
@@ -130,6 +131,10 @@ class ClusterState(State):
 def timed(member: MemberState) -> bool:
     """A member whose timeouts the cluster checks: pending, asked to leave, or obsolete."""
     return member.status in PENDING or not member.in_service
+
+
+NO_TALLY = (0, 0, 0)
+"""What no member adds."""
 
 
 def tally_of(member: MemberState) -> tuple[int, int, int]:
@@ -248,9 +253,9 @@ def _with_consequences(state: ClusterState, events: list[BaseModel], ctx: Contex
     after = fold(state, events, ctx.now)
     mine = after.members is not state.members  # the fold copied them: later folds may write in place
     follow = _status_after(state, after)
-    after = fold(after, follow, ctx.now, in_place=mine)
+    after = fold(after, follow, ctx.now, own_members=mine)
     healing = _min_rule(after, ctx)
-    return events + follow + healing, fold(after, healing, ctx.now, in_place=mine)
+    return events + follow + healing, fold(after, healing, ctx.now, own_members=mine)
 
 
 def _plain(state: ClusterState, events: list[BaseModel], ctx: Context) -> Decided:
@@ -640,18 +645,26 @@ def apply(state: ClusterState, event: BaseModel, at: datetime | None = None) -> 
     return fold(state, [event], at)
 
 
-def fold(state: ClusterState, events: list[BaseModel], at: datetime | None, in_place: bool = False) -> ClusterState:
+def fold(
+    state: ClusterState,
+    events: list[BaseModel],
+    at: datetime | None,
+    in_place: bool = False,
+    own_members: bool = False,
+) -> ClusterState:
     """`state` after `events`. The members dict is copied once per fold, at its first member
-    event (not once per event); with `in_place` the caller owns `state.members` (a rebuild, or
-    a state its own decision made) and member events change it without a copy. Either way the
-    other fields go through `evolve`, which copies no container."""
-    members = state.members if in_place else None
+    event (not once per event); with `own_members` the caller owns `state.members` (a state its
+    own decision made) and member events change it without a copy. Either way the other fields
+    go through `evolve`, which copies no container. With `in_place` the caller owns the state
+    and every member in it (a rebuild): a member event changes the member and the state's tally
+    where they are, copying nothing."""
+    members = state.members if in_place or own_members else None
     for event in events:
         if isinstance(event, E.MEMBER_EVENTS):
             if members is None:
                 members = dict(state.members)
                 state = evolve(state, {"members": members})
-            state = _apply_member(state, members, event, at)
+            state = _apply_member(state, members, event, at, in_place)
         else:
             state = _apply_cluster(state, event, at)
             if members is not None and state.members is not members:
@@ -696,9 +709,10 @@ def _apply_cluster(state: ClusterState, event: BaseModel, at: datetime | None) -
 
 
 def _apply_member(
-    state: ClusterState, members: dict[str, MemberState], event: BaseModel, at: datetime | None
+    state: ClusterState, members: dict[str, MemberState], event: BaseModel, at: datetime | None, owned: bool
 ) -> ClusterState:
-    """One member event, written into `members` (the fold's own dict, `state.members`)."""
+    """One member event, written into `members` (the fold's own dict, `state.members`); `owned`:
+    the member and the state too (`fold`'s `in_place`)."""
     when = at or datetime.fromtimestamp(0).astimezone()
     if isinstance(event, E.MemberSpawnRequested):
         spawned = made(
@@ -711,13 +725,14 @@ def _apply_member(
         )
         replaced = members.get(event.member_id)
         members[event.member_id] = spawned
-        return _counted(state, replaced, spawned)
+        return _counted(state, tally_of(replaced) if replaced else NO_TALLY, tally_of(spawned), owned)
     member = members.get(getattr(event, "member_id", ""))
     if member is None:
         return state
     if isinstance(event, E.MemberTerminated):
         del members[member.member_id]
-        return _counted(state, member, None)
+        return _counted(state, tally_of(member), NO_TALLY, owned)
+    before = tally_of(member)  # `changed` may be `member` itself, changed in place
     if isinstance(event, E.MemberInitialized):
         changed = evolve(
             member,
@@ -729,24 +744,23 @@ def _apply_member(
                 "public_ip": event.public_ip,
                 "ports": event.ports,
             },
+            owned,
         )
     elif isinstance(event, E.MemberStartFailed):
-        changed = evolve(member, {"start_attempts": event.attempt})
+        changed = evolve(member, {"start_attempts": event.attempt}, owned)
     elif isinstance(event, E.MemberTerminationRequested):
-        changed = evolve(member, {"termination_requested_at": when})
+        changed = evolve(member, {"termination_requested_at": when}, owned)
     elif isinstance(event, E.MemberObsoleted):
-        changed = evolve(member, {"obsolete_since": when})
+        changed = evolve(member, {"obsolete_since": when}, owned)
     else:
-        target = next(s for s, cls in STATUS_EVENT.items() if isinstance(event, cls))
-        changed = evolve(member, {"status": target, "status_since": when})
+        target = STATUS_OF_EVENT[type(event)]
+        changed = evolve(member, {"status": target, "status_since": when}, owned)
     members[member.member_id] = changed
-    return _counted(state, member, changed)
+    return _counted(state, before, tally_of(changed), owned)
 
 
-def _counted(state: ClusterState, before: MemberState | None, after: MemberState | None) -> ClusterState:
-    """`state` with its tally moved by one member's change."""
-    old = tally_of(before) if before is not None else (0, 0, 0)
-    new = tally_of(after) if after is not None else (0, 0, 0)
+def _counted(state: ClusterState, old: tuple[int, int, int], new: tuple[int, int, int], owned: bool) -> ClusterState:
+    """`state` with its tally moved by one member's change (`tally_of` it before and after)."""
     if old == new:
         return state
-    return evolve(state, {"tally": tuple(t + n - o for t, n, o in zip(state.tally, new, old, strict=True))})
+    return evolve(state, {"tally": tuple(t + n - o for t, n, o in zip(state.tally, new, old, strict=True))}, owned)

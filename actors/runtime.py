@@ -17,6 +17,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
+from functools import lru_cache
 from types import ModuleType
 from typing import Any, TypeAlias, cast
 
@@ -71,7 +72,9 @@ def check_addressee(aggregate_id: str, command: BaseModel) -> None:
         )
 
 
+@lru_cache(maxsize=65_536)
 def module_for(aggregate_id: str) -> ModuleType:
+    """The module of an aggregate's kind (asked once per commit a rebuild folds: remembered)."""
     kind = parse_aggregate_id(aggregate_id).kind
     if kind == "application":
         return application
@@ -202,7 +205,7 @@ class Tracked:
 
         `after`: the state the decision already folded its events into (`handle`: a decision is
         applied once). `in_place`: this Tracked's state is seen by no one else (a rebuild), so
-        the fold may write into its containers (`actors.cluster.fold`)."""
+        the fold may write into it and its containers (`actors.cluster.fold`)."""
         commit: Commit = record.payload  # type: ignore[assignment]
         if self.stopped:
             return f"{record.aggregate_id}: stopped ({self.stopped}): {record.id} not folded"
@@ -220,7 +223,7 @@ class Tracked:
                 return problem + ": aggregate stopped"
             if after is None:
                 after = self.module.fold(self.state, commit.events, record.occurred_at, in_place)
-            self.state = evolve(after, {"seq": record.aggregate_seq + len(commit.events) - 1})
+            self.state = evolve(after, {"seq": record.aggregate_seq + len(commit.events) - 1}, owned=in_place)
         detail = (
             tuple(e.type for e in commit.events)
             if commit.outcome == "accepted"
