@@ -502,6 +502,50 @@ def history_start(settings: Settings, partition: int) -> int:
         consumer.close()
 
 
+def fold_history(
+    result: Recovered,
+    history: History,
+    records: Iterable,
+    covered: dict[str, int],
+    until: int | None = None,
+    until_time: datetime | None = None,
+) -> None:
+    """Fold the commits among `records` (consumer records of `result`'s events partition, in
+    offset order, from the chosen checkpoint on) into `result.aggregates`, past the offsets of
+    the snapshots they were loaded from (`covered`); up to offset `until` and to the last
+    commit that occurred at or before `until_time`. The rebuild owns every state it folds, so
+    each is folded in place (`Tracked.fold_commit(in_place=True)`, docs/adr/0015)."""
+    aggregates, dirty, problems = result.aggregates, result.dirty, result.problems
+    for raw in records:
+        offset, value = raw.offset, raw.value
+        if until is not None and offset > until:
+            break
+        result.next_offset = offset + 1
+        try:
+            commit = history.commit(raw)
+        except ValueError as exc:
+            problems.append(f"offset {offset}: invalid record: {rejection_reason(exc)}")
+            continue
+        if commit is None:
+            result.commits_fenced += bool(value) and b'"Commit"' in value
+            continue
+        if until_time is not None and commit.occurred_at > until_time:
+            result.next_offset = offset
+            break
+        aggregate_id = commit.aggregate_id
+        if offset <= covered.get(aggregate_id, -1):
+            continue
+        tracked = aggregates.get(aggregate_id)
+        if tracked is None:
+            tracked = aggregates[aggregate_id] = Tracked.new(aggregate_id)
+        problem = tracked.fold_commit(commit, in_place=True)
+        dirty[aggregate_id] = offset
+        if problem:
+            problems.append(f"offset {offset}: {problem}")
+        result.events_replayed += len(commit.payload.events)  # type: ignore[union-attr]
+        result.commits_replayed += 1
+
+
 def recover_partition(
     settings: Settings,
     partition: int,
@@ -539,33 +583,8 @@ def recover_partition(
     result.next_offset = snapshots.replay_from
     history = History.of(settings, lambda _p, _o: Fence(snapshots.claim))
     with _gc_paused() if pause_gc else nullcontext():
-        for raw in iter_records(settings, "events", partition, snapshots.replay_from):
-            offset, value = raw.offset, raw.value
-            if until is not None and offset > until:
-                break
-            result.next_offset = offset + 1
-            try:
-                commit = history.commit(raw)
-            except ValueError as exc:
-                result.problems.append(f"offset {offset}: invalid record: {rejection_reason(exc)}")
-                continue
-            if commit is not None and until_time is not None and commit.occurred_at > until_time:
-                result.next_offset = offset
-                break
-            if commit is None:
-                result.commits_fenced += bool(value) and b'"Commit"' in value
-                continue
-            if offset <= covered.get(commit.aggregate_id, -1):
-                continue
-            tracked = result.aggregates.get(commit.aggregate_id)
-            if tracked is None:
-                tracked = result.aggregates[commit.aggregate_id] = Tracked.new(commit.aggregate_id)
-            problem = tracked.fold_commit(commit, in_place=True)  # the rebuild owns its states
-            result.dirty[commit.aggregate_id] = offset
-            if problem:
-                result.problems.append(f"offset {offset}: {problem}")
-            result.events_replayed += len(commit.payload.events)  # type: ignore[union-attr]
-            result.commits_replayed += 1
+        records = iter_records(settings, "events", partition, snapshots.replay_from)
+        fold_history(result, history, records, covered, until, until_time)
     result.covers = {a: at for a, at in covered.items() if a not in result.dirty}
     result.fence = history.fences.get(partition) or Fence(snapshots.claim)
     for problem in result.problems[:20]:
