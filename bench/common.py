@@ -7,12 +7,16 @@ import os
 import statistics
 import subprocess
 import sys
+import tempfile
 import uuid
 from contextlib import contextmanager
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+CODE = Path(os.environ.get("STRATOS_BENCH_CODE") or ROOT)
+"""The code a benchmark imports: its own tree, or a baseline's checkout (`baseline_checkout`) for
+the same measurement of earlier code in the same run."""
+sys.path.insert(0, str(CODE))
 
 from infra.broker import EmbeddedBroker  # noqa: E402
 from infra.log.kafka import ensure_topics  # noqa: E402
@@ -33,6 +37,19 @@ def bench_settings(partitions: int = 4):
         made = Settings(kafka_bootstrap=broker.bootstrap, topic_prefix=prefix, partitions=partitions)
         ensure_topics(made)
         yield made
+
+
+@contextmanager
+def baseline_checkout(ref: str):
+    """The code of git `ref` in a temporary worktree (its path), removed afterwards."""
+    with tempfile.TemporaryDirectory() as tmp:
+        tree = Path(tmp) / "baseline"
+        git = ["git", "-C", str(ROOT), "worktree"]
+        subprocess.run([*git, "add", "--detach", str(tree), ref], check=True, capture_output=True)
+        try:
+            yield tree
+        finally:
+            subprocess.run([*git, "remove", "--force", str(tree)], check=True, capture_output=True)
 
 
 def start_node(settings: Settings, log_path: Path) -> subprocess.Popen:

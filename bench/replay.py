@@ -13,8 +13,10 @@ interleaved as live traffic would be. Four reads are timed in the same run:
   without snapshots), the actors installed as a node does;
 - a rebuild from snapshots (written as a node does at a checkpoint) plus the tail.
 With --gc-baseline the cold rebuild is also timed with the cyclic collector left on during the
-fold (as before `recover_partition` paused it), in the same run.
-Usage: python bench/replay.py [--events 1000000] [--rounds 12] [--gc-baseline]
+fold (as before `recover_partition` paused it), in the same run. With --baseline-ref REF the
+cold rebuild is also timed, on the same log and broker, with the code of git REF (a temporary
+worktree, run in a subprocess: `rebuild` below importing that code), before this code's.
+Usage: python bench/replay.py [--events 1000000] [--rounds 12] [--gc-baseline] [--baseline-ref main]
 """
 
 from __future__ import annotations
@@ -22,11 +24,15 @@ from __future__ import annotations
 import argparse
 import asyncio
 import itertools
+import json
 import math
+import os
+import subprocess
+import sys
 import time
 from datetime import UTC, datetime, timedelta
 
-from common import bench_settings, finish
+from common import ROOT, baseline_checkout, bench_settings, finish
 
 from actors.base import Context
 from actors.runtime import Tracked, handle
@@ -36,6 +42,7 @@ from infra.log.eventlog import decode_log
 from infra.log.kafka import envelope
 from infra.log.recovery import CHECKPOINT, CLAIM, recover_partition
 from infra.node.node import ActorHost, partition_for, timeouts_from
+from infra.settings import Settings
 from schemas import commands as C
 from schemas.domain import ClusterSpec, PartitionSpec
 from schemas.records import Claim, CommandRecord, LogRecord, Snapshot, SnapshotRecord
@@ -251,6 +258,23 @@ async def write_snapshots(settings, recovered_all) -> None:
         await producer.stop()
 
 
+def baseline_rebuild(settings, ref: str) -> tuple[int, float]:
+    """(events, seconds) of a cold rebuild of this log by the code of git `ref`."""
+    with baseline_checkout(ref) as tree:
+        env = {
+            **os.environ,
+            "STRATOS_BENCH_CODE": str(tree),
+            "STRATOS_KAFKA_BOOTSTRAP": settings.kafka_bootstrap,
+            "STRATOS_TOPIC_PREFIX": settings.topic_prefix,
+            "STRATOS_PARTITIONS": str(settings.partitions),
+        }
+        out = subprocess.run(
+            [sys.executable, __file__, "--inner-rebuild"], env=env, cwd=ROOT, capture_output=True, text=True, check=True
+        ).stdout
+    found = json.loads(out.strip().splitlines()[-1])
+    return found["events"], found["seconds"]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--events", type=int, default=1_000_000)
@@ -258,7 +282,13 @@ def main() -> None:
     parser.add_argument(
         "--gc-baseline", action="store_true", help="also time the cold rebuild with the collector on during the fold"
     )
+    parser.add_argument("--baseline-ref", help="also time the cold rebuild with the code of this git ref")
+    parser.add_argument("--inner-rebuild", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.inner_rebuild:  # the baseline's rebuild of the log named by the environment
+        (_, replayed, _), seconds = timed(lambda: rebuild(Settings(), use_snapshots=False))
+        print(json.dumps({"events": replayed, "seconds": seconds}))
+        return
     _, events_each = template_history(args.rounds)
     clusters = max(1, math.ceil(args.events / events_each))
     with bench_settings() as settings:
@@ -271,6 +301,11 @@ def main() -> None:
         records, raw_s = timed(lambda: raw_read(settings))
         decoded, decode_s = timed(lambda: plain_decode(settings))
         (aggregates, replayed, recovered_all), rebuild_s = timed(lambda: rebuild(settings, use_snapshots=False))
+        ref_s = None
+        if args.baseline_ref:
+            ref_events, ref_s = baseline_rebuild(settings, args.baseline_ref)
+            if ref_events != total:
+                raise SystemExit(f"{args.baseline_ref} replayed {ref_events} events, not {total}")
         baseline_s = None
         if args.gc_baseline:
             import contextlib
@@ -301,6 +336,12 @@ def main() -> None:
             f"cold rebuild, collector on during the fold: {replayed / baseline_s:,.0f}/s "
             f"(ratio to decode {replayed / baseline_s / decode_rate:.2f}; paused / on {baseline_s / rebuild_s:.2f})"
         )
+    if ref_s is not None:
+        print(
+            f"cold rebuild by {args.baseline_ref}'s code: {replayed / ref_s:,.0f}/s "
+            f"(ratio to decode {replayed / ref_s / decode_rate:.2f}; this code / {args.baseline_ref} "
+            f"{ref_s / rebuild_s:.2f})"
+        )
     print(f"rebuild from snapshots: {snap_aggregates:,} aggregates, {tail} tail events in {snapshot_s:.2f}s")
     finish(
         {
@@ -313,6 +354,12 @@ def main() -> None:
             "raw_read_events_per_s": round(total / raw_s),
             "ratio": round(ratio, 3),
             **({"rebuild_gc_on_events_per_s": round(replayed / baseline_s)} if baseline_s else {}),
+            **(
+                {"baseline_ref": args.baseline_ref, "baseline_rebuild_events_per_s": round(replayed / ref_s)}
+                if ref_s
+                else {}
+            ),
+            "load_average": round(os.getloadavg()[0], 2),
             "rebuild_with_snapshots_s": round(snapshot_s, 3),
         }
     )
