@@ -15,8 +15,9 @@ interleaved as live traffic would be. Four reads are timed in the same run:
 With --gc-baseline the cold rebuild is also timed with the cyclic collector left on during the
 fold (as before `recover_partition` paused it), in the same run. With --baseline-ref REF the
 cold rebuild is also timed, on the same log and broker, with the code of git REF (a temporary
-worktree, run in a subprocess: `rebuild` below importing that code), before this code's.
-Usage: python bench/replay.py [--events 1000000] [--rounds 12] [--gc-baseline] [--baseline-ref main]
+worktree) and with this code, alternately, each in a fresh process (`rebuild` below importing
+that code), --pairs times each: medians of events per wall second and per CPU second.
+Usage: python bench/replay.py [--events 1000000] [--rounds 12] [--gc-baseline] [--baseline-ref main [--pairs 2]]
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ import itertools
 import json
 import math
 import os
+import statistics
 import subprocess
 import sys
 import time
@@ -258,21 +260,41 @@ async def write_snapshots(settings, recovered_all) -> None:
         await producer.stop()
 
 
-def baseline_rebuild(settings, ref: str) -> tuple[int, float]:
-    """(events, seconds) of a cold rebuild of this log by the code of git `ref`."""
+def rebuild_in(settings, code) -> dict:
+    """A cold rebuild of this log in a fresh process importing the code at `code`: its events,
+    wall seconds and CPU seconds (the reader's thread included)."""
+    env = {
+        **os.environ,
+        "STRATOS_BENCH_CODE": str(code),
+        "STRATOS_KAFKA_BOOTSTRAP": settings.kafka_bootstrap,
+        "STRATOS_TOPIC_PREFIX": settings.topic_prefix,
+        "STRATOS_PARTITIONS": str(settings.partitions),
+    }
+    out = subprocess.run(
+        [sys.executable, __file__, "--inner-rebuild"], env=env, cwd=ROOT, capture_output=True, text=True, check=True
+    ).stdout
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def compare_rebuilds(settings, ref: str, pairs: int, total: int) -> dict:
+    """Cold rebuilds by the code of git `ref` and by this code, alternately, each in a fresh
+    process (same log, same broker): the medians of each and of the pairs' ratios."""
+    runs: dict[str, list[dict]] = {"baseline": [], "this": []}
     with baseline_checkout(ref) as tree:
-        env = {
-            **os.environ,
-            "STRATOS_BENCH_CODE": str(tree),
-            "STRATOS_KAFKA_BOOTSTRAP": settings.kafka_bootstrap,
-            "STRATOS_TOPIC_PREFIX": settings.topic_prefix,
-            "STRATOS_PARTITIONS": str(settings.partitions),
-        }
-        out = subprocess.run(
-            [sys.executable, __file__, "--inner-rebuild"], env=env, cwd=ROOT, capture_output=True, text=True, check=True
-        ).stdout
-    found = json.loads(out.strip().splitlines()[-1])
-    return found["events"], found["seconds"]
+        for _ in range(pairs):
+            for name, code in (("baseline", tree), ("this", ROOT)):
+                found = rebuild_in(settings, code)
+                if found["events"] != total:
+                    raise SystemExit(f"{name} code replayed {found['events']} events, not {total}")
+                runs[name].append(found)
+    rate = {name: [total / r["seconds"] for r in found] for name, found in runs.items()}
+    cpu = {name: [total / r["cpu"] for r in found] for name, found in runs.items()}
+    return {
+        "wall": {name: statistics.median(rates) for name, rates in rate.items()},
+        "cpu": {name: statistics.median(rates) for name, rates in cpu.items()},
+        "ratio_wall": statistics.median(t / b for t, b in zip(rate["this"], rate["baseline"], strict=True)),
+        "ratio_cpu": statistics.median(t / b for t, b in zip(cpu["this"], cpu["baseline"], strict=True)),
+    }
 
 
 def main() -> None:
@@ -283,11 +305,13 @@ def main() -> None:
         "--gc-baseline", action="store_true", help="also time the cold rebuild with the collector on during the fold"
     )
     parser.add_argument("--baseline-ref", help="also time the cold rebuild with the code of this git ref")
+    parser.add_argument("--pairs", type=int, default=2, help="alternate rebuilds of each code with --baseline-ref")
     parser.add_argument("--inner-rebuild", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
-    if args.inner_rebuild:  # the baseline's rebuild of the log named by the environment
+    if args.inner_rebuild:  # `rebuild_in`: the log named by the environment, STRATOS_BENCH_CODE's code
+        cpu = time.process_time()
         (_, replayed, _), seconds = timed(lambda: rebuild(Settings(), use_snapshots=False))
-        print(json.dumps({"events": replayed, "seconds": seconds}))
+        print(json.dumps({"events": replayed, "seconds": seconds, "cpu": time.process_time() - cpu}))
         return
     _, events_each = template_history(args.rounds)
     clusters = max(1, math.ceil(args.events / events_each))
@@ -301,11 +325,7 @@ def main() -> None:
         records, raw_s = timed(lambda: raw_read(settings))
         decoded, decode_s = timed(lambda: plain_decode(settings))
         (aggregates, replayed, recovered_all), rebuild_s = timed(lambda: rebuild(settings, use_snapshots=False))
-        ref_s = None
-        if args.baseline_ref:
-            ref_events, ref_s = baseline_rebuild(settings, args.baseline_ref)
-            if ref_events != total:
-                raise SystemExit(f"{args.baseline_ref} replayed {ref_events} events, not {total}")
+        compared = compare_rebuilds(settings, args.baseline_ref, args.pairs, total) if args.baseline_ref else None
         baseline_s = None
         if args.gc_baseline:
             import contextlib
@@ -336,11 +356,13 @@ def main() -> None:
             f"cold rebuild, collector on during the fold: {replayed / baseline_s:,.0f}/s "
             f"(ratio to decode {replayed / baseline_s / decode_rate:.2f}; paused / on {baseline_s / rebuild_s:.2f})"
         )
-    if ref_s is not None:
+    if compared is not None:
+        wall, cpu = compared["wall"], compared["cpu"]
         print(
-            f"cold rebuild by {args.baseline_ref}'s code: {replayed / ref_s:,.0f}/s "
-            f"(ratio to decode {replayed / ref_s / decode_rate:.2f}; this code / {args.baseline_ref} "
-            f"{ref_s / rebuild_s:.2f})"
+            f"cold rebuilds in fresh processes, {args.pairs} pairs, medians: {args.baseline_ref}'s code "
+            f"{wall['baseline']:,.0f}/s ({cpu['baseline']:,.0f} per CPU second), this code {wall['this']:,.0f}/s "
+            f"({cpu['this']:,.0f} per CPU second); this / {args.baseline_ref} {compared['ratio_wall']:.2f} "
+            f"(CPU {compared['ratio_cpu']:.2f})"
         )
     print(f"rebuild from snapshots: {snap_aggregates:,} aggregates, {tail} tail events in {snapshot_s:.2f}s")
     finish(
@@ -355,8 +377,14 @@ def main() -> None:
             "ratio": round(ratio, 3),
             **({"rebuild_gc_on_events_per_s": round(replayed / baseline_s)} if baseline_s else {}),
             **(
-                {"baseline_ref": args.baseline_ref, "baseline_rebuild_events_per_s": round(replayed / ref_s)}
-                if ref_s
+                {
+                    "baseline_ref": args.baseline_ref,
+                    "pairs_rebuild_events_per_s": {k: round(v) for k, v in compared["wall"].items()},
+                    "pairs_rebuild_events_per_cpu_s": {k: round(v) for k, v in compared["cpu"].items()},
+                    "pairs_ratio_to_baseline": round(compared["ratio_wall"], 3),
+                    "pairs_ratio_to_baseline_cpu": round(compared["ratio_cpu"], 3),
+                }
+                if compared
                 else {}
             ),
             "load_average": round(os.getloadavg()[0], 2),
