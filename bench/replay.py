@@ -164,6 +164,14 @@ def timed(fn):
     return value, time.perf_counter() - started
 
 
+def cpu_timed(fn):
+    """`timed`, and the CPU seconds of this process meanwhile (the reader's thread included):
+    what a shared machine's load does not stretch."""
+    cpu = time.process_time()
+    value, seconds = timed(fn)
+    return value, seconds, time.process_time() - cpu
+
+
 def raw_read(settings) -> int:
     """The same partitions read, nothing decoded: the reader's own cost."""
     return sum(1 for partition in range(settings.partitions) for _ in iter_partition(settings, "events", partition))
@@ -309,9 +317,8 @@ def main() -> None:
     parser.add_argument("--inner-rebuild", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.inner_rebuild:  # `rebuild_in`: the log named by the environment, STRATOS_BENCH_CODE's code
-        cpu = time.process_time()
-        (_, replayed, _), seconds = timed(lambda: rebuild(Settings(), use_snapshots=False))
-        print(json.dumps({"events": replayed, "seconds": seconds, "cpu": time.process_time() - cpu}))
+        (_, replayed, _), seconds, cpu = cpu_timed(lambda: rebuild(Settings(), use_snapshots=False))
+        print(json.dumps({"events": replayed, "seconds": seconds, "cpu": cpu}))
         return
     _, events_each = template_history(args.rounds)
     clusters = max(1, math.ceil(args.events / events_each))
@@ -322,9 +329,11 @@ def main() -> None:
             f"log built and appended: {clusters:,} clusters, {commits:,} commits, {total:,} events "
             f"in {time.perf_counter() - started:.1f}s"
         )
-        records, raw_s = timed(lambda: raw_read(settings))
-        decoded, decode_s = timed(lambda: plain_decode(settings))
-        (aggregates, replayed, recovered_all), rebuild_s = timed(lambda: rebuild(settings, use_snapshots=False))
+        records, raw_s, raw_cpu = cpu_timed(lambda: raw_read(settings))
+        decoded, decode_s, decode_cpu = cpu_timed(lambda: plain_decode(settings))
+        (aggregates, replayed, recovered_all), rebuild_s, rebuild_cpu = cpu_timed(
+            lambda: rebuild(settings, use_snapshots=False)
+        )
         compared = compare_rebuilds(settings, args.baseline_ref, args.pairs, total) if args.baseline_ref else None
         baseline_s = None
         if args.gc_baseline:
@@ -345,11 +354,19 @@ def main() -> None:
         raise SystemExit(f"expected {total} events, decoded {decoded}, replayed {replayed}")
     decode_rate, rebuild_rate = decoded / decode_s, replayed / rebuild_s
     ratio = rebuild_rate / decode_rate
-    print(f"raw read (no decode):   {records:,} records in {raw_s:.1f}s = {total / raw_s:,.0f} events/s")
-    print(f"plain decode:           {decoded:,} events in {decode_s:.1f}s = {decode_rate:,.0f}/s")
+    cpu_ratio = decode_cpu / rebuild_cpu
+    print(
+        f"raw read (no decode):   {records:,} records in {raw_s:.1f}s = {total / raw_s:,.0f} events/s "
+        f"({total / raw_cpu:,.0f} per CPU second)"
+    )
+    print(
+        f"plain decode:           {decoded:,} events in {decode_s:.1f}s = {decode_rate:,.0f}/s "
+        f"({decoded / decode_cpu:,.0f} per CPU second)"
+    )
     print(
         f"cold rebuild of actors: {aggregates:,} aggregates, {replayed:,} events in {rebuild_s:.1f}s "
-        f"= {rebuild_rate:,.0f}/s (ratio to decode {ratio:.2f})"
+        f"= {rebuild_rate:,.0f}/s (ratio to decode {ratio:.2f}); {replayed / rebuild_cpu:,.0f} per CPU second "
+        f"(ratio to decode {cpu_ratio:.2f})"
     )
     if baseline_s is not None:
         print(
@@ -375,6 +392,10 @@ def main() -> None:
             "decode_events_per_s": round(decode_rate),
             "raw_read_events_per_s": round(total / raw_s),
             "ratio": round(ratio, 3),
+            "rebuild_events_per_cpu_s": round(replayed / rebuild_cpu),
+            "decode_events_per_cpu_s": round(decoded / decode_cpu),
+            "raw_read_events_per_cpu_s": round(total / raw_cpu),
+            "ratio_cpu": round(cpu_ratio, 3),
             **({"rebuild_gc_on_events_per_s": round(replayed / baseline_s)} if baseline_s else {}),
             **(
                 {
