@@ -39,7 +39,7 @@ STATUS_EVENT = {
     S.IN_MAINTENANCE: E.MemberInMaintenance,
     S.READY_TO_SHUTDOWN: E.MemberReadyToShutdown,
 }
-STATUS_OF_EVENT = {event: status for status, event in STATUS_EVENT.items()}
+STATUS_OF_EVENT: dict[type[BaseModel], S] = {event: status for status, event in STATUS_EVENT.items()}
 
 
 class ClusterState(State):
