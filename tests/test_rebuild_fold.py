@@ -3,7 +3,7 @@
 Node recovery, time travel and the replay benchmark rebuild aggregates through
 `infra.log.recovery.fold_history`: signed records verified, decoded, fenced, and each commit
 folded into a state the rebuild owns, in place (members and the cluster's tally changed where
-they are, no copy: docs/adr/0015-rebuild-folds-in-place.md). Over generated histories of several
+they are, no copy: docs/adr/0016-rebuild-folds-in-place.md). Over generated histories of several
 aggregates (clusters driven through every cluster, member and scaling event with rejections
 among them, and a definition added, used, released, updated and removed, refused on the way),
 interleaved in one partition as nodes write them, with a commit repeated and a rebuild starting

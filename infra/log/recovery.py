@@ -514,7 +514,7 @@ def fold_history(
     offset order, from the chosen checkpoint on) into `result.aggregates`, past the offsets of
     the snapshots they were loaded from (`covered`); up to offset `until` and to the last
     commit that occurred at or before `until_time`. The rebuild owns every state it folds, so
-    each is folded in place (`Tracked.fold_commit(in_place=True)`, docs/adr/0015)."""
+    each is folded in place (`Tracked.fold_commit(in_place=True)`; docs/adr/0016-*.md)."""
     aggregates, dirty, problems = result.aggregates, result.dirty, result.problems
     for raw in records:
         offset, value = raw.offset, raw.value
