@@ -22,7 +22,8 @@ class Steps:
 
     def series(self, times: Sequence[float], rng: random.Random) -> list[float]:
         starts = [p[0] for p in self.points]
-        return [self.points[max(0, bisect.bisect_right(starts, t) - 1)][1] for t in times]
+        values = [self.points[0][1], *(p[1] for p in self.points)]  # before the first: the first
+        return [values[bisect.bisect_right(starts, t)] for t in times]
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,6 +143,5 @@ def load_series(
     """The sum of the shapes at every time, clipped to ``0..ceiling``."""
     total = [0.0] * len(times)
     for shape in shapes:
-        for i, v in enumerate(shape.series(times, rng)):
-            total[i] += v
+        total = [t + v for t, v in zip(total, shape.series(times, rng), strict=True)]
     return [min(max(v, 0.0), ceiling) for v in total]

@@ -23,12 +23,14 @@ Why ``streams/``: the engine drives both the aggregates (``actors``) and the hea
 
 from __future__ import annotations
 
+import bisect
 import heapq
 import math
 import random
 from array import array
 from collections import deque
 from collections.abc import Callable, Sequence
+from itertools import count, islice
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, cast
@@ -158,12 +160,16 @@ class SeededIds:
     def __call__(self) -> str:
         return f"{self._bits(64):016x}"
 
-    def last_of(self, n: int) -> str:
-        """The n-th id from here (n >= 1); the ones before it are drawn and dropped unformatted:
-        the ids a sleeping cluster's samples would have taken, so every later id is the same."""
-        for _ in range(n - 1):
-            self._bits(64)
-        return self()
+    def block(self, n: int) -> bytes:
+        """The next n ids at once (what n calls would draw, in one draw: the generator fills a
+        wide number 32 bits at a time from its low end), read with `in_block`: one step's
+        health records of every cluster, sleeping ones included, so every later id is the same."""
+        return self._bits(64 * n).to_bytes(8 * n, "little") if n else b""
+
+    @staticmethod
+    def in_block(block: bytes, j: int) -> str:
+        """The j-th id of a `block` (from 0)."""
+        return f"{int.from_bytes(block[8 * j : 8 * j + 8], 'little'):016x}"
 
 
 @dataclass
@@ -207,6 +213,24 @@ class ClusterTrack:
     """The state last counted and its (active, pending, other) members: a state is immutable."""
     _need: tuple[Any, int] | None = None
     """(the loads, min and max it was computed for, need): one step's need, kept for the next."""
+    _load_changes: list[int] | None = None
+
+    def load_changes(self) -> list[int]:
+        """The steps whose load differs from the step before's (any metric), found once."""
+        if self._load_changes is None:
+            changed: set[int] = set()
+            for _metric, _model, series in self.loads:
+                changed.update(j for j, a, b in zip(count(1), series, islice(series, 1, None)) if a != b)
+            self._load_changes = sorted(changed)
+        return self._load_changes
+
+    def hold(self, k: int) -> None:
+        """Repeat the last step's figures up to step ``k`` (not included): the steps the cluster
+        slept, which change nothing it reports."""
+        gap = k - len(self.need)
+        if gap > 0:
+            for series in (self.need, self.demand, self.supply, self.pending, self.terminating):
+                series.extend(array("i", (series[-1],)) * gap)
 
     def record(self, need: int, active: int, pending: int, terminating: int) -> None:
         self.need.append(need)
@@ -365,13 +389,28 @@ class Simulation:
         move by exact additions."""
         self.parked: dict[str, Parked] = {}
         self.slept = 0
+        """Cluster-steps not re-decided (the cluster was parked)."""
+        self.awake: set[str] = set()
+        """The tracked clusters not parked: the only ones a step visits."""
+        self.track_rank: dict[str, int] = {}
+        """cluster key -> its place among the tracks (health samples are published in that order)."""
+        self.drawn = array("q")
+        """Per track (by rank), the ids its health records drew at the last step's sampling;
+        `block`: those ids, every cluster's, in one block (a woken cluster reads its last one)."""
+        self.block = b""
+        self.newly_parked: list[str] = []
+        """Parked since the last sampling: from the next one on they draw `Parked.records` ids."""
+        self.aggregate_rank: dict[str, int] = {}
+        """aggregate id -> the order the node first heard of it (timers and reconciling go in it)."""
+        self.timed: set[str] = set()
+        """Aggregates with members in transition (`needs_timer`), kept as their states change."""
         self.nodeless: dict[str, set[str]] = {}
-        """cluster key -> its members whose instance has no node (what the reconciler looks at)."""
+        """cluster key -> its members whose instance has no node (what the reconciler looks at);
+        only clusters that have some."""
         self.touched: set[str] = set()
         """Parked clusters whose state, nodes or agents changed: woken at the next step."""
         self.wakes: list[tuple[int, str]] = []
         """(step, cluster key): when a parked cluster's load changes."""
-        """Cluster-steps not re-decided (the cluster was parked)."""
         self.steady: dict[str, tuple[Inputs, tuple[Any, ...] | None]] = {}
         """cluster key -> its inputs at the previous step and, when they were the same as the
         step before, the fingerprint of its windows then."""
@@ -436,8 +475,15 @@ class Simulation:
         tracked = self.aggregates.get(key)
         if tracked is None:
             tracked = self.aggregates[key] = Tracked.new(key)
+            self.aggregate_rank[key] = len(self.aggregate_rank)
+        before = tracked.state
         outcome = handle(tracked, record, self.ctx())
         self.commands += 1
+        if tracked.state is not before:
+            if needs_timer(tracked.state):
+                self.timed.add(key)
+            else:
+                self.timed.discard(key)
         if isinstance(outcome.reply, CommandRejected):
             self.rejected[outcome.reply.command_type] = self.rejected.get(outcome.reply.command_type, 0) + 1
             if len(self.first_rejections) < 20:
@@ -501,7 +547,7 @@ class Simulation:
                 event.network_partition_id,
                 random.Random(f"{self.setup.seed}:instance:{member_id}"),
             )
-            self.nodeless.setdefault(key, set()).add(member_id)
+            self._nodeless(key, member_id, True)
             if (track := self.tracks.get(key)) is not None:
                 track.spawned += 1
         elif isinstance(event, E.MemberTerminated) and (track := self.tracks.get(key)) is not None:
@@ -523,7 +569,7 @@ class Simulation:
             else:
                 self._say(instance, *answer, record.id)
         if isinstance(event, E.MemberTerminated) and self.instances.pop(member_id, None) is not None:
-            self.nodeless[key].discard(member_id)
+            self._nodeless(key, member_id, False)
 
     def _note_decision(self, key: str, event: E.ScalingDecided) -> None:
         track = self.tracks.get(key)
@@ -552,17 +598,23 @@ class Simulation:
     def _node(self, instance: Instance, exists: bool) -> None:
         self._instances_changed(instance)
         instance.node = exists
-        nodeless = self.nodeless.setdefault(instance.cluster_key, set())
-        if exists:
-            nodeless.discard(instance.member_id)
-        elif self.instances.get(instance.member_id) is instance:
-            nodeless.add(instance.member_id)
+        if exists or self.instances.get(instance.member_id) is instance:
+            self._nodeless(instance.cluster_key, instance.member_id, not exists)
         nodes = self.nodes.setdefault(instance.cluster_key, {})
         if exists:
             nodes[instance.member_id] = instance
         else:
             instance.agent_status = None
             nodes.pop(instance.member_id, None)
+
+    def _nodeless(self, key: str, member_id: str, add: bool) -> None:
+        members = self.nodeless.get(key)
+        if add:
+            self.nodeless.setdefault(key, set()).add(member_id)
+        elif members is not None:
+            members.discard(member_id)
+            if not members:
+                del self.nodeless[key]
 
     def _start(self, instance: Instance, cause: EventRecord, attempt: int) -> None:
         """One node start (infra.cloud.controller.start_node): fails with the scenario's rate, retried
@@ -646,11 +698,9 @@ class Simulation:
 
     def _reconcile(self) -> None:
         """The cloud controller's reconciler: members whose node must exist but vanished."""
-        for key, tracked in self.aggregates.items():
-            nodeless = self.nodeless.get(key)
-            if not nodeless:
-                continue
-            for member in getattr(tracked.state, "members", {}).values():
+        for key in sorted(self.nodeless, key=self.aggregate_rank.__getitem__):
+            nodeless = self.nodeless[key]
+            for member in getattr(self.aggregates[key].state, "members", {}).values():
                 if member.member_id in nodeless and node_expected(member):
                     self.send(
                         key,
@@ -660,44 +710,36 @@ class Simulation:
 
     # --- health (the faust worker's part, on simulated time) ---------------------------------
     def _sample(self) -> None:
-        now = self.epoch()
-        k = self.step_index
-        for track in self.tracks.values():
-            if not track.loads:
-                continue
-            parked = self.parked.get(track.key)
-            if parked is not None:
-                parked.last_record_id = self.new_id.last_of(parked.records)
-                self.slept += 1
-                continue
-            serving = self._serving(track.key)
-            if not serving:
-                continue
+        """Every cluster's health records of this step, in track order. Their ids are drawn in
+        one block, sleeping clusters' included (the ids they would have drawn, which keeps every
+        later id the same); only awake clusters build and ingest their records."""
+        now, k, drawn, rank = self.epoch(), self.step_index, self.drawn, self.track_rank
+        for key in self.newly_parked:
+            if (parked := self.parked.get(key)) is not None:
+                drawn[rank[key]] = parked.records
+        self.newly_parked.clear()
+        self.slept += len(self.parked)
+        samples = []
+        for key in sorted(self.awake, key=rank.__getitem__):
+            track = self.tracks[key]
+            serving = self._serving(key) if track.loads else []
+            values = sample_values(track, k, len(serving)) if serving else []
+            drawn[rank[key]] = sum(len(serving) if per_member else 1 for _metric, _each, per_member in values)
+            if values:
+                samples.append((track, serving, values))
+        self.block = block = self.new_id.block(sum(drawn))
+        at = done = 0
+        for track, serving, values in samples:
+            i = rank[track.key]
+            at += sum(drawn[done:i])
+            done = i
             tenant = parse_aggregate_id(track.key).tenant
-            for metric, each, per_member in sample_values(track, k, len(serving)):
-                if not per_member:
+            for metric, each, per_member in values:
+                for instance in serving if per_member else serving[:1]:
                     self._ingest(
                         track,
                         tenant,
-                        built(
-                            HealthStat,
-                            dict(
-                                type="HealthStat",
-                                cluster_id=track.cluster_id,
-                                cluster_instance_id=None,
-                                network_partition_id=serving[0].network_partition_id,
-                                member_id=None,
-                                metric=metric,
-                                value=each,
-                                timestamp=now,
-                            ),
-                        ),
-                    )
-                    continue
-                for instance in serving:
-                    self._ingest(
-                        track,
-                        tenant,
+                        SeededIds.in_block(block, at),
                         built(
                             HealthStat,
                             dict(
@@ -705,13 +747,15 @@ class Simulation:
                                 cluster_id=track.cluster_id,
                                 cluster_instance_id=None,
                                 network_partition_id=instance.network_partition_id,
-                                member_id=instance.member_id,
+                                member_id=instance.member_id if per_member else None,
                                 metric=metric,
                                 value=each,
                                 timestamp=now,
                             ),
                         ),
                     )
+                    at += 1
+            done += 1
 
     def _instances_changed(self, instance: Instance) -> None:
         """A node or an agent status of the instance's cluster changed (a sleeping cluster wakes)."""
@@ -721,12 +765,12 @@ class Simulation:
     def _serving(self, key: str) -> list[Instance]:
         return [i for i in self.nodes.get(key, {}).values() if i.agent_status == "Activated"]
 
-    def _ingest(self, track: ClusterTrack, tenant: str, stat: HealthStat) -> None:
+    def _ingest(self, track: ClusterTrack, tenant: str, record_id: str, stat: HealthStat) -> None:
         record = built(
             HealthRecord,
             dict(
                 schema_version=1,
-                id=self.new_id(),
+                id=record_id,
                 type="HealthStat",
                 aggregate_id=track.key,
                 aggregate_seq=0,
@@ -784,9 +828,8 @@ class Simulation:
     def _timers(self) -> None:
         """The node's ticker: CheckTimeouts for aggregates with members in transition."""
         period = int(self.epoch() // self.setup.platform.timer_seconds)
-        for key, tracked in self.aggregates.items():
-            if needs_timer(tracked.state):
-                self.send(key, C.CheckTimeouts(), record_id=timeouts_command_id(key, period))
+        for key in sorted(self.timed, key=self.aggregate_rank.__getitem__):
+            self.send(key, C.CheckTimeouts(), record_id=timeouts_command_id(key, period))
 
     # --- discrete events: steady clusters sleep (streams.steady) -----------------------------
     def _inputs(self, track: ClusterTrack, k: int) -> Inputs:
@@ -799,7 +842,8 @@ class Simulation:
     def _settle(self, k: int) -> None:
         """Park the clusters this step left as the previous one did, moved on by one step."""
         clusters, latest = self.book.clusters, self.book.latest
-        for key, track in self.tracks.items():
+        for key in sorted(self.awake, key=self.track_rank.__getitem__):
+            track = self.tracks[key]
             book = clusters.get(key)
             tracked = self.aggregates.get(key)
             if book is None or tracked is None or needs_timer(tracked.state) or not quiet(book, latest.get(key)):
@@ -817,6 +861,8 @@ class Simulation:
             records = samples_per_step(track, len(self._serving(key)))
             del clusters[key], self.steady[key]
             self.parked[key] = Parked(book, k, inputs, latest[key], book.last_record_id, records)
+            self.awake.discard(key)
+            self.newly_parked.append(key)
             heapq.heappush(self.wakes, (self._load_changes(track, k), key))
 
     def _wake(self, k: int) -> None:
@@ -830,24 +876,23 @@ class Simulation:
         due.clear()
         if not woken_keys:
             return
-        clusters = self.book.clusters
+        clusters, drawn = self.book.clusters, self.drawn
         for key in woken_keys:
             parked = self.parked.pop(key)
-            clusters[key], self.book.latest[key] = woken(
-                parked, k - 1 - parked.step, self._later, parked.last_record_id
-            )
+            self.awake.add(key)
+            last_record_id, i = parked.last_record_id, self.track_rank[key]
+            if parked.step < k - 1 and drawn[i]:  # it drew ids at the last sampling, asleep
+                last_record_id = SeededIds.in_block(self.block, sum(drawn[:i]) + drawn[i] - 1)
+            clusters[key], self.book.latest[key] = woken(parked, k - 1 - parked.step, self._later, last_record_id)
         ordered = sorted(clusters.items(), key=lambda item: self.book_rank[item[0]])
         clusters.clear()
         clusters.update(ordered)
 
     def _load_changes(self, track: ClusterTrack, k: int) -> int:
         """The first step after ``k`` whose load differs from step ``k``'s (or the run's end)."""
-        load = tuple(series[k] for _metric, _model, series in track.loads)
-        end = self.setup.steps
-        j = k + 1
-        while j < end and tuple(series[j] for _metric, _model, series in track.loads) == load:
-            j += 1
-        return j
+        changes = track.load_changes()
+        n = bisect.bisect_right(changes, k)
+        return changes[n] if n < len(changes) else self.setup.steps
 
     def _later(self, at: float, steps: int, epoch: bool = True) -> float:
         """A step's time (epoch seconds, else simulated) `steps` steps later, computed as the
@@ -900,13 +945,20 @@ class Simulation:
                     f"application {app_id!r} was not deployed (status {app.status.value})",  # type: ignore[attr-defined]
                 )
         self._attach_loads()
+        self.track_rank = {key: n for n, key in enumerate(self.tracks)}
+        self.awake = set(self.tracks)
+        self.drawn = array("q", bytes(8 * len(self.tracks)))
 
     def _attach_loads(self) -> None:
         attach_loads(self.setup, list(self.tracks.values()))
 
     def _record(self) -> None:
+        """The step's figures of the clusters awake, and of the parked ones whose state or
+        instances changed (woken at the next step); the others' are their last ones (`hold`)."""
         k = self.step_index
-        for track in self.tracks.values():
+        for key in self.awake | self.touched:
+            track = self.tracks[key]
+            track.hold(k)
             state = self.aggregates[track.key].state if track.key in self.aggregates else None
             if state is not track.counted_state or state is None:
                 track.counted_state, track.counts = state, counts_of(state)
@@ -949,6 +1001,8 @@ class Simulation:
                 self._settle(k)
             if progress is not None and (k % 240 == 0 or k == total - 1):
                 progress(k + 1, total)
+        for track in self.tracks.values():
+            track.hold(total)
         return RunResult(
             self.policy,
             setup,
