@@ -849,13 +849,9 @@ class Simulation:
             if book is None or tracked is None or needs_timer(tracked.state) or not quiet(book, latest.get(key)):
                 self.steady.pop(key, None)
                 continue
-            inputs = self._inputs(track, k)
+            inputs, now = self._inputs(track, k), fingerprint(book, self.epoch(), self.t)
             before = self.steady.get(key)
-            if before is None or not inputs.same(before[0]):
-                self.steady[key] = (inputs, None)
-                continue
-            now = fingerprint(book, self.epoch(), self.t)
-            if now != before[1]:
+            if before is None or not inputs.same(before[0]) or now != before[1]:
                 self.steady[key] = (inputs, now)
                 continue
             records = samples_per_step(track, len(self._serving(key)))
