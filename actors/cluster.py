@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
 from pydantic import BaseModel, Field, model_validator
 
 from actors import instances as I
-from actors.autoscale import ScalingPolicy, decide_scaling, max_rule
+from actors.autoscale import ScalingPlan, ScalingPolicy, decide_scaling, max_rule
 from actors.base import Context, Rejection, State, Timeouts, evolve, made, not_found
 from actors.member import PENDING, MemberState, check_move
 from actors.partitions import PartitionState, choose_member_to_remove, choose_partitions_for_spawn
@@ -440,8 +441,14 @@ def scaling_changes(state: ClusterState, command: C.ScaleCluster, now: datetime)
     """Whether deciding this ScaleCluster would record anything. A verdict that changes nothing
     (Stable or AtMin with no scale-down count to reset, no dependent or instance demand) is
     decided to no event; a sender that asks first (the health worker) keeps it to itself, so a
-    steady cluster costs no command, commit or reply per hop. The answer is `decide`'s own."""
-    return bool(decide(state, command, Context(now=now, new_id=lambda: "unsent")))
+    steady cluster costs no command, commit or reply per hop. The answer is `decide`'s own: the
+    same plan (`_scaling`), without making the events, ids or folds it would not send."""
+    if not state.exists or state.spec is None:
+        raise not_found("cluster", state.aggregate_id)
+    if state.status in (ClusterStatus.TERMINATING, ClusterStatus.TERMINATED):
+        return False
+    scaling = _scaling(state, command, now.timestamp())
+    return not scaling.quiet or bool(scaling.announced or scaling.demand)
 
 
 def _scale_as_dependent(state: ClusterState, command: C.ScaleAsDependent, ctx: Context) -> Decided:
@@ -464,15 +471,27 @@ def _scale_as_dependent(state: ClusterState, command: C.ScaleAsDependent, ctx: C
     return [floor, *events], after
 
 
-def _scale(state: ClusterState, command: C.ScaleCluster, ctx: Context) -> Decided:
+@dataclass(frozen=True, slots=True)
+class _Scaling:
+    """What a ScaleCluster comes to before any event is made: `_scale` makes the events,
+    `scaling_changes` only asks whether there would be any."""
+
+    announced: list[BaseModel]
+    required: int
+    floor: int
+    plan: ScalingPlan
+    spawn: list[str]
+    leaving: list[MemberState]
+    demand: list[BaseModel]
+    quiet: bool
+    """Nothing to explain beyond the previous decision: no ScalingDecided."""
+
+
+def _scaling(state: ClusterState, command: C.ScaleCluster, now: float) -> _Scaling:
     assert state.spec is not None
-    if state.status in (ClusterStatus.TERMINATING, ClusterStatus.TERMINATED):
-        return [], state
-    now = ctx.now.timestamp()
     announced = _announce(state, command)
     floor = max(state.dependent_floors.values(), default=0)
     required = max(command.required, floor)
-    figures = {**command.figures, "dependent_floor": float(floor)} if floor > command.required else command.figures
     partitions = state.partition_states()
     plan = decide_scaling(
         required,
@@ -498,28 +517,44 @@ def _scale(state: ClusterState, command: C.ScaleCluster, ctx: Context) -> Decide
         spawn = I.fit_maximums(partitions, np_of, base_max, held, plan.spawn)
     leaving = _leaving(state, leave_from, command.member_load)
     demand = _demand(state, partitions, required, plan.past_max)
+    quiet = (
+        state.scale_down_requests == plan.scale_down_requests
+        and not plan.spawn
+        and not leaving
+        and plan.reason in ("Stable", "AtMin")
+    )
+    return _Scaling(announced, required, floor, plan, spawn, leaving, demand, quiet)
+
+
+def _scale(state: ClusterState, command: C.ScaleCluster, ctx: Context) -> Decided:
+    assert state.spec is not None
+    if state.status in (ClusterStatus.TERMINATING, ClusterStatus.TERMINATED):
+        return [], state
+    scaling = _scaling(state, command, ctx.now.timestamp())
+    plan, required, floor = scaling.plan, scaling.required, scaling.floor
+    if scaling.quiet:
+        return _plain(state, scaling.announced + scaling.demand, ctx)
+    figures = {**command.figures, "dependent_floor": float(floor)} if floor > command.required else command.figures
     decided = made(
         E.ScalingDecided,
         network_partition_id=command.network_partition_id,
         required=required,
         active=state.active,
         pending=state.pending,
-        spawn=len(spawn),
-        terminate=len(leaving),
+        spawn=len(scaling.spawn),
+        terminate=len(scaling.leaving),
         scale_down_requests=plan.scale_down_requests,
         reason=plan.reason,
         metric=command.metric,
         figures=figures,
     )
-    if (
-        state.scale_down_requests == plan.scale_down_requests
-        and not plan.spawn
-        and not leaving
-        and plan.reason in ("Stable", "AtMin")
-    ):
-        return _plain(state, announced + demand, ctx)  # nothing to explain beyond the previous decision
-    events: list[BaseModel] = [*announced, decided, *demand, *_spawn(state, spawn, ctx, plan.reason)]
-    events += [_terminate(state, m, plan.reason) for m in leaving]
+    events: list[BaseModel] = [
+        *scaling.announced,
+        decided,
+        *scaling.demand,
+        *_spawn(state, scaling.spawn, ctx, plan.reason),
+    ]
+    events += [_terminate(state, m, plan.reason) for m in scaling.leaving]
     return _with_consequences(state, events, ctx)
 
 

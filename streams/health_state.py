@@ -31,7 +31,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from actors.base import Rejection
+from actors.base import Rejection, evolve
 from actors.cluster import ClusterState, scaling_changes
 from actors.member import MemberState
 from schemas import commands as C
@@ -302,14 +302,13 @@ class HealthBook:
         log.exception("%s of cluster %s failed (%d so far); the other clusters go on", what, key, self.failures[key])
 
     def _decide(self, key: str, book: ClusterWindows, view: ClusterView, now: float) -> Decision | None:
-        for gone in set(book.members) - set(view.members):
+        for gone in [m for m in book.members if m not in view.members]:
             del book.members[gone]
         active = active_members(view)
+        heard = [book.members[m] for m in active if m in book.members]
         per_metric: dict[str, list[WindowFigures]] = {}
         for metric in MEMBER_METRICS:
-            per_metric[metric] = [
-                f for m in active if m in book.members if (f := book.members[m].windows[metric].figures()) is not None
-            ]
+            per_metric[metric] = [f for member in heard if (f := member.windows[metric].figures()) is not None]
         requests = combined([f for w in book.requests.values() if (f := w.figures()) is not None])
         per_metric[REQUESTS_IN_FLIGHT] = [requests] if requests else []
         fresh = {m for m in METRICS if book.newest.get(m, float("-inf")) > book.decided.get(m, float("-inf"))}
@@ -327,7 +326,7 @@ class HealthBook:
             return None
         book.decided = dict(book.newest)
         stale = {m: "Stale" for m in METRICS if m not in fresh and per_metric[m] and m in view.thresholds}
-        requirement = requirement.model_copy(update={"ignored": {**requirement.ignored, **stale}})
+        requirement = evolve(requirement, {"ignored": {**requirement.ignored, **stale}})
         partitions = set(book.requests) | {view.members[m].network_partition_id for m in active if m in book.members}
         outlook = self._outlook(book, view, requests if REQUESTS_IN_FLIGHT in fresh else None)
         required = combined_required(requirement.required, outlook)

@@ -144,5 +144,5 @@ def load_series(
     total = [0.0] * len(times)
     for shape in shapes:
         total = [t + v for t, v in zip(total, shape.series(times, rng), strict=True)]
-    floored = [0.0 if 0.0 > v else v for v in total]  # max(v, 0.0) without a call per value
+    floored = [0.0 if v < 0.0 else v for v in total]  # max(v, 0.0) without a call per value
     return floored if ceiling == math.inf else [ceiling if ceiling < v else v for v in floored]

@@ -30,9 +30,9 @@ import random
 from array import array
 from collections import deque
 from collections.abc import Callable, Sequence
-from itertools import count, islice
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from itertools import count, islice
 from typing import Any, cast
 
 from pydantic import BaseModel
