@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import cProfile
 import json
+import os
 import pstats
 import resource
 import sys
@@ -129,6 +130,7 @@ def main() -> None:
     def setup(clusters: int, hours: float) -> SimulationSetup:
         return setup_for(clusters, hours, args.step, load=args.load, hold=args.hold)
 
+    load_before = os.getloadavg()[0]
     # the profile first (a slice of the same setup), so the peak RSS below is the full run's
     profiler = cProfile.Profile()
     sliced = Simulation(setup(args.profile_clusters, args.profile_hours))
@@ -167,6 +169,7 @@ def main() -> None:
     simulated = full.duration * args.clusters
     rate = full.duration / wall
     rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    load_after = os.getloadavg()[0]
     members = sum(sum(t.supply) for t in result.clusters.values()) / max(full.steps, 1)
     aim_rate = full.duration / (AIM_SECONDS * args.clusters / 1000 * args.hours / 24) if args.hours else 0
     slept = simulation.slept / cluster_steps
@@ -190,7 +193,7 @@ def main() -> None:
     )
     projected = 1000 * 86400 / (simulated / wall)
     print(f"  at this rate 1,000 clusters x 24 h take {projected:,.0f} s (aim {AIM_SECONDS:g} s)")
-    print(f"  peak RSS {rss_mb:.0f} MB")
+    print(f"  peak RSS {rss_mb:.0f} MB; load average {load_before:.1f} at the start, {load_after:.1f} at the end")
     print(f"profile of {args.profile_clusters} clusters x {args.profile_hours:g} h (cumulative share of the run):")
     for label, seconds in sorted(parts.items(), key=lambda kv: -kv[1]):
         print(f"  {seconds / total:6.1%}  {label}")
@@ -217,6 +220,7 @@ def main() -> None:
                 "projected_1000x24h_s": round(projected),
                 "commands": result.commands,
                 "peak_rss_mb": round(rss_mb),
+                "load_average": [round(load_before, 1), round(load_after, 1)],
                 "profile_share": {k: round(v / total, 3) for k, v in parts.items()},
             }
         )

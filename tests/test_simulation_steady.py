@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 
 from infra.cli.main import app
 from streams.load_shapes import Steps
-from streams.simulation import InstanceModel, LoadSpec, Simulation, SimulationSetup
+from streams.simulation import InstanceModel, LoadSpec, SeededIds, Simulation, SimulationSetup
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 DEFINITIONS = EXAMPLES / "definitions"
@@ -104,3 +104,14 @@ def test_a_run_event_driven_is_the_stepped_run_event_for_event(levels, crashes, 
         assert other.decisions == track.decisions
     assert stepped.slept == 0
     assert event.slept > 0  # held loads: clusters did sleep, and woke
+
+
+@given(st.integers(0, 2**32), st.lists(st.integers(0, 40), max_size=6))
+def test_ids_drawn_in_blocks_are_the_ids_drawn_one_by_one(seed, blocks):
+    """A step's health records take their ids from one block (sleeping clusters' included):
+    every id, and every id drawn after a block, is the one a call per record would give."""
+    one_by_one, in_blocks = SeededIds(seed), SeededIds(seed)
+    for n in blocks:
+        block = in_blocks.block(n)
+        assert [SeededIds.in_block(block, j) for j in range(n)] == [one_by_one() for _ in range(n)]
+        assert in_blocks() == one_by_one()
