@@ -835,8 +835,8 @@ class Simulation:
     def _inputs(self, track: ClusterTrack, k: int) -> Inputs:
         return Inputs(
             self.aggregates[track.key].state,
-            tuple(i.member_id for i in self._serving(track.key)),
-            tuple(series[k] for _metric, _model, series in track.loads),
+            tuple([i.member_id for i in self._serving(track.key)]),
+            tuple([series[k] for _metric, _model, series in track.loads]),
         )
 
     def _settle(self, k: int) -> None:

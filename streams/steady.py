@@ -71,25 +71,26 @@ class Parked:
 
 def _window(window: SlidingWindow, now: float) -> tuple[Any, ...]:
     # the running total too: it is what the next average is computed from, bit for bit
-    return tuple((ts - now, value) for ts, value in window._samples), window._total
+    return [(ts - now, value) for ts, value in window._samples], window._total
 
 
 def fingerprint(book: ClusterWindows, now: float, t: float) -> tuple[Any, ...]:
     """The book of one cluster with every time made relative to the clock (`now`: epoch
-    seconds of samples; `t`: simulated seconds, the members' `heard_at`)."""
+    seconds of samples; `t`: simulated seconds, the members' `heard_at`); compared, never
+    kept as a key (lists: cheaper to build than tuples from generators)."""
     return (
-        tuple((np, _window(w, now)) for np, w in book.requests.items()),
-        tuple(
+        [(np, _window(w, now)) for np, w in book.requests.items()],
+        [
             (
                 member_id,
                 None if member.heard_at is None else member.heard_at - t,
                 member.faulted,
-                tuple((metric, _window(w, now)) for metric, w in member.windows.items()),
+                [(metric, _window(w, now)) for metric, w in member.windows.items()],
             )
             for member_id, member in book.members.items()
-        ),
-        tuple((metric, ts - now) for metric, ts in book.newest.items()),
-        tuple((metric, ts - now) for metric, ts in book.decided.items()),
+        ],
+        [(metric, ts - now) for metric, ts in book.newest.items()],
+        [(metric, ts - now) for metric, ts in book.decided.items()],
         book.settled,
         book.partition,
         book.forecaster is None,
