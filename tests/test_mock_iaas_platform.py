@@ -125,9 +125,10 @@ def test_stratos_smoke_test_through_the_mock_iaas_on_the_api_port(stack):
     with stack.client(f"admin@{domain}", "tenant-pw") as tenant:
         define(tenant)
         assert tenant.post(f"/api/applications/{APP}/deploy/application-policy-1").status_code == 202
-        # 202: accepted for processing; the deployment is in force once the application says so
+        # 202: accepted for processing; the deployment is in force (its definitions marked used)
+        # once the application says Deployed (Deploying: the reactor may not have marked them yet)
         wait_until(
-            lambda: tenant.get(f"/api/applications/{APP}").json().get("status") != "Created",
+            lambda: tenant.get(f"/api/applications/{APP}").json().get("status") in ("Deployed", "Active"),
             timeout=30,
             message="the deployment applied",
         )
