@@ -8,34 +8,43 @@ started twice in this process on that log, until it is ready:
   checkpoints, then the commits after them);
 - api: the API's read model (`ReadModel.start`: what the API waits for before it serves);
 - cloud: the cloud controller's rebuild of its book (what it does before it joins its group);
-- health: the health worker's cluster views (`ClusterViews` and its projection, read with
-  kafka-python here as the worker's task reads them with aiokafka, checkpointing when due and
-  once caught up);
+- health: the health worker itself (`HealthWorkerThread`: faust, its aiokafka reader of the
+  events topic) until its cluster views hold the log (`views_ready`);
 - lb: the topology projector until its entries are written (`TopologyProjector.ready`).
 
-The first start folds what no checkpoint of its own covers yet and writes one; the second is the
-restart the issue's aim is about: its time at each size is quoted against the 100k log's, measured
-in the same run (aim: at most 1.5). Sizes are commits of the events topic (claims and markers come
-on top). Usage: python bench/age.py [--sizes 100000,1000000,2000000] [--clusters 1000]
+The first start folds what no checkpoint of its own covers yet and writes one; then each part is
+restarted `--restarts` times, alternating between the logs (a load that comes and goes on a shared
+machine touches every size alike), and its median restart at each size is quoted against the
+smallest log's, measured in the same run (aim: at most 1.5). Sizes are commits of the events
+topic (claims and markers come on top).
+
+Logs are generated here, one per size, or already there (`--bootstrap`, `--prefixes` and
+`--state-dir` of logs written by `stratos log generate`: generating 2,000,000 commits takes as
+long as the rest of the run). Usage:
+  python bench/age.py [--sizes 100000,1000000,2000000] [--clusters 1000] [--restarts 3]
+  python bench/age.py --bootstrap HOST:PORT --prefixes age100k.,age2m. --state-dir DIR
 """
 
 from __future__ import annotations
 
 import argparse
+import statistics
 import tempfile
 import threading
 import time
+from contextlib import ExitStack
 from pathlib import Path
 
 from common import finish
+from kafka import KafkaConsumer, TopicPartition
 
 from infra.api.read_model import ReadModel
 from infra.broker import EmbeddedBroker
 from infra.cloud.controller import CloudController
-from infra.health.views import ClusterViews
+from infra.health.app import HealthWorkerThread
 from infra.lb.topology import TopologyProjector
 from infra.log.generate import generate_log
-from infra.log.kafka import Appender, assigned_consumer, ensure_topics
+from infra.log.kafka import ensure_topics, kafka_client_options
 from infra.node.node import Node
 from infra.settings import Settings
 
@@ -80,28 +89,18 @@ def start_cloud(settings: Settings) -> float:
 
 
 def start_health(settings: Settings) -> float:
-    """The worker's `follow_cluster_views` up to `views_ready`, with a kafka-python reader."""
+    """The health worker from its start until its cluster views hold the events topic."""
     began = time.perf_counter()
-    views = ClusterViews(settings)
-    projection = views.projection
-    consumer = assigned_consumer(settings, "events")
-    appender = Appender(settings, source="health")
+    worker = HealthWorkerThread(settings).start()
     try:
-        if projection.restore() is not None:
-            projection.seek(consumer)
-        ends = consumer.end_offsets(list(consumer.assignment()))
-        while any(consumer.position(tp) < end for tp, end in ends.items()):
-            for raws in consumer.poll(timeout_ms=500, max_records=5000).values():
-                for raw in raws:
-                    views.feed(raw)
-            if projection.due():
-                projection.checkpoint(appender)
-        if projection.read:
-            projection.checkpoint(appender)
+        deadline = time.monotonic() + 3600
+        while worker.service is None or not worker.service.views_ready.is_set():
+            if time.monotonic() > deadline:
+                raise TimeoutError("the health worker's views not ready in 3600 s")
+            time.sleep(0.01)
         return time.perf_counter() - began
     finally:
-        consumer.close()
-        appender.close()
+        worker.stop()
 
 
 def start_lb(settings: Settings) -> float:
@@ -117,7 +116,8 @@ def start_lb(settings: Settings) -> float:
 STARTS = {"node": start_node, "api": start_api, "cloud": start_cloud, "health": start_health, "lb": start_lb}
 
 
-def measure(broker: EmbeddedBroker, size: int, clusters: int, state: Path) -> dict:
+def generated(broker: EmbeddedBroker, size: int, clusters: int, state: Path) -> Settings:
+    """A fresh log of `size` commits on the broker."""
     settings = Settings(
         kafka_bootstrap=broker.bootstrap,
         topic_prefix=f"age{size}x{time.monotonic_ns() % 10**6}.",
@@ -127,13 +127,37 @@ def measure(broker: EmbeddedBroker, size: int, clusters: int, state: Path) -> di
     ensure_topics(settings)
     began = time.perf_counter()
     made = generate_log(settings, size, clusters=clusters)
-    print(f"\n{size:,} commits: generated in {time.perf_counter() - began:.0f} s ({made.commits:,} commits)")
-    found = {}
-    for part in PARTS:
-        first = STARTS[part](settings)
-        again = STARTS[part](settings)
-        found[part] = {"first_s": round(first, 2), "restart_s": round(again, 2)}
-        print(f"  {part:7} first start {first:7.2f} s   restart {again:7.2f} s")
+    print(f"{size:,} commits: generated in {time.perf_counter() - began:.0f} s ({made.commits:,} commits)")
+    return settings
+
+
+def commits_in(settings: Settings) -> int:
+    """Records of the events topic (an existing log's size: its commits, claims and markers)."""
+    consumer = KafkaConsumer(**kafka_client_options(settings), group_id=None)
+    try:
+        topic = settings.topic("events")
+        tps = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()]
+        return sum(consumer.end_offsets(tps).values())
+    finally:
+        consumer.close()
+
+
+def measure(logs: dict[int, Settings], restarts: int, parts: list[str]) -> dict[int, dict]:
+    """Each part's first start on each log, then its restarts alternating between the logs."""
+    found: dict[int, dict] = {size: {} for size in logs}
+    for part in parts:
+        for size, settings in logs.items():
+            first = STARTS[part](settings)
+            found[size][part] = {"first_s": round(first, 2), "restarts_s": []}
+            print(f"  {size:>10,}  {part:7} first start {first:7.2f} s", flush=True)
+        for _ in range(restarts):
+            for size, settings in logs.items():
+                found[size][part]["restarts_s"].append(round(STARTS[part](settings), 2))
+        for size in logs:
+            times = found[size][part]["restarts_s"]
+            median = found[size][part]["restart_s"] = statistics.median(times) if times else None
+            if times:
+                print(f"  {size:>10,}  {part:7} restarts {times} s, median {median:.2f} s", flush=True)
     return found
 
 
@@ -141,16 +165,34 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--sizes", default="100000,1000000,2000000")
     parser.add_argument("--clusters", type=int, default=1000)
+    parser.add_argument("--restarts", type=int, default=3, help="restarts of each part on each log")
+    parser.add_argument("--parts", default=",".join(PARTS), help="of " + ",".join(PARTS))
+    parser.add_argument("--bootstrap", help="the broker of logs already generated")
+    parser.add_argument("--prefixes", help="their STRATOS_TOPIC_PREFIXes, smallest log first")
+    parser.add_argument("--state-dir", type=Path, help="their generator's state dir (its platform secret)")
     args = parser.parse_args()
-    sizes = [int(s) for s in args.sizes.split(",")]
-    results: dict[int, dict] = {}
-    with EmbeddedBroker() as broker, tempfile.TemporaryDirectory() as state:
-        for size in sizes:
-            results[size] = measure(broker, size, args.clusters, Path(state))
+    with ExitStack() as stack:
+        if args.bootstrap:
+            logs = {}
+            for prefix in args.prefixes.split(","):
+                settings = Settings(
+                    kafka_bootstrap=args.bootstrap, topic_prefix=prefix, partitions=4, state_dir=args.state_dir
+                )
+                logs[commits_in(settings)] = settings
+        else:
+            broker = stack.enter_context(EmbeddedBroker())
+            state = Path(stack.enter_context(tempfile.TemporaryDirectory()))
+            logs = {int(s): generated(broker, int(s), args.clusters, state) for s in args.sizes.split(",")}
+        parts = args.parts.split(",")
+        results = measure(logs, args.restarts, parts)
+    sizes = list(logs)
     base = results[sizes[0]]
-    print(f"\nrestart time, ratio to the {sizes[0]:,}-commit log (aim <= 1.5):")
+    if args.restarts == 0:
+        finish({"bench": "age", "sizes": sizes, "seconds": {str(size): results[size] for size in sizes}})
+        return
+    print(f"\nmedian restart time, ratio to the {sizes[0]:,}-record log (aim <= 1.5):")
     ratios = {}
-    for part in PARTS:
+    for part in parts:
         ratios[part] = {
             size: round(results[size][part]["restart_s"] / max(base[part]["restart_s"], 1e-3), 2) for size in sizes
         }
