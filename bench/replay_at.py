@@ -17,7 +17,7 @@ Snapshot bytes per aggregate: each aggregate's newest snapshot record, largest a
 The snapshots topic is compacted once its hourly segments close (by record time): on an older
 history only each claim's newest checkpoint survives and instants before it replay from offset
 0 (docs/replay.md); the generated history spans `--hours` (45 minutes) so that none is.
-Usage: python bench/replay_at.py [--commits 200000 [--hours 0.75]
+Usage: python bench/replay_at.py [--commits 200000 [--hours 0.75] [--snapshot-every 5000]
        | --bootstrap HOST:PORT --prefix aged. --state-dir DIR]
        [--instants 20] [--scans 3] [--whys 0]
 """
@@ -65,7 +65,13 @@ def log_settings(args):
         with bench_settings() as settings:
             settings = settings.model_copy(update={"state_dir": Path(state_dir)})
             started = time.perf_counter()
-            done = generate_log(settings, args.commits, span=timedelta(hours=args.hours), workers=args.workers)
+            done = generate_log(
+                settings,
+                args.commits,
+                span=timedelta(hours=args.hours),
+                workers=args.workers,
+                snapshot_every=args.snapshot_every,
+            )
             print(f"log generated: {done.commits:,} commits in {time.perf_counter() - started:.0f}s")
             yield settings
 
@@ -104,6 +110,12 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument(
         "--hours", type=float, default=0.75, help="the generated history's span (under an hour: no segment compacted)"
+    )
+    parser.add_argument(
+        "--snapshot-every",
+        type=int,
+        help="commits of a partition between the generated log's checkpoints (STRATOS_SNAPSHOT_EVERY): "
+        "at most that many are replayed after the checkpoint",
     )
     parser.add_argument("--bootstrap", help="an existing log's broker")
     parser.add_argument("--prefix", default="aged.", help="an existing log's STRATOS_TOPIC_PREFIX")

@@ -1,6 +1,7 @@
 """A health worker restarted: the new one reads the health partitions it gains from the first
 record of the last window (offsets-for-times), not from the offsets the old one committed, so
-its first decision already counts the samples sent before the restart. Fixtures and helpers of
+its first decision already counts the samples sent before the restart; its cluster views start
+from their own checkpoint and fold only the events that follow it. Fixtures and helpers of
 tests/test_health_flow.py; a window of a minute, longer than the restart takes."""
 
 from __future__ import annotations
@@ -12,13 +13,18 @@ from kafka import KafkaConsumer, TopicPartition
 
 from infra.health import HEALTH_GROUP
 from infra.health.app import HealthWorkerThread
+from infra.health.views import ClusterViews
 from infra.log.kafka import read_to_end
+from infra.log.projection import load_checkpoint
+from schemas import commands as C
+from schemas.status import CommandAccepted
 from tests.conftest import wait_until
 from tests.test_health_flow import (  # noqa: F401 - appender, health_settings: fixtures
     KEY,
     active_cluster,
     appender,
     commands_of,
+    create_cluster,
     health_settings,
     publish,
     stat,
@@ -81,3 +87,50 @@ def test_a_restarted_worker_decides_at_once_on_the_window_before_the_restart(
     assert command.aggregate_id == KEY
     assert command.payload.figures["load_average.samples"] == 3
     assert command.payload.figures["load_average.average"] == pytest.approx(50.0)
+
+
+def views_ready(worker: HealthWorkerThread) -> bool:
+    return worker.service is not None and worker.service.views_ready.is_set()
+
+
+def events_ends(settings) -> dict[int, int]:
+    """partition -> the end offset of the events topic now"""
+    return {raw.partition: raw.offset + 1 for raw in read_to_end(settings, "events", decode_records=False)}
+
+
+def cluster_states(views: ClusterViews) -> dict:
+    return {key: tracked.state.model_dump(mode="json") for key, tracked in views.tracked.items()}
+
+
+def test_a_restarted_worker_folds_only_the_events_after_its_views_checkpoint(health_settings, running_node, client):
+    create_cluster(client, 1, 3, {"load_average": 80.0})
+    first = HealthWorkerThread(health_settings.model_copy(update={"state_dir": health_settings.state_dir / "1"}))
+    first.start()
+    try:
+        wait_until(lambda: views_ready(first) and KEY in first.service.clusters, timeout=60, message="the views")
+        wait_until(
+            lambda: load_checkpoint(health_settings, ClusterViews.name, ClusterViews.format_version),
+            timeout=30,
+            message="the views' checkpoint, written once they held the log",
+        )
+    finally:
+        first.stop()
+    covered = dict(first.service.views.projection.positions)
+    assert covered == events_ends(health_settings)
+    assert isinstance(client.call(KEY, C.UpdateClusterLimits(min=1, max=5)), CommandAccepted)
+
+    second = HealthWorkerThread(health_settings.model_copy(update={"state_dir": health_settings.state_dir / "2"}))
+    second.start()
+    try:
+        wait_until(lambda: views_ready(second), timeout=60, message="the restarted worker's views")
+        projection = second.service.views.projection
+        assert projection.restored_from is not None and projection.restored_from.offsets == covered
+        # the records after the checkpoint, not the log from offset 0
+        assert projection.read == sum(at - covered.get(p, 0) for p, at in projection.positions.items()) > 0
+        assert second.service.views.tracked[KEY].state.max == 5
+        cold = ClusterViews(health_settings)
+        for raw in read_to_end(health_settings, "events", decode_records=False):
+            cold.feed(raw)
+        assert cluster_states(second.service.views) == cluster_states(cold)
+    finally:
+        second.stop()

@@ -84,10 +84,10 @@ def register(service: HealthService) -> None:
             while True:
                 behind = {tp for tp in behind if await consumer.position(tp) < ends[tp]}
                 if not behind and not service.views_ready.is_set():
+                    service.views_ready.set()  # the views hold the log: the windows need not wait for the write
                     if projection.read:  # where the next start begins
                         checkpoint = projection.capture()
                         await loop.run_in_executor(None, projection.write, service.dead_letters.appender, checkpoint)
-                    service.views_ready.set()
                 for records in (await consumer.getmany(timeout_ms=1000, max_records=EVENTS_BATCH)).values():
                     for raw in records:
                         views.feed(raw)

@@ -16,6 +16,8 @@ decide them again): the events and snapshots topics are what a platform of that 
 
 from __future__ import annotations
 
+import functools
+import gc
 import json
 import multiprocessing
 import random
@@ -78,9 +80,14 @@ class Generated:
     snapshots: CheckpointStats = field(default_factory=CheckpointStats)
 
 
+@functools.cache
+def _example(kind: str) -> str:
+    return (EXAMPLES / DEFINITIONS[kind][0]).read_text()
+
+
 def _definition(kind: str, revision: int) -> BaseModel:
-    file, definition_id = DEFINITIONS[kind]
-    data = json.loads((EXAMPLES / file).read_text())
+    definition_id = DEFINITIONS[kind][1]
+    data = json.loads(_example(kind))
     data["type" if kind == "cartridge" else "id"] = definition_id
     if kind != "cartridge":
         data["description"] = f"revision {revision}"
@@ -283,6 +290,9 @@ def _records_in(settings: Settings, topic_kind: str) -> int:
         consumer.close()
 
 
+GC_YOUNG_OBJECTS = 100_000
+"""Allocations between two collections of the youngest generation in a worker (Python: 700)."""
+
 _COUNTERS: list = []
 """Each worker's commits so far (shared memory, handed to the processes as they start)."""
 
@@ -305,6 +315,9 @@ def _generate(
     every: int,
 ) -> Generated:
     """One worker: the aggregates of `partitions`, `commits` commits over the span."""
+    # Each decision makes many short-lived objects beside the millions the aggregates hold: at
+    # Python's default thresholds the collector cost a worker about 15% of its CPU.
+    gc.set_threshold(GC_YOUNG_OBJECTS, 50, 100)
     world = World(clusters, tenants, random.Random(seed), settings.partitions, set(partitions))
     rng = world.rng = random.Random(seed * 1000 + worker)
     appender = BulkAppender(settings, source="node")
