@@ -3,15 +3,15 @@
 ``create_app(settings)`` declares the topics and the tasks of ``infra.health.agents`` on a
 fresh faust app (id ``<prefix>health-worker``); the health records themselves are read in
 batches by an aiokafka reader of the group ``<prefix>health-windows`` inside the app, so faust's
-own consumer reads only its (empty) leader topic. The cluster views
-(``infra.health.views``) live in the worker's memory, folded from every partition of
-``stratos.events`` read without a group (from the beginning on every start: the log is their
-store); a faust Table wrote a changelog record of a whole view per member event, which stalled
-the worker under bursts. Workers of one group share the health partitions, each folding all
-the views. What the agents share is a ``HealthService`` (``infra.health.service``, a module of
-its own so that the agents need not import this one). ``HealthWorker`` is faust's worker that
-also runs off the main thread (tests and benchmarks run it beside the node); ``stratos health``
-runs it in the foreground.
+own consumer reads only its (empty) leader topic. The cluster views (``infra.health.views``) live
+in the worker's memory, folded from every partition of ``stratos.events`` read without a group,
+from their own checkpoint on (``infra.log.projection``: the log is their store, the checkpoint
+where a start resumes); a faust Table wrote a changelog record of a whole view per member event,
+which stalled the worker under bursts. Workers of one group share the health partitions, each
+folding all the views. What the agents share is a ``HealthService`` (``infra.health.service``, a
+module of its own so that the agents need not import this one). ``HealthWorker`` is faust's
+worker that also runs off the main thread (tests and benchmarks run it beside the node);
+``stratos health`` runs it in the foreground.
 """
 
 from __future__ import annotations
