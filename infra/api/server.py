@@ -14,12 +14,24 @@ TICKS_PER_SECOND = 10
 """uvicorn's main loop ticks every 100 ms and refreshes its Date header every tenth tick."""
 
 
+KEEP_ALIVE_SECONDS = 75
+"""How long an idle client connection is kept open. Longer than clients keep theirs (httpx 5 s,
+browsers up to 60 s): at uvicorn's 5 s, equal to httpx's, the server closed an idle connection
+just as a client sent its next request on it, which the client saw as "server disconnected
+without sending a response" (a test's PUT to the mock IaaS, once in a suite run)."""
+
+
 class QuietServer(uvicorn.Server):
     """uvicorn's Server, whose main loop wakes once a second instead of every 100 ms (an idle
-    API or mock IaaS woke 10 times a second for nothing); `exit` ends it at once, from any thread."""
+    API or mock IaaS woke 10 times a second for nothing); `exit` ends it at once, from any thread.
+    Idle connections are kept `KEEP_ALIVE_SECONDS`, so that clients close them first."""
 
     _wake: asyncio.Event | None = None
     _loop: asyncio.AbstractEventLoop | None = None
+
+    def __init__(self, config: uvicorn.Config) -> None:
+        config.timeout_keep_alive = max(config.timeout_keep_alive, KEEP_ALIVE_SECONDS)
+        super().__init__(config)
 
     async def main_loop(self) -> None:
         self._loop, self._wake = asyncio.get_running_loop(), asyncio.Event()
