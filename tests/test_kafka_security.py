@@ -81,16 +81,20 @@ def add_user(platform: Settings, name: str, password: str) -> Settings:
     return as_user(platform, name, password)
 
 
+REFUSED_QUICKLY = dict(request_timeout_ms=3000, max_block_ms=3000, bootstrap_timeout_ms=3000)
+"""A client the broker turns away gives up in 3 s, not kafka-python's 30 s of bootstrap attempts."""
+
+
 def test_plaintext_and_wrong_passwords_are_refused(secure):
     broker, platform = secure
     with pytest.raises(KafkaError):
-        KafkaProducer(bootstrap_servers=broker.bootstrap, request_timeout_ms=3000, max_block_ms=3000)
+        KafkaProducer(bootstrap_servers=broker.bootstrap, **REFUSED_QUICKLY)
     assert wait_until(
         lambda: "SSL handshake failed" in Path(broker.log_path).read_text(),
         message="the broker's log of the plaintext attempt",
     )
     with pytest.raises(KafkaError):
-        KafkaProducer(**kafka_client_options(as_user(platform, "stratos", "not-the-password")), max_block_ms=5000)
+        KafkaProducer(**kafka_client_options(as_user(platform, "stratos", "not-the-password")), **REFUSED_QUICKLY)
     assert wait_until(
         lambda: re.search(r"Failed authentication .*Authentication failed", Path(broker.log_path).read_text()),
         message="the broker's log of the failed SCRAM authentication",
@@ -368,7 +372,7 @@ def test_stratos_up_secure_runs_the_whole_platform_as_its_own_principal(tmp_path
         log = (state_dir / "logs" / "kafka.log").read_text()
         assert "Failed authentication" not in log and "Principal = User:ANONYMOUS" not in log
         with pytest.raises(KafkaError):
-            KafkaProducer(bootstrap_servers=bootstrap, request_timeout_ms=3000, max_block_ms=3000)
+            KafkaProducer(bootstrap_servers=bootstrap, **REFUSED_QUICKLY)
     finally:
         code = up.stop()
     assert code == 0, up.output.read_text()[-3000:]

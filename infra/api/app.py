@@ -37,6 +37,7 @@ from infra.api.usage import router as usage_router
 from infra.auth.access import DEMO_PASSWORD
 from infra.auth.secrets import secret_box
 from infra.log.commands_client import CommandClient
+from infra.observe.follower import stop_together
 from infra.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -136,16 +137,22 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
-        own_read_model = read_model is None
-        own_commands = commands is None
-        model = read_model or await run_in_threadpool(lambda: ReadModel(settings).start())
-        client = commands or await run_in_threadpool(CommandClient, settings)
+        # what the app stops on shutdown, all at once: its own readers, then the routers' ones
+        app.state.stops = []
+        model = read_model
+        if model is None:
+            model = await run_in_threadpool(lambda: ReadModel(settings).start())
+            app.state.stops.append(model.stop)
+        client = commands
+        if client is None:
+            client = await run_in_threadpool(CommandClient, settings)
+            app.state.stops.append(client.close)
         app.state.settings = settings
         app.state.read_model = model
         app.state.commands = client
-        app.state.writer = Writer(settings, client, model)  # type: ignore[arg-type]
+        app.state.writer = Writer(settings, client, model)
         app.state.secrets = secret_box(settings)
-        app.state.identity = await run_in_threadpool(Identity, settings, model, password)  # type: ignore[arg-type]
+        app.state.identity = await run_in_threadpool(Identity, settings, model, password)
         app.state.runtime_views = {}
         app.state.runtime_build = asyncio.Lock()
         # the state read so far is long-lived: keep it out of the cyclic collector, whose full
@@ -158,10 +165,7 @@ def create_app(
         finally:
             if (proxy := getattr(app.state, "mock_iaas", None)) is not None:
                 await proxy.close()
-            if own_commands:
-                client.close()  # type: ignore[union-attr]
-            if own_read_model:
-                model.stop()  # type: ignore[union-attr]
+            await run_in_threadpool(stop_together, *app.state.stops)
 
     app = FastAPI(
         title="Stratos-ES",
