@@ -145,6 +145,12 @@ class Settings(BaseSettings):
         description="command partitions a node owns without a consumer group (e.g. [0,1,2,3]); "
         "unset = share them with the other nodes of the group",
     )
+    node_stall_seconds: float = Field(
+        20.0,
+        gt=0,
+        description="a poll of the node's consumer still waiting after this long is hung, not slow: the node "
+        "closes that consumer and joins its group again with a new one",
+    )
     max_record_bytes: int = Field(
         900_000, gt=1000, description="largest decision a node appends (below the broker's message.max.bytes)"
     )

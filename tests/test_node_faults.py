@@ -1,8 +1,11 @@
 """What the node survives without deciding anything twice or losing an answer, on the real
 broker: an append whose outcome is unknown (it timed out, and the record lands later), an actor
-that raises on a command, and a timer with nothing due (it sends nothing at all)."""
+that raises on a command, a poll of its consumer that never returns, and a timer with nothing due
+(it sends nothing at all)."""
 
 from __future__ import annotations
+
+import logging
 
 import pytest
 
@@ -116,3 +119,25 @@ def test_a_timer_with_nothing_due_sends_no_command(settings, client):
         running.stop()
     commands = [d.record.type for d in read_to_end(settings, "commands")]
     assert "CheckTimeouts" not in commands, commands
+
+
+def test_a_hung_poll_is_cut_and_the_node_serves_with_a_new_consumer(settings, client, caplog):
+    """The node's 10th poll never returns (the fault waits until the consumer is closed, as a
+    hung kafka-python poll does): its watchdog closes the consumer after `node_stall_seconds`,
+    the node joins its group again with a new one, and a command sent meanwhile is answered once."""
+    caplog.set_level(logging.ERROR, logger="infra.node.node")
+    hanging = settings.model_copy(update={"fault": "poll-hangs:10", "node_stall_seconds": 2.0})
+    running = RunningNode(hanging, timer_seconds=0.2)
+    try:
+        wait_until(
+            lambda: any("has not returned from a poll" in r.getMessage() for r in caplog.records),
+            timeout=60,
+            message="the watchdog closing the hung consumer",
+        )
+        cluster = aggregate_id("carbon.super", "cluster", SPEC.cluster_id)
+        reply = client.call(cluster, C.CreateCluster(spec=SPEC), timeout=60)
+        assert isinstance(reply, CommandAccepted) and not reply.duplicate, reply
+    finally:
+        running.stop()
+    history = commits_by_command(settings)
+    assert len(history[reply.command_id]) == 1 and all(len(commits) == 1 for commits in history.values())

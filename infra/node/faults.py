@@ -2,9 +2,11 @@
 SIGKILL the Nth time it passes `point` (no cleanup, no flush: what a power cut leaves);
 `point:N:stop` stops it with SIGSTOP instead (a process paused past its session timeout).
 
-Two faults leave the process running: `append-timeout:N` makes the Nth commit's append end in
-a timeout although the record still lands (later: the broker answered too slowly), and
-`actor-raises:N` makes the actor handling the Nth command raise on it, every time."""
+Three faults leave the process running: `append-timeout:N` makes the Nth commit's append end in
+a timeout although the record still lands (later: the broker answered too slowly),
+`actor-raises:N` makes the actor handling the Nth command raise on it, every time, and
+`poll-hangs:N` makes the node's Nth poll wait until its consumer is closed (a client that never
+answers, as kafka-python 3.0's consumer has been seen to do on a loaded machine)."""
 
 from __future__ import annotations
 
@@ -18,8 +20,8 @@ from kafka.errors import KafkaTimeoutError
 POINTS = ("before-append", "after-send", "after-append", "after-reply", "after-offset-commit", "mid-checkpoint")
 """Where the node's write path can be cut: deciding → sending the commit → acknowledged →
 replies sent → command offsets committed; and between a checkpoint's snapshots and marker."""
-FAULTS = ("append-timeout", "actor-raises")
-"""What the node survives: an append whose outcome is unknown, an actor that fails."""
+FAULTS = ("append-timeout", "actor-raises", "poll-hangs")
+"""What the node survives: an append whose outcome is unknown, an actor that fails, a hung poll."""
 LATE_SECONDS = 3.0
 """How much later than its timeout an `append-timeout` record lands: after the node went on."""
 

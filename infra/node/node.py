@@ -22,6 +22,7 @@ import os
 import queue
 import socket
 import threading
+import time
 from collections import defaultdict
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, replace
@@ -250,6 +251,51 @@ class _Item:
     future: Any = None
 
 
+class StalledPoll(Exception):
+    """The node's consumer was closed by its watchdog because a poll had hung."""
+
+
+class PollWatchdog:
+    """Closes the node's consumer when one of its polls has waited `limit` seconds: the node's
+    polls return within IDLE_POLL_MS, so such a poll is hung, not slow. kafka-python 3.0's
+    consumer has been seen to wait for ever for its group coordinator on a loaded machine (its
+    IO thread idle, the caller's wait never answered); closing the consumer fails that wait, and
+    the node then joins its group again with a new consumer instead of serving nothing."""
+
+    def __init__(self, consumer, limit: float, crash: CrashPoints) -> None:
+        self.consumer, self.limit, self.crash = consumer, limit, crash
+        self.since: float | None = None
+        self.closed = threading.Event()
+        self.done = threading.Event()
+        self.thread = threading.Thread(target=self._watch, name="poll-watchdog", daemon=True)
+        self.thread.start()
+
+    def poll(self, timeout_ms: int):
+        self.since = time.monotonic()
+        try:
+            if self.crash.fires("poll-hangs"):
+                self.closed.wait()
+            return self.consumer.poll(timeout_ms=timeout_ms)
+        finally:
+            self.since = None
+
+    def _watch(self) -> None:
+        while not self.done.wait(min(1.0, self.limit / 4)):
+            since = self.since
+            if since is not None and time.monotonic() - since > self.limit:
+                log.error(
+                    "the node's Kafka consumer has not returned from a poll in %.0f s: closing it and "
+                    "joining the group again with a new one",
+                    time.monotonic() - since,
+                )
+                self.closed.set()
+                self.consumer.close(autocommit=False, timeout_ms=5000)
+                return
+
+    def stop(self) -> None:
+        self.done.set()
+
+
 class _Rebalance(ConsumerRebalanceListener):
     """Hands each assignment to the node's loop, its partitions paused until adopted there.
 
@@ -435,6 +481,31 @@ class Node:
 
     # --- the loop -------------------------------------------------------------------------
     def run(self) -> None:
+        try:
+            while not self.stopping.is_set():
+                consumer = self._join()
+                watchdog = PollWatchdog(consumer, self.settings.node_stall_seconds, self.crash)
+                try:
+                    self._serve(consumer, watchdog)
+                except Exception:
+                    if not watchdog.closed.is_set():
+                        raise
+                    self._leave_everything()
+                finally:
+                    watchdog.stop()
+                    consumer.close(autocommit=False)
+        finally:
+            if self.adopter is not None:
+                self.adopter.shutdown(wait=False, cancel_futures=True)
+            for appender in (self.outbox, self.appender):
+                appender.flush()
+                appender.close()
+            self.gate.stop()
+            self.host.shutdown()
+
+    def _join(self):
+        """A consumer of the commands topic, in the nodes' group (or on the partitions the
+        settings name); partitions come through `assignments` and are adopted by the loop."""
         # a partition resumed after its takeover is fetched only once the fetch in flight for the
         # others returns: a short wait keeps a takeover from waiting out an idle poll
         consumer = group_consumer(
@@ -446,8 +517,9 @@ class Node:
         )
         consumer.unsubscribe()
         topic = self.settings.topic("commands")
-        self.partition_count = len(consumer.partitions_for_topic(topic) or ()) or self.settings.partitions
-        self.adopter = ThreadPoolExecutor(self.partition_count, thread_name_prefix="adopt")
+        if self.adopter is None:
+            self.partition_count = len(consumer.partitions_for_topic(topic) or ()) or self.settings.partitions
+            self.adopter = ThreadPoolExecutor(self.partition_count, thread_name_prefix="adopt")
         if self.settings.node_partitions is not None:
             static = [self._commands_partition(p) for p in self.settings.node_partitions]
             consumer.assign(static)
@@ -456,22 +528,24 @@ class Node:
             self.take_assignment(consumer)
         else:
             consumer.subscribe([topic], listener=_Rebalance(self, consumer))
-        try:
-            while not self.stopping.is_set():
-                batch = consumer.poll(timeout_ms=ADOPTING_POLL_MS if self.adopting else self.poll_ms)
-                self.take_assignment(consumer)
-                if batch:
-                    self._process(consumer, batch)
-                self.install_adopted(consumer)
-                self._fire_timers()
-        finally:
-            self.adopter.shutdown(wait=False, cancel_futures=True)
-            consumer.close(autocommit=False)
-            for appender in (self.outbox, self.appender):
-                appender.flush()
-                appender.close()
-            self.gate.stop()
-            self.host.shutdown()
+        return consumer
+
+    def _serve(self, consumer, watchdog: PollWatchdog) -> None:
+        while not self.stopping.is_set():
+            batch = watchdog.poll(ADOPTING_POLL_MS if self.adopting else self.poll_ms)
+            self.take_assignment(consumer)
+            if batch:
+                self._process(consumer, batch)
+            self.install_adopted(consumer)
+            self._fire_timers()
+
+    def _leave_everything(self) -> None:
+        """After a hung consumer: what it was assigned is given up (the new consumer's
+        assignment claims and rebuilds it again, as after any takeover)."""
+        while not self.assignments.empty():
+            self.assignments.get_nowait()
+        self.adopting.clear()
+        self.release(list(self.owned))
 
     def stop(self) -> None:
         self.stopping.set()
