@@ -14,6 +14,7 @@ from infra.api.app import create_app
 from infra.api.server import ApiServer
 from infra.broker import free_port
 from infra.log.kafka import ensure_topics
+from infra.observe.follower import stop_together
 from infra.settings import Settings
 from tests.conftest import RunningNode, sample
 
@@ -80,8 +81,7 @@ def platform(broker) -> Iterator[Platform]:
     try:
         yield Platform(settings, server.url)
     finally:
-        server.stop()
-        node.stop()
+        stop_together(server.stop, node.stop)
 
 
 @pytest.fixture

@@ -16,6 +16,7 @@ from infra.broker import free_port
 from infra.cloud.controller import CloudController
 from infra.cloud.mock.cloud import MockCloud
 from infra.cloud.mock.service import MockIaasService
+from infra.observe.follower import stop_together
 from schemas import commands as C
 from schemas.definitions import DEFINITION_KINDS
 from schemas.ids import aggregate_id
@@ -72,9 +73,8 @@ class RunningCloud:
             self.thread.join(20)
 
     def stop(self) -> None:
-        self.stop_controller()
         self.http.close()
-        self.service.stop()
+        stop_together(self.stop_controller, self.service.stop)
 
 
 @pytest.fixture
@@ -287,5 +287,4 @@ def test_in_process_mode_each_member_is_an_agent_process_whose_http_port_answers
         running.crash(member)
         assert process.poll() is not None  # a crash ends it
     finally:
-        running.stop()
-        server.stop()
+        stop_together(running.stop, server.stop)

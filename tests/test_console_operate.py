@@ -26,6 +26,7 @@ from infra.broker import free_port
 from infra.cli.main import app as stratos
 from infra.health.app import HealthWorkerThread
 from infra.log.kafka import ensure_topics
+from infra.observe.follower import stop_together
 from infra.settings import Settings
 from tests.conftest import RunningNode, wait_until
 from tests.test_cloud_controller import RunningCloud
@@ -87,10 +88,7 @@ class Platform:
         return httpx.Client(base_url=self.url, auth=(username, password), timeout=60)
 
     def stop(self) -> None:
-        self.server.stop()
-        self.worker.stop()
-        self.cloud.stop()
-        self.node.stop()
+        stop_together(self.server.stop, self.worker.stop, self.cloud.stop, self.node.stop)
 
 
 @pytest.fixture(scope="module")

@@ -24,6 +24,7 @@ from infra.log.eventlog import decode_log
 from infra.log.kafka import encode, envelope, new_id, read_to_end
 from infra.log.recovery import CHECKPOINT, COVERS, checkpoint_key, recover_partition
 from infra.node.node import partition_for
+from infra.observe.follower import stop_together
 from schemas.ids import aggregate_id
 from schemas.observability import LogBatch, LogBatchRecord, LogLine
 from schemas.records import Claim, LogRecord, Snapshot, SnapshotRecord
@@ -42,8 +43,7 @@ def platform(settings):
     try:
         yield made, server.url, node
     finally:
-        server.stop()
-        node.stop()
+        stop_together(server.stop, node.stop)
 
 
 @pytest.fixture

@@ -23,6 +23,7 @@ from infra.lb.config import backend_name
 from infra.lb.topology import TopologyProjector
 from infra.log.commands_client import CommandClient
 from infra.log.kafka import Appender, encode, ensure_topics, envelope, read_to_end
+from infra.observe.follower import stop_together
 from infra.settings import Settings
 from schemas import commands as C
 from schemas.definitions import DomainMappings
@@ -134,13 +135,10 @@ class Platform:
 
     def stop(self) -> None:
         self.client.close()
-        self.health.stop()
-        self.lb.stop()
-        self.projector.stop()
+        stop_together(self.health.stop, self.lb.stop, self.projector.stop)
         for thread in self.threads:
             thread.join(20)
-        self.cloud.stop()
-        self.node.stop()
+        stop_together(self.cloud.stop, self.node.stop)
 
 
 @pytest.fixture(scope="module")

@@ -17,6 +17,7 @@ from infra.api.app import create_app
 from infra.api.server import ApiServer
 from infra.broker import free_port
 from infra.log.kafka import ensure_topics
+from infra.observe.follower import stop_together
 from infra.settings import Settings
 from tests.conftest import RunningNode, sample, wait_until
 from tests.test_api_platform import ADMIN_PASSWORD, Platform, define_samples
@@ -83,9 +84,7 @@ def running(broker, tmp_path_factory):
     try:
         yield Platform(settings, server.url), cloud
     finally:
-        server.stop()
-        cloud.stop()
-        node.stop()
+        stop_together(server.stop, cloud.stop, node.stop)
 
 
 def deploy(client: httpx.Client, application: dict) -> None:

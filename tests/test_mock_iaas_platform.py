@@ -20,6 +20,7 @@ from infra.api.app import create_app
 from infra.api.server import ApiServer
 from infra.broker import free_port
 from infra.log.kafka import ensure_topics
+from infra.observe.follower import stop_together
 from infra.settings import Settings
 from tests.conftest import RunningNode, sample, wait_until
 from tests.test_cloud_controller import RunningCloud
@@ -79,9 +80,7 @@ class Stack:
         return domain
 
     def stop(self) -> None:
-        self.server.stop()
-        self.cloud.stop()
-        self.node.stop()
+        stop_together(self.server.stop, self.cloud.stop, self.node.stop)
 
 
 @pytest.fixture(scope="module")

@@ -13,6 +13,7 @@ from infra.api.read_model import ReadModel
 from infra.lb.topology import TopologyProjector
 from infra.log.kafka import Appender, ensure_topics, read_to_end
 from infra.log.projection import TOPIC, Checkpoint, load_checkpoint, write_checkpoint
+from infra.observe.follower import stop_together
 from tests.conftest import sample, wait_until
 from tests.test_runtime_flow import T, add, define_all
 
@@ -52,8 +53,7 @@ def test_a_read_model_restarted_after_its_checkpoint_folds_only_what_follows(set
         assert cold.projection.read == sum(events_end(settings).values())
         assert states(restarted) == states(cold)
     finally:
-        restarted.stop()
-        cold.stop()
+        stop_together(restarted.stop, cold.stop)
 
 
 def test_a_checkpoint_not_signed_by_the_platform_is_not_used(settings, running_node, client):

@@ -17,6 +17,7 @@ from kafka import KafkaConsumer, TopicPartition
 from infra.health import HEALTH_GROUP
 from infra.health.app import HealthWorkerThread
 from infra.log.kafka import read_to_end
+from infra.observe.follower import stop_together
 from schemas import commands as C
 from schemas.ids import aggregate_id
 from schemas.status import CommandAccepted
@@ -64,8 +65,7 @@ def platform(loop_settings, running_node):
     cloud = RunningCloud(loop_settings)
     worker = HealthWorkerThread(loop_settings).start()
     yield cloud
-    worker.stop()
-    cloud.stop()
+    stop_together(worker.stop, cloud.stop)
 
 
 @pytest.fixture

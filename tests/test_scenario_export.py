@@ -23,6 +23,7 @@ from typer.testing import CliRunner
 
 from infra.cli.main import app
 from infra.health.app import HealthWorkerThread
+from infra.observe.follower import stop_together
 from infra.settings import get_settings
 from infra.simulation.export import Move, compare
 from infra.simulation.live import run_live
@@ -108,9 +109,7 @@ def recorded(settings, tmp_path):
         )
         end = datetime.now(UTC)
     finally:
-        worker.stop()
-        cloud.stop()
-        node.stop()
+        stop_together(worker.stop, cloud.stop, node.stop)
     return live, start, end
 
 

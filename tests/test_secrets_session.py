@@ -34,6 +34,7 @@ from infra.log.archive import export_log
 from infra.log.archive_format import ArchiveReader
 from infra.log.commands_client import CommandClient
 from infra.log.kafka import Appender, DeadLetters, ensure_topics, read_to_end
+from infra.observe.follower import stop_together
 from infra.settings import Settings
 from schemas import commands as C
 from schemas.base import MASK
@@ -149,9 +150,7 @@ def session(broker, tmp_path_factory):
         script(settings, server.url)
         yield settings, server.url, cloud, captured, accounts
     finally:
-        server.stop()
-        cloud.stop()
-        node.stop()
+        stop_together(server.stop, cloud.stop, node.stop)
         infra.cloud.controller.build_driver = original
         root.removeHandler(captured)
         for logger, level in zip(ours, levels, strict=True):
@@ -410,8 +409,7 @@ def test_after_rotating_the_key_old_records_open_and_new_ones_use_the_new_key(br
         with client(server.url, "boss@new.org", "new-tenant-pw") as boss:
             assert boss.get("/whoami").status_code == 200
     finally:
-        server.stop()
-        node.stop()
+        stop_together(server.stop, node.stop)
     box = secret_box(after)
     sealed = {
         e.payload.definition.tenantDomain: e.payload.definition.adminPassword

@@ -23,6 +23,7 @@ from infra.log.archive import export_log
 from infra.log.archive_format import ArchiveReader
 from infra.log.commands_client import CommandClient
 from infra.log.kafka import ORIGINAL_HEADERS, ensure_topics, envelope, new_id, read_to_end
+from infra.observe.follower import stop_together
 from infra.settings import Settings
 from schemas import commands as C
 from schemas.ids import aggregate_id
@@ -58,8 +59,7 @@ def platform(broker):
     finally:
         client.close()
         raw.close()
-        server.stop()
-        node.stop()
+        stop_together(server.stop, node.stop)
 
 
 def refused_letter(settings, record_id: str, count: int = 1) -> list[dict]:

@@ -17,6 +17,7 @@ from infra.api.app import create_app
 from infra.api.server import ApiServer
 from infra.broker import free_port
 from infra.log.kafka import ensure_topics
+from infra.observe.follower import stop_together
 from infra.settings import Settings
 from tests.conftest import RunningNode, wait_until
 
@@ -66,8 +67,7 @@ def apis(broker) -> Iterator[tuple[Settings, list[str]]]:
     finally:
         second.terminate()
         second.wait(20)
-        first.stop()
-        node.stop()
+        stop_together(first.stop, node.stop)
 
 
 def admin(url: str, user: str = "admin", password: str = ADMIN_PASSWORD) -> httpx.Client:

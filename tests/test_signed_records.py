@@ -25,6 +25,7 @@ from infra.auth.signing import SIGNATURE, SIGNER, TOKEN, Signer, member_credenti
 from infra.broker import free_port
 from infra.log.commands_client import CommandClient
 from infra.log.kafka import encode, ensure_topics, envelope, new_id, read_to_end
+from infra.observe.follower import stop_together
 from infra.settings import Settings
 from schemas import commands as C
 from schemas.definitions import DEFINITION_KINDS
@@ -201,8 +202,7 @@ def api(broker):
     try:
         yield made, server.url
     finally:
-        server.stop()
-        node.stop()
+        stop_together(server.stop, node.stop)
 
 
 @pytest.fixture

@@ -15,6 +15,7 @@ from rich.console import Console
 
 from infra.api.app import create_app
 from infra.health.app import HealthWorkerThread
+from infra.observe.follower import stop_together
 from infra.simulation.live import run_live
 from infra.simulation.scenario import load_scenario
 from tests.conftest import wait_until
@@ -108,6 +109,4 @@ def test_live_mode_report_matches_the_runtime_api(live_settings, tmp_path):
         cluster = metrics["policies"]["scenario"]["clusters"][f"{APP_ID}.php1.php.domain"]
         assert cluster["scaling_actions"] == 4  # +3, then -1 three times
     finally:
-        worker.stop()
-        cloud.stop()
-        node.stop()
+        stop_together(worker.stop, cloud.stop, node.stop)

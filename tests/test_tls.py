@@ -20,6 +20,7 @@ from infra.auth.tls import TlsConfigError, generate_self_signed, server_certific
 from infra.broker import free_port
 from infra.cli.main import app
 from infra.cloud.mock.service import MockIaasService
+from infra.observe.follower import stop_together
 from infra.settings import get_settings
 
 
@@ -109,5 +110,4 @@ def test_the_api_cli_and_mock_iaas_over_https_trusting_the_generated_certificate
         assert distrusted.exit_code == 1 and "CERTIFICATE_VERIFY_FAILED" in distrusted.stderr
         assert distrusted.exception is None or isinstance(distrusted.exception, SystemExit)
     finally:
-        api.stop()
-        mock.stop()
+        stop_together(api.stop, mock.stop)

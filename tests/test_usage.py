@@ -21,6 +21,7 @@ from infra.api.server import ApiServer
 from infra.broker import free_port
 from infra.cli.main import app as stratos
 from infra.log.kafka import read_to_end
+from infra.observe.follower import stop_together
 from infra.observe.usage import UsageExporter, otel_exporter
 from schemas import commands as C
 from schemas.ids import aggregate_id
@@ -213,5 +214,4 @@ def test_a_deployment_scaled_1_3_1_is_metered_per_tenant_exported_and_its_instan
     finally:
         commands.close()
         admin.close()
-        server.stop()
-        cloud.stop()
+        stop_together(server.stop, cloud.stop)
