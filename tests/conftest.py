@@ -10,6 +10,7 @@ from collections.abc import Callable
 from typing import TypeVar
 
 import pytest
+from hypothesis import settings as hypothesis_settings
 
 from infra.broker import EmbeddedBroker
 from infra.log.kafka import ensure_topics
@@ -17,6 +18,11 @@ from infra.settings import Settings
 
 T = TypeVar("T")
 _EXIT_STATUS = {"code": 0}
+
+# No property test has a deadline: a time limit per example is a timing assertion, and three
+# workers on two cores (beside brokers and browsers) made a 200 ms deadline fail a correct fold
+hypothesis_settings.register_profile("suite", deadline=None)
+hypothesis_settings.load_profile("suite")
 
 # One platform secret for every part a test starts, in this process or a child (they inherit
 # it): parts whose settings name another state directory still sign and verify alike.

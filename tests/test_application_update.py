@@ -238,7 +238,7 @@ def test_a_group_scales_out_with_all_its_clusters_and_back_in(loop_settings, pla
             and len(members(loop_settings, group[2])) == 2
             and all(len(members(loop_settings, c)) >= 2 for c in group)
         ),
-        timeout=60,
+        timeout=120,
         message="a second web-group instance, each of its clusters at 2 members or more",
     )
     changed = [e.payload for e in events_of(loop_settings, app) if e.type == "ApplicationInstancesChanged"][0]
