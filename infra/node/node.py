@@ -54,6 +54,7 @@ from actors.runtime import (
 from infra.auth.gate import CommandGate
 from infra.auth.secrets import secret_box
 from infra.log.kafka import (
+    IDLE_POLL_MS,
     Appender,
     DeadLetters,
     Delivered,
@@ -89,9 +90,6 @@ APPEND_WAIT_SECONDS = 30.0
 for unknown (the producer's delivery timeout is shorter: `Appender`)."""
 ADOPTING_POLL_MS = 50
 """The loop's poll while partitions are being rebuilt: a rebuilt one is installed that soon."""
-UNASSIGNED_POLL_MS = 100
-"""The loop's poll while it owns nothing: kafka-python's poll then sleeps in 100 ms steps anyway,
-and an assignment is taken as soon as the poll it came in returns."""
 OUTBOX_LINGER_MS = 1000
 OUTBOX_BATCH_BYTES = 512 * 1024
 """The outbox's producer holds a poll's commits and replies until the node flushes them: one
@@ -259,7 +257,7 @@ class StalledPoll(Exception):
 
 class PollWatchdog:
     """Closes the node's consumer when one of its polls has waited `limit` seconds: the node's
-    polls return within a second, so such a poll is hung, not slow. kafka-python 3.0's
+    polls return within IDLE_POLL_MS, so such a poll is hung, not slow. kafka-python 3.0's
     consumer has been seen to wait for ever for its group coordinator on a loaded machine (its
     IO thread idle, the caller's wait never answered); closing the consumer fails that wait, and
     the node then joins its group again with a new consumer instead of serving nothing."""
@@ -334,11 +332,8 @@ class Node:
         # actors first: a thespian base that starts processes does so before any Kafka client runs threads
         self.host = ActorHost(base, timer_seconds)
         self.timer_seconds = timer_seconds
-        self.poll_ms = int(min(TAKEOVER_FETCH_WAIT_MS, timer_seconds * 200))
-        """Timers fire between polls: at least five chances per timer period. No longer than the
-        node's fetch wait: kafka-python loops that often inside a poll anyway, and an assignment
-        handed over during a poll is only taken once it returns (a 2 s poll made every takeover
-        of an idle node wait up to 2 s more)."""
+        self.poll_ms = int(min(IDLE_POLL_MS, timer_seconds * 200))
+        """Timers fire between polls: at least five chances per timer period."""
         self.appender = Appender(settings, source="node")
         """Claims, checkpoints, dead letters and timers: sent at once."""
         self.outbox = Appender(settings, source="node", linger_ms=OUTBOX_LINGER_MS, batch_size=OUTBOX_BATCH_BYTES)
@@ -537,13 +532,7 @@ class Node:
 
     def _serve(self, consumer, watchdog: PollWatchdog) -> None:
         while not self.stopping.is_set():
-            if self.adopting:
-                timeout = ADOPTING_POLL_MS
-            elif not self.owned:
-                timeout = min(self.poll_ms, UNASSIGNED_POLL_MS)
-            else:
-                timeout = self.poll_ms
-            batch = watchdog.poll(timeout)
+            batch = watchdog.poll(ADOPTING_POLL_MS if self.adopting else self.poll_ms)
             self.take_assignment(consumer)
             if batch:
                 self._process(consumer, batch)
