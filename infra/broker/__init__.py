@@ -306,11 +306,9 @@ class EmbeddedBroker:
             # the active controller appends a no-op to the metadata log every 500 ms by default:
             # a third of an idle broker's CPU here
             "metadata.max.idle.interval.ms": "5000",
-            # with several nodes, a dead one is fenced after 4 s without heartbeats (default 9 s):
-            # writes with acks=all stall that long when a broker of three dies. A single node has
-            # nobody to hand its partitions to: fencing it only takes every partition offline, and
-            # on a starved machine its own heartbeats came late enough for that (30 s, then)
-            "broker.session.timeout.ms": "4000" if count > 1 else "30000",
+            # a dead node is fenced after 4 s without heartbeats (default 9 s): writes with
+            # acks=all stall that long when a broker of three dies
+            "broker.session.timeout.ms": "4000",
             "broker.heartbeat.interval.ms": "1000",
             **(self.security.properties(node) if self.security else {}),
             **self.overrides,
