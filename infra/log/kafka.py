@@ -716,7 +716,13 @@ def group_consumer(settings: Settings, group_id: str, topic_kinds: list[str], **
     )
     options.update(overrides)
     consumer = KafkaConsumer(**options)
-    consumer.subscribe([settings.topic(k) for k in topic_kinds])
+    topics = [settings.topic(k) for k in topic_kinds]
+    # the topics' metadata first: a group leader that assigns before it knows a topic's
+    # partitions gives nobody any of them ("No partition metadata for topic"), and kafka-python
+    # 3.0.12 was seen to leave such a group settled for a minute with nothing assigned
+    for topic in topics:
+        consumer.partitions_for_topic(topic)
+    consumer.subscribe(topics)
     return consumer
 
 
