@@ -64,7 +64,7 @@ def comparable(outcome) -> tuple:
     )
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=60)
 @given(commands_strategy, st.integers(1, 6))
 def test_a_batch_decides_what_the_same_commands_decide_one_at_a_time(drawn, batch_size):
     commands = [np_command(kind, text, f"c{n}") for kind, text, n in drawn]

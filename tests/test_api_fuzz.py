@@ -29,9 +29,7 @@ def test_no_input_makes_the_api_fail_with_a_server_error(platform):
     for operation in operations:
 
         @given(case=operation.as_strategy())
-        @settings(
-            max_examples=EXAMPLES_PER_OPERATION, deadline=None, database=None, suppress_health_check=list(HealthCheck)
-        )
+        @settings(max_examples=EXAMPLES_PER_OPERATION, database=None, suppress_health_check=list(HealthCheck))
         def no_server_error(case) -> None:
             case.call_and_validate(auth=("admin", ADMIN_PASSWORD), checks=[not_a_server_error], timeout=60)
 

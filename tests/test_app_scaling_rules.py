@@ -223,7 +223,7 @@ def test_group_scaling_adds_an_instance_of_the_innermost_scalable_group_then_bur
     assert I.plan_instances(topology, {}, 1, {TOMCAT: 2}, TOMCAT).burst == 2  # no group: burst at once
 
 
-@settings(max_examples=100, deadline=None)
+@settings(max_examples=100)
 @given(
     st.lists(
         st.tuples(st.sampled_from([WEB_PHP, TOMCAT, "nested-group-app.my-php-app.php.domain"]), st.integers(1, 6)),
@@ -346,7 +346,7 @@ def test_the_simulator_bursts_and_scales_back_with_the_same_rules():
     assert max(track.supply) == 4 and track.supply[-1] == 1  # 2 per cluster instance, then min
 
 
-@settings(max_examples=100, deadline=None)
+@settings(max_examples=100)
 @given(
     st.lists(st.integers(0, 4), min_size=3, max_size=3),
     st.lists(st.sampled_from(["np1", "np2"]), min_size=1, max_size=4),

@@ -253,7 +253,7 @@ STEPS = st.lists(
 )
 
 
-@hypothesis_settings(max_examples=150, deadline=None)
+@hypothesis_settings(max_examples=150)
 @given(STEPS)
 def test_the_chosen_snapshots_are_history_at_the_replay_point_whatever_the_cleaner_removed(steps):
     model = _Model()

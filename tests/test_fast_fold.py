@@ -136,7 +136,7 @@ histories = st.lists(st.tuples(steps, st.sampled_from([0, 5, 400, 2000, 90000]))
 )
 
 
-@hsettings(max_examples=150, deadline=None)
+@hsettings(max_examples=150)
 @given(histories)
 def test_the_live_fold_and_the_in_place_rebuild_equal_the_validated_fold(history):
     live, log = run_live(history)

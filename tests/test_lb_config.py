@@ -142,7 +142,7 @@ def test_haproxy_accepts_the_generated_file(tmp_path):
 NAMES = st.text("abcdefghij0123456789.-", min_size=1, max_size=12).filter(lambda s: s[0].isalnum())
 
 
-@hsettings(max_examples=60, deadline=None)
+@hsettings(max_examples=60)
 @given(before=st.sets(NAMES, max_size=6), after=st.sets(NAMES, max_size=6))
 def test_server_changes_take_any_member_set_to_any_other(before, after):
     old = plan({key("c1"): entry("c1", [member(m, 4000 + n) for n, m in enumerate(sorted(before))])})

@@ -174,7 +174,7 @@ def mutated(draw) -> bytes:
     return text
 
 
-@hsettings(max_examples=600, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@hsettings(max_examples=600, suppress_health_check=[HealthCheck.too_slow])
 @given(mutated())
 def test_the_head_accepts_and_rejects_what_the_pydantic_envelope_does(value):
     assert_same_acceptance(value)
@@ -248,7 +248,7 @@ log_entries = st.lists(
 )
 
 
-@hsettings(max_examples=150, deadline=None)
+@hsettings(max_examples=150)
 @given(log_entries)
 def test_history_head_keeps_the_same_fences_and_commits_as_history_commit(entries):
     """The same partition read by `commit` (full decode) and by `head`: the same commits are

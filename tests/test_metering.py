@@ -108,7 +108,7 @@ def total(rows, name="member_seconds") -> float:
     return sum(r[name] for r in rows)
 
 
-@hsettings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@hsettings(max_examples=150, suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(member_life, max_size=12), st.floats(0, 4000), st.floats(0, 4000))
 def test_member_seconds_are_the_active_intervals_and_tenants_apart(lives, a, b):
     meter = folded(history(lives))
@@ -117,7 +117,7 @@ def test_member_seconds_are_the_active_intervals_and_tenants_apart(lives, a, b):
         assert abs(total(usage(meter, tenant, start, end)) - active_seconds(lives, tenant, start, end)) < 0.01
 
 
-@hsettings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@hsettings(max_examples=150, suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(member_life, max_size=12), st.floats(0, 1), st.floats(0, 1))
 def test_usage_is_additive_over_a_split_of_time(lives, x, y):
     meter = folded(history(lives))
@@ -134,7 +134,7 @@ def test_usage_is_additive_over_a_split_of_time(lives, x, y):
         assert set(row["by_instance_type"]) <= {"m1.small"}
 
 
-@hsettings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@hsettings(max_examples=100, suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(member_life, max_size=12), st.floats(0, 4000))
 def test_usage_at_a_past_instant_is_the_fold_of_the_log_up_to_then(lives, t):
     commits = history(lives)

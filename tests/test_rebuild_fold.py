@@ -84,7 +84,7 @@ def validated_folds(values: list[bytes]) -> tuple[dict[str, Tracked], list[str]]
     return folded, problems
 
 
-@hsettings(max_examples=60, deadline=None)
+@hsettings(max_examples=60)
 @given(histories, histories, definition_steps, st.floats(0, 1), st.floats(0, 1), st.booleans())
 def test_a_rebuild_in_place_equals_the_validated_fold(first, second, steps, cut, repeat_at, repeat):
     one = run_live(first)[1]

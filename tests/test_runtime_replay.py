@@ -99,7 +99,7 @@ def replay(log, start: Tracked | None = None):
     return tracked, problems
 
 
-@hsettings(max_examples=60, deadline=None)
+@hsettings(max_examples=60)
 @given(st.lists(command_specs, max_size=40))
 def test_state_rebuilt_from_the_log_equals_the_live_state(specs):
     live, log = run_live(specs)
@@ -109,7 +109,7 @@ def test_state_rebuilt_from_the_log_equals_the_live_state(specs):
     assert rebuilt.handled == live.handled  # accepted and rejected ids, with their outcomes
 
 
-@hsettings(max_examples=60, deadline=None)
+@hsettings(max_examples=60)
 @given(st.lists(command_specs, max_size=40), st.floats(0, 1))
 def test_snapshot_plus_tail_equals_full_replay(specs, cut):
     live, log = run_live(specs)

@@ -218,7 +218,7 @@ curves = st.integers(min_value=1, max_value=60).flatmap(
 )
 
 
-@hsettings(max_examples=150, deadline=None)
+@hsettings(max_examples=150)
 @given(curves)
 def test_accuracy_and_timeshare_bound_each_other(pair):
     demand, supply = pair
@@ -231,7 +231,7 @@ def test_accuracy_and_timeshare_bound_each_other(pair):
     assert under <= share_u * 20 + 1e-9 and over <= share_o * 20 + 1e-9  # at most 20 members off (float sums)
 
 
-@hsettings(max_examples=150, deadline=None)
+@hsettings(max_examples=150)
 @given(st.lists(st.integers(0, 20), min_size=1, max_size=60), st.floats(1, 600))
 def test_perfect_supply_scores_zero_everywhere(demand, dt):
     f = el.figures(demand, demand, demand, demand, dt, 0)
@@ -241,7 +241,7 @@ def test_perfect_supply_scores_zero_everywhere(demand, dt):
     assert f["cost_member_seconds"] == pytest.approx(sum(demand) * dt)
 
 
-@hsettings(max_examples=150, deadline=None)
+@hsettings(max_examples=150)
 @given(st.lists(st.integers(0, 10), min_size=2, max_size=40), st.integers(0, 5))
 def test_supply_lagging_demand_reacts_after_the_lag(demand, lag):
     supply = [demand[0]] * lag + demand[: len(demand) - lag] if lag < len(demand) else [demand[0]] * len(demand)
@@ -255,7 +255,7 @@ def test_supply_lagging_demand_reacts_after_the_lag(demand, lag):
             assert supply[k + int(reaction // 15)] >= demand[k]
 
 
-@hsettings(max_examples=150, deadline=None)
+@hsettings(max_examples=150)
 @given(curves)
 def test_instability_and_jitter_are_shares_and_counts(pair):
     demand, supply = pair
@@ -266,7 +266,7 @@ def test_instability_and_jitter_are_shares_and_counts(pair):
     assert abs(j * hours) <= len(demand) - 1
 
 
-@hsettings(max_examples=100, deadline=None)
+@hsettings(max_examples=100)
 @given(
     st.dictionaries(
         st.text("abc", min_size=1, max_size=3), st.tuples(st.floats(0, 100), st.floats(0, 1)), min_size=1, max_size=6

@@ -78,7 +78,7 @@ def setup_for(levels: list[list[tuple[int, int]]], crashes: float, failures: flo
 level_changes = st.lists(st.tuples(st.integers(0, 179), st.sampled_from([5, 20, 40, 60, 95])), min_size=1, max_size=5)
 
 
-@hsettings(max_examples=12, deadline=None)
+@hsettings(max_examples=12)
 @given(
     st.lists(level_changes, min_size=1, max_size=3),
     st.sampled_from([0.0, 0.5]),

@@ -225,7 +225,7 @@ def test_the_time_travel_horizon_keeps_checkpoints_from_the_cleaner():
     assert "min.compaction.lag.ms" not in topic_config("topology", horizon)
 
 
-@hsettings(max_examples=100, deadline=None)
+@hsettings(max_examples=100)
 @given(
     st.lists(
         st.tuples(

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from actors.causality import MAX_DEPTH, causes, effects
@@ -37,7 +37,6 @@ def patch(document: dict, changes) -> dict:
     return out
 
 
-@settings(deadline=None)  # nested documents: slow examples on a loaded machine are not a failure
 @given(documents, documents)
 def test_diff_turns_one_state_into_the_other(before, after):
     changes = diff(before, after)

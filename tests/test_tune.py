@@ -97,7 +97,7 @@ def test_the_cli_says_a_bad_bound_in_one_line_and_exits_2(tmp_path):
 # --- the policies a trial runs -------------------------------------------------------------------
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=60)
 @given(
     st.fixed_dictionaries(
         {

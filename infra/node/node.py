@@ -251,10 +251,6 @@ class _Item:
     future: Any = None
 
 
-class StalledPoll(Exception):
-    """The node's consumer was closed by its watchdog because a poll had hung."""
-
-
 class PollWatchdog:
     """Closes the node's consumer when one of its polls has waited `limit` seconds: the node's
     polls return within IDLE_POLL_MS, so such a poll is hung, not slow. kafka-python 3.0's
