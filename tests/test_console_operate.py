@@ -9,6 +9,7 @@ Screenshots go to test-artifacts/; axe-core (vendored by `make console-assets`) 
 from __future__ import annotations
 
 import json
+import re
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -238,8 +239,11 @@ def test_an_admin_defines_deploys_scales_debugs_undeploys_and_removes_from_the_c
     expect(page.locator(f'#applications details[data-key="cluster:{CLUSTER}"] > summary')).to_contain_text("max 3")
     with platform.client() as admin:
         assert admin.get(f"/api/cluster/{CLUSTER}").json()["maxInstances"] == 3
-    # load 80: ceil(2 * 80 / 70) = 3 members, the new max; the tree follows the scale-out
-    load(platform, 80)
+    # load 72: ceil(2 * 72 / 70) = 3 members, the new max; the tree follows the scale-out.
+    # A step of 12 keeps every prediction under the lazy policy's 95 for the what-if below:
+    # with the 1 s floor on spans, the slope and curvature terms add at most 12 + 12 / 2 to
+    # 72 (a step to 80 can predict up to 110 on bunched samples: in one CI run lazy scaled too).
+    load(platform, 72)
     expect(members(page, "Active")).to_have_count(3, timeout=90_000)
 
     # in use: removing the cartridge says what uses it, and leaves it
@@ -276,10 +280,10 @@ def test_an_admin_defines_deploys_scales_debugs_undeploys_and_removes_from_the_c
     expect(figure).to_be_visible()
     hops = int(figure.get_attribute("data-hops"))
     assert hops > 0
-    # load 80 with two members: the sample's threshold 70 started a third, 95 would not have
+    # load 72 with two members: the sample's threshold 70 started a third, 95 would not have
     expect(page.locator("#whatif-totals")).to_contain_text(f"{hops} decisions compared")
     totals = page.locator("#whatif-totals").inner_text()
-    assert "would have been 0" in totals and "scale-ups decided 0" not in totals, totals
+    assert re.search(r"scale-ups decided [1-9]\d*, would have been 0;", totals), totals
     expect(page.locator("#whatif-hops tbody tr").first).to_be_visible()
     drawn = page.evaluate(
         """() => { const c = document.querySelector('#whatif-chart');
