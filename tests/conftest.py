@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import os
 import secrets
+import sys
+import threading
 import time
+import traceback
 import uuid
 from collections.abc import Callable
 from typing import TypeVar
@@ -83,16 +86,28 @@ def delete_topics(bootstrap: str, prefix: str) -> None:
         pass
 
 
+def thread_stacks() -> str:
+    """Every thread of this process with its name and stack."""
+    names = {thread.ident: thread.name for thread in threading.enumerate()}
+    return "\n".join(
+        f"--- thread {names.get(ident, ident)}\n" + "".join(traceback.format_stack(frame))
+        for ident, frame in sys._current_frames().items()
+    )
+
+
 def wait_until(
     condition: Callable[[], T], timeout: float = 20.0, interval: float = 0.05, message: str = "condition"
 ) -> T:
-    """Poll `condition` until it returns something truthy; fail after `timeout` seconds."""
+    """Poll `condition` until it returns something truthy; fail after `timeout` seconds, with
+    every thread's stack on stderr: the parts run on this process's threads, and where one of
+    them waits is what a timeout in CI needs to be understood."""
     deadline = time.monotonic() + timeout
     while True:
         value = condition()
         if value:
             return value
         if time.monotonic() > deadline:
+            print(thread_stacks(), file=sys.stderr)
             raise AssertionError(f"timed out after {timeout}s waiting for {message}")
         time.sleep(interval)
 
