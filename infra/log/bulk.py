@@ -28,36 +28,49 @@ from infra.settings import Settings
 from schemas.envelope import Envelope
 
 _DONE = object()
+BULK_FETCH_BYTES = 32 << 20
+"""The most a bulk read fetches of its partition at once. A read of a known range asks for
+about 2 KB a record (a commit is about 1.3 KB), at least 1 MB: the broker sends the whole
+amount whatever the range needs, and 32 MB cost a range of a few records 70 ms."""
 BULK_FETCH_WAIT_MS = 20
 """How long the broker may hold a fetch: a bulk read wants what is there now, and a fetch of a
 partition's tail waits its whole wait when nothing more comes."""
 
 
 async def _produce_batches(
-    settings: Settings, topic: str, partition: int, start: int, out: queue.Queue, stop: threading.Event, row=None
+    settings: Settings,
+    topic: str,
+    partition: int,
+    start: int,
+    end: int | None,
+    out: queue.Queue,
+    stop: threading.Event,
+    row=None,
 ) -> None:
+    fetch_bytes = BULK_FETCH_BYTES if end is None else min(BULK_FETCH_BYTES, max(1 << 20, (end - start) * 2048))
     consumer = AIOKafkaConsumer(
         **kafka_client_options(settings, "aiokafka"),
         group_id=None,
         enable_auto_commit=False,
         auto_offset_reset="earliest",
-        fetch_max_bytes=64 << 20,
-        max_partition_fetch_bytes=32 << 20,
+        fetch_max_bytes=2 * fetch_bytes,
+        max_partition_fetch_bytes=fetch_bytes,
         fetch_max_wait_ms=BULK_FETCH_WAIT_MS,
     )
     await consumer.start()
     try:
         tp = TopicPartition(topic, partition)
         consumer.assign([tp])
-        end = (await consumer.end_offsets([tp]))[tp]
+        tail = (await consumer.end_offsets([tp]))[tp]
+        end = tail if end is None else min(end, tail)
         beginning = (await consumer.beginning_offsets([tp]))[tp]
         # should retention move the beginning past it meanwhile, "earliest" goes to the new one
         consumer.seek(tp, max(start, beginning))
         # the position, not the last record's offset + 1: it also passes transaction markers
         # and records compacted away, which end offsets count
-        while await consumer.position(tp) < end and not stop.is_set():
-            batch = await consumer.getmany(tp, timeout_ms=500, max_records=20_000)
-            records = batch.get(tp, [])
+        while (position := await consumer.position(tp)) < end and not stop.is_set():
+            batch = await consumer.getmany(tp, timeout_ms=500, max_records=min(20_000, end - position))
+            records = [r for r in batch.get(tp, []) if r.offset < end]
             if records:
                 out.put([(r.offset, r.key, r.value) for r in records] if row is None else [row(r) for r in records])
     finally:
@@ -65,18 +78,20 @@ async def _produce_batches(
 
 
 def iter_partition(
-    settings: Settings, topic_kind: str, partition: int, start: int = 0
+    settings: Settings, topic_kind: str, partition: int, start: int = 0, end: int | None = None
 ) -> Iterator[tuple[int, bytes | None, bytes]]:
     """(offset, key, value) of one partition from `start` (or from its beginning, if retention
-    deleted the records before `start`) to its end as it is now."""
-    for batch in iter_batches(settings, topic_kind, partition, start):
+    deleted the records before `start`) to its end as it is now, or to offset `end` (excluded)."""
+    for batch in iter_batches(settings, topic_kind, partition, start, end=end):
         yield from batch
 
 
-def iter_records(settings: Settings, topic_kind: str, partition: int, start: int = 0) -> Iterator:
+def iter_records(
+    settings: Settings, topic_kind: str, partition: int, start: int = 0, end: int | None = None
+) -> Iterator:
     """`iter_partition` as aiokafka's ConsumerRecords (topic, partition, offset, key, value,
     headers): what a reader that verifies signatures needs."""
-    for batch in iter_batches(settings, topic_kind, partition, start, row=_itself):
+    for batch in iter_batches(settings, topic_kind, partition, start, row=_itself, end=end):
         yield from batch
 
 
@@ -84,17 +99,21 @@ def _itself(record):
     return record
 
 
-def iter_batches(settings: Settings, topic_kind: str, partition: int, start: int = 0, row=None) -> Iterator[list]:
+def iter_batches(
+    settings: Settings, topic_kind: str, partition: int, start: int = 0, row=None, end: int | None = None
+) -> Iterator[list]:
     """`iter_partition` a fetch at a time (a list each, at most 32 MB), each record as
     `row(record)` of the aiokafka ConsumerRecord if given (the archive keeps timestamps and
-    headers): no per-record hand-over between the threads."""
+    headers): no per-record hand-over between the threads. A reader that needs only a range
+    gives its `end`: the reader thread fetches ahead, and would otherwise fetch and unpack up
+    to the partition's tail whatever the caller stops at."""
     out: queue.Queue = queue.Queue(maxsize=8)
     stop = threading.Event()
     failure: list[BaseException] = []
 
     def run() -> None:
         try:
-            asyncio.run(_produce_batches(settings, settings.topic(topic_kind), partition, start, out, stop, row))
+            asyncio.run(_produce_batches(settings, settings.topic(topic_kind), partition, start, end, out, stop, row))
         except BaseException as exc:  # handed to the caller below, not swallowed
             failure.append(exc)
         finally:

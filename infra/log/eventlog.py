@@ -316,11 +316,13 @@ class ForgetFences(ConsumerRebalanceListener):
         """Fences are learnt lazily, at the first record read of each partition."""
 
 
-def signed_rows(settings, topic_kind: str, partition: int, start: int = 0) -> Iterator[tuple[int, bytes | None, bytes]]:
+def signed_rows(
+    settings, topic_kind: str, partition: int, start: int = 0, end: int | None = None
+) -> Iterator[tuple[int, bytes | None, bytes]]:
     """`iter_partition` of a topic only the platform writes (snapshots, markers), without the
     records it did not sign: those are dead-lettered with the reason (`Rejections`)."""
     verifier, rejected = Verifier.of(settings), Rejections.of(settings)
-    for raw in iter_records(settings, topic_kind, partition, start):
+    for raw in iter_records(settings, topic_kind, partition, start, end):
         try:
             verifier.platform(topic_kind, raw.key, raw.value, raw.headers)
         except Unauthenticated as exc:

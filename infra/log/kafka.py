@@ -737,7 +737,7 @@ def assigned_consumer(
     consumer = _reader(settings, overrides)
     topic = settings.topic(topic_kind)
     if partitions is None:
-        partitions = _partitions_for(consumer, topic)
+        partitions = topic_partitions(consumer, topic)
     tps = [TopicPartition(topic, p) for p in partitions]
     consumer.assign(tps)
     if from_beginning:
@@ -754,7 +754,7 @@ def topics_consumer(settings: Settings, from_beginning: dict[str, bool], **overr
     starts = {
         TopicPartition(settings.topic(kind), p): beginning
         for kind, beginning in from_beginning.items()
-        for p in _partitions_for(consumer, settings.topic(kind))
+        for p in topic_partitions(consumer, settings.topic(kind))
     }
     consumer.assign(list(starts))
     consumer.seek_to_beginning(*[tp for tp, beginning in starts.items() if beginning])
@@ -777,7 +777,8 @@ def _reader(settings: Settings, overrides: dict) -> KafkaConsumer:
     return KafkaConsumer(**options)
 
 
-def _partitions_for(consumer: KafkaConsumer, topic: str, timeout: float = 10.0) -> list[int]:
+def topic_partitions(consumer: KafkaConsumer, topic: str, timeout: float = 10.0) -> list[int]:
+    """The topic's partitions, once the consumer's metadata knows the topic."""
     deadline = time.monotonic() + timeout
     while not (found := consumer.partitions_for_topic(topic)):
         if time.monotonic() > deadline:
@@ -790,7 +791,7 @@ def partitions_of(settings: Settings, topic_kind: str) -> int:
     """How many partitions the topic has on the broker (it may predate STRATOS_PARTITIONS)."""
     consumer = KafkaConsumer(**kafka_client_options(settings), group_id=None)
     try:
-        return len(_partitions_for(consumer, settings.topic(topic_kind)))
+        return len(topic_partitions(consumer, settings.topic(topic_kind)))
     finally:
         consumer.close()
 

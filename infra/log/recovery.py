@@ -546,6 +546,18 @@ def fold_history(
         result.commits_replayed += 1
 
 
+def _commits_from(settings: Settings, partition: int, start: int, until: int | None, likely_end: int | None):
+    """The events partition from `start`: to offset `until` (included) when given, else to
+    `likely_end` and, should the reader go on past it, on to the partition's end."""
+    if until is not None:
+        yield from iter_records(settings, "events", partition, start, until + 1)
+        return
+    if likely_end is not None and likely_end > start:
+        yield from iter_records(settings, "events", partition, start, likely_end)
+        start = likely_end
+    yield from iter_records(settings, "events", partition, start)
+
+
 def recover_partition(
     settings: Settings,
     partition: int,
@@ -554,13 +566,19 @@ def recover_partition(
     until_time: datetime | None = None,
     pause_gc: bool = True,
     find_snapshots: SnapshotFinder | None = None,
+    history_begins: int | None = None,
+    likely_end: int | None = None,
 ) -> Recovered:
     """Every aggregate of one partition as the log says it is (up to offset `until`, inclusive,
     and up to the last commit that occurred at or before `until_time`). Raises HistoryGap when
     that needs commits the partition no longer holds: a rebuild never skips history.
     `pause_gc=False` leaves the collector alone (a server answering requests meanwhile);
     `find_snapshots` finds the checkpoint to start from without reading the snapshots
-    partition from its start (time travel's index), `load_snapshots` when it finds none."""
+    partition from its start (time travel's index), `load_snapshots` when it finds none.
+    A caller that has asked the broker already gives the partition's first offset
+    (`history_begins`) and the offset where the commits after `until_time` likely start
+    (`likely_end`, from the records' times): the commits are read up to it first, and past it
+    only if the fold has not stopped there (a commit's Kafka time is not its `occurred_at`)."""
     result = Recovered(partition)
     covered: dict[str, int] = {}
     snapshots = Snapshots()
@@ -574,7 +592,8 @@ def recover_partition(
             covered[aggregate_id] = record.payload.events_offset
         result.snapshots_loaded = len(snapshots.latest)
         result.dirty = dict(snapshots.exposed)
-    if (start := history_start(settings, partition)) > snapshots.replay_from:
+    start = history_start(settings, partition) if history_begins is None else history_begins
+    if start > snapshots.replay_from:
         raise HistoryGap(
             f"{settings.topic('events')} partition {partition} starts at offset {start}: "
             f"rebuilding it needs the commits from offset {snapshots.replay_from}, which "
@@ -583,7 +602,7 @@ def recover_partition(
     result.next_offset = snapshots.replay_from
     history = History.of(settings, lambda _p, _o: Fence(snapshots.claim))
     with _gc_paused() if pause_gc else nullcontext():
-        records = iter_records(settings, "events", partition, snapshots.replay_from)
+        records = _commits_from(settings, partition, snapshots.replay_from, until, likely_end)
         fold_history(result, history, records, covered, until, until_time)
     result.covers = {a: at for a, at in covered.items() if a not in result.dirty}
     result.fence = history.fences.get(partition) or Fence(snapshots.claim)

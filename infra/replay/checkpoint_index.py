@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+from collections.abc import Iterable
 from datetime import datetime
 from pathlib import Path
 
@@ -65,13 +66,13 @@ class CheckpointIndex:
     def _db(self) -> sqlite3.Connection:
         return sqlite3.connect(self.path, timeout=30)
 
-    def refresh(self, partition: int) -> int:
-        """Index what the snapshots partition gained since the last refresh; returns how many
-        records were read."""
+    def refresh(self, partition: int, end: int | None = None) -> int:
+        """Index what the snapshots partition gained since the last refresh (up to its `end`
+        offset, when the caller has just asked for it); returns how many records were read."""
         with self._db() as db:
             row = db.execute("SELECT next, claim FROM progress WHERE part = ?", (partition,)).fetchone()
             start, claim = row if row else (0, None)
-            end = self._end(partition)
+            end = self.ends([partition])[partition] if end is None else end
             if end < start:  # emptied or made anew (a fresh broker under this prefix): start again
                 for table in ("snap", "checkpoint", "progress"):
                     db.execute(f"DELETE FROM {table} WHERE part = ?", (partition,))  # noqa: S608 - our names
@@ -113,21 +114,28 @@ class CheckpointIndex:
         self.records_indexed += read
         return read
 
-    def _end(self, partition: int) -> int:
+    def ends(self, partitions: Iterable[int]) -> dict[int, int]:
+        """The snapshots partitions' end offsets, with one client."""
         consumer = KafkaConsumer(**kafka_client_options(self.settings), group_id=None)
         try:
-            tp = TopicPartition(self.settings.topic("snapshots"), partition)
-            return consumer.end_offsets([tp])[tp]
+            tps = [TopicPartition(self.settings.topic("snapshots"), p) for p in partitions]
+            return {tp.partition: end for tp, end in consumer.end_offsets(tps).items()}
         finally:
             consumer.close()
 
+    def refresh_all(self, partitions: Iterable[int]) -> int:
+        """`refresh` of several partitions, their ends asked together."""
+        return sum(self.refresh(partition, end) for partition, end in self.ends(partitions).items())
+
     def snapshots(
-        self, partition: int, before: int | None = None, not_after: datetime | None = None
+        self, partition: int, before: int | None = None, not_after: datetime | None = None, refresh: bool = True
     ) -> Snapshots | None:
         """The snapshots of the newest indexed checkpoint whose events offset is below `before`
         and that was written at or before `not_after`, all of whose snapshots are still there;
-        None when there is none (the caller falls back to `load_snapshots`)."""
-        self.refresh(partition)
+        None when there is none (the caller falls back to `load_snapshots`). `refresh=False`:
+        the caller has just brought the index up to date (`refresh_all`)."""
+        if refresh:
+            self.refresh(partition)
         query = "SELECT pos, eoff, claim, manifest FROM checkpoint WHERE part = ?"
         bounds: list = [partition]
         if before is not None:
@@ -162,7 +170,7 @@ class CheckpointIndex:
         wanted, last = dict(places), max(places)
         found: dict[str, SnapshotRecord] = {}
         read = 0
-        for position, _key, value in signed_rows(self.settings, "snapshots", partition, min(places)):
+        for position, _key, value in signed_rows(self.settings, "snapshots", partition, min(places), last + 1):
             read += 1
             if (aggregate_id := wanted.pop(position, None)) is not None:
                 try:

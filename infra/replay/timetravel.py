@@ -12,8 +12,11 @@ from __future__ import annotations
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
+from functools import partial
 from typing import Any
+
+from kafka import KafkaConsumer, TopicPartition
 
 from actors.history import events_of
 from actors.runtime import Tracked
@@ -21,7 +24,7 @@ from actors.timeline import figures
 from actors.topology_plan import scaling_settings
 from infra.log.bulk import iter_partition, iter_records
 from infra.log.eventlog import History
-from infra.log.kafka import decode, partitions_of, rejection_reason
+from infra.log.kafka import decode, kafka_client_options, partitions_of, rejection_reason, topic_partitions
 from infra.log.recovery import recover_partition
 from infra.node.node import partition_for
 from infra.replay.checkpoint_index import CheckpointIndex
@@ -73,6 +76,12 @@ def parse_position(text: str) -> Position:
     return Position(offsets=offsets)
 
 
+COMMIT_STAMP_SLACK = timedelta(seconds=60)
+"""How much later than its `occurred_at` a commit may reach Kafka with its record time (the
+producer's clock when it was sent): the commits after an instant are first read up to the
+first record stamped this long after it, and further only if the fold needs more."""
+
+
 def _partitions(settings: Settings, aggregate_id: str | None, count: int | None = None) -> list[int]:
     count = count or partitions_of(settings, "events")
     return [partition_for(aggregate_id, count)] if aggregate_id else list(range(count))
@@ -92,17 +101,31 @@ def platform_at(
     which also keeps the collector running: `pause_gc=False`)."""
     if aggregate_id:
         parse_aggregate_id(aggregate_id)
-    known = partitions_of(settings, "events")  # one metadata round trip for both uses
-    partitions = (
-        _partitions(settings, aggregate_id, known) if only is None else sorted({partition_for(a, known) for a in only})
-    )
-    if not partitions:
-        return {}
-    for partition in at.offsets:
-        if partition >= known:
-            raise PositionError(f"partition {partition}: the events topic has partitions 0-{known - 1}")
+    consumer = KafkaConsumer(**kafka_client_options(settings), group_id=None, enable_auto_commit=False)
+    try:  # one client for every question to the broker before the rebuilds
+        known = len(topic_partitions(consumer, settings.topic("events")))
+        partitions = (
+            _partitions(settings, aggregate_id, known)
+            if only is None
+            else sorted({partition_for(a, known) for a in only})
+        )
+        if not partitions:
+            return {}
+        for partition in at.offsets:
+            if partition >= known:
+                raise PositionError(f"partition {partition}: the events topic has partitions 0-{known - 1}")
+        tps = [TopicPartition(settings.topic("events"), p) for p in partitions]
+        begins = {tp.partition: offset for tp, offset in consumer.beginning_offsets(tps).items()}
+        likely_ends: dict[int, int | None] = dict.fromkeys(partitions)
+        if at.time is not None:
+            after = int((at.time + COMMIT_STAMP_SLACK).timestamp() * 1000)
+            for tp, stamped in consumer.offsets_for_times(dict.fromkeys(tps, after)).items():
+                likely_ends[tp.partition] = stamped.offset if stamped is not None else None
+    finally:
+        consumer.close()
 
     index = CheckpointIndex(settings)
+    index.refresh_all(partitions)
 
     def rebuild(partition: int) -> dict[str, Tracked]:
         return recover_partition(
@@ -111,7 +134,9 @@ def platform_at(
             until=at.offsets.get(partition),
             until_time=at.time,
             pause_gc=pause_gc,
-            find_snapshots=index.snapshots,
+            find_snapshots=partial(index.snapshots, refresh=False),
+            history_begins=begins[partition],
+            likely_end=likely_ends[partition],
         ).aggregates
 
     with ThreadPoolExecutor(max_workers=min(4, len(partitions))) as pool:
