@@ -470,13 +470,16 @@ _gc_was_enabled = False
 
 
 @contextmanager
-def _gc_paused():
+def gc_paused(freeze: bool = False):
     """The cyclic collector off while a partition is folded, as it was before afterwards.
 
     A rebuild allocates millions of long-lived objects (states, members, the dedup window) and
     almost no cycles: the collector's passes over the growing heap cost about a quarter of a
     cold rebuild here and free nothing. Reference counting frees garbage as usual meanwhile.
-    Counted, so that rebuilds on several threads re-enable it only when the last one ends."""
+    Counted, so that rebuilds on several threads re-enable it only when the last one ends.
+    `freeze`: the heap is moved out of the collector's sight before it runs again (time travel,
+    whose caller prints the states and exits: the first full collection over them was a tenth
+    of a `replay --at`)."""
     global _gc_pausers, _gc_was_enabled
     with _gc_lock:
         if _gc_pausers == 0:
@@ -489,6 +492,8 @@ def _gc_paused():
         with _gc_lock:
             _gc_pausers -= 1
             if _gc_pausers == 0 and _gc_was_enabled:
+                if freeze:
+                    gc.freeze()
                 gc.enable()
 
 
@@ -601,7 +606,7 @@ def recover_partition(
         )
     result.next_offset = snapshots.replay_from
     history = History.of(settings, lambda _p, _o: Fence(snapshots.claim))
-    with _gc_paused() if pause_gc else nullcontext():
+    with gc_paused() if pause_gc else nullcontext():
         records = _commits_from(settings, partition, snapshots.replay_from, until, likely_end)
         fold_history(result, history, records, covered, until, until_time)
     result.covers = {a: at for a, at in covered.items() if a not in result.dirty}

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from functools import partial
@@ -25,7 +26,7 @@ from actors.topology_plan import scaling_settings
 from infra.log.bulk import iter_partition, iter_records
 from infra.log.eventlog import History
 from infra.log.kafka import decode, kafka_client_options, partitions_of, rejection_reason, topic_partitions
-from infra.log.recovery import recover_partition
+from infra.log.recovery import gc_paused, recover_partition
 from infra.node.node import partition_for
 from infra.replay.checkpoint_index import CheckpointIndex
 from infra.settings import Settings
@@ -139,8 +140,8 @@ def platform_at(
             likely_end=likely_ends[partition],
         ).aggregates
 
-    with ThreadPoolExecutor(max_workers=min(4, len(partitions))) as pool:
-        found: dict[str, Tracked] = {}
+    found: dict[str, Tracked] = {}
+    with gc_paused(freeze=True) if pause_gc else nullcontext(), ThreadPoolExecutor(min(4, len(partitions))) as pool:
         for aggregates in pool.map(rebuild, partitions):
             found.update(aggregates)
     if aggregate_id:
