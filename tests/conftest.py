@@ -156,9 +156,18 @@ def running_node(settings):
 
 @pytest.fixture
 def client(settings):
+    """The platform's command client; a command left unanswered prints every thread's stack,
+    as a wait that times out does."""
     from infra.log.commands_client import CommandClient
 
-    made = CommandClient(settings)
+    class StackOnTimeout(CommandClient):
+        def wait(self, command_id, timeout=20.0):
+            reply = super().wait(command_id, timeout)
+            if reply is None:
+                print(f"no reply to {command_id} in {timeout}s\n{thread_stacks()}", file=sys.stderr)
+            return reply
+
+    made = StackOnTimeout(settings)
     yield made
     made.close()
 
