@@ -11,7 +11,15 @@ from pydantic import BaseModel, ValidationError
 
 from infra.auth.secrets import secret_box
 from infra.auth.signing import Verifier
-from infra.log.kafka import IDLE_POLL_MS, Appender, assigned_consumer, decode, envelope, new_id
+from infra.log.kafka import (
+    IDLE_POLL_MS,
+    Appender,
+    assigned_consumer,
+    decode,
+    envelope,
+    new_id,
+    poll_through_broker_loss,
+)
 from infra.settings import Settings
 from schemas.envelope import SUPER_TENANT
 from schemas.records import CommandRecord
@@ -65,7 +73,7 @@ class CommandClient:
 
     def _read(self) -> None:
         while not self.stopping.is_set():
-            for raws in self.consumer.poll(timeout_ms=IDLE_POLL_MS).values():
+            for raws in poll_through_broker_loss(self.consumer, IDLE_POLL_MS).values():
                 for raw in raws:
                     try:  # only the nodes' replies (signed by the platform): a forged one is no answer
                         if not self.verifier.sender("replies", raw.key, raw.value, raw.headers).trusted:

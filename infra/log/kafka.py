@@ -19,7 +19,7 @@ from typing import Literal, overload
 
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.admin import NewTopic
-from kafka.errors import TopicAlreadyExistsError
+from kafka.errors import KafkaError, TopicAlreadyExistsError
 from pydantic import BaseModel, ValidationError
 
 from actors.base import made
@@ -775,6 +775,24 @@ def _reader(settings: Settings, overrides: dict) -> KafkaConsumer:
     )
     options.update(overrides)
     return KafkaConsumer(**options)
+
+
+POLL_RETRY_PAUSE_SECONDS = 0.5
+
+
+def poll_through_broker_loss(consumer: KafkaConsumer, timeout_ms: int, **options) -> dict:
+    """`consumer.poll`, with a retriable Kafka error answered as an empty batch after a short
+    pause: kafka-python 3 raises out of `poll` what it used to retry inside, such as the
+    connection reset of a coordinator lookup when a broker dies, and a reader loop must outlive
+    a broker (the next poll looks for the coordinator again). Other errors are raised."""
+    try:
+        return consumer.poll(timeout_ms=timeout_ms, **options)
+    except KafkaError as exc:
+        if not exc.retriable:
+            raise
+        log.warning("a Kafka poll failed, polling again: %s", exc)
+        time.sleep(POLL_RETRY_PAUSE_SECONDS)
+        return {}
 
 
 def topic_partitions(consumer: KafkaConsumer, topic: str, timeout: float = 10.0) -> list[int]:

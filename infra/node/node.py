@@ -61,6 +61,7 @@ from infra.log.kafka import (
     envelope,
     group_consumer,
     new_id,
+    poll_through_broker_loss,
     validated,
 )
 from infra.log.recovery import (
@@ -251,6 +252,10 @@ class _Item:
     future: Any = None
 
 
+class PollCut(RuntimeError):
+    """The watchdog closed the consumer a poll was waiting on."""
+
+
 class PollWatchdog:
     """Closes the node's consumer when one of its polls has waited `limit` seconds: the node's
     polls return within IDLE_POLL_MS, so such a poll is hung, not slow. kafka-python 3.0's
@@ -267,13 +272,18 @@ class PollWatchdog:
         self.thread.start()
 
     def poll(self, timeout_ms: int):
+        """A poll that outlives a broker's loss (`poll_through_broker_loss`), but not the
+        watchdog: once it has closed the consumer, the node must join again."""
         self.since = time.monotonic()
         try:
             if self.crash.fires("poll-hangs"):
                 self.closed.wait()
-            return self.consumer.poll(timeout_ms=timeout_ms)
+            batch = poll_through_broker_loss(self.consumer, timeout_ms)
         finally:
             self.since = None
+        if self.closed.is_set():
+            raise PollCut("the watchdog closed the node's consumer")
+        return batch
 
     def _watch(self) -> None:
         while not self.done.wait(min(1.0, self.limit / 4)):

@@ -21,7 +21,16 @@ from actors.reactions import react
 from infra.auth.secrets import notice_for_instances, secret_box
 from infra.auth.signing import Verifier
 from infra.log.eventlog import ForgetFences, History, history_events
-from infra.log.kafka import IDLE_POLL_MS, Appender, DeadLetters, envelope, group_consumer, topic_kind_of, validated
+from infra.log.kafka import (
+    IDLE_POLL_MS,
+    Appender,
+    DeadLetters,
+    envelope,
+    group_consumer,
+    poll_through_broker_loss,
+    topic_kind_of,
+    validated,
+)
 from infra.log.recovery import fence_before
 from infra.settings import Settings
 from schemas.records import CommandRecord, NotifierRecord
@@ -54,7 +63,7 @@ class Reactor:
         )
         try:
             while not self.stopping.is_set():
-                batch = consumer.poll(timeout_ms=IDLE_POLL_MS)
+                batch = poll_through_broker_loss(consumer, IDLE_POLL_MS)
                 if not batch:
                     continue
                 sent = {tp: self.react_to(topic_kind_of(self.settings, tp.topic), raws) for tp, raws in batch.items()}
