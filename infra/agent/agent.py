@@ -39,7 +39,15 @@ from infra.auth.signing import Signer, Verifier
 from infra.broker import port_is_open
 from infra.broker.acls import COPIED_FROM, tenant_instances
 from infra.log.eventlog import History, decode_log, history_events
-from infra.log.kafka import Appender, DeadLetters, assigned_consumer, envelope, rejection_reason, validated
+from infra.log.kafka import (
+    Appender,
+    DeadLetters,
+    assigned_consumer,
+    envelope,
+    poll_through_broker_loss,
+    rejection_reason,
+    validated,
+)
 from infra.observe.line_shipper import KafkaLogHandler, LogShipper, LogSource
 from infra.platform.child_env import minimal_env
 from infra.settings import Settings
@@ -303,7 +311,7 @@ class CartridgeAgent:
                 )
             next_health = 0.0
             while not self.stopping.is_set():
-                for raws in self.notices.poll(timeout_ms=200).values():
+                for raws in poll_through_broker_loss(self.notices, 200).values():
                     notices = self._copied_from("instance-notifier", raws)
                     for delivered in validated(self.settings, "instance-notifier", notices, self.dead_letters):
                         try:
@@ -364,7 +372,7 @@ class CartridgeAgent:
         events, history = assigned_consumer(self.settings, self._topic_of("events")), History(_Unchecked())
         try:
             while not self.stopping.is_set():
-                for raws in events.poll(timeout_ms=200).values():
+                for raws in poll_through_broker_loss(events, 200).values():
                     for record in self._events(history, raws):
                         event = record.payload
                         if isinstance(event, E.MemberInitialized) and event.member_id == self.payload.member_id:

@@ -20,7 +20,7 @@ from pydantic import ValidationError
 from actors.base import State
 from actors.runtime import Tracked
 from infra.log.commands_client import Wake, waker
-from infra.log.kafka import IDLE_POLL_MS, Appender, assigned_consumer, rejection_reason
+from infra.log.kafka import IDLE_POLL_MS, Appender, assigned_consumer, poll_through_broker_loss, rejection_reason
 from infra.log.projection import Projection, states_of, tracked_of
 from infra.settings import Settings
 from schemas.definitions import DEFINITION_KINDS
@@ -90,7 +90,7 @@ class ReadModel:
                 return
             self.ready.set()
             while not self.stopping.is_set():
-                for tp, raws in consumer.poll(timeout_ms=IDLE_POLL_MS).items():
+                for tp, raws in poll_through_broker_loss(consumer, IDLE_POLL_MS).items():
                     self._fold_batch(tp.partition, raws)
                 if self.projection.due():
                     self.projection.checkpoint(appender)

@@ -34,6 +34,7 @@ from infra.log.kafka import (
     decode_key,
     group_consumer,
     kafka_client_options,
+    poll_through_broker_loss,
     topic_kind_of,
 )
 from infra.log.recovery import fence_before
@@ -122,7 +123,7 @@ class TenantReplies:
         )
         try:
             while not self.stopping.is_set():
-                batch = consumer.poll(timeout_ms=IDLE_POLL_MS)
+                batch = poll_through_broker_loss(consumer, IDLE_POLL_MS)
                 self.ready.set()
                 if not batch:
                     continue

@@ -54,6 +54,7 @@ from infra.log.kafka import (
     encode,
     envelope,
     group_consumer,
+    poll_through_broker_loss,
     rejection_reason,
 )
 from infra.log.projection import Projection, states_of, tracked_of
@@ -341,7 +342,7 @@ class CloudController:
         reconciler.start()
         try:
             while not self.stopping.is_set():
-                batch = consumer.poll(timeout_ms=IDLE_POLL_MS)
+                batch = poll_through_broker_loss(consumer, IDLE_POLL_MS)
                 if consumer.assignment():
                     self.ready.set()
                 for tp, raws in batch.items():

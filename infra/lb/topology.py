@@ -28,6 +28,7 @@ from infra.log.kafka import (
     decode,
     decode_key,
     envelope,
+    poll_through_broker_loss,
     read_to_end,
     rejection_reason,
 )
@@ -125,7 +126,7 @@ class TopologyProjector:
             if not self.projection.catch_up(consumer, appender, self.stopping.is_set, self._feed_batch):
                 return
             while not self.stopping.is_set():
-                for raws in consumer.poll(timeout_ms=IDLE_POLL_MS, max_records=2000).values():
+                for raws in poll_through_broker_loss(consumer, IDLE_POLL_MS, max_records=2000).values():
                     for raw in raws:
                         dirty |= self.feed(raw)
                 if not self.ready.is_set():
@@ -179,7 +180,7 @@ class TopologyFeed:
     def poll(self, timeout_ms: int = 100) -> set[str]:
         """Read what arrived; returns the keys whose entry changed."""
         changed = set()
-        for raws in self.consumer.poll(timeout_ms=timeout_ms).values():
+        for raws in poll_through_broker_loss(self.consumer, timeout_ms).values():
             for raw in raws:
                 try:
                     key = decode_key(raw.key)

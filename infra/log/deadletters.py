@@ -26,6 +26,7 @@ from infra.log.kafka import (
     Appender,
     assigned_consumer,
     decode,
+    poll_through_broker_loss,
     read_to_end,
     rejection_reason,
     topic_kind_of,
@@ -143,7 +144,7 @@ def find_letter(settings: Settings, letter_id: str, timeout: float = 10.0) -> Le
         consumer.seek(tp, offset)
         deadline = time.monotonic() + timeout
         while offset < end and time.monotonic() < deadline:
-            for raw in consumer.poll(timeout_ms=200).get(tp, []):
+            for raw in poll_through_broker_loss(consumer, 200).get(tp, []):
                 if raw.offset == offset:
                     if (letter := _letter(raw)) is None:
                         raise DeadLetterError(f"{tp.topic} {letter_id} is not a dead letter record", 1)

@@ -834,7 +834,7 @@ def read_to_end(
         ends = consumer.end_offsets(list(consumer.assignment()))
         remaining = {tp for tp, end in ends.items() if end > consumer.position(tp)}
         while remaining:
-            batch = consumer.poll(timeout_ms=500)
+            batch = poll_through_broker_loss(consumer, 500)
             for tp, raws in batch.items():
                 if decode_records:
                     if dead_letters is None:

@@ -40,7 +40,7 @@ from actors.history import Fence
 from actors.runtime import Tracked
 from infra.auth.signing import Unauthenticated, Verifier
 from infra.log.eventlog import History, Rejections
-from infra.log.kafka import Appender, assigned_consumer, ensure_topics, partitions_of
+from infra.log.kafka import Appender, assigned_consumer, ensure_topics, partitions_of, poll_through_broker_loss
 from infra.settings import Settings
 from schemas.records import LogRecord
 
@@ -223,7 +223,7 @@ class Projection:
             while not all(consumer.position(tp) >= end for tp, end in ends.items()):
                 if stopping():
                     return False
-                for tp, raws in consumer.poll(timeout_ms=500, max_records=5000).items():
+                for tp, raws in poll_through_broker_loss(consumer, 500, max_records=5000).items():
                     if batch is not None:
                         batch(tp.partition, raws)
                     else:
@@ -360,7 +360,7 @@ def _latest(settings: Settings, consumer, tp, start: int, end: int, name: str) -
     latest: dict[bytes, bytes] = {}
     consumer.seek(tp, start)
     while consumer.position(tp) < end:
-        for raw in consumer.poll(timeout_ms=500).get(tp, []):
+        for raw in poll_through_broker_loss(consumer, 500).get(tp, []):
             if raw.offset >= end or (raw.key != name.encode() and not (raw.key or b"").startswith(prefix)):
                 continue
             try:

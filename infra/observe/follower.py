@@ -10,7 +10,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
-from infra.log.kafka import IDLE_POLL_MS, assigned_consumer
+from infra.log.kafka import IDLE_POLL_MS, assigned_consumer, poll_through_broker_loss
 from infra.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -50,7 +50,7 @@ class Follower(ABC):
         try:
             ends = consumer.end_offsets(list(consumer.assignment()))
             while not self.stopping.is_set():
-                for _tp, raws in consumer.poll(timeout_ms=IDLE_POLL_MS, max_records=2000).items():
+                for _tp, raws in poll_through_broker_loss(consumer, IDLE_POLL_MS, max_records=2000).items():
                     self.on_records(raws)
                 if not self.caught_up.is_set() and all(consumer.position(tp) >= end for tp, end in ends.items()):
                     self.caught_up.set()

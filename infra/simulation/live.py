@@ -30,7 +30,7 @@ from actors.runtime import Tracked
 from infra.auth.tls import verify_for
 from infra.log.commands_client import CommandClient
 from infra.log.eventlog import History
-from infra.log.kafka import Appender, assigned_consumer, envelope
+from infra.log.kafka import Appender, assigned_consumer, envelope, poll_through_broker_loss
 from infra.settings import Settings, get_settings
 from infra.simulation.report import PolicyRun, write_report
 from infra.simulation.scenario import Scenario, ScenarioFileError, load_policy
@@ -193,7 +193,7 @@ def run_live(
         run.define_and_deploy(client)
         deadline = time.monotonic() + 60
         while not set(run.tracks) and time.monotonic() < deadline:
-            for raws in consumer.poll(timeout_ms=200).values():
+            for raws in poll_through_broker_loss(consumer, 200).values():
                 run.feed(raws)
         if not run.tracks:
             raise ScenarioFileError("the platform deployed no cluster within 60 s")
@@ -215,7 +215,7 @@ def run_live(
             for k in range(setup.steps):
                 due = run.started_at + k * setup.step / speed
                 while (left := due - time.time()) > 0:
-                    for raws in consumer.poll(timeout_ms=max(1, int(min(left, 0.2) * 1000))).values():
+                    for raws in poll_through_broker_loss(consumer, max(1, int(min(left, 0.2) * 1000))).values():
                         run.feed(raws)
                 if http is not None and setup.instances.crash_rate_per_hour:
                     run.crash_some(http)
@@ -225,7 +225,7 @@ def run_live(
         # the decisions of the last step's samples
         settle = time.time() + min(2.0, setup.step / speed)
         while time.time() < settle:
-            for raws in consumer.poll(timeout_ms=100).values():
+            for raws in poll_through_broker_loss(consumer, 100).values():
                 run.feed(raws)
     finally:
         consumer.close()

@@ -41,7 +41,7 @@ from infra.api.read_model import ReadModel
 from infra.api.views import application_runtime
 from infra.auth.signing import Verifier
 from infra.log.eventlog import History
-from infra.log.kafka import decode, rejection_reason, topic_kind_of, topics_consumer
+from infra.log.kafka import decode, poll_through_broker_loss, rejection_reason, topic_kind_of, topics_consumer
 from infra.log.recovery import fence_before
 from infra.settings import Settings
 from schemas.domain import MemberStatus
@@ -118,7 +118,7 @@ class ConsoleFeed:
             next_sample = time.monotonic()
             while not self.stopping.is_set():
                 wait = max(1, int((next_sample - time.monotonic()) * 1000))
-                for tp, raws in consumer.poll(timeout_ms=wait).items():
+                for tp, raws in poll_through_broker_loss(consumer, wait).items():
                     kind = topic_kind_of(self.settings, tp.topic)
                     for raw in raws:
                         self._decoded(kind, raw, notes[kind])

@@ -26,7 +26,16 @@ from actors.iaas_plan import agent_answer, cleanup_answer
 from infra.auth.signing import Signer
 from infra.cloud.mock.cloud import MockCloud, MockInstance
 from infra.log.eventlog import History, history_events
-from infra.log.kafka import IDLE_POLL_MS, Appender, DeadLetters, envelope, topic_kind_of, topics_consumer, validated
+from infra.log.kafka import (
+    IDLE_POLL_MS,
+    Appender,
+    DeadLetters,
+    envelope,
+    poll_through_broker_loss,
+    topic_kind_of,
+    topics_consumer,
+    validated,
+)
 from infra.log.recovery import fence_before
 from infra.observe.line_shipper import LogShipper, LogSource
 from infra.settings import Settings
@@ -89,7 +98,7 @@ class SimulatedAgents:
     # --- lifecycle ----------------------------------------------------------------------------
     def _follow(self) -> None:
         while not self.stopping.is_set():
-            for tp, raws in self.consumer.poll(timeout_ms=IDLE_POLL_MS).items():
+            for tp, raws in poll_through_broker_loss(self.consumer, IDLE_POLL_MS).items():
                 for record, source in self._records(topic_kind_of(self.settings, tp.topic), raws):
                     try:
                         self.on_record(record)
