@@ -8,6 +8,7 @@ import pytest
 from infra.log.kafka import read_to_end
 from schemas import commands as C
 from schemas.ids import aggregate_id
+from schemas.status import CommandAccepted
 from tests.conftest import RunningNode, events_of, wait_until
 from tests.examples import SPEC
 
@@ -19,7 +20,9 @@ def test_a_member_pending_past_its_timeout_is_obsoleted_and_replaced(settings, c
     running = RunningNode(settings, timer_seconds=0.5)
     try:
         cluster = aggregate_id("carbon.super", "cluster", SPEC.cluster_id)
-        client.call(cluster, C.CreateCluster(spec=SPEC))
+        # a node's first command waits for its group to settle and its partitions to be
+        # claimed: on a busy machine that can take longer than the client's default 20 s
+        assert isinstance(client.call(cluster, C.CreateCluster(spec=SPEC), timeout=60), CommandAccepted)
         obsoleted = wait_until(
             lambda: [e for e in events_of(settings, cluster) if e.type == "MemberObsoleted"],
             timeout=30,
