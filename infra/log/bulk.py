@@ -29,9 +29,11 @@ from schemas.envelope import Envelope
 
 _DONE = object()
 BULK_FETCH_BYTES = 32 << 20
-"""The most a bulk read fetches of its partition at once. A read of a known range asks for
-about 2 KB a record (a commit is about 1.3 KB), at least 1 MB: the broker sends the whole
-amount whatever the range needs, and 32 MB cost a range of a few records 70 ms."""
+"""The most a bulk read fetches of its partition at once."""
+RANGE_BYTES_PER_RECORD = 2048
+"""What a read of a known range asks the broker for per record (a commit is about 1.3 KB), at
+least 1 MB: the broker sends the whole amount whatever the range needs, and 32 MB cost a range
+of a few records 70 ms."""
 BULK_FETCH_WAIT_MS = 20
 """How long the broker may hold a fetch: a bulk read wants what is there now, and a fetch of a
 partition's tail waits its whole wait when nothing more comes."""
@@ -47,7 +49,9 @@ async def _produce_batches(
     stop: threading.Event,
     row=None,
 ) -> None:
-    fetch_bytes = BULK_FETCH_BYTES if end is None else min(BULK_FETCH_BYTES, max(1 << 20, (end - start) * 2048))
+    fetch_bytes = (
+        BULK_FETCH_BYTES if end is None else min(BULK_FETCH_BYTES, max(1 << 20, (end - start) * RANGE_BYTES_PER_RECORD))
+    )
     consumer = AIOKafkaConsumer(
         **kafka_client_options(settings, "aiokafka"),
         group_id=None,
