@@ -155,7 +155,11 @@ def test_limits_of_a_deployed_application_converge_and_a_redeploy_starts_afresh(
         message="Active again after the redeploy",
     )
     assert not set(members(loop_settings, cluster)) & first  # fresh members, with the last limits kept
-    assert len(platform.cloud.all()) == 1
+    wait_until(
+        lambda: len(platform.cloud.all()) == 1,
+        timeout=40,
+        message="the undeployed members' instances gone from the IaaS",
+    )
 
 
 def test_bursting_into_a_second_network_partition_and_back(loop_settings, platform, mock_iaas, client):
@@ -197,9 +201,13 @@ def test_bursting_into_a_second_network_partition_and_back(loop_settings, platfo
     )
     reasons = [e.payload.reason for e in events_of(loop_settings, app) if e.type == "ApplicationInstancesChanged"]
     assert reasons[-1].startswith("BurstBack:")
-    assert all(
-        i.metadata.get("networkPartitionId", "network-partition-1") == "network-partition-1"
-        for i in platform.cloud.all()
+    wait_until(  # a member leaves the topology before its instance is destroyed
+        lambda: all(
+            i.metadata.get("networkPartitionId", "network-partition-1") == "network-partition-1"
+            for i in platform.cloud.all()
+        ),
+        timeout=60,
+        message="no instance left in the second network partition",
     )
 
 
