@@ -96,11 +96,16 @@ def thread_stacks() -> str:
 
 
 def wait_until(
-    condition: Callable[[], T], timeout: float = 20.0, interval: float = 0.05, message: str = "condition"
+    condition: Callable[[], T],
+    timeout: float = 20.0,
+    interval: float = 0.05,
+    message: str = "condition",
+    seen: Callable[[], object] | None = None,
 ) -> T:
     """Poll `condition` until it returns something truthy; fail after `timeout` seconds, with
     every thread's stack on stderr: the parts run on this process's threads, and where one of
-    them waits is what a timeout in CI needs to be understood."""
+    them waits is what a timeout in CI needs to be understood. `seen`, when given, says what the
+    condition last looked at, for the failure's message."""
     deadline = time.monotonic() + timeout
     while True:
         value = condition()
@@ -108,7 +113,8 @@ def wait_until(
             return value
         if time.monotonic() > deadline:
             print(thread_stacks(), file=sys.stderr)
-            raise AssertionError(f"timed out after {timeout}s waiting for {message}")
+            last = f"; last seen: {seen()}" if seen else ""
+            raise AssertionError(f"timed out after {timeout}s waiting for {message}{last}")
         time.sleep(interval)
 
 

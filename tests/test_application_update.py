@@ -248,6 +248,7 @@ def test_a_group_scales_out_with_all_its_clusters_and_back_in(loop_settings, pla
         ),
         timeout=120,
         message="a second web-group instance, each of its clusters at 2 members or more",
+        seen=lambda: (group_instances(), {c: len(members(loop_settings, c)) for c in group}),
     )
     changed = [e.payload for e in events_of(loop_settings, app) if e.type == "ApplicationInstancesChanged"][0]
     assert sorted(changed.clusters) == sorted(group) and changed.reason.startswith("GroupScaleUp")
