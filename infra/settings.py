@@ -31,6 +31,9 @@ class Settings(BaseSettings):
         description="PEM certificate(s) the Kafka clients trust with SASL_SSL; unset = "
         "<state dir>/kafka-tls/ca.pem when it exists, else the system's CAs",
     )
+    kafka_connect_timeout_seconds: float = Field(
+        30.0, gt=0, description="how long a Kafka client waits to reach its first broker before it gives up"
+    )
     topic_prefix: str = "stratos."
     partitions: int = Field(4, ge=1, description="partitions of each topic created")
     replication_factor: int = Field(1, ge=1, description="replicas of each topic the platform creates")

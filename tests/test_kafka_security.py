@@ -94,7 +94,7 @@ def test_plaintext_and_wrong_passwords_are_refused(secure):
         message="the broker's log of the plaintext attempt",
     )
     with pytest.raises(KafkaError):
-        KafkaProducer(**kafka_client_options(as_user(platform, "stratos", "not-the-password")), **REFUSED_QUICKLY)
+        KafkaProducer(**{**kafka_client_options(as_user(platform, "stratos", "not-the-password")), **REFUSED_QUICKLY})
     assert wait_until(
         lambda: re.search(r"Failed authentication .*Authentication failed", Path(broker.log_path).read_text()),
         message="the broker's log of the failed SCRAM authentication",

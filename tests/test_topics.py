@@ -7,6 +7,7 @@ the topics a node owns by partition differ. `stratos status` names dangerous con
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 
@@ -135,3 +136,34 @@ def test_status_reports_retention_on_history_and_snapshots_not_compacted(setting
     assert f"{settings.topic('snapshots')}: cleanup.policy=delete (compact expected)" in warnings
     status = broker_status(settings)
     assert status["state"] == "running" and len(status["topicProblems"]) == 2
+
+
+@pytest.mark.parametrize(
+    "verb",
+    [
+        ["topics"],
+        ["state", "carbon.super/cluster/c1"],
+        ["history", "carbon.super/cluster/c1"],
+        ["why", "carbon.super/cluster/c1"],
+        ["replay", "--at", "2026-01-01T00:00:00Z"],
+        ["digest"],
+    ],
+    ids=" ".join,
+)
+def test_a_broker_out_of_reach_is_one_line_naming_it(tmp_path, verb):
+    with socket.socket() as probe:  # a loopback port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        address = f"127.0.0.1:{probe.getsockname()[1]}"
+    env = {
+        **os.environ,
+        "STRATOS_KAFKA_BOOTSTRAP": address,
+        "STRATOS_KAFKA_CONNECT_TIMEOUT_SECONDS": "1",
+        "STRATOS_STATE_DIR": str(tmp_path),
+    }
+    ran = subprocess.run(
+        [sys.executable, "-m", "infra.cli", *verb], env=env, capture_output=True, text=True, timeout=120
+    )
+    assert ran.returncode == 1
+    assert f"error: Kafka at {address} (STRATOS_KAFKA_BOOTSTRAP): " in ran.stdout
+    assert "Unable to bootstrap" in ran.stdout
+    assert "Traceback" not in ran.stdout + ran.stderr

@@ -5,7 +5,11 @@ Each part registers its own verbs (`infra/<part>/cli.py`); they are registered h
 
 from __future__ import annotations
 
+import sys
+
 import typer
+from aiokafka.errors import KafkaError as AIOKafkaError
+from kafka.errors import KafkaError
 
 from infra.agent.cli import register as register_agent
 from infra.api.cli import register as register_api
@@ -59,7 +63,21 @@ register_agent(app)
 
 
 def main() -> None:
-    app()
+    """Every verb. A Kafka that cannot be reached, or that refuses, ends a verb with one line
+    naming the bootstrap servers and the error, never with a traceback."""
+    try:
+        app()
+    except (KafkaError, AIOKafkaError) as exc:
+        from infra.cli.common import console
+        from infra.settings import get_settings
+
+        bootstrap = get_settings().kafka_bootstrap
+        console.print(
+            f"[red]error:[/] Kafka at {bootstrap} (STRATOS_KAFKA_BOOTSTRAP): {exc}",
+            highlight=False,
+            soft_wrap=True,
+        )
+        sys.exit(1)
 
 
 if __name__ == "__main__":

@@ -85,6 +85,8 @@ def kafka_client_options(settings: Settings, flavour: Literal["kafka-python", "a
     authenticates as STRATOS_KAFKA_USERNAME over TLS, trusting STRATOS_KAFKA_CA (else the
     certificate `stratos broker --secure` made in the state dir, else the system's CAs)."""
     options: dict = {"bootstrap_servers": settings.kafka_bootstrap}
+    if flavour == "kafka-python":
+        options["bootstrap_timeout_ms"] = int(settings.kafka_connect_timeout_seconds * 1000)
     if settings.kafka_security_protocol == "PLAINTEXT":
         return options
     if not settings.kafka_username or settings.kafka_password is None:
