@@ -16,6 +16,7 @@ import pytest
 from hypothesis import settings as hypothesis_settings
 
 from infra.broker import EmbeddedBroker
+from infra.log.eventlog import Rejections
 from infra.log.kafka import ensure_topics
 from infra.settings import Settings
 
@@ -71,9 +72,11 @@ def settings(broker, tmp_path):
 
 
 def delete_topics(bootstrap: str, prefix: str) -> None:
-    """Delete every topic (faust's own too) under a test's prefix; best effort."""
+    """Delete every topic (faust's own too) under a test's prefix, after closing the worker's
+    shared dead-letter producer for it; best effort."""
     from kafka import KafkaAdminClient
 
+    Rejections.close(Settings(kafka_bootstrap=bootstrap, topic_prefix=prefix))
     try:
         admin = KafkaAdminClient(bootstrap_servers=bootstrap, client_id="stratos-test-cleanup")
         try:

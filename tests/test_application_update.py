@@ -251,7 +251,10 @@ def test_a_group_scales_out_with_all_its_clusters_and_back_in(loop_settings, pla
         seen=lambda: (group_instances(), {c: len(members(loop_settings, c)) for c in group}),
     )
     changed = [e.payload for e in events_of(loop_settings, app) if e.type == "ApplicationInstancesChanged"][0]
-    assert sorted(changed.clusters) == sorted(group) and changed.reason.startswith("GroupScaleUp")
+    assert changed.reason.startswith("GroupScaleUp")
+    # the group's clusters started by then: on a busy machine the group can scale out before
+    # its last cluster's turn in the startup order comes, and that one starts with two instances
+    assert changed.clusters and set(changed.clusters) <= set(group)
     # outside the group (it scales as the group's scaling dependent, within its one instance)
     assert outside not in changed.clusters
     assert not [

@@ -205,6 +205,16 @@ class Rejections:
                 found = cls._shared[(settings.kafka_bootstrap, settings.topic_prefix)] = cls(settings)
             return found
 
+    @classmethod
+    def close(cls, settings) -> None:
+        """Close this platform's dead-letter producer if one was made: a process done with a
+        platform (a test whose topics are gone) would otherwise keep a producer asking the
+        broker for a topic that no longer exists."""
+        with cls._lock:
+            found = cls._shared.pop((settings.kafka_bootstrap, settings.topic_prefix), None)
+        if found is not None and found.dead_letters is not None:
+            found.dead_letters.appender.close()
+
     def __call__(self, raw, exc: Exception) -> None:
         """Dead-letter `raw` (a consumer record) with why, unless this process already did."""
         position = (raw.topic, raw.partition, raw.offset)
