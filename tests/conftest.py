@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import secrets
 import sys
@@ -27,6 +28,10 @@ _EXIT_STATUS = {"code": 0}
 # workers on two cores (beside brokers and browsers) made a 200 ms deadline fail a correct fold
 hypothesis_settings.register_profile("suite", deadline=None)
 hypothesis_settings.load_profile("suite")
+
+# The platform's own INFO lines (a node's assignments, claims, rebuilds) are kept with a failing
+# test's report; the libraries' stay at pytest's default, warnings and up.
+logging.getLogger("infra").setLevel(logging.INFO)
 
 # One platform secret for every part a test starts, in this process or a child (they inherit
 # it): parts whose settings name another state directory still sign and verify alike.
@@ -96,6 +101,32 @@ def thread_stacks() -> str:
         f"--- thread {names.get(ident, ident)}\n" + "".join(traceback.format_stack(frame))
         for ident, frame in sys._current_frames().items()
     )
+
+
+def nodes_group_view(settings) -> str:
+    """What the broker says of the nodes' group (its members and their partitions, its committed
+    offsets) and of the commands topic's ends: where an unanswered command stands."""
+    from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
+
+    from infra.node.node import NODE_GROUP
+
+    group = settings.topic(NODE_GROUP)
+    try:
+        admin = KafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap, client_id="stratos-test-diagnosis")
+        try:
+            described = admin.describe_groups([group])
+            committed = admin.list_group_offsets(group)
+        finally:
+            admin.close()
+        consumer = KafkaConsumer(bootstrap_servers=settings.kafka_bootstrap)
+        try:
+            commands = [TopicPartition(settings.topic("commands"), p) for p in range(settings.partitions)]
+            ends = consumer.end_offsets(commands)
+        finally:
+            consumer.close()
+    except Exception as exc:  # noqa: BLE001 - a diagnosis must not hide the failure it explains
+        return f"(no view of the nodes' group {group}: {exc})"
+    return f"nodes' group {group}: {described}\ncommitted: {committed}\ncommands topic ends: {ends}"
 
 
 def wait_until(
@@ -173,7 +204,10 @@ def client(settings):
         def wait(self, command_id, timeout=20.0):
             reply = super().wait(command_id, timeout)
             if reply is None:
-                print(f"no reply to {command_id} in {timeout}s\n{thread_stacks()}", file=sys.stderr)
+                print(
+                    f"no reply to {command_id} in {timeout}s\n{nodes_group_view(settings)}\n{thread_stacks()}",
+                    file=sys.stderr,
+                )
             return reply
 
     made = StackOnTimeout(settings)

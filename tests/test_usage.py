@@ -172,6 +172,7 @@ def test_a_deployment_scaled_1_3_1_is_metered_per_tenant_exported_and_its_instan
         written = exporter.export_due(end)
         assert written > 0 and exporter.export_due(end) == 0
         exporter.fold.stop()
+        exporter.appender.close()  # `run` closes it; this test drives `export_due` itself
         again = UsageExporter(own)
         assert again.written == exporter.written
         records = [d.record for d in read_to_end(own, "usage")]
@@ -207,6 +208,7 @@ def test_a_deployment_scaled_1_3_1_is_metered_per_tenant_exported_and_its_instan
             provider.shutdown()
             receiver.shutdown()
             again.fold.stop()
+            again.appender.close()
         points = names["stratos.member_seconds"].sum.data_points
         attributes = {kv.key: kv.value.string_value for kv in points[0].attributes}
         assert attributes["cluster"] == CLUSTER_ID and attributes["tenant"] == "carbon.super"

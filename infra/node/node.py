@@ -318,7 +318,9 @@ class _Rebalance(ConsumerRebalanceListener):
     def on_partitions_assigned(self, assigned):
         self.consumer.pause(*assigned)
         generation = getattr(getattr(self.consumer, "_coordinator", None), "_generation", None)
-        self.node.assignments.put(({tp.partition for tp in assigned}, getattr(generation, "generation_id", -1)))
+        partitions, generation_id = {tp.partition for tp in assigned}, getattr(generation, "generation_id", -1)
+        log.info("assigned command partitions %s (group generation %d)", sorted(partitions), generation_id)
+        self.node.assignments.put((partitions, generation_id))
 
 
 @lru_cache(maxsize=100_000)
