@@ -141,3 +141,26 @@ def test_a_hung_poll_is_cut_and_the_node_serves_with_a_new_consumer(settings, cl
         running.stop()
     history = commits_by_command(settings)
     assert len(history[reply.command_id]) == 1 and all(len(commits) == 1 for commits in history.values())
+
+
+def test_a_node_dropped_from_its_group_unawares_joins_again_and_serves(settings, client, caplog):
+    """The node's consumer stops heartbeating at its 10th poll and goes on polling, as if it
+    still held its partitions: the group drops it after its session timeout. The watchdog sees
+    no heartbeat answered in two session timeouts, closes the consumer, the node joins again with
+    a new one, and a command sent meanwhile is answered once."""
+    caplog.set_level(logging.ERROR, logger="infra.node.node")
+    dropped = settings.model_copy(update={"fault": "heartbeats-stop:10", "node_stall_seconds": 2.0})
+    running = RunningNode(dropped, timer_seconds=0.2)
+    try:
+        wait_until(
+            lambda: any("no heartbeat answered by its group" in r.getMessage() for r in caplog.records),
+            timeout=90,
+            message="the watchdog closing the consumer its group dropped",
+        )
+        cluster = aggregate_id("carbon.super", "cluster", SPEC.cluster_id)
+        reply = client.call(cluster, C.CreateCluster(spec=SPEC), timeout=60)
+        assert isinstance(reply, CommandAccepted) and not reply.duplicate, reply
+    finally:
+        running.stop()
+    history = commits_by_command(settings)
+    assert len(history[reply.command_id]) == 1 and all(len(commits) == 1 for commits in history.values())

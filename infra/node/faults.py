@@ -2,11 +2,13 @@
 SIGKILL the Nth time it passes `point` (no cleanup, no flush: what a power cut leaves);
 `point:N:stop` stops it with SIGSTOP instead (a process paused past its session timeout).
 
-Three faults leave the process running: `append-timeout:N` makes the Nth commit's append end in
+Four faults leave the process running: `append-timeout:N` makes the Nth commit's append end in
 a timeout although the record still lands (later: the broker answered too slowly),
-`actor-raises:N` makes the actor handling the Nth command raise on it, every time, and
+`actor-raises:N` makes the actor handling the Nth command raise on it, every time,
 `poll-hangs:N` makes the node's Nth poll wait until its consumer is closed (a client that never
-answers, as kafka-python 3.0's consumer has been seen to do on a loaded machine)."""
+answers, as kafka-python 3.0's consumer has been seen to do on a loaded machine), and
+`heartbeats-stop:N` stops the consumer's heartbeats at the node's Nth poll (the group drops the
+node while its consumer believes it still holds its partitions)."""
 
 from __future__ import annotations
 
@@ -20,8 +22,9 @@ from kafka.errors import KafkaTimeoutError
 POINTS = ("before-append", "after-send", "after-append", "after-reply", "after-offset-commit", "mid-checkpoint")
 """Where the node's write path can be cut: deciding → sending the commit → acknowledged →
 replies sent → command offsets committed; and between a checkpoint's snapshots and marker."""
-FAULTS = ("append-timeout", "actor-raises", "poll-hangs")
-"""What the node survives: an append whose outcome is unknown, an actor that fails, a hung poll."""
+FAULTS = ("append-timeout", "actor-raises", "poll-hangs", "heartbeats-stop")
+"""What the node survives: an append whose outcome is unknown, an actor that fails, a hung poll,
+a consumer dropped from its group without knowing it."""
 LATE_SECONDS = 3.0
 """How much later than its timeout an `append-timeout` record lands: after the node went on."""
 

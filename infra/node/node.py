@@ -54,6 +54,7 @@ from actors.runtime import (
 from infra.auth.gate import CommandGate
 from infra.auth.secrets import secret_box
 from infra.log.kafka import (
+    GROUP_TIMINGS,
     IDLE_POLL_MS,
     Appender,
     DeadLetters,
@@ -257,15 +258,24 @@ class PollCut(RuntimeError):
 
 
 class PollWatchdog:
-    """Closes the node's consumer when one of its polls has waited `limit` seconds: the node's
-    polls return within IDLE_POLL_MS, so such a poll is hung, not slow. kafka-python 3.0's
-    consumer has been seen to wait for ever for its group coordinator on a loaded machine (its
-    IO thread idle, the caller's wait never answered); closing the consumer fails that wait, and
-    the node then joins its group again with a new consumer instead of serving nothing."""
+    """Closes the node's consumer when it stops being a working member of the nodes' group, and
+    the node then joins again with a new consumer instead of serving nothing:
+    - one of its polls has waited `limit` seconds (the node's polls return within IDLE_POLL_MS,
+      so such a poll is hung, not slow; kafka-python 3.0's consumer has been seen to wait for
+      ever for its group coordinator on a loaded machine, its IO thread idle);
+    - the group has answered none of its heartbeats in two session timeouts while it believes it
+      holds its partitions (on a loaded machine the group was seen Empty, the node dropped from
+      it, while the consumer's polls returned nothing and raised nothing);
+    - it has been joining for longer than the rebalance timeout allows."""
 
     def __init__(self, consumer, limit: float, crash: CrashPoints) -> None:
         self.consumer, self.limit, self.crash = consumer, limit, crash
+        self.silence_limit = max(limit, 2 * GROUP_TIMINGS["session_timeout_ms"] / 1000)
+        """Past two session timeouts without a heartbeat answered, the group has dropped it."""
+        self.join_limit = limit + GROUP_TIMINGS["max_poll_interval_ms"] / 1000
+        """A join waits at most the rebalance timeout for the group's other members."""
         self.since: float | None = None
+        self.unstable_since: float | None = None
         self.closed = threading.Event()
         self.done = threading.Event()
         self.thread = threading.Thread(target=self._watch, name="poll-watchdog", daemon=True)
@@ -278,6 +288,8 @@ class PollWatchdog:
         try:
             if self.crash.fires("poll-hangs"):
                 self.closed.wait()
+            if self.crash.fires("heartbeats-stop"):
+                self.consumer._coordinator._disable_heartbeat()
             batch = poll_through_broker_loss(self.consumer, timeout_ms)
         finally:
             self.since = None
@@ -287,16 +299,47 @@ class PollWatchdog:
 
     def _watch(self) -> None:
         while not self.done.wait(min(1.0, self.limit / 4)):
-            since = self.since
-            if since is not None and time.monotonic() - since > self.limit:
-                log.error(
-                    "the node's Kafka consumer has not returned from a poll in %.0f s: closing it and "
-                    "joining the group again with a new one",
-                    time.monotonic() - since,
-                )
-                self.closed.set()
-                self.consumer.close(autocommit=False, timeout_ms=5000)
+            since, now = self.since, time.monotonic()
+            if since is not None and now - since > self.limit:
+                self._cut(f"has not returned from a poll in {now - since:.0f} s")
                 return
+            silent = self._unanswered_seconds()
+            if silent > self.silence_limit:
+                self._cut(f"has had no heartbeat answered by its group in {silent:.0f} s")
+                return
+            if self._stable():
+                self.unstable_since = None
+            elif self.unstable_since is None:
+                self.unstable_since = now
+            elif now - self.unstable_since > self.join_limit:
+                self._cut(f"has not completed joining its group in {now - self.unstable_since:.0f} s")
+                return
+
+    def _cut(self, what: str) -> None:
+        log.error("the node's Kafka consumer %s: closing it and joining the group again with a new one", what)
+        self.closed.set()
+        self.consumer.close(autocommit=False, timeout_ms=5000)
+
+    def _stable(self) -> bool:
+        """Whether kafka-python's coordinator holds a generation of the group (True when there
+        is no group: a node given its partitions by STRATOS_NODE_PARTITIONS)."""
+        coordinator = getattr(self.consumer, "_coordinator", None)
+        if coordinator is None or not self.consumer._subscription.partitions_auto_assigned():
+            return True
+        return coordinator.stable()
+
+    def _unanswered_seconds(self) -> float:
+        """How long the group has answered none of the consumer's heartbeats while it believes it
+        is a member with partitions (0 when it is joining, or cannot tell). The group drops a
+        member after its session timeout (6 s): past the limit, the partitions this node still
+        serves are another node's, or no one's."""
+        coordinator = getattr(self.consumer, "_coordinator", None)
+        if coordinator is None or not self.consumer._subscription.partitions_auto_assigned():
+            return 0.0
+        if not coordinator.stable():
+            return 0.0
+        heartbeat = coordinator.heartbeat
+        return time.monotonic() - max(heartbeat.last_receive, heartbeat.last_reset)
 
     def stop(self) -> None:
         self.done.set()
