@@ -56,6 +56,7 @@ from infra.auth.secrets import secret_box
 from infra.log.kafka import (
     GROUP_TIMINGS,
     IDLE_POLL_MS,
+    POLL_RETRY_PAUSE_SECONDS,
     Appender,
     DeadLetters,
     Delivered,
@@ -532,9 +533,11 @@ class Node:
 
     # --- the loop -------------------------------------------------------------------------
     def run(self) -> None:
+        first = True
         try:
             while not self.stopping.is_set():
-                consumer = self._join()
+                consumer = self._join() if first else self._join_again()
+                first = False
                 watchdog = PollWatchdog(consumer, self.settings.node_stall_seconds, self.crash)
                 try:
                     self._serve(consumer, watchdog)
@@ -553,6 +556,18 @@ class Node:
                 appender.close()
             self.gate.stop()
             self.host.shutdown()
+
+    def _join_again(self):
+        """`_join` after the watchdog cut a consumer: a broker that cannot be reached meanwhile
+        is waited out (the node's first join, at start, fails with its error instead)."""
+        while True:
+            try:
+                return self._join()
+            except KafkaError as exc:
+                if self.stopping.is_set() or not exc.retriable:
+                    raise
+                log.warning("joining the nodes' group again failed (%s); trying again", exc)
+                self.stopping.wait(POLL_RETRY_PAUSE_SECONDS)
 
     def _join(self):
         """A consumer of the commands topic, in the nodes' group (or on the partitions the
