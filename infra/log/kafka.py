@@ -522,8 +522,10 @@ class Appender:
     def flush(self, timeout: float = 30.0) -> None:
         self.producer.flush(timeout)
 
-    def close(self) -> None:
-        self.producer.close()
+    def close(self, timeout: float | None = None) -> None:
+        """Close the producer; `timeout`: how long records not yet acknowledged are waited for
+        (None: until each is delivered or its delivery timeout passes)."""
+        self.producer.close(timeout)
 
 
 @dataclass(frozen=True)

@@ -72,7 +72,7 @@ class Heartbeats:
         self.thread.start()
         return self
 
-    def beat(self, stopping: bool = False) -> None:
+    def beat(self, stopping: bool = False, flush_seconds: float = 10.0) -> None:
         beat = Heartbeat(
             part=self.part,
             process=self.process,
@@ -86,7 +86,7 @@ class Heartbeats:
             stopping=stopping,
         )
         self.appender.send("heartbeats", self.key, envelope(HeartbeatRecord, beat, self.key))
-        self.appender.flush(10)
+        self.appender.flush(flush_seconds)
 
     def _run(self) -> None:
         while True:
@@ -98,15 +98,21 @@ class Heartbeats:
                 return
 
     def stop(self) -> None:
-        """A clean stop says so (status shows `stopped` at once, not after missed beats)."""
+        """A clean stop says so (status shows `stopped` at once, not after missed beats). Each
+        wait is short: with no broker answering, a part must still stop within seconds of its
+        SIGTERM (it waited for its beats' delivery timeouts, about 30 s, before)."""
         self.stopping.set()
-        self.thread.join(5)
+        self.thread.join(STOP_WAIT_SECONDS)
         try:
-            self.beat(stopping=True)
+            self.beat(stopping=True, flush_seconds=STOP_WAIT_SECONDS)
         except Exception:  # noqa: BLE001
             log.warning("last heartbeat of %s not sent", self.part)
         logging.getLogger().removeHandler(self.errors)
-        self.appender.close()
+        self.appender.close(STOP_WAIT_SECONDS)
+
+
+STOP_WAIT_SECONDS = 2.0
+"""The longest a stopping part waits for its beat thread, its last beat, and its producer."""
 
 
 def start_part(settings: Settings, part: str) -> Heartbeats | None:
