@@ -21,6 +21,12 @@ from infra.platform.child_env import PART_SECRETS, minimal_env, part_env, platfo
 log = logging.getLogger(__name__)
 
 
+STOP_SECONDS = 15.0
+"""How long the parts together get to stop after SIGTERM before the rest are killed. One deadline
+for all: waiting 10 s for each in turn took up to 100 s, and a caller that gave up first (a
+test's Ctrl-C, then SIGKILL after 60 s) left the parts running, each in its own session."""
+
+
 @dataclass
 class Child:
     name: str
@@ -37,6 +43,9 @@ class Supervisor:
     log_dir: Path
     children: list[Child] = field(default_factory=list)
     stopping: threading.Event = field(default_factory=threading.Event)
+    restarting: threading.Lock = field(default_factory=threading.Lock)
+    """Held while a child is restarted, and by `stop`: a child that exits because `stop` ended
+    it is never started again behind `stop`'s back (that one would outlive the platform)."""
 
     def add(self, name: str, *args: str) -> None:
         self.children.append(
@@ -66,23 +75,34 @@ class Supervisor:
                 backoff = min(30.0, 2.0 ** min(child.restarts, 5))
                 if time.monotonic() - child.started_at < backoff:
                     continue
-                child.restarts += 1
-                log.warning(
-                    "%s exited with code %s; restart #%d (log: %s)", child.name, code, child.restarts, child.log_path
-                )
-                self.start(child)
+                with self.restarting:
+                    if self.stopping.is_set():
+                        return
+                    child.restarts += 1
+                    log.warning(
+                        "%s exited with code %s; restart #%d (log: %s)",
+                        child.name,
+                        code,
+                        child.restarts,
+                        child.log_path,
+                    )
+                    self.start(child)
 
     def stop(self) -> None:
-        self.stopping.set()
+        with self.restarting:
+            self.stopping.set()
         for child in self.children:
             if child.process and child.process.poll() is None:
                 child.process.terminate()
+        deadline = time.monotonic() + STOP_SECONDS
         for child in self.children:
             if child.process:
                 try:
-                    child.process.wait(10)
+                    child.process.wait(max(0.0, deadline - time.monotonic()))
                 except subprocess.TimeoutExpired:
+                    log.warning("%s did not stop in %.0f s of SIGTERM: killed", child.name, STOP_SECONDS)
                     child.process.kill()
+                    child.process.wait()
 
 
 def child_env(bootstrap: str, extra: dict[str, str] | None = None) -> dict[str, str]:
