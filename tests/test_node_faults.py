@@ -125,22 +125,7 @@ def test_a_hung_poll_is_cut_and_the_node_serves_with_a_new_consumer(settings, cl
     """The node's 10th poll never returns (the fault waits until the consumer is closed, as a
     hung kafka-python poll does): its watchdog closes the consumer after `node_stall_seconds`,
     the node joins its group again with a new one, and a command sent meanwhile is answered once."""
-    caplog.set_level(logging.ERROR, logger="infra.node.node")
-    hanging = settings.model_copy(update={"fault": "poll-hangs:10", "node_stall_seconds": 2.0})
-    running = RunningNode(hanging, timer_seconds=0.2)
-    try:
-        wait_until(
-            lambda: any("has not returned from a poll" in r.getMessage() for r in caplog.records),
-            timeout=60,
-            message="the watchdog closing the hung consumer",
-        )
-        cluster = aggregate_id("carbon.super", "cluster", SPEC.cluster_id)
-        reply = client.call(cluster, C.CreateCluster(spec=SPEC), timeout=60)
-        assert isinstance(reply, CommandAccepted) and not reply.duplicate, reply
-    finally:
-        running.stop()
-    history = commits_by_command(settings)
-    assert len(history[reply.command_id]) == 1 and all(len(commits) == 1 for commits in history.values())
+    cut_then_served_once(settings, client, caplog, "poll-hangs:10", "has not returned from a poll")
 
 
 def test_a_node_dropped_from_its_group_unawares_joins_again_and_serves(settings, client, caplog):
@@ -148,14 +133,19 @@ def test_a_node_dropped_from_its_group_unawares_joins_again_and_serves(settings,
     still held its partitions: the group drops it after its session timeout. The watchdog sees
     no heartbeat answered in two session timeouts, closes the consumer, the node joins again with
     a new one, and a command sent meanwhile is answered once."""
+    cut_then_served_once(settings, client, caplog, "heartbeats-stop:10", "no heartbeat answered by its group")
+
+
+def cut_then_served_once(settings, client, caplog, fault: str, cut_says: str) -> None:
+    """A node with `fault` (and a 2 s stall limit): its watchdog logs `cut_says` as it closes
+    the consumer; a command sent after that is accepted, and every command has one commit."""
     caplog.set_level(logging.ERROR, logger="infra.node.node")
-    dropped = settings.model_copy(update={"fault": "heartbeats-stop:10", "node_stall_seconds": 2.0})
-    running = RunningNode(dropped, timer_seconds=0.2)
+    running = RunningNode(settings.model_copy(update={"fault": fault, "node_stall_seconds": 2.0}), timer_seconds=0.2)
     try:
         wait_until(
-            lambda: any("no heartbeat answered by its group" in r.getMessage() for r in caplog.records),
+            lambda: any(cut_says in r.getMessage() for r in caplog.records),
             timeout=90,
-            message="the watchdog closing the consumer its group dropped",
+            message=f"the watchdog closing the consumer ({cut_says})",
         )
         cluster = aggregate_id("carbon.super", "cluster", SPEC.cluster_id)
         reply = client.call(cluster, C.CreateCluster(spec=SPEC), timeout=60)

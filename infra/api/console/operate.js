@@ -416,7 +416,12 @@ function subscriptions(components) {
           ...(components?.groups || []).flatMap((group) => subscriptions(group))];
 }
 
+// When the operator last typed a limit: an answer asked for before that must not overwrite it
+// (a slow GET that lands after the operator typed a new max would send the old one).
+let limitsTypedAt = 0;
+
 async function refreshSubscriptions() {
+  const asked = performance.now();
   const id = $("#act-app").value;
   if (!id) return fillSelect("#act-alias", []);
   const reply = await call("GET", `/applications/${encodeURIComponent(id)}`);
@@ -424,7 +429,7 @@ async function refreshSubscriptions() {
   const subs = subscriptions(reply.body.components);
   fillSelect("#act-alias", subs.map((s) => s.subscribableInfo.alias),
              subs.map((s) => `${s.subscribableInfo.alias} (${s.type})`));
-  showLimits(subs);
+  if (limitsTypedAt < asked) showLimits(subs);
 }
 
 function showLimits(subs) {
@@ -509,6 +514,9 @@ document.addEventListener("DOMContentLoaded", () => {
   });
   $("#act-app").addEventListener("change", refreshSubscriptions);
   $("#act-alias").addEventListener("change", refreshSubscriptions);
+  for (const limit of ["#act-min", "#act-max"]) {
+    $(limit).addEventListener("input", () => { limitsTypedAt = performance.now(); });
+  }
   $("#deploy").addEventListener("click", deploy);
   $("#undeploy").addEventListener("click", undeploy);
   $("#update-limits").addEventListener("click", updateLimits);
