@@ -5,6 +5,8 @@ from __future__ import annotations
 import logging
 import os
 import secrets
+import signal
+import subprocess
 import sys
 import threading
 import time
@@ -101,6 +103,25 @@ def thread_stacks() -> str:
         f"--- thread {names.get(ident, ident)}\n" + "".join(traceback.format_stack(frame))
         for ident, frame in sys._current_frames().items()
     )
+
+
+def stop_stratos_up(process) -> int:
+    """Ctrl-C to a `stratos up` process; past 60 s, SIGKILL to it and to every part it started
+    (each part runs in a session of its own, so a killed `up` would leave them running)."""
+    import psutil
+
+    if process.poll() is None:
+        parts = psutil.Process(process.pid).children(recursive=True)
+        process.send_signal(signal.SIGINT)
+        try:
+            process.wait(60)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+        for part in parts:
+            if part.is_running():
+                part.kill()
+    return process.returncode
 
 
 def nodes_group_view(settings) -> str:

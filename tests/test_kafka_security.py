@@ -44,7 +44,7 @@ from schemas import events as E
 from schemas.ids import aggregate_id
 from schemas.records import Claim, CommandRecord, Commit, LogRecord, NotifierRecord
 from schemas.status import CommandRejected, InstanceCleanupMember
-from tests.conftest import RunningNode, wait_until
+from tests.conftest import RunningNode, stop_stratos_up, wait_until
 
 pytestmark = pytest.mark.integration
 PASSWORD = "secure-admin-pw"
@@ -339,14 +339,7 @@ class SecureUp:
 
     def stop(self) -> int:
         self.http.close()
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGINT)
-            try:
-                self.process.wait(60)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.process.pid, signal.SIGKILL)
-                self.process.wait()
-        return self.process.returncode
+        return stop_stratos_up(self.process)
 
 
 def test_stratos_up_secure_runs_the_whole_platform_as_its_own_principal(tmp_path):

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import re
-import signal
 import subprocess
 import sys
 import time
@@ -23,7 +22,7 @@ from infra.broker import free_port
 from infra.log.eventlog import read_events
 from infra.log.kafka import read_to_end
 from infra.settings import Settings
-from tests.conftest import wait_until
+from tests.conftest import stop_stratos_up, wait_until
 
 pytestmark = pytest.mark.integration
 PASSWORD = "restart-secret"
@@ -99,13 +98,7 @@ class Up:
 
     def stop(self) -> None:
         self.http.close()
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGINT)
-            try:
-                self.process.wait(60)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.process.pid, signal.SIGKILL)
-                self.process.wait()
+        stop_stratos_up(self.process)
 
 
 def test_members_survive_a_restart_on_their_nodes_and_a_crash_after_it_is_replaced(tmp_path):
