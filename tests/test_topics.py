@@ -32,12 +32,13 @@ def _configs(settings: Settings, kind: str) -> dict[str, str]:
     return {k: v["value"] for k, v in described["topic"][settings.topic(kind)].items()}
 
 
-def _stratos(settings: Settings, *args: str) -> subprocess.CompletedProcess:
+def _stratos(settings: Settings, *args: str, **more_env: str) -> subprocess.CompletedProcess:
     env = {
         **os.environ,
         "STRATOS_KAFKA_BOOTSTRAP": settings.kafka_bootstrap,
         "STRATOS_TOPIC_PREFIX": settings.topic_prefix,
         "STRATOS_STATE_DIR": str(settings.state_dir),
+        **more_env,
     }
     return subprocess.run(
         [sys.executable, "-m", "infra.cli", *args], env=env, capture_output=True, text=True, timeout=120
@@ -154,15 +155,8 @@ def test_a_broker_out_of_reach_is_one_line_naming_it(tmp_path, verb):
     with socket.socket() as probe:  # a loopback port nothing listens on
         probe.bind(("127.0.0.1", 0))
         address = f"127.0.0.1:{probe.getsockname()[1]}"
-    env = {
-        **os.environ,
-        "STRATOS_KAFKA_BOOTSTRAP": address,
-        "STRATOS_KAFKA_CONNECT_TIMEOUT_SECONDS": "1",
-        "STRATOS_STATE_DIR": str(tmp_path),
-    }
-    ran = subprocess.run(
-        [sys.executable, "-m", "infra.cli", *verb], env=env, capture_output=True, text=True, timeout=120
-    )
+    unreachable = Settings(kafka_bootstrap=address, state_dir=tmp_path)
+    ran = _stratos(unreachable, *verb, STRATOS_KAFKA_CONNECT_TIMEOUT_SECONDS="1")
     assert ran.returncode == 1
     assert f"error: Kafka at {address} (STRATOS_KAFKA_BOOTSTRAP): " in ran.stdout
     assert "Unable to bootstrap" in ran.stdout

@@ -321,23 +321,25 @@ class PollWatchdog:
         self.closed.set()
         self.consumer.close(autocommit=False, timeout_ms=5000)
 
+    def _group_coordinator(self):
+        """kafka-python's coordinator of the consumer's group; None when there is no group (a
+        node given its partitions by STRATOS_NODE_PARTITIONS)."""
+        if not self.consumer._subscription.partitions_auto_assigned():
+            return None
+        return getattr(self.consumer, "_coordinator", None)
+
     def _stable(self) -> bool:
-        """Whether kafka-python's coordinator holds a generation of the group (True when there
-        is no group: a node given its partitions by STRATOS_NODE_PARTITIONS)."""
-        coordinator = getattr(self.consumer, "_coordinator", None)
-        if coordinator is None or not self.consumer._subscription.partitions_auto_assigned():
-            return True
-        return coordinator.stable()
+        """Whether the consumer holds a generation of its group (True when there is no group)."""
+        coordinator = self._group_coordinator()
+        return coordinator is None or coordinator.stable()
 
     def _unanswered_seconds(self) -> float:
         """How long the group has answered none of the consumer's heartbeats while it believes it
-        is a member with partitions (0 when it is joining, or cannot tell). The group drops a
+        is a member with partitions (0 when it is joining, or has no group). The group drops a
         member after its session timeout (6 s): past the limit, the partitions this node still
         serves are another node's, or no one's."""
-        coordinator = getattr(self.consumer, "_coordinator", None)
-        if coordinator is None or not self.consumer._subscription.partitions_auto_assigned():
-            return 0.0
-        if not coordinator.stable():
+        coordinator = self._group_coordinator()
+        if coordinator is None or not coordinator.stable():
             return 0.0
         heartbeat = coordinator.heartbeat
         return time.monotonic() - max(heartbeat.last_receive, heartbeat.last_reset)

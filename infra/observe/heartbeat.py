@@ -51,6 +51,10 @@ class LastError(logging.Handler):
         self.at = datetime.fromtimestamp(record.created, UTC)
 
 
+STOP_WAIT_SECONDS = 2.0
+"""The longest a stopping part waits for its beat thread, its last beat, and its producer."""
+
+
 class Heartbeats:
     def __init__(self, settings: Settings, part: str, groups: list[str] | None = None) -> None:
         self.settings = settings
@@ -109,10 +113,6 @@ class Heartbeats:
             log.warning("last heartbeat of %s not sent", self.part)
         logging.getLogger().removeHandler(self.errors)
         self.appender.close(STOP_WAIT_SECONDS)
-
-
-STOP_WAIT_SECONDS = 2.0
-"""The longest a stopping part waits for its beat thread, its last beat, and its producer."""
 
 
 def start_part(settings: Settings, part: str) -> Heartbeats | None:
