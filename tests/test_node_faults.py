@@ -6,6 +6,7 @@ that raises on a command, a poll of its consumer that never returns, and a timer
 from __future__ import annotations
 
 import logging
+import re
 
 import pytest
 
@@ -42,7 +43,7 @@ def test_an_append_whose_outcome_is_unknown_never_decides_its_command_twice(sett
     home = partition_for(target, settings.partitions)
     process = start_node(fast, fault="append-timeout:2")
     try:
-        assert isinstance(client.call(target, add_np(1), timeout=60), CommandAccepted)
+        assert isinstance(client.call(target, add_np(1), timeout=90), CommandAccepted)
         first_claim = [c for p, c, _w in claims(settings) if p == home][-1]
         unknown = command(C.UpdateNetworkPartition(definition=add_np(1, "v2").definition), target)
         late = (unknown.id, first_claim)
@@ -111,7 +112,7 @@ def test_a_timer_with_nothing_due_sends_no_command(settings, client):
     running = RunningNode(settings, timer_seconds=0.2)
     try:
         cluster = aggregate_id("carbon.super", "cluster", SPEC.cluster_id)
-        assert isinstance(client.call(cluster, C.CreateCluster(spec=SPEC), timeout=60), CommandAccepted)
+        assert isinstance(client.call(cluster, C.CreateCluster(spec=SPEC), timeout=90), CommandAccepted)
         assert running.node.host.due, "the cluster's pending members have a timeout booked"
         checks = running.node.host.checks
         wait_until(lambda: running.node.host.checks >= checks + 5, timeout=30, message="five timer checks")
@@ -133,17 +134,20 @@ def test_a_node_dropped_from_its_group_unawares_joins_again_and_serves(settings,
     still held its partitions: the group drops it after its session timeout. The watchdog sees
     no heartbeat answered in two session timeouts, closes the consumer, the node joins again with
     a new one, and a command sent meanwhile is answered once."""
-    cut_then_served_once(settings, client, caplog, "heartbeats-stop:10", "no heartbeat answered by its group")
+    cut_then_served_once(
+        settings, client, caplog, "heartbeats-stop:10", "no heartbeat answered by its group|not completed joining"
+    )
 
 
 def cut_then_served_once(settings, client, caplog, fault: str, cut_says: str) -> None:
-    """A node with `fault` (and a 2 s stall limit): its watchdog logs `cut_says` as it closes
-    the consumer; a command sent after that is accepted, and every command has one commit."""
+    """A node with `fault` (and a 2 s stall limit): its watchdog logs `cut_says` (a pattern) as it
+    closes the consumer (kafka-python may or may not notice that its group dropped it: the cut
+    then says the join never completed); a command sent after that is accepted, and every command has one commit."""
     caplog.set_level(logging.ERROR, logger="infra.node.node")
     running = RunningNode(settings.model_copy(update={"fault": fault, "node_stall_seconds": 2.0}), timer_seconds=0.2)
     try:
         wait_until(
-            lambda: any(cut_says in r.getMessage() for r in caplog.records),
+            lambda: any(re.search(cut_says, r.getMessage()) for r in caplog.records),
             timeout=90,
             message=f"the watchdog closing the consumer ({cut_says})",
         )
