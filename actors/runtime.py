@@ -115,9 +115,18 @@ def pack_handled(handled: OrderedDict[str, Handled]) -> str:
 def unpack_handled(text: str) -> OrderedDict[str, Handled]:
     """`pack_handled` undone: the same window, in the same order (zstd, or zlib as written
     before)."""
+    return _window_of(_inflate(text))
+
+
+def _inflate(text: str) -> list[Any]:
+    """A packed window's columns (ids, times, outcomes, which outcome), decoded."""
     compressed = base64.b64decode(text)
     packed = zstandard.decompress(compressed) if compressed[:4] == ZSTD_MAGIC else zlib.decompress(compressed)
-    ids, times_raw, outcomes, which_raw = msgspec.msgpack.decode(packed)
+    return cast(list[Any], msgspec.msgpack.decode(packed))
+
+
+def _window_of(columns: list[Any]) -> OrderedDict[str, Handled]:
+    ids, times_raw, outcomes, which_raw = columns
     times, which = array("d"), array("I")
     times.frombytes(times_raw)
     which.frombytes(which_raw)
@@ -151,19 +160,67 @@ def reply_for(command_id: str, handled: Handled, duplicate: bool) -> BaseModel:
     )
 
 
-@dataclass
+@dataclass(eq=False)
 class Tracked:
     """An aggregate's state plus the commands it has handled, with their outcomes.
 
-    Plain data (picklable), so that it can be handed to actors in other processes."""
+    Plain data (picklable), so that it can be handed to actors in other processes.
+
+    A window read from a snapshot stays packed until something needs its entries (`handled`):
+    a rebuild folds a few commits into each of a thousand aggregates, and building every
+    window's entries was most of what `replay --at` spent on snapshots. Meanwhile a fold asks
+    only whether a command id is in it, which the window's ids answer when the answer is no
+    (the usual one); a yes is checked on the whole window
+    (docs/adr/0018-lazy-dedup-windows.md)."""
 
     state: State
-    handled: OrderedDict[str, Handled] = field(default_factory=OrderedDict)
+    _handled: OrderedDict[str, Handled] = field(default_factory=OrderedDict)
     stopped: str | None = None
     """Why the aggregate takes no more commits or commands: its history has a gap (a commit
     whose sequence number skips some), so no state folded past it could be trusted."""
-    _undo: list[tuple[str, Handled | None]] | None = field(default=None, repr=False, compare=False)
+    _undo: list[tuple[str, Handled | None]] | None = field(default=None, repr=False)
     """While `all_or_nothing` runs: the ids it remembered (None) and those it forgot (their value)."""
+    _packed: str | None = field(default=None, repr=False)
+    """The window as its snapshot holds it (`pack_handled`), while nothing needed its entries."""
+    _columns: list[Any] | None = field(default=None, repr=False)
+    """`_packed` decoded, once a fold asked whether an id is in it."""
+    _ids: frozenset[str] = field(default=frozenset(), repr=False)
+    """The ids of `_columns`: what a fold asks of a packed window."""
+    _later: OrderedDict[str, Handled] | None = field(default=None, repr=False)
+    """What was remembered while packed, in order: remembered again onto the window unpacked."""
+
+    @property
+    def handled(self) -> OrderedDict[str, Handled]:
+        """The dedup window: command id -> how it was handled, oldest first."""
+        if self._packed is not None:
+            self._unpack()
+        return self._handled
+
+    def _unpack(self) -> None:
+        if self._packed is None:
+            return
+        window = _window_of(self._columns or _inflate(self._packed))
+        later: dict[str, Handled] = self._later or {}
+        self._handled, self._packed, self._columns, self._ids, self._later = window, None, None, frozenset(), None
+        for command_id, handled in later.items():
+            self.remember(command_id, handled)
+
+    def has_handled(self, command_id: str) -> bool:
+        """Whether the window holds this id (without making a packed window's entries unless it
+        does: forgetting the oldest ids waits until then)."""
+        if self._packed is None:
+            return command_id in self._handled
+        if self._later and command_id in self._later:
+            return True
+        if self._columns is None:
+            self._columns = _inflate(self._packed)
+            self._ids = frozenset(self._columns[0])
+        return command_id in self._ids and command_id in self.handled
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Tracked):
+            return NotImplemented
+        return (self.state, self.handled, self.stopped) == (other.state, other.handled, other.stopped)
 
     @property
     def module(self) -> ModuleType:
@@ -176,15 +233,21 @@ class Tracked:
     def remember(self, command_id: str | None, handled: Handled) -> None:
         if not command_id:
             return
-        self.handled[command_id] = handled
+        if self._packed is not None:  # forgetting the oldest waits until the window is unpacked
+            if self._later is None:
+                self._later = OrderedDict()
+            self._later[command_id] = handled
+            return
+        window = self._handled
+        window[command_id] = handled
         if self._undo is not None:
             self._undo.append((command_id, None))
         horizon = handled[0] - DEDUP_MIN_SECONDS
-        while len(self.handled) > DEDUP_MIN_IDS:
-            oldest = next(iter(self.handled.values()))
-            if oldest[0] >= horizon and len(self.handled) <= DEDUP_MAX_IDS:
+        while len(window) > DEDUP_MIN_IDS:
+            oldest = next(iter(window.values()))
+            if oldest[0] >= horizon and len(window) <= DEDUP_MAX_IDS:
                 break
-            forgotten = self.handled.popitem(last=False)
+            forgotten = window.popitem(last=False)
             if self._undo is not None:
                 self._undo.append(forgotten)
 
@@ -193,6 +256,7 @@ class Tracked:
         """Commands handled inside count together or not at all: when something raises, the
         state and the handled ids are put back as they were before (an actor restarted after a
         failure starts from its last state, never from half a batch)."""
+        self._unpack()  # what is undone is undone on the entries
         state, stopped, self._undo = self.state, self.stopped, []
         try:
             yield
@@ -219,7 +283,7 @@ class Tracked:
         commit: Commit = record.payload  # type: ignore[assignment]
         if self.stopped:
             return f"{record.aggregate_id}: stopped ({self.stopped}): {record.id} not folded"
-        if record.causation_id and record.causation_id in self.handled:
+        if record.causation_id and self.has_handled(record.causation_id):
             return f"{record.aggregate_id}: command {record.causation_id} handled twice: repeat skipped"
         if commit.events:
             expected = self.state.seq + 1
@@ -247,7 +311,7 @@ class Tracked:
     def snapshot(self) -> dict[str, Any]:
         return {
             "state": self.state.model_dump(mode="json"),
-            "dedup": pack_handled(self.handled),
+            "dedup": self._packed if self._packed is not None and not self._later else pack_handled(self.handled),
             **({"stopped": self.stopped} if self.stopped else {}),
         }
 
@@ -256,13 +320,11 @@ class Tracked:
         """From a snapshot's state: the window packed (`dedup`) or, as written before, as rows."""
         module = module_for(aggregate_id)
         state_cls = type(module.initial(aggregate_id))
+        state = state_cls.model_validate(data["state"])
         if "dedup" in data:
-            handled = unpack_handled(data["dedup"])
-        else:
-            handled = OrderedDict(
-                (row[0], cast(Handled, (*row[1:4], tuple(row[4])))) for row in data.get("handled", [])
-            )
-        return cls(state_cls.model_validate(data["state"]), handled, data.get("stopped"))
+            return cls(state, stopped=data.get("stopped"), _packed=data["dedup"])
+        handled = OrderedDict((row[0], cast(Handled, (*row[1:4], tuple(row[4])))) for row in data.get("handled", []))
+        return cls(state, handled, data.get("stopped"))
 
 
 @dataclass(frozen=True)
@@ -313,7 +375,7 @@ def handle(tracked: Tracked, command: Envelope, ctx: Context) -> Outcome:
     none), rejected by a rule, rejected as too large to append, or rejected because deciding
     or applying it raised (a bug: `failure` says so, the node dead-letters the command)."""
     payload = command.payload
-    if command.id in tracked.handled:
+    if tracked.has_handled(command.id):
         return Outcome(None, None, reply_for(command.id, tracked.handled[command.id], duplicate=True))
     if tracked.stopped:
         return Outcome(None, None, stopped_reply(tracked, command))

@@ -7,6 +7,10 @@ from __future__ import annotations
 import itertools
 from datetime import UTC, datetime, timedelta
 
+from hypothesis import given
+from hypothesis import settings as hsettings
+from hypothesis import strategies as st
+
 from actors.base import Context
 from actors.runtime import DEDUP_MIN_IDS, DEDUP_MIN_SECONDS, Tracked, handle
 from infra.log.kafka import envelope
@@ -99,3 +103,43 @@ def test_a_command_for_another_kind_of_aggregate_is_rejected_not_raised():
     outcome = handle(Tracked.new(cluster), command(add_np(), cluster), ctx())
     assert outcome.reply.type == "CommandRejected" and outcome.failure is None
     assert outcome.reply.code == 400 and "cluster" in outcome.reply.reason
+
+
+@hsettings(max_examples=60, deadline=None)
+@given(
+    st.one_of(st.integers(0, 50), st.integers(DEDUP_MIN_IDS - 5, DEDUP_MIN_IDS + 300)),
+    st.floats(min_value=0.5, max_value=3.0),
+    st.lists(
+        st.tuples(st.sampled_from(["ask old", "ask new", "ask later", "remember"]), st.integers(0, 10**6)),
+        max_size=80,
+    ),
+)
+def test_a_window_read_from_a_snapshot_answers_as_the_unpacked_one(size, spacing, steps):
+    """A snapshot's window stays packed while folds only ask whether an id is in it (rebuilds,
+    `replay --at`): every answer, what is forgotten as the window moves on, and what the next
+    snapshot holds are those of the window unpacked at once."""
+    at = START.timestamp()
+    eager = Tracked.new(NP)
+    for n in range(size):
+        eager.remember(f"c{n:032x}", (at + n * spacing, "UpdateNetworkPartition", "accepted", ("Updated",)))
+    lazy = Tracked.from_snapshot(NP, eager.snapshot())
+    eager = Tracked.from_snapshot(NP, eager.snapshot())
+    eager.handled  # noqa: B018 - unpacked now: the reference
+    later: list[str] = []
+    now = at + size * spacing
+    for step, pick in steps:
+        if step == "remember":
+            now += pick % 400  # up to 400 s on: past 15 minutes within a few steps
+            later.append(f"n{pick:032x}")
+            for tracked in (eager, lazy):
+                tracked.remember(later[-1], (now, "UpdateNetworkPartition", "accepted", ("Updated",)))
+            continue
+        if step == "ask old":  # the oldest first: those the window forgets as it moves on
+            command_id = f"c{pick % min(max(size, 1), 64):032x}"
+        elif step == "ask later" and later:
+            command_id = later[pick % len(later)]
+        else:
+            command_id = f"x{pick:032x}"
+        assert lazy.has_handled(command_id) == eager.has_handled(command_id), command_id
+    assert lazy.snapshot() == eager.snapshot()
+    assert list(lazy.handled.items()) == list(eager.handled.items())

@@ -34,6 +34,10 @@ RANGE_BYTES_PER_RECORD = 2048
 """What a read of a known range asks the broker for per record (a commit is about 1.3 KB), at
 least 1 MB: the broker sends the whole amount whatever the range needs, and 32 MB cost a range
 of a few records 70 ms."""
+READ_AHEAD_RECORDS = 1000
+"""What a reader that may stop at any record lets the reader thread fetch and unpack ahead of
+it (`iter_records(..., ahead=True)`): the rest of a 32 MB fetch, unpacked for a caller that has
+stopped, was a third of a `replay --at`."""
 BULK_FETCH_WAIT_MS = 20
 """How long the broker may hold a fetch: a bulk read wants what is there now, and a fetch of a
 partition's tail waits its whole wait when nothing more comes."""
@@ -48,10 +52,13 @@ async def _produce_batches(
     out: queue.Queue,
     stop: threading.Event,
     row=None,
+    ahead: bool = False,
 ) -> None:
+    most = READ_AHEAD_RECORDS if ahead else (None if end is None else end - start)
     fetch_bytes = (
-        BULK_FETCH_BYTES if end is None else min(BULK_FETCH_BYTES, max(1 << 20, (end - start) * RANGE_BYTES_PER_RECORD))
+        BULK_FETCH_BYTES if most is None else min(BULK_FETCH_BYTES, max(1 << 20, most * RANGE_BYTES_PER_RECORD))
     )
+    per_batch = READ_AHEAD_RECORDS if ahead else 20_000
     consumer = AIOKafkaConsumer(
         **kafka_client_options(settings, "aiokafka"),
         group_id=None,
@@ -73,7 +80,7 @@ async def _produce_batches(
         # the position, not the last record's offset + 1: it also passes transaction markers
         # and records compacted away, which end offsets count
         while (position := await consumer.position(tp)) < end and not stop.is_set():
-            batch = await consumer.getmany(tp, timeout_ms=500, max_records=min(20_000, end - position))
+            batch = await consumer.getmany(tp, timeout_ms=500, max_records=min(per_batch, end - position))
             records = [r for r in batch.get(tp, []) if r.offset < end]
             if records:
                 out.put([(r.offset, r.key, r.value) for r in records] if row is None else [row(r) for r in records])
@@ -91,11 +98,12 @@ def iter_partition(
 
 
 def iter_records(
-    settings: Settings, topic_kind: str, partition: int, start: int = 0, end: int | None = None
+    settings: Settings, topic_kind: str, partition: int, start: int = 0, end: int | None = None, ahead: bool = False
 ) -> Iterator:
     """`iter_partition` as aiokafka's ConsumerRecords (topic, partition, offset, key, value,
-    headers): what a reader that verifies signatures needs."""
-    for batch in iter_batches(settings, topic_kind, partition, start, row=_itself, end=end):
+    headers): what a reader that verifies signatures needs. `ahead`: the caller may stop at any
+    record, so the reader thread keeps only `READ_AHEAD_RECORDS` ahead of it."""
+    for batch in iter_batches(settings, topic_kind, partition, start, row=_itself, end=end, ahead=ahead):
         yield from batch
 
 
@@ -104,20 +112,28 @@ def _itself(record):
 
 
 def iter_batches(
-    settings: Settings, topic_kind: str, partition: int, start: int = 0, row=None, end: int | None = None
+    settings: Settings,
+    topic_kind: str,
+    partition: int,
+    start: int = 0,
+    row=None,
+    end: int | None = None,
+    ahead: bool = False,
 ) -> Iterator[list]:
     """`iter_partition` a fetch at a time (a list each, at most 32 MB), each record as
     `row(record)` of the aiokafka ConsumerRecord if given (the archive keeps timestamps and
     headers): no per-record hand-over between the threads. A reader that needs only a range
     gives its `end`: the reader thread fetches ahead, and would otherwise fetch and unpack up
     to the partition's tail whatever the caller stops at."""
-    out: queue.Queue = queue.Queue(maxsize=8)
+    out: queue.Queue = queue.Queue(maxsize=1 if ahead else 8)
     stop = threading.Event()
     failure: list[BaseException] = []
 
     def run() -> None:
         try:
-            asyncio.run(_produce_batches(settings, settings.topic(topic_kind), partition, start, end, out, stop, row))
+            asyncio.run(
+                _produce_batches(settings, settings.topic(topic_kind), partition, start, end, out, stop, row, ahead)
+            )
         except BaseException as exc:  # handed to the caller below, not swallowed
             failure.append(exc)
         finally:

@@ -553,14 +553,15 @@ def fold_history(
 
 def _commits_from(settings: Settings, partition: int, start: int, until: int | None, likely_end: int | None):
     """The events partition from `start`: to offset `until` (included) when given, else to
-    `likely_end` and, should the reader go on past it, on to the partition's end."""
+    `likely_end` in bulk and, should the reader go on past it, on a little at a time (it stops
+    at the first commit after the instant, which is usually soon)."""
     if until is not None:
         yield from iter_records(settings, "events", partition, start, until + 1)
         return
     if likely_end is not None and likely_end > start:
         yield from iter_records(settings, "events", partition, start, likely_end)
         start = likely_end
-    yield from iter_records(settings, "events", partition, start)
+    yield from iter_records(settings, "events", partition, start, ahead=likely_end is not None)
 
 
 def recover_partition(
@@ -582,8 +583,9 @@ def recover_partition(
     partition from its start (time travel's index), `load_snapshots` when it finds none.
     A caller that has asked the broker already gives the partition's first offset
     (`history_begins`) and the offset where the commits after `until_time` likely start
-    (`likely_end`, from the records' times): the commits are read up to it first, and past it
-    only if the fold has not stopped there (a commit's Kafka time is not its `occurred_at`)."""
+    (`likely_end`: the first record stamped at or after it): the commits are read up to it in
+    bulk, and past it a little at a time until the fold stops (a commit's Kafka time is when
+    its node sent it, a little after its `occurred_at`)."""
     result = Recovered(partition)
     covered: dict[str, int] = {}
     snapshots = Snapshots()

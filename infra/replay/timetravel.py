@@ -13,7 +13,7 @@ from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import nullcontext
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from functools import partial
 from typing import Any
 
@@ -77,12 +77,6 @@ def parse_position(text: str) -> Position:
     return Position(offsets=offsets)
 
 
-COMMIT_STAMP_SLACK = timedelta(seconds=60)
-"""How much later than its `occurred_at` a commit may reach Kafka with its record time (the
-producer's clock when it was sent): the commits after an instant are first read up to the
-first record stamped this long after it, and further only if the fold needs more."""
-
-
 def _partitions(settings: Settings, aggregate_id: str | None, count: int | None = None) -> list[int]:
     count = count or partitions_of(settings, "events")
     return [partition_for(aggregate_id, count)] if aggregate_id else list(range(count))
@@ -117,16 +111,19 @@ def platform_at(
                 raise PositionError(f"partition {partition}: the events topic has partitions 0-{known - 1}")
         tps = [TopicPartition(settings.topic("events"), p) for p in partitions]
         begins = {tp.partition: offset for tp, offset in consumer.beginning_offsets(tps).items()}
+        snapshot_tps = [TopicPartition(settings.topic("snapshots"), p) for p in partitions]
+        snapshot_ends = {tp.partition: end for tp, end in consumer.end_offsets(snapshot_tps).items()}
         likely_ends: dict[int, int | None] = dict.fromkeys(partitions)
         if at.time is not None:
-            after = int((at.time + COMMIT_STAMP_SLACK).timestamp() * 1000)
+            # every record stamped before the instant was sent, so decided, before it
+            after = int(at.time.timestamp() * 1000)
             for tp, stamped in consumer.offsets_for_times(dict.fromkeys(tps, after)).items():
                 likely_ends[tp.partition] = stamped.offset if stamped is not None else None
     finally:
         consumer.close()
 
     index = CheckpointIndex(settings)
-    index.refresh_all(partitions)
+    index.refresh_all(partitions, snapshot_ends)
 
     def rebuild(partition: int) -> dict[str, Tracked]:
         return recover_partition(
