@@ -2,7 +2,8 @@
 
 One broker restarted on its own data: what was answered before the kill is still history after.
 One broker of three lost for good (a plain broker, then the active controller): every command is
-answered, each decided once, and commands sent after the kill are answered too."""
+answered, each decided once, and commands sent after the kill are answered too. A tool reading a
+topic when its only broker dies ends with an error naming the topic instead of hanging."""
 
 from __future__ import annotations
 
@@ -11,11 +12,13 @@ import time
 from collections import Counter
 
 import pytest
+from kafka import KafkaProducer
+from kafka.errors import KafkaTimeoutError
 
 from infra.broker import EmbeddedBroker
 from infra.log.commands_client import CommandClient
 from infra.log.eventlog import read_history
-from infra.log.kafka import ensure_topics
+from infra.log.kafka import ensure_topics, kafka_client_options, read_to_end
 from infra.settings import Settings
 from schemas import commands as C
 from schemas.ids import aggregate_id
@@ -147,3 +150,43 @@ def test_one_of_three_brokers_killed_every_command_answered_once(tmp_path, victi
         finally:
             client.close()
             end(node)
+
+
+def test_a_read_to_the_end_gives_up_naming_the_topic_when_the_broker_dies_mid_read(tmp_path):
+    """`stratos status`, `deadletter list`, `digest` and the API's status read whole topics: the
+    broker killed (-9) after the first record, the read raises within its patience (the CLI
+    prints it as one line, the API answers 503) where it used to poll an absent broker forever."""
+    broker = EmbeddedBroker(data_dir=tmp_path / "kafka").start()
+    settings = Settings(
+        kafka_bootstrap=broker.bootstrap,
+        topic_prefix="midread.",
+        partitions=1,
+        state_dir=tmp_path,
+        kafka_connect_timeout_seconds=3,
+    )
+    outcome: list[object] = []
+    try:
+        ensure_topics(settings)
+        producer = KafkaProducer(**kafka_client_options(settings))
+        for n in range(4000):  # 8 MB: several fetches of at most 1 MB
+            producer.send(settings.topic("deadletter"), value=b"%05d" % n + b"x" * 2048)
+        producer.flush()
+        producer.close()
+        records = read_to_end(settings, "deadletter", decode_records=False)
+        first = next(records)
+        assert first.value.startswith(b"00000")
+        broker.kill(1)
+
+        def read_the_rest() -> None:
+            try:
+                outcome.append(sum(1 for _ in records))
+            except Exception as exc:  # what the caller sees
+                outcome.append(exc)
+
+        reader = threading.Thread(target=read_the_rest, daemon=True)
+        reader.start()
+        wait_until(lambda: outcome, timeout=120, message="the read to end, ended")
+    finally:
+        broker.stop()
+    assert isinstance(outcome[0], KafkaTimeoutError), outcome
+    assert "midread.deadletter" in str(outcome[0]) and "records left" in str(outcome[0])

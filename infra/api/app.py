@@ -13,11 +13,13 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 
 import anyio
+from aiokafka.errors import KafkaError as AIOKafkaError
 from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from fastapi.security import HTTPBasicCredentials
 from fastapi.staticfiles import StaticFiles
+from kafka.errors import KafkaError
 from pydantic import BaseModel, ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -189,6 +191,15 @@ def create_app(
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException):
         return answer(exc.status_code, str(exc.detail), "error", headers=getattr(exc, "headers", None))
+
+    async def broker_out_of_reach(request: Request, exc: Exception):
+        """A request that had to read the log while the broker could not be reached (`stratos
+        status`'s heartbeats, the dead letters): 503, as Stratos answers when a backend is down."""
+        log.warning("%s %s: Kafka out of reach: %s", request.method, request.url.path, exc)
+        return answer(503, f"the platform's Kafka is out of reach ({type(exc).__name__}: {exc})", "error")
+
+    app.add_exception_handler(KafkaError, broker_out_of_reach)
+    app.add_exception_handler(AIOKafkaError, broker_out_of_reach)
 
     @app.exception_handler(Exception)
     async def unexpected(request: Request, exc: Exception):

@@ -63,7 +63,7 @@ class TopologyProjector:
         """Set once the log is folded up to where it ended at start and the differences written."""
 
     def read_written(self) -> None:
-        for delivered in read_to_end(self.settings, "topology"):
+        for delivered in read_to_end(self.settings, "topology", wait_for_broker=True):
             self.written[delivered.key or delivered.record.aggregate_id] = delivered.record.payload.model_dump(
                 mode="json"
             )

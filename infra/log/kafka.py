@@ -19,7 +19,7 @@ from typing import Literal, overload
 
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.admin import NewTopic
-from kafka.errors import KafkaError, TopicAlreadyExistsError
+from kafka.errors import KafkaError, KafkaTimeoutError, TopicAlreadyExistsError
 from pydantic import BaseModel, ValidationError
 
 from actors.base import made
@@ -824,6 +824,7 @@ def read_to_end(
     dead_letters: DeadLetters | None = None,
     partitions: Iterable[int] | None = None,
     decode_records: bool = True,
+    wait_for_broker: bool = False,
 ):
     """Read a topic from its beginning to its current end (for replay and tools).
 
@@ -831,12 +832,18 @@ def read_to_end(
     the last record's offset + 1, because it also passes what end offsets count and no record
     shows (transaction markers, records compacted away).
 
+    A read that makes no progress for `STRATOS_KAFKA_CONNECT_TIMEOUT_SECONDS` (the broker gone
+    mid-read) raises KafkaTimeoutError naming the topic: a tool or a request ends with an error
+    instead of hanging. `wait_for_broker`: a service's reader waits for the broker to come back.
+
     Yields Delivered records (or raw ConsumerRecords with decode_records=False).
     """
     consumer = assigned_consumer(settings, topic_kind, partitions=partitions)
     try:
         ends = consumer.end_offsets(list(consumer.assignment()))
         remaining = {tp for tp, end in ends.items() if end > consumer.position(tp)}
+        patience = settings.kafka_connect_timeout_seconds
+        progress, progressed_at = sum(consumer.position(tp) for tp in remaining), time.monotonic()
         while remaining:
             batch = poll_through_broker_loss(consumer, 500)
             for tp, raws in batch.items():
@@ -859,5 +866,14 @@ def read_to_end(
                     yield from raws
             # every partition: a fetch that passed only markers returns no record of it
             remaining = {tp for tp in remaining if consumer.position(tp) < ends[tp]}
+            now, positions = time.monotonic(), sum(consumer.position(tp) for tp in ends)
+            if positions != progress:
+                progress, progressed_at = positions, now
+            elif remaining and not wait_for_broker and now - progressed_at > patience:
+                raise KafkaTimeoutError(
+                    f"reading {settings.topic(topic_kind)}: nothing more came for {patience:.0f} s "
+                    f"with {sum(ends[tp] - consumer.position(tp) for tp in remaining):,} records left "
+                    "(is the broker up?)"
+                )
     finally:
         consumer.close()

@@ -113,7 +113,7 @@ class UsageExporter:
         self.fold = UsageFold(settings)
         self.appender = Appender(settings)
         self.check_seconds = check_seconds
-        self.written: set[str] = {d.record.id for d in read_to_end(settings, "usage")}
+        self.written: set[str] = {d.record.id for d in read_to_end(settings, "usage", wait_for_broker=True)}
         self.stopping = threading.Event()
         self.otel = otel_exporter(self.fold)
 
