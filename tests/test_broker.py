@@ -1,10 +1,17 @@
 """The embedded Kafka: starts on a free loopback port, keeps its log on disk across a restart,
-forms a three-node cluster whose active controller it can name; clear errors otherwise."""
+forms a three-node cluster whose active controller it can name, outlives its JVM's death under
+`stratos broker`; clear errors otherwise."""
 
 from __future__ import annotations
 
+import os
+import re
+import signal
 import socket
+import subprocess
+import sys
 
+import psutil
 import pytest
 from kafka import KafkaAdminClient
 
@@ -82,3 +89,60 @@ def test_three_nodes_form_one_cluster_led_by_a_running_controller(tmp_path):
 
         successor = wait_until(new_leader, timeout=30, message="a new KRaft leader")
         assert successor in running - {leader}
+
+
+def test_stratos_broker_starts_its_jvm_again_when_it_dies(tmp_path):
+    """`stratos broker` on a data dir, its JVM killed (-9, as the kernel's OOM killer would, or
+    its own OutOfMemoryError exit): the command says so and starts it again on the same data,
+    where the record acked before is still served; it used to go on "running" with no broker."""
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("STRATOS_")},
+        "PYTHONPATH": os.getcwd(),
+        "STRATOS_STATE_DIR": str(tmp_path / "state"),
+        "STRATOS_TOPIC_PREFIX": "revive.",
+        "COLUMNS": "400",
+    }
+    output = tmp_path / "broker.txt"
+    with open(output, "wb") as out:
+        broker = subprocess.Popen(
+            [sys.executable, "-m", "infra.cli", "broker", "--data", str(tmp_path / "kafka")],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=env,
+            start_new_session=True,
+        )
+    try:
+        printed = wait_until(
+            lambda: (
+                (broker.poll() is None or pytest.fail(output.read_text()))
+                and re.search(r"STRATOS_KAFKA_BOOTSTRAP=(\S+)", output.read_text())
+            ),
+            timeout=120,
+            interval=0.2,
+            message="the broker's address",
+        )
+        settings = Settings(kafka_bootstrap=printed[1], topic_prefix="revive.", partitions=1, state_dir=tmp_path)
+        aggregate = "carbon.super/cluster/revived"
+        record = envelope(CommandRecord, C.CheckTimeouts(), aggregate)
+        appender = Appender(settings, source="test")
+        try:
+            appender.append("commands", aggregate, record)
+        finally:
+            appender.close()
+        (jvm,) = [p for p in psutil.Process(broker.pid).children(recursive=True) if "java" in p.name()]
+        jvm.send_signal(signal.SIGKILL)
+        wait_until(
+            lambda: "Kafka node 1 exited with code -9; started again on its data" in output.read_text(),
+            timeout=30,
+            message="the JVM's death, said",
+        )
+        wait_until(
+            lambda: [d.record.id for d in read_to_end(settings, "commands")] == [record.id],
+            timeout=120,
+            message="the record acked before the kill, served by the JVM started again",
+        )
+        assert broker.poll() is None
+    finally:
+        broker.send_signal(signal.SIGINT)
+        broker.wait(60)
+    assert broker.returncode == 0, output.read_text()[-2000:]

@@ -122,6 +122,10 @@ class KafkaNode:
     directory: Path
     process: subprocess.Popen | None = None
     log_path: Path | None = None
+    restarts: int = 0
+    """Times `EmbeddedBroker.revive` started it again after its JVM exited."""
+    revive_after: float = 0.0
+    """When `revive` may start it again (monotonic): later after each restart, up to a minute."""
 
     @property
     def address(self) -> str:
@@ -502,6 +506,27 @@ class EmbeddedBroker:
             return
         self._launch(node)
         self.wait_ready(timeout)
+
+    def revive(self) -> list[str]:
+        """Start again, on its data, each node whose JVM exited by itself (its OutOfMemoryError
+        ends it: -XX:+ExitOnOutOfMemoryError; a kill): a long-running `stratos broker` or `stratos
+        up` outlives it instead of serving nothing. A node that keeps exiting is started again
+        after 2, 4, 8 ... up to 60 s, never in a tight loop. Called from the loop that waits for
+        Ctrl-C, which also calls `stop` (a node stopped there is not started again). Returns one
+        line per node started, for the caller to print."""
+        started = []
+        for node in self.nodes:
+            if node.process is None or node.process.poll() is None or time.monotonic() < node.revive_after:
+                continue
+            code, why = node.process.returncode, _failure_in(node.log_path)
+            node.restarts += 1
+            node.revive_after = time.monotonic() + min(60.0, 2.0 ** min(node.restarts, 6))
+            self._launch(node)
+            started.append(
+                f"Kafka node {node.node_id} exited with code {code}; started again on its data "
+                f"(restart #{node.restarts}): {why}"
+            )
+        return started
 
     def active_controller(self) -> int | None:
         """The node that leads the KRaft quorum (DescribeQuorum), or None when none answers."""

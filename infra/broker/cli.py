@@ -9,7 +9,7 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from infra.cli.common import as_part, console, require_bootstrap, setup_logging, wait_for_interrupt
+from infra.cli.common import as_part, console, require_bootstrap, revive_printing, setup_logging, wait_for_interrupt
 from infra.settings import get_settings
 
 
@@ -75,7 +75,7 @@ def broker(
                     f"  STRATOS_KAFKA_SECURITY_PROTOCOL=SASL_SSL STRATOS_KAFKA_CA={tls / 'ca.pem'} "
                     f'STRATOS_KAFKA_USERNAME=stratos STRATOS_KAFKA_PASSWORD="$(cat {tls / "stratos.password"})"'
                 )
-            wait_for_interrupt()
+            wait_for_interrupt(revive_printing(embedded))
         finally:
             embedded.stop()
     except (BrokerError, TopicsError) as exc:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import logging
 import signal
 import threading
+from collections.abc import Callable
 
 import typer
 from rich.console import Console
@@ -22,12 +23,26 @@ def setup_logging() -> None:
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
-def wait_for_interrupt() -> None:
-    """Block until Ctrl-C or SIGTERM."""
+def wait_for_interrupt(every_second: Callable[[], None] | None = None) -> None:
+    """Block until Ctrl-C or SIGTERM, calling `every_second` meanwhile (the embedded broker's
+    `revive`)."""
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
-    stop.wait()
+    while not stop.wait(1.0):
+        if every_second is not None:
+            every_second()
+
+
+def revive_printing(broker) -> Callable[[], None]:
+    """`wait_for_interrupt`'s check of an embedded broker: each node whose JVM exited is started
+    again, said on the console."""
+
+    def revive() -> None:
+        for line in broker.revive():
+            console.print(f"[yellow]warning:[/] {line}")
+
+    return revive
 
 
 def as_part(settings, name: str):

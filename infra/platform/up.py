@@ -99,7 +99,7 @@ def run_platform(
     brokers: int = 1,
     secure: bool = False,
 ) -> int:
-    from infra.cli.common import wait_for_interrupt
+    from infra.cli.common import revive_printing, wait_for_interrupt
 
     settings = get_settings()
     settings.state_dir = state_dir  # the sample loader seals with the parts' key (infra/auth/secrets.py)
@@ -182,7 +182,7 @@ def run_platform(
         if sample:
             load_sample(settings, console)
         console.print("running; Ctrl-C stops everything")
-        wait_for_interrupt()
+        wait_for_interrupt(revive_printing(broker) if broker else None)
         return 0
     except (BrokerError, TlsConfigError, TopicsError) as exc:
         console.print(f"[red]error:[/] {exc}")
