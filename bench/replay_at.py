@@ -8,7 +8,8 @@ generated once with `stratos log generate --records 2000000`). Timed in the same
 - the checkpoint index brought up to date from nothing (`infra/replay/checkpoint_index.py`,
   once per log; a later query reads only what was added);
 - `platform_at` at `--instants` random past instants (the index, the nearest checkpoint's
-  snapshots, the commits after it), with the records each read;
+  snapshots, the commits after it), with the records each read; then one random aggregate
+  alone at each of them (`replay --at … --aggregate`: only its snapshot and commits decoded);
 - the previous way at `--scans` of those instants: the snapshots partitions read from their
   start to the instant (`load_snapshots`);
 - baseline: a cold rebuild of the whole log without snapshots;
@@ -146,6 +147,14 @@ def main() -> None:
         for at in instants:
             found, seconds = timed(lambda at=at: platform_at(settings, Position(time=at)))
             at_times.append(seconds)
+        names = sorted(found)
+        one_times = []
+        for at in instants:  # `replay --at … --aggregate`: one aggregate, decoded alone
+            _one, seconds = timed(lambda at=at: platform_at(settings, Position(time=at), rng.choice(names)))
+            one_times.append(seconds)
+        print(
+            f"one aggregate at the same instants: p50 {median(one_times):.3f}s, p95 {percentile(one_times, 0.95):.3f}s"
+        )
         reads = [  # what the timed calls read, at three of the instants
             sum(
                 recover_partition(settings, p, until_time=at, find_snapshots=index.snapshots).snapshot_records_read
@@ -184,6 +193,8 @@ def main() -> None:
             "replay_at_p50_s": round(median(at_times), 3),
             "replay_at_p95_s": round(percentile(at_times, 0.95), 3),
             "replay_at_p95_to_cold_ratio": round(percentile(at_times, 0.95) / cold_s, 4),
+            "one_aggregate_p50_s": round(median(one_times), 3),
+            "one_aggregate_p95_s": round(percentile(one_times, 0.95), 3),
             "snapshot_records_read_per_instant": reads,
             "scan_median_s": round(median(scan_times), 3) if scan_times else None,
             "scan_snapshot_records_read": scan_reads,

@@ -514,12 +514,15 @@ def fold_history(
     covered: dict[str, int],
     until: int | None = None,
     until_time: datetime | None = None,
+    keep: Callable[[str], bool] | None = None,
 ) -> None:
     """Fold the commits among `records` (consumer records of `result`'s events partition, in
     offset order, from the chosen checkpoint on) into `result.aggregates`, past the offsets of
     the snapshots they were loaded from (`covered`); up to offset `until` and to the last
     commit that occurred at or before `until_time`. The rebuild owns every state it folds, so
-    each is folded in place (`Tracked.fold_commit(in_place=True)`; docs/adr/0016-*.md)."""
+    each is folded in place (`Tracked.fold_commit(in_place=True)`; docs/adr/0016-*.md).
+    `keep`: only the commits of the aggregates it accepts are decoded past their envelope and
+    folded (time travel to one aggregate, or one tenant's)."""
     aggregates, dirty, problems = result.aggregates, result.dirty, result.problems
     for raw in records:
         offset, value = raw.offset, raw.value
@@ -527,7 +530,16 @@ def fold_history(
             break
         result.next_offset = offset + 1
         try:
-            commit = history.commit(raw)
+            if keep is None:
+                commit = history.commit(raw)
+            else:
+                head = history.head(raw)
+                if head is not None and until_time is not None and head.occurred_at > until_time:
+                    result.next_offset = offset
+                    break
+                if head is not None and not keep(head.envelope.aggregate_id):
+                    continue
+                commit = head.record() if head is not None else None
         except ValueError as exc:
             problems.append(f"offset {offset}: invalid record: {rejection_reason(exc)}")
             continue
@@ -574,6 +586,7 @@ def recover_partition(
     find_snapshots: SnapshotFinder | None = None,
     history_begins: int | None = None,
     likely_end: int | None = None,
+    keep: Callable[[str], bool] | None = None,
 ) -> Recovered:
     """Every aggregate of one partition as the log says it is (up to offset `until`, inclusive,
     and up to the last commit that occurred at or before `until_time`). Raises HistoryGap when
@@ -585,7 +598,8 @@ def recover_partition(
     (`history_begins`) and the offset where the commits after `until_time` likely start
     (`likely_end`: the first record stamped at or after it): the commits are read up to it in
     bulk, and past it a little at a time until the fold stops (a commit's Kafka time is when
-    its node sent it, a little after its `occurred_at`)."""
+    its node sent it, a little after its `occurred_at`). `keep`: only the aggregates it accepts
+    are rebuilt; the others' snapshots and commits are not decoded."""
     result = Recovered(partition)
     covered: dict[str, int] = {}
     snapshots = Snapshots()
@@ -595,9 +609,11 @@ def recover_partition(
         snapshots = found or load_snapshots(settings, partition, before, until_time)
         result.snapshot_records_read = snapshots.records_read
         for aggregate_id, record in snapshots.latest.items():
+            if keep is not None and not keep(aggregate_id):
+                continue
             result.aggregates[aggregate_id] = Tracked.from_snapshot(aggregate_id, record.payload.state)
             covered[aggregate_id] = record.payload.events_offset
-        result.snapshots_loaded = len(snapshots.latest)
+        result.snapshots_loaded = len(result.aggregates)
         result.dirty = dict(snapshots.exposed)
     start = history_start(settings, partition) if history_begins is None else history_begins
     if start > snapshots.replay_from:
@@ -610,7 +626,7 @@ def recover_partition(
     history = History.of(settings, lambda _p, _o: Fence(snapshots.claim))
     with gc_paused() if pause_gc else nullcontext():
         records = _commits_from(settings, partition, snapshots.replay_from, until, likely_end)
-        fold_history(result, history, records, covered, until, until_time)
+        fold_history(result, history, records, covered, until, until_time, keep)
     result.covers = {a: at for a, at in covered.items() if a not in result.dirty}
     result.fence = history.fences.get(partition) or Fence(snapshots.claim)
     for problem in result.problems[:20]:

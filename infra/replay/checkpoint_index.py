@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from datetime import datetime
 from pathlib import Path
 
@@ -130,12 +130,18 @@ class CheckpointIndex:
         return sum(self.refresh(partition, end) for partition, end in ends.items())
 
     def snapshots(
-        self, partition: int, before: int | None = None, not_after: datetime | None = None, refresh: bool = True
+        self,
+        partition: int,
+        before: int | None = None,
+        not_after: datetime | None = None,
+        refresh: bool = True,
+        keep: Callable[[str], bool] | None = None,
     ) -> Snapshots | None:
         """The snapshots of the newest indexed checkpoint whose events offset is below `before`
         and that was written at or before `not_after`, all of whose snapshots are still there;
         None when there is none (the caller falls back to `load_snapshots`). `refresh=False`:
-        the caller has just brought the index up to date (`refresh_all`)."""
+        the caller has just brought the index up to date (`refresh_all`). `keep`: only the
+        snapshots of the aggregates it accepts are read (and need to be there)."""
         if refresh:
             self.refresh(partition)
         query = "SELECT pos, eoff, claim, manifest FROM checkpoint WHERE part = ?"
@@ -150,6 +156,8 @@ class CheckpointIndex:
                 manifest: dict[str, int] = json.loads(manifest_json)
                 places = {}
                 for aggregate_id, at in manifest.items():
+                    if keep is not None and not keep(aggregate_id):
+                        continue
                     row = db.execute(
                         "SELECT pos FROM snap WHERE part = ? AND agg = ? AND eoff = ?", (partition, aggregate_id, at)
                     ).fetchone()

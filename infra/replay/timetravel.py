@@ -9,7 +9,7 @@ owner of the partition would have had in memory then.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import nullcontext
 from dataclasses import dataclass, field
@@ -82,6 +82,10 @@ def _partitions(settings: Settings, aggregate_id: str | None, count: int | None 
     return [partition_for(aggregate_id, count)] if aggregate_id else list(range(count))
 
 
+def _of_tenants(tenants: tuple[str, ...], aggregate_id: str) -> bool:
+    return aggregate_id.startswith(tenants)
+
+
 def platform_at(
     settings: Settings,
     at: Position,
@@ -92,10 +96,19 @@ def platform_at(
 ) -> dict[str, Tracked]:
     """Every aggregate (or the one named) as it was at `at`, from the checkpoint before it (found
     with the checkpoint index: `infra.replay.checkpoint_index`) plus the commits after it.
-    `only`: just the partitions holding these aggregates are rebuilt (a tenant's, for the API,
-    which also keeps the collector running: `pause_gc=False`)."""
+    `only`: just the partitions holding these aggregates are rebuilt, and in them only the
+    aggregates of their tenants (a tenant's, for the API, which also keeps the collector
+    running: `pause_gc=False`). The aggregate named, or the tenants, are all that is decoded:
+    the other aggregates' snapshots are not read and their commits not decoded past the
+    envelope."""
+    keep: Callable[[str], bool] | None = None
     if aggregate_id:
         parse_aggregate_id(aggregate_id)
+        keep = aggregate_id.__eq__
+    elif only is not None:
+        only = list(only)
+        tenants = tuple({f"{parse_aggregate_id(a).tenant}/" for a in only})
+        keep = partial(_of_tenants, tenants)
     consumer = KafkaConsumer(**kafka_client_options(settings), group_id=None, enable_auto_commit=False)
     try:  # one client for every question to the broker before the rebuilds
         known = len(topic_partitions(consumer, settings.topic("events")))
@@ -132,9 +145,10 @@ def platform_at(
             until=at.offsets.get(partition),
             until_time=at.time,
             pause_gc=pause_gc,
-            find_snapshots=partial(index.snapshots, refresh=False),
+            find_snapshots=partial(index.snapshots, refresh=False, keep=keep),
             history_begins=begins[partition],
             likely_end=likely_ends[partition],
+            keep=keep,
         ).aggregates
 
     found: dict[str, Tracked] = {}
