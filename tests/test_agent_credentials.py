@@ -74,8 +74,8 @@ def test_private_repositories_check_out_with_their_credentials_each_tenant_in_it
                 )
             )
         a_dir, b_dir = tenant_workdir(workdir, "a.org"), tenant_workdir(workdir, "b.org")
-        wait_until(
-            lambda: (a_dir / "index.html").exists() and (b_dir / "index.html").exists(),
+        wait_until(  # checked out whole: git creates a file before it writes its content
+            lambda: all((d / "index.html").exists() and (d / "index.html").read_text() for d in (a_dir, b_dir)),
             timeout=30,
             message="both tenants' sign-ups checked out",
         )

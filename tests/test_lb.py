@@ -346,7 +346,9 @@ def test_requests_in_flight_reach_the_health_topic_and_a_sustained_load_adds_mem
     ]
     mine = [s for s in stats if s.cluster_id == APP1.split("/")[-1]]
     assert mine and all(s.network_partition_id == NP and s.member_id is None for s in mine)
-    assert max(s.value for s in mine) >= 10
+    # requests counted across the 24 clients, above the policy's threshold of 5 (how many are in
+    # flight at a sample depends on the machine's load: 9 to 20 seen)
+    assert max(s.value for s in mine) > 5
     assert {s.cluster_id for s in stats} >= {APP2.split("/")[-1]}
     spawned = [e for e in events_of(platform.settings, APP1) if e.type == "MemberSpawnRequested"]
     assert len(spawned) > before
