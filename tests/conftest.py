@@ -12,7 +12,9 @@ import threading
 import time
 import traceback
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
 from typing import TypeVar
 
 import pytest
@@ -122,6 +124,46 @@ def stop_stratos_up(process) -> int:
             if part.is_running():
                 part.kill()
     return process.returncode
+
+
+@contextmanager
+def stratos_broker(
+    tmp_path: Path, prefix: str, *args: str, printed: tuple[str, ...] = ()
+) -> Iterator[tuple[subprocess.Popen, dict[str, str], Path]]:
+    """`stratos broker` as an operator runs it: a process of its own, with only this test's
+    STRATOS_* settings. Yields (process, its environment, its output file) once it has printed
+    its bootstrap line (and each of `printed`); Ctrl-C at the end must stop it with code 0."""
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("STRATOS_")},
+        "PYTHONPATH": os.getcwd(),
+        "STRATOS_STATE_DIR": str(tmp_path / "state"),
+        "STRATOS_TOPIC_PREFIX": prefix,
+        "COLUMNS": "400",
+    }
+    output = tmp_path / "broker.txt"
+    with open(output, "wb") as out:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "infra.cli", "broker", *args],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=env,
+            start_new_session=True,
+        )
+    try:
+        wait_until(
+            lambda: (
+                (process.poll() is None or pytest.fail(output.read_text()))
+                and all(line in output.read_text() for line in ("STRATOS_KAFKA_BOOTSTRAP=", *printed))
+            ),
+            timeout=120,
+            interval=0.2,
+            message="the broker's settings",
+        )
+        yield process, env, output
+    finally:
+        process.send_signal(signal.SIGINT)
+        process.wait(60)
+    assert process.returncode == 0, output.read_text()[-2000:]
 
 
 def nodes_group_view(settings) -> str:

@@ -4,12 +4,9 @@ forms a three-node cluster whose active controller it can name, outlives its JVM
 
 from __future__ import annotations
 
-import os
 import re
 import signal
 import socket
-import subprocess
-import sys
 
 import psutil
 import pytest
@@ -20,7 +17,7 @@ from infra.log.kafka import Appender, ensure_topics, envelope, read_to_end
 from infra.settings import Settings
 from schemas import commands as C
 from schemas.records import CommandRecord
-from tests.conftest import wait_until
+from tests.conftest import stratos_broker, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -95,33 +92,9 @@ def test_stratos_broker_starts_its_jvm_again_when_it_dies(tmp_path):
     """`stratos broker` on a data dir, its JVM killed (-9, as the kernel's OOM killer would, or
     its own OutOfMemoryError exit): the command says so and starts it again on the same data,
     where the record acked before is still served; it used to go on "running" with no broker."""
-    env = {
-        **{k: v for k, v in os.environ.items() if not k.startswith("STRATOS_")},
-        "PYTHONPATH": os.getcwd(),
-        "STRATOS_STATE_DIR": str(tmp_path / "state"),
-        "STRATOS_TOPIC_PREFIX": "revive.",
-        "COLUMNS": "400",
-    }
-    output = tmp_path / "broker.txt"
-    with open(output, "wb") as out:
-        broker = subprocess.Popen(
-            [sys.executable, "-m", "infra.cli", "broker", "--data", str(tmp_path / "kafka")],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            env=env,
-            start_new_session=True,
-        )
-    try:
-        printed = wait_until(
-            lambda: (
-                (broker.poll() is None or pytest.fail(output.read_text()))
-                and re.search(r"STRATOS_KAFKA_BOOTSTRAP=(\S+)", output.read_text())
-            ),
-            timeout=120,
-            interval=0.2,
-            message="the broker's address",
-        )
-        settings = Settings(kafka_bootstrap=printed[1], topic_prefix="revive.", partitions=1, state_dir=tmp_path)
+    with stratos_broker(tmp_path, "revive.", "--data", str(tmp_path / "kafka")) as (broker, _env, output):
+        bootstrap = re.search(r"STRATOS_KAFKA_BOOTSTRAP=(\S+)", output.read_text())[1]
+        settings = Settings(kafka_bootstrap=bootstrap, topic_prefix="revive.", partitions=1, state_dir=tmp_path)
         aggregate = "carbon.super/cluster/revived"
         record = envelope(CommandRecord, C.CheckTimeouts(), aggregate)
         appender = Appender(settings, source="test")
@@ -142,7 +115,3 @@ def test_stratos_broker_starts_its_jvm_again_when_it_dies(tmp_path):
             message="the record acked before the kill, served by the JVM started again",
         )
         assert broker.poll() is None
-    finally:
-        broker.send_signal(signal.SIGINT)
-        broker.wait(60)
-    assert broker.returncode == 0, output.read_text()[-2000:]

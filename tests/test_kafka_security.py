@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import signal
 import subprocess
 import sys
 import threading
@@ -44,7 +43,7 @@ from schemas import events as E
 from schemas.ids import aggregate_id
 from schemas.records import Claim, CommandRecord, Commit, LogRecord, NotifierRecord
 from schemas.status import CommandRejected, InstanceCleanupMember
-from tests.conftest import RunningNode, stop_stratos_up, wait_until
+from tests.conftest import RunningNode, stop_stratos_up, stratos_broker, wait_until
 
 pytestmark = pytest.mark.integration
 PASSWORD = "secure-admin-pw"
@@ -401,34 +400,8 @@ def test_stratos_up_secure_process_runs_real_agents_as_their_tenants_instance_pr
 def test_stratos_broker_secure_prints_what_the_platforms_tools_need(tmp_path):
     """`stratos broker --secure` as an operator runs it, then `stratos kafka-acls --apply` with the
     settings it printed."""
-    env = {
-        **{k: v for k, v in os.environ.items() if not k.startswith("STRATOS_")},
-        "PYTHONPATH": os.getcwd(),
-        "STRATOS_STATE_DIR": str(tmp_path / "state"),
-        "STRATOS_TOPIC_PREFIX": "ops.",
-        "COLUMNS": "400",
-    }
-    output = tmp_path / "broker.txt"
-    with open(output, "wb") as out:
-        broker = subprocess.Popen(
-            [sys.executable, "-m", "infra.cli", "broker", "--secure"],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            env=env,
-            start_new_session=True,
-        )
-    try:
-        printed = wait_until(
-            lambda: (
-                (broker.poll() is None or pytest.fail(output.read_text()))
-                and re.search(r"STRATOS_KAFKA_BOOTSTRAP=(\S+)", output.read_text())
-                and "STRATOS_KAFKA_PASSWORD" in output.read_text()
-                and output.read_text()
-            ),
-            timeout=120,
-            interval=0.2,
-            message="the secure broker's settings",
-        )
+    with stratos_broker(tmp_path, "ops.", "--secure", printed=("STRATOS_KAFKA_PASSWORD",)) as (_broker, env, output):
+        printed = output.read_text()
         settings = dict(re.findall(r"(STRATOS_KAFKA_[A-Z_]+)=(\S+)", printed))
         password_file = re.search(r'STRATOS_KAFKA_PASSWORD="\$\(cat (\S+)\)"', printed)[1]
         tools = {**env, **settings, "STRATOS_KAFKA_PASSWORD": Path(password_file).read_text().strip()}
@@ -442,10 +415,6 @@ def test_stratos_broker_secure_prints_what_the_platforms_tools_need(tmp_path):
         assert applied.returncode == 0, applied.stdout + applied.stderr
         answer = json.loads(applied.stdout.strip().splitlines()[-1])
         assert answer["applied"] and Path(answer["password_files"]["client.t.org"]).stat().st_mode & 0o077 == 0
-    finally:
-        broker.send_signal(signal.SIGINT)
-        broker.wait(60)
-    assert broker.returncode == 0, output.read_text()[-2000:]
 
 
 def test_a_secure_data_dir_restarts_secure_and_refuses_to_start_plain(tmp_path):

@@ -843,7 +843,7 @@ def read_to_end(
         ends = consumer.end_offsets(list(consumer.assignment()))
         remaining = {tp for tp, end in ends.items() if end > consumer.position(tp)}
         patience = settings.kafka_connect_timeout_seconds
-        progress, progressed_at = sum(consumer.position(tp) for tp in remaining), time.monotonic()
+        progress, progressed_at = sum(consumer.position(tp) for tp in ends), time.monotonic()
         while remaining:
             batch = poll_through_broker_loss(consumer, 500)
             for tp, raws in batch.items():
